@@ -1,0 +1,42 @@
+# FlowLens: `make run` starts everything, `make test` runs the tests. Both install what they need.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/flowlens.yaml
+DEB_PACKAGES := softflowd nfdump tcpdump nmap chromium
+PIP_TEST := pytest>=8 hypothesis>=6.100 lxml>=5 httpx>=0.27 playwright>=1.45 netflow==0.12.2 testcontainers>=4
+
+.PHONY: install run test fuzz bench clean debs
+
+install: $(STAMP)
+
+$(STAMP): Makefile libs/flowmodel/pyproject.toml services/*/pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e libs/flowmodel -e services/collector -e services/store -e services/analyzer -e services/web
+	$(BIN)/pip install -q $(PIP_TEST)
+	touch $(STAMP)
+
+# Debian packages the integration tests and benchmarks drive (real exporters, nfcapd, a browser).
+debs:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+run: install
+	$(BIN)/flowlens up --config $(CONFIG)
+
+test: install debs
+	$(BIN)/python -m pytest -q tests
+
+fuzz: install
+	FLOWLENS_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q tests/fuzz -p no:cacheprovider
+
+bench: install debs
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) data tests/artifacts

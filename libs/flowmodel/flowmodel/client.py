@@ -1,0 +1,150 @@
+"""StoreClient: the query-protocol client used by the web, the CLI and user scripts.
+
+    from flowmodel.client import StoreClient
+    store = StoreClient("tcp://127.0.0.1:5555")
+    page = store.flows(src="10.0.0.0/8", since="15m")
+    for row in page.rows(): print(row["src_addr"], row["bytes"])
+
+Lazy Pirate: a reply that does not come within ``timeout_s`` closes and reopens the REQ socket and
+retries up to ``retries`` times, then raises StoreUnavailable.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from . import addr
+from .protocol import parse_when
+from .schema import ADDRESS_COLUMNS, FLOW_COLUMNS, FlowBatch
+
+
+class StoreError(RuntimeError):
+    """The store answered with an error; ``str(e)`` is its plain-language reason."""
+
+
+class StoreUnavailable(ConnectionError):
+    """The store did not answer in time after the retries."""
+
+
+class FlowPage:
+    """One page of the flows op: a FlowBatch plus the cursors for the next and previous pages."""
+
+    def __init__(self, batch: FlowBatch, next_cursor: str | None, prev_cursor: str | None, reply: dict):
+        self.batch = batch
+        self.next_cursor = next_cursor
+        self.prev_cursor = prev_cursor
+        self.reply = reply
+
+    def __len__(self) -> int:
+        return self.batch.count
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Rows as dicts with addresses as text (for pages and CLI lines, not for bulk work)."""
+        cols = {}
+        for name in FLOW_COLUMNS:
+            arr = self.batch[name]
+            cols[name] = addr.column_to_text(arr) if name in ADDRESS_COLUMNS else arr.tolist()
+        return [{name: cols[name][i] for name in cols} for i in range(self.batch.count)]
+
+
+def batch_from_reply(reply: dict) -> FlowBatch:
+    count = int(reply.get("count", 0))
+    cols = {name: np.frombuffer(raw, dtype=FLOW_COLUMNS[name][0]) for name, raw in reply.get("columns", {}).items()
+            if name in FLOW_COLUMNS}
+    return FlowBatch(cols, count)
+
+
+class StoreClient:
+    """Thread-safe (one request at a time) client for the store's query endpoint."""
+
+    def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", timeout_s: float = 5.0, retries: int = 2,
+                 context: zmq.Context | None = None):
+        self.endpoint = endpoint
+        self.timeout_ms = int(timeout_s * 1000)
+        self.retries = retries
+        self._ctx = context or zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, cfg) -> "StoreClient":
+        return cls(cfg["query.endpoint"], cfg["query.timeout"], cfg["query.retries"])
+
+    def _open(self) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        return sock
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close(linger=0)
+                self._sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def request(self, op: str, **args: Any) -> dict:
+        """Send one request; return the reply map (ok true) or raise StoreError / StoreUnavailable."""
+        body = msgpack.packb({"op": op, **{k: v for k, v in args.items() if v is not None}}, use_bin_type=True)
+        with self._lock:
+            for _attempt in range(self.retries + 1):
+                if self._sock is None:
+                    self._sock = self._open()
+                self._sock.send(body)
+                if self._sock.poll(self.timeout_ms, zmq.POLLIN):
+                    reply = msgpack.unpackb(self._sock.recv(), raw=False)
+                    break
+                # Lazy Pirate: a REQ socket that lost its reply is stuck; throw it away.
+                self._sock.close(linger=0)
+                self._sock = None
+            else:
+                raise StoreUnavailable(f"the store at {self.endpoint} did not answer within "
+                                       f"{self.timeout_ms / 1000:g} s ({self.retries + 1} tries)")
+        if not isinstance(reply, dict):
+            raise StoreError("the store sent a reply that is not a map")
+        if not reply.get("ok"):
+            raise StoreError(reply.get("error", "the store refused the request without a reason"))
+        return reply
+
+    # --- ops (thin wrappers; arguments as the protocol documents them) ---
+
+    @staticmethod
+    def _times(args: dict) -> dict:
+        for key in ("since", "until"):
+            if isinstance(args.get(key), str):
+                args[key] = parse_when(args[key], name=key)
+        return args
+
+    def flows(self, limit: int = 100, cursor: str | None = None, direction: str = "next", **filters) -> FlowPage:
+        reply = self.request("flows", limit=limit, cursor=cursor, direction=direction, **self._times(filters))
+        return FlowPage(batch_from_reply(reply), reply.get("next_cursor"), reply.get("prev_cursor"), reply)
+
+    def top(self, by: str = "src", metric: str = "bytes", limit: int = 10, **filters) -> dict:
+        return self.request("top", by=by, metric=metric, limit=limit, **self._times(filters))
+
+    def series(self, step: float = 60, **filters) -> dict:
+        return self.request("series", step=step, **self._times(filters))
+
+    def exporters(self) -> dict:
+        return self.request("exporters")
+
+    def status(self) -> dict:
+        return self.request("status")
+
+    def advisories(self, **filters) -> list[dict]:
+        return self.request("advisories", **self._times(filters))["advisories"]
+
+    def rollups(self, kind: str, **args) -> dict:
+        return self.request("rollups", kind=kind, **self._times(args))
+
+    def ping(self) -> bool:
+        return bool(self.request("ping").get("ok"))

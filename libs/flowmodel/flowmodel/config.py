@@ -1,0 +1,338 @@
+"""Configuration: every key declared once (type, default, meaning), loaded from YAML, overridden
+by FLOWLENS_* environment variables, and checked at start so a bad key stops the service with a
+message naming the key and the reason.
+
+Environment overrides use the dotted key in upper case with ``__`` between section and name:
+``FLOWLENS_STORE__SQLITE_PATH=/data/flows.db``. List values are comma-separated.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the key and the reason."""
+
+
+# ---------------------------------------------------------------- value types
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.I)
+_SIZE_UNITS = {None: 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1 << 20, "mb": 1000**2,
+               "mib": 1 << 20, "g": 1 << 30, "gb": 1000**3, "gib": 1 << 30}
+
+
+def parse_duration(value: Any) -> float:
+    """'90s', '10m', '7d', '250ms' or a number of seconds -> seconds (float)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 60s, 10m, 7d")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    m = _DURATION_RE.match(str(value))
+    if not m:
+        raise ValueError(f"{value!r} is not a duration like 60s, 10m, 7d")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_size(value: Any) -> int:
+    """'8MiB', '512k' or a number of bytes -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size like 8MiB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    m = _SIZE_RE.match(str(value))
+    if not m:
+        raise ValueError(f"{value!r} is not a size like 4MiB, 512k or 1048576")
+    return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower() or None]
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"expected an integer, got {value!r}")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {value!r}") from None
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number, got {value!r}") from None
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ValueError(f"expected a string, got {value!r}")
+    return str(value)
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+        return value.lower() in ("true", "yes", "1", "on")
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _str_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+        raise ValueError(f"expected a list of strings, got {value!r}")
+    return [str(v) for v in value]
+
+
+def _port(value: Any) -> int:
+    port = _int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 0-65535")
+    return port
+
+
+def _positive_int(value: Any) -> int:
+    v = _int(value)
+    if v <= 0:
+        raise ValueError(f"must be a positive integer, got {v}")
+    return v
+
+
+def _level(value: Any) -> str:
+    v = _str(value).lower()
+    if v not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"log level must be debug, info, warning or error, got {value!r}")
+    return v
+
+
+def _log_format(value: Any) -> str:
+    v = _str(value).lower()
+    if v not in ("kv", "json"):
+        raise ValueError(f"log format must be kv or json, got {value!r}")
+    return v
+
+
+def _duration(value: Any) -> float:
+    return parse_duration(value)
+
+
+def _pos_duration(value: Any) -> float:
+    v = parse_duration(value)
+    if v <= 0:
+        raise ValueError("must be longer than zero")
+    return v
+
+
+def _fraction(value: Any) -> float:
+    v = _float(value)
+    if not 0 <= v <= 1:
+        raise ValueError(f"must be between 0 and 1, got {v}")
+    return v
+
+
+def _prefix_v4(value: Any) -> int:
+    v = _int(value)
+    if not 0 <= v <= 32:
+        raise ValueError(f"an IPv4 prefix length is 0-32, got {v}")
+    return v
+
+
+def _prefix_v6(value: Any) -> int:
+    v = _int(value)
+    if not 0 <= v <= 128:
+        raise ValueError(f"an IPv6 prefix length is 0-128, got {v}")
+    return v
+
+
+def _networks(value: Any) -> list[str]:
+    import ipaddress
+
+    nets = _str_list(value)
+    for n in nets:
+        try:
+            ipaddress.ip_network(n, strict=False)
+        except ValueError:
+            raise ValueError(f"{n!r} is not a CIDR network") from None
+    return nets
+
+
+@dataclass(frozen=True)
+class Setting:
+    parse: Callable[[Any], Any]
+    default: Any
+    doc: str
+
+
+# ---------------------------------------------------------------- every key, once
+# Sections: log, bus, query, collector, store, analysis, web. Add a key here, in its section, with
+# its documentation; tests/unit/flowmodel/test_config.py fails when the README does not list it.
+SETTINGS: dict[str, Setting] = {
+    "log.level": Setting(_level, "info", "debug, info, warning or error"),
+    "log.format": Setting(_log_format, "kv", "kv (key=value) or json, one line per event"),
+
+    "bus.publish_endpoint": Setting(_str, "tcp://127.0.0.1:5559", "where publishers (collectors, analyzer) connect: the store's XSUB"),
+    "bus.subscribe_endpoint": Setting(_str, "tcp://127.0.0.1:5560", "where subscribers (store, analyzer) connect: the store's XPUB"),
+    "bus.high_water_mark": Setting(_positive_int, 1000, "messages a bus socket queues before it drops (publishers) or stops reading"),
+
+    "query.endpoint": Setting(_str, "tcp://127.0.0.1:5555", "the store's query (REQ/REP) address that clients connect to"),
+    "query.timeout": Setting(_pos_duration, 5.0, "how long a client waits for one reply before retrying"),
+    "query.retries": Setting(_int, 2, "retries after a timeout (Lazy Pirate) before the store counts as unreachable"),
+
+    "collector.bind_address": Setting(_str, "0.0.0.0", "address the UDP listeners bind to (:: for IPv6 and IPv4)"),
+    "collector.netflow_port": Setting(_port, 2055, "UDP port for NetFlow v5/v9 (IPFIX also accepted)"),
+    "collector.ipfix_port": Setting(_port, 4739, "UDP port for IPFIX (NetFlow also accepted); 0 disables"),
+    "collector.buffer_size": Setting(parse_size, 8 << 20, "SO_RCVBUF requested per UDP socket; the granted size is logged"),
+    "collector.batch_max_flows": Setting(_positive_int, 4096, "a batch is published when it holds this many flows"),
+    "collector.batch_max_age": Setting(_pos_duration, 0.2, "or when its oldest flow waited this long"),
+    "collector.instance_id": Setting(_str, "", "source id on the bus; empty = collector@host:pid"),
+    "collector.stats_interval": Setting(_pos_duration, 5.0, "how often exporter health events are published"),
+    "collector.template_path": Setting(_str, "data/templates.json", "file where v9/IPFIX templates persist across restarts; empty disables"),
+    "collector.max_templates_per_exporter": Setting(_positive_int, 1024, "templates kept per exporter; more are refused and counted"),
+    "collector.pending_max_records": Setting(_positive_int, 65536, "records per exporter held while waiting for their template"),
+    "collector.pending_max_age": Setting(_pos_duration, 1800.0, "how long data waits for its template before it is counted as expired"),
+
+    "store.ring_buffer_duration": Setting(_pos_duration, 600.0, "recent window answered from memory (seconds or 10m)"),
+    "store.ring_capacity": Setting(_positive_int, 1_000_000, "flows the in-memory ring holds; the oldest are overwritten"),
+    "store.sqlite_path": Setting(_str, "data/flowlens.db", "SQLite file of the warm tier (WAL mode)"),
+    "store.sqlite_retention": Setting(_pos_duration, 3 * 86400.0, "how long raw flows stay in SQLite"),
+    "store.partition_interval": Setting(_pos_duration, 3600.0, "time span of one flow table; pruning drops whole tables"),
+    "store.prune_interval": Setting(_pos_duration, 300.0, "how often expired partitions are dropped"),
+    "store.rollup_retention": Setting(_pos_duration, 14 * 86400.0, "how long per-minute rollups (for baselines) are kept"),
+    "store.write_queue_batches": Setting(_positive_int, 256, "flow batches queued for the SQLite writer before the store sheds load (counted)"),
+    "store.write_max_rows": Setting(_positive_int, 50_000, "rows per SQLite transaction at most"),
+    "store.advisory_retention": Setting(_pos_duration, 30 * 86400.0, "how long resolved advisories are kept"),
+    "store.bus_xsub_bind": Setting(_str, "tcp://127.0.0.1:5559", "where the store's bus forwarder accepts publishers"),
+    "store.bus_xpub_bind": Setting(_str, "tcp://127.0.0.1:5560", "where the store's bus forwarder accepts subscribers"),
+    "store.query_bind": Setting(_str, "tcp://127.0.0.1:5555", "where the store answers queries"),
+    "store.query_max_rows": Setting(_positive_int, 10_000, "most flows one query reply carries"),
+
+    "analysis.interval": Setting(_pos_duration, 60.0, "how often the analyzers run (flow time)"),
+    "analysis.window": Setting(_pos_duration, 60.0, "sliding window the analyzers look at"),
+    "analysis.watermark": Setting(_duration, 30.0, "how late a flow may arrive and still count in its window"),
+    "analysis.max_window_flows": Setting(_positive_int, 2_000_000, "flows the analyzer keeps in its windows; the oldest are dropped (counted)"),
+    "analysis.resolve_after": Setting(_pos_duration, 300.0, "an advisory resolves when its condition has been absent this long"),
+    "analysis.local_networks": Setting(_networks, ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"], "networks that are ours (inside)"),
+    "analysis.top_talkers_count": Setting(_positive_int, 10, "hosts listed by the top-talker analysis"),
+    "analysis.top_talker_share": Setting(_fraction, 0.5, "share of total bytes that makes a host a top-talker advisory"),
+    "analysis.anomaly_baseline_window": Setting(_pos_duration, 7 * 86400.0, "history the anomaly baseline looks back over"),
+    "analysis.anomaly_prefix_v4": Setting(_prefix_v4, 24, "IPv4 destination prefix length for anomaly detection"),
+    "analysis.anomaly_prefix_v6": Setting(_prefix_v6, 64, "IPv6 destination prefix length for anomaly detection"),
+    "analysis.anomaly_spike_factor": Setting(_float, 5.0, "traffic this many times the baseline is a spike"),
+    "analysis.anomaly_drop_fraction": Setting(_fraction, 0.9, "traffic this far below the baseline is a drop"),
+    "analysis.anomaly_min_bytes": Setting(_int, 1_000_000, "baseline bytes per window below which a prefix is too small to judge"),
+    "analysis.scan_threshold": Setting(_positive_int, 100, "unique ports of one host per 60 s that make a vertical scan"),
+    "analysis.sweep_threshold": Setting(_positive_int, 50, "hosts on one port per 60 s that make a horizontal sweep"),
+    "analysis.dns_qps_threshold": Setting(_float, 100.0, "DNS queries per second from one source that raise an advisory"),
+    "analysis.dns_response_bytes": Setting(_int, 10_000_000, "DNS bytes leaving the network per window that suggest reflection"),
+    "analysis.exporter_silence": Setting(_pos_duration, 120.0, "an exporter silent this long is reported as stopped"),
+
+    "web.listen": Setting(_str, "0.0.0.0:8080", "host:port of the web UI"),
+    "web.page_size": Setting(_positive_int, 50, "flows per page in the flow explorer"),
+    "web.refresh": Setting(_int, 30, "dashboard auto-refresh in seconds (meta refresh); 0 disables"),
+}
+
+SECTIONS = tuple(sorted({k.split(".", 1)[0] for k in SETTINGS}))
+
+
+class Config(Mapping[str, Any]):
+    """Read-only mapping of dotted keys to parsed values, with ``cfg.section("store")`` views."""
+
+    def __init__(self, values: dict[str, Any], source: str = "<defaults>"):
+        self._values = values
+        self.source = source
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise KeyError(f"no config key {key!r}") from None
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def section(self, name: str) -> dict[str, Any]:
+        prefix = name + "."
+        return {k[len(prefix):]: v for k, v in self._values.items() if k.startswith(prefix)}
+
+    def as_nested(self) -> dict[str, dict[str, Any]]:
+        return {s: self.section(s) for s in SECTIONS}
+
+
+def _flatten(doc: Any, where: str) -> dict[str, Any]:
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of sections")
+    flat: dict[str, Any] = {}
+    for section, body in doc.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{where}: unknown section {section!r} (known: {', '.join(SECTIONS)})")
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: section {section!r} must be a mapping of keys")
+        for key, value in body.items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then the YAML file, then FLOWLENS_* variables, then ``overrides`` (dotted keys)."""
+    env = os.environ if env is None else env
+    raw: dict[str, tuple[Any, str]] = {}
+    where = "<defaults>"
+    if path:
+        where = str(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = yaml.safe_load(f)
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        for key, value in _flatten(doc, where).items():
+            raw[key] = (value, f"{where}: key {key!r}")
+    for name, value in env.items():
+        if not name.startswith("FLOWLENS_") or name in ("FLOWLENS_CONFIG",):
+            continue
+        body = name[len("FLOWLENS_"):]
+        if "__" not in body:
+            raise ConfigError(f"environment {name}: use FLOWLENS_<SECTION>__<KEY>, e.g. FLOWLENS_STORE__SQLITE_PATH")
+        section, key = body.split("__", 1)
+        raw[f"{section.lower()}.{key.lower()}"] = (value, f"environment {name} (key '{section.lower()}.{key.lower()}')")
+    for key, value in (overrides or {}).items():
+        raw[key] = (value, f"override of key {key!r}")
+
+    values = {k: s.default for k, s in SETTINGS.items()}
+    for key, (value, origin) in raw.items():
+        setting = SETTINGS.get(key)
+        if setting is None:
+            close = [k for k in SETTINGS if k.split(".")[-1] == key.split(".")[-1]]
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{origin}: unknown key{hint}")
+        try:
+            values[key] = setting.parse(value)
+        except ValueError as e:
+            raise ConfigError(f"{origin}: {e}") from None
+    return Config(values, where)
+
+
+def config_from_env_or_path(path: str | None) -> Config:
+    """The config a service starts with: --config PATH, else $FLOWLENS_CONFIG, else defaults."""
+    return load_config(path or os.environ.get("FLOWLENS_CONFIG") or None)

@@ -1,0 +1,54 @@
+"""Non-flow events on the bus: advisories (topic ``advisory``) and exporter health (``exporter``).
+
+Both are msgpack maps stamped with the envelope (see ``flowmodel.bus``). The fields below are the
+contract between the collector, the analyzer, the store and the web; each is documented once here.
+"""
+from __future__ import annotations
+
+SEVERITIES = ("CRITICAL", "WARNING", "INFO")  # most severe first
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+# Lifecycle of one advisory key: raised once, updated while it persists, resolved when absent for
+# analysis.resolve_after.
+ADVISORY_STATES = ("raised", "updated", "resolved")
+
+# Advisory event body (besides the envelope):
+ADVISORY_FIELDS = {
+    "key": "stable identity, '<analyzer>:<subject>', e.g. 'scan:172.16.0.55'",
+    "analyzer": "analyzer name: top_talkers, anomaly, protocol_mix, scan, dns, asymmetry, health",
+    "subject": "what the advisory is about (an address, a prefix, an exporter, a port)",
+    "severity": "CRITICAL, WARNING or INFO",
+    "state": "raised, updated or resolved",
+    "first_seen": "ms since epoch (flow time) the condition was first seen",
+    "last_seen": "ms since epoch (flow time) the condition was last seen",
+    "title": "a few words for lists ('Port scan from 172.16.0.55')",
+    "description": "one plain-language sentence with the numbers that justify it",
+    "action": "the suggested action, one sentence",
+    "evidence": "map of figures behind the description (numbers and short strings) plus window_start/window_end ms",
+    "filter": "flow-explorer filter (flows query arguments: src, dst, addr, port, protocol, exporter, since, until)",
+}
+
+# Exporter health event body (collector -> store, every few seconds and at stop):
+EXPORTER_EVENT_FIELDS = {
+    "collector": "collector instance id (same as the envelope source)",
+    "listen": "list of 'host:port' the collector listens on",
+    "socket": "per listen port: {port, rcvbuf_requested, rcvbuf_granted, kernel_drops}",
+    "exporters": "list of per (exporter, observation_domain) maps, see EXPORTER_STATS_FIELDS",
+}
+
+EXPORTER_STATS_FIELDS = {
+    "exporter": "exporter address as text",
+    "observation_domain": "v9 source id / IPFIX observation domain / v5 engine type<<8|id",
+    "version": "last export version seen: 5, 9 or 10",
+    "packets": "export packets received (cumulative since the collector started)",
+    "flows": "flow records decoded (cumulative)",
+    "decode_errors": "map reason -> count (cumulative)",
+    "sequence_lost": "records (v5, IPFIX) or packets (v9) missing per the sequence numbers (forward jumps)",
+    "sequence_backward": "backward jumps / resets of the sequence number",
+    "templates": "templates currently known (v9/IPFIX)",
+    "pending_records": "records waiting for their template now",
+    "pending_expired": "records that expired waiting for a template (cumulative)",
+    "sampling_unknown": "flows marked sampled at an unknown rate (cumulative)",
+    "first_seen": "ms since epoch",
+    "last_seen": "ms since epoch",
+}

@@ -1,0 +1,136 @@
+"""The store's query protocol (REQ/REP, msgpack maps): ops, their arguments, and argument parsing
+shared by the store (which enforces it), the web and the CLI (which check input early).
+
+Request ``{"op": NAME, ...arguments}``; reply ``{"ok": true, ...}`` or
+``{"ok": false, "error": "plain-language reason"}``. Times on the wire are ints, ms since epoch.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import time
+from typing import Any
+
+from . import addr
+
+OPS = {
+    "flows": "flows matching filters, newest first, keyset-paginated; reply: columns (raw bytes per schema column), count, next_cursor, prev_cursor",
+    "top": "top keys by bytes/packets/flows for a window; args: by (src, dst, pair, port, src_port, dst_port, protocol, exporter), metric, limit, filters; reply: rows, totals",
+    "series": "bytes/packets/flows per step for a window; args: step (seconds), filters; reply: step_ms, points [[t_ms, bytes, packets, flows], ...]",
+    "exporters": "per exporter and observation domain: counters and last seen; reply: exporters, collectors",
+    "status": "store health: rates, ring fill, SQLite size and oldest data, uptime, version, process resources",
+    "advisories": "advisories; args: severity, state, analyzer, subject, since, until, include_resolved, limit; reply: advisories",
+    "rollups": "per-minute rollups for baselines; args: kind (dst_prefix, exporter), since, until, key; reply: rows",
+    "ping": "liveness; reply: ok",
+}
+
+# Filters every flow-reading op accepts.
+FLOW_FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter", "since", "until")
+TOP_BY = ("src", "dst", "pair", "port", "src_port", "dst_port", "protocol", "exporter")
+METRICS = ("bytes", "packets", "flows")
+
+PROTOCOL_NAMES = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 41: "IPv6", 47: "GRE", 50: "ESP", 51: "AH",
+                  58: "ICMPv6", 88: "EIGRP", 89: "OSPF", 103: "PIM", 112: "VRRP", 132: "SCTP"}
+PROTOCOL_NUMBERS = {v.lower(): k for k, v in PROTOCOL_NAMES.items()} | {"ipv6-icmp": 58, "icmp6": 58}
+
+
+class QueryError(ValueError):
+    """A bad query argument; the message is the plain-language reason sent back to the user."""
+
+
+def error_reply(reason: str) -> dict:
+    return {"ok": False, "error": reason}
+
+
+def protocol_name(number: int) -> str:
+    return PROTOCOL_NAMES.get(int(number), str(int(number)))
+
+
+def parse_protocol(value: Any) -> int:
+    """'tcp', 'UDP', '6' or 6 -> 6."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    else:
+        text = str(value).strip().lower()
+        if text in PROTOCOL_NUMBERS:
+            return PROTOCOL_NUMBERS[text]
+        if not text.isdigit():
+            raise QueryError(f"protocol {value!r} is not a protocol name (tcp, udp, icmp, ...) or number")
+        n = int(text)
+    if not 0 <= n <= 255:
+        raise QueryError(f"protocol {n} is outside 0-255")
+    return n
+
+
+def parse_port(value: Any, name: str = "port") -> int:
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise QueryError(f"{name} {value!r} is not a number") from None
+    if not 0 <= n <= 65535:
+        raise QueryError(f"{name} {n} is outside 0-65535")
+    return n
+
+
+def parse_network_arg(value: Any, name: str) -> tuple[bytes, bytes]:
+    try:
+        lo, hi, _plen = addr.parse_network(str(value))
+    except addr.AddressError as e:
+        raise QueryError(f"{name}: {e}") from None
+    return lo, hi
+
+
+_REL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_REL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(value: Any, now_ms: int | None = None, name: str = "time") -> int:
+    """A WHEN as ms since epoch: an int/float (ms), a duration back from now ('15m', '24h', '7d'),
+    'now', or an ISO 8601 time (naive times are UTC)."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if isinstance(value, bool):
+        raise QueryError(f"{name} {value!r} is not a time")
+    if isinstance(value, (int, float)):
+        return int(value)
+    text = str(value).strip()
+    if text == "now":
+        return now_ms
+    if text.lstrip("-").isdigit():
+        return int(text)
+    m = _REL_RE.match(text)
+    if m:
+        return now_ms - int(float(m.group(1)) * _REL_UNITS[m.group(2)] * 1000)
+    try:
+        t = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise QueryError(f"{name} {text!r} is not a time: use 15m, 24h, 7d or an ISO 8601 time like 2026-11-24T14:30") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return int(t.timestamp() * 1000)
+
+
+def normalise_flow_filters(args: dict, now_ms: int | None = None) -> dict:
+    """Checked, typed filters from user input (strings allowed). Unknown keys are left out.
+
+    Returns a dict with any of: src, dst, addr -> (lo, hi) 16-byte bounds; port, src_port,
+    dst_port, protocol -> int; exporter -> (lo, hi); since, until -> ms.
+    """
+    out: dict[str, Any] = {}
+    for key in ("src", "dst", "addr", "exporter"):
+        v = args.get(key)
+        if v not in (None, ""):
+            out[key] = parse_network_arg(v, key)
+    for key in ("port", "src_port", "dst_port"):
+        v = args.get(key)
+        if v not in (None, ""):
+            out[key] = parse_port(v, key)
+    v = args.get("protocol")
+    if v not in (None, ""):
+        out["protocol"] = parse_protocol(v)
+    for key in ("since", "until"):
+        v = args.get(key)
+        if v not in (None, ""):
+            out[key] = parse_when(v, now_ms, key)
+    if "since" in out and "until" in out and out["since"] > out["until"]:
+        raise QueryError("since is after until")
+    return out
