@@ -28,9 +28,14 @@ ADVISORY_FIELDS = {
     "filter": "flow-explorer filter (flows query arguments: src, dst, addr, port, protocol, exporter, since, until)",
 }
 
-# Exporter health event body (collector -> store, every few seconds and at stop):
+# Health event body on topic ``exporter`` (collectors every collector.stats_interval and at stop;
+# the analyzer also publishes one with kind "analyzer" and no exporters, so the store can show the
+# resource use of every service):
 EXPORTER_EVENT_FIELDS = {
-    "collector": "collector instance id (same as the envelope source)",
+    "kind": "collector or analyzer",
+    "collector": "instance id (same as the envelope source)",
+    "process": "see PROCESS_FIELDS",
+    "counters": "service-wide counters, e.g. {datagrams, flows, published_batches, bus_gaps, ...}",
     "listen": "list of 'host:port' the collector listens on",
     "socket": "per listen port: {port, rcvbuf_requested, rcvbuf_granted, kernel_drops}",
     "exporters": "list of per (exporter, observation_domain) maps, see EXPORTER_STATS_FIELDS",
@@ -52,3 +57,22 @@ EXPORTER_STATS_FIELDS = {
     "first_seen": "ms since epoch",
     "last_seen": "ms since epoch",
 }
+
+PROCESS_FIELDS = {
+    "pid": "process id",
+    "rss_bytes": "resident memory",
+    "cpu_seconds": "user + system CPU time since start",
+    "threads": "thread count",
+    "started_at": "ms since epoch",
+}
+
+
+def process_stats(started_at_ms: int) -> dict:
+    """This process's resource use, per PROCESS_FIELDS."""
+    import psutil
+
+    p = psutil.Process()
+    with p.oneshot():
+        cpu = p.cpu_times()
+        return {"pid": p.pid, "rss_bytes": p.memory_info().rss, "cpu_seconds": round(cpu.user + cpu.system, 3),
+                "threads": p.num_threads(), "started_at": started_at_ms}
