@@ -1,0 +1,65 @@
+"""Cut decoded flows into bus batches by size or age, one batch per export version.
+
+Pure: the caller passes the clock. Decoded groups are kept as a list of FlowBatches and joined
+once per published batch, so the receive loop never copies columns per datagram.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from flowmodel.schema import FlowBatch
+
+
+class Batcher:
+    def __init__(self, max_flows: int, max_age_ms: int):
+        self.max_flows = max_flows
+        self.max_age_ms = max_age_ms
+        self._parts: list[FlowBatch] = []
+        self.count = 0
+        self.oldest_ms: int | None = None  # when the oldest pending flow arrived
+
+    def add(self, batch: FlowBatch, now_ms: int) -> None:
+        if not batch.count:
+            return
+        if self.oldest_ms is None:
+            self.oldest_ms = now_ms
+        self._parts.append(batch)
+        self.count += batch.count
+
+    def due(self, now_ms: int) -> bool:
+        """True when the pending flows must go out: enough of them, or the oldest waited too long."""
+        if not self.count:
+            return False
+        return self.count >= self.max_flows or now_ms - self.oldest_ms >= self.max_age_ms
+
+    def ms_until_due(self, now_ms: int) -> int | None:
+        """How long the loop may sleep before the age limit is hit; None when nothing is pending."""
+        if not self.count:
+            return None
+        return max(0, self.max_age_ms - (now_ms - self.oldest_ms))
+
+    def take(self) -> list[tuple[int, FlowBatch]]:
+        """Everything pending as (flow_version, batch) pairs, each at most max_flows long."""
+        if not self.count:
+            return []
+        joined = FlowBatch.concat(self._parts)
+        self._parts = []
+        self.count = 0
+        self.oldest_ms = None
+        return [(v, chunk) for v, part in split_by_version(joined) for chunk in _chunks(part, self.max_flows)]
+
+
+def split_by_version(batch: FlowBatch) -> list[tuple[int, FlowBatch]]:
+    versions = batch.columns["flow_version"]
+    first = int(versions[0])
+    if (versions == first).all():  # the usual case: one protocol per collector
+        return [(first, batch)]
+    return [(int(v), batch.select(versions == v)) for v in np.unique(versions)]
+
+
+def _chunks(batch: FlowBatch, size: int):
+    if batch.count <= size:
+        yield batch
+        return
+    for start in range(0, batch.count, size):
+        yield batch.select(slice(start, start + size))

@@ -1,0 +1,318 @@
+"""The collector's shell: UDP sockets in, decoded flow batches and health events out on the bus.
+
+The receive loop is built for speed: one ``poll`` over both listeners, then each readable socket
+is drained with non-blocking ``recvfrom`` into a bounded group that the decoder turns into columns
+in one call. Flows wait in a ``Batcher`` until the batch is full or old enough, then go out as one
+``flows.<version>`` message. Timers (health events, template saves, template expiry) run between
+groups, never per datagram.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import time
+
+import zmq
+
+from flowmodel import bus
+from flowmodel.events import process_stats
+from flowmodel.logs import RateLimitedLog, fields
+
+from .batcher import Batcher
+from .templates_file import load_state, save_state
+from .udp import Listener, kernel_drops, open_listener
+
+log = logging.getLogger(__name__)
+
+GROUP_MAX_DATAGRAMS = 128          # datagrams decoded in one call
+GROUPS_PER_WAKEUP = 32             # then timers and the stop flag are checked again
+MAX_DATAGRAM = 65535
+EXPIRE_INTERVAL_MS = 1000          # how often the decoder drops stale pending records
+TEMPLATE_SAVE_INTERVAL_MS = 30_000
+POLL_MAX_MS = 250
+STOP_DRAIN_MAX_S = 5.0             # SIGTERM: read what the kernel already holds, for at most this long
+PUB_LINGER_AT_STOP_MS = 2000       # let queued batches reach the bus before the socket closes
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Collector:
+    """Inert until ``start()``; ``run()`` loops until ``request_stop()``; ``stop()`` drains and closes."""
+
+    def __init__(self, cfg, decoder=None):
+        self.cfg = cfg
+        if decoder is None:
+            from .decode import Decoder  # the decoder engineer's module; imported late so the shell is testable alone
+
+            decoder = Decoder(max_templates_per_exporter=cfg["collector.max_templates_per_exporter"],
+                              pending_max_records=cfg["collector.pending_max_records"],
+                              pending_max_age_ms=int(cfg["collector.pending_max_age"] * 1000))
+        self.decoder = decoder
+        self.source_id = cfg["collector.instance_id"] or bus.default_source_id("collector")
+        self.batcher = Batcher(cfg["collector.batch_max_flows"], int(cfg["collector.batch_max_age"] * 1000))
+        self.stats_interval_ms = int(cfg["collector.stats_interval"] * 1000)
+        self.template_path = cfg["collector.template_path"]
+        self.sequencer = bus.Sequencer(self.source_id)
+        self.listeners: list[Listener] = []
+        self.counters = {"datagrams": 0, "bytes": 0, "flows": 0, "groups": 0, "published_batches": 0,
+                         "published_flows": 0, "health_events": 0, "loop_errors": 0, "publish_errors": 0,
+                         "template_saves": 0, "template_save_errors": 0, "templates_loaded": 0}
+        self.started_at_ms = 0
+        self._ctx: zmq.Context | None = None
+        self._pub: zmq.Socket | None = None
+        self._poller: select.poll | None = None
+        self._by_fd: dict[int, Listener] = {}
+        self._wake_r = self._wake_w = -1
+        self._stop_requested = False
+        self._stopped = False
+        self._started = False
+        self._next_stats_ms = self._next_expire_ms = self._next_save_ms = 0
+        self._saved_templates_json: str | None = None
+        self._rlog = RateLimitedLog(log)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Load saved templates, bind the UDP listeners, connect to the bus. Raises OSError on a failed bind."""
+        self.started_at_ms = now_ms()
+        self._load_templates()
+        host = self.cfg["collector.bind_address"]
+        rcvbuf = self.cfg["collector.buffer_size"]
+        ports = [self.cfg["collector.netflow_port"]]
+        ipfix = self.cfg["collector.ipfix_port"]
+        if ipfix and ipfix != ports[0]:
+            ports.append(ipfix)
+        try:
+            for port in ports:
+                self.listeners.append(open_listener(host, port, rcvbuf))
+        except OSError:
+            self._close_listeners()
+            raise
+        self._ctx = zmq.Context()
+        self._pub = self._ctx.socket(zmq.PUB)
+        self._pub.setsockopt(zmq.SNDHWM, self.cfg["bus.high_water_mark"])
+        self._pub.setsockopt(zmq.LINGER, 0)
+        self._pub.connect(self.cfg["bus.publish_endpoint"])
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller = select.poll()
+        for listener in self.listeners:
+            self._by_fd[listener.sock.fileno()] = listener
+            self._poller.register(listener.sock.fileno(), select.POLLIN)
+        self._poller.register(self._wake_r, select.POLLIN)
+        t = now_ms()
+        self._next_stats_ms = t + self.stats_interval_ms
+        self._next_expire_ms = t + EXPIRE_INTERVAL_MS
+        self._next_save_ms = t + TEMPLATE_SAVE_INTERVAL_MS
+        self._started = True
+        log.info("publishing", extra=fields(endpoint=self.cfg["bus.publish_endpoint"], source=self.source_id,
+                                            sndhwm=self.cfg["bus.high_water_mark"]))
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler: set a flag and wake the poll."""
+        self._stop_requested = True
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass  # pipe full: the loop is awake anyway
+
+    def run(self) -> None:
+        """The receive loop, until ``request_stop()``."""
+        assert self._started, "start() first"
+        while not self._stop_requested:
+            try:
+                self._step()
+            except Exception:  # the top of the loop: log with traceback, count, keep receiving
+                self.counters["loop_errors"] += 1
+                log.exception("receive loop error")
+
+    def stop(self) -> None:
+        """Drain the kernel buffers, publish the last batch and the final health event, save
+        templates, close everything. Safe to call twice."""
+        if self._stopped or not self._started:
+            self._close_listeners()
+            return
+        self._stopped = True
+        drained = self._drain_at_stop()
+        self._publish_pending()
+        self._publish_health(now_ms())
+        self._save_templates(force=True)
+        self._close_listeners()
+        if self._pub is not None:
+            self._pub.setsockopt(zmq.LINGER, PUB_LINGER_AT_STOP_MS)
+            self._pub.close()
+        if self._ctx is not None:
+            self._ctx.term()
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+        log.info("stopped", extra=fields(drained_datagrams=drained, **self.counters))
+
+    # ------------------------------------------------------------------ loop body
+
+    def _step(self) -> None:
+        t = now_ms()
+        timeout = min(POLL_MAX_MS, self._next_timer_ms(t) - t)
+        due_in = self.batcher.ms_until_due(t)
+        if due_in is not None:
+            timeout = min(timeout, due_in)
+        events = self._poller.poll(max(0, timeout))
+        for fd, _mask in events:
+            listener = self._by_fd.get(fd)
+            if listener is None:
+                self._clear_wake_pipe()
+                continue
+            for _ in range(GROUPS_PER_WAKEUP):
+                if not self._receive_group(listener.sock) or self._stop_requested:
+                    break
+        t = now_ms()
+        if self.batcher.due(t):
+            self._publish_pending()
+        self._run_timers(t)
+
+    def _receive_group(self, sock) -> bool:
+        """Read up to GROUP_MAX_DATAGRAMS datagrams, decode them in one call. True if the socket may hold more."""
+        datagrams: list[bytes] = []
+        sources: list = []
+        recv = sock.recvfrom
+        more = True
+        try:
+            for _ in range(GROUP_MAX_DATAGRAMS):
+                data, addr = recv(MAX_DATAGRAM)
+                datagrams.append(data)
+                sources.append(addr)
+        except BlockingIOError:
+            more = False
+        except OSError as e:  # e.g. ECONNREFUSED echoes on some kernels; never fatal for a listener
+            self._rlog.warning("recv", "receive error", error=str(e))
+            more = False
+        if datagrams:
+            self._decode(datagrams, sources)
+        return more
+
+    def _decode(self, datagrams: list[bytes], sources: list) -> None:
+        t = now_ms()
+        c = self.counters
+        c["datagrams"] += len(datagrams)
+        c["bytes"] += sum(map(len, datagrams))
+        c["groups"] += 1
+        batch = self.decoder.decode(datagrams, sources, t)
+        if batch is not None and batch.count:
+            c["flows"] += batch.count
+            self.batcher.add(batch, t)
+            if self.batcher.due(t):
+                self._publish_pending()
+
+    def _publish_pending(self) -> None:
+        for version, batch in self.batcher.take():
+            try:
+                body = bus.encode_batch(batch, self.sequencer)
+                self._pub.send_multipart([bus.flows_topic(version), body], flags=zmq.NOBLOCK, copy=False)
+            except zmq.ZMQError as e:  # PUB drops at HWM without an error; this is a closed/broken socket
+                self.counters["publish_errors"] += 1
+                self._rlog.warning("publish", "cannot publish a flow batch", error=str(e), flows=batch.count)
+                continue
+            self.counters["published_batches"] += 1
+            self.counters["published_flows"] += batch.count
+
+    # ------------------------------------------------------------------ timers
+
+    def _next_timer_ms(self, t: int) -> int:
+        return min(self._next_stats_ms, self._next_expire_ms, self._next_save_ms)
+
+    def _run_timers(self, t: int) -> None:
+        if t >= self._next_expire_ms:
+            self._next_expire_ms = t + EXPIRE_INTERVAL_MS
+            self.decoder.expire(t)
+        if t >= self._next_stats_ms:
+            self._next_stats_ms = t + self.stats_interval_ms
+            self._publish_health(t)
+        if t >= self._next_save_ms:
+            self._next_save_ms = t + TEMPLATE_SAVE_INTERVAL_MS
+            self._save_templates()
+
+    def health_event(self, t: int) -> dict:
+        """The body of one ``exporter`` event, per flowmodel.events.EXPORTER_EVENT_FIELDS."""
+        drops = kernel_drops({lst.inode for lst in self.listeners})
+        sockets = [{"port": lst.port, "rcvbuf_requested": lst.rcvbuf_requested, "rcvbuf_granted": lst.rcvbuf_granted,
+                    "kernel_drops": drops.get(lst.inode, 0)} for lst in self.listeners]
+        counters = dict(self.counters, kernel_drops=sum(s["kernel_drops"] for s in sockets),
+                        pending_flows=self.batcher.count)
+        return {"kind": "collector", "collector": self.source_id, "process": process_stats(self.started_at_ms),
+                "counters": counters, "listen": [lst.address for lst in self.listeners], "socket": sockets,
+                "exporters": self.decoder.exporter_stats()}
+
+    def _publish_health(self, t: int) -> None:
+        try:
+            body = bus.encode_event(self.health_event(t), self.sequencer)
+            self._pub.send_multipart([bus.TOPIC_EXPORTER, body], flags=zmq.NOBLOCK)
+            self.counters["health_events"] += 1
+        except zmq.ZMQError as e:
+            self.counters["publish_errors"] += 1
+            self._rlog.warning("health", "cannot publish a health event", error=str(e))
+
+    # ------------------------------------------------------------------ templates
+
+    def _load_templates(self) -> None:
+        if not self.template_path:
+            return
+        state = load_state(self.template_path)
+        if state is None:
+            return
+        try:
+            n = self.decoder.load_templates_state(state)
+        except (ValueError, KeyError, TypeError) as e:
+            log.warning("saved templates rejected; starting without them",
+                        extra=fields(path=self.template_path, error=str(e)))
+            return
+        self.counters["templates_loaded"] = int(n or 0)
+        log.info("templates loaded", extra=fields(path=self.template_path, templates=n))
+
+    def _save_templates(self, force: bool = False) -> None:
+        if not self.template_path:
+            return
+        try:
+            state = self.decoder.templates_state()
+            text = json.dumps(state, sort_keys=True, separators=(",", ":"))
+            if text == self._saved_templates_json and (not force or os.path.exists(self.template_path)):
+                return  # unchanged since the last save
+            save_state(self.template_path, state)
+            self._saved_templates_json = text
+            self.counters["template_saves"] += 1
+        except (OSError, TypeError, ValueError) as e:
+            self.counters["template_save_errors"] += 1
+            self._rlog.warning("templates", "cannot save templates", path=self.template_path, error=str(e))
+
+    # ------------------------------------------------------------------ stop helpers
+
+    def _drain_at_stop(self) -> int:
+        """Read every datagram the kernel already holds (bounded in time), decoding as usual."""
+        before = self.counters["datagrams"]
+        deadline = time.monotonic() + STOP_DRAIN_MAX_S
+        for listener in self.listeners:
+            try:
+                while time.monotonic() < deadline and self._receive_group(listener.sock):
+                    pass
+            except Exception:
+                self.counters["loop_errors"] += 1
+                log.exception("error while draining at stop")
+        return self.counters["datagrams"] - before
+
+    def _clear_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _close_listeners(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+        self.listeners = []

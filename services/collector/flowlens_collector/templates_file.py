@@ -1,0 +1,48 @@
+"""Template persistence: the decoder's template state as a JSON file, written atomically (temp
+file in the same directory, fsync, rename) so a crash never leaves half a file behind."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+
+from flowmodel.logs import fields
+
+log = logging.getLogger(__name__)
+
+
+def save_state(path: str, state: dict) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".templates-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(state, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_state(path: str) -> dict | None:
+    """The saved state, or None when there is none; an unreadable file is logged and ignored
+    (templates come back with the exporters' next refresh)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("template file unreadable; starting without saved templates",
+                    extra=fields(path=path, error=str(e)))
+        return None
+    if not isinstance(state, dict):
+        log.warning("template file does not hold a mapping; ignored", extra=fields(path=path))
+        return None
+    return state
