@@ -1,0 +1,259 @@
+"""``flowlens replay CAPTURE --to HOST:PORT [--speed N|max]``: send the NetFlow/IPFIX payloads of a
+pcap/pcapng file to a collector, the way an engineer reproduces a problem from a capture.
+
+Exporters stay apart: every original exporter (source address and source port, so v9/IPFIX
+template sessions stay distinct) sends from its own socket. Towards an IPv4 loopback target each
+one binds its own 127.0.0.N source address; towards ::1 (one loopback address only) or a remote
+target each gets its own source port. The mapping is printed before sending. Datagrams go only to
+the --to address.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+from .pcap import PcapError, ReadStats, read_datagrams
+
+MAX_PACE_EVERY = 200       # --speed max: a short pause every this many datagrams keeps loopback lossless
+MAX_PACE_SLEEP_S = 0.002
+PROGRESS_MIN_DATAGRAMS = 2000
+PROGRESS_MIN_SECONDS = 2.0
+
+
+@dataclass
+class Exporter:
+    """One original exporter of the capture and the socket that stands in for it."""
+
+    src: str
+    sport: int
+    sock: socket.socket
+    local: tuple[str, int]
+    datagrams: int = 0
+    bytes: int = 0
+
+    @property
+    def original(self) -> str:
+        return _hostport(self.src, self.sport)
+
+    @property
+    def replayed_from(self) -> str:
+        return _hostport(self.local[0], self.local[1])
+
+
+@dataclass
+class ReplayResult:
+    sent: int = 0
+    errors: int = 0
+    exporters: list[Exporter] = field(default_factory=list)
+    seconds: float = 0.0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    """'127.0.0.1:2055', '[::1]:2055', 'localhost:2055' -> (address, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"--to wants HOST:PORT, got {text!r}")
+    host = host.strip("[]")
+    try:
+        port_n = int(port)
+    except ValueError:
+        raise ValueError(f"--to: {port!r} is not a port number") from None
+    if not 0 < port_n < 65536:
+        raise ValueError(f"--to: port {port_n} is outside 1-65535")
+    try:
+        infos = socket.getaddrinfo(host, port_n, type=socket.SOCK_DGRAM)
+    except socket.gaierror as e:
+        raise ValueError(f"--to: cannot resolve {host!r}: {e}") from None
+    return infos[0][4][0], port_n
+
+
+def parse_speed(text: str) -> float | None:
+    """'max' -> None (as fast as loopback stays lossless); 'N' -> N times the capture's pacing."""
+    if text.lower() == "max":
+        return None
+    try:
+        speed = float(text)
+    except ValueError:
+        raise ValueError(f"--speed wants a number or 'max', got {text!r}") from None
+    if speed <= 0:
+        raise ValueError("--speed must be above zero")
+    return speed
+
+
+def loopback_source(index: int) -> str:
+    """The index-th (0-based) stand-in source address in 127.0.0.0/8: 127.0.0.1, 127.0.0.2, ...
+    (skipping .0 and .255 of every /24)."""
+    per24 = 254
+    block, host = divmod(index, per24)
+    b2, b3 = divmod(block, 256)
+    if b2 > 255:
+        raise ValueError("more than 16 million exporters in one capture")
+    return f"127.{b2}.{b3}.{host + 1}"
+
+
+def _open_socket(target: tuple[str, int], index: int) -> socket.socket:
+    ip = ipaddress.ip_address(target[0])
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if ip.version == 4 and ip.is_loopback:
+            sock.bind((loopback_source(index), 0))
+        elif ip.version == 6:
+            sock.bind(("::1" if ip.is_loopback else "::", 0))
+        else:
+            sock.bind(("0.0.0.0", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def scan(path: str) -> tuple[int, list[tuple[str, int]], float, float]:
+    """First pass: datagram count, exporters in order of appearance, first and last timestamps."""
+    count, first, last = 0, None, 0.0
+    seen: dict[tuple[str, int], None] = {}
+    for d in read_datagrams(path):
+        count += 1
+        seen.setdefault((d.src, d.sport), None)
+        if first is None:
+            first = d.ts
+        last = d.ts
+    return count, list(seen), first or 0.0, last
+
+
+class Progress:
+    """A one-line text progress bar on stderr (\\r updates on a terminal, a line per 10 % otherwise)."""
+
+    def __init__(self, total: int, stream=None, enabled: bool = True):
+        self.total = max(total, 1)
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_shown = -1
+        self._started = time.monotonic()
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        step = 1000 if self.tty else 10
+        shown = done * step // self.total
+        if shown == self._last_shown:
+            return
+        self._last_shown = shown
+        frac = done / self.total
+        width = 30
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        rate = done / max(time.monotonic() - self._started, 1e-6)
+        text = f"[{bar}] {frac * 100:5.1f}% {done}/{self.total} datagrams {rate:,.0f}/s"
+        if self.tty:
+            self.stream.write("\r" + text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def replay(path: str, target: tuple[str, int], speed: float | None, out=None, progress: bool = True) -> ReplayResult:
+    """Send every UDP payload of ``path`` to ``target``; returns what was sent, per exporter."""
+    out = out or sys.stdout
+    total, originals, first_ts, last_ts = scan(path)
+    result = ReplayResult()
+    by_origin: dict[tuple[str, int], Exporter] = {}
+    try:
+        for i, (src, sport) in enumerate(originals):
+            sock = _open_socket(target, i)
+            exp = Exporter(src, sport, sock, sock.getsockname()[:2])
+            by_origin[(src, sport)] = exp
+            result.exporters.append(exp)
+        print(f"replaying {path}: {total} datagrams from {len(originals)} exporter(s) to {_hostport(*target)}"
+              f" at {'max speed' if speed is None else f'{speed:g}x capture pacing'}", file=out)
+        for exp in result.exporters:
+            print(f"  exporter {exp.original} -> from {exp.replayed_from}", file=out)
+        out.flush()
+        duration = (last_ts - first_ts) / speed if speed else 0.0
+        bar = Progress(total, enabled=progress and (total >= PROGRESS_MIN_DATAGRAMS or duration >= PROGRESS_MIN_SECONDS))
+        stats = ReadStats()
+        start = time.monotonic()
+        for n, d in enumerate(read_datagrams(path, stats), 1):
+            if speed is not None:
+                wait = start + (d.ts - first_ts) / speed - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+            elif n % MAX_PACE_EVERY == 0:
+                time.sleep(MAX_PACE_SLEEP_S)
+            exp = by_origin[(d.src, d.sport)]
+            try:
+                exp.sock.sendto(d.payload, target)
+            except OSError as e:
+                result.errors += 1
+                if result.errors <= 3:
+                    print(f"send error: {e}", file=sys.stderr)
+                continue
+            exp.datagrams += 1
+            exp.bytes += len(d.payload)
+            result.sent += 1
+            if n % 64 == 0 or n == total:
+                bar.update(n)
+        bar.close()
+        result.seconds = time.monotonic() - start
+        result.skipped = dict(stats.skipped)
+    finally:
+        for exp in result.exporters:
+            exp.sock.close()
+    return result
+
+
+def print_summary(result: ReplayResult, out=None) -> None:
+    out = out or sys.stdout
+    print(f"sent {result.sent} datagrams in {result.seconds:.2f} s"
+          f"{f', {result.errors} send errors' if result.errors else ''}", file=out)
+    for exp in result.exporters:
+        print(f"  {exp.original} (as {exp.replayed_from}): {exp.datagrams} datagrams, {exp.bytes} bytes", file=out)
+    if result.skipped:
+        print("  skipped frames: " + ", ".join(f"{k}={v}" for k, v in sorted(result.skipped.items())), file=out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowlens replay",
+                                description="Send the NetFlow/IPFIX datagrams of a pcap/pcapng capture to a collector.")
+    p.add_argument("capture", help="pcap or pcapng file holding UDP export datagrams")
+    p.add_argument("--to", required=True, metavar="HOST:PORT", help="collector address, e.g. 127.0.0.1:2055")
+    p.add_argument("--speed", default="1", metavar="N|max",
+                   help="N times the capture's own pacing (default 1), or max: as fast as stays lossless on loopback")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        target = parse_target(args.to)
+        speed = parse_speed(args.speed)
+    except ValueError as e:
+        print(f"flowlens replay: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = replay(args.capture, target, speed, progress=not args.no_progress)
+    except (OSError, PcapError) as e:
+        print(f"flowlens replay: {e}", file=sys.stderr)
+        return 1
+    print_summary(result)
+    return 0 if result.errors == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
