@@ -119,6 +119,8 @@ def decode_batch(body: bytes) -> tuple[Envelope, FlowBatch]:
             spec = FLOW_COLUMNS.get(name)
             if spec is None:
                 continue  # a newer producer's extra column: ignore, do not fail
+            if not isinstance(value, bytes) or len(value) % spec[0].itemsize:
+                raise CodecError(f"column {name} is not a whole number of {spec[0].itemsize}-byte values")
             arr = np.frombuffer(value, dtype=spec[0])
             if len(arr) != count:
                 raise CodecError(f"column {name} has {len(arr)} values, count says {count}")

@@ -108,7 +108,7 @@ class StoreClient:
                 self._sock = None
             else:
                 raise StoreUnavailable(f"the store at {self.endpoint} did not answer within "
-                                       f"{self.timeout_ms / 1000:g} s ({self.retries + 1} tries)")
+                                       f"{self.timeout_ms / 1000:g} s ({self.retries + 1} {'try' if self.retries == 0 else 'tries'})")
         if not isinstance(reply, dict):
             raise StoreError("the store sent a reply that is not a map")
         if not reply.get("ok"):

@@ -7,6 +7,7 @@ Environment overrides use the dotted key in upper case with ``__`` between secti
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass
@@ -333,6 +334,7 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
         setting = SETTINGS.get(key)
         if setting is None:
             close = [k for k in SETTINGS if k.split(".")[-1] == key.split(".")[-1]]
+            close = close or difflib.get_close_matches(key, SETTINGS, n=1, cutoff=0.75)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{origin}: unknown key{hint}")
         try:

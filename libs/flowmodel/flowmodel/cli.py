@@ -1,0 +1,130 @@
+"""The ``flowlens`` command: run the services (``up``, or one of them), query the store, replay a
+capture, run an offline analysis, check a config. Each subcommand hands off to the module that
+does the work; service packages are started as processes, never imported from here.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .config import ConfigError, config_from_env_or_path, load_config
+from .output import FLOW_TABLE_COLUMNS, FORMATS, render, reply_rows
+from .protocol import OPS, QueryError, normalise_flow_filters
+
+SERVICES = ("collector", "store", "analyzer", "web")
+FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter", "by", "metric", "step",
+           "severity", "state", "analyzer", "subject", "kind", "key")
+EXIT_QUERY_ERROR, EXIT_UNREACHABLE = 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowlens", description="FlowLens NetFlow/IPFIX collector and analyzer")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = sub.add_parser("up", help="run every service as a child process (Ctrl-C stops them in order)")
+    up.add_argument("--config", help="config file (default: $FLOWLENS_CONFIG, else built-in defaults)")
+    up.add_argument("--services", default=",".join(("store", "analyzer", "web", "collector")),
+                    help="comma-separated services to run (default: all four)")
+    up.add_argument("--collector-config", action="append", default=[], metavar="PATH",
+                    help="run one more collector with this config (repeatable)")
+    up.add_argument("--stop-timeout", type=float, default=30.0, help="seconds each service gets to stop")
+    for name in SERVICES:
+        s = sub.add_parser(name, help=f"run the {name} service in the foreground", add_help=False)
+        s.add_argument("rest", nargs=argparse.REMAINDER)
+    q = sub.add_parser("query", help="query the store", description="ops: " + ", ".join(OPS))
+    q.add_argument("op", choices=sorted(OPS))
+    for name in FILTERS:
+        q.add_argument("--" + name.replace("_", "-"), dest=name)
+    q.add_argument("--since", help="15m, 24h, 7d or an ISO 8601 time")
+    q.add_argument("--until", help="same forms as --since")
+    q.add_argument("--limit", type=int, help="rows wanted (flows: pages are followed)")
+    q.add_argument("--format", choices=FORMATS, default="table")
+    q.add_argument("--endpoint", help="store query endpoint (default: query.endpoint of the config)")
+    q.add_argument("--config", help="config file for the endpoint and timeouts")
+    for name in ("replay", "analyze"):
+        r = sub.add_parser(name, help=f"{name} (see flowlens {name} --help)", add_help=False)
+        r.add_argument("rest", nargs=argparse.REMAINDER)
+    c = sub.add_parser("config", help="config tools")
+    c.add_argument("action", choices=["check"])
+    c.add_argument("path")
+    return p
+
+
+def run_query(args: argparse.Namespace, out=None, err=None) -> int:
+    from .client import StoreClient, StoreError, StoreUnavailable
+
+    out, err = out or sys.stdout, err or sys.stderr
+    given = {k: getattr(args, k) for k in FILTERS + ("since", "until") if getattr(args, k) is not None}
+    try:
+        normalise_flow_filters(given)  # fail early, with the same reasons the store would give
+        cfg = config_from_env_or_path(args.config)
+    except (QueryError, ConfigError) as e:
+        print(f"flowlens query: {e}", file=err)
+        return EXIT_QUERY_ERROR
+    client = StoreClient(args.endpoint or cfg["query.endpoint"], cfg["query.timeout"], cfg["query.retries"])
+    try:
+        if args.op == "flows":
+            rows = flow_rows(client, args.limit or 100, given)
+            out.write(render(rows, args.format, FLOW_TABLE_COLUMNS))
+        else:
+            if args.limit is not None:
+                given["limit"] = args.limit
+            reply = client.request(args.op, **client._times(given))
+            out.write(render(reply_rows(args.op, reply), args.format))
+    except (StoreError, QueryError) as e:
+        print(f"flowlens query: {e}", file=err)
+        return EXIT_QUERY_ERROR
+    except StoreUnavailable as e:
+        print(f"flowlens query: {e}", file=err)
+        return EXIT_UNREACHABLE
+    finally:
+        client.close()
+    return 0
+
+
+def flow_rows(client, limit: int, filters: dict) -> list[dict]:
+    """Up to ``limit`` flows, following the cursor while the store returns pages."""
+    rows: list[dict] = []
+    cursor = None
+    while len(rows) < limit:
+        page = client.flows(limit=limit - len(rows), cursor=cursor, **filters)
+        rows.extend(page.rows())
+        cursor = page.next_cursor
+        if not cursor or len(page) == 0:
+            break
+    return rows[:limit]
+
+
+def exec_module(module: str, argv: list[str]) -> None:
+    os.execv(sys.executable, [sys.executable, "-m", module, *argv])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Pass-through commands hand their arguments on untouched (argparse would eat "--config").
+    command, rest = (argv[0], argv[1:]) if argv else (None, [])
+    if command in SERVICES:
+        exec_module(f"flowlens_{command}", rest)
+    if command == "analyze":
+        exec_module("flowlens_analyzer", ["analyze", *rest])
+    if command == "replay":
+        from .replay import main as replay_main  # written with the collector; imported only when used
+        return replay_main(rest)
+    args = build_parser().parse_args(argv)
+    if args.command == "query":
+        return run_query(args)
+    if args.command == "config":
+        try:
+            cfg = load_config(args.path)
+        except ConfigError as e:
+            print(f"flowlens config: {e}", file=sys.stderr)
+            return 2
+        import yaml
+        sys.stdout.write(yaml.safe_dump(cfg.as_nested(), sort_keys=False))
+        return 0
+    from .supervisor import Supervisor
+    return Supervisor.from_args(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
