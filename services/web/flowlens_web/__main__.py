@@ -1,0 +1,61 @@
+"""`python -m flowlens_web --config PATH`: serve the web UI with uvicorn until SIGTERM."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from flowmodel.client import StoreClient
+from flowmodel.config import ConfigError, config_from_env_or_path
+from flowmodel.logs import fields, setup_logging
+
+from .app import create_app
+
+log = logging.getLogger("flowlens_web")
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """'0.0.0.0:8080' -> ('0.0.0.0', 8080); '[::]:8080' -> ('::', 8080)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"key 'web.listen': {listen!r} is not host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, logging `ready` once the socket is bound and serving."""
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            log.info("ready", extra=fields(listen=f"{self.config.host}:{self.config.port}"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flowlens-web", description="FlowLens web UI")
+    parser.add_argument("--config", help="config file (default: $FLOWLENS_CONFIG or built-in defaults)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_env_or_path(args.config)
+        host, port = split_listen(cfg["web.listen"])
+    except ConfigError as e:
+        print(f"flowlens-web: {e}", file=sys.stderr)
+        return 2
+    setup_logging("web", cfg["log.level"], cfg["log.format"])
+    log.info("config", extra=fields(source=cfg.source, **{k: v for k, v in cfg.items() if k.startswith(("web.", "query."))}))
+    store = StoreClient.from_config(cfg)
+    app = create_app(cfg, store)
+    server = Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                                   lifespan="off", server_header=False, timeout_graceful_shutdown=5))
+    try:
+        server.run()  # handles SIGTERM/SIGINT: stops accepting, finishes requests, returns
+    finally:
+        store.close()
+        log.info("stopped")
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The web application: FastAPI routes that query the store through a StoreClient and render XHTML.
+
+``create_app(cfg, store)`` is inert until served; every page reads the store per request (no
+cache), so what the page shows is what the store holds now.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
+
+from flowmodel.client import StoreClient, StoreError, StoreUnavailable
+from flowmodel.config import SETTINGS, Config
+from flowmodel.events import SEVERITIES, process_stats
+
+from . import __version__
+from . import formatters as fmt
+from . import metrics, views
+from .render import XHTML, Renderer
+
+log = logging.getLogger(__name__)
+
+ROUTES = ("/", "/flows", "/advisories", "/about", "/metrics", "/healthz")
+ADVISORY_STATES = ("active", "raised", "updated", "resolved", "all")
+
+
+class TimingMiddleware:
+    """Pure ASGI middleware: observes each HTTP request's latency into the histogram."""
+
+    def __init__(self, app, histogram: metrics.LatencyHistogram):
+        self.app = app
+        self.histogram = histogram
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            path = scope.get("path", "")
+            route = path if path in ROUTES else ("/static" if path.startswith("/static/") else "other")
+            self.histogram.observe(route, status["code"], time.perf_counter() - t0)
+
+
+def xhtml(body: str, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type=XHTML, headers={"Cache-Control": "no-store"})
+
+
+def create_app(cfg: Config, store: StoreClient, clock: Callable[[], float] = time.time) -> FastAPI:
+    renderer = Renderer()
+    histogram = metrics.LatencyHistogram()
+    started_ms = int(clock() * 1000)
+    page_size = int(cfg["web.page_size"])
+    refresh = int(cfg["web.refresh"])
+
+    app = FastAPI(title="FlowLens", docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
+
+    def now_ms() -> int:
+        return int(clock() * 1000)
+
+    def page(name: str, status: int = 200, **ctx) -> Response:
+        ctx.setdefault("refresh", 0)
+        ctx.setdefault("version", __version__)
+        return xhtml(renderer.page(name, **ctx), status)
+
+    def error_page(status: int, heading: str, message: str, nav: str = "") -> Response:
+        return page("error.xhtml", status, title=heading, nav=nav, heading=heading, message=message)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable):
+        log.warning("store unreachable", extra={"fields": {"path": request.url.path, "error": str(exc)}})
+        return error_page(503, "The store is not answering",
+                          f"FlowLens could not get an answer from its store: {exc}. "
+                          "The pages will work again as soon as the store is back; check that the store "
+                          "service is running (flowlens up starts it) and that query.endpoint points at it.")
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError):
+        return error_page(502, "The store refused the request", f"The store answered: {exc}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            return error_page(404, "Page not found", f"There is no page at {request.url.path}. "
+                              "The pages are the dashboard, flows, advisories and about.")
+        return error_page(exc.status_code, "Request not served", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.error("page failed", exc_info=exc, extra={"fields": {"path": request.url.path}})
+        return error_page(500, "Something went wrong", "The page could not be built; the web service's log "
+                          "has the details. Reloading may help if the store was busy.")
+
+    @app.get("/")
+    def dashboard():
+        now = now_ms()
+        since = now - views.DASHBOARD_WINDOW_MS
+        series = store.series(step=views.DASHBOARD_STEP_S, since=since, until=now)
+        top_src = store.top(by="src", metric="bytes", limit=10, since=since, until=now)
+        top_dst = store.top(by="dst", metric="bytes", limit=10, since=since, until=now)
+        top_proto = store.top(by="protocol", metric="bytes", limit=10, since=since, until=now)
+        advisories = store.advisories(include_resolved=False)
+        exporters = store.exporters()
+        ctx = views.dashboard(now, series, top_src, top_dst, top_proto, advisories, exporters, refresh)
+        return page("dashboard.xhtml", **ctx)
+
+    @app.get("/flows")
+    def flows(request: Request):
+        params = request.query_params
+        now = now_ms()
+        ctx = {"title": "Flows", "nav": "flows", "ranges": views.RANGES, "error": None, "rows": [],
+               "next_query": None, "prev_query": None, "page_size": page_size, "searched": False}
+        try:
+            form, args = views.flow_query(params, now)
+        except views.FormError as e:
+            form = {k: (params.get(k) or "")[:500] for k in (*views.FILTER_FIELDS, "since", "until", "range")}
+            return page("flows.xhtml", 400, form=form, **{**ctx, "error": str(e)})
+        cursor = params.get("cursor") or None
+        direction = params.get("dir") or "next"
+        if direction not in ("next", "prev"):
+            return page("flows.xhtml", 400, form=form, **{**ctx, "error": f"direction {direction!r} is not next or prev"})
+        try:
+            result = store.flows(limit=page_size, cursor=cursor, direction=direction, **args)
+        except StoreError as e:
+            return page("flows.xhtml", 400, form=form, **{**ctx, "error": f"the store refused this filter: {e}"})
+        rows = views.flow_rows(result.rows(), now)
+        show_prev = bool(result.prev_cursor) and bool(cursor)
+        return page("flows.xhtml", form=form, **{
+            **ctx, "rows": rows, "searched": True,
+            "next_query": views.form_query(form, cursor=result.next_cursor, dir="next") if result.next_cursor else None,
+            "prev_query": views.form_query(form, cursor=result.prev_cursor, dir="prev") if show_prev else None,
+            "first_query": views.form_query(form) if cursor else None})
+
+    @app.get("/advisories")
+    def advisories(request: Request):
+        params = request.query_params
+        now = now_ms()
+        severity = (params.get("severity") or "").strip().upper()
+        state = (params.get("state") or "active").strip().lower()
+        include_resolved = params.get("resolved") in ("1", "on", "yes", "true") or state in ("resolved", "all")
+        form = {"severity": severity, "state": state, "resolved": include_resolved}
+        ctx = {"title": "Advisories", "nav": "advisories", "severities": SEVERITIES, "states": ADVISORY_STATES,
+               "form": form, "rows": [], "error": None}
+        if severity and severity not in SEVERITIES:
+            return page("advisories.xhtml", 400, **{**ctx, "error": f"severity {severity!r} is not one of {', '.join(SEVERITIES)}"})
+        if state not in ADVISORY_STATES:
+            return page("advisories.xhtml", 400, **{**ctx, "error": f"state {state!r} is not one of {', '.join(ADVISORY_STATES)}"})
+        args = {"include_resolved": include_resolved, "limit": 1000}
+        if severity:
+            args["severity"] = severity
+        if state in ("raised", "updated", "resolved"):
+            args["state"] = state
+        items = store.advisories(**args)
+        if state == "active":
+            items = [a for a in items if a.get("state") != "resolved"]
+        return page("advisories.xhtml", **{**ctx, "rows": views.advisory_rows(items, now)})
+
+    @app.get("/about")
+    def about():
+        now = now_ms()
+        status = store.status()
+        procs = [views.process_row(name, p, now) for name, p in views.service_processes(status)]
+        procs.append(views.process_row(f"web@{os.getpid()}", process_stats(started_ms), now))
+        series = store.series(step=60, since=now - 5 * 60_000, until=now)
+        pts = series.get("points") or []
+        flows_5m = sum(int(p[3]) for p in pts if len(p) > 3)
+        return page("about.xhtml", title="About", nav="about", processes=procs,
+                    config_groups=config_groups(cfg), store_status=views.scalar_items(status),
+                    flow_rate=fmt.human_rate(flows_5m / 300, "flows/s"), flow_rate_exact=f"{flows_5m} flows in 5 min",
+                    web_uptime=fmt.human_duration((now - started_ms) / 1000),
+                    store_version=str(status.get("version", "-")), web_version=__version__,
+                    store_uptime=store_uptime(status, now), store_endpoint=store.endpoint)
+
+    @app.get("/metrics")
+    def prometheus():
+        try:
+            exporters = store.exporters()
+            status = store.status()
+        except (StoreUnavailable, StoreError):
+            exporters = status = None
+        return PlainTextResponse(metrics.render(histogram, exporters, status),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/healthz")
+    def healthz():
+        try:
+            ok = store.ping()
+            reason = "store answers"
+        except (StoreUnavailable, StoreError) as e:
+            ok, reason = False, str(e)
+        body = json.dumps({"ok": ok, "store": store.endpoint, "detail": reason})
+        return Response(body, status_code=200 if ok else 503, media_type="application/json")
+
+    return _with_timing(app, histogram)
+
+
+def _with_timing(app: FastAPI, histogram: metrics.LatencyHistogram) -> FastAPI:
+    app.add_middleware(TimingMiddleware, histogram=histogram)
+    app.state.histogram = histogram
+    return app
+
+
+def store_uptime(status: dict, now_ms: int) -> str:
+    for k in ("uptime_s", "uptime"):
+        v = status.get(k)
+        if isinstance(v, (int, float)):
+            return fmt.human_duration(v)
+    v = status.get("started_at")
+    if isinstance(v, (int, float)):
+        return fmt.human_duration((now_ms - v) / 1000)
+    return "-"
+
+
+CONFIG_GROUPS = (
+    ("Listening", lambda k: k in ("collector.bind_address", "collector.netflow_port", "collector.ipfix_port",
+                                  "collector.buffer_size", "web.listen", "query.endpoint", "bus.publish_endpoint",
+                                  "bus.subscribe_endpoint", "store.query_bind", "store.bus_xsub_bind", "store.bus_xpub_bind")),
+    ("Retention", lambda k: k.startswith("store.") and any(w in k for w in ("retention", "ring", "prune", "partition", "sqlite_path"))),
+    ("Thresholds", lambda k: k.startswith("analysis.")),
+    ("Web", lambda k: k.startswith("web.")),
+)
+
+
+def config_groups(cfg: Config) -> list[dict]:
+    groups = []
+    for name, pick in CONFIG_GROUPS:
+        rows = []
+        for key in SETTINGS:
+            if pick(key):
+                rows.append({"key": key, "value": config_value(key, cfg[key]), "doc": SETTINGS[key].doc})
+        groups.append({"name": name, "rows": rows})
+    return groups
+
+
+def config_value(key: str, value) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, float) and key.split(".")[0] in ("store", "analysis", "query", "collector") and any(
+            w in key for w in ("retention", "duration", "interval", "window", "timeout", "silence", "after", "age", "watermark")):
+        return fmt.human_duration(value)
+    if key == "collector.buffer_size":
+        return fmt.human_bytes(value)
+    return str(value)

@@ -1,0 +1,129 @@
+"""Prometheus text exposition: the web's own request latencies plus figures read from the store."""
+from __future__ import annotations
+
+import bisect
+import threading
+from typing import Mapping
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class LatencyHistogram:
+    """Request latency per route (cumulative buckets, sum and count), safe across threads."""
+
+    def __init__(self, buckets=LATENCY_BUCKETS_S):
+        self.buckets = tuple(buckets)
+        self._lock = threading.Lock()
+        self._data: dict[tuple[str, str], list] = {}  # (route, status class) -> [counts..., sum, count]
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        key = (route, f"{status // 100}xx")
+        i = bisect.bisect_left(self.buckets, seconds)
+        with self._lock:
+            d = self._data.get(key)
+            if d is None:
+                d = self._data[key] = [0] * (len(self.buckets) + 1) + [0.0, 0]
+            d[i] += 1
+            d[-2] += seconds
+            d[-1] += 1
+
+    def snapshot(self) -> dict[tuple[str, str], list]:
+        with self._lock:
+            return {k: list(v) for k, v in self._data.items()}
+
+
+def label(value) -> str:
+    """A label value escaped as the exposition format requires (backslash, quote, newline)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(**kv) -> str:
+    return "{" + ",".join(f'{k}="{label(v)}"' for k, v in kv.items()) + "}"
+
+
+def _num(v) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "NaN"
+    return str(int(f)) if f == int(f) and abs(f) < 2**53 else repr(f)
+
+
+def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mapping | None) -> str:
+    out: list[str] = []
+
+    def family(name: str, kind: str, help_: str):
+        out.append(f"# HELP {name} {help_}")
+        out.append(f"# TYPE {name} {kind}")
+
+    family("flowlens_web_request_duration_seconds", "histogram", "web request latency by route")
+    for (route, status_class), d in sorted(histogram.snapshot().items()):
+        cum = 0
+        for le, n in zip(histogram.buckets, d):
+            cum += n
+            out.append(f"flowlens_web_request_duration_seconds_bucket{_labels(route=route, status=status_class, le=le)} {cum}")
+        cum += d[len(histogram.buckets)]
+        out.append(f"flowlens_web_request_duration_seconds_bucket{_labels(route=route, status=status_class, le='+Inf')} {cum}")
+        out.append(f"flowlens_web_request_duration_seconds_sum{_labels(route=route, status=status_class)} {d[-2]:.6f}")
+        out.append(f"flowlens_web_request_duration_seconds_count{_labels(route=route, status=status_class)} {d[-1]}")
+
+    family("flowlens_store_up", "gauge", "1 when the store answered the web's queries for this scrape")
+    out.append(f"flowlens_store_up {1 if status is not None else 0}")
+
+    if exporters is not None:
+        exps = list(exporters.get("exporters") or [])
+        per = [("packets", "flowlens_exporter_packets_received_total", "export packets received per exporter"),
+               ("flows", "flowlens_exporter_flows_decoded_total", "flow records decoded per exporter"),
+               ("sequence_lost", "flowlens_exporter_flows_lost_total", "records (v5, IPFIX) or packets (v9) missing per the exporter's sequence numbers"),
+               ("pending_expired", "flowlens_exporter_records_expired_total", "records dropped after waiting too long for their template")]
+        for field, name, help_ in per:
+            family(name, "counter", help_)
+            for e in exps:
+                out.append(f"{name}{_labels(exporter=e.get('exporter', ''), observation_domain=e.get('observation_domain', ''))} {_num(e.get(field) or 0)}")
+        family("flowlens_exporter_decode_errors_total", "counter", "records or packets dropped as undecodable, by reason")
+        for e in exps:
+            errs = e.get("decode_errors") or {}
+            if isinstance(errs, Mapping):
+                for reason, n in sorted(errs.items()):
+                    out.append(f"flowlens_exporter_decode_errors_total{_labels(exporter=e.get('exporter', ''), observation_domain=e.get('observation_domain', ''), reason=reason)} {_num(n)}")
+        family("flowlens_exporter_last_seen_seconds", "gauge", "unix time of the exporter's last packet")
+        for e in exps:
+            if e.get("last_seen"):
+                out.append(f"flowlens_exporter_last_seen_seconds{_labels(exporter=e.get('exporter', ''), observation_domain=e.get('observation_domain', ''))} {int(e['last_seen']) / 1000:.3f}")
+        family("flowlens_collector_kernel_drops_total", "counter", "datagrams the kernel dropped on a collector socket")
+        for c in exporters.get("collectors") or []:
+            if not isinstance(c, Mapping):
+                continue
+            for s in c.get("socket") or []:
+                if isinstance(s, Mapping):
+                    out.append(f"flowlens_collector_kernel_drops_total{_labels(collector=c.get('collector', ''), port=s.get('port', ''))} {_num(s.get('kernel_drops') or 0)}")
+
+    if status is not None:
+        for name, kind, help_, keys in (
+            ("flowlens_bus_gaps_total", "counter", "bus messages the store missed (envelope seq gaps)", ("bus_gaps", "gaps")),
+            ("flowlens_ring_fill_ratio", "gauge", "fraction of the store's in-memory ring in use", ("ring_fill", "fill")),
+            ("flowlens_ring_flows", "gauge", "flows held in the store's ring", ("ring_count", "ring_flows", "count")),
+            ("flowlens_sqlite_size_bytes", "gauge", "size of the SQLite files (database and WAL)", ("sqlite_size_bytes", "sqlite_bytes", "size_bytes")),
+            ("flowlens_flows_stored_total", "counter", "flows committed to SQLite", ("flows_written", "written", "committed")),
+            ("flowlens_store_uptime_seconds", "gauge", "seconds since the store started", ("uptime_s", "uptime")),
+        ):
+            v = find_number(status, keys)
+            family(name, kind, help_)
+            if v is not None:
+                out.append(f"{name} {_num(v)}")
+    return "\n".join(out) + "\n"
+
+
+def find_number(d: Mapping, keys: tuple[str, ...]):
+    """The first numeric value under any of ``keys`` at the top level or one map down."""
+    for k in keys:
+        v = d.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return v
+    for sub in d.values():
+        if isinstance(sub, Mapping):
+            for k in keys:
+                v = sub.get(k)
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    return v
+    return None

@@ -1,0 +1,320 @@
+"""Page contexts from store replies (pure: replies in, plain dicts for the templates out).
+
+The store's replies are read tolerantly (missing keys show as '-') so a page still renders when a
+store of another version leaves a figure out; the numbers are never invented.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from flowmodel.events import SEVERITIES, SEVERITY_RANK
+from flowmodel.protocol import QueryError, normalise_flow_filters
+
+from . import chart as charts
+from . import formatters as fmt
+
+DASHBOARD_WINDOW_MS = 10 * 60 * 1000
+DASHBOARD_STEP_S = 10
+RANGES = {"5m": "last 5 min", "1h": "last 1 h", "24h": "last 24 h", "custom": "custom"}
+DEFAULT_RANGE = "1h"
+FILTER_FIELDS = ("src", "dst", "addr", "port", "protocol", "exporter")
+
+
+# ------------------------------------------------------------------ dashboard
+
+def series_rates(reply: Mapping, since_ms: int, now_ms: int, step_s: float) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Per-second bps, pps and flows/s for every complete step in [since, now), zero-filled."""
+    step_ms = int(reply.get("step_ms") or step_s * 1000)
+    by_t: dict[int, tuple[float, float, float]] = {}
+    for p in reply.get("points") or []:
+        t = int(p[0]) // step_ms * step_ms
+        b, pk, fl = (float(p[1]), float(p[2]), float(p[3]) if len(p) > 3 else 0.0)
+        ob, op, of = by_t.get(t, (0.0, 0.0, 0.0))
+        by_t[t] = (ob + b, op + pk, of + fl)
+    times, bps, pps, fps = [], [], [], []
+    secs = step_ms / 1000
+    t = since_ms // step_ms * step_ms
+    while t + step_ms <= now_ms:
+        b, pk, fl = by_t.get(t, (0.0, 0.0, 0.0))
+        times.append(t + step_ms // 2)
+        bps.append(b * 8 / secs)
+        pps.append(pk / secs)
+        fps.append(fl / secs)
+        t += step_ms
+    return times, bps, pps, fps
+
+
+def _row_key(row: Any, by: str) -> Any:
+    if isinstance(row, Mapping):
+        for k in ("key", by, "name", "value"):
+            if k in row:
+                return row[k]
+        return "?"
+    return row[0]
+
+
+def _row_metric(row: Any, metric: str) -> float:
+    if isinstance(row, Mapping):
+        return float(row.get(metric) or 0)
+    idx = {"bytes": 1, "packets": 2, "flows": 3}[metric]
+    return float(row[idx]) if len(row) > idx else 0.0
+
+
+def key_text(key: Any, by: str) -> str:
+    if by == "protocol":
+        try:
+            return fmt.proto(key)
+        except (TypeError, ValueError):
+            return str(key)
+    if by in ("port", "src_port", "dst_port"):
+        try:
+            return fmt.port_label(key)
+        except (TypeError, ValueError):
+            return str(key)
+    if isinstance(key, (list, tuple)):
+        return " \u2192 ".join(str(k) for k in key)
+    if isinstance(key, bytes) and len(key) == 16:
+        from flowmodel import addr
+        return addr.to_text(key)
+    return str(key)
+
+
+def top_rows(reply: Mapping, by: str, metric: str = "bytes") -> list[dict]:
+    """Rows of a ``top`` reply with share of the window's total and a bar width (share of the top row)."""
+    rows = list(reply.get("rows") or [])
+    totals = reply.get("totals") or {}
+    total = float(totals.get(metric) or 0) if isinstance(totals, Mapping) else 0.0
+    values = [_row_metric(r, metric) for r in rows]
+    if not total:
+        total = sum(values)
+    biggest = max(values) if values else 0.0
+    out = []
+    for r, v in zip(rows, values):
+        key = _row_key(r, by)
+        out.append({
+            "key": key_text(key, by), "raw_key": key if isinstance(key, (str, int)) else None,
+            "value": v, "human": fmt.human_bytes(v) if metric == "bytes" else fmt.human_count(v),
+            "exact": fmt.exact(v), "share": fmt.percent(fmt.share(v, total)),
+            "bar": round(fmt.share(v, biggest), 1),
+            "packets": _row_metric(r, "packets") if metric != "packets" else v,
+        })
+    return out
+
+
+def advisory_counts(advisories: Iterable[Mapping]) -> list[dict]:
+    counts = {s: 0 for s in SEVERITIES}
+    for a in advisories:
+        if a.get("state") != "resolved" and a.get("severity") in counts:
+            counts[a["severity"]] += 1
+    return [{"severity": s, "count": n, "css": s.lower()} for s, n in counts.items()]
+
+
+def exporter_health(exporters_reply: Mapping, fps: list[float]) -> dict:
+    exps = list(exporters_reply.get("exporters") or [])
+    lost = sum(int(e.get("sequence_lost") or 0) for e in exps)
+    errors = 0
+    for e in exps:
+        de = e.get("decode_errors") or {}
+        errors += sum(int(v or 0) for v in de.values()) if isinstance(de, Mapping) else int(de or 0)
+    kernel = 0
+    for c in exporters_reply.get("collectors") or []:
+        for s in (c.get("socket") or []) if isinstance(c, Mapping) else []:
+            if isinstance(s, Mapping):
+                kernel += int(s.get("kernel_drops") or 0)
+    names = {(e.get("exporter"), e.get("observation_domain")) for e in exps}
+    return {"flows_per_s": fmt.human_rate(fps[-1], "flows/s") if fps else "-",
+            "flows_per_s_exact": fmt.exact(round(fps[-1], 1)) if fps else "",
+            "exporters": len({n[0] for n in names}), "domains": len(names),
+            "sequence_lost": lost, "decode_errors": errors, "kernel_drops": kernel,
+            "losses": lost + errors + kernel}
+
+
+def dashboard(now_ms: int, series: Mapping, top_src: Mapping, top_dst: Mapping, top_proto: Mapping,
+              advisories: list, exporters: Mapping, refresh_s: int) -> dict:
+    since = now_ms - DASHBOARD_WINDOW_MS
+    times, bps, pps, fps = series_rates(series, since, now_ms, DASHBOARD_STEP_S)
+    return {
+        "title": "Dashboard", "nav": "dashboard", "refresh": refresh_s,
+        "now": fmt.iso_time(now_ms),
+        "bps_chart": charts.line_chart(times, bps, "bps", since, now_ms),
+        "pps_chart": charts.line_chart(times, pps, "pps", since, now_ms),
+        "top_src": top_rows(top_src, "src"), "top_dst": top_rows(top_dst, "dst"),
+        "protocols": top_rows(top_proto, "protocol"),
+        "advisory_counts": advisory_counts(advisories),
+        "health": exporter_health(exporters, fps),
+    }
+
+
+# ------------------------------------------------------------------ flow explorer
+
+class FormError(ValueError):
+    """Bad flow-explorer input; the message is shown above the form."""
+
+
+def flow_query(params: Mapping[str, str], now_ms: int) -> tuple[dict, dict]:
+    """Form values (as typed, for re-showing) and the store's flows arguments; raises FormError."""
+    form = {k: (params.get(k) or "").strip() for k in (*FILTER_FIELDS, "since", "until")}
+    form["range"] = (params.get("range") or DEFAULT_RANGE).strip()
+    if form["range"] not in RANGES:
+        raise FormError(f"time range {form['range']!r} is not one of: {', '.join(RANGES)}")
+    raw = {k: form[k] for k in FILTER_FIELDS if form[k]}
+    if form["range"] == "custom":
+        if not form["since"]:
+            raise FormError("a custom time range needs a since time (15m, 24h or an ISO 8601 time like 2026-11-24T14:30)")
+        raw["since"] = form["since"]
+        if form["until"]:
+            raw["until"] = form["until"]
+    else:
+        raw["since"] = form["range"]
+    try:
+        checked = normalise_flow_filters(raw, now_ms)
+    except QueryError as e:
+        raise FormError(str(e)) from None
+    args = {k: raw[k] for k in FILTER_FIELDS if k in raw}
+    if "protocol" in checked:
+        args["protocol"] = checked["protocol"]
+    for k in ("port",):
+        if k in checked:
+            args[k] = checked[k]
+    args["since"] = checked["since"]
+    if "until" in checked:
+        args["until"] = checked["until"]
+    return form, args
+
+
+def form_query(form: Mapping[str, str], **extra) -> dict:
+    """Query parameters that reproduce the form (for Next/Previous links), empty fields left out."""
+    q = {k: v for k, v in form.items() if v and not (k in ("since", "until") and form.get("range") != "custom")}
+    q.update({k: v for k, v in extra.items() if v})
+    return q
+
+
+def flow_rows(rows: list[dict], now_ms: int) -> list[dict]:
+    out = []
+    for r in rows:
+        p = int(r["protocol"])
+        dur_s = max(0, int(r["time_end"]) - int(r["time_start"])) / 1000
+        out.append({
+            "start": fmt.human_time(r["time_start"], now_ms), "start_exact": fmt.iso_time(r["time_start"]),
+            "end_exact": fmt.iso_time(r["time_end"]),
+            "duration": fmt.human_duration(dur_s), "duration_exact": f"{dur_s:.3f} s",
+            "src_addr": r["src_addr"], "dst_addr": r["dst_addr"],
+            "src": fmt.endpoint(r["src_addr"], r["src_port"], p), "dst": fmt.endpoint(r["dst_addr"], r["dst_port"], p),
+            "src_port": int(r["src_port"]), "dst_port": int(r["dst_port"]),
+            "protocol": fmt.proto(p), "protocol_number": p,
+            "service": fmt.flow_service(p, r["src_port"], r["dst_port"]),
+            "bytes": fmt.human_bytes(r["bytes"]), "bytes_exact": fmt.exact(r["bytes"]),
+            "packets": fmt.human_count(r["packets"]), "packets_exact": fmt.exact(r["packets"]),
+            "sampling": int(r.get("sampling_rate", 1)),
+            "flags": fmt.tcp_flags(r.get("tcp_flags", 0)) if p == 6 else "",
+            "exporter": r["exporter"], "version": int(r.get("flow_version", 0)),
+        })
+    return out
+
+
+# ------------------------------------------------------------------ advisories
+
+def advisory_rows(advisories: Iterable[Mapping], now_ms: int) -> list[dict]:
+    """Advisories sorted by severity (most severe first), then most recently seen first."""
+    items = sorted(advisories, key=lambda a: (SEVERITY_RANK.get(a.get("severity"), len(SEVERITIES)),
+                                               -int(a.get("last_seen") or 0)))
+    out = []
+    for a in items:
+        flt = a.get("filter") or {}
+        out.append({
+            "key": a.get("key", ""), "severity": a.get("severity", "INFO"),
+            "css": str(a.get("severity", "info")).lower(), "state": a.get("state", ""),
+            "analyzer": a.get("analyzer", ""), "subject": a.get("subject", ""),
+            "title": a.get("title") or a.get("key", ""), "description": a.get("description", ""),
+            "action": a.get("action", ""),
+            "first_seen": fmt.human_time(a.get("first_seen"), now_ms), "first_exact": fmt.iso_time(a.get("first_seen")),
+            "last_seen": fmt.human_time(a.get("last_seen"), now_ms), "last_exact": fmt.iso_time(a.get("last_seen")),
+            "last_ago": fmt.ago(a.get("last_seen"), now_ms),
+            "flows_query": advisory_flows_query(flt) if isinstance(flt, Mapping) else None,
+        })
+    return out
+
+
+def advisory_flows_query(flt: Mapping) -> dict | None:
+    """The flow explorer's query parameters for an advisory's filter (times as a custom range)."""
+    q = {k: str(flt[k]) for k in FILTER_FIELDS if flt.get(k) not in (None, "")}
+    for k in ("src_port", "dst_port"):
+        if flt.get(k) not in (None, "") and "port" not in q:
+            q["port"] = str(flt[k])
+    if flt.get("since") not in (None, ""):
+        q["range"] = "custom"
+        q["since"] = _when_text(flt["since"])
+        if flt.get("until") not in (None, ""):
+            q["until"] = _when_text(flt["until"])
+    if not q:
+        return None
+    return q
+
+
+def _when_text(value) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return fmt.iso_time(value)
+    return str(value)
+
+
+# ------------------------------------------------------------------ about
+
+def process_row(name: str, proc: Mapping, now_ms: int) -> dict:
+    started = proc.get("started_at")
+    up_s = (now_ms - int(started)) / 1000 if started else None
+    cpu = proc.get("cpu_seconds")
+    cpu_pct = (100.0 * float(cpu) / up_s) if (cpu is not None and up_s and up_s > 0) else None
+    return {"name": name, "pid": proc.get("pid", "-"),
+            "rss": fmt.human_bytes(proc.get("rss_bytes")), "rss_exact": fmt.exact(proc.get("rss_bytes")),
+            "cpu": "-" if cpu is None else f"{float(cpu):.1f} s",
+            "cpu_pct": "-" if cpu_pct is None else f"{cpu_pct:.1f} %",
+            "threads": proc.get("threads", "-"), "uptime": fmt.human_duration(up_s) if up_s is not None else "-"}
+
+
+def service_processes(status: Mapping) -> list[tuple[str, Mapping]]:
+    """(name, process map) pairs from the status reply's ``services`` (a map or a list)."""
+    services = status.get("services") or {}
+    out: list[tuple[str, Mapping]] = []
+    if isinstance(services, Mapping):
+        for name, v in services.items():
+            if isinstance(v, Mapping):
+                out.append((str(name), v.get("process") if isinstance(v.get("process"), Mapping) else v))
+    elif isinstance(services, list):
+        for v in services:
+            if isinstance(v, Mapping):
+                name = v.get("name") or v.get("source") or v.get("collector") or v.get("kind") or "?"
+                out.append((str(name), v.get("process") if isinstance(v.get("process"), Mapping) else v))
+    return out
+
+
+def scalar_items(d: Mapping, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, human, exact) for every scalar in a nested status map, for a plain key/value table."""
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if k in ("ok", "services") and not prefix:
+            continue
+        if isinstance(v, Mapping):
+            out.extend(scalar_items(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            continue
+        elif isinstance(v, bool) or v is None or isinstance(v, str):
+            out.append((key, str(v), ""))
+        elif isinstance(v, (int, float)):
+            out.append((key, human_number(key, v), fmt.exact(v)))
+    return out
+
+
+def human_number(key: str, v: float) -> str:
+    k = key.lower()
+    if k.endswith("bytes") or k.endswith("_size") or k.endswith("size_bytes"):
+        return fmt.human_bytes(v)
+    if k.endswith("_ms") or k.endswith("_at") or k.endswith("oldest") or "oldest" in k or k.endswith("last_seen"):
+        return fmt.iso_time(v) if v > 10**11 else fmt.human_duration(v / 1000)
+    if k.endswith("uptime") or k.endswith("uptime_s") or k.endswith("seconds"):
+        return fmt.human_duration(v)
+    if k.endswith("fill") or k.endswith("ratio") or k.endswith("fraction"):
+        return fmt.percent(v * 100) if v <= 1 else fmt.human_count(v)
+    if isinstance(v, float) and v != int(v):
+        return f"{v:,.2f}"
+    return fmt.human_count(v) if abs(v) >= 10000 else str(v)
