@@ -1,0 +1,106 @@
+"""deploy/docker-compose.yml checked by structure (no Docker engine runs on our machines): the four
+services, memory limits within 512 MB, published ports, and bus/query wiring whose FLOWLENS_*
+variables are valid config keys that connect every service to the store."""
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flowmodel.config import SETTINGS, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "deploy" / "docker-compose.yml"
+MIB = 1 << 20
+
+
+def mem_bytes(text) -> int:
+    m = re.fullmatch(r"(\d+)\s*([kmg])i?b?", str(text).strip().lower())
+    assert m, f"memory limit {text!r} not understood"
+    return int(m.group(1)) * {"k": 1 << 10, "m": MIB, "g": 1 << 30}[m.group(2)]
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def configs(compose):
+    """Each service's effective config: the image's config file plus its FLOWLENS_* environment."""
+    return {name: load_config(REPO / "configs" / "flowlens.yaml", env={k: str(v) for k, v in svc["environment"].items()})
+            for name, svc in compose["services"].items()}
+
+
+def test_four_services_from_one_image(compose):
+    services = compose["services"]
+    assert set(services) == {"store", "collector", "analyzer", "web"}
+    for name, svc in services.items():
+        assert svc["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert svc["command"][0] == name and svc["command"][1:] == ["--config", "/etc/flowlens/flowlens.yaml"]
+        if name != "store":
+            assert svc["depends_on"]["store"]["condition"] == "service_healthy"
+
+
+def test_memory_limits_add_up_to_the_budget(compose):
+    total = 0
+    for name, svc in compose["services"].items():
+        deploy_limit = mem_bytes(svc["deploy"]["resources"]["limits"]["memory"])
+        assert mem_bytes(svc["mem_limit"]) == deploy_limit, name
+        total += deploy_limit
+    assert total <= 512 * MIB, f"limits add up to {total / MIB:.0f} MiB"
+
+
+def test_published_ports(compose):
+    published = {p for svc in compose["services"].values() for p in svc.get("ports", [])}
+    assert published == {"2055:2055/udp", "4739:4739/udp", "8080:8080/tcp"}
+    assert "2055:2055/udp" in compose["services"]["collector"]["ports"]
+    assert "8080:8080/tcp" in compose["services"]["web"]["ports"]
+
+
+def test_every_flowlens_variable_is_a_config_key(compose):
+    for name, svc in compose["services"].items():
+        for var in svc["environment"]:
+            assert var.startswith("FLOWLENS_"), (name, var)
+            section, key = var[len("FLOWLENS_"):].lower().split("__")
+            assert f"{section}.{key}" in SETTINGS, (name, var)
+
+
+def test_bus_and_query_wiring(configs):
+    store, collector, analyzer, web = (configs[n] for n in ("store", "collector", "analyzer", "web"))
+    # The store listens on the service network...
+    for key in ("store.bus_xsub_bind", "store.bus_xpub_bind", "store.query_bind"):
+        assert store[key].startswith("tcp://0.0.0.0:"), key
+    xsub_port = store["store.bus_xsub_bind"].rsplit(":", 1)[1]
+    xpub_port = store["store.bus_xpub_bind"].rsplit(":", 1)[1]
+    query_port = store["store.query_bind"].rsplit(":", 1)[1]
+    # ...and subscribes to its own forwarder.
+    assert store["bus.subscribe_endpoint"] == f"tcp://127.0.0.1:{xpub_port}"
+    # The others connect to it by service name.
+    assert collector["bus.publish_endpoint"] == f"tcp://store:{xsub_port}"
+    assert analyzer["bus.publish_endpoint"] == f"tcp://store:{xsub_port}"
+    assert analyzer["bus.subscribe_endpoint"] == f"tcp://store:{xpub_port}"
+    assert analyzer["query.endpoint"] == f"tcp://store:{query_port}"
+    assert web["query.endpoint"] == f"tcp://store:{query_port}"
+    # Published container ports match what the services bind.
+    assert collector["collector.bind_address"] == "0.0.0.0"
+    assert (collector["collector.netflow_port"], collector["collector.ipfix_port"]) == (2055, 4739)
+    assert web["web.listen"] == "0.0.0.0:8080"
+    assert store["store.sqlite_path"].startswith("/data/")
+
+
+def test_healthchecks(compose):
+    web = compose["services"]["web"]["healthcheck"]["test"]
+    assert any("/healthz" in part for part in web)
+    store = compose["services"]["store"]["healthcheck"]["test"]
+    assert store[:4] == ["CMD", "flowlens", "query", "ping"]
+
+
+def test_dockerfile_installs_every_package_and_runs_flowlens():
+    text = (REPO / "deploy" / "Dockerfile").read_text()
+    assert text.startswith("#") and "FROM python:3.11-slim" in text
+    for pkg in ("libs/flowmodel", "services/store", "services/collector", "services/analyzer", "services/web"):
+        assert f"./{pkg}" in text, pkg
+    assert 'ENTRYPOINT ["flowlens"]' in text
+    for path in ("libs/flowmodel", "services", "configs/flowlens.yaml"):
+        assert (REPO / path).exists(), path
