@@ -1,0 +1,137 @@
+"""Page contexts and templates from crafted store replies (pure; the real store is in the
+integration tests): well-formed XHTML, hostile strings escaped, filters validated."""
+import pytest
+from lxml import etree
+
+from flowlens_web import views
+from flowlens_web.app import config_groups
+from flowlens_web.render import Renderer
+from flowmodel.config import load_config
+
+XHTML_NS = "{http://www.w3.org/1999/xhtml}"
+NOW = 1_764_000_600_000
+HOSTILE = "<script>alert('x')</script> & \"quoted\" \x00 ]]>"
+
+
+def parse(text: str):
+    assert text.startswith("<?xml") and "<!DOCTYPE html>" in text
+    root = etree.fromstring(text.encode("utf-8"))  # raises on any well-formedness error
+    assert root.tag == XHTML_NS + "html"
+    assert not root.findall(f".//{XHTML_NS}script")
+    return root
+
+
+def page(name, **ctx):
+    ctx.setdefault("refresh", 0)
+    ctx.setdefault("version", "t")
+    return Renderer().page(name, **ctx)
+
+
+def test_series_rates_fill_gaps_and_skip_the_partial_step():
+    since = NOW - 600_000
+    reply = {"step_ms": 10_000, "points": [[since, 1250, 10, 2], [since + 30_000, 2500, 20, 4], [NOW - 5_000, 9999, 9, 9]]}
+    times, bps, pps, fps = views.series_rates(reply, since, NOW, 10)
+    assert len(times) == 60  # 10 minutes of complete 10 s steps; the step still filling is left out
+    assert bps[0] == 1000.0 and pps[0] == 1.0 and fps[0] == 0.2
+    assert bps[1] == 0.0 and bps[3] == 2000.0
+
+
+def test_top_rows_share_and_bar():
+    reply = {"rows": [{"key": "10.0.0.1", "bytes": 750, "packets": 5, "flows": 1},
+                      {"key": "10.0.0.2", "bytes": 250, "packets": 1, "flows": 1}], "totals": {"bytes": 2000}}
+    rows = views.top_rows(reply, "src")
+    assert [r["key"] for r in rows] == ["10.0.0.1", "10.0.0.2"]
+    assert rows[0]["share"] == "37.5 %" and rows[0]["bar"] == 100.0 and rows[1]["bar"] == pytest.approx(33.3, abs=0.1)
+    protos = views.top_rows({"rows": [{"key": 6, "bytes": 1}, {"key": 17, "bytes": 1}]}, "protocol")
+    assert [r["key"] for r in protos] == ["TCP", "UDP"]
+
+
+def test_dashboard_renders_with_hostile_keys():
+    ctx = views.dashboard(NOW, {"step_ms": 10_000, "points": [[NOW - 60_000, 10_000, 10, 1]]},
+                          {"rows": [{"key": HOSTILE, "bytes": 5}]}, {"rows": []}, {"rows": [{"key": 6, "bytes": 5}]},
+                          [{"severity": "CRITICAL", "state": "raised"}, {"severity": "INFO", "state": "resolved"}],
+                          {"exporters": [{"exporter": HOSTILE, "observation_domain": 0, "sequence_lost": 3,
+                                          "decode_errors": {"short": 2}}]}, 30)
+    root = parse(page("dashboard.xhtml", **ctx))
+    text = "".join(root.itertext())
+    assert "<script>alert('x')</script> & \"quoted\"" in text
+    refresh = root.find(f".//{XHTML_NS}meta[@http-equiv='refresh']")
+    assert refresh is not None and refresh.get("content") == "30"
+    assert root.find(".//{http://www.w3.org/2000/svg}polyline") is not None
+    links = [a.get("href") for a in root.iter(XHTML_NS + "a")]
+    assert "/advisories?severity=CRITICAL" in links
+    assert ctx["health"]["losses"] == 5 and ctx["health"]["exporters"] == 1
+    counts = {c["severity"]: c["count"] for c in ctx["advisory_counts"]}
+    assert counts == {"CRITICAL": 1, "WARNING": 0, "INFO": 0}
+
+
+@pytest.mark.parametrize("params,error", [
+    ({"src": "10.0.0.300"}, "src"), ({"port": "70000"}, "port"), ({"protocol": "tcpx"}, "protocol"),
+    ({"range": "2y"}, "time range"), ({"range": "custom"}, "since"),
+    ({"range": "custom", "since": "2h", "until": "3h"}, "since is after until"),
+    ({"dst": "10.0.0.1/8"}, "host bits"),
+])
+def test_flow_query_rejects_bad_input_in_words(params, error):
+    with pytest.raises(views.FormError, match=error):
+        views.flow_query(params, NOW)
+
+
+def test_flow_query_builds_store_arguments():
+    form, args = views.flow_query({"src": " 10.0.0.0/8 ", "protocol": "udp", "port": "53", "range": "5m"}, NOW)
+    assert args == {"src": "10.0.0.0/8", "protocol": 17, "port": 53, "since": NOW - 300_000}
+    form, args = views.flow_query({"range": "custom", "since": "2025-11-24T16:00:00Z", "until": "now"}, NOW)
+    assert args == {"since": 1_764_000_000_000, "until": NOW}
+    q = views.form_query({"src": "a", "dst": "", "range": "1h", "since": "x"}, cursor="c1", dir="next")
+    assert q == {"src": "a", "range": "1h", "cursor": "c1", "dir": "next"}
+
+
+def test_flows_page_error_is_escaped_and_well_formed():
+    form = {k: "" for k in (*views.FILTER_FIELDS, "since", "until")} | {"range": "1h", "src": HOSTILE}
+    root = parse(page("flows.xhtml", title="Flows", nav="flows", ranges=views.RANGES, form=form, error=HOSTILE,
+                      rows=[], searched=False, next_query=None, prev_query=None, page_size=50))
+    src = root.find(f".//{XHTML_NS}input[@name='src']")
+    assert src.get("value").startswith("<script>alert('x')</script> & \"quoted\"")
+
+
+def test_flow_rows_human_and_exact():
+    rows = views.flow_rows([{"time_start": NOW - 2000, "time_end": NOW, "src_addr": "10.0.0.1", "dst_addr": "2001:db8::1",
+                             "src_port": 51000, "dst_port": 443, "protocol": 6, "bytes": 1_500_000, "packets": 1200,
+                             "sampling_rate": 1, "tcp_flags": 0x1b, "exporter": "192.0.2.1", "flow_version": 5}], NOW)
+    r = rows[0]
+    assert r["bytes"] == "1.43 MB" and r["bytes_exact"] == "1,500,000"
+    assert r["dst"] == "[2001:db8::1]:443" and r["service"] == "https" and r["protocol"] == "TCP"
+    assert r["duration"] == "2 s" and r["flags"] == "APSF"
+
+
+def test_advisories_sorted_and_linked_to_flows():
+    advs = [{"severity": "INFO", "last_seen": NOW, "title": "i", "filter": {}},
+            {"severity": "CRITICAL", "last_seen": NOW - 10, "title": HOSTILE, "description": HOSTILE, "action": HOSTILE,
+             "filter": {"src": "172.16.0.55", "since": NOW - 60_000, "until": NOW}},
+            {"severity": "CRITICAL", "last_seen": NOW, "title": "newer", "filter": {"dst_port": 53}}]
+    rows = views.advisory_rows(advs, NOW)
+    assert [r["title"] for r in rows] == ["newer", HOSTILE, "i"]
+    assert rows[1]["flows_query"]["src"] == "172.16.0.55" and rows[1]["flows_query"]["range"] == "custom"
+    assert rows[0]["flows_query"] == {"port": "53"} and rows[2]["flows_query"] is None
+    root = parse(page("advisories.xhtml", title="Advisories", nav="advisories", severities=("CRITICAL",),
+                      states=("active",), form={"severity": "", "state": "active", "resolved": False}, rows=rows, error=None))
+    link = [a.get("href") for a in root.iter(XHTML_NS + "a") if a.get("class") == "flows-link"]
+    assert len(link) == 2 and link[1].startswith("/flows?src=172.16.0.55&range=custom&since=")
+    # the round trip: the link's query is accepted by the flow explorer's validation
+    views.flow_query(rows[1]["flows_query"], NOW)
+
+
+def test_about_page_config_and_processes():
+    cfg = load_config(None)
+    groups = config_groups(cfg)
+    keys = {r["key"] for g in groups for r in g["rows"]}
+    assert {"collector.netflow_port", "web.listen", "store.sqlite_retention", "analysis.scan_threshold"} <= keys
+    status = {"ok": True, "version": "1", "services": {"store": {"pid": 1, "rss_bytes": 50 << 20, "cpu_seconds": 3.0,
+                                                                 "threads": 4, "started_at": NOW - 60_000},
+                                                       HOSTILE: {"process": {"pid": 2, "rss_bytes": 1}}}}
+    procs = [views.process_row(n, p, NOW) for n, p in views.service_processes(status)]
+    assert procs[0]["rss"] == "50 MB" and procs[0]["cpu_pct"] == "5.0 %" and procs[1]["pid"] == 2
+    root = parse(page("about.xhtml", title="About", nav="about", processes=procs, config_groups=groups,
+                      store_status=views.scalar_items({"sqlite": {"size_bytes": 2048}, "name": HOSTILE}),
+                      flow_rate="1", flow_rate_exact="1", web_uptime="1 s", store_version=HOSTILE, web_version="t",
+                      store_uptime="1 s", store_endpoint="tcp://x"))
+    assert "2 KB" in "".join(root.itertext())
