@@ -32,6 +32,12 @@ class Server(uvicorn.Server):
         if self.started:
             log.info("ready", extra=fields(listen=f"{self.config.host}:{self.config.port}"))
 
+    def handle_exit(self, sig, frame) -> None:
+        # uvicorn re-raises the signal after its graceful shutdown (so the process dies by it);
+        # a SIGTERM is our orderly stop, so shut down and exit 0 instead.
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowlens-web", description="FlowLens web UI")

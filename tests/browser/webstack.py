@@ -1,0 +1,137 @@
+"""Helpers for the web's integration and browser tests: a real store (and the web) as processes,
+and a publisher that puts known flow batches and advisory events on the real bus."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import zmq
+
+from flowmodel import addr, bus
+from flowmodel.schema import FlowBatch
+from support.services import ServiceProcess, ServiceStack, wait_until
+
+HOSTILE = "<script>alert('x')</script> & \"quotes\" 'single' ]]>"
+HOSTILE_KEY = "scan:" + HOSTILE
+SCAN_SOURCE = "172.16.0.55"
+
+
+class BusPublisher:
+    """A PUB socket connected to the store's bus forwarder (bus.publish_endpoint)."""
+
+    def __init__(self, endpoint: str, source: str = "webtest@local"):
+        self.ctx = zmq.Context()
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.setsockopt(zmq.SNDHWM, 100_000)
+        self.pub.connect(endpoint)
+        self.seq = bus.Sequencer(source)
+
+    def flows(self, batch: FlowBatch, version: int = 5) -> None:
+        self.pub.send_multipart([bus.flows_topic(version), bus.encode_batch(batch, self.seq)])
+
+    def event(self, topic: bytes, body: dict) -> None:
+        self.pub.send_multipart([topic, bus.encode_event(body, self.seq)])
+
+    def close(self) -> None:
+        self.pub.close(linger=0)
+        self.ctx.term()
+
+
+def advisory(now_ms: int, key: str = HOSTILE_KEY, severity: str = "CRITICAL", state: str = "raised",
+             title: str = "Port scan " + HOSTILE, subject: str = SCAN_SOURCE, flt: dict | None = None) -> dict:
+    return {"key": key, "analyzer": "scan", "subject": subject, "severity": severity, "state": state,
+            "first_seen": now_ms - 240_000, "last_seen": now_ms - 30_000, "title": title,
+            "description": f"{SCAN_SOURCE} touched 150 ports of 10.1.0.9 in 60 s; exporter name {HOSTILE}",
+            "action": "Check the host " + HOSTILE, "evidence": {"ports": 150, "window_start": now_ms - 300_000,
+                                                               "window_end": now_ms},
+            "filter": flt if flt is not None else {"src": SCAN_SOURCE, "since": now_ms - 300_000, "until": now_ms}}
+
+
+def synthetic_flows(now_ms: int, n: int = 300, seed: int = 1) -> FlowBatch:
+    """n flows over the last 5 minutes: 10.0.0.1-10 talk to 10.1.0.1-20 over TCP 443/22, UDP 53 and
+    ICMP; the first 30 come from the scanning host SCAN_SOURCE to ports 1000-1029."""
+    rng = np.random.default_rng(seed)
+    b = FlowBatch.empty(n)
+    start = now_ms - rng.integers(5_000, 280_000, n)
+    b["time_start"][:] = start
+    b["time_end"][:] = start + rng.integers(0, 4_000, n)
+    src = [f"10.0.0.{1 + i % 10}" for i in range(n)]
+    dst = [f"10.1.0.{1 + (i * 7) % 20}" for i in range(n)]
+    proto = np.array([6, 6, 17, 1])[np.arange(n) % 4]
+    dport = np.array([443, 22, 53, 0])[np.arange(n) % 4]
+    sport = np.where(proto == 1, 0, 40000 + np.arange(n) % 2000)
+    src[:30] = [SCAN_SOURCE] * 30
+    dst[:30] = ["10.1.0.9"] * 30
+    proto[:30] = 6
+    dport[:30] = 1000 + np.arange(30)
+    sport[:30] = 55555
+    b.columns["src_addr"] = addr.from_texts(src)
+    b.columns["dst_addr"] = addr.from_texts(dst)
+    b.columns["exporter"] = addr.from_texts(["192.0.2.10"] * n)
+    b["protocol"][:] = proto
+    b["dst_port"][:] = dport
+    b["src_port"][:] = sport
+    b["bytes"][:] = (np.arange(n) % 10 + 1) * 1000 + 40
+    b["packets"][:] = np.arange(n) % 10 + 1
+    b["tcp_flags"][:] = np.where(proto == 6, 0x1B, 0)
+    b["flow_version"][:] = 5
+    return b
+
+
+class WebStack:
+    """The store and web as processes on one generated config, fed with known flows and advisories."""
+
+    def __init__(self, tmp_path, flows: int = 300, **sections):
+        sections.setdefault("web", {}).setdefault("page_size", 20)
+        self.stack = ServiceStack(tmp_path, ["store"], **sections)
+        self.web: ServiceProcess | None = None
+        self.now_ms = int(time.time() * 1000)
+        self.n_flows = flows
+
+    @property
+    def cfg(self) -> dict:
+        return self.stack.cfg
+
+    @property
+    def base_url(self) -> str:
+        return "http://" + self.cfg["web"]["listen"]
+
+    def client(self):
+        return self.stack.client()
+
+    def start(self, web: bool = True) -> "WebStack":
+        self.stack.start()
+        self.publisher = BusPublisher(self.cfg["bus"]["publish_endpoint"])
+        client = self.client()
+        try:
+            # The PUB only delivers once its connection carries the store's subscription: repeat the
+            # (idempotent, keyed) advisory until the store has it, then everything after arrives.
+            def advisory_arrived():
+                self.publisher.event(bus.TOPIC_ADVISORY, advisory(self.now_ms))
+                return [a for a in client.advisories(include_resolved=True) if a.get("key") == HOSTILE_KEY]
+            wait_until(advisory_arrived, timeout_s=15, interval_s=0.2)
+            self.publisher.event(bus.TOPIC_ADVISORY, advisory(
+                self.now_ms, key="top_talkers:10.0.0.1", severity="WARNING", title="10.0.0.1 sends most bytes",
+                subject="10.0.0.1", flt={"src": "10.0.0.1", "since": self.now_ms - 600_000}))
+            self.publisher.event(bus.TOPIC_ADVISORY, advisory(
+                self.now_ms, key="health:old", severity="INFO", state="resolved", title="Exporter came back",
+                subject="192.0.2.10", flt={"exporter": "192.0.2.10"}))
+            self.publisher.flows(synthetic_flows(self.now_ms, self.n_flows))
+            wait_until(lambda: len(client.flows(limit=self.n_flows + 10, since=self.now_ms - 3_600_000)) >= self.n_flows,
+                       timeout_s=15)
+            wait_until(lambda: len(client.advisories(include_resolved=True)) >= 3, timeout_s=10)
+        finally:
+            client.close()
+        if web:
+            self.web = ServiceProcess("web", self.stack.config_path).start()
+        return self
+
+    def stop(self) -> dict:
+        rcs = {}
+        if self.web:
+            rcs["web"] = self.web.stop()
+        if getattr(self, "publisher", None):
+            self.publisher.close()
+        rcs.update(self.stack.stop())
+        return rcs
