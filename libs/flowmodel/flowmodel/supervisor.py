@@ -87,7 +87,7 @@ class Supervisor:
                                        stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
         child.reader = threading.Thread(target=self._forward, args=(child, child.popen), daemon=True)
         child.reader.start()
-        log.info("started", extra=fields(service=child.name, pid=child.popen.pid))
+        log.info("started", extra=fields(child=child.name, pid=child.popen.pid))
 
     def _forward(self, child: Child, popen: subprocess.Popen) -> None:
         prefix = child.name.ljust(self._width) + " | "
@@ -114,9 +114,9 @@ class Supervisor:
         p.send_signal(signal.SIGTERM)
         try:
             rc = p.wait(self.stop_timeout_s)
-            log.info("stopped", extra=fields(service=child.name, rc=rc))
+            log.info("stopped", extra=fields(child=child.name, rc=rc))
         except subprocess.TimeoutExpired:
-            log.error("did not stop in time, killing", extra=fields(service=child.name, timeout_s=self.stop_timeout_s))
+            log.error("did not stop in time, killing", extra=fields(child=child.name, timeout_s=self.stop_timeout_s))
             p.kill()
             p.wait()
         if child.reader:
@@ -136,7 +136,7 @@ class Supervisor:
                 self._spawn(child)
                 if not self._wait_ready(child):
                     if not self._stop.is_set():
-                        log.error("service did not become ready", extra=fields(service=child.name,
+                        log.error("service did not become ready", extra=fields(child=child.name,
                                   rc=child.popen.poll(), timeout_s=self.ready_timeout_s))
                         rc = 1
                     return rc
@@ -162,13 +162,13 @@ class Supervisor:
                     child.restarts.popleft()
                 if len(child.restarts) >= self.max_restarts:
                     log.error("crashing too often, stopping everything", extra=fields(
-                        service=child.name, rc=rc, restarts_last_minute=len(child.restarts)))
+                        child=child.name, rc=rc, restarts_last_minute=len(child.restarts)))
                     return 1
                 delay = min(30.0, 0.5 * 2 ** len(child.restarts))
                 child.restarts.append(now)
                 child.restart_at = now + delay
                 log.warning("service exited, restarting", extra=fields(
-                    service=child.name, rc=rc, backoff_s=delay, restarts_last_minute=len(child.restarts)))
+                    child=child.name, rc=rc, backoff_s=delay, restarts_last_minute=len(child.restarts)))
         return 0
 
     def stop_all(self) -> None:
