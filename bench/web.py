@@ -1,0 +1,144 @@
+"""Web page latency with the store holding >= 1,000,000 flows: p50/p95 of each page over real HTTP
+against the web process, the store a real process fed on the real bus. Targets (issue 5):
+dashboard p95 < 100 ms, filtered flow-explorer page p95 < 150 ms. Measured, never asserted."""
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from bench.harness import ServiceProcess, stack_config, write_config
+from flowmodel import addr, bus
+from flowmodel.client import StoreClient
+from flowmodel.schema import FlowBatch
+
+TOTAL_FLOWS = int(os.environ.get("FLOWLENS_BENCH_WEB_FLOWS", 1_000_000))
+BATCH = 4096
+SPAN_MS = 50 * 60 * 1000  # flows spread over the last 50 minutes: the ring and SQLite both answer
+REQUESTS = int(os.environ.get("FLOWLENS_BENCH_WEB_REQUESTS", 40))
+
+
+def make_batch(rng: np.random.Generator, now_ms: int, n: int) -> FlowBatch:
+    b = FlowBatch.empty(n)
+    start = now_ms - rng.integers(1_000, SPAN_MS, n)
+    b["time_start"][:] = start
+    b["time_end"][:] = start + rng.integers(0, 30_000, n)
+    # 10.0.0.0/16 clients (skewed: a few talk a lot) to 10.8.0.0/16 servers
+    src = (10 << 24) | rng.zipf(1.3, n).clip(1, 65_000).astype(np.uint32)
+    dst = (10 << 24) | (8 << 16) | rng.integers(1, 65_000, n, dtype=np.uint32)
+    b.columns["src_addr"] = addr.ipv4_column(src)
+    b.columns["dst_addr"] = addr.ipv4_column(dst)
+    b.columns["exporter"] = addr.ipv4_column(np.full(n, (192 << 24) | (2 << 8) | (1 + n % 4), dtype=np.uint32))
+    proto = rng.choice(np.array([6, 17, 1], dtype=np.uint8), n, p=[0.7, 0.25, 0.05])
+    b["protocol"][:] = proto
+    b["dst_port"][:] = np.where(proto == 1, 0, rng.choice(np.array([443, 80, 53, 22, 123, 8080]), n))
+    b["src_port"][:] = np.where(proto == 1, 0, rng.integers(1024, 65535, n))
+    b["bytes"][:] = rng.integers(40, 1_500_000, n)
+    b["packets"][:] = rng.integers(1, 1000, n)
+    b["flow_version"][:] = 5
+    return b
+
+
+def feed(publish_endpoint: str, client: StoreClient, now_ms: int) -> float:
+    """Publish TOTAL_FLOWS flows and wait until the store's series counts them; returns seconds."""
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.setsockopt(zmq.SNDHWM, 1_000_000)
+    pub.connect(publish_endpoint)
+    seq = bus.Sequencer("bench-web@local")
+    rng = np.random.default_rng(7)
+    t0 = time.monotonic()
+    try:
+        # the PUB delivers once the store's subscription reached it: probe with a keyed advisory
+        probe = {"key": "bench:probe", "analyzer": "bench", "subject": "bench", "severity": "INFO", "state": "raised",
+                 "first_seen": now_ms, "last_seen": now_ms, "title": "benchmark probe", "description": "benchmark",
+                 "action": "none", "evidence": {}, "filter": {}}
+        deadline = time.monotonic() + 20
+        while not [a for a in client.advisories(include_resolved=True) if a.get("key") == "bench:probe"]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the store never saw the bus probe")
+            pub.send_multipart([bus.TOPIC_ADVISORY, bus.encode_event(probe, seq)])
+            time.sleep(0.1)
+        sent = 0
+        while sent < TOTAL_FLOWS:
+            n = min(BATCH, TOTAL_FLOWS - sent)
+            pub.send_multipart([bus.flows_topic(5), bus.encode_batch(make_batch(rng, now_ms, n), seq)])
+            sent += n
+            if sent % (BATCH * 25) == 0:
+                time.sleep(0.02)  # keep well under the store's ingest rate: no drops
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            pts = client.series(step=3600, since=now_ms - SPAN_MS - 60_000, until=now_ms + 120_000)["points"]
+            if sum(int(p[3]) for p in pts) >= TOTAL_FLOWS:
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("the store did not count every flow within 300 s")
+    finally:
+        pub.close(linger=0)
+        ctx.term()
+    return time.monotonic() - t0
+
+
+def measure(http, path: str, n: int) -> tuple[float, float, int]:
+    http.get(path)  # warm
+    times = []
+    status = 0
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = http.get(path)
+        times.append((time.perf_counter() - t0) * 1000)
+        status = r.status_code
+    times.sort()
+    return statistics.median(times), times[max(0, int(round(0.95 * len(times))) - 1)], status
+
+
+def run(report) -> None:
+    import httpx
+
+    with tempfile.TemporaryDirectory(prefix="flowlens-bench-web-") as tmp:
+        tmp_path = Path(tmp)
+        cfg = stack_config(tmp_path, log={"level": "warning"}, store={"ring_capacity": 1_000_000})
+        path = write_config(tmp_path / "flowlens.yaml", cfg)
+        store = ServiceProcess("store", path).start(timeout_s=30)
+        web = None
+        client = StoreClient(cfg["query"]["endpoint"], timeout_s=30, retries=0)
+        try:
+            now_ms = int(time.time() * 1000)
+            secs = feed(cfg["bus"]["publish_endpoint"], client, now_ms)
+            report("web", "flows in the store for this run", TOTAL_FLOWS, "flows", f"fed over the bus in {secs:.1f} s")
+            web = ServiceProcess("web", path).start(timeout_s=30)
+            base = "http://" + cfg["web"]["listen"]
+            pages = [
+                ("dashboard /", "/", "target p95 < 100 ms"),
+                ("flows, unfiltered, last 1 h", "/flows", ""),
+                ("flows, filtered src CIDR + tcp + port, 1 h", "/flows?src=10.0.0.0%2F24&protocol=tcp&port=443&range=1h",
+                 "target p95 < 150 ms"),
+                ("flows, filtered dst host, 24 h", "/flows?dst=10.8.1.1&range=24h", "target p95 < 150 ms"),
+                ("flows, either address /16, 5 min", "/flows?addr=10.8.0.0%2F16&range=5m", ""),
+                ("advisories", "/advisories", ""),
+                ("about", "/about", ""),
+                ("metrics", "/metrics", ""),
+            ]
+            with httpx.Client(base_url=base, timeout=60) as http:
+                first = http.get("/flows?protocol=udp&range=1h").text
+                nxt = first.split('class="next" rel="next" href="', 1)
+                if len(nxt) == 2:
+                    pages.append(("flows, udp, second page (keyset cursor)", nxt[1].split('"', 1)[0].replace("&amp;", "&"), ""))
+                for name, url, note in pages:
+                    p50, p95, status = measure(http, url, REQUESTS)
+                    report("web", f"{name} p50", round(p50, 1), "ms", f"HTTP {status}, {REQUESTS} requests")
+                    report("web", f"{name} p95", round(p95, 1), "ms", note)
+            rss = sum(p.memory_info().rss for p in [__import__("psutil").Process(web.proc.pid)])
+            report("web", "web process RSS after the run", round(rss / 2**20, 1), "MiB", "")
+        finally:
+            client.close()
+            if web:
+                web.stop()
+            store.stop(timeout_s=120)
