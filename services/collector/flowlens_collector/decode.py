@@ -127,6 +127,13 @@ class Decoder:
             s = self._sources[src] = (host, int(src[1]) if len(src) > 1 else 0, raw)
         return s
 
+    def _source_addr(self, host: str) -> bytes:
+        """16-byte address of an exporter given as text (as kept in template keys)."""
+        try:
+            return addr.to_bytes(host)
+        except Exception:
+            return bytes(16)
+
     # -- NetFlow v5 ----------------------------------------------------------------------------
 
     def _v5(self, buf, source, now_ms: int, parts: list) -> None:

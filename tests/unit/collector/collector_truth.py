@@ -82,6 +82,8 @@ def _headers(datagrams) -> dict[int, tuple[int, int]]:
         elif version == 9:
             _v, _c, up, secs = struct.unpack_from(">HHII", p)
             out[d.frame] = (up, secs * 1000)
+        elif version == 10:
+            out[d.frame] = (None, struct.unpack_from(">I", p, 4)[0] * 1000)
     return out
 
 
@@ -124,9 +126,12 @@ def expected_by_frame(stem: str, datagrams) -> dict[int, Counter]:
             if version in (5, 9):
                 up, export_ms = headers[frame]
                 start, end = _uptime_abs(up, export_ms, s_up), _uptime_abs(up, export_ms, e_up)
-            else:
+            elif key in init_ms:
                 base = init_ms[key]
                 start, end = base + s_up, base + e_up
+            else:  # no systemInitTimeMilliseconds: the decoder anchors the end at export time
+                end = headers[frame][1]
+                start = end - max(0, e_up - s_up)
         else:
             start = end = None
         proto = _int(row["proto"])
@@ -137,19 +142,38 @@ def expected_by_frame(stem: str, datagrams) -> dict[int, Counter]:
             else:
                 tc = _int(row["dst_port"])
             icmp_type, icmp_code = tc >> 8, tc & 0xFF
+        # tshark shows the first address IE of the template even when it is zero; the decoder takes
+        # the first non-zero one (e.g. IPv6 addresses of an MPLS template that also has IPv4 ones).
+        src = _first_nonzero(f, ("cflow.srcaddr", "cflow.srcaddrv6"), row["src_addr"])
+        dst = _first_nonzero(f, ("cflow.dstaddr", "cflow.dstaddrv6"), row["dst_addr"])
+        nh = _first_nonzero(f, ("cflow.nexthop", "cflow.nexthopv6", "cflow.bgpnexthop", "cflow.bgpnexthopv6"),
+                            row["next_hop"])
         out[frame][(
-            _addr_text(row["src_addr"]), _addr_text(row["dst_addr"]), _int(row["src_port"]), _int(row["dst_port"]),
+            src, dst, _int(row["src_port"]), _int(row["dst_port"]),
             proto, _int(row["octets"]), _int(row["packets"]), _int(row["tcp_flags"]), _int(row["tos"]),
             _int(row["in_if"]), _int(row["out_if"]), _int(row["src_as"]), _int(row["dst_as"]),
-            _addr_text(row["next_hop"]), start, end, sampling, icmp_type, icmp_code, version,
+            nh, start, end, sampling, icmp_type, icmp_code, version,
         )] += 1
     return out
+
+
+def _first_nonzero(f: dict, names, shown: str) -> str:
+    for name in names:
+        v = f.get(name)
+        if isinstance(v, list):
+            v = v[0]
+        if v and _addr_text(v) != "::":
+            return _addr_text(v)
+    return _addr_text(shown)
 
 
 def _options_rate(row, f) -> int | None:
     s = row["sampling"]
     if not s:
         return None
+    size, population = _int(f.get("cflow.sampling_size", "0")), _int(f.get("cflow.sampling_population", "0"))
+    if size and population:
+        return max(1, population // size)
     kv = dict(part.split("=", 1) for part in s.replace(",", ";").split(";") if "=" in part)
     for name in ("sampling_interval", "sampler_random_interval", "interval", "random_interval"):
         if name in kv:

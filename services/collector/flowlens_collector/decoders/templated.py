@@ -1,33 +1,403 @@
-"""NetFlow v9 / IPFIX template state (placeholder until the template decoder lands)."""
+"""NetFlow v9 and IPFIX: per-transport-session template state, options (sampling, boot time), records
+held until their template arrives, and the grouping of data sets so each template's records of one
+decode call go through a single ``frombuffer``.
+
+Keys: a template is keyed by (exporter address, UDP source port, version, observation domain /
+source id, template id), so two exporters or two line cards reusing an id never mix.
+"""
 from __future__ import annotations
+
+import struct
+from collections import deque
+
+import numpy as np
+
+from flowmodel.schema import ADDR, FlowBatch
+
+from . import ipfix, netflow9
+from .fields import SAMPLER_ID_ROLES, SAMPLING_ROLES, rate_from
+from .templates import Template, _uint
+
+_HH = struct.Struct(">HH")
+MAX_SAMPLERS_PER_SESSION = 1024
+MAX_SESSIONS = 65536
+PENDING_BYTES_PER_RECORD = 32  # pending bound in bytes = pending_max_records * this, per exporter
+
+
+class Session:
+    """What an exporter told us through options data: its boot time and its sampling rates."""
+
+    __slots__ = ("init_ms", "rate", "samplers")
+
+    def __init__(self):
+        self.init_ms: int | None = None
+        self.rate: int | None = None           # rate for flows without a sampler id
+        self.samplers: dict[int, int] = {}     # sampler / selector id -> rate
+
+
+class _Group:
+    __slots__ = ("template", "stats_key", "bodies", "counts", "export_ms", "uptime_ms")
+
+    def __init__(self, template, stats_key):
+        self.template = template
+        self.stats_key = stats_key
+        self.bodies: list = []
+        self.counts: list[int] = []
+        self.export_ms: list[int] = []
+        self.uptime_ms: list[int] = []
 
 
 class TemplatedDecoder:
-    def __init__(self, owner, **limits):
-        self._owner = owner
+    def __init__(self, owner, *, max_templates_per_exporter: int, pending_max_records: int,
+                 pending_max_age_ms: int):
+        self._owner = owner  # the Decoder: stats() and sequence()
+        self.max_templates = max_templates_per_exporter
+        self.pending_max_bytes = pending_max_records * PENDING_BYTES_PER_RECORD
+        self.pending_max_age_ms = pending_max_age_ms
+        self.templates: dict[tuple, Template] = {}
+        self._per_host: dict[str, int] = {}
+        self.sessions: dict[tuple, Session] = {}
+        self.pending: dict[tuple, deque] = {}        # template key -> (body, export_ms, uptime, received_ms)
+        self._pending_bytes: dict[str, int] = {}
+        self._ipfix_inclusive: dict[tuple, bool] = {}
+        self._groups: dict[tuple, _Group] = {}
+        self._now = 0
+        self.state_rejected = 0
 
-    def begin(self, now_ms):
-        pass
+    # -- per call -----------------------------------------------------------------------------
 
-    def v9(self, buf, source, now_ms, _parts):
-        self._owner.stats(source[0], 0, now_ms).error("unsupported_version")
+    def begin(self, now_ms: int) -> None:
+        self._now = now_ms
+        self._groups = {}
 
-    ipfix = v9
+    def v9(self, buf, source, now_ms, _parts) -> None:
+        host, port = source[0], source[1]
+        if len(buf) < netflow9.HEADER_LEN:
+            self._owner.stats(host, 0, now_ms).error("truncated_header")
+            return
+        _v, _count, uptime, secs, seq, domain = netflow9.HEADER.unpack_from(buf, 0)
+        st = self._owner.stats(host, domain, now_ms)
+        st.version = 9
+        st.packets += 1
+        self._owner.sequence((host, port, 9, domain), seq, 1, st)
+        session = (host, port, 9, domain)
+        self._walk(buf, netflow9.HEADER_LEN, len(buf), session, st, secs * 1000, uptime)
 
-    def finish(self):
-        return []
+    def ipfix(self, buf, source, now_ms, _parts) -> None:
+        host, port = source[0], source[1]
+        if len(buf) < ipfix.HEADER_LEN:
+            self._owner.stats(host, 0, now_ms).error("truncated_header")
+            return
+        _v, length, export_s, seq, domain = ipfix.HEADER.unpack_from(buf, 0)
+        st = self._owner.stats(host, domain, now_ms)
+        st.version = 10
+        if length < ipfix.HEADER_LEN or length > len(buf):
+            st.error("length_past_end" if length > len(buf) else "bad_message_length")
+            return
+        st.packets += 1
+        session = (host, port, 10, domain)
+        records = self._walk(buf, ipfix.HEADER_LEN, length, session, st, export_s * 1000, None)
+        self._ipfix_sequence(session, seq, records, st)
 
-    def expire(self, now_ms):
-        pass
+    def finish(self) -> list[FlowBatch]:
+        out = []
+        groups, self._groups = self._groups, {}
+        for key, g in groups.items():
+            try:
+                out.append(self._materialise(key, g))
+            except Exception:  # counted; one bad group must not cost the others
+                import logging
+                logging.getLogger(__name__).exception("template group failed")
+                self._owner.stats(*g.stats_key, self._now).error("internal_error")
+        return out
 
-    def pending_by_stats_key(self):
-        return {}
+    # -- set walking --------------------------------------------------------------------------
 
-    def templates_by_stats_key(self):
-        return {}
+    def _walk(self, buf, pos: int, end: int, session: tuple, st, export_ms: int, uptime) -> int:
+        """Walk the sets of one message by their lengths (the v9 Count is only a hint). Returns data records."""
+        version = session[2]
+        tset, oset = (0, 1) if version == 9 else (2, 3)
+        records = 0
+        while pos + 4 <= end:
+            set_id, length = _HH.unpack_from(buf, pos)
+            if length < 4:
+                if set_id == 0 and length == 0 and not any(buf[pos:end]):
+                    break  # trailing zero padding
+                st.error("bad_set_length")
+                break
+            if pos + length > end:
+                st.error("set_past_end")
+                break
+            body = buf[pos + 4:pos + length]
+            pos += length
+            if set_id == tset or set_id == oset:
+                if version == 9:
+                    events = (netflow9.parse_templates(body) if set_id == tset
+                              else netflow9.parse_options_templates(body))
+                else:
+                    events = ipfix.parse_templates(body, options=(set_id == oset))
+                self._template_events(events, session, st, options=(set_id == oset))
+            elif set_id >= 256:
+                records += self._data_set(session + (set_id,), body, st, export_ms, uptime)
+            else:
+                st.error("reserved_set_id")
+        return records
 
-    def state(self):
-        return {"version": 1, "templates": []}
+    def _template_events(self, events, session, st, options: bool) -> None:
+        host = session[0]
+        for ev in events:
+            kind = ev[0]
+            if kind == "error":
+                st.error(ev[1])
+            elif kind == "define":
+                self.define(session, ev[1], st)
+            elif kind == "withdraw":
+                self._drop(session + (ev[1],))
+            elif kind == "withdraw_all":
+                for key in [k for k, t in self.templates.items() if k[:4] == session and t.options == options]:
+                    self._drop(key)
+        del host
 
-    def load_state(self, state):
-        return 0
+    def define(self, session: tuple, template: Template, st) -> bool:
+        key = session + (template.template_id,)
+        if template.record_len == 0:
+            st.error("zero_length_template")
+            return False
+        old = self.templates.get(key)
+        if old is None:
+            host = session[0]
+            if self._per_host.get(host, 0) >= self.max_templates:
+                st.error("template_cap")
+                return False
+            self._per_host[host] = self._per_host.get(host, 0) + 1
+        elif old.same_as(template):
+            template = old  # a refresh: keep the compiled one
+        self.templates[key] = template
+        held = self.pending.pop(key, None)
+        if held:
+            for body, export_ms, uptime, _received in held:
+                self._release_pending_bytes(session[0], len(body))
+                self._data_set(key, body, st, export_ms, uptime)
+        return True
+
+    def _drop(self, key: tuple) -> None:
+        if self.templates.pop(key, None) is not None:
+            host = key[0]
+            self._per_host[host] = max(0, self._per_host.get(host, 1) - 1)
+
+    def _data_set(self, key: tuple, body, st, export_ms: int, uptime) -> int:
+        t = self.templates.get(key)
+        if t is None:
+            self._hold(key, body, st, export_ms, uptime)
+            return 0
+        if t.options:
+            return self._options_data(key, t, body, st)
+        if t.variable:
+            raw, n, truncated = t.project(body)
+            if truncated:
+                st.error("truncated_record")
+        else:
+            n = len(body) // t.record_len
+            raw = body[:n * t.record_len]
+        if n == 0:
+            return 0
+        g = self._groups.get(key)
+        if g is None:
+            g = self._groups[key] = _Group(t, (key[0], key[3]))
+        elif g.template is not t:  # template redefined within this call: flush the old records first
+            self._groups[key + ("old", id(g))] = g
+            g = self._groups[key] = _Group(t, (key[0], key[3]))
+        g.bodies.append(raw)
+        g.counts.append(n)
+        g.export_ms.append(export_ms)
+        g.uptime_ms.append(uptime if uptime is not None else -1)
+        st.flows += n
+        return n
+
+    def _options_data(self, key, t: Template, body, st) -> int:
+        if t.variable:
+            raw, n, _trunc = t.project(body)
+        else:
+            n = len(body) // t.record_len
+            raw = body[:n * t.record_len]
+        if n == 0:
+            return 0
+        rec = np.frombuffer(bytes(raw), dtype=t.dtype, count=n)
+        session = self._session(key[:4])
+        cols = {role: _uint(rec[role]).tolist() for role in t.roles
+                if role in SAMPLING_ROLES or role in SAMPLER_ID_ROLES or role == "system_init_ms"}
+        for i in range(n):
+            values = {role: v[i] for role, v in cols.items()}
+            if "system_init_ms" in values:
+                session.init_ms = int(values["system_init_ms"])
+            rate = rate_from(values)
+            if rate is None:
+                continue
+            sid = values.get("sampler_id", values.get("selector_id"))
+            if sid is None:
+                session.rate = int(rate)
+            elif sid in session.samplers or len(session.samplers) < MAX_SAMPLERS_PER_SESSION:
+                session.samplers[int(sid)] = int(rate)
+            else:
+                st.error("sampler_cap")
+        return n
+
+    def _session(self, skey: tuple) -> Session:
+        s = self.sessions.get(skey)
+        if s is None:
+            if len(self.sessions) >= MAX_SESSIONS:
+                self.sessions.clear()
+            s = self.sessions[skey] = Session()
+        return s
+
+    # -- records waiting for their template ---------------------------------------------------
+
+    def _hold(self, key, body, st, export_ms, uptime) -> None:
+        host = key[0]
+        size = len(body)
+        if self._pending_bytes.get(host, 0) + size > self.pending_max_bytes:
+            st.error("pending_full")
+            return
+        q = self.pending.get(key)
+        if q is None:
+            # a flood of unknown set ids is bounded by the same per-exporter byte budget
+            q = self.pending[key] = deque()
+        q.append((bytes(body), export_ms, uptime, self._now))
+        self._pending_bytes[host] = self._pending_bytes.get(host, 0) + size
+
+    def _release_pending_bytes(self, host, size) -> None:
+        left = self._pending_bytes.get(host, 0) - size
+        if left > 0:
+            self._pending_bytes[host] = left
+        else:
+            self._pending_bytes.pop(host, None)
+
+    def expire(self, now_ms: int) -> None:
+        cutoff = now_ms - self.pending_max_age_ms
+        for key in list(self.pending):
+            q = self.pending[key]
+            dropped = 0
+            while q and q[0][3] <= cutoff:
+                body = q.popleft()[0]
+                self._release_pending_bytes(key[0], len(body))
+                dropped += 1
+            if dropped:
+                self._owner.stats(key[0], key[3], now_ms).pending_expired += dropped
+            if not q:
+                del self.pending[key]
+
+    # -- groups -> columns --------------------------------------------------------------------
+
+    def _materialise(self, key, g: _Group) -> FlowBatch:
+        t = g.template
+        raw = g.bodies[0] if len(g.bodies) == 1 else b"".join(g.bodies)
+        counts = np.asarray(g.counts, dtype=np.int64)
+        n = int(counts.sum())
+        rec = np.frombuffer(raw, dtype=t.dtype, count=n)
+        if len(counts) == 1:
+            export_ms = np.full(n, g.export_ms[0], dtype=np.int64)
+            uptime = np.full(n, g.uptime_ms[0], dtype=np.int64) if t.version == 9 else None
+        else:
+            export_ms = np.repeat(np.asarray(g.export_ms, dtype=np.int64), counts)
+            uptime = np.repeat(np.asarray(g.uptime_ms, dtype=np.int64), counts) if t.version == 9 else None
+        session = self.sessions.get(key[:4])
+        init_ms = session.init_ms if session is not None else None
+        cols, sampler, rates, unknown_base = t.to_columns(rec, export_ms, uptime, init_ms)
+        st = self._owner.stats(*g.stats_key, self._now)
+        if unknown_base:
+            st.error("time_base_unknown", unknown_base)
+        default = session.rate if session is not None and session.rate is not None else 1
+        if rates is not None:
+            sampling = rates
+        elif sampler is not None:
+            sampling = np.full(n, default, dtype=np.uint32)
+            samplers = session.samplers if session is not None else {}
+            ids, inverse = np.unique(sampler, return_inverse=True)
+            lut = np.array([samplers.get(int(i), default if i == 0 else 0) for i in ids], dtype=np.uint32)
+            sampling = lut[inverse.reshape(-1)]
+            unknown = int(np.count_nonzero(sampling == 0))
+            if unknown:
+                st.sampling_unknown += unknown
+        else:
+            sampling = np.full(n, default, dtype=np.uint32)
+        cols["sampling_rate"] = sampling
+        cols["exporter"] = np.full(n, np.frombuffer(self._owner._source_addr(key[0]), dtype=ADDR)[0])
+        cols["observation_domain"] = np.full(n, key[3], dtype=np.uint32)
+        cols["flow_version"] = np.full(n, t.version, dtype=np.uint8)
+        return FlowBatch(cols, n)
+
+    # -- sequence numbers ---------------------------------------------------------------------
+
+    def _ipfix_sequence(self, session, seq, records, st) -> None:
+        """IPFIX counts data records before this message (RFC 7011); softflowd counts them including
+        this message. The first message of a stream tells which: its sequence equals its own count."""
+        inclusive = self._ipfix_inclusive.get(session)
+        if inclusive is None:
+            if len(self._ipfix_inclusive) >= MAX_SESSIONS:
+                self._ipfix_inclusive.clear()
+            inclusive = self._ipfix_inclusive[session] = records > 0 and seq == records
+        if inclusive:
+            self._owner.sequence(session, (seq - records) & 0xFFFFFFFF, records, st)
+        else:
+            self._owner.sequence(session, seq, records, st)
+
+    # -- introspection and persistence --------------------------------------------------------
+
+    def templates_by_stats_key(self) -> dict:
+        out: dict = {}
+        for k in self.templates:
+            sk = (k[0], k[3])
+            out[sk] = out.get(sk, 0) + 1
+        return out
+
+    def pending_by_stats_key(self) -> dict:
+        out: dict = {}
+        for k, q in self.pending.items():
+            sk = (k[0], k[3])
+            out[sk] = out.get(sk, 0) + len(q)
+        return out
+
+    def state(self) -> dict:
+        templates = [{"exporter": k[0], "port": k[1], "version": k[2], "domain": k[3], "template_id": k[4],
+                      "options": t.options, "scope_count": t.scope_count, "fields": t.key_fields()}
+                     for k, t in self.templates.items()]
+        sessions = [{"exporter": k[0], "port": k[1], "version": k[2], "domain": k[3], "init_ms": s.init_ms,
+                     "rate": s.rate, "samplers": [[i, r] for i, r in s.samplers.items()]}
+                    for k, s in self.sessions.items()]
+        return {"format": 1, "templates": templates, "sessions": sessions}
+
+    def load_state(self, state) -> int:
+        loaded = 0
+        if not isinstance(state, dict):
+            self.state_rejected += 1
+            return 0
+        for e in state.get("templates", []) or []:
+            try:
+                session = (str(e["exporter"]), int(e["port"]), int(e["version"]), int(e["domain"]))
+                if session[2] not in (9, 10):
+                    raise ValueError("version")
+                fields = [(int(a), int(b), int(c)) for a, b, c in e["fields"]]
+                if not fields or len(fields) > 16384 or any(not (0 <= x < 2**32) for f in fields for x in f):
+                    raise ValueError("fields")
+                tid = int(e["template_id"])
+                if not 256 <= tid <= 65535:
+                    raise ValueError("template id")
+                t = Template(session[2], tid, fields, options=bool(e.get("options")),
+                             scope_count=int(e.get("scope_count", 0)))
+                st = self._owner.stats(session[0], session[3], self._now)
+                if self.define(session, t, st):
+                    loaded += 1
+                else:
+                    self.state_rejected += 1
+            except Exception:
+                self.state_rejected += 1
+        for e in state.get("sessions", []) or []:
+            try:
+                s = self._session((str(e["exporter"]), int(e["port"]), int(e["version"]), int(e["domain"])))
+                s.init_ms = None if e.get("init_ms") is None else int(e["init_ms"])
+                s.rate = None if e.get("rate") is None else int(e["rate"])
+                for i, r in (e.get("samplers") or [])[:MAX_SAMPLERS_PER_SESSION]:
+                    s.samplers[int(i)] = int(r)
+            except Exception:
+                self.state_rejected += 1
+        return loaded

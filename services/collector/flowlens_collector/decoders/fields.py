@@ -1,0 +1,67 @@
+"""Information elements we read (NetFlow v9 field types = IPFIX IANA IE ids for 1-127), and their role.
+
+A role names what the value becomes in the flow schema or in the exporter's state. Fields not listed
+here (and every enterprise-specific field) are skipped by their length.
+"""
+from __future__ import annotations
+
+# ie -> role. Integer roles take any length 1-8 (reduced-size encoding).
+ROLES: dict[int, str] = {
+    1: "octets", 2: "packets", 85: "octets_total", 86: "packets_total",
+    4: "protocol", 5: "tos", 6: "tcp_flags", 7: "src_port", 11: "dst_port",
+    8: "src_v4", 12: "dst_v4", 27: "src_v6", 28: "dst_v6",
+    9: "src_mask", 13: "dst_mask", 29: "src_mask_v6", 30: "dst_mask_v6",
+    10: "input_if", 14: "output_if", 16: "src_as", 17: "dst_as",
+    15: "next_hop_v4", 62: "next_hop_v6", 18: "bgp_next_hop_v4", 63: "bgp_next_hop_v6",
+    21: "end_uptime", 22: "start_uptime",
+    32: "icmp_type_code", 139: "icmp_type_code_v6",
+    176: "icmp_type", 177: "icmp_code", 178: "icmp_type_v6", 179: "icmp_code_v6",
+    34: "sampling_interval", 35: "sampling_algorithm",
+    48: "sampler_id", 49: "sampler_mode", 50: "sampler_interval", 302: "selector_id",
+    304: "selector_algorithm", 305: "sampling_packet_interval", 306: "sampling_packet_space",
+    309: "sampling_size", 310: "sampling_population",
+    58: "vlan", 243: "dot1q_vlan", 61: "direction",
+    150: "start_sec", 151: "end_sec", 152: "start_ms", 153: "end_ms",
+    154: "start_us", 155: "end_us", 156: "start_ns", 157: "end_ns",
+    158: "start_delta_us", 159: "end_delta_us", 160: "system_init_ms",
+    # Cisco ASA NSEL
+    231: "initiator_octets", 232: "responder_octets", 298: "initiator_packets", 299: "responder_packets",
+    323: "event_time_ms", 233: "firewall_event",
+}
+
+ADDRESS_ROLES = {"src_v4": 4, "dst_v4": 4, "next_hop_v4": 4, "bgp_next_hop_v4": 4,
+                 "src_v6": 16, "dst_v6": 16, "next_hop_v6": 16, "bgp_next_hop_v6": 16}
+NTP_ROLES = {"start_us", "end_us", "start_ns", "end_ns"}  # 8-byte NTP timestamps (16 = pmacct timeval)
+
+# Roles an options record may carry that we keep per exporter/sampler.
+SAMPLING_ROLES = ("sampling_interval", "sampler_interval", "sampling_packet_interval", "sampling_packet_space",
+                  "sampling_size", "sampling_population")
+SAMPLER_ID_ROLES = ("sampler_id", "selector_id")
+
+VARIABLE_LENGTH = 0xFFFF
+NTP_EPOCH_OFFSET_S = 2_208_988_800  # 1900-01-01 -> 1970-01-01
+
+
+def field_ok(role: str, length: int) -> bool:
+    """Whether a field of this role and length can be read (else it is skipped like an unknown one)."""
+    if role in ADDRESS_ROLES:
+        return length == ADDRESS_ROLES[role]
+    if role in NTP_ROLES:
+        return length in (8, 16)
+    return 1 <= length <= 8
+
+
+def rate_from(values: dict) -> int | None:
+    """A 1-in-N rate from the sampling values of one record, or None if it carries none."""
+    size, population = values.get("sampling_size"), values.get("sampling_population")
+    if size and population:
+        return max(1, population // size)
+    interval = values.get("sampling_packet_interval")
+    if interval is not None:
+        if interval == 0:
+            return 1
+        return max(1, (interval + values.get("sampling_packet_space", 0)) // interval)
+    for role in ("sampling_interval", "sampler_interval"):
+        if role in values:
+            return values[role] or 1
+    return None
