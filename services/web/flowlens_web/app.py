@@ -250,11 +250,11 @@ def config_groups(cfg: Config) -> list[dict]:
 
 
 def config_value(key: str, value) -> str:
+    setting = SETTINGS[key]
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
-    if isinstance(value, float) and key.split(".")[0] in ("store", "analysis", "query", "collector") and any(
-            w in key for w in ("retention", "duration", "interval", "window", "timeout", "silence", "after", "age", "watermark")):
+    if getattr(setting.parse, "__name__", "") in ("_duration", "_pos_duration", "parse_duration"):
         return fmt.human_duration(value)
-    if key == "collector.buffer_size":
+    if getattr(setting.parse, "__name__", "") == "parse_size":
         return fmt.human_bytes(value)
     return str(value)

@@ -49,7 +49,7 @@ def nice_ceiling(value: float) -> float:
 def line_chart(times_ms: list[int], values: list[float], unit: str, since_ms: int, until_ms: int,
                width: int = 560, height: int = 180, y_ticks: int = 4, x_ticks: int = 5) -> Chart:
     """A chart of values (per second, ``unit`` like 'bps') over [since_ms, until_ms]."""
-    c = Chart(width, height, left=64, right=12, top=10, bottom=26, unit=unit)
+    c = Chart(width, height, left=64, right=30, top=10, bottom=26, unit=unit)
     pw = width - c.left - c.right
     ph = height - c.top - c.bottom
     span = max(1, until_ms - since_ms)
