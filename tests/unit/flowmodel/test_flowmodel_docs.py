@@ -1,5 +1,8 @@
 """The README documents every config key, with its default, in a table generated from SETTINGS
-(Datasette's habit). ``python tests/unit/flowmodel/test_flowmodel_docs.py`` prints the table."""
+(Datasette's habit). ``python tests/unit/flowmodel/test_flowmodel_docs.py`` prints the table;
+with ``--write`` it replaces the table in README.md (between the config-table markers)."""
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,5 +46,12 @@ def test_readme_names_the_commands_and_env_form(readme):
         assert text in readme, text
 
 
+def write_table() -> None:
+    text = README.read_text(encoding="utf-8")
+    start = re.search(r"<!-- config-table:[^\n]*-->\n", text)
+    end = text.index("<!-- config-table: end -->")
+    README.write_text(text[:start.end()] + config_table() + text[end:], encoding="utf-8")
+
+
 if __name__ == "__main__":
-    print(config_table(), end="")
+    write_table() if "--write" in sys.argv else print(config_table(), end="")
