@@ -20,6 +20,8 @@ def parse_templates(body) -> list[tuple]:
     while pos + 4 <= end:
         tid, count = _HH.unpack_from(body, pos)
         pos += 4
+        if count == 0 and tid == 0:
+            break  # set padding
         if count == 0:
             out.append(("error", "zero_field_template"))
             break  # rest of the set is padding or garbage we cannot frame
