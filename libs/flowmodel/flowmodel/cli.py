@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("query", help="query the store", description="ops: " + ", ".join(OPS))
     q.add_argument("op", choices=sorted(OPS))
     for name in FILTERS:
-        q.add_argument("--" + name.replace("_", "-"), dest=name)
+        q.add_argument("--" + name.replace("_", "-"), dest=name, type=float if name == "step" else str)
     q.add_argument("--since", help="15m, 24h, 7d or an ISO 8601 time")
     q.add_argument("--until", help="same forms as --since")
     q.add_argument("--limit", type=int, help="rows wanted (flows: pages are followed)")
