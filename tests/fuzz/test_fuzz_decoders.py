@@ -1,0 +1,115 @@
+"""Property-based fuzzing of the decoders with mutated real corpus packets.
+
+Each example takes real export datagrams from tests/data (v5, v9, IPFIX), mutates one of them (bit
+flips, truncation, a 16-bit length/count/id overwritten, a template-id flood, spliced tails) and
+decodes it after the capture's first packets (so templates are known and the data paths run). The
+decoder must never raise, never hit its internal-error path, and keep its state within its bounds.
+``FLOWLENS_FUZZ_EXAMPLES`` sets the example count (``make fuzz`` runs 100,000).
+"""
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowlens_collector.decode import Decoder
+from flowmodel.pcap import read_datagrams
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+EXAMPLES = int(os.environ.get("FLOWLENS_FUZZ_EXAMPLES", "300"))
+MAX_TEMPLATES = 64
+PENDING_RECORDS = 256
+
+
+def _load():
+    caps = []
+    for pcap in sorted(DATA.glob("*.pcap")):
+        if not (DATA / (pcap.name[:-5] + ".totals.json")).exists():
+            continue
+        payloads = [d.payload for d in read_datagrams(str(pcap))][:12]
+        if payloads and payloads[0][:2] in (b"\x00\x05", b"\x00\x09", b"\x00\x0a"):
+            caps.append(payloads)
+    return caps
+
+
+CAPTURES = _load()
+SOURCE = ("192.0.2.7", 2055)
+
+
+def _flood(version: int, first_id: int, n: int) -> bytes:
+    recs = b"".join(struct.pack(">HHHHHH", first_id + i, 2, 8, 4, 1, 4) for i in range(n))
+    if version == 9:
+        body = struct.pack(">HH", 0, 4 + len(recs)) + recs
+        return struct.pack(">HHIIII", 9, n, 1, 1, 1, 0) + body
+    body = struct.pack(">HH", 2, 4 + len(recs)) + recs
+    return struct.pack(">HHIII", 10, 16 + len(body), 1, 1, 0) + body
+
+
+@st.composite
+def mutated(draw):
+    cap = draw(st.sampled_from(CAPTURES))
+    idx = draw(st.integers(0, len(cap) - 1))
+    pkt = bytearray(cap[idx])
+    kind = draw(st.sampled_from(["flip", "truncate", "word", "flood", "splice", "zero_run"]))
+    if kind == "flip":
+        for _ in range(draw(st.integers(1, 8))):
+            pos = draw(st.integers(0, len(pkt) * 8 - 1))
+            pkt[pos // 8] ^= 1 << (pos % 8)
+    elif kind == "truncate":
+        pkt = pkt[:draw(st.integers(0, len(pkt)))]
+    elif kind == "word":
+        for _ in range(draw(st.integers(1, 3))):
+            pos = draw(st.integers(0, max(0, len(pkt) - 2)))
+            value = draw(st.sampled_from([0, 1, 2, 3, 4, 255, 256, 0x7FFF, 0x8000, 0xFFFE, 0xFFFF]) |
+                         st.integers(0, 0xFFFF))
+            pkt[pos:pos + 2] = struct.pack(">H", value)
+    elif kind == "flood":
+        version = 9 if pkt[:2] == b"\x00\x09" else 10
+        pkt = bytearray(_flood(version, draw(st.integers(256, 65000)), draw(st.integers(1, 300))))
+    elif kind == "splice":
+        other = draw(st.sampled_from(CAPTURES))
+        o = other[draw(st.integers(0, len(other) - 1))]
+        cut = draw(st.integers(0, len(pkt)))
+        pkt = pkt[:cut] + o[draw(st.integers(0, len(o))):]
+    else:
+        pos = draw(st.integers(0, len(pkt)))
+        pkt[pos:pos + draw(st.integers(1, 64))] = bytes(draw(st.integers(1, 64)))
+    return cap[:idx], bytes(pkt), draw(st.booleans())
+
+
+def _check_bounds(dec: Decoder) -> None:
+    stats = dec.exporter_stats()
+    for s in stats:
+        assert "internal_error" not in s["decode_errors"], s
+        assert s["templates"] <= MAX_TEMPLATES
+    t = dec._templated
+    assert all(v <= t.pending_max_bytes for v in t._pending_bytes.values())
+    assert len(t.templates) <= MAX_TEMPLATES * 2
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=False, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(mutated())
+def test_mutated_corpus_packets_never_raise_and_stay_bounded(case):
+    before, pkt, same_call = case
+    dec = Decoder(max_templates_per_exporter=MAX_TEMPLATES, pending_max_records=PENDING_RECORDS,
+                  pending_max_age_ms=1_000)
+    if same_call:
+        batch = dec.decode(list(before) + [pkt, pkt], [SOURCE] * (len(before) + 2), 1)
+    else:
+        dec.decode(list(before), [SOURCE] * len(before), 1)
+        batch = dec.decode([pkt, memoryview(pkt)], [SOURCE, ("2001:db8::7", 4739)], 2)
+    assert all(len(col) == batch.count for col in batch.columns.values())
+    dec.expire(10_000)
+    _check_bounds(dec)
+    state = dec.templates_state()
+    assert Decoder(max_templates_per_exporter=MAX_TEMPLATES).load_templates_state(state) <= len(state["templates"])
+
+
+def test_corpus_found():
+    assert len(CAPTURES) >= 50, f"found {len(CAPTURES)} captures in {DATA}"
+    print(f"fuzz examples: {EXAMPLES}", file=sys.stderr)
