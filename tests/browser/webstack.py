@@ -42,7 +42,7 @@ def advisory(now_ms: int, key: str = HOSTILE_KEY, severity: str = "CRITICAL", st
              title: str = "Port scan " + HOSTILE, subject: str = SCAN_SOURCE, flt: dict | None = None) -> dict:
     return {"key": key, "analyzer": "scan", "subject": subject, "severity": severity, "state": state,
             "first_seen": now_ms - 240_000, "last_seen": now_ms - 30_000, "title": title,
-            "description": f"{SCAN_SOURCE} touched 150 ports of 10.1.0.9 in 60 s; exporter name {HOSTILE}",
+            "description": f"{SCAN_SOURCE} touched 150 ports of 10.1.0.9 in 60 s; exporter name {HOSTILE} bell\x07",
             "action": "Check the host " + HOSTILE, "evidence": {"ports": 150, "window_start": now_ms - 300_000,
                                                                "window_end": now_ms},
             "filter": flt if flt is not None else {"src": SCAN_SOURCE, "since": now_ms - 300_000, "until": now_ms}}

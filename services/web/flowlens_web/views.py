@@ -195,7 +195,7 @@ def flow_rows(rows: list[dict], now_ms: int) -> list[dict]:
         p = int(r["protocol"])
         dur_s = max(0, int(r["time_end"]) - int(r["time_start"])) / 1000
         out.append({
-            "start": fmt.human_time(r["time_start"], now_ms), "start_exact": fmt.iso_time(r["time_start"]),
+            "end": fmt.human_time(r["time_end"], now_ms), "start_exact": fmt.iso_time(r["time_start"]),
             "end_exact": fmt.iso_time(r["time_end"]),
             "duration": fmt.human_duration(dur_s), "duration_exact": f"{dur_s:.3f} s",
             "src_addr": r["src_addr"], "dst_addr": r["dst_addr"],
