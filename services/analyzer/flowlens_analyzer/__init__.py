@@ -1,0 +1,1 @@
+"""FlowLens analyzer: flow-time windows, analyzers, advisory lifecycle, bus service."""

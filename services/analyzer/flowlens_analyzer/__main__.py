@@ -1,0 +1,97 @@
+"""Entry point: `python -m flowlens_analyzer --config PATH` runs the service;
+`python -m flowlens_analyzer analyze --config PATH --since WHEN --until WHEN [--format table|json]`
+analyses a stored range and prints the advisories."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from flowmodel.client import StoreClient, StoreError, StoreUnavailable
+from flowmodel.config import ConfigError, config_from_env_or_path
+from flowmodel.logs import fields, setup_logging
+from flowmodel.protocol import QueryError, parse_when
+
+log = logging.getLogger("flowlens_analyzer")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["analyze"]:
+        return analyze_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="flowlens-analyzer", description="FlowLens analyzer service")
+    parser.add_argument("--config", help="YAML config file (default: $FLOWLENS_CONFIG or built-in defaults)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_env_or_path(args.config)
+    except ConfigError as e:
+        print(f"flowlens-analyzer: {e}", file=sys.stderr)
+        return 2
+    setup_logging("analyzer", cfg["log.level"], cfg["log.format"])
+    from .service import AnalyzerService
+
+    log.info("config", extra=fields(source=cfg.source, **{k: v for k, v in cfg.items() if k.startswith("analysis.")}))
+    log.info("endpoints", extra=fields(subscribe=cfg["bus.subscribe_endpoint"], publish=cfg["bus.publish_endpoint"],
+                                       query=cfg["query.endpoint"]))
+    service = AnalyzerService(cfg)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
+    service.start()
+    _seed(service, cfg)
+    log.info("ready", extra=fields(source=service.source))
+    try:
+        service.run(lambda: bool(stopping))
+    finally:
+        service.stop()
+        log.info("stopped", extra=fields(**{k: v for k, v in service.stats().items() if not isinstance(v, dict)}))
+    return 0
+
+
+def _seed(service, cfg) -> None:
+    """Seed the anomaly baseline from the store's rollups; the analyzer works without them."""
+    client = StoreClient(cfg["query.endpoint"], timeout_s=min(cfg["query.timeout"], 2.0), retries=0)
+    try:
+        rows = service.seed_from_store(client)
+        log.info("baseline seeded from store rollups", extra=fields(rows=rows))
+    except (StoreError, StoreUnavailable) as e:
+        log.warning("no baseline from the store; starting from live data", extra=fields(reason=str(e)))
+    finally:
+        client.close()
+
+
+def analyze_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="flowlens analyze", description="run the analyzers over a stored time range")
+    parser.add_argument("--config")
+    parser.add_argument("--since", default="1h", help="duration back from now (15m, 24h) or ISO 8601 time")
+    parser.add_argument("--until", default="now")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_env_or_path(args.config)
+        since, until = parse_when(args.since, name="since"), parse_when(args.until, name="until")
+    except (ConfigError, QueryError) as e:
+        print(f"flowlens analyze: {e}", file=sys.stderr)
+        return 2
+    if since >= until:
+        print("flowlens analyze: --since must be before --until", file=sys.stderr)
+        return 2
+    setup_logging("analyzer", "warning", cfg["log.format"])
+    from .offline import analyze_range, format_json, format_table, latest_per_key
+
+    client = StoreClient.from_config(cfg)
+    try:
+        events = analyze_range(cfg, client, since, until)
+    except (StoreError, StoreUnavailable) as e:
+        print(f"flowlens analyze: {e}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    found = latest_per_key(events)
+    print(format_json(found) if args.format == "json" else format_table(found))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Anomaly detection: traffic per destination prefix (/24, /64 by default) and per exporter against
+a baseline; spikes and drops.
+
+The baseline is the same hour of the week (or of the day) when enough history exists, else a robust
+short-term one (median and MAD of the recent per-minute bytes). History is a bounded per-minute ring
+per key kept in memory (seeded at start from the store's per-minute rollups, then fed by the flows
+the analyzer sees); minutes leaving the ring are folded into hour-of-day and hour-of-week profiles.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from flowmodel import addr
+from flowmodel.schema import ADDR
+
+from .common import (Context, Finding, WindowView, addr_text, factorize_addr, fmt_bytes, fmt_pct, fmt_rate_bps,
+                     fmt_time, flow_filter, window_evidence)
+
+NAME = "anomaly"
+KINDS = ("dst_prefix", "exporter")
+MINUTE_MS = 60_000
+SEASONAL_MIN_SAMPLES = 120  # minute samples in an hour slot (two days or weeks of that hour)
+MAD_K = 3.0 * 1.4826  # a change must also exceed 3 robust standard deviations (short-term baseline)
+
+
+class MinuteHistory:
+    """Per-key bytes per minute: a ring of ``minutes`` columns and hour-of-day/week profiles."""
+
+    def __init__(self, minutes: int, max_keys: int):
+        self.M, self.K = int(minutes), int(max_keys)
+        self.rows: dict[bytes, int] = {}
+        self.keys = np.zeros(self.K, dtype=ADDR)
+        self.used = np.zeros(self.K, dtype=bool)
+        self.hist = np.zeros((self.K, self.M))
+        self.col_minute = np.full(self.M, -1, dtype=np.int64)
+        self.hod_sum = np.zeros((self.K, 24))
+        self.hod_n = np.zeros((self.K, 24))
+        self.how_sum = np.zeros((self.K, 168))
+        self.how_n = np.zeros((self.K, 168))
+        self.replaced = 0
+
+    def _column(self, minute: int) -> int | None:
+        c = minute % self.M
+        have = int(self.col_minute[c])
+        if have == minute:
+            return c
+        if have > minute:
+            return None  # older than the ring: too late to count
+        if have >= 0:  # fold the minute leaving the ring into the profiles (zeros included)
+            hour = have // 60
+            rows = self.used
+            self.hod_sum[rows, hour % 24] += self.hist[rows, c]
+            self.hod_n[rows, hour % 24] += 1
+            self.how_sum[rows, hour % 168] += self.hist[rows, c]
+            self.how_n[rows, hour % 168] += 1
+        self.hist[:, c] = 0
+        self.col_minute[c] = minute
+        return c
+
+    def add(self, minute: int, keys: np.ndarray, values: np.ndarray, admit_floor: float) -> None:
+        """Bytes of one minute for keys (ADDR array); new keys need at least admit_floor bytes."""
+        c = self._column(int(minute))
+        if c is None or not len(keys):
+            return
+        new_keys, new_vals = [], []
+        for k, v in zip(keys.tolist(), values.tolist()):
+            row = self.rows.get(k)
+            if row is not None:
+                self.hist[row, c] += v
+            elif v >= admit_floor:
+                new_keys.append(k)
+                new_vals.append(v)
+        if not new_keys:
+            return
+        order = np.argsort(-np.asarray(new_vals), kind="stable")
+        free = list(np.flatnonzero(~self.used)[::-1])
+        totals = None
+        for i in order.tolist():
+            if free:
+                row = int(free.pop())
+            else:
+                if totals is None:  # replace the smallest keys, smallest first
+                    totals = self.hist.sum(1)
+                    victims = list(np.argsort(totals, kind="stable")[::-1])
+                if not victims or totals[victims[-1]] >= new_vals[i]:
+                    break
+                row = int(victims.pop())
+                del self.rows[bytes(self.keys[row])]
+                self._clear(row)
+                self.replaced += 1
+            self.rows[new_keys[i]] = row
+            self.keys[row] = np.frombuffer(new_keys[i], dtype=ADDR)[0]
+            self.used[row] = True
+            self.hist[row, c] = new_vals[i]
+
+    def _clear(self, row: int) -> None:
+        self.hist[row] = 0
+        self.hod_sum[row] = self.hod_n[row] = 0
+        self.how_sum[row] = self.how_n[row] = 0
+
+    def baseline(self, before_minute: int, hour: int, min_history: int):
+        """Per row: (baseline bytes/minute, MAD, seasonal flag); None when history is too short."""
+        cols = np.flatnonzero((self.col_minute >= 0) & (self.col_minute < before_minute))
+        how_ok = self.how_n[:, hour % 168] >= SEASONAL_MIN_SAMPLES
+        hod_ok = self.hod_n[:, hour % 24] >= SEASONAL_MIN_SAMPLES
+        seasonal = how_ok | hod_ok
+        with np.errstate(invalid="ignore", divide="ignore"):
+            season = np.where(how_ok, self.how_sum[:, hour % 168] / self.how_n[:, hour % 168],
+                              self.hod_sum[:, hour % 24] / self.hod_n[:, hour % 24])
+        if len(cols) >= min_history:
+            h = self.hist[:, cols]
+            med = np.median(h, axis=1)
+            mad = np.median(np.abs(h - med[:, None]), axis=1)
+        else:
+            med = np.zeros(self.K)
+            mad = np.zeros(self.K)
+            if not seasonal.any():
+                return None
+        base = np.where(seasonal, season, med)
+        judged = self.used & (seasonal | (len(cols) >= min_history))
+        return np.nan_to_num(base), mad, seasonal, judged, len(cols)
+
+
+def _state(state: dict, ctx: Context) -> dict:
+    if "history" not in state:
+        state["history"] = {k: MinuteHistory(ctx["analysis.anomaly_history_minutes"], ctx["analysis.anomaly_max_keys"])
+                            for k in KINDS}
+        state["last_end"] = None
+    return state
+
+
+def _keys(view: WindowView, ctx: Context, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(per-flow key id, unique keys) for a kind: masked destination prefix or exporter."""
+    if kind == "exporter":
+        return view.factor("exporter")
+    dst_ids, dst_u = view.factor("dst_addr")
+    masked = addr.mask_column(dst_u, ctx["analysis.anomaly_prefix_v4"], ctx["analysis.anomaly_prefix_v6"])
+    pid, pref_u = factorize_addr(masked)
+    return pid[dst_ids], pref_u
+
+
+def seed(state: dict, ctx: Context, kind: str, minutes: np.ndarray, keys: np.ndarray, values: np.ndarray) -> None:
+    """Load per-minute history (e.g. store rollups): minutes (int, minute numbers), keys ADDR, bytes."""
+    hist = _state(state, ctx)["history"][kind]
+    order = np.argsort(minutes, kind="stable")
+    minutes, keys, values = minutes[order], keys[order], values[order]
+    for m in np.unique(minutes).tolist():
+        sel = minutes == m
+        hist.add(m, np.array([bytes(k) for k in keys[sel]], dtype=object), values[sel].astype(np.float64), 0.0)
+
+
+def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
+    st = _state(state, ctx)
+    findings = []
+    window_minutes = view.seconds / 60.0
+    min_bytes = ctx["analysis.anomaly_min_bytes"]
+    admit_floor = min_bytes / max(window_minutes, 1.0) / 10.0
+    start_minute = view.start_ms // MINUTE_MS
+    hour = view.end_ms // 3_600_000
+    last_end = st["last_end"]
+    for kind in KINDS:
+        hist: MinuteHistory = st["history"][kind]
+        ids, uniq = _keys(view, ctx, kind) if view.count else (np.zeros(0, np.int64), np.zeros(0, ADDR))
+        b = view["bytes"].astype(np.float64)
+        window_bytes = np.bincount(ids, weights=b, minlength=len(uniq))
+        found = hist.baseline(start_minute, hour, ctx["analysis.anomaly_min_history"])
+        if found is not None:
+            base, mad, seasonal, judged, ncols = found
+            cur = np.zeros(hist.K)
+            rows = np.flatnonzero(judged)
+            if len(uniq) and len(rows):
+                pos = np.searchsorted(uniq.view("S16"), hist.keys[rows].view("S16"))
+                pos = np.minimum(pos, len(uniq) - 1)
+                match = uniq[pos].view("S16") == hist.keys[rows].view("S16")
+                cur[rows[match]] = window_bytes[pos[match]]
+            cur_rate = cur / window_minutes
+            big = base * window_minutes >= min_bytes
+            spread = MAD_K * mad
+            spike = judged & big & (cur_rate >= ctx["analysis.anomaly_spike_factor"] * base) & (seasonal | (cur_rate > base + spread))
+            drop = judged & big & (cur_rate <= (1 - ctx["analysis.anomaly_drop_fraction"]) * base) & (seasonal | (cur_rate < base - spread))
+            for row in np.flatnonzero(spike | drop).tolist():
+                findings.append(_finding(view, ctx, kind, hist.keys[row], float(cur_rate[row]), float(base[row]),
+                                         bool(spike[row]), bool(seasonal[row]), ncols))
+        # Feed the history with the flows this run has not counted yet.
+        if view.count:
+            new = view["time_end"] >= last_end if last_end is not None else np.ones(view.count, bool)
+            if new.any():
+                minute = view["time_end"][new] // MINUTE_MS
+                m0 = int(minute.min())
+                span = int(minute.max()) - m0 + 1
+                flat = (minute - m0) * len(uniq) + ids[new]
+                per = np.bincount(flat, weights=b[new], minlength=span * len(uniq)).reshape(span, len(uniq))
+                for off in range(span):
+                    nz = np.flatnonzero(per[off])
+                    keys = np.array([bytes(k) for k in uniq[nz]], dtype=object)
+                    hist.add(m0 + off, keys, per[off, nz], admit_floor)
+    st["last_end"] = view.end_ms
+    return findings
+
+
+def _finding(view, ctx, kind, key, cur_rate, base, spike, seasonal, ncols) -> Finding:
+    p4, p6 = ctx["analysis.anomaly_prefix_v4"], ctx["analysis.anomaly_prefix_v6"]
+    if kind == "exporter":
+        subject = f"exporter {addr_text(key)}"
+        what = f"Traffic exported by {addr_text(key)}"
+        flt = flow_filter(view, exporter=addr_text(key))
+    else:
+        prefix = addr.prefix_text(bytes(key), p4, p6)
+        subject = prefix
+        inside = ctx.is_local_text(addr_text(key))
+        what = f"Traffic to {prefix}" + ("" if inside else " (outside your networks)")
+        flt = flow_filter(view, dst=prefix)
+    how = "the usual level at this hour" if seasonal else f"the median of the previous {ncols} minutes"
+    at = fmt_time(view.end_ms)
+    cur_bps, base_bps = cur_rate * 8 / 60, base * 8 / 60
+    if spike:
+        factor = cur_rate / base if base > 0 else float("inf")
+        desc = (f"{what} rose to {factor:.1f}x {how} at {at} ({fmt_rate_bps(cur_bps)} vs {fmt_rate_bps(base_bps)})"
+                f" — possible attack, backup job or misbehaving host")
+        action = "Look at the top sources of this traffic in the flow explorer; rate-limit or block it if unexpected"
+        title = f"Traffic spike: {subject}"
+        severity = "WARNING"
+    else:
+        fall = 1 - cur_rate / base if base > 0 else 0.0
+        desc = (f"{what} dropped {fmt_pct(fall)} at {at} ({fmt_rate_bps(cur_bps)} vs {fmt_rate_bps(base_bps)}, "
+                f"{how}) — possible link failure" + (" or exporter problem" if kind == "exporter" else ""))
+        action = ("Check the links and routes towards this prefix, and the exporter's health"
+                  if kind != "exporter" else "Check the exporter, its interfaces and its flow export configuration")
+        title = f"Traffic drop: {subject}"
+        severity = "CRITICAL" if fall >= 0.99 else "WARNING"
+    return Finding(
+        NAME, subject, severity, title, desc, action,
+        window_evidence(view, kind=kind, bytes_per_minute=round(cur_rate), baseline_bytes_per_minute=round(base),
+                        baseline="seasonal" if seasonal else f"median of {ncols} minutes",
+                        change="spike" if spike else "drop", window_bytes=round(cur_rate * view.seconds / 60)),
+        flt,
+        figures={"rate": round(cur_rate, -3), "spike": float(spike)})

@@ -1,0 +1,234 @@
+"""Shared pieces of the analyzers: the window view they read, the Finding they return, the
+inside/outside test from analysis.local_networks, address factorisation and number wording.
+
+An analyzer is a pure function ``analyze(view, ctx, state) -> list[Finding]``: ``view`` holds the
+window's columns, ``ctx`` the parsed config, ``state`` a dict the analyzer may keep between runs.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from flowmodel import addr
+from flowmodel.schema import ADDR, FlowBatch
+
+# Columns the analyzer keeps in its windows (the rest of the schema is not used by any analyzer).
+WINDOW_COLUMNS = ("time_start", "time_end", "src_addr", "dst_addr", "src_port", "dst_port", "protocol",
+                  "bytes", "packets", "tcp_flags", "exporter", "input_if", "output_if")
+
+
+@dataclass
+class Finding:
+    """One condition an analyzer sees in one run; the lifecycle turns findings into advisory events."""
+
+    analyzer: str
+    subject: str
+    severity: str
+    title: str
+    description: str
+    action: str
+    evidence: dict[str, Any]
+    filter: dict[str, Any]
+    # Figures whose change is "material" (worth an update event); compared with MaterialChange.
+    figures: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.analyzer}:{self.subject}"
+
+
+class Context:
+    """Config values the analyzers read, parsed once (local networks as byte bounds)."""
+
+    def __init__(self, cfg: Mapping[str, Any]):
+        self.cfg = cfg
+        bounds = [addr.parse_network(n)[:2] for n in cfg["analysis.local_networks"]]
+        self.local_lo = np.frombuffer(b"".join(lo for lo, _ in bounds), dtype=ADDR) if bounds else np.zeros(0, ADDR)
+        self.local_hi = np.frombuffer(b"".join(hi for _, hi in bounds), dtype=ADDR) if bounds else np.zeros(0, ADDR)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.cfg[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self.cfg[key]
+        except KeyError:
+            return default
+
+    def is_local(self, column: np.ndarray) -> np.ndarray:
+        """Boolean mask: address inside one of analysis.local_networks (vectorised 128-bit compare)."""
+        out = np.zeros(len(column), dtype=bool)
+        if not len(column):
+            return out
+        hi, lo = addr_words(column)
+        bhi_lo, blo_lo = addr_words(self.local_lo)
+        bhi_hi, blo_hi = addr_words(self.local_hi)
+        for i in range(len(self.local_lo)):
+            above = (hi > bhi_lo[i]) | ((hi == bhi_lo[i]) & (lo >= blo_lo[i]))
+            below = (hi < bhi_hi[i]) | ((hi == bhi_hi[i]) & (lo <= blo_hi[i]))
+            out |= above & below
+        return out
+
+    def is_local_text(self, text: str) -> bool:
+        return bool(self.is_local(addr.from_texts([text]))[0])
+
+    def side(self, address_text: str) -> str:
+        """'10.0.0.5' for an inside host, 'the internet (203.0.113.7)' style wording for outside."""
+        return address_text if self.is_local_text(address_text) else f"{address_text} (outside)"
+
+
+def addr_words(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An ADDR column as two uint64 words (high, low) whose tuple order is the address order."""
+    words = np.ascontiguousarray(column).view(">u8").reshape(len(column), 2).astype(np.uint64)
+    return words[:, 0], words[:, 1]
+
+
+class WindowView:
+    """The columns of one analysis window [start_ms, end_ms) plus cached derived columns.
+
+    Byte and packet counts are already multiplied by the sampling rate (an estimate of the real
+    traffic), since advisories speak of traffic, not of samples.
+    """
+
+    def __init__(self, columns: Mapping[str, np.ndarray], start_ms: int, end_ms: int):
+        self.columns = dict(columns)
+        self.start_ms = int(start_ms)
+        self.end_ms = int(end_ms)
+        self.count = len(self.columns["time_end"]) if "time_end" in self.columns else 0
+        self._cache: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def seconds(self) -> float:
+        return max((self.end_ms - self.start_ms) / 1000.0, 1e-3)
+
+    def factor(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, uniques) of an address column: ids[i] indexes uniques; cached per view."""
+        hit = self._cache.get(name)
+        if hit is None:
+            hit = factorize_addr(self.columns[name])
+            self._cache[name] = hit
+        return hit
+
+    def local(self, name: str, ctx: Context) -> np.ndarray:
+        key = "local:" + name
+        hit = self._cache.get(key)
+        if hit is None:
+            ids, uniq = self.factor(name)
+            hit = ctx.is_local(uniq)[ids]
+            self._cache[key] = hit
+        return hit
+
+    def select(self, mask: np.ndarray) -> "WindowView":
+        return WindowView({k: v[mask] for k, v in self.columns.items()}, self.start_ms, self.end_ms)
+
+
+def view_from_batch(batch: FlowBatch, start_ms: int, end_ms: int) -> WindowView:
+    """A WindowView of a FlowBatch (tests and the offline `analyze` command), sampling applied."""
+    return WindowView(window_columns(batch), start_ms, end_ms)
+
+
+def window_columns(batch: FlowBatch) -> dict[str, np.ndarray]:
+    """The analyzer's columns of a batch, copied, with bytes/packets scaled by the sampling rate."""
+    cols = {name: np.array(batch[name]) for name in WINDOW_COLUMNS}
+    rate = np.asarray(batch["sampling_rate"]).astype(np.uint64)
+    if len(rate) and (rate > 1).any():
+        rate = np.maximum(rate, 1)
+        cols["bytes"] = cols["bytes"] * rate
+        cols["packets"] = cols["packets"] * rate
+    return cols
+
+
+def factorize_addr(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer ids for an ADDR column: (ids int64, unique addresses ADDR in address order)."""
+    n = len(column)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, ADDR)
+    words = np.ascontiguousarray(column).view(">u8").reshape(n, 2)
+    hi, lo = words[:, 0], words[:, 1]
+    if (hi == hi[0]).all():  # one family/prefix (all IPv4-mapped, typically): one 64-bit key
+        uniq_lo, ids = np.unique(lo, return_inverse=True)
+        out = np.empty((len(uniq_lo), 2), dtype=">u8")
+        out[:, 0] = hi[0]
+        out[:, 1] = uniq_lo
+        return ids.astype(np.int64, copy=False), out.view(ADDR).reshape(len(uniq_lo))
+    order = np.lexsort((lo, hi))
+    shi, slo = hi[order], lo[order]
+    start = np.empty(n, dtype=bool)
+    start[0] = True
+    start[1:] = (shi[1:] != shi[:-1]) | (slo[1:] != slo[:-1])
+    group = np.cumsum(start) - 1
+    ids = np.empty(n, dtype=np.int64)
+    ids[order] = group
+    uniq = np.empty((int(start.sum()), 2), dtype=">u8")
+    uniq[:, 0] = shi[start]
+    uniq[:, 1] = slo[start]
+    return ids, uniq.view(ADDR).reshape(len(uniq))
+
+
+def addr_text(value) -> str:
+    return addr.to_text(bytes(value))
+
+
+# ---------------------------------------------------------------- wording helpers
+
+
+def fmt_int(n: float) -> str:
+    """12000 -> '12,000'."""
+    return f"{int(round(n)):,}"
+
+
+def fmt_rate_bps(bps: float) -> str:
+    """8.2e9 -> '8.2 Gbps'."""
+    for unit, scale in (("Tbps", 1e12), ("Gbps", 1e9), ("Mbps", 1e6), ("kbps", 1e3)):
+        if bps >= scale:
+            return f"{bps / scale:.1f} {unit}"
+    return f"{bps:.0f} bps"
+
+
+def fmt_bytes(n: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def fmt_pct(fraction: float) -> str:
+    return f"{fraction * 100:.0f}%"
+
+
+def fmt_time(ms: int) -> str:
+    """'14:32' (UTC) for the wording; the evidence keeps the ms."""
+    return _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc).strftime("%H:%M")
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = float(seconds)
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:g} s"
+
+
+def flow_filter(view: WindowView, **kv) -> dict[str, Any]:
+    """The flow-explorer filter for a finding: the given flows-query arguments plus the window."""
+    out = {k: v for k, v in kv.items() if v is not None}
+    out["since"] = view.start_ms
+    out["until"] = view.end_ms
+    return out
+
+
+def window_evidence(view: WindowView, **kv) -> dict[str, Any]:
+    out = dict(kv)
+    out["window_start"] = view.start_ms
+    out["window_end"] = view.end_ms
+    return out

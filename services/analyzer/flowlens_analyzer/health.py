@@ -1,0 +1,156 @@
+"""Health of the system itself, from the collectors' health events (topic ``exporter``) and the
+analyzer's own bus gap counter: exporters that stopped sending, export sequence losses, kernel
+receive drops, decode errors, records waiting for templates, bus gaps. Times here are wall clock.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .common import Context, Finding, fmt_duration, fmt_int, fmt_time
+
+NAME = "health"
+
+
+@dataclass
+class HealthState:
+    """What the latest health events said, plus the increases since the last analysis."""
+
+    collectors: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> latest event + received_at
+    exporters: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)  # latest stats
+    deltas: dict[tuple, dict[str, float]] = field(default_factory=dict)  # since the last analysis
+    bus_gaps_seen: dict[str, int] = field(default_factory=dict)
+    bad_events: int = 0
+
+    def observe(self, event: dict, received_ms: int) -> None:
+        """Fold one health event (the analyzer's own kind=analyzer events are ignored)."""
+        if event.get("kind") != "collector":
+            return
+        cid = str(event.get("collector") or event.get("source") or "?")
+        prev = self.collectors.get(cid)
+        if prev is not None and int(event.get("seq", 0)) <= int(prev.get("seq", 0)):
+            prev = None  # restarted: cumulative counters began again
+        self.collectors[cid] = {**event, "received_at": received_ms}
+        old_sockets = {s.get("port"): s for s in ((prev or {}).get("socket") or [])}
+        for sock in event.get("socket") or []:
+            before = old_sockets.get(sock.get("port"))
+            if before is not None:
+                self._add(("socket", cid, sock.get("port")), "kernel_drops",
+                          int(sock.get("kernel_drops") or 0) - int(before.get("kernel_drops") or 0))
+                self.deltas.setdefault(("socket", cid, sock.get("port")), {})["rcvbuf_granted"] = sock.get("rcvbuf_granted") or 0
+        for ex in event.get("exporters") or []:
+            key = (cid, str(ex.get("exporter")), int(ex.get("observation_domain") or 0))
+            before = self.exporters.get(key) if prev is not None else None
+            self.exporters[key] = dict(ex)
+            if before is None:
+                continue
+            dk = ("exporter",) + key
+            self._add(dk, "sequence_lost", int(ex.get("sequence_lost") or 0) - int(before.get("sequence_lost") or 0))
+            self._add(dk, "pending_expired", int(ex.get("pending_expired") or 0) - int(before.get("pending_expired") or 0))
+            self._add(dk, "flows", int(ex.get("flows") or 0) - int(before.get("flows") or 0))
+            errs_now, errs_before = ex.get("decode_errors") or {}, before.get("decode_errors") or {}
+            self._add(dk, "decode_errors", sum(int(v) for v in errs_now.values()) - sum(int(v) for v in errs_before.values()))
+
+    def _add(self, key: tuple, name: str, value: float) -> None:
+        if value > 0:
+            d = self.deltas.setdefault(key, {})
+            d[name] = d.get(name, 0) + value
+
+
+def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, int]) -> list[Finding]:
+    """Findings for the health book; consumes the accumulated increases."""
+    silence_ms = ctx["analysis.exporter_silence"] * 1000
+    findings: list[Finding] = []
+    for cid, ev in sorted(state.collectors.items()):
+        quiet = now_ms - int(ev["received_at"])
+        stats_ms = 3 * 1000 * float(ev.get("stats_interval") or 5)
+        if quiet >= max(silence_ms, stats_ms):
+            findings.append(Finding(
+                NAME, f"collector {cid}", "CRITICAL", f"Collector {cid} silent",
+                f"Collector {cid} has not reported for {fmt_duration(quiet / 1000)} (last report at {fmt_time(int(ev['received_at']))})",
+                "Check that the collector process is running and can reach the bus",
+                {"collector": cid, "silent_seconds": round(quiet / 1000), "window_start": int(ev["received_at"]), "window_end": now_ms},
+                {"since": int(ev["received_at"]) - silence_ms, "until": now_ms},
+                figures={}))
+    for (cid, exporter, od), ex in sorted(state.exporters.items()):
+        last = int(ex.get("last_seen") or 0)
+        if last and now_ms - last >= silence_ms and cid in state.collectors:
+            ago = (now_ms - last) / 1000
+            findings.append(Finding(
+                NAME, f"exporter {exporter}/{od}", "CRITICAL", f"Exporter {exporter} stopped sending",
+                f"Exporter {exporter} (observation domain {od}) stopped sending {fmt_duration(ago)} ago "
+                f"(last export packet at {fmt_time(last)}, {fmt_int(ex.get('flows') or 0)} flows before that)",
+                f"Check that {exporter} is up, that flow export is still configured and that the path to the collector is open",
+                {"exporter": exporter, "observation_domain": od, "last_seen": last, "silent_seconds": round(ago),
+                 "window_start": last, "window_end": now_ms},
+                {"exporter": exporter, "since": last - silence_ms, "until": now_ms},
+                figures={}))
+    for key, d in sorted(state.deltas.items(), key=lambda kv: str(kv[0])):
+        if key[0] == "socket" and d.get("kernel_drops"):
+            _, cid, port = key
+            findings.append(Finding(
+                NAME, f"drops {cid}:{port}", "WARNING", f"Receive drops on UDP {port}",
+                f"Collector {cid} lost {fmt_int(d['kernel_drops'])} datagrams in the kernel receive buffer of UDP port {port} "
+                f"(granted buffer {fmt_int(d.get('rcvbuf_granted') or 0)} bytes)",
+                "Raise collector.buffer_size (and net.core.rmem_max), or add a collector",
+                {"collector": cid, "port": port, "kernel_drops": int(d["kernel_drops"]),
+                 "rcvbuf_granted": int(d.get("rcvbuf_granted") or 0), "window_start": now_ms, "window_end": now_ms},
+                {"since": now_ms - silence_ms, "until": now_ms}, figures={"drops": float(d["kernel_drops"])}))
+        if key[0] != "exporter":
+            continue
+        _, cid, exporter, od = key
+        flt = {"exporter": exporter, "since": now_ms - silence_ms, "until": now_ms}
+        if d.get("sequence_lost"):
+            lost = d["sequence_lost"]
+            findings.append(Finding(
+                NAME, f"sequence {exporter}/{od}", "WARNING", f"Export loss from {exporter}",
+                f"Exporter {exporter} (observation domain {od}) lost {fmt_int(lost)} export records/packets on the way "
+                f"to the collector (sequence gaps){_share(lost, d.get('flows'))}",
+                "Check the path from the exporter to the collector for drops (QoS, MTU, a busy link) and the collector's receive buffer",
+                {"exporter": exporter, "observation_domain": od, "sequence_lost": int(lost), "window_start": now_ms, "window_end": now_ms},
+                flt, figures={"lost": float(lost)}))
+        if d.get("decode_errors"):
+            findings.append(Finding(
+                NAME, f"decode {exporter}/{od}", "WARNING", f"Decode errors from {exporter}",
+                f"{fmt_int(d['decode_errors'])} export packets from {exporter} (observation domain {od}) could not be decoded",
+                "Check the exporter's flow export version and template settings; the collector log names the reason",
+                {"exporter": exporter, "observation_domain": od, "decode_errors": int(d["decode_errors"]),
+                 "window_start": now_ms, "window_end": now_ms},
+                flt, figures={"errors": float(d["decode_errors"])}))
+        if d.get("pending_expired"):
+            findings.append(Finding(
+                NAME, f"templates {exporter}/{od}", "WARNING", f"Missing templates from {exporter}",
+                f"{fmt_int(d['pending_expired'])} flow records from {exporter} (observation domain {od}) expired waiting "
+                f"for their template",
+                "Make the exporter send templates more often (template refresh timeout) or restart its flow export",
+                {"exporter": exporter, "observation_domain": od, "pending_expired": int(d["pending_expired"]),
+                 "window_start": now_ms, "window_end": now_ms},
+                flt, figures={"expired": float(d["pending_expired"])}))
+    for (cid, exporter, od), ex in sorted(state.exporters.items()):
+        waiting = int(ex.get("pending_records") or 0)
+        if waiting and not state.deltas.get(("exporter", cid, exporter, od), {}).get("pending_expired"):
+            findings.append(Finding(
+                NAME, f"waiting {exporter}/{od}", "INFO", f"Records waiting for templates from {exporter}",
+                f"{fmt_int(waiting)} flow records from {exporter} (observation domain {od}) are waiting for their template",
+                "If this persists, make the exporter send its templates (they usually follow within minutes)",
+                {"exporter": exporter, "observation_domain": od, "pending_records": waiting, "window_start": now_ms,
+                 "window_end": now_ms},
+                {"exporter": exporter, "since": now_ms - silence_ms, "until": now_ms}, figures={"waiting": float(waiting)}))
+    for source, total in sorted(bus_gaps.items()):
+        new = total - state.bus_gaps_seen.get(source, 0)
+        state.bus_gaps_seen[source] = total
+        if new > 0:
+            findings.append(Finding(
+                NAME, f"bus {source}", "WARNING", f"Bus messages lost from {source}",
+                f"The analyzer missed {fmt_int(new)} bus messages from {source} (sequence gaps): advisories may miss traffic",
+                "The analyzer is falling behind: raise bus.high_water_mark or give it more CPU",
+                {"source": source, "missed": int(new), "window_start": now_ms, "window_end": now_ms},
+                {"since": now_ms - silence_ms, "until": now_ms}, figures={"missed": float(new)}))
+    state.deltas.clear()
+    return findings
+
+
+def _share(lost: float, flows) -> str:
+    if flows:
+        return f", against {fmt_int(flows)} flows received"
+    return ""

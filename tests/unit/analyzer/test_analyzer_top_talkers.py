@@ -1,0 +1,45 @@
+from flowlens_analyzer import top_talkers
+from flowlens_analyzer.common import Context, view_from_batch
+from flowmodel.schema import FlowBatch
+
+from flows import T0, batch, config, normal_mix
+
+
+def run(b, state=None, **cfg):
+    return top_talkers.analyze(view_from_batch(b, T0, T0 + 60_000), Context(config(**cfg)), {} if state is None else state)
+
+
+def heavy(host="10.0.1.50", peer="52.94.7.10"):
+    big = batch(host, peer, 443, bytes=730_000_000)  # 730 MB in 60 s = 97.3 Mbps
+    rest = batch("10.0.1.60", "203.0.113.9", 80, bytes=270_000_000)
+    return FlowBatch.concat([big, rest])
+
+
+def test_top_talker_share_rate_peer_and_service():
+    [f] = run(heavy())
+    assert f.key == "top_talkers:10.0.1.50"
+    assert f.severity == "INFO"
+    assert f.description == "10.0.1.50 is using 73% of total bandwidth (97.3 Mbps), mostly HTTPS to 52.94.7.10"
+    assert "52.94.7.10" in f.action
+    assert f.evidence["share"] == 0.73 and f.evidence["peer"] == "52.94.7.10"
+    assert f.filter == {"addr": "10.0.1.50", "since": T0, "until": T0 + 60_000}
+
+
+def test_host_bytes_add_both_directions():
+    b = FlowBatch.concat([batch("10.0.0.1", "10.0.0.2", 443, bytes=400), batch("10.0.0.2", "10.0.0.1", 50000, src_port=443, bytes=400),
+                          batch("10.0.0.3", "10.0.0.4", 443, bytes=500)])
+    ranked = top_talkers.host_bytes(view_from_batch(b, T0, T0 + 60_000), 3)
+    assert ranked[0] == ("10.0.0.1", 800.0) and ranked[1] == ("10.0.0.2", 800.0)
+
+
+def test_change_of_top_talker_is_reported():
+    state = {}
+    run(heavy(), state)
+    found = run(heavy("10.0.1.77"), state)
+    change = [f for f in found if f.key == "top_talkers:change"]
+    assert len(change) == 1
+    assert change[0].description.startswith("The top talker changed from 10.0.1.50 to 10.0.1.77 (73% of")
+
+
+def test_normal_mix_raises_nothing():
+    assert run(normal_mix()) == []
