@@ -9,6 +9,7 @@ import sys
 from flowmodel.config import ConfigError, config_from_env_or_path
 from flowmodel.logs import fields, setup_logging
 
+from .memory import tune_malloc
 from .service import Collector
 
 log = logging.getLogger("flowlens_collector")
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("config", extra=fields(source=cfg.source, **{k: v for k, v in cfg.section("collector").items()},
                                     bus_publish_endpoint=cfg["bus.publish_endpoint"],
                                     bus_high_water_mark=cfg["bus.high_water_mark"]))
+    tune_malloc()
     collector = Collector(cfg)
     try:
         collector.start()

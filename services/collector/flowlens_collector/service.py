@@ -26,8 +26,9 @@ from .udp import Listener, kernel_drops, open_listener
 
 log = logging.getLogger(__name__)
 
-GROUP_MAX_DATAGRAMS = 128          # datagrams decoded in one call
-GROUPS_PER_WAKEUP = 32             # then timers and the stop flag are checked again
+GROUP_MAX_DATAGRAMS = 256          # datagrams decoded in one call at most
+GROUP_MAX_WAIT_MS = 5              # a group waits this long for more datagrams before it is decoded
+GROUPS_PER_WAKEUP = 16             # then timers and the stop flag are checked again
 MAX_DATAGRAM = 65535
 EXPIRE_INTERVAL_MS = 1000          # how often the decoder drops stale pending records
 TEMPLATE_SAVE_INTERVAL_MS = 30_000
@@ -66,6 +67,9 @@ class Collector:
         self._pub: zmq.Socket | None = None
         self._poller: select.poll | None = None
         self._by_fd: dict[int, Listener] = {}
+        self._group_data: list[bytes] = []
+        self._group_src: list = []
+        self._group_started_ms = 0
         self._wake_r = self._wake_w = -1
         self._stop_requested = False
         self._stopped = False
@@ -140,6 +144,7 @@ class Collector:
             return
         self._stopped = True
         drained = self._drain_at_stop()
+        self._decode_group()
         self._publish_pending()
         self._publish_health(now_ms())
         self._save_templates(force=True)
@@ -163,6 +168,8 @@ class Collector:
         due_in = self.batcher.ms_until_due(t)
         if due_in is not None:
             timeout = min(timeout, due_in)
+        if self._group_data:
+            timeout = min(timeout, self._group_started_ms + GROUP_MAX_WAIT_MS - t)
         events = self._poller.poll(max(0, timeout))
         for fd, _mask in events:
             listener = self._by_fd.get(fd)
@@ -170,32 +177,45 @@ class Collector:
                 self._clear_wake_pipe()
                 continue
             for _ in range(GROUPS_PER_WAKEUP):
-                if not self._receive_group(listener.sock) or self._stop_requested:
+                if not self._receive(listener.sock) or self._stop_requested:
                     break
         t = now_ms()
+        if self._group_data and t - self._group_started_ms >= GROUP_MAX_WAIT_MS:
+            self._decode_group()
         if self.batcher.due(t):
             self._publish_pending()
         self._run_timers(t)
 
-    def _receive_group(self, sock) -> bool:
-        """Read up to GROUP_MAX_DATAGRAMS datagrams, decode them in one call. True if the socket may hold more."""
-        datagrams: list[bytes] = []
-        sources: list = []
+    def _receive(self, sock) -> bool:
+        """Read datagrams into the current group until it is full (then decode it) or the socket is
+        empty. A group that is not full waits up to GROUP_MAX_WAIT_MS for more: decoding costs a
+        fixed amount per call, so a few milliseconds of patience buy large groups under load.
+        Returns True when the socket may hold more."""
+        data_list, src_list = self._group_data, self._group_src
+        if not data_list:
+            self._group_started_ms = now_ms()
         recv = sock.recvfrom
+        room = GROUP_MAX_DATAGRAMS - len(data_list)
         more = True
         try:
-            for _ in range(GROUP_MAX_DATAGRAMS):
+            for _ in range(room):
                 data, addr = recv(MAX_DATAGRAM)
-                datagrams.append(data)
-                sources.append(addr)
+                data_list.append(data)
+                src_list.append(addr)
         except BlockingIOError:
             more = False
         except OSError as e:  # e.g. ECONNREFUSED echoes on some kernels; never fatal for a listener
             self._rlog.warning("recv", "receive error", error=str(e))
             more = False
+        if len(data_list) >= GROUP_MAX_DATAGRAMS:
+            self._decode_group()
+        return more
+
+    def _decode_group(self) -> None:
+        datagrams, sources = self._group_data, self._group_src
+        self._group_data, self._group_src = [], []
         if datagrams:
             self._decode(datagrams, sources)
-        return more
 
     def _decode(self, datagrams: list[bytes], sources: list) -> None:
         t = now_ms()
@@ -298,7 +318,7 @@ class Collector:
         deadline = time.monotonic() + STOP_DRAIN_MAX_S
         for listener in self.listeners:
             try:
-                while time.monotonic() < deadline and self._receive_group(listener.sock):
+                while time.monotonic() < deadline and self._receive(listener.sock):
                     pass
             except Exception:
                 self.counters["loop_errors"] += 1

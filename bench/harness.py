@@ -1,0 +1,147 @@
+"""Shared pieces of the ingest/e2e/resources benchmarks: real service processes on free loopback
+ports (tests/support/services.py), a bus counter, the load generator as a child process."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import psutil
+import zmq
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO / "tests"))
+
+from support.services import ServiceProcess, free_port, stack_config, write_config  # noqa: E402
+
+from flowmodel import bus  # noqa: E402
+
+try:  # the measuring process handles the same large bus messages: same malloc tuning as the collector
+    from flowlens_collector.memory import tune_malloc
+
+    tune_malloc()
+except ImportError:
+    pass
+
+__all__ = ["ServiceProcess", "free_port", "stack_config", "write_config", "BusCounter", "Load", "cpu_seconds",
+           "rss_bytes"]
+
+
+class BusCounter:
+    """Counts flows in ``flows.*`` batches (msgpack 'count', no column decoding) and bus seq gaps."""
+
+    def __init__(self, endpoint: str, bind: bool):
+        self.ctx = zmq.Context()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.RCVHWM, 1_000_000)
+        self.sub.setsockopt(zmq.RCVBUF, 8 << 20)
+        self.sub.subscribe(b"")
+        (self.sub.bind if bind else self.sub.connect)(endpoint)
+        self.flows = 0
+        self.batches = 0
+        self.events: list[dict] = []
+        self.gaps = bus.GapCounter()
+
+    def pump(self, timeout_ms: int = 50) -> int:
+        n = 0
+        while self.sub.poll(timeout_ms):
+            topic, body = self.sub.recv_multipart(copy=True)
+            msg = msgpack.unpackb(body, raw=False)
+            self.gaps.observe(msg["source"], int(msg["seq"]))
+            if topic.startswith(bus.TOPIC_FLOWS_PREFIX):
+                self.flows += int(msg["count"])
+                self.batches += 1
+            elif topic == bus.TOPIC_EXPORTER:
+                msg.pop("exporters", None)
+                self.events.append(msg)
+                if len(self.events) > 1000:
+                    del self.events[:500]
+            n += 1
+            timeout_ms = 0
+        return n
+
+    def wait_event(self, timeout_s: float = 15.0) -> dict:
+        seen = len(self.events)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.pump(100)
+            if len(self.events) > seen:
+                return self.events[-1]
+        raise RuntimeError(f"no health event on the bus within {timeout_s} s")
+
+    def settle(self, target: int, quiet_s: float = 1.0, max_s: float = 20.0) -> int:
+        """Pump until ``target`` flows arrived or nothing arrived for ``quiet_s``."""
+        deadline = time.monotonic() + max_s
+        last_change = time.monotonic()
+        last = self.flows
+        while self.flows < target and time.monotonic() < deadline:
+            self.pump(50)
+            if self.flows != last:
+                last, last_change = self.flows, time.monotonic()
+            elif time.monotonic() - last_change > quiet_s:
+                break
+        return self.flows
+
+    def close(self) -> None:
+        self.sub.close()
+        self.ctx.term()
+
+
+class Load:
+    """One run of bench.loadgen in its own process."""
+
+    def __init__(self, port: int, flows: int, flows_per_s: float | None, max_seconds: float):
+        cmd = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--flows", str(int(flows)),
+               "--flows-per-s", str(int(flows_per_s or 0)), "--max-seconds", str(max_seconds)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def result(self, timeout_s: float = 60) -> dict:
+        out, _ = self.proc.communicate(timeout=timeout_s)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"load generator failed with {self.proc.returncode}")
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def cpu_seconds(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def rss_bytes(pid: int) -> int:
+    return psutil.Process(pid).memory_info().rss
+
+
+def udp_drops(port: int) -> int:
+    """Kernel drop counter of whatever UDP socket is bound to ``port`` on loopback (0 if none)."""
+    total = 0
+    for path in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 13 and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                        total += int(parts[12])
+        except OSError:
+            continue
+    return total
+
+
+def udp_bound(port: int) -> bool:
+    for path in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                if any(int(line.split()[1].rsplit(":", 1)[1], 16) == port for line in f):
+                    return True
+        except OSError:
+            continue
+    return False

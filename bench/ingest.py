@@ -1,0 +1,194 @@
+"""Collector ingest: the highest rate at which every v5 flow sent over loopback UDP is decoded and
+published on the bus (flows counted by a SUB), next to nfcapd fed the same stream in the same run.
+
+Both receivers get the same ramp of rates from our load generator (one exporter, IPv4, 30 flows per
+packet, 2 s per step); a step is lossless when every flow sent came out (bus count / nfdump -I)
+and the kernel dropped nothing. The ramp stops at the second lossy try of a rate.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .harness import BusCounter, Load, ServiceProcess, cpu_seconds, free_port, stack_config, udp_bound, udp_drops, write_config
+
+RATES = [1_000_000, 1_500_000, 2_000_000, 2_500_000, 3_000_000, 4_000_000, 5_000_000,
+         6_000_000, 8_000_000]
+STEP_SECONDS = 2.0
+NFCAPD_BUFFER = 8 << 20
+
+
+@dataclass
+class Step:
+    target: float
+    achieved: float
+    sent: int
+    received: int
+    kernel_drops: int
+    cpu_us_per_flow: float
+
+    @property
+    def lossless(self) -> bool:
+        return self.received == self.sent and self.kernel_drops == 0 and self.sent > 0
+
+
+def ramp(run_step, label: str) -> list[Step]:
+    steps: list[Step] = []
+    for rate in RATES:
+        step = run_step(rate)
+        steps.append(step)
+        print(f"    {label}: target {rate:>11,.0f}/s achieved {step.achieved:>11,.0f}/s sent {step.sent:>10,}"
+              f" received {step.received:>10,} drops {step.kernel_drops} cpu {step.cpu_us_per_flow:.2f} us/flow"
+              f" {'ok' if step.lossless else 'LOSS'}", flush=True)
+        if not step.lossless:
+            retry = run_step(rate)  # one retry: a single hiccup should not end the ramp
+            steps.append(retry)
+            print(f"    {label}: retry achieved {retry.achieved:,.0f}/s sent {retry.sent:,} received {retry.received:,}"
+                  f" {'ok' if retry.lossless else 'LOSS'}", flush=True)
+            if not retry.lossless:
+                break
+    return steps
+
+
+def best(steps: list[Step]) -> Step | None:
+    ok = [s for s in steps if s.lossless]
+    return max(ok, key=lambda s: s.achieved) if ok else None
+
+
+# ------------------------------------------------------------------------- FlowLens collector
+
+def collector_ramp(tmp: Path) -> list[Step]:
+    cfg = stack_config(tmp, collector={"ipfix_port": 0, "stats_interval": "1s", "template_path": "",
+                                       "buffer_size": NFCAPD_BUFFER})
+    path = write_config(tmp / "collector.yaml", cfg)
+    port = cfg["collector"]["netflow_port"]
+    counter = BusCounter(cfg["bus"]["publish_endpoint"], bind=True)
+    proc = ServiceProcess("collector", path).start()
+    try:
+        counter.wait_event()  # subscription in place
+        pid = proc.proc.pid
+
+        def step(rate: float) -> Step:
+            flows_before, drops_before, cpu_before = counter.flows, udp_drops(port), cpu_seconds(pid)
+            load = Load(port, rate * STEP_SECONDS, rate, STEP_SECONDS * 2 + 1)
+            while load.running():
+                counter.pump(20)
+            res = load.result()
+            counter.settle(flows_before + res["flows"])
+            cpu = cpu_seconds(pid) - cpu_before
+            got = counter.flows - flows_before
+            return Step(rate, res["flows"] / res["seconds"], res["flows"], got, udp_drops(port) - drops_before,
+                        cpu * 1e6 / max(got, 1))
+
+        steps = ramp(step, "flowlens")
+        if counter.gaps.total_gaps:
+            print(f"    flowlens: {counter.gaps.total_gaps} bus messages missing by seq", flush=True)
+        return steps
+    finally:
+        proc.stop()
+        counter.close()
+
+
+# ------------------------------------------------------------------------- nfcapd
+
+def nfcapd_ramp(tmp: Path) -> list[Step] | str:
+    if not shutil.which("nfcapd") or not shutil.which("nfdump"):
+        return "nfcapd/nfdump not installed (Debian package nfdump; `make debs`)"
+    version = subprocess.run(["nfcapd", "-V"], capture_output=True, text=True).stdout.strip()
+    print(f"    {version}", flush=True)
+
+    def step(rate: float) -> Step:
+        port = free_port(socket.SOCK_DGRAM)
+        flowdir = Path(tempfile.mkdtemp(dir=tmp, prefix="nfcapd-"))
+        # nfdump 1.7: -w DIR (1.6 used -l DIR); -t 3600 so the whole step lands in one file
+        proc = subprocess.Popen(["nfcapd", "-B", str(NFCAPD_BUFFER), "-b", "127.0.0.1", "-p", str(port),
+                                 "-w", str(flowdir), "-t", "3600"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while not udp_bound(port):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("nfcapd did not bind its port")
+                time.sleep(0.02)
+            load = Load(port, rate * STEP_SECONDS, rate, STEP_SECONDS * 2 + 1)
+            res = load.result()
+            # nfcapd reads until its socket is empty; wait for the receive queue to drain
+            _wait_rx_empty(port)
+            drops = udp_drops(port)
+            cpu = cpu_seconds(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        got = _nfdump_flows(flowdir)
+        shutil.rmtree(flowdir, ignore_errors=True)
+        return Step(rate, res["flows"] / res["seconds"], res["flows"], got, drops, cpu * 1e6 / max(got, 1))
+
+    return ramp(step, "nfcapd  ")
+
+
+def _wait_rx_empty(port: int, max_s: float = 10.0) -> None:
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline:
+        if _rx_queue(port) == 0:
+            time.sleep(0.1)  # the last datagrams are being written out
+            if _rx_queue(port) == 0:
+                return
+        time.sleep(0.02)
+
+
+def _rx_queue(port: int) -> int:
+    with open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if int(parts[1].rsplit(":", 1)[1], 16) == port:
+                return int(parts[4].split(":")[1], 16)
+    return 0
+
+
+def _nfdump_flows(flowdir: Path) -> int:
+    r = subprocess.run(["nfdump", "-R", str(flowdir), "-I"], capture_output=True, text=True, timeout=120)
+    m = re.search(r"^Flows:\s+(\d+)", r.stdout, re.M)
+    if not m:
+        raise RuntimeError(f"nfdump -I printed no flow count: {r.stdout[-300:]} {r.stderr[-300:]}")
+    return int(m.group(1))
+
+
+# ------------------------------------------------------------------------- entry
+
+def run(report) -> None:
+    with tempfile.TemporaryDirectory(prefix="flowlens-bench-ingest-") as d:
+        tmp = Path(d)
+        ours = collector_ramp(tmp)
+        theirs = nfcapd_ramp(tmp)
+    b = best(ours)
+    report("ingest", "collector lossless v5 ingest (loopback UDP -> bus)", b.achieved if b else 0.0, "flows/s",
+           _note(ours, b))
+    if b:
+        report("ingest", "collector CPU per flow at that rate", b.cpu_us_per_flow, "us/flow", "decode + batch + publish")
+    if isinstance(theirs, str):
+        report("ingest", "nfcapd lossless v5 ingest", float("nan"), "flows/s", f"skipped: {theirs}")
+        return
+    nb = best(theirs)
+    report("ingest", "nfcapd lossless v5 ingest (same stream, -B 8 MiB)", nb.achieved if nb else 0.0, "flows/s",
+           _note(theirs, nb))
+    if nb:
+        report("ingest", "nfcapd CPU per flow at that rate", nb.cpu_us_per_flow, "us/flow", "")
+    if b and nb:
+        report("ingest", "collector / nfcapd lossless rate", b.achieved / nb.achieved, "x", "target >= 1")
+
+
+def _note(steps: list[Step], b: Step | None) -> str:
+    lossy = [s for s in steps if not s.lossless]
+    if not lossy:
+        return f"no loss up to the ramp's top ({steps[-1].achieved:,.0f}/s); the sender is the limit"
+    worst = lossy[-1]
+    lost = worst.sent - worst.received
+    return f"next step {worst.achieved:,.0f}/s lost {lost:,} of {worst.sent:,} (kernel drops {worst.kernel_drops})"
