@@ -34,8 +34,9 @@ def reply_rows(op: str, reply: dict) -> list[dict[str, Any]]:
         return [dict(r) for r in reply.get("exporters", [])]
     if op == "advisories":
         return [dict(r) for r in reply.get("advisories", [])]
-    if op == "rollups":
-        return [r if isinstance(r, dict) else {"row": r} for r in reply.get("rows", [])]
+    if op == "rollups":  # columns of equal-length lists
+        cols = reply.get("rows") or {}
+        return [dict(zip(cols, values)) for values in zip(*cols.values())]
     return [{k: v for k, v in reply.items() if k != "ok"}]  # status, ping: one object
 
 
