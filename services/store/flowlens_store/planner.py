@@ -1,0 +1,196 @@
+"""Query planning: checked filters as a numpy mask (ring) or an SQL WHERE (SQLite), keyset cursors,
+the rule that picks the ring or SQLite, and columnar group-by helpers.
+
+Rows are ordered newest first by the key (time_end, seq); seq is the store's own per-flow
+sequence number, unique across the ring and every SQLite partition, so a cursor is exact.
+A window's membership is decided by time_end: since <= time_end < until.
+"""
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any
+
+import numpy as np
+
+from flowmodel.protocol import FLOW_FILTERS, QueryError, normalise_flow_filters
+
+ADDR_FILTERS = {"src": ("src_addr",), "dst": ("dst_addr",), "addr": ("src_addr", "dst_addr"), "exporter": ("exporter",)}
+PORT_FILTERS = {"port": ("src_port", "dst_port"), "src_port": ("src_port",), "dst_port": ("dst_port",)}
+
+
+# ------------------------------------------------------------------ arguments
+
+def check_args(op: str, args: dict, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(args) - set(allowed) - {"op"})
+    if unknown:
+        raise QueryError(f"{op} does not take {', '.join(unknown)} (it takes {', '.join(sorted(allowed))})")
+
+
+def parse_filters(args: dict, now_ms: int) -> dict:
+    try:
+        return normalise_flow_filters({k: args[k] for k in FLOW_FILTERS if k in args}, now_ms)
+    except QueryError:
+        raise
+    except (TypeError, ValueError) as e:  # e.g. an unhashable or odd type from a script
+        raise QueryError(f"bad filter: {e}") from None
+
+
+def int_arg(args: dict, name: str, default: int, lo: int, hi: int | None = None, cap: bool = False) -> int:
+    v = args.get(name, default)
+    if v is None:
+        v = default
+    if isinstance(v, bool):
+        raise QueryError(f"{name} must be a whole number")
+    try:
+        n = int(str(v).strip()) if not isinstance(v, int) else v
+    except ValueError:
+        raise QueryError(f"{name} {v!r} is not a whole number") from None
+    if n < lo:
+        raise QueryError(f"{name} must be at least {lo}")
+    if hi is not None and n > hi:
+        if cap:
+            return hi
+        raise QueryError(f"{name} must be at most {hi}")
+    return n
+
+
+def choice_arg(args: dict, name: str, choices: tuple[str, ...], default: str | None) -> str:
+    v = args.get(name, default)
+    if v is None:
+        raise QueryError(f"{name} is required: one of {', '.join(choices)}")
+    if not isinstance(v, str) or v not in choices:
+        raise QueryError(f"{name} {v!r} is not one of {', '.join(choices)}")
+    return v
+
+
+# ------------------------------------------------------------------ cursors
+
+_CURSOR = struct.Struct(">qq")
+
+
+def encode_cursor(time_end: int, seq: int) -> str:
+    return base64.urlsafe_b64encode(_CURSOR.pack(int(time_end), int(seq))).decode().rstrip("=")
+
+
+def decode_cursor(text: Any) -> tuple[int, int]:
+    if not isinstance(text, str) or not text:
+        raise QueryError("cursor must be the string a previous flows reply gave")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return _CURSOR.unpack(raw)
+    except (ValueError, struct.error):
+        raise QueryError("cursor is not one this store gave out") from None
+
+
+# ------------------------------------------------------------------ ring side
+
+def _split16(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    u = np.ascontiguousarray(col).view(">u8").reshape(-1, 2)
+    return u[:, 0], u[:, 1]
+
+
+def addr_in_range(col: np.ndarray, lo: bytes, hi: bytes) -> np.ndarray:
+    """Rows of a V16 column whose address lies in [lo, hi] (byte order, as SQLite compares BLOBs)."""
+    h, l = _split16(col)
+    lo_h, lo_l = struct.unpack(">QQ", lo)
+    hi_h, hi_l = struct.unpack(">QQ", hi)
+    ge = (h > lo_h) | ((h == lo_h) & (l >= lo_l))
+    le = (h < hi_h) | ((h == hi_h) & (l <= hi_l))
+    return ge & le
+
+
+def ring_mask(cols: dict[str, np.ndarray], f: dict) -> np.ndarray:
+    n = len(cols["time_end"])
+    mask = np.ones(n, dtype=bool)
+    te = cols["time_end"]
+    if "since" in f:
+        mask &= te >= f["since"]
+    if "until" in f:
+        mask &= te < f["until"]
+    for key, columns in ADDR_FILTERS.items():
+        if key in f:
+            lo, hi = f[key]
+            m = np.zeros(n, dtype=bool)
+            for c in columns:
+                m |= addr_in_range(cols[c], lo, hi)
+            mask &= m
+    for key, columns in PORT_FILTERS.items():
+        if key in f:
+            m = np.zeros(n, dtype=bool)
+            for c in columns:
+                m |= cols[c] == f[key]
+            mask &= m
+    if "protocol" in f:
+        mask &= cols["protocol"] == f["protocol"]
+    return mask
+
+
+# ------------------------------------------------------------------ SQLite side
+
+def sql_where(f: dict, addr_index: bool = True) -> tuple[str, list]:
+    """WHERE clause and parameters. ``addr_index=False`` writes address terms as ``+col`` so SQLite
+    walks the time index instead (better when the address range matches most rows)."""
+    terms, params = [], []
+    if "since" in f:
+        terms.append("time_end >= ?")
+        params.append(f["since"])
+    if "until" in f:
+        terms.append("time_end < ?")
+        params.append(f["until"])
+    plus = "" if addr_index else "+"
+    for key, columns in ADDR_FILTERS.items():
+        if key in f:
+            lo, hi = f[key]
+            ors = []
+            for c in columns:
+                ors.append(f"{plus if c != 'exporter' else '+'}{c} BETWEEN ? AND ?")
+                params += [lo, hi]
+            terms.append("(" + " OR ".join(ors) + ")")
+    for key, columns in PORT_FILTERS.items():
+        if key in f:
+            terms.append("(" + " OR ".join(f"{c} = ?" for c in columns) + ")")
+            params += [f[key]] * len(columns)
+    if "protocol" in f:
+        terms.append("protocol = ?")
+        params.append(f["protocol"])
+    return (" AND ".join(terms) or "1"), params
+
+
+def use_ring(f: dict, ring, now_ms: int, ring_duration_ms: int) -> bool:
+    """The ring answers when the window starts inside its recent window and it has evicted nothing
+    at or after the window start; otherwise SQLite, which holds everything committed, answers alone.
+    One source per query, so nothing is counted twice."""
+    since = f.get("since")
+    return since is not None and since >= now_ms - ring_duration_ms and ring.covers(since)
+
+
+# ------------------------------------------------------------------ columnar group-by
+
+def group_sum(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Unique keys (any fixed-size dtype, compared as bytes), the uint64 sum of each value per key,
+    and the row count per key."""
+    n = len(keys)
+    if n == 0:
+        return keys[:0], [np.zeros(0, np.uint64) for _ in values], np.zeros(0, np.int64)
+    kb = np.ascontiguousarray(keys).view(np.dtype((np.void, keys.dtype.itemsize)))
+    order = np.argsort(kb, kind="stable")
+    sk = kb[order]
+    starts = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1])))
+    counts = np.diff(np.append(starts, n))
+    sums = [np.add.reduceat(v.astype(np.uint64)[order], starts) for v in values]
+    return keys[order][starts], sums, counts
+
+
+def be_key(*parts: np.ndarray) -> np.ndarray:
+    """Several columns as one void key (big-endian ints, raw address bytes) for group_sum."""
+    n = len(parts[0])
+    chunks = []
+    for p in parts:
+        if p.dtype.kind == "V":
+            chunks.append(np.ascontiguousarray(p).view(np.uint8).reshape(n, p.dtype.itemsize))
+        else:
+            be = p.astype(p.dtype.newbyteorder(">"))
+            chunks.append(be.view(np.uint8).reshape(n, p.dtype.itemsize))
+    joined = np.ascontiguousarray(np.concatenate(chunks, axis=1))
+    return joined.view(np.dtype((np.void, joined.shape[1]))).reshape(n)

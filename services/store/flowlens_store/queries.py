@@ -1,0 +1,376 @@
+"""Query ops over the ring and SQLite: flows (keyset pages), top, series, advisories, rollups.
+
+Each flow query is answered by one source, chosen by ``planner.use_ring``: the ring for a recent
+window it still holds whole, else SQLite (everything committed). SQLite reads run on this thread's
+own read-only connection inside one read transaction, cut off by a progress handler after
+``store.query_time_limit``.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Callable
+
+import numpy as np
+
+from flowmodel import addr
+from flowmodel.events import ADVISORY_STATES, SEVERITIES
+from flowmodel.protocol import FLOW_FILTERS, METRICS, TOP_BY, QueryError, parse_when, protocol_name
+from flowmodel.schema import FLOW_COLUMNS
+
+from . import planner as P
+from .warm import SQL_COLUMNS, connect_reader, now_ms, rows_to_columns
+
+ADDR_PROBE_ROWS = 20_000  # an address range matching more rows than this in a partition walks the time index
+MAX_SERIES_POINTS = 10_000
+
+TOP_SQL = {"src": "src_addr", "dst": "dst_addr", "pair": "src_addr, dst_addr", "port": "min(src_port, dst_port)",
+           "src_port": "src_port", "dst_port": "dst_port", "protocol": "protocol", "exporter": "exporter"}
+
+
+class QueryEngine:
+    def __init__(self, ring, sqlite_path: str, ring_duration_ms: int, max_rows: int, time_limit_s: float,
+                 clock: Callable[[], int] = now_ms):
+        self.ring = ring
+        self.sqlite_path = sqlite_path
+        self.ring_duration_ms = ring_duration_ms
+        self.max_rows = max_rows
+        self.time_limit_s = time_limit_s
+        self.clock = clock
+        self._db: sqlite3.Connection | None = None
+        self._deadline = 0.0
+        self.sources_used = {"ring": 0, "sqlite": 0}
+
+    # ------------------------------------------------------------ SQLite plumbing
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = connect_reader(self.sqlite_path)
+            self._db.set_progress_handler(lambda: 1 if time.monotonic() > self._deadline else 0, 20_000)
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _read(self, fn):
+        """Run fn(db) in one read transaction with the time limit."""
+        db = self.db
+        self._deadline = time.monotonic() + self.time_limit_s
+        db.execute("BEGIN")
+        try:
+            return fn(db)
+        except sqlite3.OperationalError as e:
+            if "interrupted" in str(e):
+                raise QueryError(f"the query took longer than {self.time_limit_s:g} s; narrow the time range or "
+                                 "add filters") from None
+            raise
+        finally:
+            db.execute("COMMIT")
+
+    @staticmethod
+    def _partitions(db, f: dict, newest_first: bool = True, lo: int | None = None, hi: int | None = None):
+        """(name, start, end, sealed) of partitions that can hold time_end in [since, until) ∩ [lo, hi]."""
+        since = max(v for v in (f.get("since"), lo, -(1 << 62)) if v is not None)
+        until = min(v for v in (f.get("until"), hi, 1 << 62) if v is not None)
+        order = "DESC" if newest_first else "ASC"
+        return db.execute(f"SELECT name, start_ms, end_ms, sealed FROM partitions WHERE end_ms > ? AND start_ms <= ? "
+                          f"AND rows > 0 ORDER BY start_ms {order}", (since, until)).fetchall()
+
+    def _where(self, db, name: str, sealed: bool, f: dict) -> tuple[str, list]:
+        addr_index = True
+        if sealed and any(k in f for k in ("src", "dst", "addr")):
+            # A broad range (10.0.0.0/8 on a LAN) is better served by the time index plus a filter.
+            w, params = P.sql_where(f, addr_index=True)
+            n = db.execute(f"SELECT count(*) FROM (SELECT 1 FROM {name} WHERE {w} LIMIT {ADDR_PROBE_ROWS})",
+                           params).fetchone()[0]
+            addr_index = n < ADDR_PROBE_ROWS
+        return P.sql_where(f, addr_index=addr_index)
+
+    # ------------------------------------------------------------ dispatch helpers
+
+    def _filters(self, args: dict) -> tuple[dict, bool]:
+        f = P.parse_filters(args, self.clock())
+        ring = P.use_ring(f, self.ring, self.clock(), self.ring_duration_ms)
+        self.sources_used["ring" if ring else "sqlite"] += 1
+        return f, ring
+
+    # ------------------------------------------------------------ flows
+
+    def flows(self, args: dict) -> dict:
+        P.check_args("flows", args, FLOW_FILTERS + ("limit", "cursor", "direction"))
+        limit = P.int_arg(args, "limit", 100, 1, self.max_rows, cap=True)
+        direction = P.choice_arg(args, "direction", ("next", "prev"), "next")
+        cursor = P.decode_cursor(args["cursor"]) if args.get("cursor") not in (None, "") else None
+        if direction == "prev" and cursor is None:
+            raise QueryError("direction prev needs a cursor")
+        f, ring = self._filters(args)
+        older = direction == "next"
+        if ring:
+            cols = self._ring_page(f, cursor, older, limit + 1)
+        else:
+            cols = self._read(lambda db: self._sql_page(db, f, cursor, older, limit + 1))
+        more = len(cols["seq"]) > limit
+        cols = {k: v[:limit] for k, v in cols.items()}
+        if not older:  # fetched oldest-first above the cursor; the page is shown newest first
+            cols = {k: v[::-1] for k, v in cols.items()}
+        n = len(cols["seq"])
+        keys = [(int(cols["time_end"][i]), int(cols["seq"][i])) for i in ((0, n - 1) if n else ())]
+        next_cursor = prev_cursor = None
+        if older:
+            if more and n:
+                next_cursor = P.encode_cursor(*keys[1])
+            if cursor is not None:
+                prev_cursor = P.encode_cursor(*keys[0]) if n else P.encode_cursor(cursor[0], cursor[1] - 1)
+        else:
+            if more and n:
+                prev_cursor = P.encode_cursor(*keys[0])
+            next_cursor = P.encode_cursor(*keys[1]) if n else P.encode_cursor(cursor[0], cursor[1] + 1)
+        columns = {name: np.ascontiguousarray(cols[name], dtype=dt).tobytes()
+                   for name, (dt, _d) in FLOW_COLUMNS.items()}
+        return {"ok": True, "count": n, "columns": columns, "next_cursor": next_cursor, "prev_cursor": prev_cursor,
+                "source": "ring" if ring else "sqlite"}
+
+    def _ring_page(self, f: dict, cursor, older: bool, want: int) -> dict:
+        def mask(cols):
+            m = P.ring_mask(cols, f)
+            if cursor is not None:
+                t, s = cursor
+                te, sq = cols["time_end"], cols["seq"]
+                m &= ((te < t) | ((te == t) & (sq < s))) if older else ((te > t) | ((te == t) & (sq > s)))
+            return m
+        cols = self.ring.select(mask)
+        te, sq = cols["time_end"], cols["seq"]
+        order = np.lexsort((sq, te))  # ascending
+        if older:
+            order = order[::-1]
+        order = order[:want]
+        return {k: v[order] for k, v in cols.items()}
+
+    def _sql_page(self, db, f: dict, cursor, older: bool, want: int) -> dict:
+        rows: list[tuple] = []
+        lo = hi = None
+        if cursor is not None:
+            hi, lo = (cursor[0], None) if older else (None, cursor[0])
+        for name, _s, _e, sealed in self._partitions(db, f, newest_first=older, lo=lo, hi=hi):
+            where, params = self._where(db, name, bool(sealed), f)
+            if cursor is not None:
+                op, bound = ("<", "<=") if older else (">", ">=")
+                where += f" AND time_end {bound} ? AND (time_end, seq) {op} (?, ?)"
+                params = params + [cursor[0], cursor[0], cursor[1]]
+            order = "DESC" if older else "ASC"
+            rows += db.execute(f"SELECT {', '.join(SQL_COLUMNS)} FROM {name} WHERE {where} "
+                               f"ORDER BY time_end {order}, seq {order} LIMIT ?", params + [want - len(rows)]).fetchall()
+            if len(rows) >= want:
+                break
+        return rows_to_columns(rows)
+
+    # ------------------------------------------------------------ top
+
+    def top(self, args: dict) -> dict:
+        P.check_args("top", args, FLOW_FILTERS + ("by", "metric", "limit"))
+        by = P.choice_arg(args, "by", TOP_BY, "src")
+        metric = P.choice_arg(args, "metric", METRICS, "bytes")
+        limit = P.int_arg(args, "limit", 10, 1, self.max_rows, cap=True)
+        f, ring = self._filters(args)
+        groups = self._ring_top(f, by) if ring else self._read(lambda db: self._sql_top(db, f, by))
+        # groups: key -> [bytes, packets, flows]
+        totals = {"bytes": 0, "packets": 0, "flows": 0}
+        for b, p, n in groups.values():
+            totals["bytes"] += b
+            totals["packets"] += p
+            totals["flows"] += n
+        idx = METRICS.index(metric)
+        best = sorted(groups.items(), key=lambda kv: (-kv[1][idx], kv[0]))[:limit]
+        rows = [{"key": _key_text(by, k), "bytes": v[0], "packets": v[1], "flows": v[2]} for k, v in best]
+        return {"ok": True, "by": by, "metric": metric, "rows": rows, "totals": totals,
+                "source": "ring" if ring else "sqlite"}
+
+    def _ring_top(self, f: dict, by: str) -> dict:
+        cols = self.ring.select(lambda c: P.ring_mask(c, f))
+        if by == "pair":
+            key = P.be_key(cols["src_addr"], cols["dst_addr"])
+        elif by == "port":
+            key = P.be_key(np.minimum(cols["src_port"], cols["dst_port"]))
+        else:
+            key = P.be_key(cols[{"src": "src_addr", "dst": "dst_addr"}.get(by, by)])
+        keys, (b, p), n = P.group_sum(key, cols["bytes"], cols["packets"])
+        out = {}
+        width = keys.dtype.itemsize
+        for k, bb, pp, nn in zip(keys.tolist(), b.tolist(), p.tolist(), n.tolist()):
+            out[_key_from_bytes(by, bytes(k)[:width])] = [bb, pp, nn]
+        return out
+
+    def _sql_top(self, db, f: dict, by: str) -> dict:
+        out: dict = {}
+        expr = TOP_SQL[by]
+        for name, _s, _e, sealed in self._partitions(db, f):
+            where, params = P.sql_where(f, addr_index=False)
+            for row in db.execute(f"SELECT {expr}, sum(bytes), sum(packets), count(*) FROM {name} WHERE {where} "
+                                  f"GROUP BY {expr}", params):
+                k = (row[0], row[1]) if by == "pair" else row[0]
+                v = row[-3:]
+                acc = out.get(k)
+                if acc is None:
+                    out[k] = list(v)
+                else:
+                    acc[0] += v[0]
+                    acc[1] += v[1]
+                    acc[2] += v[2]
+        return out
+
+    # ------------------------------------------------------------ series
+
+    def series(self, args: dict) -> dict:
+        P.check_args("series", args, FLOW_FILTERS + ("step",))
+        step = args.get("step", 60)
+        if isinstance(step, bool) or not isinstance(step, (int, float, str)):
+            raise QueryError("step must be a number of seconds")
+        try:
+            step_s = float(step)
+        except ValueError:
+            raise QueryError(f"step {step!r} is not a number of seconds") from None
+        if not step_s >= 0.001 or step_s != step_s or step_s > 366 * 86400:
+            raise QueryError("step must be between 1 ms and a year, in seconds")
+        step_ms = max(1, int(round(step_s * 1000)))
+        f, ring = self._filters(args)
+        if "since" in f and "until" in f and (f["until"] - f["since"]) // step_ms > MAX_SERIES_POINTS:
+            raise QueryError(f"step {step_s:g} s gives more than {MAX_SERIES_POINTS} points for this window; use a "
+                             "larger step")
+        if ring:
+            cols = self.ring.select(lambda c: P.ring_mask(c, f))
+            t = (cols["time_end"] // step_ms) * step_ms
+            keys, (b, p), n = P.group_sum(t, cols["bytes"], cols["packets"])
+            got = {int(k): [int(bb), int(pp), int(nn)] for k, bb, pp, nn in zip(keys, b, p, n)}
+        else:
+            got = self._read(lambda db: self._sql_series(db, f, step_ms))
+        if "since" in f and "until" in f:
+            first = (f["since"] // step_ms) * step_ms
+            points = [[t, *got.get(t, (0, 0, 0))] for t in range(first, f["until"], step_ms)]
+        else:
+            points = [[t, *got[t]] for t in sorted(got)]
+        if len(points) > MAX_SERIES_POINTS:
+            raise QueryError(f"more than {MAX_SERIES_POINTS} points; use a larger step or a shorter window")
+        return {"ok": True, "step_ms": step_ms, "points": points, "source": "ring" if ring else "sqlite"}
+
+    def _sql_series(self, db, f: dict, step_ms: int) -> dict:
+        out: dict[int, list[int]] = {}
+        for name, _s, _e, _sealed in self._partitions(db, f):
+            where, params = P.sql_where(f, addr_index=False)
+            for t, b, p, n in db.execute(f"SELECT (time_end / {step_ms}) * {step_ms} AS t, sum(bytes), sum(packets), "
+                                         f"count(*) FROM {name} WHERE {where} GROUP BY t", params):
+                acc = out.setdefault(t, [0, 0, 0])
+                acc[0] += b
+                acc[1] += p
+                acc[2] += n
+        return out
+
+    # ------------------------------------------------------------ advisories
+
+    def advisories(self, args: dict) -> dict:
+        P.check_args("advisories", args, ("severity", "state", "analyzer", "subject", "since", "until",
+                                          "include_resolved", "limit"))
+        terms, params = [], []
+        for name, choices in (("severity", SEVERITIES), ("state", ADVISORY_STATES)):
+            v = args.get(name)
+            if v in (None, ""):
+                continue
+            values = v if isinstance(v, list) else str(v).split(",")
+            values = [str(x).strip() for x in values if str(x).strip()]
+            values = [x.upper() if name == "severity" else x.lower() for x in values]
+            bad = [x for x in values if x not in choices]
+            if bad:
+                raise QueryError(f"{name} {bad[0]!r} is not one of {', '.join(choices)}")
+            terms.append(f"{name} IN ({','.join('?' * len(values))})")
+            params += values
+        for name in ("analyzer", "subject"):
+            v = args.get(name)
+            if v not in (None, ""):
+                if not isinstance(v, (str, int)):
+                    raise QueryError(f"{name} must be text")
+                terms.append(f"{name} = ?")
+                params.append(str(v))
+        now = self.clock()
+        if args.get("since") not in (None, ""):
+            terms.append("last_seen >= ?")
+            params.append(parse_when(args["since"], now, "since"))
+        if args.get("until") not in (None, ""):
+            terms.append("first_seen < ?")
+            params.append(parse_when(args["until"], now, "until"))
+        inc = args.get("include_resolved", False)
+        if not isinstance(inc, bool):
+            if str(inc).lower() in ("1", "true", "yes"):
+                inc = True
+            elif str(inc).lower() in ("0", "false", "no", ""):
+                inc = False
+            else:
+                raise QueryError("include_resolved must be true or false")
+        if not inc and not args.get("state"):
+            terms.append("state != 'resolved'")
+        limit = P.int_arg(args, "limit", 100, 1, self.max_rows, cap=True)
+        where = " AND ".join(terms) or "1"
+        rows = self._read(lambda db: db.execute(
+            "SELECT key, analyzer, subject, severity, state, first_seen, last_seen, title, description, action, "
+            f"evidence, filter, updates, source FROM advisories WHERE {where} "
+            "ORDER BY severity_rank ASC, last_seen DESC, key ASC LIMIT ?", params + [limit]).fetchall())
+        out = []
+        for (key, analyzer, subject, severity, state, first, last, title, desc, action, evidence, filt, updates,
+             source) in rows:
+            out.append({"key": key, "analyzer": analyzer, "subject": subject, "severity": severity, "state": state,
+                        "first_seen": first, "last_seen": last, "title": title, "description": desc,
+                        "action": action, "evidence": _json(evidence), "filter": _json(filt), "updates": updates,
+                        "source": source})
+        return {"ok": True, "advisories": out}
+
+    # ------------------------------------------------------------ rollups
+
+    def rollups(self, args: dict) -> dict:
+        P.check_args("rollups", args, ("kind", "since", "until", "key"))
+        kind = P.choice_arg(args, "kind", ("dst_prefix", "exporter"), None)
+        now = self.clock()
+        terms, params = ["kind = ?"], [kind]
+        if args.get("since") not in (None, ""):
+            terms.append("minute_ms >= ?")
+            params.append(parse_when(args["since"], now, "since"))
+        if args.get("until") not in (None, ""):
+            terms.append("minute_ms < ?")
+            params.append(parse_when(args["until"], now, "until"))
+        if args.get("key") not in (None, ""):
+            if not isinstance(args["key"], str):
+                raise QueryError("key must be text, e.g. 192.168.5.0/24")
+            terms.append("key = ?")
+            params.append(args["key"])
+        rows = self._read(lambda db: db.execute(
+            f"SELECT minute_ms, key, bytes, packets, flows FROM rollups WHERE {' AND '.join(terms)} "
+            "ORDER BY minute_ms, key", params).fetchall())
+        cols = list(zip(*rows)) if rows else [(), (), (), (), ()]
+        names = ("minute", "key", "bytes", "packets", "flows")
+        return {"ok": True, "kind": kind, "step_ms": 60_000, "rows": {n: list(c) for n, c in zip(names, cols)}}
+
+
+def _json(text):
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return {}
+
+
+def _key_from_bytes(by: str, raw: bytes):
+    if by == "pair":
+        return (raw[:16], raw[16:32])
+    if by in ("src", "dst", "exporter"):
+        return raw
+    return int.from_bytes(raw, "big")
+
+
+def _key_text(by: str, k) -> str:
+    if by == "pair":
+        return f"{addr.to_text(k[0])} -> {addr.to_text(k[1])}"
+    if by in ("src", "dst", "exporter"):
+        return addr.to_text(k)
+    if by == "protocol":
+        return protocol_name(k)
+    return str(k)

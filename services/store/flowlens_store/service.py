@@ -1,0 +1,376 @@
+"""The store service: bus forwarder (XSUB/XPUB proxy), bus subscriber feeding the ring and the
+writer, and the query server. Started in that order; stopped SUB first (after draining), then the
+writer (commits all), then the query server, and the forwarder last.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+
+import msgpack
+import numpy as np
+import zmq
+
+from flowmodel import addr
+from flowmodel.bus import (TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX, CodecError, GapCounter,
+                           decode_batch, decode_body, envelope_of)
+from flowmodel.events import ADVISORY_STATES, SEVERITIES, process_stats
+from flowmodel.logs import RateLimitedLog, fields
+from flowmodel.protocol import OPS, QueryError, error_reply
+
+from . import __version__
+from .queries import QueryEngine
+from .ring import Ring
+from .warm import WarmWriter, file_size, now_ms
+from .writer import Writer
+
+log = logging.getLogger(__name__)
+RATE_WINDOW_S = 10.0
+
+
+class StoreService:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.started_at = now_ms()
+        self.ctx: zmq.Context | None = None
+        self.ring: Ring | None = None
+        self.writer: Writer | None = None
+        self.engine: QueryEngine | None = None
+        self.gaps = GapCounter()
+        self.flows_in = 0
+        self.batches_in = 0
+        self.bad_messages = 0
+        self.exporter_flows: dict[bytes, list[int]] = {}  # exporter bytes -> [flows, last_seen_ms]
+        self.health: dict[str, dict] = {}  # source -> latest health event (+ _received_at)
+        self.next_seq = 1
+        self._rates = collections.deque(maxlen=64)  # (monotonic, flows_in, committed)
+        self._rl = RateLimitedLog(log)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sub = self._xsub = self._xpub = self._ctl = self._rep = None
+        self._query_stop = threading.Event()
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> "StoreService":
+        cfg = self.cfg
+        self.ctx = zmq.Context()
+        hwm = cfg["bus.high_water_mark"]
+        # 1. forwarder
+        self._xsub = self._socket(zmq.XSUB)
+        self._xsub.bind(cfg["store.bus_xsub_bind"])
+        self._xpub = self._socket(zmq.XPUB)
+        self._xpub.setsockopt(zmq.SNDHWM, max(hwm, 10_000))
+        self._xsub.setsockopt(zmq.RCVHWM, max(hwm, 10_000))
+        self._xpub.bind(cfg["store.bus_xpub_bind"])
+        self._ctl = self._socket(zmq.PAIR)
+        self._ctl.bind(f"inproc://store-proxy-{id(self)}")
+        ctl_peer = self._socket(zmq.PAIR)
+        ctl_peer.connect(f"inproc://store-proxy-{id(self)}")
+        self._spawn("bus-proxy", self._proxy, ctl_peer)
+        # 2. warm tier and its writer
+        warm = WarmWriter(cfg["store.sqlite_path"], int(cfg["store.partition_interval"] * 1000),
+                          cfg["analysis.anomaly_prefix_v4"], cfg["analysis.anomaly_prefix_v6"], cfg["store.sqlite_cache"])
+        self.next_seq = warm.next_seq
+        self.health = warm.load_health()
+        self.writer = Writer(warm, cfg["store.write_queue_batches"], cfg["store.write_max_rows"],
+                             cfg["store.prune_interval"], int(cfg["store.sqlite_retention"] * 1000),
+                             int(cfg["store.rollup_retention"] * 1000), int(cfg["store.advisory_retention"] * 1000)).start()
+        self.ring = Ring(cfg["store.ring_capacity"])
+        # 3. subscriber
+        self._sub = self._socket(zmq.SUB)
+        self._sub.setsockopt(zmq.RCVHWM, max(hwm, 10_000))
+        for topic in (TOPIC_FLOWS_PREFIX, TOPIC_ADVISORY, TOPIC_EXPORTER):
+            self._sub.setsockopt(zmq.SUBSCRIBE, topic)
+        self._sub.connect(cfg["bus.subscribe_endpoint"])
+        # 4. query server
+        self.engine = QueryEngine(self.ring, cfg["store.sqlite_path"], int(cfg["store.ring_buffer_duration"] * 1000),
+                                  cfg["store.query_max_rows"], cfg["store.query_time_limit"])
+        self._rep = self._socket(zmq.REP)
+        self._rep.bind(cfg["store.query_bind"])
+        self._spawn("query", self._serve)
+        return self
+
+    def _socket(self, kind: int) -> zmq.Socket:
+        s = self.ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        return s
+
+    def _spawn(self, name: str, target, *args) -> None:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def stop(self) -> None:
+        """Safe twice. SUB drained and closed, writer committed, REP closed, proxy stopped last."""
+        if self.ctx is None:
+            return
+        if self._sub is not None:
+            self._drain()
+            self._sub.close(linger=0)
+            self._sub = None
+        if self.writer is not None:
+            self.writer.stop()
+        self._query_stop.set()
+        for t in self._threads:
+            if t.name == "query":
+                t.join(5)
+        if self._ctl is not None:
+            self._ctl.send(b"TERMINATE")
+            for t in self._threads:
+                if t.name == "bus-proxy":
+                    t.join(5)
+            self._ctl.close(linger=0)
+            self._ctl = None
+        self.ctx.term()
+        self.ctx = None
+        log.info("stopped", extra=fields(flows_in=self.flows_in, committed=self.writer.committed if self.writer else 0,
+                                         shed_flows=self.writer.shed_flows if self.writer else 0))
+
+    # ---------------------------------------------------------------- the forwarder thread
+
+    def _proxy(self, ctl_peer: zmq.Socket) -> None:
+        try:
+            zmq.proxy_steerable(self._xsub, self._xpub, None, ctl_peer)
+        except zmq.ContextTerminated:
+            pass
+        except Exception:
+            log.exception("bus proxy failed")
+        finally:
+            for s in (self._xsub, self._xpub, ctl_peer):
+                s.close(linger=0)
+
+    # ---------------------------------------------------------------- the receive loop (main thread)
+
+    def run(self) -> None:
+        """Receive until request_stop(); never blocks on SQLite."""
+        poller = zmq.Poller()
+        poller.register(self._sub, zmq.POLLIN)
+        next_sample = 0.0
+        while not self._stop.is_set():
+            try:
+                if poller.poll(100):
+                    for _ in range(1000):
+                        try:
+                            frames = self._sub.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self.handle(frames)
+                mono = time.monotonic()
+                if mono >= next_sample:
+                    next_sample = mono + 1.0
+                    self._rates.append((mono, self.flows_in, self.writer.committed))
+            except Exception:
+                self.bad_messages += 1
+                log.exception("receive loop error")
+
+    def _drain(self, quiet_s: float = 0.3, max_s: float = 10.0) -> None:
+        """Take in whatever the forwarder still holds: until nothing arrives for quiet_s."""
+        deadline = time.monotonic() + max_s
+        n = 0
+        while time.monotonic() < deadline and self._sub.poll(int(quiet_s * 1000), zmq.POLLIN):
+            while True:
+                try:
+                    frames = self._sub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.handle(frames)
+                n += 1
+        log.info("subscriber drained", extra=fields(messages=n))
+
+    def handle(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self._bad("frames", f"message has {len(frames)} frames, expected 2")
+            return
+        topic, body = frames
+        try:
+            if topic.startswith(TOPIC_FLOWS_PREFIX):
+                env, batch = decode_batch(body)
+                self.gaps.observe(env.source, env.seq)
+                self._flows(batch)
+            elif topic == TOPIC_ADVISORY or topic == TOPIC_EXPORTER:
+                msg = decode_body(body)
+                env = envelope_of(msg)
+                self.gaps.observe(env.source, env.seq)
+                if topic == TOPIC_ADVISORY:
+                    self._advisory(msg)
+                else:
+                    self._health(msg)
+            else:
+                self._bad("topic", f"unexpected topic {topic[:40]!r}")
+        except (CodecError, QueryError, KeyError, TypeError, ValueError) as e:
+            self._bad("decode", str(e), topic=topic[:40].decode(errors="replace"))
+
+    def _bad(self, reason: str, msg: str, **kv) -> None:
+        self.bad_messages += 1
+        self._rl.warning(reason, "bad bus message", reason=reason, error=msg, bad_messages=self.bad_messages, **kv)
+
+    def _flows(self, batch) -> None:
+        n = batch.count
+        if n == 0:
+            return
+        seq0 = self.next_seq
+        self.next_seq += n
+        self.ring.append(batch, seq0)
+        cols = dict(batch.columns)
+        cols["seq"] = np.arange(seq0, seq0 + n, dtype=np.int64)
+        self.writer.offer(cols)
+        self.flows_in += n
+        self.batches_in += 1
+        keys, counts = np.unique(batch["exporter"], return_counts=True)
+        t = now_ms()
+        with self._lock:
+            for k, c in zip(keys.tolist(), counts.tolist()):
+                e = self.exporter_flows.setdefault(bytes(k), [0, 0])
+                e[0] += c
+                e[1] = t
+
+    def _advisory(self, msg: dict) -> None:
+        for key in ("key", "severity", "state"):
+            if not isinstance(msg.get(key), str) or not msg[key]:
+                raise ValueError(f"advisory without {key}")
+        if msg["severity"] not in SEVERITIES:
+            raise ValueError(f"advisory severity {msg['severity']!r} is not one of {SEVERITIES}")
+        if msg["state"] not in ADVISORY_STATES:
+            raise ValueError(f"advisory state {msg['state']!r} is not one of {ADVISORY_STATES}")
+        self.writer.offer_event("advisory", msg)
+
+    def _health(self, msg: dict) -> None:
+        msg = dict(msg)
+        msg["_received_at"] = now_ms()
+        with self._lock:
+            self.health[str(msg["source"])] = msg
+        self.writer.offer_event("exporter", {k: v for k, v in msg.items() if k != "_received_at"})
+
+    # ---------------------------------------------------------------- the query thread
+
+    def _serve(self) -> None:
+        rep = self._rep
+        while not self._query_stop.is_set():
+            try:
+                if not rep.poll(100, zmq.POLLIN):
+                    continue
+                raw = rep.recv()
+                reply = self.answer(raw)
+                try:
+                    out = msgpack.packb(reply, use_bin_type=True)
+                except Exception as e:
+                    log.exception("reply could not be encoded")
+                    out = msgpack.packb(error_reply(f"internal error encoding the reply: {e}"), use_bin_type=True)
+                rep.send(out)
+            except zmq.ContextTerminated:
+                break
+            except Exception:
+                log.exception("query loop error")
+        self.engine.close()
+        rep.close(linger=0)
+
+    def answer(self, raw: bytes) -> dict:
+        try:
+            req = msgpack.unpackb(raw, raw=False)
+        except Exception:
+            return error_reply("the request is not msgpack")
+        if not isinstance(req, dict):
+            return error_reply("the request must be a map with an op")
+        op = req.get("op")
+        if not isinstance(op, str) or op not in OPS:
+            return error_reply(f"unknown op {op!r}; ops: {', '.join(OPS)}")
+        args = {k: v for k, v in req.items() if k != "op"}
+        try:
+            if op == "ping":
+                return {"ok": True, "version": __version__}
+            if op == "status":
+                return self.status()
+            if op == "exporters":
+                return self.exporters()
+            return getattr(self.engine, op)(args)
+        except QueryError as e:
+            return error_reply(str(e))
+        except Exception as e:
+            log.exception("query failed", extra=fields(op=op))
+            return error_reply(f"internal error in {op}: {e}")
+
+    # ---------------------------------------------------------------- status and exporters
+
+    def _rate(self, idx: int) -> float:
+        samples = list(self._rates)
+        now = (time.monotonic(), self.flows_in, self.writer.committed)
+        old = next((s for s in samples if now[0] - s[0] <= RATE_WINDOW_S), None)
+        if old is None or now[0] - old[0] < 0.5:
+            return 0.0
+        return round((now[idx] - old[idx]) / (now[0] - old[0]), 1)
+
+    def status(self) -> dict:
+        cfg = self.cfg
+        w = self.writer
+        ring_oldest, ring_newest = self.ring.time_bounds()
+        parts = sorted(((n, p[0], p[1], p[2], p[3], p[4], p[5]) for n, p in list(w.warm.partitions.items())),
+                       key=lambda x: x[1])
+        mins = [p[4] for p in parts if p[4] is not None]
+        maxs = [p[5] for p in parts if p[5] is not None]
+        services = [{"service": "store", "source": f"store@{cfg['store.query_bind']}", "process": process_stats(self.started_at),
+                     "last_seen": now_ms()}]
+        with self._lock:
+            health = list(self.health.items())
+        for source, h in health:
+            if isinstance(h.get("process"), dict):
+                services.append({"service": str(h.get("kind", "")), "source": source, "process": h["process"],
+                                 "last_seen": h.get("_received_at")})
+        return {
+            "ok": True, "version": __version__, "started_at": self.started_at,
+            "uptime_s": round((now_ms() - self.started_at) / 1000, 1),
+            "flows_in": self.flows_in, "batches_in": self.batches_in, "flows_committed": w.committed,
+            "flows_in_per_s": self._rate(1), "flows_committed_per_s": self._rate(2),
+            "ring": {"capacity": self.ring.capacity, "fill": self.ring.size,
+                     "fill_ratio": round(self.ring.size / self.ring.capacity, 4), "oldest_time": ring_oldest,
+                     "newest_time": ring_newest, "evicted_max_time_end": self.ring.evicted_max_time_end,
+                     "duration_s": cfg["store.ring_buffer_duration"]},
+            "sqlite": {"path": cfg["store.sqlite_path"], "size_bytes": file_size(cfg["store.sqlite_path"]),
+                       "oldest_time": min(mins) if mins else None, "newest_time": max(maxs) if maxs else None,
+                       "rows": sum(p[3] for p in parts), "retention_s": cfg["store.sqlite_retention"],
+                       "partitions": [{"name": n, "start_ms": s, "end_ms": e, "rows": r, "sealed": bool(sd)}
+                                      for n, s, e, r, _mn, _mx, sd in parts],
+                       "pruned_partitions": w.pruned_partitions},
+            "write_queue": {"depth": w.flows.qsize(), "capacity": w.flows.maxsize, "shed_batches": w.shed_batches,
+                            "shed_flows": w.shed_flows, "shed_events": w.shed_events, "write_errors": w.write_errors,
+                            "transactions": w.transactions},
+            "bus": {"gaps_total": self.gaps.total_gaps, "bad_messages": self.bad_messages,
+                    "sources": {s: {"received": self.gaps.received.get(s, 0), "gaps": self.gaps.gaps.get(s, 0),
+                                    "restarts": self.gaps.restarts.get(s, 0), "last_seq": self.gaps.last_seq.get(s)}
+                                for s in list(self.gaps.received)}},
+            "queries": dict(self.engine.sources_used),
+            "services": services,
+        }
+
+    def exporters(self) -> dict:
+        with self._lock:
+            health = list(self.health.items())
+            store_side = {k: list(v) for k, v in self.exporter_flows.items()}
+        store_text = {addr.to_text(k): v for k, v in store_side.items()}
+        exporters, collectors, seen = [], [], set()
+        for source, h in health:
+            collectors.append({"collector": source, "kind": h.get("kind"), "last_seen": h.get("_received_at"),
+                               "counters": h.get("counters", {}), "listen": h.get("listen", []),
+                               "socket": h.get("socket", []), "process": h.get("process", {})})
+            for e in h.get("exporters") or []:
+                if not isinstance(e, dict):
+                    continue
+                row = dict(e)
+                row["collector"] = source
+                text = str(e.get("exporter", ""))
+                sf = store_text.get(text)
+                row["store_flows"] = sf[0] if sf else 0
+                row["store_last_seen"] = sf[1] if sf else None
+                seen.add(text)
+                exporters.append(row)
+        for text, (n, last) in sorted(store_text.items()):
+            if text not in seen:
+                exporters.append({"exporter": text, "observation_domain": None, "collector": None,
+                                  "store_flows": n, "store_last_seen": last})
+        return {"ok": True, "exporters": exporters, "collectors": collectors}

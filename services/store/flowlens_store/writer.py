@@ -1,0 +1,154 @@
+"""The one SQLite writer thread, fed by a bounded queue so the bus receive loop never waits on disk.
+
+The receive loop offers (columns-with-seq) batches with ``offer``; a full queue sheds the batch and
+counts it. The thread coalesces queued batches up to ``store.write_max_rows`` per transaction,
+writes advisory/health events, seals partitions and prunes on schedule. ``stop()`` commits
+everything queued before it returns.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+import numpy as np
+
+from flowmodel.logs import RateLimitedLog, fields
+
+from .warm import WarmWriter, now_ms
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+class Writer:
+    def __init__(self, warm: WarmWriter, queue_batches: int, max_rows: int, prune_interval_s: float,
+                 retention_ms: int, rollup_retention_ms: int, advisory_retention_ms: int, events_max: int = 10_000):
+        self.warm = warm
+        self.max_rows = max_rows
+        self.prune_interval_s = prune_interval_s
+        self.retention_ms = retention_ms
+        self.rollup_retention_ms = rollup_retention_ms
+        self.advisory_retention_ms = advisory_retention_ms
+        self.flows: queue.Queue = queue.Queue(maxsize=queue_batches)
+        self.events: queue.Queue = queue.Queue(maxsize=events_max)
+        self.committed = 0
+        self.shed_batches = 0
+        self.shed_flows = 0
+        self.shed_events = 0
+        self.write_errors = 0
+        self.transactions = 0
+        self.pruned_partitions = 0
+        self._thread: threading.Thread | None = None
+        self._rl = RateLimitedLog(log)
+        self._next_prune = time.monotonic() + prune_interval_s  # not at start: a restart must not drop data early
+        self._next_seal = time.monotonic() + 5.0
+
+    # ---------------------------------------------------------------- producer side (receive thread)
+
+    def offer(self, cols: dict[str, np.ndarray]) -> bool:
+        try:
+            self.flows.put_nowait(cols)
+            return True
+        except queue.Full:
+            self.shed_batches += 1
+            self.shed_flows += len(cols["seq"])
+            self._rl.warning("shed", "write queue full, batch shed", depth=self.flows.qsize(),
+                             shed_batches=self.shed_batches, shed_flows=self.shed_flows)
+            return False
+
+    def offer_event(self, topic: str, body: dict) -> bool:
+        try:
+            self.events.put_nowait((topic, body, now_ms()))
+            return True
+        except queue.Full:
+            self.shed_events += 1
+            self._rl.warning("shed_event", "event queue full, event shed", shed_events=self.shed_events)
+            return False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> "Writer":
+        self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 120.0) -> None:
+        if self._thread is None:
+            return
+        self.flows.put(_STOP)  # blocks only until the writer makes room; it is draining
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.error("writer did not finish in time", extra=fields(queued=self.flows.qsize()))
+        self._thread = None
+        self.warm.close()
+
+    # ---------------------------------------------------------------- the thread
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            try:
+                chunk: list = []
+                rows = 0
+                try:
+                    item = self.flows.get(timeout=0.1)
+                    while True:
+                        if item is _STOP:
+                            stopping = True
+                            break
+                        chunk.append(item)
+                        rows += len(item["seq"])
+                        if rows >= self.max_rows:
+                            break
+                        item = self.flows.get_nowait()
+                except queue.Empty:
+                    pass
+                if chunk:
+                    self._write(chunk)
+                self._events()
+                self._maintain()
+            except Exception:
+                self.write_errors += 1
+                log.exception("writer loop error")
+        self._events()
+        log.info("writer stopped", extra=fields(committed=self.committed, shed_batches=self.shed_batches))
+
+    def _write(self, chunk: list[dict]) -> None:
+        cols = chunk[0] if len(chunk) == 1 else {k: np.concatenate([c[k] for c in chunk]) for k in chunk[0]}
+        n = len(cols["seq"])
+        try:
+            self.warm.write_flows(cols)
+        except Exception:
+            self.write_errors += 1
+            log.exception("flow write failed; rows lost", extra=fields(rows=n))
+            return
+        self.committed += n
+        self.transactions += 1
+
+    def _events(self) -> None:
+        events = []
+        while True:
+            try:
+                events.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        if events:
+            try:
+                self.warm.write_events(events)
+            except Exception:
+                self.write_errors += 1
+                log.exception("event write failed", extra=fields(events=len(events)))
+
+    def _maintain(self) -> None:
+        mono = time.monotonic()
+        if mono >= self._next_seal:
+            self._next_seal = mono + 5.0
+            self.warm.seal_due(now_ms())
+        if mono >= self._next_prune:
+            self._next_prune = mono + self.prune_interval_s
+            dropped = self.warm.prune(now_ms(), self.retention_ms, self.rollup_retention_ms, self.advisory_retention_ms)
+            self.pruned_partitions += len(dropped)
+            if dropped:
+                log.info("partitions dropped", extra=fields(partitions=",".join(dropped)))
