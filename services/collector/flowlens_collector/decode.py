@@ -44,14 +44,16 @@ class Decoder:
     def decode(self, datagrams, sources, now_ms: int) -> FlowBatch:
         v5_parts: list = []
         self._templated.begin(now_ms)
+        known = self._sources
+        versions = self._versions
         for buf, src in zip(datagrams, sources):
             try:
-                source = self._source(src)
+                source = known.get(src) or self._source(src)
                 if len(buf) < 2:
                     self.stats(source[0], 0, now_ms).error("truncated_header")
                     continue
                 version = (buf[0] << 8) | buf[1]
-                handler = self._versions.get(version)
+                handler = versions.get(version)
                 if handler is None:
                     self.stats(source[0], 0, now_ms).error("unsupported_version")
                     continue

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import struct
 
-from .templates import Template
 
 HEADER = struct.Struct(">HHIII")  # version, length, export time (s), sequence (data records), domain
 HEADER_LEN = HEADER.size  # 16
@@ -33,7 +32,7 @@ def _fields(body, pos: int, end: int, count: int):
 
 
 def parse_templates(body, options: bool) -> list[tuple]:
-    """(Options) Template Set body -> [("define", Template) | ("withdraw", tid) | ("withdraw_all",) | ("error", r)]."""
+    """(Options) Template Set body -> [("define", spec) | ("withdraw", tid) | ("withdraw_all",) | ("error", r)]."""
     out = []
     pos, end = 0, len(body)
     head = 6 if options else 4
@@ -61,5 +60,5 @@ def parse_templates(body, options: bool) -> list[tuple]:
         if options and (scope_count == 0 or scope_count > count):
             out.append(("error", "bad_scope_count"))
             continue
-        out.append(("define", Template(10, tid, fields, options=options, scope_count=scope_count)))
+        out.append(("define", (10, tid, tuple(fields), options, scope_count)))
     return out

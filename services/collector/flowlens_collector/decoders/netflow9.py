@@ -1,9 +1,12 @@
-"""NetFlow v9 (RFC 3954): header and template / options-template FlowSets. Pure parsing."""
+"""NetFlow v9 (RFC 3954): header and template / options-template FlowSets. Pure parsing.
+
+A template is returned as a spec (version, template id, fields, options, scope count); the caller
+compiles it only when it differs from the one it holds (refreshes are frequent).
+"""
 from __future__ import annotations
 
 import struct
 
-from .templates import Template
 
 HEADER = struct.Struct(">HHIIII")  # version, count (a hint only), sysUptime, unix_secs, sequence, source id
 HEADER_LEN = HEADER.size  # 20
@@ -14,7 +17,7 @@ SCOPE_IE_BASE = 0x10000  # scope field types are not IEs: kept out of the IE spa
 
 
 def parse_templates(body) -> list[tuple]:
-    """Template FlowSet body -> [("define", Template) | ("error", reason)]."""
+    """Template FlowSet body -> [("define", spec) | ("error", reason)]."""
     out = []
     pos, end = 0, len(body)
     while pos + 4 <= end:
@@ -33,7 +36,7 @@ def parse_templates(body) -> list[tuple]:
         if tid < 256:
             out.append(("error", "bad_template_id"))
             continue
-        out.append(("define", Template(9, tid, fields)))
+        out.append(("define", (9, tid, tuple(fields), False, 0)))
     return out
 
 
@@ -63,5 +66,5 @@ def parse_options_templates(body) -> list[tuple]:
             out.append(("error", "bad_template_id"))
             continue
         fields = [(SCOPE_IE_BASE + t, length, 0) for t, length in scope] + [(t, length, 0) for t, length in opts]
-        out.append(("define", Template(9, tid, fields, options=True, scope_count=len(scope))))
+        out.append(("define", (9, tid, tuple(fields), True, len(scope))))
     return out

@@ -36,21 +36,22 @@ class Session:
 
 
 class _Group:
-    __slots__ = ("template", "stats_key", "bodies", "counts", "export_ms", "uptime_ms")
+    """Data sets of one template within one decode call: record bytes and (count, export ms, uptime ms)."""
+
+    __slots__ = ("template", "stats_key", "bodies", "meta")
 
     def __init__(self, template, stats_key):
         self.template = template
         self.stats_key = stats_key
         self.bodies: list = []
-        self.counts: list[int] = []
-        self.export_ms: list[int] = []
-        self.uptime_ms: list[int] = []
+        self.meta: list[tuple[int, int, int]] = []
 
 
 class TemplatedDecoder:
     def __init__(self, owner, *, max_templates_per_exporter: int, pending_max_records: int,
                  pending_max_age_ms: int):
         self._owner = owner  # the Decoder: stats() and sequence()
+        self._seq_observe = owner.sequence
         self.max_templates = max_templates_per_exporter
         self.pending_max_bytes = pending_max_records * PENDING_BYTES_PER_RECORD
         self.pending_max_age_ms = pending_max_age_ms
@@ -79,8 +80,8 @@ class TemplatedDecoder:
         st = self._owner.stats(host, domain, now_ms)
         st.version = 9
         st.packets += 1
-        self._owner.sequence((host, port, 9, domain), seq, 1, st)
         session = (host, port, 9, domain)
+        self._seq_observe(session, seq, 1, st)
         self._walk(buf, netflow9.HEADER_LEN, len(buf), session, st, secs * 1000, uptime)
 
     def ipfix(self, buf, source, now_ms, _parts) -> None:
@@ -96,7 +97,7 @@ class TemplatedDecoder:
             return
         st.packets += 1
         session = (host, port, 10, domain)
-        records = self._walk(buf, ipfix.HEADER_LEN, length, session, st, export_s * 1000, None)
+        records = self._walk(buf, ipfix.HEADER_LEN, length, session, st, export_s * 1000, -1)
         self._ipfix_sequence(session, seq, records, st)
 
     def finish(self) -> list[FlowBatch]:
@@ -113,35 +114,64 @@ class TemplatedDecoder:
 
     # -- set walking --------------------------------------------------------------------------
 
-    def _walk(self, buf, pos: int, end: int, session: tuple, st, export_ms: int, uptime) -> int:
-        """Walk the sets of one message by their lengths (the v9 Count is only a hint). Returns data records."""
+    def _walk(self, buf, pos: int, end: int, session: tuple, st, export_ms: int, uptime: int) -> int:
+        """Walk the sets of one message by their lengths (the v9 Count is only a hint). Returns data records.
+
+        ``uptime`` is the v9 header sysUptime, -1 for IPFIX. Data sets of a known fixed-length template
+        take the inlined fast path: their whole records are appended to the template's group.
+        """
         version = session[2]
         tset, oset = (0, 1) if version == 9 else (2, 3)
         records = 0
+        templates = self.templates
+        groups = self._groups
+        unpack = _HH.unpack_from
         while pos + 4 <= end:
-            set_id, length = _HH.unpack_from(buf, pos)
+            set_id, length = unpack(buf, pos)
             if length < 4:
                 if set_id == 0 and length == 0 and not any(buf[pos:end]):
                     break  # trailing zero padding
                 st.error("bad_set_length")
                 break
-            if pos + length > end:
+            nxt = pos + length
+            if nxt > end:
                 st.error("set_past_end")
                 break
-            body = buf[pos + 4:pos + length]
-            pos += length
-            if set_id == tset or set_id == oset:
+            if set_id >= 256:
+                key = session + (set_id,)
+                t = templates.get(key)
+                if t is not None and t.record_len and not t.options:
+                    rl = t.record_len
+                    n = (length - 4) // rl
+                    if n:
+                        g = groups.get(key)
+                        if g is None or g.template is not t:
+                            g = self._new_group(key, t)
+                        g.bodies.append(buf[pos + 4:pos + 4 + n * rl])
+                        g.meta.append((n, export_ms, uptime))
+                        st.flows += n
+                        records += n
+                else:
+                    records += self._data_set(key, buf[pos + 4:nxt], st, export_ms, uptime)
+            elif set_id == tset or set_id == oset:
+                body = buf[pos + 4:nxt]
                 if version == 9:
                     events = (netflow9.parse_templates(body) if set_id == tset
                               else netflow9.parse_options_templates(body))
                 else:
                     events = ipfix.parse_templates(body, options=(set_id == oset))
                 self._template_events(events, session, st, options=(set_id == oset))
-            elif set_id >= 256:
-                records += self._data_set(session + (set_id,), body, st, export_ms, uptime)
             else:
                 st.error("reserved_set_id")
+            pos = nxt
         return records
+
+    def _new_group(self, key, t) -> _Group:
+        old = self._groups.get(key)
+        if old is not None:  # template redefined within this call: keep the old records apart
+            self._groups[key + ("old", id(old))] = old
+        g = self._groups[key] = _Group(t, (key[0], key[3]))
+        return g
 
     def _template_events(self, events, session, st, options: bool) -> None:
         host = session[0]
@@ -158,7 +188,15 @@ class TemplatedDecoder:
                     self._drop(key)
         del host
 
-    def define(self, session: tuple, template: Template, st) -> bool:
+    def define(self, session: tuple, template, st) -> bool:
+        """Install a template (a Template, or a parser spec compiled here unless it is a refresh)."""
+        if isinstance(template, tuple):
+            version, tid, fields, options, scope_count = template
+            old = self.templates.get(session + (tid,))
+            if (old is not None and old.fields == fields and old.options == options
+                    and old.scope_count == scope_count):
+                return True  # refresh of what we hold: nothing to compile, nothing pending
+            template = Template(version, tid, fields, options=options, scope_count=scope_count)
         key = session + (template.template_id,)
         if template.record_len == 0:
             st.error("zero_length_template")
@@ -202,15 +240,10 @@ class TemplatedDecoder:
         if n == 0:
             return 0
         g = self._groups.get(key)
-        if g is None:
-            g = self._groups[key] = _Group(t, (key[0], key[3]))
-        elif g.template is not t:  # template redefined within this call: flush the old records first
-            self._groups[key + ("old", id(g))] = g
-            g = self._groups[key] = _Group(t, (key[0], key[3]))
+        if g is None or g.template is not t:
+            g = self._new_group(key, t)
         g.bodies.append(raw)
-        g.counts.append(n)
-        g.export_ms.append(export_ms)
-        g.uptime_ms.append(uptime if uptime is not None else -1)
+        g.meta.append((n, export_ms, uptime))
         st.flows += n
         return n
 
@@ -291,15 +324,17 @@ class TemplatedDecoder:
     def _materialise(self, key, g: _Group) -> FlowBatch:
         t = g.template
         raw = g.bodies[0] if len(g.bodies) == 1 else b"".join(g.bodies)
-        counts = np.asarray(g.counts, dtype=np.int64)
-        n = int(counts.sum())
-        rec = np.frombuffer(raw, dtype=t.dtype, count=n)
-        if len(counts) == 1:
-            export_ms = np.full(n, g.export_ms[0], dtype=np.int64)
-            uptime = np.full(n, g.uptime_ms[0], dtype=np.int64) if t.version == 9 else None
+        if len(g.meta) == 1:
+            n, export0, uptime0 = g.meta[0]
+            export_ms = np.full(n, export0, dtype=np.int64)
+            uptime = np.full(n, uptime0, dtype=np.int64) if t.version == 9 else None
         else:
-            export_ms = np.repeat(np.asarray(g.export_ms, dtype=np.int64), counts)
-            uptime = np.repeat(np.asarray(g.uptime_ms, dtype=np.int64), counts) if t.version == 9 else None
+            meta = np.array(g.meta, dtype=np.int64)
+            counts = meta[:, 0]
+            n = int(counts.sum())
+            export_ms = np.repeat(meta[:, 1], counts)
+            uptime = np.repeat(meta[:, 2], counts) if t.version == 9 else None
+        rec = np.frombuffer(raw, dtype=t.dtype, count=n)
         session = self.sessions.get(key[:4])
         init_ms = session.init_ms if session is not None else None
         cols, sampler, rates, unknown_base = t.to_columns(rec, export_ms, uptime, init_ms)

@@ -1,0 +1,159 @@
+"""Decode speed on one core: our v5, v9 and IPFIX decoders into the flow schema, next to the PyPI
+``netflow`` package parsing the same packets in the same run.
+
+Packets are prebuilt: v5 with 30 records each; v9 and IPFIX with the fixed-length IPv4 templates of
+real exporters from the corpus (softflowd v9 template 1024, pmacct IPFIX template 1024), as many
+records per datagram as fit in 1,400 bytes, random field values. About 1 M flows per version for us;
+the netflow package gets a smaller share of the same packets (it is ~100x slower).
+"""
+from __future__ import annotations
+
+import os
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+
+from flowlens_collector.decode import Decoder
+from flowlens_collector.decoders import ipfix as ipfix_mod
+from flowlens_collector.decoders import netflow9
+from flowmodel.pcap import read_datagrams
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+FLOWS = int(os.environ.get("FLOWLENS_BENCH_DECODE_FLOWS", "1000000"))
+GROUP = 64            # datagrams per decode() call, like the collector's grouped receive
+MTU_PAYLOAD = 1400
+SOURCE = ("192.0.2.1", 40000)
+
+
+def _pin_one_core() -> str:
+    try:
+        import psutil
+
+        cpu = psutil.Process().cpu_num()
+        os.sched_setaffinity(0, {cpu})
+        return f"pinned to cpu {cpu}"
+    except (AttributeError, OSError):
+        return "not pinned"
+
+
+def v5_packets(flows: int, rng) -> list[bytes]:
+    out = []
+    per = 30
+    for i in range(flows // per):
+        head = struct.pack(">HHIIIIBBH", 5, per, 3_600_000, 1_700_000_000 + i // 1000, 0, i * per, 0, 0, 0)
+        recs = bytearray(rng.integers(0, 256, size=per * 48, dtype=np.uint8).tobytes())
+        out.append(head + bytes(recs))
+    return out
+
+
+def _template_from(stem: str, version: int, tid: int) -> bytes:
+    """The body of one template record (id, count, field specs) of a corpus capture."""
+    for d in read_datagrams(str(DATA / f"{stem}.pcap")):
+        p = d.payload
+        pos = netflow9.HEADER_LEN if version == 9 else ipfix_mod.HEADER_LEN
+        tset = 0 if version == 9 else 2
+        while pos + 4 <= len(p):
+            set_id, length = struct.unpack_from(">HH", p, pos)
+            if length < 4:
+                break
+            if set_id == tset:
+                q, end = pos + 4, pos + length
+                while q + 4 <= end:
+                    t, count = struct.unpack_from(">HH", p, q)
+                    size = 4 + 4 * count  # no enterprise fields in these templates
+                    if t == tid:
+                        return p[q:q + size]
+                    q += size
+            pos += length
+    raise LookupError(f"template {tid} not in {stem}")
+
+
+def _record_len(template: bytes) -> int:
+    count = struct.unpack_from(">H", template, 2)[0]
+    return sum(struct.unpack_from(">H", template, 4 + 4 * i + 2)[0] for i in range(count))
+
+
+def templated_packets(version: int, template: bytes, flows: int, rng) -> tuple[list[bytes], int]:
+    tid = struct.unpack_from(">H", template, 0)[0]
+    rlen = _record_len(template)
+    hlen = 20 if version == 9 else 16
+    tset = 0 if version == 9 else 2
+    tmpl_set = struct.pack(">HH", tset, 4 + len(template)) + template
+    per = (MTU_PAYLOAD - hlen - 4) // rlen
+    out = []
+    made = 0
+    seq = 0
+    i = 0
+    while made < flows:
+        body = rng.integers(0, 256, size=per * rlen, dtype=np.uint8).tobytes()
+        pad = bytes(-(4 + len(body)) % 4)
+        data = struct.pack(">HH", tid, 4 + len(body) + len(pad)) + body + pad
+        sets = (tmpl_set if i % 20 == 0 else b"") + data
+        if version == 9:
+            pkt = struct.pack(">HHIIII", 9, per, 3_600_000, 1_700_000_000, seq, 0) + sets
+            seq += 1
+        else:
+            pkt = struct.pack(">HHIII", 10, 16 + len(sets), 1_700_000_000, seq, 0) + sets
+            seq += per
+        out.append(pkt)
+        made += per
+        i += 1
+    return out, per
+
+
+def ours(packets: list[bytes]) -> tuple[float, int]:
+    dec = Decoder()
+    sources = [SOURCE] * GROUP
+    flows = 0
+    t0 = time.perf_counter()
+    for i in range(0, len(packets), GROUP):
+        chunk = packets[i:i + GROUP]
+        batch = dec.decode(chunk, sources[:len(chunk)], 0)
+        flows += batch.count
+    return time.perf_counter() - t0, flows
+
+
+def theirs(packets: list[bytes], seconds: float = 3.0) -> tuple[float, int]:
+    from netflow import parse_packet
+
+    templates = {"netflow": {}, "ipfix": {}}
+    flows = 0
+    t0 = time.perf_counter()
+    for pkt in packets:
+        flows += len(parse_packet(pkt, templates).flows)
+        if time.perf_counter() - t0 > seconds:
+            break
+    return time.perf_counter() - t0, flows
+
+
+def run(report) -> None:
+    note = _pin_one_core()
+    rng = np.random.default_rng(7)
+    cases = [("v5", v5_packets(FLOWS, rng), "30 records/datagram")]
+    t9 = _template_from("softflowd_v9_dns", 9, 1024)
+    p9, per9 = templated_packets(9, t9, FLOWS, rng)
+    cases.append(("v9", p9, f"softflowd template 1024, {_record_len(t9)} B records, {per9}/datagram"))
+    t10 = _template_from("pmacct_ipfix_dns", 10, 1024)
+    p10, per10 = templated_packets(10, t10, FLOWS, rng)
+    cases.append(("ipfix", p10, f"pmacct template 1024, {_record_len(t10)} B records, {per10}/datagram"))
+    for name, packets, desc in cases:
+        ours(packets[:200])  # warm-up
+        best = None
+        for _ in range(3):
+            secs, flows = ours(packets)
+            rate = flows / secs
+            best = rate if best is None else max(best, rate)
+        report("decode", f"{name} decode into schema (ours)", best, "flows/s", f"{desc}; {flows:,} flows, {note}")
+        secs, flows = theirs(packets)
+        peer = flows / secs
+        report("decode", f"{name} netflow 0.12.2 parse_packet", peer, "flows/s", f"same packets, {flows:,} flows")
+        report("decode", f"{name} ratio ours / netflow", best / peer if peer else float("nan"), "x")
+
+
+if __name__ == "__main__":
+    def _print(section, name, value, unit="", note=""):
+        print(f"{section:8} {name:40} {value:>14,.1f} {unit:8} {note}")
+
+    run(_print)
