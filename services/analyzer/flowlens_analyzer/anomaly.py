@@ -100,7 +100,7 @@ class MinuteHistory:
 
     def baseline(self, before_minute: int, hour: int, min_history: int):
         """Per row: (baseline bytes/minute, MAD, seasonal flag); None when history is too short."""
-        cols = np.flatnonzero((self.col_minute >= 0) & (self.col_minute < before_minute))
+        cols = np.flatnonzero((self.col_minute >= max(before_minute - self.M, 0)) & (self.col_minute < before_minute))
         how_ok = self.how_n[:, hour % 168] >= SEASONAL_MIN_SAMPLES
         hod_ok = self.hod_n[:, hour % 24] >= SEASONAL_MIN_SAMPLES
         seasonal = how_ok | hod_ok

@@ -59,7 +59,7 @@ class HealthState:
 
 def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, int]) -> list[Finding]:
     """Findings for the health book; consumes the accumulated increases."""
-    silence_ms = ctx["analysis.exporter_silence"] * 1000
+    silence_ms = int(ctx["analysis.exporter_silence"] * 1000)
     findings: list[Finding] = []
     for cid, ev in sorted(state.collectors.items()):
         quiet = now_ms - int(ev["received_at"])

@@ -129,9 +129,16 @@ class FlowWindow:
             yield end
 
     def _earliest_end(self) -> int | None:
-        if not self.chunks:
-            return None
-        return min(int(c["time_end"].min()) for c in self.chunks if len(c["time_end"]))
+        """The oldest time_end that the next run (or a later one) will still look at."""
+        lo = self.next_end - self.window_ms
+        found = None
+        for c in self.chunks:
+            end = c["time_end"]
+            end = end[end >= lo]
+            if len(end):
+                m = int(end.min())
+                found = m if found is None else min(found, m)
+        return found
 
     def view(self, end_ms: int) -> WindowView:
         """The flows with time_end in [end - window, end), after dropping what no later run needs."""
