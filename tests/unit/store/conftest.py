@@ -1,0 +1,1 @@
+"""Store unit tests: helpers live in store_testdata.py."""

@@ -1,0 +1,175 @@
+"""Query planning and ops over the ring and SQLite: CIDR ranges, keyset pages both ways, sums,
+the ring-or-SQLite rule, and error replies for bad arguments."""
+import numpy as np
+import pytest
+
+from flowmodel import addr
+from flowmodel.protocol import QueryError
+from flowlens_store import planner as P
+from flowlens_store.queries import QueryEngine
+from flowlens_store.ring import Ring
+from flowlens_store.warm import WarmWriter
+
+from store_testdata import T0, make_batch, with_seq
+
+HOUR = 3_600_000
+N = 3000
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """The same 3000 flows (spread over 30 s around T0, crossing no hour) in a ring and in SQLite."""
+    path = str(tmp_path / "f.db")
+    w = WarmWriter(path, HOUR, 24, 64)
+    ring = Ring(10_000)
+    batches = [make_batch(1000, t0=T0 + i * 10_000, spacing_ms=10, seed=i) for i in range(3)]
+    seq = 1
+    for b in batches:
+        ring.append(b, seq)
+        w.write_flows(with_seq(b, seq))
+        seq += b.count
+    w.seal_due(T0 + 10 * HOUR)  # so the SQLite side also exercises the address indexes
+    clock = {"now": T0 + 60_000}
+    eng = QueryEngine(ring, path, 600_000, 10_000, 5.0, clock=lambda: clock["now"])
+    from flowmodel.schema import FlowBatch
+    yield eng, FlowBatch.concat(batches)
+    eng.close()
+    w.close()
+
+
+RING = {"since": T0 - 1}          # inside the ring window and covered
+SQL = {"since": T0 - 20 * 60_000}  # older than ring_buffer_duration: SQLite
+
+
+def test_cidr_bounds_v4_v6():
+    lo, hi = P.parse_filters({"src": "10.1.0.0/16"}, 0)["src"]
+    assert lo == addr.to_bytes("10.1.0.0") and hi == addr.to_bytes("10.1.255.255")
+    lo, hi = P.parse_filters({"dst": "2001:db8::/32"}, 0)["dst"]
+    assert lo == addr.to_bytes("2001:db8::") and hi == addr.to_bytes("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff")
+    col = addr.from_texts(["10.0.255.255", "10.1.0.0", "10.1.200.3", "10.2.0.0", "2001:db8::1"])
+    assert P.addr_in_range(col, *P.parse_filters({"src": "10.1.0.0/16"}, 0)["src"]).tolist() == [False, True, True, False, False]
+    assert P.addr_in_range(col, *P.parse_filters({"src": "2001:db8::/32"}, 0)["src"]).tolist() == [False] * 4 + [True]
+
+
+def test_ring_or_sqlite_rule(setup):
+    eng, _ = setup
+    assert eng.flows({**RING, "limit": 1})["source"] == "ring"
+    assert eng.flows({**SQL, "limit": 1})["source"] == "sqlite"
+    assert eng.flows({"limit": 1})["source"] == "sqlite"
+
+
+@pytest.mark.parametrize("window", [RING, SQL], ids=["ring", "sqlite"])
+@pytest.mark.parametrize("filters,mask_of", [
+    ({}, lambda b: np.ones(b.count, bool)),
+    ({"src": "10.0.7.0/24"}, lambda b: P.addr_in_range(b["src_addr"], *P.parse_filters({"src": "10.0.7.0/24"}, 0)["src"])),
+    ({"dst": "2001:db8::/64"}, lambda b: P.addr_in_range(b["dst_addr"], *P.parse_filters({"dst": "2001:db8::/64"}, 0)["dst"])),
+    ({"addr": "192.168.2.0/24", "protocol": "udp"}, lambda b: (P.addr_in_range(b["dst_addr"], addr.to_bytes("192.168.2.0"), addr.to_bytes("192.168.2.255"))) & (b["protocol"] == 17)),
+    ({"port": 443}, lambda b: (b["src_port"] == 443) | (b["dst_port"] == 443)),
+    ({"dst_port": "53", "exporter": "127.0.0.2"}, lambda b: (b["dst_port"] == 53) & (b["exporter"] == np.void(addr.to_bytes("127.0.0.2")))),
+])
+def test_keyset_pages_cover_every_row_once_both_ways(setup, window, filters, mask_of):
+    eng, flows = setup
+    mask = mask_of(flows)
+    assert mask.any()
+    want_te = np.sort(flows["time_end"][mask])[::-1].tolist()
+    want_bytes = sorted(flows["bytes"][mask].tolist())
+    pages, cursor = [], None
+    while True:
+        r = eng.flows({**window, **filters, "limit": 97, "cursor": cursor})
+        assert r["ok"] and r["count"] <= 97
+        pages.append(r)
+        cursor = r["next_cursor"]
+        if cursor is None:
+            break
+    te = [t for p in pages for t in np.frombuffer(p["columns"]["time_end"], "<i8").tolist()]
+    by = [v for p in pages for v in np.frombuffer(p["columns"]["bytes"], "<u8").tolist()]
+    assert te == want_te
+    assert sorted(by) == want_bytes
+    assert pages[0]["prev_cursor"] is None
+    # walk back from the last page with prev cursors: same pages in reverse
+    back = [pages[-1]]
+    cursor = pages[-1]["prev_cursor"]
+    while cursor is not None:
+        r = eng.flows({**window, **filters, "limit": 97, "cursor": cursor, "direction": "prev"})
+        back.append(r)
+        cursor = r["prev_cursor"]
+    assert [p["columns"]["bytes"] for p in back[::-1]] == [p["columns"]["bytes"] for p in pages]
+
+
+@pytest.mark.parametrize("window", [RING, SQL], ids=["ring", "sqlite"])
+@pytest.mark.parametrize("by", ["src", "dst", "pair", "port", "dst_port", "protocol", "exporter"])
+def test_top_sums_equal_input(setup, window, by):
+    eng, flows = setup
+    r = eng.top({**window, "by": by, "metric": "bytes", "limit": 10_000})
+    assert r["totals"] == {"bytes": int(flows["bytes"].sum()), "packets": int(flows["packets"].sum()), "flows": N}
+    assert sum(row["bytes"] for row in r["rows"]) == int(flows["bytes"].sum())
+    assert [row["bytes"] for row in r["rows"]] == sorted((row["bytes"] for row in r["rows"]), reverse=True)
+    if by == "exporter":
+        got = {row["key"]: row["flows"] for row in r["rows"]}
+        assert got == {"127.0.0.1": N // 2, "127.0.0.2": N // 2}
+    if by == "pair":
+        assert " -> " in r["rows"][0]["key"]
+    if by == "protocol":
+        assert {row["key"] for row in r["rows"]} == {"TCP", "UDP"}
+
+
+def test_top_and_series_agree_between_ring_and_sqlite(setup):
+    eng, _ = setup
+    a = eng.top({**RING, "by": "src", "limit": 5, "metric": "packets"})
+    b = eng.top({**SQL, "by": "src", "limit": 5, "metric": "packets"})
+    assert a["rows"] == b["rows"]
+    until = T0 + 40_000
+    s1 = eng.series({**RING, "until": until, "step": 5})
+    s2 = eng.series({"since": T0 - 20 * 60_000, "until": until, "step": 5})
+    nz = lambda s: [p for p in s["points"] if p[3]]
+    assert nz(s1) == nz(s2)
+
+
+@pytest.mark.parametrize("window", [RING, SQL], ids=["ring", "sqlite"])
+def test_series_sums_equal_input(setup, window, ):
+    eng, flows = setup
+    r = eng.series({**window, "until": T0 + 60_000, "step": 7, "port": 80})
+    m = (flows["src_port"] == 80) | (flows["dst_port"] == 80)
+    assert r["step_ms"] == 7000
+    assert sum(p[1] for p in r["points"]) == int(flows["bytes"][m].sum())
+    assert sum(p[3] for p in r["points"]) == int(m.sum())
+    assert all(p[0] % 7000 == 0 for p in r["points"])
+    ts = [p[0] for p in r["points"]]
+    assert ts == sorted(ts) and ts[1] - ts[0] == 7000  # zero-filled, evenly stepped
+
+
+@pytest.mark.parametrize("op,args,words", [
+    ("flows", {"src": "10.0.0.1/8"}, "host bits"),
+    ("flows", {"dst": "not-an-ip"}, "not an IPv4"),
+    ("flows", {"port": 70000}, "outside"),
+    ("flows", {"protocol": "bogus"}, "protocol"),
+    ("flows", {"since": "yesterday-ish"}, "not a time"),
+    ("flows", {"since": 10, "until": 5}, "since is after until"),
+    ("flows", {"limit": 0}, "at least"),
+    ("flows", {"limit": "ten"}, "whole number"),
+    ("flows", {"cursor": "!!!"}, "cursor"),
+    ("flows", {"cursor": 5}, "cursor"),
+    ("flows", {"direction": "sideways"}, "direction"),
+    ("flows", {"direction": "prev"}, "needs a cursor"),
+    ("flows", {"source": "10.0.0.1"}, "does not take source"),
+    ("top", {"by": "color"}, "by"),
+    ("top", {"metric": "bits"}, "metric"),
+    ("series", {"step": 0}, "step"),
+    ("series", {"step": "fast"}, "step"),
+    ("series", {"since": 0, "until": 10**12, "step": 1}, "larger step"),
+    ("advisories", {"severity": "HUGE"}, "severity"),
+    ("advisories", {"include_resolved": "maybe"}, "include_resolved"),
+    ("rollups", {}, "kind"),
+    ("rollups", {"kind": "src_prefix"}, "kind"),
+])
+def test_bad_arguments_raise_query_error(setup, op, args, words):
+    eng, _ = setup
+    with pytest.raises(QueryError) as e:
+        getattr(eng, op)(args)
+    assert words in str(e.value)
+
+
+def test_limit_is_capped(setup):
+    eng, _ = setup
+    eng.max_rows = 50
+    assert eng.flows({**RING, "limit": 5000})["count"] == 50

@@ -1,0 +1,80 @@
+"""The SQLite tier: partitions by time_end, sealing, DROP-based pruning, rollups, round trips."""
+import sqlite3
+
+import numpy as np
+
+from flowmodel.schema import COLUMN_NAMES
+from flowlens_store.warm import WarmWriter, partition_name, rows_to_columns, SQL_COLUMNS
+
+from store_testdata import T0, make_batch, with_seq
+
+HOUR = 3_600_000
+
+
+def tables(path):
+    with sqlite3.connect(path) as db:
+        return sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'flows_%'"))
+
+
+def test_rows_round_trip_every_column(tmp_path):
+    w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64)
+    b = make_batch(500)
+    w.write_flows(with_seq(b, 1))
+    start = (T0 // HOUR) * HOUR
+    rows = w.db.execute(f"SELECT {', '.join(SQL_COLUMNS)} FROM {partition_name(start)} ORDER BY seq").fetchall()
+    cols = rows_to_columns(rows)
+    for name in COLUMN_NAMES:
+        assert np.array_equal(cols[name], b[name]), name
+    assert cols["seq"].tolist() == list(range(1, 501))
+    w.close()
+
+
+def test_partitions_by_time_end_and_prune_drops_old_tables(tmp_path):
+    path = str(tmp_path / "f.db")
+    w = WarmWriter(path, HOUR, 24, 64)
+    base = (T0 // HOUR) * HOUR
+    seq = 1
+    for h in range(5):  # one batch per hour, the last one straddling into hour 5
+        b = make_batch(100, t0=base + h * HOUR + HOUR - 500, spacing_ms=10)
+        w.write_flows(with_seq(b, seq))
+        seq += 100
+    assert tables(path) == sorted(partition_name(base + h * HOUR) for h in range(6))
+    assert sum(p[2] for p in w.partitions.values()) == 500
+    # now = base + 8h, retention 4h: partitions that ended at or before base + 4h go (hours 0..3)
+    dropped = w.prune(base + 8 * HOUR, 4 * HOUR, 100 * HOUR, 100 * HOUR)
+    assert sorted(dropped) == sorted(partition_name(base + h * HOUR) for h in range(4))
+    assert tables(path) == sorted(partition_name(base + h * HOUR) for h in (4, 5))
+    assert w.db.execute("SELECT count(*) FROM partitions").fetchone()[0] == 2
+    # next_seq survives a reopen
+    w.close()
+    w2 = WarmWriter(path, HOUR, 24, 64)
+    assert w2.next_seq == 501
+    w2.close()
+
+
+def test_seal_builds_address_indexes_once_partition_is_past(tmp_path):
+    path = str(tmp_path / "f.db")
+    w = WarmWriter(path, HOUR, 24, 64)
+    w.write_flows(with_seq(make_batch(100), 1))
+    name = partition_name((T0 // HOUR) * HOUR)
+    assert w.seal_due(T0) == 0
+    assert w.seal_due(T0 + 2 * HOUR) == 1
+    idx = {r[0] for r in w.db.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=?", (name,))}
+    assert {f"{name}_src", f"{name}_dst", f"{name}_time"} <= idx
+    w.close()
+
+
+def test_rollups_sum_per_minute_and_prefix(tmp_path):
+    w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64)
+    b = make_batch(3000, spacing_ms=50)  # 150 s of flows
+    w.write_flows(with_seq(b, 1))
+    rows = w.db.execute("SELECT kind, minute_ms, key, bytes, packets, flows FROM rollups").fetchall()
+    for kind in ("dst_prefix", "exporter"):
+        mine = [r for r in rows if r[0] == kind]
+        assert sum(r[3] for r in mine) == int(b["bytes"].sum())
+        assert sum(r[5] for r in mine) == 3000
+        assert all(r[1] % 60_000 == 0 for r in mine)
+    keys = {r[2] for r in rows if r[0] == "dst_prefix"}
+    assert "192.168.1.0/24" in keys and "2001:db8::/64" in keys
+    assert {r[2] for r in rows if r[0] == "exporter"} == {"127.0.0.1", "127.0.0.2"}
+    w.close()
