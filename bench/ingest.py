@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .harness import BusCounter, Load, ServiceProcess, cpu_seconds, free_port, stack_config, udp_bound, udp_drops, write_config
 
-RATES = [1_000_000, 1_500_000, 2_000_000, 2_500_000, 3_000_000, 4_000_000, 5_000_000,
+RATES = [250_000, 500_000, 1_000_000, 1_500_000, 2_000_000, 2_500_000, 3_000_000, 4_000_000, 5_000_000,
          6_000_000, 8_000_000]
 STEP_SECONDS = 2.0
 NFCAPD_BUFFER = 8 << 20
