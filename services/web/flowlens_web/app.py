@@ -168,7 +168,7 @@ def create_app(cfg: Config, store: StoreClient, clock: Callable[[], float] = tim
         if state in ("raised", "updated", "resolved"):
             args["state"] = state
         items = store.advisories(**args)
-        if state == "active":
+        if state == "active" and not include_resolved:
             items = [a for a in items if a.get("state") != "resolved"]
         return page("advisories.xhtml", **{**ctx, "rows": views.advisory_rows(items, now)})
 
