@@ -140,21 +140,25 @@ class Decoder:
 
     def _v5(self, buf, source, now_ms: int, parts: list) -> None:
         host = source[0]
-        try:
-            count, uptime, secs, nsecs, seq, etype, eid, sampling = v5.parse_header(buf)
-        except v5.V5Error as e:
-            domain = (buf[20] << 8 | buf[21]) if len(buf) >= 22 else 0
-            self.stats(host, domain, now_ms).error(e.reason)
+        size = len(buf)
+        if size < v5.HEADER_LEN:
+            self.stats(host, 0, now_ms).error("truncated_header")
             return
+        _v, count, uptime, secs, nsecs, seq, etype, eid, sampling = v5.HEADER.unpack_from(buf, 0)
         domain = (etype << 8) | eid
-        st = self.stats(host, domain, now_ms)
+        st = self._stats.get((host, domain)) or self.stats(host, domain, now_ms)
+        st.last_seen = now_ms
+        end = v5.HEADER_LEN + count * v5.RECORD_LEN
+        if count == 0 or end > size:
+            st.error("zero_count" if count == 0 else "truncated_records")
+            return
         st.version = 5
         st.packets += 1
         st.flows += count
         self._seq.observe((host, source[1], 5, domain), seq, count, st)
-        parts.append((buf[v5.HEADER_LEN:v5.HEADER_LEN + count * v5.RECORD_LEN], count,
-                      (uptime, secs * 1000 + nsecs // 1_000_000, v5.sampling_rate(sampling), domain),
-                      source[2]))
+        interval = sampling & 0x3FFF  # top two bits are the sampling mode
+        parts.append((buf[v5.HEADER_LEN:end], count,
+                      (uptime, secs * 1000 + nsecs // 1_000_000, interval or 1, domain), source[2]))
 
     def _v5_batch(self, parts: list) -> FlowBatch:
         raw = b"".join([p[0] for p in parts])

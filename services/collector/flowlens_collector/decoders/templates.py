@@ -10,11 +10,10 @@ import struct
 
 import numpy as np
 
-from flowmodel.addr import ipv4_column_from_raw
 from flowmodel.schema import ADDR
 
 from .fields import ADDRESS_ROLES, NTP_EPOCH_OFFSET_S, NTP_ROLES, ROLES, VARIABLE_LENGTH, field_ok
-from .v5 import uptime_to_abs_ms
+from .v5 import ipv4_mapped, uptime_to_abs_ms
 
 _U16 = struct.Struct(">H")
 
@@ -267,15 +266,15 @@ class Template:
 
 
 def _addr(a: np.ndarray) -> np.ndarray:
-    """(n, 4) uint8 IPv4 or V16 IPv6 field -> ADDR column."""
+    """IPv4 (little-endian u4 view of network-order bytes) or V16 IPv6 field -> ADDR column."""
     if a.dtype.kind == "V":
         return np.ascontiguousarray(a).view(ADDR).copy()
-    return ipv4_column_from_raw(a)
+    return ipv4_mapped(a)
 
 
 def _format(role: str, length: int):
     if role in ADDRESS_ROLES:
-        return ("u1", (4,)) if length == 4 else "V16"
+        return "<u4" if length == 4 else "V16"  # IPv4 bytes kept in network order
     if role in NTP_ROLES:
         return ">u8" if length == 8 else (">u8", (2,))
     if length in (1, 2, 4, 8):

@@ -9,7 +9,7 @@ import struct
 
 import numpy as np
 
-from flowmodel.addr import ipv4_column_from_raw
+from flowmodel.schema import ADDR
 
 HEADER = struct.Struct(">HHIIIIBBH")
 HEADER_LEN = HEADER.size  # 24
@@ -17,7 +17,8 @@ RECORD_LEN = 48
 MAX_COUNT = 30  # Cisco's documented maximum; we accept more if the datagram really holds them
 
 RECORD_DTYPE = np.dtype([
-    ("src", "u1", 4), ("dst", "u1", 4), ("nexthop", "u1", 4),
+    # addresses read as little-endian u4 so their network-order bytes are copied as they are
+    ("src", "<u4"), ("dst", "<u4"), ("nexthop", "<u4"),
     ("input", ">u2"), ("output", ">u2"), ("packets", ">u4"), ("bytes", ">u4"),
     ("first", ">u4"), ("last", ">u4"), ("src_port", ">u2"), ("dst_port", ">u2"),
     ("pad1", "u1"), ("tcp_flags", "u1"), ("protocol", "u1"), ("tos", "u1"),
@@ -63,9 +64,17 @@ def uptime_to_abs_ms(value: np.ndarray, uptime_ms: np.ndarray, export_ms: np.nda
     exporter whose uptime base is behind its flow clock, both land next to the export time instead of
     weeks away.
     """
-    delta = (uptime_ms.astype(np.int64) - value.astype(np.int64)) & 0xFFFFFFFF
-    delta = np.where(delta >= 0x80000000, delta - 0x100000000, delta)
+    delta = (uptime_ms.astype(np.uint32) - value.astype(np.uint32)).view(np.int32)
     return export_ms - delta
+
+
+def ipv4_mapped(raw_le_u4: np.ndarray) -> np.ndarray:
+    """IPv4 addresses held as little-endian u4 views of their network-order bytes -> ADDR column."""
+    n = len(raw_le_u4)
+    out = np.zeros((n, 4), dtype="<u4")
+    out[:, 2] = 0xFFFF0000  # bytes 10 and 11 = 0xff
+    out[:, 3] = raw_le_u4
+    return out.view(ADDR).reshape(n)
 
 
 def decode_records(raw: bytes, counts: np.ndarray, headers: np.ndarray) -> dict[str, np.ndarray]:
@@ -85,9 +94,9 @@ def decode_records(raw: bytes, counts: np.ndarray, headers: np.ndarray) -> dict[
     cols = {
         "time_start": uptime_to_abs_ms(rec["first"], uptime, export_ms),
         "time_end": uptime_to_abs_ms(rec["last"], uptime, export_ms),
-        "src_addr": ipv4_column_from_raw(rec["src"]),
-        "dst_addr": ipv4_column_from_raw(rec["dst"]),
-        "next_hop": ipv4_column_from_raw(rec["nexthop"]),
+        "src_addr": ipv4_mapped(rec["src"]),
+        "dst_addr": ipv4_mapped(rec["dst"]),
+        "next_hop": ipv4_mapped(rec["nexthop"]),
         "src_port": rec["src_port"].astype(np.uint16),
         "dst_port": dst_port,
         "protocol": protocol.copy(),
