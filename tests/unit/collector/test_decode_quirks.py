@@ -393,3 +393,15 @@ def test_many_datagrams_one_call_group_per_template():
     b = dec.decode(pkts, [EXP] * 5, 0)
     assert b["bytes"].tolist() == [i * 10 + j for i in range(5) for j in range(10)]
     assert np.array_equal(b["time_start"], np.repeat(np.arange(5) * 1000, 10))
+
+
+def test_template_memory_bounded_by_fields_per_exporter():
+    dec = Decoder(max_templates_per_exporter=1024)
+    big = [(1000 + i % 500, 1) for i in range(8000)]
+    sets = [ipfix_packet([_set(2, tmpl_ipfix(256 + i, big))]) for i in range(20)]
+    dec.decode(sets, [EXP] * len(sets), 0)
+    st = dec.exporter_stats()[0]
+    assert st["templates"] == 16 and st["decode_errors"]["template_cap"] == 4
+    too_big = ipfix_packet([_set(2, tmpl_ipfix(999, [(1, 1)] * 9000))])
+    dec.decode([too_big], [("192.0.2.9", 1)], 0)
+    assert {s["exporter"]: s["decode_errors"] for s in dec.exporter_stats()}["192.0.2.9"] == {"too_many_fields": 1}

@@ -21,7 +21,9 @@ from .templates import Template, _uint
 _HH = struct.Struct(">HH")
 MAX_SAMPLERS_PER_SESSION = 1024
 MAX_SESSIONS = 65536
-PENDING_BYTES_PER_RECORD = 32  # pending bound in bytes = pending_max_records * this, per exporter
+PENDING_BYTES_PER_RECORD = 32
+MAX_FIELDS_PER_TEMPLATE = 8192
+MAX_FIELDS_PER_EXPORTER = 131072  # bounds template memory however the fields are spread over ids  # pending bound in bytes = pending_max_records * this, per exporter
 
 
 class Session:
@@ -57,6 +59,7 @@ class TemplatedDecoder:
         self.pending_max_age_ms = pending_max_age_ms
         self.templates: dict[tuple, Template] = {}
         self._per_host: dict[str, int] = {}
+        self._per_host_fields: dict[str, int] = {}
         self.sessions: dict[tuple, Session] = {}
         self.pending: dict[tuple, deque] = {}        # template key -> (body, export_ms, uptime, received_ms)
         self._pending_bytes: dict[str, int] = {}
@@ -201,15 +204,21 @@ class TemplatedDecoder:
         if template.record_len == 0:
             st.error("zero_length_template")
             return False
+        if len(template.fields) > MAX_FIELDS_PER_TEMPLATE:
+            st.error("too_many_fields")
+            return False
         old = self.templates.get(key)
+        host = session[0]
+        old_fields = len(old.fields) if old is not None else 0
+        fields_after = self._per_host_fields.get(host, 0) - old_fields + len(template.fields)
+        if old is None and self._per_host.get(host, 0) >= self.max_templates or fields_after > MAX_FIELDS_PER_EXPORTER:
+            st.error("template_cap")
+            return False
         if old is None:
-            host = session[0]
-            if self._per_host.get(host, 0) >= self.max_templates:
-                st.error("template_cap")
-                return False
             self._per_host[host] = self._per_host.get(host, 0) + 1
         elif old.same_as(template):
             template = old  # a refresh: keep the compiled one
+        self._per_host_fields[host] = fields_after
         self.templates[key] = template
         held = self.pending.pop(key, None)
         if held:
@@ -219,9 +228,11 @@ class TemplatedDecoder:
         return True
 
     def _drop(self, key: tuple) -> None:
-        if self.templates.pop(key, None) is not None:
+        t = self.templates.pop(key, None)
+        if t is not None:
             host = key[0]
             self._per_host[host] = max(0, self._per_host.get(host, 1) - 1)
+            self._per_host_fields[host] = max(0, self._per_host_fields.get(host, 0) - len(t.fields))
 
     def _data_set(self, key: tuple, body, st, export_ms: int, uptime) -> int:
         t = self.templates.get(key)
