@@ -16,10 +16,10 @@ HOUR = 3_600_000
 N = 3000
 
 
-@pytest.fixture
-def setup(tmp_path):
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
     """The same 3000 flows (spread over 30 s around T0, crossing no hour) in a ring and in SQLite."""
-    path = str(tmp_path / "f.db")
+    path = str(tmp_path_factory.mktemp("store") / "f.db")
     w = WarmWriter(path, HOUR, 24, 64)
     ring = Ring(10_000)
     batches = [make_batch(1000, t0=T0 + i * 10_000, spacing_ms=10, seed=i) for i in range(3)]
@@ -172,4 +172,7 @@ def test_bad_arguments_raise_query_error(setup, op, args, words):
 def test_limit_is_capped(setup):
     eng, _ = setup
     eng.max_rows = 50
-    assert eng.flows({**RING, "limit": 5000})["count"] == 50
+    try:
+        assert eng.flows({**RING, "limit": 5000})["count"] == 50
+    finally:
+        eng.max_rows = 10_000

@@ -1,0 +1,213 @@
+"""The real store process: flow batches and events published on the bus by the test itself, read
+back through StoreClient; SIGTERM commits everything (counted after a restart on the same file)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from flowmodel import addr
+from flowmodel.bus import Sequencer, encode_batch, encode_event, flows_topic, TOPIC_ADVISORY, TOPIC_EXPORTER
+from flowmodel.client import StoreClient, StoreError
+from flowmodel.schema import COLUMN_NAMES, FlowBatch
+from support.services import ServiceProcess, stack_config, wait_until, write_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "store"))
+from store_testdata import make_batch  # noqa: E402
+
+WINDOW = {"since": 0, "until": 4_000_000_000_000}
+
+
+class Publisher:
+    def __init__(self, endpoint: str, source: str):
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.PUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.seq = Sequencer(source)
+        self.source = source
+
+    def flows(self, batch: FlowBatch) -> None:
+        self.sock.send_multipart([flows_topic(9), encode_batch(batch, self.seq)])
+
+    def event(self, topic: bytes, body: dict) -> None:
+        self.sock.send_multipart([topic, encode_event(body, self.seq)])
+
+    def wait_live(self, client: StoreClient) -> None:
+        """Publish empty probe batches until the store's status shows this source."""
+        def seen():
+            self.flows(FlowBatch.empty(0))
+            return self.source in client.status()["bus"]["sources"]
+        wait_until(seen, timeout_s=15, interval_s=0.05)
+
+    def close(self):
+        self.sock.close(linger=0)
+
+
+@pytest.fixture
+def store(tmp_path):
+    cfg = stack_config(tmp_path, store={"sqlite_retention": "3650d", "rollup_retention": "3650d",
+                                        "advisory_retention": "3650d", "ring_capacity": 5000})
+    path = write_config(tmp_path / "flowlens.yaml", cfg)
+    proc = ServiceProcess("store", path).start()
+    client = StoreClient(cfg["query"]["endpoint"], timeout_s=5, retries=1)
+    pub = Publisher(cfg["bus"]["publish_endpoint"], "test-publisher")
+    yield cfg, path, proc, client, pub
+    pub.close()
+    client.close()
+    proc.stop()
+
+
+def all_pages(client, **filters):
+    out, cursor = [], None
+    while True:
+        page = client.flows(limit=700, cursor=cursor, **filters)
+        out.append(page)
+        cursor = page.next_cursor
+        if not cursor:
+            return out
+
+
+def test_flows_round_trip_filters_pages_top_series_rollups_and_sigterm(store):
+    cfg, path, proc, client, pub = store
+    pub.wait_live(client)
+    batches = [make_batch(1500, t0=1_790_000_000_000 + i * 20_000, spacing_ms=10, seed=i) for i in range(6)]
+    for b in batches:
+        pub.flows(b)
+    sent = FlowBatch.concat(batches)
+    n = sent.count
+    wait_until(lambda: client.status()["flows_committed"] >= n, timeout_s=20)
+    st = client.status()
+    assert st["flows_in"] == n and st["flows_committed"] == n
+    assert st["write_queue"]["shed_batches"] == 0
+    assert st["bus"]["sources"]["test-publisher"]["gaps"] == 0
+    assert st["ring"]["capacity"] == 5000 and st["ring"]["fill"] == 5000  # 9000 flows through a 5000 ring
+    assert st["services"][0]["service"] == "store" and st["services"][0]["process"]["rss_bytes"] > 0
+
+    # every flow, every field (from SQLite: the window starts long ago)
+    pages = all_pages(client, **WINDOW)
+    got = FlowBatch.concat([p.batch for p in pages])
+    assert got.count == n
+    order_got = np.lexsort((got["bytes"], got["time_end"]))
+    order_sent = np.lexsort((sent["bytes"], sent["time_end"]))
+    for name in COLUMN_NAMES:
+        assert np.array_equal(got[name][order_got], sent[name][order_sent]), name
+    te = got["time_end"]
+    assert np.all(te[:-1] >= te[1:])  # newest first across pages
+    # backward from the last page gives the same pages
+    back, cursor = [pages[-1]], pages[-1].prev_cursor
+    while cursor:
+        p = client.flows(limit=700, cursor=cursor, direction="prev", **WINDOW)
+        back.append(p)
+        cursor = p.prev_cursor
+    assert [p.batch["time_end"].tobytes() for p in back[::-1]] == [p.batch["time_end"].tobytes() for p in pages]
+
+    # CIDR and port filters
+    m = (sent["src_addr"].view(np.uint8).reshape(-1, 16)[:, 14] == 7)  # 10.0.7.x
+    page = client.flows(limit=10_000, src="10.0.7.0/24", **WINDOW)
+    assert len(page) == int(m.sum()) > 0
+    assert set(addr.column_to_text(page.batch["src_addr"])) <= {f"10.0.7.{i}" for i in range(256)}
+    m443 = (sent["src_port"] == 443) | (sent["dst_port"] == 443)
+    assert len(client.flows(limit=10_000, port=443, **WINDOW)) == int(m443.sum()) > 0
+
+    # top and series agree with the input
+    top = client.top(by="dst_port", metric="flows", limit=10, **WINDOW)
+    want = {str(p): int((sent["dst_port"] == p).sum()) for p in np.unique(sent["dst_port"])}
+    assert {r["key"]: r["flows"] for r in top["rows"]} == want
+    assert top["totals"]["bytes"] == int(sent["bytes"].sum())
+    ser = client.series(step=60, **WINDOW | {"since": 1_790_000_000_000 - 60_000, "until": 1_790_000_200_000})
+    assert sum(p[1] for p in ser["points"]) == int(sent["bytes"].sum())
+    assert sum(p[3] for p in ser["points"]) == n
+
+    # rollups per minute
+    r = client.rollups("dst_prefix", **WINDOW)
+    assert r["step_ms"] == 60_000 and sum(r["rows"]["flows"]) == n
+    assert "192.168.1.0/24" in r["rows"]["key"]
+    r = client.rollups("exporter", key="127.0.0.1", **WINDOW)
+    assert sum(r["rows"]["flows"]) == n // 2
+
+    # SIGTERM right after a last burst loses nothing: a fresh store on the same file counts them all
+    extra = make_batch(3000, t0=1_790_000_500_000, seed=99)
+    pub.flows(extra)
+    wait_until(lambda: client.status()["flows_in"] >= n + 3000, timeout_s=10)
+    assert proc.stop() == 0, proc.log()
+    client.close()
+    proc2 = ServiceProcess("store", path).start()
+    try:
+        with StoreClient(cfg["query"]["endpoint"], timeout_s=5, retries=1) as c2:
+            assert sum(len(p) for p in all_pages(c2, **WINDOW)) == n + 3000
+            assert c2.status()["ring"]["fill"] == 0
+    finally:
+        assert proc2.stop() == 0
+
+
+def test_advisories_and_health_events_persist_and_query(store):
+    cfg, path, proc, client, pub = store
+    pub.wait_live(client)
+    base = {"analyzer": "scan", "subject": "172.16.0.55", "title": "Port scan from 172.16.0.55",
+            "description": "172.16.0.55 probed 1,000 ports of 10.0.0.5 in 60 s", "action": "Block it",
+            "evidence": {"ports": 1000}, "filter": {"src": "172.16.0.55"}}
+    pub.event(TOPIC_ADVISORY, {**base, "key": "scan:172.16.0.55", "severity": "CRITICAL", "state": "raised",
+                               "first_seen": 1000, "last_seen": 2000})
+    pub.event(TOPIC_ADVISORY, {**base, "key": "scan:172.16.0.55", "severity": "CRITICAL", "state": "updated",
+                               "first_seen": 1000, "last_seen": 5000})
+    pub.event(TOPIC_ADVISORY, {**base, "key": "top_talkers:10.0.1.50", "analyzer": "top_talkers",
+                               "subject": "10.0.1.50", "severity": "INFO", "state": "raised", "first_seen": 1500,
+                               "last_seen": 9000})
+    pub.event(TOPIC_ADVISORY, {**base, "key": "dns:10.0.1.100", "analyzer": "dns", "subject": "10.0.1.100",
+                               "severity": "WARNING", "state": "resolved", "first_seen": 100, "last_seen": 200})
+    pub.event(TOPIC_ADVISORY, {"key": "bad", "severity": "SEVERE", "state": "raised"})  # counted, not stored
+    pub.event(TOPIC_EXPORTER, {"kind": "collector", "collector": "test-publisher",
+                               "process": {"pid": 1, "rss_bytes": 123, "cpu_seconds": 1.0, "threads": 2, "started_at": 1},
+                               "counters": {"datagrams": 5}, "exporters": [{"exporter": "127.0.0.1", "observation_domain": 0,
+                                                                              "packets": 5, "flows": 150}]})
+    adv = wait_until(lambda: (lambda a: a if len(a) == 2 else None)(client.advisories()), timeout_s=10)
+    assert [a["key"] for a in adv] == ["scan:172.16.0.55", "top_talkers:10.0.1.50"]  # severity first
+    scan = adv[0]
+    assert scan["updates"] == 2 and scan["state"] == "updated" and scan["first_seen"] == 1000 and scan["last_seen"] == 5000
+    assert scan["evidence"] == {"ports": 1000} and scan["filter"] == {"src": "172.16.0.55"}
+    assert [a["key"] for a in client.advisories(include_resolved=True)] == ["scan:172.16.0.55", "dns:10.0.1.100", "top_talkers:10.0.1.50"]
+    assert [a["key"] for a in client.advisories(severity="INFO")] == ["top_talkers:10.0.1.50"]
+    assert [a["key"] for a in client.advisories(state="resolved")] == ["dns:10.0.1.100"]
+    assert client.advisories(analyzer="scan", since=4000)[0]["key"] == "scan:172.16.0.55"
+    assert client.advisories(since=9500) == []
+    with pytest.raises(StoreError, match="severity"):
+        client.advisories(severity="HUGE")
+    assert client.status()["bus"]["bad_messages"] >= 1
+
+    ex = client.exporters()
+    assert ex["collectors"][0]["collector"] == "test-publisher"
+    assert ex["exporters"][0]["exporter"] == "127.0.0.1" and ex["exporters"][0]["flows"] == 150
+    assert any(s["source"] == "test-publisher" and s["process"]["rss_bytes"] == 123 for s in client.status()["services"])
+
+    # persisted: a restarted store still has them
+    assert proc.stop() == 0
+    client.close()
+    proc2 = ServiceProcess("store", path).start()
+    try:
+        with StoreClient(cfg["query"]["endpoint"], timeout_s=5, retries=1) as c2:
+            assert [a["key"] for a in c2.advisories()] == ["scan:172.16.0.55", "top_talkers:10.0.1.50"]
+            assert c2.exporters()["collectors"][0]["collector"] == "test-publisher"
+    finally:
+        assert proc2.stop() == 0
+
+
+def test_bad_requests_get_error_replies(store):
+    cfg, path, proc, client, pub = store
+    for op, args, words in [("nosuch", {}, "unknown op"), ("flows", {"src": "banana"}, "src"),
+                            ("top", {"by": "colour"}, "by"), ("series", {"step": -1}, "step"),
+                            ("rollups", {"kind": "x"}, "kind")]:
+        with pytest.raises(StoreError, match=words):
+            client.request(op, **args)
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(cfg["query"]["endpoint"])
+    sock.send(b"\xc1not msgpack")
+    assert sock.poll(5000)
+    import msgpack
+    assert msgpack.unpackb(sock.recv()) == {"ok": False, "error": "the request is not msgpack"}
+    sock.close(linger=0)
+    assert client.ping()
