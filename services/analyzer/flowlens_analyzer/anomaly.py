@@ -13,7 +13,7 @@ import numpy as np
 from flowmodel import addr
 from flowmodel.schema import ADDR
 
-from .common import (Context, Finding, WindowView, addr_text, factorize_addr, fmt_bytes, fmt_pct, fmt_rate_bps,
+from .common import (Context, mask_prefix, Finding, WindowView, addr_text, factorize_addr, fmt_bytes, fmt_pct, fmt_rate_bps,
                      fmt_time, flow_filter, window_evidence)
 
 NAME = "anomaly"
@@ -134,7 +134,7 @@ def _keys(view: WindowView, ctx: Context, kind: str) -> tuple[np.ndarray, np.nda
     if kind == "exporter":
         return view.factor("exporter")
     dst_ids, dst_u = view.factor("dst_addr")
-    masked = addr.mask_column(dst_u, ctx["analysis.anomaly_prefix_v4"], ctx["analysis.anomaly_prefix_v6"])
+    masked = mask_prefix(dst_u, ctx["analysis.anomaly_prefix_v4"], ctx["analysis.anomaly_prefix_v6"])
     pid, pref_u = factorize_addr(masked)
     return pid[dst_ids], pref_u
 

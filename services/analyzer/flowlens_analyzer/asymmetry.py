@@ -7,7 +7,7 @@ import numpy as np
 
 from flowmodel import addr
 
-from .common import Context, Finding, WindowView, addr_text, factorize_addr, fmt_bytes, fmt_pct, flow_filter, window_evidence
+from .common import Context, Finding, WindowView, addr_text, factorize_addr, mask_prefix, fmt_bytes, fmt_pct, flow_filter, window_evidence
 
 NAME = "asymmetry"
 DOMINANT = 0.8  # share of a direction's bytes that makes an exporter "the" path
@@ -27,8 +27,12 @@ def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
     if len(out_rows) < MIN_FLOWS or len(in_rows) < MIN_FLOWS:
         return []
     p4, p6 = ctx["analysis.anomaly_prefix_v4"], ctx["analysis.anomaly_prefix_v6"]
-    inside = np.concatenate([view["src_addr"][out_rows], view["dst_addr"][in_rows]])
-    pref_ids, pref_u = factorize_addr(addr.mask_column(inside, p4, p6))
+    # Mask the unique addresses (far fewer than flows), then give each row its prefix id.
+    src_ids, src_u = view.factor("src_addr")
+    dst_ids, dst_u = view.factor("dst_addr")
+    masked = mask_prefix(np.concatenate([src_u, dst_u]), p4, p6)
+    pid, pref_u = factorize_addr(masked)
+    pref_ids = np.concatenate([pid[src_ids[out_rows]], pid[len(src_u) + dst_ids[in_rows]]])
     n_out = len(out_rows)
     E, P = len(exp_u), len(pref_u)
     b = view["bytes"].astype(np.float64)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ports
-from .common import Context, Finding, WindowView, addr_text, fmt_int, fmt_pct, flow_filter, window_evidence
+from .common import Context, Finding, WindowView, addr_text, unique_counts, unique_sorted, fmt_int, fmt_pct, flow_filter, window_evidence
 
 NAME = "scan"
 SYN, ACK = 0x02, 0x10
@@ -40,8 +40,8 @@ def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
 
     # Vertical: unique (src, dst, port) triples, counted per (src, dst).
     triple = (s * nd + d) * 65536 + p
-    uniq_triple = np.unique(triple)
-    pair, port_counts = np.unique(uniq_triple // 65536, return_counts=True)
+    uniq_triple = unique_sorted(triple)
+    pair, port_counts = unique_counts(uniq_triple // 65536)
     hot = port_counts >= port_threshold
     by_src: dict[int, list[tuple[int, int]]] = {}
     for pr, cnt in zip(pair[hot].tolist(), port_counts[hot].tolist()):
@@ -55,8 +55,8 @@ def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
 
     # Horizontal: unique (src, port, dst) triples, counted per (src, port).
     triple = (s * 65536 + p) * nd + d
-    uniq_triple = np.unique(triple)
-    sp, host_counts = np.unique(uniq_triple // nd, return_counts=True)
+    uniq_triple = unique_sorted(triple)
+    sp, host_counts = unique_counts(uniq_triple // nd)
     for key, cnt in zip(sp[host_counts >= host_threshold].tolist(), host_counts[host_counts >= host_threshold].tolist()):
         si, port = key // 65536, key % 65536
         rows = (s == si) & (p == port)

@@ -149,6 +149,8 @@ class FlowWindow:
         cols = self.chunks[0]
         end = cols["time_end"]
         mask = (end >= start) & (end < end_ms)
+        if mask.all():
+            return WindowView(dict(cols), start, end_ms)
         return WindowView({k: v[mask] for k, v in cols.items()}, start, end_ms)
 
     def _compact(self, keep_from: int, also_from: int) -> None:

@@ -88,3 +88,12 @@ def test_engine_same_flows_same_advisories_in_any_batching():
     strip = lambda evs: [(e["key"], e["state"], e["first_seen"], e["description"]) for e in evs]
     assert strip(one) == strip(many)
     assert "scan:10.0.0.9" in {e["key"] for e in one}
+
+
+def test_mask_prefix_matches_flowmodel_mask_column():
+    from flowlens_analyzer.common import mask_prefix
+    from flowmodel import addr
+
+    a = addr.from_texts(["10.1.2.3", "192.168.5.77", "2001:db8:1:2:3:4:5:6", "255.255.255.255", "::1", "fe80::1:2"])
+    for p4, p6 in ((24, 64), (16, 48), (32, 128), (0, 0), (8, 72)):
+        assert addr.column_to_text(mask_prefix(a, p4, p6)) == addr.column_to_text(addr.mask_column(a, p4, p6))
