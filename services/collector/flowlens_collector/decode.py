@@ -104,10 +104,10 @@ class Decoder:
                 key = ("overflow", 0)
                 s = self._stats.get(key)
                 if s is None:
-                    s = self._stats[key] = ExporterStats("overflow", 0, now_ms)
+                    s = self._stats[key] = ExporterStats("overflow", 0, now_ms, self._errlog)
                 s.last_seen = now_ms
                 return s
-            s = self._stats[key] = ExporterStats(exporter, domain, now_ms)
+            s = self._stats[key] = ExporterStats(exporter, domain, now_ms, self._errlog)
         s.last_seen = now_ms
         return s
 

@@ -7,9 +7,9 @@ class ExporterStats:
 
     __slots__ = ("exporter", "observation_domain", "version", "packets", "flows", "decode_errors",
                  "sequence_lost", "sequence_backward", "sampling_unknown", "pending_expired",
-                 "first_seen", "last_seen")
+                 "first_seen", "last_seen", "_log")
 
-    def __init__(self, exporter: str, observation_domain: int, now_ms: int):
+    def __init__(self, exporter: str, observation_domain: int, now_ms: int, log=None):
         self.exporter = exporter
         self.observation_domain = observation_domain
         self.version = 0
@@ -22,9 +22,14 @@ class ExporterStats:
         self.pending_expired = 0
         self.first_seen = now_ms
         self.last_seen = now_ms
+        self._log = log  # a flowmodel.logs.RateLimitedLog, or None
 
     def error(self, reason: str, n: int = 1) -> None:
         self.decode_errors[reason] = self.decode_errors.get(reason, 0) + n
+        if self._log is not None:
+            self._log.warning(f"{self.exporter}:{reason}", "bad export datagram", exporter=self.exporter,
+                              observation_domain=self.observation_domain, reason=reason,
+                              total=self.decode_errors[reason])
 
 
 class SequenceTracker:
