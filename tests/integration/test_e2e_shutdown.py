@@ -129,7 +129,8 @@ def test_up_sigterm_stops_in_order_and_loses_nothing(tmp_path):
         assert up.has(rf"^{name}\s* \| .*msg=ready"), (name, up.log())
     # collectors stopped before the store
     stopped = [re.search(r"msg=stopped child=([\w-]+)", line).group(1) for line in up.has(r"msg=stopped child=")]
-    assert stopped.index("collector") < stopped.index("store"), stopped
+    assert sorted(stopped) == sorted(services), stopped
+    assert stopped[0] == "collector" and stopped[-1] == "store", stopped
     assert count_after_restart(cfg, path) == expected_count(*CAPTURES)
 
 
