@@ -159,6 +159,8 @@ def test_metrics_and_healthz(http):
     body = resp.text
     assert 'flowlens_web_request_duration_seconds_count{route="/",status="2xx"}' in body
     assert "flowlens_store_up 1" in body
+    assert "flowlens_bus_gaps_total 0" in body and "flowlens_ring_fill_ratio " in body
+    assert 'flowlens_exporter_flows_decoded_total{' not in body or "exporter=" in body
     for line in body.splitlines():
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
     h = http.get("/healthz")

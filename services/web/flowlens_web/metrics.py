@@ -99,31 +99,31 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
                     out.append(f"flowlens_collector_kernel_drops_total{_labels(collector=c.get('collector', ''), port=s.get('port', ''))} {_num(s.get('kernel_drops') or 0)}")
 
     if status is not None:
-        for name, kind, help_, keys in (
-            ("flowlens_bus_gaps_total", "counter", "bus messages the store missed (envelope seq gaps)", ("bus_gaps", "gaps")),
-            ("flowlens_ring_fill_ratio", "gauge", "fraction of the store's in-memory ring in use", ("ring_fill", "fill")),
-            ("flowlens_ring_flows", "gauge", "flows held in the store's ring", ("ring_count", "ring_flows", "count")),
-            ("flowlens_sqlite_size_bytes", "gauge", "size of the SQLite files (database and WAL)", ("sqlite_size_bytes", "sqlite_bytes", "size_bytes")),
-            ("flowlens_flows_stored_total", "counter", "flows committed to SQLite", ("flows_written", "written", "committed")),
-            ("flowlens_store_uptime_seconds", "gauge", "seconds since the store started", ("uptime_s", "uptime")),
+        for name, kind, help_, paths in (
+            ("flowlens_bus_gaps_total", "counter", "bus messages the store missed (envelope seq gaps)", ("bus.gaps_total",)),
+            ("flowlens_bus_bad_messages_total", "counter", "bus messages the store could not decode", ("bus.bad_messages",)),
+            ("flowlens_ring_fill_ratio", "gauge", "fraction of the store's in-memory ring in use", ("ring.fill_ratio",)),
+            ("flowlens_ring_flows", "gauge", "flows held in the store's ring", ("ring.fill",)),
+            ("flowlens_sqlite_size_bytes", "gauge", "size of the SQLite database file", ("sqlite.size_bytes",)),
+            ("flowlens_sqlite_rows", "gauge", "flows held in SQLite partitions", ("sqlite.rows",)),
+            ("flowlens_store_flows_received_total", "counter", "flows the store received from the bus", ("flows_in",)),
+            ("flowlens_store_flows_committed_total", "counter", "flows committed to SQLite", ("flows_committed",)),
+            ("flowlens_store_flows_shed_total", "counter", "flows the store dropped because its write queue was full", ("write_queue.shed_flows",)),
+            ("flowlens_store_uptime_seconds", "gauge", "seconds since the store started", ("uptime_s",)),
         ):
-            v = find_number(status, keys)
+            v = find_number(status, paths)
             family(name, kind, help_)
             if v is not None:
                 out.append(f"{name} {_num(v)}")
     return "\n".join(out) + "\n"
 
 
-def find_number(d: Mapping, keys: tuple[str, ...]):
-    """The first numeric value under any of ``keys`` at the top level or one map down."""
-    for k in keys:
-        v = d.get(k)
+def find_number(d: Mapping, paths: tuple[str, ...]):
+    """The first numeric value at any of the dotted ``paths`` ('ring.fill_ratio') of a status map."""
+    for path in paths:
+        v = d
+        for part in path.split("."):
+            v = v.get(part) if isinstance(v, Mapping) else None
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return v
-    for sub in d.values():
-        if isinstance(sub, Mapping):
-            for k in keys:
-                v = sub.get(k)
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    return v
     return None

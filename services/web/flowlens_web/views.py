@@ -282,7 +282,7 @@ def service_processes(status: Mapping) -> list[tuple[str, Mapping]]:
     elif isinstance(services, list):
         for v in services:
             if isinstance(v, Mapping):
-                name = v.get("name") or v.get("source") or v.get("collector") or v.get("kind") or "?"
+                name = v.get("source") or v.get("name") or v.get("service") or v.get("collector") or v.get("kind") or "?"
                 out.append((str(name), v.get("process") if isinstance(v.get("process"), Mapping) else v))
     return out
 
@@ -313,7 +313,7 @@ def human_number(key: str, v: float) -> str:
         return fmt.iso_time(v) if v > 10**11 else fmt.human_duration(v / 1000)
     if k.endswith("uptime") or k.endswith("uptime_s") or k.endswith("seconds"):
         return fmt.human_duration(v)
-    if k.endswith("fill") or k.endswith("ratio") or k.endswith("fraction"):
+    if k.endswith("ratio") or k.endswith("fraction"):
         return fmt.percent(v * 100) if v <= 1 else fmt.human_count(v)
     if isinstance(v, float) and v != int(v):
         return f"{v:,.2f}"
