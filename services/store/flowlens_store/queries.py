@@ -142,13 +142,19 @@ class QueryEngine:
                 te, sq = cols["time_end"], cols["seq"]
                 m &= ((te < t) | ((te == t) & (sq < s))) if older else ((te > t) | ((te == t) & (sq > s)))
             return m
-        cols = self.ring.select(mask)
-        te, sq = cols["time_end"], cols["seq"]
-        order = np.lexsort((sq, te))  # ascending
-        if older:
-            order = order[::-1]
-        order = order[:want]
-        return {k: v[order] for k, v in cols.items()}
+
+        def pick(cols, idx):
+            te = cols["time_end"][idx]
+            if len(idx) > want:  # keep only rows that can be among the `want` nearest the cursor (ties kept)
+                k = len(idx) - want if older else want - 1
+                bound = np.partition(te, k)[k]
+                keep = te >= bound if older else te <= bound
+                idx, te = idx[keep], te[keep]
+            order = np.lexsort((cols["seq"][idx], te))  # ascending
+            if older:
+                order = order[::-1]
+            return idx[order[:want]]
+        return self.ring.select(mask, pick)
 
     def _sql_page(self, db, f: dict, cursor, older: bool, want: int) -> dict:
         rows: list[tuple] = []
@@ -162,8 +168,19 @@ class QueryEngine:
                 where += f" AND time_end {bound} ? AND (time_end, seq) {op} (?, ?)"
                 params = params + [cursor[0], cursor[0], cursor[1]]
             order = "DESC" if older else "ASC"
-            rows += db.execute(f"SELECT {', '.join(SQL_COLUMNS)} FROM {name} WHERE {where} "
-                               f"ORDER BY time_end {order}, seq {order} LIMIT ?", params + [want - len(rows)]).fetchall()
+            select = f"SELECT {', '.join(SQL_COLUMNS)} FROM {name} WHERE "
+            if sealed and "addr" in f and "(src_addr BETWEEN ? AND ? OR dst_addr BETWEEN ? AND ?)" in where:
+                # either address: one index range per side, merged (an OR would walk the time index)
+                w1 = where.replace("(src_addr BETWEEN ? AND ? OR dst_addr BETWEEN ? AND ?)", "src_addr BETWEEN ? AND ?")
+                w2 = where.replace("(src_addr BETWEEN ? AND ? OR dst_addr BETWEEN ? AND ?)", "dst_addr BETWEEN ? AND ?")
+                i = where[:where.index("(src_addr BETWEEN")].count("?")
+                p1 = params[:i] + params[i:i + 2] + params[i + 4:]
+                p2 = params[:i] + params[i + 2:i + 4] + params[i + 4:]
+                sql = f"{select}{w1} UNION {select}{w2} ORDER BY time_end {order}, seq {order} LIMIT ?"
+                params = p1 + p2
+            else:
+                sql = f"{select}{where} ORDER BY time_end {order}, seq {order} LIMIT ?"
+            rows += db.execute(sql, params + [want - len(rows)]).fetchall()
             if len(rows) >= want:
                 break
         return rows_to_columns(rows)
@@ -190,7 +207,9 @@ class QueryEngine:
                 "source": "ring" if ring else "sqlite"}
 
     def _ring_top(self, f: dict, by: str) -> dict:
-        cols = self.ring.select(lambda c: P.ring_mask(c, f))
+        need = {"pair": ("src_addr", "dst_addr"), "port": ("src_port", "dst_port"), "src": ("src_addr",),
+                "dst": ("dst_addr",)}.get(by, (by,))
+        cols = self.ring.select(lambda c: P.ring_mask(c, f), columns=need + ("bytes", "packets"))
         if by == "pair":
             key = P.be_key(cols["src_addr"], cols["dst_addr"])
         elif by == "port":
@@ -241,7 +260,7 @@ class QueryEngine:
             raise QueryError(f"step {step_s:g} s gives more than {MAX_SERIES_POINTS} points for this window; use a "
                              "larger step")
         if ring:
-            cols = self.ring.select(lambda c: P.ring_mask(c, f))
+            cols = self.ring.select(lambda c: P.ring_mask(c, f), columns=("time_end", "bytes", "packets"))
             t = (cols["time_end"] // step_ms) * step_ms
             keys, (b, p), n = P.group_sum(t, cols["bytes"], cols["packets"])
             got = {int(k): [int(bb), int(pp), int(nn)] for k, bb, pp, nn in zip(keys, b, p, n)}

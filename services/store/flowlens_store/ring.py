@@ -81,13 +81,20 @@ class Ring:
     def _valid(self) -> slice:
         return slice(0, self.size) if self.size < self.capacity else slice(0, self.capacity)
 
-    def select(self, mask_of: Callable[[dict[str, np.ndarray]], np.ndarray]) -> dict[str, np.ndarray]:
-        """Copies of the rows (in slot order) for which ``mask_of(columns)`` is true, plus ``seq``."""
+    def select(self, mask_of: Callable[[dict[str, np.ndarray]], np.ndarray],
+               pick: Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray] | None = None,
+               columns: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """Copies of the rows for which ``mask_of(columns)`` is true (plus ``seq``). ``pick(cols, idx)``
+        may narrow and order the matching slot indexes before anything is copied; ``columns`` limits
+        which columns are copied."""
         with self.lock:
             v = self._valid()
             cols = {name: arr[v] for name, arr in self.columns.items()}
-            mask = mask_of(cols)
-            return {name: arr[mask] for name, arr in cols.items()}
+            idx = np.flatnonzero(mask_of(cols))
+            if pick is not None:
+                idx = pick(cols, idx)
+            names = columns or tuple(cols)
+            return {name: cols[name][idx] for name in names}
 
     def time_bounds(self) -> tuple[int | None, int | None]:
         """Oldest and newest time_end held."""
