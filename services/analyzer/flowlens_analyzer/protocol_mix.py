@@ -141,7 +141,7 @@ def _finding(view, ctx, r: Rule, client, server, nservers, nbytes, nflows, port)
         window_evidence(view, protocol=r.label, port=port, client=client, server=server, servers=nservers,
                         flows=nflows, bytes=int(nbytes)),
         flow_filter(view, addr=client, port=port),
-        figures={"servers": float(nservers)})
+        figures={"servers": float(nservers), "flows": float(nflows)})
 
 
 def _shift(view: WindowView, state: dict) -> list[Finding]:

@@ -141,8 +141,8 @@ class AnalyzerService:
                 self.engine.add(batch, now)
             elif topic == bus.TOPIC_EXPORTER:
                 msg = bus.decode_body(body)
-                self.gaps.observe(str(msg["source"]), int(msg["seq"]))
-                if msg.get("source") != self.source:
+                if msg.get("source") != self.source:  # our own events: we do not see our advisories' seqs
+                    self.gaps.observe(str(msg["source"]), int(msg["seq"]))
                     self.engine.health.observe(msg, now)
             else:
                 self._bad("topic", topic.decode("ascii", "replace"))
@@ -175,11 +175,14 @@ class AnalyzerService:
 
 
 def rollup_rows(reply: dict, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The store's rollups reply as (minute numbers, ADDR keys, bytes). Rows may be maps or lists
-    (in the order of reply["columns"], else minute, key, bytes, packets, flows); minutes may be ms,
+    """The store's rollups reply as (minute numbers, ADDR keys, bytes). Rows may be a map of columns,
+    maps or lists (in the order of reply["columns"], else minute, key, bytes, packets, flows); minutes may be ms,
     s or minute numbers; keys an address, a prefix text of our prefix length, or 16 raw bytes."""
     rows = reply.get("rows") or []
     columns = reply.get("columns") or ["minute", "key", "bytes", "packets", "flows"]
+    if isinstance(rows, dict):  # columns of equal length: {"minute": [...], "key": [...], ...}
+        names = list(rows)
+        rows = [dict(zip(names, values)) for values in zip(*(rows[n] for n in names))]
     minutes, keys, values = [], [], []
     for row in rows:
         r = row if isinstance(row, dict) else dict(zip(columns, row))

@@ -31,6 +31,14 @@ def host_bytes(view: WindowView, k: int) -> list[tuple[str, float]]:
                 continue
             j = _find(other_u, uniq[i])
             totals[a] = float(own[i]) + (float(other[j]) if j is not None else 0.0)
+    # A flow from a host to itself was counted on both sides: count it once.
+    self_rows = np.flatnonzero(view["src_addr"] == view["dst_addr"])
+    if len(self_rows):
+        own = np.bincount(src_ids[self_rows], weights=b[self_rows], minlength=len(src_u))
+        for i in np.flatnonzero(own).tolist():
+            a = bytes(src_u[i])
+            if a in totals:
+                totals[a] -= float(own[i])
     ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
     return [(addr_text(a), v) for a, v in ranked]
 

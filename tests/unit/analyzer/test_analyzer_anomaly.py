@@ -87,3 +87,17 @@ def test_normal_mix_raises_nothing():
         end = T0 + (i + 1) * MIN
         b = normal_mix(seed=i, t_end=end)
         assert anomaly.analyze(view_from_batch(b, end - MIN, end), ctx, state) == []
+
+
+def test_store_rollups_reply_is_read_in_its_column_form():
+    from flowlens_analyzer.service import rollup_rows
+
+    reply = {"ok": True, "kind": "dst_prefix", "step_ms": 60_000,
+             "rows": {"minute": [T0, T0 + MIN, T0 + MIN], "key": ["192.168.5.0/24", "192.168.5.0/24", "10.0.0.0/16"],
+                      "bytes": [100, 200, 300], "packets": [1, 2, 3], "flows": [1, 1, 1]}}
+    minutes, keys, values = rollup_rows(reply, config())
+    assert minutes.tolist() == [T0 // MIN, T0 // MIN + 1]  # the /16 is not our prefix length: skipped
+    assert addr.column_to_text(keys) == ["192.168.5.0", "192.168.5.0"]
+    assert values.tolist() == [100.0, 200.0]
+    m, k, v = rollup_rows({"rows": {"minute": [T0], "key": ["192.0.2.1"], "bytes": [5]}}, config())
+    assert addr.column_to_text(k) == ["192.0.2.1"] and v.tolist() == [5.0]

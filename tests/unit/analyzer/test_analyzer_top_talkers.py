@@ -43,3 +43,9 @@ def test_change_of_top_talker_is_reported():
 
 def test_normal_mix_raises_nothing():
     assert run(normal_mix()) == []
+
+
+def test_traffic_of_a_host_with_itself_counts_once():
+    b = FlowBatch.concat([batch("127.0.0.1", "127.0.0.1", 23, bytes=900), batch("10.0.0.3", "10.0.0.4", 443, bytes=100)])
+    [f] = run(b)
+    assert f.description.startswith("127.0.0.1 (outside your networks) is using 90% of total bandwidth")
