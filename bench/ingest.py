@@ -191,4 +191,5 @@ def _note(steps: list[Step], b: Step | None) -> str:
         return f"no loss up to the ramp's top ({steps[-1].achieved:,.0f}/s); the sender is the limit"
     worst = lossy[-1]
     lost = worst.sent - worst.received
-    return f"next step {worst.achieved:,.0f}/s lost {lost:,} of {worst.sent:,} (kernel drops {worst.kernel_drops})"
+    return (f"at the next rate ({worst.target:,.0f}/s asked, {worst.achieved:,.0f}/s sent) lost {lost:,} of"
+            f" {worst.sent:,} (kernel drops {worst.kernel_drops} datagrams)")
