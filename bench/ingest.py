@@ -2,11 +2,13 @@
 published on the bus (flows counted by a SUB), next to nfcapd fed the same stream in the same run.
 
 Both receivers get the same ramp of rates from our load generator (one exporter, IPv4, 30 flows per
-packet, 2 s per step); a step is lossless when every flow sent came out (bus count / nfdump -I)
-and the kernel dropped nothing. The ramp stops at the second lossy try of a rate.
+packet, 2 s per step), interleaved rate by rate; a step is lossless when every flow sent came out
+(bus count / nfdump -I) and the kernel dropped nothing. A receiver's ramp stops at the second lossy
+try of a rate.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import socket
@@ -39,21 +41,31 @@ class Step:
         return self.received == self.sent and self.kernel_drops == 0 and self.sent > 0
 
 
-def ramp(run_step, label: str) -> list[Step]:
-    steps: list[Step] = []
-    for rate in RATES:
+def one_rate(run_step, label: str, rate: float, steps: list[Step]) -> bool:
+    """One rate for one receiver, retried once when lossy (a single hiccup should not end the
+    ramp); True when it was lossless."""
+    for attempt in ("", "retry "):
         step = run_step(rate)
         steps.append(step)
-        print(f"    {label}: target {rate:>11,.0f}/s achieved {step.achieved:>11,.0f}/s sent {step.sent:>10,}"
+        print(f"    {label}: {attempt}target {rate:>11,.0f}/s achieved {step.achieved:>11,.0f}/s sent {step.sent:>10,}"
               f" received {step.received:>10,} drops {step.kernel_drops} cpu {step.cpu_us_per_flow:.2f} us/flow"
               f" {'ok' if step.lossless else 'LOSS'}", flush=True)
-        if not step.lossless:
-            retry = run_step(rate)  # one retry: a single hiccup should not end the ramp
-            steps.append(retry)
-            print(f"    {label}: retry achieved {retry.achieved:,.0f}/s sent {retry.sent:,} received {retry.received:,}"
-                  f" {'ok' if retry.lossless else 'LOSS'}", flush=True)
-            if not retry.lossless:
-                break
+        if step.lossless:
+            return True
+    return False
+
+
+def interleaved_ramp(receivers: dict) -> dict[str, list[Step]]:
+    """Every rate goes to each receiver in turn, so both see the machine in the same state (on a
+    small VM the run-to-run noise is larger than the gap between them); each stops at its own loss."""
+    steps = {label: [] for label in receivers}
+    active = dict(receivers)
+    for rate in RATES:
+        for label, run_step in list(active.items()):
+            if not one_rate(run_step, label, rate, steps[label]):
+                del active[label]
+        if not active:
+            break
     return steps
 
 
@@ -64,7 +76,8 @@ def best(steps: list[Step]) -> Step | None:
 
 # ------------------------------------------------------------------------- FlowLens collector
 
-def collector_ramp(tmp: Path) -> list[Step]:
+@contextlib.contextmanager
+def collector_receiver(tmp: Path):
     cfg = stack_config(tmp, collector={"ipfix_port": 0, "stats_interval": "1s", "template_path": "",
                                        "buffer_size": NFCAPD_BUFFER})
     path = write_config(tmp / "collector.yaml", cfg)
@@ -87,10 +100,9 @@ def collector_ramp(tmp: Path) -> list[Step]:
             return Step(rate, res["flows"] / res["seconds"], res["flows"], got, udp_drops(port) - drops_before,
                         cpu * 1e6 / max(got, 1))
 
-        steps = ramp(step, "flowlens")
+        yield step
         if counter.gaps.total_gaps:
             print(f"    flowlens: {counter.gaps.total_gaps} bus messages missing by seq", flush=True)
-        return steps
     finally:
         proc.stop()
         counter.close()
@@ -98,7 +110,8 @@ def collector_ramp(tmp: Path) -> list[Step]:
 
 # ------------------------------------------------------------------------- nfcapd
 
-def nfcapd_ramp(tmp: Path) -> list[Step] | str:
+def nfcapd_receiver(tmp: Path):
+    """A step function that runs a fresh nfcapd per step, or the reason it cannot run."""
     if not shutil.which("nfcapd") or not shutil.which("nfdump"):
         return "nfcapd/nfdump not installed (Debian package nfdump; `make debs`)"
     version = subprocess.run(["nfcapd", "-V"], capture_output=True, text=True).stdout.strip()
@@ -130,7 +143,7 @@ def nfcapd_ramp(tmp: Path) -> list[Step] | str:
         shutil.rmtree(flowdir, ignore_errors=True)
         return Step(rate, res["flows"] / res["seconds"], res["flows"], got, drops, cpu * 1e6 / max(got, 1))
 
-    return ramp(step, "nfcapd  ")
+    return step
 
 
 def _wait_rx_empty(port: int, max_s: float = 10.0) -> None:
@@ -166,8 +179,14 @@ def _nfdump_flows(flowdir: Path) -> int:
 def run(report) -> None:
     with tempfile.TemporaryDirectory(prefix="flowlens-bench-ingest-") as d:
         tmp = Path(d)
-        ours = collector_ramp(tmp)
-        theirs = nfcapd_ramp(tmp)
+        nfcapd = nfcapd_receiver(tmp)
+        with collector_receiver(tmp) as ours_step:
+            receivers = {"flowlens": ours_step}
+            if not isinstance(nfcapd, str):
+                receivers["nfcapd  "] = nfcapd
+            steps = interleaved_ramp(receivers)
+    ours = steps["flowlens"]
+    theirs = nfcapd if isinstance(nfcapd, str) else steps["nfcapd  "]
     b = best(ours)
     report("ingest", "collector lossless v5 ingest (loopback UDP -> bus)", b.achieved if b else 0.0, "flows/s",
            _note(ours, b))
