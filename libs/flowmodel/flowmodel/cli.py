@@ -15,6 +15,10 @@ from .protocol import OPS, QueryError, normalise_flow_filters
 SERVICES = ("collector", "store", "analyzer", "web")
 FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter", "by", "metric", "step",
            "severity", "state", "analyzer", "subject", "kind", "key")
+FILTER_HELP = {"src": "source address or CIDR", "dst": "destination address or CIDR", "addr": "either address",
+               "port": "either port", "protocol": "tcp, udp, icmp, ... or a number", "exporter": "exporter address or CIDR",
+               "by": "top: src, dst, pair, port, src_port, dst_port, protocol, exporter",
+               "metric": "top: bytes, packets or flows", "step": "series: seconds per point"}
 EXIT_QUERY_ERROR, EXIT_UNREACHABLE = 2, 3
 
 
@@ -34,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("query", help="query the store", description="ops: " + ", ".join(OPS))
     q.add_argument("op", choices=sorted(OPS))
     for name in FILTERS:
-        q.add_argument("--" + name.replace("_", "-"), dest=name, type=float if name == "step" else str)
+        q.add_argument("--" + name.replace("_", "-"), dest=name, type=float if name == "step" else str,
+                       help=FILTER_HELP.get(name))
     q.add_argument("--since", help="15m, 24h, 7d or an ISO 8601 time")
     q.add_argument("--until", help="same forms as --since")
     q.add_argument("--limit", type=int, help="rows wanted (flows: pages are followed)")
