@@ -20,7 +20,8 @@ FORMATS = ("table", "json", "csv")
 FLOW_TABLE_COLUMNS = ("time_start", "time_end", "exporter", "src_addr", "src_port", "dst_addr", "dst_port",
                       "protocol", "bytes", "packets", "tcp_flags", "sampling_rate")
 SERIES_COLUMNS = ("time", "bytes", "packets", "flows")
-TIME_COLUMNS = {"time", "time_start", "time_end", "first_seen", "last_seen", "last_seen_ms", "t", "t_ms"}
+TIME_COLUMNS = {"time", "time_start", "time_end", "t"}
+TIME_SUFFIXES = ("_seen", "_at", "_ms")  # ms since epoch when large (a duration in ms is never 3 years)
 
 
 def reply_rows(op: str, reply: dict) -> list[dict[str, Any]]:
@@ -43,7 +44,7 @@ def reply_rows(op: str, reply: dict) -> list[dict[str, Any]]:
 def _human(name: str, value: Any) -> str:
     if value is None:
         return ""
-    if name in TIME_COLUMNS and isinstance(value, int) and value > 10**11:
+    if (name in TIME_COLUMNS or name.endswith(TIME_SUFFIXES)) and isinstance(value, int) and value > 10**11:
         t = _dt.datetime.fromtimestamp(value / 1000, _dt.timezone.utc)
         return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d}"
     if name == "protocol" and isinstance(value, int):

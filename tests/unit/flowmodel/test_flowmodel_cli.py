@@ -122,3 +122,8 @@ def test_reply_rows_shapes():
     assert reply_rows("top", {"rows": [{"key": "a", "bytes": 1}]}) == [{"key": "a", "bytes": 1}]
     assert reply_rows("status", {"ok": True, "version": "0.1.0"}) == [{"version": "0.1.0"}]
     assert reply_rows("exporters", {"exporters": [{"exporter": "127.0.0.1"}]}) == [{"exporter": "127.0.0.1"}]
+
+
+def test_table_shows_epoch_ms_columns_as_times():
+    text = render([{"exporter": "127.0.0.3", "store_last_seen": 1795504006826, "flows": 62}], "table")
+    assert "2026-11-24 07:06:46.826" in text and "62" in text
