@@ -27,13 +27,18 @@ def advisories_for(client, analyzer: str) -> list[dict]:
     return client.advisories(analyzer=analyzer, include_resolved=True, limit=100)
 
 
-def replay(tmp_path, capture: str, analyzer: str, want_key: str, until=lambda a: True, **analysis):
-    """Replay a capture through store + collector + analyzer; the advisory for want_key once until(it)."""
+def replay(tmp_path, capture: str, analyzer: str, want_key: str, until=lambda a: True, also: str | None = None,
+           **analysis):
+    """Replay a capture through store + collector + analyzer; the advisory for want_key once until(it)
+    holds (and the one for ``also``, returned in the stack's ``found`` map)."""
     with ServiceStack(tmp_path, ["store", "collector", "analyzer"], analysis={**FAST, **analysis}) as stack:
         client = stack.client()
         try:
             send_udp(stack.netflow_port, payloads(capture))
             found = wait_until(lambda: [a for a in advisories_for(client, analyzer) if a["key"] == want_key and until(a)], 30)
+            stack.found = {a["key"]: a for a in advisories_for(client, analyzer)}
+            if also:
+                stack.found[also] = wait_until(lambda: {a["key"]: a for a in advisories_for(client, analyzer)}.get(also), 10)
         except AssertionError:
             raise AssertionError(f"no {want_key} advisory; analyzer log:\n" + stack.procs["analyzer"].log()[-4000:])
         finally:
@@ -68,9 +73,14 @@ def test_dns_capture_raises_the_query_rate_advisory(tmp_path):
 
 @pytest.mark.parametrize("capture", ["softflowd_v9_scan.pcap", "softflowd_ipfix_scan.pcap"])
 def test_nmap_capture_raises_the_scan_advisories(tmp_path, capture):
-    adv, stack = replay(tmp_path, capture, "scan", "scan:127.0.0.1", until=lambda a: a["evidence"]["ports"] == 300)
+    adv, stack = replay(tmp_path, capture, "scan", "scan:127.0.0.1", until=lambda a: a["evidence"]["ports"] == 300,
+                        also="scan:127.0.0.1 port 22")
     assert adv["severity"] == "CRITICAL"
     assert adv["description"].startswith("127.0.0.1 contacted 300 ports on 127.0.0.1 in 60 s (ports 1-300")
     assert "likely a port scan" in adv["description"]
     assert adv["evidence"]["syn_only_share"] == 1.0
     assert adv["filter"]["src"] == "127.0.0.1" and adv["filter"]["dst"] == "127.0.0.1"
+    sweep = stack.found["scan:127.0.0.1 port 22"]
+    assert sweep["severity"] == "CRITICAL"
+    assert sweep["description"].startswith("127.0.0.1 contacted 61 hosts on port 22 (SSH) in 60 s")  # 127.0.0.2-61 and 127.0.0.1 itself
+    assert sweep["filter"]["port"] == 22
