@@ -22,6 +22,7 @@ from flowmodel.logs import RateLimitedLog, fields
 
 from .batcher import Batcher
 from .templates_file import load_state, save_state
+from .recvmmsg import make_receiver
 from .udp import Listener, kernel_drops, open_listener
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 GROUP_MAX_DATAGRAMS = 256          # datagrams decoded in one call at most
 GROUP_MAX_WAIT_MS = 5              # a group waits this long for more datagrams before it is decoded
 GROUPS_PER_WAKEUP = 16             # then timers and the stop flag are checked again
-MAX_DATAGRAM = 65535
 EXPIRE_INTERVAL_MS = 1000          # how often the decoder drops stale pending records
 TEMPLATE_SAVE_INTERVAL_MS = 30_000
 POLL_MAX_MS = 250
@@ -67,6 +67,7 @@ class Collector:
         self._pub: zmq.Socket | None = None
         self._poller: select.poll | None = None
         self._by_fd: dict[int, Listener] = {}
+        self._receivers: dict = {}
         self._group_data: list[bytes] = []
         self._group_src: list = []
         self._group_started_ms = 0
@@ -107,6 +108,7 @@ class Collector:
         self._poller = select.poll()
         for listener in self.listeners:
             self._by_fd[listener.sock.fileno()] = listener
+            self._receivers[listener.sock.fileno()] = make_receiver(listener.sock, GROUP_MAX_DATAGRAMS)
             self._poller.register(listener.sock.fileno(), select.POLLIN)
         self._poller.register(self._wake_r, select.POLLIN)
         t = now_ms()
@@ -115,6 +117,7 @@ class Collector:
         self._next_save_ms = t + TEMPLATE_SAVE_INTERVAL_MS
         self._started = True
         log.info("publishing", extra=fields(endpoint=self.cfg["bus.publish_endpoint"], source=self.source_id,
+                                            receive=",".join(sorted({rx.method for rx in self._receivers.values()})),
                                             sndhwm=self.cfg["bus.high_water_mark"]))
 
     def request_stop(self) -> None:
@@ -194,16 +197,8 @@ class Collector:
         data_list, src_list = self._group_data, self._group_src
         if not data_list:
             self._group_started_ms = now_ms()
-        recv = sock.recvfrom
-        room = GROUP_MAX_DATAGRAMS - len(data_list)
-        more = True
         try:
-            for _ in range(room):
-                data, addr = recv(MAX_DATAGRAM)
-                data_list.append(data)
-                src_list.append(addr)
-        except BlockingIOError:
-            more = False
+            more = self._receivers[sock.fileno()].receive(data_list, src_list, GROUP_MAX_DATAGRAMS - len(data_list))
         except OSError as e:  # e.g. ECONNREFUSED echoes on some kernels; never fatal for a listener
             self._rlog.warning("recv", "receive error", error=str(e))
             more = False
@@ -264,7 +259,8 @@ class Collector:
         sockets = [{"port": lst.port, "rcvbuf_requested": lst.rcvbuf_requested, "rcvbuf_granted": lst.rcvbuf_granted,
                     "kernel_drops": drops.get(lst.inode, 0)} for lst in self.listeners]
         counters = dict(self.counters, kernel_drops=sum(s["kernel_drops"] for s in sockets),
-                        pending_flows=self.batcher.count)
+                        pending_flows=self.batcher.count,
+                        truncated_datagrams=sum(rx.truncated for rx in self._receivers.values()))
         return {"kind": "collector", "collector": self.source_id, "process": process_stats(self.started_at_ms),
                 "counters": counters, "listen": [lst.address for lst in self.listeners], "socket": sockets,
                 "exporters": self.decoder.exporter_stats()}
@@ -333,6 +329,9 @@ class Collector:
             pass
 
     def _close_listeners(self) -> None:
+        for rx in self._receivers.values():
+            rx.close()
+        self._receivers = {}
         for listener in self.listeners:
             listener.close()
         self.listeners = []
