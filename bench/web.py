@@ -113,6 +113,22 @@ def run(report) -> None:
             now_ms = int(time.time() * 1000)
             secs = feed(cfg["bus"]["publish_endpoint"], client, now_ms)
             report("web", "flows in the store for this run", TOTAL_FLOWS, "flows", f"fed over the bus in {secs:.1f} s")
+            # the dashboard's store queries one by one, so a slow page points at its slow op
+            now = int(time.time() * 1000)
+            since = now - 600_000
+            for name, call in (("series 10 s steps", lambda: client.series(step=10, since=since, until=now)),
+                               ("top src", lambda: client.top(by="src", limit=10, since=since, until=now)),
+                               ("top dst", lambda: client.top(by="dst", limit=10, since=since, until=now)),
+                               ("top protocol", lambda: client.top(by="protocol", limit=10, since=since, until=now)),
+                               ("advisories", lambda: client.advisories(include_resolved=False)),
+                               ("exporters", lambda: client.exporters())):
+                times = []
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    call()
+                    times.append((time.perf_counter() - t0) * 1000)
+                report("web", f"dashboard store op: {name}, last 10 min", round(statistics.median(times), 1), "ms",
+                       "median of 5, StoreClient direct")
             web = ServiceProcess("web", path).start(timeout_s=30)
             base = "http://" + cfg["web"]["listen"]
             pages = [
