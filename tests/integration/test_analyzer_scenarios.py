@@ -84,3 +84,19 @@ def test_nmap_capture_raises_the_scan_advisories(tmp_path, capture):
     assert sweep["severity"] == "CRITICAL"
     assert sweep["description"].startswith("127.0.0.1 contacted 61 hosts on port 22 (SSH) in 60 s")  # 127.0.0.2-61 and 127.0.0.1 itself
     assert sweep["filter"]["port"] == 22
+
+
+def test_exporter_that_stops_sending_raises_a_health_advisory(tmp_path):
+    with ServiceStack(tmp_path, ["store", "collector", "analyzer"], analysis={**FAST, "exporter_silence": "2s"},
+                      collector={"stats_interval": "1s"}) as stack:
+        client = stack.client()
+        try:
+            send_udp(stack.netflow_port, payloads("softflowd_v9_telnet.pcap"))
+            found = wait_until(lambda: [a for a in advisories_for(client, "health") if a["key"] == "health:exporter 127.0.0.1/0"], 30)
+        finally:
+            client.close()
+    adv = found[0]
+    assert adv["severity"] == "CRITICAL"
+    assert adv["description"].startswith("Exporter 127.0.0.1 (observation domain 0) stopped sending")
+    assert "50 flows before that" in adv["description"]
+    assert adv["filter"]["exporter"] == "127.0.0.1"
