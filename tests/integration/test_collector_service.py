@@ -273,3 +273,38 @@ def test_templates_persist_across_a_restart(collector_env, tmp_path):
     finally:
         proc2.stop()
         tap2.close()
+
+
+def _write_raw_pcap(path: Path, datagrams) -> None:
+    """A classic pcap (linktype 101, raw IPv4) of real exporters' datagrams with their own addresses."""
+    import socket
+    import struct
+
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101)]
+    for d in datagrams:
+        udp = struct.pack("!HHHH", d.sport, d.dport, 8 + len(d.payload), 0) + d.payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                         socket.inet_aton(d.src), socket.inet_aton(d.dst)) + udp
+        out.append(struct.pack("<IIII", int(d.ts), 0, len(ip), len(ip)) + ip)
+    path.write_bytes(b"".join(out))
+
+
+def test_replay_keeps_exporters_apart_at_the_collector(collector_env, tmp_path, capsys):
+    from flowmodel.replay import main as replay_main
+
+    proc, tap, cfg = collector_env()
+    names = ["softflowd_v5_dns", "pmacct_v5_http"]  # two exporters (different source ports)
+    merged = [d for n in names for d in read_datagrams(str(DATA / f"{n}.pcap"))]
+    assert len({(d.src, d.sport) for d in merged}) == 2
+    cap = tmp_path / "two-exporters.pcap"
+    _write_raw_pcap(cap, merged)
+    assert replay_main([str(cap), "--to", f"127.0.0.1:{cfg['collector']['netflow_port']}", "--speed", "max",
+                        "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "-> from 127.0.0.1:" in out and "-> from 127.0.0.2:" in out
+    per_exporter = {n: sum(truth_rows(n).values()) for n in names}
+    total = sum(per_exporter.values())
+    assert tap.wait_flows(total) == total
+    ev = tap.wait_event(lambda e: sum(x["flows"] for x in e["exporters"]) == total)
+    assert sorted((x["exporter"], x["flows"]) for x in ev["exporters"]) == [
+        ("127.0.0.1", per_exporter[names[0]]), ("127.0.0.2", per_exporter[names[1]])]
