@@ -13,7 +13,7 @@ import numpy as np
 from flowmodel import addr
 from flowmodel.schema import ADDR
 
-from .common import (Context, mask_prefix, Finding, WindowView, addr_text, factorize_addr, fmt_bytes, fmt_pct, fmt_rate_bps,
+from .common import (Context, mask_prefix, Finding, WindowView, addr_text, factorize_addr, fmt_pct, fmt_rate_bps,
                      fmt_time, flow_filter, window_evidence)
 
 NAME = "anomaly"

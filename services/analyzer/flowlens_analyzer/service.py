@@ -7,7 +7,6 @@ main loop drive it), ``stop()`` is safe twice and closes in reverse order.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import numpy as np

@@ -1,5 +1,3 @@
-import numpy as np
-
 from flowlens_analyzer import protocol_mix
 from flowlens_analyzer.common import Context, view_from_batch
 

@@ -2,7 +2,6 @@ import numpy as np
 
 from flowlens_analyzer.engine import Engine
 from flowlens_analyzer.window import FlowWindow
-from flowmodel.schema import FlowBatch
 
 from flows import T0, batch, config
 
