@@ -67,7 +67,7 @@ class Engine:
         return self.book.fold(findings, end_ms)
 
     def health_check(self, wall_ms: int, bus_gaps: dict[str, int]) -> list[dict]:
-        findings = health.analyze(self.health, self.ctx, wall_ms, bus_gaps)
+        findings = health.analyze(self.health, self.ctx, wall_ms, bus_gaps, self.window.late_by_exporter)
         return self.health_book.fold(findings, wall_ms)
 
     def finish(self, until_ms: int) -> list[dict]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .common import Context, Finding, fmt_duration, fmt_int, fmt_time
+from .common import Context, Finding, addr_text, fmt_duration, fmt_int, fmt_time
 
 NAME = "health"
 
@@ -20,6 +20,7 @@ class HealthState:
     exporters: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)  # latest stats
     deltas: dict[tuple, dict[str, float]] = field(default_factory=dict)  # since the last analysis
     bus_gaps_seen: dict[str, int] = field(default_factory=dict)
+    late_seen: dict[bytes, int] = field(default_factory=dict)
     bad_events: int = 0
 
     def observe(self, event: dict, received_ms: int) -> None:
@@ -57,8 +58,11 @@ class HealthState:
             d[name] = d.get(name, 0) + value
 
 
-def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, int]) -> list[Finding]:
-    """Findings for the health book; consumes the accumulated increases."""
+def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, int],
+            late: dict[bytes, int] | None = None) -> list[Finding]:
+    """Findings for the health book; consumes the accumulated increases. ``bus_gaps``: cumulative
+    missed messages per bus source; ``late``: cumulative flows per exporter that came after their
+    window had been analysed (FlowWindow.late_by_exporter)."""
     silence_ms = int(ctx["analysis.exporter_silence"] * 1000)
     findings: list[Finding] = []
     for cid, ev in sorted(state.collectors.items()):
@@ -146,6 +150,20 @@ def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, i
                 "The analyzer is falling behind: raise bus.high_water_mark or give it more CPU",
                 {"source": source, "missed": int(new), "window_start": now_ms, "window_end": now_ms},
                 {"since": now_ms - silence_ms, "until": now_ms}, figures={"missed": float(new)}))
+    watermark = ctx["analysis.watermark"]
+    for exporter, total in sorted((late or {}).items()):
+        new = total - state.late_seen.get(exporter, 0)
+        state.late_seen[exporter] = total
+        if new > 0:
+            ex = addr_text(exporter)
+            findings.append(Finding(
+                NAME, f"late {ex}", "WARNING", f"Late flows from {ex}",
+                f"{fmt_int(new)} flows from exporter {ex} arrived more than {fmt_duration(watermark)} after their time "
+                f"(flow time) and were left out of the analysis",
+                f"Check the clock of {ex} (NTP) and its active flow timeout, or raise analysis.watermark",
+                {"exporter": ex, "late_flows": int(new), "watermark_seconds": watermark, "window_start": now_ms,
+                 "window_end": now_ms},
+                {"exporter": ex, "since": now_ms - silence_ms, "until": now_ms}, figures={"late": float(new)}))
     state.deltas.clear()
     return findings
 

@@ -17,6 +17,7 @@ from flowmodel.schema import FlowBatch
 
 from .common import WINDOW_COLUMNS, WindowView, window_columns
 
+MAX_LATE_EXPORTERS = 1024
 FUTURE_TOLERANCE_MS = 600_000  # flows ending this far after the wall clock are an exporter clock bug
 
 
@@ -35,6 +36,7 @@ class FlowWindow:
         self.closed_until: int | None = None  # end of the last run: older flows are late
         self.last_arrival_wall: int | None = None
         self.counters = {"flows": 0, "late": 0, "future": 0, "overflow": 0, "runs": 0}
+        self.late_by_exporter: dict[bytes, int] = {}  # cumulative; bounded to MAX_LATE_EXPORTERS keys
 
     @classmethod
     def from_config(cls, cfg) -> "FlowWindow":
@@ -57,7 +59,10 @@ class FlowWindow:
             keep &= ~future
         if self.closed_until is not None:
             late = keep & (end < self.closed_until)
-            self.counters["late"] += int(late.sum())
+            n_late = int(late.sum())
+            if n_late:
+                self.counters["late"] += n_late
+                self._count_late(cols["exporter"][late])
             keep &= ~late
         if not keep.all():
             cols = {k: v[keep] for k, v in cols.items()}
@@ -78,6 +83,13 @@ class FlowWindow:
         if self.size > self.max_flows:
             self._shed(self.size - self.max_flows)
         return n
+
+    def _count_late(self, exporters: np.ndarray) -> None:
+        uniq, counts = np.unique(exporters.view("S16"), return_counts=True)
+        for e, c in zip(uniq.tolist(), counts.tolist()):
+            e = e.ljust(16, b"\x00")  # S16 drops trailing zero bytes
+            if e in self.late_by_exporter or len(self.late_by_exporter) < MAX_LATE_EXPORTERS:
+                self.late_by_exporter[e] = self.late_by_exporter.get(e, 0) + int(c)
 
     def _advance(self, t: int) -> None:
         self.clock = t if self.clock is None else max(self.clock, t)

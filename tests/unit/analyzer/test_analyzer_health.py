@@ -54,3 +54,21 @@ def test_healthy_collector_raises_nothing_and_restart_is_not_a_loss():
     st.observe(event(1, last_seen=101 * S, lost=0), 101 * S)  # restarted: counters began again
     st.observe(event(2, last_seen=106 * S, lost=0), 106 * S)
     assert health.analyze(st, ctx, 107 * S, {}) == []
+
+
+def test_flows_arriving_after_their_window_are_reported_per_exporter():
+    import numpy as np
+
+    from flowlens_analyzer.window import FlowWindow
+    from flows import T0, batch
+
+    w = FlowWindow(window_ms=60 * S, interval_ms=60 * S, watermark_ms=30 * S, max_flows=1000, idle_after_ms=5 * S)
+    w.add(batch("10.0.0.1", "10.0.0.2", 443, time_end=np.array([T0 + S, T0 + 95 * S])), wall_ms=T0 + 100 * S)
+    assert list(w.due()) == [T0 + 60 * S]
+    w.add(batch("10.0.0.1", "10.0.0.2", 443, time_end=T0 + 2 * S, exporter="192.0.2.9", n=3), wall_ms=T0 + 100 * S)
+    ctx, st = Context(config()), health.HealthState()
+    [f] = health.analyze(st, ctx, T0 + 101 * S, {}, w.late_by_exporter)
+    assert f.key == "health:late 192.0.2.9"
+    assert f.description.startswith("3 flows from exporter 192.0.2.9 arrived more than 30 s after their time")
+    assert "NTP" in f.action
+    assert health.analyze(st, ctx, T0 + 102 * S, {}, w.late_by_exporter) == []
