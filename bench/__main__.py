@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import sys
 import time
@@ -50,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     wanted = argv or MODULES
     report = Report()
     started = time.monotonic()
-    print(f"FlowLens benchmarks on {platform.node()}: {psutil.cpu_count()} CPUs, Python {platform.python_version()}",
-          flush=True)
+    load_before = os.getloadavg()[0]
+    print(f"FlowLens benchmarks on {platform.node()}: {psutil.cpu_count()} CPUs, Python {platform.python_version()},"
+          f" load average {load_before:.2f} (other work on the machine skews every number)", flush=True)
     for name in wanted:
         try:
             mod = importlib.import_module(f"bench.{name}")
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# FlowLens benchmarks\n\n{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {platform.node()}, "
               f"{psutil.cpu_count()} CPUs, Python {platform.python_version()}, "
-              f"{time.monotonic() - started:.0f} s in all.\n\n")
+              f"{time.monotonic() - started:.0f} s in all; 1-minute load average {load_before:.2f} at the start,"
+              f" {os.getloadavg()[0]:.2f} at the end (other work on the machine skews every number).\n\n")
     out.write_text(header + table + "\n")
     print()
     print(table)
