@@ -14,6 +14,7 @@ from .common import Context, Finding, WindowView, addr_text, factorize_addr, fmt
 
 NAME = "protocol_mix"
 TCP, UDP = 6, 17
+RST, ACK = 0x04, 0x10
 
 # where: "any" = flag wherever seen; "boundary" = one side inside, the other outside;
 # "outside" = an inside host reaching an outside server (or the reverse, which is worse).
@@ -81,7 +82,12 @@ def _insecure(view: WindowView, ctx: Context) -> list[Finding]:
     # The service side is the destination when its port is in the table, else the source (replies).
     to_service = rule_dst > 0
     rule = np.where(to_service, rule_dst, rule_src)
-    hit = np.flatnonzero(rule > 0)
+    # Only connections that carried something: a TCP flow of bare SYNs (a probe) or of RST/ACK only (a
+    # refused connection) is no use of the protocol; scans would otherwise raise every rule they touch.
+    # Flags 0 means the exporter does not report them: count those.
+    flags = view["tcp_flags"]
+    probe_or_refused = (proto == TCP) & (flags != 0) & (((flags & ACK) == 0) | ((flags & ~np.uint8(RST | ACK)) == 0))
+    hit = np.flatnonzero((rule > 0) & ~probe_or_refused)
     if not len(hit):
         return []
     src_local = view.local("src_addr", ctx)[hit]

@@ -57,5 +57,13 @@ def test_shift_in_protocol_mix_after_a_baseline():
     assert "The GRE share of traffic rose from 0% to 100%" in f.description
 
 
+def test_probes_and_refused_connections_are_not_protocol_use():
+    probes = batch("10.0.0.66", "10.0.0.5", [21, 23, 445, 3389], packets=1, tcp_flags=0x02)
+    refused = batch("10.0.0.5", "10.0.0.66", 40000, src_port=[21, 23, 445, 3389], packets=1, tcp_flags=0x14)
+    assert run(probes) == [] and run(refused) == []
+    # An exporter that reports no TCP flags at all: count the flows.
+    assert [f.key for f in run(batch("10.0.0.66", "10.0.0.5", 23, tcp_flags=0))] == ["protocol_mix:telnet:10.0.0.66"]
+
+
 def test_normal_mix_raises_nothing():
     assert run(normal_mix()) == []
