@@ -17,10 +17,10 @@ from flowmodel import addr, bus
 from flowmodel.client import StoreClient
 from flowmodel.schema import FlowBatch
 
-TOTAL_FLOWS = int(os.environ.get("FLOWLENS_BENCH_WEB_FLOWS", 1_000_000))
+TOTAL_FLOWS = int(os.environ.get("BENCH_WEB_FLOWS", 1_000_000))
 BATCH = 4096
 SPAN_MS = 50 * 60 * 1000  # flows spread over the last 50 minutes: the ring and SQLite both answer
-REQUESTS = int(os.environ.get("FLOWLENS_BENCH_WEB_REQUESTS", 40))
+REQUESTS = int(os.environ.get("BENCH_WEB_REQUESTS", 40))
 
 
 def make_batch(rng: np.random.Generator, now_ms: int, n: int) -> FlowBatch:
