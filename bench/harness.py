@@ -50,13 +50,18 @@ class BusCounter:
     def pump(self, timeout_ms: int = 50) -> int:
         n = 0
         while self.sub.poll(timeout_ms):
-            topic, body = self.sub.recv_multipart(copy=True)
-            msg = msgpack.unpackb(body, raw=False)
-            self.gaps.observe(msg["source"], int(msg["seq"]))
-            if topic.startswith(bus.TOPIC_FLOWS_PREFIX):
+            topic, body = self.sub.recv_multipart(copy=False)
+            if topic.bytes.startswith(bus.TOPIC_FLOWS_PREFIX):
+                msg = _envelope_and_count(body.buffer)
                 self.flows += int(msg["count"])
                 self.batches += 1
-            elif topic == bus.TOPIC_EXPORTER:
+                self.gaps.observe(msg["source"], int(msg["seq"]))
+                n += 1
+                timeout_ms = 0
+                continue
+            msg = msgpack.unpackb(body.buffer, raw=False)
+            self.gaps.observe(msg["source"], int(msg["seq"]))
+            if topic.bytes == bus.TOPIC_EXPORTER:
                 msg.pop("exporters", None)
                 self.events.append(msg)
                 if len(self.events) > 1000:
@@ -90,6 +95,21 @@ class BusCounter:
     def close(self) -> None:
         self.sub.close()
         self.ctx.term()
+
+
+def _envelope_and_count(buf) -> dict:
+    """count/source/seq of a flow batch body, skipping the column bytes instead of copying them:
+    the measuring process should cost the machine as little as possible."""
+    up = msgpack.Unpacker(raw=False, max_buffer_size=len(buf) + 1)
+    up.feed(buf)
+    out = {}
+    for _ in range(up.read_map_header()):
+        key = up.unpack()
+        if key in ("count", "source", "seq"):
+            out[key] = up.unpack()
+        else:
+            up.skip()
+    return out
 
 
 class Load:
