@@ -137,18 +137,19 @@ class MultiReceiver:
         if (self._flags[:n] & MSG_TRUNC).any():  # cannot happen with 64 KiB slots; counted if it does
             self.truncated += int(((self._flags[:n] & MSG_TRUNC) != 0).sum())
         view = self._view
-        names = self._names_np
-        cache = self._addr_cache
+        data_out.extend([view[i * MAX_DATAGRAM:i * MAX_DATAGRAM + length].tobytes() for i, length in enumerate(lengths)])
         key_len = 28 if self.family == socket.AF_INET6 else 16
-        keys = names[:n, :key_len].tobytes()
-        for i, length in enumerate(lengths):
-            off = i * MAX_DATAGRAM
-            data_out.append(view[off:off + length].tobytes())
-            key = keys[i * key_len:(i + 1) * key_len]
-            addr = cache.get(key)
-            if addr is None:
-                addr = self._decode_addr(key)
-            src_out.append(addr)
+        rows = self._names_np[:n, :key_len]
+        cache = self._addr_cache
+        if n == 1 or (rows == rows[0]).all():  # the usual case under load: one busy exporter per call
+            key = rows[0].tobytes()
+            addr = cache.get(key) or self._decode_addr(key)
+            src_out.extend([addr] * n)
+        else:
+            keys = rows.tobytes()
+            for i in range(n):
+                key = keys[i * key_len:(i + 1) * key_len]
+                src_out.append(cache.get(key) or self._decode_addr(key))
         return n == n_max
 
     def _decode_addr(self, key: bytes) -> tuple:

@@ -74,3 +74,24 @@ def test_max_n_bounds_one_call_and_empty_socket_returns_false():
         rx.close()
         r.close()
         s.close()
+
+
+@needs_recvmmsg
+def test_interleaved_sources_keep_their_own_address():
+    r, s1, dst = _pair(socket.AF_INET, "127.0.0.1")
+    s2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s2.bind(("127.0.0.2", 0))
+    rx = MultiReceiver(r, FN, slots=32)
+    try:
+        for i in range(20):
+            (s1 if i % 3 else s2).sendto(bytes([i]) * 10, dst)
+        data, srcs = [], []
+        while rx.receive(data, srcs, 32):
+            pass
+        assert data == [bytes([i]) * 10 for i in range(20)]
+        expected = [(s1 if i % 3 else s2).getsockname() for i in range(20)]
+        assert [(h if h != "0.0.0.0" else "127.0.0.1", p) for h, p in expected] == srcs
+    finally:
+        rx.close()
+        for x in (r, s1, s2):
+            x.close()
