@@ -160,9 +160,16 @@ def sql_where(f: dict, addr_index: bool = True) -> tuple[str, list]:
 def use_ring(f: dict, ring, now_ms: int, ring_duration_ms: int) -> bool:
     """The ring answers when the window starts inside its recent window and it has evicted nothing
     at or after the window start; otherwise SQLite, which holds everything committed, answers alone.
-    One source per query, so nothing is counted twice."""
+    One source per query, so nothing is counted twice.
+
+    A client asking for "the last ring_duration" computes since on its own clock a few ms before we
+    read ours (the dashboard's 10-minute window against the 10-minute ring), so the recent window is
+    widened by RING_GRACE_MS; ``ring.covers`` still guarantees nothing the window needs was evicted."""
     since = f.get("since")
-    return since is not None and since >= now_ms - ring_duration_ms and ring.covers(since)
+    return since is not None and since >= now_ms - ring_duration_ms - RING_GRACE_MS and ring.covers(since)
+
+
+RING_GRACE_MS = 30_000
 
 
 # ------------------------------------------------------------------ columnar group-by
