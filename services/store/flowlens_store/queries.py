@@ -27,6 +27,10 @@ MAX_SERIES_POINTS = 10_000
 
 TOP_SQL = {"src": "src_addr", "dst": "dst_addr", "pair": "src_addr, dst_addr", "port": "min(src_port, dst_port)",
            "src_port": "src_port", "dst_port": "dst_port", "protocol": "protocol", "exporter": "exporter"}
+# GROUP BY on a unary-plus copy of the key: on a sealed partition SQLite would otherwise walk the
+# (src_addr, time_end) index to skip the sort and fetch every row by rowid, twice as slow as a
+# time-index scan plus a sort (bench.store: top src over 1M rows 2.8 s -> 1.4 s).
+TOP_GROUP = {**TOP_SQL, "src": "+src_addr", "dst": "+dst_addr", "pair": "+src_addr, +dst_addr"}
 
 
 class QueryEngine:
@@ -229,7 +233,7 @@ class QueryEngine:
         for name, _s, _e, sealed in self._partitions(db, f):
             where, params = P.sql_where(f, addr_index=False)
             for row in db.execute(f"SELECT {expr}, sum(bytes), sum(packets), count(*) FROM {name} WHERE {where} "
-                                  f"GROUP BY {expr}", params):
+                                  f"GROUP BY {TOP_GROUP[by]}", params):
                 k = (row[0], row[1]) if by == "pair" else row[0]
                 v = row[-3:]
                 acc = out.get(k)
