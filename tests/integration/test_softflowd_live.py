@@ -139,14 +139,6 @@ def test_softflowd_export_reaches_the_store(tmp_path, version, capture):
             assert stats["pending_records"] == 0 and stats["pending_expired"] == 0, stats
             assert stats["store_flows"] == report["flows"]
             sequence = (stats["sequence_lost"], stats["sequence_backward"])
-            if version == 10 and sequence != (0, 0):
-                # Known collector bug (reported, not ours to fix here): softflowd's IPFIX sequence
-                # counts flow records including this message's, but not the options record
-                # (systemInitTimeMilliseconds) in its first message. The collector's detection of
-                # that quirk (decoders/templated.py _ipfix_sequence: seq == records) counts the
-                # options record too, misses it, and reports losses that did not happen: every
-                # flow arrived (asserted above). Remove this branch once it is fixed.
-                pytest.xfail(f"collector reports false IPFIX sequence loss for softflowd: {sequence}")
             assert sequence == (0, 0), stats
         finally:
             client.close()

@@ -63,7 +63,8 @@ class TemplatedDecoder:
         self.sessions: dict[tuple, Session] = {}
         self.pending: dict[tuple, deque] = {}        # template key -> (body, export_ms, uptime, received_ms)
         self._pending_bytes: dict[str, int] = {}
-        self._ipfix_inclusive: dict[tuple, bool] = {}
+        self._ipfix_inclusive: dict[tuple, str] = {}  # session -> IPFIX sequence numbering mode
+        self._option_records = 0  # options data records in the message being walked
         self._groups: dict[tuple, _Group] = {}
         self._now = 0
         self.state_rejected = 0
@@ -100,8 +101,9 @@ class TemplatedDecoder:
             return
         st.packets += 1
         session = (host, port, 10, domain)
+        self._option_records = 0
         records = self._walk(buf, ipfix.HEADER_LEN, length, session, st, export_s * 1000, -1)
-        self._ipfix_sequence(session, seq, records, st)
+        self._ipfix_sequence(session, seq, records, records - self._option_records, st)
 
     def finish(self) -> list[FlowBatch]:
         out = []
@@ -240,7 +242,9 @@ class TemplatedDecoder:
             self._hold(key, body, st, export_ms, uptime)
             return 0
         if t.options:
-            return self._options_data(key, t, body, st)
+            n = self._options_data(key, t, body, st)
+            self._option_records += n
+            return n
         if t.variable:
             raw, n, truncated = t.project(body)
             if truncated:
@@ -374,16 +378,26 @@ class TemplatedDecoder:
 
     # -- sequence numbers ---------------------------------------------------------------------
 
-    def _ipfix_sequence(self, session, seq, records, st) -> None:
-        """IPFIX counts data records before this message (RFC 7011); softflowd counts them including
-        this message. The first message of a stream tells which: its sequence equals its own count."""
-        inclusive = self._ipfix_inclusive.get(session)
-        if inclusive is None:
+    def _ipfix_sequence(self, session, seq, records, flow_records, st) -> None:
+        """IPFIX counts all data records before this message (RFC 7011). softflowd counts them
+        including this message and leaves its options records out. The first message of a stream
+        tells which: "all" (RFC), "inclusive" (seq == its own records) or "inclusive_flows"
+        (seq == its own flow records, softflowd's options record not counted)."""
+        mode = self._ipfix_inclusive.get(session)
+        if mode is None:
             if len(self._ipfix_inclusive) >= MAX_SESSIONS:
                 self._ipfix_inclusive.clear()
-            inclusive = self._ipfix_inclusive[session] = records > 0 and seq == records
-        if inclusive:
+            if records > 0 and seq == records:
+                mode = "inclusive"
+            elif flow_records > 0 and seq == flow_records:
+                mode = "inclusive_flows"
+            else:
+                mode = "all"
+            self._ipfix_inclusive[session] = mode
+        if mode == "inclusive":
             self._owner.sequence(session, (seq - records) & 0xFFFFFFFF, records, st)
+        elif mode == "inclusive_flows":
+            self._owner.sequence(session, (seq - flow_records) & 0xFFFFFFFF, flow_records, st)
         else:
             self._owner.sequence(session, seq, records, st)
 
