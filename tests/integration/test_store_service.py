@@ -3,6 +3,7 @@ back through StoreClient; SIGTERM commits everything (counted after a restart on
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -132,14 +133,20 @@ def test_flows_round_trip_filters_pages_top_series_rollups_and_sigterm(store):
     # SIGTERM right after a last burst loses nothing: a fresh store on the same file counts them all
     extra = make_batch(3000, t0=1_790_000_500_000, seed=99)
     pub.flows(extra)
-    wait_until(lambda: client.status()["flows_in"] >= n + 3000, timeout_s=10)
+    recent_t0 = int(time.time() * 1000) - 60_000  # inside the ring's recent window
+    pub.flows(make_batch(500, t0=recent_t0, spacing_ms=1, seed=98))
+    wait_until(lambda: client.status()["flows_in"] >= n + 3500, timeout_s=10)
+    assert len(client.flows(limit=1000, since=recent_t0 - 1000)) == 500
     assert proc.stop() == 0, proc.log()
     client.close()
     proc2 = ServiceProcess("store", path).start()
     try:
         with StoreClient(cfg["query"]["endpoint"], timeout_s=5, retries=1) as c2:
-            assert sum(len(p) for p in all_pages(c2, **WINDOW)) == n + 3000
+            assert sum(len(p) for p in all_pages(c2, **WINDOW)) == n + 3500
             assert c2.status()["ring"]["fill"] == 0
+            # the empty ring of a restarted store must not answer a recent window: SQLite does
+            recent = c2.flows(limit=1000, since=recent_t0 - 1000)
+            assert len(recent) == 500 and recent.reply.get("source") == "sqlite"
     finally:
         assert proc2.stop() == 0
 

@@ -80,6 +80,11 @@ class StoreService:
                              cfg["store.prune_interval"], int(cfg["store.sqlite_retention"] * 1000),
                              int(cfg["store.rollup_retention"] * 1000), int(cfg["store.advisory_retention"] * 1000)).start()
         self.ring = Ring(cfg["store.ring_capacity"])
+        # After a restart the ring is empty but SQLite is not: treat what SQLite holds as evicted,
+        # so a recent window that reaches back before the restart is answered from SQLite.
+        stored_max = [p[4] for p in warm.partitions.values() if p[4] is not None]
+        if stored_max:
+            self.ring.evicted_max_time_end = max(stored_max)
         # 3. subscriber
         self._sub = self._socket(zmq.SUB)
         self._sub.setsockopt(zmq.RCVHWM, max(hwm, 10_000))
