@@ -197,35 +197,44 @@ class QueryEngine:
         metric = P.choice_arg(args, "metric", METRICS, "bytes")
         limit = P.int_arg(args, "limit", 10, 1, self.max_rows, cap=True)
         f, ring = self._filters(args)
-        groups = self._ring_top(f, by) if ring else self._read(lambda db: self._sql_top(db, f, by))
-        # groups: key -> [bytes, packets, flows]
-        totals = {"bytes": 0, "packets": 0, "flows": 0}
-        for b, p, n in groups.values():
-            totals["bytes"] += b
-            totals["packets"] += p
-            totals["flows"] += n
-        idx = METRICS.index(metric)
-        best = sorted(groups.items(), key=lambda kv: (-kv[1][idx], kv[0]))[:limit]
+        if ring:
+            best, totals = self._ring_top(f, by, metric, limit)
+        else:
+            groups = self._read(lambda db: self._sql_top(db, f, by))  # key -> [bytes, packets, flows]
+            totals = {"bytes": 0, "packets": 0, "flows": 0}
+            for b, p, n in groups.values():
+                totals["bytes"] += b
+                totals["packets"] += p
+                totals["flows"] += n
+            best = _rank(groups.items(), metric, limit)
         rows = [{"key": _key_text(by, k), "bytes": v[0], "packets": v[1], "flows": v[2]} for k, v in best]
         return {"ok": True, "by": by, "metric": metric, "rows": rows, "totals": totals,
                 "source": "ring" if ring else "sqlite"}
 
-    def _ring_top(self, f: dict, by: str) -> dict:
+    def _ring_top(self, f: dict, by: str, metric: str, limit: int) -> tuple[list, dict]:
+        """The best ``limit`` (key, [bytes, packets, flows]) and the totals, grouped in numpy; only the
+        candidate groups become Python objects, so the cost no longer grows with the number of keys."""
         need = {"pair": ("src_addr", "dst_addr"), "port": ("src_port", "dst_port"), "src": ("src_addr",),
                 "dst": ("dst_addr",)}.get(by, (by,))
         cols = self.ring.select(lambda c: P.ring_mask(c, f), columns=need + ("bytes", "packets"))
-        if by == "pair":
-            key = P.be_key(cols["src_addr"], cols["dst_addr"])
-        elif by == "port":
-            key = P.be_key(np.minimum(cols["src_port"], cols["dst_port"]))
+        if by == "port":
+            words = P.key_words(np.minimum(cols["src_port"], cols["dst_port"]))
         else:
-            key = P.be_key(cols[{"src": "src_addr", "dst": "dst_addr"}.get(by, by)])
-        keys, (b, p), n = P.group_sum(key, cols["bytes"], cols["packets"])
-        out = {}
-        width = keys.dtype.itemsize
-        for k, bb, pp, nn in zip(keys.tolist(), b.tolist(), p.tolist(), n.tolist()):
-            out[_key_from_bytes(by, bytes(k)[:width])] = [bb, pp, nn]
-        return out
+            words = P.key_words(*(cols[c] for c in need))
+        if len(cols["bytes"]) == 0:
+            return [], {"bytes": 0, "packets": 0, "flows": 0}
+        rep, (b, p), n = P.group_rows(words, cols["bytes"], cols["packets"])
+        totals = {"bytes": _total(b), "packets": _total(p), "flows": int(n.sum())}
+        pick = P.top_groups({"bytes": b, "packets": p, "flows": n}[metric], limit)
+        rows = rep[pick]
+        if by == "pair":
+            keys = list(zip(cols["src_addr"][rows].tolist(), cols["dst_addr"][rows].tolist()))
+        elif by == "port":
+            keys = np.minimum(cols["src_port"][rows], cols["dst_port"][rows]).tolist()
+        else:
+            keys = cols[need[0]][rows].tolist()
+        groups = zip(keys, zip(b[pick].tolist(), p[pick].tolist(), n[pick].tolist()))
+        return _rank(groups, metric, limit), totals
 
     def _sql_top(self, db, f: dict, by: str) -> dict:
         out: dict = {}
@@ -374,19 +383,23 @@ class QueryEngine:
         return {"ok": True, "kind": kind, "step_ms": 60_000, "rows": {n: list(c) for n, c in zip(names, cols)}}
 
 
+def _rank(groups, metric: str, limit: int) -> list:
+    """The best ``limit`` (key, values) by metric, ties by key (bytes compare as SQLite compares BLOBs)."""
+    idx = METRICS.index(metric)
+    return sorted(groups, key=lambda kv: (-kv[1][idx], kv[0]))[:limit]
+
+
+def _total(sums: np.ndarray) -> int:
+    if len(sums) and int(sums.max()) * len(sums) >= 1 << 64:  # a uint64 sum could wrap
+        return sum(sums.tolist())
+    return int(sums.sum(dtype=np.uint64))
+
+
 def _json(text):
     try:
         return json.loads(text) if text else {}
     except ValueError:
         return {}
-
-
-def _key_from_bytes(by: str, raw: bytes):
-    if by == "pair":
-        return (raw[:16], raw[16:32])
-    if by in ("src", "dst", "exporter"):
-        return raw
-    return int.from_bytes(raw, "big")
 
 
 def _key_text(by: str, k) -> str:
