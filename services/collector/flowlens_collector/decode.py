@@ -21,7 +21,16 @@ from .decoders.templated import TemplatedDecoder
 
 log = logging.getLogger(__name__)
 
+_PAD = bytes(v5.RECORD_LEN)  # after the group's last datagram, so header/version reads never run off the end
 MAX_EXPORTER_STATS = 65536  # distinct (exporter, domain) pairs kept; beyond that, counted in one bucket
+
+
+def _versions(blob: bytes, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The version field of each datagram; -1 when it is shorter than 2 bytes."""
+    u8 = np.frombuffer(blob, dtype=np.uint8)
+    versions = (u8[offsets].astype(np.int32) << 8) | u8[offsets + 1]
+    versions[lengths < 2] = -1
+    return versions
 
 
 class Decoder:
@@ -37,38 +46,43 @@ class Decoder:
                                            pending_max_age_ms=pending_max_age_ms)
         self._errlog = RateLimitedLog(log, 10.0)
         # version field -> handler; one place decides which decoder a datagram goes to
-        self._versions = {5: self._v5, 9: self._templated.v9, 10: self._templated.ipfix}
+        # (v5 never reaches it: runs of v5 datagrams are decoded as arrays by _v5_run)
+        self._versions = {9: self._templated.v9, 10: self._templated.ipfix}
 
     # -- public interface ------------------------------------------------------------------------
 
     def decode(self, datagrams, sources, now_ms: int) -> FlowBatch:
-        v5_parts: list = []
         self._templated.begin(now_ms)
-        known = self._sources
-        versions = self._versions
-        for buf, src in zip(datagrams, sources):
-            try:
-                source = known.get(src) or self._source(src)
-                if len(buf) < 2:
-                    self.stats(source[0], 0, now_ms).error("truncated_header")
-                    continue
-                version = (buf[0] << 8) | buf[1]
-                handler = versions.get(version)
-                if handler is None:
-                    self.stats(source[0], 0, now_ms).error("unsupported_version")
-                    continue
-                handler(buf, source, now_ms, v5_parts)
-            except Exception:  # a decoder bug must not stop the loop: counted and logged
-                log.exception("decode failed", extra=fields(exporter=str(src)))
-                try:
-                    self.stats(str(src[0]), 0, now_ms).error("internal_error")
-                except Exception:
-                    pass
-        batches = []
-        if v5_parts:
-            batches.append(self._v5_batch(v5_parts))
-        batches.extend(self._templated.finish())
-        return FlowBatch.concat(batches)
+        n = len(datagrams)
+        if not n:
+            return FlowBatch.concat(self._templated.finish())
+        # one copy of the whole group; v5 headers and records are read from it with array indexing
+        parts = list(datagrams)
+        parts.append(_PAD)
+        blob = b"".join(parts)
+        lengths = np.fromiter(map(len, datagrams), dtype=np.int64, count=n)
+        offsets = np.cumsum(lengths) - lengths
+        versions = np.ndarray((n,), dtype=">u2", buffer=blob, strides=(int(lengths[0]),)).astype(np.int32) \
+            if n > 1 and lengths[0] >= 2 and (lengths == lengths[0]).all() else _versions(blob, offsets, lengths)
+        is_v5 = versions == 5
+        v5_batches: list[FlowBatch] = []
+        if is_v5.all():
+            self._v5_run(blob, offsets, lengths, sources, now_ms, v5_batches)
+        else:
+            # runs of v5 datagrams are decoded together; everything else one datagram at a time, in order
+            flags = is_v5.tolist()
+            i = 0
+            while i < n:
+                if flags[i]:
+                    j = i + 1
+                    while j < n and flags[j]:
+                        j += 1
+                    self._v5_run(blob, offsets[i:j], lengths[i:j], sources[i:j], now_ms, v5_batches)
+                    i = j
+                else:
+                    self._other(datagrams[i], sources[i], int(versions[i]), now_ms)
+                    i += 1
+        return FlowBatch.concat(v5_batches + self._templated.finish())
 
     def expire(self, now_ms: int) -> None:
         self._templated.expire(now_ms)
@@ -138,33 +152,134 @@ class Decoder:
 
     # -- NetFlow v5 ----------------------------------------------------------------------------
 
-    def _v5(self, buf, source, now_ms: int, parts: list) -> None:
-        host = source[0]
-        size = len(buf)
-        if size < v5.HEADER_LEN:
-            self.stats(host, 0, now_ms).error("truncated_header")
-            return
-        _v, count, uptime, secs, nsecs, seq, etype, eid, sampling = v5.HEADER.unpack_from(buf, 0)
-        domain = (etype << 8) | eid
-        st = self._stats.get((host, domain)) or self.stats(host, domain, now_ms)
-        st.last_seen = now_ms
-        end = v5.HEADER_LEN + count * v5.RECORD_LEN
-        if count == 0 or end > size:
-            st.error("zero_count" if count == 0 else "truncated_records")
-            return
-        st.version = 5
-        st.packets += 1
-        st.flows += count
-        self._seq.observe((host, source[1], 5, domain), seq, count, st)
-        interval = sampling & 0x3FFF  # top two bits are the sampling mode
-        parts.append((buf[v5.HEADER_LEN:end], count,
-                      (uptime, secs * 1000 + nsecs // 1_000_000, interval or 1, domain), source[2]))
+    def _other(self, buf, src, version: int, now_ms: int) -> None:
+        """One datagram that is not NetFlow v5 (or too short to say)."""
+        try:
+            source = self._sources.get(src) or self._source(src)
+            if version < 0:
+                self.stats(source[0], 0, now_ms).error("truncated_header")
+                return
+            handler = self._versions.get(version)
+            if handler is None:
+                self.stats(source[0], 0, now_ms).error("unsupported_version")
+                return
+            handler(buf, source, now_ms, None)
+        except Exception:  # a decoder bug must not stop the loop: counted and logged
+            log.exception("decode failed", extra=fields(exporter=str(src)))
+            try:
+                self.stats(str(src[0]), 0, now_ms).error("internal_error")
+            except Exception:
+                pass
 
-    def _v5_batch(self, parts: list) -> FlowBatch:
-        raw = b"".join([p[0] for p in parts])
-        counts = np.fromiter((p[1] for p in parts), dtype=np.int64, count=len(parts))
-        headers = np.array([p[2] for p in parts], dtype=np.int64)
-        cols = v5.decode_records(raw, counts, headers)
-        exporters = np.frombuffer(b"".join([p[3] for p in parts]), dtype=ADDR)
-        cols["exporter"] = np.repeat(exporters, counts) if len(parts) > 1 else np.repeat(exporters, counts[0])
-        return FlowBatch(cols, len(cols["bytes"]))
+    # -- NetFlow v5 ----------------------------------------------------------------------------
+
+    def _v5_run(self, blob, offsets, lengths, sources, now_ms: int, out: list) -> None:
+        """Consecutive v5 datagrams (``blob[offsets[i]:offsets[i] + lengths[i]]`` from ``sources[i]``).
+
+        Headers are parsed and checked as arrays; Python loops only over the distinct sources,
+        (exporter, engine) pairs and bad datagrams of the run.
+        """
+        try:
+            self._v5_arrays(blob, offsets, lengths, sources, now_ms, out)
+        except Exception:  # a decoder bug must not stop the loop: counted and logged
+            log.exception("v5 decode failed", extra=fields(exporter=str(sources[0]), datagrams=len(sources)))
+            for src in sources:
+                try:
+                    self.stats(str(src[0]), 0, now_ms).error("internal_error")
+                except Exception:
+                    pass
+
+    def _v5_arrays(self, blob, offsets, lengths, sources, now_ms: int, out: list) -> None:
+        n = len(offsets)
+        # distinct sources: (host, port, raw address) each; under load one exporter fills the group
+        known = self._sources
+        if sources.count(sources[0]) == n:
+            one = known.get(sources[0]) or self._source(sources[0])
+            resolved, sid, host_of, port_of = [one], None, None, None
+            host_list, port_list = [one[0]], [one[:2]]
+        else:
+            ids: dict = {}
+            sid = np.array([ids.setdefault(s, len(ids)) for s in sources], dtype=np.int64)
+            resolved = [known.get(s) or self._source(s) for s in ids]
+            hosts: dict[str, int] = {}
+            ports: dict[tuple, int] = {}
+            host_of = np.array([hosts.setdefault(r[0], len(hosts)) for r in resolved], dtype=np.int64)[sid]
+            port_of = np.array([ports.setdefault(r[:2], len(ports)) for r in resolved], dtype=np.int64)[sid]
+            host_list, port_list = list(hosts), list(ports)
+        hdr, status = v5.parse_headers(blob, offsets, lengths)
+        domain = (hdr["engine_type"].astype(np.int64) << 8) | hdr["engine_id"]
+        # stats per (exporter host, domain), created in the order their first datagram arrived
+        if host_of is None and (n == 1 or (domain == domain[0]).all()):
+            keys, inverse = [int(domain[0])], np.zeros(n, dtype=np.int64)
+        else:
+            skey = domain if host_of is None else (host_of << 16) | domain
+            keys, inverse, _ = _first_seen(skey)
+        stats = [self.stats(host_list[k >> 16], k & 0xFFFF, now_ms) for k in keys]
+        valid = status == v5.OK
+        if not valid.all():
+            for i in np.flatnonzero(~valid).tolist():
+                stats[inverse[i]].error(v5.REASONS[status[i]])
+            if not valid.any():
+                return
+            hdr, domain, inverse, offsets = hdr[valid], domain[valid], inverse[valid], offsets[valid]
+            if sid is not None:
+                sid, port_of = sid[valid], port_of[valid]
+        counts = hdr["count"].astype(np.int64)
+        total = int(counts.sum())
+        if len(stats) == 1:
+            st = stats[0]
+            st.version = 5
+            st.packets += len(counts)
+            st.flows += total
+        else:
+            packets = np.bincount(inverse, minlength=len(stats)).tolist()
+            flows = np.bincount(inverse, weights=counts, minlength=len(stats)).tolist()
+            for st, p, f in zip(stats, packets, flows):
+                if p:
+                    st.version = 5
+                    st.packets += p
+                    st.flows += int(f)
+        # sequence numbers per (exporter host, port, engine), from arrays
+        seqs = hdr["sequence"]
+        tkey = domain if port_of is None else (port_of << 16) | domain
+        if len(tkey) == 1 or (tkey == tkey[0]).all():
+            host, port = port_list[int(tkey[0]) >> 16]
+            self._seq.observe_many((host, port, 5, int(domain[0])), seqs, counts, stats[inverse[0]])
+        else:
+            tkeys, tinv, first = _first_seen(tkey)
+            for k, key in enumerate(tkeys):
+                sel = tinv == k
+                host, port = port_list[key >> 16]
+                self._seq.observe_many((host, port, 5, key & 0xFFFF), seqs[sel], counts[sel],
+                                       stats[inverse[first[k]]])
+        # records: one strided copy when every datagram is full-length and alike, else one gather
+        size = int(lengths[0])
+        if len(counts) == n and size == v5.HEADER_LEN + int(counts[0]) * v5.RECORD_LEN and \
+                (lengths == size).all() and (counts == counts[0]).all():
+            raw = np.ndarray((n, size - v5.HEADER_LEN), dtype=np.uint8, buffer=blob,
+                             offset=int(offsets[0]) + v5.HEADER_LEN, strides=(size, 1)).copy()
+        else:
+            base = np.cumsum(counts) - counts
+            starts = np.repeat(offsets + v5.HEADER_LEN - base * v5.RECORD_LEN, counts) + \
+                np.arange(0, total * v5.RECORD_LEN, v5.RECORD_LEN, dtype=np.int64)
+            raw = v5.gather(blob, starts, v5.RECORD_LEN)
+        sampling = hdr["sampling"] & 0x3FFF  # top two bits are the sampling mode
+        cols = v5.decode_columns(raw.view(v5.RECORD_DTYPE).reshape(total), counts, hdr["uptime"],
+                                 hdr["secs"].astype(np.int64) * 1000 + hdr["nsecs"] // 1_000_000,
+                                 np.where(sampling == 0, 1, sampling), domain)
+        if sid is None:
+            cols["exporter"] = np.full(total, np.frombuffer(resolved[0][2], dtype=ADDR)[0])
+        else:
+            addrs = np.frombuffer(b"".join([r[2] for r in resolved]), dtype=ADDR)
+            cols["exporter"] = np.repeat(addrs[sid], counts)
+        out.append(FlowBatch(cols, total))
+
+
+def _first_seen(keys: np.ndarray) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Distinct values of ``keys`` in order of first appearance, each element's index among them,
+    and where each distinct value first appears."""
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return uniq[order].tolist(), rank[inverse.reshape(-1)], first[order]

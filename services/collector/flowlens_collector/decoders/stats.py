@@ -1,6 +1,8 @@
 """Per-exporter accounting: counters per (exporter address, observation domain) and sequence tracking."""
 from __future__ import annotations
 
+import numpy as np
+
 
 class ExporterStats:
     """Counters of one (exporter, observation domain), per flowmodel.events.EXPORTER_STATS_FIELDS."""
@@ -57,6 +59,25 @@ class SequenceTracker:
         elif expected is None and len(self._next) >= self.MAX_STREAMS:
             self._next.clear()  # bound memory under a flood of spoofed sources
         self._next[stream] = (sequence + units) & 0xFFFFFFFF
+
+    def observe_many(self, stream: tuple, sequences: np.ndarray, units: np.ndarray, stats: ExporterStats) -> None:
+        """``observe`` for several packets of one stream, in arrival order, from arrays."""
+        if len(sequences) == 1:
+            self.observe(stream, int(sequences[0]), int(units[0]), stats)
+            return
+        seqs = sequences.astype(np.int64)
+        nxt = (seqs + units.astype(np.int64)) & 0xFFFFFFFF
+        expected = self._next.get(stream)
+        if expected is None:
+            if len(self._next) >= self.MAX_STREAMS:
+                self._next.clear()
+            gaps = (seqs[1:] - nxt[:-1]) & 0xFFFFFFFF
+        else:
+            gaps = (seqs - np.concatenate(([expected], nxt[:-1]))) & 0xFFFFFFFF
+        forward = gaps < 0x80000000  # 0 = in order
+        stats.sequence_lost += int(gaps[forward].sum())
+        stats.sequence_backward += len(gaps) - int(np.count_nonzero(forward))
+        self._next[stream] = int(nxt[-1])
 
     def forget(self, stream: tuple) -> None:
         self._next.pop(stream, None)
