@@ -160,7 +160,8 @@ def sql_where(f: dict, addr_index: bool = True) -> tuple[str, list]:
 def use_ring(f: dict, ring, now_ms: int, ring_duration_ms: int) -> bool:
     """The ring answers when the window starts inside its recent window and it has evicted nothing
     at or after the window start; otherwise SQLite, which holds everything committed, answers alone.
-    One source per query, so nothing is counted twice.
+    One source per query, so nothing is counted twice (used by top and series; flows pages split
+    at the ring's evicted bound instead, see ``QueryEngine._flows_page``).
 
     A client asking for "the last ring_duration" computes since on its own clock a few ms before we
     read ours (the dashboard's 10-minute window against the 10-minute ring), so the recent window is

@@ -1,7 +1,8 @@
 """Query ops over the ring and SQLite: flows (keyset pages), top, series, advisories, rollups.
 
-Each flow query is answered by one source, chosen by ``planner.use_ring``: the ring for a recent
-window it still holds whole, else SQLite (everything committed). SQLite reads run on this thread's
+top and series are answered by one source, chosen by ``planner.use_ring``: the ring for a recent
+window it still holds whole, else SQLite (everything committed). A flows page is split at the ring's
+evicted_max_time_end: the ring serves time_end above it, SQLite the rest (see ``_flows_page``). SQLite reads run on this thread's
 own read-only connection inside one read transaction, cut off by a progress handler after
 ``store.query_time_limit``.
 """
@@ -111,12 +112,11 @@ class QueryEngine:
         cursor = P.decode_cursor(args["cursor"]) if args.get("cursor") not in (None, "") else None
         if direction == "prev" and cursor is None:
             raise QueryError("direction prev needs a cursor")
-        f, ring = self._filters(args)
+        f = P.parse_filters(args, self.clock())
         older = direction == "next"
-        if ring:
-            cols = self._ring_page(f, cursor, older, limit + 1)
-        else:
-            cols = self._read(lambda db: self._sql_page(db, f, cursor, older, limit + 1))
+        cols, used = self._flows_page(f, cursor, older, limit + 1)
+        for s in used:
+            self.sources_used[s] += 1
         more = len(cols["seq"]) > limit
         cols = {k: v[:limit] for k, v in cols.items()}
         if not older:  # fetched oldest-first above the cursor; the page is shown newest first
@@ -136,11 +136,55 @@ class QueryEngine:
         columns = {name: np.ascontiguousarray(cols[name], dtype=dt).tobytes()
                    for name, (dt, _d) in FLOW_COLUMNS.items()}
         return {"ok": True, "count": n, "columns": columns, "next_cursor": next_cursor, "prev_cursor": prev_cursor,
-                "source": "ring" if ring else "sqlite"}
+                "source": "+".join(used)}
 
-    def _ring_page(self, f: dict, cursor, older: bool, want: int) -> dict:
+    def _flows_page(self, f: dict, cursor, older: bool, want: int) -> tuple[dict, list[str]]:
+        """Up to ``want`` rows beyond the cursor (newest first when ``older``, else oldest first), and
+        the sources that gave them. The ring serves time_end above a split, SQLite time_end at or below
+        it, so no row can come from both. The split is the ring's evicted_max_time_end read under the
+        ring lock in the same select (every flow above it is still in the ring); the ring is read
+        first, so the split SQLite uses is the one the ring rows were cut at. Rows at or below the
+        split still sitting in the ring are left to SQLite. A cursor is a plain (time_end, seq) key,
+        so pages continue across the split in both directions, whatever source served the last one."""
+        lowest = -(1 << 62)
+        hint = self.ring.evicted_max_time_end  # only grows: a ring part empty at this bound stays empty
+        hint = lowest if hint is None else hint
+        until = f.get("until", 1 << 62)
+        ring_empty = until <= hint + 1 or (older and cursor is not None and cursor[0] <= hint)
+        split = hint
+        ring_cols = None
+        if not ring_empty:
+            ring_cols, split = self._ring_page(f, cursor, older, want, above_evicted=True)
+        n_ring = 0 if ring_cols is None else len(ring_cols["seq"])
+        sql_empty = split == lowest or f.get("since", lowest) > split or \
+            (not older and cursor is not None and cursor[0] > split)
+        if older and n_ring >= want:
+            sql_empty = True
+        used = []
+        if n_ring or (sql_empty and ring_cols is not None):
+            used.append("ring")
+        if sql_empty:
+            return (ring_cols if ring_cols is not None else _empty_columns()), used or ["sqlite"]
+        fs = dict(f, until=min(until, split + 1))
+        sql_cols = self._read(lambda db: self._sql_page(db, fs, cursor, older, want - (n_ring if older else 0)))
+        if len(sql_cols["seq"]) or not used:
+            used.append("sqlite")
+        if not n_ring:
+            return sql_cols, used
+        # newest first: the ring's rows (above the split) then SQLite's; oldest first: the other way round
+        first, second = (ring_cols, sql_cols) if older else (sql_cols, ring_cols)
+        return {k: np.concatenate([first[k], second[k]])[:want] for k in first}, used
+
+    def _ring_page(self, f: dict, cursor, older: bool, want: int, above_evicted: bool = False):
+        """The ``want`` ring rows nearest the cursor. With ``above_evicted`` only rows with time_end above
+        the ring's evicted_max_time_end (read under the ring lock) count, and that bound is returned too."""
+        split = [-(1 << 62)]
+
         def mask(cols):
             m = P.ring_mask(cols, f)
+            if above_evicted and self.ring.evicted_max_time_end is not None:
+                split[0] = self.ring.evicted_max_time_end
+                m &= cols["time_end"] > split[0]
             if cursor is not None:
                 t, s = cursor
                 te, sq = cols["time_end"], cols["seq"]
@@ -158,7 +202,8 @@ class QueryEngine:
             if older:
                 order = order[::-1]
             return idx[order[:want]]
-        return self.ring.select(mask, pick)
+        cols = self.ring.select(mask, pick)
+        return (cols, split[0]) if above_evicted else cols
 
     def _sql_page(self, db, f: dict, cursor, older: bool, want: int) -> dict:
         rows: list[tuple] = []
@@ -381,6 +426,12 @@ class QueryEngine:
         cols = list(zip(*rows)) if rows else [(), (), (), (), ()]
         names = ("minute", "key", "bytes", "packets", "flows")
         return {"ok": True, "kind": kind, "step_ms": 60_000, "rows": {n: list(c) for n, c in zip(names, cols)}}
+
+
+def _empty_columns() -> dict:
+    cols = {name: np.zeros(0, dt) for name, (dt, _d) in FLOW_COLUMNS.items()}
+    cols["seq"] = np.zeros(0, np.int64)
+    return cols
 
 
 def _rank(groups, metric: str, limit: int) -> list:
