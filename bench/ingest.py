@@ -1,30 +1,49 @@
-"""Collector ingest: the highest rate at which every v5 flow sent over loopback UDP is decoded and
-published on the bus (flows counted by a SUB), next to nfcapd fed the same stream in the same run.
+"""Collector ingest: the highest rate at which every NetFlow v5, v9 and IPFIX flow sent over loopback
+UDP is decoded and published on the bus (flows counted by a SUB), next to nfcapd fed the same stream
+in the same run.
 
-Both receivers get the same ramp of rates from our load generator (one exporter, IPv4, 30 flows per
-packet, 2 s per step), interleaved rate by rate; a step is lossless when every flow sent came out
-(bus count / nfdump -I) and the kernel dropped nothing. A receiver's ramp stops at the second lossy
-try of a rate.
+For each version both receivers get the same ramp of rates from our load generator (one exporter,
+IPv4, 30 flows per packet, v9/IPFIX with one fixed-length template sent first and every 1000 packets,
+2 s per step), interleaved rate by rate; a step is lossless when every flow sent came out (bus count /
+nfdump -I) and the kernel dropped nothing. A receiver's ramp stops at the second lossy try of a rate,
+and a version's ramp at its time budget. Before its ramp, each version's packets are decoded with the
+collector's Decoder (bench.loadgen.self_check) so a stream that does not decode is never measured.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import shutil
 import socket
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .harness import BusCounter, Load, ServiceProcess, cpu_seconds, free_port, stack_config, udp_bound, udp_drops, write_config
+from . import loadgen
+from .harness import (REPO, BusCounter, Load, ServiceProcess, cpu_seconds, free_port, stack_config, udp_bound,
+                      udp_drops, write_config)
 
 RATES = [250_000, 500_000, 1_000_000, 1_500_000, 2_000_000, 2_500_000, 3_000_000, 4_000_000, 5_000_000,
          6_000_000, 8_000_000]
+VERSIONS = {5: "v5", 9: "v9", 10: "IPFIX"}   # export version -> name in the report
 STEP_SECONDS = 2.0
+VERSION_BUDGET_S = 75.0   # no new rate once a version's ramp has run this long (whole section ~4 min)
 NFCAPD_BUFFER = 8 << 20
+
+
+class VersionLoad(Load):
+    """bench.loadgen in its own process, sending one export version."""
+
+    def __init__(self, version: int, port: int, flows: int, flows_per_s: float | None, max_seconds: float):
+        cmd = [sys.executable, "-m", "bench.loadgen", "--version", str(version), "--port", str(port),
+               "--flows", str(int(flows)), "--flows-per-s", str(int(flows_per_s or 0)),
+               "--max-seconds", str(max_seconds)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
 
 
 @dataclass
@@ -55,18 +74,23 @@ def one_rate(run_step, label: str, rate: float, steps: list[Step]) -> bool:
     return False
 
 
-def interleaved_ramp(receivers: dict) -> dict[str, list[Step]]:
+def interleaved_ramp(receivers: dict, budget_s: float = VERSION_BUDGET_S) -> tuple[dict[str, list[Step]], bool]:
     """Every rate goes to each receiver in turn, so both see the machine in the same state (on a
-    small VM the run-to-run noise is larger than the gap between them); each stops at its own loss."""
+    small VM the run-to-run noise is larger than the gap between them); each stops at its own loss.
+    Returns the steps and whether the time budget cut the ramp short."""
     steps = {label: [] for label in receivers}
     active = dict(receivers)
+    deadline = time.monotonic() + budget_s
     for rate in RATES:
+        if time.monotonic() > deadline:
+            print(f"    time budget of {budget_s:.0f} s spent; ramp stops before {rate:,}/s", flush=True)
+            return steps, True
         for label, run_step in list(active.items()):
             if not one_rate(run_step, label, rate, steps[label]):
                 del active[label]
         if not active:
             break
-    return steps
+    return steps, False
 
 
 def best(steps: list[Step]) -> Step | None:
@@ -88,9 +112,9 @@ def collector_receiver(tmp: Path):
         counter.wait_event()  # subscription in place
         pid = proc.proc.pid
 
-        def step(rate: float) -> Step:
+        def step(version: int, rate: float) -> Step:
             flows_before, drops_before, cpu_before = counter.flows, udp_drops(port), cpu_seconds(pid)
-            load = Load(port, rate * STEP_SECONDS, rate, STEP_SECONDS * 2 + 1)
+            load = VersionLoad(version, port, rate * STEP_SECONDS, rate, STEP_SECONDS * 2 + 1)
             while load.running():
                 counter.pump(20)
             res = load.result()
@@ -111,13 +135,14 @@ def collector_receiver(tmp: Path):
 # ------------------------------------------------------------------------- nfcapd
 
 def nfcapd_receiver(tmp: Path):
-    """A step function that runs a fresh nfcapd per step, or the reason it cannot run."""
+    """A step function (version, rate) that runs a fresh nfcapd per step, or the reason it cannot run.
+    nfcapd takes v5, v9 and IPFIX on one port; flows are counted the same way for each (nfdump -I)."""
     if not shutil.which("nfcapd") or not shutil.which("nfdump"):
         return "nfcapd/nfdump not installed (Debian package nfdump; `make debs`)"
-    version = subprocess.run(["nfcapd", "-V"], capture_output=True, text=True).stdout.strip()
-    print(f"    {version}", flush=True)
+    banner = subprocess.run(["nfcapd", "-V"], capture_output=True, text=True).stdout.strip()
+    print(f"    {banner}", flush=True)
 
-    def step(rate: float) -> Step:
+    def step(version: int, rate: float) -> Step:
         port = free_port(socket.SOCK_DGRAM)
         flowdir = Path(tempfile.mkdtemp(dir=tmp, prefix="nfcapd-"))
         # nfdump 1.7: -w DIR (1.6 used -l DIR); -t 3600 so the whole step lands in one file
@@ -130,7 +155,7 @@ def nfcapd_receiver(tmp: Path):
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("nfcapd did not bind its port")
                 time.sleep(0.02)
-            load = Load(port, rate * STEP_SECONDS, rate, STEP_SECONDS * 2 + 1)
+            load = VersionLoad(version, port, rate * STEP_SECONDS, rate, STEP_SECONDS * 2 + 1)
             res = load.result()
             # nfcapd reads until its socket is empty; wait for the receive queue to drain
             _wait_rx_empty(port)
@@ -181,32 +206,49 @@ def run(report) -> None:
         tmp = Path(d)
         nfcapd = nfcapd_receiver(tmp)
         with collector_receiver(tmp) as ours_step:
-            receivers = {"flowlens": ours_step}
-            if not isinstance(nfcapd, str):
-                receivers["nfcapd  "] = nfcapd
-            steps = interleaved_ramp(receivers)
+            for version, name in VERSIONS.items():
+                try:
+                    print(f"  {name}: self-check: {loadgen.self_check(version)}", flush=True)
+                except AssertionError as e:  # a stream we cannot decode ourselves is not measured
+                    print(f"  {name}: self-check failed: {e}", flush=True)
+                    report("ingest", f"collector lossless {name} ingest (loopback UDP -> bus)", float("nan"),
+                           "flows/s", f"skipped: load self-check failed: {e}")
+                    continue
+                receivers = {"flowlens": functools.partial(ours_step, version)}
+                if not isinstance(nfcapd, str):
+                    receivers["nfcapd  "] = functools.partial(nfcapd, version)
+                steps, cut = interleaved_ramp(receivers)
+                _report(report, name, steps, nfcapd, cut)
+
+
+def _report(report, name: str, steps: dict[str, list[Step]], nfcapd, cut: bool) -> None:
     ours = steps["flowlens"]
-    theirs = nfcapd if isinstance(nfcapd, str) else steps["nfcapd  "]
     b = best(ours)
-    report("ingest", "collector lossless v5 ingest (loopback UDP -> bus)", b.achieved if b else 0.0, "flows/s",
-           _note(ours, b))
+    report("ingest", f"collector lossless {name} ingest (loopback UDP -> bus)", b.achieved if b else 0.0, "flows/s",
+           _note(ours, b, cut))
     if b:
-        report("ingest", "collector CPU per flow at that rate", b.cpu_us_per_flow, "us/flow", "decode + batch + publish")
-    if isinstance(theirs, str):
-        report("ingest", "nfcapd lossless v5 ingest", float("nan"), "flows/s", f"skipped: {theirs}")
+        report("ingest", f"collector CPU per flow at that rate, {name}", b.cpu_us_per_flow, "us/flow",
+               "decode + batch + publish")
+    if isinstance(nfcapd, str):
+        report("ingest", f"nfcapd lossless {name} ingest", float("nan"), "flows/s", f"skipped: {nfcapd}")
         return
+    theirs = steps["nfcapd  "]
     nb = best(theirs)
-    report("ingest", "nfcapd lossless v5 ingest (same stream, -B 8 MiB)", nb.achieved if nb else 0.0, "flows/s",
-           _note(theirs, nb))
+    report("ingest", f"nfcapd lossless {name} ingest (same stream, -B 8 MiB)", nb.achieved if nb else 0.0, "flows/s",
+           _note(theirs, nb, cut))
     if nb:
-        report("ingest", "nfcapd CPU per flow at that rate", nb.cpu_us_per_flow, "us/flow", "")
+        report("ingest", f"nfcapd CPU per flow at that rate, {name}", nb.cpu_us_per_flow, "us/flow", "")
     if b and nb:
-        report("ingest", "collector / nfcapd lossless rate", b.achieved / nb.achieved, "x", "target >= 1")
+        report("ingest", f"collector / nfcapd lossless rate, {name}", b.achieved / nb.achieved, "x", "target >= 1")
 
 
-def _note(steps: list[Step], b: Step | None) -> str:
+def _note(steps: list[Step], b: Step | None, cut: bool = False) -> str:
     lossy = [s for s in steps if not s.lossless]
+    if not steps:
+        return "not measured"
     if not lossy:
+        if cut:
+            return f"no loss up to {steps[-1].achieved:,.0f}/s, where the time budget ended the ramp (a lower bound)"
         return f"no loss up to the ramp's top ({steps[-1].achieved:,.0f}/s); the sender is the limit"
     worst = lossy[-1]
     lost = worst.sent - worst.received
