@@ -219,7 +219,7 @@ SETTINGS: dict[str, Setting] = {
     "store.query_bind": Setting(_str, "tcp://127.0.0.1:5555", "where the store answers queries"),
     "store.query_max_rows": Setting(_positive_int, 10_000, "most flows one query reply carries"),
     "store.query_time_limit": Setting(_pos_duration, 4.0, "longest one SQLite read may run before it is cut off with an error reply"),
-    "store.sqlite_cache": Setting(parse_size, 32 << 20, "page cache of the SQLite writer connection"),
+    "store.sqlite_cache": Setting(parse_size, 8 << 20, "page cache of the SQLite writer connection (appends touch few pages)"),
 
     "analysis.interval": Setting(_pos_duration, 60.0, "how often the analyzers run (flow time)"),
     "analysis.window": Setting(_pos_duration, 60.0, "sliding window the analyzers look at"),

@@ -101,10 +101,19 @@ ADDR_COLUMNS = ("src_addr", "dst_addr", "exporter")
 _POW10 = 10 ** np.arange(18, -1, -1, dtype=np.uint64)  # 1e18 .. 1
 
 
+_POW10_32 = 10 ** np.arange(9, -1, -1, dtype=np.uint32)  # 1e9 .. 1
+
+
 def _digits(v: np.ndarray) -> tuple[np.ndarray, int]:
-    """Non-negative uint64 column as fixed-width ASCII decimal, (n, width) uint8; width fits the max."""
-    width = len(str(int(v.max()))) if len(v) else 1
-    d = (v[:, None] // _POW10[19 - width:][None, :]) % np.uint64(10)
+    """Non-negative uint64 column as fixed-width ASCII decimal, (n, width) uint8; width fits the max.
+    Columns below 2**32 (ports, counters, times relative to the batch) divide in uint32, about
+    three times faster than uint64 division."""
+    top = int(v.max()) if len(v) else 0
+    width = len(str(top))
+    if top < 1 << 32:
+        d = (v.astype(np.uint32)[:, None] // _POW10_32[10 - width:][None, :]) % np.uint32(10)
+    else:
+        d = (v[:, None] // _POW10[19 - width:][None, :]) % np.uint64(10)
     return d.astype(np.uint8) + np.uint8(48), width
 
 
@@ -114,7 +123,7 @@ def bulk_insert(cols: dict[str, np.ndarray]) -> tuple[str, dict]:
     executemany binds 11 values per row under the GIL (about 3 us a row, more than SQLite's own work).
     Instead the batch is bound as three BLOBs and SQLite slices them per row with substr():
     ``i``: the integer columns as fixed-width ASCII decimals (seq and time_end relative to the batch
-    minimum), read back with CAST; ``a``: src, dst, exporter (48 bytes a row); ``r``: REST_DTYPE
+    minimum), read back with CAST; a run of consecutive seq values is not encoded at all (``k + first``); ``a``: src, dst, exporter (48 bytes a row); ``r``: REST_DTYPE
     records. Rows come from ``temp.nums`` (0..n-1, see WarmWriter._ensure_nums). substr on a BLOB is
     O(1); on TEXT it would scan from the start, so ``i`` must stay a BLOB. The statement text depends
     on the column widths, so SQLite's statement cache sees a handful of variants."""
@@ -122,6 +131,9 @@ def bulk_insert(cols: dict[str, np.ndarray]) -> tuple[str, dict]:
     fields, pieces, width = {}, [], 0
     for c in INT_COLUMNS:
         v = cols[c]
+        if c == "seq" and n and int(v[-1]) - int(v[0]) == n - 1 and bool((np.diff(v) == 1).all()):
+            fields[c] = (None, 0, int(v[0]))  # consecutive (the usual case): seq is k + first, no digits
+            continue
         if c in ("seq", "time_end"):
             base = int(v.min())
             u = (v.astype(np.int64) - base).astype(np.uint64)
@@ -142,7 +154,9 @@ def bulk_insert(cols: dict[str, np.ndarray]) -> tuple[str, dict]:
     rw = REST_DTYPE.itemsize
     exprs = []
     for c in SQL_COLUMNS:
-        if c in fields:
+        if c in fields and fields[c][0] is None:
+            exprs.append(f"k + {fields[c][2]}")
+        elif c in fields:
             off, w, base = fields[c]
             e = f"CAST(substr(:i, k * {width} + {off + 1}, {w}) AS INTEGER)"
             exprs.append(f"{e} + {base}" if base else e)

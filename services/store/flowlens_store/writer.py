@@ -1,12 +1,14 @@
 """The one SQLite writer thread, fed by a bounded queue so the bus receive loop never waits on disk.
 
 The receive loop offers (columns-with-seq) batches with ``offer``; a full queue sheds the batch and
-counts it. The thread coalesces queued batches up to ``store.write_max_rows`` per transaction,
+counts it. The thread coalesces batches up to ``store.write_max_rows`` or COALESCE_S per transaction,
 writes advisory/health events, seals partitions and prunes on schedule. ``stop()`` commits
 everything queued before it returns.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import queue
 import threading
@@ -20,6 +22,20 @@ from .warm import WarmWriter, now_ms
 
 log = logging.getLogger(__name__)
 _STOP = object()
+TRIM_INTERVAL_S = 5.0
+# A transaction waits this long for more batches (up to store.write_max_rows). Every commit has a
+# fixed part (partition and meta rows, one rollup upsert per minute and key, the WAL pages of the
+# B-tree edges rewritten, a checkpoint): with loadgen-like times, 4096-row commits cost 5.9-6.4 us
+# of CPU per flow, 49k-row commits 3.9-4.6. The ring answers for the newest flows meanwhile.
+COALESCE_S = 0.25
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None elsewhere."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 class Writer:
@@ -44,6 +60,9 @@ class Writer:
         self._rl = RateLimitedLog(log)
         self._next_prune = time.monotonic() + prune_interval_s  # not at start: a restart must not drop data early
         self._next_seal = time.monotonic() + 5.0
+        self._trim = _malloc_trim()
+        self._dirty = False      # transient buffers were freed since the last trim
+        self._next_trim = 0.0
 
     # ---------------------------------------------------------------- producer side (receive thread)
 
@@ -94,6 +113,7 @@ class Writer:
                 rows = 0
                 try:
                     item = self.flows.get(timeout=0.1)
+                    until = time.monotonic() + COALESCE_S
                     while True:
                         if item is _STOP:
                             stopping = True
@@ -102,11 +122,15 @@ class Writer:
                         rows += len(item["seq"])
                         if rows >= self.max_rows:
                             break
-                        item = self.flows.get_nowait()
+                        wait = until - time.monotonic()
+                        item = self.flows.get(timeout=wait) if wait > 0 else self.flows.get_nowait()
                 except queue.Empty:
                     pass
                 if chunk:
                     self._write(chunk)
+                    self._dirty = True
+                else:
+                    self._release()
                 self._events()
                 self._maintain()
             except Exception:
@@ -126,6 +150,16 @@ class Writer:
             return
         self.committed += n
         self.transactions += 1
+
+    def _release(self) -> None:
+        """With the queue empty, hand the freed transients (coalesced columns, bulk-insert blobs,
+        SQLite statement memory) back to the kernel: glibc keeps them in the thread's arena
+        otherwise, about 20 MiB of RSS after a burst. At most every TRIM_INTERVAL_S."""
+        mono = time.monotonic()
+        if self._dirty and self._trim is not None and mono >= self._next_trim:
+            self._next_trim = mono + TRIM_INTERVAL_S
+            self._dirty = False
+            self._trim(0)
 
     def _events(self) -> None:
         events = []
