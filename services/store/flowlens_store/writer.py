@@ -1,7 +1,7 @@
 """The one SQLite writer thread, fed by a bounded queue so the bus receive loop never waits on disk.
 
 The receive loop offers (columns-with-seq) batches with ``offer``; a full queue sheds the batch and
-counts it. The thread coalesces batches up to ``store.write_max_rows`` or COALESCE_S per transaction,
+counts it. The thread coalesces queued batches up to ``store.write_max_rows`` per transaction,
 writes advisory/health events, seals partitions and prunes on schedule. ``stop()`` commits
 everything queued before it returns.
 """
@@ -23,11 +23,6 @@ from .warm import WarmWriter, now_ms
 log = logging.getLogger(__name__)
 _STOP = object()
 TRIM_INTERVAL_S = 5.0
-# A transaction waits this long for more batches (up to store.write_max_rows). Every commit has a
-# fixed part (partition and meta rows, one rollup upsert per minute and key, the WAL pages of the
-# B-tree edges rewritten, a checkpoint): with loadgen-like times, 4096-row commits cost 5.9-6.4 us
-# of CPU per flow, 49k-row commits 3.9-4.6. The ring answers for the newest flows meanwhile.
-COALESCE_S = 0.25
 
 
 def _malloc_trim():
@@ -113,7 +108,6 @@ class Writer:
                 rows = 0
                 try:
                     item = self.flows.get(timeout=0.1)
-                    until = time.monotonic() + COALESCE_S
                     while True:
                         if item is _STOP:
                             stopping = True
@@ -122,8 +116,7 @@ class Writer:
                         rows += len(item["seq"])
                         if rows >= self.max_rows:
                             break
-                        wait = until - time.monotonic()
-                        item = self.flows.get(timeout=wait) if wait > 0 else self.flows.get_nowait()
+                        item = self.flows.get_nowait()
                 except queue.Empty:
                     pass
                 if chunk:
