@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 
+from flowmodel import ports
 from flowmodel.protocol import protocol_name
 
 # Characters XML 1.0 forbids even when escaped (C0 controls except tab/LF/CR, surrogates, U+FFFE/F).
@@ -142,23 +143,8 @@ def proto(number) -> str:
     return protocol_name(int(number))
 
 
-# Well-known ports an engineer recognises at a glance (IANA service names, common usage).
-SERVICE_NAMES = {
-    20: "ftp-data", 21: "ftp", 22: "ssh", 23: "telnet", 25: "smtp", 53: "dns", 67: "dhcp", 68: "dhcp",
-    69: "tftp", 80: "http", 88: "kerberos", 110: "pop3", 111: "rpcbind", 119: "nntp", 123: "ntp",
-    135: "msrpc", 137: "netbios-ns", 138: "netbios-dgm", 139: "netbios-ssn", 143: "imap", 161: "snmp",
-    162: "snmptrap", 179: "bgp", 389: "ldap", 443: "https", 445: "smb", 465: "smtps", 500: "isakmp",
-    514: "syslog", 515: "printer", 520: "rip", 546: "dhcpv6", 547: "dhcpv6", 554: "rtsp", 587: "submission",
-    623: "ipmi", 636: "ldaps", 853: "dns-tls", 873: "rsync", 993: "imaps", 995: "pop3s", 1080: "socks",
-    1194: "openvpn", 1433: "mssql", 1521: "oracle", 1701: "l2tp", 1723: "pptp", 1812: "radius",
-    1813: "radius-acct", 1883: "mqtt", 1900: "ssdp", 2049: "nfs", 2055: "netflow", 2379: "etcd",
-    3128: "squid", 3268: "ldap-gc", 3306: "mysql", 3389: "rdp", 3478: "stun", 4500: "ipsec-nat-t",
-    4739: "ipfix", 5060: "sip", 5061: "sips", 5222: "xmpp", 5353: "mdns", 5432: "postgresql",
-    5671: "amqps", 5672: "amqp", 5900: "vnc", 6343: "sflow", 6379: "redis", 6443: "kube-api",
-    6514: "syslog-tls", 8080: "http-alt", 8443: "https-alt", 8883: "mqtts", 9000: "http-alt",
-    9092: "kafka", 9100: "jetdirect", 9200: "elasticsearch", 11211: "memcached", 27017: "mongodb",
-    51820: "wireguard",
-}
+# Well-known ports in the lowercase keyword style of the flow tables; one table for every service.
+SERVICE_NAMES = {port: name.lower() for port, name in ports.SERVICE_NAMES.items()}
 
 _PORTLESS = {1, 58}  # ICMP, ICMPv6: ports carry type/code, not services
 
