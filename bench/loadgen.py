@@ -235,18 +235,8 @@ def self_check(version: int, n_data: int = 1200, group: int = 64) -> str:
 
 # ---------------------------------------------------------------------------- sendmmsg via ctypes
 
-class _IoVec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
-                ("msg_iov", ctypes.POINTER(_IoVec)), ("msg_iovlen", ctypes.c_size_t),
-                ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t), ("msg_flags", ctypes.c_int)]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint)]
+# struct mmsghdr as the collector declares it for recvmmsg; sendmmsg takes the same layout.
+from flowlens_collector.recvmmsg import _IoVec, _MMsgHdr  # noqa: E402
 
 
 class Sender:

@@ -210,3 +210,22 @@ def _norm(text: str) -> str:
         ip = ip.ipv4_mapped
     s = str(ip)
     return "::" if s in ("0.0.0.0", "::") else s
+
+
+def check_capture(stem: str):
+    """Decode a capture one datagram at a time and compare each frame's flows with tshark's.
+    Returns (flows decoded, the Decoder) so callers can check totals and counters."""
+    from flowlens_collector.decode import Decoder
+
+    datagrams = load_datagrams(stem)
+    expected = expected_by_frame(stem, datagrams)
+    dec = Decoder()
+    total = 0
+    for d in datagrams:
+        batch = dec.decode([d.payload], [(d.src, d.sport)], now_ms=1_000)
+        exp = expected.get(d.frame, {})
+        has_times = not exp or next(iter(exp))[14] is not None
+        got = flow_tuples(batch, has_times)
+        assert got == exp, f"{stem} frame {d.frame}: missing {exp - got}, extra {got - exp}"
+        total += batch.count
+    return total, dec

@@ -5,25 +5,9 @@ import json
 
 import pytest
 
-from collector_truth import DATA, captures, expected_by_frame, flow_tuples, load_datagrams
-from flowlens_collector.decode import Decoder
+from collector_truth import DATA, captures, check_capture
 
 TEMPLATED_FILES = captures((9, 10))
-
-
-def check_capture(stem: str) -> tuple[int, Decoder]:
-    datagrams = load_datagrams(stem)
-    expected = expected_by_frame(stem, datagrams)
-    dec = Decoder()
-    total = 0
-    for d in datagrams:
-        batch = dec.decode([d.payload], [(d.src, d.sport)], now_ms=1_000)
-        exp = expected.get(d.frame, {})
-        has_times = not exp or next(iter(exp))[14] is not None
-        got = flow_tuples(batch, has_times)
-        assert got == exp, f"{stem} frame {d.frame}: missing {exp - got}, extra {got - exp}"
-        total += batch.count
-    return total, dec
 
 
 def test_templated_corpus_present():
