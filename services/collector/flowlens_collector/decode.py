@@ -40,6 +40,7 @@ class Decoder:
                  pending_max_age_ms: int = 1_800_000):
         self._stats: dict[tuple[str, int], ExporterStats] = {}
         self._sources: dict[tuple, tuple[str, int, bytes]] = {}
+        self._exporter_addrs: dict[str, np.void] = {}
         self._seq = SequenceTracker()
         self._templated = TemplatedDecoder(self, max_templates_per_exporter=max_templates_per_exporter,
                                            pending_max_records=pending_max_records,
@@ -80,8 +81,12 @@ class Decoder:
                     self._v5_run(blob, offsets[i:j], lengths[i:j], sources[i:j], now_ms, v5_batches)
                     i = j
                 else:
-                    self._other(datagrams[i], sources[i], int(versions[i]), now_ms)
-                    i += 1
+                    j = i + 1
+                    while j < n and not flags[j]:
+                        j += 1
+                    self._templated_run(blob, offsets[i:j], lengths[i:j], versions[i:j], datagrams[i:j],
+                                        sources[i:j], now_ms)
+                    i = j
         return FlowBatch.concat(v5_batches + self._templated.finish())
 
     def expire(self, now_ms: int) -> None:
@@ -128,6 +133,9 @@ class Decoder:
     def sequence(self, stream: tuple, sequence: int, units: int, stats: ExporterStats) -> None:
         self._seq.observe(stream, sequence, units, stats)
 
+    def sequence_many(self, stream: tuple, sequences: np.ndarray, units: np.ndarray, stats: ExporterStats) -> None:
+        self._seq.observe_many(stream, sequences, units, stats)
+
     def _source(self, src) -> tuple[str, int, bytes]:
         """(host text, port, 16-byte address) of a recvfrom source, cached."""
         s = self._sources.get(src)
@@ -143,6 +151,15 @@ class Decoder:
             s = self._sources[src] = (host, int(src[1]) if len(src) > 1 else 0, raw)
         return s
 
+    def exporter_addr(self, host: str):
+        """The exporter column value (an ADDR scalar) of an exporter given as text, cached."""
+        a = self._exporter_addrs.get(host)
+        if a is None:
+            if len(self._exporter_addrs) >= MAX_EXPORTER_STATS:
+                self._exporter_addrs.clear()
+            a = self._exporter_addrs[host] = np.frombuffer(self._source_addr(host), dtype=ADDR)[0]
+        return a
+
     def _source_addr(self, host: str) -> bytes:
         """16-byte address of an exporter given as text (as kept in template keys)."""
         try:
@@ -150,7 +167,43 @@ class Decoder:
         except Exception:
             return bytes(16)
 
-    # -- NetFlow v5 ----------------------------------------------------------------------------
+    # -- NetFlow v9 / IPFIX --------------------------------------------------------------------
+
+    def _templated_run(self, blob, offsets, lengths, versions, datagrams, sources, now_ms: int) -> None:
+        """Consecutive datagrams that are not v5. Under load most carry one data set of a known
+        fixed-length template and nothing else: runs of those (same source, version, domain and set
+        id) go to the templated decoder as arrays; every other datagram is walked on its own, in order."""
+        m = len(offsets)
+        if m < 4:  # not worth the array set-up
+            for k in range(m):
+                self._other(datagrams[k], sources[k], int(versions[k]), now_ms)
+            return
+        try:
+            if sources.count(sources[0]) == m:
+                sid = np.zeros(m, dtype=np.int64)
+                srcs = [sources[0]]
+            else:
+                ids: dict = {}
+                sid = np.fromiter((ids.setdefault(s, len(ids)) for s in sources), dtype=np.int64, count=m)
+                srcs = list(ids)
+            segments = single_set_segments(blob, offsets, lengths, versions, sid)
+        except Exception:  # a decoder bug must not stop the loop: every datagram takes the walk instead
+            log.exception("run classification failed", extra=fields(exporter=str(sources[0]), datagrams=m))
+            segments = [(0, m, None)]
+        for a, b, head in segments:
+            if head is not None:
+                src = srcs[int(sid[a])]
+                source = self._sources.get(src) or self._source(src)
+                try:
+                    if self._templated.single_set_run(blob, offsets[a:b], lengths[a:b], head[a:b], source,
+                                                      now_ms):
+                        continue
+                except Exception:
+                    log.exception("run decode failed", extra=fields(exporter=source[0], datagrams=b - a))
+                    self.stats(source[0], 0, now_ms).error("internal_error", b - a)
+                    continue
+            for k in range(a, b):
+                self._other(datagrams[k], sources[k], int(versions[k]), now_ms)
 
     def _other(self, buf, src, version: int, now_ms: int) -> None:
         """One datagram that is not NetFlow v5 (or too short to say)."""
@@ -273,6 +326,51 @@ class Decoder:
             addrs = np.frombuffer(b"".join([r[2] for r in resolved]), dtype=ADDR)
             cols["exporter"] = np.repeat(addrs[sid], counts)
         out.append(FlowBatch(cols, total))
+
+
+RUN_HEAD = np.dtype([("version", ">u2"), ("count", ">u2"), ("w1", ">u4"), ("w2", ">u4"), ("w3", ">u4"),
+                     ("w4", ">u4"), ("set_id", ">u2"), ("set_len", ">u2")])
+RUN_HEAD_LEN = RUN_HEAD.itemsize  # 24: a v9 header and its first set header; an IPFIX one and 4 more bytes
+
+
+def single_set_segments(blob, offsets: np.ndarray, lengths: np.ndarray, versions: np.ndarray, sid: np.ndarray):
+    """Split consecutive v9/IPFIX datagrams into segments [a, b) for the array path.
+
+    A datagram qualifies when it is exactly one header and one data set (set id >= 256) whose
+    length runs to the end of the datagram (for IPFIX also the message length). A segment is a
+    run of qualifying datagrams with the same source, version, domain and set id; its entry is
+    (a, b, headers) with ``headers`` a RUN_HEAD array of all datagrams (v9: w1 uptime, w2 secs,
+    w3 sequence, w4 source id; IPFIX: ``count`` is the message length, w1 export time, w2
+    sequence, w3 domain, and the set header sits 4 bytes earlier), or (a, b, None) for datagrams
+    that must be walked one by one.
+    """
+    m = len(offsets)
+    head = v5.gather(blob, offsets, RUN_HEAD_LEN).view(RUN_HEAD).reshape(m)
+    w4 = head["w4"]
+    v0 = int(versions[0])
+    if v0 == 9 and (versions == 9).all():
+        set_id, set_len, domain = head["set_id"], head["set_len"] + 20, w4
+        ok = (set_len == lengths) & (lengths >= RUN_HEAD_LEN)
+    elif v0 == 10 and (versions == 10).all():
+        # IPFIX: the first set header is bytes 16..19, which RUN_HEAD reads as w4
+        set_id, set_len, domain = w4 >> 16, (w4 & 0xFFFF) + 16, head["w3"]
+        ok = (set_len == lengths) & (head["count"] == lengths)
+    else:
+        is9 = versions == 9
+        set_id = np.where(is9, head["set_id"], w4 >> 16)
+        set_len = np.where(is9, head["set_len"] + 20, (w4 & 0xFFFF) + 16)
+        domain = np.where(is9, w4, head["w3"])
+        ok = (set_len == lengths) & np.where(is9, lengths >= RUN_HEAD_LEN, (versions == 10) & (head["count"] == lengths))
+    ok &= set_id >= 256
+    if m > 1 and ok.all() and (sid == sid[0]).all() and (domain == domain[0]).all() and (set_id == set_id[0]).all() \
+            and (versions == v0).all():
+        return [(0, m, head)]  # the usual case under load: one exporter, one template
+    key = (sid << 48) ^ (versions.astype(np.int64) << 40) ^ (domain.astype(np.int64) << 8)
+    same = (key[1:] == key[:-1]) & (set_id[1:] == set_id[:-1])
+    change = np.flatnonzero((ok[1:] != ok[:-1]) | (ok[1:] & ~same)) + 1
+    bounds = [0, *change.tolist(), m]
+    okl = ok.tolist()
+    return [(a, b, head if okl[a] else None) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _first_seen(keys: np.ndarray) -> tuple[list[int], np.ndarray, np.ndarray]:

@@ -66,8 +66,13 @@ class SequenceTracker:
             self.observe(stream, int(sequences[0]), int(units[0]), stats)
             return
         seqs = sequences.astype(np.int64)
-        nxt = (seqs + units.astype(np.int64)) & 0xFFFFFFFF
+        nxt = (seqs + units) & 0xFFFFFFFF
         expected = self._next.get(stream)
+        if (expected is None or expected == seqs[0]) and (seqs[1:] == nxt[:-1]).all():  # in order: the usual case
+            if expected is None and len(self._next) >= self.MAX_STREAMS:
+                self._next.clear()
+            self._next[stream] = int(nxt[-1])
+            return
         if expected is None:
             if len(self._next) >= self.MAX_STREAMS:
                 self._next.clear()

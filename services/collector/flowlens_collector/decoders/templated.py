@@ -17,6 +17,7 @@ from flowmodel.schema import ADDR, FlowBatch
 from . import ipfix, netflow9
 from .fields import SAMPLER_ID_ROLES, SAMPLING_ROLES, rate_from
 from .templates import Template, _uint
+from .v5 import gather as _gather
 
 _HH = struct.Struct(">HH")
 MAX_SAMPLERS_PER_SESSION = 1024
@@ -40,13 +41,18 @@ class Session:
 class _Group:
     """Data sets of one template within one decode call: record bytes and (count, export ms, uptime ms)."""
 
-    __slots__ = ("template", "stats_key", "bodies", "meta")
+    __slots__ = ("template", "stats_key", "bodies", "meta", "arrays", "session_state")
 
     def __init__(self, template, stats_key):
         self.template = template
         self.stats_key = stats_key
+        # (init_ms, rate, samplers) of the session when options data changed them after these
+        # records arrived; None = the session's state at the end of the call applies
+        self.session_state: tuple | None = None
         self.bodies: list = []
-        self.meta: list[tuple[int, int, int]] = []
+        # per body (count, export ms, uptime ms): ints, or arrays per datagram when ``arrays``
+        self.meta: list[tuple] = []
+        self.arrays = False
 
 
 class TemplatedDecoder:
@@ -104,6 +110,67 @@ class TemplatedDecoder:
         self._option_records = 0
         records = self._walk(buf, ipfix.HEADER_LEN, length, session, st, export_s * 1000, -1)
         self._ipfix_sequence(session, seq, records, records - self._option_records, st)
+
+    def single_set_run(self, blob, offsets, lengths, head, source, now_ms) -> bool:
+        """Datagrams of one source, version, domain and data set id, each exactly one header and one
+        data set (see flowlens_collector.decode.single_set_segments; ``head`` their RUN_HEAD rows).
+
+        When the set's template is known, fixed-length and not an options template (and for IPFIX
+        the session's sequence numbering is known), their records join the template's group as one
+        gathered block, with counters and sequence numbers from arrays. False, having done nothing,
+        otherwise: the caller then walks the datagrams one by one.
+        """
+        host, port = source[0], source[1]
+        version = int(head["version"][0])
+        ipfix_msg = version == 10
+        domain = int(head["w3"][0] if ipfix_msg else head["w4"][0])
+        set_id = int(head["w4"][0] >> 16) if ipfix_msg else int(head["set_id"][0])
+        session = (host, port, version, domain)
+        key = session + (set_id,)
+        t = self.templates.get(key)
+        if t is None or not t.record_len or t.options or t.variable:
+            return False
+        mode = self._ipfix_inclusive.get(session) if ipfix_msg else None
+        if ipfix_msg and mode is None:
+            return False
+        hlen = ipfix.HEADER_LEN if ipfix_msg else netflow9.HEADER_LEN
+        rl = t.record_len
+        m = len(offsets)
+        counts = (lengths - hlen - 4) // rl
+        total = int(counts.sum())
+        st = self._owner.stats(host, domain, now_ms)
+        st.version = version
+        st.packets += m
+        st.flows += total
+        if ipfix_msg:
+            seqs = head["w2"].astype(np.int64)
+            if mode != "all":  # inclusive numbering: the number after this message's records
+                seqs = (seqs - counts) & 0xFFFFFFFF
+            self._owner.sequence_many(session, seqs, counts, st)
+            export_ms = head["w1"].astype(np.int64) * 1000
+            uptime = None
+        else:
+            self._owner.sequence_many(session, head["w3"], np.ones(m, dtype=np.int64), st)
+            export_ms = head["w2"].astype(np.int64) * 1000
+            uptime = head["w1"].astype(np.int64)
+        if total == 0:
+            return True
+        first = int(offsets[0])
+        stride = int(offsets[1] - offsets[0]) if m > 1 else 0
+        if (counts == counts[0]).all() and (m < 3 or (offsets[2:] - offsets[1:-1] == stride).all()):
+            body = np.ndarray((m, int(counts[0]) * rl), dtype=np.uint8, buffer=blob, offset=first + hlen + 4,
+                              strides=(stride, 1)).copy()
+        else:
+            base = np.cumsum(counts) - counts
+            starts = np.repeat(offsets + hlen + 4 - base * rl, counts) + np.arange(0, total * rl, rl, dtype=np.int64)
+            body = _gather(blob, starts, rl)
+        g = self._groups.get(key)
+        if g is None or g.template is not t:
+            g = self._new_group(key, t)
+        g.bodies.append(body)
+        g.meta.append((counts, export_ms, uptime if uptime is not None else -1))
+        g.arrays = True
+        return True
 
     def finish(self) -> list[FlowBatch]:
         out = []
@@ -272,6 +339,7 @@ class TemplatedDecoder:
             return 0
         rec = np.frombuffer(bytes(raw), dtype=t.dtype, count=n)
         session = self._session(key[:4])
+        before = (session.init_ms, session.rate, dict(session.samplers))
         cols = {role: _uint(rec[role]).tolist() for role in t.roles
                 if role in SAMPLING_ROLES or role in SAMPLER_ID_ROLES or role == "system_init_ms"}
         for i in range(n):
@@ -288,7 +356,18 @@ class TemplatedDecoder:
                 session.samplers[int(sid)] = int(rate)
             else:
                 st.error("sampler_cap")
+        if (session.init_ms, session.rate, session.samplers) != before:
+            self._detach_groups(key[:4], before)
         return n
+
+    def _detach_groups(self, skey: tuple, state: tuple) -> None:
+        """Options data just changed a session's boot time or rates: the records of this call that
+        arrived before it keep the state they arrived under (as decoding one datagram per call
+        would), and later records start new groups."""
+        for k in [k for k, g in self._groups.items() if k[:4] == skey and g.session_state is None]:
+            g = self._groups.pop(k)
+            g.session_state = state
+            self._groups[k + ("before_options", id(g))] = g
 
     def _session(self, skey: tuple) -> Session:
         s = self.sessions.get(skey)
@@ -339,7 +418,26 @@ class TemplatedDecoder:
     def _materialise(self, key, g: _Group) -> FlowBatch:
         t = g.template
         raw = g.bodies[0] if len(g.bodies) == 1 else b"".join(g.bodies)
-        if len(g.meta) == 1:
+        if g.arrays:
+            # per datagram (count, export ms, uptime): ints from walked datagrams, arrays from runs
+            cl: list = []
+            el: list = []
+            ul: list = []
+            for c, e, u in g.meta:
+                if type(c) is int:
+                    cl.append(c)
+                    el.append(e)
+                    ul.append(u)
+                else:
+                    cl.extend(c.tolist())
+                    el.extend(e.tolist())
+                    ul.extend(u.tolist() if type(u) is not int else [u] * len(c))
+            counts = np.array(cl, dtype=np.int64)
+            n = int(counts.sum())
+            spread = int(counts[0]) if (counts == counts[0]).all() else counts
+            export_ms = np.repeat(np.array(el, dtype=np.int64), spread)
+            uptime = np.repeat(np.array(ul, dtype=np.int64), spread) if t.version == 9 else None
+        elif len(g.meta) == 1:
             n, export0, uptime0 = g.meta[0]
             export_ms = np.full(n, export0, dtype=np.int64)
             uptime = np.full(n, uptime0, dtype=np.int64) if t.version == 9 else None
@@ -351,6 +449,9 @@ class TemplatedDecoder:
             uptime = np.repeat(meta[:, 2], counts) if t.version == 9 else None
         rec = np.frombuffer(raw, dtype=t.dtype, count=n)
         session = self.sessions.get(key[:4])
+        if g.session_state is not None:
+            session = Session()
+            session.init_ms, session.rate, session.samplers = g.session_state
         init_ms = session.init_ms if session is not None else None
         cols, sampler, rates, unknown_base = t.to_columns(rec, export_ms, uptime, init_ms)
         st = self._owner.stats(*g.stats_key, self._now)
@@ -371,7 +472,7 @@ class TemplatedDecoder:
         else:
             sampling = np.full(n, default, dtype=np.uint32)
         cols["sampling_rate"] = sampling
-        cols["exporter"] = np.full(n, np.frombuffer(self._owner._source_addr(key[0]), dtype=ADDR)[0])
+        cols["exporter"] = np.full(n, self._owner.exporter_addr(key[0]))
         cols["observation_domain"] = np.full(n, key[3], dtype=np.uint32)
         cols["flow_version"] = np.full(n, t.version, dtype=np.uint8)
         return FlowBatch(cols, n)
