@@ -5,6 +5,11 @@ window it still holds whole, else SQLite (everything committed). A flows page is
 evicted_max_time_end: the ring serves time_end above it, SQLite the rest (see ``_flows_page``). SQLite reads run on this thread's
 own read-only connection inside one read transaction, cut off by a progress handler after
 ``store.query_time_limit``.
+
+A partition not yet sealed has no time index (warm.py): it is read by rowid (seq) ranges, those of
+its ``spans`` whose time_end range meets the window. top and series sum over those ranges; a flows
+page walks the spans newest first (oldest first going back) and stops once no further span can hold
+a row that beats the rows it has.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from .warm import SQL_COLUMNS, connect_reader, now_ms, rows_to_columns
 
 ADDR_PROBE_ROWS = 20_000  # an address range matching more rows than this in a partition walks the time index
 MAX_SERIES_POINTS = 10_000
+MAX_SEQ_RANGES = 64  # a window meeting more separate runs of spans reads from the first to the last
 
 TOP_SQL = {"src": "src_addr", "dst": "dst_addr", "pair": "src_addr, dst_addr", "port": "min(src_port, dst_port)",
            "src_port": "src_port", "dst_port": "dst_port", "protocol": "protocol", "exporter": "exporter"}
@@ -84,6 +90,36 @@ class QueryEngine:
         order = "DESC" if newest_first else "ASC"
         return db.execute(f"SELECT name, start_ms, end_ms, sealed FROM partitions WHERE end_ms > ? AND start_ms <= ? "
                           f"AND rows > 0 ORDER BY start_ms {order}", (since, until)).fetchall()
+
+    @staticmethod
+    def _spans(db, name: str, sealed) -> list[tuple[int, int, int, int]]:
+        """(seq_lo, seq_hi, time_lo, time_hi) of an unsealed partition, in seq order; [] when sealed
+        (or written before spans existed): then the time index answers."""
+        if sealed:
+            return []
+        return db.execute("SELECT seq_lo, seq_hi, time_lo, time_hi FROM spans WHERE part = ? ORDER BY seq_lo",
+                          (name,)).fetchall()
+
+    @staticmethod
+    def _seq_ranges(spans, lo: int, hi: int) -> list[tuple[int, int]] | None:
+        """seq ranges holding every row with lo <= time_end <= hi: runs of consecutive spans that meet
+        [lo, hi]. None: no restriction (no spans, or every span meets the window)."""
+        if not spans:
+            return None
+        ranges: list[list[int]] = []
+        prev = False
+        for a, b, tlo, thi in spans:
+            hit = tlo <= hi and thi >= lo
+            if hit and prev:
+                ranges[-1][1] = b
+            elif hit:
+                ranges.append([a, b])
+            prev = hit
+        if len(ranges) == 1 and ranges[0] == [spans[0][0], spans[-1][1]]:
+            return None
+        if len(ranges) > MAX_SEQ_RANGES:
+            return [(ranges[0][0], ranges[-1][1])]
+        return [(a, b) for a, b in ranges]
 
     def _where(self, db, name: str, sealed: bool, f: dict) -> tuple[str, list]:
         addr_index = True
@@ -218,7 +254,11 @@ class QueryEngine:
                 params = params + [cursor[0], cursor[0], cursor[1]]
             order = "DESC" if older else "ASC"
             select = f"SELECT {', '.join(SQL_COLUMNS)} FROM {name} WHERE "
-            if sealed and "addr" in f and "(src_addr BETWEEN ? AND ? OR dst_addr BETWEEN ? AND ?)" in where:
+            spans = self._spans(db, name, sealed)
+            if spans:
+                rows += self._hot_page(db, f"{select}{where} AND seq BETWEEN ? AND ? ORDER BY time_end {order}, "
+                                       f"seq {order} LIMIT ?", params, spans, f, cursor, older, want - len(rows))
+            elif sealed and "addr" in f and "(src_addr BETWEEN ? AND ? OR dst_addr BETWEEN ? AND ?)" in where:
                 # either address: one index range per side, merged (an OR would walk the time index)
                 w1 = where.replace("(src_addr BETWEEN ? AND ? OR dst_addr BETWEEN ? AND ?)", "src_addr BETWEEN ? AND ?")
                 w2 = where.replace("(src_addr BETWEEN ? AND ? OR dst_addr BETWEEN ? AND ?)", "dst_addr BETWEEN ? AND ?")
@@ -227,12 +267,38 @@ class QueryEngine:
                 p2 = params[:i] + params[i + 2:i + 4] + params[i + 4:]
                 sql = f"{select}{w1} UNION {select}{w2} ORDER BY time_end {order}, seq {order} LIMIT ?"
                 params = p1 + p2
+                rows += db.execute(sql, params + [want - len(rows)]).fetchall()
             else:
                 sql = f"{select}{where} ORDER BY time_end {order}, seq {order} LIMIT ?"
-            rows += db.execute(sql, params + [want - len(rows)]).fetchall()
+                rows += db.execute(sql, params + [want - len(rows)]).fetchall()
             if len(rows) >= want:
                 break
         return rows_to_columns(rows)
+
+    @staticmethod
+    def _hot_page(db, sql: str, params: list, spans, f: dict, cursor, older: bool, want: int) -> list[tuple]:
+        """The ``want`` rows nearest the cursor in an unsealed partition: ``sql`` (the page query with a
+        ``seq BETWEEN ? AND ?`` and a LIMIT) per span, newest time_hi first (oldest time_lo first going
+        forward), until the next span cannot reach past the want-th row kept."""
+        lo = f.get("since", -(1 << 62))
+        hi = f.get("until", 1 << 62) - 1
+        if cursor is not None:
+            if older:
+                hi = min(hi, cursor[0])
+            else:
+                lo = max(lo, cursor[0])
+        cand = [s for s in spans if s[2] <= hi and s[3] >= lo]
+        cand.sort(key=(lambda s: -s[3]) if older else (lambda s: s[2]))
+        rows: list[tuple] = []
+        for a, b, tlo, thi in cand:
+            if len(rows) >= want:
+                bound = rows[want - 1][1]  # time_end (SQL_COLUMNS: seq, time_end, ...)
+                if (thi < bound) if older else (tlo > bound):
+                    break
+            rows += db.execute(sql, params + [a, b, want]).fetchall()
+            rows.sort(key=lambda r: (r[1], r[0]), reverse=older)
+            del rows[want:]
+        return rows
 
     # ------------------------------------------------------------ top
 
@@ -286,18 +352,32 @@ class QueryEngine:
         expr = TOP_SQL[by]
         for name, _s, _e, sealed in self._partitions(db, f):
             where, params = P.sql_where(f, addr_index=False)
-            for row in db.execute(f"SELECT {expr}, sum(bytes), sum(packets), count(*) FROM {name} WHERE {where} "
-                                  f"GROUP BY {TOP_GROUP[by]}", params):
-                k = (row[0], row[1]) if by == "pair" else row[0]
-                v = row[-3:]
-                acc = out.get(k)
-                if acc is None:
-                    out[k] = list(v)
-                else:
-                    acc[0] += v[0]
-                    acc[1] += v[1]
-                    acc[2] += v[2]
+            for where, params in self._hot_where(db, name, sealed, f, where, params):
+                self._sql_top_one(db, f"SELECT {expr}, sum(bytes), sum(packets), count(*) FROM {name} WHERE {where} "
+                                  f"GROUP BY {TOP_GROUP[by]}", params, by, out)
         return out
+
+    def _hot_where(self, db, name: str, sealed, f: dict, where: str, params: list) -> list[tuple[str, list]]:
+        """(where, params) per seq range of an unsealed partition that the window needs; one pair,
+        unchanged, when the time index answers or the window needs all of it; none when it needs nothing."""
+        ranges = self._seq_ranges(self._spans(db, name, sealed), f.get("since", -(1 << 62)),
+                                  f.get("until", 1 << 62) - 1)
+        if ranges is None:
+            return [(where, params)]
+        return [(f"{where} AND seq BETWEEN ? AND ?", params + [a, b]) for a, b in ranges]
+
+    @staticmethod
+    def _sql_top_one(db, sql: str, params: list, by: str, out: dict) -> None:
+        for row in db.execute(sql, params):
+            k = (row[0], row[1]) if by == "pair" else row[0]
+            v = row[-3:]
+            acc = out.get(k)
+            if acc is None:
+                out[k] = list(v)
+            else:
+                acc[0] += v[0]
+                acc[1] += v[1]
+                acc[2] += v[2]
 
     # ------------------------------------------------------------ series
 
@@ -335,14 +415,15 @@ class QueryEngine:
 
     def _sql_series(self, db, f: dict, step_ms: int) -> dict:
         out: dict[int, list[int]] = {}
-        for name, _s, _e, _sealed in self._partitions(db, f):
+        for name, _s, _e, sealed in self._partitions(db, f):
             where, params = P.sql_where(f, addr_index=False)
-            for t, b, p, n in db.execute(f"SELECT (time_end / {step_ms}) * {step_ms} AS t, sum(bytes), sum(packets), "
-                                         f"count(*) FROM {name} WHERE {where} GROUP BY t", params):
-                acc = out.setdefault(t, [0, 0, 0])
-                acc[0] += b
-                acc[1] += p
-                acc[2] += n
+            for where, params in self._hot_where(db, name, sealed, f, where, params):
+                for t, b, p, n in db.execute(f"SELECT (time_end / {step_ms}) * {step_ms} AS t, sum(bytes), "
+                                             f"sum(packets), count(*) FROM {name} WHERE {where} GROUP BY t", params):
+                    acc = out.setdefault(t, [0, 0, 0])
+                    acc[0] += b
+                    acc[1] += p
+                    acc[2] += n
         return out
 
     # ------------------------------------------------------------ advisories

@@ -7,10 +7,17 @@ partition order. Pruning drops whole partitions whose end is older than the rete
 
 A partition row is ``seq`` (INTEGER PRIMARY KEY: inserts append), the columns queries filter and
 sum on, and ``rest``: the remaining schema columns packed in one BLOB (REST_DTYPE), so an insert
-binds 11 values instead of 27. Indexes: (time_end) from the start; (src_addr, time_end) and
-(dst_addr, time_end) are built once a partition is sealed (its end passed SEAL_GRACE_MS ago), as one
-sorted bulk build instead of a random B-tree insert per flow, which would cut insert speed by half
-or more. Addresses are 16-byte BLOBs, so a CIDR is ``BETWEEN lo AND hi`` on those indexes.
+binds 11 values instead of 27. Indexes: (time_end), (src_addr, time_end) and (dst_addr, time_end)
+are all built once a partition is sealed (its end passed SEAL_GRACE_MS ago), as one sorted bulk
+build instead of a B-tree insert per flow: time values arrive out of order, and keeping even the
+time index up to date doubled the writer's SQLite cost per row.
+
+Until then the partition is found by time through ``spans``: one row per run of transactions
+(at most SPAN_ROWS rows) with its seq range and its time_end range. time_end follows arrival, so a
+time window maps to a few seq ranges, and seq is the rowid: a query reads those rowid ranges of the
+hot partition instead of walking a time index (queries.py). Spans are written in the same
+transaction as their rows and deleted when the partition is sealed.
+Addresses are 16-byte BLOBs, so a CIDR is ``BETWEEN lo AND hi`` on the address indexes.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ REST_COLUMNS = tuple(c for c in FLOW_COLUMNS if c not in SQL_COLUMNS)
 REST_DTYPE = np.dtype([(c, FLOW_COLUMNS[c][0]) for c in REST_COLUMNS])  # packed, no padding
 REST_VOID = np.dtype((np.void, REST_DTYPE.itemsize))
 SEAL_GRACE_MS = 120_000
+SPAN_ROWS = 16_384  # rows one span covers at most (a transaction is one span at least): a hot page scans whole spans
 INT64_MAX = (1 << 63) - 1
 MINUTE_MS = 60_000
 
@@ -43,6 +51,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS partitions (
     name TEXT PRIMARY KEY, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
     rows INTEGER NOT NULL DEFAULT 0, min_time INTEGER, max_time INTEGER, sealed INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS spans (
+    part TEXT NOT NULL, seq_lo INTEGER NOT NULL, seq_hi INTEGER NOT NULL, time_lo INTEGER NOT NULL,
+    time_hi INTEGER NOT NULL, rows INTEGER NOT NULL, PRIMARY KEY (part, seq_lo)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollups (
     kind TEXT NOT NULL, minute_ms INTEGER NOT NULL, key TEXT NOT NULL,
     bytes INTEGER NOT NULL, packets INTEGER NOT NULL, flows INTEGER NOT NULL,
@@ -214,7 +225,8 @@ def rows_to_columns(rows: list[tuple]) -> dict[str, np.ndarray]:
 class WarmWriter:
     """Everything that changes the SQLite file. Used by exactly one thread (the writer)."""
 
-    def __init__(self, path: str, partition_ms: int, prefix_v4: int, prefix_v6: int, cache_bytes: int = 64 << 20):
+    def __init__(self, path: str, partition_ms: int, prefix_v4: int, prefix_v6: int, cache_bytes: int = 64 << 20,
+                 span_rows: int = SPAN_ROWS):
         self.path = path
         self.partition_ms = int(partition_ms)
         self.prefix_v4 = prefix_v4
@@ -227,6 +239,18 @@ class WarmWriter:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
         self.next_seq = int(row[0]) if row else 1
         self._nums = 0  # rows in temp.nums
+        self.span_rows = span_rows
+        self._spans: dict[str, list[int]] = {}  # partition -> its open span [seq_lo, seq_hi, time_lo, time_hi, rows]
+        self._cover_unspanned()
+
+    def _cover_unspanned(self) -> None:
+        """An unsealed partition with rows but no spans was written by a version that kept the time
+        index from the start: one span over everything it may hold keeps queries reading all of it."""
+        spanned = {r[0] for r in self.db.execute("SELECT DISTINCT part FROM spans")}
+        for name, p in self.partitions.items():
+            if not p[5] and p[2] and name not in spanned:
+                self.db.execute("INSERT OR IGNORE INTO spans (part, seq_lo, seq_hi, time_lo, time_hi, rows) "
+                                "VALUES (?, ?, ?, ?, ?, ?)", (name, 0, self.next_seq - 1, p[3], p[4], p[2]))
 
     def close(self) -> None:
         try:
@@ -252,7 +276,6 @@ class WarmWriter:
                             "src_addr BLOB NOT NULL, dst_addr BLOB NOT NULL, src_port INTEGER NOT NULL, "
                             "dst_port INTEGER NOT NULL, protocol INTEGER NOT NULL, bytes INTEGER NOT NULL, "
                             "packets INTEGER NOT NULL, exporter BLOB NOT NULL, rest BLOB NOT NULL)")
-            self.db.execute(f"CREATE INDEX IF NOT EXISTS {name}_time ON {name} (time_end)")
             self.db.execute("INSERT OR IGNORE INTO partitions (name, start_ms, end_ms) VALUES (?, ?, ?)",
                             (name, start, start + self.partition_ms))
             self.partitions[name] = [start, start + self.partition_ms, 0, None, None, 0]
@@ -283,14 +306,31 @@ class WarmWriter:
                 p[4] = mx if p[4] is None else max(p[4], mx)
                 self.db.execute("UPDATE partitions SET rows = ?, min_time = ?, max_time = ? WHERE name = ?",
                                 (p[2], p[3], p[4], name))
+                if not p[5]:
+                    sq = sub["seq"]
+                    self._span(name, int(sq.min()), int(sq.max()), mn, mx, len(st))
             self._write_rollups(cols)
             self.next_seq = max(self.next_seq, int(cols["seq"].max()) + 1)
             self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)", (self.next_seq,))
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
+            self._spans.clear()  # the open spans may be rolled back too: the next rows open new ones
             raise
         return n
+
+    def _span(self, name: str, seq_lo: int, seq_hi: int, t_lo: int, t_hi: int, rows: int) -> None:
+        """Grow the partition's open span by these rows (inside the caller's transaction), or open a new
+        one once it holds span_rows. seq only grows, so spans never overlap in seq."""
+        sp = self._spans.get(name)
+        if sp is not None and sp[4] + rows <= self.span_rows and seq_lo > sp[1]:
+            sp[1], sp[2], sp[3], sp[4] = seq_hi, min(sp[2], t_lo), max(sp[3], t_hi), sp[4] + rows
+            self.db.execute("UPDATE spans SET seq_hi = ?, time_lo = ?, time_hi = ?, rows = ? WHERE part = ? AND seq_lo = ?",
+                            (sp[1], sp[2], sp[3], sp[4], name, sp[0]))
+            return
+        self._spans[name] = [seq_lo, seq_hi, t_lo, t_hi, rows]
+        self.db.execute("INSERT OR REPLACE INTO spans (part, seq_lo, seq_hi, time_lo, time_hi, rows) VALUES (?, ?, ?, ?, ?, ?)",
+                        (name, seq_lo, seq_hi, t_lo, t_hi, rows))
 
     def _write_rollups(self, cols: dict[str, np.ndarray]) -> None:
         from .planner import be_key, group_sum
@@ -315,15 +355,20 @@ class WarmWriter:
             self.db.executemany(sql, rows)
 
     def seal_due(self, now: int) -> int:
-        """Build the address indexes of partitions whose end is SEAL_GRACE_MS in the past."""
+        """Build the time and address indexes of partitions whose end is SEAL_GRACE_MS in the past."""
         sealed = 0
         for name, p in sorted(self.partitions.items()):
             if p[5] or p[1] + SEAL_GRACE_MS > now:
                 continue
             t0 = time.monotonic()
+            self.db.execute(f"CREATE INDEX IF NOT EXISTS {name}_time ON {name} (time_end)")
             self.db.execute(f"CREATE INDEX IF NOT EXISTS {name}_src ON {name} (src_addr, time_end)")
             self.db.execute(f"CREATE INDEX IF NOT EXISTS {name}_dst ON {name} (dst_addr, time_end)")
+            self.db.execute("BEGIN")
             self.db.execute("UPDATE partitions SET sealed = 1 WHERE name = ?", (name,))
+            self.db.execute("DELETE FROM spans WHERE part = ?", (name,))
+            self.db.execute("COMMIT")
+            self._spans.pop(name, None)
             p[5] = 1
             sealed += 1
             log.info("partition sealed", extra={"fields": {"partition": name, "rows": p[2],
@@ -339,8 +384,10 @@ class WarmWriter:
                 self.db.execute("BEGIN")
                 self.db.execute(f"DROP TABLE IF EXISTS {name}")
                 self.db.execute("DELETE FROM partitions WHERE name = ?", (name,))
+                self.db.execute("DELETE FROM spans WHERE part = ?", (name,))
                 self.db.execute("COMMIT")
                 del self.partitions[name]
+                self._spans.pop(name, None)
                 dropped.append(name)
         self.db.execute("BEGIN")
         self.db.execute("DELETE FROM rollups WHERE minute_ms < ?", (now - rollup_retention_ms,))
