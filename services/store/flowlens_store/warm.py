@@ -220,6 +220,29 @@ def rows_to_columns(rows: list[tuple]) -> dict[str, np.ndarray]:
     return cols
 
 
+def _addr_words(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A V16 address column as its big-endian (high, low) uint64 halves."""
+    u = np.ascontiguousarray(col).view(">u8").reshape(-1, 2)
+    return u[:, 0].astype(np.uint64), u[:, 1].astype(np.uint64)
+
+
+def _low_mask(keep_bits: int) -> np.uint64:
+    """uint64 with the top ``keep_bits`` bits set (0..64)."""
+    keep_bits = max(0, min(64, keep_bits))
+    return np.uint64(((1 << 64) - 1) ^ ((1 << (64 - keep_bits)) - 1))
+
+
+def _prefix_words(col: np.ndarray, prefix_v4: int, prefix_v6: int) -> tuple[np.ndarray, np.ndarray]:
+    """(high, low) words of each address with its host bits cleared (IPv4-mapped to prefix_v4, IPv6
+    to prefix_v6): what addr.mask_column does, on two words instead of sixteen bytes."""
+    hi, lo = _addr_words(col)
+    v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+    hi6 = hi & _low_mask(prefix_v6)
+    lo6 = lo & _low_mask(prefix_v6 - 64)
+    lo4 = lo & _low_mask(32 + prefix_v4)
+    return np.where(v4, hi, hi6), np.where(v4, lo4, lo6)
+
+
 # ------------------------------------------------------------------ the write side
 
 class WarmWriter:
@@ -333,20 +356,25 @@ class WarmWriter:
                         (name, seq_lo, seq_hi, t_lo, t_hi, rows))
 
     def _write_rollups(self, cols: dict[str, np.ndarray]) -> None:
-        from .planner import be_key, group_sum
+        """Per-minute sums by destination prefix and by exporter, upserted. Grouped in numpy on uint64
+        key words (planner.group_rows: the constant ::ffff: word dropped, the rest packed and sorted
+        once), the prefix mask applied to those words; only the groups become Python rows."""
+        from .planner import group_rows
 
         minute = (cols["time_end"] // MINUTE_MS) * MINUTE_MS
+        mword = minute.astype(np.int64).view(np.uint64) ^ np.uint64(1 << 63)  # signed order as unsigned
         sql = ("INSERT INTO rollups (kind, minute_ms, key, bytes, packets, flows) VALUES (?, ?, ?, ?, ?, ?) "
                "ON CONFLICT (kind, minute_ms, key) DO UPDATE SET bytes = bytes + excluded.bytes, "
                "packets = packets + excluded.packets, flows = flows + excluded.flows")
-        for kind, keycol in (("dst_prefix", addr.mask_column(cols["dst_addr"], self.prefix_v4, self.prefix_v6)),
-                             ("exporter", cols["exporter"])):
-            keys, (b, p), counts = group_sum(be_key(minute, keycol), cols["bytes"], cols["packets"])
-            raw = keys.view(np.uint8).reshape(len(keys), 24)
-            minutes = raw[:, :8].copy().view(">i8").ravel().tolist()
+        for kind, (hi, lo) in (("dst_prefix", _prefix_words(cols["dst_addr"], self.prefix_v4, self.prefix_v6)),
+                               ("exporter", _addr_words(cols["exporter"]))):
+            rep, (b, p), counts = group_rows([mword, hi, lo], cols["bytes"], cols["packets"])
+            minutes = minute[rep].tolist()
+            keys = np.empty((len(rep), 2), ">u8")
+            keys[:, 0], keys[:, 1] = hi[rep], lo[rep]
             texts: dict[bytes, str] = {}
             rows = []
-            for i, a in enumerate(raw[:, 8:].copy().view("V16").ravel().tolist()):
+            for i, a in enumerate(keys.view("V16").ravel().tolist()):
                 t = texts.get(a)
                 if t is None:
                     t = texts[a] = (addr.prefix_text(a, self.prefix_v4, self.prefix_v6) if kind == "dst_prefix"
