@@ -42,7 +42,7 @@ REST_COLUMNS = tuple(c for c in FLOW_COLUMNS if c not in SQL_COLUMNS)
 REST_DTYPE = np.dtype([(c, FLOW_COLUMNS[c][0]) for c in REST_COLUMNS])  # packed, no padding
 REST_VOID = np.dtype((np.void, REST_DTYPE.itemsize))
 SEAL_GRACE_MS = 120_000
-SPAN_ROWS = 16_384  # rows one span covers at most (a transaction is one span at least): a hot page scans whole spans
+SPAN_ROWS = 16_384  # rows one span covers at most: a flows page on the hot partition scans whole spans
 INT64_MAX = (1 << 63) - 1
 MINUTE_MS = 60_000
 
@@ -329,9 +329,12 @@ class WarmWriter:
                 p[4] = mx if p[4] is None else max(p[4], mx)
                 self.db.execute("UPDATE partitions SET rows = ?, min_time = ?, max_time = ? WHERE name = ?",
                                 (p[2], p[3], p[4], name))
-                if not p[5]:
+                if not p[5]:  # spans of at most span_rows, however large the transaction
                     sq = sub["seq"]
-                    self._span(name, int(sq.min()), int(sq.max()), mn, mx, len(st))
+                    for j in range(0, len(sq), self.span_rows):
+                        piece = slice(j, j + self.span_rows)
+                        ps, pt = sq[piece], st[piece]
+                        self._span(name, int(ps.min()), int(ps.max()), int(pt.min()), int(pt.max()), len(ps))
             self._write_rollups(cols)
             self.next_seq = max(self.next_seq, int(cols["seq"].max()) + 1)
             self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)", (self.next_seq,))

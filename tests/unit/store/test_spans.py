@@ -30,11 +30,12 @@ def shuffled_batches() -> list[FlowBatch]:
     return out
 
 
-def open_store(path: str, span_rows: int):
+def open_store(path: str, span_rows: int, per_transaction: int = 1):
     w = WarmWriter(path, HOUR, 24, 64, span_rows=span_rows)
     seq = 1
     batches = shuffled_batches()
-    for b in batches:
+    for i in range(0, len(batches), per_transaction):
+        b = FlowBatch.concat(batches[i:i + per_transaction])
         w.write_flows(with_seq(b, seq))
         seq += b.count
     ring = Ring(10)
@@ -45,15 +46,18 @@ def open_store(path: str, span_rows: int):
     return eng, w, flows
 
 
-@pytest.fixture(scope="module", params=["spans", "sealed"])
+@pytest.fixture(scope="module", params=["spans", "split", "sealed"])
 def store(request, tmp_path_factory):
-    eng, w, flows = open_store(str(tmp_path_factory.mktemp("spans") / "f.db"), span_rows=500)
+    """spans: 24 transactions of 250 rows, two per span; split: 3 transactions of 2000 rows, each cut
+    into four spans; sealed: the first, then sealed (time index, no spans)."""
+    per = 8 if request.param == "split" else 1
+    eng, w, flows = open_store(str(tmp_path_factory.mktemp("spans") / "f.db"), span_rows=500, per_transaction=per)
     name = partition_name((BASE // HOUR) * HOUR)
     idx = {r[0] for r in w.db.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=?", (name,))}
     assert idx == set()  # no index is kept up to date while rows arrive
     spans = w.db.execute("SELECT seq_lo, seq_hi, time_lo, time_hi, rows FROM spans WHERE part = ? ORDER BY seq_lo",
                          (name,)).fetchall()
-    assert len(spans) == 12 and sum(s[4] for s in spans) == flows.count  # two 250-row transactions per span
+    assert len(spans) == 12 and sum(s[4] for s in spans) == flows.count and {s[4] for s in spans} == {500}
     assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))
     if request.param == "sealed":
         assert w.seal_due(BASE + 2 * HOUR) == 1
