@@ -83,6 +83,9 @@ class SimpleReceiver:
             return False
         return True
 
+    def release(self) -> None:
+        """The datagrams handed out are no longer needed (they are bytes: nothing to do)."""
+
     def close(self) -> None:
         pass
 
@@ -98,6 +101,7 @@ class MultiReceiver:
         self.family = sock.family
         self.slots = slots
         self.truncated = 0
+        self.filled = 0  # slots holding datagrams handed out and not yet released
         self._fn = fn
         self._buf = mmap.mmap(-1, slots * MAX_DATAGRAM)    # anonymous: untouched pages are not resident
         self._view = memoryview(self._buf)
@@ -123,9 +127,15 @@ class MultiReceiver:
         self._addr_cache: dict[bytes, tuple] = {}
 
     def receive(self, data_out: list, src_out: list, max_n: int) -> bool:
-        n_max = min(max_n, self.slots)
-        self._namelen[:n_max] = SOCKADDR_LEN  # the kernel overwrites it with the real length
-        n = self._fn(self.fd, self._msgs_addr, n_max, MSG_DONTWAIT, None)
+        """Append up to ``max_n`` datagrams as memoryviews of the receive slots, after those handed
+        out since the last ``release()`` (no copy here: the decoder copies a group once). They stay
+        valid until ``release()``; the caller decodes them before calling it."""
+        first = self.filled
+        n_max = min(max_n, self.slots - first)
+        if n_max <= 0:
+            return False  # every slot holds an undecoded datagram: the caller must decode and release first
+        self._namelen[first:first + n_max] = SOCKADDR_LEN  # the kernel overwrites it with the real length
+        n = self._fn(self.fd, self._msgs_addr + first * _STRIDE, n_max, MSG_DONTWAIT, None)
         if n < 0:
             err = ctypes.get_errno()
             if err in (EAGAIN, EINTR):
@@ -133,13 +143,16 @@ class MultiReceiver:
             raise OSError(err, "recvmmsg failed")
         if n == 0:
             return False
-        lengths = self._len[:n].tolist()
-        if (self._flags[:n] & MSG_TRUNC).any():  # cannot happen with 64 KiB slots; counted if it does
-            self.truncated += int(((self._flags[:n] & MSG_TRUNC) != 0).sum())
+        end = first + n
+        self.filled = end
+        lengths = self._len[first:end].tolist()
+        if (self._flags[first:end] & MSG_TRUNC).any():  # cannot happen with 64 KiB slots; counted if it does
+            self.truncated += int(((self._flags[first:end] & MSG_TRUNC) != 0).sum())
         view = self._view
-        data_out.extend([view[i * MAX_DATAGRAM:i * MAX_DATAGRAM + length].tobytes() for i, length in enumerate(lengths)])
+        data_out.extend([view[(first + i) * MAX_DATAGRAM:(first + i) * MAX_DATAGRAM + length]
+                         for i, length in enumerate(lengths)])
         key_len = 28 if self.family == socket.AF_INET6 else 16
-        rows = self._names_np[:n, :key_len]
+        rows = self._names_np[first:end, :key_len]
         cache = self._addr_cache
         if n == 1 or (rows == rows[0]).all():  # the usual case under load: one busy exporter per call
             key = rows[0].tobytes()
@@ -151,6 +164,10 @@ class MultiReceiver:
                 key = keys[i * key_len:(i + 1) * key_len]
                 src_out.append(cache.get(key) or self._decode_addr(key))
         return n == n_max
+
+    def release(self) -> None:
+        """Every datagram handed out since the last release has been decoded: reuse the slots."""
+        self.filled = 0
 
     def _decode_addr(self, key: bytes) -> tuple:
         family = struct.unpack_from("=H", key, 0)[0]

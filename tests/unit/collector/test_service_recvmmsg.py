@@ -1,5 +1,6 @@
 """recvmmsg receiver: the same datagrams, in order, with the same source tuples as recvfrom (real
-sockets on loopback), and the group bound respected."""
+sockets on loopback), and the group bound respected. Its datagrams are views of its receive slots:
+valid until release(), filled in after each other until then."""
 import socket
 
 import pytest
@@ -38,9 +39,14 @@ def test_same_datagrams_and_sources_as_recvfrom(family, host):
         data, srcs = [], []
         more = rx.receive(data, srcs, 64)
         assert more and len(data) == 64          # a full group: the socket may hold more
+        assert rx.receive(data, srcs, 64) is False and len(data) == 64  # no free slot before release()
+        got = [bytes(d) for d in data]
+        data.clear()
+        rx.release()
         while rx.receive(data, srcs, 64):
             pass
-        assert data == MESSAGES
+        got += [bytes(d) for d in data]
+        assert got == MESSAGES
         for m in MESSAGES[:3]:
             s.sendto(m, dst)
         fallback = SimpleReceiver(r)
@@ -69,7 +75,11 @@ def test_max_n_bounds_one_call_and_empty_socket_returns_false():
         assert rx.receive(data, srcs, 4) is True
         assert data == [bytes([i]) for i in range(4)]
         assert rx.receive(data, srcs, 16) is False
-        assert data == [bytes([i]) for i in range(10)] and len(srcs) == 10
+        assert data == [bytes([i]) for i in range(10)] and len(srcs) == 10  # the first four still intact
+        rx.release()
+        s.sendto(b"\xee", dst)
+        assert rx.receive(data, srcs, 16) is False
+        assert data[0] == b"\xee" and data[10] == b"\xee"  # slot 0 reused after release()
     finally:
         rx.close()
         r.close()

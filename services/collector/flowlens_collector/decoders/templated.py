@@ -418,6 +418,8 @@ class TemplatedDecoder:
     def _materialise(self, key, g: _Group) -> FlowBatch:
         t = g.template
         raw = g.bodies[0] if len(g.bodies) == 1 else b"".join(g.bodies)
+        if isinstance(raw, memoryview):
+            raw = raw.tobytes()  # a view of the collector's receive slots: the columns must not alias it
         if g.arrays:
             # per datagram (count, export ms, uptime): ints from walked datagrams, arrays from runs
             cl: list = []
