@@ -138,7 +138,7 @@ def decode_records(raw: bytes, counts: np.ndarray, headers: np.ndarray) -> dict[
 
 def _spread(values: np.ndarray, counts: np.ndarray, n: int, uniform: int) -> np.ndarray:
     """values[i] repeated counts[i] times (``uniform`` = the one count when all are equal, else 0)."""
-    if len(values) == 1:
+    if len(values) == 1 or (values == values[0]).all():  # one exporter's header fields rarely change in a group
         return np.full(n, values[0], dtype=values.dtype)
     return np.repeat(values, uniform if uniform else counts)
 
@@ -175,8 +175,8 @@ def decode_columns(rec: np.ndarray, counts: np.ndarray, uptime_ms: np.ndarray, e
         "observation_domain": _spread(domain.astype(np.uint32), counts, n, uniform),
         "flow_version": np.full(n, 5, dtype=np.uint8),
         # v5 carries ICMP type*256+code in the destination port: keep the port, split it out too.
-        "icmp_type": np.where(icmp, dst_port >> 8, 0).astype(np.uint8),
-        "icmp_code": np.where(icmp, dst_port & 0xFF, 0).astype(np.uint8),
+        "icmp_type": np.where(icmp, dst_port >> 8, 0).astype(np.uint8) if icmp.any() else np.zeros(n, np.uint8),
+        "icmp_code": np.where(icmp, dst_port & 0xFF, 0).astype(np.uint8) if icmp.any() else np.zeros(n, np.uint8),
         "src_mask": rec["src_mask"].copy(),
         "dst_mask": rec["dst_mask"].copy(),
     }
