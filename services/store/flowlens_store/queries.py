@@ -93,8 +93,9 @@ class QueryEngine:
 
     @staticmethod
     def _spans(db, name: str, sealed) -> list[tuple[int, int, int, int]]:
-        """(seq_lo, seq_hi, time_lo, time_hi) of an unsealed partition, in seq order; [] when sealed
-        (or written before spans existed): then the time index answers."""
+        """(seq_lo, seq_hi, time_lo, time_hi) of an unsealed partition, in seq order; [] when sealed:
+        the time index answers. (An unsealed partition from before spans has one span over all of it,
+        see WarmWriter._cover_unspanned; [] there too would mean a plain scan, still complete.)"""
         if sealed:
             return []
         return db.execute("SELECT seq_lo, seq_hi, time_lo, time_hi FROM spans WHERE part = ? ORDER BY seq_lo",
