@@ -78,7 +78,7 @@ def mutated(draw):
     else:
         pos = draw(st.integers(0, len(pkt)))
         pkt[pos:pos + draw(st.integers(1, 64))] = bytes(draw(st.integers(1, 64)))
-    return cap[:idx], bytes(pkt), draw(st.booleans())
+    return cap[:idx], bytes(pkt), draw(st.booleans()), cap[idx + 1:]
 
 
 def _check_bounds(dec: Decoder) -> None:
@@ -95,11 +95,13 @@ def _check_bounds(dec: Decoder) -> None:
           suppress_health_check=list(HealthCheck))
 @given(mutated())
 def test_mutated_corpus_packets_never_raise_and_stay_bounded(case):
-    before, pkt, same_call = case
+    before, pkt, same_call, after = case
     dec = Decoder(max_templates_per_exporter=MAX_TEMPLATES, pending_max_records=PENDING_RECORDS,
                   pending_max_age_ms=1_000)
     if same_call:
-        batch = dec.decode(list(before) + [pkt, pkt], [SOURCE] * (len(before) + 2), 1)
+        # repeated, so a mutated single-data-set datagram also goes through the array path for runs
+        group = list(before) + [pkt] * 4 + list(after)
+        batch = dec.decode(group, [SOURCE] * len(group), 1)
     else:
         dec.decode(list(before), [SOURCE] * len(before), 1)
         batch = dec.decode([pkt, memoryview(pkt)], [SOURCE, ("2001:db8::7", 4739)], 2)
