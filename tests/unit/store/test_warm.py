@@ -60,10 +60,13 @@ def test_partitions_by_time_end_and_prune_drops_old_tables(tmp_path):
         seq += 100
     assert tables(path) == sorted(partition_name(base + h * HOUR) for h in range(6))
     assert sum(p[2] for p in w.partitions.values()) == 500
+    spans = w.db.execute("SELECT part, sum(rows) FROM spans GROUP BY part").fetchall()
+    assert dict(spans) == {n: p[2] for n, p in w.partitions.items()}  # every row of every hot partition in a span
     # now = base + 8h, retention 4h: partitions that ended at or before base + 4h go (hours 0..3)
     dropped = w.prune(base + 8 * HOUR, 4 * HOUR, 100 * HOUR, 100 * HOUR)
     assert sorted(dropped) == sorted(partition_name(base + h * HOUR) for h in range(4))
     assert tables(path) == sorted(partition_name(base + h * HOUR) for h in (4, 5))
+    assert {r[0] for r in w.db.execute("SELECT part FROM spans")} == {partition_name(base + h * HOUR) for h in (4, 5)}
     assert w.db.execute("SELECT count(*) FROM partitions").fetchone()[0] == 2
     # next_seq survives a reopen
     w.close()
