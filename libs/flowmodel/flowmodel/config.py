@@ -239,6 +239,8 @@ SETTINGS: dict[str, Setting] = {
     "analysis.sweep_threshold": Setting(_positive_int, 50, "hosts on one port per 60 s that make a horizontal sweep"),
     "analysis.dns_qps_threshold": Setting(_float, 100.0, "DNS queries per second from one source that raise an advisory"),
     "analysis.dns_response_bytes": Setting(_int, 10_000_000, "DNS bytes leaving the network per window that suggest reflection"),
+    "analysis.asymmetry_dominant_share": Setting(_fraction, 0.8, "share of a prefix's outbound (and of its return) bytes one exporter must carry before the two paths are compared"),
+    "analysis.asymmetry_min_flows": Setting(_positive_int, 20, "flows per direction a prefix needs in the window before asymmetry is judged"),
     "analysis.exporter_silence": Setting(_pos_duration, 120.0, "an exporter silent this long is reported as stopped"),
     "analysis.dns_ports": Setting(lambda v: [str(_port(p)) for p in _str_list(v)], ["53", "853"], "ports counted as DNS (UDP and TCP; 853 = DNS over TLS)"),
     "analysis.update_change": Setting(_fraction, 0.25, "relative change of an advisory's figures that publishes an update"),

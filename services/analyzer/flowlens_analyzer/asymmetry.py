@@ -10,12 +10,12 @@ from flowmodel import addr
 from .common import Context, Finding, WindowView, addr_text, factorize_addr, mask_prefix, fmt_bytes, fmt_pct, flow_filter, window_evidence
 
 NAME = "asymmetry"
-DOMINANT = 0.8  # share of a direction's bytes that makes an exporter "the" path
-MIN_FLOWS = 20  # flows per direction before a prefix is judged
 
 
 def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
-    if view.count < 2 * MIN_FLOWS:
+    dominant = ctx["analysis.asymmetry_dominant_share"]  # share of a direction's bytes that makes an exporter "the" path
+    min_flows = ctx["analysis.asymmetry_min_flows"]      # flows per direction before a prefix is judged
+    if view.count < 2 * min_flows:
         return []
     exp_ids, exp_u = view.factor("exporter")
     if len(exp_u) < 2:
@@ -24,7 +24,7 @@ def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
     dst_local = view.local("dst_addr", ctx)
     out_rows = np.flatnonzero(src_local & ~dst_local)
     in_rows = np.flatnonzero(dst_local & ~src_local)
-    if len(out_rows) < MIN_FLOWS or len(in_rows) < MIN_FLOWS:
+    if len(out_rows) < min_flows or len(in_rows) < min_flows:
         return []
     p4, p6 = ctx["analysis.anomaly_prefix_v4"], ctx["analysis.anomaly_prefix_v6"]
     # Mask the unique addresses (far fewer than flows), then give each row its prefix id.
@@ -50,8 +50,8 @@ def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
         out_share = out_m[np.arange(P), a] / out_tot
         in_share = in_m[np.arange(P), r] / in_tot
         in_via_a = in_m[np.arange(P), a] / in_tot
-    hit = ((out_n >= MIN_FLOWS) & (in_n >= MIN_FLOWS) & (a != r) & (out_share >= DOMINANT)
-           & (in_share >= DOMINANT) & (in_via_a < 1 - DOMINANT))
+    hit = ((out_n >= min_flows) & (in_n >= min_flows) & (a != r) & (out_share >= dominant)
+           & (in_share >= dominant) & (in_via_a < 1 - dominant))
     findings = []
     for p in np.flatnonzero(hit).tolist():
         prefix = addr.prefix_text(bytes(pref_u[p]), p4, p6)

@@ -32,3 +32,16 @@ def test_symmetric_paths_raise_nothing():
 
 def test_normal_mix_raises_nothing():
     assert run(normal_mix()) == []
+
+
+def test_thresholds_come_from_config():
+    inside = [f"10.1.0.{i}" for i in range(1, 41)]
+    out = batch(inside, "203.0.113.5", 443, exporter="192.0.2.1", bytes=2000)
+    # 30 of the 40 return flows via the other gateway, 10 via the same: 75% on the return path
+    back = FlowBatch.concat([batch("203.0.113.5", inside[:30], 50000, src_port=443, exporter="192.0.2.2", bytes=9000),
+                             batch("203.0.113.5", inside[30:], 50000, src_port=443, exporter="192.0.2.1", bytes=9000)])
+    both = FlowBatch.concat([out, back])
+    assert run(both) == []                                    # default: 80% needed on each path
+    [f] = run(both, asymmetry_dominant_share=0.7)
+    assert f.key == "asymmetry:10.1.0.0/24" and "(75% of 360.0 kB)" in f.description
+    assert run(both, asymmetry_dominant_share=0.7, asymmetry_min_flows=41) == []
