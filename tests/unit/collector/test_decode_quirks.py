@@ -148,6 +148,28 @@ def test_ipfix_sysuptime_with_system_init_from_record_and_from_options():
     assert errors(dec) == {}
 
 
+def test_options_with_garbage_boot_time_or_rate_are_counted_and_ignored():
+    """A boot time past the year 2109 or a 1-in-2^40 rate is corruption, not state: counted per
+    reason, the session keeps what it had, and the flows still decode."""
+    init = 1_699_999_000_000
+    opts = struct.pack(">HHH", 256, 2, 1) + struct.pack(">HHHH", 143, 4, 160, 8)
+    rate_opts = struct.pack(">HHH", 257, 2, 1) + struct.pack(">HHHH", 143, 4, 34, 8)  # samplingInterval, 8 bytes
+    fields = [(8, 4), (22, 4), (21, 4)]
+    dec = Decoder()
+    b = dec.decode([ipfix_packet([_set(3, opts + rate_opts), _set(256, be(1, 4) + be(init, 8)),
+                                  _set(256, be(1, 4) + be(2**63 + 5, 8)),
+                                  _set(257, be(1, 4) + be(2**40, 8)),
+                                  _set(2, tmpl_ipfix(301, fields)),
+                                  _set(301, v4("10.0.0.1") + be(5, 4) + be(9, 4))])], [EXP], 0)
+    assert b["time_start"].tolist() == [init + 5] and b["sampling_rate"].tolist() == [1]
+    assert errors(dec) == {"bad_system_init_time": 1, "bad_sampling_rate": 1}
+    state = dec.templates_state()
+    state["sessions"][0]["init_ms"] = 2**64
+    fresh = Decoder()
+    fresh.load_templates_state(state)
+    assert fresh._templated.state_rejected == 1
+
+
 def test_ipfix_absolute_time_elements():
     dec = Decoder()
     ms = 1_700_000_123_456

@@ -24,6 +24,8 @@ MAX_SAMPLERS_PER_SESSION = 1024
 MAX_SESSIONS = 65536
 PENDING_BYTES_PER_RECORD = 32
 MAX_FIELDS_PER_TEMPLATE = 8192
+MAX_EPOCH_MS = 1 << 42            # ~2109: a systemInitTimeMilliseconds beyond is garbage, not a boot time
+MAX_SAMPLING_RATE = 0xFFFFFFFF
 MAX_FIELDS_PER_EXPORTER = 131072  # bounds template memory however the fields are spread over ids  # pending bound in bytes = pending_max_records * this, per exporter
 
 
@@ -345,9 +347,15 @@ class TemplatedDecoder:
         for i in range(n):
             values = {role: v[i] for role, v in cols.items()}
             if "system_init_ms" in values:
-                session.init_ms = int(values["system_init_ms"])
+                if 0 <= values["system_init_ms"] <= MAX_EPOCH_MS:
+                    session.init_ms = int(values["system_init_ms"])
+                else:
+                    st.error("bad_system_init_time")
             rate = rate_from(values)
             if rate is None:
+                continue
+            if rate > MAX_SAMPLING_RATE:  # the sampling_rate column is 32-bit; no real sampler is 1 in 4 billion
+                st.error("bad_sampling_rate")
                 continue
             sid = values.get("sampler_id", values.get("selector_id"))
             if sid is None:
@@ -557,10 +565,14 @@ class TemplatedDecoder:
         for e in state.get("sessions", []) or []:
             try:
                 s = self._session((str(e["exporter"]), int(e["port"]), int(e["version"]), int(e["domain"])))
-                s.init_ms = None if e.get("init_ms") is None else int(e["init_ms"])
-                s.rate = None if e.get("rate") is None else int(e["rate"])
-                for i, r in (e.get("samplers") or [])[:MAX_SAMPLERS_PER_SESSION]:
-                    s.samplers[int(i)] = int(r)
+                init_ms = None if e.get("init_ms") is None else int(e["init_ms"])
+                rate = None if e.get("rate") is None else int(e["rate"])
+                samplers = {int(i): int(r) for i, r in (e.get("samplers") or [])[:MAX_SAMPLERS_PER_SESSION]}
+                if (init_ms is not None and not 0 <= init_ms <= MAX_EPOCH_MS) or \
+                        any(not 0 < r <= MAX_SAMPLING_RATE for r in [*samplers.values(), *([rate] if rate else [])]):
+                    raise ValueError("session values out of range")
+                s.init_ms, s.rate = init_ms, rate
+                s.samplers.update(samplers)
             except Exception:
                 self.state_rejected += 1
         return loaded
