@@ -347,7 +347,8 @@ class StoreService:
                        "partitions": [{"name": n, "start_ms": s, "end_ms": e, "rows": r, "sealed": bool(sd)}
                                       for n, s, e, r, _mn, _mx, sd in parts],
                        "pruned_partitions": w.pruned_partitions},
-            "write_queue": {"depth": w.flows.qsize(), "capacity": w.flows.maxsize, "shed_batches": w.shed_batches,
+            "write_queue": {"depth": w.flows.qsize(), "capacity": w.queue_batches, "rows": w.queued_rows,
+                            "rows_capacity": w.queue_rows_max, "shed_batches": w.shed_batches,
                             "shed_flows": w.shed_flows, "shed_events": w.shed_events, "write_errors": w.write_errors,
                             "transactions": w.transactions},
             "bus": {"gaps_total": self.gaps.total_gaps, "bad_messages": self.bad_messages,

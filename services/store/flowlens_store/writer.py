@@ -1,7 +1,10 @@
 """The one SQLite writer thread, fed by a bounded queue so the bus receive loop never waits on disk.
 
 The receive loop offers (columns-with-seq) batches with ``offer``; a full queue sheds the batch and
-counts it. The thread coalesces queued batches up to ``store.write_max_rows`` per transaction,
+counts it. The queue is bounded in rows (``queue_batches`` full batches of FULL_BATCH_ROWS), not in
+batches: at low rates the collector publishes small batches every 0.2 s, and 64 of those covered only
+12.8 s of a writer pause (sealing a partition builds three indexes, about 4 us a row), while the
+same memory holds 262,144 rows of any size of batch. The thread coalesces queued batches up to ``store.write_max_rows`` per transaction,
 writes advisory/health events, seals partitions and prunes on schedule. ``stop()`` commits
 everything queued before it returns.
 """
@@ -23,6 +26,8 @@ from .warm import WarmWriter, now_ms
 log = logging.getLogger(__name__)
 _STOP = object()
 TRIM_INTERVAL_S = 5.0
+FULL_BATCH_ROWS = 4096     # collector.batch_max_flows' default: the row bound is queue_batches of these
+MAX_BATCHES_PER_FULL = 16  # and at most this many queued batches per full batch of rows (per-batch overhead)
 
 
 def _malloc_trim():
@@ -42,7 +47,11 @@ class Writer:
         self.retention_ms = retention_ms
         self.rollup_retention_ms = rollup_retention_ms
         self.advisory_retention_ms = advisory_retention_ms
-        self.flows: queue.Queue = queue.Queue(maxsize=queue_batches)
+        self.queue_batches = queue_batches
+        self.queue_rows_max = queue_batches * FULL_BATCH_ROWS
+        self.queued_rows = 0
+        self._qlock = threading.Lock()
+        self.flows: queue.Queue = queue.Queue(maxsize=queue_batches * MAX_BATCHES_PER_FULL)
         self.events: queue.Queue = queue.Queue(maxsize=events_max)
         self.committed = 0
         self.shed_batches = 0
@@ -62,15 +71,21 @@ class Writer:
     # ---------------------------------------------------------------- producer side (receive thread)
 
     def offer(self, cols: dict[str, np.ndarray]) -> bool:
-        try:
-            self.flows.put_nowait(cols)
-            return True
-        except queue.Full:
-            self.shed_batches += 1
-            self.shed_flows += len(cols["seq"])
-            self._rl.warning("shed", "write queue full, batch shed", depth=self.flows.qsize(),
-                             shed_batches=self.shed_batches, shed_flows=self.shed_flows)
-            return False
+        n = len(cols["seq"])
+        with self._qlock:
+            # a batch larger than the whole bound still goes into an empty queue
+            if not (self.queued_rows and self.queued_rows + n > self.queue_rows_max):
+                try:
+                    self.flows.put_nowait(cols)
+                    self.queued_rows += n
+                    return True
+                except queue.Full:
+                    pass
+        self.shed_batches += 1
+        self.shed_flows += n
+        self._rl.warning("shed", "write queue full, batch shed", depth=self.flows.qsize(), rows=self.queued_rows,
+                         shed_batches=self.shed_batches, shed_flows=self.shed_flows)
+        return False
 
     def offer_event(self, topic: str, body: dict) -> bool:
         try:
@@ -119,6 +134,9 @@ class Writer:
                         item = self.flows.get_nowait()
                 except queue.Empty:
                     pass
+                if rows:
+                    with self._qlock:
+                        self.queued_rows -= rows
                 if chunk:
                     self._write(chunk)
                     self._dirty = True
