@@ -19,6 +19,21 @@ from .schema import FLOW_COLUMNS, FlowBatch
 
 SCHEMA_VERSION = 1
 
+WIRE_BYTES_PER_FLOW = sum(dt.itemsize for dt, _doc in FLOW_COLUMNS.values())  # 135: column bytes of one flow
+MIN_QUEUE_MESSAGES = 8
+
+
+def queue_limit(cfg) -> int:
+    """The high-water mark (in messages) of a bus socket that carries flow batches.
+
+    ZeroMQ bounds its queues in messages, and one flow batch is up to collector.batch_max_flows x
+    135 bytes (about 0.5 MiB at 4096 flows), so the configured message count alone would let a
+    socket whose reader falls behind hold hundreds of MiB. This keeps it to bus.queue_bytes.
+    """
+    per_message = cfg["collector.batch_max_flows"] * WIRE_BYTES_PER_FLOW + 1024
+    return max(MIN_QUEUE_MESSAGES, min(cfg["bus.high_water_mark"], cfg["bus.queue_bytes"] // per_message))
+
+
 TOPIC_FLOWS_PREFIX = b"flows."
 TOPIC_ADVISORY = b"advisory"
 TOPIC_EXPORTER = b"exporter"

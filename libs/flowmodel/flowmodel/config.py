@@ -185,7 +185,8 @@ SETTINGS: dict[str, Setting] = {
 
     "bus.publish_endpoint": Setting(_str, "tcp://127.0.0.1:5559", "where publishers (collectors, analyzer) connect: the store's XSUB"),
     "bus.subscribe_endpoint": Setting(_str, "tcp://127.0.0.1:5560", "where subscribers (store, analyzer) connect: the store's XPUB"),
-    "bus.high_water_mark": Setting(_positive_int, 1000, "messages a bus socket queues before it drops (publishers) or stops reading"),
+    "bus.high_water_mark": Setting(_positive_int, 1000, "messages a bus socket queues before it drops (publishers) or stops reading; sockets carrying flow batches queue fewer (bus.queue_bytes)"),
+    "bus.queue_bytes": Setting(parse_size, 32 << 20, "memory one bus socket may hold in queued flow batches: its message limit is this over (collector.batch_max_flows x 135 bytes), at least 8"),
 
     "query.endpoint": Setting(_str, "tcp://127.0.0.1:5555", "the store's query (REQ/REP) address that clients connect to"),
     "query.timeout": Setting(_pos_duration, 5.0, "how long a client waits for one reply before retrying"),
@@ -211,7 +212,7 @@ SETTINGS: dict[str, Setting] = {
     "store.partition_interval": Setting(_pos_duration, 3600.0, "time span of one flow table; pruning drops whole tables"),
     "store.prune_interval": Setting(_pos_duration, 300.0, "how often expired partitions are dropped"),
     "store.rollup_retention": Setting(_pos_duration, 14 * 86400.0, "how long per-minute rollups (for baselines) are kept"),
-    "store.write_queue_batches": Setting(_positive_int, 64, "flow batches queued for the SQLite writer before the store sheds load (counted)"),
+    "store.write_queue_batches": Setting(_positive_int, 64, "SQLite write queue, in full 4096-flow batches (rows = this x 4096, however the batches arrive); beyond it the store sheds load (counted)"),
     "store.write_max_rows": Setting(_positive_int, 50_000, "rows per SQLite transaction at most"),
     "store.advisory_retention": Setting(_pos_duration, 30 * 86400.0, "how long resolved advisories are kept"),
     "store.bus_xsub_bind": Setting(_str, "tcp://127.0.0.1:5559", "where the store's bus forwarder accepts publishers"),

@@ -46,14 +46,13 @@ class AnalyzerService:
 
     def start(self) -> None:
         self._ctx = self._ctx or zmq.Context()
-        hwm = self.cfg["bus.high_water_mark"]
         self.pub = self._ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
-        self.pub.setsockopt(zmq.SNDHWM, hwm)
+        self.pub.setsockopt(zmq.SNDHWM, self.cfg["bus.high_water_mark"])  # advisories and health: small
         self.pub.connect(self.cfg["bus.publish_endpoint"])
         self.sub = self._ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.setsockopt(zmq.RCVHWM, hwm)
+        self.sub.setsockopt(zmq.RCVHWM, bus.queue_limit(self.cfg))  # flow batches
         self.sub.setsockopt(zmq.SUBSCRIBE, bus.TOPIC_FLOWS_PREFIX)
         self.sub.setsockopt(zmq.SUBSCRIBE, bus.TOPIC_EXPORTER)
         self.sub.connect(self.cfg["bus.subscribe_endpoint"])

@@ -106,7 +106,7 @@ class Collector:
             raise
         self._ctx = zmq.Context()
         self._pub = self._ctx.socket(zmq.PUB)
-        self._pub.setsockopt(zmq.SNDHWM, self.cfg["bus.high_water_mark"])
+        self._pub.setsockopt(zmq.SNDHWM, bus.queue_limit(self.cfg))
         self._pub.setsockopt(zmq.LINGER, 0)
         self._pub.connect(self.cfg["bus.publish_endpoint"])
         self._wake_r, self._wake_w = os.pipe()
@@ -125,7 +125,7 @@ class Collector:
         self._started = True
         log.info("publishing", extra=fields(endpoint=self.cfg["bus.publish_endpoint"], source=self.source_id,
                                             receive=",".join(sorted({rx.method for rx in self._receivers.values()})),
-                                            sndhwm=self.cfg["bus.high_water_mark"]))
+                                            sndhwm=bus.queue_limit(self.cfg)))
 
     def request_stop(self) -> None:
         """Safe from a signal handler: set a flag and wake the poll."""

@@ -14,7 +14,7 @@ import numpy as np
 import zmq
 
 from flowmodel import addr
-from flowmodel.bus import (TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX, CodecError, GapCounter,
+from flowmodel.bus import (queue_limit, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX, CodecError, GapCounter,
                            decode_batch, decode_body, envelope_of)
 from flowmodel.events import ADVISORY_STATES, SEVERITIES, process_stats
 from flowmodel.logs import RateLimitedLog, fields
@@ -58,13 +58,13 @@ class StoreService:
     def start(self) -> "StoreService":
         cfg = self.cfg
         self.ctx = zmq.Context()
-        hwm = cfg["bus.high_water_mark"]
+        hwm = queue_limit(cfg)  # these sockets carry flow batches: bounded in bytes, not only messages
         # 1. forwarder
         self._xsub = self._socket(zmq.XSUB)
         self._xsub.bind(cfg["store.bus_xsub_bind"])
         self._xpub = self._socket(zmq.XPUB)
-        self._xpub.setsockopt(zmq.SNDHWM, max(hwm, 10_000))
-        self._xsub.setsockopt(zmq.RCVHWM, max(hwm, 10_000))
+        self._xpub.setsockopt(zmq.SNDHWM, hwm)
+        self._xsub.setsockopt(zmq.RCVHWM, hwm)
         self._xpub.bind(cfg["store.bus_xpub_bind"])
         self._ctl = self._socket(zmq.PAIR)
         self._ctl.bind(f"inproc://store-proxy-{id(self)}")
@@ -87,7 +87,7 @@ class StoreService:
             self.ring.evicted_max_time_end = max(stored_max)
         # 3. subscriber
         self._sub = self._socket(zmq.SUB)
-        self._sub.setsockopt(zmq.RCVHWM, max(hwm, 10_000))
+        self._sub.setsockopt(zmq.RCVHWM, hwm)
         for topic in (TOPIC_FLOWS_PREFIX, TOPIC_ADVISORY, TOPIC_EXPORTER):
             self._sub.setsockopt(zmq.SUBSCRIBE, topic)
         self._sub.connect(cfg["bus.subscribe_endpoint"])
