@@ -52,19 +52,31 @@ class Decoder:
 
     # -- public interface ------------------------------------------------------------------------
 
-    def decode(self, datagrams, sources, now_ms: int) -> FlowBatch:
+    def decode(self, datagrams, sources, now_ms: int, layout=None) -> FlowBatch:
+        """Decode a group of datagrams (bytes-like) from ``sources`` into one batch.
+
+        ``layout`` = (buffer, offsets, lengths) says where the datagrams already sit in one buffer
+        (the collector's receive slots): datagram i is ``buffer[offsets[i]:offsets[i] + lengths[i]]``
+        and at least 48 bytes after each datagram's start are readable. Without it the group is
+        joined into one bytes object first.
+        """
         self._templated.begin(now_ms)
         n = len(datagrams)
         if not n:
             return FlowBatch.concat(self._templated.finish())
-        # one copy of the whole group; v5 headers and records are read from it with array indexing
-        parts = list(datagrams)
-        parts.append(_PAD)
-        blob = b"".join(parts)
-        lengths = np.fromiter(map(len, datagrams), dtype=np.int64, count=n)
-        offsets = np.cumsum(lengths) - lengths
-        versions = np.ndarray((n,), dtype=">u2", buffer=blob, strides=(int(lengths[0]),)).astype(np.int32) \
-            if n > 1 and lengths[0] >= 2 and (lengths == lengths[0]).all() else _versions(blob, offsets, lengths)
+        if layout is None:
+            # one copy of the whole group; v5 headers and records are read from it with array indexing
+            parts = list(datagrams)
+            parts.append(_PAD)
+            blob = b"".join(parts)
+            lengths = np.fromiter(map(len, datagrams), dtype=np.int64, count=n)
+            offsets = np.cumsum(lengths) - lengths
+        else:
+            blob, offsets, lengths = layout
+        stride = v5.even_stride(offsets) if lengths[0] >= 2 and (lengths == lengths[0]).all() else None
+        versions = np.ndarray((n,), dtype=">u2", buffer=blob, offset=int(offsets[0]),
+                              strides=(stride,)).astype(np.int32) \
+            if stride is not None else _versions(blob, offsets, lengths)
         is_v5 = versions == 5
         v5_batches: list[FlowBatch] = []
         if is_v5.all():
@@ -307,10 +319,11 @@ class Decoder:
                                        stats[inverse[first[k]]])
         # records: one strided copy when every datagram is full-length and alike, else one gather
         size = int(lengths[0])
-        if len(counts) == n and size == v5.HEADER_LEN + int(counts[0]) * v5.RECORD_LEN and \
-                (lengths == size).all() and (counts == counts[0]).all():
+        stride = v5.even_stride(offsets) if len(counts) == n and size == v5.HEADER_LEN + int(counts[0]) * v5.RECORD_LEN \
+            and (lengths == size).all() and (counts == counts[0]).all() else None
+        if stride is not None:
             raw = np.ndarray((n, size - v5.HEADER_LEN), dtype=np.uint8, buffer=blob,
-                             offset=int(offsets[0]) + v5.HEADER_LEN, strides=(size, 1)).copy()
+                             offset=int(offsets[0]) + v5.HEADER_LEN, strides=(stride, 1)).copy()
         else:
             base = np.cumsum(counts) - counts
             starts = np.repeat(offsets + v5.HEADER_LEN - base * v5.RECORD_LEN, counts) + \

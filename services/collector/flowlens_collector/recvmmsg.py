@@ -83,6 +83,10 @@ class SimpleReceiver:
             return False
         return True
 
+    def layout(self):
+        """None: these datagrams are separate bytes objects; the decoder joins them."""
+        return None
+
     def release(self) -> None:
         """The datagrams handed out are no longer needed (they are bytes: nothing to do)."""
 
@@ -168,6 +172,12 @@ class MultiReceiver:
     def release(self) -> None:
         """Every datagram handed out since the last release has been decoded: reuse the slots."""
         self.filled = 0
+
+    def layout(self) -> tuple:
+        """(buffer, offsets, lengths) of the datagrams handed out since the last release, for
+        Decoder.decode: they sit in fixed 64 KiB slots, so the decoder reads them in place."""
+        n = self.filled
+        return (self._view, np.arange(n, dtype=np.int64) * MAX_DATAGRAM, self._len[:n].astype(np.int64))
 
     def _decode_addr(self, key: bytes) -> tuple:
         family = struct.unpack_from("=H", key, 0)[0]

@@ -77,6 +77,7 @@ class Collector:
         self._group_data: list[bytes] = []
         self._group_src: list = []
         self._group_started_ms = 0
+        self._group_fds: set[int] = set()  # sockets the current group's datagrams came from
         self._few_last_wakeup = False
         self._wake_r = self._wake_w = -1
         self._stop_requested = False
@@ -209,6 +210,8 @@ class Collector:
         data_list, src_list = self._group_data, self._group_src
         if not data_list:
             self._group_started_ms = now_ms()
+            self._group_fds = set()
+        self._group_fds.add(sock.fileno())
         try:
             more = self._receivers[sock.fileno()].receive(data_list, src_list, GROUP_MAX_DATAGRAMS - len(data_list))
         except OSError as e:  # e.g. ECONNREFUSED echoes on some kernels; never fatal for a listener
@@ -222,20 +225,25 @@ class Collector:
         datagrams, sources = self._group_data, self._group_src
         self._group_data, self._group_src = [], []
         if datagrams:
+            layout = None
+            if len(self._group_fds) == 1:  # all from one socket: the decoder can read its slots in place
+                rx = self._receivers[next(iter(self._group_fds))]
+                if getattr(rx, "filled", -1) == len(datagrams):
+                    layout = rx.layout()
             try:
-                self._decode(datagrams, sources)
+                self._decode(datagrams, sources, layout)
             finally:
                 del datagrams  # views of the receive slots: gone before the slots are reused
                 for rx in self._receivers.values():
                     rx.release()
 
-    def _decode(self, datagrams: list[bytes], sources: list) -> None:
+    def _decode(self, datagrams: list, sources: list, layout=None) -> None:
         t = now_ms()
         c = self.counters
         c["datagrams"] += len(datagrams)
         c["bytes"] += sum(map(len, datagrams))
         c["groups"] += 1
-        batch = self.decoder.decode(datagrams, sources, t)
+        batch = self.decoder.decode(datagrams, sources, t, layout)
         if batch is not None and batch.count:
             c["flows"] += batch.count
             self.batcher.add(batch, t)

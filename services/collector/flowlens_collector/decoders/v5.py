@@ -71,6 +71,18 @@ def gather(buf, starts: np.ndarray, width: int) -> np.ndarray:
     return win[starts]
 
 
+def even_stride(offsets: np.ndarray) -> int | None:
+    """The distance between consecutive datagrams when it is the same for all (0 for one datagram),
+    else None: datagrams joined back to back with equal lengths, or held in fixed receive slots."""
+    n = len(offsets)
+    if n < 2:
+        return 0
+    stride = int(offsets[1] - offsets[0])
+    if stride <= 0 or (n > 2 and not (offsets[2:] - offsets[1:-1] == stride).all()):
+        return None
+    return stride
+
+
 def parse_headers(buf, offsets: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Headers of many v5 datagrams held back to back in the bytes ``buf``.
 
@@ -81,8 +93,9 @@ def parse_headers(buf, offsets: np.ndarray, lengths: np.ndarray) -> tuple[np.nda
     """
     n = len(offsets)
     size = int(lengths[0]) if n else 0
-    if n and size >= HEADER_LEN and (lengths == size).all():
-        headers = np.ndarray((n,), dtype=HEADER_DTYPE, buffer=buf, offset=int(offsets[0]), strides=(size,))
+    stride = even_stride(offsets) if n and size >= HEADER_LEN and (lengths == size).all() else None
+    if stride is not None:
+        headers = np.ndarray((n,), dtype=HEADER_DTYPE, buffer=buf, offset=int(offsets[0]), strides=(stride,))
         count = headers["count"].astype(np.int64)
         status = np.where(HEADER_LEN + count * RECORD_LEN > size, TRUNCATED_RECORDS, OK)
         status[count == 0] = ZERO_COUNT
