@@ -13,6 +13,7 @@ import struct
 import sys
 from pathlib import Path
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -102,6 +103,18 @@ def test_mutated_corpus_packets_never_raise_and_stay_bounded(case):
         # repeated, so a mutated single-data-set datagram also goes through the array path for runs
         group = list(before) + [pkt] * 4 + list(after)
         batch = dec.decode(group, [SOURCE] * len(group), 1)
+        # the same group read in place from receive slots, as the collector does: same result
+        slot = max(map(len, group)) + 64
+        buf = bytearray(slot * len(group))
+        for k, d in enumerate(group):
+            buf[k * slot:k * slot + len(d)] = d
+        mv = memoryview(bytes(buf))
+        in_place = Decoder(max_templates_per_exporter=MAX_TEMPLATES, pending_max_records=PENDING_RECORDS,
+                           pending_max_age_ms=1_000).decode(
+            [mv[k * slot:k * slot + len(d)] for k, d in enumerate(group)], [SOURCE] * len(group), 1,
+            (mv, np.arange(len(group), dtype=np.int64) * slot, np.array([len(d) for d in group], dtype=np.int64)))
+        assert in_place.count == batch.count
+        assert np.array_equal(np.sort(in_place["bytes"]), np.sort(batch["bytes"]))
     else:
         dec.decode(list(before), [SOURCE] * len(before), 1)
         batch = dec.decode([pkt, memoryview(pkt)], [SOURCE, ("2001:db8::7", 4739)], 2)
