@@ -26,7 +26,7 @@ from flowmodel.protocol import FLOW_FILTERS, METRICS, TOP_BY, QueryError, parse_
 from flowmodel.schema import FLOW_COLUMNS
 
 from . import planner as P
-from .warm import SQL_COLUMNS, connect_reader, now_ms, rows_to_columns
+from .warm import SEG_BITS, SQL_COLUMNS, connect_reader, now_ms, rows_to_columns
 
 ADDR_PROBE_ROWS = 20_000  # an address range matching more rows than this in a partition walks the time index
 MAX_SERIES_POINTS = 10_000
@@ -123,14 +123,30 @@ class QueryEngine:
         return [(a, b) for a, b in ranges]
 
     def _where(self, db, name: str, sealed: bool, f: dict) -> tuple[str, list]:
-        addr_index = True
+        addr_index, segs = True, ""
         if sealed and any(k in f for k in ("src", "dst", "addr")):
             # A broad range (10.0.0.0/8 on a LAN) is better served by the time index plus a filter.
+            segs = self._segments(db, name)
             w, params = P.sql_where(f, addr_index=True)
-            n = db.execute(f"SELECT count(*) FROM (SELECT 1 FROM {name} WHERE {w} LIMIT {ADDR_PROBE_ROWS})",
+            n = db.execute(f"SELECT count(*) FROM (SELECT 1 FROM {name} WHERE {w}{segs} LIMIT {ADDR_PROBE_ROWS})",
                            params).fetchone()[0]
             addr_index = n < ADDR_PROBE_ROWS
-        return P.sql_where(f, addr_index=addr_index)
+        where, params = P.sql_where(f, addr_index=addr_index)
+        return (where + segs if addr_index else where), params
+
+    @staticmethod
+    def _segments(db, name: str) -> str:
+        """`` AND (seq >> SEG_BITS) IN (...)`` naming the partition's segments when it was sealed with
+        segmented address indexes (warm.py), so SQLite can seek them; '' for the older layout. The
+        segments are found by hopping the rowid (one seek each): late rows after sealing can leave
+        large gaps in seq."""
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (f"{name}_sseg",)).fetchone() is None:
+            return ""
+        segs = [r[0] for r in db.execute(
+            f"WITH RECURSIVE s(x) AS (SELECT (SELECT min(seq) >> {SEG_BITS} FROM {name}) UNION ALL "
+            f"SELECT (SELECT seq >> {SEG_BITS} FROM {name} WHERE seq >= (x + 1) << {SEG_BITS} ORDER BY seq LIMIT 1) "
+            f"FROM s WHERE x IS NOT NULL) SELECT x FROM s WHERE x IS NOT NULL")]
+        return f" AND (seq >> {SEG_BITS}) IN ({', '.join(map(str, segs)) or 'NULL'})"
 
     # ------------------------------------------------------------ dispatch helpers
 

@@ -3,9 +3,9 @@
 The receive loop offers (columns-with-seq) batches with ``offer``; a full queue sheds the batch and
 counts it. The queue is bounded in rows (``queue_batches`` full batches of FULL_BATCH_ROWS), not in
 batches: at low rates the collector publishes small batches every 0.2 s, and 64 of those covered only
-12.8 s of a writer pause (sealing a partition builds three indexes, about 4 us a row), while the
-same memory holds 262,144 rows of any size of batch. The thread coalesces queued batches up to ``store.write_max_rows`` per transaction,
-writes advisory/health events, seals partitions and prunes on schedule. ``stop()`` commits
+12.8 s of a writer pause, while the same memory holds 262,144 rows of any size of batch. The thread coalesces queued batches up to ``store.write_max_rows`` per transaction,
+writes advisory/health events, seals partitions one bounded step (a ~0.2 s transaction) per loop
+pass, skipping passes while the queue is more than half full, and prunes on schedule. ``stop()`` commits
 everything queued before it returns.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 _STOP = object()
 TRIM_INTERVAL_S = 5.0
 FULL_BATCH_ROWS = 4096     # collector.batch_max_flows' default: the row bound is queue_batches of these
+SEAL_MAX_WAIT_S = 2.0     # a busy writer still takes a sealing step this often
 MAX_BATCHES_PER_FULL = 16  # and at most this many queued batches per full batch of rows (per-batch overhead)
 
 
@@ -64,6 +65,9 @@ class Writer:
         self._rl = RateLimitedLog(log)
         self._next_prune = time.monotonic() + prune_interval_s  # not at start: a restart must not drop data early
         self._next_seal = time.monotonic() + 5.0
+        self._seal_wait_until = 0.0
+        self.seal_steps = 0
+        self.seal_step_max_s = 0.0  # longest single sealing step: the writer's longest pause for sealing
         self._trim = _malloc_trim()
         self._dirty = False      # transient buffers were freed since the last trim
         self._next_trim = 0.0
@@ -186,11 +190,24 @@ class Writer:
                 self.write_errors += 1
                 log.exception("event write failed", extra=fields(events=len(events)))
 
+    def _seal_step(self) -> None:
+        t = time.monotonic()
+        self.warm.seal_step(now_ms())
+        t1 = time.monotonic()
+        self.seal_steps += 1
+        self.seal_step_max_s = max(self.seal_step_max_s, t1 - t)
+        self._seal_wait_until = t1 + SEAL_MAX_WAIT_S
+
     def _maintain(self) -> None:
         mono = time.monotonic()
-        if mono >= self._next_seal:
+        if self.warm.seal_pending():
+            # one bounded step (<= ~0.3 s) per loop pass, after the flow transaction; none while the
+            # queue is more than half full, unless sealing has waited SEAL_MAX_WAIT_S for a step
+            if self.queued_rows <= self.queue_rows_max // 2 or mono >= self._seal_wait_until:
+                self._seal_step()
+        elif mono >= self._next_seal:
             self._next_seal = mono + 5.0
-            self.warm.seal_due(now_ms())
+            self._seal_step()
         if mono >= self._next_prune:
             self._next_prune = mono + self.prune_interval_s
             dropped = self.warm.prune(now_ms(), self.retention_ms, self.rollup_retention_ms, self.advisory_retention_ms)

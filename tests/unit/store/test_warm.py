@@ -83,7 +83,12 @@ def test_seal_builds_address_indexes_once_partition_is_past(tmp_path):
     assert w.seal_due(T0) == 0
     assert w.seal_due(T0 + 2 * HOUR) == 1
     idx = {r[0] for r in w.db.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=?", (name,))}
-    assert {f"{name}_src", f"{name}_dst", f"{name}_time"} <= idx
+    assert idx == {f"{name}_te", f"{name}_sseg", f"{name}_dseg"}
+    assert w.db.execute(f"SELECT count(*) FROM {name}").fetchone()[0] == 100
+    assert w.db.execute("SELECT sealed FROM partitions WHERE name = ?", (name,)).fetchone() == (1,)
+    assert w.db.execute("SELECT count(*) FROM spans").fetchone() == (0,)
+    tables = {r[0] for r in w.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert not {f"{name}_sealing", f"{name}_old"} & tables and not w.seal_pending()
     w.close()
 
 
