@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 _PAD = bytes(v5.RECORD_LEN)  # after the group's last datagram, so header/version reads never run off the end
 MAX_EXPORTER_STATS = 65536  # distinct (exporter, domain) pairs kept; beyond that, counted in one bucket
+RUN_ATTEMPTS = 3  # tries of the array path per run of v9/IPFIX datagrams (see Decoder._templated_run)
 
 
 def _versions(blob: bytes, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -202,18 +203,30 @@ class Decoder:
         except Exception:  # a decoder bug must not stop the loop: every datagram takes the walk instead
             log.exception("run classification failed", extra=fields(exporter=str(sources[0]), datagrams=m))
             segments = [(0, m, None)]
-        for a, b, head in segments:
-            if head is not None:
+        for a, b, info in segments:
+            if info is not None:
                 src = srcs[int(sid[a])]
                 source = self._sources.get(src) or self._source(src)
-                try:
-                    if self._templated.single_set_run(blob, offsets[a:b], lengths[a:b], head[a:b], source,
-                                                      now_ms):
-                        continue
-                except Exception:
-                    log.exception("run decode failed", extra=fields(exporter=source[0], datagrams=b - a))
-                    self.stats(source[0], 0, now_ms).error("internal_error", b - a)
-                    continue
+                head, data_off, set_ids = info
+                # A run the templated decoder cannot take yet (its template, the template set it
+                # repeats or its IPFIX numbering not seen) usually can once its first datagram has
+                # been walked: a few retries, each after walking one more datagram.
+                for attempt in range(RUN_ATTEMPTS):
+                    if b - a < 2:
+                        break
+                    try:
+                        if self._templated.single_set_run(blob, offsets[a:b], lengths[a:b], head[a:b],
+                                                          data_off[a:b], int(set_ids[a]), source, now_ms):
+                            a = b
+                            break
+                    except Exception:
+                        log.exception("run decode failed", extra=fields(exporter=source[0], datagrams=b - a))
+                        self.stats(source[0], 0, now_ms).error("internal_error", b - a)
+                        a = b
+                        break
+                    if attempt < RUN_ATTEMPTS - 1:
+                        self._other(datagrams[a], sources[a], int(versions[a]), now_ms)
+                        a += 1
             for k in range(a, b):
                 self._other(datagrams[k], sources[k], int(versions[k]), now_ms)
 
@@ -349,41 +362,62 @@ RUN_HEAD_LEN = RUN_HEAD.itemsize  # 24: a v9 header and its first set header; an
 def single_set_segments(blob, offsets: np.ndarray, lengths: np.ndarray, versions: np.ndarray, sid: np.ndarray):
     """Split consecutive v9/IPFIX datagrams into segments [a, b) for the array path.
 
-    A datagram qualifies when it is exactly one header and one data set (set id >= 256) whose
-    length runs to the end of the datagram (for IPFIX also the message length). A segment is a
-    run of qualifying datagrams with the same source, version, domain and set id; its entry is
-    (a, b, headers) with ``headers`` a RUN_HEAD array of all datagrams (v9: w1 uptime, w2 secs,
-    w3 sequence, w4 source id; IPFIX: ``count`` is the message length, w1 export time, w2
-    sequence, w3 domain, and the set header sits 4 bytes earlier), or (a, b, None) for datagrams
+    A datagram qualifies when it is one header and one data set (set id >= 256) running to its
+    end (for IPFIX also to the message length), optionally after one template set: exporters
+    such as nfreplay repeat their templates in every datagram, and the templated decoder lets
+    such a datagram into the run only when that template set is byte for byte the one it last
+    processed for the session. A segment is a run of qualifying datagrams with the same source,
+    version, domain and data set id; its entry is (a, b, (headers, data_offsets, set_ids)) with
+    ``headers`` a RUN_HEAD array of all datagrams (v9: w1 uptime, w2 secs, w3 sequence, w4 source
+    id; IPFIX: ``count`` is the message length, w1 export time, w2 sequence, w3 domain) and
+    ``data_offsets`` where each datagram's data set header starts; or (a, b, None) for datagrams
     that must be walked one by one.
     """
     m = len(offsets)
     head = v5.gather(blob, offsets, RUN_HEAD_LEN).view(RUN_HEAD).reshape(m)
     w4 = head["w4"]
     v0 = int(versions[0])
-    if v0 == 9 and (versions == 9).all():
-        set_id, set_len, domain = head["set_id"], head["set_len"] + 20, w4
-        ok = (set_len == lengths) & (lengths >= RUN_HEAD_LEN)
-    elif v0 == 10 and (versions == 10).all():
+    uniform = (versions == v0).all()
+    if uniform and v0 == 9:
+        hlen, set1, len1, domain, tset = 20, head["set_id"].astype(np.int64), head["set_len"].astype(np.int64), w4, 0
+        framed = lengths >= RUN_HEAD_LEN
+    elif uniform and v0 == 10:
         # IPFIX: the first set header is bytes 16..19, which RUN_HEAD reads as w4
-        set_id, set_len, domain = w4 >> 16, (w4 & 0xFFFF) + 16, head["w3"]
-        ok = (set_len == lengths) & (head["count"] == lengths)
+        hlen, set1, len1, domain, tset = 16, (w4 >> 16).astype(np.int64), (w4 & 0xFFFF).astype(np.int64), head["w3"], 2
+        framed = (lengths >= 20) & (head["count"] == lengths)
     else:
         is9 = versions == 9
-        set_id = np.where(is9, head["set_id"], w4 >> 16)
-        set_len = np.where(is9, head["set_len"] + 20, (w4 & 0xFFFF) + 16)
+        hlen = np.where(is9, 20, 16)
+        set1 = np.where(is9, head["set_id"], w4 >> 16).astype(np.int64)
+        len1 = np.where(is9, head["set_len"], w4 & 0xFFFF).astype(np.int64)
         domain = np.where(is9, w4, head["w3"])
-        ok = (set_len == lengths) & np.where(is9, lengths >= RUN_HEAD_LEN, (versions == 10) & (head["count"] == lengths))
-    ok &= set_id >= 256
-    if m > 1 and ok.all() and (sid == sid[0]).all() and (domain == domain[0]).all() and (set_id == set_id[0]).all() \
-            and (versions == v0).all():
-        return [(0, m, head)]  # the usual case under load: one exporter, one template
+        tset = np.where(is9, 0, 2)
+        framed = np.where(is9, lengths >= RUN_HEAD_LEN, (versions == 10) & (lengths >= 20) & (head["count"] == lengths))
+    data_off = np.broadcast_to(np.asarray(hlen, dtype=np.int64), (m,))
+    set_id, set_len = set1, len1
+    refresh = (set1 == tset) & (len1 >= 8) & (hlen + len1 + 4 <= lengths)
+    if refresh.any():
+        second = v5.gather(blob, offsets + np.where(refresh, hlen + len1, 0), 4).view(">u2").reshape(m, 2)
+        data_off = np.where(refresh, hlen + len1, hlen)
+        set_id = np.where(refresh, second[:, 0], set1)
+        set_len = np.where(refresh, second[:, 1], len1)
+    ok = framed & (data_off + set_len == lengths) & (set_id >= 256)
+    # a template set of another length than the previous one in front of the data: a new template,
+    # so a new run (the templated decoder takes a run only if all its template sets are the same)
+    with_set = np.flatnonzero(data_off != hlen)
+    new_set = with_set[1:][data_off[with_set[1:]] != data_off[with_set[:-1]]] if len(with_set) > 1 else with_set[:0]
+    if m > 1 and uniform and ok.all() and (sid == sid[0]).all() and (domain == domain[0]).all() \
+            and (set_id == set_id[0]).all() and not len(new_set):
+        return [(0, m, (head, data_off, set_id))]  # the usual case under load: one exporter, one template
     key = (sid << 48) ^ (versions.astype(np.int64) << 40) ^ (domain.astype(np.int64) << 8)
     same = (key[1:] == key[:-1]) & (set_id[1:] == set_id[:-1])
     change = np.flatnonzero((ok[1:] != ok[:-1]) | (ok[1:] & ~same)) + 1
+    if len(new_set):
+        change = np.union1d(change, new_set)
     bounds = [0, *change.tolist(), m]
     okl = ok.tolist()
-    return [(a, b, head if okl[a] else None) for a, b in zip(bounds[:-1], bounds[1:])]
+    info = (head, data_off, set_id)
+    return [(a, b, info if okl[a] else None) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _first_seen(keys: np.ndarray) -> tuple[list[int], np.ndarray, np.ndarray]:

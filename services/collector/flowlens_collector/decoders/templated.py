@@ -24,6 +24,7 @@ MAX_SAMPLERS_PER_SESSION = 1024
 MAX_SESSIONS = 65536
 PENDING_BYTES_PER_RECORD = 32
 MAX_FIELDS_PER_TEMPLATE = 8192
+MAX_REMEMBERED_TEMPLATE_SET = 2048  # bytes; larger template sets are always walked
 MAX_EPOCH_MS = 1 << 42            # ~2109: a systemInitTimeMilliseconds beyond is garbage, not a boot time
 MAX_SAMPLING_RATE = 0xFFFFFFFF
 MAX_FIELDS_PER_EXPORTER = 131072  # bounds template memory however the fields are spread over ids  # pending bound in bytes = pending_max_records * this, per exporter
@@ -74,6 +75,10 @@ class TemplatedDecoder:
         self._ipfix_inclusive: dict[tuple, str] = {}  # session -> IPFIX sequence numbering mode
         self._option_records = 0  # options data records in the message being walked
         self._groups: dict[tuple, _Group] = {}
+        # session -> the bytes (set header included) of the last template set walked for it, when
+        # every record in it defined a template successfully: the same bytes again change nothing
+        self._template_sets: dict[tuple, bytes] = {}
+        self._define_failures = 0
         self._now = 0
         self.state_rejected = 0
 
@@ -113,20 +118,21 @@ class TemplatedDecoder:
         records = self._walk(buf, ipfix.HEADER_LEN, length, session, st, export_s * 1000, -1)
         self._ipfix_sequence(session, seq, records, records - self._option_records, st)
 
-    def single_set_run(self, blob, offsets, lengths, head, source, now_ms) -> bool:
-        """Datagrams of one source, version, domain and data set id, each exactly one header and one
-        data set (see flowlens_collector.decode.single_set_segments; ``head`` their RUN_HEAD rows).
+    def single_set_run(self, blob, offsets, lengths, head, data_off, set_id, source, now_ms) -> bool:
+        """Datagrams of one source, version, domain and data set id, each one header and one data
+        set starting at ``data_off`` (after a template set when data_off is past the header; see
+        flowlens_collector.decode.single_set_segments; ``head`` their RUN_HEAD rows).
 
-        When the set's template is known, fixed-length and not an options template (and for IPFIX
-        the session's sequence numbering is known), their records join the template's group as one
-        gathered block, with counters and sequence numbers from arrays. False, having done nothing,
-        otherwise: the caller then walks the datagrams one by one.
+        When the set's template is known, fixed-length and not an options template, every leading
+        template set is byte for byte the one last processed for this session (so walking it again
+        would change nothing), and for IPFIX the session's sequence numbering is known, their
+        records join the template's group as one gathered block, with counters and sequence numbers
+        from arrays. False, having done nothing, otherwise: the caller then walks the datagrams.
         """
         host, port = source[0], source[1]
         version = int(head["version"][0])
         ipfix_msg = version == 10
         domain = int(head["w3"][0] if ipfix_msg else head["w4"][0])
-        set_id = int(head["w4"][0] >> 16) if ipfix_msg else int(head["set_id"][0])
         session = (host, port, version, domain)
         key = session + (set_id,)
         t = self.templates.get(key)
@@ -136,9 +142,17 @@ class TemplatedDecoder:
         if ipfix_msg and mode is None:
             return False
         hlen = ipfix.HEADER_LEN if ipfix_msg else netflow9.HEADER_LEN
+        with_templates = data_off != hlen
+        if with_templates.any():
+            known = self._template_sets.get(session)
+            if known is None or not (data_off[with_templates] == hlen + len(known)).all():
+                return False
+            sets = _gather(blob, offsets[with_templates] + hlen, len(known))
+            if not (sets == np.frombuffer(known, dtype=np.uint8)).all():
+                return False
         rl = t.record_len
         m = len(offsets)
-        counts = (lengths - hlen - 4) // rl
+        counts = (lengths - data_off - 4) // rl
         total = int(counts.sum())
         st = self._owner.stats(host, domain, now_ms)
         st.version = version
@@ -157,14 +171,15 @@ class TemplatedDecoder:
             uptime = head["w1"].astype(np.int64)
         if total == 0:
             return True
-        first = int(offsets[0])
+        first = int(offsets[0]) + int(data_off[0]) + 4
         stride = int(offsets[1] - offsets[0]) if m > 1 else 0
-        if (counts == counts[0]).all() and (m < 3 or (offsets[2:] - offsets[1:-1] == stride).all()):
-            body = np.ndarray((m, int(counts[0]) * rl), dtype=np.uint8, buffer=blob, offset=first + hlen + 4,
+        if (counts == counts[0]).all() and (data_off == data_off[0]).all() and \
+                (m < 3 or (offsets[2:] - offsets[1:-1] == stride).all()):
+            body = np.ndarray((m, int(counts[0]) * rl), dtype=np.uint8, buffer=blob, offset=first,
                               strides=(stride, 1)).copy()
         else:
             base = np.cumsum(counts) - counts
-            starts = np.repeat(offsets + hlen + 4 - base * rl, counts) + np.arange(0, total * rl, rl, dtype=np.int64)
+            starts = np.repeat(offsets + data_off + 4 - base * rl, counts) + np.arange(0, total * rl, rl, dtype=np.int64)
             body = _gather(blob, starts, rl)
         g = self._groups.get(key)
         if g is None or g.template is not t:
@@ -234,7 +249,15 @@ class TemplatedDecoder:
                               else netflow9.parse_options_templates(body))
                 else:
                     events = ipfix.parse_templates(body, options=(set_id == oset))
+                failures = self._define_failures
                 self._template_events(events, session, st, options=(set_id == oset))
+                if set_id == tset and events and length <= MAX_REMEMBERED_TEMPLATE_SET and \
+                        self._define_failures == failures and all(ev[0] == "define" for ev in events):
+                    if len(self._template_sets) >= MAX_SESSIONS:
+                        self._template_sets.clear()
+                    self._template_sets[session] = bytes(buf[pos:nxt])
+                else:
+                    self._template_sets.pop(session, None)
             else:
                 st.error("reserved_set_id")
             pos = nxt
@@ -274,9 +297,11 @@ class TemplatedDecoder:
         key = session + (template.template_id,)
         if template.record_len == 0:
             st.error("zero_length_template")
+            self._define_failures += 1
             return False
         if len(template.fields) > MAX_FIELDS_PER_TEMPLATE:
             st.error("too_many_fields")
+            self._define_failures += 1
             return False
         old = self.templates.get(key)
         host = session[0]
@@ -284,11 +309,14 @@ class TemplatedDecoder:
         fields_after = self._per_host_fields.get(host, 0) - old_fields + len(template.fields)
         if old is None and self._per_host.get(host, 0) >= self.max_templates or fields_after > MAX_FIELDS_PER_EXPORTER:
             st.error("template_cap")
+            self._define_failures += 1
             return False
         if old is None:
             self._per_host[host] = self._per_host.get(host, 0) + 1
         elif old.same_as(template):
             template = old  # a refresh: keep the compiled one
+        if template is not old:
+            self._template_sets.pop(session, None)  # the session's templates changed
         self._per_host_fields[host] = fields_after
         self.templates[key] = template
         held = self.pending.pop(key, None)
@@ -299,6 +327,7 @@ class TemplatedDecoder:
         return True
 
     def _drop(self, key: tuple) -> None:
+        self._template_sets.pop(key[:4], None)
         t = self.templates.pop(key, None)
         if t is not None:
             host = key[0]
