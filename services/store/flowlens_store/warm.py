@@ -271,7 +271,7 @@ class WarmWriter:
     """Everything that changes the SQLite file. Used by exactly one thread (the writer)."""
 
     def __init__(self, path: str, partition_ms: int, prefix_v4: int, prefix_v6: int, cache_bytes: int = 64 << 20,
-                 span_rows: int = SPAN_ROWS):
+                 span_rows: int = SPAN_ROWS, seal_chunk_rows: int = SEAL_CHUNK_ROWS):
         self.path = path
         self.partition_ms = int(partition_ms)
         self.prefix_v4 = prefix_v4
@@ -285,6 +285,7 @@ class WarmWriter:
         self.next_seq = int(row[0]) if row else 1
         self._nums = 0  # rows in temp.nums
         self.span_rows = span_rows
+        self.seal_chunk_rows = seal_chunk_rows
         self._spans: dict[str, list[int]] = {}  # partition -> its open span [seq_lo, seq_hi, time_lo, time_hi, rows]
         self._cover_unspanned()
         self._seal: dict | None = None  # the partition being copied into <name>_sealing, and how far
@@ -416,13 +417,14 @@ class WarmWriter:
         """A seal or the deletion of a replaced table is under way: call seal_step again soon."""
         return self._seal is not None or bool(self._old_tables)
 
-    def seal_step(self, now: int, chunk_rows: int = SEAL_CHUNK_ROWS) -> bool:
+    def seal_step(self, now: int, chunk_rows: int | None = None) -> bool:
         """One bounded piece of sealing work, its own transaction (about 0.2-0.3 s a 32k-row chunk):
         delete a chunk of a replaced table, or copy the next chunk of the partition being sealed into
         ``<name>_sealing`` (which has the three indexes from the start), or start sealing the oldest
         due partition. The chunk that finds the copy caught up swaps the tables in the same
         transaction: the writer is the only writer, so no row lands in between. Returns whether work
         remains (seal_pending)."""
+        chunk_rows = chunk_rows or self.seal_chunk_rows
         if self._old_tables:
             self._delete_chunk(self._old_tables[0], 2 * chunk_rows)
         elif self._seal is None:
