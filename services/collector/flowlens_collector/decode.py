@@ -184,8 +184,9 @@ class Decoder:
 
     def _templated_run(self, blob, offsets, lengths, versions, datagrams, sources, now_ms: int) -> None:
         """Consecutive datagrams that are not v5. Under load most carry one data set of a known
-        fixed-length template and nothing else: runs of those (same source, version, domain and set
-        id) go to the templated decoder as arrays; every other datagram is walked on its own, in order."""
+        fixed-length template, alone or after a repeat of their template set: runs of those (same
+        source, version, domain and set id) go to the templated decoder as arrays; every other
+        datagram is walked on its own, in order."""
         m = len(offsets)
         if m < 4:  # not worth the array set-up
             for k in range(m):
