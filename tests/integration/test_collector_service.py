@@ -209,6 +209,30 @@ def test_sigterm_publishes_everything_received(collector_env):
     assert "msg=stopped" in proc.log()
 
 
+def test_flows_received_before_the_bus_has_a_subscriber_are_not_lost(tmp_path):
+    """A collector started before its store: datagrams that arrive first wait in the kernel until
+    a subscriber appears, instead of being published into the void (PUB drops without one)."""
+    cfg = stack_config(tmp_path, collector={"stats_interval": "300ms"})
+    path = write_config(tmp_path / "collector.yaml", cfg)
+    proc = ServiceProcess("collector", path).start()
+    tap = None
+    try:
+        port = cfg["collector"]["netflow_port"]
+        expected = 0
+        for name in V5_FILES:
+            send_udp(port, payloads(name))
+            expected += sum(truth_rows(name).values())
+        time.sleep(0.5)  # the store comes up later (well within the collector's 5 s wait)
+        tap = BusTap(cfg["bus"]["publish_endpoint"])
+        assert tap.wait_flows(expected) == expected
+        assert received_rows(tap.batches) == sum((truth_rows(n) for n in V5_FILES), Counter())
+        assert "bus subscriber present" in proc.log()
+    finally:
+        proc.stop()
+        if tap is not None:
+            tap.close()
+
+
 def test_bad_config_exits_non_zero_with_the_key(tmp_path):
     import subprocess
     import sys

@@ -40,6 +40,10 @@ EXPIRE_INTERVAL_MS = 1000          # how often the decoder drops stale pending r
 TEMPLATE_SAVE_INTERVAL_MS = 30_000
 POLL_MAX_MS = 250
 STOP_DRAIN_MAX_S = 5.0             # SIGTERM: read what the kernel already holds, for at most this long
+# At start the collector does not read UDP until the bus has a subscriber (the store), for at most
+# this long: a PUB socket drops what it sends before the first subscription reaches it, while the
+# kernel keeps the datagrams that arrive meanwhile.
+SUBSCRIBER_WAIT_S = 5.0
 PUB_LINGER_AT_STOP_MS = 2000       # let queued batches reach the bus before the socket closes
 
 
@@ -79,6 +83,8 @@ class Collector:
         self._group_started_ms = 0
         self._group_fds: set[int] = set()  # sockets the current group's datagrams came from
         self._few_last_wakeup = False
+        self._subscribed = False
+        self._subscriber_deadline = 0.0
         self._wake_r = self._wake_w = -1
         self._stop_requested = False
         self._stopped = False
@@ -106,7 +112,8 @@ class Collector:
             self._close_listeners()
             raise
         self._ctx = zmq.Context()
-        self._pub = self._ctx.socket(zmq.PUB)
+        # XPUB: sends like PUB, and lets the collector see the subscriptions it is sending to
+        self._pub = self._ctx.socket(zmq.XPUB)
         self._pub.setsockopt(zmq.SNDHWM, bus.queue_limit(self.cfg))
         self._pub.setsockopt(zmq.LINGER, 0)
         self._pub.connect(self.cfg["bus.publish_endpoint"])
@@ -120,6 +127,7 @@ class Collector:
             self._poller.register(listener.sock.fileno(), select.POLLIN)
         self._poller.register(self._wake_r, select.POLLIN)
         t = now_ms()
+        self._subscriber_deadline = time.monotonic() + SUBSCRIBER_WAIT_S
         self._next_stats_ms = t + self.stats_interval_ms
         self._next_expire_ms = t + EXPIRE_INTERVAL_MS
         self._next_save_ms = t + TEMPLATE_SAVE_INTERVAL_MS
@@ -174,6 +182,8 @@ class Collector:
     # ------------------------------------------------------------------ loop body
 
     def _step(self) -> None:
+        if not self._subscribed and not self._wait_for_subscriber():
+            return
         t = now_ms()
         timeout = min(POLL_MAX_MS, self._next_timer_ms(t) - t)
         due_in = self.batcher.ms_until_due(t)
@@ -201,6 +211,31 @@ class Collector:
         if self.batcher.due(t):
             self._publish_pending()
         self._run_timers(t)
+
+    def _wait_for_subscriber(self) -> bool:
+        """True once a subscription reached the bus socket (or the wait is over); until then the
+        loop leaves the datagrams in the kernel's buffer."""
+        try:
+            if self._pub.poll(50, zmq.POLLIN):
+                self._read_subscriptions()
+        except zmq.ZMQError:
+            self._subscribed = True
+        if not self._subscribed and time.monotonic() >= self._subscriber_deadline:
+            log.warning("no subscriber on the bus yet; publishing anyway (flows sent before one appears are lost)",
+                        extra=fields(endpoint=self.cfg["bus.publish_endpoint"], waited_s=SUBSCRIBER_WAIT_S))
+            self._subscribed = True
+        return self._subscribed
+
+    def _read_subscriptions(self) -> None:
+        """Drain the XPUB's subscription messages (tiny; one per subscriber and topic)."""
+        while True:
+            try:
+                msg = self._pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] == b"\x01" and not self._subscribed:
+                self._subscribed = True
+                log.info("bus subscriber present", extra=fields(topic=msg[1:].decode("ascii", "replace")))
 
     def _receive(self, sock) -> bool:
         """Read datagrams into the current group until it is full (then decode it) or the socket is
@@ -269,6 +304,7 @@ class Collector:
 
     def _run_timers(self, t: int) -> None:
         if t >= self._next_expire_ms:
+            self._read_subscriptions()
             self._next_expire_ms = t + EXPIRE_INTERVAL_MS
             self.decoder.expire(t)
         if t >= self._next_stats_ms:
