@@ -9,7 +9,9 @@ own read-only connection inside one read transaction, cut off by a progress hand
 A partition not yet sealed has no time index (warm.py): it is read by rowid (seq) ranges, those of
 its ``spans`` whose time_end range meets the window. top and series sum over those ranges; a flows
 page walks the spans newest first (oldest first going back) and stops once no further span can hold
-a row that beats the rows it has.
+a row that beats the rows it has. A partition sealed in steps has address indexes that lead with
+``seq >> SEG_BITS`` (warm.py): a flows page with an address filter names its segments
+(``_segments``) so SQLite seeks each one, then sorts the matches by time.
 """
 from __future__ import annotations
 
