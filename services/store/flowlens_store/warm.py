@@ -3,7 +3,8 @@
 Partitions are keyed by ``time_end`` (not time_start): exporters send a flow when it ends, so
 time_end follows arrival closely and a batch lands in one partition (two at a boundary), a
 long-lived flow is not filed hours in the past, and the newest-first explorer order is the
-partition order. Pruning drops whole partitions whose end is older than the retention.
+partition order. Pruning drops whole partitions whose end is older than the retention (renamed,
+then deleted in chunks between the writer's transactions).
 
 A partition row is ``seq`` (INTEGER PRIMARY KEY: inserts append), the columns queries filter and
 sum on, and ``rest``: the remaining schema columns packed in one BLOB (REST_DTYPE), so an insert
@@ -426,7 +427,7 @@ class WarmWriter:
         remains (seal_pending)."""
         chunk_rows = chunk_rows or self.seal_chunk_rows
         if self._old_tables:
-            self._delete_chunk(self._old_tables[0], 2 * chunk_rows)
+            self._delete_chunk(self._old_tables[0], chunk_rows)
         elif self._seal is None:
             due = self._sealable(now)
             if due:
@@ -516,10 +517,11 @@ class WarmWriter:
     def _recover_seal(self) -> None:
         """After a restart: a ``<name>_sealing`` left mid-copy is resumed (it holds exactly the rows up to
         its max(seq): chunks commit whole and seq only grows), unless its partition is gone or sealed,
-        then it is dropped; a ``<name>_old`` left after a swap is deleted in chunks again."""
+        then it is dropped; a ``<name>_old`` left after a swap or ``<name>_pruned`` after prune is
+        deleted in chunks again."""
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         for t in sorted(tables):
-            if t.endswith("_old") and t[:-4] in self.partitions:
+            if t.startswith("flows_") and (t.endswith("_old") or t.endswith("_pruned")):
                 self._old_tables.append(t)
             elif t.endswith("_sealing"):
                 name = t[:-len("_sealing")]
@@ -532,15 +534,25 @@ class WarmWriter:
                               "chunks": 0, "max_step_s": 0.0}
 
     def prune(self, now: int, retention_ms: int, rollup_retention_ms: int, advisory_retention_ms: int) -> list[str]:
-        """DROP partitions that ended before now - retention; delete old rollups, advisories, health."""
+        """Drop partitions that ended before now - retention; delete old rollups, advisories, health.
+        A partition's table is renamed to ``<name>_pruned`` and deleted in chunks by seal_step like a
+        replaced table: one DROP of an hourly partition at 10k flows/s would stall the writer about
+        25 s (0.7 s per million rows). A copy still being made for sealing is dropped outright, and so
+        is a partition sealed by an older version: deleting rows from its (src_addr, time_end) indexes
+        in chunks costs 20 times the DROP (37 s CPU for 2M rows, steps up to 1 s)."""
         dropped = []
         cutoff = now - retention_ms
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
         for name, p in sorted(self.partitions.items()):
             if p[1] <= cutoff:
+                gone = f"{name}_pruned"
                 self.db.execute("BEGIN")
-                self.db.execute(f"DROP TABLE IF EXISTS {name}")
+                if name in tables and gone not in tables and f"{name}_src" not in tables:
+                    self.db.execute(f"ALTER TABLE {name} RENAME TO {gone}")
+                else:
+                    self.db.execute(f"DROP TABLE IF EXISTS {name}")
+                    gone = None
                 self.db.execute(f"DROP TABLE IF EXISTS {name}_sealing")
-                self.db.execute(f"DROP TABLE IF EXISTS {name}_old")
                 self.db.execute("DELETE FROM partitions WHERE name = ?", (name,))
                 self.db.execute("DELETE FROM spans WHERE part = ?", (name,))
                 self.db.execute("COMMIT")
@@ -548,8 +560,8 @@ class WarmWriter:
                 self._spans.pop(name, None)
                 if self._seal is not None and self._seal["name"] == name:
                     self._seal = None
-                if f"{name}_old" in self._old_tables:
-                    self._old_tables.remove(f"{name}_old")
+                if gone:
+                    self._old_tables.append(gone)
                 dropped.append(name)
         self.db.execute("BEGIN")
         self.db.execute("DELETE FROM rollups WHERE minute_ms < ?", (now - rollup_retention_ms,))

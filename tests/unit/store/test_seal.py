@@ -186,14 +186,21 @@ def test_queries_during_the_copy_are_complete_and_a_restart_resumes_it(tmp_path)
     w.close()
 
 
-def test_prune_mid_copy_drops_the_copy_too(tmp_path):
+def test_prune_mid_copy_drops_the_copy_and_deletes_the_table_in_chunks(tmp_path):
     batches = shuffled_batches()
     w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64, seal_chunk_rows=500)
     write(w, batches, range(8))
     assert w.seal_step(BASE + 2 * HOUR) and w.seal_step(BASE + 2 * HOUR)
     assert f"{NAME}_sealing" in tables(w)
     assert w.prune(BASE + 10 * HOUR, HOUR, HOUR, HOUR) == [NAME]
-    assert tables(w) == set() and not w.seal_pending()
+    assert tables(w) == {f"{NAME}_pruned"} and w.seal_pending()
+    w.close()  # a restart before the pruned table is gone goes on deleting it
+    w = WarmWriter(w.path, HOUR, 24, 64, seal_chunk_rows=500)
+    assert w.seal_pending() and w.partitions == {}
+    steps = 0
+    while w.seal_step(BASE + 10 * HOUR):
+        steps += 1
+    assert tables(w) == set() and steps >= 2  # 2000 rows in 1000-row deletes, then the DROP
     w.close()
 
 
@@ -229,4 +236,14 @@ def test_older_layout_partition_with_a_time_index_seals_without_a_name_clash(tmp
     assert w.seal_due(BASE + 2 * HOUR) == 1
     assert indexes(w) == SEALED_IDX and tables(w) == {NAME}
     assert [r[0] for r in table_rows(w)] == all_flows(batches, range(6))["seq"].tolist()
+    w.close()
+
+
+def test_prune_drops_a_partition_sealed_the_old_way_at_once(tmp_path):
+    batches = shuffled_batches()
+    w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64)
+    write(w, batches, range(4))
+    old_seal(w, NAME)
+    assert w.prune(BASE + 10 * HOUR, HOUR, HOUR, HOUR) == [NAME]
+    assert tables(w) == set() and not w.seal_pending()
     w.close()
