@@ -350,7 +350,8 @@ class StoreService:
             "write_queue": {"depth": w.flows.qsize(), "capacity": w.queue_batches, "rows": w.queued_rows,
                             "rows_capacity": w.queue_rows_max, "shed_batches": w.shed_batches,
                             "shed_flows": w.shed_flows, "shed_events": w.shed_events, "write_errors": w.write_errors,
-                            "transactions": w.transactions},
+                            "transactions": w.transactions, "seal_steps": w.seal_steps,
+                            "seal_step_max_s": round(w.seal_step_max_s, 3)},
             "bus": {"gaps_total": self.gaps.total_gaps, "bad_messages": self.bad_messages,
                     "sources": {s: {"received": self.gaps.received.get(s, 0), "gaps": self.gaps.gaps.get(s, 0),
                                     "restarts": self.gaps.restarts.get(s, 0), "last_seq": self.gaps.last_seq.get(s)}
