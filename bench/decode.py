@@ -21,14 +21,14 @@ import numpy as np
 
 from flowlens_collector.decode import Decoder
 from flowlens_collector.memory import tune_malloc
-from flowlens_collector.service import GROUP_MAX_DATAGRAMS
+from flowmodel.config import SETTINGS
 from flowlens_collector.decoders import ipfix as ipfix_mod
 from flowlens_collector.decoders import netflow9
 from flowmodel.pcap import read_datagrams
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 FLOWS = int(os.environ.get("FLOWLENS_BENCH_DECODE_FLOWS", "1000000"))
-GROUP = GROUP_MAX_DATAGRAMS  # datagrams per decode() call: the collector's group under load
+GROUP = SETTINGS["collector.receive_group"].default  # datagrams per decode() call: the collector's group under load
 MTU_PAYLOAD = 1400
 SOURCE = ("192.0.2.1", 40000)
 

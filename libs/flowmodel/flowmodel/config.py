@@ -196,6 +196,7 @@ SETTINGS: dict[str, Setting] = {
     "collector.netflow_port": Setting(_port, 2055, "UDP port for NetFlow v5/v9 (IPFIX also accepted)"),
     "collector.ipfix_port": Setting(_port, 4739, "UDP port for IPFIX (NetFlow also accepted); 0 disables"),
     "collector.buffer_size": Setting(parse_size, 8 << 20, "SO_RCVBUF requested per UDP socket; the granted size is logged"),
+    "collector.receive_group": Setting(_positive_int, 512, "datagrams received (recvmmsg) and decoded together at most; each has a 64 KiB receive slot of address space, resident only as far as datagrams fill it"),
     "collector.batch_max_flows": Setting(_positive_int, 4096, "a batch is published when it holds this many flows"),
     "collector.batch_max_age": Setting(_pos_duration, 0.2, "or when its oldest flow waited this long"),
     "collector.instance_id": Setting(_str, "", "source id on the bus; empty = collector@host:pid"),

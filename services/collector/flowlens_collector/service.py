@@ -27,7 +27,6 @@ from .udp import Listener, kernel_drops, open_listener
 
 log = logging.getLogger(__name__)
 
-GROUP_MAX_DATAGRAMS = 256          # datagrams decoded in one call at most
 GROUP_MAX_WAIT_MS = 5              # a group waits this long for more datagrams before it is decoded
 GROUPS_PER_WAKEUP = 16             # then timers and the stop flag are checked again
 # When the last wakeup found only a few datagrams waiting, the loop is outpacing the exporters:
@@ -66,6 +65,7 @@ class Collector:
         self.source_id = cfg["collector.instance_id"] or bus.default_source_id("collector")
         self.batcher = Batcher(cfg["collector.batch_max_flows"], int(cfg["collector.batch_max_age"] * 1000))
         self.stats_interval_ms = int(cfg["collector.stats_interval"] * 1000)
+        self.group_max = cfg["collector.receive_group"]  # datagrams received and decoded together at most
         self.template_path = cfg["collector.template_path"]
         self.sequencer = bus.Sequencer(self.source_id)
         self.listeners: list[Listener] = []
@@ -123,7 +123,7 @@ class Collector:
         self._poller = select.poll()
         for listener in self.listeners:
             self._by_fd[listener.sock.fileno()] = listener
-            self._receivers[listener.sock.fileno()] = make_receiver(listener.sock, GROUP_MAX_DATAGRAMS)
+            self._receivers[listener.sock.fileno()] = make_receiver(listener.sock, self.group_max)
             self._poller.register(listener.sock.fileno(), select.POLLIN)
         self._poller.register(self._wake_r, select.POLLIN)
         t = now_ms()
@@ -248,11 +248,11 @@ class Collector:
             self._group_fds = set()
         self._group_fds.add(sock.fileno())
         try:
-            more = self._receivers[sock.fileno()].receive(data_list, src_list, GROUP_MAX_DATAGRAMS - len(data_list))
+            more = self._receivers[sock.fileno()].receive(data_list, src_list, self.group_max - len(data_list))
         except OSError as e:  # e.g. ECONNREFUSED echoes on some kernels; never fatal for a listener
             self._rlog.warning("recv", "receive error", error=str(e))
             more = False
-        if len(data_list) >= GROUP_MAX_DATAGRAMS:
+        if len(data_list) >= self.group_max:
             self._decode_group()
         return more
 
