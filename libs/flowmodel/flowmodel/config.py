@@ -111,6 +111,13 @@ def _positive_int(value: Any) -> int:
     return v
 
 
+def _receive_group(value: Any) -> int:
+    v = _int(value)
+    if not 1 <= v <= 4096:  # 64 KiB of address space per datagram slot
+        raise ValueError(f"must be between 1 and 4096 datagrams, got {v}")
+    return v
+
+
 def _level(value: Any) -> str:
     v = _str(value).lower()
     if v not in ("debug", "info", "warning", "error"):
@@ -196,7 +203,7 @@ SETTINGS: dict[str, Setting] = {
     "collector.netflow_port": Setting(_port, 2055, "UDP port for NetFlow v5/v9 (IPFIX also accepted)"),
     "collector.ipfix_port": Setting(_port, 4739, "UDP port for IPFIX (NetFlow also accepted); 0 disables"),
     "collector.buffer_size": Setting(parse_size, 8 << 20, "SO_RCVBUF requested per UDP socket; the granted size is logged"),
-    "collector.receive_group": Setting(_positive_int, 512, "datagrams received (recvmmsg) and decoded together at most; each has a 64 KiB receive slot of address space, resident only as far as datagrams fill it"),
+    "collector.receive_group": Setting(_receive_group, 512, "datagrams received (recvmmsg) and decoded together at most; each has a 64 KiB receive slot of address space, resident only as far as datagrams fill it"),
     "collector.batch_max_flows": Setting(_positive_int, 4096, "a batch is published when it holds this many flows"),
     "collector.batch_max_age": Setting(_pos_duration, 0.2, "or when its oldest flow waited this long"),
     "collector.instance_id": Setting(_str, "", "source id on the bus; empty = collector@host:pid"),

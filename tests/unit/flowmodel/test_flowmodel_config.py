@@ -53,6 +53,8 @@ def test_unknown_section(tmp_path):
     ("store:\n  prune_interval: soon\n", "store.prune_interval"),
     ("analysis:\n  local_networks: [10.0.0.0/33]\n", "analysis.local_networks"),
     ("web:\n  page_size: true\n", "web.page_size"),
+    ("collector:\n  receive_group: 100000\n", "collector.receive_group"),
+    ("bus:\n  queue_bytes: lots\n", "bus.queue_bytes"),
 ])
 def test_ill_typed_key_names_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as e:
