@@ -227,15 +227,19 @@ class Collector:
         return self._subscribed
 
     def _read_subscriptions(self) -> None:
-        """Drain the XPUB's subscription messages (tiny; one per subscriber and topic)."""
+        """Drain the XPUB's subscription messages (tiny; one per subscriber and topic); the first
+        one for flow batches ends the start-up wait."""
         while True:
             try:
                 msg = self._pub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if msg[:1] == b"\x01" and not self._subscribed:
+            topic = msg[1:]
+            # a subscription that takes flow batches ("flows.", "flows.9", "" ...), not only events
+            if msg[:1] == b"\x01" and not self._subscribed and \
+                    (bus.TOPIC_FLOWS_PREFIX.startswith(topic) or topic.startswith(bus.TOPIC_FLOWS_PREFIX)):
                 self._subscribed = True
-                log.info("bus subscriber present", extra=fields(topic=msg[1:].decode("ascii", "replace")))
+                log.info("bus subscriber present", extra=fields(topic=topic.decode("ascii", "replace")))
 
     def _receive(self, sock) -> bool:
         """Read datagrams into the current group until it is full (then decode it) or the socket is
