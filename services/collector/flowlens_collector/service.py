@@ -266,9 +266,7 @@ class Collector:
         if datagrams:
             layout = None
             if len(self._group_fds) == 1:  # all from one socket: the decoder can read its slots in place
-                rx = self._receivers[next(iter(self._group_fds))]
-                if getattr(rx, "filled", -1) == len(datagrams):
-                    layout = rx.layout()
+                layout = self._receivers[next(iter(self._group_fds))].layout()
             try:
                 self._decode(datagrams, sources, layout)
             finally:

@@ -44,7 +44,7 @@ class Session:
 class _Group:
     """Data sets of one template within one decode call: record bytes and (count, export ms, uptime ms)."""
 
-    __slots__ = ("template", "stats_key", "bodies", "meta", "arrays", "session_state")
+    __slots__ = ("template", "stats_key", "bodies", "meta", "session_state")
 
     def __init__(self, template, stats_key):
         self.template = template
@@ -53,9 +53,8 @@ class _Group:
         # records arrived; None = the session's state at the end of the call applies
         self.session_state: tuple | None = None
         self.bodies: list = []
-        # per body (count, export ms, uptime ms): ints, or arrays per datagram when ``arrays``
+        # per body (count, export ms, uptime ms): ints, or arrays per datagram for a run
         self.meta: list[tuple] = []
-        self.arrays = False
 
 
 class TemplatedDecoder:
@@ -186,7 +185,6 @@ class TemplatedDecoder:
             g = self._new_group(key, t)
         g.bodies.append(body)
         g.meta.append((counts, export_ms, uptime if uptime is not None else -1))
-        g.arrays = True
         return True
 
     def finish(self) -> list[FlowBatch]:
@@ -457,35 +455,24 @@ class TemplatedDecoder:
         raw = g.bodies[0] if len(g.bodies) == 1 else b"".join(g.bodies)
         if isinstance(raw, memoryview):
             raw = raw.tobytes()  # a view of the collector's receive slots: the columns must not alias it
-        if g.arrays:
-            # per datagram (count, export ms, uptime): ints from walked datagrams, arrays from runs
-            cl: list = []
-            el: list = []
-            ul: list = []
-            for c, e, u in g.meta:
-                if type(c) is int:
-                    cl.append(c)
-                    el.append(e)
-                    ul.append(u)
-                else:
-                    cl.extend(c.tolist())
-                    el.extend(e.tolist())
-                    ul.extend(u.tolist() if type(u) is not int else [u] * len(c))
-            counts = np.array(cl, dtype=np.int64)
-            n = int(counts.sum())
-            spread = int(counts[0]) if (counts == counts[0]).all() else counts
-            export_ms = np.repeat(np.array(el, dtype=np.int64), spread)
-            uptime = np.repeat(np.array(ul, dtype=np.int64), spread) if t.version == 9 else None
-        elif len(g.meta) == 1:
-            n, export0, uptime0 = g.meta[0]
-            export_ms = np.full(n, export0, dtype=np.int64)
-            uptime = np.full(n, uptime0, dtype=np.int64) if t.version == 9 else None
-        else:
-            meta = np.array(g.meta, dtype=np.int64)
-            counts = meta[:, 0]
-            n = int(counts.sum())
-            export_ms = np.repeat(meta[:, 1], counts)
-            uptime = np.repeat(meta[:, 2], counts) if t.version == 9 else None
+        # per body (count, export ms, uptime): ints from walked datagrams, arrays from runs
+        cl: list = []
+        el: list = []
+        ul: list = []
+        for c, e, u in g.meta:
+            if type(c) is int:
+                cl.append(c)
+                el.append(e)
+                ul.append(u)
+            else:
+                cl.extend(c.tolist())
+                el.extend(e.tolist())
+                ul.extend(u.tolist() if type(u) is not int else [u] * len(c))
+        counts = np.array(cl, dtype=np.int64)
+        n = int(counts.sum())
+        spread = int(counts[0]) if (counts == counts[0]).all() else counts
+        export_ms = np.repeat(np.array(el, dtype=np.int64), spread)
+        uptime = np.repeat(np.array(ul, dtype=np.int64), spread) if t.version == 9 else None
         rec = np.frombuffer(raw, dtype=t.dtype, count=n)
         session = self.sessions.get(key[:4])
         if g.session_state is not None:
