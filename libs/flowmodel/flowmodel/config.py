@@ -193,7 +193,7 @@ SETTINGS: dict[str, Setting] = {
     "bus.publish_endpoint": Setting(_str, "tcp://127.0.0.1:5559", "where publishers (collectors, analyzer) connect: the store's XSUB"),
     "bus.subscribe_endpoint": Setting(_str, "tcp://127.0.0.1:5560", "where subscribers (store, analyzer) connect: the store's XPUB"),
     "bus.high_water_mark": Setting(_positive_int, 1000, "messages a bus socket queues before it drops (publishers) or stops reading; sockets carrying flow batches queue fewer (bus.queue_bytes)"),
-    "bus.queue_bytes": Setting(parse_size, 32 << 20, "memory one bus socket may hold in queued flow batches: its message limit is this over (collector.batch_max_flows x 135 bytes), at least 8"),
+    "bus.queue_bytes": Setting(parse_size, 32 << 20, "memory one bus socket may hold in queued flow batches: its message limit is this over (collector.batch_max_flows x 135 bytes), at least 4"),
 
     "query.endpoint": Setting(_str, "tcp://127.0.0.1:5555", "the store's query (REQ/REP) address that clients connect to"),
     "query.timeout": Setting(_pos_duration, 5.0, "how long a client waits for one reply before retrying"),
@@ -204,7 +204,7 @@ SETTINGS: dict[str, Setting] = {
     "collector.ipfix_port": Setting(_port, 4739, "UDP port for IPFIX (NetFlow also accepted); 0 disables"),
     "collector.buffer_size": Setting(parse_size, 8 << 20, "SO_RCVBUF requested per UDP socket; the granted size is logged"),
     "collector.receive_group": Setting(_receive_group, 512, "datagrams received (recvmmsg) and decoded together at most; each has a 64 KiB receive slot of address space, resident only as far as datagrams fill it"),
-    "collector.batch_max_flows": Setting(_positive_int, 4096, "a batch is published when it holds this many flows"),
+    "collector.batch_max_flows": Setting(_positive_int, 16384, "a batch is published when it holds this many flows (under load; a quiet exporter's go out by age)"),
     "collector.batch_max_age": Setting(_pos_duration, 0.2, "or when its oldest flow waited this long"),
     "collector.instance_id": Setting(_str, "", "source id on the bus; empty = collector@host:pid"),
     "collector.stats_interval": Setting(_pos_duration, 5.0, "how often exporter health events are published"),

@@ -1,7 +1,8 @@
 """Cut decoded flows into bus batches by size or age, one batch per export version.
 
-Pure: the caller passes the clock. Decoded groups are kept as a list of FlowBatches and joined
-once per published batch, so the receive loop never copies columns per datagram.
+Pure: the caller passes the clock. Decoded groups are kept as a list of FlowBatches and never
+joined here: a published batch is a list of parts that the bus codec writes straight into one
+message body, so the columns are copied once between the decoder and the socket.
 """
 from __future__ import annotations
 
@@ -38,15 +39,34 @@ class Batcher:
             return None
         return max(0, self.max_age_ms - (now_ms - self.oldest_ms))
 
-    def take(self) -> list[tuple[int, FlowBatch]]:
-        """Everything pending as (flow_version, batch) pairs, each at most max_flows long."""
+    def take(self) -> list[tuple[int, list[FlowBatch]]]:
+        """Everything pending as (flow_version, parts) pairs, in arrival order, each pair at most
+        max_flows flows in all (a part that does not fit is cut into views)."""
         if not self.count:
             return []
-        joined = FlowBatch.concat(self._parts)
+        by_version: dict[int, list[FlowBatch]] = {}
+        for part in self._parts:
+            for version, piece in split_by_version(part):
+                by_version.setdefault(version, []).append(piece)
         self._parts = []
         self.count = 0
         self.oldest_ms = None
-        return [(v, chunk) for v, part in split_by_version(joined) for chunk in _chunks(part, self.max_flows)]
+        out = []
+        for version, pieces in by_version.items():
+            chunk, room = [], self.max_flows
+            for piece in pieces:
+                start = 0
+                while start < piece.count:
+                    n = min(room, piece.count - start)
+                    chunk.append(piece if n == piece.count else piece.select(slice(start, start + n)))
+                    start += n
+                    room -= n
+                    if not room:
+                        out.append((version, chunk))
+                        chunk, room = [], self.max_flows
+            if chunk:
+                out.append((version, chunk))
+        return out
 
 
 def split_by_version(batch: FlowBatch) -> list[tuple[int, FlowBatch]]:
@@ -55,11 +75,3 @@ def split_by_version(batch: FlowBatch) -> list[tuple[int, FlowBatch]]:
     if (versions == first).all():  # the usual case: one protocol per collector
         return [(first, batch)]
     return [(int(v), batch.select(versions == v)) for v in np.unique(versions)]
-
-
-def _chunks(batch: FlowBatch, size: int):
-    if batch.count <= size:
-        yield batch
-        return
-    for start in range(0, batch.count, size):
-        yield batch.select(slice(start, start + size))

@@ -288,16 +288,17 @@ class Collector:
                 self._publish_pending()
 
     def _publish_pending(self) -> None:
-        for version, batch in self.batcher.take():
+        for version, parts in self.batcher.take():
+            flows = sum(part.count for part in parts)
             try:
-                body = bus.encode_batch(batch, self.sequencer)
+                body = bus.encode_batch(parts, self.sequencer)
                 self._pub.send_multipart([bus.flows_topic(version), body], flags=zmq.NOBLOCK, copy=False)
             except zmq.ZMQError as e:  # PUB drops at HWM without an error; this is a closed/broken socket
                 self.counters["publish_errors"] += 1
-                self._rlog.warning("publish", "cannot publish a flow batch", error=str(e), flows=batch.count)
+                self._rlog.warning("publish", "cannot publish a flow batch", error=str(e), flows=flows)
                 continue
             self.counters["published_batches"] += 1
-            self.counters["published_flows"] += batch.count
+            self.counters["published_flows"] += flows
 
     # ------------------------------------------------------------------ timers
 

@@ -40,9 +40,9 @@ def test_take_keeps_order_and_empties():
     b = Batcher(max_flows=100, max_age_ms=200)
     b.add(batch(3, start=0), 0)
     b.add(batch(2, start=3), 1)
-    (version, out), = b.take()
+    (version, parts), = b.take()
     assert version == 5
-    assert out["bytes"].tolist() == [0, 1, 2, 3, 4]
+    assert FlowBatch.concat(parts)["bytes"].tolist() == [0, 1, 2, 3, 4]
     assert b.count == 0 and b.ms_until_due(5) is None
 
 
@@ -50,9 +50,9 @@ def test_take_splits_by_version_and_bounds_the_size():
     b = Batcher(max_flows=4, max_age_ms=200)
     b.add(batch(5, version=9, start=0), 0)
     b.add(batch(3, version=10, start=5), 0)
-    parts = b.take()
-    assert [(v, p.count) for v, p in parts] == [(9, 4), (9, 1), (10, 3)]
-    assert parts[1][1]["bytes"].tolist() == [4]
+    out = [(v, FlowBatch.concat(parts)) for v, parts in b.take()]
+    assert [(v, p.count) for v, p in out] == [(9, 4), (9, 1), (10, 3)]
+    assert [p["bytes"].tolist() for _v, p in out] == [[0, 1, 2, 3], [4], [5, 6, 7]]
 
 
 def test_empty_batches_are_ignored():
@@ -64,3 +64,22 @@ def test_empty_batches_are_ignored():
 def test_split_by_version_one_version_is_the_same_batch():
     one = batch(3, version=10)
     assert split_by_version(one) == [(10, one)]
+
+
+def test_take_fills_each_batch_across_parts_without_joining_them():
+    b = Batcher(max_flows=4, max_age_ms=200)
+    for start in (0, 3, 6):
+        b.add(batch(3, start=start), 0)
+    out = b.take()
+    assert [[p.count for p in parts] for _v, parts in out] == [[3, 1], [2, 2], [1]]
+    assert [FlowBatch.concat(parts)["bytes"].tolist() for _v, parts in out] == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
+
+
+def test_mixed_versions_inside_one_part_keep_their_order():
+    b = Batcher(max_flows=100, max_age_ms=200)
+    part = batch(4)
+    part.columns["flow_version"][:] = [9, 10, 9, 10]
+    b.add(part, 0)
+    b.add(batch(2, version=10, start=4), 0)
+    out = {v: FlowBatch.concat(parts)["bytes"].tolist() for v, parts in b.take()}
+    assert out == {9: [0, 2], 10: [1, 3, 4, 5]}

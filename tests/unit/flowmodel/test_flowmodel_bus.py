@@ -8,9 +8,9 @@ def test_flow_socket_queue_limit_is_bounded_in_bytes():
         return bus.queue_limit(load_config(None, env={}, overrides=over))
 
     assert bus.WIRE_BYTES_PER_FLOW == sum(dt.itemsize for dt, _d in FLOW_COLUMNS.values())
-    per_batch = 4096 * bus.WIRE_BYTES_PER_FLOW + 1024
-    assert limit() == (32 << 20) // per_batch == 60                    # default: 32 MiB of 4096-flow batches
-    assert limit(**{"bus.queue_bytes": "8MiB"}) == 15
+    per_batch = 16384 * bus.WIRE_BYTES_PER_FLOW + 1024
+    assert limit() == (32 << 20) // per_batch == 15                    # default: 32 MiB of 16384-flow batches
+    assert limit(**{"bus.queue_bytes": "16MiB"}) == 7
     assert limit(**{"collector.batch_max_flows": 512}) == (32 << 20) // (512 * bus.WIRE_BYTES_PER_FLOW + 1024)
     assert limit(**{"bus.queue_bytes": "1KiB"}) == bus.MIN_QUEUE_MESSAGES  # never so small that one burst drops
-    assert limit(**{"bus.high_water_mark": 20}) == 20                  # the message cap still applies
+    assert limit(**{"bus.high_water_mark": 10}) == 10                  # the message cap still applies

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from flowmodel import addr
-from flowmodel.bus import (CodecError, GapCounter, Sequencer, decode_batch, decode_body, encode_batch,
+from flowmodel.bus import (PACK_MIN_FLOWS, SCHEMA_VERSION, CodecError, GapCounter, Sequencer, decode_batch, decode_body, encode_batch,
                            encode_event, flows_topic)
 from flowmodel.schema import ADDRESS_COLUMNS, FLOW_COLUMNS, FlowBatch
 
@@ -29,7 +29,7 @@ def test_round_trip_every_column():
     batch, texts = sample_batch()
     seq = Sequencer("collector@test:1")
     env, out = decode_batch(encode_batch(batch, seq))
-    assert (env.source, env.seq, env.schema) == ("collector@test:1", 1, 1)
+    assert (env.source, env.seq, env.schema) == ("collector@test:1", 1, SCHEMA_VERSION)
     assert out.count == batch.count
     for name in FLOW_COLUMNS:
         assert out[name].dtype == FLOW_COLUMNS[name][0], name
@@ -111,3 +111,108 @@ def test_flowbatch_rejects_ragged_and_unknown():
     assert (b["sampling_rate"] == 1).all() and (b["direction"] == 255).all()
     both = FlowBatch.concat([b, FlowBatch.empty(2)])
     assert both.count == 5 and both.select(both["sampling_rate"] == 1).count == 5
+
+
+# ---------------------------------------------------------------- packed columns
+
+def exporter_like_batch(n=1000, seed=3):
+    """What one IPv4 exporter sends: mapped addresses, one exporter, small counters, close times."""
+    rng = np.random.default_rng(seed)
+    b = FlowBatch.empty(n)
+    c = b.columns
+    c["time_start"][:] = 1_700_000_000_000 + rng.integers(0, 60_000, n)
+    c["time_end"][:] = c["time_start"] + rng.integers(0, 5_000, n)
+    c["src_addr"][:] = addr.from_texts([f"10.0.{i % 256}.{i // 256}" for i in range(n)])
+    c["dst_addr"][:] = addr.from_texts([f"192.168.{i % 7}.{i % 250}" for i in range(n)])
+    c["exporter"][:] = addr.from_texts(["172.16.0.1"] * n)
+    c["bytes"][:] = rng.integers(40, 70_000, n)
+    c["packets"][:] = rng.integers(1, 200, n)
+    c["input_if"][:] = rng.integers(0, 40, n)
+    c["observation_domain"][:] = 7
+    c["src_port"][:] = rng.integers(0, 65536, n)
+    return b
+
+
+def body_columns(body) -> dict:
+    return msgpack.unpackb(body, raw=False)["columns"]
+
+
+def test_an_exporters_batch_is_packed_and_comes_back_exactly():
+    batch = exporter_like_batch()
+    body = encode_batch(batch, Sequencer("s"))
+    wire = body_columns(body)
+    assert wire["src_addr"][0] == "ipv4" and len(wire["src_addr"][1]) == 4 * batch.count
+    assert wire["exporter"][0] == "const" and wire["observation_domain"][0] == "const"
+    assert wire["next_hop"][0] == "const"                       # all :: (the template had no next hop)
+    assert wire["bytes"][:3] == ["narrow", 4, 0] and wire["packets"][:3] == ["narrow", 1, 0]
+    kind, size, base, _raw = wire["time_start"]
+    assert (kind, size, base) == ("narrow", 2, int(batch["time_start"].min()))
+    assert isinstance(wire["src_port"], bytes)                  # 2-byte columns always go raw
+    assert len(body) < batch.count * 40                         # vs 135 bytes per flow raw
+    _env, out = decode_batch(body)
+    for name, (dt, _doc) in FLOW_COLUMNS.items():
+        assert out[name].dtype == dt, name
+        assert np.array_equal(out[name], batch[name]), name
+
+
+def test_parts_go_out_as_one_batch_packed_over_all_of_them():
+    a, b = exporter_like_batch(600, seed=1), exporter_like_batch(500, seed=2)
+    b.columns["bytes"][-1] = 1 << 40                 # only the second part needs 8 bytes
+    b.columns["dst_addr"][3] = addr.from_texts(["2001:db8::9"])[0]   # and holds one IPv6 address
+    body = encode_batch([a, FlowBatch.empty(0), b], Sequencer("s"))
+    wire = body_columns(body)
+    assert isinstance(wire["bytes"], bytes) and isinstance(wire["dst_addr"], bytes)
+    assert wire["src_addr"][0] == "ipv4"
+    _env, out = decode_batch(body)
+    joined = FlowBatch.concat([a, b])
+    assert out.count == 1100
+    for name in FLOW_COLUMNS:
+        assert np.array_equal(out[name], joined[name]), name
+
+
+def test_signed_times_pack_from_their_minimum_even_when_negative():
+    batch = exporter_like_batch(300)
+    batch.columns["time_start"][:] = np.arange(-150, 150) * 1000
+    wire_time = body_columns(encode_batch(batch, Sequencer("s")))["time_start"]
+    assert wire_time[:3] == ["narrow", 4, -150_000]
+    _env, out = decode_batch(encode_batch(batch, Sequencer("s")))
+    assert np.array_equal(out["time_start"], batch["time_start"])
+
+
+def test_extreme_values_survive():
+    batch = exporter_like_batch(300)
+    batch.columns["time_start"][:2] = [np.iinfo(np.int64).min, np.iinfo(np.int64).max]
+    batch.columns["packets"][0] = np.iinfo(np.uint64).max
+    batch.columns["src_as"][:] = np.iinfo(np.uint32).max
+    wire = body_columns(encode_batch(batch, Sequencer("s")))
+    assert isinstance(wire["time_start"], bytes) and isinstance(wire["packets"], bytes)
+    assert wire["src_as"][0] == "const"
+    _env, out = decode_batch(encode_batch(batch, Sequencer("s")))
+    for name in ("time_start", "packets", "src_as"):
+        assert np.array_equal(out[name], batch[name]), name
+
+
+def test_small_batches_go_raw():
+    batch = exporter_like_batch(PACK_MIN_FLOWS - 1)
+    wire = body_columns(encode_batch(batch, Sequencer("s")))
+    assert all(isinstance(v, bytes) for v in wire.values())
+
+
+@pytest.mark.parametrize("name,value,reason", [
+    ("bytes", ["narrow", 4, 0, b"\x00" * 7], "count says"),
+    ("bytes", ["narrow", 8, 0, b"\x00" * 8 * 300], "width"),
+    ("bytes", ["narrow", 3, 0, b"\x00" * 3 * 300], "width"),
+    ("time_start", ["narrow", 4, 2 ** 63, b"\x00" * 4 * 300], "base"),
+    ("time_start", ["narrow", 4, 2 ** 63 - 5, b"\xff" * 4 * 300], "outside"),
+    ("src_addr", ["ipv4", b"\x00" * 5], "count says"),
+    ("exporter", ["const", b"\x00" * 4], "neither|packed as"),
+    ("bytes", ["ipv4", b"\x00" * 4 * 300], "packed as"),
+    ("bytes", ["zstd", b""], "packed as 'zstd'"),
+    ("bytes", [], "neither"),
+    ("bytes", 17, "neither"),
+])
+def test_bad_packed_columns_are_codec_errors(name, value, reason):
+    msg = msgpack.unpackb(encode_batch(exporter_like_batch(300), Sequencer("s")), raw=False)
+    msg["columns"][name] = value
+    with pytest.raises(CodecError, match=reason):
+        decode_batch(msgpack.packb(msg, use_bin_type=True))
