@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import msgpack
 import numpy as np
 
-from .schema import FLOW_COLUMNS, FlowBatch
+from .schema import FLOW_COLUMNS, MAX_BATCH_FLOWS, FlowBatch
 
 SCHEMA_VERSION = 2   # 2: packed columns
 
@@ -286,6 +286,8 @@ def decode_batch(body: bytes) -> tuple[Envelope, FlowBatch]:
     msg = decode_body(body)
     try:
         count = int(msg["count"])
+        if not 0 <= count <= MAX_BATCH_FLOWS:
+            raise CodecError(f"count {count} is outside 0-{MAX_BATCH_FLOWS}")
         raw = msg["columns"]
         cols = {}
         for name, value in raw.items():

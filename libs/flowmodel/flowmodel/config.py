@@ -111,6 +111,15 @@ def _positive_int(value: Any) -> int:
     return v
 
 
+def _batch_flows(value: Any) -> int:
+    from .schema import MAX_BATCH_FLOWS
+
+    v = _int(value)
+    if not 1 <= v <= MAX_BATCH_FLOWS:
+        raise ValueError(f"must be between 1 and {MAX_BATCH_FLOWS} flows, got {v}")
+    return v
+
+
 def _receive_group(value: Any) -> int:
     v = _int(value)
     if not 1 <= v <= 4096:  # 64 KiB of address space per datagram slot
@@ -204,7 +213,7 @@ SETTINGS: dict[str, Setting] = {
     "collector.ipfix_port": Setting(_port, 4739, "UDP port for IPFIX (NetFlow also accepted); 0 disables"),
     "collector.buffer_size": Setting(parse_size, 8 << 20, "SO_RCVBUF requested per UDP socket; the granted size is logged"),
     "collector.receive_group": Setting(_receive_group, 512, "datagrams received (recvmmsg) and decoded together at most; each has a 64 KiB receive slot of address space, resident only as far as datagrams fill it"),
-    "collector.batch_max_flows": Setting(_positive_int, 16384, "a batch is published when it holds this many flows (under load; a quiet exporter's go out by age)"),
+    "collector.batch_max_flows": Setting(_batch_flows, 16384, "a batch is published when it holds this many flows (under load; a quiet exporter's go out by age)"),
     "collector.batch_max_age": Setting(_pos_duration, 0.2, "or when its oldest flow waited this long"),
     "collector.instance_id": Setting(_str, "", "source id on the bus; empty = collector@host:pid"),
     "collector.stats_interval": Setting(_pos_duration, 5.0, "how often exporter health events are published"),

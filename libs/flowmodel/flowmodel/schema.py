@@ -44,6 +44,10 @@ FLOW_COLUMNS: dict[str, tuple[np.dtype, str]] = {
 }
 
 COLUMN_NAMES: tuple[str, ...] = tuple(FLOW_COLUMNS)
+
+# The most flows one bus batch may hold (collector.batch_max_flows is capped at it): a reader
+# rejects a larger count before allocating, as a packed batch can say "n flows, all equal" in a few bytes.
+MAX_BATCH_FLOWS = 1 << 20
 ADDRESS_COLUMNS = ("src_addr", "dst_addr", "exporter", "next_hop")
 
 # A structured dtype with every column, for code that wants one record array (e.g. the ring).

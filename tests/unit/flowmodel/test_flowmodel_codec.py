@@ -6,7 +6,7 @@ import pytest
 from flowmodel import addr
 from flowmodel.bus import (PACK_MIN_FLOWS, SCHEMA_VERSION, CodecError, GapCounter, Sequencer, decode_batch, decode_body, encode_batch,
                            encode_event, flows_topic)
-from flowmodel.schema import ADDRESS_COLUMNS, FLOW_COLUMNS, FlowBatch
+from flowmodel.schema import ADDRESS_COLUMNS, FLOW_COLUMNS, MAX_BATCH_FLOWS, FlowBatch
 
 
 def sample_batch(n=5):
@@ -216,3 +216,18 @@ def test_bad_packed_columns_are_codec_errors(name, value, reason):
     msg["columns"][name] = value
     with pytest.raises(CodecError, match=reason):
         decode_batch(msgpack.packb(msg, use_bin_type=True))
+
+
+def test_a_count_beyond_the_batch_limit_is_refused_before_allocating():
+    batch = FlowBatch.empty(300)        # the wide columns constant, the narrow ones raw
+    msg = msgpack.unpackb(encode_batch(batch, Sequencer("s")), raw=False)
+    assert all(v[0] == "const" for v in msg["columns"].values() if isinstance(v, list))
+    # a message that leaves the raw columns out (a reader fills missing columns with defaults)
+    # says "n flows" in a few hundred bytes
+    msg["columns"] = {k: v for k, v in msg["columns"].items() if isinstance(v, list)}
+    msg["count"] = MAX_BATCH_FLOWS + 1
+    with pytest.raises(CodecError, match="count"):
+        decode_batch(msgpack.packb(msg, use_bin_type=True))
+    msg["count"] = 1000                 # within the limit, constants stretch to any count
+    _env, out = decode_batch(msgpack.packb(msg, use_bin_type=True))
+    assert out.count == 1000 and (out["direction"] == 255).all() and (out["sampling_rate"] == 1).all()

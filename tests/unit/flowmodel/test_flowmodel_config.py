@@ -54,6 +54,8 @@ def test_unknown_section(tmp_path):
     ("analysis:\n  local_networks: [10.0.0.0/33]\n", "analysis.local_networks"),
     ("web:\n  page_size: true\n", "web.page_size"),
     ("collector:\n  receive_group: 100000\n", "collector.receive_group"),
+    ("collector:\n  batch_max_flows: 2000000\n", "collector.batch_max_flows"),
+    ("collector:\n  batch_max_flows: 0\n", "collector.batch_max_flows"),
     ("bus:\n  queue_bytes: lots\n", "bus.queue_bytes"),
 ])
 def test_ill_typed_key_names_the_key(tmp_path, text, key):
