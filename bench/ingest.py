@@ -1,5 +1,6 @@
 """Collector ingest: the highest rate at which every NetFlow v5, v9 and IPFIX flow sent over loopback
-UDP is decoded and published on the bus (flows counted by a SUB), next to nfcapd fed the same stream
+UDP is decoded and published on the bus (flows counted by a SUB), next to nfcapd fed the same stream, each
+with the same kernel receive buffer (see equal_buffer_request),
 in the same run.
 
 For each version both receivers get the same ramp of rates from our load generator (one exporter,
@@ -36,6 +37,20 @@ VERSIONS = {5: "v5", 9: "v9", 10: "IPFIX"}   # export version -> name in the rep
 STEP_SECONDS = 2.0
 VERSION_BUDGET_S = 90.0   # no new rate once a version's ramp has run this long (whole section ~4-5 min)
 NFCAPD_BUFFER = 8 << 20
+
+
+def equal_buffer_request() -> int:
+    """What our collector asks for so that its socket gets the same kernel buffer as nfcapd's.
+
+    nfcapd -B asks with SO_RCVBUF, which the kernel caps at net.core.rmem_max (then doubles for
+    its bookkeeping); our collector asks with SO_RCVBUFFORCE, which passes the cap when run as
+    root. Given the same number, ours would get up to twice the buffer, and the race would be
+    about buffers; this asks for what nfcapd is really granted."""
+    try:
+        rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    except (OSError, ValueError):
+        return NFCAPD_BUFFER
+    return min(NFCAPD_BUFFER, rmem_max)
 
 
 class VersionLoad(Load):
@@ -105,14 +120,15 @@ def best(steps: list[Step]) -> Step | None:
 @contextlib.contextmanager
 def collector_receiver(tmp: Path):
     cfg = stack_config(tmp, collector={"ipfix_port": 0, "stats_interval": "1s", "template_path": "",
-                                       "buffer_size": NFCAPD_BUFFER})
+                                       "buffer_size": equal_buffer_request()})
     path = write_config(tmp / "collector.yaml", cfg)
     port = cfg["collector"]["netflow_port"]
     counter = BusCounter(cfg["bus"]["publish_endpoint"], bind=True)
     proc = ServiceProcess("collector", path).start()
     try:
-        counter.wait_event()  # subscription in place
+        event = counter.wait_event()  # subscription in place
         pid = proc.proc.pid
+        print(f"    flowlens receive buffer: {_granted(event):,} bytes granted", flush=True)
 
         def step(version: int, rate: float) -> Step:
             flows_before, drops_before, cpu_before = counter.flows, udp_drops(port), cpu_seconds(pid)
@@ -143,6 +159,7 @@ def nfcapd_receiver(tmp: Path):
         return "nfcapd/nfdump not installed (Debian package nfdump; `make debs`)"
     banner = subprocess.run(["nfcapd", "-V"], capture_output=True, text=True).stdout.strip()
     print(f"    {banner}", flush=True)
+    granted_shown: list = []
 
     def step(version: int, rate: float) -> Step:
         port = free_port(socket.SOCK_DGRAM)
@@ -157,6 +174,9 @@ def nfcapd_receiver(tmp: Path):
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("nfcapd did not bind its port")
                 time.sleep(0.02)
+            if not granted_shown:
+                granted_shown.append(_ss_rcvbuf(port))
+                print(f"    nfcapd receive buffer: {granted_shown[0]} bytes granted (ss -m)", flush=True)
             load = VersionLoad(version, port, rate * STEP_SECONDS, rate, STEP_SECONDS * 2 + 1)
             res = load.result()
             # nfcapd reads until its socket is empty; wait for the receive queue to drain
@@ -181,6 +201,21 @@ def _wait_rx_empty(port: int, max_s: float = 10.0) -> None:
             if _rx_queue(port) == 0:
                 return
         time.sleep(0.02)
+
+
+def _granted(event: dict) -> int:
+    sockets = event.get("socket") or [{}]
+    return int(sockets[0].get("rcvbuf_granted", 0))
+
+
+def _ss_rcvbuf(port: int) -> str:
+    """The receive buffer the kernel granted a UDP socket, from ``ss -m`` (rb...), or '?'."""
+    try:
+        out = subprocess.run(["ss", "-uamn", f"sport = :{port}"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    m = re.search(r"\brb(\d+)", out)
+    return f"{int(m.group(1)):,}" if m else "?"
 
 
 def _rx_queue(port: int) -> int:
@@ -236,7 +271,7 @@ def _report(report, name: str, steps: dict[str, list[Step]], nfcapd, cut: bool) 
         return
     theirs = steps["nfcapd  "]
     nb = best(theirs)
-    report("ingest", f"nfcapd lossless {name} ingest (same stream, -B 8 MiB)", nb.achieved if nb else 0.0, "flows/s",
+    report("ingest", f"nfcapd lossless {name} ingest (same stream, same buffer)", nb.achieved if nb else 0.0, "flows/s",
            _note(theirs, nb, cut))
     if nb:
         report("ingest", f"nfcapd CPU per flow at that rate, {name}", nb.cpu_us_per_flow, "us/flow", "")
