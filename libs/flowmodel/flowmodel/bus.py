@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import msgpack
 import numpy as np
 
-from .schema import FLOW_COLUMNS, MAX_BATCH_FLOWS, FlowBatch
+from .schema import FLOW_COLUMNS, HINT_CONST, HINT_IPV4, MAX_BATCH_FLOWS, FlowBatch
 
 SCHEMA_VERSION = 2   # 2: packed columns
 
@@ -130,7 +130,8 @@ def encode_batch(batch: FlowBatch | Sequence[FlowBatch], sequencer: Sequencer, *
     size = 0
     for name, (dt, _doc) in FLOW_COLUMNS.items():
         arrays = [p.columns[name] for p in parts]
-        form = plan_column(arrays, dt) if count >= PACK_MIN_FLOWS and dt.itemsize >= 4 else (_RAW, dt, 0)
+        form = plan_column(arrays, dt, [p.hints.get(name) for p in parts]) \
+            if count >= PACK_MIN_FLOWS and dt.itemsize >= 4 else (_RAW, dt, 0)
         prefix, nbytes = _column_prefix(name, form, count, arrays)
         plans.append((prefix, nbytes, form, arrays))
         size += len(prefix) + nbytes
@@ -176,11 +177,23 @@ _ADDR_HALVES = np.dtype([("hi", "<u8"), ("lo", "<u8")])
 _PACK = msgpack.Packer(use_bin_type=True).pack
 
 
-def plan_column(arrays: list[np.ndarray], dt: np.dtype) -> tuple[str, np.dtype, int]:
+def plan_column(arrays: list[np.ndarray], dt: np.dtype, hints: list | None = None) -> tuple[str, np.dtype, int]:
     """How one column (given as parts) goes on the wire, as (form, wire dtype, base): one value
     when all are equal, the 4 address bytes when all addresses are IPv4-mapped, integers as
     offsets from the minimum (signed columns) or from 0 in the narrowest unsigned width that holds
-    them; raw when nothing is smaller."""
+    them; raw when nothing is smaller. ``hints`` (one per part, FlowBatch.hints) spare the checks
+    a producer already vouched for."""
+    if hints and hints[0] is not None and all(h == hints[0] for h in hints):
+        if hints[0] == HINT_CONST:
+            first = arrays[0][:1]
+            if all(arr[:1] == first for arr in arrays):  # one value per part; the same in all?
+                return (PACK_CONST, dt, 0)
+        elif hints[0] == HINT_IPV4 and dt.kind == "V":
+            ends = arrays[0].view(_ADDR_WORDS)["v4"][0]
+            if not all(arr.view(_ADDR_WORDS)["v4"][0] == ends and arr.view(_ADDR_WORDS)["v4"][-1] == ends
+                       for arr in arrays):
+                return (PACK_IPV4, np.dtype("<u4"), 0)
+            # the ends agree: maybe one address for all (an exporter's next hop), looked at below
     if dt.kind == "V":  # 16-byte addresses
         first = arrays[0].view(_ADDR_HALVES)[0]
         if all(_all_equal(arr.view(_ADDR_HALVES)[half], first[half]) for arr in arrays for half in ("hi", "lo")):

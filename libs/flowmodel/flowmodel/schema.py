@@ -57,12 +57,23 @@ RECORD_DTYPE = np.dtype([(name, dt) for name, (dt, _doc) in FLOW_COLUMNS.items()
 COLUMN_DEFAULTS = {"sampling_rate": 1, "direction": 255}
 
 
+# FlowBatch hints: what a producer knows of a column without looking, so the bus codec need not look
+HINT_CONST = "const"   # every value is the same
+HINT_IPV4 = "ipv4"     # every address is IPv4-mapped
+
+
 class FlowBatch:
-    """Equal-length columns of the flow schema. Columns may be read-only views (from the wire)."""
+    """Equal-length columns of the flow schema. Columns may be read-only views (from the wire).
 
-    __slots__ = ("columns", "count")
+    ``hints`` (column -> HINT_CONST or HINT_IPV4) are promises of the producer, e.g. a decoder that
+    filled a column from one header value or from IPv4 fields; the bus codec packs such a column
+    without checking it. Whoever changes a hinted column's values afterwards must drop its hint.
+    """
 
-    def __init__(self, columns: Mapping[str, np.ndarray], count: int | None = None):
+    __slots__ = ("columns", "count", "hints")
+
+    def __init__(self, columns: Mapping[str, np.ndarray], count: int | None = None,
+                 hints: Mapping[str, str] | None = None):
         cols = dict(columns)
         if count is None:
             count = len(next(iter(cols.values()))) if cols else 0
@@ -76,6 +87,7 @@ class FlowBatch:
                 cols[name] = _filled(dt, count, COLUMN_DEFAULTS.get(name, 0))
         self.columns: dict[str, np.ndarray] = cols
         self.count = count
+        self.hints: dict[str, str] = dict(hints) if hints else {}
 
     def __len__(self) -> int:
         return self.count
@@ -105,7 +117,7 @@ class FlowBatch:
     def select(self, index) -> "FlowBatch":
         """Rows picked by a boolean mask, index array or slice."""
         cols = {name: arr[index] for name, arr in self.columns.items()}
-        return FlowBatch(cols)
+        return FlowBatch(cols, hints=self.hints)  # a subset keeps both promises
 
     @staticmethod
     def concat(batches: Iterable["FlowBatch"]) -> "FlowBatch":
@@ -114,7 +126,12 @@ class FlowBatch:
             return FlowBatch.empty(0)
         if len(batches) == 1:
             return batches[0]
-        return FlowBatch({name: np.concatenate([b.columns[name] for b in batches]) for name in COLUMN_NAMES})
+        # a hint all parts share still holds for the whole, a constant only if it is the same one
+        hints = {name: hint for name, hint in batches[0].hints.items()
+                 if all(b.hints.get(name) == hint for b in batches[1:])
+                 and (hint != HINT_CONST or all(b.columns[name][:1] == batches[0].columns[name][:1] for b in batches))}
+        return FlowBatch({name: np.concatenate([b.columns[name] for b in batches]) for name in COLUMN_NAMES},
+                         hints=hints)
 
 
 def _filled(dt: np.dtype, count: int, value: int) -> np.ndarray:

@@ -344,15 +344,16 @@ class Decoder:
                 np.arange(0, total * v5.RECORD_LEN, v5.RECORD_LEN, dtype=np.int64)
             raw = v5.gather(blob, starts, v5.RECORD_LEN)
         sampling = hdr["sampling"] & 0x3FFF  # top two bits are the sampling mode
+        sampling = np.where(sampling == 0, 1, sampling)
         cols = v5.decode_columns(raw.view(v5.RECORD_DTYPE).reshape(total), counts, hdr["uptime"],
                                  hdr["secs"].astype(np.int64) * 1000 + hdr["nsecs"] // 1_000_000,
-                                 np.where(sampling == 0, 1, sampling), domain)
+                                 sampling, domain)
         if sid is None:
             cols["exporter"] = np.full(total, np.frombuffer(resolved[0][2], dtype=ADDR)[0])
         else:
             addrs = np.frombuffer(b"".join([r[2] for r in resolved]), dtype=ADDR)
             cols["exporter"] = np.repeat(addrs[sid], counts)
-        out.append(FlowBatch(cols, total))
+        out.append(FlowBatch(cols, total, hints=v5.hints_for(sampling, domain, sid is None)))
 
 
 RUN_HEAD = np.dtype([("version", ">u2"), ("count", ">u2"), ("w1", ">u4"), ("w2", ">u4"), ("w3", ">u4"),

@@ -128,6 +128,9 @@ class MultiReceiver:
         self._len = raw[:, _LEN_OFF:_LEN_OFF + 4].view(np.uint32)[:, 0]
         self._flags = raw[:, _FLAGS_OFF:_FLAGS_OFF + 4].view(np.int32)[:, 0]
         self._names_np = np.frombuffer(self._names, dtype=np.uint8).reshape(slots, SOCKADDR_LEN)
+        self._slot_starts = [i * MAX_DATAGRAM for i in range(slots)]
+        self._slot_starts_np = np.arange(slots, dtype=np.int64) * MAX_DATAGRAM
+        self._slot_starts_np.setflags(write=False)  # handed out in layout(): nobody may change it
         self._addr_cache: dict[bytes, tuple] = {}
 
     def receive(self, data_out: list, src_out: list, max_n: int) -> bool:
@@ -149,12 +152,11 @@ class MultiReceiver:
             return False
         end = first + n
         self.filled = end
-        lengths = self._len[first:end].tolist()
         if (self._flags[first:end] & MSG_TRUNC).any():  # cannot happen with 64 KiB slots; counted if it does
             self.truncated += int(((self._flags[first:end] & MSG_TRUNC) != 0).sum())
         view = self._view
-        data_out.extend([view[(first + i) * MAX_DATAGRAM:(first + i) * MAX_DATAGRAM + length]
-                         for i, length in enumerate(lengths)])
+        ends = (self._slot_starts_np[first:end] + self._len[first:end]).tolist()
+        data_out.extend([view[a:b] for a, b in zip(self._slot_starts[first:end], ends)])
         key_len = 28 if self.family == socket.AF_INET6 else 16
         rows = self._names_np[first:end, :key_len]
         cache = self._addr_cache
@@ -177,7 +179,7 @@ class MultiReceiver:
         """(buffer, offsets, lengths) of the datagrams handed out since the last release, for
         Decoder.decode: they sit in fixed 64 KiB slots, so the decoder reads them in place."""
         n = self.filled
-        return (self._view, np.arange(n, dtype=np.int64) * MAX_DATAGRAM, self._len[:n].astype(np.int64))
+        return (self._view, self._slot_starts_np[:n], self._len[:n].astype(np.int64))
 
     def _decode_addr(self, key: bytes) -> tuple:
         family = struct.unpack_from("=H", key, 0)[0]

@@ -278,7 +278,7 @@ class Collector:
         t = now_ms()
         c = self.counters
         c["datagrams"] += len(datagrams)
-        c["bytes"] += sum(map(len, datagrams))
+        c["bytes"] += int(layout[2].sum()) if layout is not None else sum(map(len, datagrams))
         c["groups"] += 1
         batch = self.decoder.decode(datagrams, sources, t, layout)
         if batch is not None and batch.count:

@@ -6,7 +6,7 @@ import pytest
 from flowmodel import addr
 from flowmodel.bus import (PACK_MIN_FLOWS, SCHEMA_VERSION, CodecError, GapCounter, Sequencer, decode_batch, decode_body, encode_batch,
                            encode_event, flows_topic)
-from flowmodel.schema import ADDRESS_COLUMNS, FLOW_COLUMNS, MAX_BATCH_FLOWS, FlowBatch
+from flowmodel.schema import ADDRESS_COLUMNS, FLOW_COLUMNS, HINT_CONST, HINT_IPV4, MAX_BATCH_FLOWS, FlowBatch
 
 
 def sample_batch(n=5):
@@ -231,3 +231,45 @@ def test_a_count_beyond_the_batch_limit_is_refused_before_allocating():
     msg["count"] = 1000                 # within the limit, constants stretch to any count
     _env, out = decode_batch(msgpack.packb(msg, use_bin_type=True))
     assert out.count == 1000 and (out["direction"] == 255).all() and (out["sampling_rate"] == 1).all()
+
+
+# ---------------------------------------------------------------- producer hints
+
+def hinted(n, value, start=0):
+    b = FlowBatch.empty(n)
+    b.columns["observation_domain"][:] = value
+    b.columns["src_addr"][:] = addr.from_texts([f"10.1.{i // 256 % 256}.{i % 256}" for i in range(start, start + n)])
+    b.columns["next_hop"][:] = addr.from_texts(["192.0.2.254"] * n)
+    b.hints = {"observation_domain": HINT_CONST, "src_addr": HINT_IPV4, "next_hop": HINT_IPV4}
+    return b
+
+
+def test_select_keeps_hints_and_concat_keeps_only_what_still_holds():
+    a, b = hinted(300, 7), hinted(300, 8)
+    assert a.select(slice(10, 20)).hints == a.hints
+    assert FlowBatch.concat([a, hinted(300, 7)]).hints == a.hints
+    both = FlowBatch.concat([a, b])
+    assert both.hints == {"src_addr": HINT_IPV4, "next_hop": HINT_IPV4}   # 7 and 8: no longer one value
+
+
+def test_parts_with_different_constants_are_not_sent_as_one():
+    a, b = hinted(300, 7), hinted(300, 8, start=300)
+    body = encode_batch([a, b], Sequencer("s"))
+    wire = body_columns(body)
+    assert wire["observation_domain"][:2] == ["narrow", 1]
+    assert wire["src_addr"][0] == "ipv4"
+    assert wire["next_hop"][0] == "const"      # IPv4-hinted, and one address for all: still found
+    _env, out = decode_batch(body)
+    joined = FlowBatch.concat([a, b])
+    for name in FLOW_COLUMNS:
+        assert np.array_equal(out[name], joined[name]), name
+
+
+def test_a_hint_is_trusted_without_looking():
+    """The contract: the producer vouches. A (wrong) IPv4 hint on IPv6 addresses is packed as told,
+    which is why decoders' hints are tested against every corpus capture."""
+    b = hinted(300, 7)
+    b.columns["src_addr"][5] = addr.from_texts(["2001:db8::1"])[0]
+    assert body_columns(encode_batch(b, Sequencer("s")))["src_addr"][0] == "ipv4"
+    b.hints.pop("src_addr")
+    assert isinstance(body_columns(encode_batch(b, Sequencer("s")))["src_addr"], bytes)

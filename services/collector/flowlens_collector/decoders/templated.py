@@ -12,7 +12,7 @@ from collections import deque
 
 import numpy as np
 
-from flowmodel.schema import ADDR, FlowBatch
+from flowmodel.schema import ADDR, FLOW_COLUMNS, HINT_CONST, FlowBatch
 
 from . import ipfix, netflow9
 from .fields import SAMPLER_ID_ROLES, SAMPLING_ROLES, rate_from
@@ -501,7 +501,12 @@ class TemplatedDecoder:
         cols["exporter"] = np.full(n, self._owner.exporter_addr(key[0]))
         cols["observation_domain"] = np.full(n, key[3], dtype=np.uint32)
         cols["flow_version"] = np.full(n, t.version, dtype=np.uint8)
-        return FlowBatch(cols, n)
+        hints = dict(t.hints)  # the template's IPv4-only address columns
+        hints.update(exporter=HINT_CONST, observation_domain=HINT_CONST, flow_version=HINT_CONST)
+        hints.update((name, HINT_CONST) for name in FLOW_COLUMNS if name not in cols)  # FlowBatch fills one default
+        if rates is None and sampler is None:
+            hints["sampling_rate"] = HINT_CONST
+        return FlowBatch(cols, n, hints=hints)
 
     # -- sequence numbers ---------------------------------------------------------------------
 

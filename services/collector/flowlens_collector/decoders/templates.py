@@ -10,7 +10,7 @@ import struct
 
 import numpy as np
 
-from flowmodel.schema import ADDR
+from flowmodel.schema import ADDR, HINT_IPV4
 
 from .fields import ADDRESS_ROLES, NTP_EPOCH_OFFSET_S, NTP_ROLES, ROLES, VARIABLE_LENGTH, field_ok
 from .v5 import ipv4_mapped, uptime_to_abs_ms
@@ -22,7 +22,7 @@ class Template:
     """One data or options template. ``fields`` is a tuple of (ie, length, enterprise number)."""
 
     __slots__ = ("version", "template_id", "fields", "options", "scope_count", "record_len", "variable",
-                 "dtype", "roles", "_used")
+                 "dtype", "roles", "_used", "hints")
 
     def __init__(self, version: int, template_id: int, fields, options: bool = False, scope_count: int = 0):
         self.version = version
@@ -48,6 +48,9 @@ class Template:
                 real_off += length
         self.roles = roles
         self._used = used
+        # address columns this template fills from IPv4 fields only (FlowBatch.hints)
+        self.hints = {col: HINT_IPV4 for col, cands in ADDRESS_CANDIDATES
+                      if any(c in roles for c in cands) and all(c.endswith("_v4") for c in cands if c in roles)}
         itemsize = self.record_len if not self.variable else max(proj_off, 1)
         names, formats, offsets = [], [], []
         for role, (off, length) in roles.items():
@@ -121,8 +124,7 @@ class Template:
         # addresses: the first non-zero of the candidates present (IPv4 before IPv6, as tshark lists
         # them; a template carrying both, e.g. for MPLS, fills only the family of the flow). The next
         # hop falls back to the BGP next hop when the IP next hop is absent or zero.
-        for col, cands in (("src_addr", ("src_v4", "src_v6")), ("dst_addr", ("dst_v4", "dst_v6")),
-                           ("next_hop", ("next_hop_v4", "next_hop_v6", "bgp_next_hop_v4", "bgp_next_hop_v6"))):
+        for col, cands in ADDRESS_CANDIDATES:
             present = [c for c in cands if c in r]
             if not present:
                 continue
@@ -263,6 +265,11 @@ class Template:
         elif end is None:
             end = start.copy()
         return start, end, unknown
+
+
+# schema address column -> the roles that may fill it, first non-zero wins (see to_columns)
+ADDRESS_CANDIDATES = (("src_addr", ("src_v4", "src_v6")), ("dst_addr", ("dst_v4", "dst_v6")),
+                      ("next_hop", ("next_hop_v4", "next_hop_v6", "bgp_next_hop_v4", "bgp_next_hop_v6")))
 
 
 def _addr(a: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import struct
 
 import numpy as np
 
-from flowmodel.schema import ADDR
+from flowmodel.schema import ADDR, HINT_CONST, HINT_IPV4
 
 HEADER = struct.Struct(">HHIIIIBBH")
 HEADER_LEN = HEADER.size  # 24
@@ -147,6 +147,22 @@ def decode_records(raw: bytes, counts: np.ndarray, headers: np.ndarray) -> dict[
     headers = np.asarray(headers, dtype=np.int64).reshape(-1, 4)
     return decode_columns(np.frombuffer(raw, dtype=RECORD_DTYPE), np.asarray(counts, dtype=np.int64),
                           headers[:, 0], headers[:, 1], headers[:, 2], headers[:, 3])
+
+
+# What every v5 batch is, whatever its values (FlowBatch.hints): v5 carries IPv4 only.
+V5_HINTS = {"src_addr": HINT_IPV4, "dst_addr": HINT_IPV4, "next_hop": HINT_IPV4, "flow_version": HINT_CONST}
+
+
+def hints_for(sampling: np.ndarray, domain: np.ndarray, one_exporter: bool) -> dict[str, str]:
+    """FlowBatch.hints of a group's columns: V5_HINTS, and HINT_CONST for each header-derived
+    column whose per-datagram values (``sampling``, ``domain``: one per datagram) are all equal."""
+    hints = dict(V5_HINTS)
+    for name, values in (("sampling_rate", sampling), ("observation_domain", domain)):
+        if len(values) == 1 or (values == values[0]).all():
+            hints[name] = HINT_CONST
+    if one_exporter:
+        hints["exporter"] = HINT_CONST
+    return hints
 
 
 def _spread(values: np.ndarray, counts: np.ndarray, n: int, uniform: int) -> np.ndarray:
