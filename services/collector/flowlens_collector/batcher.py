@@ -41,7 +41,9 @@ class Batcher:
 
     def take(self) -> list[tuple[int, list[FlowBatch]]]:
         """Everything pending as (flow_version, parts) pairs, in arrival order, each pair at most
-        max_flows flows in all (a part that does not fit is cut into views)."""
+        max_flows flows in all. Batches end where a part ends when they can (the codec's work is
+        per part and column): a part that does not fit starts the next batch, and only a part
+        larger than max_flows is cut into views."""
         if not self.count:
             return []
         by_version: dict[int, list[FlowBatch]] = {}
@@ -55,6 +57,9 @@ class Batcher:
         for version, pieces in by_version.items():
             chunk, room = [], self.max_flows
             for piece in pieces:
+                if chunk and piece.count > room:
+                    out.append((version, chunk))
+                    chunk, room = [], self.max_flows
                 start = 0
                 while start < piece.count:
                     n = min(room, piece.count - start)

@@ -66,13 +66,14 @@ def test_split_by_version_one_version_is_the_same_batch():
     assert split_by_version(one) == [(10, one)]
 
 
-def test_take_fills_each_batch_across_parts_without_joining_them():
+def test_batches_end_where_parts_end_and_parts_are_not_joined():
     b = Batcher(max_flows=4, max_age_ms=200)
-    for start in (0, 3, 6):
-        b.add(batch(3, start=start), 0)
+    for start, n in ((0, 3), (3, 3), (6, 1), (7, 9)):
+        b.add(batch(n, start=start), 0)
     out = b.take()
-    assert [[p.count for p in parts] for _v, parts in out] == [[3, 1], [2, 2], [1]]
-    assert [FlowBatch.concat(parts)["bytes"].tolist() for _v, parts in out] == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
+    # 3 | 3+1 | 9 cut into 4+4+1: only the part larger than a batch is cut
+    assert [[p.count for p in parts] for _v, parts in out] == [[3], [3, 1], [4], [4], [1]]
+    assert [x for _v, parts in out for x in FlowBatch.concat(parts)["bytes"].tolist()] == list(range(16))
 
 
 def test_mixed_versions_inside_one_part_keep_their_order():
