@@ -4,7 +4,7 @@ A bus message is two ZeroMQ frames, ``[topic, body]``. Every body is a msgpack m
 envelope (``schema``, ``source``, ``seq``, ``sent_at``). A flow batch adds ``count`` and
 ``columns``: name -> raw little-endian bytes at the schema's width, decoded with ``np.frombuffer``
 without copying; or, for the wide columns of a batch of ``PACK_MIN_FLOWS`` or more, a packed form
-that carries the same values in fewer bytes (see ``pack_column``). Real batches come from one
+that carries the same values in fewer bytes (see ``plan_column``). Real batches come from one
 exporter, hold IPv4 addresses and counters far below 2^32, so they cross the bus at about a fifth
 of the schema's 135 bytes per flow: the copies into and out of the bus sockets, in the collector,
 the store and the analyzer, shrink with them.
@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import msgpack
 import numpy as np
 
+from . import addr
 from .schema import FLOW_COLUMNS, HINT_CONST, HINT_IPV4, MAX_BATCH_FLOWS, FlowBatch
 
 SCHEMA_VERSION = 2   # 2: packed columns
@@ -260,10 +261,7 @@ def unpack_column(name: str, value, dt: np.dtype, count: int) -> np.ndarray:
     if kind == PACK_IPV4 and len(value) == 2 and isinstance(value[1], bytes) and dt.kind == "V":
         if len(value[1]) != 4 * count:
             raise CodecError(f"column {name} holds {len(value[1])} bytes of IPv4 addresses, count says {count}")
-        words = np.zeros((count, 4), dtype="<u4")
-        words[:, 2] = _MAPPED
-        words[:, 3] = np.frombuffer(value[1], dtype="<u4")
-        return words.view(dt).reshape(count)
+        return addr.ipv4_column_from_raw(np.frombuffer(value[1], dtype="<u4"))
     if kind == PACK_NARROW and len(value) == 4 and dt.kind in "iu":
         _kind, size, base, raw = value
         narrow = _NARROW.get(size) if isinstance(size, int) else None

@@ -128,7 +128,6 @@ class MultiReceiver:
         self._len = raw[:, _LEN_OFF:_LEN_OFF + 4].view(np.uint32)[:, 0]
         self._flags = raw[:, _FLAGS_OFF:_FLAGS_OFF + 4].view(np.int32)[:, 0]
         self._names_np = np.frombuffer(self._names, dtype=np.uint8).reshape(slots, SOCKADDR_LEN)
-        self._slot_starts = [i * MAX_DATAGRAM for i in range(slots)]
         self._slot_starts_np = np.arange(slots, dtype=np.int64) * MAX_DATAGRAM
         self._slot_starts_np.setflags(write=False)  # handed out in layout(): nobody may change it
         self._addr_cache: dict[bytes, tuple] = {}
@@ -155,8 +154,8 @@ class MultiReceiver:
         if (self._flags[first:end] & MSG_TRUNC).any():  # cannot happen with 64 KiB slots; counted if it does
             self.truncated += int(((self._flags[first:end] & MSG_TRUNC) != 0).sum())
         view = self._view
-        ends = (self._slot_starts_np[first:end] + self._len[first:end]).tolist()
-        data_out.extend([view[a:b] for a, b in zip(self._slot_starts[first:end], ends)])
+        starts = self._slot_starts_np[first:end]
+        data_out.extend([view[a:b] for a, b in zip(starts.tolist(), (starts + self._len[first:end]).tolist())])
         key_len = 28 if self.family == socket.AF_INET6 else 16
         rows = self._names_np[first:end, :key_len]
         cache = self._addr_cache

@@ -64,6 +64,14 @@ def test_is_ipv4_and_ipv4_columns():
     assert addr.column_to_text(addr.ipv4_column(u32)) == ["10.0.0.1", "192.168.1.1"]
     raw = np.array([[10, 0, 0, 1], [172, 16, 0, 9]], dtype=np.uint8)
     assert addr.column_to_text(addr.ipv4_column_from_raw(raw)) == ["10.0.0.1", "172.16.0.9"]
+    # the same bytes as '<u4' words (a record field or np.frombuffer view), strided or not
+    words = np.frombuffer(raw.tobytes(), dtype="<u4")
+    assert addr.column_to_text(addr.ipv4_column_from_raw(words)) == ["10.0.0.1", "172.16.0.9"]
+    rec = np.zeros(2, dtype=[("a", "<u2"), ("ip", "<u4")])
+    rec["ip"] = words
+    assert addr.column_to_text(addr.ipv4_column_from_raw(rec["ip"])) == ["10.0.0.1", "172.16.0.9"]
+    with pytest.raises(TypeError):
+        addr.ipv4_column_from_raw(words.astype(">u4"))  # values, not bytes: would come out reversed
 
 
 def test_prefix_text():

@@ -12,7 +12,7 @@ from collections import deque
 
 import numpy as np
 
-from flowmodel.schema import ADDR, FLOW_COLUMNS, HINT_CONST, FlowBatch
+from flowmodel.schema import FLOW_COLUMNS, HINT_CONST, FlowBatch
 
 from . import ipfix, netflow9
 from .fields import SAMPLER_ID_ROLES, SAMPLING_ROLES, rate_from

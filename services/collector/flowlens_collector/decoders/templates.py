@@ -10,10 +10,11 @@ import struct
 
 import numpy as np
 
+from flowmodel.addr import ipv4_column_from_raw
 from flowmodel.schema import ADDR, HINT_IPV4
 
 from .fields import ADDRESS_ROLES, NTP_EPOCH_OFFSET_S, NTP_ROLES, ROLES, VARIABLE_LENGTH, field_ok
-from .v5 import ipv4_mapped, uptime_to_abs_ms
+from .v5 import uptime_to_abs_ms
 
 _U16 = struct.Struct(">H")
 
@@ -276,7 +277,7 @@ def _addr(a: np.ndarray) -> np.ndarray:
     """IPv4 (little-endian u4 view of network-order bytes) or V16 IPv6 field -> ADDR column."""
     if a.dtype.kind == "V":
         return np.ascontiguousarray(a).view(ADDR).copy()
-    return ipv4_mapped(a)
+    return ipv4_column_from_raw(a)
 
 
 def _format(role: str, length: int):

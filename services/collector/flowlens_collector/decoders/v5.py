@@ -10,7 +10,8 @@ import struct
 
 import numpy as np
 
-from flowmodel.schema import ADDR, HINT_CONST, HINT_IPV4
+from flowmodel.addr import ipv4_column_from_raw
+from flowmodel.schema import HINT_CONST, HINT_IPV4
 
 HEADER = struct.Struct(">HHIIIIBBH")
 HEADER_LEN = HEADER.size  # 24
@@ -129,15 +130,6 @@ def uptime_to_abs_ms(value: np.ndarray, uptime_ms: np.ndarray, export_ms: np.nda
     return export_ms - delta
 
 
-def ipv4_mapped(raw_le_u4: np.ndarray) -> np.ndarray:
-    """IPv4 addresses held as little-endian u4 views of their network-order bytes -> ADDR column."""
-    n = len(raw_le_u4)
-    out = np.zeros((n, 4), dtype="<u4")
-    out[:, 2] = 0xFFFF0000  # bytes 10 and 11 = 0xff
-    out[:, 3] = raw_le_u4
-    return out.view(ADDR).reshape(n)
-
-
 def decode_records(raw: bytes, counts: np.ndarray, headers: np.ndarray) -> dict[str, np.ndarray]:
     """Columns of the records ``raw`` (concatenated 48-byte records of several datagrams).
 
@@ -186,9 +178,9 @@ def decode_columns(rec: np.ndarray, counts: np.ndarray, uptime_ms: np.ndarray, e
     cols = {
         "time_start": export - (uptime - rec["first"].astype(np.uint32)).view(np.int32),
         "time_end": export - (uptime - rec["last"].astype(np.uint32)).view(np.int32),
-        "src_addr": ipv4_mapped(rec["src"]),
-        "dst_addr": ipv4_mapped(rec["dst"]),
-        "next_hop": ipv4_mapped(rec["nexthop"]),
+        "src_addr": ipv4_column_from_raw(rec["src"]),
+        "dst_addr": ipv4_column_from_raw(rec["dst"]),
+        "next_hop": ipv4_column_from_raw(rec["nexthop"]),
         "src_port": rec["src_port"].astype(np.uint16),
         "dst_port": dst_port,
         "protocol": protocol.copy(),
