@@ -175,29 +175,6 @@ RING_GRACE_MS = 30_000
 
 # ------------------------------------------------------------------ columnar group-by
 
-def group_sum(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """Unique keys (any fixed-size dtype, compared as bytes), the uint64 sum of each value per key,
-    and the row count per key. Sorts on 64-bit words (lexsort), much faster than sorting void keys."""
-    n = len(keys)
-    if n == 0:
-        return keys[:0], [np.zeros(0, np.uint64) for _ in values], np.zeros(0, np.int64)
-    width = keys.dtype.itemsize
-    raw = np.ascontiguousarray(keys).view(np.uint8).reshape(n, width)
-    pad = -width % 8
-    if pad:
-        raw = np.concatenate([np.zeros((n, pad), np.uint8), raw], axis=1)
-    words = np.ascontiguousarray(raw).view(">u8").astype(np.uint64)  # (n, k) big-endian words
-    k = words.shape[1]
-    order = np.argsort(words[:, 0], kind="stable") if k == 1 else np.lexsort(tuple(words[:, j] for j in range(k - 1, -1, -1)))
-    sw = words[order]
-    change = np.ones(n, dtype=bool)
-    change[1:] = (sw[1:] != sw[:-1]).any(axis=1)
-    starts = np.flatnonzero(change)
-    counts = np.diff(np.append(starts, n))
-    sums = [np.add.reduceat(v.astype(np.uint64)[order], starts) for v in values]
-    return keys[order[starts]], sums, counts
-
-
 DENSE_GROUP_BITS = 20  # a packed key this narrow (and not much sparser than the rows) is grouped by indexing, no sort
 
 
@@ -296,17 +273,3 @@ def top_groups(metric: np.ndarray, limit: int) -> np.ndarray:
     above = np.flatnonzero(metric > kth)
     tied = np.flatnonzero(metric == kth)[:limit - len(above)]
     return np.concatenate([above, tied])
-
-
-def be_key(*parts: np.ndarray) -> np.ndarray:
-    """Several columns as one void key (big-endian ints, raw address bytes) for group_sum."""
-    n = len(parts[0])
-    chunks = []
-    for p in parts:
-        if p.dtype.kind == "V":
-            chunks.append(np.ascontiguousarray(p).view(np.uint8).reshape(n, p.dtype.itemsize))
-        else:
-            be = p.astype(p.dtype.newbyteorder(">"))
-            chunks.append(be.view(np.uint8).reshape(n, p.dtype.itemsize))
-    joined = np.ascontiguousarray(np.concatenate(chunks, axis=1))
-    return joined.view(np.dtype((np.void, joined.shape[1]))).reshape(n)
