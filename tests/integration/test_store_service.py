@@ -181,6 +181,11 @@ def test_advisories_and_health_events_persist_and_query(store):
     assert [a["key"] for a in client.advisories(state="resolved")] == ["dns:10.0.1.100"]
     assert client.advisories(analyzer="scan", since=4000)[0]["key"] == "scan:172.16.0.55"
     assert client.advisories(since=9500) == []
+    # counts cover every match, not the page the limit cuts
+    one = client.request("advisories", include_resolved=True, limit=1)
+    assert [a["key"] for a in one["advisories"]] == ["scan:172.16.0.55"]
+    assert one["counts"] == {"CRITICAL": 1, "WARNING": 1, "INFO": 1} and one["total"] == 3
+    assert client.request("advisories", limit=1)["counts"] == {"CRITICAL": 1, "WARNING": 0, "INFO": 1}
     with pytest.raises(StoreError, match="severity"):
         client.advisories(severity="HUGE")
     assert client.status()["bus"]["bad_messages"] >= 1

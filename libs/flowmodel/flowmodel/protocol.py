@@ -19,7 +19,7 @@ OPS = {
     "series": "bytes/packets/flows per step for a window; args: step (seconds), filters; reply: step_ms, points [[t_ms, bytes, packets, flows], ...]",
     "exporters": "per exporter and observation domain: counters and last seen; reply: exporters, collectors",
     "status": "store health: rates, ring fill, SQLite size and oldest data, uptime, version, process resources",
-    "advisories": "advisories; args: severity, state, analyzer, subject, since, until, include_resolved, limit; reply: advisories",
+    "advisories": "advisories; args: severity, state, analyzer, subject, since, until, include_resolved, limit; reply: advisories (newest `limit` by severity), counts (per severity over every match), total",
     "rollups": "per-minute rollups for baselines; args: kind (dst_prefix, exporter), since, until, key; reply: rows",
     "ping": "liveness; reply: ok",
 }

@@ -493,10 +493,19 @@ class QueryEngine:
             terms.append("state != 'resolved'")
         limit = P.int_arg(args, "limit", 100, 1, self.max_rows, cap=True)
         where = " AND ".join(terms) or "1"
-        rows = self._read(lambda db: db.execute(
-            "SELECT key, analyzer, subject, severity, state, first_seen, last_seen, title, description, action, "
-            f"evidence, filter, updates, source FROM advisories WHERE {where} "
-            "ORDER BY severity_rank ASC, last_seen DESC, key ASC LIMIT ?", params + [limit]).fetchall())
+
+        def read(db):
+            rows = db.execute(
+                "SELECT key, analyzer, subject, severity, state, first_seen, last_seen, title, description, action, "
+                f"evidence, filter, updates, source FROM advisories WHERE {where} "
+                "ORDER BY severity_rank ASC, last_seen DESC, key ASC LIMIT ?", params + [limit]).fetchall()
+            # counts over every match, not just the page: a dashboard badge must not stop at the limit
+            counts = dict(db.execute(f"SELECT severity, count(*) FROM advisories WHERE {where} GROUP BY severity",
+                                     params).fetchall())
+            return rows, counts
+
+        rows, by_severity = self._read(read)
+        counts = {sev: int(by_severity.get(sev, 0)) for sev in SEVERITIES}
         out = []
         for (key, analyzer, subject, severity, state, first, last, title, desc, action, evidence, filt, updates,
              source) in rows:
@@ -504,7 +513,7 @@ class QueryEngine:
                         "first_seen": first, "last_seen": last, "title": title, "description": desc,
                         "action": action, "evidence": _json(evidence), "filter": _json(filt), "updates": updates,
                         "source": source})
-        return {"ok": True, "advisories": out}
+        return {"ok": True, "advisories": out, "counts": counts, "total": sum(counts.values())}
 
     # ------------------------------------------------------------ rollups
 
