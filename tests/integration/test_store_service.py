@@ -223,3 +223,94 @@ def test_bad_requests_get_error_replies(store):
     assert msgpack.unpackb(sock.recv()) == {"ok": False, "error": "the request is not msgpack"}
     sock.close(linger=0)
     assert client.ping()
+
+
+@pytest.mark.parametrize("which", ["query_bind", "bus_xsub_bind", "bus_xpub_bind"])
+def test_a_taken_port_exits_non_zero_instead_of_hanging(tmp_path, which):
+    import socket
+    import subprocess
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        cfg = stack_config(tmp_path)
+        cfg["store"][which] = f"tcp://127.0.0.1:{busy.getsockname()[1]}"
+        path = write_config(tmp_path / "s.yaml", cfg)
+        # a hang here (the old stop() waited in ctx.term() for sockets it never closed) fails on the timeout
+        r = subprocess.run([sys.executable, "-m", "flowlens_store", "--config", str(path)],
+                           capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert "cannot start" in r.stderr and "Address already in use" in r.stderr
+
+
+def test_concurrent_clients_each_get_their_own_reply(store):
+    """Replies travel back through the ROUTER front by each request's envelope: eight clients asking at
+    once for different page sizes each get exactly the page they asked for."""
+    import threading
+
+    cfg, path, proc, client, pub = store
+    pub.wait_live(client)
+    pub.flows(make_batch(2000, t0=1_790_000_000_000, spacing_ms=10, seed=3))
+    wait_until(lambda: client.status()["flows_committed"] >= 2000, timeout_s=15)
+    errors, got = [], {}
+
+    def ask(n: int) -> None:
+        try:
+            with StoreClient(cfg["query"]["endpoint"], timeout_s=10, retries=0) as c:
+                for _ in range(5):
+                    page = c.flows(limit=n, **WINDOW)
+                    got.setdefault(n, []).append(len(page))
+                    assert c.ping()
+        except Exception as e:  # reported below, with the thread's page size
+            errors.append((n, repr(e)))
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in (1, 2, 3, 5, 8, 13, 21, 34)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert got == {n: [n] * 5 for n in (1, 2, 3, 5, 8, 13, 21, 34)}
+    q = client.status()["queries"]
+    assert q["workers"] == 2 and q["refused_busy"] == 0
+
+
+def test_a_full_query_queue_refuses_with_busy_and_pings_still_answer(tmp_path):
+    """One worker and a queue of one: while a series over SQLite keeps the worker busy, a second query
+    waits, a third is refused at once with a 'busy' reply, and a ping is answered by the front thread."""
+    cfg = stack_config(tmp_path, store={"sqlite_retention": "3650d", "query_workers": 1, "query_queue": 1,
+                                        "ring_capacity": 1000})
+    path = write_config(tmp_path / "flowlens.yaml", cfg)
+    proc = ServiceProcess("store", path).start()
+    client = StoreClient(cfg["query"]["endpoint"], timeout_s=30, retries=0)
+    pub = Publisher(cfg["bus"]["publish_endpoint"], "busy-test")
+    ctx = zmq.Context.instance()
+    socks = []
+    try:
+        pub.wait_live(client)
+        for i in range(60):
+            pub.flows(make_batch(4000, t0=1_790_000_000_000 + i * 40_000, spacing_ms=10, seed=i))
+        wait_until(lambda: client.status()["flows_committed"] >= 240_000, timeout_s=60)
+        import msgpack
+        heavy = msgpack.packb({"op": "top", "by": "pair", "since": 0, "until": 4_000_000_000_000}, use_bin_type=True)
+        for body in (heavy, heavy, heavy):
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(cfg["query"]["endpoint"])
+            s.send_multipart([b"", body])
+            socks.append(s)
+        replies = []
+        for s in socks:
+            assert s.poll(30_000), "a query got no reply at all"
+            replies.append(msgpack.unpackb(s.recv_multipart()[-1], raw=False))
+        busy = [r for r in replies if not r.get("ok")]
+        assert len(busy) >= 1 and all("busy" in r["error"] for r in busy), replies
+        assert any(r.get("ok") for r in replies)
+        assert client.ping()
+        assert client.status()["queries"]["refused_busy"] == len(busy)
+    finally:
+        for s in socks:
+            s.close(linger=0)
+        pub.close()
+        client.close()
+        assert proc.stop() == 0

@@ -236,6 +236,8 @@ SETTINGS: dict[str, Setting] = {
     "store.bus_xpub_bind": Setting(_str, "tcp://127.0.0.1:5560", "where the store's bus forwarder accepts subscribers"),
     "store.query_bind": Setting(_str, "tcp://127.0.0.1:5555", "where the store answers queries"),
     "store.query_max_rows": Setting(_positive_int, 10_000, "most flows one query reply carries"),
+    "store.query_workers": Setting(_positive_int, 2, "threads answering flows/top/series/advisories queries, each with its own SQLite reader"),
+    "store.query_queue": Setting(_positive_int, 32, "queries waiting for a worker at most; beyond it a query gets a 'busy' error reply"),
     "store.query_time_limit": Setting(_pos_duration, 4.0, "longest one SQLite read may run before it is cut off with an error reply"),
     "store.sqlite_cache": Setting(parse_size, 8 << 20, "page cache of the SQLite writer connection (appends touch few pages)"),
 

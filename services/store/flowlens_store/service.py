@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import queue
 import threading
 import time
 
@@ -27,7 +28,16 @@ from .warm import WarmWriter, file_size, now_ms
 from .writer import Writer
 
 log = logging.getLogger(__name__)
+
+
+def pack_reply(reply: dict) -> bytes:
+    try:
+        return msgpack.packb(reply, use_bin_type=True)
+    except Exception as e:
+        log.exception("reply could not be encoded")
+        return msgpack.packb(error_reply(f"internal error encoding the reply: {e}"), use_bin_type=True)
 RATE_WINDOW_S = 10.0
+INLINE_OPS = ("ping", "status", "exporters")  # answered by the front thread at once, never queued behind a scan
 
 
 class StoreService:
@@ -37,7 +47,7 @@ class StoreService:
         self.ctx: zmq.Context | None = None
         self.ring: Ring | None = None
         self.writer: Writer | None = None
-        self.engine: QueryEngine | None = None
+        self.engines: list[QueryEngine] = []
         self.gaps = GapCounter()
         self.flows_in = 0
         self.batches_in = 0
@@ -49,8 +59,11 @@ class StoreService:
         self._rl = RateLimitedLog(log)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._sub = self._xsub = self._xpub = self._ctl = self._rep = None
+        self._sub = self._xsub = self._xpub = self._ctl = self._router = None
+        self._sockets: list[zmq.Socket] = []  # every socket made, so a start that fails half-way still closes them
         self._query_stop = threading.Event()
+        self._jobs: queue.Queue | None = None
+        self.queries_refused = 0
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- lifecycle
@@ -91,17 +104,27 @@ class StoreService:
         for topic in (TOPIC_FLOWS_PREFIX, TOPIC_ADVISORY, TOPIC_EXPORTER):
             self._sub.setsockopt(zmq.SUBSCRIBE, topic)
         self._sub.connect(cfg["bus.subscribe_endpoint"])
-        # 4. query server
-        self.engine = QueryEngine(self.ring, cfg["store.sqlite_path"], int(cfg["store.ring_buffer_duration"] * 1000),
-                                  cfg["store.query_max_rows"], cfg["store.query_time_limit"])
-        self._rep = self._socket(zmq.REP)
-        self._rep.bind(cfg["store.query_bind"])
-        self._spawn("query", self._serve)
+        # 4. query server: a ROUTER front thread answers cheap ops itself and queues the rest (bounded) for
+        # worker threads, each with its own SQLite read connection, so a ping never waits behind a scan
+        self._router = self._socket(zmq.ROUTER)
+        self._router.bind(cfg["store.query_bind"])
+        replies = self._socket(zmq.PULL)
+        replies.bind(f"inproc://store-replies-{id(self)}")
+        self._jobs = queue.Queue(maxsize=cfg["store.query_queue"])
+        for i in range(cfg["store.query_workers"]):
+            engine = QueryEngine(self.ring, cfg["store.sqlite_path"], int(cfg["store.ring_buffer_duration"] * 1000),
+                                 cfg["store.query_max_rows"], cfg["store.query_time_limit"])
+            self.engines.append(engine)
+            push = self._socket(zmq.PUSH)
+            push.connect(f"inproc://store-replies-{id(self)}")
+            self._spawn(f"query-worker-{i}", self._work, engine, push)
+        self._spawn("query", self._serve, replies)
         return self
 
     def _socket(self, kind: int) -> zmq.Socket:
         s = self.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
+        self._sockets.append(s)
         return s
 
     def _spawn(self, name: str, target, *args) -> None:
@@ -124,7 +147,7 @@ class StoreService:
             self.writer.stop()
         self._query_stop.set()
         for t in self._threads:
-            if t.name == "query":
+            if t.name.startswith("query"):
                 t.join(5)
         if self._ctl is not None:
             self._ctl.send(b"TERMINATE")
@@ -133,7 +156,15 @@ class StoreService:
                     t.join(5)
             self._ctl.close(linger=0)
             self._ctl = None
-        self.ctx.term()
+        # sockets whose thread never started (a bind failed half-way) or has ended are closed here;
+        # term() would otherwise wait for them forever
+        if any(t.is_alive() for t in self._threads):
+            log.warning("threads still running at stop", extra=fields(threads=[t.name for t in self._threads if t.is_alive()]))
+        else:
+            for sock in self._sockets:
+                if not sock.closed:
+                    sock.close(linger=0)
+            self.ctx.term()
         self.ctx = None
         log.info("stopped", extra=fields(flows_in=self.flows_in, committed=self.writer.committed if self.writer else 0,
                                          shed_flows=self.writer.shed_flows if self.writer else 0))
@@ -260,28 +291,75 @@ class StoreService:
 
     # ---------------------------------------------------------------- the query thread
 
-    def _serve(self) -> None:
-        rep = self._rep
+    def _serve(self, replies: zmq.Socket) -> None:
+        router = self._router
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(replies, zmq.POLLIN)
         while not self._query_stop.is_set():
             try:
-                if not rep.poll(100, zmq.POLLIN):
-                    continue
-                raw = rep.recv()
-                reply = self.answer(raw)
-                try:
-                    out = msgpack.packb(reply, use_bin_type=True)
-                except Exception as e:
-                    log.exception("reply could not be encoded")
-                    out = msgpack.packb(error_reply(f"internal error encoding the reply: {e}"), use_bin_type=True)
-                rep.send(out)
+                ready = dict(poller.poll(100))
+                if replies in ready:
+                    while True:
+                        try:
+                            router.send_multipart(replies.recv_multipart(zmq.NOBLOCK))
+                        except zmq.Again:
+                            break
+                if router in ready:
+                    while True:
+                        try:
+                            frames = router.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._dispatch(router, frames[:-1], frames[-1])
             except zmq.ContextTerminated:
                 break
             except Exception:
                 log.exception("query loop error")
-        self.engine.close()
-        rep.close(linger=0)
+        for sock in (router, replies):
+            sock.close(linger=0)
+
+    def _dispatch(self, router: zmq.Socket, envelope: list[bytes], raw: bytes) -> None:
+        parsed = self.parse_request(raw)
+        if isinstance(parsed, dict):  # an error reply
+            router.send_multipart(envelope + [pack_reply(parsed)])
+            return
+        op, args = parsed
+        if op in INLINE_OPS:
+            router.send_multipart(envelope + [pack_reply(self.run_op(op, args, None))])
+            return
+        try:
+            self._jobs.put_nowait((envelope, op, args))
+        except queue.Full:
+            self.queries_refused += 1
+            router.send_multipart(envelope + [pack_reply(error_reply(
+                f"the store is busy: {self._jobs.maxsize} queries are already waiting; try again in a moment"))])
+
+    def _work(self, engine: QueryEngine, push: zmq.Socket) -> None:
+        try:
+            while not self._query_stop.is_set():
+                try:
+                    envelope, op, args = self._jobs.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                push.send_multipart(envelope + [pack_reply(self.run_op(op, args, engine))])
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            engine.close()
+            push.close(linger=0)
 
     def answer(self, raw: bytes) -> dict:
+        """One request answered on the calling thread (tests and tools; the server uses the workers)."""
+        parsed = self.parse_request(raw)
+        if isinstance(parsed, dict):
+            return parsed
+        op, args = parsed
+        return self.run_op(op, args, self.engines[0] if self.engines else None)
+
+    @staticmethod
+    def parse_request(raw: bytes) -> tuple[str, dict] | dict:
+        """(op, args), or an error reply for a request that is not one."""
         try:
             req = msgpack.unpackb(raw, raw=False)
         except Exception:
@@ -291,7 +369,9 @@ class StoreService:
         op = req.get("op")
         if not isinstance(op, str) or op not in OPS:
             return error_reply(f"unknown op {op!r}; ops: {', '.join(OPS)}")
-        args = {k: v for k, v in req.items() if k != "op"}
+        return op, {k: v for k, v in req.items() if k != "op"}
+
+    def run_op(self, op: str, args: dict, engine: QueryEngine | None) -> dict:
         try:
             if op == "ping":
                 return {"ok": True, "version": __version__}
@@ -299,7 +379,7 @@ class StoreService:
                 return self.status()
             if op == "exporters":
                 return self.exporters()
-            return getattr(self.engine, op)(args)
+            return getattr(engine, op)(args)
         except QueryError as e:
             return error_reply(str(e))
         except Exception as e:
@@ -356,7 +436,9 @@ class StoreService:
                     "sources": {s: {"received": self.gaps.received.get(s, 0), "gaps": self.gaps.gaps.get(s, 0),
                                     "restarts": self.gaps.restarts.get(s, 0), "last_seq": self.gaps.last_seq.get(s)}
                                 for s in list(self.gaps.received)}},
-            "queries": dict(self.engine.sources_used),
+            "queries": {**{src: sum(e.sources_used[src] for e in self.engines) for src in ("ring", "sqlite")},
+                        "workers": len(self.engines), "waiting": self._jobs.qsize() if self._jobs else 0,
+                        "refused_busy": self.queries_refused},
             "services": services,
         }
 
