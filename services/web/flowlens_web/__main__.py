@@ -7,11 +7,11 @@ import sys
 
 import uvicorn
 
-from flowmodel.client import StoreClient
 from flowmodel.config import ConfigError, config_from_env_or_path
 from flowmodel.logs import fields, setup_logging
 
 from .app import create_app
+from .storegate import StoreGate
 
 log = logging.getLogger("flowlens_web")
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging("web", cfg["log.level"], cfg["log.format"])
     log.info("config", extra=fields(source=cfg.source, **{k: v for k, v in cfg.items() if k.startswith(("web.", "query."))}))
-    store = StoreClient.from_config(cfg)
+    store = StoreGate(cfg["query.endpoint"], cfg["query.timeout"])
     app = create_app(cfg, store)
     server = Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                                    lifespan="off", server_header=False, timeout_graceful_shutdown=5))

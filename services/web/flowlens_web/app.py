@@ -1,7 +1,9 @@
-"""The web application: FastAPI routes that query the store through a StoreClient and render XHTML.
+"""The web application: FastAPI routes that query the store through a StoreGate and render XHTML.
 
 ``create_app(cfg, store)`` is inert until served; every page reads the store per request (no
-cache), so what the page shows is what the store holds now.
+cache), so what the page shows is what the store holds now. While the store is known to be down
+the pages answer 503 at once (the gate remembers it); /healthz and /metrics run on threads and a
+socket of their own, so they answer within a second or two whatever the pages are doing.
 """
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
-from flowmodel.client import StoreClient, StoreError, StoreUnavailable
+from flowmodel.client import StoreError, StoreUnavailable
 from flowmodel.config import SETTINGS, Config
 from flowmodel.events import SEVERITIES, process_stats
 
@@ -25,33 +28,46 @@ from . import __version__
 from . import formatters as fmt
 from . import metrics, views
 from .render import XHTML, Renderer
+from .storegate import StoreBusy, StoreGate
 
 log = logging.getLogger(__name__)
 
 ROUTES = ("/", "/flows", "/advisories", "/about", "/metrics", "/healthz")
 ADVISORY_STATES = ("active", "raised", "updated", "resolved", "all")
+ADVISORY_PAGE_LIMIT = 1000
+GET = ["GET", "HEAD"]
 
 
 class TimingMiddleware:
-    """Pure ASGI middleware: observes each HTTP request's latency into the histogram."""
+    """Pure ASGI middleware: observes each HTTP request's latency into the histogram, and turns an
+    unexpected exception into the 500 page here (logged once; Starlette's outer error middleware
+    would log it a second time through the server)."""
 
-    def __init__(self, app, histogram: metrics.LatencyHistogram):
+    def __init__(self, app, histogram: metrics.LatencyHistogram, error_page: Callable[[], Response]):
         self.app = app
         self.histogram = histogram
+        self.error_page = error_page
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
-        status = {"code": 500}
+        status = {"code": 500, "started": False}
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                status["started"] = True
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            log.error("page failed", exc_info=exc, extra={"fields": {"path": scope.get("path", "")}})
+            if status["started"]:
+                raise
+            status["code"] = 500
+            await self.error_page()(scope, receive, send)
         finally:
             path = scope.get("path", "")
             route = path if path in ROUTES else ("/static" if path.startswith("/static/") else "other")
@@ -62,12 +78,14 @@ def xhtml(body: str, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type=XHTML, headers={"Cache-Control": "no-store"})
 
 
-def create_app(cfg: Config, store: StoreClient, clock: Callable[[], float] = time.time) -> FastAPI:
+def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.time) -> FastAPI:
     renderer = Renderer()
     histogram = metrics.LatencyHistogram()
     started_ms = int(clock() * 1000)
     page_size = int(cfg["web.page_size"])
     refresh = int(cfg["web.refresh"])
+    # /healthz and /metrics get threads of their own: pages waiting on the store never delay them
+    quick_threads = anyio.CapacityLimiter(4)
 
     app = FastAPI(title="FlowLens", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
@@ -83,13 +101,23 @@ def create_app(cfg: Config, store: StoreClient, clock: Callable[[], float] = tim
     def error_page(status: int, heading: str, message: str, nav: str = "") -> Response:
         return page("error.xhtml", status, title=heading, nav=nav, heading=heading, message=message)
 
+    def server_error() -> Response:
+        return error_page(500, "Something went wrong", "The page could not be built; the web service's log "
+                          "has the details. Reloading may help if the store was busy.")
+
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: StoreUnavailable):
-        log.warning("store unreachable", extra={"fields": {"path": request.url.path, "error": str(exc)}})
-        return error_page(503, "The store is not answering",
-                          f"FlowLens could not get an answer from its store: {exc}. "
-                          "The pages will work again as soon as the store is back; check that the store "
-                          "service is running (flowlens up starts it) and that query.endpoint points at it.")
+        if isinstance(exc, StoreBusy):
+            resp = error_page(503, "The store is busy",
+                              f"FlowLens is waiting on its store for other pages: {exc}. Try again in a moment.")
+        else:
+            # the gate logs the moment the store stops answering; one line per page would flood the log
+            resp = error_page(503, "The store is not answering",
+                              f"FlowLens could not get an answer from its store: {exc}. "
+                              "The pages will work again as soon as the store is back; check that the store "
+                              "service is running (flowlens up starts it) and that query.endpoint points at it.")
+        resp.headers["Retry-After"] = str(max(1, round(store.recheck_s)))
+        return resp
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError):
@@ -102,13 +130,7 @@ def create_app(cfg: Config, store: StoreClient, clock: Callable[[], float] = tim
                               "The pages are the dashboard, flows, advisories and about.")
         return error_page(exc.status_code, "Request not served", str(exc.detail))
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        log.error("page failed", exc_info=exc, extra={"fields": {"path": request.url.path}})
-        return error_page(500, "Something went wrong", "The page could not be built; the web service's log "
-                          "has the details. Reloading may help if the store was busy.")
-
-    @app.get("/")
+    @app.api_route("/", methods=GET)
     def dashboard():
         now = now_ms()
         since = now - views.DASHBOARD_WINDOW_MS
@@ -116,12 +138,12 @@ def create_app(cfg: Config, store: StoreClient, clock: Callable[[], float] = tim
         top_src = store.top(by="src", metric="bytes", limit=10, since=since, until=now)
         top_dst = store.top(by="dst", metric="bytes", limit=10, since=since, until=now)
         top_proto = store.top(by="protocol", metric="bytes", limit=10, since=since, until=now)
-        advisories = store.advisories(include_resolved=False)
+        counts = active_advisory_counts(store)
         exporters = store.exporters()
-        ctx = views.dashboard(now, series, top_src, top_dst, top_proto, advisories, exporters, refresh)
+        ctx = views.dashboard(now, series, top_src, top_dst, top_proto, counts, exporters, refresh)
         return page("dashboard.xhtml", **ctx)
 
-    @app.get("/flows")
+    @app.api_route("/flows", methods=GET)
     def flows(request: Request):
         params = request.query_params
         now = now_ms()
@@ -148,7 +170,7 @@ def create_app(cfg: Config, store: StoreClient, clock: Callable[[], float] = tim
             "prev_query": views.form_query(form, cursor=result.prev_cursor, dir="prev") if show_prev else None,
             "first_query": views.form_query(form) if cursor else None})
 
-    @app.get("/advisories")
+    @app.api_route("/advisories", methods=GET)
     def advisories(request: Request):
         params = request.query_params
         now = now_ms()
@@ -157,22 +179,24 @@ def create_app(cfg: Config, store: StoreClient, clock: Callable[[], float] = tim
         include_resolved = params.get("resolved") in ("1", "on", "yes", "true") or state in ("resolved", "all")
         form = {"severity": severity, "state": state, "resolved": include_resolved}
         ctx = {"title": "Advisories", "nav": "advisories", "severities": SEVERITIES, "states": ADVISORY_STATES,
-               "form": form, "rows": [], "error": None}
+               "form": form, "rows": [], "error": None, "shown": None}
         if severity and severity not in SEVERITIES:
             return page("advisories.xhtml", 400, **{**ctx, "error": f"severity {severity!r} is not one of {', '.join(SEVERITIES)}"})
         if state not in ADVISORY_STATES:
             return page("advisories.xhtml", 400, **{**ctx, "error": f"state {state!r} is not one of {', '.join(ADVISORY_STATES)}"})
-        args = {"include_resolved": include_resolved, "limit": 1000}
+        args = {"include_resolved": include_resolved, "limit": ADVISORY_PAGE_LIMIT}
         if severity:
             args["severity"] = severity
         if state in ("raised", "updated", "resolved"):
             args["state"] = state
-        items = store.advisories(**args)
+        reply = store.advisories(**args)
+        items = list(reply.get("advisories") or [])
         if state == "active" and not include_resolved:
             items = [a for a in items if a.get("state") != "resolved"]
-        return page("advisories.xhtml", **{**ctx, "rows": views.advisory_rows(items, now)})
+        shown = views.shown_of(len(items), reply.get("total"), ADVISORY_PAGE_LIMIT)
+        return page("advisories.xhtml", **{**ctx, "rows": views.advisory_rows(items, now), "shown": shown})
 
-    @app.get("/about")
+    @app.api_route("/about", methods=GET)
     def about():
         now = now_ms()
         status = store.status()
@@ -188,33 +212,49 @@ def create_app(cfg: Config, store: StoreClient, clock: Callable[[], float] = tim
                     store_version=str(status.get("version", "-")), web_version=__version__,
                     store_uptime=store_uptime(status, now), store_endpoint=store.endpoint)
 
-    @app.get("/metrics")
-    def prometheus():
+    def metrics_text() -> str:
         try:
-            exporters = store.exporters()
-            status = store.status()
+            exporters = store.exporters(quick=True)
+            status = store.status(quick=True)
         except (StoreUnavailable, StoreError):
             exporters = status = None
-        return PlainTextResponse(metrics.render(histogram, exporters, status),
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+        return metrics.render(histogram, exporters, status)
 
-    @app.get("/healthz")
-    def healthz():
+    @app.api_route("/metrics", methods=GET)
+    async def prometheus():
+        text = await anyio.to_thread.run_sync(metrics_text, limiter=quick_threads)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def health() -> tuple[bool, str]:
         try:
-            ok = store.ping()
-            reason = "store answers"
+            return store.ping(quick=True), "store answers"
         except (StoreUnavailable, StoreError) as e:
-            ok, reason = False, str(e)
+            return False, str(e)
+
+    @app.api_route("/healthz", methods=GET)
+    async def healthz():
+        ok, reason = await anyio.to_thread.run_sync(health, limiter=quick_threads)
         body = json.dumps({"ok": ok, "store": store.endpoint, "detail": reason})
         return Response(body, status_code=200 if ok else 503, media_type="application/json")
 
-    return _with_timing(app, histogram)
-
-
-def _with_timing(app: FastAPI, histogram: metrics.LatencyHistogram) -> FastAPI:
-    app.add_middleware(TimingMiddleware, histogram=histogram)
+    app.add_middleware(TimingMiddleware, histogram=histogram, error_page=server_error)
     app.state.histogram = histogram
     return app
+
+
+def active_advisory_counts(store: StoreGate) -> dict[str, int | str]:
+    """Active advisories per severity: the store's ``counts`` (newer stores, whatever their number);
+    from an older store, counted from the rows ("1000+" when the rows hit the limit)."""
+    reply = store.advisories(include_resolved=False, limit=1)
+    counts = reply.get("counts")
+    if isinstance(counts, dict):
+        return {s: int(counts.get(s) or 0) for s in SEVERITIES}
+    reply = store.advisories(include_resolved=False, limit=ADVISORY_PAGE_LIMIT)
+    rows = [a for a in reply.get("advisories") or [] if a.get("state") != "resolved"]
+    out: dict[str, int | str] = {s: sum(1 for a in rows if a.get("severity") == s) for s in SEVERITIES}
+    if len(reply.get("advisories") or []) >= ADVISORY_PAGE_LIMIT:
+        out = {s: f"{n}+" for s, n in out.items()}  # the rows stop at the limit: any count may be short
+    return out
 
 
 def store_uptime(status: dict, now_ms: int) -> str:

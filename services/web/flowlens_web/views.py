@@ -101,12 +101,19 @@ def top_rows(reply: Mapping, by: str, metric: str = "bytes") -> list[dict]:
     return out
 
 
-def advisory_counts(advisories: Iterable[Mapping]) -> list[dict]:
-    counts = {s: 0 for s in SEVERITIES}
-    for a in advisories:
-        if a.get("state") != "resolved" and a.get("severity") in counts:
-            counts[a["severity"]] += 1
-    return [{"severity": s, "count": n, "css": s.lower()} for s, n in counts.items()]
+def advisory_counts(counts: Mapping[str, int | str]) -> list[dict]:
+    """Badges for the active advisories per severity, in severity order."""
+    return [{"severity": s, "count": counts.get(s, 0), "css": s.lower()} for s in SEVERITIES]
+
+
+def shown_of(shown: int, total, limit: int) -> str | None:
+    """'showing 1,000 of 1,234' when the list stops short of what the store holds (``total`` from the
+    store; an older store gives none, then a list that reached ``limit`` says so); None when complete."""
+    if isinstance(total, int) and not isinstance(total, bool):
+        return f"showing {shown:,} of {total:,}" if total > shown else None
+    if shown >= limit:
+        return f"showing the first {shown:,}; there may be more"
+    return None
 
 
 def exporter_health(exporters_reply: Mapping, fps: list[float]) -> dict:
@@ -130,7 +137,7 @@ def exporter_health(exporters_reply: Mapping, fps: list[float]) -> dict:
 
 
 def dashboard(now_ms: int, series: Mapping, top_src: Mapping, top_dst: Mapping, top_proto: Mapping,
-              advisories: list, exporters: Mapping, refresh_s: int) -> dict:
+              advisory_severity_counts: Mapping[str, int | str], exporters: Mapping, refresh_s: int) -> dict:
     since = now_ms - DASHBOARD_WINDOW_MS
     times, bps, pps, fps = series_rates(series, since, now_ms, DASHBOARD_STEP_S)
     return {
@@ -140,7 +147,7 @@ def dashboard(now_ms: int, series: Mapping, top_src: Mapping, top_dst: Mapping, 
         "pps_chart": charts.line_chart(times, pps, "pps", since, now_ms),
         "top_src": top_rows(top_src, "src"), "top_dst": top_rows(top_dst, "dst"),
         "protocols": top_rows(top_proto, "protocol"),
-        "advisory_counts": advisory_counts(advisories),
+        "advisory_counts": advisory_counts(advisory_severity_counts),
         "health": exporter_health(exporters, fps),
     }
 

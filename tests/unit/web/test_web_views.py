@@ -49,7 +49,7 @@ def test_top_rows_share_and_bar():
 def test_dashboard_renders_with_hostile_keys():
     ctx = views.dashboard(NOW, {"step_ms": 10_000, "points": [[NOW - 60_000, 10_000, 10, 1]]},
                           {"rows": [{"key": HOSTILE, "bytes": 5}]}, {"rows": []}, {"rows": [{"key": 6, "bytes": 5}]},
-                          [{"severity": "CRITICAL", "state": "raised"}, {"severity": "INFO", "state": "resolved"}],
+                          {"CRITICAL": 126, "WARNING": 6},
                           {"exporters": [{"exporter": HOSTILE, "observation_domain": 0, "sequence_lost": 3,
                                           "decode_errors": {"short": 2}}]}, 30)
     root = parse(page("dashboard.xhtml", **ctx))
@@ -62,7 +62,17 @@ def test_dashboard_renders_with_hostile_keys():
     assert "/advisories?severity=CRITICAL" in links
     assert ctx["health"]["losses"] == 5 and ctx["health"]["exporters"] == 1
     counts = {c["severity"]: c["count"] for c in ctx["advisory_counts"]}
-    assert counts == {"CRITICAL": 1, "WARNING": 0, "INFO": 0}
+    assert counts == {"CRITICAL": 126, "WARNING": 6, "INFO": 0}
+    badges = [" ".join("".join(a.itertext()).split()) for a in root.iter(XHTML_NS + "a") if "badge" in (a.get("class") or "")]
+    assert badges == ["126 CRITICAL", "6 WARNING", "0 INFO"]
+
+
+@pytest.mark.parametrize("shown,total,limit,text", [
+    (1000, 1234, 1000, "showing 1,000 of 1,234"), (3, 3, 1000, None), (3, None, 1000, None),
+    (1000, None, 1000, "showing the first 1,000; there may be more"), (0, 0, 1000, None),
+])
+def test_shown_of_says_when_the_list_is_cut(shown, total, limit, text):
+    assert views.shown_of(shown, total, limit) == text
 
 
 @pytest.mark.parametrize("params,error", [
