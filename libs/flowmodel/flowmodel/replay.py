@@ -1,11 +1,16 @@
 """``flowlens replay CAPTURE --to HOST:PORT [--speed N|max]``: send the NetFlow/IPFIX payloads of a
 pcap/pcapng file to a collector, the way an engineer reproduces a problem from a capture.
 
-Exporters stay apart: every original exporter (source address and source port, so v9/IPFIX
-template sessions stay distinct) sends from its own socket. Towards an IPv4 loopback target each
-one binds its own 127.0.0.N source address; towards ::1 (one loopback address only) or a remote
-target each gets its own source port. The mapping is printed before sending. Datagrams go only to
-the --to address.
+Only export datagrams are sent: a UDP payload whose first two bytes (the version) are not 5, 9
+or 10, or that is shorter than that version's header, is skipped and counted (a capture taken on
+a busy link holds DNS and the like). IP fragments are reassembled first (see ``flowmodel.pcap``).
+
+Exporters stay apart: an exporter is an original source address. Towards an IPv4 loopback target
+each one sends from its own 127.0.0.N, with one socket per original source port bound to that
+address, so the collector sees one exporter with as many transport sessions as the original had.
+Towards ::1 (one loopback address only) or a remote target the exporters cannot keep distinct
+addresses; each original (address, port) still gets its own socket and source port. The mapping is
+printed before sending. Datagrams go only to the --to address.
 """
 from __future__ import annotations
 
@@ -15,33 +20,97 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Iterator
 
-from .pcap import PcapError, ReadStats, read_datagrams
+from .pcap import Datagram, PcapError, ReadStats, read_datagrams
 
 MAX_PACE_EVERY = 200       # --speed max: a short pause every this many datagrams keeps loopback lossless
 MAX_PACE_SLEEP_S = 0.002
 PROGRESS_MIN_DATAGRAMS = 2000
 PROGRESS_MIN_SECONDS = 2.0
 
+# version -> shortest datagram that can be one: v5 header 24 bytes, v9 header 20, IPFIX message header 16
+EXPORT_HEADER_BYTES = {5: 24, 9: 20, 10: 16}
+V5_RECORD_BYTES, V5_MAX_RECORDS = 48, 30
+
+
+def _sets_fill(payload: bytes, start: int) -> bool:
+    """v9 flowsets / IPFIX sets from ``start``: each (id, length >= 4) header, ending exactly at the end."""
+    p, end = start, len(payload)
+    while p < end:
+        if p + 4 > end:
+            return False
+        length = int.from_bytes(payload[p + 2:p + 4], "big")
+        if length < 4:
+            return False
+        p += length
+    return p == end
+
+
+def export_check(payload: bytes) -> str | None:
+    """None when ``payload`` has the shape of a NetFlow v5/v9 or IPFIX datagram, else why not.
+
+    The version field alone is two bytes any protocol may start with (a DNS query with id 5 does),
+    so the header's own length facts are checked too: a v5 record count of 1-30 that the length
+    matches, IPFIX's message length, and v9/IPFIX sets that fill the datagram exactly.
+    """
+    if len(payload) < 2:
+        return "not netflow/ipfix"
+    version = int.from_bytes(payload[:2], "big")
+    need = EXPORT_HEADER_BYTES.get(version)
+    if need is None:
+        return "not netflow/ipfix"
+    if len(payload) < need:
+        return f"shorter than a v{version} header"
+    count = int.from_bytes(payload[2:4], "big")
+    if version == 5:
+        records = (len(payload) - 24) // V5_RECORD_BYTES
+        ok = 1 <= count <= V5_MAX_RECORDS and records == count
+    elif version == 9:
+        ok = _sets_fill(payload, 20)
+    else:
+        ok = count == len(payload) and _sets_fill(payload, 16)
+    return None if ok else f"v{version} header does not fit the datagram"
+
+
+def export_version(payload: bytes) -> int | None:
+    """The NetFlow/IPFIX version of a UDP payload, or None when it cannot be an export datagram."""
+    return None if export_check(payload) else int.from_bytes(payload[:2], "big")
+
 
 @dataclass
-class Exporter:
-    """One original exporter of the capture and the socket that stands in for it."""
+class Session:
+    """One original (exporter address, source port) and the socket that stands in for it."""
 
-    src: str
     sport: int
     sock: socket.socket
     local: tuple[str, int]
     datagrams: int = 0
     bytes: int = 0
 
+
+@dataclass
+class Exporter:
+    """One original exporter address of the capture and its sessions (one per source port)."""
+
+    src: str
+    sessions: dict[int, Session] = field(default_factory=dict)
+
     @property
-    def original(self) -> str:
-        return _hostport(self.src, self.sport)
+    def datagrams(self) -> int:
+        return sum(s.datagrams for s in self.sessions.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.sessions.values())
 
     @property
     def replayed_from(self) -> str:
-        return _hostport(self.local[0], self.local[1])
+        """The stand-in source address(es)."""
+        return ", ".join(dict.fromkeys(s.local[0] for s in self.sessions.values()))
+
+    def mapping_lines(self) -> list[str]:
+        return [f"{_hostport(self.src, sport)} -> from {_hostport(*s.local)}" for sport, s in self.sessions.items()]
 
 
 @dataclass
@@ -50,7 +119,12 @@ class ReplayResult:
     errors: int = 0
     exporters: list[Exporter] = field(default_factory=list)
     seconds: float = 0.0
-    skipped: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)     # frames and datagrams not sent, by reason
+    reassembled: int = 0                                        # datagrams put together from IP fragments
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
 
 
 def _hostport(host: str, port: int) -> str:
@@ -100,13 +174,15 @@ def loopback_source(index: int) -> str:
     return f"127.{b2}.{b3}.{host + 1}"
 
 
-def _open_socket(target: tuple[str, int], index: int) -> socket.socket:
+def _open_socket(target: tuple[str, int], exporter_index: int) -> socket.socket:
+    """A socket for one session of the exporter_index-th exporter (towards IPv4 loopback: bound to
+    that exporter's 127.0.0.N, any free port)."""
     ip = ipaddress.ip_address(target[0])
     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if ip.version == 4 and ip.is_loopback:
-            sock.bind((loopback_source(index), 0))
+            sock.bind((loopback_source(exporter_index), 0))
         elif ip.version == 6:
             sock.bind(("::1" if ip.is_loopback else "::", 0))
         else:
@@ -118,17 +194,28 @@ def _open_socket(target: tuple[str, int], index: int) -> socket.socket:
     return sock
 
 
-def scan(path: str) -> tuple[int, list[tuple[str, int]], float, float]:
-    """First pass: datagram count, exporters in order of appearance, first and last timestamps."""
+def export_datagrams(path: str, stats: ReadStats) -> Iterator[Datagram]:
+    """The capture's NetFlow/IPFIX datagrams; the others are counted in ``stats`` by reason."""
+    for d in read_datagrams(path, stats):
+        why = export_check(d.payload)
+        if why:
+            stats.skip(why)
+            continue
+        yield d
+
+
+def scan(path: str) -> tuple[int, dict[str, list[int]], float, float]:
+    """First pass: export datagram count, exporter addresses (in order of appearance) with their
+    source ports, first and last timestamps."""
     count, first, last = 0, None, 0.0
-    seen: dict[tuple[str, int], None] = {}
-    for d in read_datagrams(path):
+    seen: dict[str, dict[int, None]] = {}
+    for d in export_datagrams(path, ReadStats()):
         count += 1
-        seen.setdefault((d.src, d.sport), None)
+        seen.setdefault(d.src, {}).setdefault(d.sport, None)
         if first is None:
             first = d.ts
         last = d.ts
-    return count, list(seen), first or 0.0, last
+    return count, {src: list(ports) for src, ports in seen.items()}, first or 0.0, last
 
 
 class Progress:
@@ -168,52 +255,56 @@ class Progress:
 
 
 def replay(path: str, target: tuple[str, int], speed: float | None, out=None, progress: bool = True) -> ReplayResult:
-    """Send every UDP payload of ``path`` to ``target``; returns what was sent, per exporter."""
+    """Send the NetFlow/IPFIX payloads of ``path`` to ``target``; returns what was sent, per exporter."""
     out = out or sys.stdout
     total, originals, first_ts, last_ts = scan(path)
     result = ReplayResult()
-    by_origin: dict[tuple[str, int], Exporter] = {}
+    by_origin: dict[tuple[str, int], Session] = {}
     try:
-        for i, (src, sport) in enumerate(originals):
-            sock = _open_socket(target, i)
-            exp = Exporter(src, sport, sock, sock.getsockname()[:2])
-            by_origin[(src, sport)] = exp
+        for i, (src, ports) in enumerate(originals.items()):
+            exp = Exporter(src)
             result.exporters.append(exp)
-        print(f"replaying {path}: {total} datagrams from {len(originals)} exporter(s) to {_hostport(*target)}"
+            for sport in ports:
+                sock = _open_socket(target, i)
+                exp.sessions[sport] = by_origin[(src, sport)] = Session(sport, sock, sock.getsockname()[:2])
+        print(f"replaying {path}: {total} export datagrams from {len(originals)} exporter(s)"
+              f" ({len(by_origin)} source port(s)) to {_hostport(*target)}"
               f" at {'max speed' if speed is None else f'{speed:g}x capture pacing'}", file=out)
         for exp in result.exporters:
-            print(f"  exporter {exp.original} -> from {exp.replayed_from}", file=out)
+            for line in exp.mapping_lines():
+                print(f"  exporter {line}", file=out)
         out.flush()
         duration = (last_ts - first_ts) / speed if speed else 0.0
         bar = Progress(total, enabled=progress and (total >= PROGRESS_MIN_DATAGRAMS or duration >= PROGRESS_MIN_SECONDS))
         stats = ReadStats()
         start = time.monotonic()
-        for n, d in enumerate(read_datagrams(path, stats), 1):
+        for n, d in enumerate(export_datagrams(path, stats), 1):
             if speed is not None:
                 wait = start + (d.ts - first_ts) / speed - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
             elif n % MAX_PACE_EVERY == 0:
                 time.sleep(MAX_PACE_SLEEP_S)
-            exp = by_origin[(d.src, d.sport)]
+            session = by_origin[(d.src, d.sport)]
             try:
-                exp.sock.sendto(d.payload, target)
+                session.sock.sendto(d.payload, target)
             except OSError as e:
                 result.errors += 1
                 if result.errors <= 3:
                     print(f"send error: {e}", file=sys.stderr)
                 continue
-            exp.datagrams += 1
-            exp.bytes += len(d.payload)
+            session.datagrams += 1
+            session.bytes += len(d.payload)
             result.sent += 1
             if n % 64 == 0 or n == total:
                 bar.update(n)
         bar.close()
         result.seconds = time.monotonic() - start
         result.skipped = dict(stats.skipped)
+        result.reassembled = stats.reassembled
     finally:
-        for exp in result.exporters:
-            exp.sock.close()
+        for session in by_origin.values():
+            session.sock.close()
     return result
 
 
@@ -222,9 +313,12 @@ def print_summary(result: ReplayResult, out=None) -> None:
     print(f"sent {result.sent} datagrams in {result.seconds:.2f} s"
           f"{f', {result.errors} send errors' if result.errors else ''}", file=out)
     for exp in result.exporters:
-        print(f"  {exp.original} (as {exp.replayed_from}): {exp.datagrams} datagrams, {exp.bytes} bytes", file=out)
-    if result.skipped:
-        print("  skipped frames: " + ", ".join(f"{k}={v}" for k, v in sorted(result.skipped.items())), file=out)
+        print(f"  {exp.src} (as {exp.replayed_from}, {len(exp.sessions)} source port(s)):"
+              f" {exp.datagrams} datagrams, {exp.bytes} bytes", file=out)
+    if result.reassembled:
+        print(f"  reassembled from IP fragments: {result.reassembled} datagrams", file=out)
+    print(f"  skipped: {result.skipped_total}" + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(result.skipped.items())) + ")"
+                                                  if result.skipped else ""), file=out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flowlens replay: {e}", file=sys.stderr)
         return 1
     print_summary(result)
+    if result.sent == 0 and result.errors == 0:
+        print(f"flowlens replay: {args.capture} holds no NetFlow v5/v9 or IPFIX datagrams", file=sys.stderr)
+        return 1
     return 0 if result.errors == 0 else 1
 
 
