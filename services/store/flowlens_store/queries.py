@@ -28,10 +28,11 @@ from flowmodel.protocol import FLOW_FILTERS, METRICS, TOP_BY, QueryError, parse_
 from flowmodel.schema import FLOW_COLUMNS
 
 from . import planner as P
-from .warm import SEG_BITS, SQL_COLUMNS, connect_reader, now_ms, rows_to_columns
+from .warm import REST_DTYPE, SEG_BITS, SQL_COLUMNS, connect_reader, now_ms, rows_to_columns
 
 ADDR_PROBE_ROWS = 20_000  # an address range matching more rows than this in a partition walks the time index
 MAX_SERIES_POINTS = 10_000
+SERIES_CHUNK_ROWS = 65_536  # rows a spread/scaled SQLite series folds at a time
 MAX_SEQ_RANGES = 64  # a window meeting more separate runs of spans reads from the first to the last
 
 TOP_SQL = {"src": "src_addr", "dst": "dst_addr", "pair": "src_addr, dst_addr", "port": "min(src_port, dst_port)",
@@ -61,6 +62,8 @@ class QueryEngine:
     def db(self) -> sqlite3.Connection:
         if self._db is None:
             self._db = connect_reader(self.sqlite_path)
+            # the sampling rate lives in the packed rest column: 1 in N, unknown (0) counted as 1
+            self._db.create_function("fl_rate", 1, _rest_rate, deterministic=True)
             self._db.set_progress_handler(lambda: 1 if time.monotonic() > self._deadline else 0, 20_000)
         return self._db
 
@@ -322,15 +325,16 @@ class QueryEngine:
     # ------------------------------------------------------------ top
 
     def top(self, args: dict) -> dict:
-        P.check_args("top", args, FLOW_FILTERS + ("by", "metric", "limit"))
+        P.check_args("top", args, FLOW_FILTERS + ("by", "metric", "limit", "scaled"))
         by = P.choice_arg(args, "by", TOP_BY, "src")
         metric = P.choice_arg(args, "metric", METRICS, "bytes")
         limit = P.int_arg(args, "limit", 10, 1, self.max_rows, cap=True)
+        scaled = P.bool_arg(args, "scaled", False)  # bytes and packets times each flow's sampling rate
         f, ring = self._filters(args)
         if ring:
-            best, totals = self._ring_top(f, by, metric, limit)
+            best, totals = self._ring_top(f, by, metric, limit, scaled)
         else:
-            groups = self._read(lambda db: self._sql_top(db, f, by))  # key -> [bytes, packets, flows]
+            groups = self._read(lambda db: self._sql_top(db, f, by, scaled))  # key -> [bytes, packets, flows]
             totals = {"bytes": 0, "packets": 0, "flows": 0}
             for b, p, n in groups.values():
                 totals["bytes"] += b
@@ -338,15 +342,19 @@ class QueryEngine:
                 totals["flows"] += n
             best = _rank(groups.items(), metric, limit)
         rows = [{"key": _key_text(by, k), "bytes": v[0], "packets": v[1], "flows": v[2]} for k, v in best]
-        return {"ok": True, "by": by, "metric": metric, "rows": rows, "totals": totals,
+        return {"ok": True, "by": by, "metric": metric, "rows": rows, "totals": totals, "scaled": scaled,
                 "source": "ring" if ring else "sqlite"}
 
-    def _ring_top(self, f: dict, by: str, metric: str, limit: int) -> tuple[list, dict]:
+    def _ring_top(self, f: dict, by: str, metric: str, limit: int, scaled: bool = False) -> tuple[list, dict]:
         """The best ``limit`` (key, [bytes, packets, flows]) and the totals, grouped in numpy; only the
         candidate groups become Python objects, so the cost no longer grows with the number of keys."""
         need = {"pair": ("src_addr", "dst_addr"), "port": ("src_port", "dst_port"), "src": ("src_addr",),
                 "dst": ("dst_addr",)}.get(by, (by,))
-        cols = self.ring.select(lambda c: P.ring_mask(c, f), columns=need + ("bytes", "packets"))
+        cols = self.ring.select(lambda c: P.ring_mask(c, f),
+                                columns=need + ("bytes", "packets") + (("sampling_rate",) if scaled else ()))
+        if scaled:
+            rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+            cols["bytes"], cols["packets"] = cols["bytes"] * rate, cols["packets"] * rate
         if by == "port":
             words = P.key_words(np.minimum(cols["src_port"], cols["dst_port"]))
         else:
@@ -366,13 +374,14 @@ class QueryEngine:
         groups = zip(keys, zip(b[pick].tolist(), p[pick].tolist(), n[pick].tolist()))
         return _rank(groups, metric, limit), totals
 
-    def _sql_top(self, db, f: dict, by: str) -> dict:
+    def _sql_top(self, db, f: dict, by: str, scaled: bool = False) -> dict:
         out: dict = {}
         expr = TOP_SQL[by]
+        sums = "sum(bytes * fl_rate(rest)), sum(packets * fl_rate(rest))" if scaled else "sum(bytes), sum(packets)"
         for name, _s, _e, sealed in self._partitions(db, f):
             where, params = P.sql_where(f, addr_index=False)
             for where, params in self._hot_where(db, name, sealed, f, where, params):
-                self._sql_top_one(db, f"SELECT {expr}, sum(bytes), sum(packets), count(*) FROM {name} WHERE {where} "
+                self._sql_top_one(db, f"SELECT {expr}, {sums}, count(*) FROM {name} WHERE {where} "
                                   f"GROUP BY {TOP_GROUP[by]}", params, by, out)
         return out
 
@@ -401,7 +410,11 @@ class QueryEngine:
     # ------------------------------------------------------------ series
 
     def series(self, args: dict) -> dict:
-        P.check_args("series", args, FLOW_FILTERS + ("step",))
+        """Bytes, packets and flows per step. By default a flow counts whole in the step where it ended
+        (as exported); ``spread`` pro-rates its bytes and packets over its lifetime (what a throughput
+        chart wants: a 60 s flow is not a spike at its end), ``scaled`` multiplies them by the flow's
+        sampling rate (1 in N; unknown counts as 1). Flows are always counted where they ended."""
+        P.check_args("series", args, FLOW_FILTERS + ("step", "spread", "scaled"))
         step = args.get("step", 60)
         if isinstance(step, bool) or not isinstance(step, (int, float, str)):
             raise QueryError("step must be a number of seconds")
@@ -412,29 +425,43 @@ class QueryEngine:
         if not step_s >= 0.001 or step_s != step_s or step_s > 366 * 86400:
             raise QueryError("step must be between 1 ms and a year, in seconds")
         step_ms = max(1, int(round(step_s * 1000)))
+        spread = P.bool_arg(args, "spread", False)
+        scaled = P.bool_arg(args, "scaled", False)
         f, ring = self._filters(args)
+        if spread:
+            if "since" not in f:
+                raise QueryError("a spread series needs a since time")
+            f.setdefault("until", self.clock())
         if "since" in f and "until" in f and (f["until"] - f["since"]) // step_ms > MAX_SERIES_POINTS:
             raise QueryError(f"step {step_s:g} s gives more than {MAX_SERIES_POINTS} points for this window; use a "
                              "larger step")
+        acc = None
+        if spread:
+            first = (f["since"] // step_ms) * step_ms
+            acc = P.SpreadSeries(first, step_ms, max(0, -(-(f["until"] - first) // step_ms)))
+        got: dict[int, list[int]] = {}
         if ring:
-            cols = self.ring.select(lambda c: P.ring_mask(c, f), columns=("time_end", "bytes", "packets"))
-            # group by step number: a window's steps are a small dense key space, summed by indexing
-            steps = cols["time_end"] // step_ms
-            got = {}
-            if len(steps):
-                rep, (b, p), n = P.group_rows(P.key_words(steps), cols["bytes"], cols["packets"])
-                got = {int(k) * step_ms: [int(bb), int(pp), int(nn)]
-                       for k, bb, pp, nn in zip(steps[rep].tolist(), b.tolist(), p.tolist(), n.tolist())}
+            need = ("time_end", "bytes", "packets") + (("time_start",) if spread else ()) + \
+                   (("sampling_rate",) if scaled else ())
+            cols = self.ring.select(lambda c: P.ring_mask(c, f), columns=need)
+            _fold_series(cols, step_ms, acc, scaled, got)
+        elif spread or scaled:
+            self._read(lambda db: self._sql_series_rows(db, f, step_ms, acc, scaled, got))
         else:
             got = self._read(lambda db: self._sql_series(db, f, step_ms))
-        if "since" in f and "until" in f:
+        if acc is not None:
+            per_step = acc.totals()
+            points = [[acc.origin + i * step_ms, int(per_step[0, i]), int(per_step[1, i]),
+                       got.get(acc.origin + i * step_ms, (0, 0, 0))[2]] for i in range(acc.steps)]
+        elif "since" in f and "until" in f:
             first = (f["since"] // step_ms) * step_ms
             points = [[t, *got.get(t, (0, 0, 0))] for t in range(first, f["until"], step_ms)]
         else:
             points = [[t, *got[t]] for t in sorted(got)]
         if len(points) > MAX_SERIES_POINTS:
             raise QueryError(f"more than {MAX_SERIES_POINTS} points; use a larger step or a shorter window")
-        return {"ok": True, "step_ms": step_ms, "points": points, "source": "ring" if ring else "sqlite"}
+        return {"ok": True, "step_ms": step_ms, "points": points, "spread": spread, "scaled": scaled,
+                "source": "ring" if ring else "sqlite"}
 
     def _sql_series(self, db, f: dict, step_ms: int) -> dict:
         out: dict[int, list[int]] = {}
@@ -448,6 +475,24 @@ class QueryEngine:
                     acc[1] += p
                     acc[2] += n
         return out
+
+    def _sql_series_rows(self, db, f: dict, step_ms: int, acc, scaled: bool, got: dict) -> None:
+        """A spread or scaled series from SQLite: start time and sampling rate live in the packed rest
+        column, so rows are read in chunks and folded in numpy (memory bounded by the chunk)."""
+        for name, _s, _e, sealed in self._partitions(db, f):
+            where, params = P.sql_where(f, addr_index=False)
+            for where, params in self._hot_where(db, name, sealed, f, where, params):
+                cur = db.execute(f"SELECT time_end, bytes, packets, rest FROM {name} WHERE {where}", params)
+                while True:
+                    rows = cur.fetchmany(SERIES_CHUNK_ROWS)
+                    if not rows:
+                        break
+                    te, b, p, rest = zip(*rows)
+                    packed = np.frombuffer(b"".join(rest), REST_DTYPE)
+                    cols = {"time_end": np.array(te, np.int64), "bytes": np.array(b, np.uint64),
+                            "packets": np.array(p, np.uint64), "time_start": packed["time_start"],
+                            "sampling_rate": packed["sampling_rate"]}
+                    _fold_series(cols, step_ms, acc, scaled, got)
 
     # ------------------------------------------------------------ advisories
 
@@ -574,3 +619,37 @@ def _key_text(by: str, k) -> str:
     if by == "protocol":
         return protocol_name(k)
     return str(k)
+
+
+def _fold_series(cols: dict, step_ms: int, acc, scaled: bool, got: dict) -> None:
+    """Add flows (time_end, bytes, packets, and time_start / sampling_rate when needed) to a series:
+    flows per end step into ``got`` (t -> [bytes, packets, flows]); bytes and packets there too, or
+    spread into ``acc`` when it is given."""
+    te = cols["time_end"]
+    if len(te) == 0:
+        return
+    b, p = cols["bytes"], cols["packets"]
+    if scaled:
+        rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+        b, p = b * rate, p * rate
+    steps = te // step_ms
+    if acc is not None:
+        acc.add_flows(cols["time_start"], te, [b, p])
+        b = p = np.zeros(len(te), np.uint64)
+    rep, (bs, ps), n = P.group_rows(P.key_words(steps), b, p)
+    for k, bb, pp, nn in zip(steps[rep].tolist(), bs.tolist(), ps.tolist(), n.tolist()):
+        t = k * step_ms
+        cur = got.get(t)
+        if cur is None:
+            got[t] = [bb, pp, nn]
+        else:
+            cur[0] += bb
+            cur[1] += pp
+            cur[2] += nn
+
+
+_RATE_AT = REST_DTYPE.fields["sampling_rate"][1]
+
+
+def _rest_rate(rest: bytes) -> int:
+    return max(int.from_bytes(rest[_RATE_AT:_RATE_AT + 4], "little"), 1)
