@@ -281,15 +281,26 @@ def unpack_column(name: str, value, dt: np.dtype, count: int) -> np.ndarray:
     raise CodecError(f"column {name} is packed as {str(kind)[:20]!r}, which this reader does not know")
 
 
+# Columns without which a row is not a flow: a batch lacking any is refused, not stored as zeros at
+# epoch 0. The others (sampling, interfaces, AS, extras) may be absent and take their defaults.
+REQUIRED_COLUMNS = ("time_start", "time_end", "src_addr", "dst_addr", "src_port", "dst_port", "protocol",
+                    "bytes", "packets", "exporter")
+
+
 def decode_batch(body: bytes) -> tuple[Envelope, FlowBatch]:
     """A msgpack flow batch body as (envelope, batch). Raw columns are read-only views of the body,
-    packed ones new arrays at the schema's width."""
+    packed ones new arrays at the schema's width. CodecError when a column of REQUIRED_COLUMNS is missing."""
     msg = decode_body(body)
     try:
         count = int(msg["count"])
         if not 0 <= count <= MAX_BATCH_FLOWS:
             raise CodecError(f"count {count} is outside 0-{MAX_BATCH_FLOWS}")
         raw = msg["columns"]
+        if not isinstance(raw, dict):
+            raise CodecError("columns is not a map")
+        missing = [name for name in REQUIRED_COLUMNS if name not in raw]
+        if missing:
+            raise CodecError(f"flow batch lacks the column(s) {', '.join(missing)}")
         cols = {}
         for name, value in raw.items():
             spec = FLOW_COLUMNS.get(name)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from flowmodel import addr
-from flowmodel.bus import (PACK_MIN_FLOWS, SCHEMA_VERSION, CodecError, GapCounter, Sequencer, decode_batch, decode_body, encode_batch,
+from flowmodel.bus import (PACK_MIN_FLOWS, REQUIRED_COLUMNS, SCHEMA_VERSION, CodecError, GapCounter, Sequencer, decode_batch, decode_body, encode_batch,
                            encode_event, flows_topic)
 from flowmodel.schema import ADDRESS_COLUMNS, FLOW_COLUMNS, HINT_CONST, HINT_IPV4, MAX_BATCH_FLOWS, FlowBatch
 
@@ -222,9 +222,10 @@ def test_a_count_beyond_the_batch_limit_is_refused_before_allocating():
     batch = FlowBatch.empty(300)        # the wide columns constant, the narrow ones raw
     msg = msgpack.unpackb(encode_batch(batch, Sequencer("s")), raw=False)
     assert all(v[0] == "const" for v in msg["columns"].values() if isinstance(v, list))
-    # a message that leaves the raw columns out (a reader fills missing columns with defaults)
+    # a message that leaves the optional raw columns out (a reader fills them with defaults)
     # says "n flows" in a few hundred bytes
-    msg["columns"] = {k: v for k, v in msg["columns"].items() if isinstance(v, list)}
+    msg["columns"] = {k: v if isinstance(v, list) else ["const", bytes(FLOW_COLUMNS[k][0].itemsize)]
+                      for k, v in msg["columns"].items() if isinstance(v, list) or k in REQUIRED_COLUMNS}
     msg["count"] = MAX_BATCH_FLOWS + 1
     with pytest.raises(CodecError, match="count"):
         decode_batch(msgpack.packb(msg, use_bin_type=True))
@@ -273,3 +274,38 @@ def test_a_hint_is_trusted_without_looking():
     assert body_columns(encode_batch(b, Sequencer("s")))["src_addr"][0] == "ipv4"
     b.hints.pop("src_addr")
     assert isinstance(body_columns(encode_batch(b, Sequencer("s")))["src_addr"], bytes)
+
+
+# ---------------------------------------------------------------- required columns
+
+def test_a_batch_without_columns_is_refused():
+    body = msgpack.packb({"schema": SCHEMA_VERSION, "source": "s", "seq": 1, "sent_at": 0, "count": 5, "columns": {}},
+                         use_bin_type=True)
+    with pytest.raises(CodecError, match="lacks the column.*time_start.*exporter"):
+        decode_batch(body)
+
+
+@pytest.mark.parametrize("name", REQUIRED_COLUMNS)
+def test_each_required_column_is_required(name):
+    msg = msgpack.unpackb(encode_batch(exporter_like_batch(300), Sequencer("s")), raw=False)
+    del msg["columns"][name]
+    with pytest.raises(CodecError, match=f"lacks the column\\(s\\) {name}$"):
+        decode_batch(msgpack.packb(msg, use_bin_type=True))
+
+
+def test_optional_columns_may_be_absent_and_default():
+    src = exporter_like_batch(300)
+    msg = msgpack.unpackb(encode_batch(src, Sequencer("s")), raw=False)
+    msg["columns"] = {k: v for k, v in msg["columns"].items() if k in REQUIRED_COLUMNS}
+    _env, out = decode_batch(msgpack.packb(msg, use_bin_type=True))
+    assert out.count == 300
+    for name in REQUIRED_COLUMNS:
+        assert np.array_equal(out[name], src[name])
+    assert (out["sampling_rate"] == 1).all() and (out["direction"] == 255).all() and (out["src_as"] == 0).all()
+
+
+def test_columns_that_are_not_a_map_are_refused():
+    msg = msgpack.unpackb(encode_batch(exporter_like_batch(300), Sequencer("s")), raw=False)
+    msg["columns"] = [1, 2]
+    with pytest.raises(CodecError, match="not a map"):
+        decode_batch(msgpack.packb(msg, use_bin_type=True))
