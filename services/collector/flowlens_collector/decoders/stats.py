@@ -74,7 +74,7 @@ class SequenceTracker:
     - a reset (exporter restart, counter reset) restarts the accounting at the packet without
       counting a loss: a backward jump of more than REORDER_WINDOW units outside any hole, two
       backward packets in a row that continue each other outside any hole (a restarted exporter
-      counting again), or a forward jump of MAX_LOSS_GAP units or more (e.g. a counter that was
+      counting again: one backward jump, one reset), or a forward jump of MAX_LOSS_GAP units or more (e.g. a counter that was
       above 2^31 starting again from 0, which modulo 2^32 looks like a forward jump of up to 2^31).
       Counted in ``sequence_resets``.
 
@@ -122,17 +122,21 @@ class SequenceTracker:
                         del holes[0]
                     holes.append([expected, gap])
                     self._stray.pop(stream, None)
+            elif self._stray.get(stream) == sequence and not self._in_hole(stream, sequence):
+                self._reset(stream, stats)  # the stray's successor: a restarted counter (one jump, counted)
             else:
                 stats.sequence_backward += 1
                 if self._fill(stream, sequence, units, stats):
                     return  # a late packet: the expected number stays
-                back = (expected - sequence) & _MOD
-                if back > self.REORDER_WINDOW or self._stray.get(stream) == sequence:
+                if (expected - sequence) & _MOD > self.REORDER_WINDOW:
                     self._reset(stream, stats)
                 else:
                     self._stray[stream] = nxt
                     return
         self._next[stream] = nxt
+
+    def _in_hole(self, stream: tuple, sequence: int) -> bool:
+        return any((sequence - start) & _MOD < length for start, length in self._holes.get(stream, ()))
 
     def _fill(self, stream: tuple, sequence: int, units: int, stats: ExporterStats) -> bool:
         """A backward packet inside a remembered hole: take its units back off lost. Whether it was."""

@@ -241,10 +241,11 @@ class Template:
                 v = _uint(rec[f"{which}_uptime"]).astype(np.int64)
                 if uptime_ms is not None:  # NetFlow v9: relative to the header's sysUptime
                     return uptime_to_abs_ms(v, uptime_ms, export_ms)
+                # IPFIX: relative to systemInitTimeMilliseconds (in the record or from options data)
                 if "system_init_ms" in r:
-                    return _uint(rec["system_init_ms"]).astype(np.int64) + v
+                    return _since_init(_uint(rec["system_init_ms"]).astype(np.int64), v, export_ms)
                 if init_ms is not None:
-                    return init_ms + v
+                    return _since_init(init_ms, v, export_ms)
                 unknown = n
                 return None
             if "event_time_ms" in r:
@@ -271,6 +272,20 @@ class Template:
 # schema address column -> the roles that may fill it, first non-zero wins (see to_columns)
 ADDRESS_CANDIDATES = (("src_addr", ("src_v4", "src_v6")), ("dst_addr", ("dst_v4", "dst_v6")),
                       ("next_hop", ("next_hop_v4", "next_hop_v6", "bgp_next_hop_v4", "bgp_next_hop_v6")))
+
+
+def _since_init(init_ms, value: np.ndarray, export_ms: np.ndarray) -> np.ndarray:
+    """Absolute ms of IPFIX flowStart/EndSysUpTime values (32-bit ms since systemInitTime).
+
+    The uptime fields wrap every 2^32 ms (~49.7 days): the time is init + value + k * 2^32 with the
+    k >= 0 that puts it within 2^31 ms of the export time, as the v9 rule does for sysUptime (so an
+    exporter up 60 days lands next to the export time, not 49.7 days before it). k is never
+    negative: a flow does not start before its exporter booted, so when the export time is before
+    init + value (a wrong exporter clock) the time stays init + value.
+    """
+    t = init_ms + value
+    k = np.maximum((export_ms - t + (1 << 31)) >> 32, 0)
+    return t + (k << 32)
 
 
 def _addr(a: np.ndarray) -> np.ndarray:
