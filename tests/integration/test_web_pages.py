@@ -3,6 +3,7 @@ the right content type, hostile strings from bus events come out escaped, the fl
 filters and pages, bad input is a 400 in words, and /metrics and /healthz answer."""
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlparse
 
 import httpx
@@ -65,6 +66,19 @@ def test_dashboard(http, stack):
     assert "1 WARNING" in " ".join(badges[f"/advisories?severity=WARNING"].split())
     assert "0 INFO" in " ".join(badges[f"/advisories?severity=INFO"].split())  # the INFO one is resolved
     assert root.xpath("//h:p[@id='collector-health']", namespaces=NS)
+    # the top tables cover the last 10 minutes, and so do the flows their links open
+    link = tops[0].xpath(f".//h:a[normalize-space()='{SCAN_SOURCE}']/@href", namespaces=NS)[0]
+    assert parse_qs(urlparse(link).query) == {"src": [SCAN_SOURCE], "range": ["10m"]}
+    linked = xhtml(http.get(link))
+    assert len(flow_table(linked)) == 20 and linked.xpath("//h:option[@value='10m'][@selected]", namespaces=NS)
+
+
+def test_head_answers_like_get(http):
+    for path in ("/", "/flows", "/advisories", "/about", "/healthz", "/metrics"):
+        resp = http.head(path)
+        assert resp.status_code == 200, path
+        assert resp.content == b""
+    assert http.head("/").headers["content-type"] == XHTML
 
 
 def test_advisories_escape_hostile_text(http):
@@ -137,6 +151,13 @@ def test_next_and_previous_keep_filters(http, stack):
     ({"src": "10.0.0.300"}, "is not an IPv4/IPv6 address"), ({"port": "http"}, "not a number"),
     ({"protocol": "<b>&amp;"}, "not a protocol name"), ({"range": "custom", "since": "yesterday"}, "is not a time"),
     ({"range": "forever"}, "time range"),
+    # out-of-range times once overflowed further on (msgpack, timestamp arithmetic) and gave a 500
+    ({"range": "custom", "since": "99999999999999999999"}, "too far in the future"),
+    ({"range": "custom", "since": "999999999999d"}, "before 1970"),
+    ({"range": "custom", "since": "-9223372036854775809"}, "before 1970"),
+    ({"range": "custom", "since": "1h", "until": "99999999999999999999"}, "too far in the future"),
+    ({"range": "custom", "since": "9" * 400 + "h"}, "before 1970"),
+    ({"range": "custom", "since": "9" * 400}, "too many digits"),
 ])
 def test_bad_filter_is_400_in_words(http, params, words):
     root = xhtml(http.get("/flows", params=params), 400)
@@ -150,6 +171,12 @@ def test_about(http):
     assert any(n.startswith("web@") for n in names) and len(names) >= 2
     keys = texts(root, "//h:table[contains(@class,'config')]//h:code")
     assert "collector.netflow_port" in keys and "store.sqlite_retention" in keys and "analysis.scan_threshold" in keys
+    status = dict(zip(texts(root, "//h:table[@class='kv']/h:tbody/h:tr/h:th"),
+                      texts(root, "//h:table[@class='kv']/h:tbody/h:tr/h:td")))
+    iso = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+    assert iso.match(status["ring.newest_time"]) and iso.match(status["ring.oldest_time"]), status
+    assert status["ring.duration_s"] == "10 min" and status["sqlite.retention_s"] == "3 d", status
+    assert not [v for v in status.values() if v == "None" or re.search(r"\d T$", v)], status
 
 
 def test_metrics_and_healthz(http):

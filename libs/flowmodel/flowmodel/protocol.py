@@ -84,29 +84,50 @@ _REL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _REL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+# Times a WHEN may resolve to: from the epoch to 2^62 ms (146 million years on; a msgpack int and an
+# SQLite integer hold it with room, so no query argument overflows further on).
+WHEN_MAX_MS = 2**62
+
+
 def parse_when(value: Any, now_ms: int | None = None, name: str = "time") -> int:
     """A WHEN as ms since epoch: an int/float (ms), a duration back from now ('15m', '24h', '7d'),
-    'now', or an ISO 8601 time (naive times are UTC)."""
+    'now', or an ISO 8601 time (naive times are UTC). Times before 1970 or past WHEN_MAX_MS are a
+    QueryError."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if isinstance(value, bool):
         raise QueryError(f"{name} {value!r} is not a time")
     if isinstance(value, (int, float)):
-        return int(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise QueryError(f"{name} {value!r} is not a time")
+        return _in_range(int(value), value, name)
     text = str(value).strip()
     if text == "now":
         return now_ms
     if text.lstrip("-").isdigit():
-        return int(text)
+        if len(text) > 25:  # int() of a huge digit run is slow and certainly out of range
+            raise QueryError(f"{name} {text[:30]!r}... is not a time: too many digits")
+        return _in_range(int(text), text, name)
     m = _REL_RE.match(text)
     if m:
-        return now_ms - int(float(m.group(1)) * _REL_UNITS[m.group(2)] * 1000)
+        back_ms = float(m.group(1)) * _REL_UNITS[m.group(2)] * 1000
+        if not back_ms <= now_ms:
+            raise QueryError(f"{name} {text!r} reaches back before 1970")
+        return _in_range(now_ms - int(back_ms), text, name)
     try:
         t = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise QueryError(f"{name} {text!r} is not a time: use 15m, 24h, 7d or an ISO 8601 time like 2026-11-24T14:30") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=_dt.timezone.utc)
-    return int(t.timestamp() * 1000)
+    return _in_range(int(t.timestamp() * 1000), text, name)
+
+
+def _in_range(ms: int, value: Any, name: str) -> int:
+    if ms < 0:
+        raise QueryError(f"{name} {value!r} is before 1970 (times are ms since 1970-01-01)")
+    if ms > WHEN_MAX_MS:
+        raise QueryError(f"{name} {value!r} is too far in the future (times are ms since 1970-01-01)")
+    return ms
 
 
 def normalise_flow_filters(args: dict, now_ms: int | None = None) -> dict:

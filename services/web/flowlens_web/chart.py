@@ -46,6 +46,19 @@ def nice_ceiling(value: float) -> float:
     return float(10 ** (exp + 1))
 
 
+TICK_STEPS_MS = tuple(s * 1000 for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200,
+                                         10800, 21600, 43200, 86400))
+
+
+def time_ticks(since_ms: int, until_ms: int, most: int = 5) -> list[int]:
+    """Round times in [since, until] for axis labels (whole minutes, 5 minutes, hours...): the finest
+    step from TICK_STEPS_MS that gives at most ``most`` + 1 ticks."""
+    span = max(1, until_ms - since_ms)
+    step = next((s for s in TICK_STEPS_MS if span / s <= most), TICK_STEPS_MS[-1])
+    first = -(-since_ms // step) * step
+    return list(range(first, until_ms + 1, step))
+
+
 def line_chart(times_ms: list[int], values: list[float], unit: str, since_ms: int, until_ms: int,
                width: int = 560, height: int = 180, y_ticks: int = 4, x_ticks: int = 5) -> Chart:
     """A chart of values (per second, ``unit`` like 'bps') over [since_ms, until_ms]."""
@@ -58,10 +71,9 @@ def line_chart(times_ms: list[int], values: list[float], unit: str, since_ms: in
         v = top * i / y_ticks
         y = c.top + ph - ph * i / y_ticks
         c.y_ticks.append((round(y, 1), fmt.human_rate(v, unit)))
-    for i in range(x_ticks + 1):
-        t = since_ms + span * i / x_ticks
-        x = c.left + pw * i / x_ticks
-        c.x_ticks.append((round(x, 1), fmt.utc(t).strftime("%H:%M:%S")))
+    for t in time_ticks(since_ms, until_ms, x_ticks):
+        x = c.left + pw * (t - since_ms) / span
+        c.x_ticks.append((round(x, 1), fmt.utc(t).strftime("%H:%M" if t % 60_000 == 0 else "%H:%M:%S")))
     pts = []
     for t, v in zip(times_ms, values):
         if t < since_ms or t > until_ms:

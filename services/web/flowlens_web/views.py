@@ -15,7 +15,8 @@ from . import formatters as fmt
 
 DASHBOARD_WINDOW_MS = 10 * 60 * 1000
 DASHBOARD_STEP_S = 10
-RANGES = {"5m": "last 5 min", "1h": "last 1 h", "24h": "last 24 h", "custom": "custom"}
+RANGES = {"5m": "last 5 min", "10m": "last 10 min", "1h": "last 1 h", "24h": "last 24 h", "custom": "custom"}
+DASHBOARD_RANGE = "10m"  # the flow explorer's range for the dashboard's links: the panels' window
 DEFAULT_RANGE = "1h"
 FILTER_FIELDS = ("src", "dst", "addr", "port", "protocol", "exporter")
 
@@ -141,7 +142,7 @@ def dashboard(now_ms: int, series: Mapping, top_src: Mapping, top_dst: Mapping, 
     since = now_ms - DASHBOARD_WINDOW_MS
     times, bps, pps, fps = series_rates(series, since, now_ms, DASHBOARD_STEP_S)
     return {
-        "title": "Dashboard", "nav": "dashboard", "refresh": refresh_s,
+        "title": "Dashboard", "nav": "dashboard", "refresh": refresh_s, "top_range": DASHBOARD_RANGE,
         "now": fmt.iso_time(now_ms),
         "bps_chart": charts.line_chart(times, bps, "bps", since, now_ms),
         "pps_chart": charts.line_chart(times, pps, "pps", since, now_ms),
@@ -305,23 +306,33 @@ def scalar_items(d: Mapping, prefix: str = "") -> list[tuple[str, str, str]]:
             out.extend(scalar_items(v, key + "."))
         elif isinstance(v, (list, tuple)):
             continue
-        elif isinstance(v, bool) or v is None or isinstance(v, str):
-            out.append((key, str(v), ""))
+        elif v is None:
+            out.append((key, "-", ""))
+        elif isinstance(v, bool):
+            out.append((key, "yes" if v else "no", ""))
+        elif isinstance(v, str):
+            out.append((key, v, ""))
         elif isinstance(v, (int, float)):
             out.append((key, human_number(key, v), fmt.exact(v)))
     return out
 
 
 def human_number(key: str, v: float) -> str:
-    k = key.lower()
-    if k.endswith("bytes") or k.endswith("_size") or k.endswith("size_bytes"):
-        return fmt.human_bytes(v)
-    if k.endswith("_ms") or k.endswith("_at") or k.endswith("oldest") or "oldest" in k or k.endswith("last_seen"):
-        return fmt.iso_time(v) if v > 10**11 else fmt.human_duration(v / 1000)
-    if k.endswith("uptime") or k.endswith("uptime_s") or k.endswith("seconds"):
+    """A status figure in the unit its key names: *_time, *_at, last_seen and *time_end as times (ms
+    since epoch), *_per_s as rates, *_s and *seconds as durations, sizes as bytes."""
+    k = key.lower().rsplit(".", 1)[-1]
+    if k.endswith(("_time", "_at", "last_seen", "time_end", "time_start")):
+        return fmt.iso_time(v) if v > 0 else "-"
+    if k.endswith("_per_s"):
+        return f"{fmt.human_count(v)}/s"
+    if k.endswith(("_s", "seconds")) or k == "uptime":
         return fmt.human_duration(v)
-    if k.endswith("ratio") or k.endswith("fraction"):
+    if k.endswith("_ms"):  # a time when it is a plausible epoch in ms, else a duration
+        return fmt.iso_time(v) if v > 10**11 else fmt.human_duration(v / 1000)
+    if k.endswith(("bytes", "_size")):
+        return fmt.human_bytes(v)
+    if k.endswith(("ratio", "fraction")):
         return fmt.percent(v * 100) if v <= 1 else fmt.human_count(v)
     if isinstance(v, float) and v != int(v):
         return f"{v:,.2f}"
-    return fmt.human_count(v) if abs(v) >= 10000 else str(v)
+    return fmt.human_count(v) if abs(v) >= 10000 else str(int(v))

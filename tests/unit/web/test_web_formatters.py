@@ -2,7 +2,7 @@
 import pytest
 
 from flowlens_web import formatters as fmt
-from flowlens_web.chart import line_chart, nice_ceiling
+from flowlens_web.chart import line_chart, nice_ceiling, time_ticks
 
 
 @pytest.mark.parametrize("n,text", [(0, "0 B"), (1023, "1023 B"), (1024, "1 KB"), (1536, "1.50 KB"),
@@ -74,5 +74,19 @@ def test_line_chart_geometry():
     assert c.left <= xs[0] < xs[1] <= c.plot_right
     assert ys[0] == pytest.approx(c.plot_bottom) and ys[1] == pytest.approx(c.top)  # 5 Mbps is the axis top
     assert c.y_ticks[-1][1] == "5 Mbps" and c.y_ticks[0][1] == "0 bps"
-    assert c.current == "5 Mbps" and c.x_ticks[0][1] == "00:00:00" and c.x_ticks[-1][1] == "00:10:00"
+    assert c.current == "5 Mbps" and c.x_ticks[0][1] == "00:00" and c.x_ticks[-1][1] == "00:10"
     assert line_chart([], [], "pps", since, until).empty
+
+
+def test_time_ticks_fall_on_round_minutes():
+    # a dashboard window ending at 10:21:39.5 (review 5: ticks were labelled 10:11:39, 10:13:39, ...)
+    until = (10 * 3600 + 21 * 60 + 39) * 1000 + 500
+    since = until - 600_000
+    ticks = time_ticks(since, until)
+    assert ticks == [(10 * 3600 + m * 60) * 1000 for m in (12, 14, 16, 18, 20)]
+    c = line_chart([], [], "bps", since, until)
+    assert [t for _x, t in c.x_ticks] == ["10:12", "10:14", "10:16", "10:18", "10:20"]
+    xs = [x for x, _t in c.x_ticks]
+    assert c.left < xs[0] < xs[-1] < c.plot_right
+    assert time_ticks(0, 30_000) == [0, 10_000, 20_000, 30_000]
+    assert time_ticks(0, 86_400_000) == [h * 3_600_000 for h in range(0, 25, 6)]

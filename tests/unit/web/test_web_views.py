@@ -145,3 +145,28 @@ def test_about_page_config_and_processes():
                       flow_rate="1", flow_rate_exact="1", web_uptime="1 s", store_version=HOSTILE, web_version="t",
                       store_uptime="1 s", store_endpoint="tcp://x"))
     assert "2 KB" in "".join(root.itertext())
+
+
+def test_store_status_figures_in_their_units():
+    # the shape of the store's status reply (review 5, finding 6: "1.80 T" for an epoch in ms)
+    status = {"ok": True, "started_at": 1_795_530_000_000, "uptime_s": 93_784.5, "flows_in": 1_234_567,
+              "flows_in_per_s": 12_345.6,
+              "ring": {"capacity": 1_000_000, "fill": 5, "fill_ratio": 0.25, "oldest_time": 1_795_530_600_000,
+                       "newest_time": 1_795_530_605_123, "evicted_max_time_end": None, "duration_s": 600.0},
+              "sqlite": {"path": "/var/lib/flowlens.db", "size_bytes": 3 * 2**20, "oldest_time": None,
+                         "newest_time": 1_795_530_605_000, "retention_s": 259_200, "rows": 0},
+              "write_queue": {"seal_step_max_s": 0.39, "shed_flows": 0},
+              "bus": {"sources": {"collector@x": {"last_seq": None, "gaps": 0}}}, "services": [{"x": 1}]}
+    items = {k: human for k, human, _exact in views.scalar_items(status)}
+    assert items["ring.newest_time"] == "2026-11-24T14:30:05.123Z"
+    assert items["ring.oldest_time"] == "2026-11-24T14:30:00.000Z"
+    assert items["sqlite.newest_time"] == "2026-11-24T14:30:05.000Z"
+    assert items["started_at"] == "2026-11-24T14:20:00.000Z"
+    assert items["sqlite.retention_s"] == "3 d" and items["ring.duration_s"] == "10 min"
+    assert items["uptime_s"] == "1 d 2 h" and items["write_queue.seal_step_max_s"] == "390 ms"
+    assert items["flows_in_per_s"] == "12.3 k/s" and items["flows_in"] == "1.23 M"
+    assert items["sqlite.size_bytes"] == "3 MB" and items["ring.fill_ratio"] == "25.0 %"
+    assert items["sqlite.oldest_time"] == "-" and items["ring.evicted_max_time_end"] == "-"
+    assert items["bus.sources.collector@x.last_seq"] == "-" and items["ring.fill"] == "5"
+    assert not any(" T" in h or h == "None" for h in items.values()), items
+    assert "ok" not in items and "services" not in items
