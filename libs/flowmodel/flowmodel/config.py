@@ -8,6 +8,7 @@ Environment overrides use the dotted key in upper case with ``__`` between secti
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 60s, 10m, 7d")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a duration like 60s, 10m, 7d")
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return float(value)
@@ -70,9 +73,12 @@ def _float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got {value!r}")
     try:
-        return float(value)
+        v = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return v
 
 
 def _str(value: Any) -> str:
@@ -99,9 +105,33 @@ def _str_list(value: Any) -> list[str]:
 
 def _port(value: Any) -> int:
     port = _int(value)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is outside 0-65535")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 1-65535")
     return port
+
+
+def _port_or_off(value: Any) -> int:
+    port = _int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 1-65535 (or 0 to disable)")
+    return port
+
+
+def ranged(parse: Callable[[Any], Any], lo: float | None = None, hi: float | None = None,
+           unit: str = "") -> Callable[[Any], Any]:
+    """``parse``, then a check that the value lies in [lo, hi] (either end open when None)."""
+    def check(value: Any) -> Any:
+        v = parse(value)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            if lo is not None and hi is not None:
+                span = f"between {lo:g} and {hi:g}{unit}"
+            elif lo is not None:
+                span = f"at least {lo:g}{unit}"
+            else:
+                span = f"at most {hi:g}{unit}"
+            raise ValueError(f"must be {span}, got {v:g}")
+        return v
+    return check
 
 
 def _positive_int(value: Any) -> int:
@@ -201,64 +231,68 @@ SETTINGS: dict[str, Setting] = {
 
     "bus.publish_endpoint": Setting(_str, "tcp://127.0.0.1:5559", "where publishers (collectors, analyzer) connect: the store's XSUB"),
     "bus.subscribe_endpoint": Setting(_str, "tcp://127.0.0.1:5560", "where subscribers (store, analyzer) connect: the store's XPUB"),
-    "bus.high_water_mark": Setting(_positive_int, 1000, "messages a bus socket queues before it drops (publishers) or stops reading; sockets carrying flow batches queue fewer (bus.queue_bytes)"),
-    "bus.queue_bytes": Setting(parse_size, 32 << 20, "memory one bus socket may hold in queued flow batches: its message limit is this over (collector.batch_max_flows x 135 bytes), at least 4"),
+    "bus.high_water_mark": Setting(ranged(_int, 1, 1_000_000), 1000, "messages a bus socket queues before it drops (publishers) or stops reading; sockets carrying flow batches queue fewer (bus.queue_bytes)"),
+    "bus.queue_bytes": Setting(ranged(parse_size, 1024, 16 << 30, " bytes"), 32 << 20, "memory one bus socket may hold in queued flow batches: its message limit is this over (collector.batch_max_flows x 135 bytes), at least 4"),
 
     "query.endpoint": Setting(_str, "tcp://127.0.0.1:5555", "the store's query (REQ/REP) address that clients connect to"),
-    "query.timeout": Setting(_pos_duration, 5.0, "how long a client waits for one reply before retrying"),
-    "query.retries": Setting(_int, 2, "retries after a timeout (Lazy Pirate) before the store counts as unreachable"),
+    "query.timeout": Setting(ranged(_pos_duration, 0.01, 3600, " s"), 5.0, "how long a client waits for one reply before retrying"),
+    "query.retries": Setting(ranged(_int, 0, 100), 2, "retries after a timeout (Lazy Pirate) before the store counts as unreachable"),
 
     "collector.bind_address": Setting(_str, "0.0.0.0", "address the UDP listeners bind to (:: for IPv6 and IPv4)"),
     "collector.netflow_port": Setting(_port, 2055, "UDP port for NetFlow v5/v9 (IPFIX also accepted)"),
-    "collector.ipfix_port": Setting(_port, 4739, "UDP port for IPFIX (NetFlow also accepted); 0 disables"),
-    "collector.buffer_size": Setting(parse_size, 8 << 20, "SO_RCVBUF requested per UDP socket; the granted size is logged"),
+    "collector.ipfix_port": Setting(_port_or_off, 4739, "UDP port for IPFIX (NetFlow also accepted); 0 disables"),
+    "collector.buffer_size": Setting(ranged(parse_size, 4096, (1 << 31) - 1, " bytes"), 8 << 20, "SO_RCVBUF requested per UDP socket; the granted size is logged"),
     "collector.receive_group": Setting(_receive_group, 512, "datagrams received (recvmmsg) and decoded together at most; each has a 64 KiB receive slot of address space, resident only as far as datagrams fill it"),
     "collector.batch_max_flows": Setting(_batch_flows, 16384, "a batch is published when it holds this many flows (under load; a quiet exporter's go out by age)"),
-    "collector.batch_max_age": Setting(_pos_duration, 0.2, "or when its oldest flow waited this long"),
+    "collector.batch_max_age": Setting(ranged(_pos_duration, 0.001, 3600, " s"), 0.2, "or when its oldest flow waited this long"),
     "collector.instance_id": Setting(_str, "", "source id on the bus; empty = collector@host:pid"),
-    "collector.stats_interval": Setting(_pos_duration, 5.0, "how often exporter health events are published"),
+    "collector.stats_interval": Setting(ranged(_pos_duration, 0.05, 3600, " s"), 5.0, "how often exporter health events are published"),
     "collector.template_path": Setting(_str, "data/templates.json", "file where v9/IPFIX templates persist across restarts; empty disables"),
-    "collector.max_templates_per_exporter": Setting(_positive_int, 1024, "templates kept per exporter; more are refused and counted"),
-    "collector.pending_max_records": Setting(_positive_int, 65536, "records per exporter held while waiting for their template"),
+    "collector.max_templates_per_exporter": Setting(ranged(_int, 1, 65536), 1024, "templates kept per exporter; at the cap the exporter's least recently refreshed transport session is evicted (counted)"),
+    "collector.template_fields_total_max": Setting(ranged(_int, 1, 100_000_000), 65536, "template fields kept for all exporters together (about 200 bytes each); at the cap the least recently refreshed session is evicted (counted)"),
+    "collector.template_lifetime": Setting(_pos_duration, 5400.0, "templates of a transport session not refreshed for this long expire (RFC 7011 8.4: 3 x a 30 min refresh)"),
+    "collector.pending_max_bytes": Setting(ranged(parse_size, 1024, 1 << 40, " bytes"), 2 << 20, "data sets per exporter held while waiting for their template, each charged its length + 128 bytes"),
+    "collector.pending_total_max_bytes": Setting(ranged(parse_size, 1024, 1 << 40, " bytes"), 4 << 20, "the same for all exporters together; when full the oldest held queue is dropped (counted)"),
     "collector.pending_max_age": Setting(_pos_duration, 1800.0, "how long data waits for its template before it is counted as expired"),
 
     "store.ring_buffer_duration": Setting(_pos_duration, 600.0, "recent window answered from memory (seconds or 10m)"),
-    "store.ring_capacity": Setting(_positive_int, 600_000, "flows the in-memory ring holds (about 140 bytes each); the oldest are overwritten"),
+    "store.ring_capacity": Setting(ranged(_int, 1, 100_000_000), 600_000, "flows the in-memory ring holds (about 140 bytes each); the oldest are overwritten"),
     "store.sqlite_path": Setting(_str, "data/flowlens.db", "SQLite file of the warm tier (WAL mode)"),
     "store.sqlite_retention": Setting(_pos_duration, 3 * 86400.0, "how long raw flows stay in SQLite"),
-    "store.partition_interval": Setting(_pos_duration, 3600.0, "time span of one flow table; pruning drops whole tables"),
+    "store.partition_interval": Setting(ranged(_pos_duration, 60, 7 * 86400, " s"), 3600.0, "time span of one flow table; pruning drops whole tables"),
+    "store.max_partitions": Setting(_positive_int, 200, "flow tables at most before flows dated outside [now - retention, now + 1 day] are dropped (counted per exporter): a broken exporter clock cannot grow the schema without end"),
     "store.prune_interval": Setting(_pos_duration, 300.0, "how often expired partitions are dropped"),
     "store.rollup_retention": Setting(_pos_duration, 14 * 86400.0, "how long per-minute rollups (for baselines) are kept"),
-    "store.write_queue_batches": Setting(_positive_int, 64, "SQLite write queue, in full 4096-flow batches (rows = this x 4096, however the batches arrive); beyond it the store sheds load (counted)"),
-    "store.write_max_rows": Setting(_positive_int, 50_000, "rows per SQLite transaction at most"),
+    "store.write_queue_batches": Setting(ranged(_int, 1, 65536), 64, "SQLite write queue, in full 4096-flow batches (rows = this x 4096, however the batches arrive); beyond it the store sheds load (counted)"),
+    "store.write_max_rows": Setting(ranged(_int, 1, 10_000_000), 50_000, "rows per SQLite transaction at most"),
     "store.advisory_retention": Setting(_pos_duration, 30 * 86400.0, "how long resolved advisories are kept"),
     "store.bus_xsub_bind": Setting(_str, "tcp://127.0.0.1:5559", "where the store's bus forwarder accepts publishers"),
     "store.bus_xpub_bind": Setting(_str, "tcp://127.0.0.1:5560", "where the store's bus forwarder accepts subscribers"),
     "store.query_bind": Setting(_str, "tcp://127.0.0.1:5555", "where the store answers queries"),
-    "store.query_max_rows": Setting(_positive_int, 10_000, "most flows one query reply carries"),
+    "store.query_max_rows": Setting(ranged(_int, 1, 1_000_000), 10_000, "most flows one query reply carries"),
     "store.query_workers": Setting(_positive_int, 2, "threads answering flows/top/series/advisories queries, each with its own SQLite reader"),
     "store.query_queue": Setting(_positive_int, 32, "queries waiting for a worker at most; beyond it a query gets a 'busy' error reply"),
-    "store.query_time_limit": Setting(_pos_duration, 4.0, "longest one SQLite read may run before it is cut off with an error reply"),
-    "store.sqlite_cache": Setting(parse_size, 8 << 20, "page cache of the SQLite writer connection (appends touch few pages)"),
+    "store.query_time_limit": Setting(ranged(_pos_duration, 0.01, 3600, " s"), 4.0, "longest one SQLite read may run before it is cut off with an error reply"),
+    "store.sqlite_cache": Setting(ranged(parse_size, 64 << 10, 64 << 30, " bytes"), 8 << 20, "page cache of the SQLite writer connection (appends touch few pages)"),
 
     "analysis.interval": Setting(_pos_duration, 60.0, "how often the analyzers run (flow time)"),
     "analysis.window": Setting(_pos_duration, 60.0, "sliding window the analyzers look at"),
     "analysis.watermark": Setting(_duration, 30.0, "how late a flow may arrive and still count in its window"),
-    "analysis.max_window_flows": Setting(_positive_int, 600_000, "flows the analyzer keeps in its windows (about 100 bytes each); the oldest are dropped (counted)"),
+    "analysis.max_window_flows": Setting(ranged(_int, 1, 100_000_000), 600_000, "flows the analyzer keeps in its windows (about 100 bytes each); the oldest are dropped (counted)"),
     "analysis.resolve_after": Setting(_pos_duration, 300.0, "an advisory resolves when its condition has been absent this long"),
     "analysis.local_networks": Setting(_networks, ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"], "networks that are ours (inside)"),
-    "analysis.top_talkers_count": Setting(_positive_int, 10, "hosts listed by the top-talker analysis"),
+    "analysis.top_talkers_count": Setting(ranged(_int, 1, 10_000), 10, "hosts listed by the top-talker analysis"),
     "analysis.top_talker_share": Setting(_fraction, 0.5, "share of total bytes that makes a host a top-talker advisory"),
     "analysis.anomaly_baseline_window": Setting(_pos_duration, 7 * 86400.0, "history the anomaly baseline looks back over"),
     "analysis.anomaly_prefix_v4": Setting(_prefix_v4, 24, "IPv4 destination prefix length for anomaly detection"),
     "analysis.anomaly_prefix_v6": Setting(_prefix_v6, 64, "IPv6 destination prefix length for anomaly detection"),
-    "analysis.anomaly_spike_factor": Setting(_float, 5.0, "traffic this many times the baseline is a spike"),
+    "analysis.anomaly_spike_factor": Setting(ranged(_float, 1.01), 5.0, "traffic this many times the baseline is a spike"),
     "analysis.anomaly_drop_fraction": Setting(_fraction, 0.9, "traffic this far below the baseline is a drop"),
-    "analysis.anomaly_min_bytes": Setting(_int, 1_000_000, "baseline bytes per window below which a prefix is too small to judge"),
-    "analysis.scan_threshold": Setting(_positive_int, 100, "unique ports of one host per 60 s that make a vertical scan"),
-    "analysis.sweep_threshold": Setting(_positive_int, 50, "hosts on one port per 60 s that make a horizontal sweep"),
-    "analysis.dns_qps_threshold": Setting(_float, 100.0, "DNS queries per second from one source that raise an advisory"),
-    "analysis.dns_response_bytes": Setting(_int, 10_000_000, "DNS bytes leaving the network per window that suggest reflection"),
+    "analysis.anomaly_min_bytes": Setting(ranged(_int, 0), 1_000_000, "baseline bytes per window below which a prefix is too small to judge"),
+    "analysis.scan_threshold": Setting(ranged(_int, 2, 65536), 100, "unique ports of one host per 60 s that make a vertical scan"),
+    "analysis.sweep_threshold": Setting(ranged(_int, 2, 1 << 32), 50, "hosts on one port per 60 s that make a horizontal sweep"),
+    "analysis.dns_qps_threshold": Setting(ranged(_float, 0.001), 100.0, "DNS queries per second from one source that raise an advisory"),
+    "analysis.dns_response_bytes": Setting(ranged(_int, 1), 10_000_000, "DNS bytes leaving the network per window that suggest reflection"),
     "analysis.asymmetry_dominant_share": Setting(_fraction, 0.8, "share of a prefix's outbound (and of its return) bytes one exporter must carry before the two paths are compared"),
     "analysis.asymmetry_min_flows": Setting(_positive_int, 20, "flows per direction a prefix needs in the window before asymmetry is judged"),
     "analysis.exporter_silence": Setting(_pos_duration, 120.0, "an exporter silent this long is reported as stopped"),
@@ -266,15 +300,15 @@ SETTINGS: dict[str, Setting] = {
     "analysis.update_change": Setting(_fraction, 0.25, "relative change of an advisory's figures that publishes an update"),
     "analysis.update_every": Setting(_pos_duration, 300.0, "an advisory that persists unchanged is re-published this often (keeps last_seen current)"),
     "analysis.idle_after": Setting(_pos_duration, 5.0, "with no flows for this long (wall clock), flow time advances with the wall clock"),
-    "analysis.anomaly_history_minutes": Setting(_positive_int, 60, "per-minute history kept in memory per prefix/exporter for the short-term baseline"),
+    "analysis.anomaly_history_minutes": Setting(ranged(_int, 1, 7 * 1440), 60, "per-minute history kept in memory per prefix/exporter for the short-term baseline"),
     "analysis.anomaly_min_history": Setting(_positive_int, 10, "minutes of history needed before a prefix/exporter is judged"),
-    "analysis.anomaly_max_keys": Setting(_positive_int, 2000, "prefixes plus exporters the anomaly baseline tracks; the smallest are replaced"),
+    "analysis.anomaly_max_keys": Setting(ranged(_int, 1, 10_000_000), 2000, "prefixes plus exporters the anomaly baseline tracks; the smallest are replaced"),
     "analysis.health_interval": Setting(_pos_duration, 10.0, "how often the analyzer publishes its own health event and checks exporter health"),
     "analysis.instance_id": Setting(_str, "", "source id on the bus; empty = analyzer@host:pid"),
 
     "web.listen": Setting(_str, "0.0.0.0:8080", "host:port of the web UI"),
-    "web.page_size": Setting(_positive_int, 50, "flows per page in the flow explorer"),
-    "web.refresh": Setting(_int, 30, "dashboard auto-refresh in seconds (meta refresh); 0 disables"),
+    "web.page_size": Setting(ranged(_int, 1, 10_000), 50, "flows per page in the flow explorer"),
+    "web.refresh": Setting(ranged(_int, 0, 86400, " s"), 30, "dashboard auto-refresh in seconds (meta refresh); 0 disables"),
 }
 
 SECTIONS = tuple(sorted({k.split(".", 1)[0] for k in SETTINGS}))

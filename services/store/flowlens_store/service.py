@@ -88,6 +88,8 @@ class StoreService:
         warm = WarmWriter(cfg["store.sqlite_path"], int(cfg["store.partition_interval"] * 1000),
                           cfg["analysis.anomaly_prefix_v4"], cfg["analysis.anomaly_prefix_v6"], cfg["store.sqlite_cache"])
         self.next_seq = warm.next_seq
+        warm.max_partitions = cfg["store.max_partitions"]
+        warm.retention_ms = int(cfg["store.sqlite_retention"] * 1000)
         self.health = warm.load_health()
         self.writer = Writer(warm, cfg["store.write_queue_batches"], cfg["store.write_max_rows"],
                              cfg["store.prune_interval"], int(cfg["store.sqlite_retention"] * 1000),
@@ -426,7 +428,11 @@ class StoreService:
                        "rows": sum(p[3] for p in parts), "retention_s": cfg["store.sqlite_retention"],
                        "partitions": [{"name": n, "start_ms": s, "end_ms": e, "rows": r, "sealed": bool(sd)}
                                       for n, s, e, r, _mn, _mx, sd in parts],
-                       "pruned_partitions": w.pruned_partitions},
+                       "pruned_partitions": w.pruned_partitions, "max_partitions": w.warm.max_partitions,
+                       "out_of_range_flows": w.warm.out_of_range_flows,
+                       "out_of_range_by_exporter": {addr.to_text(k): v for k, v in
+                                                    sorted(w.warm.out_of_range_by_exporter.items(),
+                                                           key=lambda kv: -kv[1])[:20]}},
             "write_queue": {"depth": w.flows.qsize(), "capacity": w.queue_batches, "rows": w.queued_rows,
                             "rows_capacity": w.queue_rows_max, "shed_batches": w.shed_batches,
                             "shed_flows": w.shed_flows, "shed_events": w.shed_events, "write_errors": w.write_errors,

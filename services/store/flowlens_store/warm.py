@@ -292,6 +292,15 @@ class WarmWriter:
         self._seal: dict | None = None  # the partition being copied into <name>_sealing, and how far
         self._old_tables: list[str] = []  # replaced tables of sealed partitions, deleted in chunks
         self._recover_seal()
+        # A broken exporter clock (or spoofed packets) can date every datagram in a different hour: past
+        # max_partitions, flows that would open a partition outside [now - retention, now + future] are
+        # dropped and counted per exporter instead of growing the schema without end. Under the cap they
+        # are kept (a replayed old capture is a normal way to reproduce a problem).
+        self.max_partitions: int | None = None
+        self.retention_ms = 0
+        self.future_ms = 86_400_000
+        self.out_of_range_flows = 0
+        self.out_of_range_by_exporter: dict[bytes, int] = {}
 
     def _cover_unspanned(self) -> None:
         """An unsealed partition with rows but no spans was written by a version that kept the time
@@ -336,6 +345,11 @@ class WarmWriter:
         te = cols["time_end"]
         part = (np.maximum(te, 0) // self.partition_ms) * self.partition_ms
         starts = np.unique(part)
+        if self.max_partitions is not None:
+            cols, part, starts = self._drop_out_of_range(cols, part, starts)
+            n = len(cols["time_end"])
+            if n == 0:
+                return 0
         self.db.execute("BEGIN")
         try:
             for start in starts.tolist():
@@ -367,7 +381,25 @@ class WarmWriter:
             self.db.execute("ROLLBACK")
             self._spans.clear()  # the open spans may be rolled back too: the next rows open new ones
             raise
-        return n
+        return n  # rows written (out-of-range ones dropped above are not)
+
+    def _drop_out_of_range(self, cols: dict, part: np.ndarray, starts: np.ndarray):
+        new = [st for st in starts.tolist() if partition_name(st) not in self.partitions]
+        if len(self.partitions) + len(new) <= self.max_partitions:
+            return cols, part, starts
+        now = now_ms()
+        lo, hi = now - self.retention_ms - self.partition_ms, now + self.future_ms
+        bad = [st for st in new if not lo <= st <= hi]
+        if not bad:
+            return cols, part, starts
+        drop = np.isin(part, np.array(bad, dtype=part.dtype))
+        self.out_of_range_flows += int(drop.sum())
+        exp, counts = np.unique(cols["exporter"][drop], return_counts=True)
+        for e, c in zip(exp.tolist(), counts.tolist()):
+            if e in self.out_of_range_by_exporter or len(self.out_of_range_by_exporter) < 1024:
+                self.out_of_range_by_exporter[e] = self.out_of_range_by_exporter.get(e, 0) + c
+        keep = ~drop
+        return {c: a[keep] for c, a in cols.items()}, part[keep], np.setdiff1d(starts, bad)
 
     def _span(self, name: str, seq_lo: int, seq_hi: int, t_lo: int, t_hi: int, rows: int) -> None:
         """Grow the partition's open span by these rows (inside the caller's transaction), or open a new

@@ -158,12 +158,15 @@ class Writer:
         cols = chunk[0] if len(chunk) == 1 else {k: np.concatenate([c[k] for c in chunk]) for k in chunk[0]}
         n = len(cols["seq"])
         try:
-            self.warm.write_flows(cols)
+            written = self.warm.write_flows(cols)
         except Exception:
             self.write_errors += 1
             log.exception("flow write failed; rows lost", extra=fields(rows=n))
             return
-        self.committed += n
+        if written < n:
+            log.warning("flows dated outside the retention window dropped: too many partitions",
+                        extra=fields(rows=n - written, partitions=len(self.warm.partitions)))
+        self.committed += written
         self.transactions += 1
 
     def _release(self) -> None:

@@ -1,0 +1,42 @@
+"""A broken exporter clock cannot grow the SQLite schema without end: past store.max_partitions, flows
+that would open a table outside [now - retention, now + 1 day] are dropped and counted per exporter."""
+import time
+
+import numpy as np
+
+from flowmodel import addr
+from flowlens_store.warm import WarmWriter
+
+from store_testdata import make_batch, with_seq
+
+HOUR = 3_600_000
+
+
+def test_out_of_range_hours_stop_opening_tables_at_the_cap(tmp_path):
+    w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64)
+    w.max_partitions, w.retention_ms = 5, 3 * 24 * HOUR
+    now = int(time.time() * 1000)
+    seq = 1
+    written = []
+    # one flow per hour, ten years ago: a clock stuck in the past, every datagram a new hour
+    for i in range(12):
+        b = make_batch(10, t0=now - 10 * 365 * 24 * HOUR + i * HOUR, spacing_ms=1, seed=i)
+        b.columns["exporter"][:] = addr.from_texts(["192.0.2.9"] * 10)
+        written.append(w.write_flows(with_seq(b, seq)))
+        seq += 10
+    assert written == [10] * 5 + [0] * 7  # kept under the cap (a replayed old capture), dropped past it
+    assert len(w.partitions) == 5
+    assert w.out_of_range_flows == 70 and w.out_of_range_by_exporter == {addr.to_bytes("192.0.2.9"): 70}
+    # flows of the present still open their table past the cap: the cap never loses current traffic
+    b = make_batch(10, t0=now - 1000, spacing_ms=1, seed=99)
+    assert w.write_flows(with_seq(b, seq)) == 10
+    assert len(w.partitions) == 6
+    # a batch mixing both keeps the in-range rows
+    b = make_batch(10, t0=now - 1000, spacing_ms=1, seed=98)
+    b.columns["time_end"][:5] = now + 40 * 24 * HOUR  # a clock weeks ahead
+    assert w.write_flows(with_seq(b, seq + 10)) == 5
+    assert w.out_of_range_flows == 75
+    rows = w.db.execute("SELECT sum(rows) FROM partitions").fetchone()[0]
+    assert rows == 5 * 10 + 10 + 5
+    assert int(np.sum(list(w.out_of_range_by_exporter.values()))) == 75
+    w.close()
