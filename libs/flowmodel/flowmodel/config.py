@@ -341,6 +341,40 @@ class Config(Mapping[str, Any]):
         return {s: self.section(s) for s in SECTIONS}
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps
+    the last one silently, so a second ``netflow_port:`` further down would win unseen)."""
+
+
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: the constructor below reports it
+            continue
+        if first is not None:
+            raise _DuplicateKey(f"key {key!r} appears twice: line {first} and line {line}")
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def parse_yaml(text_or_stream) -> Any:
+    """A YAML document with duplicate keys refused (yaml.YAMLError naming the key and lines)."""
+    return yaml.load(text_or_stream, Loader=_UniqueKeyLoader)
+
+
 def _flatten(doc: Any, where: str) -> dict[str, Any]:
     if doc is None:
         return {}
@@ -369,9 +403,11 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
         where = str(path)
         try:
             with open(path, encoding="utf-8") as f:
-                doc = yaml.safe_load(f)
+                doc = parse_yaml(f)
         except OSError as e:
             raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+        except _DuplicateKey as e:
+            raise ConfigError(f"{path}: {e}") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
         for key, value in _flatten(doc, where).items():

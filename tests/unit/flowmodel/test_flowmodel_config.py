@@ -1,4 +1,6 @@
 """Config loading: defaults, YAML, FLOWLENS_* overrides, and errors that name the key."""
+import re
+
 import pytest
 
 from flowmodel.config import SETTINGS, ConfigError, load_config, parse_duration, parse_size
@@ -119,3 +121,64 @@ def test_section_view():
     cfg = load_config(None, env={})
     assert cfg.section("web")["page_size"] == 50
     assert set(cfg.as_nested()) == {k.split(".")[0] for k in SETTINGS}
+
+
+# ---------------------------------------------------------------- ranges and duplicate keys
+
+NUMERIC = sorted(k for k, s in SETTINGS.items() if isinstance(s.default, (int, float)) and not isinstance(s.default, bool))
+
+
+@pytest.mark.parametrize("key", NUMERIC)
+def test_every_numeric_key_refuses_a_negative_value(key):
+    with pytest.raises(ConfigError) as e:
+        load_config(env={}, overrides={key: -3})
+    assert repr(key) in str(e.value)
+
+
+@pytest.mark.parametrize("key", NUMERIC)
+def test_every_numeric_key_accepts_its_default(key):
+    assert load_config(env={}, overrides={key: SETTINGS[key].default})[key] == SETTINGS[key].default
+
+
+@pytest.mark.parametrize("text,key,reason", [
+    ("query:\n  retries: -3\n", "query.retries", "between 0 and 100"),
+    ("collector:\n  netflow_port: 0\n", "collector.netflow_port", "outside 1-65535"),
+    ("collector:\n  ipfix_port: 65536\n", "collector.ipfix_port", "outside 1-65535"),
+    ("query:\n  timeout: .nan\n", "query.timeout", "not a duration"),
+    ("analysis:\n  anomaly_spike_factor: .inf\n", "analysis.anomaly_spike_factor", "finite"),
+    ("analysis:\n  anomaly_spike_factor: 0.5\n", "analysis.anomaly_spike_factor", "at least 1.01"),
+    ("bus:\n  high_water_mark: 0\n", "bus.high_water_mark", "between 1 and"),
+    ("collector:\n  buffer_size: 10\n", "collector.buffer_size", "between 4096 and"),
+    ("store:\n  partition_interval: 1s\n", "store.partition_interval", "between 60 and"),
+    ("web:\n  refresh: -1\n", "web.refresh", "between 0 and"),
+    ("web:\n  page_size: 0\n", "web.page_size", "between 1 and"),
+    ("collector:\n  max_templates_per_exporter: 100000\n", "collector.max_templates_per_exporter", "between 1 and 65536"),
+])
+def test_out_of_range_values_name_key_and_range(tmp_path, text, key, reason):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text), env={})
+    assert repr(key) in str(e.value) and re.search(reason, str(e.value)), str(e.value)
+
+
+def test_ipfix_port_zero_still_disables_and_env_ports_are_checked():
+    assert load_config(env={}, overrides={"collector.ipfix_port": 0})["collector.ipfix_port"] == 0
+    with pytest.raises(ConfigError, match="FLOWLENS_COLLECTOR__NETFLOW_PORT.*outside 1-65535"):
+        load_config(env={"FLOWLENS_COLLECTOR__NETFLOW_PORT": "0"})
+
+
+def test_duplicate_key_names_the_key_and_both_lines(tmp_path):
+    text = "collector:\n  netflow_port: 2055\n  ipfix_port: 4739\n  netflow_port: 9995\n"
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text), env={})
+    assert "key 'netflow_port' appears twice: line 2 and line 4" in str(e.value)
+    assert str(tmp_path) in str(e.value)
+
+
+def test_duplicate_section_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="key 'store' appears twice: line 1 and line 3"):
+        load_config(write(tmp_path, "store:\n  ring_capacity: 5\nstore:\n  ring_capacity: 6\n"), env={})
+
+
+def test_same_key_in_two_sections_is_not_a_duplicate(tmp_path):
+    cfg = load_config(write(tmp_path, "analysis:\n  instance_id: a\ncollector:\n  instance_id: c\n"), env={})
+    assert (cfg["analysis.instance_id"], cfg["collector.instance_id"]) == ("a", "c")
