@@ -1,7 +1,8 @@
 """Information elements we read (NetFlow v9 field types = IPFIX IANA IE ids for 1-127), and their role.
 
 A role names what the value becomes in the flow schema or in the exporter's state. Fields not listed
-here (and every enterprise-specific field) are skipped by their length.
+here (and every enterprise-specific field) are skipped by their length; enterprise-specific IPFIX fields
+are counted per exporter, by name where ENTERPRISE_FIELDS knows them (see enterprise_field_name).
 """
 from __future__ import annotations
 
@@ -65,3 +66,52 @@ def rate_from(values: dict) -> int | None:
         if role in values:
             return values[role] or 1
     return None
+
+
+# Cisco ASA NSEL firewall event (IE 233, NF_F_FW_EVENT) values, as the ASA NetFlow guide, nfdump and
+# Wireshark name them. Create events carry no counters; teardown events carry the connection's totals
+# in 231/232; update events carry the counts since the previous update.
+NSEL_EVENTS = {0: "ignore", 1: "create", 2: "teardown", 3: "denied", 4: "alert", 5: "update"}
+NSEL_CREATE, NSEL_DENIED = 1, 3
+
+# Enterprise-specific IPFIX fields counted by name: PEN -> (vendor, {element id: name}). Only entries
+# checked against a public registry (Wireshark's packet-netflow.c, CESNET libfds element files, the
+# corpus README); anything else is counted as "PEN/id".
+REVERSE_PEN = 29305  # RFC 5103 biflow: the reverse direction of an IANA element (softflowd -b)
+ENTERPRISE_FIELDS: dict[int, tuple[str, dict[int, str]]] = {
+    9: ("cisco", {4315: "tcpWindowSizeMin", 4316: "tcpWindowSizeMax", 4318: "tcpMaximumSegmentSize",
+                  9252: "servicesWaasSegment", 9253: "servicesWaasPassThroughReason",
+                  9268: "clientRetransPackets", 9272: "transactionCountDelta", 9292: "numRespsCountDelta",
+                  9303: "sumRespTime", 9306: "sumServerRespTime", 9309: "sumTotalRespTime",
+                  9313: "sumNwkTime", 9316: "sumClientNwkTime", 9319: "sumServerNwkTime",
+                  9357: "appHTTPUriStatistics", 12232: "appCategoryName", 12233: "appSubCategoryName",
+                  12234: "appGroupName", 12235: "appHTTPHost", 12236: "clientIPv4Address",
+                  12237: "serverIPv4Address", 12240: "clientTransportPort", 12241: "serverTransportPort",
+                  12242: "connectionId", 12244: "appBusiness"}),
+    2636: ("juniper", {137: "commonPropertiesId"}),
+    6876: ("vmware", {880: "tenantProtocol", 881: "tenantSourceIPv4", 882: "tenantDestIPv4",
+                      883: "tenantSourceIPv6", 884: "tenantDestIPv6", 886: "tenantSourcePort",
+                      887: "tenantDestPort", 888: "egressInterfaceAttr", 889: "vxlanExportRole",
+                      890: "ingressInterfaceAttr"}),
+    13745: ("plixer", {}),
+    35632: ("ntop", {}),
+}
+# IANA names of the elements exporters send reversed (RFC 5103 names the reverse one "reverse" + name)
+_IANA_NAMES = {1: "octetDeltaCount", 2: "packetDeltaCount", 4: "protocolIdentifier", 5: "ipClassOfService",
+               6: "tcpControlBits", 7: "sourceTransportPort", 8: "sourceIPv4Address", 10: "ingressInterface",
+               11: "destinationTransportPort", 12: "destinationIPv4Address", 14: "egressInterface",
+               21: "flowEndSysUpTime", 22: "flowStartSysUpTime", 85: "octetTotalCount",
+               86: "packetTotalCount", 136: "flowEndReason", 152: "flowStartMilliseconds",
+               153: "flowEndMilliseconds"}
+
+
+def enterprise_field_name(pen: int, ie: int) -> str:
+    """How an enterprise-specific field is counted: "vendor.name", "vendor/id" or "PEN/id"."""
+    if pen == REVERSE_PEN:
+        name = _IANA_NAMES.get(ie)
+        return "reverse" + name[0].upper() + name[1:] if name else f"reverse/{ie}"
+    known = ENTERPRISE_FIELDS.get(pen)
+    if known is None:
+        return f"{pen}/{ie}"
+    vendor, names = known
+    return f"{vendor}.{names[ie]}" if ie in names else f"{vendor}/{ie}"

@@ -13,7 +13,8 @@ import numpy as np
 from flowmodel.addr import ipv4_column_from_raw
 from flowmodel.schema import ADDR, HINT_IPV4
 
-from .fields import ADDRESS_ROLES, NTP_EPOCH_OFFSET_S, NTP_ROLES, ROLES, VARIABLE_LENGTH, field_ok
+from .fields import (ADDRESS_ROLES, NSEL_CREATE, NSEL_DENIED, NSEL_EVENTS, NTP_EPOCH_OFFSET_S, NTP_ROLES, ROLES,
+                     VARIABLE_LENGTH, enterprise_field_name, field_ok)
 from .v5 import uptime_to_abs_ms
 
 _U16 = struct.Struct(">H")
@@ -23,7 +24,7 @@ class Template:
     """One data or options template. ``fields`` is a tuple of (ie, length, enterprise number)."""
 
     __slots__ = ("version", "template_id", "fields", "options", "scope_count", "record_len", "variable",
-                 "dtype", "roles", "_used", "hints")
+                 "dtype", "roles", "_used", "hints", "enterprise", "nsel_counters", "nsel_packets_bound")
 
     def __init__(self, version: int, template_id: int, fields, options: bool = False, scope_count: int = 0):
         self.version = version
@@ -49,6 +50,17 @@ class Template:
                 real_off += length
         self.roles = roles
         self._used = used
+        # enterprise-specific fields (skipped by length): name -> occurrences per record, for the stats
+        enterprise: dict[str, int] = {}
+        for ie, _length, pen in self.fields:
+            if pen:
+                name = enterprise_field_name(pen, ie)
+                enterprise[name] = enterprise.get(name, 0) + 1
+        self.enterprise = enterprise
+        # Cisco ASA NSEL: counters in initiator/responder octets; packets only with 298/299
+        self.nsel_counters = "initiator_octets" in roles or "responder_octets" in roles
+        self.nsel_packets_bound = self.nsel_counters and not any(
+            r in roles for r in ("packets", "packets_total", "initiator_packets", "responder_packets"))
         # address columns this template fills from IPv4 fields only (FlowBatch.hints)
         self.hints = {col: HINT_IPV4 for col, cands in ADDRESS_CANDIDATES
                       if any(c in roles for c in cands) and all(c.endswith("_v4") for c in cands if c in roles)}
@@ -105,6 +117,41 @@ class Template:
             out += chunk
             n += 1
         return bytes(out), n, False
+
+    # -- per exporter accounting --------------------------------------------------------------
+
+    def account(self, rec: np.ndarray, stats) -> np.ndarray | None:
+        """Count what the records ``rec`` carry beyond the flow schema into ``stats`` (an ExporterStats):
+        their enterprise-specific fields, and for Cisco ASA NSEL their firewall events. Returns a
+        mask of the records that are flows, or None when all are.
+
+        NSEL flow-create events (233 = 1) are dropped when the template carries 231/232: a create
+        record has no counters and the same connection comes again with its totals in the teardown
+        (or with its traffic in updates), so publishing both would double the flow count. They are
+        counted as nsel_events["create_dropped"] and taken off ``stats.flows``. Denied events are kept
+        as flows (0 bytes; scans and blocked sources are what they show).
+        """
+        n = len(rec)
+        if not n:
+            return None
+        if self.enterprise:
+            stats.count_into("enterprise_fields", self.enterprise, n)
+        if "firewall_event" not in self.roles:
+            return None
+        ev = _uint(rec["firewall_event"])
+        values, counts = np.unique(ev, return_counts=True)
+        stats.count_into("nsel_events", {NSEL_EVENTS.get(int(v), f"event_{int(v)}"): int(c)
+                                         for v, c in zip(values.tolist(), counts.tolist())}, 1)
+        keep = None
+        if self.nsel_counters and NSEL_CREATE in values:
+            keep = ev != NSEL_CREATE
+            dropped = n - int(np.count_nonzero(keep))
+            stats.count_into("nsel_events", {"create_dropped": dropped}, 1)
+            stats.flows -= dropped
+            n -= dropped
+        if self.nsel_packets_bound and n:
+            stats.count_into("nsel_events", {"packets_lower_bound": n}, 1)
+        return keep
 
     # -- records -> columns -------------------------------------------------------------------
 
@@ -169,6 +216,8 @@ class Template:
                     if role in r:
                         acc += _uint(rec[role])
                 cols[col] = acc
+        if self.nsel_packets_bound:
+            cols["packets"] = self._nsel_packets_lower_bound(rec, n)
 
         # ICMP type/code: explicit IEs, else (for ICMP flows) the exporter's type*256+code destination port
         proto = cols.get("protocol")
@@ -200,6 +249,21 @@ class Template:
                 break
         rates = self.record_rates(rec, n)
         return cols, sampler, rates, unknown
+
+    def _nsel_packets_lower_bound(self, rec: np.ndarray, n: int) -> np.ndarray:
+        """Packets of NSEL records without 298/299 (many ASA releases send neither): the true count is
+        unknown; what is known is one packet at least per direction that carried bytes, and one for a
+        denied connection attempt. The column gets that lower bound (counted as
+        nsel_events["packets_lower_bound"]), never a made-up average."""
+        r = self.roles
+        pk = np.zeros(n, dtype=np.uint64)
+        for role in ("initiator_octets", "responder_octets"):
+            if role in r:
+                pk += (_uint(rec[role]) > 0).astype(np.uint64)
+        if "firewall_event" in r:
+            denied = _uint(rec["firewall_event"]) == NSEL_DENIED
+            pk = np.where(denied, np.maximum(pk, 1), pk).astype(np.uint64)
+        return pk
 
     def record_rates(self, rec: np.ndarray, n: int) -> np.ndarray | None:
         """Per-record 1-in-N rate from sampling fields inside the records, if the template has any."""
