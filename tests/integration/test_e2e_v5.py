@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import ipaddress
 import json
 import socket
 import struct
@@ -26,6 +27,9 @@ from support.services import ServiceProcess, free_port, send_udp, stack_config, 
 DATA = Path(__file__).resolve().parents[1] / "data"
 # capture -> the loopback address its datagrams are sent from (the exporter the store should record)
 SOURCES = {"softflowd_v5_dns": "127.0.0.2", "pmacct_v5_http": "127.0.0.3"}
+# A capture whose flows carry real, distinct addresses (every flow above is 127.0.0.1 -> 127.0.0.1),
+# sent to collector A from 127.0.0.4; its flows are from 2020, outside the window of the two above.
+REAL = ("pynetflow_v5_softflowd", "127.0.0.4")
 HOUR_MS = 3_600_000
 KEY = ("exporter", "src_addr", "dst_addr", "src_port", "dst_port", "protocol", "bytes", "packets", "tcp_flags", "tos",
        "input_if", "output_if", "time_start", "time_end")
@@ -72,7 +76,18 @@ def window(expected):
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, expected):
+def real_flows():
+    return expected_flows(*REAL)
+
+
+@pytest.fixture(scope="module")
+def real_window(real_flows):
+    times = [r["time_start"] for r in real_flows] + [r["time_end"] for r in real_flows]
+    return {"since": min(times) - HOUR_MS, "until": max(times) + HOUR_MS}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, expected, real_flows):
     """store + collector A + collector B, both fed; yields (client, cfg, collectors' ports)."""
     tmp = tmp_path_factory.mktemp("e2e")
     cfg = stack_config(tmp, store={"sqlite_retention": "3650d", "rollup_retention": "3650d"},
@@ -89,8 +104,10 @@ def stack(tmp_path_factory, expected):
         for name, src in SOURCES.items():
             payloads = [d.payload for d in read_datagrams(str(DATA / f"{name}.pcap"))]
             send_udp(ports[name], payloads, source=(src, 0))
+        send_udp(ports["softflowd_v5_dns"], [d.payload for d in read_datagrams(str(DATA / f"{REAL[0]}.pcap"))],
+                 source=(REAL[1], 0))
         client = StoreClient(cfg["query"]["endpoint"], timeout_s=5, retries=1)
-        total = sum(len(rows) for rows in expected.values())
+        total = sum(len(rows) for rows in expected.values()) + len(real_flows)
         wait_until(lambda: len(all_flows(client, since=0, until=4_000_000_000_000)) >= total, timeout_s=20, interval_s=0.2)
         yield client, cfg, procs
         client.close()
@@ -138,7 +155,34 @@ def test_address_cidr_filters(stack, window):
     assert len(all_flows(client, addr="127.0.0.0/31", **window)) == 471
     assert len(all_flows(client, dst="127.0.0.2/31", **window)) == 0
     assert len(all_flows(client, src="10.0.0.0/8", **window)) == 0
-    assert len(all_flows(client, src="::/0", **window)) in (0, 471)  # IPv4-mapped rows may or may not match ::/0
+    # addresses are stored IPv4-mapped (::ffff:a.b.c.d), which ::/0 covers: every flow
+    assert len(all_flows(client, src="::/0", **window)) == 471
+    assert len(all_flows(client, src="::ffff:127.0.0.0/104", **window)) == 471
+    assert len(all_flows(client, src="2001:db8::/32", **window)) == 0
+
+
+def in_net(address: str, cidr: str) -> bool:
+    return ipaddress.ip_address(address) in ipaddress.ip_network(cidr)
+
+
+@pytest.mark.parametrize("field,cidr", [("src", "172.17.0.2/32"), ("src", "172.17.0.0/31"), ("dst", "172.17.0.0/31"),
+                                        ("dst", "224.0.0.0/4"), ("addr", "172.17.0.2/32"), ("addr", "224.0.0.0/24"),
+                                        ("src", "172.16.0.0/12")])
+def test_cidr_filters_split_real_addresses(stack, real_flows, real_window, field, cidr):
+    """On a capture whose flows have distinct addresses (172.17.0.1, 172.17.0.2, 224.0.0.251), a
+    CIDR filter returns exactly the flows inside it, and never all or none of them."""
+    client, _cfg, _procs = stack
+    def match(r):
+        if field == "addr":
+            return in_net(r["src_addr"], cidr) or in_net(r["dst_addr"], cidr)
+        return in_net(r[f"{field}_addr"], cidr)
+    want = [r for r in real_flows if match(r)]
+    got = all_flows(client, **{field: cidr}, **real_window)
+    assert Counter(map(as_key, got)) == Counter(map(as_key, want))
+    if cidr != "172.16.0.0/12":
+        assert 0 < len(want) < len(real_flows), "the CIDR must split the capture's flows"
+    else:
+        assert len(want) == len(real_flows) == 3  # every flow has a 172.17.0.x source
 
 
 def test_port_and_protocol_filters(stack, expected, window):
@@ -197,10 +241,23 @@ def test_series_agrees_with_the_input(stack, expected, window):
     assert sum(p[1] for p in only_dns) == sum(r["bytes"] for r in expected["softflowd_v5_dns"])
 
 
-def test_exporters_lists_both(stack):
+def test_exporters_lists_each_with_its_counts(stack, expected, real_flows):
     client, _cfg, _procs = stack
-    text = json.dumps(client.exporters(), default=str)
-    assert "127.0.0.2" in text and "127.0.0.3" in text
+    want = {src: len(expected[name]) for name, src in SOURCES.items()}
+    want[REAL[1]] = len(real_flows)
+    collector_of = {"127.0.0.2": "collector-a", "127.0.0.3": "collector-b", REAL[1]: "collector-a"}
+
+    def reported():
+        rows = client.exporters()["exporters"]
+        if len(rows) != 3 or any(r.get("collector") is None for r in rows):
+            return None  # a collector's first stats event has not arrived yet
+        return rows
+    rows = wait_until(reported, timeout_s=20, interval_s=0.2)
+    assert {r["exporter"]: r["store_flows"] for r in rows} == want
+    assert {r["exporter"]: r["flows"] for r in rows} == want
+    assert {r["exporter"]: r["collector"] for r in rows} == collector_of
+    assert {r["exporter"]: r["packets"] for r in rows} == {"127.0.0.2": 15, "127.0.0.3": 3, REAL[1]: 1}
+    assert all(r["version"] == 5 and r["sequence_lost"] == 0 for r in rows)
 
 
 def flowlens(cfg, *args) -> subprocess.CompletedProcess:
@@ -248,3 +305,37 @@ def test_cli_store_error_exits_2(stack):
     r = flowlens(cfg, "top", "--by", "colour", "--since", "1h")
     assert r.returncode == 2
     assert r.stderr.startswith("flowlens query: ") and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("limit", ["0", "-5", "ten"])
+def test_cli_rejects_a_limit_below_one(stack, limit):
+    _client, cfg, _procs = stack
+    r = flowlens(cfg, "flows", "--limit", limit)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "argument --limit: wants" in r.stderr
+
+
+def test_cli_status_table_is_key_value_sections(stack):
+    _client, cfg, _procs = stack
+    r = flowlens(cfg, "status")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "store" and max(map(len, lines)) < 250
+    assert any(line.split() == ["flows_in", "474"] for line in lines)
+    assert "  ring" in lines and "  sqlite" in lines and "  write_queue" in lines
+    partitions = lines.index("    partitions")
+    assert lines[partitions + 1].split() == ["name", "start_ms", "end_ms", "rows", "sealed"]
+
+
+def test_cli_exporters_table_has_every_rows_columns_and_the_collectors(stack):
+    client, cfg, _procs = stack
+    wait_until(lambda: len(client.exporters()["collectors"]) == 2, timeout_s=20, interval_s=0.2)
+    r = flowlens(cfg, "exporters")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    header = lines[0].split()
+    assert header[:7] == ["exporter", "observation_domain", "version", "collector", "packets", "flows", "store_flows"]
+    assert sorted(line.split()[0] for line in lines[1:4]) == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    assert sum(line.startswith("collector collector-") for line in lines) == 2
+    datagrams = [int(line.split()[1]) for line in lines if line.strip().startswith("datagrams ")]
+    assert sorted(datagrams) == [3, 16]  # collector B: pmacct's 3; collector A: softflowd's 15 + pynetflow's 1

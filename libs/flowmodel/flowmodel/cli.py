@@ -9,7 +9,7 @@ import os
 import sys
 
 from .config import ConfigError, config_from_env_or_path, load_config
-from .output import FLOW_TABLE_COLUMNS, FORMATS, render, reply_rows
+from .output import FLOW_TABLE_COLUMNS, FORMATS, _human, render, reply_rows
 from .protocol import OPS, QueryError, normalise_flow_filters
 
 SERVICES = ("collector", "store", "analyzer", "web")
@@ -20,6 +20,19 @@ FILTER_HELP = {"src": "source address or CIDR", "dst": "destination address or C
                "by": "top: src, dst, pair, port, src_port, dst_port, protocol, exporter",
                "metric": "top: bytes, packets or flows", "step": "series: seconds per point"}
 EXIT_QUERY_ERROR, EXIT_UNREACHABLE = 2, 3
+# exporters table: these first (when present), then every other key any row has
+EXPORTER_COLUMNS = ("exporter", "observation_domain", "version", "collector", "packets", "flows", "store_flows",
+                    "sequence_lost", "decode_errors", "templates", "first_seen", "last_seen", "store_last_seen")
+
+
+def _limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants a whole number of rows, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"wants at least 1 row, got {n}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=FILTER_HELP.get(name))
     q.add_argument("--since", help="15m, 24h, 7d or an ISO 8601 time")
     q.add_argument("--until", help="same forms as --since")
-    q.add_argument("--limit", type=int, help="rows wanted (flows: pages are followed)")
+    q.add_argument("--limit", type=_limit, help="rows wanted, at least 1 (flows: pages are followed; default 100)")
     q.add_argument("--format", choices=FORMATS, default="table")
     q.add_argument("--endpoint", help="store query endpoint (default: query.endpoint of the config)")
     q.add_argument("--config", help="config file for the endpoint and timeouts")
@@ -69,13 +82,13 @@ def run_query(args: argparse.Namespace, out=None, err=None) -> int:
     client = StoreClient(args.endpoint or cfg["query.endpoint"], cfg["query.timeout"], cfg["query.retries"])
     try:
         if args.op == "flows":
-            rows = flow_rows(client, args.limit or 100, given)
+            rows = flow_rows(client, 100 if args.limit is None else args.limit, given)
             out.write(render(rows, args.format, FLOW_TABLE_COLUMNS))
         else:
             if args.limit is not None:
                 given["limit"] = args.limit
             reply = client.request(args.op, **client._times(given))
-            out.write(render(reply_rows(args.op, reply), args.format))
+            out.write(render_reply(args.op, reply, args.format))
     except (StoreError, QueryError) as e:
         print(f"flowlens query: {e}", file=err)
         return EXIT_QUERY_ERROR
@@ -85,6 +98,76 @@ def run_query(args: argparse.Namespace, out=None, err=None) -> int:
     finally:
         client.close()
     return 0
+
+
+def render_reply(op: str, reply: dict, fmt: str) -> str:
+    """A non-flow reply as text. JSON and CSV are the rows of ``reply_rows``; a person reading a
+    table gets ``status`` as key/value sections and ``exporters`` with its collectors below."""
+    if fmt == "table" and op == "status":
+        return render_sections({k: v for k, v in reply.items() if k != "ok"}, "store")
+    if fmt == "table" and op == "exporters":
+        text = render(reply_rows(op, reply), fmt, _union_columns(reply.get("exporters") or [], EXPORTER_COLUMNS))
+        for c in reply.get("collectors") or []:
+            text += "\n" + render_sections({k: v for k, v in c.items() if k != "collector"},
+                                           f"collector {c.get('collector', '?')}")
+        return text
+    return render(reply_rows(op, reply), fmt)
+
+
+def _union_columns(rows: list[dict], preferred: tuple[str, ...]) -> list[str]:
+    """``preferred`` columns any row has, then every other key of any row, in first-seen order."""
+    names = [n for n in preferred if any(n in r for r in rows)]
+    for r in rows:
+        names.extend(k for k in r if k not in names)
+    return names
+
+
+def render_sections(obj: dict, title: str, indent: int = 0) -> str:
+    """A nested reply as readable text: scalars as aligned ``key  value`` lines under a heading,
+    nested maps as indented sections, lists of maps (and maps of maps) as small tables."""
+    pad = " " * indent
+    lines = [pad + title]
+    scalars = {k: v for k, v in obj.items() if not isinstance(v, (dict, list))
+               or (isinstance(v, list) and not any(isinstance(x, dict) for x in v))}
+    width = max((len(str(k)) for k in scalars), default=0)
+    for k, v in scalars.items():
+        text = ", ".join(_shown(str(k), x) for x in v) if isinstance(v, list) else _shown(str(k), v)
+        lines.append(f"{pad}  {str(k).ljust(width)}  {text or '-'}".rstrip())
+    body = "\n".join(lines) + "\n"
+    for k, v in obj.items():
+        if k in scalars:
+            continue
+        if isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()):
+            body += _table(str(k), [{"name": name, **_flat(x)} for name, x in v.items()], indent + 2)
+        elif isinstance(v, dict):
+            body += render_sections(v, str(k), indent + 2) if v else f"{pad}  {k}  -\n"
+        else:
+            body += _table(str(k), [_flat(x) if isinstance(x, dict) else {"value": x} for x in v], indent + 2)
+    return body
+
+
+def _shown(name: str, value) -> str:
+    """A scalar for a person: epoch-ms times (also ``*_time`` keys) as UTC, the rest as output shows them."""
+    return _human("time" if name.endswith("_time") else name, value)
+
+
+def _flat(row: dict) -> dict:
+    """One level of nesting spread into dotted columns (``process.rss_bytes``)."""
+    out: dict = {}
+    for k, v in row.items():
+        if isinstance(v, dict) and v:
+            out.update({f"{k}.{k2}": v2 for k2, v2 in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
+def _table(title: str, rows: list[dict], indent: int) -> str:
+    pad = " " * indent
+    if not rows:
+        return f"{pad}{title}  (none)\n"
+    table = render(rows, "table")
+    return pad + title + "\n" + "".join(pad + "  " + line + "\n" for line in table.splitlines())
 
 
 def flow_rows(client, limit: int, filters: dict) -> list[dict]:
