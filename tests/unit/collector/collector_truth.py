@@ -63,6 +63,12 @@ def _tshark_time_ms(text: str) -> int:
     return int(dt.timestamp()) * 1000 + int((frac + "000")[:3])
 
 
+def _init_abs(init_ms: int, export_ms: int, value: int) -> int:
+    """IPFIX uptime IEs: init + value + k * 2^32 (the 32-bit ms uptime wrapped k >= 0 times) within 2^31 ms of export."""
+    t = init_ms + value
+    return t + (max(0, (export_ms - t + 2**31) >> 32) << 32)
+
+
 def _uptime_abs(uptime_ms: int, export_ms: int, value: int) -> int:
     delta = (uptime_ms - value) & 0xFFFFFFFF
     if delta >= 0x80000000:
@@ -127,8 +133,8 @@ def expected_by_frame(stem: str, datagrams) -> dict[int, Counter]:
                 up, export_ms = headers[frame]
                 start, end = _uptime_abs(up, export_ms, s_up), _uptime_abs(up, export_ms, e_up)
             elif key in init_ms:
-                base = init_ms[key]
-                start, end = base + s_up, base + e_up
+                base, export_ms = init_ms[key], headers[frame][1]
+                start, end = _init_abs(base, export_ms, s_up), _init_abs(base, export_ms, e_up)
             else:  # no systemInitTimeMilliseconds: the decoder anchors the end at export time
                 end = headers[frame][1]
                 start = end - max(0, e_up - s_up)

@@ -71,7 +71,28 @@ def test_ring_or_sqlite_rule(setup):
     assert eng.flows({"limit": 1})["source"] == "ring"
     assert eng.top({**RING, "limit": 1})["source"] == "ring"
     assert eng.top({**SQL, "limit": 1})["source"] == "sqlite"
-    assert eng.series({**SQL, "until": T0 + 60_000})["source"] == "sqlite"
+    assert eng.series({**SQL, "until": T0 + 60_000})["source"] == "rollups"  # whole minutes, no filter
+    assert eng.series({**SQL, "until": T0 + 60_000, "port": 80})["source"] == "sqlite"
+    assert eng.series({**SQL, "until": T0 + 60_000, "step": 90})["source"] == "sqlite"
+
+
+@pytest.mark.parametrize("since,until", [(T0 - 20 * 60_000, T0 + 60_000), (T0 - 20 * 60_000 + 1234, T0 + 17_777),
+                                         (T0 - 20 * 60_000 + 59_999, T0 + 25_003), (T0 - 20 * 60_000, None)])
+@pytest.mark.parametrize("step", [60, 300])
+@pytest.mark.parametrize("exporter", [None, "127.0.0.2"])
+def test_series_from_rollups_equals_series_from_raw_rows(setup, since, until, step, exporter):
+    eng, _ = setup
+    args = {"since": since, "step": step, **({"until": until} if until else {}),
+            **({"exporter": exporter} if exporter else {})}
+    eng.use_rollups = False
+    try:
+        raw = eng.series(dict(args))
+    finally:
+        eng.use_rollups = True
+    rolled = eng.series(dict(args))
+    assert raw["source"] == "sqlite" and rolled["source"] == "rollups"
+    assert rolled["points"] == raw["points"]
+    assert sum(p[3] for p in rolled["points"]) > 0
 
 
 def test_restarted_ring_leaves_flows_to_sqlite(restarted):
