@@ -39,13 +39,21 @@ class BusPublisher:
 
 
 def advisory(now_ms: int, key: str = HOSTILE_KEY, severity: str = "CRITICAL", state: str = "raised",
-             title: str = "Port scan " + HOSTILE, subject: str = SCAN_SOURCE, flt: dict | None = None) -> dict:
-    return {"key": key, "analyzer": "scan", "subject": subject, "severity": severity, "state": state,
+             title: str = "Port scan " + HOSTILE, subject: str = SCAN_SOURCE, flt: dict | None = None,
+             analyzer: str = "scan",
+             description: str = f"{SCAN_SOURCE} touched 150 ports of 10.1.0.9 in 60 s; exporter name {HOSTILE} bell\x07",
+             action: str = "Check the host " + HOSTILE, evidence: dict | None = None) -> dict:
+    return {"key": key, "analyzer": analyzer, "subject": subject, "severity": severity, "state": state,
             "first_seen": now_ms - 240_000, "last_seen": now_ms - 30_000, "title": title,
-            "description": f"{SCAN_SOURCE} touched 150 ports of 10.1.0.9 in 60 s; exporter name {HOSTILE} bell\x07",
-            "action": "Check the host " + HOSTILE, "evidence": {"ports": 150, "window_start": now_ms - 300_000,
+            "description": description, "action": action,
+            "evidence": evidence if evidence is not None else {"ports": 150, "window_start": now_ms - 300_000,
                                                                "window_end": now_ms},
             "filter": flt if flt is not None else {"src": SCAN_SOURCE, "since": now_ms - 300_000, "until": now_ms}}
+
+
+# The other two fixture advisories, each worded as its analyzer words it.
+TOP_TALKER_DESCRIPTION = "10.0.0.1 sent 11.1 % of all bytes in the last 10 minutes (3.5 KB of 31.6 KB), the most of any host."
+HEALTH_DESCRIPTION = "Exporter 192.0.2.10 sent nothing for 6 min, then came back; flows from that time are missing."
 
 
 def synthetic_flows(now_ms: int, n: int = 300, seed: int = 1) -> FlowBatch:
@@ -113,10 +121,14 @@ class WebStack:
             wait_until(advisory_arrived, timeout_s=15, interval_s=0.2)
             self.publisher.event(bus.TOPIC_ADVISORY, advisory(
                 self.now_ms, key="top_talkers:10.0.0.1", severity="WARNING", title="10.0.0.1 sends most bytes",
-                subject="10.0.0.1", flt={"src": "10.0.0.1", "since": self.now_ms - 600_000}))
+                subject="10.0.0.1", flt={"src": "10.0.0.1", "since": self.now_ms - 600_000},
+                analyzer="top_talkers", description=TOP_TALKER_DESCRIPTION,
+                action="Check that this volume from 10.0.0.1 is expected (backups, updates).",
+                evidence={"bytes": 3_540, "share": 0.111}))
             self.publisher.event(bus.TOPIC_ADVISORY, advisory(
                 self.now_ms, key="health:old", severity="INFO", state="resolved", title="Exporter came back",
-                subject="192.0.2.10", flt={"exporter": "192.0.2.10"}))
+                subject="192.0.2.10", flt={"exporter": "192.0.2.10"}, analyzer="health",
+                description=HEALTH_DESCRIPTION, action="", evidence={"silent_s": 360}))
             self.publisher.flows(synthetic_flows(self.now_ms, self.n_flows))
             wait_until(lambda: len(client.flows(limit=self.n_flows + 10, since=self.now_ms - 3_600_000)) >= self.n_flows,
                        timeout_s=15)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from lxml import etree
 
-from browser.webstack import HOSTILE, SCAN_SOURCE, WebStack, synthetic_flows
+from browser.webstack import HOSTILE, SCAN_SOURCE, TOP_TALKER_DESCRIPTION, WebStack, synthetic_flows
 
 NS = {"h": "http://www.w3.org/1999/xhtml", "svg": "http://www.w3.org/2000/svg"}
 XHTML = "application/xhtml+xml; charset=utf-8"
@@ -89,7 +89,10 @@ def test_advisories_escape_hostile_text(http):
     assert titles[0] == "Port scan " + HOSTILE  # CRITICAL first, the text intact after parsing
     assert titles[1] == "10.0.0.1 sends most bytes"
     assert len(titles) == 2  # the resolved one only on request
-    assert HOSTILE in texts(root, "//h:p[@class='description']")[0]
+    descriptions = texts(root, "//h:p[@class='description']")
+    assert HOSTILE in descriptions[0]
+    assert descriptions[1] == TOP_TALKER_DESCRIPTION  # each advisory in its own analyzer's words
+    assert "top_talkers" in texts(root, "//h:p[@class='meta']")[1]
     resolved = xhtml(http.get("/advisories", params={"resolved": "1"}))
     assert "Exporter came back" in texts(resolved, "//h:strong[@class='title']")
     only_warn = xhtml(http.get("/advisories", params={"severity": "WARNING"}))
@@ -187,7 +190,12 @@ def test_metrics_and_healthz(http):
     assert 'flowlens_web_request_duration_seconds_count{route="/",status="2xx"}' in body
     assert "flowlens_store_up 1" in body
     assert "flowlens_bus_gaps_total 0" in body and "flowlens_ring_fill_ratio " in body
-    assert 'flowlens_exporter_flows_decoded_total{' not in body or "exporter=" in body
+    # per-exporter samples come from a collector's counters (test_web_live has one); here only the families
+    assert "# TYPE flowlens_exporter_flows_decoded_total counter" in body
+    assert not [l for l in body.splitlines() if l.startswith("flowlens_exporter_flows_decoded_total{")]
+    assert 'flowlens_exporter_flows_stored_total{exporter="192.0.2.10"} 300' in body  # the bus-fed flows
+    size = [l for l in body.splitlines() if l.startswith("flowlens_sqlite_size_bytes ")]
+    assert len(size) == 1 and int(size[0].split()[1]) > 0, size
     for line in body.splitlines():
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
     h = http.get("/healthz")

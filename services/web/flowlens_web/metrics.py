@@ -71,7 +71,10 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
     out.append(f"flowlens_store_up {1 if status is not None else 0}")
 
     if exporters is not None:
-        exps = list(exporters.get("exporters") or [])
+        rows = [e for e in exporters.get("exporters") or [] if isinstance(e, Mapping)]
+        # the collector's counters exist for exporters a collector reported; the store also lists
+        # exporters it only has flows of (from the bus), with no domain and no counters
+        exps = [e for e in rows if e.get("collector") is not None]
         per = [("packets", "flowlens_exporter_packets_received_total", "export packets received per exporter"),
                ("flows", "flowlens_exporter_flows_decoded_total", "flow records decoded per exporter"),
                ("sequence_lost", "flowlens_exporter_flows_lost_total", "records (v5, IPFIX) or packets (v9) missing per the exporter's sequence numbers"),
@@ -90,6 +93,12 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
         for e in exps:
             if e.get("last_seen"):
                 out.append(f"flowlens_exporter_last_seen_seconds{_labels(exporter=e.get('exporter', ''), observation_domain=e.get('observation_domain', ''))} {int(e['last_seen']) / 1000:.3f}")
+        family("flowlens_exporter_flows_stored_total", "counter", "flows the store received per exporter address")
+        stored: dict[str, int] = {}
+        for e in rows:  # the store counts per address; collector rows repeat it once per domain
+            stored[str(e.get("exporter", ""))] = int(e.get("store_flows") or 0)
+        for name, n in sorted(stored.items()):
+            out.append(f"flowlens_exporter_flows_stored_total{_labels(exporter=name)} {n}")
         family("flowlens_collector_kernel_drops_total", "counter", "datagrams the kernel dropped on a collector socket")
         for c in exporters.get("collectors") or []:
             if not isinstance(c, Mapping):
