@@ -607,7 +607,8 @@ class QueryEngine:
     # ------------------------------------------------------------ rollups
 
     def rollups(self, args: dict) -> dict:
-        P.check_args("rollups", args, ("kind", "since", "until", "key"))
+        P.check_args("rollups", args, ("kind", "since", "until", "key", "scaled"))
+        scaled = P.bool_arg(args, "scaled", False)  # bytes and packets times the sampling rate
         kind = P.choice_arg(args, "kind", ("dst_prefix", "exporter"), None)
         now = self.clock()
         terms, params = ["kind = ?"], [kind]
@@ -623,11 +624,11 @@ class QueryEngine:
             terms.append("key = ?")
             params.append(args["key"])
         rows = self._read(lambda db: db.execute(
-            f"SELECT minute_ms, key, bytes, packets, flows FROM rollups WHERE {' AND '.join(terms)} "
+            f"SELECT minute_ms, key, {'sbytes, spackets' if scaled else 'bytes, packets'}, flows FROM rollups WHERE {' AND '.join(terms)} "
             "ORDER BY minute_ms, key", params).fetchall())
         cols = list(zip(*rows)) if rows else [(), (), (), (), ()]
         names = ("minute", "key", "bytes", "packets", "flows")
-        return {"ok": True, "kind": kind, "step_ms": 60_000, "rows": {n: list(c) for n, c in zip(names, cols)}}
+        return {"ok": True, "kind": kind, "step_ms": 60_000, "scaled": scaled, "rows": {n: list(c) for n, c in zip(names, cols)}}
 
 
 def _empty_columns() -> dict:

@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS spans (
 CREATE TABLE IF NOT EXISTS rollups (
     kind TEXT NOT NULL, minute_ms INTEGER NOT NULL, key TEXT NOT NULL,
     bytes INTEGER NOT NULL, packets INTEGER NOT NULL, flows INTEGER NOT NULL,
+    sbytes INTEGER NOT NULL DEFAULT 0, spackets INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (kind, minute_ms, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS advisories (
     key TEXT PRIMARY KEY, analyzer TEXT, subject TEXT, severity TEXT, severity_rank INTEGER, state TEXT,
@@ -107,6 +108,11 @@ def connect_writer(path: str, cache_bytes: int = 64 << 20) -> sqlite3.Connection
     db.execute(f"PRAGMA cache_size=-{max(1024, cache_bytes // 1024)}")
     db.execute("PRAGMA temp_store=MEMORY")
     db.executescript(SCHEMA)
+    if "sbytes" not in {r[1] for r in db.execute("PRAGMA table_info(rollups)")}:
+        # a file from before scaled rollups: its history counts as unsampled
+        db.execute("ALTER TABLE rollups ADD COLUMN sbytes INTEGER NOT NULL DEFAULT 0")
+        db.execute("ALTER TABLE rollups ADD COLUMN spackets INTEGER NOT NULL DEFAULT 0")
+        db.execute("UPDATE rollups SET sbytes = bytes, spackets = packets")
     return db
 
 
@@ -415,19 +421,24 @@ class WarmWriter:
                         (name, seq_lo, seq_hi, t_lo, t_hi, rows))
 
     def _write_rollups(self, cols: dict[str, np.ndarray]) -> None:
-        """Per-minute sums by destination prefix and by exporter, upserted. Grouped in numpy on uint64
+        """Per-minute sums by destination prefix and by exporter, upserted, as exported and times the
+        sampling rate (sbytes, spackets: what the anomaly baseline compares). Grouped in numpy on uint64
         key words (planner.group_rows: the constant ::ffff: word dropped, the rest packed and sorted
         once), the prefix mask applied to those words; only the groups become Python rows."""
         from .planner import group_rows
 
         minute = (cols["time_end"] // MINUTE_MS) * MINUTE_MS
         mword = minute.astype(np.int64).view(np.uint64) ^ np.uint64(1 << 63)  # signed order as unsigned
-        sql = ("INSERT INTO rollups (kind, minute_ms, key, bytes, packets, flows) VALUES (?, ?, ?, ?, ?, ?) "
+        sql = ("INSERT INTO rollups (kind, minute_ms, key, bytes, packets, flows, sbytes, spackets) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                "ON CONFLICT (kind, minute_ms, key) DO UPDATE SET bytes = bytes + excluded.bytes, "
-               "packets = packets + excluded.packets, flows = flows + excluded.flows")
+               "packets = packets + excluded.packets, flows = flows + excluded.flows, "
+               "sbytes = sbytes + excluded.sbytes, spackets = spackets + excluded.spackets")
+        rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+        sb, sp = cols["bytes"] * rate, cols["packets"] * rate
         for kind, (hi, lo) in (("dst_prefix", _prefix_words(cols["dst_addr"], self.prefix_v4, self.prefix_v6)),
                                ("exporter", _addr_words(cols["exporter"]))):
-            rep, (b, p), counts = group_rows([mword, hi, lo], cols["bytes"], cols["packets"])
+            rep, (b, p, bs, ps), counts = group_rows([mword, hi, lo], cols["bytes"], cols["packets"], sb, sp)
             minutes = minute[rep].tolist()
             keys = np.empty((len(rep), 2), ">u8")
             keys[:, 0], keys[:, 1] = hi[rep], lo[rep]
@@ -438,7 +449,8 @@ class WarmWriter:
                 if t is None:
                     t = texts[a] = (addr.prefix_text(a, self.prefix_v4, self.prefix_v6) if kind == "dst_prefix"
                                     else addr.to_text(a))
-                rows.append((kind, minutes[i], t, min(int(b[i]), INT64_MAX), min(int(p[i]), INT64_MAX), int(counts[i])))
+                rows.append((kind, minutes[i], t, min(int(b[i]), INT64_MAX), min(int(p[i]), INT64_MAX), int(counts[i]),
+                             min(int(bs[i]), INT64_MAX), min(int(ps[i]), INT64_MAX)))
             self.db.executemany(sql, rows)
 
     # ---------------------------------------------------------------- sealing, in bounded steps

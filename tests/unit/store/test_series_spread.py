@@ -135,3 +135,14 @@ def test_bad_spread_and_scaled_arguments(engine, args, words):
     eng, _ = engine
     with pytest.raises(QueryError, match=words):
         eng.series({"step": 10, **args})
+
+
+def test_rollups_keep_exported_and_scaled_sums(engine):
+    eng, flows = engine
+    rate = np.maximum(flows["sampling_rate"], 1).astype(np.uint64)
+    for scaled, want_b, want_p in ((False, flows["bytes"].sum(), flows["packets"].sum()),
+                                   (True, (flows["bytes"] * rate).sum(), (flows["packets"] * rate).sum())):
+        r = eng.rollups({"kind": "exporter", "since": 0, "scaled": scaled})
+        assert r["scaled"] is scaled
+        assert sum(r["rows"]["bytes"]) == int(want_b) and sum(r["rows"]["packets"]) == int(want_p)
+        assert sum(r["rows"]["flows"]) == flows.count
