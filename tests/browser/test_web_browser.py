@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from browser.webstack import HOSTILE, SCAN_SOURCE, WebStack
+from browser.webstack import HOSTILE, SCAN_SOURCE, LiveStack, WebStack
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -126,3 +126,36 @@ def test_bad_input_and_about(page):
     assert "is not an IPv4/IPv6 address" in page.locator("p.error").inner_text()
     load(page, "/about", "About this FlowLens", "about.png")
     assert page.locator("table.procs tbody tr").count() >= 2
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    ls = LiveStack(tmp_path_factory.mktemp("browserlive"))
+    try:
+        yield ls.start()
+    finally:
+        ls.stop()
+
+
+def test_real_analyzer_advisory_links_to_its_flows(browser, live):
+    """The advisory the real analyzer raised from a real capture, clicked in the browser."""
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=live.base_url)
+    page = ctx.new_page()
+    try:
+        load(page, "/advisories?severity=WARNING", "Advisories", "advisories-live.png")
+        item = page.locator("li.advisory", has_text="Telnet traffic (port 23)")
+        assert item.count() == 1
+        assert item.locator("p.meta").inner_text().count("protocol_mix") == 1
+        item.locator("a.flows-link").click()
+        page.wait_for_load_state()
+        assert page.locator("parsererror").count() == 0
+        assert page.locator("h1").inner_text() == "Flow explorer"
+        assert value(page, "input[name=addr]") == "127.0.0.1" and value(page, "input[name=port]") == "23"
+        rows = flow_rows(page)
+        assert rows.count() == 20  # a full page: the window holds more than the advisory's 10 telnet flows
+        for i in range(rows.count()):
+            ends = rows.nth(i).locator("td.addr")
+            assert "127.0.0.1:23" in (ends.nth(0).inner_text(), ends.nth(1).inner_text())
+        page.screenshot(path=str(ARTIFACTS / "advisory-live-flows.png"), full_page=True)
+    finally:
+        ctx.close()

@@ -7,9 +7,12 @@ import time
 import numpy as np
 import zmq
 
+from pathlib import Path
+
 from flowmodel import addr, bus
+from flowmodel.pcap import read_datagrams
 from flowmodel.schema import FlowBatch
-from support.services import ServiceProcess, ServiceStack, wait_until
+from support.services import ServiceProcess, ServiceStack, send_udp, wait_until
 
 HOSTILE = "<script>alert('x')</script> & \"quotes\" 'single' ]]>"
 HOSTILE_KEY = "scan:" + HOSTILE
@@ -145,5 +148,50 @@ class WebStack:
             rcs["web"] = self.web.stop()
         if getattr(self, "publisher", None):
             self.publisher.close()
+        rcs.update(self.stack.stop())
+        return rcs
+
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+TELNET_CAPTURE = "softflowd_v9_telnet.pcap"
+TELNET_KEY = "protocol_mix:telnet:127.0.0.1"
+# the analyzer's windows run on the capture's own (old) time; idle wall time closes them quickly
+LIVE_ANALYSIS = {"interval": "2s", "window": "60s", "watermark": "1s", "idle_after": "1s", "health_interval": "1s",
+                 "update_change": 0.01,
+                 "local_networks": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "127.0.0.0/8"]}
+
+
+class LiveStack:
+    """Store, collector, analyzer and web as processes; softflowd's v9 telnet capture replayed to the
+    collector until the analyzer's telnet advisory holds all 10 telnet flows (``self.advisory``)."""
+
+    def __init__(self, tmp_path):
+        self.stack = ServiceStack(tmp_path, ["store", "collector", "analyzer"], analysis=LIVE_ANALYSIS,
+                                  web={"page_size": 20})
+        self.web: ServiceProcess | None = None
+        self.advisory: dict = {}
+
+    @property
+    def cfg(self) -> dict:
+        return self.stack.cfg
+
+    @property
+    def base_url(self) -> str:
+        return "http://" + self.cfg["web"]["listen"]
+
+    def start(self) -> "LiveStack":
+        self.stack.start()
+        self.web = ServiceProcess("web", self.stack.config_path).start()
+        client = self.stack.client()
+        try:
+            send_udp(self.stack.netflow_port, [d.payload for d in read_datagrams(str(DATA / TELNET_CAPTURE))])
+            self.advisory = wait_until(lambda: [a for a in client.advisories(analyzer="protocol_mix", include_resolved=True)
+                                                if a["key"] == TELNET_KEY and a["evidence"]["flows"] == 10], 30)[0]
+        finally:
+            client.close()
+        return self
+
+    def stop(self) -> dict:
+        rcs = {"web": self.web.stop()} if self.web else {}
         rcs.update(self.stack.stop())
         return rcs

@@ -6,24 +6,16 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
 from lxml import etree
 
-from flowmodel.pcap import read_datagrams
-from support.services import ServiceProcess, ServiceStack, send_udp, wait_until
+from browser.webstack import DATA, TELNET_CAPTURE as CAPTURE, LiveStack
+from support.services import wait_until
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-CAPTURE = "softflowd_v9_telnet.pcap"
-TELNET_KEY = "protocol_mix:telnet:127.0.0.1"
 NS = {"h": "http://www.w3.org/1999/xhtml"}
-# the analyzer's windows run on the capture's own (old) time; idle wall time closes them quickly
-ANALYSIS = {"interval": "2s", "window": "60s", "watermark": "1s", "idle_after": "1s", "health_interval": "1s",
-            "update_change": 0.01,
-            "local_networks": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "127.0.0.0/8"]}
 
 
 def metric(body: str, name: str, **labels) -> float | None:
@@ -41,22 +33,12 @@ def metric(body: str, name: str, **labels) -> float | None:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("weblive")
-    stack = ServiceStack(tmp, ["store", "collector", "analyzer"], analysis=ANALYSIS, web={"page_size": 20}).start()
-    web = None
-    client = stack.client()
+    ls = LiveStack(tmp_path_factory.mktemp("weblive"))
     try:
-        web = ServiceProcess("web", stack.config_path).start()
-        send_udp(stack.netflow_port, [d.payload for d in read_datagrams(str(DATA / CAPTURE))])
-        stack.advisory = wait_until(lambda: [a for a in client.advisories(analyzer="protocol_mix", include_resolved=True)
-                                             if a["key"] == TELNET_KEY and a["evidence"]["flows"] == 10], 30)[0]
-        stack.base_url = "http://" + stack.cfg["web"]["listen"]
-        yield stack
+        yield ls.start()
     finally:
-        client.close()
-        rc_web = web.stop() if web else 0
-        rcs = stack.stop()
-    assert rc_web == 0 and all(rc == 0 for rc in rcs.values()), rcs
+        rcs = ls.stop()
+    assert all(rc == 0 for rc in rcs.values()), rcs
 
 
 @pytest.fixture(scope="module")
