@@ -77,7 +77,9 @@ def test_loopback_sources_are_distinct_and_valid():
     assert all(not a.endswith((".0", ".255")) for a in addrs)
 
 
-def test_two_exporter_sessions_get_their_own_loopback_address(receiver):
+def test_one_routers_two_source_ports_replay_from_one_address_two_ports(receiver):
+    """One exporter address stays one exporter (one 127.0.0.N); its two transport sessions stay two
+    source ports, so the collector still keys their templates apart as the original did."""
     r = receiver()
     port = r.getsockname()[1]
     out = io.StringIO()
@@ -85,17 +87,20 @@ def test_two_exporter_sessions_get_their_own_loopback_address(receiver):
     got = drain(r)
     originals = list(read_datagrams(str(TWO_SESSIONS)))
     assert res.sent == len(got) == len(originals) == 6
-    mapping = {(e.src, e.sport): e.local for e in res.exporters}
-    assert [m[0] for m in mapping.values()] == ["127.0.0.1", "127.0.0.2"]
-    # every datagram came from its exporter's stand-in, unchanged and in order
+    assert [e.src for e in res.exporters] == ["138.187.0.13"]
+    sessions = res.exporters[0].sessions
+    assert sorted(sessions) == [50109, 50111]
+    assert {s.local[0] for s in sessions.values()} == {"127.0.0.1"}
+    assert len({s.local[1] for s in sessions.values()}) == 2
+    # every datagram came from its session's stand-in, unchanged and in order
     by_source = defaultdict(list)
     for data, addr in got:
         by_source[addr].append(data)
-    for (src, sport), local in mapping.items():
-        assert by_source[local] == [d.payload for d in originals if (d.src, d.sport) == (src, sport)]
+    for sport, sess in sessions.items():
+        assert by_source[sess.local] == [d.payload for d in originals if d.sport == sport]
     text = out.getvalue()
     assert "exporter 138.187.0.13:50109 -> from 127.0.0.1:" in text
-    assert "exporter 138.187.0.13:50111 -> from 127.0.0.2:" in text
+    assert "exporter 138.187.0.13:50111 -> from 127.0.0.1:" in text
 
 
 def test_multi_exporter_capture_maps_each_address(receiver, tmp_path):
@@ -107,10 +112,9 @@ def test_multi_exporter_capture_maps_each_address(receiver, tmp_path):
     res = replay(str(cap), ("127.0.0.1", r.getsockname()[1]), None, out=io.StringIO(), progress=False)
     got = drain(r)
     assert res.sent == len(got) == len(merged)
-    assert [(e.original, e.local[0], e.datagrams) for e in res.exporters] == [
-        ("203.0.113.90:51730", "127.0.0.1", 50), ("138.187.0.13:50109", "127.0.0.2", 3),
-        ("138.187.0.13:50111", "127.0.0.3", 3), ("192.0.2.10:40000", "127.0.0.4", 1)]
-    assert Counter(a[0] for _d, a in got) == {"127.0.0.1": 50, "127.0.0.2": 3, "127.0.0.3": 3, "127.0.0.4": 1}
+    assert [(e.src, e.replayed_from, e.datagrams) for e in res.exporters] == [
+        ("203.0.113.90", "127.0.0.1", 50), ("138.187.0.13", "127.0.0.2", 6), ("192.0.2.10", "127.0.0.3", 1)]
+    assert Counter(a[0] for _d, a in got) == {"127.0.0.1": 50, "127.0.0.2": 6, "127.0.0.3": 1}
 
 
 def test_ipv6_target_keeps_exporters_apart_by_port(receiver):
@@ -140,9 +144,9 @@ def test_main_prints_mapping_and_summary(receiver, capsys):
     assert rc == 0
     assert len(drain(r)) == 6
     out = capsys.readouterr().out
-    assert "2 exporter(s)" in out
+    assert "1 exporter(s) (2 source port(s))" in out
     assert "sent 6 datagrams" in out
-    assert "138.187.0.13:50111 (as 127.0.0.2:" in out
+    assert "138.187.0.13 (as 127.0.0.1, 2 source port(s)): 6 datagrams" in out
 
 
 def test_main_rejects_bad_arguments(capsys, tmp_path):
