@@ -210,7 +210,7 @@ def self_check(version: int, n_data: int = 1200, group: int = 64) -> str:
     if flows != expected:
         problems.append(f"{flows} flows decoded, {expected} sent")
     for st in decoder.exporter_stats():
-        if st["decode_errors"] or st["sequence_lost"] or st["sequence_backward"] or st["pending_records"]:
+        if st["decode_errors"] or st["sequence_lost"] or st["sequence_backward"] or st["pending_sets"]:
             problems.append(f"exporter stats {st}")
     first = batches[0]
     want = stream.packets["records"][0]

@@ -18,12 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowlens_collector.decode import Decoder
+from flowlens_collector.decoders.templated import PENDING_SET_OVERHEAD
 from flowmodel.pcap import read_datagrams
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 EXAMPLES = int(os.environ.get("FLOWLENS_FUZZ_EXAMPLES", "300"))
 MAX_TEMPLATES = 64
-PENDING_RECORDS = 256
+PENDING_BYTES = 8192
+PENDING_TOTAL_BYTES = 12288
+TEMPLATE_FIELDS = 2048
+LIMITS = dict(max_templates_per_exporter=MAX_TEMPLATES, pending_max_bytes=PENDING_BYTES, pending_max_age_ms=1_000,
+              pending_total_max_bytes=PENDING_TOTAL_BYTES, template_fields_total_max=TEMPLATE_FIELDS)
 
 
 def _load():
@@ -88,8 +93,12 @@ def _check_bounds(dec: Decoder) -> None:
         assert "internal_error" not in s["decode_errors"], s
         assert s["templates"] <= MAX_TEMPLATES
     t = dec._templated
-    assert all(v <= t.pending_max_bytes for v in t._pending_bytes.values())
+    assert all(v <= PENDING_BYTES for v in t._pending_bytes.values())
+    held = [e for q in t.pending.values() for e in q]
+    charged = sum(len(e[0]) + PENDING_SET_OVERHEAD for e in held)
+    assert charged == t._pending_total <= PENDING_TOTAL_BYTES and all(len(e[0]) for e in held)
     assert len(t.templates) <= MAX_TEMPLATES * 2
+    assert sum(len(x.fields) for x in t.templates.values()) == t._total_fields <= TEMPLATE_FIELDS
 
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=False, database=None,
@@ -97,8 +106,7 @@ def _check_bounds(dec: Decoder) -> None:
 @given(mutated())
 def test_mutated_corpus_packets_never_raise_and_stay_bounded(case):
     before, pkt, same_call, after = case
-    dec = Decoder(max_templates_per_exporter=MAX_TEMPLATES, pending_max_records=PENDING_RECORDS,
-                  pending_max_age_ms=1_000)
+    dec = Decoder(**LIMITS)
     if same_call:
         # repeated, so a mutated single-data-set datagram also goes through the array path for runs
         group = list(before) + [pkt] * 4 + list(after)
@@ -109,8 +117,7 @@ def test_mutated_corpus_packets_never_raise_and_stay_bounded(case):
         for k, d in enumerate(group):
             buf[k * slot:k * slot + len(d)] = d
         mv = memoryview(bytes(buf))
-        in_place = Decoder(max_templates_per_exporter=MAX_TEMPLATES, pending_max_records=PENDING_RECORDS,
-                           pending_max_age_ms=1_000).decode(
+        in_place = Decoder(**LIMITS).decode(
             [mv[k * slot:k * slot + len(d)] for k, d in enumerate(group)], [SOURCE] * len(group), 1,
             (mv, np.arange(len(group), dtype=np.int64) * slot, np.array([len(d) for d in group], dtype=np.int64)))
         assert in_place.count == batch.count

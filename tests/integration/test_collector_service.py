@@ -264,27 +264,40 @@ V9_TEMPLATE_FILE = "pynetflow_v9_softflowd"
 
 
 def _v9_split():
-    """(template datagrams, data-only datagrams) of a real softflowd v9 capture."""
+    """(datagrams carrying a template FlowSet, data-only datagrams, flows in the data-only ones) of
+    a real softflowd v9 capture."""
+    import struct
+
     from flowlens_collector.decode import Decoder
 
     dgs = payloads(V9_TEMPLATE_FILE)
+    with_template = [d for d in dgs if struct.unpack_from(">H", d, 20)[0] == 0]
+    data_only = [d for d in dgs if struct.unpack_from(">H", d, 20)[0] != 0]
     d = Decoder()
-    b = d.decode(dgs, [("192.0.2.10", 40000)] * len(dgs), int(time.time() * 1000))
-    if b.count == 0:
-        pytest.skip("the v9 decoder does not decode this capture yet (decoder engineer's part)")
-    return dgs
+    d.decode(with_template, [("192.0.2.10", 40000)] * len(with_template), int(time.time() * 1000))
+    flows = d.decode(data_only, [("192.0.2.10", 40000)] * len(data_only), int(time.time() * 1000)).count
+    assert with_template and data_only and flows > 0
+    return with_template, data_only, flows
 
 
 def test_templates_persist_across_a_restart(collector_env, tmp_path):
-    dgs = _v9_split()
+    """Templates learnt before a restart decode data sent after it (same exporter port), with
+    nothing held and nothing counted as lost."""
+    import socket
+
+    from support.services import free_port
+
+    with_template, data_only, flows = _v9_split()
+    source = ("127.0.0.1", free_port(socket.SOCK_DGRAM))
     tpath = tmp_path / "templates.json"
     proc, tap, cfg = collector_env(template_path=str(tpath))
     port = cfg["collector"]["netflow_port"]
-    send_udp(port, dgs[:1])  # the first packet carries the template (and some data)
+    send_udp(port, with_template[:1], source=source)
     tap.wait_event(lambda e: any(x.get("templates", 0) > 0 for x in e["exporters"]))
     assert proc.stop() == 0
     state = json.loads(tpath.read_text())
-    assert state  # something was saved
+    assert state["format"] == 2 and state["templates"]
+    assert all(s["refreshed_ms"] for s in state["sessions"] if s["port"] == source[1])
     tap.close()
     # restart on the same config: templates come back from the file
     tap2 = BusTap(cfg["bus"]["publish_endpoint"])
@@ -294,6 +307,13 @@ def test_templates_persist_across_a_restart(collector_env, tmp_path):
         assert "msg=\"templates loaded\"" in proc2.log()
         ev = tap2.wait_event(lambda e: e["counters"]["templates_loaded"] > 0)
         assert ev["counters"]["templates_loaded"] > 0
+        # data without templates, from the same exporter port: decoded with the loaded ones
+        send_udp(port, data_only, source=source)
+        assert tap2.wait_flows(flows) == flows
+        ev = tap2.wait_event(lambda e: any(x.get("flows", 0) >= flows for x in e["exporters"]))
+        [row] = [x for x in ev["exporters"] if x.get("flows", 0) >= flows]
+        assert row["first_seen"] > 0 and row["pending_sets"] == 0 and row["decode_errors"] == {}, row
+        assert row["pending_dropped"] == {} and row["templates_dropped"] == {}, row
     finally:
         proc2.stop()
         tap2.close()

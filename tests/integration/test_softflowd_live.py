@@ -136,7 +136,7 @@ def test_softflowd_export_reaches_the_store(tmp_path, version, capture):
             assert stats["flows"] == report["flows"]
             assert stats["packets"] == report["export_packets"]
             assert sum((stats.get("decode_errors") or {}).values()) == 0, stats
-            assert stats["pending_records"] == 0 and stats["pending_expired"] == 0, stats
+            assert stats["pending_sets"] == 0 and stats["pending_expired"] == 0 and not stats["pending_dropped"], stats
             assert stats["store_flows"] == report["flows"]
             sequence = (stats["sequence_lost"], stats["sequence_backward"])
             assert sequence == (0, 0), stats

@@ -124,20 +124,23 @@ def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, i
         if d.get("pending_expired"):
             findings.append(Finding(
                 NAME, f"templates {exporter}/{od}", "WARNING", f"Missing templates from {exporter}",
-                f"{fmt_int(d['pending_expired'])} flow records from {exporter} (observation domain {od}) expired waiting "
+                f"{fmt_int(d['pending_expired'])} data sets from {exporter} (observation domain {od}) expired waiting "
                 f"for their template",
                 "Make the exporter send templates more often (template refresh timeout) or restart its flow export",
                 {"exporter": exporter, "observation_domain": od, "pending_expired": int(d["pending_expired"]),
                  "window_start": now_ms, "window_end": now_ms},
                 flt, figures={"expired": float(d["pending_expired"])}))
     for (cid, exporter, od), ex in sorted(state.exporters.items()):
-        waiting = int(ex.get("pending_records") or 0)
+        waiting = int(ex.get("pending_sets") or 0)
+        waiting_bytes = int(ex.get("pending_bytes") or 0)
         if waiting and not state.deltas.get(("exporter", cid, exporter, od), {}).get("pending_expired"):
             findings.append(Finding(
-                NAME, f"waiting {exporter}/{od}", "INFO", f"Records waiting for templates from {exporter}",
-                f"{fmt_int(waiting)} flow records from {exporter} (observation domain {od}) are waiting for their template",
+                NAME, f"waiting {exporter}/{od}", "INFO", f"Data waiting for templates from {exporter}",
+                f"{fmt_int(waiting)} data sets ({fmt_int(waiting_bytes)} bytes) from {exporter} (observation domain {od}) "
+                f"are waiting for their template",
                 "If this persists, make the exporter send its templates (they usually follow within minutes)",
-                {"exporter": exporter, "observation_domain": od, "pending_records": waiting, "window_start": now_ms,
+                {"exporter": exporter, "observation_domain": od, "pending_sets": waiting,
+                 "pending_bytes": waiting_bytes, "window_start": now_ms,
                  "window_end": now_ms},
                 {"exporter": exporter, "since": now_ms - silence_ms, "until": now_ms}, figures={"waiting": float(waiting)}))
     for source, total in sorted(bus_gaps.items()):

@@ -8,6 +8,7 @@ template, sequence numbers, counters) lives in the Decoder instance; the parsers
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
@@ -34,18 +35,34 @@ def _versions(blob: bytes, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarr
     return versions
 
 
+class Stats(ExporterStats):
+    """ExporterStats plus the template-state counters this module reports (see exporter_stats)."""
+
+    __slots__ = ("pending_dropped", "templates_dropped", "time_unknown")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pending_dropped: dict[str, int] = {}    # reason -> data sets dropped by a bound
+        self.templates_dropped: dict[str, int] = {}  # reason -> templates expired or evicted
+        self.time_unknown = 0                        # flows whose times had no base (anchored at export)
+
+
 class Decoder:
     """Stateful decoder of NetFlow v5, v9 and IPFIX export datagrams into the flow schema."""
 
-    def __init__(self, *, max_templates_per_exporter: int = 1024, pending_max_records: int = 65536,
-                 pending_max_age_ms: int = 1_800_000):
-        self._stats: dict[tuple[str, int], ExporterStats] = {}
+    def __init__(self, *, max_templates_per_exporter: int = 1024, pending_max_bytes: int = 2 << 20,
+                 pending_max_age_ms: int = 1_800_000, pending_total_max_bytes: int = 4 << 20,
+                 template_fields_total_max: int = 65536, template_lifetime_ms: int = 5_400_000):
+        self._stats: dict[tuple[str, int], Stats] = {}
         self._sources: dict[tuple, tuple[str, int, bytes]] = {}
         self._exporter_addrs: dict[str, np.void] = {}
         self._seq = SequenceTracker()
         self._templated = TemplatedDecoder(self, max_templates_per_exporter=max_templates_per_exporter,
-                                           pending_max_records=pending_max_records,
-                                           pending_max_age_ms=pending_max_age_ms)
+                                           pending_max_bytes=pending_max_bytes,
+                                           pending_max_age_ms=pending_max_age_ms,
+                                           pending_total_max_bytes=pending_total_max_bytes,
+                                           template_fields_total_max=template_fields_total_max,
+                                           template_lifetime_ms=template_lifetime_ms)
         self._errlog = RateLimitedLog(log, 10.0)
         # version field -> handler; one place decides which decoder a datagram goes to
         # (v5 never reaches it: runs of v5 datagrams are decoded as arrays by _v5_run)
@@ -103,6 +120,7 @@ class Decoder:
         return FlowBatch.concat(v5_batches + self._templated.finish())
 
     def expire(self, now_ms: int) -> None:
+        """Held data past its age and templates past their lifetime go (counted)."""
         self._templated.expire(now_ms)
 
     def exporter_stats(self) -> list[dict]:
@@ -110,21 +128,37 @@ class Decoder:
         templates = self._templated.templates_by_stats_key()
         out = []
         for key, s in self._stats.items():
+            held = pending.get(key, (0, 0))
             out.append({
                 "exporter": s.exporter, "observation_domain": s.observation_domain, "version": s.version,
                 "packets": s.packets, "flows": s.flows, "decode_errors": dict(s.decode_errors),
                 "sequence_lost": s.sequence_lost, "sequence_backward": s.sequence_backward,
-                "templates": templates.get(key, 0), "pending_records": pending.get(key, 0),
-                "pending_expired": s.pending_expired, "sampling_unknown": s.sampling_unknown,
-                "first_seen": s.first_seen, "last_seen": s.last_seen,
+                "sequence_resets": getattr(s, "sequence_resets", 0),
+                "enterprise_fields": dict(getattr(s, "enterprise_fields", {})),
+                "nsel_events": dict(getattr(s, "nsel_events", {})),
+                "templates": templates.get(key, 0), "templates_dropped": dict(s.templates_dropped),
+                "pending_sets": held[0], "pending_bytes": held[1], "pending_expired": s.pending_expired,
+                "pending_dropped": dict(s.pending_dropped), "sampling_unknown": s.sampling_unknown,
+                "time_unknown": s.time_unknown, "first_seen": s.first_seen, "last_seen": s.last_seen,
             })
         return out
+
+    @property
+    def templates_generation(self) -> int:
+        """Changes whenever the persisted template state changes (templates, sessions, refreshes)."""
+        return self._templated.generation
 
     def templates_state(self) -> dict:
         return self._templated.state()
 
-    def load_templates_state(self, state: dict) -> int:
-        return self._templated.load_state(state)
+    def templates_state_text(self) -> str:
+        """The templates file's JSON text (cheap: template entries are serialised once each)."""
+        return self._templated.state_text()
+
+    def load_templates_state(self, state: dict, now_ms: int | None = None) -> int:
+        if now_ms is None:
+            now_ms = time.time_ns() // 1_000_000
+        return self._templated.load_state(state, now_ms)
 
     # -- shared helpers (used by the templated decoder too) ------------------------------------
 
@@ -136,10 +170,10 @@ class Decoder:
                 key = ("overflow", 0)
                 s = self._stats.get(key)
                 if s is None:
-                    s = self._stats[key] = ExporterStats("overflow", 0, now_ms, self._errlog)
+                    s = self._stats[key] = Stats("overflow", 0, now_ms, self._errlog)
                 s.last_seen = now_ms
                 return s
-            s = self._stats[key] = ExporterStats(exporter, domain, now_ms, self._errlog)
+            s = self._stats[key] = Stats(exporter, domain, now_ms, self._errlog)
         s.last_seen = now_ms
         return s
 
@@ -148,6 +182,9 @@ class Decoder:
 
     def sequence_many(self, stream: tuple, sequences: np.ndarray, units: np.ndarray, stats: ExporterStats) -> None:
         self._seq.observe_many(stream, sequences, units, stats)
+
+    def forget_sequence(self, stream: tuple) -> None:
+        self._seq.forget(stream)
 
     def _source(self, src) -> tuple[str, int, bytes]:
         """(host text, port, 16-byte address) of a recvfrom source, cached."""

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import select
+import threading
 import time
 
 import zmq
@@ -21,7 +22,7 @@ from flowmodel.events import process_stats
 from flowmodel.logs import RateLimitedLog, fields
 
 from .batcher import Batcher
-from .templates_file import load_state, save_state
+from .templates_file import load_state, save_text
 from .recvmmsg import make_receiver
 from .udp import Listener, kernel_drops, open_listener
 
@@ -35,7 +36,7 @@ GROUPS_PER_WAKEUP = 16             # then timers and the stop flag are checked a
 # 2 M v5 flows/s: 15 datagrams per call without it. Never applied when the socket had a backlog.
 RECEIVE_COALESCE_S = 0.001
 FEW_DATAGRAMS = 64
-EXPIRE_INTERVAL_MS = 1000          # how often the decoder drops stale pending records
+EXPIRE_INTERVAL_MS = 1000          # how often the decoder drops stale held data sets and templates
 TEMPLATE_SAVE_INTERVAL_MS = 30_000
 POLL_MAX_MS = 250
 STOP_DRAIN_MAX_S = 5.0             # SIGTERM: read what the kernel already holds, for at most this long
@@ -59,8 +60,11 @@ class Collector:
             from .decode import Decoder  # the decoder engineer's module; imported late so the shell is testable alone
 
             decoder = Decoder(max_templates_per_exporter=cfg["collector.max_templates_per_exporter"],
-                              pending_max_records=cfg["collector.pending_max_records"],
-                              pending_max_age_ms=int(cfg["collector.pending_max_age"] * 1000))
+                              pending_max_bytes=cfg["collector.pending_max_bytes"],
+                              pending_max_age_ms=int(cfg["collector.pending_max_age"] * 1000),
+                              pending_total_max_bytes=cfg["collector.pending_total_max_bytes"],
+                              template_fields_total_max=cfg["collector.template_fields_total_max"],
+                              template_lifetime_ms=int(cfg["collector.template_lifetime"] * 1000))
         self.decoder = decoder
         self.source_id = cfg["collector.instance_id"] or bus.default_source_id("collector")
         self.batcher = Batcher(cfg["collector.batch_max_flows"], int(cfg["collector.batch_max_age"] * 1000))
@@ -71,7 +75,8 @@ class Collector:
         self.listeners: list[Listener] = []
         self.counters = {"datagrams": 0, "bytes": 0, "flows": 0, "groups": 0, "published_batches": 0,
                          "published_flows": 0, "health_events": 0, "loop_errors": 0, "publish_errors": 0,
-                         "template_saves": 0, "template_save_errors": 0, "templates_loaded": 0}
+                         "template_saves": 0, "template_save_errors": 0, "templates_loaded": 0,
+                         "template_save_max_ms": 0}
         self.started_at_ms = 0
         self._ctx: zmq.Context | None = None
         self._pub: zmq.Socket | None = None
@@ -90,7 +95,8 @@ class Collector:
         self._stopped = False
         self._started = False
         self._next_stats_ms = self._next_expire_ms = self._next_save_ms = 0
-        self._saved_templates_json: str | None = None
+        self._saved_generation: int | None = None  # the decoder's templates_generation last saved
+        self._save_thread: threading.Thread | None = None
         self._rlog = RateLimitedLog(log)
 
     # ------------------------------------------------------------------ lifecycle
@@ -347,27 +353,54 @@ class Collector:
         if state is None:
             return
         try:
-            n = self.decoder.load_templates_state(state)
+            n = self.decoder.load_templates_state(state, now_ms())
         except (ValueError, KeyError, TypeError) as e:
             log.warning("saved templates rejected; starting without them",
                         extra=fields(path=self.template_path, error=str(e)))
             return
         self.counters["templates_loaded"] = int(n or 0)
+        self._saved_generation = getattr(self.decoder, "templates_generation", None)
         log.info("templates loaded", extra=fields(path=self.template_path, templates=n))
 
     def _save_templates(self, force: bool = False) -> None:
+        """Save the template state when it changed since the last save. The loop only builds the
+        text (template entries are serialised once, when defined: ~10 ms at the default field cap);
+        writing and fsync run on a thread so the receive loop never waits for the disk. ``force``
+        (at stop) writes in this thread, after any save still running."""
         if not self.template_path:
             return
+        if self._save_thread is not None:
+            if not force and self._save_thread.is_alive():
+                return  # the previous save is still writing: try again at the next interval
+            self._save_thread.join()
+            self._save_thread = None
+        generation = self.decoder.templates_generation
+        if generation == self._saved_generation and (not force or os.path.exists(self.template_path)):
+            return  # unchanged since the last save
         try:
-            state = self.decoder.templates_state()
-            text = json.dumps(state, sort_keys=True, separators=(",", ":"))
-            if text == self._saved_templates_json and (not force or os.path.exists(self.template_path)):
-                return  # unchanged since the last save
-            save_state(self.template_path, state)
-            self._saved_templates_json = text
-            self.counters["template_saves"] += 1
-        except (OSError, TypeError, ValueError) as e:
+            t0 = time.perf_counter()
+            text = self.decoder.templates_state_text()
+            ms = int((time.perf_counter() - t0) * 1000)
+            self.counters["template_save_max_ms"] = max(self.counters["template_save_max_ms"], ms)
+        except (TypeError, ValueError) as e:
             self.counters["template_save_errors"] += 1
+            self._rlog.warning("templates", "cannot save templates", path=self.template_path, error=str(e))
+            return
+        self._saved_generation = generation
+        if force:
+            self._write_templates(text)
+        else:
+            self._save_thread = threading.Thread(target=self._write_templates, args=(text,),
+                                                 name="template-save", daemon=True)
+            self._save_thread.start()
+
+    def _write_templates(self, text: str) -> None:
+        try:
+            save_text(self.template_path, text)
+            self.counters["template_saves"] += 1
+        except OSError as e:
+            self.counters["template_save_errors"] += 1
+            self._saved_generation = None  # try again at the next interval
             self._rlog.warning("templates", "cannot save templates", path=self.template_path, error=str(e))
 
     # ------------------------------------------------------------------ stop helpers

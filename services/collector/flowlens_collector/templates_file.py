@@ -13,12 +13,18 @@ log = logging.getLogger(__name__)
 
 
 def save_state(path: str, state: dict) -> None:
+    save_text(path, json.dumps(state, separators=(",", ":")))
+
+
+def save_text(path: str, text: str) -> None:
+    """Write the state's JSON text atomically (the collector builds it cheaply, see
+    TemplatedDecoder.state_text; this part may run on a thread: file I/O releases the GIL)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".templates-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(state, f, separators=(",", ":"))
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -11,7 +11,8 @@ def event(seq, *, last_seen, lost=0, drops=0, expired=0, waiting=0, errors=0):
             "socket": [{"port": 2055, "rcvbuf_requested": 8 << 20, "rcvbuf_granted": 425984, "kernel_drops": drops}],
             "exporters": [{"exporter": "192.0.2.1", "observation_domain": 0, "version": 9, "packets": 100 * seq,
                            "flows": 1000 * seq, "decode_errors": {"short": errors}, "sequence_lost": lost,
-                           "pending_records": waiting, "pending_expired": expired, "last_seen": last_seen}]}
+                           "pending_sets": waiting, "pending_bytes": 300 * waiting, "pending_expired": expired,
+                           "last_seen": last_seen}]}
 
 
 def test_losses_drops_and_template_trouble_are_reported_once_per_increase():
@@ -43,7 +44,7 @@ def test_waiting_records_and_silent_collector():
     ctx, st = Context(config()), health.HealthState()
     st.observe(event(1, last_seen=100 * S, waiting=5), 100 * S)
     [f] = health.analyze(st, ctx, 101 * S, {})
-    assert f.severity == "INFO" and "5 flow records from 192.0.2.1" in f.description
+    assert f.severity == "INFO" and "5 data sets (1,500 bytes) from 192.0.2.1" in f.description
     found = {f.key for f in health.analyze(st, ctx, 400 * S, {})}
     assert "health:collector collector@a:1" in found
 

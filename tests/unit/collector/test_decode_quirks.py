@@ -7,6 +7,7 @@ import struct
 import numpy as np
 
 from flowlens_collector.decode import Decoder
+from flowlens_collector.decoders.templated import PENDING_SET_OVERHEAD
 
 EXP = ("192.0.2.1", 4000)
 EXPORT_S = 1_700_000_000
@@ -150,7 +151,8 @@ def test_ipfix_sysuptime_with_system_init_from_record_and_from_options():
 
 def test_options_with_garbage_boot_time_or_rate_are_counted_and_ignored():
     """A boot time past the year 2109 or a 1-in-2^40 rate is corruption, not state: counted per
-    reason, the session keeps what it had, and the flows still decode."""
+    reason, the session keeps what it had, and the flows still decode (sampled at an unknown
+    rate: the exporter announced sampling but sent no usable rate)."""
     init = 1_699_999_000_000
     opts = struct.pack(">HHH", 256, 2, 1) + struct.pack(">HHHH", 143, 4, 160, 8)
     rate_opts = struct.pack(">HHH", 257, 2, 1) + struct.pack(">HHHH", 143, 4, 34, 8)  # samplingInterval, 8 bytes
@@ -161,8 +163,9 @@ def test_options_with_garbage_boot_time_or_rate_are_counted_and_ignored():
                                   _set(257, be(1, 4) + be(2**40, 8)),
                                   _set(2, tmpl_ipfix(301, fields)),
                                   _set(301, v4("10.0.0.1") + be(5, 4) + be(9, 4))])], [EXP], 0)
-    assert b["time_start"].tolist() == [init + 5] and b["sampling_rate"].tolist() == [1]
+    assert b["time_start"].tolist() == [init + 5] and b["sampling_rate"].tolist() == [0]
     assert errors(dec) == {"bad_system_init_time": 1, "bad_sampling_rate": 1}
+    assert dec.exporter_stats()[0]["sampling_unknown"] == 1
     state = dec.templates_state()
     state["sessions"][0]["init_ms"] = 2**64
     fresh = Decoder()
@@ -289,7 +292,7 @@ def test_ipfix_template_withdrawal_single_and_all():
     dec.decode([ipfix_packet([_set(2, struct.pack(">HH", 300, 0))])], [EXP], 0)
     assert dec.exporter_stats()[0]["templates"] == 1
     b = dec.decode([ipfix_packet([_set(300, basic_record())])], [EXP], 0)
-    assert b.count == 0 and dec.exporter_stats()[0]["pending_records"] == 1
+    assert b.count == 0 and dec.exporter_stats()[0]["pending_sets"] == 1
     dec.decode([ipfix_packet([_set(2, struct.pack(">HH", 2, 0))])], [EXP], 0)
     assert dec.exporter_stats()[0]["templates"] == 0
 
@@ -306,25 +309,27 @@ def test_set_padding_is_not_a_record():
 def test_data_before_template_is_held_then_decoded_and_expiry_counted():
     dec = Decoder(pending_max_age_ms=60_000)
     b = dec.decode([ipfix_packet([_set(300, basic_record(nbytes=1) * 2)])], [EXP], 1_000)
-    assert b.count == 0 and dec.exporter_stats()[0]["pending_records"] == 1
+    st = dec.exporter_stats()[0]
+    assert b.count == 0 and (st["pending_sets"], st["pending_bytes"]) == (1, 42)  # one set, two records
     b = dec.decode([ipfix_packet([_set(2, tmpl_ipfix(300, BASIC_V4))])], [EXP], 2_000)
     assert b["bytes"].tolist() == [1, 1]
-    assert dec.exporter_stats()[0]["pending_records"] == 0
+    assert dec.exporter_stats()[0]["pending_sets"] == 0
     dec.decode([ipfix_packet([_set(301, basic_record())])], [EXP], 3_000)
     dec.expire(62_000)
-    assert dec.exporter_stats()[0]["pending_records"] == 1
+    assert dec.exporter_stats()[0]["pending_sets"] == 1
     dec.expire(63_001)
     st = dec.exporter_stats()[0]
-    assert st["pending_records"] == 0 and st["pending_expired"] == 1
+    assert st["pending_sets"] == 0 and st["pending_expired"] == 1
 
 
 def test_pending_is_bounded_per_exporter():
-    dec = Decoder(pending_max_records=100)  # 3,200 bytes per exporter
+    dec = Decoder(pending_max_bytes=4 * (840 + PENDING_SET_OVERHEAD))
     body = basic_record() * 40  # 840 bytes
     for i in range(10):
         dec.decode([ipfix_packet([_set(500 + i, body)])], [EXP], 0)
     st = dec.exporter_stats()[0]
-    assert st["pending_records"] == 3 and st["decode_errors"]["pending_full"] == 7
+    assert (st["pending_sets"], st["pending_bytes"]) == (4, 4 * 840)
+    assert st["pending_dropped"] == {"exporter_bound": 6} and st["decode_errors"] == {}
 
 
 def test_template_id_flood_is_capped_per_exporter():
@@ -341,7 +346,8 @@ def test_template_id_flood_is_capped_per_exporter():
 def test_templates_state_survives_restart_and_bad_entries_are_ignored():
     dec = Decoder()
     opts = struct.pack(">HHH", 256, 2, 1) + struct.pack(">HHHH", 143, 4, 160, 8)
-    dec.decode([ipfix_packet([_set(3, opts), _set(256, be(1, 4) + be(1_600_000_000_000, 8)),
+    init = EXPORT_S * 1000 - 60_000  # booted a minute before the export time
+    dec.decode([ipfix_packet([_set(3, opts), _set(256, be(1, 4) + be(init, 8)),
                               _set(2, tmpl_ipfix(300, BASIC_V4 + [(22, 4), (21, 4)]))])], [EXP], 0)
     state = json.loads(json.dumps(dec.templates_state()))
     state["templates"].append({"exporter": "192.0.2.1", "port": "x"})
@@ -352,16 +358,16 @@ def test_templates_state_survives_restart_and_bad_entries_are_ignored():
     assert fresh.load_templates_state({"nonsense": 1}) == 0
     assert fresh.load_templates_state("garbage") == 0
     b = fresh.decode([ipfix_packet([_set(300, basic_record() + be(10, 4) + be(20, 4))])], [EXP], 0)
-    assert b.count == 1 and b["time_start"].tolist() == [1_600_000_000_010]
+    assert b.count == 1 and b["time_start"].tolist() == [init + 10]
 
 
 def test_sequence_numbers_v9_packets_ipfix_records():
     dec = Decoder()
     t = _set(0, tmpl_v9(300, BASIC_V4))
-    for seq in (1, 2, 5, 3):  # 2 packets lost, then one backward jump
+    for seq in (1, 2, 5, 3):  # 2 packets missing, then one comes late and fills its hole
         dec.decode([v9_packet([t], seq=seq)], [EXP], 0)
     st = dec.exporter_stats()[0]
-    assert (st["sequence_lost"], st["sequence_backward"]) == (2, 1)
+    assert (st["sequence_lost"], st["sequence_backward"]) == (1, 1)
     dec = Decoder()
     t = _set(2, tmpl_ipfix(300, BASIC_V4))
     dec.decode([ipfix_packet([t, _set(300, basic_record() * 3)], seq=0)], [EXP], 0)
@@ -418,7 +424,7 @@ def test_many_datagrams_one_call_group_per_template():
 
 
 def test_template_memory_bounded_by_fields_per_exporter():
-    dec = Decoder(max_templates_per_exporter=1024)
+    dec = Decoder(max_templates_per_exporter=1024, template_fields_total_max=1 << 20)
     big = [(1000 + i % 500, 1) for i in range(8000)]
     sets = [ipfix_packet([_set(2, tmpl_ipfix(256 + i, big))]) for i in range(20)]
     dec.decode(sets, [EXP] * len(sets), 0)
@@ -427,3 +433,29 @@ def test_template_memory_bounded_by_fields_per_exporter():
     too_big = ipfix_packet([_set(2, tmpl_ipfix(999, [(1, 1)] * 9000))])
     dec.decode([too_big], [("192.0.2.9", 1)], 0)
     assert {s["exporter"]: s["decode_errors"] for s in dec.exporter_stats()}["192.0.2.9"] == {"too_many_fields": 1}
+
+
+def test_sampling_options_template_without_its_data_yet_marks_flows_rate_unknown():
+    """An exporter that announced a sampling options template is sampled: until the rate arrives
+    its flows carry rate 0 (unknown) and are counted, never silently 1."""
+    dec = Decoder()
+    opts = struct.pack(">HHH", 256, 2, 1) + struct.pack(">HHHH", 149, 4, 34, 4)  # domain scope, samplingInterval
+    t = _set(2, tmpl_ipfix(300, BASIC_V4))
+    b = dec.decode([ipfix_packet([_set(3, opts), t, _set(300, basic_record() * 2)])], [EXP], 0)
+    assert b["sampling_rate"].tolist() == [0, 0] and dec.exporter_stats()[0]["sampling_unknown"] == 2
+    b = dec.decode([ipfix_packet([_set(256, be(0, 4) + be(100, 4)), _set(300, basic_record())], seq=2)], [EXP], 0)
+    assert b["sampling_rate"].tolist() == [100] and dec.exporter_stats()[0]["sampling_unknown"] == 2
+    # an exporter without a sampling options template is unsampled (1), as before
+    other = Decoder()
+    b = other.decode([ipfix_packet([t, _set(300, basic_record())])], [EXP], 0)
+    assert b["sampling_rate"].tolist() == [1] and other.exporter_stats()[0]["sampling_unknown"] == 0
+
+
+def test_flows_without_a_time_base_are_counted_apart_not_as_decode_errors():
+    dec = Decoder()
+    fields = [(8, 4), (22, 4), (21, 4)]  # IPFIX uptime times, no boot time ever sent
+    b = dec.decode([ipfix_packet([_set(2, tmpl_ipfix(301, fields)),
+                                  _set(301, (v4("10.0.0.1") + be(5, 4) + be(9, 4)) * 3)])], [EXP], 0)
+    st = dec.exporter_stats()[0]
+    assert b.count == 3 and st["decode_errors"] == {} and st["time_unknown"] == 3
+    assert b["time_end"].tolist() == [EXPORT_S * 1000] * 3

@@ -3,12 +3,20 @@ held until their template arrives, and the grouping of data sets so each templat
 decode call go through a single ``frombuffer``.
 
 Keys: a template is keyed by (exporter address, UDP source port, version, observation domain /
-source id, template id), so two exporters or two line cards reusing an id never mix.
+source id, template id), so two exporters or two line cards reusing an id never mix. A transport
+session is the key without the template id.
+
+Bounds (all counted per exporter when they bite, see flowlens_collector.decode.Decoder.exporter_stats):
+templates of a session not refreshed within the template lifetime expire; at the per-exporter
+template or field cap, or the global field cap, the least recently refreshed session is evicted
+whole; held data sets are charged their length plus PENDING_SET_OVERHEAD against a per-exporter
+and a global byte budget, the oldest queue going first when the global one is full.
 """
 from __future__ import annotations
 
+import json
 import struct
-from collections import deque
+from collections import OrderedDict, deque
 
 import numpy as np
 
@@ -22,12 +30,21 @@ from .v5 import gather as _gather
 _HH = struct.Struct(">HH")
 MAX_SAMPLERS_PER_SESSION = 1024
 MAX_SESSIONS = 65536
-PENDING_BYTES_PER_RECORD = 32
+# what one held data set costs beyond its bytes (bytes object, tuple, ints, deque slot: 92 B per
+# 1-byte set measured with tracemalloc): charged so floods of tiny sets are bounded too
+PENDING_SET_OVERHEAD = 128
 MAX_FIELDS_PER_TEMPLATE = 8192
 MAX_REMEMBERED_TEMPLATE_SET = 2048  # bytes; larger template sets are always walked
 MAX_EPOCH_MS = 1 << 42            # ~2109: a systemInitTimeMilliseconds beyond is garbage, not a boot time
 MAX_SAMPLING_RATE = 0xFFFFFFFF
-MAX_FIELDS_PER_EXPORTER = 131072  # bounds template memory however the fields are spread over ids  # pending bound in bytes = pending_max_records * this, per exporter
+MAX_FIELDS_PER_EXPORTER = 131072  # bounds template memory however the fields are spread over ids
+STATE_FORMAT = 2                  # templates file: 2 adds sessions' refresh times and IPFIX numbering
+IPFIX_MODES = ("all", "inclusive", "inclusive_flows")
+REFRESH_SAVE_MS = 60_000          # a session's refresh time is worth saving again once per minute
+
+
+def _bump(counts: dict, reason: str, n: int = 1) -> None:
+    counts[reason] = counts.get(reason, 0) + n
 
 
 class Session:
@@ -58,21 +75,35 @@ class _Group:
 
 
 class TemplatedDecoder:
-    def __init__(self, owner, *, max_templates_per_exporter: int, pending_max_records: int,
-                 pending_max_age_ms: int):
-        self._owner = owner  # the Decoder: stats() and sequence()
+    def __init__(self, owner, *, max_templates_per_exporter: int, pending_max_bytes: int,
+                 pending_max_age_ms: int, pending_total_max_bytes: int = 4 << 20,
+                 template_fields_total_max: int = 65536, template_lifetime_ms: int = 5_400_000):
+        self._owner = owner  # the Decoder: stats(), sequence() and forget_sequence()
         self._seq_observe = owner.sequence
         self.max_templates = max_templates_per_exporter
-        self.pending_max_bytes = pending_max_records * PENDING_BYTES_PER_RECORD
+        self.pending_max_bytes = pending_max_bytes
+        self.pending_total_max_bytes = pending_total_max_bytes
         self.pending_max_age_ms = pending_max_age_ms
+        self.template_fields_total_max = template_fields_total_max
+        self.template_lifetime_ms = template_lifetime_ms
         self.templates: dict[tuple, Template] = {}
         self._per_host: dict[str, int] = {}
         self._per_host_fields: dict[str, int] = {}
+        self._total_fields = 0
+        # session -> template ids it holds; session -> last template (re)definition, oldest first
+        self._session_tids: dict[tuple, set] = {}
+        self._refreshed: OrderedDict[tuple, int] = OrderedDict()
+        self._sampling_sessions: set = set()  # sessions with an options template announcing sampling
+        self._fragments: dict[tuple, str] = {}  # template key -> its JSON entry in the templates file
+        self.generation = 0  # bumped whenever the persisted state changes
         self.sessions: dict[tuple, Session] = {}
         self.pending: dict[tuple, deque] = {}        # template key -> (body, export_ms, uptime, received_ms)
-        self._pending_bytes: dict[str, int] = {}
-        self._ipfix_inclusive: dict[tuple, str] = {}  # session -> IPFIX sequence numbering mode
+        self._pending_bytes: dict[str, int] = {}     # per exporter, charged (length + overhead)
+        self._pending_total = 0
+        # session -> [mode, confirmed, previous sequence or None, its records, its flow records]
+        self._ipfix_mode: dict[tuple, list] = {}
         self._option_records = 0  # options data records in the message being walked
+        self._held = 0            # data sets held in the message being walked
         self._groups: dict[tuple, _Group] = {}
         # session -> the bytes (set header included) of the last template set walked for it, when
         # every record in it defined a template successfully: the same bytes again change nothing
@@ -114,8 +145,14 @@ class TemplatedDecoder:
         st.packets += 1
         session = (host, port, 10, domain)
         self._option_records = 0
+        self._held = 0
         records = self._walk(buf, ipfix.HEADER_LEN, length, session, st, export_s * 1000, -1)
-        self._ipfix_sequence(session, seq, records, records - self._option_records, st)
+        if self._held:
+            # records of held sets are unknown until their template comes: this message says
+            # nothing about gaps, and the next one starts the count afresh
+            self._sequence_unknown(session)
+        else:
+            self._ipfix_sequence(session, seq, records, records - self._option_records, st)
 
     def single_set_run(self, blob, offsets, lengths, head, data_off, set_id, source, now_ms) -> bool:
         """Datagrams of one source, version, domain and data set id, each one header and one data
@@ -137,9 +174,11 @@ class TemplatedDecoder:
         t = self.templates.get(key)
         if t is None or not t.record_len or t.options or t.variable:
             return False
-        mode = self._ipfix_inclusive.get(session) if ipfix_msg else None
-        if ipfix_msg and mode is None:
-            return False
+        mode = None
+        if ipfix_msg:
+            info = self._ipfix_mode.get(session)
+            if info is None or info[2] is None:
+                return False
         hlen = ipfix.HEADER_LEN if ipfix_msg else netflow9.HEADER_LEN
         with_templates = data_off != hlen
         if with_templates.any():
@@ -153,6 +192,12 @@ class TemplatedDecoder:
         m = len(offsets)
         counts = (lengths - data_off - 4) // rl
         total = int(counts.sum())
+        if ipfix_msg:
+            mode = self._run_mode(session, info, head["w2"].astype(np.int64), counts)
+            if mode is None:
+                return False
+        if with_templates.any():
+            self._touch(session)
         st = self._owner.stats(host, domain, now_ms)
         st.version = version
         st.packets += m
@@ -283,13 +328,18 @@ class TemplatedDecoder:
                     self._drop(key)
         del host
 
-    def define(self, session: tuple, template, st) -> bool:
-        """Install a template (a Template, or a parser spec compiled here unless it is a refresh)."""
+    def define(self, session: tuple, template, st, refreshed_ms: int | None = None) -> bool:
+        """Install a template (a Template, or a parser spec compiled here unless it is a refresh).
+
+        At a cap the least recently refreshed other session (of this exporter, or of any for the
+        global field cap) is evicted whole and counted; only when none is left is the template refused."""
+        when = self._now if refreshed_ms is None else refreshed_ms
         if isinstance(template, tuple):
             version, tid, fields, options, scope_count = template
             old = self.templates.get(session + (tid,))
             if (old is not None and old.fields == fields and old.options == options
                     and old.scope_count == scope_count):
+                self._touch(session, when)
                 return True  # refresh of what we hold: nothing to compile, nothing pending
             template = Template(version, tid, fields, options=options, scope_count=scope_count)
         key = session + (template.template_id,)
@@ -303,34 +353,100 @@ class TemplatedDecoder:
             return False
         old = self.templates.get(key)
         host = session[0]
-        old_fields = len(old.fields) if old is not None else 0
-        fields_after = self._per_host_fields.get(host, 0) - old_fields + len(template.fields)
-        if old is None and self._per_host.get(host, 0) >= self.max_templates or fields_after > MAX_FIELDS_PER_EXPORTER:
+        added = len(template.fields) - (len(old.fields) if old is not None else 0)
+        if not self._make_room(session, old is None, added):
             st.error("template_cap")
             self._define_failures += 1
             return False
         if old is None:
             self._per_host[host] = self._per_host.get(host, 0) + 1
+            self._session_tids.setdefault(session, set()).add(template.template_id)
         elif old.same_as(template):
             template = old  # a refresh: keep the compiled one
         if template is not old:
             self._template_sets.pop(session, None)  # the session's templates changed
-        self._per_host_fields[host] = fields_after
+            self._fragments[key] = json.dumps(
+                {"exporter": key[0], "port": key[1], "version": key[2], "domain": key[3], "template_id": key[4],
+                 "options": template.options, "scope_count": template.scope_count,
+                 "fields": template.key_fields()}, separators=(",", ":"))
+            self.generation += 1
+            if template.options and any(role in SAMPLING_ROLES for role in template.roles):
+                self._sampling_sessions.add(session)
+        self._per_host_fields[host] = self._per_host_fields.get(host, 0) + added
+        self._total_fields += added
         self.templates[key] = template
+        self._touch(session, when)
         held = self.pending.pop(key, None)
         if held:
             for body, export_ms, uptime, _received in held:
-                self._release_pending_bytes(session[0], len(body))
+                self._release_pending_bytes(session[0], len(body) + PENDING_SET_OVERHEAD)
                 self._data_set(key, body, st, export_ms, uptime)
         return True
+
+    def _touch(self, session: tuple, when: int | None = None) -> None:
+        """A template of ``session`` was (re)defined: it is the most recently refreshed one now."""
+        refreshed = self._refreshed
+        if when is None:
+            when = self._now
+        before = refreshed.get(session)
+        refreshed[session] = when
+        refreshed.move_to_end(session)
+        if before is None or before // REFRESH_SAVE_MS != when // REFRESH_SAVE_MS:
+            self.generation += 1  # the saved refresh time is at most this much behind
+
+    def _make_room(self, session: tuple, new_template: bool, added: int) -> bool:
+        host = session[0]
+        while True:
+            over_host = (new_template and self._per_host.get(host, 0) >= self.max_templates) or \
+                self._per_host_fields.get(host, 0) + added > MAX_FIELDS_PER_EXPORTER
+            over_all = self._total_fields + added > self.template_fields_total_max
+            if not (over_host or over_all):
+                return True
+            if over_host:
+                victim = next((s for s in self._refreshed if s[0] == host and s != session), None)
+                reason = "exporter_cap"
+            else:
+                victim = next((s for s in self._refreshed if s != session), None)
+                reason = "global_fields"
+            if victim is None:
+                return False
+            self.evict_session(victim, reason)
+
+    def evict_session(self, session: tuple, reason: str) -> None:
+        """Forget everything of one transport session: templates, options state, held data,
+        sequence numbering. Templates and held data sets are counted on its exporter by reason."""
+        tids = self._session_tids.pop(session, ())
+        st = self._owner.stats(session[0], session[3], self._now)
+        for tid in list(tids):
+            self._drop(session + (tid,))
+        if tids:
+            _bump(st.templates_dropped, reason, len(tids))
+        self._refreshed.pop(session, None)
+        self.sessions.pop(session, None)
+        self._sampling_sessions.discard(session)
+        self._ipfix_mode.pop(session, None)
+        self._template_sets.pop(session, None)
+        self._owner.forget_sequence(session)
+        for key in [k for k in self.pending if k[:4] == session]:
+            self._drop_queue(key, "session_evicted")
+        self.generation += 1
 
     def _drop(self, key: tuple) -> None:
         self._template_sets.pop(key[:4], None)
         t = self.templates.pop(key, None)
         if t is not None:
-            host = key[0]
+            host, session = key[0], key[:4]
             self._per_host[host] = max(0, self._per_host.get(host, 1) - 1)
             self._per_host_fields[host] = max(0, self._per_host_fields.get(host, 0) - len(t.fields))
+            self._total_fields = max(0, self._total_fields - len(t.fields))
+            self._fragments.pop(key, None)
+            tids = self._session_tids.get(session)
+            if tids is not None:
+                tids.discard(key[4])
+                if not tids:
+                    del self._session_tids[session]
+                    self._refreshed.pop(session, None)
+            self.generation += 1
 
     def _data_set(self, key: tuple, body, st, export_ms: int, uptime) -> int:
         t = self.templates.get(key)
@@ -415,38 +531,67 @@ class TemplatedDecoder:
     # -- records waiting for their template ---------------------------------------------------
 
     def _hold(self, key, body, st, export_ms, uptime) -> None:
-        host = key[0]
         size = len(body)
-        if self._pending_bytes.get(host, 0) + size > self.pending_max_bytes:
-            st.error("pending_full")
+        if not size:
+            return  # a data set with no records waits for nothing
+        self._held += 1
+        host = key[0]
+        charge = size + PENDING_SET_OVERHEAD
+        if self._pending_bytes.get(host, 0) + charge > self.pending_max_bytes:
+            _bump(st.pending_dropped, "exporter_bound")
+            return
+        while self._pending_total + charge > self.pending_total_max_bytes and self.pending:
+            self._drop_queue(next(iter(self.pending)), "global_bound")  # the oldest queue goes first
+        if self._pending_total + charge > self.pending_total_max_bytes:
+            _bump(st.pending_dropped, "global_bound")
             return
         q = self.pending.get(key)
         if q is None:
-            # a flood of unknown set ids is bounded by the same per-exporter byte budget
             q = self.pending[key] = deque()
         q.append((bytes(body), export_ms, uptime, self._now))
-        self._pending_bytes[host] = self._pending_bytes.get(host, 0) + size
+        self._pending_bytes[host] = self._pending_bytes.get(host, 0) + charge
+        self._pending_total += charge
 
-    def _release_pending_bytes(self, host, size) -> None:
-        left = self._pending_bytes.get(host, 0) - size
+    def _release_pending_bytes(self, host, charged) -> None:
+        self._pending_total = max(0, self._pending_total - charged)
+        left = self._pending_bytes.get(host, 0) - charged
         if left > 0:
             self._pending_bytes[host] = left
         else:
             self._pending_bytes.pop(host, None)
 
+    def _drop_queue(self, key, reason: str) -> None:
+        q = self.pending.pop(key, None)
+        if not q:
+            return
+        self._release_pending_bytes(key[0], sum(len(e[0]) for e in q) + PENDING_SET_OVERHEAD * len(q))
+        _bump(self._owner.stats(key[0], key[3], self._now).pending_dropped, reason, len(q))
+
     def expire(self, now_ms: int) -> None:
+        """Held data sets older than the pending age, and templates of sessions not refreshed
+        within the template lifetime (RFC 7011 s8.4), counted on their exporter."""
+        self._now = now_ms
         cutoff = now_ms - self.pending_max_age_ms
         for key in list(self.pending):
             q = self.pending[key]
             dropped = 0
             while q and q[0][3] <= cutoff:
                 body = q.popleft()[0]
-                self._release_pending_bytes(key[0], len(body))
+                self._release_pending_bytes(key[0], len(body) + PENDING_SET_OVERHEAD)
                 dropped += 1
             if dropped:
                 self._owner.stats(key[0], key[3], now_ms).pending_expired += dropped
             if not q:
                 del self.pending[key]
+        if self.template_lifetime_ms > 0:
+            stale = now_ms - self.template_lifetime_ms
+            refreshed = self._refreshed
+            while refreshed:
+                session, when = next(iter(refreshed.items()))
+                if when > stale:
+                    break
+                self.evict_session(session, "lifetime")
+
 
     # -- groups -> columns --------------------------------------------------------------------
 
@@ -474,16 +619,24 @@ class TemplatedDecoder:
         export_ms = np.repeat(np.array(el, dtype=np.int64), spread)
         uptime = np.repeat(np.array(ul, dtype=np.int64), spread) if t.version == 9 else None
         rec = np.frombuffer(raw, dtype=t.dtype, count=n)
+        st = self._owner.stats(*g.stats_key, self._now)
+        keep = t.account(rec, st)  # enterprise fields and NSEL events counted; NSEL creates dropped
+        if keep is not None:
+            rec, export_ms = rec[keep], export_ms[keep]
+            uptime = uptime[keep] if uptime is not None else None
+            n = len(rec)
         session = self.sessions.get(key[:4])
         if g.session_state is not None:
             session = Session()
             session.init_ms, session.rate, session.samplers = g.session_state
         init_ms = session.init_ms if session is not None else None
         cols, sampler, rates, unknown_base = t.to_columns(rec, export_ms, uptime, init_ms)
-        st = self._owner.stats(*g.stats_key, self._now)
-        if unknown_base:
-            st.error("time_base_unknown", unknown_base)
-        default = session.rate if session is not None and session.rate is not None else 1
+        if unknown_base:  # decoded, with times anchored at the export time: not a decode error
+            st.time_unknown += unknown_base
+        if session is not None and session.rate is not None:
+            default = session.rate
+        else:  # a session that announced sampling options but sent no rate yet: rate unknown (0)
+            default = 0 if key[:4] in self._sampling_sessions else 1
         if rates is not None:
             sampling = rates
         elif sampler is not None:
@@ -497,6 +650,8 @@ class TemplatedDecoder:
                 st.sampling_unknown += unknown
         else:
             sampling = np.full(n, default, dtype=np.uint32)
+            if not default:
+                st.sampling_unknown += n
         cols["sampling_rate"] = sampling
         cols["exporter"] = np.full(n, self._owner.exporter_addr(key[0]))
         cols["observation_domain"] = np.full(n, key[3], dtype=np.uint32)
@@ -510,28 +665,85 @@ class TemplatedDecoder:
 
     # -- sequence numbers ---------------------------------------------------------------------
 
+    # IPFIX counts all data records before this message (RFC 7011). softflowd counts them including
+    # this message and leaves its options records out. Which numbering a stream uses is guessed from
+    # its first message (seq == its own records: inclusive) and confirmed or corrected by the first
+    # two consecutive messages whose steps fit one numbering only (record counts that differ, such as
+    # a template refresh without data): a stream first seen mid-way (a collector restart) starts
+    # from the guess "all" and is switched without counting a loss. A confirmed numbering is kept
+    # with the templates. Modes: "all" (RFC), "inclusive" (seq includes the message's records),
+    # "inclusive_flows" (its flow records, options records not counted).
+
     def _ipfix_sequence(self, session, seq, records, flow_records, st) -> None:
-        """IPFIX counts all data records before this message (RFC 7011). softflowd counts them
-        including this message and leaves its options records out. The first message of a stream
-        tells which: "all" (RFC), "inclusive" (seq == its own records) or "inclusive_flows"
-        (seq == its own flow records, softflowd's options record not counted)."""
-        mode = self._ipfix_inclusive.get(session)
-        if mode is None:
-            if len(self._ipfix_inclusive) >= MAX_SESSIONS:
-                self._ipfix_inclusive.clear()
+        info = self._ipfix_mode.get(session)
+        if info is None:
+            if len(self._ipfix_mode) >= MAX_SESSIONS:
+                self._ipfix_mode.clear()
             if records > 0 and seq == records:
                 mode = "inclusive"
             elif flow_records > 0 and seq == flow_records:
                 mode = "inclusive_flows"
             else:
                 mode = "all"
-            self._ipfix_inclusive[session] = mode
+            info = self._ipfix_mode[session] = [mode, False, None, 0, 0]
+        elif info[2] is not None and (not info[1] or (info[0] != "all" and records != flow_records)):
+            # unconfirmed, or an inclusive numbering meeting options records (which tell the two apart)
+            pseq, prec = info[2], info[3]
+            fits = [m for m, expected in (("all", pseq + prec), ("inclusive", pseq + records),
+                                          ("inclusive_flows", pseq + flow_records))
+                    if seq == expected & 0xFFFFFFFF]
+            if fits and info[0] not in fits:
+                self._switch_mode(session, info, fits[0], st)
+                self.generation += 1
+            if not info[1] and fits and (fits == ["all"] or "all" not in fits):
+                info[1] = True  # RFC or inclusive numbering: only a loss or a reset can tell otherwise now
+                self.generation += 1
+        mode = info[0]
         if mode == "inclusive":
-            self._owner.sequence(session, (seq - records) & 0xFFFFFFFF, records, st)
+            self._seq_observe(session, (seq - records) & 0xFFFFFFFF, records, st)
         elif mode == "inclusive_flows":
-            self._owner.sequence(session, (seq - flow_records) & 0xFFFFFFFF, flow_records, st)
+            self._seq_observe(session, (seq - flow_records) & 0xFFFFFFFF, flow_records, st)
         else:
-            self._owner.sequence(session, seq, records, st)
+            self._seq_observe(session, seq, records, st)
+        info[2], info[3], info[4] = seq, records, flow_records
+
+    def _switch_mode(self, session, info, mode, st) -> None:
+        """The guessed numbering did not fit: forget what the tracker expects and replay the
+        previous message under the new numbering (a stream's first message counts nothing)."""
+        info[0] = mode
+        self._owner.forget_sequence(session)
+        pseq, prec, pflow = info[2], info[3], info[4]
+        if mode == "inclusive":
+            self._seq_observe(session, (pseq - prec) & 0xFFFFFFFF, prec, st)
+        elif mode == "inclusive_flows":
+            self._seq_observe(session, (pseq - pflow) & 0xFFFFFFFF, pflow, st)
+        else:
+            self._seq_observe(session, pseq, prec, st)
+
+    def _run_mode(self, session, info, seqs: np.ndarray, counts: np.ndarray) -> str:
+        """The numbering for a run of single-data-set messages (records = flow records = counts),
+        confirming or correcting an unconfirmed guess from the run's steps; remembers its last one."""
+        if not info[1]:
+            p_seq = np.concatenate(([info[2]], seqs[:-1]))
+            p_rec = np.concatenate(([info[3]], counts[:-1]))
+            fit_all = seqs == (p_seq + p_rec) & 0xFFFFFFFF
+            fit_inc = seqs == (p_seq + counts) & 0xFFFFFFFF
+            only_all, only_inc = bool((fit_all & ~fit_inc).any()), bool((fit_inc & ~fit_all).any())
+            if only_all != only_inc:
+                mode = "all" if only_all else (info[0] if info[0] != "all" else "inclusive")
+                if mode != info[0]:
+                    st = self._owner.stats(session[0], session[3], self._now)
+                    self._switch_mode(session, info, mode, st)
+                info[1] = True
+                self.generation += 1
+        info[2], info[3], info[4] = int(seqs[-1]), int(counts[-1]), int(counts[-1])
+        return info[0]
+
+    def _sequence_unknown(self, session) -> None:
+        self._owner.forget_sequence(session)
+        info = self._ipfix_mode.get(session)
+        if info is not None:
+            info[2] = None
 
     # -- introspection and persistence --------------------------------------------------------
 
@@ -543,29 +755,80 @@ class TemplatedDecoder:
         return out
 
     def pending_by_stats_key(self) -> dict:
+        """(exporter, domain) -> [data sets held, their bytes]."""
         out: dict = {}
         for k, q in self.pending.items():
             sk = (k[0], k[3])
-            out[sk] = out.get(sk, 0) + len(q)
+            v = out.get(sk)
+            if v is None:
+                v = out[sk] = [0, 0]
+            v[0] += len(q)
+            v[1] += sum(len(e[0]) for e in q)
         return out
 
-    def state(self) -> dict:
-        templates = [{"exporter": k[0], "port": k[1], "version": k[2], "domain": k[3], "template_id": k[4],
-                      "options": t.options, "scope_count": t.scope_count, "fields": t.key_fields()}
-                     for k, t in self.templates.items()]
-        sessions = [{"exporter": k[0], "port": k[1], "version": k[2], "domain": k[3], "init_ms": s.init_ms,
-                     "rate": s.rate, "samplers": [[i, r] for i, r in s.samplers.items()]}
-                    for k, s in self.sessions.items()]
-        return {"format": 1, "templates": templates, "sessions": sessions}
+    def state_text(self) -> str:
+        """The templates file as JSON text: each template's entry was serialised when it was
+        defined, so this costs a join plus the (few) sessions, whatever the template count."""
+        sessions = []
+        keys = dict.fromkeys(self._refreshed)
+        keys.update(dict.fromkeys(self.sessions))
+        keys.update(dict.fromkeys(k for k, v in self._ipfix_mode.items() if v[1]))
+        for k in keys:
+            s = self.sessions.get(k)
+            mode = self._ipfix_mode.get(k)
+            sessions.append({"exporter": k[0], "port": k[1], "version": k[2], "domain": k[3],
+                             "init_ms": s.init_ms if s else None, "rate": s.rate if s else None,
+                             "samplers": [[i, r] for i, r in s.samplers.items()] if s else [],
+                             "refreshed_ms": self._refreshed.get(k),
+                             "ipfix_sequence": mode[0] if mode else None,
+                             "ipfix_sequence_confirmed": bool(mode and mode[1])})
+        return ('{"format":%d,"templates":[%s],"sessions":%s}'
+                % (STATE_FORMAT, ",".join(self._fragments.values()), json.dumps(sessions, separators=(",", ":"))))
 
-    def load_state(self, state) -> int:
+    def state(self) -> dict:
+        return json.loads(self.state_text())
+
+    def load_state(self, state, now_ms: int) -> int:
+        """Templates and sessions from a templates file (format 1 or 2). Each session keeps its
+        last refresh time (format 1: now), so templates expire across restarts as they would have."""
+        self._now = now_ms
         loaded = 0
         if not isinstance(state, dict):
             self.state_rejected += 1
             return 0
+        refreshed: dict = {}
+        for e in state.get("sessions", []) or []:
+            try:
+                key = (str(e["exporter"]), int(e["port"]), int(e["version"]), int(e["domain"]))
+                init_ms = None if e.get("init_ms") is None else int(e["init_ms"])
+                rate = None if e.get("rate") is None else int(e["rate"])
+                samplers = {int(i): int(r) for i, r in (e.get("samplers") or [])[:MAX_SAMPLERS_PER_SESSION]}
+                if (init_ms is not None and not 0 <= init_ms <= MAX_EPOCH_MS) or \
+                        any(not 0 < r <= MAX_SAMPLING_RATE for r in [*samplers.values(), *([rate] if rate else [])]):
+                    raise ValueError("session values out of range")
+                mode = e.get("ipfix_sequence")
+                if mode is not None and (mode not in IPFIX_MODES or key[2] != 10):
+                    raise ValueError("ipfix sequence mode")
+                if e.get("refreshed_ms") is not None:
+                    refreshed[key] = min(max(0, int(e["refreshed_ms"])), now_ms)
+                if init_ms is not None or rate is not None or samplers:
+                    s = self._session(key)
+                    s.init_ms, s.rate = init_ms, rate
+                    s.samplers.update(samplers)
+                if mode is not None:
+                    self._ipfix_mode[key] = [mode, bool(e.get("ipfix_sequence_confirmed")), None, 0, 0]
+            except Exception:
+                self.state_rejected += 1
+        entries = []
         for e in state.get("templates", []) or []:
             try:
                 session = (str(e["exporter"]), int(e["port"]), int(e["version"]), int(e["domain"]))
+                entries.append((refreshed.get(session, now_ms), session, e))
+            except Exception:
+                self.state_rejected += 1
+        entries.sort(key=lambda x: x[0])  # least recently refreshed first: the eviction order
+        for when, session, e in entries:
+            try:
                 if session[2] not in (9, 10):
                     raise ValueError("version")
                 fields = [(int(a), int(b), int(c)) for a, b, c in e["fields"]]
@@ -576,24 +839,11 @@ class TemplatedDecoder:
                     raise ValueError("template id")
                 t = Template(session[2], tid, fields, options=bool(e.get("options")),
                              scope_count=int(e.get("scope_count", 0)))
-                st = self._owner.stats(session[0], session[3], self._now)
-                if self.define(session, t, st):
+                st = self._owner.stats(session[0], session[3], now_ms)
+                if self.define(session, t, st, refreshed_ms=when):
                     loaded += 1
                 else:
                     self.state_rejected += 1
-            except Exception:
-                self.state_rejected += 1
-        for e in state.get("sessions", []) or []:
-            try:
-                s = self._session((str(e["exporter"]), int(e["port"]), int(e["version"]), int(e["domain"])))
-                init_ms = None if e.get("init_ms") is None else int(e["init_ms"])
-                rate = None if e.get("rate") is None else int(e["rate"])
-                samplers = {int(i): int(r) for i, r in (e.get("samplers") or [])[:MAX_SAMPLERS_PER_SESSION]}
-                if (init_ms is not None and not 0 <= init_ms <= MAX_EPOCH_MS) or \
-                        any(not 0 < r <= MAX_SAMPLING_RATE for r in [*samplers.values(), *([rate] if rate else [])]):
-                    raise ValueError("session values out of range")
-                s.init_ms, s.rate = init_ms, rate
-                s.samplers.update(samplers)
             except Exception:
                 self.state_rejected += 1
         return loaded
