@@ -307,40 +307,29 @@ class SpreadSeries:
         # bins: index 0 = before the first edge, 1..steps = the steps, steps + 1 = after the last edge
         self.w = np.zeros((nvalues, steps + 2))
         self.wp = np.zeros((nvalues, steps + 2))
-        self.instant = np.zeros((nvalues, steps + 2))
 
     def bin_of(self, t_ms: np.ndarray) -> np.ndarray:
         """Bin index (0 .. steps + 1) of each time: the step holding it, or one of the two outside bins."""
         k = np.floor_divide(np.asarray(t_ms, dtype=np.int64) - self.origin, self.step) + 1
         return np.clip(k, 0, self.steps + 1).astype(np.intp)
 
-    def add_ramps(self, bins: np.ndarray, rate_sums: np.ndarray, rate_pos_sums: np.ndarray, sign: float) -> None:
-        """Per-bin sums of r and of r * (t - origin) for ramp starts (sign +1) or ends (sign -1);
-        rate_sums has one row per value."""
-        for j in range(self.w.shape[0]):
-            np.add.at(self.w[j], bins, sign * rate_sums[j])
-            np.add.at(self.wp[j], bins, sign * rate_pos_sums[j])
-
-    def add_instants(self, bins: np.ndarray, sums: np.ndarray) -> None:
-        for j in range(self.instant.shape[0]):
-            np.add.at(self.instant[j], bins, sums[j])
-
     def add_flows(self, time_start: np.ndarray, time_end: np.ndarray, values: list[np.ndarray]) -> None:
-        """The ring's way in: raw per-flow columns."""
-        ts = np.asarray(time_start, dtype=np.int64)
+        """The ring's way in: raw per-flow columns. A flow with no duration (or no start) becomes a 1 ms
+        ramp from its end, which lies wholly in its end's step: one code path, no masking."""
         te = np.asarray(time_end, dtype=np.int64)
-        v = np.vstack([np.asarray(x, dtype=np.float64) for x in values])
+        ts = np.asarray(time_start, dtype=np.int64)
         ramp = (ts > 0) & (ts < te)
-        if ramp.any():
-            s, e = ts[ramp], te[ramp]
-            rate = v[:, ramp] / (e - s).astype(np.float64)
-            ps = (s - self.origin).astype(np.float64)
-            pe = (e - self.origin).astype(np.float64)
-            self.add_ramps(self.bin_of(s), rate, rate * ps, 1.0)
-            self.add_ramps(self.bin_of(e), rate, rate * pe, -1.0)
-        inst = ~ramp
-        if inst.any():
-            self.add_instants(self.bin_of(te[inst]), v[:, inst])
+        s = np.where(ramp, ts, te)
+        e = np.where(ramp, te, te + 1)
+        inv = 1.0 / (e - s)
+        bs, be = self.bin_of(s), self.bin_of(e)
+        ps = (s - self.origin).astype(np.float64)
+        pe = (e - self.origin).astype(np.float64)
+        size = self.steps + 2
+        for j, v in enumerate(values):
+            rate = np.asarray(v, dtype=np.float64) * inv
+            self.w[j] += np.bincount(bs, rate, size) - np.bincount(be, rate, size)
+            self.wp[j] += np.bincount(bs, rate * ps, size) - np.bincount(be, rate * pe, size)
 
     def totals(self) -> np.ndarray:
         """(nvalues, steps) rounded sums per step."""
@@ -349,5 +338,5 @@ class SpreadSeries:
         W = np.cumsum(self.w, axis=1)[:, :self.steps + 1]
         WP = np.cumsum(self.wp, axis=1)[:, :self.steps + 1]
         running = edges * W - WP
-        per_step = np.diff(running, axis=1) + self.instant[:, 1:self.steps + 1]
+        per_step = np.diff(running, axis=1)
         return np.maximum(np.rint(per_step), 0)
