@@ -162,7 +162,9 @@ class Decoder:
 
     # -- shared helpers (used by the templated decoder too) ------------------------------------
 
-    def stats(self, exporter: str, domain: int, now_ms: int) -> ExporterStats:
+    def stats(self, exporter: str, domain: int, now_ms: int, seen: bool = True) -> ExporterStats:
+        """The counters of (exporter, domain); ``seen`` False for bookkeeping that is not a packet
+        from it (expiry, eviction): last_seen stays the time of its last packet."""
         key = (exporter, domain)
         s = self._stats.get(key)
         if s is None:
@@ -174,7 +176,8 @@ class Decoder:
                 s.last_seen = now_ms
                 return s
             s = self._stats[key] = Stats(exporter, domain, now_ms, self._errlog)
-        s.last_seen = now_ms
+        if seen:
+            s.last_seen = now_ms
         return s
 
     def sequence(self, stream: tuple, sequence: int, units: int, stats: ExporterStats) -> None:

@@ -44,6 +44,7 @@ def test_templates_not_refreshed_within_their_lifetime_expire_counted():
     assert b.count == 1
     dec.expire(18_001)
     assert stats(dec)["templates"] == 0 and stats(dec)["templates_dropped"] == {"lifetime": 2}
+    assert stats(dec)["last_seen"] == 11_000  # expiry is not a packet from the exporter
 
 
 def test_exporter_restarting_on_new_ports_evicts_its_oldest_session_instead_of_refusing():

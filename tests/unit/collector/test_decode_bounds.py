@@ -7,6 +7,8 @@ import json
 
 from flowlens_collector.decode import Decoder
 from flowlens_collector.decoders.templated import PENDING_SET_OVERHEAD
+from flowlens_collector.service import Collector
+from flowmodel.config import load_config
 
 from test_decode_quirks import BASIC_V4, _set, basic_record, ipfix_packet, tmpl_ipfix, v9_packet
 
@@ -99,3 +101,41 @@ def test_templates_file_text_is_the_state_and_changes_only_with_it():
     dec.decode([ipfix_packet([t], seq=1)], [EXP], 61_000)  # a minute later: worth saving again
     assert dec.templates_generation > gen
     assert json.loads(dec.templates_state_text())["sessions"][0]["refreshed_ms"] == 61_000
+
+
+# -- the collector's template saves: only when changed, written on a thread ---------------------
+
+def _collector(tmp_path) -> Collector:
+    cfg = load_config(None, env={}, overrides={"collector.template_path": str(tmp_path / "t" / "templates.json")})
+    return Collector(cfg)  # inert: no sockets until start()
+
+
+def _wait_save(c: Collector) -> None:
+    if c._save_thread is not None:
+        c._save_thread.join(10)
+
+
+def test_templates_saved_on_a_thread_only_when_changed(tmp_path):
+    c = _collector(tmp_path)
+    path = tmp_path / "t" / "templates.json"
+    c.decoder.decode([ipfix_packet([_set(2, tmpl_ipfix(300, BASIC_V4))])], [EXP], 1000)
+    c._save_templates()
+    assert c._save_thread is not None and c._save_thread.name == "template-save"
+    _wait_save(c)
+    assert c.counters["template_saves"] == 1
+    assert [e["template_id"] for e in json.loads(path.read_text())["templates"]] == [300]
+    c._save_templates()  # nothing changed: no thread, no write
+    _wait_save(c)
+    assert c.counters["template_saves"] == 1
+    c.decoder.decode([ipfix_packet([_set(2, tmpl_ipfix(301, BASIC_V4))], seq=0)], [EXP], 2000)
+    c._save_templates()
+    _wait_save(c)
+    assert c.counters["template_saves"] == 2
+    assert sorted(e["template_id"] for e in json.loads(path.read_text())["templates"]) == [300, 301]
+    # at stop: unchanged and on disk, nothing written; removed, written again in place
+    c._save_templates(force=True)
+    assert c.counters["template_saves"] == 2
+    path.unlink()
+    c._save_templates(force=True)
+    assert c.counters["template_saves"] == 3 and path.exists() and c._save_thread is None
+    assert c.counters["template_save_errors"] == 0

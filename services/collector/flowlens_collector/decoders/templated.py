@@ -416,7 +416,7 @@ class TemplatedDecoder:
         """Forget everything of one transport session: templates, options state, held data,
         sequence numbering. Templates and held data sets are counted on its exporter by reason."""
         tids = self._session_tids.pop(session, ())
-        st = self._owner.stats(session[0], session[3], self._now)
+        st = self._owner.stats(session[0], session[3], self._now, seen=False)
         for tid in list(tids):
             self._drop(session + (tid,))
         if tids:
@@ -565,7 +565,7 @@ class TemplatedDecoder:
         if not q:
             return
         self._release_pending_bytes(key[0], sum(len(e[0]) for e in q) + PENDING_SET_OVERHEAD * len(q))
-        _bump(self._owner.stats(key[0], key[3], self._now).pending_dropped, reason, len(q))
+        _bump(self._owner.stats(key[0], key[3], self._now, seen=False).pending_dropped, reason, len(q))
 
     def expire(self, now_ms: int) -> None:
         """Held data sets older than the pending age, and templates of sessions not refreshed
@@ -580,7 +580,7 @@ class TemplatedDecoder:
                 self._release_pending_bytes(key[0], len(body) + PENDING_SET_OVERHEAD)
                 dropped += 1
             if dropped:
-                self._owner.stats(key[0], key[3], now_ms).pending_expired += dropped
+                self._owner.stats(key[0], key[3], now_ms, seen=False).pending_expired += dropped
             if not q:
                 del self.pending[key]
         if self.template_lifetime_ms > 0:
@@ -839,7 +839,7 @@ class TemplatedDecoder:
                     raise ValueError("template id")
                 t = Template(session[2], tid, fields, options=bool(e.get("options")),
                              scope_count=int(e.get("scope_count", 0)))
-                st = self._owner.stats(session[0], session[3], now_ms)
+                st = self._owner.stats(session[0], session[3], now_ms, seen=False)
                 if self.define(session, t, st, refreshed_ms=when):
                     loaded += 1
                 else:
