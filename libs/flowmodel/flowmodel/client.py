@@ -134,6 +134,10 @@ class StoreClient:
     def series(self, step: float = 60, **filters) -> dict:
         return self.request("series", step=step, **self._times(filters))
 
+    def overview(self, step: float = 10, limit: int = 10, **filters) -> dict:
+        """Spread, scaled series and scaled top src/dst/protocol for one window (what the dashboard shows)."""
+        return self.request("overview", step=step, limit=limit, **self._times(filters))
+
     def exporters(self) -> dict:
         return self.request("exporters")
 

@@ -15,8 +15,9 @@ from . import addr
 
 OPS = {
     "flows": "flows matching filters, newest first, keyset-paginated; reply: columns (raw bytes per schema column), count, next_cursor, prev_cursor",
-    "top": "top keys by bytes/packets/flows for a window; args: by (src, dst, pair, port, src_port, dst_port, protocol, exporter), metric, limit, filters; reply: rows, totals",
-    "series": "bytes/packets/flows per step for a window; args: step (seconds), filters; reply: step_ms, points [[t_ms, bytes, packets, flows], ...]",
+    "top": "top keys by bytes/packets/flows for a window; args: by (src, dst, pair, port, src_port, dst_port, protocol, exporter), metric, limit, scaled (times the sampling rate), filters; reply: rows, totals",
+    "series": "bytes/packets/flows per step for a window; args: step (seconds), spread (pro-rate each flow over its lifetime), scaled (times the sampling rate), filters; reply: step_ms, points [[t_ms, bytes, packets, flows], ...]",
+    "overview": "a dashboard's window in one read: args: step, limit, filters (since required); reply: series (spread, scaled), top {src, dst, protocol} (scaled bytes)",
     "exporters": "per exporter and observation domain: counters and last seen; reply: exporters, collectors",
     "status": "store health: rates, ring fill, SQLite size and oldest data, uptime, version, process resources",
     "advisories": "advisories; args: severity, state, analyzer, subject, since, until, include_resolved, limit; reply: advisories (newest `limit` by severity), counts (per severity over every match), total",

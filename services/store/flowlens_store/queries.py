@@ -348,33 +348,43 @@ class QueryEngine:
                 "source": "ring" if ring else "sqlite"}
 
     def _ring_top(self, f: dict, by: str, metric: str, limit: int, scaled: bool = False) -> tuple[list, dict]:
-        """The best ``limit`` (key, [bytes, packets, flows]) and the totals, grouped in numpy; only the
-        candidate groups become Python objects, so the cost no longer grows with the number of keys."""
-        need = {"pair": ("src_addr", "dst_addr"), "port": ("src_port", "dst_port"), "src": ("src_addr",),
-                "dst": ("dst_addr",)}.get(by, (by,))
+        need = TOP_COLUMNS.get(by, (by,))
         cols = self.ring.select(lambda c: P.ring_mask(c, f),
                                 columns=need + ("bytes", "packets") + (("sampling_rate",) if scaled else ()))
         if scaled:
             rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
             cols["bytes"], cols["packets"] = cols["bytes"] * rate, cols["packets"] * rate
-        if by == "port":
-            words = P.key_words(np.minimum(cols["src_port"], cols["dst_port"]))
-        else:
-            words = P.key_words(*(cols[c] for c in need))
-        if len(cols["bytes"]) == 0:
-            return [], {"bytes": 0, "packets": 0, "flows": 0}
-        rep, (b, p), n = P.group_rows(words, cols["bytes"], cols["packets"])
-        totals = {"bytes": _total(b), "packets": _total(p), "flows": int(n.sum())}
-        pick = P.top_groups({"bytes": b, "packets": p, "flows": n}[metric], limit)
-        rows = rep[pick]
-        if by == "pair":
-            keys = list(zip(cols["src_addr"][rows].tolist(), cols["dst_addr"][rows].tolist()))
-        elif by == "port":
-            keys = np.minimum(cols["src_port"][rows], cols["dst_port"][rows]).tolist()
-        else:
-            keys = cols[need[0]][rows].tolist()
-        groups = zip(keys, zip(b[pick].tolist(), p[pick].tolist(), n[pick].tolist()))
-        return _rank(groups, metric, limit), totals
+        return _top_of_columns(cols, by, metric, limit)
+
+    def overview(self, args: dict) -> dict:
+        """What a dashboard shows for one window, from one read of the ring: a spread, scaled series and
+        the top sources, destinations and protocols by scaled bytes. Each part is the reply its own op
+        (series spread+scaled, top scaled) would give; a window the ring does not hold is answered by
+        those ops one by one."""
+        P.check_args("overview", args, FLOW_FILTERS + ("step", "limit"))
+        limit = P.int_arg(args, "limit", 10, 1, self.max_rows, cap=True)
+        base = {k: v for k, v in args.items() if k not in ("step", "limit")}
+        f = P.parse_filters(base, self.clock())
+        if "since" not in f:
+            raise QueryError("overview needs a since time")
+        step = args.get("step", 60)
+        if not P.use_ring(f, self.ring, self.clock(), self.ring_duration_ms):
+            return {"ok": True, "series": self.series({**base, "step": step, "spread": True, "scaled": True}),
+                    "top": {by: self.top({**base, "by": by, "limit": limit, "scaled": True})
+                            for by in ("src", "dst", "protocol")}}
+        cols = self.ring.select(lambda c: P.ring_mask(c, f), columns=(
+            "time_start", "time_end", "src_addr", "dst_addr", "protocol", "bytes", "packets", "sampling_rate"))
+        rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+        cols["bytes"], cols["packets"] = cols["bytes"] * rate, cols["packets"] * rate
+        series = self.series({**base, "step": step, "spread": True}, cols=cols)
+        series["scaled"] = True
+        top = {}
+        for by in ("src", "dst", "protocol"):
+            best, totals = _top_of_columns(cols, by, "bytes", limit)
+            top[by] = {"ok": True, "by": by, "metric": "bytes", "scaled": True, "source": "ring", "totals": totals,
+                       "rows": [{"key": _key_text(by, k), "bytes": v[0], "packets": v[1], "flows": v[2]}
+                                for k, v in best]}
+        return {"ok": True, "series": series, "top": top}
 
     def _sql_top(self, db, f: dict, by: str, scaled: bool = False) -> dict:
         out: dict = {}
@@ -411,7 +421,7 @@ class QueryEngine:
 
     # ------------------------------------------------------------ series
 
-    def series(self, args: dict) -> dict:
+    def series(self, args: dict, cols: dict | None = None) -> dict:
         """Bytes, packets and flows per step. By default a flow counts whole in the step where it ended
         (as exported); ``spread`` pro-rates its bytes and packets over its lifetime (what a throughput
         chart wants: a 60 s flow is not a spike at its end), ``scaled`` multiplies them by the flow's
@@ -443,7 +453,9 @@ class QueryEngine:
             first = (f["since"] // step_ms) * step_ms
             acc = P.SpreadSeries(first, step_ms, max(0, -(-(f["until"] - first) // step_ms)))
         got: dict[int, list[int]] = {}
-        if ring:
+        if cols is not None:  # rows the caller (overview) already read from the ring for this window
+            _fold_series(cols, step_ms, acc, scaled, got)
+        elif ring:
             need = ("time_end", "bytes", "packets") + (("time_start",) if spread else ()) + \
                    (("sampling_rate",) if scaled else ())
             cols = self.ring.select(lambda c: P.ring_mask(c, f), columns=need)
@@ -698,3 +710,31 @@ _RATE_AT = REST_DTYPE.fields["sampling_rate"][1]
 
 def _rest_rate(rest: bytes) -> int:
     return max(int.from_bytes(rest[_RATE_AT:_RATE_AT + 4], "little"), 1)
+
+
+TOP_COLUMNS = {"pair": ("src_addr", "dst_addr"), "port": ("src_port", "dst_port"), "src": ("src_addr",),
+               "dst": ("dst_addr",)}
+
+
+def _top_of_columns(cols: dict, by: str, metric: str, limit: int) -> tuple[list, dict]:
+    """The best ``limit`` (key, [bytes, packets, flows]) and the totals, grouped in numpy; only the
+    candidate groups become Python objects, so the cost does not grow with the number of keys."""
+    need = TOP_COLUMNS.get(by, (by,))
+    if len(cols["bytes"]) == 0:
+        return [], {"bytes": 0, "packets": 0, "flows": 0}
+    if by == "port":
+        words = P.key_words(np.minimum(cols["src_port"], cols["dst_port"]))
+    else:
+        words = P.key_words(*(cols[c] for c in need))
+    rep, (b, p), n = P.group_rows(words, cols["bytes"], cols["packets"])
+    totals = {"bytes": _total(b), "packets": _total(p), "flows": int(n.sum())}
+    pick = P.top_groups({"bytes": b, "packets": p, "flows": n}[metric], limit)
+    rows = rep[pick]
+    if by == "pair":
+        keys = list(zip(cols["src_addr"][rows].tolist(), cols["dst_addr"][rows].tolist()))
+    elif by == "port":
+        keys = np.minimum(cols["src_port"][rows], cols["dst_port"][rows]).tolist()
+    else:
+        keys = cols[need[0]][rows].tolist()
+    groups = zip(keys, zip(b[pick].tolist(), p[pick].tolist(), n[pick].tolist()))
+    return _rank(groups, metric, limit), totals

@@ -136,10 +136,9 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
         since = now - views.DASHBOARD_WINDOW_MS
         # throughput as the wire saw it: each flow's bytes spread over its lifetime (not a spike where an
         # active timeout exported it) and sampled exporters' counters times their 1-in-N rate
-        series = store.series(step=views.DASHBOARD_STEP_S, since=since, until=now, spread=True, scaled=True)
-        top_src = store.top(by="src", metric="bytes", limit=10, since=since, until=now, scaled=True)
-        top_dst = store.top(by="dst", metric="bytes", limit=10, since=since, until=now, scaled=True)
-        top_proto = store.top(by="protocol", metric="bytes", limit=10, since=since, until=now, scaled=True)
+        # (one overview request: the store reads the window once for the chart and the three top lists)
+        ov = store.overview(step=views.DASHBOARD_STEP_S, limit=10, since=since, until=now)
+        series, top_src, top_dst, top_proto = ov["series"], ov["top"]["src"], ov["top"]["dst"], ov["top"]["protocol"]
         counts = active_advisory_counts(store)
         exporters = store.exporters()
         ctx = views.dashboard(now, series, top_src, top_dst, top_proto, counts, exporters, refresh)

@@ -180,6 +180,9 @@ class StoreGate:
     def series(self, **kw) -> dict:
         return self.call(lambda c: c.series(**kw))
 
+    def overview(self, **kw) -> dict:
+        return self.call(lambda c: c.overview(**kw))
+
     def exporters(self, quick: bool = False) -> dict:
         return self.call(lambda c: c.exporters(), quick)
 

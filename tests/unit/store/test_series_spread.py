@@ -146,3 +146,18 @@ def test_rollups_keep_exported_and_scaled_sums(engine):
         assert r["scaled"] is scaled
         assert sum(r["rows"]["bytes"]) == int(want_b) and sum(r["rows"]["packets"]) == int(want_p)
         assert sum(r["rows"]["flows"]) == flows.count
+
+
+@pytest.mark.parametrize("window", [{"since": T0 - 100_000, "until": T0 + 60_000},
+                                    {"since": T0 - 20 * 60_000, "until": T0 + 60_000}], ids=["ring", "sqlite"])
+def test_overview_equals_its_parts(engine, window):
+    """One read of the ring gives exactly what series (spread, scaled) and three scaled tops give."""
+    eng, _ = engine
+    ov = eng.overview({**window, "step": 5, "limit": 7})
+    s = eng.series({**window, "step": 5, "spread": True, "scaled": True})
+    assert ov["series"]["points"] == s["points"] and ov["series"]["scaled"] is True
+    for by in ("src", "dst", "protocol"):
+        t = eng.top({**window, "by": by, "limit": 7, "scaled": True})
+        assert ov["top"][by]["rows"] == t["rows"] and ov["top"][by]["totals"] == t["totals"]
+    with pytest.raises(QueryError, match="since"):
+        eng.overview({"step": 5})
