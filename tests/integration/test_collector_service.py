@@ -337,9 +337,13 @@ def test_replay_keeps_exporters_apart_at_the_collector(collector_env, tmp_path, 
     from flowmodel.replay import main as replay_main
 
     proc, tap, cfg = collector_env()
-    names = ["softflowd_v5_dns", "pmacct_v5_http"]  # two exporters (different source ports)
-    merged = [d for n in names for d in read_datagrams(str(DATA / f"{n}.pcap"))]
-    assert len({(d.src, d.sport) for d in merged}) == 2
+    import dataclasses
+
+    names = ["softflowd_v5_dns", "pmacct_v5_http"]
+    # both captures were exported from 127.0.0.1: give each its own router address, as two exporters
+    merged = [dataclasses.replace(d, src=f"10.9.9.{i + 1}") for i, n in enumerate(names)
+              for d in read_datagrams(str(DATA / f"{n}.pcap"))]
+    assert len({d.src for d in merged}) == 2
     cap = tmp_path / "two-exporters.pcap"
     _write_raw_pcap(cap, merged)
     assert replay_main([str(cap), "--to", f"127.0.0.1:{cfg['collector']['netflow_port']}", "--speed", "max",
