@@ -637,9 +637,12 @@ class WarmWriter:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) "
             "ON CONFLICT (key) DO UPDATE SET analyzer = excluded.analyzer, subject = excluded.subject, "
             "severity = excluded.severity, severity_rank = excluded.severity_rank, state = excluded.state, "
-            "first_seen = min(first_seen, excluded.first_seen), last_seen = max(last_seen, excluded.last_seen), "
+            # a condition raised again after it resolved is a new episode: its own first_seen and count
+            "first_seen = CASE WHEN state = 'resolved' AND excluded.state = 'raised' THEN excluded.first_seen "
+            "ELSE min(first_seen, excluded.first_seen) END, last_seen = max(last_seen, excluded.last_seen), "
             "title = excluded.title, description = excluded.description, action = excluded.action, "
-            "evidence = excluded.evidence, filter = excluded.filter, updates = updates + 1, "
+            "evidence = excluded.evidence, filter = excluded.filter, "
+            "updates = CASE WHEN state = 'resolved' AND excluded.state = 'raised' THEN 1 ELSE updates + 1 END, "
             "source = excluded.source, received_at = excluded.received_at",
             (a["key"], str(a.get("analyzer", "")), str(a.get("subject", "")), a["severity"],
              SEVERITY_RANK[a["severity"]], a["state"], int(a.get("first_seen") or a.get("last_seen") or received),

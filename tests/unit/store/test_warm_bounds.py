@@ -40,3 +40,18 @@ def test_out_of_range_hours_stop_opening_tables_at_the_cap(tmp_path):
     assert rows == 5 * 10 + 10 + 5
     assert int(np.sum(list(w.out_of_range_by_exporter.values()))) == 75
     w.close()
+
+
+def test_an_advisory_raised_again_after_it_resolved_is_a_new_episode(tmp_path):
+    w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64)
+    base = {"key": "scan:10.0.0.9", "analyzer": "scan", "subject": "10.0.0.9", "severity": "CRITICAL"}
+    w.write_events([("advisory", {**base, "state": "raised", "first_seen": 1000, "last_seen": 2000}, 2000),
+                    ("advisory", {**base, "state": "updated", "first_seen": 1000, "last_seen": 3000}, 3000),
+                    ("advisory", {**base, "state": "resolved", "first_seen": 1000, "last_seen": 4000}, 4000)])
+    row = lambda: w.db.execute("SELECT state, first_seen, last_seen, updates FROM advisories").fetchone()
+    assert row() == ("resolved", 1000, 4000, 3)
+    w.write_events([("advisory", {**base, "state": "raised", "first_seen": 90_000, "last_seen": 91_000}, 91_000)])
+    assert row() == ("raised", 90_000, 91_000, 1)
+    w.write_events([("advisory", {**base, "state": "updated", "first_seen": 90_000, "last_seen": 95_000}, 95_000)])
+    assert row() == ("updated", 90_000, 95_000, 2)
+    w.close()
