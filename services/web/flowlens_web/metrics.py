@@ -78,17 +78,30 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
         per = [("packets", "flowlens_exporter_packets_received_total", "export packets received per exporter"),
                ("flows", "flowlens_exporter_flows_decoded_total", "flow records decoded per exporter"),
                ("sequence_lost", "flowlens_exporter_flows_lost_total", "records (v5, IPFIX) or packets (v9) missing per the exporter's sequence numbers"),
-               ("pending_expired", "flowlens_exporter_records_expired_total", "records dropped after waiting too long for their template")]
+               ("sequence_resets", "flowlens_exporter_sequence_resets_total", "times the exporter's sequence numbers started again (exporter restarts; not counted as lost)"),
+               ("pending_expired", "flowlens_exporter_data_sets_expired_total", "data sets dropped after waiting too long for their template"),
+               ("sampling_unknown", "flowlens_exporter_sampling_unknown_total", "flows from a sampled exporter whose rate was not known yet"),
+               ("time_unknown", "flowlens_exporter_time_unknown_total", "flows without a usable time base")]
         for field, name, help_ in per:
             family(name, "counter", help_)
             for e in exps:
                 out.append(f"{name}{_labels(exporter=e.get('exporter', ''), observation_domain=e.get('observation_domain', ''))} {_num(e.get(field) or 0)}")
-        family("flowlens_exporter_decode_errors_total", "counter", "records or packets dropped as undecodable, by reason")
-        for e in exps:
-            errs = e.get("decode_errors") or {}
-            if isinstance(errs, Mapping):
-                for reason, n in sorted(errs.items()):
-                    out.append(f"flowlens_exporter_decode_errors_total{_labels(exporter=e.get('exporter', ''), observation_domain=e.get('observation_domain', ''), reason=reason)} {_num(n)}")
+        for field, name, kind, help_ in (
+                ("pending_sets", "flowlens_exporter_pending_data_sets", "gauge", "data sets waiting for their template now"),
+                ("pending_bytes", "flowlens_exporter_pending_bytes", "gauge", "bytes of data sets waiting for their template now")):
+            family(name, kind, help_)
+            for e in exps:
+                out.append(f"{name}{_labels(exporter=e.get('exporter', ''), observation_domain=e.get('observation_domain', ''))} {_num(e.get(field) or 0)}")
+        for field, name, help_ in (
+                ("decode_errors", "flowlens_exporter_decode_errors_total", "records or packets dropped as undecodable, by reason"),
+                ("pending_dropped", "flowlens_exporter_data_sets_dropped_total", "data sets refused while waiting for a template (memory bounds), by reason"),
+                ("templates_dropped", "flowlens_exporter_templates_dropped_total", "templates expired or evicted, by reason")):
+            family(name, "counter", help_)
+            for e in exps:
+                errs = e.get(field) or {}
+                if isinstance(errs, Mapping):
+                    for reason, n in sorted(errs.items()):
+                        out.append(f"{name}{_labels(exporter=e.get('exporter', ''), observation_domain=e.get('observation_domain', ''), reason=reason)} {_num(n)}")
         family("flowlens_exporter_last_seen_seconds", "gauge", "unix time of the exporter's last packet")
         for e in exps:
             if e.get("last_seen"):
@@ -118,6 +131,8 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
             ("flowlens_store_flows_received_total", "counter", "flows the store received from the bus", ("flows_in",)),
             ("flowlens_store_flows_committed_total", "counter", "flows committed to SQLite", ("flows_committed",)),
             ("flowlens_store_flows_shed_total", "counter", "flows the store dropped because its write queue was full", ("write_queue.shed_flows",)),
+            ("flowlens_store_flows_out_of_range_total", "counter", "flows dropped because their time would open a table outside the retention window past store.max_partitions", ("sqlite.out_of_range_flows",)),
+            ("flowlens_store_queries_refused_total", "counter", "queries refused because every query worker was busy and the queue full", ("queries.refused_busy",)),
             ("flowlens_store_uptime_seconds", "gauge", "seconds since the store started", ("uptime_s",)),
         ):
             v = find_number(status, paths)
