@@ -239,6 +239,13 @@ def test_series_agrees_with_the_input(stack, expected, window):
     assert all(p[0] % 60_000 == 0 for p in points)
     only_dns = client.series(step=60, exporter="127.0.0.2", **window)["points"]
     assert sum(p[1] for p in only_dns) == sum(r["bytes"] for r in expected["softflowd_v5_dns"])
+    # every flow lies inside the window: spread over their lifetimes the bytes still add up (to
+    # rounding, at most one byte a step), and these unsampled exporters scale by 1
+    spread = client.series(step=60, spread=True, scaled=True, **window)
+    assert spread["spread"] is True and spread["scaled"] is True
+    assert abs(sum(p[1] for p in spread["points"]) - sum(r["bytes"] for r in rows)) <= len(spread["points"])
+    assert sum(p[3] for p in spread["points"]) == len(rows)
+    assert client.top(by="exporter", scaled=True, **window)["totals"]["bytes"] == sum(r["bytes"] for r in rows)
 
 
 def test_exporters_lists_each_with_its_counts(stack, expected, real_flows):
@@ -298,6 +305,13 @@ def test_cli_table_and_top(stack, window):
                  "--format", "json")
     assert r.returncode == 0, r.stderr
     assert {json.loads(line)["key"] for line in r.stdout.splitlines()} == {"127.0.0.2", "127.0.0.3"}
+    r = flowlens(cfg, "series", "--step", "60", "--spread", "--scaled", "--since", str(window["since"]),
+                 "--until", str(window["until"]), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    points = [json.loads(line) for line in r.stdout.splitlines()]
+    plain = _client.series(step=60, **window)["points"]
+    assert sum(p["flows"] for p in points) == sum(p[3] for p in plain) > 0
+    assert abs(sum(p["bytes"] for p in points) - sum(p[1] for p in plain)) <= len(points)
 
 
 def test_cli_store_error_exits_2(stack):

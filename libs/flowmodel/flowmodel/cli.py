@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in FILTERS:
         q.add_argument("--" + name.replace("_", "-"), dest=name, type=float if name == "step" else str,
                        help=FILTER_HELP.get(name))
+    q.add_argument("--scaled", action="store_true", default=None,
+                   help="top, series, rollups: bytes and packets times each flow's sampling rate")
+    q.add_argument("--spread", action="store_true", default=None,
+                   help="series: spread each flow's bytes and packets over its lifetime")
     q.add_argument("--since", help="15m, 24h, 7d or an ISO 8601 time")
     q.add_argument("--until", help="same forms as --since")
     q.add_argument("--limit", type=_limit, help="rows wanted, at least 1 (flows: pages are followed; default 100)")
@@ -74,7 +78,8 @@ def run_query(args: argparse.Namespace, out=None, err=None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     given = {k: getattr(args, k) for k in FILTERS + ("since", "until") if getattr(args, k) is not None}
     try:
-        normalise_flow_filters(given)  # fail early, with the same reasons the store would give
+        normalise_flow_filters(given)
+        given.update({k: True for k in ("scaled", "spread") if getattr(args, k, None)})  # fail early, with the same reasons the store would give
         cfg = config_from_env_or_path(args.config)
     except (QueryError, ConfigError) as e:
         print(f"flowlens query: {e}", file=err)
@@ -105,6 +110,8 @@ def render_reply(op: str, reply: dict, fmt: str) -> str:
     table gets ``status`` as key/value sections and ``exporters`` with its collectors below."""
     if fmt == "table" and op == "status":
         return render_sections({k: v for k, v in reply.items() if k != "ok"}, "store")
+    if fmt == "table" and op == "overview":
+        return render_sections({k: v for k, v in reply.items() if k != "ok"}, "overview")
     if fmt == "table" and op == "exporters":
         text = render(reply_rows(op, reply), fmt, _union_columns(reply.get("exporters") or [], EXPORTER_COLUMNS))
         for c in reply.get("collectors") or []:
