@@ -39,7 +39,25 @@ EXPORTER_EVENT_FIELDS = {
     "listen": "list of 'host:port' the collector listens on",
     "socket": "per listen port: {port, rcvbuf_requested, rcvbuf_granted, kernel_drops}",
     "exporters": "list of per (exporter, observation_domain) maps, see EXPORTER_STATS_FIELDS",
+    "config": "the service's effective config keys (its own section, bus and log), see service_config()",
 }
+
+# which config sections each service runs on (what its health event reports as "config")
+SERVICE_CONFIG_SECTIONS = {"collector": ("collector.", "bus.", "log."), "analyzer": ("analysis.", "bus.", "query.", "log."),
+                           "store": ("store.", "bus.", "log."), "web": ("web.", "query.", "log.")}
+
+
+def service_config(cfg, service: str) -> dict:
+    """The effective values (after the file and FLOWLENS_* overrides) of the keys ``service`` runs on,
+    as plain JSON/msgpack values, so the About page shows what each process really uses."""
+    prefixes = SERVICE_CONFIG_SECTIONS[service]
+    out = {}
+    for key, value in cfg.items():
+        if key.startswith(prefixes):
+            out[key] = value if isinstance(value, (str, int, float, bool, type(None))) else \
+                [v if isinstance(v, (str, int, float, bool)) else str(v) for v in value] \
+                if isinstance(value, (list, tuple)) else str(value)
+    return out
 
 EXPORTER_STATS_FIELDS = {
     "exporter": "exporter address as text",

@@ -18,7 +18,7 @@ import time
 import zmq
 
 from flowmodel import bus
-from flowmodel.events import process_stats
+from flowmodel.events import process_stats, service_config
 from flowmodel.logs import RateLimitedLog, fields
 
 from .batcher import Batcher
@@ -67,6 +67,7 @@ class Collector:
                               template_lifetime_ms=int(cfg["collector.template_lifetime"] * 1000))
         self.decoder = decoder
         self.source_id = cfg["collector.instance_id"] or bus.default_source_id("collector")
+        self.config_report = service_config(cfg, "collector")  # effective keys, shown per service on About
         self.batcher = Batcher(cfg["collector.batch_max_flows"], int(cfg["collector.batch_max_age"] * 1000))
         self.stats_interval_ms = int(cfg["collector.stats_interval"] * 1000)
         self.group_max = cfg["collector.receive_group"]  # datagrams received and decoded together at most
@@ -333,7 +334,7 @@ class Collector:
                         truncated_datagrams=sum(rx.truncated for rx in self._receivers.values()))
         return {"kind": "collector", "collector": self.source_id, "process": process_stats(self.started_at_ms),
                 "counters": counters, "listen": [lst.address for lst in self.listeners], "socket": sockets,
-                "exporters": self.decoder.exporter_stats()}
+                "exporters": self.decoder.exporter_stats(), "config": self.config_report}
 
     def _publish_health(self, t: int) -> None:
         try:

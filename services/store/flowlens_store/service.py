@@ -17,7 +17,7 @@ import zmq
 from flowmodel import addr
 from flowmodel.bus import (queue_limit, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX, CodecError, GapCounter,
                            decode_batch, decode_body, envelope_of)
-from flowmodel.events import ADVISORY_STATES, SEVERITIES, process_stats
+from flowmodel.events import ADVISORY_STATES, SEVERITIES, process_stats, service_config
 from flowmodel.logs import RateLimitedLog, fields
 from flowmodel.protocol import OPS, QueryError, error_reply
 
@@ -407,13 +407,14 @@ class StoreService:
         mins = [p[4] for p in parts if p[4] is not None]
         maxs = [p[5] for p in parts if p[5] is not None]
         services = [{"service": "store", "source": f"store@{cfg['store.query_bind']}", "process": process_stats(self.started_at),
-                     "last_seen": now_ms()}]
+                     "last_seen": now_ms(), "config": service_config(cfg, "store")}]
         with self._lock:
             health = list(self.health.items())
         for source, h in health:
             if isinstance(h.get("process"), dict):
                 services.append({"service": str(h.get("kind", "")), "source": source, "process": h["process"],
-                                 "last_seen": h.get("_received_at")})
+                                 "last_seen": h.get("_received_at"),
+                                 "config": h["config"] if isinstance(h.get("config"), dict) else None})
         return {
             "ok": True, "version": __version__, "started_at": self.started_at,
             "uptime_s": round((now_ms() - self.started_at) / 1000, 1),

@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from flowmodel.client import StoreError, StoreUnavailable
 from flowmodel.config import SETTINGS, Config
-from flowmodel.events import SEVERITIES, process_stats
+from flowmodel.events import SEVERITIES, process_stats, service_config
 
 from . import __version__
 from . import formatters as fmt
@@ -207,7 +207,8 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
         pts = series.get("points") or []
         flows_5m = sum(int(p[3]) for p in pts if len(p) > 3)
         return page("about.xhtml", title="About", nav="about", processes=procs,
-                    config_groups=config_groups(cfg), store_status=views.scalar_items(status),
+                    config_groups=config_groups(cfg, status, f"web@{os.getpid()}"),
+                    store_status=views.scalar_items(status),
                     flow_rate=fmt.human_rate(flows_5m / 300, "flows/s"), flow_rate_exact=f"{flows_5m} flows in 5 min",
                     web_uptime=fmt.human_duration((now - started_ms) / 1000),
                     store_version=str(status.get("version", "-")), web_version=__version__,
@@ -279,13 +280,35 @@ CONFIG_GROUPS = (
 )
 
 
-def config_groups(cfg: Config) -> list[dict]:
+def config_groups(cfg: Config, status: dict | None = None, web_source: str = "web") -> list[dict]:
+    """The configuration each key really runs with: the value the service that uses it reported (its
+    health event or the store's status; under compose each container has its own overrides), else
+    the web's own file, said so. A key two running instances disagree on shows both."""
+    reported: dict[str, dict[str, object]] = {}
+    services = (status or {}).get("services") if isinstance(status, dict) else None
+    for svc in services if isinstance(services, list) else []:
+        conf = svc.get("config") if isinstance(svc, dict) else None
+        if isinstance(conf, dict):
+            for key, value in conf.items():
+                reported.setdefault(str(key), {})[str(svc.get("source") or svc.get("service") or "?")] = value
+    for key, value in service_config(cfg, "web").items():
+        reported.setdefault(key, {})[web_source] = value
     groups = []
     for name, pick in CONFIG_GROUPS:
         rows = []
         for key in SETTINGS:
-            if pick(key):
-                rows.append({"key": key, "value": config_value(key, cfg[key]), "doc": SETTINGS[key].doc})
+            if not pick(key):
+                continue
+            by_source = {src: v for src, v in reported.get(key, {}).items() if not key.startswith("log.")}
+            if not by_source:
+                rows.append({"key": key, "value": config_value(key, cfg[key]), "doc": SETTINGS[key].doc,
+                             "source": "the web's config (no running service reported it)"})
+                continue
+            values: dict[str, list[str]] = {}
+            for src, v in sorted(by_source.items()):
+                values.setdefault(config_value(key, v), []).append(src)
+            rows.append({"key": key, "value": " | ".join(values), "doc": SETTINGS[key].doc,
+                         "source": " | ".join(", ".join(srcs) for srcs in values.values())})
         groups.append({"name": name, "rows": rows})
     return groups
 

@@ -170,3 +170,25 @@ def test_store_status_figures_in_their_units():
     assert items["bus.sources.collector@x.last_seq"] == "-" and items["ring.fill"] == "5"
     assert not any(" T" in h or h == "None" for h in items.values()), items
     assert "ok" not in items and "services" not in items
+
+
+def test_about_config_shows_what_each_service_reported():
+    """Under compose each container has its own overrides: the About page shows the store's ring
+    capacity as the store reported it, not the web's file; two collectors that disagree show both."""
+    cfg = load_config(None)
+    status = {"services": [
+        {"service": "store", "source": "store@tcp://0.0.0.0:5555", "config": {"store.ring_capacity": 500_000}},
+        {"service": "collector", "source": "collector@a:1", "config": {"collector.netflow_port": 2055,
+                                                                         "collector.bind_address": "0.0.0.0"}},
+        {"service": "collector", "source": "collector@b:2", "config": {"collector.netflow_port": 9995,
+                                                                         "collector.bind_address": "0.0.0.0"}},
+        {"service": "analyzer", "source": "analyzer@x", "config": None}]}
+    rows = {r["key"]: r for g in config_groups(cfg, status, "web@7") for r in g["rows"]}
+    assert rows["store.ring_capacity"]["value"] == "500000" and rows["store.ring_capacity"]["source"] == "store@tcp://0.0.0.0:5555"
+    assert cfg["store.ring_capacity"] != 500_000
+    assert rows["collector.netflow_port"]["value"] == "2055 | 9995"
+    assert rows["collector.netflow_port"]["source"] == "collector@a:1 | collector@b:2"
+    assert rows["collector.bind_address"]["value"] == "0.0.0.0"
+    assert rows["collector.bind_address"]["source"] == "collector@a:1, collector@b:2"
+    assert rows["web.page_size"]["source"] == "web@7"
+    assert "no running service" in rows["analysis.scan_threshold"]["source"]
