@@ -39,17 +39,24 @@ class Engine:
         self.cpu_seconds: dict[str, float] = {name: 0.0 for name in ANALYZERS}
         self.errors: dict[str, int] = {name: 0 for name in ANALYZERS}
         self.last_view: WindowView | None = None
+        self.pending: list[dict] = []  # events of windows run inside add()
 
     def add(self, batch: FlowBatch, wall_ms: int | None = None) -> int:
-        return self.window.add(batch, wall_ms)
+        """Take a batch in arrival order: windows its flows make due run at once (their advisory
+        events wait for the next ``poll``), so how flows are batched does not change the analysis."""
+        return self.window.add(batch, wall_ms, run_due=self._run_due)
+
+    def _run_due(self) -> None:
+        for end in self.window.due():
+            self.pending += self.run(end)
 
     def poll(self, wall_ms: int | None = None) -> list[dict]:
-        """Run every window that has closed (advancing flow time when idle); return advisory events."""
+        """Run every window that has closed (advancing flow time when idle); return advisory events,
+        those of windows ``add`` ran first."""
         if wall_ms is not None:
             self.window.tick(wall_ms)
-        events = []
-        for end in self.window.due():
-            events += self.run(end)
+        self._run_due()
+        events, self.pending = self.pending, []
         return events
 
     def run(self, end_ms: int) -> list[dict]:
@@ -71,9 +78,14 @@ class Engine:
         return self.health_book.fold(findings, wall_ms)
 
     def finish(self, until_ms: int) -> list[dict]:
-        """Offline: everything has arrived; run every window up to until_ms."""
+        """Offline: everything before until_ms has arrived; run every window that ends by until_ms,
+        then, when flows after the last of them are still unseen, one last window ending at until_ms.
+        No window reaches past until_ms (an empty one there would read as traffic stopping)."""
         self.window.advance_to(until_ms)
-        events = []
-        for end in self.window.due():
-            events += self.run(end)
+        events = self.poll()
+        last = self.window.closed_until
+        if (last is None or last < until_ms) and self.window.pending_before(until_ms):
+            self.window.closed_until = until_ms
+            self.window.counters["runs"] += 1
+            events += self.run(until_ms)
         return events

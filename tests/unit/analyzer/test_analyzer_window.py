@@ -3,6 +3,8 @@ import numpy as np
 from flowlens_analyzer.engine import Engine
 from flowlens_analyzer.window import FlowWindow
 
+from flowmodel import addr
+
 from flows import T0, batch, config
 
 S = 1000
@@ -64,29 +66,87 @@ def test_long_gap_does_not_run_every_empty_interval():
     assert len(ends) < 5
 
 
-def test_engine_same_flows_same_advisories_in_any_batching():
+def exporter_stream(seed=5):
+    """Batches as two exporters send them, one per second of wall time: 192.0.2.1 sends flows that
+    ended up to 8 s ago (unsorted, as its flow cache expires them); 192.0.2.2 sends a port scan whose
+    flows end 35-45 s before they arrive (a slow active timeout), so some of them miss their window."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in range(180):
+        arr = T0 + s * S
+        out.append(batch("10.0.0.1", "10.0.0.2", 443, time_end=arr - rng.integers(0, 8 * S, 3), exporter="192.0.2.1"))
+        if s < 120:
+            out.append(batch("10.0.0.66", "10.0.0.5", np.arange(s * 2 + 1, s * 2 + 3), packets=1, tcp_flags=2,
+                             time_end=arr - rng.integers(35 * S, 45 * S, 2), exporter="192.0.2.2"))
+    return out
+
+
+def run_engine(cfg, batches, step, wall=None):
+    from flowmodel.schema import FlowBatch
+
+    e = Engine(cfg)
+    events = []
+    for i in range(0, len(batches), step):  # never sorted: the arrival order is the exporters'
+        e.add(FlowBatch.concat(batches[i:i + step]), wall_ms=wall)
+        events += e.poll()
+    events += e.finish(T0 + 600 * S)
+    strip = [(x["key"], x["state"], x["first_seen"], x["description"]) for x in events]
+    return strip, dict(e.window.counters), dict(e.window.late_by_exporter)
+
+
+def test_same_arrival_order_same_advisories_and_late_counts_in_batches_of_1_10_400():
     cfg = config(scan_threshold=50, interval="10s", watermark="5s")
-    ports = np.arange(1, 201)
-    rng = np.random.default_rng(3)
-    ends = T0 + rng.integers(0, 50_000, len(ports))
-    flows = batch("10.0.0.9", "10.0.0.5", ports, packets=1, tcp_flags=2, time_end=ends)
-    tail = at(T0 + 200 * S)
+    flows = exporter_stream()
+    one, c1, late1 = run_engine(cfg, flows, 1)
+    for step in (10, 400):
+        ev, c, late = run_engine(cfg, flows, step)
+        assert ev == one, step
+        assert c == c1 and late == late1, step
+    # The case is not trivial: flows were late (only the scanner's), and the scan was seen.
+    assert c1["late"] > 0
+    assert set(late1) == {bytes(addr.from_texts(["192.0.2.2"])[0])}
+    assert any(k == "scan:10.0.0.66" and st == "raised" for k, st, _, _ in one)
 
-    def run(chunks):
-        e = Engine(cfg)
-        events = []
-        for c in chunks:
-            e.add(c, wall_ms=T0)
-            events += e.poll(T0)
-        e.add(tail, wall_ms=T0)
-        return events + e.poll(T0)
 
-    one = run([flows])
-    order = np.argsort(ends)
-    many = run([flows.select(order[i:i + 7]) for i in range(0, len(ports), 7)])
-    strip = lambda evs: [(e["key"], e["state"], e["first_seen"], e["description"]) for e in evs]
-    assert strip(one) == strip(many)
-    assert "scan:10.0.0.9" in {e["key"] for e in one}
+def test_an_exporter_with_a_fast_clock_does_not_make_the_others_late():
+    cfg = config(scan_threshold=100)
+    e = Engine(cfg)
+    events = []
+    for s in range(240):
+        wall = T0 + s * S
+        # 192.0.2.9 is 4 minutes fast; 192.0.2.1 is right and carries a port scan.
+        e.add(batch("10.0.0.1", "10.0.0.2", 443, time_end=[wall + 240 * S], exporter="192.0.2.9"), wall_ms=wall)
+        e.add(batch("10.0.0.66", "10.0.0.5", np.arange(s * 5 + 1, s * 5 + 6), packets=1, tcp_flags=2,
+                    time_end=[wall - S] * 5, exporter="192.0.2.1"), wall_ms=wall)
+        events += e.poll(wall)
+    w = e.window
+    assert w.counters["late"] == 0 and w.late_by_exporter == {}
+    fast = bytes(addr.from_texts(["192.0.2.9"])[0])
+    assert w.counters["future"] == 240 and w.future_by_exporter == {fast: 240}
+    assert 239 * S <= w.ahead_ms_by_exporter[fast] <= 240 * S
+    assert any(x["key"] == "scan:10.0.0.66" and x["state"] == "raised" for x in events)
+
+
+def test_a_fast_clock_inside_the_tolerance_is_accepted_but_does_not_drive_the_flow_clock():
+    w = win(tolerance_ms=60 * S)
+    w.add(batch("10.0.0.1", "10.0.0.2", 443, time_end=[W + 50 * S], exporter="192.0.2.9"), wall_ms=W)
+    w.add(batch("10.0.0.1", "10.0.0.2", 443, time_end=[W - 2 * S], exporter="192.0.2.1"), wall_ms=W)
+    assert w.clock == W - 30 * S  # the first exporter alone, but never ahead of the wall clock
+    w.add(batch("10.0.0.1", "10.0.0.2", 443, time_end=[W + 55 * S], exporter="192.0.2.9"), wall_ms=W + 5 * S)
+    w.add(batch("10.0.0.1", "10.0.0.2", 443, time_end=[W + 3 * S], exporter="192.0.2.1"), wall_ms=W + 5 * S)
+    assert w.counters["future"] == 0
+    assert w.clock == W + 3 * S - 30 * S  # the slower exporter's clock minus the watermark
+
+
+def test_a_silent_exporter_stops_holding_the_clock_and_a_lagging_one_holds_it_at_most_the_tolerance():
+    w = win(tolerance_ms=60 * S)  # hold: max(idle_after 5 s, watermark 30 s) = 30 s
+    w.add(batch("10.0.0.1", "10.0.0.2", 443, time_end=[W - 100 * S], exporter="192.0.2.2"), wall_ms=W - 100 * S)
+    w.add(batch("10.0.0.1", "10.0.0.2", 443, time_end=[W], exporter="192.0.2.1"), wall_ms=W)
+    assert w.clock == W - 30 * S  # 192.0.2.2 said nothing for 100 s of wall time
+    w2 = win(tolerance_ms=60 * S)
+    w2.add(batch("10.0.0.1", "10.0.0.2", 443, time_end=[W - 600 * S], exporter="192.0.2.2"), wall_ms=W)
+    w2.add(batch("10.0.0.1", "10.0.0.2", 443, time_end=[W], exporter="192.0.2.1"), wall_ms=W)
+    assert w2.clock == W - 60 * S - 30 * S  # ten minutes slow, active: held back by the tolerance only
 
 
 def test_mask_prefix_matches_flowmodel_mask_column():
