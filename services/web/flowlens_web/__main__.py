@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging("web", cfg["log.level"], cfg["log.format"])
     log.info("config", extra=fields(source=cfg.source, **{k: v for k, v in cfg.items() if k.startswith(("web.", "query."))}))
-    store = StoreGate(cfg["query.endpoint"], cfg["query.timeout"])
+    store = StoreGate(cfg["query.endpoint"], cfg["query.timeout"], connections=cfg["web.store_connections"])
     app = create_app(cfg, store)
     server = Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                                    lifespan="off", server_header=False, timeout_graceful_shutdown=5))

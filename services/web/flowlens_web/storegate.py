@@ -1,7 +1,8 @@
 """The web's way to the store: pages fail fast while the store is known to be down.
 
-One StoreClient carries the pages' queries (one try of ``query.timeout``: the person waiting on a
-page is the retry, and the next refresh another); /healthz and /metrics use a second one that waits
+A few StoreClients (``web.store_connections``, one per store query worker) carry the pages' queries
+(one try of ``query.timeout``: the person waiting on a page is the retry, and the next refresh
+another), so two browsers' pages are answered side by side; /healthz and /metrics use a second one that waits
 ``quick_timeout_s`` at most, so they answer within a second or two whatever the pages are doing. When a query
 gets no answer the gate remembers "store down" and every page fails at once with that reason, while a
 background thread pings the store every ``recheck_s`` (``quick_timeout_s`` each, on its own socket)
@@ -11,6 +12,7 @@ and lifts the mark as soon as it answers. Waiting for a turn on the pages' socke
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from typing import Any, Callable
@@ -32,14 +34,16 @@ class StoreGate:
     """Store queries for the pages, with the store's up/down state remembered between requests."""
 
     def __init__(self, endpoint: str, timeout_s: float, quick_timeout_s: float = QUICK_TIMEOUT_S,
-                 recheck_s: float = RECHECK_S, clock: Callable[[], float] = time.monotonic):
+                 recheck_s: float = RECHECK_S, clock: Callable[[], float] = time.monotonic, connections: int = 2):
         self.endpoint = endpoint
         self.timeout_s = float(timeout_s)
         self.quick_timeout_s = quick_timeout_s
         self.recheck_s = recheck_s
         self.clock = clock
-        self._client = StoreClient(endpoint, timeout_s=timeout_s, retries=0)
-        self._turn = threading.Lock()      # one page query on the socket at a time
+        self._clients = [StoreClient(endpoint, timeout_s=timeout_s, retries=0) for _ in range(max(1, connections))]
+        self._free: queue.Queue = queue.Queue()  # page connections not in use; one query on each at a time
+        for c in self._clients:
+            self._free.put(c)
         self._quick = StoreClient(endpoint, timeout_s=quick_timeout_s, retries=0)
         self._quick_turn = threading.Lock()
         self._quick_failed: tuple[float, str] | None = None  # (when, why) of the last quick timeout
@@ -132,7 +136,8 @@ class StoreGate:
         prober = self._prober
         if prober is not None and prober is not threading.current_thread():
             prober.join(self.quick_timeout_s + 1)
-        self._client.close()
+        for c in self._clients:
+            c.close()
         self._quick.close()
 
     # ------------------------------------------------------------------ queries
@@ -140,11 +145,11 @@ class StoreGate:
     def call(self, fn: Callable[[StoreClient], Any], quick: bool = False) -> Any:
         """Run ``fn(client)`` unless the store is known down; a timeout marks it down. ``quick``: on the
         socket of /healthz and /metrics (no waiting behind pages; ``quick_timeout_s`` per answer)."""
-        client, turn, wait_s = ((self._quick, self._quick_turn, self.quick_timeout_s) if quick
-                                else (self._client, self._turn, self.timeout_s))
+        wait_s = self.quick_timeout_s if quick else self.timeout_s
         self.raise_if_down()
         # a little over one answer's wait: the query ahead either answers or marks the store down first
-        if not turn.acquire(timeout=wait_s + 0.5):
+        client = self._take(quick, wait_s + 0.5)
+        if client is None:
             self.raise_if_down()
             raise StoreBusy(f"the store at {self.endpoint} is busy: other requests waited on it for over "
                             f"{wait_s:g} s")
@@ -165,11 +170,25 @@ class StoreGate:
             self.mark_up()
             raise
         finally:
-            turn.release()
+            self._give(quick, client)
         if quick:
             self._quick_failed = None
         self.mark_up()
         return result
+
+    def _take(self, quick: bool, wait_s: float) -> StoreClient | None:
+        if quick:
+            return self._quick if self._quick_turn.acquire(timeout=wait_s) else None
+        try:
+            return self._free.get(timeout=wait_s)
+        except queue.Empty:
+            return None
+
+    def _give(self, quick: bool, client: StoreClient) -> None:
+        if quick:
+            self._quick_turn.release()
+        else:
+            self._free.put(client)
 
     def flows(self, **kw):
         return self.call(lambda c: c.flows(**kw))
