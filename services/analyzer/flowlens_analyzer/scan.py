@@ -6,12 +6,17 @@ from __future__ import annotations
 import numpy as np
 
 from . import ports
-from .common import Context, Finding, WindowView, addr_text, unique_counts, unique_sorted, fmt_int, fmt_pct, flow_filter, window_evidence
+from .common import (Context, Finding, WindowView, addr_text, factorize_addr, fmt_int, fmt_pct, flow_filter, unique_counts,
+                     unique_sorted, window_evidence)
 
 NAME = "scan"
 SYN, ACK = 0x02, 0x10
 # UDP services where one client legitimately talks to many hosts (resolvers, NTP, discovery).
 _UDP_SWEEP_EXEMPT = {53, 123, 137, 443, 853, 1900, 5353}
+
+
+# A vertical scan or a sweep needs this share of probe-like flows (at most 2 packets, or TCP SYN-only).
+PROBE_SHARE = 0.5
 
 
 def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
@@ -21,37 +26,62 @@ def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
     port_threshold = ctx["analysis.scan_threshold"] * per_minute
     host_threshold = ctx["analysis.sweep_threshold"] * per_minute
     proto = view["protocol"]
-    sport = view["src_port"].astype(np.int64)
-    dport = view["dst_port"].astype(np.int64)
-    # Probes go to a service port; replies (from a low port back to an ephemeral one) are not probes.
-    reply = (sport < 1024) & (dport >= 1024)
-    probe = ((proto == 6) | (proto == 17) | (proto == 132)) & ~reply
-    if not probe.any():
+    candidate = (proto == 6) | (proto == 17) | (proto == 132)
+    if not candidate.any():
         return []
     src_ids, src_u = view.factor("src_addr")
     dst_ids, dst_u = view.factor("dst_addr")
-    idx = np.flatnonzero(probe)
-    s, d, p = src_ids[idx], dst_ids[idx], dport[idx]
-    flags = view["tcp_flags"][idx]
+    # Common address ids for both columns (a flow's mirror has them swapped).
+    common, _ = factorize_addr(np.concatenate([src_u, dst_u]))
+    src_c, dst_c = common[:len(src_u)][src_ids], common[len(src_u):][dst_ids]
+    sport = view["src_port"].astype(np.int64)
+    dport = view["dst_port"].astype(np.int64)
+    # First pass over every TCP/UDP/SCTP flow: only sources above a threshold here can be above it once
+    # the replies are left out, so the (costlier) reply test runs on their flows and their peers' only.
+    hot = _hot_sources(np.flatnonzero(candidate), src_c, dst_c, dport, port_threshold, host_threshold)
+    if not len(hot):
+        return []
+    is_hot = np.zeros(int(common.max()) + 1 if len(common) else 0, dtype=bool)
+    is_hot[hot] = True
+    # A finding also needs PROBE_SHARE of its flows probe-like: a source with fewer probe-like flows than
+    # that share of the smaller threshold cannot raise one (most busy hosts stop here).
+    all_flags = view["tcp_flags"]
+    probe_like = candidate & ((view["packets"] <= 2) | ((proto == 6) & ((all_flags & (SYN | ACK)) == SYN)))
+    is_hot &= np.bincount(src_c[probe_like], minlength=len(is_hot)) >= PROBE_SHARE * min(port_threshold, host_threshold)
+    rows = np.flatnonzero(candidate & (is_hot[src_c] | is_hot[dst_c]))
+    flags = view["tcp_flags"][rows]
+    syn_only_r = (proto[rows] == 6) & ((flags & (SYN | ACK)) == SYN)
+    reply = _replies(view["time_start"][rows], src_c[rows], dst_c[rows], sport[rows], dport[rows], proto[rows],
+                     syn_only_r)
+    idx = rows[~reply]
+    if not len(idx):
+        return []
+    s, d, p = src_c[idx], dst_c[idx], dport[idx]
     few = view["packets"][idx] <= 2
-    syn_only = (proto[idx] == 6) & ((flags & (SYN | ACK)) == SYN)
-    nd = len(dst_u)
+    syn_only = syn_only_r[~reply]
+    addr_u = np.concatenate([src_u, dst_u])
+    first = np.zeros(len(is_hot), np.int64)  # common id -> an index into addr_u
+    first[common[::-1]] = np.arange(len(common))[::-1]
+    nd = len(is_hot)
     findings = []
 
-    # Vertical: unique (src, dst, port) triples, counted per (src, dst).
+    # Vertical: unique (src, dst, port) triples, counted per (src, dst); probes must be probe-like.
     triple = (s * nd + d) * 65536 + p
     uniq_triple = unique_sorted(triple)
     pair, port_counts = unique_counts(uniq_triple // 65536)
-    hot = port_counts >= port_threshold
+    hot_pairs = port_counts >= port_threshold
     by_src: dict[int, list[tuple[int, int]]] = {}
-    for pr, cnt in zip(pair[hot].tolist(), port_counts[hot].tolist()):
+    for pr, cnt in zip(pair[hot_pairs].tolist(), port_counts[hot_pairs].tolist()):
+        pr_rows = (s == pr // nd) & (d == pr % nd)
+        if max(float(few[pr_rows].mean()), float(syn_only[pr_rows].mean())) < PROBE_SHARE:
+            continue  # many full sessions between two hosts (a busy client, a pool): not probing
         by_src.setdefault(pr // nd, []).append((pr % nd, cnt))
     for si, hosts in by_src.items():
         hosts.sort(key=lambda h: (-h[1], h[0]))
         di, nports = hosts[0]
-        rows = (s == si) & (d == di)
-        findings.append(_vertical(view, ctx, si, di, src_u, dst_u, nports, len(hosts), p[rows], few[rows],
-                                  syn_only[rows]))
+        pr_rows = (s == si) & (d == di)
+        findings.append(_vertical(view, ctx, first[si], first[di], addr_u, addr_u, nports, len(hosts), p[pr_rows],
+                                  few[pr_rows], syn_only[pr_rows]))
 
     # Horizontal: unique (src, port, dst) triples, counted per (src, port).
     triple = (s * 65536 + p) * nd + d
@@ -59,17 +89,73 @@ def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
     sp, host_counts = unique_counts(uniq_triple // nd)
     for key, cnt in zip(sp[host_counts >= host_threshold].tolist(), host_counts[host_counts >= host_threshold].tolist()):
         si, port = key // 65536, key % 65536
-        rows = (s == si) & (p == port)
-        proto_main = int(np.bincount(proto[idx][rows]).argmax())
-        n = int(rows.sum())
-        few_share = float(few[rows].mean())
-        syn_share = float(syn_only[rows].mean())
-        if proto_main == 6 and max(few_share, syn_share) < 0.5:
+        sel = (s == si) & (p == port)
+        proto_main = int(np.bincount(proto[idx][sel]).argmax())
+        n = int(sel.sum())
+        few_share = float(few[sel].mean())
+        syn_share = float(syn_only[sel].mean())
+        if proto_main == 6 and max(few_share, syn_share) < PROBE_SHARE:
             continue  # many full TCP sessions to one service: a busy client or proxy, not a sweep
         if proto_main != 6 and (port in _UDP_SWEEP_EXEMPT or few_share < 0.8):
             continue
-        findings.append(_sweep(view, ctx, si, src_u, port, proto_main, cnt, n, few_share, syn_share))
+        findings.append(_sweep(view, ctx, first[si], addr_u, port, proto_main, cnt, n, few_share, syn_share))
     return findings
+
+
+def _hot_sources(idx, src_c, dst_c, dport, port_threshold, host_threshold) -> np.ndarray:
+    """Common ids of the sources with at least port_threshold ports on one host or host_threshold
+    hosts on one port among the flows idx (replies not yet left out)."""
+    s, d, p = src_c[idx], dst_c[idx], dport[idx]
+    nd = int(max(s.max(), d.max())) + 1
+    pair, counts = unique_counts(unique_sorted((s * nd + d) * 65536 + p) // 65536)
+    hot = [pair[counts >= port_threshold] // nd]
+    sp, counts = unique_counts(unique_sorted((s * 65536 + p) * nd + d) // nd)
+    hot.append(sp[counts >= host_threshold] // 65536)
+    return np.unique(np.concatenate(hot))
+
+
+def _replies(start, src, dst, sport, dport, proto, syn_only) -> np.ndarray:
+    """Which flows answer another: a flow whose mirror (addresses and ports swapped, same protocol) began
+    earlier, or at the same time when this one is not SYN-only and comes from the lower port (the
+    service); without a mirror, a flow from a port its peer contacted (from any port) or from a port below
+    1024 to one above. A SYN without ACK is never a reply."""
+    n = len(src)
+    if not n:
+        return np.zeros(0, bool)
+    es, ed = src * 65536 + sport, dst * 65536 + dport
+    _, ends = np.unique(np.concatenate([es, ed]), return_inverse=True)
+    m = int(ends.max()) + 1
+    eid_s, eid_d = ends[:n].astype(np.int64), ends[n:].astype(np.int64)
+    mult = 256 if m * m * 256 < (1 << 62) else 1  # protocol in the key unless that would overflow
+    p = proto.astype(np.int64) if mult == 256 else 0
+    fwd = (eid_s * m + eid_d) * mult + p
+    rev = (eid_d * m + eid_s) * mult + p
+    order = np.argsort(fwd, kind="stable")
+    keys, first_start = _group_min(fwd[order], start[order].astype(np.int64))
+    pos = np.minimum(np.searchsorted(keys, rev), len(keys) - 1)
+    has_mirror = keys[pos] == rev
+    mirror_start = first_start[pos]
+    own = start.astype(np.int64)
+    reply = has_mirror & ((mirror_start < own) | ((mirror_start == own) & (sport < dport)))
+    # No mirror: was this source port contacted by the peer (any client port)?
+    nd = int(max(src.max(), dst.max())) + 1
+    if nd * nd * 65536 < (1 << 62):
+        contacted = unique_sorted((dst * nd + src) * 65536 + dport)
+        mine = (src * nd + dst) * 65536 + sport
+        pos = np.minimum(np.searchsorted(contacted, mine), len(contacted) - 1)
+        answered = contacted[pos] == mine
+    else:
+        answered = np.zeros(n, bool)
+    reply |= ~has_mirror & (answered | ((sport < 1024) & (dport >= 1024)))
+    return reply & ~syn_only
+
+
+def _group_min(sorted_keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = np.empty(len(sorted_keys), dtype=bool)
+    keep[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=keep[1:])
+    starts = np.flatnonzero(keep)
+    return sorted_keys[starts], np.minimum.reduceat(values, starts)
 
 
 def _who(ctx: Context, text: str) -> str:

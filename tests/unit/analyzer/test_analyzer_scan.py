@@ -1,4 +1,8 @@
+import csv
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from flowlens_analyzer import scan
 from flowlens_analyzer.common import Context, view_from_batch
@@ -65,3 +69,79 @@ def test_threshold_comes_from_config():
 def test_normal_mix_raises_nothing():
     assert run(normal_mix()) == []
     assert run(FlowBatch.empty(0)) == []
+
+
+# ---------------------------------------------------------------- replies are not scans (review 4, finding 1)
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def capture_flows(name: str) -> FlowBatch:
+    """The flow records of a corpus capture from its tshark ground truth (tests/data/<name>.flows.csv),
+    times from the absolute or uptime columns (0 when the exporter gives neither: all ties)."""
+    rows = [r for r in csv.DictReader(open(DATA / f"{name}.flows.csv")) if r["kind"] == "flow"]
+
+    def ms(r, key):
+        if r.get(key + "_abs"):
+            return int(float(r[key + "_abs"]) * 1000)
+        return int(r.get(key + "_uptime_ms") or 0)
+
+    b = batch([r["src_addr"] for r in rows], [r["dst_addr"] for r in rows], [int(r["dst_port"] or 0) for r in rows],
+              src_port=[int(r["src_port"] or 0) for r in rows], protocol=[int(r["proto"]) for r in rows],
+              bytes=[int(r["octets"]) for r in rows], packets=[int(r["packets"]) for r in rows],
+              tcp_flags=[int(r["tcp_flags"] or "0", 16) for r in rows], time_end=T0 + 30_000)
+    start = np.array([ms(r, "start") for r in rows], np.int64)
+    b["time_start"][:] = T0 + (start - start.min())  # relative order kept, inside the window
+    return b
+
+
+@pytest.mark.parametrize("capture", ["softflowd_v9_dns", "pmacct_v9_dns", "fprobe_v5_dns"])
+def test_dns_replies_from_one_port_to_many_client_ports_are_not_a_scan(capture):
+    b = capture_flows(capture)
+    # The captures do hold what fooled the first version: one source (the responder on 5300) sending
+    # single-packet flows to more ports of one host than scan_threshold (100).
+    replies = b["src_port"] == 5300
+    assert len(np.unique(b["dst_port"][replies])) >= 199 and (b["packets"][replies] <= 2).mean() > 0.9
+    assert run(b) == []
+
+
+def test_database_server_answering_a_connection_pool_is_not_a_scan():
+    eph = np.arange(40000, 40200)
+    req = batch("10.0.0.20", "10.0.0.30", 5432, src_port=eph, packets=20, tcp_flags=0x1b)
+    rep = batch("10.0.0.30", "10.0.0.20", eph, src_port=5432, packets=20, tcp_flags=0x1b)
+    assert run(FlowBatch.concat([req, rep])) == []
+    # Replies seen without their requests (one direction exported): full sessions are no probing either.
+    assert run(rep) == []
+
+
+def test_replies_whose_requests_started_earlier_are_left_out_even_from_high_ports():
+    # A client on 50000-50299 talking to a service on 60000: the service's flows begin later.
+    eph = np.arange(50000, 50300)
+    req = batch("10.0.0.20", "10.0.0.30", 60000, src_port=eph, protocol=17, packets=1, tcp_flags=0)
+    rep = batch("10.0.0.30", "10.0.0.20", eph, src_port=60000, protocol=17, packets=1, tcp_flags=0)
+    rep["time_start"][:] = req["time_start"] + 5
+    assert run(FlowBatch.concat([req, rep])) == []
+
+
+def test_scan_with_rst_answers_is_still_a_scan_and_answers_are_not_counted():
+    # nmap -sS: SYN from one source port to 300 ports, the target answers each with RST/ACK at the same ms.
+    ports_ = np.arange(1, 301)
+    syn = batch("10.0.0.9", "10.0.0.5", ports_, src_port=61000, packets=1, tcp_flags=0x02)
+    rst = batch("10.0.0.5", "10.0.0.9", 61000, src_port=ports_, packets=1, tcp_flags=0x14)
+    [f] = run(FlowBatch.concat([rst, syn]))
+    assert f.key == "scan:10.0.0.9"
+    assert f.description.startswith("10.0.0.9 contacted 300 ports on 10.0.0.5 in 60 s (ports 1-300, 100% of 300 flows")
+    # Scanning high ports from a low source port (nmap -g 53) is not mistaken for replies either.
+    syn = batch("10.0.0.9", "10.0.0.5", np.arange(2000, 2300), src_port=53, packets=1, tcp_flags=0x02)
+    rst = batch("10.0.0.5", "10.0.0.9", 53, src_port=np.arange(2000, 2300), packets=1, tcp_flags=0x14)
+    assert [f.key for f in run(FlowBatch.concat([syn, rst]))] == ["scan:10.0.0.9"]
+
+
+def test_vertical_scan_needs_probe_like_flows():
+    # 150 full sessions to 150 ports of one host (no replies seen): not probing.
+    assert run(batch("10.0.0.9", "10.0.0.5", np.arange(1, 151), packets=30, tcp_flags=0x1b)) == []
+    # Half of them probe-like is enough.
+    b = batch("10.0.0.9", "10.0.0.5", np.arange(1, 151), packets=np.where(np.arange(150) % 2, 30, 1),
+              tcp_flags=0x1b)
+    [f] = run(b)
+    assert "50% of 150 flows with at most 2 packets" in f.description
