@@ -21,7 +21,7 @@ OPS = {
     "exporters": "per exporter and observation domain: counters and last seen; reply: exporters, collectors",
     "status": "store health: rates, ring fill, SQLite size and oldest data, uptime, version, process resources",
     "advisories": "advisories; args: severity, state, analyzer, subject, since, until, include_resolved, limit; reply: advisories (newest `limit` by severity), counts (per severity over every match), total",
-    "rollups": "per-minute rollups for baselines; args: kind (dst_prefix, exporter), since, until, key, scaled (times the sampling rate); reply: rows",
+    "rollups": "per-minute rollups for baselines; args: kind (dst_prefix, exporter), since, until, key, scaled (times the sampling rate), step (whole minutes, seconds), top (keys with most bytes); reply: rows",
     "ping": "liveness; reply: ok",
 }
 

@@ -619,9 +619,17 @@ class QueryEngine:
     # ------------------------------------------------------------ rollups
 
     def rollups(self, args: dict) -> dict:
-        P.check_args("rollups", args, ("kind", "since", "until", "key", "scaled"))
+        """Per-minute (or per ``step``, whole minutes) sums by destination prefix or exporter. ``top``
+        keeps the keys with the most bytes over the window, so a baseline over a week of thousands of
+        prefixes costs what the caller can hold; at most query_max_rows x 100 rows in any case."""
+        P.check_args("rollups", args, ("kind", "since", "until", "key", "scaled", "step", "top"))
         scaled = P.bool_arg(args, "scaled", False)  # bytes and packets times the sampling rate
         kind = P.choice_arg(args, "kind", ("dst_prefix", "exporter"), None)
+        step_s = P.int_arg(args, "step", 60, 60, 31 * 86400)
+        if step_s % 60:
+            raise QueryError("step must be whole minutes, in seconds (60, 300, 3600, ...)")
+        step_min, step_ms = step_s // 60, step_s * 1000
+        top = P.int_arg(args, "top", 0, 1, 1_000_000) if args.get("top") is not None else 0
         now = self.clock()
         terms, params = ["kind = ?"], [kind]
         if args.get("since") not in (None, ""):
@@ -635,12 +643,25 @@ class QueryEngine:
                 raise QueryError("key must be text, e.g. 192.168.5.0/24")
             terms.append("key = ?")
             params.append(args["key"])
-        rows = self._read(lambda db: db.execute(
-            f"SELECT minute_ms, key, {'sbytes, spackets' if scaled else 'bytes, packets'}, flows FROM rollups WHERE {' AND '.join(terms)} "
-            "ORDER BY minute_ms, key", params).fetchall())
+        where = " AND ".join(terms)
+        b, p = ("sbytes", "spackets") if scaled else ("bytes", "packets")
+        if top:
+            where += (f" AND key IN (SELECT key FROM rollups WHERE {where} GROUP BY key "
+                      f"ORDER BY sum({b}) DESC, key LIMIT {top})")
+            params = params + params
+        cap = self.max_rows * 100
+        if step_min == 1:
+            sql = f"SELECT minute_ms, key, {b}, {p}, flows FROM rollups WHERE {where} ORDER BY minute_ms, key LIMIT ?"
+        else:
+            sql = (f"SELECT (minute_ms / {step_ms}) * {step_ms} AS m, key, sum({b}), sum({p}), sum(flows) FROM rollups "
+                   f"WHERE {where} GROUP BY m, key ORDER BY m, key LIMIT ?")
+        rows = self._read(lambda db: db.execute(sql, params + [cap + 1]).fetchall())
+        if len(rows) > cap:
+            raise QueryError(f"more than {cap} rollup rows; use a larger step, a shorter window or top")
         cols = list(zip(*rows)) if rows else [(), (), (), (), ()]
         names = ("minute", "key", "bytes", "packets", "flows")
-        return {"ok": True, "kind": kind, "step_ms": 60_000, "scaled": scaled, "rows": {n: list(c) for n, c in zip(names, cols)}}
+        return {"ok": True, "kind": kind, "step_ms": step_ms, "scaled": scaled, "top": top or None,
+                "rows": {n: list(c) for n, c in zip(names, cols)}}
 
 
 def _empty_columns() -> dict:

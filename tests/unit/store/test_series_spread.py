@@ -161,3 +161,21 @@ def test_overview_equals_its_parts(engine, window):
         assert ov["top"][by]["rows"] == t["rows"] and ov["top"][by]["totals"] == t["totals"]
     with pytest.raises(QueryError, match="since"):
         eng.overview({"step": 5})
+
+
+def test_rollups_by_hour_and_top_keys(engine):
+    eng, flows = engine
+    per_min = eng.rollups({"kind": "dst_prefix", "since": 0})
+    hourly = eng.rollups({"kind": "dst_prefix", "since": 0, "step": 3600})
+    assert hourly["step_ms"] == 3_600_000 and all(m % 3_600_000 == 0 for m in hourly["rows"]["minute"])
+    assert sum(hourly["rows"]["bytes"]) == sum(per_min["rows"]["bytes"]) == int(flows["bytes"].sum())
+    totals: dict = {}
+    for k, b in zip(per_min["rows"]["key"], per_min["rows"]["bytes"]):
+        totals[k] = totals.get(k, 0) + b
+    best = sorted(totals, key=lambda k: (-totals[k], k))[:2]
+    top = eng.rollups({"kind": "dst_prefix", "since": 0, "step": 3600, "top": 2})
+    assert sorted(set(top["rows"]["key"])) == sorted(best)
+    assert sum(top["rows"]["bytes"]) == sum(totals[k] for k in best)
+    for bad, words in (({"step": 90}, "whole minutes"), ({"top": 0}, "at least")):
+        with pytest.raises(QueryError, match=words):
+            eng.rollups({"kind": "exporter", "since": 0, **bad})
