@@ -156,7 +156,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 TELNET_CAPTURE = "softflowd_v9_telnet.pcap"
 TELNET_KEY = "protocol_mix:telnet:127.0.0.1"
 # the analyzer's windows run on the capture's own (old) time; idle wall time closes them quickly
-LIVE_ANALYSIS = {"interval": "2s", "window": "60s", "watermark": "1s", "idle_after": "1s", "health_interval": "1s",
+LIVE_ANALYSIS = {"interval": "2s", "window": "60s", "watermark": "5s", "idle_after": "1s", "health_interval": "1s",
                  "update_change": 0.01,
                  "local_networks": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "127.0.0.0/8"]}
 

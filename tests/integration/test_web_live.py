@@ -61,6 +61,11 @@ def test_metrics_per_exporter_from_a_real_collector(http):
     assert metric(body, "flowlens_exporter_flows_decoded_total", **exporter) == totals["flow_records"]
     assert metric(body, "flowlens_exporter_packets_received_total", **exporter) == totals["export_packets"]
     assert metric(body, "flowlens_exporter_flows_lost_total", **exporter) == 0
+    # every data set found its template (softflowd sends templates first) and none were refused
+    assert metric(body, "flowlens_exporter_pending_data_sets", **exporter) == 0
+    assert metric(body, "flowlens_exporter_data_sets_expired_total", **exporter) == 0
+    assert "flowlens_exporter_data_sets_dropped_total{" not in body
+    assert metric(body, "flowlens_store_flows_out_of_range_total") == 0
     stored = wait_until(lambda: metric(http.get("/metrics").text, "flowlens_exporter_flows_stored_total",
                                        exporter="127.0.0.1") == totals["flow_records"], 10)
     assert stored
