@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
     service.start()
     _seed(service, cfg)
+    _adopt(service, cfg)
     log.info("ready", extra=fields(source=service.source))
     try:
         service.run(lambda: bool(stopping))
@@ -57,6 +58,19 @@ def _seed(service, cfg) -> None:
         log.info("baseline seeded from store rollups", extra=fields(rows=rows))
     except (StoreError, StoreUnavailable) as e:
         log.warning("no baseline from the store; starting from live data", extra=fields(reason=str(e)))
+    finally:
+        client.close()
+
+
+def _adopt(service, cfg) -> None:
+    """Take over the advisories an earlier run left open in the store, so they update or resolve."""
+    client = StoreClient(cfg["query.endpoint"], timeout_s=min(cfg["query.timeout"], 2.0), retries=0)
+    try:
+        n = service.adopt_from_store(client)
+        log.info("open advisories taken over from the store", extra=fields(advisories=n))
+    except (StoreError, StoreUnavailable) as e:
+        log.warning("open advisories not read from the store; advisories an earlier run raised stay open there",
+                    extra=fields(reason=str(e)))
     finally:
         client.close()
 

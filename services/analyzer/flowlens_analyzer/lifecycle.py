@@ -86,6 +86,32 @@ class AdvisoryBook:
             self.counters[e["state"]] += 1
         return events
 
+    def adopt(self, stored: list[dict[str, Any]]) -> int:
+        """Take over advisories still open in the store (an earlier run of the analyzer raised them), so
+        that they update or resolve instead of staying open for good. The next finding of a key publishes
+        an update (its figures are not stored); an absent one resolves after resolve_after as usual.
+        Returns how many were adopted (keys already open here are kept as they are)."""
+        adopted = 0
+        for a in stored:
+            try:
+                key, state = str(a["key"]), str(a["state"])
+                if state == "resolved" or key in self.open:
+                    continue
+                f = Finding(str(a["analyzer"]), str(a["subject"]), str(a["severity"]), str(a.get("title") or ""),
+                            str(a.get("description") or ""), str(a.get("action") or ""), dict(a.get("evidence") or {}),
+                            dict(a.get("filter") or {}), figures={})
+                if f.key != key:
+                    continue  # not a key this analyzer would make: leave it to whoever raised it
+                first, last = int(a["first_seen"]), int(a["last_seen"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            self.open[key] = _Entry(f, first, last, last, {}, f.severity)
+            adopted += 1
+        return adopted
+
+    def newest_last_seen(self) -> int | None:
+        return max((e.last_seen for e in self.open.values()), default=None)
+
     @staticmethod
     def _event(entry: _Entry, state: str) -> dict[str, Any]:
         f = entry.finding

@@ -16,11 +16,12 @@ from flowmodel import addr, bus
 from flowmodel.events import process_stats
 from flowmodel.logs import RateLimitedLog, fields
 
-from . import anomaly
+from . import anomaly, health
 from .engine import Engine
 
 log = logging.getLogger(__name__)
 DRAIN_MAX = 2000  # messages handled per turn before the engine gets a look
+ADOPT_LIMIT = 10_000  # open advisories taken over from the store at start (the store may cap it lower)
 
 
 class AnalyzerService:
@@ -38,9 +39,12 @@ class AnalyzerService:
         self.health_every_ms = int(cfg["analysis.health_interval"] * 1000)
         self.next_health = 0
         self.counters: dict[str, Any] = {"messages": 0, "batches": 0, "flows": 0, "health_events": 0,
-                                         "bad_messages": 0, "advisories_published": 0, "loop_errors": 0}
+                                         "bad_messages": 0, "advisories_published": 0, "loop_errors": 0,
+                                         "adopted_advisories": 0}
         self.bad_reasons: dict[str, int] = {}
         self.rlog = RateLimitedLog(log)
+        self.adopted_clock: int | None = None  # newest last_seen (flow time) of the advisories adopted at start
+        self.adopted_wall = 0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -87,6 +91,31 @@ class AnalyzerService:
             loaded += len(minutes)
         return loaded
 
+    # ---------------------------------------------------------------- open advisories of an earlier run
+
+    def adopt_from_store(self, client) -> int:
+        """Take over the advisories the store holds as raised/updated (an earlier run of the analyzer
+        published them), so they update or resolve; returns how many were adopted."""
+        reply = client.request("advisories", state="raised,updated", limit=ADOPT_LIMIT)
+        rows = reply.get("advisories") or []
+        if int(reply.get("total") or len(rows)) > len(rows):
+            log.warning("more open advisories in the store than adopted",
+                        extra=fields(adopted=len(rows), total=reply.get("total")))
+        n = self.engine.health_book.adopt([a for a in rows if a.get("analyzer") == health.NAME])
+        n += self.engine.book.adopt([a for a in rows if a.get("analyzer") != health.NAME])
+        self.adopted_clock = self.engine.book.newest_last_seen()
+        self.adopted_wall = bus.now_ms()
+        self.counters["adopted_advisories"] = n
+        return n
+
+    def _resolve_adopted(self, now: int) -> None:
+        """Until flows arrive (which run windows), flow time for the adopted advisories moves on with the
+        wall clock from the newest one's last_seen, so that they resolve when nothing renews them."""
+        if self.adopted_clock is None or self.engine.window.clock is not None or not self.engine.book.open:
+            return
+        for event in self.engine.book.fold([], self.adopted_clock + (now - self.adopted_wall)):
+            self._publish_advisory(event)
+
     # ---------------------------------------------------------------- loop
 
     def run_once(self, timeout_ms: int = 100) -> int:
@@ -107,6 +136,7 @@ class AnalyzerService:
             self.next_health = now + self.health_every_ms
             for event in self.engine.health_check(now, dict(self.gaps.gaps)):
                 self._publish_advisory(event)
+            self._resolve_adopted(now)
             self._publish_health(now)
         return handled
 

@@ -47,3 +47,28 @@ def test_events_are_in_key_order_and_only_named_analyzers_resolve():
     assert [e["key"] for e in events] == ["scan:10.0.0.1", "scan:10.0.0.9"]
     assert b.fold([], 10 * MIN, analyzers={"dns"}) == []
     assert len(b.fold([], 10 * MIN, analyzers={"scan"})) == 2
+
+
+def stored(**over):
+    """An advisory as the store's advisories query returns it (what an earlier run published)."""
+    e = book().fold([finding()], MIN)[0]
+    return {**e, "updates": 3, "source": "analyzer@old:1", **over}
+
+
+def test_adopted_advisories_from_an_earlier_run_update_or_resolve():
+    b = book()
+    assert b.adopt([stored(), stored(key="scan:10.0.0.1", subject="10.0.0.1", last_seen=2 * MIN),
+                    stored(key="scan:10.0.0.2", subject="10.0.0.2", state="resolved"),
+                    stored(key="made:up", subject="10.0.0.3"),  # not a key this book would make
+                    {"key": "scan:broken"}]) == 2
+    assert sorted(b.open) == ["scan:10.0.0.1", "scan:172.16.0.55"]
+    assert b.newest_last_seen() == 2 * MIN
+    # Found again: an update of the same advisory (first_seen kept), not a second raise.
+    [u] = b.fold([finding()], 3 * MIN)
+    assert (u["key"], u["state"], u["first_seen"], u["last_seen"]) == ("scan:172.16.0.55", "updated", MIN, 3 * MIN)
+    # Absent: resolved resolve_after after its stored last_seen, with what the store held.
+    [r] = b.fold([finding()], 7 * MIN)
+    assert (r["key"], r["state"], r["last_seen"], r["description"]) == ("scan:10.0.0.1", "resolved", 2 * MIN,
+                                                                         "contacted 300 ports")
+    assert b.adopt([stored()]) == 0  # already open here: kept as it is
+    assert b.open["scan:172.16.0.55"].last_seen == 7 * MIN
