@@ -114,3 +114,33 @@ def test_exporter_that_stops_sending_raises_a_health_advisory(tmp_path):
     assert adv["description"].startswith("Exporter 127.0.0.1 (observation domain 0) stopped sending")
     assert "50 flows before that" in adv["description"]
     assert adv["filter"]["exporter"] == "127.0.0.1"
+
+
+def test_collector_restart_raises_no_silence_advisories(tmp_path):
+    # review 4, finding 3: after a collector restart (new pid, new source id) the old id's exporter state
+    # raised "Exporter 127.0.0.1 stopped sending" and "Collector ... has not reported" for good.
+    import time
+
+    from support.services import ServiceProcess
+
+    with ServiceStack(tmp_path, ["store", "collector", "analyzer"], analysis={**FAST, "exporter_silence": "3s"},
+                      collector={"stats_interval": "1s"}) as stack:
+        client = stack.client()
+        try:
+            send_udp(stack.netflow_port, payloads("softflowd_v9_telnet.pcap"))
+            wait_until(lambda: advisories_for(client, "protocol_mix"), 30)  # the first collector's flows analysed
+            old = stack.procs["collector"]
+            assert old.stop() == 0
+            stack.procs["collector"] = ServiceProcess("collector", stack.config_path).start()
+            # The exporter goes on sending through the new collector for three times exporter_silence.
+            until = time.monotonic() + 9
+            while time.monotonic() < until:
+                send_udp(stack.netflow_port, payloads("softflowd_v9_telnet.pcap")[:5])
+                time.sleep(0.5)  # the exporter's pace, not a wait for the bus
+            health = advisories_for(client, "health")
+        finally:
+            client.close()
+    log = stack.procs["analyzer"].log()
+    assert "health:exporter" not in " ".join(a["key"] for a in health), health
+    assert [a["key"] for a in health if a["key"].startswith("health:collector")] == [], health
+    assert "msg=advisory" in log  # the analyzer was publishing all along

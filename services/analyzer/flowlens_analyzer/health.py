@@ -10,6 +10,8 @@ from typing import Any
 from .common import Context, Finding, addr_text, fmt_duration, fmt_int, fmt_time
 
 NAME = "health"
+FORGET_FACTOR = 10  # a collector silent for this many times analysis.exporter_silence is forgotten
+SHED_SPAN_MS = 60_000  # shed flows are reported over the last minute
 
 
 @dataclass
@@ -21,13 +23,23 @@ class HealthState:
     deltas: dict[tuple, dict[str, float]] = field(default_factory=dict)  # since the last analysis
     bus_gaps_seen: dict[str, int] = field(default_factory=dict)
     late_seen: dict[bytes, int] = field(default_factory=dict)
+    future_seen: dict[bytes, int] = field(default_factory=dict)
     bad_events: int = 0
+    forgotten: int = 0  # collectors forgotten (replaced by a restart, or gone for FORGET_FACTOR x silence)
+    window: Any = None  # the engine's FlowWindow (counters, future_by_exporter), set by the service
+    window_samples: list[tuple[int, int, int]] = field(default_factory=list)  # (wall ms, flows, overflow)
 
     def observe(self, event: dict, received_ms: int) -> None:
         """Fold one health event (the analyzer's own kind=analyzer events are ignored)."""
         if event.get("kind") != "collector":
             return
         cid = str(event.get("collector") or event.get("source") or "?")
+        if cid not in self.collectors:
+            # A collector restarted under a new id ('collector@host:pid' with a new pid): forget the old one,
+            # its exporters now report through this one.
+            base = _base_id(cid)
+            for old in [c for c in self.collectors if c != cid and base is not None and _base_id(c) == base]:
+                self.forget(old)
         prev = self.collectors.get(cid)
         if prev is not None and int(event.get("seq", 0)) <= int(prev.get("seq", 0)):
             prev = None  # restarted: cumulative counters began again
@@ -52,6 +64,15 @@ class HealthState:
             errs_now, errs_before = ex.get("decode_errors") or {}, before.get("decode_errors") or {}
             self._add(dk, "decode_errors", sum(int(v) for v in errs_now.values()) - sum(int(v) for v in errs_before.values()))
 
+    def forget(self, cid: str) -> None:
+        """Drop a collector and what it said about its exporters (its advisories then resolve)."""
+        self.collectors.pop(cid, None)
+        for key in [k for k in self.exporters if k[0] == cid]:
+            del self.exporters[key]
+        for key in [k for k in self.deltas if len(k) > 1 and k[1] == cid]:
+            del self.deltas[key]
+        self.forgotten += 1
+
     def _add(self, key: tuple, name: str, value: float) -> None:
         if value > 0:
             d = self.deltas.setdefault(key, {})
@@ -66,6 +87,9 @@ def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, i
     silence_ms = int(ctx["analysis.exporter_silence"] * 1000)
     findings: list[Finding] = []
     for cid, ev in sorted(state.collectors.items()):
+        if now_ms - int(ev["received_at"]) >= FORGET_FACTOR * silence_ms:
+            state.forget(cid)  # gone for good (or renamed): stop reporting it, its advisories resolve
+    for cid, ev in sorted(state.collectors.items()):
         quiet = now_ms - int(ev["received_at"])
         stats_ms = 3 * 1000 * float(ev.get("stats_interval") or 5)
         if quiet >= max(silence_ms, stats_ms):
@@ -76,9 +100,15 @@ def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, i
                 {"collector": cid, "silent_seconds": round(quiet / 1000), "window_start": int(ev["received_at"]), "window_end": now_ms},
                 {"since": int(ev["received_at"]) - silence_ms, "until": now_ms},
                 figures={}))
-    for (cid, exporter, od), ex in sorted(state.exporters.items()):
+    # An exporter may reach several collectors (or one restarted): judge it by its newest last_seen.
+    newest: dict[tuple[str, int], dict[str, Any]] = {}
+    for (cid, exporter, od), ex in state.exporters.items():
+        cur = newest.get((exporter, od))
+        if cur is None or int(ex.get("last_seen") or 0) > int(cur.get("last_seen") or 0):
+            newest[(exporter, od)] = ex
+    for (exporter, od), ex in sorted(newest.items()):
         last = int(ex.get("last_seen") or 0)
-        if last and now_ms - last >= silence_ms and cid in state.collectors:
+        if last and now_ms - last >= silence_ms:
             ago = (now_ms - last) / 1000
             findings.append(Finding(
                 NAME, f"exporter {exporter}/{od}", "CRITICAL", f"Exporter {exporter} stopped sending",
@@ -167,8 +197,65 @@ def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, i
                 {"exporter": ex, "late_flows": int(new), "watermark_seconds": watermark, "window_start": now_ms,
                  "window_end": now_ms},
                 {"exporter": ex, "since": now_ms - silence_ms, "until": now_ms}, figures={"late": float(new)}))
+    findings += _window_findings(state, ctx, now_ms)
     state.deltas.clear()
     return findings
+
+
+def _window_findings(state: HealthState, ctx: Context, now_ms: int) -> list[Finding]:
+    """The analyzer's own window: flows shed at max_window_flows in the last minute, and flows refused
+    because their exporter's clock is ahead (FlowWindow.future_by_exporter / ahead_ms_by_exporter)."""
+    w = state.window
+    if w is None:
+        return []
+    findings = []
+    flows, shed = int(w.counters.get("flows", 0)), int(w.counters.get("overflow", 0))
+    state.window_samples.append((now_ms, flows, shed))
+    while len(state.window_samples) > 1 and state.window_samples[1][0] <= now_ms - SHED_SPAN_MS:
+        state.window_samples.pop(0)  # keep the newest sample at least SHED_SPAN_MS old as the base
+    t0, flows0, shed0 = state.window_samples[0]
+    received, dropped = flows - flows0, shed - shed0
+    if dropped > 0 and received > 0:
+        span = fmt_duration(round((now_ms - t0) / 1000)) if now_ms - t0 < SHED_SPAN_MS - 1000 else "the last minute"
+        span = span if span == "the last minute" else f"the last {span}"
+        cap = int(ctx["analysis.max_window_flows"])
+        findings.append(Finding(
+            NAME, "analysis shed", "WARNING", "Analysis saw only part of the traffic",
+            f"Analysis saw only {fmt_int(max(received - dropped, 0))} of {fmt_int(received)} flows in {span}: "
+            f"{fmt_int(dropped)} {_plural(dropped, 'flow')} beyond analysis.max_window_flows ({fmt_int(cap)}) "
+            f"were dropped, so advisories may miss traffic",
+            "Raise analysis.max_window_flows (about 100 bytes per flow) or shorten analysis.window; "
+            "with sampling on the exporters, fewer flows arrive",
+            {"received_flows": received, "analysed_flows": max(received - dropped, 0), "shed_flows": dropped,
+             "max_window_flows": cap, "window_start": t0, "window_end": now_ms},
+            {"since": t0, "until": now_ms}, figures={"shed": float(dropped)}))
+    ahead_ms = getattr(w, "ahead_ms_by_exporter", {}) or {}
+    for exporter, total in sorted((getattr(w, "future_by_exporter", {}) or {}).items()):
+        new = int(total) - state.future_seen.get(exporter, 0)
+        state.future_seen[exporter] = int(total)
+        if new > 0:
+            ex = addr_text(exporter)
+            ahead = ahead_ms.get(exporter)
+            by = f" (its flows end up to {fmt_duration(round(ahead / 1000))} in the future)" if ahead else ""
+            findings.append(Finding(
+                NAME, f"clock {ex}", "WARNING", f"Clock of {ex} is ahead",
+                f"{fmt_int(new)} {_plural(new, 'flow')} from exporter {ex} ended after the analyzer's clock by more "
+                f"than {fmt_duration(ctx.get('analysis.clock_tolerance', 60.0))}{by} and were left out of the analysis",
+                f"Check the clock of {ex} (NTP)",
+                {"exporter": ex, "future_flows": new, "ahead_ms": int(ahead or 0), "window_start": now_ms,
+                 "window_end": now_ms},
+                {"exporter": ex, "since": now_ms - SHED_SPAN_MS, "until": now_ms}, figures={"future": float(new)}))
+    return findings
+
+
+def _base_id(cid: str) -> str | None:
+    """'collector@host' of a default 'collector@host:pid' id; None for a configured id."""
+    head, sep, tail = cid.rpartition(":")
+    return head if sep and "@" in head and tail.isdigit() else None
+
+
+def _plural(n: float, word: str) -> str:
+    return word if int(round(n)) == 1 else word + "s"
 
 
 def _share(lost: float, flows) -> str:

@@ -29,6 +29,7 @@ class AnalyzerService:
         self.cfg = cfg
         self.source = cfg["analysis.instance_id"] or bus.default_source_id("analyzer")
         self.engine = Engine(cfg)
+        self.engine.health.window = self.engine.window  # shed and ahead-of-clock flows, for the health advisories
         self.sequencer = bus.Sequencer(self.source)
         self.gaps = bus.GapCounter()
         self._ctx = context

@@ -73,3 +73,80 @@ def test_flows_arriving_after_their_window_are_reported_per_exporter():
     assert f.description.startswith("3 flows from exporter 192.0.2.9 arrived more than 30 s after their time")
     assert "NTP" in f.action
     assert health.analyze(st, ctx, T0 + 102 * S, {}, w.late_by_exporter) == []
+
+
+def restarted(cid, seq, *, last_seen, exporter="192.0.2.1"):
+    e = event(seq, last_seen=last_seen)
+    e["collector"] = e["source"] = cid
+    e["exporters"][0]["exporter"] = exporter
+    return e
+
+
+def test_collector_restart_under_a_new_pid_leaves_no_false_silence():
+    # review 4, finding 3: the exporter kept sending through the restarted collector, yet "stopped sending"
+    # and "collector has not reported" were raised against the old id and never resolved.
+    ctx, st = Context(config(exporter_silence="2m")), health.HealthState()
+    st.observe(restarted("collector@h:100", 50, last_seen=100 * S), 100 * S)
+    st.observe(restarted("collector@h:200", 1, last_seen=110 * S), 110 * S)  # the same host, a new pid
+    assert list(st.collectors) == ["collector@h:200"] and st.forgotten == 1
+    for t in range(120, 1200, 10):  # the exporter keeps sending through the new collector
+        st.observe(restarted("collector@h:200", t, last_seen=t * S), t * S)
+        assert health.analyze(st, ctx, t * S, {}) == []
+
+
+def test_exporter_reaching_two_collectors_is_judged_by_its_newest_packet():
+    ctx, st = Context(config(exporter_silence="2m")), health.HealthState()
+    st.observe(restarted("collector@a:1", 1, last_seen=100 * S), 1000 * S)  # a collector that still reports
+    st.observe(restarted("collector@b:1", 1, last_seen=990 * S), 1000 * S)  # where the exporter sends now
+    assert [f.key for f in health.analyze(st, ctx, 1000 * S, {})] == []
+    found = {f.key: f for f in health.analyze(st, ctx, 1170 * S, {})}
+    assert "health:exporter 192.0.2.1/0" in found  # silent on both: reported once, from the newest packet
+    assert "stopped sending 3 min ago" in found["health:exporter 192.0.2.1/0"].description
+
+
+def test_a_collector_gone_for_long_is_forgotten_so_its_advisories_resolve():
+    ctx, st = Context(config(exporter_silence="2m")), health.HealthState()
+    st.observe(restarted("ingest-1", 1, last_seen=100 * S), 100 * S)  # a configured id: no pid to compare
+    keys = {f.key for f in health.analyze(st, ctx, 400 * S, {})}
+    assert keys == {"health:collector ingest-1", "health:exporter 192.0.2.1/0"}
+    assert health.analyze(st, ctx, (100 + 1200) * S, {}) == []  # 10 x exporter_silence later: forgotten
+    assert st.collectors == {} and st.exporters == {} and st.forgotten == 1
+
+
+class Window:
+    """The counters of a FlowWindow, as the service hands them to the health state."""
+
+    def __init__(self):
+        self.counters = {"flows": 0, "overflow": 0}
+        self.future_by_exporter, self.ahead_ms_by_exporter = {}, {}
+
+
+def test_flows_shed_by_the_window_are_a_warning_in_words():
+    ctx, st = Context(config(max_window_flows=600_000)), health.HealthState()
+    st.window = w = Window()
+    assert health.analyze(st, ctx, 0, {}) == []
+    w.counters.update(flows=1_000_000, overflow=0)
+    assert health.analyze(st, ctx, 10 * S, {}) == []
+    for t in range(20, 90, 10):  # 100,000 flows/s arrive, 40,000/s are shed
+        w.counters.update(flows=w.counters["flows"] + 1_000_000, overflow=w.counters["overflow"] + 400_000)
+        [f] = health.analyze(st, ctx, t * S, {})
+    assert f.key == "health:analysis shed" and f.severity == "WARNING"
+    assert f.description.startswith("Analysis saw only 3,600,000 of 6,000,000 flows in the last minute: 2,400,000 flows "
+                                    "beyond analysis.max_window_flows (600,000) were dropped")
+    assert f.action.startswith("Raise analysis.max_window_flows")
+    assert f.evidence["shed_flows"] == 2_400_000
+    w.counters["flows"] += 5
+    assert health.analyze(st, ctx, 100 * S, {}) != []  # still within the minute
+    assert health.analyze(st, ctx, 200 * S, {}) == []  # a quiet minute: nothing shed
+
+
+def test_exporter_clock_ahead_is_named():
+    ctx, st = Context(config()), health.HealthState()
+    st.window = w = Window()
+    w.future_by_exporter[bytes(10) + b"\xff\xff" + bytes([192, 0, 2, 9])] = 745
+    w.ahead_ms_by_exporter[bytes(10) + b"\xff\xff" + bytes([192, 0, 2, 9])] = 240_000
+    [f] = health.analyze(st, ctx, 10 * S, {})
+    assert f.key == "health:clock 192.0.2.9"
+    assert f.description.startswith("745 flows from exporter 192.0.2.9 ended after the analyzer's clock")
+    assert "up to 4 min in the future" in f.description and f.action == "Check the clock of 192.0.2.9 (NTP)"
+    assert health.analyze(st, ctx, 20 * S, {}) == []
