@@ -109,7 +109,11 @@ def render_reply(op: str, reply: dict, fmt: str) -> str:
     """A non-flow reply as text. JSON and CSV are the rows of ``reply_rows``; a person reading a
     table gets ``status`` as key/value sections and ``exporters`` with its collectors below."""
     if fmt == "table" and op == "status":
-        return render_sections({k: v for k, v in reply.items() if k != "ok"}, "store")
+        body = {k: v for k, v in reply.items() if k != "ok"}
+        if isinstance(body.get("services"), list):  # each service's effective config: --format json has it
+            body["services"] = [{k: v for k, v in s.items() if k != "config"} if isinstance(s, dict) else s
+                                for s in body["services"]]
+        return render_sections(body, "store")
     if fmt == "table" and op == "overview":
         return render_sections({k: v for k, v in reply.items() if k != "ok"}, "overview")
     if fmt == "table" and op == "exporters":
