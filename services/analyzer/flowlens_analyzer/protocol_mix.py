@@ -51,6 +51,7 @@ MAX_CLIENTS_PER_RULE = 20
 SHIFT_MIN_RUNS = 5
 SHIFT_POINTS = 0.30  # a protocol's share moving this many percentage points is a shift
 SHIFT_ALPHA = 0.2  # weight of the newest window in the baseline share
+SHIFT_MIN_BYTES = 1_000_000  # a window with less traffic than this is too small for a shift to mean anything
 
 
 def _tables() -> np.ndarray:
@@ -161,7 +162,7 @@ def _shift(view: WindowView, state: dict) -> list[Finding]:
     base = state.get("share")
     runs = state.get("runs", 0)
     findings = []
-    if base is not None and runs >= SHIFT_MIN_RUNS:
+    if base is not None and runs >= SHIFT_MIN_RUNS and total >= SHIFT_MIN_BYTES:
         moved = share - base
         for p in np.flatnonzero(np.abs(moved) >= SHIFT_POINTS).tolist():
             name = protocol_name(p)

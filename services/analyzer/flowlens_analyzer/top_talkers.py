@@ -12,11 +12,27 @@ from .common import (Context, Finding, WindowView, addr_text, addr_words, factor
 NAME = "top_talkers"
 
 
+def window_bytes(view: WindowView) -> np.ndarray:
+    """Each flow's bytes spread evenly over its lifetime, the part inside the window (float64, cached):
+    a 30-min backup ending in this window counts 1/30 of its bytes in a 60 s window, not all of them."""
+    hit = view._cache.get("window_bytes")
+    if hit is None:
+        b = view["bytes"].astype(np.float64)
+        start = view["time_start"].astype(np.int64)
+        end = view["time_end"].astype(np.int64)
+        life = end - start
+        inside = end - np.maximum(start, view.start_ms)
+        frac = np.where(life > 0, np.clip(inside, 0, None) / np.maximum(life, 1), 1.0)
+        hit = b * np.minimum(frac, 1.0)
+        view._cache["window_bytes"] = hit
+    return hit
+
+
 def host_bytes(view: WindowView, k: int) -> list[tuple[str, float]]:
     """The k hosts with most bytes sent + received, as (address text, bytes), largest first."""
     src_ids, src_u = view.factor("src_addr")
     dst_ids, dst_u = view.factor("dst_addr")
-    b = view["bytes"].astype(np.float64)
+    b = window_bytes(view)
     sent = np.bincount(src_ids, weights=b, minlength=len(src_u))
     recv = np.bincount(dst_ids, weights=b, minlength=len(dst_u))
     # Candidates: the top k of each side; each candidate's total adds its bytes on the other side.
@@ -60,7 +76,7 @@ def _find(sorted_uniques: np.ndarray, value) -> int | None:
 def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
     if not view.count:
         return []
-    total = float(view["bytes"].astype(np.float64).sum())
+    total = float(window_bytes(view).sum())
     if total <= 0:
         return []
     ranked = host_bytes(view, ctx["analysis.top_talkers_count"])
@@ -81,8 +97,10 @@ def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
                             peer=peer, peer_bytes=int(peer_bytes), service=service, top_hosts=listing),
             flow_filter(view, addr=host),
             figures={"share": round(share, 2), "bps": bps}))
+    # A change is news only between hosts that each held top_talker_share: the top of a flat mix changes
+    # all the time.
     previous = state.get("top")
-    if previous is not None and previous != host:
+    if previous is not None and previous != host and share >= ctx["analysis.top_talker_share"]:
         state["changes"] = state.get("changes", 0) + 1
         findings.append(Finding(
             NAME, "change", "INFO", f"Top talker is now {host}",
@@ -92,7 +110,7 @@ def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
             window_evidence(view, previous=previous, current=host, share=round(share, 4), top_hosts=listing),
             flow_filter(view, addr=host),
             figures={"changes": float(state["changes"])}))
-    state["top"] = host
+    state["top"] = host if share >= ctx["analysis.top_talker_share"] else None
     return findings
 
 
@@ -108,7 +126,7 @@ def _main_peer(view: WindowView, host: str) -> tuple[str, str, float]:
     as_dst = dst_ids == di if di is not None else np.zeros(view.count, bool)
     rows = np.flatnonzero(as_src | as_dst)
     peer_ids, peer_u = factorize_addr(np.where(as_src[rows], view["dst_addr"][rows], view["src_addr"][rows]))
-    b = view["bytes"][rows].astype(np.float64)
+    b = window_bytes(view)[rows]
     pb = np.bincount(peer_ids, weights=b)
     best = int(np.argmax(pb))
     peer = addr_text(peer_u[best])
@@ -117,6 +135,6 @@ def _main_peer(view: WindowView, host: str) -> tuple[str, str, float]:
     svc_port = ports.service_port(view["src_port"][prow], view["dst_port"][prow])
     proto = view["protocol"][prow].astype(np.int64)
     sk, sinv = np.unique(proto * 65536 + svc_port, return_inverse=True)
-    sb = np.bincount(sinv, weights=view["bytes"][prow].astype(np.float64))
+    sb = np.bincount(sinv, weights=window_bytes(view)[prow])
     top = int(sk[int(np.argmax(sb))])
     return peer, ports.service_name(top % 65536, top // 65536), float(pb[best])

@@ -49,3 +49,27 @@ def test_traffic_of_a_host_with_itself_counts_once():
     b = FlowBatch.concat([batch("127.0.0.1", "127.0.0.1", 23, bytes=900), batch("10.0.0.3", "10.0.0.4", 443, bytes=100)])
     [f] = run(b)
     assert f.description.startswith("127.0.0.1 (outside your networks) is using 90% of total bandwidth")
+
+
+def test_long_flow_counts_only_its_part_inside_the_window():
+    # review 4, finding 9: a 30-min 10 GB backup ending in this window is 44 Mbps, not 1.3 Gbps.
+    backup = batch("10.0.1.50", "10.0.9.9", 873, bytes=10_000_000_000, time_end=T0 + 60_000 - 1)
+    backup["time_start"][:] = T0 + 60_000 - 1 - 30 * 60_000
+    web = batch("10.0.1.60", "203.0.113.9", 443, bytes=30_000_000)  # 30 MB inside the window
+    [f] = run(FlowBatch.concat([backup, web]))
+    assert f.key == "top_talkers:10.0.1.50"
+    assert f.description.startswith("10.0.1.50 is using 92% of total bandwidth (44.4 Mbps)")
+    assert f.evidence["bytes"] == 333_327_777  # 10 GB x 59,999 / 1,800,000 ms
+    # A flow that lies wholly inside the window counts whole; one of zero length too.
+    assert top_talkers.host_bytes(view_from_batch(web, T0, T0 + 60_000), 1) == [("10.0.1.60", 30_000_000.0)]
+
+
+def test_top_talker_change_only_between_hosts_above_the_share():
+    # review 4, finding 10: in a flat mix the top host changes every window; that is no news.
+    state = {}
+    for seed in range(1, 12):
+        assert [f.key for f in run(normal_mix(seed=seed, n=2000), state)] == []
+    run(heavy(), state)
+    assert [f.key for f in run(heavy("10.0.1.77"), state)] == ["top_talkers:10.0.1.77", "top_talkers:change"]
+    assert [f.key for f in run(normal_mix(), state)] == []
+    assert [f.key for f in run(heavy(), state)] == ["top_talkers:10.0.1.50"]  # back above it: raised, no 'change'
