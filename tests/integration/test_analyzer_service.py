@@ -190,3 +190,19 @@ def test_a_restarted_analyzer_takes_over_the_open_advisories_and_resolves_them(t
     assert resolved["first_seen"] == raised["first_seen"]  # the same advisory, resolved; not a new one
     assert resolved["description"] == raised["description"]
     assert "key=scan:172.16.0.55 state=resolved" in log.log()
+
+
+def test_analyze_exits_3_when_the_store_is_unreachable_and_host_bits_are_refused(tmp_path):
+    # review 4, finding 12: `analyze` exited 1 where `query` exits 3; 10.0.0.1/8 was taken silently.
+    from support.services import stack_config
+
+    path = write_config(tmp_path / "dead.yaml", stack_config(tmp_path, query={"timeout": "1s", "retries": 0}))
+    proc = subprocess.run([PYTHON, "-m", "flowlens_analyzer", "analyze", "--config", str(path), "--since", "1h"],
+                          capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.startswith("flowlens analyze: ")
+    path = write_config(tmp_path / "bits.yaml", {"analysis": {"local_networks": ["10.0.0.1/8"]}})
+    proc = subprocess.run([PYTHON, "-m", "flowlens_analyzer", "--config", str(path)], capture_output=True, text=True,
+                          timeout=30, cwd=REPO)
+    assert proc.returncode != 0
+    assert "local_networks" in proc.stderr and "'10.0.0.1/8' has host bits set (did you mean 10.0.0.0/8?)" in proc.stderr

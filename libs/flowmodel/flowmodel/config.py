@@ -209,9 +209,11 @@ def _networks(value: Any) -> list[str]:
     nets = _str_list(value)
     for n in nets:
         try:
-            ipaddress.ip_network(n, strict=False)
+            net = ipaddress.ip_network(n, strict=False)
         except ValueError:
             raise ValueError(f"{n!r} is not a CIDR network") from None
+        if ipaddress.ip_interface(n).ip != net.network_address:
+            raise ValueError(f"{n!r} has host bits set (did you mean {net}?)")
     return nets
 
 

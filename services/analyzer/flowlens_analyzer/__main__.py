@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 
+from flowmodel.cli import EXIT_UNREACHABLE
 from flowmodel.client import StoreClient, StoreError, StoreUnavailable
 from flowmodel.config import ConfigError, config_from_env_or_path
 from flowmodel.logs import fields, setup_logging
@@ -97,7 +98,10 @@ def analyze_main(argv: list[str]) -> int:
     client = StoreClient.from_config(cfg)
     try:
         events = analyze_range(cfg, client, since, until)
-    except (StoreError, StoreUnavailable) as e:
+    except StoreUnavailable as e:  # as `flowlens query`: 3 = the store did not answer
+        print(f"flowlens analyze: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except StoreError as e:
         print(f"flowlens analyze: {e}", file=sys.stderr)
         return 1
     finally:

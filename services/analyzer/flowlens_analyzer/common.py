@@ -244,6 +244,11 @@ def fmt_bytes(n: float) -> str:
     return f"{int(n)} bytes"
 
 
+def plural(n: float, word: str, words: str | None = None) -> str:
+    """'1 server', '2 servers', '1,200 servers' (words: an irregular plural)."""
+    return f"{fmt_int(n)} {word if int(round(n)) == 1 else (words or word + 's')}"
+
+
 def fmt_pct(fraction: float) -> str:
     return f"{fraction * 100:.0f}%"
 

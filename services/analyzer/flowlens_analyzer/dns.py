@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import Context, Finding, WindowView, addr_text, fmt_bytes, fmt_int, flow_filter, window_evidence
+from .common import plural, Context, Finding, WindowView, addr_text, fmt_bytes, fmt_int, flow_filter, window_evidence
 
 NAME = "dns"
 MAX_FINDINGS = 20
@@ -53,7 +53,7 @@ def _volume(view: WindowView, ctx: Context, query: np.ndarray) -> list[Finding]:
         rate = float(qps[si])
         who = src if ctx.is_local_text(src) else f"{src} (outside your networks)"
         desc = (f"{who} is generating {fmt_int(rate)} DNS queries/sec ({fmt_int(per_src[si])} in {view.seconds:g} s, "
-                f"mostly to {main}, {len(servers)} servers) — possible loop or misconfigured resolver")
+                f"mostly to {main}, {plural(len(servers), 'server')} in all) — possible loop or misconfigured resolver")
         findings.append(Finding(
             NAME, src, "WARNING", f"{fmt_int(rate)} DNS queries/s from {src}", desc,
             f"Check the resolver configuration and forwarding of {src} (a forwarding loop or a process stuck retrying)",

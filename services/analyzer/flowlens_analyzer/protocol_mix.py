@@ -10,7 +10,7 @@ import numpy as np
 
 from flowmodel.protocol import protocol_name
 
-from .common import Context, Finding, WindowView, addr_text, factorize_addr, fmt_bytes, fmt_int, fmt_pct, flow_filter, window_evidence
+from .common import plural, Context, Finding, WindowView, addr_text, factorize_addr, fmt_bytes, fmt_int, fmt_pct, flow_filter, window_evidence
 
 NAME = "protocol_mix"
 TCP, UDP = 6, 17
@@ -136,7 +136,7 @@ def _finding(view, ctx, r: Rule, client, server, nservers, nbytes, nflows, port)
         where = f"from the internet ({client}) to {s}"
     else:
         where = f"from {c} to {s}"
-    more = f" and {nservers - 1} other servers" if nservers > 1 else ""
+    more = f" and {plural(nservers - 1, 'other server')}" if nservers > 1 else ""
     severity = r.severity
     if r.where == "outside" and server_in and not client_in:
         severity = "CRITICAL"  # an inside Windows service reachable from outside

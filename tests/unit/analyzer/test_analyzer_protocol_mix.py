@@ -77,3 +77,9 @@ def test_no_shift_in_a_window_below_the_byte_floor():
     assert run(batch("10.0.0.2", "203.0.113.9", 0, protocol=47, bytes=4300), state) == []
     assert {f.key for f in run(batch("10.0.0.2", "203.0.113.9", 0, protocol=47, bytes=10**6), state)} >= {
         "protocol_mix:shift:GRE"}
+
+
+def test_one_other_server_is_singular():
+    b = batch("10.0.0.7", ["10.0.0.23", "10.0.0.24"], 23, bytes=[900, 100])
+    [f] = [f for f in run(b, {}) if f.key == "protocol_mix:telnet:10.0.0.7"]
+    assert "from 10.0.0.7 to 10.0.0.23 and 1 other server:" in f.description
