@@ -136,5 +136,10 @@ def _main_peer(view: WindowView, host: str) -> tuple[str, str, float]:
     proto = view["protocol"][prow].astype(np.int64)
     sk, sinv = np.unique(proto * 65536 + svc_port, return_inverse=True)
     sb = np.bincount(sinv, weights=window_bytes(view)[prow])
-    top = int(sk[int(np.argmax(sb))])
+    i = int(np.argmax(sb))
+    top = int(sk[i])
+    if len(sk) > 1 and sb[i] < 0.5 * sb.sum():  # no service dominates (a scan, many small services)
+        from flowmodel.protocol import protocol_name
+
+        return peer, f"{protocol_name(top // 65536)} on {len(sk):,} ports", float(pb[best])
     return peer, ports.service_name(top % 65536, top // 65536), float(pb[best])

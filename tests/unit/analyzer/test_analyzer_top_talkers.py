@@ -73,3 +73,11 @@ def test_top_talker_change_only_between_hosts_above_the_share():
     assert [f.key for f in run(heavy("10.0.1.77"), state)] == ["top_talkers:10.0.1.77", "top_talkers:change"]
     assert [f.key for f in run(normal_mix(), state)] == []
     assert [f.key for f in run(heavy(), state)] == ["top_talkers:10.0.1.50"]  # back above it: raised, no 'change'
+
+
+def test_no_dominant_service_is_not_named_after_the_first_port():
+    # review 4, finding 12: a scan's top talker was "mostly port 1/TCP".
+    import numpy as np
+
+    [f] = run(batch("10.0.0.9", "10.0.0.5", np.arange(1, 301), bytes=1000))
+    assert "100% of total bandwidth (40.0 kbps), mostly TCP on 300 ports to 10.0.0." in f.description
