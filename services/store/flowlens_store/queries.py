@@ -33,6 +33,7 @@ from .warm import REST_DTYPE, SEG_BITS, SQL_COLUMNS, connect_reader, now_ms, row
 ADDR_PROBE_ROWS = 20_000  # an address range matching more rows than this in a partition walks the time index
 MAX_SERIES_POINTS = 10_000
 MINUTE_MS = 60_000  # the rollups' granularity
+HOUR_MS = 3_600_000  # the hourly rollups' granularity
 SERIES_CHUNK_ROWS = 65_536  # rows a spread/scaled SQLite series folds at a time
 MAX_SEQ_RANGES = 64  # a window meeting more separate runs of spans reads from the first to the last
 
@@ -57,6 +58,7 @@ class QueryEngine:
         self._deadline = 0.0
         self.sources_used = {"ring": 0, "sqlite": 0}
         self.use_rollups = True  # series of whole minutes from the per-minute rollups (tests compare both ways)
+        self.rollup_retention_ms = 2 * 86_400_000  # set by the service from store.rollup_retention
 
     # ------------------------------------------------------------ SQLite plumbing
 
@@ -463,8 +465,9 @@ class QueryEngine:
         elif spread or scaled:
             self._read(lambda db: self._sql_series_rows(db, f, step_ms, acc, scaled, got))
         elif self._rollups_answer(f, step_ms):
-            got = self._read(lambda db: self._rollup_series(db, f, step_ms))
-            source = "rollups"
+            unit = MINUTE_MS if f["since"] >= self.clock() - self.rollup_retention_ms else HOUR_MS
+            got = self._read(lambda db: self._rollup_series(db, f, step_ms, unit))
+            source = "rollups" if unit == MINUTE_MS else "hourly rollups"
         else:
             got = self._read(lambda db: self._sql_series(db, f, step_ms))
         if acc is not None:
@@ -499,20 +502,26 @@ class QueryEngine:
         exporter rollups instead of every raw row: a day is 1,440 rows per exporter, not millions."""
         if not self.use_rollups or step_ms % MINUTE_MS or "since" not in f:
             return False
+        if f["since"] < self.clock() - self.rollup_retention_ms and step_ms % HOUR_MS:
+            return False  # minutes older than the minute rollups' retention: only whole hours are kept
         if set(f) - {"since", "until", "exporter"}:
             return False
         return "exporter" not in f or f["exporter"][0] == f["exporter"][1]
 
-    def _rollup_series(self, db, f: dict, step_ms: int) -> dict:
-        """Full minutes of the window from the rollups, the partial minutes at either end from raw rows
-        (rollup minutes are those of time_end, the same rule as the raw series)."""
+    def _rollup_series(self, db, f: dict, step_ms: int, unit_ms: int = MINUTE_MS) -> dict:
+        """Whole minutes (or hours) of the window from the rollups, the partial ones at either end from
+        the next finer source: raw rows for minutes, minute rollups for hours (rollup times are those
+        of time_end, the same rule as the raw series)."""
         since, until = f["since"], f.get("until")
-        m0 = -(-since // MINUTE_MS) * MINUTE_MS
-        m1 = ((until if until is not None else self.clock()) // MINUTE_MS) * MINUTE_MS
+        table, col = ("rollups", "minute_ms") if unit_ms == MINUTE_MS else ("rollups_hourly", "hour_ms")
+        finer = (lambda edge: self._sql_series(db, edge, step_ms)) if unit_ms == MINUTE_MS else \
+            (lambda edge: self._rollup_series(db, edge, step_ms, MINUTE_MS))
+        m0 = -(-since // unit_ms) * unit_ms
+        m1 = ((until if until is not None else self.clock()) // unit_ms) * unit_ms
         if m1 <= m0:
-            return self._sql_series(db, f, step_ms)
-        sql = (f"SELECT (minute_ms / {step_ms}) * {step_ms} AS t, sum(bytes), sum(packets), sum(flows) FROM rollups "
-               "WHERE kind = 'exporter' AND minute_ms >= ? AND minute_ms < ?")
+            return finer(f)
+        sql = (f"SELECT ({col} / {step_ms}) * {step_ms} AS t, sum(bytes), sum(packets), sum(flows) FROM {table} "
+               f"WHERE kind = 'exporter' AND {col} >= ? AND {col} < ?")
         params: list = [m0, m1]
         if "exporter" in f:
             sql += " AND key = ?"
@@ -526,7 +535,7 @@ class QueryEngine:
                 edge.pop("until", None)
             else:
                 edge["until"] = hi
-            for t, v in self._sql_series(db, edge, step_ms).items():
+            for t, v in finer(edge).items():
                 acc = out.setdefault(t, [0, 0, 0])
                 for i in range(3):
                     acc[i] += v[i]
@@ -650,10 +659,12 @@ class QueryEngine:
                       f"ORDER BY sum({b}) DESC, key LIMIT {top})")
             params = params + params
         cap = self.max_rows * 100
+        table, col = ("rollups_hourly", "hour_ms") if step_ms % HOUR_MS == 0 else ("rollups", "minute_ms")
+        where = where.replace("minute_ms", col).replace("FROM rollups", f"FROM {table}")
         if step_min == 1:
             sql = f"SELECT minute_ms, key, {b}, {p}, flows FROM rollups WHERE {where} ORDER BY minute_ms, key LIMIT ?"
         else:
-            sql = (f"SELECT (minute_ms / {step_ms}) * {step_ms} AS m, key, sum({b}), sum({p}), sum(flows) FROM rollups "
+            sql = (f"SELECT ({col} / {step_ms}) * {step_ms} AS m, key, sum({b}), sum({p}), sum(flows) FROM {table} "
                    f"WHERE {where} GROUP BY m, key ORDER BY m, key LIMIT ?")
         rows = self._read(lambda db: db.execute(sql, params + [cap + 1]).fetchall())
         if len(rows) > cap:

@@ -93,7 +93,8 @@ class StoreService:
         self.health = warm.load_health()
         self.writer = Writer(warm, cfg["store.write_queue_batches"], cfg["store.write_max_rows"],
                              cfg["store.prune_interval"], int(cfg["store.sqlite_retention"] * 1000),
-                             int(cfg["store.rollup_retention"] * 1000), int(cfg["store.advisory_retention"] * 1000)).start()
+                             int(cfg["store.rollup_retention"] * 1000), int(cfg["store.advisory_retention"] * 1000),
+                             hourly_retention_ms=int(cfg["store.rollup_hourly_retention"] * 1000)).start()
         self.ring = Ring(cfg["store.ring_capacity"])
         # After a restart the ring is empty but SQLite is not: treat what SQLite holds as evicted,
         # so a recent window that reaches back before the restart is answered from SQLite.
@@ -116,6 +117,7 @@ class StoreService:
         for i in range(cfg["store.query_workers"]):
             engine = QueryEngine(self.ring, cfg["store.sqlite_path"], int(cfg["store.ring_buffer_duration"] * 1000),
                                  cfg["store.query_max_rows"], cfg["store.query_time_limit"])
+            engine.rollup_retention_ms = int(cfg["store.rollup_retention"] * 1000)
             self.engines.append(engine)
             push = self._socket(zmq.PUSH)
             push.connect(f"inproc://store-replies-{id(self)}")

@@ -59,6 +59,7 @@ SEAL_CHUNK_ROWS = 32_768  # rows copied per sealing step: about 0.2 s with the t
 SEG_BITS = 16  # address indexes lead with seq >> SEG_BITS: inserts touch one 65,536-row segment of the index
 INT64_MAX = (1 << 63) - 1
 MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -73,6 +74,11 @@ CREATE TABLE IF NOT EXISTS rollups (
     bytes INTEGER NOT NULL, packets INTEGER NOT NULL, flows INTEGER NOT NULL,
     sbytes INTEGER NOT NULL DEFAULT 0, spackets INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (kind, minute_ms, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollups_hourly (
+    kind TEXT NOT NULL, hour_ms INTEGER NOT NULL, key TEXT NOT NULL,
+    bytes INTEGER NOT NULL, packets INTEGER NOT NULL, flows INTEGER NOT NULL,
+    sbytes INTEGER NOT NULL, spackets INTEGER NOT NULL,
+    PRIMARY KEY (kind, hour_ms, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS advisories (
     key TEXT PRIMARY KEY, analyzer TEXT, subject TEXT, severity TEXT, severity_rank INTEGER, state TEXT,
     first_seen INTEGER, last_seen INTEGER, title TEXT, description TEXT, action TEXT,
@@ -421,37 +427,51 @@ class WarmWriter:
                         (name, seq_lo, seq_hi, t_lo, t_hi, rows))
 
     def _write_rollups(self, cols: dict[str, np.ndarray]) -> None:
-        """Per-minute sums by destination prefix and by exporter, upserted, as exported and times the
-        sampling rate (sbytes, spackets: what the anomaly baseline compares). Grouped in numpy on uint64
+        """Per-minute and per-hour sums by destination prefix and by exporter, upserted, as exported and
+        times the sampling rate (sbytes, spackets: what the anomaly baseline compares). Minutes are kept
+        for store.rollup_retention, hours (a sixtieth of the rows) for store.rollup_hourly_retention:
+        a two-week hour-of-week baseline over thousands of prefixes. Grouped in numpy on uint64
         key words (planner.group_rows: the constant ::ffff: word dropped, the rest packed and sorted
         once), the prefix mask applied to those words; only the groups become Python rows."""
         from .planner import group_rows
 
         minute = (cols["time_end"] // MINUTE_MS) * MINUTE_MS
         mword = minute.astype(np.int64).view(np.uint64) ^ np.uint64(1 << 63)  # signed order as unsigned
-        sql = ("INSERT INTO rollups (kind, minute_ms, key, bytes, packets, flows, sbytes, spackets) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-               "ON CONFLICT (kind, minute_ms, key) DO UPDATE SET bytes = bytes + excluded.bytes, "
-               "packets = packets + excluded.packets, flows = flows + excluded.flows, "
-               "sbytes = sbytes + excluded.sbytes, spackets = spackets + excluded.spackets")
+        upsert = ("INSERT INTO {table} (kind, {t}, key, bytes, packets, flows, sbytes, spackets) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                  "ON CONFLICT (kind, {t}, key) DO UPDATE SET bytes = bytes + excluded.bytes, "
+                  "packets = packets + excluded.packets, flows = flows + excluded.flows, "
+                  "sbytes = sbytes + excluded.sbytes, spackets = spackets + excluded.spackets")
+        sql = upsert.format(table="rollups", t="minute_ms")
+        sql_hourly = upsert.format(table="rollups_hourly", t="hour_ms")
         rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
         sb, sp = cols["bytes"] * rate, cols["packets"] * rate
         for kind, (hi, lo) in (("dst_prefix", _prefix_words(cols["dst_addr"], self.prefix_v4, self.prefix_v6)),
                                ("exporter", _addr_words(cols["exporter"]))):
             rep, (b, p, bs, ps), counts = group_rows([mword, hi, lo], cols["bytes"], cols["packets"], sb, sp)
-            minutes = minute[rep].tolist()
-            keys = np.empty((len(rep), 2), ">u8")
-            keys[:, 0], keys[:, 1] = hi[rep], lo[rep]
+            ghi, glo, gmin = hi[rep], lo[rep], minute[rep]
             texts: dict[bytes, str] = {}
-            rows = []
-            for i, a in enumerate(keys.view("V16").ravel().tolist()):
-                t = texts.get(a)
-                if t is None:
-                    t = texts[a] = (addr.prefix_text(a, self.prefix_v4, self.prefix_v6) if kind == "dst_prefix"
-                                    else addr.to_text(a))
-                rows.append((kind, minutes[i], t, min(int(b[i]), INT64_MAX), min(int(p[i]), INT64_MAX), int(counts[i]),
-                             min(int(bs[i]), INT64_MAX), min(int(ps[i]), INT64_MAX)))
-            self.db.executemany(sql, rows)
+            self.db.executemany(sql, self._rollup_rows(kind, gmin, ghi, glo, (b, p, counts, bs, ps), texts))
+            # the hours, from the minute groups (far fewer than the flows)
+            hour = (gmin // HOUR_MS) * HOUR_MS
+            hword = hour.astype(np.int64).view(np.uint64) ^ np.uint64(1 << 63)
+            hrep, sums, _n = group_rows([hword, ghi, glo], b, p, counts, bs, ps)
+            self.db.executemany(sql_hourly, self._rollup_rows(kind, hour[hrep], ghi[hrep], glo[hrep], sums, texts))
+
+    def _rollup_rows(self, kind: str, times: np.ndarray, hi: np.ndarray, lo: np.ndarray, sums, texts: dict) -> list:
+        b, p, n, bs, ps = sums
+        keys = np.empty((len(times), 2), ">u8")
+        keys[:, 0], keys[:, 1] = hi, lo
+        rows = []
+        times = times.tolist()
+        for i, a in enumerate(keys.view("V16").ravel().tolist()):
+            t = texts.get(a)
+            if t is None:
+                t = texts[a] = (addr.prefix_text(a, self.prefix_v4, self.prefix_v6) if kind == "dst_prefix"
+                                else addr.to_text(a))
+            rows.append((kind, times[i], t, min(int(b[i]), INT64_MAX), min(int(p[i]), INT64_MAX), int(n[i]),
+                         min(int(bs[i]), INT64_MAX), min(int(ps[i]), INT64_MAX)))
+        return rows
 
     # ---------------------------------------------------------------- sealing, in bounded steps
 
@@ -577,7 +597,8 @@ class WarmWriter:
                 self._seal = {"name": name, "last": last, "t0": time.monotonic(), "cpu0": time.process_time(),
                               "chunks": 0, "max_step_s": 0.0}
 
-    def prune(self, now: int, retention_ms: int, rollup_retention_ms: int, advisory_retention_ms: int) -> list[str]:
+    def prune(self, now: int, retention_ms: int, rollup_retention_ms: int, advisory_retention_ms: int,
+              hourly_retention_ms: int | None = None) -> list[str]:
         """Drop partitions that ended before now - retention; delete old rollups, advisories, health.
         A partition's table is renamed to ``<name>_pruned`` and deleted in chunks by seal_step like a
         replaced table: one DROP of an hourly partition at 10k flows/s would stall the writer about
@@ -609,6 +630,8 @@ class WarmWriter:
                 dropped.append(name)
         self.db.execute("BEGIN")
         self.db.execute("DELETE FROM rollups WHERE minute_ms < ?", (now - rollup_retention_ms,))
+        self.db.execute("DELETE FROM rollups_hourly WHERE hour_ms < ?",
+                        (now - (hourly_retention_ms if hourly_retention_ms is not None else rollup_retention_ms),))
         self.db.execute("DELETE FROM advisories WHERE received_at < ?", (now - advisory_retention_ms,))
         self.db.execute("DELETE FROM health WHERE received_at < ?", (now - advisory_retention_ms,))
         self.db.execute("COMMIT")

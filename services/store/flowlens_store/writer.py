@@ -41,12 +41,14 @@ def _malloc_trim():
 
 class Writer:
     def __init__(self, warm: WarmWriter, queue_batches: int, max_rows: int, prune_interval_s: float,
-                 retention_ms: int, rollup_retention_ms: int, advisory_retention_ms: int, events_max: int = 10_000):
+                 retention_ms: int, rollup_retention_ms: int, advisory_retention_ms: int, events_max: int = 10_000,
+                 hourly_retention_ms: int | None = None):
         self.warm = warm
         self.max_rows = max_rows
         self.prune_interval_s = prune_interval_s
         self.retention_ms = retention_ms
         self.rollup_retention_ms = rollup_retention_ms
+        self.hourly_retention_ms = hourly_retention_ms
         self.advisory_retention_ms = advisory_retention_ms
         self.queue_batches = queue_batches
         self.queue_rows_max = queue_batches * FULL_BATCH_ROWS
@@ -213,7 +215,8 @@ class Writer:
             self._seal_step()
         if mono >= self._next_prune:
             self._next_prune = mono + self.prune_interval_s
-            dropped = self.warm.prune(now_ms(), self.retention_ms, self.rollup_retention_ms, self.advisory_retention_ms)
+            dropped = self.warm.prune(now_ms(), self.retention_ms, self.rollup_retention_ms, self.advisory_retention_ms,
+                                      self.hourly_retention_ms)
             self.pruned_partitions += len(dropped)
             if dropped:
                 log.info("partitions dropped", extra=fields(partitions=",".join(dropped)))

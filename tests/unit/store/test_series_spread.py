@@ -179,3 +179,23 @@ def test_rollups_by_hour_and_top_keys(engine):
     for bad, words in (({"step": 90}, "whole minutes"), ({"top": 0}, "at least")):
         with pytest.raises(QueryError, match=words):
             eng.rollups({"kind": "exporter", "since": 0, **bad})
+
+
+def test_series_older_than_the_minute_rollups_comes_from_hourly_rollups(engine):
+    eng, flows = engine
+    args = {"since": T0 - 3 * HOUR - 123_456, "until": T0 + 2 * HOUR + 7_777, "step": 3600}
+    eng.use_rollups = False
+    try:
+        raw = eng.series(dict(args))
+    finally:
+        eng.use_rollups = True
+    saved = eng.rollup_retention_ms
+    eng.rollup_retention_ms = 0  # every minute rollup counts as expired: whole hours from the hourly table
+    try:
+        hourly = eng.series(dict(args))
+        with_minutes_gone = eng.series({**args, "step": 600})
+    finally:
+        eng.rollup_retention_ms = saved
+    assert hourly["source"] == "hourly rollups" and raw["source"] == "sqlite"
+    assert hourly["points"] == raw["points"] and sum(p[3] for p in hourly["points"]) == flows.count
+    assert with_minutes_gone["source"] == "sqlite"  # 10-minute steps need minutes: raw rows answer

@@ -55,3 +55,18 @@ def test_an_advisory_raised_again_after_it_resolved_is_a_new_episode(tmp_path):
     w.write_events([("advisory", {**base, "state": "updated", "first_seen": 90_000, "last_seen": 95_000}, 95_000)])
     assert row() == ("updated", 90_000, 95_000, 2)
     w.close()
+
+
+def test_minute_and_hourly_rollups_have_their_own_retention(tmp_path):
+    w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64)
+    now = int(time.time() * 1000)
+    b = make_batch(100, t0=now - 5 * 24 * HOUR, spacing_ms=1000, seed=3)
+    w.write_flows(with_seq(b, 1))
+    count = lambda t: w.db.execute(f"SELECT count(*), sum(flows) FROM {t} WHERE kind = 'exporter'").fetchone()
+    assert count("rollups")[1] == count("rollups_hourly")[1] == 100
+    assert count("rollups_hourly")[0] < count("rollups")[0]
+    w.prune(now, 30 * 24 * HOUR, 2 * 24 * HOUR, 30 * 24 * HOUR, 15 * 24 * HOUR)
+    assert count("rollups")[0] == 0 and count("rollups_hourly")[1] == 100
+    w.prune(now, 30 * 24 * HOUR, 2 * 24 * HOUR, 30 * 24 * HOUR, 4 * 24 * HOUR)
+    assert count("rollups_hourly")[0] == 0
+    w.close()
