@@ -52,11 +52,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _seed(service, cfg) -> None:
-    """Seed the anomaly baseline from the store's rollups; the analyzer works without them."""
-    client = StoreClient(cfg["query.endpoint"], timeout_s=min(cfg["query.timeout"], 2.0), retries=0)
+    """Seed the anomaly baseline from the store's rollups; the analyzer works without them. A request
+    may take the store's read time limit plus the reply's transfer; the whole seeding stops starting
+    requests after service.SEED_BUDGET_S."""
+    timeout_s = max(cfg["query.timeout"], cfg["store.query_time_limit"] + 5.0)
+    client = StoreClient(cfg["query.endpoint"], timeout_s=timeout_s, retries=0)
     try:
-        rows = service.seed_from_store(client)
-        log.info("baseline seeded from store rollups", extra=fields(rows=rows))
+        report = service.seed_from_store(client)
+        log.info("baseline seeded from store rollups", extra=fields(**{k: v for k, v in report.items() if k != "errors"},
+                                                                    errors="; ".join(report["errors"]) or None))
     except (StoreError, StoreUnavailable) as e:
         log.warning("no baseline from the store; starting from live data", extra=fields(reason=str(e)))
     finally:

@@ -3,8 +3,9 @@ a baseline; spikes and drops.
 
 The baseline is the same hour of the week (or of the day) when enough history exists, else a robust
 short-term one (median and MAD of the recent per-minute bytes). History is a bounded per-minute ring
-per key kept in memory (seeded at start from the store's per-minute rollups, then fed by the flows
-the analyzer sees); minutes leaving the ring are folded into hour-of-day and hour-of-week profiles.
+per key kept in memory, fed by the flows the analyzer sees; minutes leaving the ring are folded into
+hour-of-day and hour-of-week profiles. At start the profiles are seeded from the store's hourly sums
+(fold_hours) and the ring from its per-minute rollups of the last hour or two (seed).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ NAME = "anomaly"
 KINDS = ("dst_prefix", "exporter")
 MINUTE_MS = 60_000
 SEASONAL_MIN_SAMPLES = 120  # minute samples in an hour slot (two days or weeks of that hour)
+# so the hour-of-day profile is ready after 2 days of history, the hour-of-week one only after 2 weeks
 MAD_K = 3.0 * 1.4826  # a change must also exceed 3 robust standard deviations (short-term baseline)
 
 
@@ -57,8 +59,10 @@ class MinuteHistory:
         self.col_minute[c] = minute
         return c
 
-    def add(self, minute: int, keys: np.ndarray, values: np.ndarray, admit_floor: float) -> None:
-        """Bytes of one minute for keys (ADDR array); new keys need at least admit_floor bytes."""
+    def add(self, minute: int, keys: np.ndarray, values: np.ndarray, admit_floor: float, replace: bool = True) -> None:
+        """Bytes of one minute for keys (ADDR array); new keys need at least admit_floor bytes and, when
+        every row is taken, replace the smallest keys (not with replace=False: seeding keeps the keys
+        whose profiles it has already loaded)."""
         c = self._column(int(minute))
         if c is None or not len(keys):
             return
@@ -79,6 +83,8 @@ class MinuteHistory:
             if free:
                 row = int(free.pop())
             else:
+                if not replace:
+                    break
                 if totals is None:  # replace the smallest keys, smallest first
                     totals = self.hist.sum(1)
                     victims = list(np.argsort(totals, kind="stable")[::-1])
@@ -92,6 +98,49 @@ class MinuteHistory:
             self.keys[row] = np.frombuffer(new_keys[i], dtype=ADDR)[0]
             self.used[row] = True
             self.hist[row, c] = new_vals[i]
+
+    def fold_hours(self, hours: np.ndarray, keys: np.ndarray, sums: np.ndarray) -> int:
+        """Hourly byte sums (hour numbers since the epoch, ADDR keys, bytes) into the hour-of-day and
+        hour-of-week profiles, as if the 60 minutes of each hour had left the ring: a slot gets the
+        hour's sum and 60 samples, the quiet minutes inside it counting as zeros. An hour in which no key
+        has a row (the store saw nothing: it or the exporters were down) is not counted; a key counts the
+        hours from its first one on, zeros included, as a key admitted live does. Keys are admitted
+        (biggest total first) while rows are free; returns the rows that took hours."""
+        if not len(hours):
+            return 0
+        hour_u, h_idx = np.unique(np.asarray(hours, np.int64), return_inverse=True)
+        keys = np.ascontiguousarray(keys).view(ADDR)
+        _u, first_at, k_idx = np.unique(keys.view("S16"), return_index=True, return_inverse=True)
+        key_u = keys[first_at]  # (S16 sorts as the bytes do, but drops trailing zero bytes: keep ADDR)
+        sums = np.asarray(sums, np.float64)
+        grid = np.bincount(k_idx * len(hour_u) + h_idx, weights=sums,
+                           minlength=len(key_u) * len(hour_u)).reshape(len(key_u), len(hour_u))
+        present = np.zeros(grid.shape, bool)
+        present[k_idx, h_idx] = True
+        first = present.argmax(1)  # each key's first hour (every key has one)
+        rows = np.full(len(key_u), -1, np.int64)
+        free = list(np.flatnonzero(~self.used)[::-1])
+        for i in np.argsort(-grid.sum(1), kind="stable").tolist():
+            k = bytes(key_u[i])
+            row = self.rows.get(k)
+            if row is None:
+                if not free:
+                    continue
+                row = int(free.pop())
+                self.rows[k] = row
+                self.keys[row] = np.frombuffer(k, dtype=ADDR)[0]
+                self.used[row] = True
+            rows[i] = row
+        take = np.flatnonzero(rows >= 0)
+        if not len(take):
+            return 0
+        counted = (np.arange(len(hour_u))[None, :] >= first[take, None]).astype(np.float64) * 60
+        for slots, total, n in ((24, self.hod_sum, self.hod_n), (168, self.how_sum, self.how_n)):
+            onehot = np.zeros((len(hour_u), slots))
+            onehot[np.arange(len(hour_u)), hour_u % slots] = 1
+            total[rows[take]] += grid[take] @ onehot
+            n[rows[take]] += counted @ onehot
+        return len(take)
 
     def _clear(self, row: int) -> None:
         self.hist[row] = 0
@@ -140,13 +189,22 @@ def _keys(view: WindowView, ctx: Context, kind: str) -> tuple[np.ndarray, np.nda
 
 
 def seed(state: dict, ctx: Context, kind: str, minutes: np.ndarray, keys: np.ndarray, values: np.ndarray) -> None:
-    """Load per-minute history (e.g. store rollups): minutes (int, minute numbers), keys ADDR, bytes."""
+    """Load per-minute history (e.g. store rollups): minutes (int, minute numbers), keys ADDR, bytes.
+    Minutes that leave the ring on the way are folded into the profiles; keys already tracked (e.g. by
+    seed_hours) are kept, new ones only fill free rows."""
     hist = _state(state, ctx)["history"][kind]
     order = np.argsort(minutes, kind="stable")
     minutes, keys, values = minutes[order], keys[order], values[order]
-    for m in np.unique(minutes).tolist():
-        sel = minutes == m
-        hist.add(m, np.array([bytes(k) for k in keys[sel]], dtype=object), values[sel].astype(np.float64), 0.0)
+    bounds = np.flatnonzero(np.diff(minutes)) + 1
+    for lo, hi in zip(np.r_[0, bounds].tolist(), np.r_[bounds, len(minutes)].tolist()):
+        hist.add(int(minutes[lo]), np.array([bytes(k) for k in keys[lo:hi]], dtype=object),
+                 values[lo:hi].astype(np.float64), 0.0, replace=False)
+
+
+def seed_hours(state: dict, ctx: Context, kind: str, hours: np.ndarray, keys: np.ndarray, values: np.ndarray) -> int:
+    """Load hourly sums (the store's step=3600 rollups; hour numbers since the epoch, ADDR keys, bytes)
+    into the hour-of-day/week profiles; returns the keys that took them."""
+    return _state(state, ctx)["history"][kind].fold_hours(hours, keys, values)
 
 
 def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
