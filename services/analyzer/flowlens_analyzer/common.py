@@ -155,7 +155,23 @@ def factorize_addr(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     words = np.ascontiguousarray(column).view(">u8").reshape(n, 2)
     hi, lo = words[:, 0], words[:, 1]
     if (hi == hi[0]).all():  # one family/prefix (all IPv4-mapped, typically): one 64-bit key
-        uniq_lo, ids = np.unique(lo, return_inverse=True)
+        lo = lo.astype(np.uint64)  # native order: sorting big-endian words is several times slower
+        base = int(lo.min())
+        span = lo - np.uint64(base)
+        key_bits, idx_bits = int(span.max()).bit_length(), max(1, (n - 1).bit_length())
+        if key_bits + idx_bits <= 64:
+            # the row number in the spare low bits: one plain sort instead of an argsort (IPv4: 32 + 20 bits)
+            s = np.sort((span << np.uint64(idx_bits)) | np.arange(n, dtype=np.uint64))
+            order = (s & np.uint64((1 << idx_bits) - 1)).astype(np.intp)
+            sk = s >> np.uint64(idx_bits)
+            start = np.empty(n, dtype=bool)
+            start[0] = True
+            np.not_equal(sk[1:], sk[:-1], out=start[1:])
+            ids = np.empty(n, dtype=np.int64)
+            ids[order] = np.cumsum(start) - 1
+            uniq_lo = sk[start] + np.uint64(base)
+        else:
+            uniq_lo, ids = np.unique(lo, return_inverse=True)
         out = np.empty((len(uniq_lo), 2), dtype=">u8")
         out[:, 0] = hi[0]
         out[:, 1] = uniq_lo

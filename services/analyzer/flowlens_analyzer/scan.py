@@ -36,18 +36,21 @@ def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
     src_c, dst_c = common[:len(src_u)][src_ids], common[len(src_u):][dst_ids]
     sport = view["src_port"].astype(np.int64)
     dport = view["dst_port"].astype(np.int64)
-    # First pass over every TCP/UDP/SCTP flow: only sources above a threshold here can be above it once
-    # the replies are left out, so the (costlier) reply test runs on their flows and their peers' only.
-    hot = _hot_sources(np.flatnonzero(candidate), src_c, dst_c, dport, port_threshold, host_threshold)
-    if not len(hot):
-        return []
-    is_hot = np.zeros(int(common.max()) + 1 if len(common) else 0, dtype=bool)
-    is_hot[hot] = True
-    # A finding also needs PROBE_SHARE of its flows probe-like: a source with fewer probe-like flows than
-    # that share of the smaller threshold cannot raise one (most busy hosts stop here).
+    # A finding needs PROBE_SHARE of its flows probe-like: a source with fewer probe-like flows than that
+    # share of the smaller threshold cannot raise one (most hosts stop here, before anything is sorted).
+    n_ids = int(common.max()) + 1 if len(common) else 0
     all_flags = view["tcp_flags"]
     probe_like = candidate & ((view["packets"] <= 2) | ((proto == 6) & ((all_flags & (SYN | ACK)) == SYN)))
-    is_hot &= np.bincount(src_c[probe_like], minlength=len(is_hot)) >= PROBE_SHARE * min(port_threshold, host_threshold)
+    eligible = np.bincount(src_c[probe_like], minlength=n_ids) >= PROBE_SHARE * min(port_threshold, host_threshold)
+    # First pass over the eligible sources' TCP/UDP/SCTP flows: only sources above a threshold here can be
+    # above it once the replies are left out, so the (costlier) reply test runs on their flows and their
+    # peers' only.
+    hot = _hot_sources(np.flatnonzero(candidate & eligible[src_c]), src_c, dst_c, dport, port_threshold,
+                       host_threshold)
+    if not len(hot):
+        return []
+    is_hot = np.zeros(n_ids, dtype=bool)
+    is_hot[hot] = True
     rows = np.flatnonzero(candidate & (is_hot[src_c] | is_hot[dst_c]))
     flags = view["tcp_flags"][rows]
     syn_only_r = (proto[rows] == 6) & ((flags & (SYN | ACK)) == SYN)
@@ -105,6 +108,8 @@ def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
 def _hot_sources(idx, src_c, dst_c, dport, port_threshold, host_threshold) -> np.ndarray:
     """Common ids of the sources with at least port_threshold ports on one host or host_threshold
     hosts on one port among the flows idx (replies not yet left out)."""
+    if not len(idx):
+        return np.zeros(0, np.int64)
     s, d, p = src_c[idx], dst_c[idx], dport[idx]
     nd = int(max(s.max(), d.max())) + 1
     pair, counts = unique_counts(unique_sorted((s * nd + d) * 65536 + p) // 65536)
