@@ -2,7 +2,6 @@
 services up, send real NetFlow v5 export packets to the published 2055/udp, and find every flow
 through the store's query port. Skipped, with the reason, where no engine answers."""
 import json
-import socket
 import subprocess
 from pathlib import Path
 

@@ -13,7 +13,6 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
 
 from flowmodel.client import StoreClient
 from flowmodel.pcap import read_datagrams

@@ -62,9 +62,9 @@ def test_dashboard(http, stack):
     assert set(texts(tops[2], ".//h:td[@class='key']")) == {"TCP", "UDP", "ICMP"}
     assert root.xpath("//h:span[@class='bar']", namespaces=NS)
     badges = {e.get("href"): "".join(e.itertext()) for e in root.xpath("//h:ul[@class='counts']//h:a", namespaces=NS)}
-    assert "1 CRITICAL" in " ".join(badges[f"/advisories?severity=CRITICAL"].split())
-    assert "1 WARNING" in " ".join(badges[f"/advisories?severity=WARNING"].split())
-    assert "0 INFO" in " ".join(badges[f"/advisories?severity=INFO"].split())  # the INFO one is resolved
+    assert "1 CRITICAL" in " ".join(badges["/advisories?severity=CRITICAL"].split())
+    assert "1 WARNING" in " ".join(badges["/advisories?severity=WARNING"].split())
+    assert "0 INFO" in " ".join(badges["/advisories?severity=INFO"].split())  # the INFO one is resolved
     assert root.xpath("//h:p[@id='collector-health']", namespaces=NS)
     # the top tables cover the last 10 minutes, and so do the flows their links open
     link = tops[0].xpath(f".//h:a[normalize-space()='{SCAN_SOURCE}']/@href", namespaces=NS)[0]

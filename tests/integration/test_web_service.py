@@ -3,12 +3,11 @@ every page with a 503 page in words, and exits 0 on SIGTERM; a bad config exits 
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import httpx
 from lxml import etree
 
-from support.services import PYTHON, REPO, ServiceProcess, free_port, stack_config, write_config
+from support.services import PYTHON, REPO, ServiceProcess, stack_config, write_config
 
 
 def test_web_without_store_says_so_in_words(tmp_path):

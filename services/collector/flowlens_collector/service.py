@@ -8,7 +8,6 @@ groups, never per datagram.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select

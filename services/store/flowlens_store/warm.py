@@ -44,7 +44,7 @@ import numpy as np
 
 from flowmodel import addr
 from flowmodel.events import SEVERITY_RANK
-from flowmodel.schema import FLOW_COLUMNS, FlowBatch
+from flowmodel.schema import FLOW_COLUMNS
 
 log = logging.getLogger(__name__)
 

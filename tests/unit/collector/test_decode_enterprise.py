@@ -2,10 +2,8 @@
 by name where we know them (fields.ENTERPRISE_FIELDS), else by "PEN/id"."""
 from __future__ import annotations
 
-import pytest
 
-from c2_hooks import ACCOUNT_REASON, ACCOUNT_WIRED
-from c2_packets import BASIC_V4, EXP, basic_record, be, ipfix_packet, set_, stats_of, tmpl_ipfix
+from packet_builders import BASIC_V4, EXP, basic_record, be, ipfix_packet, set_, stats_of, tmpl_ipfix
 from collector_truth import load_datagrams
 from flowlens_collector.decode import Decoder
 from flowlens_collector.decoders.fields import enterprise_field_name
@@ -59,7 +57,6 @@ def test_enterprise_fields_skipped_by_length_and_flows_decode():
     assert b["protocol"].tolist() == [6, 6, 6]  # tenantProtocol 17 is not the flow's protocol
 
 
-@pytest.mark.skipif(not ACCOUNT_WIRED, reason=ACCOUNT_REASON)
 def test_exporter_stats_count_enterprise_fields_by_name():
     dec = Decoder()
     t = set_(2, tmpl_ipfix(300, FIELDS))
@@ -71,7 +68,6 @@ def test_exporter_stats_count_enterprise_fields_by_name():
     assert st["flows"] == 4
 
 
-@pytest.mark.skipif(not ACCOUNT_WIRED, reason=ACCOUNT_REASON)
 def test_softflowd_biflow_capture_counts_its_reverse_fields():
     # softflowd -b: reverse octets/packets/TOS/TCP flags with PEN 29305 (corpus README)
     dec = Decoder()

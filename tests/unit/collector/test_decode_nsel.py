@@ -14,10 +14,8 @@ packets column is a lower bound (1 per direction that carried bytes, 1 for a den
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from c2_hooks import ACCOUNT_REASON, ACCOUNT_WIRED
-from c2_packets import EXP, EXPORT_S, be, set_, stats_of, tmpl_v9, v4, v9_packet
+from packet_builders import EXP, EXPORT_S, be, set_, stats_of, tmpl_v9, v4, v9_packet
 from flowlens_collector.decode import Decoder
 from flowlens_collector.decoders.stats import ExporterStats
 from flowlens_collector.decoders.templates import Template
@@ -85,7 +83,6 @@ def test_packets_from_298_299_when_present():
     assert b["bytes"].tolist() == [2000, 0] and b["packets"].tolist() == [10, 1]
 
 
-@pytest.mark.skipif(not ACCOUNT_WIRED, reason=ACCOUNT_REASON)
 def test_create_and_teardown_of_one_connection_is_one_flow():
     recs = [_rec(1, CREATE, sport=40001), _rec(2, CREATE, sport=40002), _rec(1, TEARDOWN, 600, 1400, sport=40001),
             _rec(9, DENIED, xevent=1001, sport=40009), _rec(2, TEARDOWN, 50, 70, sport=40002)]
@@ -100,7 +97,6 @@ def test_create_and_teardown_of_one_connection_is_one_flow():
                                  "packets_lower_bound": 3}
 
 
-@pytest.mark.skipif(not ACCOUNT_WIRED, reason=ACCOUNT_REASON)
 def test_only_creates_in_a_message_gives_an_empty_batch_and_no_flows():
     b, dec = _decode(ASA_PACKETS, [_rec(1, CREATE, pkts=(0, 0)), _rec(2, CREATE, pkts=(0, 0))])
     assert b.count == 0

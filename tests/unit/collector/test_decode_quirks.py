@@ -9,47 +9,7 @@ import numpy as np
 from flowlens_collector.decode import Decoder
 from flowlens_collector.decoders.templated import PENDING_SET_OVERHEAD
 
-EXP = ("192.0.2.1", 4000)
-EXPORT_S = 1_700_000_000
-
-
-def v4(a: str) -> bytes:
-    return bytes(int(x) for x in a.split("."))
-
-
-def _set(set_id: int, body: bytes, pad_to: int = 0) -> bytes:
-    if pad_to:
-        body += bytes(-(len(body) + 4) % pad_to)
-    return struct.pack(">HH", set_id, len(body) + 4) + body
-
-
-def tmpl_v9(tid: int, fields) -> bytes:
-    return struct.pack(">HH", tid, len(fields)) + b"".join(struct.pack(">HH", ie, ln) for ie, ln in fields)
-
-
-def tmpl_ipfix(tid: int, fields) -> bytes:
-    out = struct.pack(">HH", tid, len(fields))
-    for f in fields:
-        ie, ln = f[0], f[1]
-        if len(f) == 3:
-            out += struct.pack(">HHI", ie | 0x8000, ln, f[2])
-        else:
-            out += struct.pack(">HH", ie, ln)
-    return out
-
-
-def v9_packet(sets, *, uptime=100_000, secs=EXPORT_S, seq=1, source_id=0, count=None) -> bytes:
-    body = b"".join(sets)
-    return struct.pack(">HHIIII", 9, len(sets) if count is None else count, uptime, secs, seq, source_id) + body
-
-
-def ipfix_packet(sets, *, export_s=EXPORT_S, seq=0, domain=0) -> bytes:
-    body = b"".join(sets)
-    return struct.pack(">HHIII", 10, 16 + len(body), export_s, seq, domain) + body
-
-
-def be(value: int, length: int) -> bytes:
-    return value.to_bytes(length, "big")
+from packet_builders import EXP, EXPORT_S, be, ipfix_packet, set_ as _set, tmpl_ipfix, tmpl_v9, v4, v9_packet  # noqa: E402
 
 
 def errors(dec: Decoder) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from c2_packets import (BASIC_V4, EXP, basic_record, ipfix_packet, set_, stats_of, tmpl_ipfix, tmpl_v9,
+from packet_builders import (BASIC_V4, EXP, basic_record, ipfix_packet, set_, stats_of, tmpl_ipfix, tmpl_v9,
                         v5_packet, v9_packet)
 from flowlens_collector.decode import Decoder
 from flowlens_collector.decoders.stats import ExporterStats, SequenceTracker

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from c2_packets import DAY_MS, EXP, EXPORT_S, be, ipfix_packet, options_ipfix, set_, tmpl_ipfix, v4
+from packet_builders import DAY_MS, EXP, EXPORT_S, be, ipfix_packet, options_ipfix, set_, tmpl_ipfix, v4
 from flowlens_collector.decode import Decoder
 
 EXPORT_MS = EXPORT_S * 1000

@@ -50,11 +50,6 @@ class ExporterStats:
 
     MAX_KEYS = 64
 
-    def extra(self) -> dict:
-        """The counters added after the first EXPORTER_STATS_FIELDS (merged into exporter_stats())."""
-        return {"sequence_resets": self.sequence_resets, "enterprise_fields": dict(self.enterprise_fields),
-                "nsel_events": dict(self.nsel_events)}
-
 
 _MOD = 0xFFFFFFFF
 
