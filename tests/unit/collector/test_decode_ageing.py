@@ -10,15 +10,12 @@ import pytest
 from flowlens_collector.decode import Decoder
 from flowmodel.pcap import read_datagrams
 
-from test_decode_quirks import BASIC_V4, _set, basic_record, ipfix_packet, tmpl_ipfix, tmpl_v9, v9_packet
+from packet_builders import (EXP, BASIC_V4, basic_record, ipfix_packet, set_ as _set, stats_of as stats, tmpl_ipfix,
+                             tmpl_v9, v9_packet)
 
 DATA = Path(__file__).resolve().parents[2] / "data"
-EXP = ("192.0.2.1", 4000)
 
 
-def stats(dec: Decoder) -> dict:
-    [st] = dec.exporter_stats()
-    return st
 
 
 def lost(dec: Decoder) -> tuple[int, int]:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 
 from flowlens_collector.decode import Decoder
-from flowlens_collector.decoders.templated import PENDING_SET_OVERHEAD
+from flowlens_collector.decoders.templated import PENDING_QUEUE_OVERHEAD, PENDING_SET_OVERHEAD
 from flowlens_collector.service import Collector
 from flowmodel.config import load_config
 
-from test_decode_quirks import BASIC_V4, _set, basic_record, ipfix_packet, tmpl_ipfix, v9_packet
+from packet_builders import EXP, BASIC_V4, basic_record, ipfix_packet, set_ as _set, tmpl_ipfix, v9_packet
 
-EXP = ("192.0.2.1", 4000)
 
 
 def by_exporter(dec: Decoder) -> dict:
@@ -23,7 +22,8 @@ def held(dec: Decoder) -> tuple[int, int]:
     """(data sets held, bytes charged for them) as the decoder's own queues say."""
     t = dec._templated
     entries = [e for q in t.pending.values() for e in q]
-    return len(entries), sum(len(e[0]) + PENDING_SET_OVERHEAD for e in entries)
+    return len(entries), (sum(len(e[0]) + PENDING_SET_OVERHEAD for e in entries)
+                          + PENDING_QUEUE_OVERHEAD * len(t.pending))
 
 
 def test_floods_of_empty_and_tiny_data_sets_stay_within_the_exporter_bound():
@@ -38,7 +38,11 @@ def test_floods_of_empty_and_tiny_data_sets_stay_within_the_exporter_bound():
     tiny = v9_packet([_set(300 + i % 1000, b"\x01") for i in range(10000)])  # 1-byte sets
     dec.decode([tiny, tiny], [EXP, EXP], 0)
     sets, charged = held(dec)
-    assert sets == budget // (1 + PENDING_SET_OVERHEAD) and charged <= budget
+    # each new template id opens a queue (1 + set + queue overhead) until the next one would not fit;
+    # later sets for those ids cost only 1 + set overhead until the budget is spent
+    queues = budget // (1 + PENDING_SET_OVERHEAD + PENDING_QUEUE_OVERHEAD)
+    more = (budget - queues * (1 + PENDING_SET_OVERHEAD + PENDING_QUEUE_OVERHEAD)) // (1 + PENDING_SET_OVERHEAD)
+    assert sets == queues + more and charged <= budget
     st = dec.exporter_stats()[0]
     assert (st["pending_sets"], st["pending_bytes"]) == (sets, sets)
     assert st["pending_dropped"] == {"exporter_bound": 20000 - sets}
@@ -48,11 +52,12 @@ def test_floods_of_empty_and_tiny_data_sets_stay_within_the_exporter_bound():
 def test_global_pending_bound_drops_the_oldest_queue_and_counts_it():
     per_set = 1400 + PENDING_SET_OVERHEAD
     dec = Decoder(pending_max_bytes=100 * per_set, pending_total_max_bytes=10 * per_set)
-    for host in range(6):  # 6 exporters x 3 sets of 1,400 bytes: 18 sets against room for 10
+    for host in range(6):  # 6 exporters x 3 sets of 1,400 bytes (one queue each): room for two queues
         src = (f"10.0.0.{host + 1}", 2055)
         dec.decode([v9_packet([_set(256, bytes(1400))], seq=k) for k in range(3)], [src] * 3, host)
     sets, charged = held(dec)
-    assert charged == dec._templated._pending_total <= 10 * per_set and sets >= 8
+    whole_queues = 10 * per_set // (3 * per_set + PENDING_QUEUE_OVERHEAD)
+    assert charged == dec._templated._pending_total <= 10 * per_set and sets == 3 * whole_queues == 6
     stats = by_exporter(dec)
     dropped = {h: s["pending_dropped"].get("global_bound", 0) for h, s in stats.items()}
     assert sum(dropped.values()) == 18 - sets

@@ -7,9 +7,10 @@ import struct
 import numpy as np
 
 from flowlens_collector.decode import Decoder
-from flowlens_collector.decoders.templated import PENDING_SET_OVERHEAD
+from flowlens_collector.decoders.templated import PENDING_QUEUE_OVERHEAD, PENDING_SET_OVERHEAD
 
-from packet_builders import EXP, EXPORT_S, be, ipfix_packet, set_ as _set, tmpl_ipfix, tmpl_v9, v4, v9_packet  # noqa: E402
+from packet_builders import (BASIC_V4, EXP, EXPORT_S, basic_record, be, ipfix_packet, set_ as _set, tmpl_ipfix, tmpl_v9,
+                             v4, v9_packet)
 
 
 def errors(dec: Decoder) -> dict:
@@ -18,13 +19,6 @@ def errors(dec: Decoder) -> dict:
         for k, v in s["decode_errors"].items():
             out[k] = out.get(k, 0) + v
     return out
-
-
-BASIC_V4 = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (1, 4), (2, 4)]
-
-
-def basic_record(src="10.0.0.1", dst="10.0.0.2", sport=1000, dport=80, proto=6, nbytes=500, pkts=5) -> bytes:
-    return v4(src) + v4(dst) + be(sport, 2) + be(dport, 2) + be(proto, 1) + be(nbytes, 4) + be(pkts, 4)
 
 
 def test_reduced_size_integers_every_length_1_to_8():
@@ -283,8 +277,8 @@ def test_data_before_template_is_held_then_decoded_and_expiry_counted():
 
 
 def test_pending_is_bounded_per_exporter():
-    dec = Decoder(pending_max_bytes=4 * (840 + PENDING_SET_OVERHEAD))
-    body = basic_record() * 40  # 840 bytes
+    dec = Decoder(pending_max_bytes=4 * (840 + PENDING_SET_OVERHEAD + PENDING_QUEUE_OVERHEAD))
+    body = basic_record() * 40  # 840 bytes, each set for its own template id (its own queue)
     for i in range(10):
         dec.decode([ipfix_packet([_set(500 + i, body)])], [EXP], 0)
     st = dec.exporter_stats()[0]
@@ -405,6 +399,12 @@ def test_sampling_options_template_without_its_data_yet_marks_flows_rate_unknown
     assert b["sampling_rate"].tolist() == [0, 0] and dec.exporter_stats()[0]["sampling_unknown"] == 2
     b = dec.decode([ipfix_packet([_set(256, be(0, 4) + be(100, 4)), _set(300, basic_record())], seq=2)], [EXP], 0)
     assert b["sampling_rate"].tolist() == [100] and dec.exporter_stats()[0]["sampling_unknown"] == 2
+    # withdrawn before its rate came: the session is no longer announced as sampled, and forgotten
+    gone = Decoder()
+    gone.decode([ipfix_packet([_set(3, opts), t, _set(300, basic_record())])], [EXP], 0)
+    b = gone.decode([ipfix_packet([_set(3, struct.pack(">HH", 256, 0)), _set(300, basic_record())], seq=1)], [EXP], 0)
+    assert b["sampling_rate"].tolist() == [1] and gone.exporter_stats()[0]["sampling_unknown"] == 1
+    assert not gone._templated._sampling_sessions
     # an exporter without a sampling options template is unsampled (1), as before
     other = Decoder()
     b = other.decode([ipfix_packet([t, _set(300, basic_record())])], [EXP], 0)

@@ -9,8 +9,8 @@ session is the key without the template id.
 Bounds (all counted per exporter when they bite, see flowlens_collector.decode.Decoder.exporter_stats):
 templates of a session not refreshed within the template lifetime expire; at the per-exporter
 template or field cap, or the global field cap, the least recently refreshed session is evicted
-whole; held data sets are charged their length plus PENDING_SET_OVERHEAD against a per-exporter
-and a global byte budget, the oldest queue going first when the global one is full.
+whole; held data sets are charged their length plus PENDING_SET_OVERHEAD (and a new queue
+PENDING_QUEUE_OVERHEAD) against a per-exporter and a global byte budget, the oldest queue going first when the global one is full.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ MAX_SESSIONS = 65536
 # what one held data set costs beyond its bytes (bytes object, tuple, ints, deque slot: 92 B per
 # 1-byte set measured with tracemalloc): charged so floods of tiny sets are bounded too
 PENDING_SET_OVERHEAD = 128
+PENDING_QUEUE_OVERHEAD = 1024  # a new queue (deque, key tuple, dict slot): ~1 KB measured with tracemalloc
 MAX_FIELDS_PER_TEMPLATE = 8192
 MAX_REMEMBERED_TEMPLATE_SET = 2048  # bytes; larger template sets are always walked
 MAX_EPOCH_MS = 1 << 42            # ~2109: a systemInitTimeMilliseconds beyond is garbage, not a boot time
@@ -370,7 +371,7 @@ class TemplatedDecoder:
                  "options": template.options, "scope_count": template.scope_count,
                  "fields": template.key_fields()}, separators=(",", ":"))
             self.generation += 1
-            if template.options and any(role in SAMPLING_ROLES for role in template.roles):
+            if _announces_sampling(template):
                 self._sampling_sessions.add(session)
         self._per_host_fields[host] = self._per_host_fields.get(host, 0) + added
         self._total_fields += added
@@ -378,6 +379,7 @@ class TemplatedDecoder:
         self._touch(session, when)
         held = self.pending.pop(key, None)
         if held:
+            self._release_pending_bytes(session[0], PENDING_QUEUE_OVERHEAD)
             for body, export_ms, uptime, _received in held:
                 self._release_pending_bytes(session[0], len(body) + PENDING_SET_OVERHEAD)
                 self._data_set(key, body, st, export_ms, uptime)
@@ -446,6 +448,10 @@ class TemplatedDecoder:
                 if not tids:
                     del self._session_tids[session]
                     self._refreshed.pop(session, None)
+            if session in self._sampling_sessions and not any(
+                    _announces_sampling(self.templates.get(session + (tid,)))
+                    for tid in self._session_tids.get(session, ())):
+                self._sampling_sessions.discard(session)  # its last sampling options template is gone
             self.generation += 1
 
     def _data_set(self, key: tuple, body, st, export_ms: int, uptime) -> int:
@@ -536,9 +542,12 @@ class TemplatedDecoder:
             return  # a data set with no records waits for nothing
         self._held += 1
         host = key[0]
-        charge = size + PENDING_SET_OVERHEAD
+        charge = size + PENDING_SET_OVERHEAD + (0 if key in self.pending else PENDING_QUEUE_OVERHEAD)
         if self._pending_bytes.get(host, 0) + charge > self.pending_max_bytes:
             _bump(st.pending_dropped, "exporter_bound")
+            return
+        if charge > self.pending_total_max_bytes:  # would not fit even alone: drop nobody else for it
+            _bump(st.pending_dropped, "global_bound")
             return
         while self._pending_total + charge > self.pending_total_max_bytes and self.pending:
             self._drop_queue(next(iter(self.pending)), "global_bound")  # the oldest queue goes first
@@ -564,7 +573,8 @@ class TemplatedDecoder:
         q = self.pending.pop(key, None)
         if not q:
             return
-        self._release_pending_bytes(key[0], sum(len(e[0]) for e in q) + PENDING_SET_OVERHEAD * len(q))
+        self._release_pending_bytes(key[0], sum(len(e[0]) for e in q) + PENDING_SET_OVERHEAD * len(q)
+                                    + PENDING_QUEUE_OVERHEAD)
         _bump(self._owner.stats(key[0], key[3], self._now, seen=False).pending_dropped, reason, len(q))
 
     def expire(self, now_ms: int) -> None:
@@ -583,6 +593,7 @@ class TemplatedDecoder:
                 self._owner.stats(key[0], key[3], now_ms, seen=False).pending_expired += dropped
             if not q:
                 del self.pending[key]
+                self._release_pending_bytes(key[0], PENDING_QUEUE_OVERHEAD)
         if self.template_lifetime_ms > 0:
             stale = now_ms - self.template_lifetime_ms
             refreshed = self._refreshed
@@ -847,3 +858,8 @@ class TemplatedDecoder:
             except Exception:
                 self.state_rejected += 1
         return loaded
+
+
+def _announces_sampling(template) -> bool:
+    """An options template whose data will carry a sampling rate for its session."""
+    return template is not None and template.options and any(role in SAMPLING_ROLES for role in template.roles)
