@@ -74,10 +74,11 @@ class SequenceTracker:
       Counted in ``sequence_resets``.
 
     A single stray packet behind the expected number outside any hole (a duplicate, or a late packet
-    whose hole was forgotten) is only counted as backward.
+    whose hole was forgotten) is only counted as backward. A "restart" whose next packet carries the
+    number expected before it was a duplicated pair after all: the reset is taken back (two backward).
     """
 
-    __slots__ = ("_next", "_holes", "_stray")
+    __slots__ = ("_next", "_holes", "_stray", "_undo")
 
     MAX_STREAMS = 65536
     MAX_HOLES = 32            # per stream: late packets older than the last 32 holes are not matched
@@ -88,16 +89,25 @@ class SequenceTracker:
         self._next: dict[tuple, int] = {}
         self._holes: dict[tuple, list] = {}   # stream -> [[start, length], ...] oldest first
         self._stray: dict[tuple, int] = {}    # stream -> the number after the last stray backward packet
+        self._undo: dict[tuple, int] = {}     # stream -> the number expected before a stray-confirmed reset
 
     def _new_stream(self) -> None:
         if len(self._next) >= self.MAX_STREAMS:
             self._next.clear()  # bound memory under a flood of spoofed sources
             self._holes.clear()
             self._stray.clear()
+            self._undo.clear()
 
     def observe(self, stream: tuple, sequence: int, units: int, stats: ExporterStats) -> None:
         expected = self._next.get(stream)
         nxt = (sequence + units) & _MOD
+        if self._undo:
+            before = self._undo.pop(stream, None)
+            if before is not None and sequence == before:  # the "restart" was a duplicated pair
+                stats.sequence_resets -= 1
+                stats.sequence_backward += 1
+                self._next[stream] = nxt
+                return
         if expected is None:
             self._new_stream()
         elif sequence == expected:
@@ -119,6 +129,7 @@ class SequenceTracker:
                     self._stray.pop(stream, None)
             elif self._stray.get(stream) == sequence and not self._in_hole(stream, sequence):
                 self._reset(stream, stats)  # the stray's successor: a restarted counter (one jump, counted)
+                self._undo[stream] = expected  # ... unless the next packet is the one expected before
             else:
                 stats.sequence_backward += 1
                 if self._fill(stream, sequence, units, stats):
@@ -164,13 +175,33 @@ class SequenceTracker:
         seqs = sequences.astype(np.int64)
         nxt = (seqs + units) & _MOD
         expected = self._next.get(stream)
-        if (expected is None or expected == seqs[0]) and (seqs[1:] == nxt[:-1]).all():  # in order: the usual case
+        if expected is not None and stream in self._undo:
+            pass  # a pending restart check: packet by packet below
+        elif (expected is None or expected == seqs[0]) and (seqs[1:] == nxt[:-1]).all():  # in order: the usual case
             if expected is None:
                 self._new_stream()
             elif self._stray:
                 self._stray.pop(stream, None)
             self._next[stream] = int(nxt[-1])
             return
+        else:
+            # only forward jumps short of a discontinuity (packets lost under load): still in arrays
+            before = np.empty(len(seqs), np.int64)
+            before[0] = seqs[0] if expected is None else expected
+            before[1:] = nxt[:-1]
+            gaps = (seqs - before) & _MOD
+            if (gaps < self.MAX_LOSS_GAP).all():
+                if expected is None:
+                    self._new_stream()
+                stats.sequence_lost += int(gaps.sum())
+                hit = np.flatnonzero(gaps)[-self.MAX_HOLES:]
+                if len(hit):
+                    holes = self._holes.setdefault(stream, [])
+                    holes.extend([int(b), int(g)] for b, g in zip(before[hit].tolist(), gaps[hit].tolist()))
+                    del holes[:-self.MAX_HOLES]
+                self._stray.pop(stream, None)
+                self._next[stream] = int(nxt[-1])
+                return
         for s, u in zip(seqs.tolist(), np.broadcast_to(units, seqs.shape).tolist()):
             self.observe(stream, s, u, stats)
 
@@ -178,3 +209,4 @@ class SequenceTracker:
         self._next.pop(stream, None)
         self._holes.pop(stream, None)
         self._stray.pop(stream, None)
+        self._undo.pop(stream, None)
