@@ -69,7 +69,9 @@ def _seed(service, cfg) -> None:
 
 def _adopt(service, cfg) -> None:
     """Take over the advisories an earlier run left open in the store, so they update or resolve."""
-    client = StoreClient(cfg["query.endpoint"], timeout_s=min(cfg["query.timeout"], 2.0), retries=0)
+    # as long as the seed's reads: a timeout here would leave an earlier run's advisories open for good
+    client = StoreClient(cfg["query.endpoint"], timeout_s=max(cfg["query.timeout"], cfg["store.query_time_limit"] + 5.0),
+                         retries=0)
     try:
         n = service.adopt_from_store(client)
         log.info("open advisories taken over from the store", extra=fields(advisories=n))

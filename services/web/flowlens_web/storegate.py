@@ -154,9 +154,15 @@ class StoreGate:
             raise StoreBusy(f"the store at {self.endpoint} is busy: other requests waited on it for over "
                             f"{wait_s:g} s")
         try:
-            self.raise_if_down()  # the query ahead of this one may have found the store down
+            # what the query ahead of this one found, re-raised as it is (not a new failure: re-stamping
+            # it would keep /healthz failing after the store came back)
+            self.raise_if_down()
             if quick and self._quick_failed and self.clock() - self._quick_failed[0] < self.quick_timeout_s:
                 raise StoreUnavailable(self._quick_failed[1])  # the one ahead just waited in vain
+        except StoreUnavailable:
+            self._give(quick, client)
+            raise
+        try:
             result = fn(client)
         except StoreBusy:
             raise
