@@ -209,6 +209,9 @@ class Reassembler:
             covered = max(covered, off + len(data))
         if covered < part.total:
             return None
+        if covered > part.total:  # an earlier piece ran past the end the last fragment gives
+            self._drop(key, "bad fragment")
+            return None
         whole = bytearray(part.total)
         for off, data in part.pieces:
             whole[off:off + len(data)] = data

@@ -73,11 +73,6 @@ def export_check(payload: bytes) -> str | None:
     return None if ok else f"v{version} header does not fit the datagram"
 
 
-def export_version(payload: bytes) -> int | None:
-    """The NetFlow/IPFIX version of a UDP payload, or None when it cannot be an export datagram."""
-    return None if export_check(payload) else int.from_bytes(payload[:2], "big")
-
-
 @dataclass
 class Session:
     """One original (exporter address, source port) and the socket that stands in for it."""

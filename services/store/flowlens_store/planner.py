@@ -292,8 +292,8 @@ def top_groups(metric: np.ndarray, limit: int) -> np.ndarray:
 class SpreadSeries:
     """Bytes and packets per step with each flow's counters spread evenly over its lifetime (pmacct
     calls this pro-rating): a 60 s flow exported at its end adds a sixth to each of six 10 s steps,
-    not a spike to the last. Built from per-step sums, so the ring (numpy) and SQLite (GROUP BY) feed
-    it the same way and memory stays O(steps), however many flows.
+    not a spike to the last. Built from per-step sums, so memory stays O(steps) however many flows are
+    folded in (the ring's rows at once, SQLite's in chunks).
 
     A flow of rate r from s to e adds r * (min(b, e) - s) to the running total at every step edge
     b > s. That is G_s(b) - G_e(b) with G_p(b) = sum over points p < b of r * (b - p) = b * W - WP, where

@@ -66,8 +66,6 @@ class QueryEngine:
     def db(self) -> sqlite3.Connection:
         if self._db is None:
             self._db = connect_reader(self.sqlite_path)
-            # the sampling rate lives in the packed rest column: 1 in N, unknown (0) counted as 1
-            self._db.create_function("fl_rate", 1, _rest_rate, deterministic=True)
             self._db.set_progress_handler(lambda: 1 if time.monotonic() > self._deadline else 0, 20_000)
         return self._db
 
@@ -391,12 +389,13 @@ class QueryEngine:
     def _sql_top(self, db, f: dict, by: str, scaled: bool = False) -> dict:
         out: dict = {}
         expr = TOP_SQL[by]
-        sums = "sum(bytes * fl_rate(rest)), sum(packets * fl_rate(rest))" if scaled else "sum(bytes), sum(packets)"
+        # scaled: group by the packed sampling rate too (few distinct values) and multiply per group
+        rate = f", substr(rest, {_RATE_AT + 1}, 4) AS rate" if scaled else ""
         for name, _s, _e, sealed in self._partitions(db, f):
             where, params = P.sql_where(f, addr_index=False)
             for where, params in self._hot_where(db, name, sealed, f, where, params):
-                self._sql_top_one(db, f"SELECT {expr}, {sums}, count(*) FROM {name} WHERE {where} "
-                                  f"GROUP BY {TOP_GROUP[by]}", params, by, out)
+                self._sql_top_one(db, f"SELECT {expr}{rate}, sum(bytes), sum(packets), count(*) FROM {name} WHERE {where} "
+                                  f"GROUP BY {TOP_GROUP[by]}{', rate' if scaled else ''}", params, by, out, scaled)
         return out
 
     def _hot_where(self, db, name: str, sealed, f: dict, where: str, params: list) -> list[tuple[str, list]]:
@@ -409,10 +408,13 @@ class QueryEngine:
         return [(f"{where} AND seq BETWEEN ? AND ?", params + [a, b]) for a, b in ranges]
 
     @staticmethod
-    def _sql_top_one(db, sql: str, params: list, by: str, out: dict) -> None:
+    def _sql_top_one(db, sql: str, params: list, by: str, out: dict, scaled: bool = False) -> None:
         for row in db.execute(sql, params):
             k = (row[0], row[1]) if by == "pair" else row[0]
             v = row[-3:]
+            if scaled:  # the group's 1-in-N rate, packed little-endian in rest; unknown (0) counts as 1
+                n = max(int.from_bytes(row[-4], "little"), 1)
+                v = (v[0] * n, v[1] * n, v[2])
             acc = out.get(k)
             if acc is None:
                 out[k] = list(v)
@@ -514,8 +516,11 @@ class QueryEngine:
         of time_end, the same rule as the raw series)."""
         since, until = f["since"], f.get("until")
         table, col = ("rollups", "minute_ms") if unit_ms == MINUTE_MS else ("rollups_hourly", "hour_ms")
-        finer = (lambda edge: self._sql_series(db, edge, step_ms)) if unit_ms == MINUTE_MS else \
-            (lambda edge: self._rollup_series(db, edge, step_ms, MINUTE_MS))
+        def finer(edge: dict) -> dict:
+            # minutes from the minute rollups while they are kept, else from raw rows
+            if unit_ms == MINUTE_MS or edge["since"] < self.clock() - self.rollup_retention_ms:
+                return self._sql_series(db, edge, step_ms)
+            return self._rollup_series(db, edge, step_ms, MINUTE_MS)
         m0 = -(-since // unit_ms) * unit_ms
         m1 = ((until if until is not None else self.clock()) // unit_ms) * unit_ms
         if m1 <= m0:
@@ -591,14 +596,7 @@ class QueryEngine:
         if args.get("until") not in (None, ""):
             terms.append("first_seen < ?")
             params.append(parse_when(args["until"], now, "until"))
-        inc = args.get("include_resolved", False)
-        if not isinstance(inc, bool):
-            if str(inc).lower() in ("1", "true", "yes"):
-                inc = True
-            elif str(inc).lower() in ("0", "false", "no", ""):
-                inc = False
-            else:
-                raise QueryError("include_resolved must be true or false")
+        inc = P.bool_arg(args, "include_resolved", False)
         if not inc and not args.get("state"):
             terms.append("state != 'resolved'")
         limit = P.int_arg(args, "limit", 100, 1, self.max_rows, cap=True)
@@ -737,11 +735,7 @@ def _fold_series(cols: dict, step_ms: int, acc, scaled: bool, got: dict) -> None
             cur[2] += nn
 
 
-_RATE_AT = REST_DTYPE.fields["sampling_rate"][1]
-
-
-def _rest_rate(rest: bytes) -> int:
-    return max(int.from_bytes(rest[_RATE_AT:_RATE_AT + 4], "little"), 1)
+_RATE_AT = REST_DTYPE.fields["sampling_rate"][1]  # offset of the sampling rate in the packed rest column
 
 
 TOP_COLUMNS = {"pair": ("src_addr", "dst_addr"), "port": ("src_port", "dst_port"), "src": ("src_addr",),

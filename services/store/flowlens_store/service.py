@@ -120,6 +120,7 @@ class StoreService:
             engine.rollup_retention_ms = int(cfg["store.rollup_retention"] * 1000)
             self.engines.append(engine)
             push = self._socket(zmq.PUSH)
+            push.setsockopt(zmq.SNDTIMEO, 2000)  # never block a worker for good on a stopped front thread
             push.connect(f"inproc://store-replies-{id(self)}")
             self._spawn(f"query-worker-{i}", self._work, engine, push)
         self._spawn("query", self._serve, replies)
@@ -346,7 +347,10 @@ class StoreService:
                     envelope, op, args = self._jobs.get(timeout=0.1)
                 except queue.Empty:
                     continue
-                push.send_multipart(envelope + [pack_reply(self.run_op(op, args, engine))])
+                try:
+                    push.send_multipart(envelope + [pack_reply(self.run_op(op, args, engine))])
+                except zmq.Again:  # the front thread stopped (shutdown): nobody is left to answer
+                    break
         except zmq.ContextTerminated:
             pass
         finally:

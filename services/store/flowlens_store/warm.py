@@ -119,6 +119,12 @@ def connect_writer(path: str, cache_bytes: int = 64 << 20) -> sqlite3.Connection
         db.execute("ALTER TABLE rollups ADD COLUMN sbytes INTEGER NOT NULL DEFAULT 0")
         db.execute("ALTER TABLE rollups ADD COLUMN spackets INTEGER NOT NULL DEFAULT 0")
         db.execute("UPDATE rollups SET sbytes = bytes, spackets = packets")
+    if db.execute("SELECT 1 FROM rollups_hourly LIMIT 1").fetchone() is None:
+        # a file from before hourly rollups: its minutes become hours before their shorter retention
+        # prunes them (idempotent: runs only while the hourly table is empty)
+        db.execute("INSERT INTO rollups_hourly (kind, hour_ms, key, bytes, packets, flows, sbytes, spackets) "
+                   "SELECT kind, (minute_ms / 3600000) * 3600000, key, sum(bytes), sum(packets), sum(flows), "
+                   "sum(sbytes), sum(spackets) FROM rollups GROUP BY 1, 2, 3")
     return db
 
 

@@ -98,3 +98,12 @@ def test_unfragmented_captures_read_as_before():
     stats = ReadStats()
     grams = list(read_datagrams(str(DATA / "nfreplay_v9_dual.pcap"), stats))
     assert len(grams) == 7 and stats.reassembled == 0 and stats.skipped == {}
+
+
+def test_a_piece_running_past_the_end_the_last_fragment_gives_is_refused():
+    stats = ReadStats()
+    r = Reassembler(stats)
+    assert r.add((4, "a", "b", 1, 17), 1.0, 8, True, b"x" * 16) is None   # bytes 8..24
+    assert r.add((4, "a", "b", 1, 17), 1.0, 0, True, b"y" * 8) is None    # bytes 0..8
+    assert r.add((4, "a", "b", 1, 17), 1.0, 8, False, b"z" * 4) is None   # says the end is 12
+    assert stats.skipped == {"bad fragment": 1} and not r.pending

@@ -70,3 +70,17 @@ def test_minute_and_hourly_rollups_have_their_own_retention(tmp_path):
     w.prune(now, 30 * 24 * HOUR, 2 * 24 * HOUR, 30 * 24 * HOUR, 4 * 24 * HOUR)
     assert count("rollups_hourly")[0] == 0
     w.close()
+
+
+def test_a_file_without_hourly_rollups_gets_them_from_its_minutes_on_open(tmp_path):
+    path = str(tmp_path / "f.db")
+    w = WarmWriter(path, HOUR, 24, 64)
+    now = int(time.time() * 1000)
+    w.write_flows(with_seq(make_batch(200, t0=now - 3 * HOUR, spacing_ms=30_000, seed=4), 1))
+    want = w.db.execute("SELECT kind, hour_ms, key, bytes, flows, sbytes FROM rollups_hourly ORDER BY 1, 2, 3").fetchall()
+    w.db.execute("DELETE FROM rollups_hourly")  # as a file written before hourly rollups existed
+    w.close()
+    w = WarmWriter(path, HOUR, 24, 64)
+    got = w.db.execute("SELECT kind, hour_ms, key, bytes, flows, sbytes FROM rollups_hourly ORDER BY 1, 2, 3").fetchall()
+    assert got == want and len(got) > 2
+    w.close()
