@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .common import Context, Finding, addr_text, fmt_duration, fmt_int, fmt_time
+from .common import Context, Finding, addr_text, fmt_duration, fmt_int, fmt_time, plural
 
 NAME = "health"
 FORGET_FACTOR = 10  # a collector silent for this many times analysis.exporter_silence is forgotten
@@ -222,7 +222,7 @@ def _window_findings(state: HealthState, ctx: Context, now_ms: int) -> list[Find
         findings.append(Finding(
             NAME, "analysis shed", "WARNING", "Analysis saw only part of the traffic",
             f"Analysis saw only {fmt_int(max(received - dropped, 0))} of {fmt_int(received)} flows in {span}: "
-            f"{fmt_int(dropped)} {_plural(dropped, 'flow')} beyond analysis.max_window_flows ({fmt_int(cap)}) "
+            f"{plural(dropped, 'flow')} beyond analysis.max_window_flows ({fmt_int(cap)}) "
             f"were dropped, so advisories may miss traffic",
             "Raise analysis.max_window_flows (about 100 bytes per flow) or shorten analysis.window; "
             "with sampling on the exporters, fewer flows arrive",
@@ -239,7 +239,7 @@ def _window_findings(state: HealthState, ctx: Context, now_ms: int) -> list[Find
             by = f" (its flows end up to {fmt_duration(round(ahead / 1000))} in the future)" if ahead else ""
             findings.append(Finding(
                 NAME, f"clock {ex}", "WARNING", f"Clock of {ex} is ahead",
-                f"{fmt_int(new)} {_plural(new, 'flow')} from exporter {ex} ended after the analyzer's clock by more "
+                f"{plural(new, 'flow')} from exporter {ex} ended after the analyzer's clock by more "
                 f"than {fmt_duration(ctx.get('analysis.clock_tolerance', 60.0))}{by} and were left out of the analysis",
                 f"Check the clock of {ex} (NTP)",
                 {"exporter": ex, "future_flows": new, "ahead_ms": int(ahead or 0), "window_start": now_ms,
@@ -252,10 +252,6 @@ def _base_id(cid: str) -> str | None:
     """'collector@host' of a default 'collector@host:pid' id; None for a configured id."""
     head, sep, tail = cid.rpartition(":")
     return head if sep and "@" in head and tail.isdigit() else None
-
-
-def _plural(n: float, word: str) -> str:
-    return word if int(round(n)) == 1 else word + "s"
 
 
 def _share(lost: float, flows) -> str:

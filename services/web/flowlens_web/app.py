@@ -244,19 +244,10 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
     return app
 
 
-def active_advisory_counts(store: StoreGate) -> dict[str, int | str]:
-    """Active advisories per severity: the store's ``counts`` (newer stores, whatever their number);
-    from an older store, counted from the rows ("1000+" when the rows hit the limit)."""
-    reply = store.advisories(include_resolved=False, limit=1)
-    counts = reply.get("counts")
-    if isinstance(counts, dict):
-        return {s: int(counts.get(s) or 0) for s in SEVERITIES}
-    reply = store.advisories(include_resolved=False, limit=ADVISORY_PAGE_LIMIT)
-    rows = [a for a in reply.get("advisories") or [] if a.get("state") != "resolved"]
-    out: dict[str, int | str] = {s: sum(1 for a in rows if a.get("severity") == s) for s in SEVERITIES}
-    if len(reply.get("advisories") or []) >= ADVISORY_PAGE_LIMIT:
-        out = {s: f"{n}+" for s, n in out.items()}  # the rows stop at the limit: any count may be short
-    return out
+def active_advisory_counts(store: StoreGate) -> dict[str, int]:
+    """Active advisories per severity: the store counts every match, whatever the page limit."""
+    counts = store.advisories(include_resolved=False, limit=1).get("counts") or {}
+    return {s: int(counts.get(s) or 0) for s in SEVERITIES}
 
 
 def store_uptime(status: dict, now_ms: int) -> str:
