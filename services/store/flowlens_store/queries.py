@@ -359,8 +359,8 @@ class QueryEngine:
     def overview(self, args: dict) -> dict:
         """What a dashboard shows for one window, from one read of the ring: a spread, scaled series and
         the top sources, destinations and protocols by scaled bytes. Each part is the reply its own op
-        (series spread+scaled, top scaled) would give; a window the ring does not hold is answered by
-        those ops one by one."""
+        (series spread+scaled, top scaled) would give. A recent window the ring holds only in part is
+        cut to that part (reply ``since``, ``clamped``); an older one is answered by those ops one by one."""
         P.check_args("overview", args, FLOW_FILTERS + ("step", "limit"))
         limit = P.int_arg(args, "limit", 10, 1, self.max_rows, cap=True)
         base = {k: v for k, v in args.items() if k not in ("step", "limit")}
@@ -368,10 +368,22 @@ class QueryEngine:
         if "since" not in f:
             raise QueryError("overview needs a since time")
         step = args.get("step", 60)
+        clamped = False
         if not P.use_ring(f, self.ring, self.clock(), self.ring_duration_ms):
-            return {"ok": True, "series": self.series({**base, "step": step, "spread": True, "scaled": True}),
-                    "top": {by: self.top({**base, "by": by, "limit": limit, "scaled": True})
-                            for by in ("src", "dst", "protocol")}}
+            # A recent window the ring holds only in part (more flows/s than ring_capacity covers):
+            # the dashboard gets the part memory holds, says so, and stays fast; SQLite would take seconds.
+            evicted = self.ring.evicted_max_time_end
+            now = self.clock()
+            if (evicted is not None and self.ring.size and evicted + 1 < f.get("until", now)
+                    and f["since"] >= now - self.ring_duration_ms - P.RING_GRACE_MS):
+                f = {**f, "since": evicted + 1}
+                base["since"] = evicted + 1
+                clamped = True
+            else:
+                return {"ok": True, "since": f["since"], "clamped": False,
+                        "series": self.series({**base, "step": step, "spread": True, "scaled": True}),
+                        "top": {by: self.top({**base, "by": by, "limit": limit, "scaled": True})
+                                for by in ("src", "dst", "protocol")}}
         cols = self.ring.select(lambda c: P.ring_mask(c, f), columns=(
             "time_start", "time_end", "src_addr", "dst_addr", "protocol", "bytes", "packets", "sampling_rate"))
         rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
@@ -384,7 +396,7 @@ class QueryEngine:
             top[by] = {"ok": True, "by": by, "metric": "bytes", "scaled": True, "source": "ring", "totals": totals,
                        "rows": [{"key": _key_text(by, k), "bytes": v[0], "packets": v[1], "flows": v[2]}
                                 for k, v in best]}
-        return {"ok": True, "series": series, "top": top}
+        return {"ok": True, "since": f["since"], "clamped": clamped, "series": series, "top": top}
 
     def _sql_top(self, db, f: dict, by: str, scaled: bool = False) -> dict:
         out: dict = {}

@@ -141,7 +141,8 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
         series, top_src, top_dst, top_proto = ov["series"], ov["top"]["src"], ov["top"]["dst"], ov["top"]["protocol"]
         counts = active_advisory_counts(store)
         exporters = store.exporters()
-        ctx = views.dashboard(now, series, top_src, top_dst, top_proto, counts, exporters, refresh)
+        ctx = views.dashboard(now, series, top_src, top_dst, top_proto, counts, exporters, refresh,
+                              since_ms=ov.get("since"), clamped=bool(ov.get("clamped")))
         return page("dashboard.xhtml", **ctx)
 
     @app.api_route("/flows", methods=GET)

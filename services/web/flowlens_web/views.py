@@ -138,11 +138,17 @@ def exporter_health(exporters_reply: Mapping, fps: list[float]) -> dict:
 
 
 def dashboard(now_ms: int, series: Mapping, top_src: Mapping, top_dst: Mapping, top_proto: Mapping,
-              advisory_severity_counts: Mapping[str, int | str], exporters: Mapping, refresh_s: int) -> dict:
-    since = now_ms - DASHBOARD_WINDOW_MS
+              advisory_severity_counts: Mapping[str, int], exporters: Mapping, refresh_s: int,
+              since_ms: int | None = None, clamped: bool = False) -> dict:
+    """``since_ms``: where the store's answer starts (later than 10 minutes ago when ``clamped``: the
+    store's memory holds less than that at the current flow rate)."""
+    since = now_ms - DASHBOARD_WINDOW_MS if since_ms is None else max(int(since_ms), now_ms - DASHBOARD_WINDOW_MS)
     times, bps, pps, fps = series_rates(series, since, now_ms, DASHBOARD_STEP_S)
     return {
         "title": "Dashboard", "nav": "dashboard", "refresh": refresh_s, "top_range": DASHBOARD_RANGE,
+        "window_text": ("the last 10 minutes" if not clamped
+                        else f"the last {fmt.human_duration(round((now_ms - since) / 1000))}"),
+        "clamped": clamped,
         "now": fmt.iso_time(now_ms),
         "bps_chart": charts.line_chart(times, bps, "bps", since, now_ms),
         "pps_chart": charts.line_chart(times, pps, "pps", since, now_ms),

@@ -213,3 +213,25 @@ def test_series_older_than_the_minute_rollups_comes_from_hourly_rollups(engine, 
     assert hourly["points"] == raw["points"]
     assert sum(p[3] for p in hourly["points"]) == int((flows["time_end"] >= T0 + 5_000).sum()) > 0
     assert ten_min["source"] == "sqlite"  # 10-minute steps need minutes: raw rows answer
+
+
+def test_overview_of_a_recent_window_the_ring_holds_in_part_is_cut_to_that_part(tmp_path):
+    """More flows/s than the ring covers for 10 minutes: the overview answers from memory for the part
+    the ring holds (since = just after the newest evicted flow), says so, and agrees with series/top
+    over that part; a window the ring holds whole is not cut."""
+    ring = Ring(1000)
+    now = T0 + 600_000
+    b = make_batch(3000, t0=now - 300_000, spacing_ms=100, seed=5)  # 3,000 flows over the last 5 minutes
+    ring.append(b, 1)
+    eng = QueryEngine(ring, str(tmp_path / "none.db"), 600_000, 10_000, 5.0, clock=lambda: now)
+    try:
+        ov = eng.overview({"since": now - 600_000, "until": now, "step": 10, "limit": 5})
+        assert ov["clamped"] is True and ov["since"] == ring.evicted_max_time_end + 1
+        part = {"since": ov["since"], "until": now}
+        assert ov["series"]["points"] == eng.series({**part, "step": 10, "spread": True, "scaled": True})["points"]
+        kept = (b["time_end"] >= ov["since"]).sum()
+        assert ov["top"]["src"]["totals"]["flows"] == kept == 1000
+        whole = eng.overview({"since": ov["since"], "until": now, "step": 10, "limit": 5})
+        assert whole["clamped"] is False and whole["since"] == ov["since"]
+    finally:
+        eng.close()

@@ -192,3 +192,14 @@ def test_about_config_shows_what_each_service_reported():
     assert rows["collector.bind_address"]["source"] == "collector@a:1, collector@b:2"
     assert rows["web.page_size"]["source"] == "web@7"
     assert "no running service" in rows["analysis.scan_threshold"]["source"]
+
+
+def test_dashboard_says_when_memory_holds_less_than_10_minutes():
+    args = ({"step_ms": 10_000, "points": [[NOW - 60_000, 10_000, 10, 1]]}, {"rows": []}, {"rows": []}, {"rows": []},
+            {"CRITICAL": 0}, {"exporters": []}, 30)
+    cut = views.dashboard(NOW, *args, since_ms=NOW - 270_000, clamped=True)
+    text = " ".join("".join(parse(page("dashboard.xhtml", **cut)).itertext()).split())
+    assert "Throughput, the last 4 min 30 s" in text and "memory (store.ring_capacity) holds the last 4 min 30 s" in text
+    whole = views.dashboard(NOW, *args, since_ms=NOW - 600_000, clamped=False)
+    text = " ".join("".join(parse(page("dashboard.xhtml", **whole)).itertext()).split())
+    assert "Throughput, the last 10 minutes" in text and "ring_capacity" not in text
