@@ -1,5 +1,5 @@
 """Memory of the four services (store, collector, analyzer, web) as real processes: RSS of each and
-the total at idle, and after store.ring_capacity flows went through (the ring is full).
+the total at idle, and after storage.ring_capacity flows went through (the ring is full).
 
 Budget from the architecture: idle well under 200 MB in total, peak under 450 MB.
 """

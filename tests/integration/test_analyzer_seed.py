@@ -178,6 +178,6 @@ def test_a_refused_part_is_skipped_and_the_analyzer_process_seeds_and_reports_it
             return svc and svc[0]["config"]
         conf = wait_until(reported, timeout_s=15, interval_s=0.2)
         assert conf["analysis.anomaly_max_keys"] == MAX_KEYS and conf["analysis.anomaly_baseline_window"] == 86400
-        assert conf["query.endpoint"] == cfg["query"]["endpoint"] and "store.sqlite_path" not in conf
+        assert conf["query.endpoint"] == cfg["query"]["endpoint"] and "storage.sqlite_path" not in conf
     finally:
         assert analyzer.stop() == 0

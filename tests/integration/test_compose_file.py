@@ -69,11 +69,11 @@ def test_every_flowlens_variable_is_a_config_key(compose):
 def test_bus_and_query_wiring(configs):
     store, collector, analyzer, web = (configs[n] for n in ("store", "collector", "analyzer", "web"))
     # The store listens on the service network...
-    for key in ("store.bus_xsub_bind", "store.bus_xpub_bind", "store.query_bind"):
+    for key in ("storage.bus_xsub_bind", "storage.bus_xpub_bind", "storage.query_bind"):
         assert store[key].startswith("tcp://0.0.0.0:"), key
-    xsub_port = store["store.bus_xsub_bind"].rsplit(":", 1)[1]
-    xpub_port = store["store.bus_xpub_bind"].rsplit(":", 1)[1]
-    query_port = store["store.query_bind"].rsplit(":", 1)[1]
+    xsub_port = store["storage.bus_xsub_bind"].rsplit(":", 1)[1]
+    xpub_port = store["storage.bus_xpub_bind"].rsplit(":", 1)[1]
+    query_port = store["storage.query_bind"].rsplit(":", 1)[1]
     # ...and subscribes to its own forwarder.
     assert store["bus.subscribe_endpoint"] == f"tcp://127.0.0.1:{xpub_port}"
     # The others connect to it by service name.
@@ -86,7 +86,7 @@ def test_bus_and_query_wiring(configs):
     assert collector["collector.bind_address"] == "0.0.0.0"
     assert (collector["collector.netflow_port"], collector["collector.ipfix_port"]) == (2055, 4739)
     assert web["web.listen"] == "0.0.0.0:8080"
-    assert store["store.sqlite_path"].startswith("/data/")
+    assert store["storage.sqlite_path"].startswith("/data/")
 
 
 def test_healthchecks(compose):

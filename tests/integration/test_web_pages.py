@@ -173,7 +173,7 @@ def test_about(http):
     names = texts(root, "//h:table[@class='procs']/h:tbody/h:tr/h:td[1]")
     assert any(n.startswith("web@") for n in names) and len(names) >= 2
     keys = texts(root, "//h:table[contains(@class,'config')]//h:code")
-    assert "collector.netflow_port" in keys and "store.sqlite_retention" in keys and "analysis.scan_threshold" in keys
+    assert "collector.netflow_port" in keys and "storage.sqlite_retention" in keys and "analysis.scan_threshold" in keys
     status = dict(zip(texts(root, "//h:table[@class='kv']/h:tbody/h:tr/h:th"),
                       texts(root, "//h:table[@class='kv']/h:tbody/h:tr/h:td")))
     iso = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

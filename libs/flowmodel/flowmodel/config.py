@@ -3,7 +3,7 @@ by FLOWLENS_* environment variables, and checked at start so a bad key stops the
 message naming the key and the reason.
 
 Environment overrides use the dotted key in upper case with ``__`` between section and name:
-``FLOWLENS_STORE__SQLITE_PATH=/data/flows.db``. List values are comma-separated.
+``FLOWLENS_STORAGE__SQLITE_PATH=/data/flows.db``. List values are comma-separated.
 """
 from __future__ import annotations
 
@@ -257,26 +257,26 @@ SETTINGS: dict[str, Setting] = {
     "collector.pending_total_max_bytes": Setting(ranged(parse_size, 1024, 1 << 40, " bytes"), 4 << 20, "the same for all exporters together; when full the oldest held queue is dropped (counted)"),
     "collector.pending_max_age": Setting(_pos_duration, 1800.0, "how long data waits for its template before it is counted as expired"),
 
-    "store.ring_buffer_duration": Setting(_pos_duration, 600.0, "recent window answered from memory (seconds or 10m)"),
-    "store.ring_capacity": Setting(ranged(_int, 1, 100_000_000), 600_000, "flows the in-memory ring holds (about 140 bytes each); the oldest are overwritten"),
-    "store.sqlite_path": Setting(_str, "data/flowlens.db", "SQLite file of the warm tier (WAL mode)"),
-    "store.sqlite_retention": Setting(_pos_duration, 3 * 86400.0, "how long raw flows stay in SQLite"),
-    "store.partition_interval": Setting(ranged(_pos_duration, 60, 7 * 86400, " s"), 3600.0, "time span of one flow table; pruning drops whole tables"),
-    "store.max_partitions": Setting(_positive_int, 200, "flow tables at most before flows dated outside [now - retention, now + 1 day] are dropped (counted per exporter): a broken exporter clock cannot grow the schema without end"),
-    "store.prune_interval": Setting(_pos_duration, 300.0, "how often expired partitions are dropped"),
-    "store.rollup_retention": Setting(_pos_duration, 2 * 86400.0, "how long per-minute rollups (per destination prefix and exporter) are kept"),
-    "store.rollup_hourly_retention": Setting(_pos_duration, 15 * 86400.0, "how long hourly rollups are kept (the anomaly baseline's hour-of-week profile needs two weeks)"),
-    "store.write_queue_batches": Setting(ranged(_int, 1, 65536), 64, "SQLite write queue, in full 4096-flow batches (rows = this x 4096, however the batches arrive); beyond it the store sheds load (counted)"),
-    "store.write_max_rows": Setting(ranged(_int, 1, 10_000_000), 50_000, "rows per SQLite transaction at most"),
-    "store.advisory_retention": Setting(_pos_duration, 30 * 86400.0, "how long resolved advisories are kept"),
-    "store.bus_xsub_bind": Setting(_str, "tcp://127.0.0.1:5559", "where the store's bus forwarder accepts publishers"),
-    "store.bus_xpub_bind": Setting(_str, "tcp://127.0.0.1:5560", "where the store's bus forwarder accepts subscribers"),
-    "store.query_bind": Setting(_str, "tcp://127.0.0.1:5555", "where the store answers queries"),
-    "store.query_max_rows": Setting(ranged(_int, 1, 1_000_000), 10_000, "most flows one query reply carries"),
-    "store.query_workers": Setting(_positive_int, 2, "threads answering flows/top/series/advisories queries, each with its own SQLite reader"),
-    "store.query_queue": Setting(_positive_int, 32, "queries waiting for a worker at most; beyond it a query gets a 'busy' error reply"),
-    "store.query_time_limit": Setting(ranged(_pos_duration, 0.01, 3600, " s"), 4.0, "longest one SQLite read may run before it is cut off with an error reply"),
-    "store.sqlite_cache": Setting(ranged(parse_size, 64 << 10, 64 << 30, " bytes"), 8 << 20, "page cache of the SQLite writer connection (appends touch few pages)"),
+    "storage.ring_buffer_duration": Setting(_pos_duration, 600.0, "recent window answered from memory (seconds or 10m)"),
+    "storage.ring_capacity": Setting(ranged(_int, 1, 100_000_000), 600_000, "flows the in-memory ring holds (about 140 bytes each); the oldest are overwritten"),
+    "storage.sqlite_path": Setting(_str, "data/flowlens.db", "SQLite file of the warm tier (WAL mode)"),
+    "storage.sqlite_retention": Setting(_pos_duration, 3 * 86400.0, "how long raw flows stay in SQLite"),
+    "storage.partition_interval": Setting(ranged(_pos_duration, 60, 7 * 86400, " s"), 3600.0, "time span of one flow table; pruning drops whole tables"),
+    "storage.max_partitions": Setting(_positive_int, 200, "flow tables at most before flows dated outside [now - retention, now + 1 day] are dropped (counted per exporter): a broken exporter clock cannot grow the schema without end"),
+    "storage.prune_interval": Setting(_pos_duration, 300.0, "how often expired partitions are dropped"),
+    "storage.rollup_retention": Setting(_pos_duration, 2 * 86400.0, "how long per-minute rollups (per destination prefix and exporter) are kept"),
+    "storage.rollup_hourly_retention": Setting(_pos_duration, 15 * 86400.0, "how long hourly rollups are kept (the anomaly baseline's hour-of-week profile needs two weeks)"),
+    "storage.write_queue_batches": Setting(ranged(_int, 1, 65536), 64, "SQLite write queue, in full 4096-flow batches (rows = this x 4096, however the batches arrive); beyond it the store sheds load (counted)"),
+    "storage.write_max_rows": Setting(ranged(_int, 1, 10_000_000), 50_000, "rows per SQLite transaction at most"),
+    "storage.advisory_retention": Setting(_pos_duration, 30 * 86400.0, "how long resolved advisories are kept"),
+    "storage.bus_xsub_bind": Setting(_str, "tcp://127.0.0.1:5559", "where the store's bus forwarder accepts publishers"),
+    "storage.bus_xpub_bind": Setting(_str, "tcp://127.0.0.1:5560", "where the store's bus forwarder accepts subscribers"),
+    "storage.query_bind": Setting(_str, "tcp://127.0.0.1:5555", "where the store answers queries"),
+    "storage.query_max_rows": Setting(ranged(_int, 1, 1_000_000), 10_000, "most flows one query reply carries"),
+    "storage.query_workers": Setting(_positive_int, 2, "threads answering flows/top/series/advisories queries, each with its own SQLite reader"),
+    "storage.query_queue": Setting(_positive_int, 32, "queries waiting for a worker at most; beyond it a query gets a 'busy' error reply"),
+    "storage.query_time_limit": Setting(ranged(_pos_duration, 0.01, 3600, " s"), 4.0, "longest one SQLite read may run before it is cut off with an error reply"),
+    "storage.sqlite_cache": Setting(ranged(parse_size, 64 << 10, 64 << 30, " bytes"), 8 << 20, "page cache of the SQLite writer connection (appends touch few pages)"),
 
     "analysis.interval": Setting(_pos_duration, 60.0, "how often the analyzers run (flow time)"),
     "analysis.window": Setting(_pos_duration, 60.0, "sliding window the analyzers look at"),
@@ -311,7 +311,7 @@ SETTINGS: dict[str, Setting] = {
     "analysis.instance_id": Setting(_str, "", "source id on the bus; empty = analyzer@host:pid"),
 
     "web.listen": Setting(_str, "0.0.0.0:8080", "host:port of the web UI"),
-    "web.store_connections": Setting(ranged(_int, 1, 16), 2, "queries the web runs on the store at once (match store.query_workers)"),
+    "web.store_connections": Setting(ranged(_int, 1, 16), 2, "queries the web runs on the store at once (match storage.query_workers)"),
     "web.page_size": Setting(ranged(_int, 1, 10_000), 50, "flows per page in the flow explorer"),
     "web.refresh": Setting(ranged(_int, 0, 86400, " s"), 30, "dashboard auto-refresh in seconds (meta refresh); 0 disables"),
 }
@@ -320,11 +320,12 @@ SECTIONS = tuple(sorted({k.split(".", 1)[0] for k in SETTINGS}))
 
 
 class Config(Mapping[str, Any]):
-    """Read-only mapping of dotted keys to parsed values, with ``cfg.section("store")`` views."""
+    """Read-only mapping of dotted keys to parsed values, with ``cfg.section("storage")`` views."""
 
-    def __init__(self, values: dict[str, Any], source: str = "<defaults>"):
+    def __init__(self, values: dict[str, Any], source: str = "<defaults>", deprecations: tuple[str, ...] = ()):
         self._values = values
         self.source = source
+        self.deprecations = deprecations  # old names the file or environment used; services log each at start
 
     def __getitem__(self, key: str) -> Any:
         try:
@@ -380,15 +381,42 @@ def parse_yaml(text_or_stream) -> Any:
     return yaml.load(text_or_stream, Loader=_UniqueKeyLoader)
 
 
-def _flatten(doc: Any, where: str) -> dict[str, Any]:
+# Sections renamed, old name -> new name: files written for the old name keep working for a
+# release, with a deprecation line in the log (load_config's ``deprecations``).
+SECTION_ALIASES = {"store": "storage"}
+# Names a user may reach for that are not sections, and the section they mean.
+SECTION_HINTS = {"analyzer": "analysis", "analyser": "analysis", "analyse": "analysis", "collectors": "collector",
+                 "ui": "web", "http": "web", "logging": "log", "queries": "query", "zmq": "bus", "db": "storage",
+                 "sqlite": "storage", "database": "storage"}
+
+
+def _section_hint(name: str) -> str:
+    guess = SECTION_HINTS.get(str(name).lower())
+    if guess is None:
+        close = difflib.get_close_matches(str(name).lower(), list(SECTIONS) + list(SECTION_ALIASES), n=1, cutoff=0.6)
+        guess = SECTION_ALIASES.get(close[0], close[0]) if close else None
+    return f"; did you mean {guess!r}?" if guess else ""
+
+
+def _flatten(doc: Any, where: str, deprecations: list[str] | None = None) -> dict[str, Any]:
     if doc is None:
         return {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of sections")
+    for old, new in SECTION_ALIASES.items():
+        if old in doc and new in doc:
+            raise ConfigError(f"{where}: sections {new!r} and {old!r} are both given; {old!r} is the old name of "
+                              f"{new!r}: move its keys under {new!r}")
     flat: dict[str, Any] = {}
     for section, body in doc.items():
+        if section in SECTION_ALIASES:
+            if deprecations is not None:
+                deprecations.append(f"{where}: section {section!r} is deprecated, rename it to "
+                                    f"{SECTION_ALIASES[section]!r}")
+            section = SECTION_ALIASES[section]
         if section not in SECTIONS:
-            raise ConfigError(f"{where}: unknown section {section!r} (known: {', '.join(SECTIONS)})")
+            raise ConfigError(f"{where}: unknown section {section!r}{_section_hint(section)} "
+                              f"(known: {', '.join(SECTIONS)})")
         if body is None:
             continue
         if not isinstance(body, dict):
@@ -403,6 +431,7 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
     """Defaults, then the YAML file, then FLOWLENS_* variables, then ``overrides`` (dotted keys)."""
     env = os.environ if env is None else env
     raw: dict[str, tuple[Any, str]] = {}
+    deprecations: list[str] = []
     where = "<defaults>"
     if path:
         where = str(path)
@@ -415,14 +444,14 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
             raise ConfigError(f"{path}: {e}") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
-        for key, value in _flatten(doc, where).items():
+        for key, value in _flatten(doc, where, deprecations).items():
             raw[key] = (value, f"{where}: key {key!r}")
     for name, value in env.items():
         if not name.startswith("FLOWLENS_") or name in ("FLOWLENS_CONFIG",):
             continue
         body = name[len("FLOWLENS_"):]
         if "__" not in body:
-            raise ConfigError(f"environment {name}: use FLOWLENS_<SECTION>__<KEY>, e.g. FLOWLENS_STORE__SQLITE_PATH")
+            raise ConfigError(f"environment {name}: use FLOWLENS_<SECTION>__<KEY>, e.g. FLOWLENS_STORAGE__SQLITE_PATH")
         section, key = body.split("__", 1)
         raw[f"{section.lower()}.{key.lower()}"] = (value, f"environment {name} (key '{section.lower()}.{key.lower()}')")
     for key, value in (overrides or {}).items():
@@ -440,7 +469,7 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
             values[key] = setting.parse(value)
         except ValueError as e:
             raise ConfigError(f"{origin}: {e}") from None
-    return Config(values, where)
+    return Config(values, where, tuple(deprecations))
 
 
 def config_from_env_or_path(path: str | None) -> Config:

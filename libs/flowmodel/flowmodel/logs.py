@@ -76,3 +76,12 @@ class RateLimitedLog:
         if suppressed:
             kv["suppressed"] = suppressed
         self.logger.warning(msg, extra=fields(**kv))
+
+
+def log_config(log: logging.Logger, cfg, sections: tuple[str, ...]) -> None:
+    """The start-up config line of a service (its sections' keys) and one warning per deprecated name
+    the file or environment used, so an old ``store:`` section is seen in every service's log."""
+    prefixes = tuple(s + "." for s in sections)
+    log.info("config", extra=fields(source=cfg.source, **{k: v for k, v in cfg.items() if k.startswith(prefixes)}))
+    for note in getattr(cfg, "deprecations", ()):
+        log.warning("deprecated config name", extra=fields(detail=note))

@@ -11,7 +11,7 @@ import sys
 from flowmodel.cli import EXIT_UNREACHABLE
 from flowmodel.client import StoreClient, StoreError, StoreUnavailable
 from flowmodel.config import ConfigError, config_from_env_or_path
-from flowmodel.logs import fields, setup_logging
+from flowmodel.logs import fields, log_config, setup_logging
 from flowmodel.protocol import QueryError, parse_when
 
 log = logging.getLogger("flowlens_analyzer")
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("analyzer", cfg["log.level"], cfg["log.format"])
     from .service import AnalyzerService
 
-    log.info("config", extra=fields(source=cfg.source, **{k: v for k, v in cfg.items() if k.startswith("analysis.")}))
+    log_config(log, cfg, ("analysis",))
     log.info("endpoints", extra=fields(subscribe=cfg["bus.subscribe_endpoint"], publish=cfg["bus.publish_endpoint"],
                                        query=cfg["query.endpoint"]))
     service = AnalyzerService(cfg)
@@ -55,7 +55,7 @@ def _seed(service, cfg) -> None:
     """Seed the anomaly baseline from the store's rollups; the analyzer works without them. A request
     may take the store's read time limit plus the reply's transfer; the whole seeding stops starting
     requests after service.SEED_BUDGET_S."""
-    timeout_s = max(cfg["query.timeout"], cfg["store.query_time_limit"] + 5.0)
+    timeout_s = max(cfg["query.timeout"], cfg["storage.query_time_limit"] + 5.0)
     client = StoreClient(cfg["query.endpoint"], timeout_s=timeout_s, retries=0)
     try:
         report = service.seed_from_store(client)
@@ -70,7 +70,7 @@ def _seed(service, cfg) -> None:
 def _adopt(service, cfg) -> None:
     """Take over the advisories an earlier run left open in the store, so they update or resolve."""
     # as long as the seed's reads: a timeout here would leave an earlier run's advisories open for good
-    client = StoreClient(cfg["query.endpoint"], timeout_s=max(cfg["query.timeout"], cfg["store.query_time_limit"] + 5.0),
+    client = StoreClient(cfg["query.endpoint"], timeout_s=max(cfg["query.timeout"], cfg["storage.query_time_limit"] + 5.0),
                          retries=0)
     try:
         n = service.adopt_from_store(client)

@@ -90,7 +90,7 @@ class AnalyzerService:
         per-minute ring (short-term median/MAD) from per-minute rows of the recent minutes (the last
         anomaly_history_minutes, from the start of their first hour). Scaled bytes (times the sampling
         rate, as the analyzer counts them), only the anomaly_max_keys keys with most bytes. Each reply is
-        at most the store's cap of rows (store.query_max_rows x 100): a span that would need more is
+        at most the store's cap of rows (storage.query_max_rows x 100): a span that would need more is
         shortened, oldest hours first. No request starts after budget_s. A store error reply skips that
         part (logged); StoreUnavailable (no answer in time) ends the seeding and is raised to the caller.
         Returns what was loaded: rows per part, keys, seconds."""
@@ -98,7 +98,7 @@ class AnalyzerService:
         now = bus.now_ms()
         cfg = self.cfg
         top = int(cfg["analysis.anomaly_max_keys"])
-        cap_rows = int(cfg["store.query_max_rows"]) * 100
+        cap_rows = int(cfg["storage.query_max_rows"]) * 100
         since = now - int(cfg["analysis.anomaly_baseline_window"] * 1000)
         recent = max(since, (now - cfg["analysis.anomaly_history_minutes"] * MINUTE_MS) // HOUR_MS * HOUR_MS)
         hours_until = recent // HOUR_MS * HOUR_MS

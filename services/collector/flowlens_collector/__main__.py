@@ -8,7 +8,7 @@ import signal
 import sys
 
 from flowmodel.config import ConfigError, config_from_env_or_path
-from flowmodel.logs import fields, setup_logging
+from flowmodel.logs import fields, log_config, setup_logging
 
 from .memory import tune_malloc
 from .service import Collector
@@ -26,9 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flowlens-collector: {e}", file=sys.stderr)
         return 2
     setup_logging("collector", cfg["log.level"], cfg["log.format"])
-    log.info("config", extra=fields(source=cfg.source, **{k: v for k, v in cfg.section("collector").items()},
-                                    bus_publish_endpoint=cfg["bus.publish_endpoint"],
-                                    bus_high_water_mark=cfg["bus.high_water_mark"]))
+    log_config(log, cfg, ("collector", "bus"))
     tune_malloc()
     collector = Collector(cfg)
     try:

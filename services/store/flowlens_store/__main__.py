@@ -7,7 +7,7 @@ import signal
 import sys
 
 from flowmodel.config import ConfigError, config_from_env_or_path
-from flowmodel.logs import fields, setup_logging
+from flowmodel.logs import fields, log_config, setup_logging
 
 from .service import StoreService
 
@@ -24,8 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flowlens-store: {e}", file=sys.stderr)
         return 2
     setup_logging("store", cfg["log.level"], cfg["log.format"])
-    log.info("config", extra=fields(source=cfg.source, **{k: v for k, v in cfg.items()
-                                                           if k.startswith(("store.", "bus.", "log."))}))
+    log_config(log, cfg, ("storage", "bus", "log"))
     service = StoreService(cfg)
     try:
         service.start()
@@ -36,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     signal.signal(signal.SIGTERM, lambda *_: service.request_stop())
     signal.signal(signal.SIGINT, lambda *_: service.request_stop())
-    log.info("ready", extra=fields(xsub=cfg["store.bus_xsub_bind"], xpub=cfg["store.bus_xpub_bind"],
-                                   query=cfg["store.query_bind"], subscribe=cfg["bus.subscribe_endpoint"],
-                                   sqlite=cfg["store.sqlite_path"]))
+    log.info("ready", extra=fields(xsub=cfg["storage.bus_xsub_bind"], xpub=cfg["storage.bus_xpub_bind"],
+                                   query=cfg["storage.query_bind"], subscribe=cfg["bus.subscribe_endpoint"],
+                                   sqlite=cfg["storage.sqlite_path"]))
     try:
         service.run()
     finally:

@@ -4,7 +4,7 @@ top and series are answered by one source, chosen by ``planner.use_ring``: the r
 window it still holds whole, else SQLite (everything committed). A flows page is split at the ring's
 evicted_max_time_end: the ring serves time_end above it, SQLite the rest (see ``_flows_page``). SQLite reads run on this thread's
 own read-only connection inside one read transaction, cut off by a progress handler after
-``store.query_time_limit``.
+``storage.query_time_limit``.
 
 A partition not yet sealed has no time index (warm.py): it is read by rowid (seq) ranges, those of
 its ``spans`` whose time_end range meets the window. top and series sum over those ranges; a flows
@@ -58,7 +58,7 @@ class QueryEngine:
         self._deadline = 0.0
         self.sources_used = {"ring": 0, "sqlite": 0}
         self.use_rollups = True  # series of whole minutes from the per-minute rollups (tests compare both ways)
-        self.rollup_retention_ms = 2 * 86_400_000  # set by the service from store.rollup_retention
+        self.rollup_retention_ms = 2 * 86_400_000  # set by the service from storage.rollup_retention
 
     # ------------------------------------------------------------ SQLite plumbing
 

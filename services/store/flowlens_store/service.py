@@ -74,28 +74,28 @@ class StoreService:
         hwm = queue_limit(cfg)  # these sockets carry flow batches: bounded in bytes, not only messages
         # 1. forwarder
         self._xsub = self._socket(zmq.XSUB)
-        self._xsub.bind(cfg["store.bus_xsub_bind"])
+        self._xsub.bind(cfg["storage.bus_xsub_bind"])
         self._xpub = self._socket(zmq.XPUB)
         self._xpub.setsockopt(zmq.SNDHWM, hwm)
         self._xsub.setsockopt(zmq.RCVHWM, hwm)
-        self._xpub.bind(cfg["store.bus_xpub_bind"])
+        self._xpub.bind(cfg["storage.bus_xpub_bind"])
         self._ctl = self._socket(zmq.PAIR)
         self._ctl.bind(f"inproc://store-proxy-{id(self)}")
         ctl_peer = self._socket(zmq.PAIR)
         ctl_peer.connect(f"inproc://store-proxy-{id(self)}")
         self._spawn("bus-proxy", self._proxy, ctl_peer)
         # 2. warm tier and its writer
-        warm = WarmWriter(cfg["store.sqlite_path"], int(cfg["store.partition_interval"] * 1000),
-                          cfg["analysis.anomaly_prefix_v4"], cfg["analysis.anomaly_prefix_v6"], cfg["store.sqlite_cache"])
+        warm = WarmWriter(cfg["storage.sqlite_path"], int(cfg["storage.partition_interval"] * 1000),
+                          cfg["analysis.anomaly_prefix_v4"], cfg["analysis.anomaly_prefix_v6"], cfg["storage.sqlite_cache"])
         self.next_seq = warm.next_seq
-        warm.max_partitions = cfg["store.max_partitions"]
-        warm.retention_ms = int(cfg["store.sqlite_retention"] * 1000)
+        warm.max_partitions = cfg["storage.max_partitions"]
+        warm.retention_ms = int(cfg["storage.sqlite_retention"] * 1000)
         self.health = warm.load_health()
-        self.writer = Writer(warm, cfg["store.write_queue_batches"], cfg["store.write_max_rows"],
-                             cfg["store.prune_interval"], int(cfg["store.sqlite_retention"] * 1000),
-                             int(cfg["store.rollup_retention"] * 1000), int(cfg["store.advisory_retention"] * 1000),
-                             hourly_retention_ms=int(cfg["store.rollup_hourly_retention"] * 1000)).start()
-        self.ring = Ring(cfg["store.ring_capacity"])
+        self.writer = Writer(warm, cfg["storage.write_queue_batches"], cfg["storage.write_max_rows"],
+                             cfg["storage.prune_interval"], int(cfg["storage.sqlite_retention"] * 1000),
+                             int(cfg["storage.rollup_retention"] * 1000), int(cfg["storage.advisory_retention"] * 1000),
+                             hourly_retention_ms=int(cfg["storage.rollup_hourly_retention"] * 1000)).start()
+        self.ring = Ring(cfg["storage.ring_capacity"])
         # After a restart the ring is empty but SQLite is not: treat what SQLite holds as evicted,
         # so a recent window that reaches back before the restart is answered from SQLite.
         stored_max = [p[4] for p in warm.partitions.values() if p[4] is not None]
@@ -110,14 +110,14 @@ class StoreService:
         # 4. query server: a ROUTER front thread answers cheap ops itself and queues the rest (bounded) for
         # worker threads, each with its own SQLite read connection, so a ping never waits behind a scan
         self._router = self._socket(zmq.ROUTER)
-        self._router.bind(cfg["store.query_bind"])
+        self._router.bind(cfg["storage.query_bind"])
         replies = self._socket(zmq.PULL)
         replies.bind(f"inproc://store-replies-{id(self)}")
-        self._jobs = queue.Queue(maxsize=cfg["store.query_queue"])
-        for i in range(cfg["store.query_workers"]):
-            engine = QueryEngine(self.ring, cfg["store.sqlite_path"], int(cfg["store.ring_buffer_duration"] * 1000),
-                                 cfg["store.query_max_rows"], cfg["store.query_time_limit"])
-            engine.rollup_retention_ms = int(cfg["store.rollup_retention"] * 1000)
+        self._jobs = queue.Queue(maxsize=cfg["storage.query_queue"])
+        for i in range(cfg["storage.query_workers"]):
+            engine = QueryEngine(self.ring, cfg["storage.sqlite_path"], int(cfg["storage.ring_buffer_duration"] * 1000),
+                                 cfg["storage.query_max_rows"], cfg["storage.query_time_limit"])
+            engine.rollup_retention_ms = int(cfg["storage.rollup_retention"] * 1000)
             self.engines.append(engine)
             push = self._socket(zmq.PUSH)
             push.setsockopt(zmq.SNDTIMEO, 2000)  # never block a worker for good on a stopped front thread
@@ -412,7 +412,7 @@ class StoreService:
                        key=lambda x: x[1])
         mins = [p[4] for p in parts if p[4] is not None]
         maxs = [p[5] for p in parts if p[5] is not None]
-        services = [{"service": "store", "source": f"store@{cfg['store.query_bind']}", "process": process_stats(self.started_at),
+        services = [{"service": "store", "source": f"store@{cfg['storage.query_bind']}", "process": process_stats(self.started_at),
                      "last_seen": now_ms(), "config": service_config(cfg, "store")}]
         with self._lock:
             health = list(self.health.items())
@@ -429,10 +429,10 @@ class StoreService:
             "ring": {"capacity": self.ring.capacity, "fill": self.ring.size,
                      "fill_ratio": round(self.ring.size / self.ring.capacity, 4), "oldest_time": ring_oldest,
                      "newest_time": ring_newest, "evicted_max_time_end": self.ring.evicted_max_time_end,
-                     "duration_s": cfg["store.ring_buffer_duration"]},
-            "sqlite": {"path": cfg["store.sqlite_path"], "size_bytes": file_size(cfg["store.sqlite_path"]),
+                     "duration_s": cfg["storage.ring_buffer_duration"]},
+            "sqlite": {"path": cfg["storage.sqlite_path"], "size_bytes": file_size(cfg["storage.sqlite_path"]),
                        "oldest_time": min(mins) if mins else None, "newest_time": max(maxs) if maxs else None,
-                       "rows": sum(p[3] for p in parts), "retention_s": cfg["store.sqlite_retention"],
+                       "rows": sum(p[3] for p in parts), "retention_s": cfg["storage.sqlite_retention"],
                        "partitions": [{"name": n, "start_ms": s, "end_ms": e, "rows": r, "sealed": bool(sd)}
                                       for n, s, e, r, _mn, _mx, sd in parts],
                        "pruned_partitions": w.pruned_partitions, "max_partitions": w.warm.max_partitions,

@@ -435,7 +435,7 @@ class WarmWriter:
     def _write_rollups(self, cols: dict[str, np.ndarray]) -> None:
         """Per-minute and per-hour sums by destination prefix and by exporter, upserted, as exported and
         times the sampling rate (sbytes, spackets: what the anomaly baseline compares). Minutes are kept
-        for store.rollup_retention, hours (a sixtieth of the rows) for store.rollup_hourly_retention:
+        for storage.rollup_retention, hours (a sixtieth of the rows) for storage.rollup_hourly_retention:
         a two-week hour-of-week baseline over thousands of prefixes. Grouped in numpy on uint64
         key words (planner.group_rows: the constant ::ffff: word dropped, the rest packed and sorted
         once), the prefix mask applied to those words; only the groups become Python rows."""

@@ -3,7 +3,7 @@
 The receive loop offers (columns-with-seq) batches with ``offer``; a full queue sheds the batch and
 counts it. The queue is bounded in rows (``queue_batches`` full batches of FULL_BATCH_ROWS), not in
 batches: at low rates the collector publishes small batches every 0.2 s, and 64 of those covered only
-12.8 s of a writer pause, while the same memory holds 262,144 rows of any size of batch. The thread coalesces queued batches up to ``store.write_max_rows`` per transaction,
+12.8 s of a writer pause, while the same memory holds 262,144 rows of any size of batch. The thread coalesces queued batches up to ``storage.write_max_rows`` per transaction,
 writes advisory/health events, seals partitions one bounded step (a ~0.2 s transaction) per loop
 pass, skipping passes while the queue is more than half full, and prunes on schedule. ``stop()`` commits
 everything queued before it returns.

@@ -8,7 +8,7 @@ import sys
 import uvicorn
 
 from flowmodel.config import ConfigError, config_from_env_or_path
-from flowmodel.logs import fields, setup_logging
+from flowmodel.logs import fields, log_config, setup_logging
 
 from .app import create_app
 from .storegate import StoreGate
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flowlens-web: {e}", file=sys.stderr)
         return 2
     setup_logging("web", cfg["log.level"], cfg["log.format"])
-    log.info("config", extra=fields(source=cfg.source, **{k: v for k, v in cfg.items() if k.startswith(("web.", "query."))}))
+    log_config(log, cfg, ("web", "query"))
     store = StoreGate(cfg["query.endpoint"], cfg["query.timeout"], connections=cfg["web.store_connections"])
     app = create_app(cfg, store)
     server = Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,

@@ -131,7 +131,7 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
             ("flowlens_store_flows_received_total", "counter", "flows the store received from the bus", ("flows_in",)),
             ("flowlens_store_flows_committed_total", "counter", "flows committed to SQLite", ("flows_committed",)),
             ("flowlens_store_flows_shed_total", "counter", "flows the store dropped because its write queue was full", ("write_queue.shed_flows",)),
-            ("flowlens_store_flows_out_of_range_total", "counter", "flows dropped because their time would open a table outside the retention window past store.max_partitions", ("sqlite.out_of_range_flows",)),
+            ("flowlens_store_flows_out_of_range_total", "counter", "flows dropped because their time would open a table outside the retention window past storage.max_partitions", ("sqlite.out_of_range_flows",)),
             ("flowlens_store_queries_refused_total", "counter", "queries refused because every query worker was busy and the queue full", ("queries.refused_busy",)),
             ("flowlens_store_uptime_seconds", "gauge", "seconds since the store started", ("uptime_s",)),
         ):

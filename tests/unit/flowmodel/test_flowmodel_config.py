@@ -16,7 +16,7 @@ def test_defaults_cover_every_setting():
     cfg = load_config(None, env={})
     assert set(cfg) == set(SETTINGS)
     assert cfg["collector.netflow_port"] == 2055
-    assert cfg["store.ring_buffer_duration"] == 600.0
+    assert cfg["storage.ring_buffer_duration"] == 600.0
 
 
 def test_shipped_config_loads_and_lists_every_key():
@@ -32,15 +32,15 @@ def test_shipped_config_loads_and_lists_every_key():
 
 def test_yaml_values_are_parsed(tmp_path):
     cfg = load_config(write(tmp_path, "store:\n  sqlite_retention: 2d\ncollector:\n  buffer_size: 4MiB\n"), env={})
-    assert cfg["store.sqlite_retention"] == 2 * 86400
+    assert cfg["storage.sqlite_retention"] == 2 * 86400
     assert cfg["collector.buffer_size"] == 4 << 20
 
 
 def test_unknown_key_names_the_key(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, "store:\n  sqlite_pth: x.db\n"), env={})
-    assert "store.sqlite_pth" in str(e.value) and "unknown key" in str(e.value)
-    assert "store.sqlite_path" in str(e.value)  # the hint
+    assert "storage.sqlite_pth" in str(e.value) and "unknown key" in str(e.value)
+    assert "storage.sqlite_path" in str(e.value)  # the hint
 
 
 def test_unknown_section(tmp_path):
@@ -51,8 +51,8 @@ def test_unknown_section(tmp_path):
 @pytest.mark.parametrize("text,key", [
     ("collector:\n  netflow_port: 70000\n", "collector.netflow_port"),
     ("collector:\n  netflow_port: [1]\n", "collector.netflow_port"),
-    ("store:\n  ring_capacity: -5\n", "store.ring_capacity"),
-    ("store:\n  prune_interval: soon\n", "store.prune_interval"),
+    ("store:\n  ring_capacity: -5\n", "storage.ring_capacity"),
+    ("store:\n  prune_interval: soon\n", "storage.prune_interval"),
     ("analysis:\n  local_networks: [10.0.0.0/33]\n", "analysis.local_networks"),
     ("web:\n  page_size: true\n", "web.page_size"),
     ("collector:\n  receive_group: 100000\n", "collector.receive_group"),
@@ -83,16 +83,16 @@ def test_missing_file(tmp_path):
 
 def test_env_overrides_file(tmp_path):
     p = write(tmp_path, "store:\n  sqlite_path: file.db\n")
-    cfg = load_config(p, env={"FLOWLENS_STORE__SQLITE_PATH": "/data/env.db", "FLOWLENS_COLLECTOR__NETFLOW_PORT": "9995",
+    cfg = load_config(p, env={"FLOWLENS_STORAGE__SQLITE_PATH": "/data/env.db", "FLOWLENS_COLLECTOR__NETFLOW_PORT": "9995",
                               "FLOWLENS_ANALYSIS__LOCAL_NETWORKS": "10.0.0.0/8, 2001:db8::/32", "HOME": "/x"})
-    assert cfg["store.sqlite_path"] == "/data/env.db"
+    assert cfg["storage.sqlite_path"] == "/data/env.db"
     assert cfg["collector.netflow_port"] == 9995
     assert cfg["analysis.local_networks"] == ["10.0.0.0/8", "2001:db8::/32"]
 
 
 def test_env_errors_name_the_variable():
-    with pytest.raises(ConfigError, match="FLOWLENS_STORE__NOPE"):
-        load_config(None, env={"FLOWLENS_STORE__NOPE": "1"})
+    with pytest.raises(ConfigError, match="FLOWLENS_STORAGE__NOPE"):
+        load_config(None, env={"FLOWLENS_STORAGE__NOPE": "1"})
     with pytest.raises(ConfigError, match="FLOWLENS_WEB__PAGE_SIZE"):
         load_config(None, env={"FLOWLENS_WEB__PAGE_SIZE": "many"})
     with pytest.raises(ConfigError, match="FLOWLENS_<SECTION>__<KEY>"):
@@ -149,7 +149,7 @@ def test_every_numeric_key_accepts_its_default(key):
     ("analysis:\n  anomaly_spike_factor: 0.5\n", "analysis.anomaly_spike_factor", "at least 1.01"),
     ("bus:\n  high_water_mark: 0\n", "bus.high_water_mark", "between 1 and"),
     ("collector:\n  buffer_size: 10\n", "collector.buffer_size", "between 4096 and"),
-    ("store:\n  partition_interval: 1s\n", "store.partition_interval", "between 60 and"),
+    ("store:\n  partition_interval: 1s\n", "storage.partition_interval", "between 60 and"),
     ("web:\n  refresh: -1\n", "web.refresh", "between 0 and"),
     ("web:\n  page_size: 0\n", "web.page_size", "between 1 and"),
     ("collector:\n  max_templates_per_exporter: 100000\n", "collector.max_templates_per_exporter", "between 1 and 65536"),

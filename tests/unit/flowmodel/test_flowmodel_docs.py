@@ -41,7 +41,7 @@ def test_readme_table_matches_settings(readme):
 
 
 def test_readme_names_the_commands_and_env_form(readme):
-    for text in ("make run", "make test", "FLOWLENS_STORE__SQLITE_PATH", "flowlens query", "flowlens replay",
+    for text in ("make run", "make test", "FLOWLENS_STORAGE__SQLITE_PATH", "flowlens query", "flowlens replay",
                  "docker compose -f deploy/docker-compose.yml up", "StoreClient("):
         assert text in readme, text
 

@@ -1,4 +1,4 @@
-"""A broken exporter clock cannot grow the SQLite schema without end: past store.max_partitions, flows
+"""A broken exporter clock cannot grow the SQLite schema without end: past storage.max_partitions, flows
 that would open a table outside [now - retention, now + 1 day] are dropped and counted per exporter."""
 import time
 

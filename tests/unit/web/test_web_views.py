@@ -134,7 +134,7 @@ def test_about_page_config_and_processes():
     cfg = load_config(None)
     groups = config_groups(cfg)
     keys = {r["key"] for g in groups for r in g["rows"]}
-    assert {"collector.netflow_port", "web.listen", "store.sqlite_retention", "analysis.scan_threshold"} <= keys
+    assert {"collector.netflow_port", "web.listen", "storage.sqlite_retention", "analysis.scan_threshold"} <= keys
     status = {"ok": True, "version": "1", "services": {"store": {"pid": 1, "rss_bytes": 50 << 20, "cpu_seconds": 3.0,
                                                                  "threads": 4, "started_at": NOW - 60_000},
                                                        HOSTILE: {"process": {"pid": 2, "rss_bytes": 1}}}}
@@ -177,15 +177,15 @@ def test_about_config_shows_what_each_service_reported():
     capacity as the store reported it, not the web's file; two collectors that disagree show both."""
     cfg = load_config(None)
     status = {"services": [
-        {"service": "store", "source": "store@tcp://0.0.0.0:5555", "config": {"store.ring_capacity": 500_000}},
+        {"service": "store", "source": "store@tcp://0.0.0.0:5555", "config": {"storage.ring_capacity": 500_000}},
         {"service": "collector", "source": "collector@a:1", "config": {"collector.netflow_port": 2055,
                                                                          "collector.bind_address": "0.0.0.0"}},
         {"service": "collector", "source": "collector@b:2", "config": {"collector.netflow_port": 9995,
                                                                          "collector.bind_address": "0.0.0.0"}},
         {"service": "analyzer", "source": "analyzer@x", "config": None}]}
     rows = {r["key"]: r for g in config_groups(cfg, status, "web@7") for r in g["rows"]}
-    assert rows["store.ring_capacity"]["value"] == "500000" and rows["store.ring_capacity"]["source"] == "store@tcp://0.0.0.0:5555"
-    assert cfg["store.ring_capacity"] != 500_000
+    assert rows["storage.ring_capacity"]["value"] == "500000" and rows["storage.ring_capacity"]["source"] == "store@tcp://0.0.0.0:5555"
+    assert cfg["storage.ring_capacity"] != 500_000
     assert rows["collector.netflow_port"]["value"] == "2055 | 9995"
     assert rows["collector.netflow_port"]["source"] == "collector@a:1 | collector@b:2"
     assert rows["collector.bind_address"]["value"] == "0.0.0.0"
@@ -199,7 +199,7 @@ def test_dashboard_says_when_memory_holds_less_than_10_minutes():
             {"CRITICAL": 0}, {"exporters": []}, 30)
     cut = views.dashboard(NOW, *args, since_ms=NOW - 270_000, clamped=True)
     text = " ".join("".join(parse(page("dashboard.xhtml", **cut)).itertext()).split())
-    assert "Throughput, the last 4 min 30 s" in text and "memory (store.ring_capacity) holds the last 4 min 30 s" in text
+    assert "Throughput, the last 4 min 30 s" in text and "memory (storage.ring_capacity) holds the last 4 min 30 s" in text
     whole = views.dashboard(NOW, *args, since_ms=NOW - 600_000, clamped=False)
     text = " ".join("".join(parse(page("dashboard.xhtml", **whole)).itertext()).split())
     assert "Throughput, the last 10 minutes" in text and "ring_capacity" not in text
