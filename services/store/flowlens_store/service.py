@@ -90,6 +90,7 @@ class StoreService:
         self.next_seq = warm.next_seq
         warm.max_partitions = cfg["storage.max_partitions"]
         warm.retention_ms = int(cfg["storage.sqlite_retention"] * 1000)
+        warm.prune_future(now_ms())  # before the ring's evicted_max_time_end below reads the partitions
         self.health = warm.load_health()
         self.writer = Writer(warm, cfg["storage.write_queue_batches"], cfg["storage.write_max_rows"],
                              cfg["storage.prune_interval"], int(cfg["storage.sqlite_retention"] * 1000),
@@ -437,6 +438,8 @@ class StoreService:
                                       for n, s, e, r, _mn, _mx, sd in parts],
                        "pruned_partitions": w.pruned_partitions, "max_partitions": w.warm.max_partitions,
                        "out_of_range_flows": w.warm.out_of_range_flows,
+                       "future_pruned_partitions": w.warm.future_pruned_partitions,
+                       "future_pruned_flows": w.warm.future_pruned_flows,
                        "out_of_range_by_exporter": {addr.to_text(k): v for k, v in
                                                     sorted(w.warm.out_of_range_by_exporter.items(),
                                                            key=lambda kv: -kv[1])[:20]}},

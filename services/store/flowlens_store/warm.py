@@ -319,6 +319,8 @@ class WarmWriter:
         self.future_ms = 86_400_000
         self.out_of_range_flows = 0
         self.out_of_range_by_exporter: dict[bytes, int] = {}
+        self.future_pruned_partitions = 0  # dropped at start by prune_future
+        self.future_pruned_flows = 0
 
     def _cover_unspanned(self) -> None:
         """An unsealed partition with rows but no spans was written by a version that kept the time
@@ -642,6 +644,35 @@ class WarmWriter:
         self.db.execute("DELETE FROM health WHERE received_at < ?", (now - advisory_retention_ms,))
         self.db.execute("COMMIT")
         return dropped
+
+    def prune_future(self, now: int) -> list[str]:
+        """Drop partitions (and rollups) that start more than future_ms after now: written before the
+        collector refused flow times from a broken or spoofed exporter clock (year 291,690,302), they
+        would be shown, never expire and never be written to again. Called once, at store start."""
+        hi = now + self.future_ms
+        future = sorted(n for n, p in self.partitions.items() if p[0] > hi)
+        if not future:
+            return []
+        rows = sum(self.partitions[n][2] for n in future)
+        self.db.execute("BEGIN")
+        for name in future:
+            self.db.execute(f"DROP TABLE IF EXISTS {name}")  # its _old/_pruned leftovers go in seal_step
+            self.db.execute(f"DROP TABLE IF EXISTS {name}_sealing")
+            self.db.execute("DELETE FROM partitions WHERE name = ?", (name,))
+            self.db.execute("DELETE FROM spans WHERE part = ?", (name,))
+        self.db.execute("DELETE FROM rollups WHERE minute_ms > ?", (hi,))
+        self.db.execute("DELETE FROM rollups_hourly WHERE hour_ms > ?", (hi,))
+        self.db.execute("COMMIT")
+        for name in future:
+            del self.partitions[name]
+            self._spans.pop(name, None)
+            if self._seal is not None and self._seal["name"] == name:
+                self._seal = None
+        self.future_pruned_partitions += len(future)
+        self.future_pruned_flows += rows
+        log.warning("far-future partitions pruned", extra={"fields": {
+            "partitions": len(future), "flows": rows, "first": future[0], "future_ms": self.future_ms}})
+        return future
 
     def write_events(self, events: list[tuple[str, dict, int]]) -> None:
         """Advisory and health events, one transaction. ``events``: (topic, body, received_at_ms)."""
