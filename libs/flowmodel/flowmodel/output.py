@@ -7,11 +7,11 @@ CSV with a header, or an aligned table with times and protocols in human form.
 from __future__ import annotations
 
 import csv
-import datetime as _dt
 import io
 import json
 from typing import Any, Iterable
 
+from . import timefmt
 from .protocol import protocol_name
 
 FORMATS = ("table", "json", "csv")
@@ -45,8 +45,7 @@ def _human(name: str, value: Any) -> str:
     if value is None:
         return ""
     if (name in TIME_COLUMNS or name.endswith(TIME_SUFFIXES)) and isinstance(value, int) and value > 10**11:
-        t = _dt.datetime.fromtimestamp(value / 1000, _dt.timezone.utc)
-        return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d}"
+        return timefmt.iso(value, sep=" ", zone="")  # any int64: a broken exporter clock reaches year 289,995,580
     if name == "protocol" and isinstance(value, int):
         return protocol_name(value)
     if name == "tcp_flags" and isinstance(value, int):

@@ -6,13 +6,12 @@ window's columns, ``ctx`` the parsed config, ``state`` a dict the analyzer may k
 """
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
-from flowmodel import addr
+from flowmodel import addr, timefmt
 from flowmodel.schema import ADDR, FlowBatch
 
 # Columns the analyzer keeps in its windows (the rest of the schema is not used by any analyzer).
@@ -270,8 +269,12 @@ def fmt_pct(fraction: float) -> str:
 
 
 def fmt_time(ms: int) -> str:
-    """'14:32' (UTC) for the wording; the evidence keeps the ms."""
-    return _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc).strftime("%H:%M")
+    """'14:32' (UTC) for the wording; the evidence keeps the ms. Any int64: a time outside the years
+    1..9999 (a broken exporter clock) is written in full, '+289995580-07-29T16:00:00Z'."""
+    if not timefmt.plausible(ms):
+        return timefmt.iso(ms, millis=False)
+    _y, _mo, _d, hour, minute, _s, _ms = timefmt.civil(ms)
+    return f"{hour:02d}:{minute:02d}"
 
 
 def fmt_duration(seconds: float) -> str:

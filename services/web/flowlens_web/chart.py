@@ -73,7 +73,7 @@ def line_chart(times_ms: list[int], values: list[float], unit: str, since_ms: in
         c.y_ticks.append((round(y, 1), fmt.human_rate(v, unit)))
     for t in time_ticks(since_ms, until_ms, x_ticks):
         x = c.left + pw * (t - since_ms) / span
-        c.x_ticks.append((round(x, 1), fmt.utc(t).strftime("%H:%M" if t % 60_000 == 0 else "%H:%M:%S")))
+        c.x_ticks.append((round(x, 1), fmt.clock_time(t)))
     pts = []
     for t, v in zip(times_ms, values):
         if t < since_ms or t > until_ms:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 
-from flowmodel import ports
+from flowmodel import ports, timefmt
 from flowmodel.protocol import protocol_name
 
 # Characters XML 1.0 forbids even when escaped (C0 controls except tab/LF/CR, surrogates, U+FFFE/F).
@@ -85,30 +85,45 @@ def percent(value: float) -> str:
     return f"{value:.1f} %" if value >= 0.1 or value == 0 else "<0.1 %"
 
 
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
 def utc(ms) -> _dt.datetime | None:
-    if ms is None:
+    """The datetime of ``ms``; None for none and for times datetime cannot hold (outside the years
+    1..9999: a broken or spoofed exporter clock), which the text helpers below show anyway."""
+    if ms is None or not timefmt.plausible(ms):
         return None
-    return _dt.datetime.fromtimestamp(int(ms) / 1000, tz=_dt.timezone.utc)
+    return _EPOCH + _dt.timedelta(milliseconds=int(ms))
 
 
 def iso_time(ms) -> str:
-    """Exact time for titles: '2026-11-24T14:30:05.123Z'."""
-    t = utc(ms)
-    return "" if t is None else t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    """Exact time for titles: '2026-11-24T14:30:05.123Z', any int64 ('+289995580-07-29T16:00:00.000Z')."""
+    return "" if ms is None else timefmt.iso(ms)
 
 
 def human_time(ms, now_ms: int | None = None) -> str:
-    """'14:30:05' for today (UTC), '11-23 14:30' for older times, '-' for none."""
-    t = utc(ms)
-    if t is None or not ms:
+    """'14:30:05' for today (UTC), '11-23 14:30' for older times, '-' for none, 'far future (year
+    289,995,580)' outside the years 1..9999."""
+    if ms is None or not ms:
         return "-"
-    if now_ms is not None:
-        today = utc(now_ms).date()
-        if t.date() == today:
+    t = utc(ms)
+    if t is None:
+        return timefmt.far_label(ms)
+    now = utc(now_ms) if now_ms is not None else None
+    if now is not None:
+        if t.date() == now.date():
             return t.strftime("%H:%M:%S")
-        if t.year == utc(now_ms).year:
+        if t.year == now.year:
             return t.strftime("%m-%d %H:%M")
     return t.strftime("%Y-%m-%d %H:%M")
+
+
+def clock_time(ms) -> str:
+    """'14:30' on the minute, else '14:30:05' (chart ticks); the ISO time outside the years 1..9999."""
+    t = utc(ms)
+    if t is None:
+        return timefmt.iso(ms, millis=False)
+    return t.strftime("%H:%M" if int(ms) % 60_000 == 0 else "%H:%M:%S")
 
 
 def human_duration(seconds) -> str:
