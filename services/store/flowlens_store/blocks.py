@@ -1,0 +1,255 @@
+"""Columnar block codec of the warm tier: up to BLOCK_ROWS flows as one compressed blob per column.
+
+Pure functions, no I/O: the sealer hands ``encode_block`` a block's columns already sorted by
+(time_end, seq) and stores the blobs and the stats (see ``blockstats``); a query reads only the
+blocks ``block_may_match`` lets through and decodes only the columns it needs.
+
+Each column is turned into unsigned integer "parts" (an address into its two 64-bit halves,
+time_start into the duration time_end - time_start), each part encoded as the narrowest of
+  CONST  one value for the whole block (nothing stored),
+  FOR    value - block min in 1, 2, 4 or 8 bytes,
+  DELTA  zigzag difference from the previous row (time_end and seq, sorted or nearly so),
+  DICT   sorted distinct values + a narrow index (exporters, AS numbers, addresses),
+then byte-shuffled (byte i of every value together) and compressed with zstd. All arithmetic is
+modulo 2**64, so any int64/uint64 value, extremes included, comes back bit-exact.
+
+Blob layout: version, codec, flags, part count (4 x u1), then per part mode, width, value width,
+pad, base (u64), dict size (u32); then the parts' payloads, concatenated and compressed.
+"""
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from flowmodel.schema import ADDR, FLOW_COLUMNS
+
+from .blockstats import block_may_match, block_stats, stats_may_hold_addr  # noqa: F401 (the codec's interface)
+
+BLOCK_ROWS = 32_768   # rows per block: see bench/blocks.py (16k costs ~3 % more disk, 64k saves <1 %)
+BLOCK_DTYPES: dict[str, np.dtype] = {name: dt for name, (dt, _doc) in FLOW_COLUMNS.items()}
+BLOCK_DTYPES["seq"] = np.dtype("<i8")   # the store's unique per-flow sequence
+DEPENDS = {"time_start": ("time_end",)}   # time_start is stored as a duration before time_end
+
+FORMAT = 1
+CODEC_RAW, CODEC_ZSTD, CODEC_LZ4 = 0, 1, 2
+FLAG_SHUFFLE = 1
+FLAG_DURATION = 2   # the one part is time_end - time_start
+CONST, FOR, DELTA, DICT = 0, 1, 2, 3
+_HEAD = struct.Struct("<BBBB")
+_PART = struct.Struct("<BBBxQI")
+_U64 = np.dtype("<u8")
+_MASK64 = (1 << 64) - 1
+_MIN_COMPRESS = 64   # payloads shorter than this are stored as they are
+
+
+@dataclass(frozen=True)
+class Options:
+    """Encoding choices; the defaults are what the benchmark picked (bench/blocks.py)."""
+    codec: str = "zstd"        # "zstd", "lz4" or "raw"
+    level: int = 3             # zstd level
+    shuffle: bool = True       # byte-shuffle multi-byte values before compressing
+    narrow: bool = True        # frame of reference in the narrowest width; False: full width, base 0
+    delta: bool = True         # zigzag deltas where they are narrower
+    dictionary: bool = True    # dictionary where distinct values are few
+    dict_addresses: bool = True
+    duration: bool = True      # time_start as time_end - time_start
+
+
+DEFAULT = Options()
+
+
+def blobs_needed(names: Iterable[str]) -> set[str]:
+    """The blobs ``decode_block`` reads to give the named columns."""
+    out = set()
+    for name in names:
+        out.add(name)
+        out.update(DEPENDS.get(name, ()))
+    return out
+
+
+def encode_block(cols: dict[str, np.ndarray], options: Options = DEFAULT) -> tuple[dict[str, bytes], dict]:
+    """Every BLOCK_DTYPES column (equal length, 1..BLOCK_ROWS rows, in the order to keep) ->
+    ({column: blob}, stats). Each column is its own blob, so a query decodes only what it needs."""
+    n = len(cols["time_end"])
+    if not 0 < n <= BLOCK_ROWS:
+        raise ValueError(f"a block holds 1..{BLOCK_ROWS} rows, not {n}")
+    blobs = {}
+    for name, dt in BLOCK_DTYPES.items():
+        col = np.asarray(cols[name])
+        if col.dtype != dt or len(col) != n:
+            raise ValueError(f"column {name!r}: {col.dtype}[{len(col)}], expected {dt}[{n}]")
+        if dt == ADDR:
+            halves = np.ascontiguousarray(col).view(">u8").reshape(n, 2)
+            parts = [_encode_part(halves[:, 0].astype(_U64), False, options, options.dict_addresses),
+                     _encode_part(halves[:, 1].astype(_U64), False, options, options.dict_addresses)]
+        elif name == "time_start" and options.duration:
+            duration = cols["time_end"] - col   # int64, wraps like the decoder's subtraction
+            parts = [_encode_part(duration, True, options, options.dictionary)]
+        else:
+            parts = [_encode_part(col, dt.kind == "i", options, options.dictionary)]
+        as_duration = name == "time_start" and options.duration
+        blobs[name] = _pack(parts, options, FLAG_DURATION if as_duration else 0)
+    return blobs, block_stats(cols)
+
+
+def decode_block(blobs: dict[str, bytes], names: Iterable[str], rows: int) -> dict[str, np.ndarray]:
+    """The named columns of a block of ``rows`` rows, in their BLOCK_DTYPES dtypes, bit-exact.
+    ``blobs`` must hold ``blobs_needed(names)``."""
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        if name not in out:
+            out[name] = _decode_column(blobs, name, rows, out)
+    return {name: out[name] for name in names}
+
+
+def _decode_column(blobs: dict[str, bytes], name: str, rows: int, done: dict) -> np.ndarray:
+    dt = BLOCK_DTYPES[name]
+    blob = blobs[name]
+    version, codec, flags, nparts = _HEAD.unpack_from(blob)
+    if version != FORMAT:
+        raise ValueError(f"block column {name!r} has format {version}, this code reads {FORMAT}")
+    heads = [_PART.unpack_from(blob, _HEAD.size + i * _PART.size) for i in range(nparts)]
+    payload = _decompress(codec, memoryview(blob)[_HEAD.size + nparts * _PART.size:])
+    shuffle = bool(flags & FLAG_SHUFFLE)
+    if dt == ADDR:
+        hi, pos = _decode_part(heads[0], payload, 0, rows, _U64, shuffle)
+        lo, _ = _decode_part(heads[1], payload, pos, rows, _U64, shuffle)
+        halves = np.empty((rows, 2), ">u8")
+        halves[:, 0] = hi
+        halves[:, 1] = lo
+        return halves.view(ADDR).reshape(rows)
+    unsigned = np.dtype(f"<u{dt.itemsize}")
+    values, _ = _decode_part(heads[0], payload, 0, rows, unsigned, shuffle)
+    values = values.view(dt)
+    if flags & FLAG_DURATION:
+        time_end = done.get("time_end")
+        if time_end is None:
+            time_end = done["time_end"] = _decode_column(blobs, "time_end", rows, done)
+        return time_end - values
+    return values
+
+
+# ------------------------------------------------------------------ parts
+
+def _width(max_value: int) -> int:
+    return 1 if max_value < 1 << 8 else 2 if max_value < 1 << 16 else 4 if max_value < 1 << 32 else 8
+
+
+def _encode_part(col: np.ndarray, signed: bool, opt: Options, dictionary: bool) -> tuple:
+    """-> (mode, width, value width, base, dict size, [narrow arrays to store])."""
+    n = len(col)
+    bits = col.astype(np.int64).view(_U64) if signed else col.astype(_U64, copy=False)
+    lo, hi = int(col.min()), int(col.max())
+    if lo == hi:
+        return CONST, 0, 0, lo & _MASK64, 0, []
+    if not opt.narrow:
+        width = col.dtype.itemsize
+        return FOR, width, 0, 0, 0, [bits.astype(f"<u{width}")]
+    base = lo & _MASK64
+    width = _width(hi - lo)
+    best = (n * width, FOR)
+    zigzag = None
+    if opt.delta and width > 1 and n > 1:
+        d = np.diff(bits)
+        zigzag = (d << np.uint64(1)) ^ ((d >> np.uint64(63)) * np.uint64(_MASK64))
+        dwidth = _width(int(zigzag.max()))
+        if dwidth < width:
+            best = ((n - 1) * dwidth, DELTA)
+    if dictionary and width > 1:
+        values, index = np.unique(bits, return_inverse=True)
+        iwidth = _width(len(values) - 1)
+        if len(values) * width + n * iwidth < best[0] * 0.75:
+            offsets = (values - np.uint64(base)).astype(f"<u{width}")
+            return DICT, iwidth, width, base, len(values), [offsets, index.astype(f"<u{iwidth}")]
+    if best[1] == DELTA:
+        return DELTA, dwidth, 0, int(bits[0]), 0, [zigzag.astype(f"<u{dwidth}")]
+    return FOR, width, 0, base, 0, [(bits - np.uint64(base)).astype(f"<u{width}")]
+
+
+def _decode_part(head: tuple, payload: memoryview, pos: int, rows: int, unsigned: np.dtype,
+                 shuffle: bool) -> tuple[np.ndarray, int]:
+    mode, width, vwidth, base, k = head
+    base_u = unsigned.type(base & ((1 << (8 * unsigned.itemsize)) - 1))
+    if mode == CONST:
+        return np.full(rows, base_u, unsigned), pos
+    if mode == FOR:
+        offsets, pos = _take(payload, pos, rows, width, shuffle)
+        return offsets.astype(unsigned) + base_u, pos
+    if mode == DELTA:
+        z, pos = _take(payload, pos, rows - 1, width, shuffle)
+        z = z.astype(_U64)
+        d = ((z >> np.uint64(1)) ^ ((z & np.uint64(1)) * np.uint64(_MASK64))).astype(unsigned)
+        out = np.empty(rows, unsigned)
+        out[0] = base_u
+        np.cumsum(d, out=out[1:])
+        out[1:] += base_u
+        return out, pos
+    if mode == DICT:
+        values, pos = _take(payload, pos, k, vwidth, shuffle)
+        index, pos = _take(payload, pos, rows, width, shuffle)
+        return (values.astype(unsigned) + base_u)[index], pos
+    raise ValueError(f"unknown block part mode {mode}")
+
+
+def _take(payload: memoryview, pos: int, count: int, width: int, shuffle: bool) -> tuple[np.ndarray, int]:
+    size = count * width
+    raw = np.frombuffer(payload, np.uint8, size, pos)
+    if shuffle and width > 1:
+        raw = raw.reshape(width, count).T.copy()
+    return raw.view(f"<u{width}").reshape(count), pos + size
+
+
+# ------------------------------------------------------------------ blobs and compression
+
+def _pack(parts: list[tuple], opt: Options, flags: int) -> bytes:
+    shuffle = opt.shuffle
+    heads, arrays = [], []
+    for mode, width, vwidth, base, k, arrs in parts:
+        heads.append(_PART.pack(mode, width, vwidth, base, k))
+        for a in arrs:
+            if shuffle and a.dtype.itemsize > 1:
+                a = a.view(np.uint8).reshape(len(a), a.dtype.itemsize).T
+            arrays.append(np.ascontiguousarray(a).tobytes())
+    payload = b"".join(arrays)
+    codec = {"zstd": CODEC_ZSTD, "lz4": CODEC_LZ4, "raw": CODEC_RAW}[opt.codec]
+    if len(payload) < _MIN_COMPRESS:
+        codec = CODEC_RAW
+    body = _compress(codec, payload, opt.level)
+    if len(body) >= len(payload):
+        codec, body = CODEC_RAW, payload
+    flags |= FLAG_SHUFFLE if shuffle else 0
+    return _HEAD.pack(FORMAT, codec, flags, len(parts)) + b"".join(heads) + body
+
+
+_local = threading.local()   # zstandard (de)compressors are not thread-safe: one set per thread
+
+
+def _compress(codec: int, data: bytes, level: int) -> bytes:
+    if codec == CODEC_RAW:
+        return data
+    if codec == CODEC_LZ4:
+        import lz4.block
+        return lz4.block.compress(data, store_size=True)
+    cache = _local.__dict__.setdefault("compressors", {})
+    cctx = cache.get(level)
+    if cctx is None:
+        import zstandard
+        cctx = cache[level] = zstandard.ZstdCompressor(level=level)
+    return cctx.compress(data)
+
+
+def _decompress(codec: int, body: memoryview):
+    if codec == CODEC_RAW:
+        return body
+    if codec == CODEC_LZ4:
+        import lz4.block
+        return lz4.block.decompress(body)
+    dctx = getattr(_local, "decompressor", None)
+    if dctx is None:
+        import zstandard
+        dctx = _local.decompressor = zstandard.ZstdDecompressor()
+    return dctx.decompress(body)
