@@ -120,7 +120,7 @@ def best(steps: list[Step]) -> Step | None:
 @contextlib.contextmanager
 def collector_receiver(tmp: Path):
     cfg = stack_config(tmp, collector={"ipfix_port": 0, "stats_interval": "1s", "template_path": "",
-                                       "buffer_size": equal_buffer_request()})
+                                       "socket_buffer": equal_buffer_request()})
     path = write_config(tmp / "collector.yaml", cfg)
     port = cfg["collector"]["netflow_port"]
     counter = BusCounter(cfg["bus"]["publish_endpoint"], bind=True)

@@ -50,7 +50,7 @@ def run(report) -> None:
             fill_s = time.monotonic() - t0
             full = _rss(procs)
             # one heavy query on top: the biggest page of flows the store answers
-            client.flows(limit=cfg["store"].get("query_max_rows", 10_000))
+            client.flows(limit=cfg["storage"].get("query_max_rows", 10_000))
             after_query = _rss(procs)
         finally:
             client.close()

@@ -177,7 +177,7 @@ def run(report) -> None:
                        f"worst of 4 clients x {REQUESTS} requests; p50 {round(max(r[0] for r in runs), 1)} ms")
             q = client.status()["queries"]
             report("web", "store queries answered from ring / SQLite", f"{q.get('ring', 0)} / {q.get('sqlite', 0)}", "",
-                   f"ring holds {cfg['store'].get('ring_capacity', 'the default')} flows")
+                   f"ring holds {cfg['storage'].get('ring_capacity', 'the default')} flows")
             rss = sum(p.memory_info().rss for p in [__import__("psutil").Process(web.proc.pid)])
             report("web", "web process RSS after the run", round(rss / 2**20, 1), "MiB", "")
         finally:

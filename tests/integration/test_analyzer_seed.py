@@ -161,7 +161,7 @@ def test_a_refused_part_is_skipped_and_the_analyzer_process_seeds_and_reports_it
     # An analyzer that takes the store's cap for larger than it is and wants every key: the store
     # refuses the hourly prefix read with its reason; seeding goes on with the other parts.
     hopeful = AnalyzerService(load_config(write_config(tmp_path / "analyzer.yaml", {
-        **cfg, "store": {**cfg["store"], "query_max_rows": 1000}, "analysis": {**cfg["analysis"], "anomaly_max_keys": 1000}})))
+        **cfg, "storage": {**cfg["storage"], "query_max_rows": 1000}, "analysis": {**cfg["analysis"], "anomaly_max_keys": 1000}})))
     report = hopeful.seed_from_store(client)
     [error] = report["errors"]
     assert error.startswith("dst_prefix step 3600: more than 100 rollup rows"), error

@@ -68,7 +68,7 @@ def test_store_sigterm_commits_what_it_holds(tmp_path):
         rc_collector = collector.stop()
         rc_store = store.stop()
     assert (rc_collector, rc_store) == (0, 0), store.log()
-    db = sqlite3.connect(f"file:{cfg['store']['sqlite_path']}?mode=ro", uri=True)
+    db = sqlite3.connect(f"file:{cfg['storage']['sqlite_path']}?mode=ro", uri=True)
     assert db.execute("pragma integrity_check").fetchone() == ("ok",)
     db.close()
     assert count_after_restart(cfg, path) == 409

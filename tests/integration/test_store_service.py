@@ -234,7 +234,7 @@ def test_a_taken_port_exits_non_zero_instead_of_hanging(tmp_path, which):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         cfg = stack_config(tmp_path)
-        cfg["store"][which] = f"tcp://127.0.0.1:{busy.getsockname()[1]}"
+        cfg["storage"][which] = f"tcp://127.0.0.1:{busy.getsockname()[1]}"
         path = write_config(tmp_path / "s.yaml", cfg)
         # a hang here (the old stop() waited in ctx.term() for sockets it never closed) fails on the timeout
         r = subprocess.run([sys.executable, "-m", "flowlens_store", "--config", str(path)],

@@ -30,7 +30,7 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 def stack_config(tmp_path: Path, **sections) -> dict:
     """A config dict on free loopback ports, data under tmp_path; ``sections`` override keys,
-    e.g. ``store={"ring_capacity": 1000}``."""
+    e.g. ``storage={"ring_capacity": 1000}`` (``store=`` means the same)."""
     pub, sub, query = free_port(), free_port(), free_port()
     cfg = {
         "log": {"level": "info"},
@@ -38,12 +38,13 @@ def stack_config(tmp_path: Path, **sections) -> dict:
         "query": {"endpoint": f"tcp://127.0.0.1:{query}", "timeout": "5s"},
         "collector": {"bind_address": "127.0.0.1", "netflow_port": free_port(socket.SOCK_DGRAM),
                       "ipfix_port": free_port(socket.SOCK_DGRAM), "template_path": str(tmp_path / "templates.json")},
-        "store": {"sqlite_path": str(tmp_path / "flowlens.db"), "bus_xsub_bind": f"tcp://127.0.0.1:{pub}",
+        "storage": {"sqlite_path": str(tmp_path / "flowlens.db"), "bus_xsub_bind": f"tcp://127.0.0.1:{pub}",
                   "bus_xpub_bind": f"tcp://127.0.0.1:{sub}", "query_bind": f"tcp://127.0.0.1:{query}"},
         "analysis": {},
         "web": {"listen": f"127.0.0.1:{free_port()}"},
     }
     for section, values in sections.items():
+        section = "storage" if section == "store" else section  # tests name the service's section store=
         cfg.setdefault(section, {}).update(values)
     return cfg
 

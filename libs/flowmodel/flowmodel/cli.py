@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             print(f"flowlens config: {e}", file=sys.stderr)
             return 2
+        for note in cfg.deprecations:
+            print(f"flowlens config: warning: {note}", file=sys.stderr)
         import yaml
         sys.stdout.write(yaml.safe_dump(cfg.as_nested(), sort_keys=False))
         return 0

@@ -150,6 +150,16 @@ def _batch_flows(value: Any) -> int:
     return v
 
 
+def _datagram_size(value: Any) -> int:
+    v = parse_size(value)
+    if v > 65535:  # files from before collector.socket_buffer used buffer_size for the kernel buffer
+        raise ValueError(f"is the UDP read buffer, the largest datagram read (at most 65535 bytes), got {v}; "
+                         "the kernel receive buffer is collector.socket_buffer")
+    if v < 512:
+        raise ValueError(f"must be at least 512 bytes (a NetFlow header and a record), got {v}")
+    return v
+
+
 def _receive_group(value: Any) -> int:
     v = _int(value)
     if not 1 <= v <= 4096:  # 64 KiB of address space per datagram slot
@@ -243,7 +253,8 @@ SETTINGS: dict[str, Setting] = {
     "collector.bind_address": Setting(_str, "0.0.0.0", "address the UDP listeners bind to (:: for IPv6 and IPv4)"),
     "collector.netflow_port": Setting(_port, 2055, "UDP port for NetFlow v5/v9 (IPFIX also accepted)"),
     "collector.ipfix_port": Setting(_port_or_off, 4739, "UDP port for IPFIX (NetFlow also accepted); 0 disables"),
-    "collector.buffer_size": Setting(ranged(parse_size, 4096, (1 << 31) - 1, " bytes"), 8 << 20, "SO_RCVBUF requested per UDP socket; the granted size is logged"),
+    "collector.buffer_size": Setting(_datagram_size, 65535, "UDP read buffer: the largest datagram read, in bytes (65535 = any UDP payload); a longer one is counted (truncated_datagrams) and dropped"),
+    "collector.socket_buffer": Setting(ranged(parse_size, 4096, (1 << 31) - 1, " bytes"), 8 << 20, "kernel receive buffer (SO_RCVBUF) asked for per UDP socket; it absorbs bursts while the collector decodes; the granted size is logged"),
     "collector.receive_group": Setting(_receive_group, 512, "datagrams received (recvmmsg) and decoded together at most; each has a 64 KiB receive slot of address space, resident only as far as datagrams fill it"),
     "collector.batch_max_flows": Setting(_batch_flows, 16384, "a batch is published when it holds this many flows (under load; a quiet exporter's go out by age)"),
     "collector.batch_max_age": Setting(ranged(_pos_duration, 0.001, 3600, " s"), 0.2, "or when its oldest flow waited this long"),
@@ -257,13 +268,13 @@ SETTINGS: dict[str, Setting] = {
     "collector.pending_total_max_bytes": Setting(ranged(parse_size, 1024, 1 << 40, " bytes"), 4 << 20, "the same for all exporters together; when full the oldest held queue is dropped (counted)"),
     "collector.pending_max_age": Setting(_pos_duration, 1800.0, "how long data waits for its template before it is counted as expired"),
 
-    "storage.ring_buffer_duration": Setting(_pos_duration, 600.0, "recent window answered from memory (seconds or 10m)"),
+    "storage.ring_buffer_duration": Setting(_pos_duration, 600.0, "how long flows stay in memory for recent queries (10m); the ring also holds at most storage.ring_capacity flows, so above ring_capacity / duration flows/s (1,000 with the defaults) it holds less: the store logs how many minutes it holds at the current rate"),
     "storage.ring_capacity": Setting(ranged(_int, 1, 100_000_000), 600_000, "flows the in-memory ring holds (about 140 bytes each); the oldest are overwritten"),
-    "storage.sqlite_path": Setting(_str, "data/flowlens.db", "SQLite file of the warm tier (WAL mode)"),
+    "storage.sqlite_path": Setting(_str, "data/flowlens.db", "SQLite file of the warm tier (WAL mode); the seed's ./flowlens.db works as well: data/ keeps the file, its -wal and -shm companions and templates.json in one directory, the one compose mounts as a volume"),
     "storage.sqlite_retention": Setting(_pos_duration, 3 * 86400.0, "how long raw flows stay in SQLite"),
     "storage.partition_interval": Setting(ranged(_pos_duration, 60, 7 * 86400, " s"), 3600.0, "time span of one flow table; pruning drops whole tables"),
     "storage.max_partitions": Setting(_positive_int, 200, "flow tables at most before flows dated outside [now - retention, now + 1 day] are dropped (counted per exporter): a broken exporter clock cannot grow the schema without end"),
-    "storage.prune_interval": Setting(_pos_duration, 300.0, "how often expired partitions are dropped"),
+    "storage.prune_interval": Setting(_pos_duration, 900.0, "how often expired partitions are dropped"),
     "storage.rollup_retention": Setting(_pos_duration, 2 * 86400.0, "how long per-minute rollups (per destination prefix and exporter) are kept"),
     "storage.rollup_hourly_retention": Setting(_pos_duration, 15 * 86400.0, "how long hourly rollups are kept (the anomaly baseline's hour-of-week profile needs two weeks)"),
     "storage.write_queue_batches": Setting(ranged(_int, 1, 65536), 64, "SQLite write queue, in full 4096-flow batches (rows = this x 4096, however the batches arrive); beyond it the store sheds load (counted)"),
@@ -293,7 +304,7 @@ SETTINGS: dict[str, Setting] = {
     "analysis.anomaly_spike_factor": Setting(ranged(_float, 1.01), 5.0, "traffic this many times the baseline is a spike"),
     "analysis.anomaly_drop_fraction": Setting(_fraction, 0.9, "traffic this far below the baseline is a drop"),
     "analysis.anomaly_min_bytes": Setting(ranged(_int, 0), 1_000_000, "baseline bytes per window below which a prefix is too small to judge"),
-    "analysis.scan_threshold": Setting(ranged(_int, 2, 65536), 100, "unique ports of one host per 60 s that make a vertical scan"),
+    "analysis.scan_threshold": Setting(ranged(_int, 2, 65536), 100, "unique ports of one host per 60 s that make a vertical scan (the seed says 500, which misses nmap -F's 100 ports and the 300-port nmap captures in tests/data; DNS and other replies are told apart, so 100 raises no alarm on their normal traffic)"),
     "analysis.sweep_threshold": Setting(ranged(_int, 2, 1 << 32), 50, "hosts on one port per 60 s that make a horizontal sweep"),
     "analysis.dns_qps_threshold": Setting(ranged(_float, 0.001), 100.0, "DNS queries per second from one source that raise an advisory"),
     "analysis.dns_response_bytes": Setting(ranged(_int, 1), 10_000_000, "DNS bytes leaving the network per window that suggest reflection"),

@@ -79,6 +79,7 @@ EXPORTER_STATS_FIELDS = {
     "pending_dropped": "map reason -> data sets not held or dropped (cumulative): exporter_bound, global_bound (collector.pending_max_bytes / pending_total_max_bytes), session_evicted",
     "sampling_unknown": "flows marked sampled at an unknown rate (sampling_rate 0; cumulative)",
     "time_unknown": "flows decoded without a time base (uptime times, boot time unknown): their times are anchored at the export time (cumulative)",
+    "time_ahead_max_s": "seconds ahead of the collector's clock the furthest flow dropped as decode_errors.time_in_future ended (flows ending over a day ahead are dropped; 0 when none)",
     "first_seen": "ms since epoch",
     "last_seen": "ms since epoch",
 }

@@ -126,7 +126,7 @@ def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, i
                 NAME, f"drops {cid}:{port}", "WARNING", f"Receive drops on UDP {port}",
                 f"Collector {cid} lost {fmt_int(d['kernel_drops'])} datagrams in the kernel receive buffer of UDP port {port} "
                 f"(granted buffer {fmt_int(d.get('rcvbuf_granted') or 0)} bytes)",
-                "Raise collector.buffer_size (and net.core.rmem_max), or add a collector",
+                "Raise collector.socket_buffer (and net.core.rmem_max), or add a collector",
                 {"collector": cid, "port": port, "kernel_drops": int(d["kernel_drops"]),
                  "rcvbuf_granted": int(d.get("rcvbuf_granted") or 0), "window_start": now_ms, "window_end": now_ms},
                 {"since": now_ms - silence_ms, "until": now_ms}, figures={"drops": float(d["kernel_drops"])}))

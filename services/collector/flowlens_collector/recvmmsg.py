@@ -7,7 +7,10 @@ only made resident where datagrams land, so 256 slots of 64 KiB cost about 1 MiB
 records waiting for their template) and its source comes from a small cache of address tuples.
 
 ``make_receiver(sock)`` returns a ``MultiReceiver`` where recvmmsg is available, else a
-``SimpleReceiver`` with the same interface.
+``SimpleReceiver`` with the same interface. Both read datagrams of at most ``max_datagram`` bytes
+(collector.buffer_size); a longer one is cut by the kernel (MSG_TRUNC): it is counted in
+``truncated`` and handed on empty, so the decoder counts it against its exporter instead of decoding
+half a packet.
 """
 from __future__ import annotations
 
@@ -67,16 +70,20 @@ class SimpleReceiver:
 
     method = "recvfrom"
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, max_datagram: int = MAX_DATAGRAM):
         self.sock = sock
+        self.max_datagram = max_datagram
         self.truncated = 0
 
     def receive(self, data_out: list, src_out: list, max_n: int) -> bool:
         """Append up to ``max_n`` datagrams; True when the socket may hold more."""
-        recv = self.sock.recvfrom
+        recv = self.sock.recvmsg
         try:
             for _ in range(max_n):
-                data, addr = recv(MAX_DATAGRAM)
+                data, _anc, flags, addr = recv(self.max_datagram)
+                if flags & MSG_TRUNC:
+                    self.truncated += 1
+                    data = b""
                 data_out.append(data)
                 src_out.append(addr)
         except BlockingIOError:
@@ -99,15 +106,16 @@ class MultiReceiver:
 
     method = "recvmmsg"
 
-    def __init__(self, sock: socket.socket, fn, slots: int = 256):
+    def __init__(self, sock: socket.socket, fn, slots: int = 256, max_datagram: int = MAX_DATAGRAM):
         self.sock = sock
+        self.max_datagram = size = max_datagram
         self.fd = sock.fileno()
         self.family = sock.family
         self.slots = slots
         self.truncated = 0
         self.filled = 0  # slots holding datagrams handed out and not yet released
         self._fn = fn
-        self._buf = mmap.mmap(-1, slots * MAX_DATAGRAM)    # anonymous: untouched pages are not resident
+        self._buf = mmap.mmap(-1, slots * size)    # anonymous: untouched pages are not resident
         self._view = memoryview(self._buf)
         self._names = (ctypes.c_char * (slots * SOCKADDR_LEN))()
         self._iov = (_IoVec * slots)()
@@ -115,8 +123,8 @@ class MultiReceiver:
         buf_addr = ctypes.addressof(ctypes.c_char.from_buffer(self._buf))
         names_addr = ctypes.addressof(self._names)
         for i in range(slots):
-            self._iov[i].iov_base = buf_addr + i * MAX_DATAGRAM
-            self._iov[i].iov_len = MAX_DATAGRAM
+            self._iov[i].iov_base = buf_addr + i * size
+            self._iov[i].iov_len = size
             h = self._msgs[i].msg_hdr
             h.msg_name = names_addr + i * SOCKADDR_LEN
             h.msg_namelen = SOCKADDR_LEN
@@ -128,7 +136,7 @@ class MultiReceiver:
         self._len = raw[:, _LEN_OFF:_LEN_OFF + 4].view(np.uint32)[:, 0]
         self._flags = raw[:, _FLAGS_OFF:_FLAGS_OFF + 4].view(np.int32)[:, 0]
         self._names_np = np.frombuffer(self._names, dtype=np.uint8).reshape(slots, SOCKADDR_LEN)
-        self._slot_starts_np = np.arange(slots, dtype=np.int64) * MAX_DATAGRAM
+        self._slot_starts_np = np.arange(slots, dtype=np.int64) * size
         self._slot_starts_np.setflags(write=False)  # handed out in layout(): nobody may change it
         self._addr_cache: dict[bytes, tuple] = {}
 
@@ -151,8 +159,10 @@ class MultiReceiver:
             return False
         end = first + n
         self.filled = end
-        if (self._flags[first:end] & MSG_TRUNC).any():  # cannot happen with 64 KiB slots; counted if it does
-            self.truncated += int(((self._flags[first:end] & MSG_TRUNC) != 0).sum())
+        cut = (self._flags[first:end] & MSG_TRUNC) != 0
+        if cut.any():  # longer than collector.buffer_size: counted, and handed on empty
+            self.truncated += int(cut.sum())
+            self._len[first:end][cut] = 0
         view = self._view
         starts = self._slot_starts_np[first:end]
         data_out.extend([view[a:b] for a, b in zip(starts.tolist(), (starts + self._len[first:end]).tolist())])
@@ -207,8 +217,8 @@ class MultiReceiver:
             pass  # a view is still exported; the mapping goes with the object
 
 
-def make_receiver(sock: socket.socket, slots: int = 256):
+def make_receiver(sock: socket.socket, slots: int = 256, max_datagram: int = MAX_DATAGRAM):
     fn = _libc_recvmmsg()
     if fn is None:
-        return SimpleReceiver(sock)
-    return MultiReceiver(sock, fn, slots)
+        return SimpleReceiver(sock, max_datagram)
+    return MultiReceiver(sock, fn, slots, max_datagram)

@@ -106,7 +106,7 @@ class Collector:
         self.started_at_ms = now_ms()
         self._load_templates()
         host = self.cfg["collector.bind_address"]
-        rcvbuf = self.cfg["collector.buffer_size"]
+        rcvbuf = self.cfg["collector.socket_buffer"]
         ports = [self.cfg["collector.netflow_port"]]
         ipfix = self.cfg["collector.ipfix_port"]
         if ipfix and ipfix != ports[0]:
@@ -129,7 +129,7 @@ class Collector:
         self._poller = select.poll()
         for listener in self.listeners:
             self._by_fd[listener.sock.fileno()] = listener
-            self._receivers[listener.sock.fileno()] = make_receiver(listener.sock, self.group_max)
+            self._receivers[listener.sock.fileno()] = make_receiver(listener.sock, self.group_max, self.cfg["collector.buffer_size"])
             self._poller.register(listener.sock.fileno(), select.POLLIN)
         self._poller.register(self._wake_r, select.POLLIN)
         t = now_ms()

@@ -56,6 +56,7 @@ class StoreService:
         self.health: dict[str, dict] = {}  # source -> latest health event (+ _received_at)
         self.next_seq = 1
         self._rates = collections.deque(maxlen=64)  # (monotonic, flows_in, committed)
+        self._ring_log_at = time.monotonic() + RATE_WINDOW_S  # first ring-cover log line once the rate is known
         self._rl = RateLimitedLog(log)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -208,9 +209,30 @@ class StoreService:
                 if mono >= next_sample:
                     next_sample = mono + 1.0
                     self._rates.append((mono, self.flows_in, self.writer.committed))
+                    self._log_ring_cover(mono)
             except Exception:
                 self.bad_messages += 1
                 log.exception("receive loop error")
+
+    def _log_ring_cover(self, mono: float) -> None:
+        """Once a minute of flows has arrived, and again each hour: how many minutes the ring holds at the
+        current flow rate, against storage.ring_buffer_duration (the ring is sized in flows,
+        storage.ring_capacity; at a rate above capacity / duration it holds less than the duration)."""
+        if mono < self._ring_log_at:
+            return
+        rate = self._rate(1)
+        if rate <= 0:
+            return
+        self._ring_log_at = mono + 3600.0
+        holds_s = self.ring.capacity / rate
+        want_s = self.cfg["storage.ring_buffer_duration"]
+        kv = fields(flows_per_s=rate, holds_min=round(holds_s / 60, 1), ring_capacity=self.ring.capacity,
+                    ring_buffer_duration_min=round(want_s / 60, 1))
+        if holds_s < want_s:
+            log.warning("ring holds less than storage.ring_buffer_duration at this flow rate: raise "
+                        "storage.ring_capacity to keep it", extra=kv)
+        else:
+            log.info("ring holds", extra=kv)
 
     def _drain(self, quiet_s: float = 0.3, max_s: float = 10.0) -> None:
         """Take in whatever the forwarder still holds: until nothing arrives for quiet_s."""

@@ -24,7 +24,7 @@ def test_losses_drops_and_template_trouble_are_reported_once_per_increase():
                           "health:decode 192.0.2.1/0", "health:bus collector@a:1"}
     assert found["health:sequence 192.0.2.1/0"].description.startswith("Exporter 192.0.2.1 (observation domain 0) lost 12 export")
     assert "lost 40 datagrams in the kernel receive buffer of UDP port 2055" in found["health:drops collector@a:1:2055"].description
-    assert "collector.buffer_size" in found["health:drops collector@a:1:2055"].action
+    assert "collector.socket_buffer" in found["health:drops collector@a:1:2055"].action
     assert "missed 3 bus messages" in found["health:bus collector@a:1"].description
     # Nothing new since: nothing found.
     assert health.analyze(st, ctx, 107 * S, {"collector@a:1": 3}) == []

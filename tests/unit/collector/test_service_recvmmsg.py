@@ -105,3 +105,28 @@ def test_interleaved_sources_keep_their_own_address():
         rx.close()
         for x in (r, s1, s2):
             x.close()
+
+
+@pytest.mark.parametrize("multi", [True, False])
+def test_datagram_longer_than_buffer_size_is_counted_and_handed_on_empty(multi):
+    """collector.buffer_size is the largest datagram read: a longer one is never decoded in part."""
+    if multi and FN is None:
+        pytest.skip("recvmmsg is Linux/glibc only")
+    r, s, dst = _pair(socket.AF_INET, "127.0.0.1")
+    rx = MultiReceiver(r, FN, slots=8, max_datagram=1000) if multi else SimpleReceiver(r, max_datagram=1000)
+    try:
+        for m in (b"a" * 1000, b"b" * 1001, b"c" * 20):
+            s.sendto(m, dst)
+        data, srcs = [], []
+        while rx.receive(data, srcs, 8) and len(data) < 3:
+            pass
+        rx.receive(data, srcs, 8)
+        assert [bytes(d) for d in data] == [b"a" * 1000, b"", b"c" * 20]
+        assert rx.truncated == 1
+        if multi:
+            buf, offsets, lengths = rx.layout()
+            assert lengths.tolist() == [1000, 0, 20]
+    finally:
+        rx.close()
+        r.close()
+        s.close()

@@ -31,9 +31,9 @@ def test_shipped_config_loads_and_lists_every_key():
 
 
 def test_yaml_values_are_parsed(tmp_path):
-    cfg = load_config(write(tmp_path, "store:\n  sqlite_retention: 2d\ncollector:\n  buffer_size: 4MiB\n"), env={})
+    cfg = load_config(write(tmp_path, "store:\n  sqlite_retention: 2d\ncollector:\n  socket_buffer: 4MiB\n"), env={})
     assert cfg["storage.sqlite_retention"] == 2 * 86400
-    assert cfg["collector.buffer_size"] == 4 << 20
+    assert cfg["collector.socket_buffer"] == 4 << 20
 
 
 def test_unknown_key_names_the_key(tmp_path):
@@ -148,7 +148,8 @@ def test_every_numeric_key_accepts_its_default(key):
     ("analysis:\n  anomaly_spike_factor: .inf\n", "analysis.anomaly_spike_factor", "finite"),
     ("analysis:\n  anomaly_spike_factor: 0.5\n", "analysis.anomaly_spike_factor", "at least 1.01"),
     ("bus:\n  high_water_mark: 0\n", "bus.high_water_mark", "between 1 and"),
-    ("collector:\n  buffer_size: 10\n", "collector.buffer_size", "between 4096 and"),
+    ("collector:\n  buffer_size: 10\n", "collector.buffer_size", "at least 512"),
+    ("collector:\n  buffer_size: 8MiB\n", "collector.buffer_size", "collector.socket_buffer"),
     ("store:\n  partition_interval: 1s\n", "storage.partition_interval", "between 60 and"),
     ("web:\n  refresh: -1\n", "web.refresh", "between 0 and"),
     ("web:\n  page_size: 0\n", "web.page_size", "between 1 and"),
