@@ -16,6 +16,7 @@ from flowmodel import addr
 from flowmodel.logs import RateLimitedLog, fields
 from flowmodel.schema import ADDR, FlowBatch
 
+from . import flowtimes
 from .decoders import v5
 from .decoders.stats import ExporterStats, SequenceTracker
 from .decoders.templated import TemplatedDecoder
@@ -38,13 +39,14 @@ def _versions(blob: bytes, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarr
 class Stats(ExporterStats):
     """ExporterStats plus the template-state counters this module reports (see exporter_stats)."""
 
-    __slots__ = ("pending_dropped", "templates_dropped", "time_unknown")
+    __slots__ = ("pending_dropped", "templates_dropped", "time_unknown", "time_ahead_max_s")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.pending_dropped: dict[str, int] = {}    # reason -> data sets dropped by a bound
         self.templates_dropped: dict[str, int] = {}  # reason -> templates expired or evicted
         self.time_unknown = 0                        # flows whose times had no base (anchored at export)
+        self.time_ahead_max_s = 0                    # furthest ahead a flow dropped as time_in_future ended
 
 
 class Decoder:
@@ -52,7 +54,11 @@ class Decoder:
 
     def __init__(self, *, max_templates_per_exporter: int = 1024, pending_max_bytes: int = 2 << 20,
                  pending_max_age_ms: int = 1_800_000, pending_total_max_bytes: int = 4 << 20,
-                 template_fields_total_max: int = 65536, template_lifetime_ms: int = 5_400_000):
+                 template_fields_total_max: int = 65536, template_lifetime_ms: int = 5_400_000,
+                 max_time_ahead_ms: int | None = None):
+        # flows ending further than this after now_ms are dropped (flowtimes); None: now_ms is not a
+        # wall clock (tests, benches drive it), keep every time
+        self.max_time_ahead_ms = max_time_ahead_ms
         self._stats: dict[tuple[str, int], Stats] = {}
         self._sources: dict[tuple, tuple[str, int, bytes]] = {}
         self._exporter_addrs: dict[str, np.void] = {}
@@ -81,7 +87,7 @@ class Decoder:
         self._templated.begin(now_ms)
         n = len(datagrams)
         if not n:
-            return FlowBatch.concat(self._templated.finish())
+            return self._drop_future(FlowBatch.concat(self._templated.finish()), now_ms)
         if layout is None:
             # one copy of the whole group; v5 headers and records are read from it with array indexing
             parts = list(datagrams)
@@ -117,7 +123,13 @@ class Decoder:
                     self._templated_run(blob, offsets[i:j], lengths[i:j], versions[i:j], datagrams[i:j],
                                         sources[i:j], now_ms)
                     i = j
-        return FlowBatch.concat(v5_batches + self._templated.finish())
+        return self._drop_future(FlowBatch.concat(v5_batches + self._templated.finish()), now_ms)
+
+    def _drop_future(self, batch: FlowBatch, now_ms: int) -> FlowBatch:
+        if self.max_time_ahead_ms is None:
+            return batch
+        return flowtimes.drop_future(batch, now_ms, lambda exporter, domain: self.stats(exporter, domain, now_ms, False),
+                                     self.max_time_ahead_ms)
 
     def expire(self, now_ms: int) -> None:
         """Held data past its age and templates past their lifetime go (counted)."""
@@ -138,7 +150,7 @@ class Decoder:
                 "templates": templates.get(key, 0), "templates_dropped": dict(s.templates_dropped),
                 "pending_sets": held[0], "pending_bytes": held[1], "pending_expired": s.pending_expired,
                 "pending_dropped": dict(s.pending_dropped), "sampling_unknown": s.sampling_unknown,
-                "time_unknown": s.time_unknown, "first_seen": s.first_seen, "last_seen": s.last_seen,
+                "time_unknown": s.time_unknown, "time_ahead_max_s": s.time_ahead_max_s, "first_seen": s.first_seen, "last_seen": s.last_seen,
             })
         return out
 

@@ -56,6 +56,7 @@ class Collector:
     def __init__(self, cfg, decoder=None):
         self.cfg = cfg
         if decoder is None:
+            from . import flowtimes
             from .decode import Decoder  # the decoder engineer's module; imported late so the shell is testable alone
 
             decoder = Decoder(max_templates_per_exporter=cfg["collector.max_templates_per_exporter"],
@@ -63,7 +64,8 @@ class Collector:
                               pending_max_age_ms=int(cfg["collector.pending_max_age"] * 1000),
                               pending_total_max_bytes=cfg["collector.pending_total_max_bytes"],
                               template_fields_total_max=cfg["collector.template_fields_total_max"],
-                              template_lifetime_ms=int(cfg["collector.template_lifetime"] * 1000))
+                              template_lifetime_ms=int(cfg["collector.template_lifetime"] * 1000),
+                              max_time_ahead_ms=flowtimes.MAX_AHEAD_MS)
         self.decoder = decoder
         self.source_id = cfg["collector.instance_id"] or bus.default_source_id("collector")
         self.config_report = service_config(cfg, "collector")  # effective keys, shown per service on About
