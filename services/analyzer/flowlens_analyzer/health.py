@@ -7,11 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowmodel import timefmt
+
 from .common import Context, Finding, addr_text, fmt_duration, fmt_int, fmt_time, plural
 
 NAME = "health"
 FORGET_FACTOR = 10  # a collector silent for this many times analysis.exporter_silence is forgotten
 SHED_SPAN_MS = 60_000  # shed flows are reported over the last minute
+FUTURE_REASON = "time_in_future"  # the collector's decode_errors reason for flows over a day ahead
 
 
 @dataclass
@@ -55,14 +58,18 @@ class HealthState:
             key = (cid, str(ex.get("exporter")), int(ex.get("observation_domain") or 0))
             before = self.exporters.get(key) if prev is not None else None
             self.exporters[key] = dict(ex)
+            dk = ("exporter",) + key
+            # flows dropped for a clock far ahead: counted from 0 for a collector new to us too (a
+            # collector restarted, or this analyzer), so the first report of a broken clock is not lost
+            self._add(dk, FUTURE_REASON, _reason(ex, FUTURE_REASON) - (_reason(before, FUTURE_REASON) if before else 0))
             if before is None:
                 continue
-            dk = ("exporter",) + key
             self._add(dk, "sequence_lost", int(ex.get("sequence_lost") or 0) - int(before.get("sequence_lost") or 0))
             self._add(dk, "pending_expired", int(ex.get("pending_expired") or 0) - int(before.get("pending_expired") or 0))
             self._add(dk, "flows", int(ex.get("flows") or 0) - int(before.get("flows") or 0))
             errs_now, errs_before = ex.get("decode_errors") or {}, before.get("decode_errors") or {}
-            self._add(dk, "decode_errors", sum(int(v) for v in errs_now.values()) - sum(int(v) for v in errs_before.values()))
+            self._add(dk, "decode_errors", sum(int(v) for k, v in errs_now.items() if k != FUTURE_REASON)
+                      - sum(int(v) for k, v in errs_before.items() if k != FUTURE_REASON))
 
     def forget(self, cid: str) -> None:
         """Drop a collector and what it said about its exporters (its advisories then resolve)."""
@@ -151,6 +158,9 @@ def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, i
                 {"exporter": exporter, "observation_domain": od, "decode_errors": int(d["decode_errors"]),
                  "window_start": now_ms, "window_end": now_ms},
                 flt, figures={"errors": float(d["decode_errors"])}))
+        if d.get(FUTURE_REASON):
+            findings.append(_future_finding(exporter, od, int(d[FUTURE_REASON]),
+                                            state.exporters.get((cid, exporter, od), {}), flt, now_ms))
         if d.get("pending_expired"):
             findings.append(Finding(
                 NAME, f"templates {exporter}/{od}", "WARNING", f"Missing templates from {exporter}",
@@ -246,6 +256,27 @@ def _window_findings(state: HealthState, ctx: Context, now_ms: int) -> list[Find
                  "window_end": now_ms},
                 {"exporter": ex, "since": now_ms - SHED_SPAN_MS, "until": now_ms}, figures={"future": float(new)}))
     return findings
+
+
+def _reason(ex: dict, reason: str) -> int:
+    errs = ex.get("decode_errors")
+    return int(errs.get(reason) or 0) if isinstance(errs, dict) else 0
+
+
+def _future_finding(exporter: str, od: int, dropped: int, ex: dict, flt: dict, now_ms: int) -> Finding:
+    """The collector dropped flows ending over a day after its clock (decode_errors.time_in_future)."""
+    ahead_s = int(ex.get("time_ahead_max_s") or 0)
+    how_far = timefmt.span_words(ahead_s * 1000) if ahead_s else "over a day"
+    return Finding(
+        NAME, f"future {exporter}/{od}", "WARNING", f"Exporter {exporter} sends flow times {how_far} ahead",
+        f"Exporter {exporter} sends flow times {how_far} ahead: check its clock. The collector dropped "
+        f"{plural(dropped, 'flow')} from it (observation domain {od}) that ended more than a day after "
+        f"the collector's clock",
+        f"Check the clock of {exporter} (NTP) and the time fields of its flow export; if the exporter is "
+        f"not yours, the packets may be spoofed",
+        {"exporter": exporter, "observation_domain": od, "time_in_future_flows": dropped, "ahead_max_s": ahead_s,
+         "window_start": now_ms, "window_end": now_ms},
+        flt, figures={"future": float(dropped)})
 
 
 def _base_id(cid: str) -> str | None:
