@@ -10,7 +10,7 @@ time_start into the duration time_end - time_start), each part encoded as the na
   FOR    value - block min in 1, 2, 4 or 8 bytes,
   DELTA  zigzag difference from the previous row (time_end and seq, sorted or nearly so),
   DICT   sorted distinct values + a narrow index (exporters, AS numbers, addresses),
-then byte-shuffled (byte i of every value together) and compressed with zstd. All arithmetic is
+then byte-shuffled (byte i of every value together) and compressed with zstd level 1. All arithmetic is
 modulo 2**64, so any int64/uint64 value, extremes included, comes back bit-exact.
 
 Blob layout: version, codec, flags, part count (4 x u1), then per part mode, width, value width,
@@ -29,7 +29,9 @@ from flowmodel.schema import ADDR, FLOW_COLUMNS
 
 from .blockstats import block_may_match, block_stats, stats_may_hold_addr  # noqa: F401 (the codec's interface)
 
-BLOCK_ROWS = 32_768   # rows per block: see bench/blocks.py (16k costs ~3 % more disk, 64k saves <1 %)
+# rows per block (bench/blocks.py): 16k costs 13 % more disk; 64k saves 3 % but doubles a block's
+# decode latency and memory and halves the pruning resolution of a host query
+BLOCK_ROWS = 32_768
 BLOCK_DTYPES: dict[str, np.dtype] = {name: dt for name, (dt, _doc) in FLOW_COLUMNS.items()}
 BLOCK_DTYPES["seq"] = np.dtype("<i8")   # the store's unique per-flow sequence
 DEPENDS = {"time_start": ("time_end",)}   # time_start is stored as a duration before time_end
@@ -50,12 +52,12 @@ _MIN_COMPRESS = 64   # payloads shorter than this are stored as they are
 class Options:
     """Encoding choices; the defaults are what the benchmark picked (bench/blocks.py)."""
     codec: str = "zstd"        # "zstd", "lz4" or "raw"
-    level: int = 3             # zstd level
+    level: int = 1             # zstd level (3 and 6 came out larger on shuffled narrow columns)
     shuffle: bool = True       # byte-shuffle multi-byte values before compressing
     narrow: bool = True        # frame of reference in the narrowest width; False: full width, base 0
     delta: bool = True         # zigzag deltas where they are narrower
-    dictionary: bool = True    # dictionary where distinct values are few
-    dict_addresses: bool = True
+    dictionary: bool = False   # dictionary of int columns (never smaller on site data, 2x encode time)
+    dict_addresses: bool = True   # dictionary of addresses where distinct ones are few (-12 %)
     duration: bool = True      # time_start as time_end - time_start
 
 
