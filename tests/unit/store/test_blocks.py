@@ -83,15 +83,16 @@ column_shapes = st.fixed_dictionaries(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 400), shapes=column_shapes)
-def test_round_trip_is_bit_exact(seed, n, shapes):
-    assert_round_trip(random_block(seed, n, shapes))
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 400), shapes=column_shapes,
+       options=st.sampled_from([Options(), Options(dictionary=True, level=3), Options(codec="lz4", shuffle=False)]))
+def test_round_trip_is_bit_exact(seed, n, shapes, options):
+    assert_round_trip(random_block(seed, n, shapes), options)
 
 
 @pytest.mark.parametrize("options", [
     Options(), Options(codec="lz4"), Options(codec="raw", shuffle=False), Options(level=1, dictionary=False),
     Options(narrow=False, delta=False, dictionary=False, shuffle=False, duration=False),
-    Options(dict_addresses=False, delta=False),
+    Options(dict_addresses=False, delta=False), Options(dictionary=True),
 ])
 def test_every_option_round_trips(options):
     for seed, shapes in enumerate([{}, {"src_addr": "mixed", "time_end": "sorted", "seq": "sorted"},
@@ -285,3 +286,13 @@ def test_stats_survive_msgpack():
     a = bytes(cols["dst_addr"][7])
     assert block_may_match(back, {"dst": (a, a)})
     assert struct.unpack(">QQ", stats["src_addr_min"]) <= struct.unpack(">QQ", stats["src_addr_max"])
+
+
+def test_few_distinct_values_take_a_dictionary():
+    cols = random_block(4, 4000, {"bytes": "extremes", "src_addr": "random16"})
+    cols["src_addr"] = np.resize(cols["src_addr"][:50], 4000)   # 50 IPv6 hosts
+    plain, _ = encode_block(cols, Options(dictionary=False, dict_addresses=False, codec="raw"))
+    with_dict, _ = encode_block(cols, Options(dictionary=True, codec="raw"))
+    assert len(with_dict["bytes"]) < len(plain["bytes"]) / 4
+    assert len(with_dict["src_addr"]) < len(plain["src_addr"]) / 4
+    assert_round_trip(cols, Options(dictionary=True, codec="raw"))
