@@ -88,12 +88,13 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
                 out.append(f"{name}{_labels(exporter=e.get('exporter', ''), observation_domain=e.get('observation_domain', ''))} {_num(e.get(field) or 0)}")
         for field, name, kind, help_ in (
                 ("pending_sets", "flowlens_exporter_pending_data_sets", "gauge", "data sets waiting for their template now"),
-                ("pending_bytes", "flowlens_exporter_pending_bytes", "gauge", "bytes of data sets waiting for their template now")):
+                ("pending_bytes", "flowlens_exporter_pending_bytes", "gauge", "bytes of data sets waiting for their template now"),
+                ("time_ahead_max_s", "flowlens_exporter_time_ahead_max_seconds", "gauge", "how far after the collector's clock the furthest flow dropped as time_in_future ended")):
             family(name, kind, help_)
             for e in exps:
                 out.append(f"{name}{_labels(exporter=e.get('exporter', ''), observation_domain=e.get('observation_domain', ''))} {_num(e.get(field) or 0)}")
         for field, name, help_ in (
-                ("decode_errors", "flowlens_exporter_decode_errors_total", "records or packets dropped as undecodable, by reason"),
+                ("decode_errors", "flowlens_exporter_decode_errors_total", "records or packets dropped as undecodable, by reason (time_in_future: flows ending over a day ahead of the collector's clock)"),
                 ("pending_dropped", "flowlens_exporter_data_sets_dropped_total", "data sets refused while waiting for a template (memory bounds), by reason"),
                 ("templates_dropped", "flowlens_exporter_templates_dropped_total", "templates expired or evicted, by reason")):
             family(name, "counter", help_)
@@ -132,6 +133,7 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
             ("flowlens_store_flows_committed_total", "counter", "flows committed to SQLite", ("flows_committed",)),
             ("flowlens_store_flows_shed_total", "counter", "flows the store dropped because its write queue was full", ("write_queue.shed_flows",)),
             ("flowlens_store_flows_out_of_range_total", "counter", "flows dropped because their time would open a table outside the retention window past storage.max_partitions", ("sqlite.out_of_range_flows",)),
+            ("flowlens_store_partitions_future_pruned_total", "counter", "SQLite partitions dated over a day ahead dropped at store start (written before the collector refused such times)", ("sqlite.future_pruned_partitions",)),
             ("flowlens_store_queries_refused_total", "counter", "queries refused because every query worker was busy and the queue full", ("queries.refused_busy",)),
             ("flowlens_store_uptime_seconds", "gauge", "seconds since the store started", ("uptime_s",)),
         ):
