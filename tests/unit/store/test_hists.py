@@ -237,7 +237,7 @@ def test_memory_follows_groups_not_rows(monkeypatch):
     b = HistBuilder(P4, P6)
     for _ in range(200):
         b.add(cols)
-    held = max(sum(len(p[0]) for p in acc.pieces) for acc in b._acc.values())
+    held = max(sum(p[0] for p in acc.pieces) for acc in b._acc.values())  # rows
     assert held <= 16 + 2 * 40   # merged groups (<= 40 keys) + pending under the threshold + one block
     d = decode_hist(b.finish()["src", 300_000])
     assert int(d["flows"].sum()) == 200 * 40
