@@ -6,12 +6,11 @@ evicted_max_time_end: the ring serves time_end above it, SQLite the rest (see ``
 own read-only connection inside one read transaction, cut off by a progress handler after
 ``storage.query_time_limit``.
 
-A partition not yet sealed has no time index (warm.py): it is read by rowid (seq) ranges, those of
-its ``spans`` whose time_end range meets the window. top and series sum over those ranges; a flows
-page walks the spans newest first (oldest first going back) and stops once no further span can hold
-a row that beats the rows it has. A partition sealed in steps has address indexes that lead with
-``seq >> SEG_BITS`` (warm.py): a flows page with an address filter names its segments
-(``_segments``) so SQLite seeks each one, then sorts the matches by time.
+Flows sit in two shapes (layout.py). Row-shaped ones (a partition's recent rows) have no time
+index: they are read by rowid (seq) ranges, those of the partition's ``spans`` whose time_end range
+meets the window. Sealed ones are column blocks (blockread.py), skipped on their time range and
+statistics and decoded column by column. top and series sum over both; a flows page takes the rows
+nearest the cursor from each and merges them by (time_end, seq).
 """
 from __future__ import annotations
 
@@ -27,8 +26,10 @@ from flowmodel.events import ADVISORY_STATES, SEVERITIES
 from flowmodel.protocol import FLOW_FILTERS, METRICS, TOP_BY, QueryError, parse_when, protocol_name
 from flowmodel.schema import FLOW_COLUMNS
 
+from . import blockread as B
 from . import planner as P
-from .warm import REST_DTYPE, SEG_BITS, SQL_COLUMNS, connect_reader, now_ms, rows_to_columns
+from .layout import connect_reader, now_ms
+from .rowcodec import REST_DTYPE, SQL_COLUMNS, rows_to_columns
 
 ADDR_PROBE_ROWS = 20_000  # an address range matching more rows than this in a partition walks the time index
 MAX_SERIES_POINTS = 10_000
@@ -57,6 +58,7 @@ class QueryEngine:
         self._db: sqlite3.Connection | None = None
         self._deadline = 0.0
         self.sources_used = {"ring": 0, "sqlite": 0}
+        self.blocks = B.BlockCounters()  # sealed blocks listed, pruned on their stats, read
         self.use_rollups = True  # series of whole minutes from the per-minute rollups (tests compare both ways)
         self.rollup_retention_ms = 2 * 86_400_000  # set by the service from storage.rollup_retention
 
@@ -95,8 +97,8 @@ class QueryEngine:
         since = max(v for v in (f.get("since"), lo, -(1 << 62)) if v is not None)
         until = min(v for v in (f.get("until"), hi, 1 << 62) if v is not None)
         order = "DESC" if newest_first else "ASC"
-        return db.execute(f"SELECT name, start_ms, end_ms, sealed FROM partitions WHERE end_ms > ? AND start_ms <= ? "
-                          f"AND rows > 0 ORDER BY start_ms {order}", (since, until)).fetchall()
+        return db.execute(f"SELECT name, start_ms, end_ms, 0 FROM partitions WHERE end_ms > ? AND start_ms <= ? "
+                          f"AND hot_rows > 0 ORDER BY start_ms {order}", (since, until)).fetchall()
 
     @staticmethod
     def _spans(db, name: str, sealed) -> list[tuple[int, int, int, int]]:
@@ -129,31 +131,16 @@ class QueryEngine:
             return [(ranges[0][0], ranges[-1][1])]
         return [(a, b) for a, b in ranges]
 
-    def _where(self, db, name: str, sealed: bool, f: dict) -> tuple[str, list]:
-        addr_index, segs = True, ""
-        if sealed and any(k in f for k in ("src", "dst", "addr")):
-            # A broad range (10.0.0.0/8 on a LAN) is better served by the time index plus a filter.
-            segs = self._segments(db, name)
-            w, params = P.sql_where(f, addr_index=True)
-            n = db.execute(f"SELECT count(*) FROM (SELECT 1 FROM {name} WHERE {w}{segs} LIMIT {ADDR_PROBE_ROWS})",
-                           params).fetchone()[0]
-            addr_index = n < ADDR_PROBE_ROWS
-        where, params = P.sql_where(f, addr_index=addr_index)
-        return (where + segs if addr_index else where), params
-
     @staticmethod
-    def _segments(db, name: str) -> str:
-        """`` AND (seq >> SEG_BITS) IN (...)`` naming the partition's segments when it was sealed with
-        segmented address indexes (warm.py), so SQLite can seek them; '' for the older layout. The
-        segments are found by hopping the rowid (one seek each): late rows after sealing can leave
-        large gaps in seq."""
-        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (f"{name}_sseg",)).fetchone() is None:
-            return ""
-        segs = [r[0] for r in db.execute(
-            f"WITH RECURSIVE s(x) AS (SELECT (SELECT min(seq) >> {SEG_BITS} FROM {name}) UNION ALL "
-            f"SELECT (SELECT seq >> {SEG_BITS} FROM {name} WHERE seq >= (x + 1) << {SEG_BITS} ORDER BY seq LIMIT 1) "
-            f"FROM s WHERE x IS NOT NULL) SELECT x FROM s WHERE x IS NOT NULL")]
-        return f" AND (seq >> {SEG_BITS}) IN ({', '.join(map(str, segs)) or 'NULL'})"
+    def _where(db, name: str, sealed: bool, f: dict) -> tuple[str, list]:
+        """The WHERE of a row table (no index but the rowid: spans narrow it, see _hot_where)."""
+        return P.sql_where(f, addr_index=False)
+
+    def _check(self) -> None:
+        """The time limit, between sealed blocks (SQLite's own reads stop at the progress handler)."""
+        if time.monotonic() > self._deadline:
+            raise QueryError(f"the query took longer than {self.time_limit_s:g} s; narrow the time range or "
+                             "add filters")
 
     # ------------------------------------------------------------ dispatch helpers
 
@@ -282,22 +269,20 @@ class QueryEngine:
             if spans:
                 rows += self._hot_page(db, f"{select}{where} AND seq BETWEEN ? AND ? ORDER BY time_end {order}, "
                                        f"seq {order} LIMIT ?", params, spans, f, cursor, older, want - len(rows))
-            elif sealed and "addr" in f and "(src_addr BETWEEN ? AND ? OR dst_addr BETWEEN ? AND ?)" in where:
-                # either address: one index range per side, merged (an OR would walk the time index)
-                w1 = where.replace("(src_addr BETWEEN ? AND ? OR dst_addr BETWEEN ? AND ?)", "src_addr BETWEEN ? AND ?")
-                w2 = where.replace("(src_addr BETWEEN ? AND ? OR dst_addr BETWEEN ? AND ?)", "dst_addr BETWEEN ? AND ?")
-                i = where[:where.index("(src_addr BETWEEN")].count("?")
-                p1 = params[:i] + params[i:i + 2] + params[i + 4:]
-                p2 = params[:i] + params[i + 2:i + 4] + params[i + 4:]
-                sql = f"{select}{w1} UNION {select}{w2} ORDER BY time_end {order}, seq {order} LIMIT ?"
-                params = p1 + p2
-                rows += db.execute(sql, params + [want - len(rows)]).fetchall()
             else:
                 sql = f"{select}{where} ORDER BY time_end {order}, seq {order} LIMIT ?"
                 rows += db.execute(sql, params + [want - len(rows)]).fetchall()
             if len(rows) >= want:
                 break
-        return rows_to_columns(rows)
+        cols = rows_to_columns(rows)
+        sealed = B.page(db, f, cursor, older, want, self.blocks, self._check)
+        if sealed is None:
+            return cols
+        both = {k: np.concatenate([cols[k].astype(sealed[k].dtype, copy=False), sealed[k]]) for k in sealed}
+        order = np.lexsort((both["seq"], both["time_end"]))
+        if older:
+            order = order[::-1]
+        return {k: v[order[:want]] for k, v in both.items()}
 
     @staticmethod
     def _hot_page(db, sql: str, params: list, spans, f: dict, cursor, older: bool, want: int) -> list[tuple]:
@@ -408,7 +393,37 @@ class QueryEngine:
             for where, params in self._hot_where(db, name, sealed, f, where, params):
                 self._sql_top_one(db, f"SELECT {expr}{rate}, sum(bytes), sum(packets), count(*) FROM {name} WHERE {where} "
                                   f"GROUP BY {TOP_GROUP[by]}{', rate' if scaled else ''}", params, by, out, scaled)
+        self._block_top(db, f, by, scaled, out)
         return out
+
+    def _block_top(self, db, f: dict, by: str, scaled: bool, out: dict) -> None:
+        """Sealed blocks' groups, summed in numpy block by block, added to ``out`` (key -> [b, p, n])."""
+        need = TOP_COLUMNS.get(by, (by,))
+        names = need + ("bytes", "packets") + (("sampling_rate",) if scaled else ())
+        keys = ("k",) if by == "port" else need
+        acc = B.GroupSums(keys)
+        for cols in B.scan(db, f, names, self.blocks, self._check):
+            b, p = cols["bytes"], cols["packets"]
+            if scaled:
+                rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+                b, p = b * rate, p * rate
+            k = {"k": np.minimum(cols["src_port"], cols["dst_port"])} if by == "port" else {c: cols[c] for c in need}
+            acc.add(k, b, p)
+        kcols, bs, ps, ns = acc.result()
+        if not len(bs):
+            return
+        if by == "pair":
+            ks = list(zip(kcols["src_addr"].tolist(), kcols["dst_addr"].tolist()))
+        else:
+            ks = kcols[keys[0]].tolist()
+        for k, vb, vp, vn in zip(ks, bs.tolist(), ps.tolist(), ns.tolist()):
+            cur = out.get(k)
+            if cur is None:
+                out[k] = [vb, vp, vn]
+            else:
+                cur[0] += vb
+                cur[1] += vp
+                cur[2] += vn
 
     def _hot_where(self, db, name: str, sealed, f: dict, where: str, params: list) -> list[tuple[str, list]]:
         """(where, params) per seq range of an unsealed partition that the window needs; one pair,
@@ -509,6 +524,8 @@ class QueryEngine:
                     acc[0] += b
                     acc[1] += p
                     acc[2] += n
+        for cols in B.scan(db, f, ("time_end", "bytes", "packets"), self.blocks, self._check):
+            _fold_series(cols, step_ms, None, False, out)
         return out
 
     def _rollups_answer(self, f: dict, step_ms: int) -> bool:
@@ -575,6 +592,10 @@ class QueryEngine:
                             "packets": np.array(p, np.uint64), "time_start": packed["time_start"],
                             "sampling_rate": packed["sampling_rate"]}
                     _fold_series(cols, step_ms, acc, scaled, got)
+        names = ("time_end", "bytes", "packets") + (("time_start",) if acc is not None else ()) + \
+            (("sampling_rate",) if scaled else ())
+        for cols in B.scan(db, f, names, self.blocks, self._check):
+            _fold_series(cols, step_ms, acc, scaled, got)
 
     # ------------------------------------------------------------ advisories
 

@@ -1,8 +1,11 @@
-"""Sealing in bounded steps (warm.WarmWriter.seal_step): the partition is copied chunk by chunk into
-``<name>_sealing`` (indexes built as it grows), swapped in when the copy has caught up, and the old
-table deleted in chunks. The result must answer every query exactly as a partition sealed the old
-way (three CREATE INDEX on the table itself), also with rows arriving mid-copy, across a restart
-mid-copy, and while the copy is under way."""
+"""Sealing in bounded steps (sealer.py): a partition's rows become column blocks, BLOCK_ROWS at a time,
+each move one transaction. Every query must answer exactly as over the plain rows: mid-move, with rows
+arriving for the partition while it is moved and after it was sealed, across a restart or a SIGKILL
+mid-move, after a prune, and for a file of the older layout (indexed sealed tables), migrated on open."""
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -10,7 +13,7 @@ import pytest
 
 from flowlens_store.queries import QueryEngine
 from flowlens_store.ring import Ring
-from flowlens_store.warm import SEG_BITS, WarmWriter, partition_name
+from flowlens_store.warm import WarmWriter, partition_name
 from flowlens_store.writer import Writer
 from flowmodel.schema import FlowBatch
 from support.services import wait_until
@@ -20,8 +23,8 @@ from test_planner import FILTERS, mask_for, page_keys, walk, walk_back, want_key
 from test_spans import BASE, HOUR, WINDOWS, shuffled_batches
 
 NAME = partition_name((BASE // HOUR) * HOUR)
-SEQ_STEP = 30_000  # batch i starts at seq 1 + i * SEQ_STEP: 24 batches cross about 11 index segments
-SEALED_IDX = {f"{NAME}_te", f"{NAME}_sseg", f"{NAME}_dseg"}
+SEQ_STEP = 30_000  # batch i starts at seq 1 + i * SEQ_STEP: seq has gaps, as after late rows
+DUE = BASE + 2 * HOUR
 
 
 def seq0(i: int) -> int:
@@ -31,18 +34,6 @@ def seq0(i: int) -> int:
 def write(w: WarmWriter, batches, idx) -> None:
     for i in idx:
         w.write_flows(with_seq(batches[i], seq0(i)))
-
-
-def old_seal(w: WarmWriter, name: str) -> None:
-    """What seal_due did before sealing in steps: three CREATE INDEX on the partition itself."""
-    w.db.execute(f"CREATE INDEX {name}_time ON {name} (time_end)")
-    w.db.execute(f"CREATE INDEX {name}_src ON {name} (src_addr, time_end)")
-    w.db.execute(f"CREATE INDEX {name}_dst ON {name} (dst_addr, time_end)")
-    w.db.execute("BEGIN")
-    w.db.execute("UPDATE partitions SET sealed = 1 WHERE name = ?", (name,))
-    w.db.execute("DELETE FROM spans WHERE part = ?", (name,))
-    w.db.execute("COMMIT")
-    w.partitions[name][5] = 1
 
 
 def engine(path: str, flows: FlowBatch) -> QueryEngine:
@@ -57,16 +48,12 @@ def all_flows(batches, idx) -> FlowBatch:
     return flows
 
 
-def table_rows(w: WarmWriter, table: str = NAME) -> list[tuple]:
-    return w.db.execute(f"SELECT * FROM {table} ORDER BY seq").fetchall()
-
-
 def tables(w: WarmWriter) -> set[str]:
     return {r[0] for r in w.db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'flows_%'")}
 
 
-def indexes(w: WarmWriter) -> set[str]:
-    return {r[0] for r in w.db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (NAME,))}
+def blocks(w: WarmWriter) -> list[tuple]:
+    return w.db.execute("SELECT rows, seq_lo, seq_hi FROM blocks WHERE part = ? ORDER BY id", (NAME,)).fetchall()
 
 
 def answers(eng: QueryEngine, flows: FlowBatch) -> None:
@@ -93,66 +80,69 @@ def answers(eng: QueryEngine, flows: FlowBatch) -> None:
         ser = eng.series({**args, "until": window.get("until", BASE + HOUR), "step": 5})
         assert sum(p[3] for p in ser["points"]) == int(m.sum()), window
         assert sum(p[1] for p in ser["points"]) == int(flows["bytes"][m].sum()), window
+        spread = eng.series({**args, "until": window.get("until", BASE + HOUR), "step": 5, "spread": True,
+                             "scaled": True})
+        assert sum(p[3] for p in spread["points"]) == int(m.sum()), window
 
 
 @pytest.fixture(scope="module")
 def sealed_both(tmp_path_factory):
-    """The same 24 batches in two files: one sealed the old way after all rows arrived, one sealed in
-    300-row steps with the last 8 batches written after the copy had started."""
+    """The same 24 batches in two files: one left as rows, one moved into 300-row blocks with the last
+    8 batches written after the move had started."""
     batches = shuffled_batches()
     d = tmp_path_factory.mktemp("seal")
-    old = WarmWriter(str(d / "old.db"), HOUR, 24, 64, span_rows=500)
-    write(old, batches, range(24))
-    old_seal(old, NAME)
-    new = WarmWriter(str(d / "new.db"), HOUR, 24, 64, span_rows=500, seal_chunk_rows=300)
+    rows = WarmWriter(str(d / "rows.db"), HOUR, 24, 64, span_rows=500)
+    write(rows, batches, range(24))
+    new = WarmWriter(str(d / "blocks.db"), HOUR, 24, 64, span_rows=500, seal_chunk_rows=300)
     write(new, batches, range(16))
     for _ in range(6):
-        assert new.seal_step(BASE + 2 * HOUR)
-    assert 0 < len(table_rows(new, f"{NAME}_sealing")) < 16 * 250
-    write(new, batches, range(16, 24))  # rows arriving for the partition mid-copy
-    assert new.seal_due(BASE + 2 * HOUR) == 1
+        assert new.seal_step(DUE)
+    assert 0 < sum(b[0] for b in blocks(new)) < 16 * 250
+    write(new, batches, range(16, 24))  # rows arriving for the partition mid-move
+    assert new.seal_due(DUE) == 1
     flows = all_flows(batches, range(24))
-    yield old, new, flows
-    old.close()
+    yield rows, new, flows
+    rows.close()
     new.close()
 
 
-def test_chunked_seal_holds_the_same_rows_with_the_new_indexes(sealed_both):
-    old, new, flows = sealed_both
-    assert table_rows(new) == table_rows(old)
-    assert len(table_rows(new)) == flows.count
-    assert indexes(new) == SEALED_IDX
-    assert indexes(old) == {f"{NAME}_time", f"{NAME}_src", f"{NAME}_dst"}
-    assert tables(new) == {NAME} and not new.seal_pending()
-    assert new.db.execute("SELECT sealed FROM partitions WHERE name = ?", (NAME,)).fetchone() == (1,)
+def test_sealed_partition_holds_every_row_once_in_blocks(sealed_both):
+    _rows, new, flows = sealed_both
+    got = blocks(new)
+    assert sum(b[0] for b in got) == flows.count
+    assert all(r <= 300 for r, _lo, _hi in got) and len(got) == -(-flows.count // 300)
+    assert tables(new) == set() and not new.seal_pending()
+    assert new.db.execute("SELECT sealed, hot_rows FROM partitions WHERE name = ?", (NAME,)).fetchone() == (1, 0)
     assert new.db.execute("SELECT count(*) FROM spans").fetchone() == (0,)
-    segs = {int(s) >> SEG_BITS for s in flows["seq"]}
-    assert len(segs) > 5  # the address indexes' segments are really exercised
+    names = {r[0] for r in new.db.execute("SELECT DISTINCT name FROM block_columns")}
+    assert names == set(flows.columns)  # every schema column and seq
 
 
-@pytest.mark.parametrize("which", ["old", "new"])
-def test_chunk_sealed_and_old_sealed_answer_every_query_alike(sealed_both, which):
-    old, new, flows = sealed_both
-    eng = engine((old if which == "old" else new).path, flows)
+@pytest.mark.parametrize("which", ["rows", "blocks"])
+def test_rows_and_blocks_answer_every_query_alike(sealed_both, which):
+    rows, new, flows = sealed_both
+    eng = engine((rows if which == "rows" else new).path, flows)
     answers(eng, flows)
+    if which == "blocks":
+        assert eng.blocks.read > 0
     eng.close()
 
 
-def test_address_filter_seeks_the_segmented_index(sealed_both):
-    _old, new, flows = sealed_both
+def test_host_query_reads_a_small_fraction_of_the_blocks(sealed_both):
+    _rows, new, flows = sealed_both
     eng = engine(new.path, flows)
-    db = eng.db
-    src = {"src": "10.0.3.0/24"}
-    from flowlens_store import planner as P
-    f = P.parse_filters(src, eng.clock())
-    where, params = eng._where(db, NAME, True, f)
-    assert f"(seq >> {SEG_BITS}) IN (" in where
-    plan = " ".join(r[-1] for r in db.execute(f"EXPLAIN QUERY PLAN SELECT seq FROM {NAME} WHERE {where}", params))
-    assert f"{NAME}_sseg" in plan
+    host = flows["src_addr"][17]
+    from flowmodel import addr
+    text = addr.to_text(host)
+    pages = walk(eng, {"addr": text}, 500)
+    m = (flows["src_addr"] == host) | (flows["dst_addr"] == host)
+    assert page_keys(pages) == want_keys(flows, m)
+    listed, pruned = eng.blocks.listed, eng.blocks.pruned
+    assert listed == len(blocks(new)) and pruned / listed > 0.5, (listed, pruned)
     eng.close()
 
 
-def test_queries_during_the_copy_are_complete_and_a_restart_resumes_it(tmp_path):
+def test_queries_mid_move_are_complete_and_a_restart_resumes_it(tmp_path):
     batches = shuffled_batches()
     path = str(tmp_path / "f.db")
     w = WarmWriter(path, HOUR, 24, 64, span_rows=500, seal_chunk_rows=400)
@@ -160,90 +150,178 @@ def test_queries_during_the_copy_are_complete_and_a_restart_resumes_it(tmp_path)
     flows = all_flows(batches, range(12))
     eng = engine(path, all_flows(batches, range(24)))
     for _ in range(4):
-        assert w.seal_step(BASE + 2 * HOUR)
-    answers(eng, flows)  # half copied: queries still read the unsealed table through its spans
-    copied = len(table_rows(w, f"{NAME}_sealing"))
-    assert 0 < copied < flows.count
-    w.close()  # a stop (or crash: each chunk is its own transaction) mid-copy
+        assert w.seal_step(DUE)
+    answers(eng, flows)  # part blocks, part rows
+    moved = sum(b[0] for b in blocks(w))
+    assert 0 < moved < flows.count
+    w.close()  # a stop mid-move
 
     w = WarmWriter(path, HOUR, 24, 64, span_rows=500, seal_chunk_rows=400)
-    assert w.seal_pending() and len(table_rows(w, f"{NAME}_sealing")) == copied
+    assert sum(b[0] for b in blocks(w)) == moved and w.partitions[NAME][6] == flows.count - moved
     write(w, batches, range(12, 24))
     flows = all_flows(batches, range(24))
-    while NAME not in {n for n, p in w.partitions.items() if p[5]}:
-        w.seal_step(BASE + 2 * HOUR)
-    assert f"{NAME}_old" in tables(w)  # swapped; the replaced table is deleted in later steps
     answers(eng, flows)
-    w.close()  # stop before the old table is gone
-
-    w = WarmWriter(path, HOUR, 24, 64, span_rows=500, seal_chunk_rows=400)
-    assert w.seal_pending()
-    assert w.seal_due(BASE + 2 * HOUR) == 0 and not w.seal_pending()
-    assert tables(w) == {NAME} and indexes(w) == SEALED_IDX
-    assert [r[0] for r in table_rows(w)] == flows["seq"].tolist()
+    assert w.seal_due(DUE) == 1 and tables(w) == set()
     answers(eng, flows)
     eng.close()
     w.close()
 
 
-def test_prune_mid_copy_drops_the_copy_and_deletes_the_table_in_chunks(tmp_path):
+def test_late_rows_after_sealing_are_read_and_sealed_again(tmp_path):
     batches = shuffled_batches()
-    w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64, seal_chunk_rows=500)
-    write(w, batches, range(8))
-    assert w.seal_step(BASE + 2 * HOUR) and w.seal_step(BASE + 2 * HOUR)
-    assert f"{NAME}_sealing" in tables(w)
+    path = str(tmp_path / "f.db")
+    w = WarmWriter(path, HOUR, 24, 64, seal_chunk_rows=1000)
+    write(w, batches, range(20))
+    assert w.seal_due(DUE) == 1
+    write(w, batches, range(20, 24))  # late: the partition was sealed
+    assert tables(w) == {NAME} and w.partitions[NAME][5] == 0 and w.partitions[NAME][6] == 4 * 250
+    flows = all_flows(batches, range(24))
+    eng = engine(path, flows)
+    answers(eng, flows)
+    assert w.seal_due(DUE) == 1 and tables(w) == set()
+    assert sum(b[0] for b in blocks(w)) == flows.count
+    answers(eng, flows)
+    eng.close()
+    w.close()
+
+
+def test_prune_drops_blocks_at_once_and_their_columns_in_chunks(tmp_path):
+    batches = shuffled_batches()
+    w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64, seal_chunk_rows=20)
+    write(w, batches, range(12))
+    assert w.seal_due(DUE) == 1
+    n_blocks = len(blocks(w))
+    assert n_blocks == 150
     assert w.prune(BASE + 10 * HOUR, HOUR, HOUR, HOUR) == [NAME]
-    assert tables(w) == {f"{NAME}_pruned"} and w.seal_pending()
-    w.close()  # a restart before the pruned table is gone goes on deleting it
-    w = WarmWriter(w.path, HOUR, 24, 64, seal_chunk_rows=500)
-    assert w.seal_pending() and w.partitions == {}
+    assert blocks(w) == [] and w.seal_pending()
+    w.close()  # a restart before the columns are gone finds them and goes on
+    w = WarmWriter(w.path, HOUR, 24, 64)
+    assert w.seal_pending() and len(w.sealer.doomed_blocks) == n_blocks
     steps = 0
     while w.seal_step(BASE + 10 * HOUR):
         steps += 1
-    assert tables(w) == set() and steps >= 2  # 2000 rows in 1000-row deletes, then the DROP
+    assert w.db.execute("SELECT count(*) FROM block_columns").fetchone() == (0,) and steps >= 2
+    assert w.db.execute("SELECT count(*) FROM block_stats").fetchone() == (0,)
+    w.close()
+
+
+def test_size_cap_drops_the_oldest_partitions_first(tmp_path):
+    w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64, seal_chunk_rows=500)
+    batches = shuffled_batches()
+    seq = 1
+    for h in range(6):  # six hours, one batch-set each
+        for b in batches[:4]:
+            moved = FlowBatch({**b.columns, "time_end": b["time_end"] + h * HOUR,
+                               "time_start": b["time_start"] + h * HOUR})
+            w.write_flows(with_seq(moved, seq))
+            seq += moved.count
+    w.seal_due(BASE + 8 * HOUR)
+    used = w.used_bytes()
+    names = sorted(w.partitions, key=lambda n: w.partitions[n][0])
+    cap = used - 1  # just under: the oldest partition or two must go
+    dropped = w.prune(BASE + 8 * HOUR, 1000 * HOUR, 1000 * HOUR, 1000 * HOUR, max_bytes=cap)
+    assert dropped and dropped == names[:len(dropped)] and len(dropped) < 6
+    assert w.size_pruned_partitions == len(dropped) and w.size_pruned_flows == 1000 * len(dropped)
+    # nothing left to do under a cap the file already meets
+    assert w.prune(BASE + 8 * HOUR, 1000 * HOUR, 1000 * HOUR, 1000 * HOUR, max_bytes=1 << 40) == []
     w.close()
 
 
 def test_writer_thread_seals_in_steps_while_rows_keep_arriving(tmp_path):
-    """A real writer thread: the due partition (its hour is long past on the wall clock) is sealed in
-    many steps between flow transactions that keep adding rows to it; every row ends in the sealed table."""
+    """A real writer thread: the due partition (its hour is long past on the wall clock) is moved in many
+    steps between flow transactions that keep adding rows to it; every row ends in a block."""
     batches = shuffled_batches()
-    warm = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64, seal_chunk_rows=500)
+    warm = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64, seal_chunk_rows=250)
     write(warm, batches, range(12))
     wr = Writer(warm, 64, 50_000, 3600, 1000 * 86_400_000, 1000 * 86_400_000, 1000 * 86_400_000)
     wr._next_seal = time.monotonic()  # first seal check now, not 5 s after start
     wr.start()
     wait_until(lambda: warm.seal_pending() or wr.seal_steps > 0, 10)
-    for i in range(12, 24):  # late rows for the partition while it is being copied
+    for i in range(12, 24):  # late rows for the partition while it is being moved
         assert wr.offer(with_seq(batches[i], seq0(i)))
     wait_until(lambda: wr.committed == 12 * 250 and warm.partitions[NAME][5] and not warm.seal_pending(), 20)
     wr.stop()
     assert wr.write_errors == 0 and wr.seal_steps >= 12
-    assert wr.seal_step_max_s > 0
     w = WarmWriter(warm.path, HOUR, 24, 64)
-    assert [r[0] for r in table_rows(w)] == all_flows(batches, range(24))["seq"].tolist()
-    assert indexes(w) == SEALED_IDX and tables(w) == {NAME}
+    seqs = sorted(s for _r, lo, hi in blocks(w) for s in (lo, hi))
+    assert sum(b[0] for b in blocks(w)) == 24 * 250 and seqs[0] == 1 and tables(w) == set()
     w.close()
 
 
-def test_older_layout_partition_with_a_time_index_seals_without_a_name_clash(tmp_path):
-    """Versions before spans kept <name>_time on the unsealed partition: sealing copies it away and the
-    replaced table takes that index with it."""
+def _layout1(w: WarmWriter) -> None:
+    """Make the file what the previous layout left: indexed sealed row tables, no blocks, no hot_rows."""
+    db = w.db
+    db.execute(f"CREATE INDEX {NAME}_te ON {NAME} (time_end)")
+    db.execute(f"CREATE INDEX {NAME}_sseg ON {NAME} (seq >> 16, src_addr, time_end)")
+    db.execute(f"CREATE INDEX {NAME}_dseg ON {NAME} (seq >> 16, dst_addr, time_end)")
+    db.execute("UPDATE partitions SET sealed = 1")
+    db.execute("DELETE FROM spans")
+    db.execute("DELETE FROM meta WHERE key = 'layout'")
+    for t in ("blocks", "block_stats", "block_columns", "hists"):
+        db.execute(f"DROP TABLE {t}")
+    db.execute("ALTER TABLE partitions DROP COLUMN hot_rows")
+
+
+def test_file_of_the_older_layout_is_migrated_and_sealed_into_blocks(tmp_path):
     batches = shuffled_batches()
-    w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64, seal_chunk_rows=700)
-    write(w, batches, range(6))
-    w.db.execute(f"CREATE INDEX {NAME}_time ON {NAME} (time_end)")
-    assert w.seal_due(BASE + 2 * HOUR) == 1
-    assert indexes(w) == SEALED_IDX and tables(w) == {NAME}
-    assert [r[0] for r in table_rows(w)] == all_flows(batches, range(6))["seq"].tolist()
+    path = str(tmp_path / "f.db")
+    w = WarmWriter(path, HOUR, 24, 64)
+    write(w, batches, range(24))
+    _layout1(w)
+    w.close()
+    flows = all_flows(batches, range(24))
+    w = WarmWriter(path, HOUR, 24, 64, seal_chunk_rows=1000)
+    idx = {r[0] for r in w.db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (NAME,))}
+    assert idx == set() and w.partitions[NAME][5:] == [0, flows.count]
+    assert w.db.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone() == (2,)
+    eng = engine(path, flows)
+    answers(eng, flows)  # migrated, still rows
+    assert w.seal_due(DUE) == 1 and sum(b[0] for b in blocks(w)) == flows.count and tables(w) == set()
+    answers(eng, flows)
+    eng.close()
     w.close()
 
 
-def test_prune_drops_a_partition_sealed_the_old_way_at_once(tmp_path):
+SEAL_FOREVER = """
+import sys
+sys.path[:0] = {paths!r}
+from test_seal import *
+batches = shuffled_batches()
+w = WarmWriter({path!r}, HOUR, 24, 64, seal_chunk_rows=37)
+print("ready", flush=True)
+while w.seal_step(DUE) or w.sealer.due(DUE):
+    pass
+print("done", flush=True)
+"""
+
+
+def test_sigkill_mid_seal_leaves_a_readable_file_that_is_finished_on_restart(tmp_path):
     batches = shuffled_batches()
-    w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64)
-    write(w, batches, range(4))
-    old_seal(w, NAME)
-    assert w.prune(BASE + 10 * HOUR, HOUR, HOUR, HOUR) == [NAME]
-    assert tables(w) == set() and not w.seal_pending()
+    path = str(tmp_path / "f.db")
+    w = WarmWriter(path, HOUR, 24, 64)
+    write(w, batches, range(24))
+    w.close()
+    flows = all_flows(batches, range(24))
+    here = os.path.dirname(__file__)
+    code = SEAL_FOREVER.format(paths=[here, os.path.join(here, "..", "..")], path=path)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    probe = WarmWriter.__new__(WarmWriter)  # count blocks from a reader connection while it runs
+    import sqlite3
+    db = sqlite3.connect(path, timeout=10)
+    wait_until(lambda: db.execute("SELECT count(*) FROM blocks").fetchone()[0] >= 20, 30, 0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    moved = db.execute("SELECT sum(rows) FROM blocks").fetchone()[0]
+    db.close()
+    del probe
+    assert 0 < moved < flows.count, "killed after the seal finished: the test needs a slower step"
+    eng = engine(path, flows)
+    answers(eng, flows)  # every flow once: blocks and what is left of the rows
+    w = WarmWriter(path, HOUR, 24, 64, seal_chunk_rows=500)
+    assert w.db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert w.partitions[NAME][6] == flows.count - moved
+    assert w.seal_due(DUE) == 1 and tables(w) == set()
+    answers(eng, flows)
+    eng.close()
     w.close()

@@ -65,12 +65,7 @@ def test_partitions_by_time_end_and_prune_drops_old_tables(tmp_path):
     # now = base + 8h, retention 4h: partitions that ended at or before base + 4h go (hours 0..3)
     dropped = w.prune(base + 8 * HOUR, 4 * HOUR, 100 * HOUR, 100 * HOUR)
     assert sorted(dropped) == sorted(partition_name(base + h * HOUR) for h in range(4))
-    # renamed in the prune, deleted in chunks by the steps the writer takes between transactions
-    assert tables(path) == sorted([partition_name(base + h * HOUR) + "_pruned" for h in range(4)] +
-                                  [partition_name(base + h * HOUR) for h in (4, 5)])
-    assert w.seal_pending()
-    while w.seal_step(base):
-        pass
+    # small row tables are dropped in the prune itself
     assert tables(path) == sorted(partition_name(base + h * HOUR) for h in (4, 5))
     assert {r[0] for r in w.db.execute("SELECT part FROM spans")} == {partition_name(base + h * HOUR) for h in (4, 5)}
     assert w.db.execute("SELECT count(*) FROM partitions").fetchone()[0] == 2
@@ -81,20 +76,20 @@ def test_partitions_by_time_end_and_prune_drops_old_tables(tmp_path):
     w2.close()
 
 
-def test_seal_builds_address_indexes_once_partition_is_past(tmp_path):
+def test_seal_turns_rows_into_blocks_once_partition_is_past(tmp_path):
     path = str(tmp_path / "f.db")
     w = WarmWriter(path, HOUR, 24, 64)
     w.write_flows(with_seq(make_batch(100), 1))
     name = partition_name((T0 // HOUR) * HOUR)
     assert w.seal_due(T0) == 0
+    assert w.db.execute("SELECT count(*) FROM blocks").fetchone() == (0,)
     assert w.seal_due(T0 + 2 * HOUR) == 1
-    idx = {r[0] for r in w.db.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=?", (name,))}
-    assert idx == {f"{name}_te", f"{name}_sseg", f"{name}_dseg"}
-    assert w.db.execute(f"SELECT count(*) FROM {name}").fetchone()[0] == 100
-    assert w.db.execute("SELECT sealed FROM partitions WHERE name = ?", (name,)).fetchone() == (1,)
-    assert w.db.execute("SELECT count(*) FROM spans").fetchone() == (0,)
+    assert w.db.execute("SELECT part, rows FROM blocks").fetchall() == [(name, 100)]
     tables = {r[0] for r in w.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert not {f"{name}_sealing", f"{name}_old"} & tables and not w.seal_pending()
+    assert name not in tables  # the row table goes with its last rows
+    assert w.db.execute("SELECT sealed, hot_rows, rows FROM partitions WHERE name = ?", (name,)).fetchone() == (1, 0, 100)
+    assert w.db.execute("SELECT count(*) FROM spans").fetchone() == (0,)
+    assert not w.seal_pending()
     w.close()
 
 

@@ -1,0 +1,165 @@
+"""Reading sealed flows: the column blocks (layout.py) a window and a filter need, decoded column by
+column, one block at a time, so memory stays bounded by a block whatever the window.
+
+A block is skipped on its time range (``blocks`` table), then on its statistics when the filter names
+an address, port, protocol or exporter (``block_stats``, blockstats.block_may_match: a Bloom filter
+for hosts). Only the columns a query needs are read and decoded (blocks.blobs_needed). Readers
+count what they read and skip (``BlockCounters``) so tests and status can show the pruning.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import msgpack
+import numpy as np
+
+from flowmodel.schema import FLOW_COLUMNS
+
+from . import planner as P
+from .blocks import blobs_needed, block_may_match, decode_block
+
+STATS_FILTERS = ("src", "dst", "addr", "exporter", "port", "src_port", "dst_port", "protocol")
+FILTER_COLUMNS = {"src": ("src_addr",), "dst": ("dst_addr",), "addr": ("src_addr", "dst_addr"),
+                  "exporter": ("exporter",), "port": ("src_port", "dst_port"), "src_port": ("src_port",),
+                  "dst_port": ("dst_port",), "protocol": ("protocol",), "tcp_flags": ("tcp_flags",),
+                  "since": ("time_end",), "until": ("time_end",)}
+ALL_COLUMNS = tuple(FLOW_COLUMNS) + ("seq",)
+REGROUP_ROWS = 1 << 20  # groups gathered from blocks are merged again beyond this many rows
+
+
+@dataclass
+class BlockCounters:
+    listed: int = 0   # blocks whose time range met a window
+    pruned: int = 0   # of those, skipped on their statistics
+    read: int = 0     # decoded
+
+
+@dataclass(frozen=True)
+class Block:
+    id: int
+    part: str
+    rows: int
+    time_lo: int
+    time_hi: int
+
+
+def filter_columns(f: dict) -> set[str]:
+    """The columns planner.ring_mask reads for the filter ``f``."""
+    out = {"time_end"}
+    for k in f:
+        out.update(FILTER_COLUMNS.get(k, ()))
+    return out
+
+
+def blocks_for(db, f: dict, counters: BlockCounters, newest_first: bool = True, lo: int | None = None,
+               hi: int | None = None) -> list[Block]:
+    """Blocks that can hold rows of ``f`` with time_end in [lo, hi] too, newest time_hi first (or oldest
+    time_lo first)."""
+    since = max(v for v in (f.get("since"), lo, -(1 << 62)) if v is not None)
+    until = min(v for v in (f.get("until"), None if hi is None else hi + 1, 1 << 62) if v is not None)
+    order = "time_hi DESC" if newest_first else "time_lo ASC"
+    rows = db.execute(f"SELECT id, part, rows, time_lo, time_hi FROM blocks WHERE time_hi >= ? AND time_lo < ? "
+                      f"ORDER BY {order}, id", (since, until)).fetchall()
+    blocks = [Block(*r) for r in rows]
+    counters.listed += len(blocks)
+    if blocks and any(k in f for k in STATS_FILTERS):
+        keep = []
+        for b in blocks:
+            raw = db.execute("SELECT stats FROM block_stats WHERE block = ?", (b.id,)).fetchone()
+            if raw is None or block_may_match(msgpack.unpackb(raw[0], raw=False), f):
+                keep.append(b)
+        counters.pruned += len(blocks) - len(keep)
+        blocks = keep
+    return blocks
+
+
+def read_block(db, block: Block, names, counters: BlockCounters) -> dict[str, np.ndarray]:
+    want = sorted(blobs_needed(names))
+    marks = ",".join("?" * len(want))
+    blobs = dict(db.execute(f"SELECT name, data FROM block_columns WHERE block = ? AND name IN ({marks})",
+                            [block.id, *want]).fetchall())
+    counters.read += 1
+    return decode_block(blobs, names, block.rows)
+
+
+def scan(db, f: dict, names, counters: BlockCounters, check: Callable[[], None]) -> Iterator[dict[str, np.ndarray]]:
+    """The rows of ``f`` in sealed blocks, block by block, as the named columns (only matching rows)."""
+    need = set(names) | filter_columns(f)
+    for block in blocks_for(db, f, counters):
+        check()
+        cols = read_block(db, block, need, counters)
+        m = P.ring_mask(cols, f)
+        if m.all():
+            yield {k: cols[k] for k in names}
+        elif m.any():
+            yield {k: cols[k][m] for k in names}
+
+
+def page(db, f: dict, cursor, older: bool, want: int, counters: BlockCounters,
+         check: Callable[[], None]) -> dict[str, np.ndarray] | None:
+    """Up to ``want`` sealed rows nearest the cursor, in (time_end, seq) order (newest first when
+    ``older``), every column; None when no block holds any."""
+    lo = hi = None
+    if cursor is not None:
+        hi, lo = (cursor[0], None) if older else (None, cursor[0])
+    best: dict[str, np.ndarray] | None = None
+    for block in blocks_for(db, f, counters, newest_first=older, lo=lo, hi=hi):
+        if best is not None and len(best["seq"]) >= want:
+            bound = int(best["time_end"][want - 1])
+            if (block.time_hi < bound) if older else (block.time_lo > bound):
+                break
+        check()
+        probe = read_block(db, block, filter_columns(f) | {"seq"}, counters)
+        m = P.ring_mask(probe, f)
+        if cursor is not None:
+            t, s = cursor
+            te, sq = probe["time_end"], probe["seq"]
+            m &= ((te < t) | ((te == t) & (sq < s))) if older else ((te > t) | ((te == t) & (sq > s)))
+        idx = np.flatnonzero(m)
+        if not len(idx):
+            continue
+        cols = read_block(db, block, ALL_COLUMNS, counters)
+        got = {k: v[idx] for k, v in cols.items()}
+        best = got if best is None else {k: np.concatenate([best[k], got[k]]) for k in best}
+        order = np.lexsort((best["seq"], best["time_end"]))
+        if older:
+            order = order[::-1]
+        best = {k: v[order[:want]] for k, v in best.items()}
+    return best
+
+
+class GroupSums:
+    """Sums of bytes, packets and flows per key, gathered block by block in numpy: each block's groups
+    are appended and merged again once REGROUP_ROWS rows have gathered, so memory follows the number
+    of distinct keys, not rows."""
+
+    def __init__(self, key_names: tuple[str, ...]):
+        self.key_names = key_names
+        self.parts: list[tuple[dict, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.rows = 0
+
+    def add(self, keys: dict[str, np.ndarray], b: np.ndarray, p: np.ndarray, n: np.ndarray | None = None) -> None:
+        if not len(b):
+            return
+        rep, (bs, ps, ns), _count = P.group_rows(P.key_words(*(keys[k] for k in self.key_names)), b, p,
+                                                 np.ones(len(b), np.uint64) if n is None else n)
+        self.parts.append(({k: keys[k][rep] for k in self.key_names}, bs, ps, ns))
+        self.rows += len(rep)
+        if self.rows > REGROUP_ROWS:
+            self._merge()
+
+    def _merge(self) -> None:
+        if len(self.parts) <= 1:
+            return
+        keys = {k: np.concatenate([part[0][k] for part in self.parts]) for k in self.key_names}
+        b, p, n = (np.concatenate([part[i] for part in self.parts]) for i in (1, 2, 3))
+        self.parts = []
+        self.rows = 0
+        self.add(keys, b, p, n)
+
+    def result(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+        self._merge()
+        if not self.parts:
+            return {}, np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+        return self.parts[0]

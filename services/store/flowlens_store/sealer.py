@@ -1,0 +1,187 @@
+"""Sealing, in bounded steps on the writer thread: a partition's row-shaped flows become compressed
+column blocks (layout.py, blocks.py), and its rollups (hists.py) are built once none are left.
+
+One step is one transaction: the lowest BLOCK_ROWS rows of the row table by seq are read, sorted by
+(time_end, seq), encoded, inserted as a block and deleted from the row table. A SIGKILL between
+steps leaves a file where every flow is in exactly one shape; the next start goes on from there
+(the row table holds what is left). The step that empties the row table drops it with its spans.
+Blocks of pruned partitions are deleted in chunks by later steps, so a prune never stalls the writer.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from typing import Callable
+
+import msgpack
+import numpy as np
+
+from .blocks import BLOCK_ROWS, encode_block
+from .rowcodec import SQL_COLUMNS, rows_to_columns
+
+log = logging.getLogger(__name__)
+
+SEAL_GRACE_MS = 120_000  # a partition is sealed this long after its end: late flows still land as rows
+DELETE_CHUNK_BLOCKS = 64  # blocks of a pruned partition deleted per step
+
+
+class Sealer:
+    """The sealing state of one writer connection. ``partitions`` is the writer's own map
+    (name -> [start, end, rows, min, max, sealed, hot_rows]); ``row_tables`` the row tables that exist."""
+
+    def __init__(self, db: sqlite3.Connection, partitions: dict, row_tables: set, block_rows: int = BLOCK_ROWS,
+                 grace_ms: int = SEAL_GRACE_MS, build_hists: Callable[[str], None] | None = None):
+        self.db = db
+        self.partitions = partitions
+        self.row_tables = row_tables
+        self.block_rows = block_rows
+        self.grace_ms = grace_ms
+        self.build_hists = build_hists  # called with a partition name once its last row became a block
+        self.hists_due: list[str] = []
+        self.doomed_blocks: list[int] = []  # blocks of pruned partitions, deleted in chunks
+        self.old_tables: list[str] = []  # leftovers of layout 1 (<name>_old, <name>_pruned), deleted in chunks
+        self.blocks_written = 0
+        self.rows_sealed = 0
+        self._current: str | None = None
+        self._t0 = 0.0
+        self._cpu0 = 0.0
+
+    def recover(self) -> None:
+        """After a start: blocks whose partition is gone (a prune cut short) and layout-1 leftovers are
+        deleted in later steps; partitions with blocks and no rows whose rollups were not built get them."""
+        self.doomed_blocks = [r[0] for r in self.db.execute(
+            "SELECT DISTINCT block FROM block_columns WHERE block NOT IN (SELECT id FROM blocks)")]
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        self.old_tables = sorted(t for t in tables if t.startswith("flows_") and t.endswith(("_old", "_pruned")))
+        self.hists_due = sorted(n for n, p in self.partitions.items() if not p[5] and not p[6] and p[2])
+
+    # ------------------------------------------------------------ scheduling
+
+    def due(self, now: int) -> list[str]:
+        return [n for n, p in sorted(self.partitions.items(), key=lambda kv: kv[1][0])
+                if p[6] and n in self.row_tables and p[1] + self.grace_ms <= now]
+
+    def pending(self) -> bool:
+        """Work under way that should go on soon (a partition half moved, rollups to build, deletions)."""
+        return bool(self._current is not None or self.hists_due or self.doomed_blocks or self.old_tables)
+
+    def step(self, now: int) -> bool:
+        """One bounded piece of work, its own transaction. Returns whether more is pending."""
+        if self.doomed_blocks:
+            self._delete_blocks()
+        elif self.old_tables:
+            self._delete_old_chunk(self.old_tables[0])
+        elif self._current is not None:
+            self._move_chunk(self._current)
+        else:
+            due = self.due(now)
+            if due:
+                self._current = due[0]
+                self._t0, self._cpu0 = time.monotonic(), time.process_time()
+                self._move_chunk(due[0])
+            elif self.hists_due:
+                name = self.hists_due.pop(0)
+                if name in self.partitions and self.build_hists is not None:
+                    self.build_hists(name)
+                elif name in self.partitions:
+                    self._mark_sealed(name)
+        return self.pending()
+
+    # ------------------------------------------------------------ moving rows into blocks
+
+    def _move_chunk(self, name: str) -> None:
+        p = self.partitions.get(name)
+        if p is None or name not in self.row_tables:
+            self._current = None
+            return
+        rows = self.db.execute(f"SELECT {', '.join(SQL_COLUMNS)} FROM {name} ORDER BY seq LIMIT ?",
+                               (self.block_rows,)).fetchall()
+        self.db.execute("BEGIN")
+        try:
+            n = len(rows)
+            if n:
+                cols = rows_to_columns(rows)
+                del rows
+                order = np.lexsort((cols["seq"], cols["time_end"]))
+                cols = {k: v[order] for k, v in cols.items()}
+                self._insert_block(name, cols)
+                self.db.execute(f"DELETE FROM {name} WHERE seq <= ?", (int(cols["seq"].max()),))
+            left = max(0, p[6] - n)
+            emptied = n < self.block_rows and self.db.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone() is None
+            if emptied:
+                left = 0
+                self.db.execute(f"DROP TABLE {name}")
+                self.db.execute("DELETE FROM spans WHERE part = ?", (name,))
+            self.db.execute("UPDATE partitions SET hot_rows = ? WHERE name = ?", (left, name))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        p[6] = left
+        self.rows_sealed += n
+        if emptied:
+            self.row_tables.discard(name)
+            self._current = None
+            self.hists_due.append(name)
+            log.info("partition sealed", extra={"fields": {
+                "partition": name, "rows": p[2], "wall_s": round(time.monotonic() - self._t0, 3),
+                "cpu_s": round(time.process_time() - self._cpu0, 3)}})
+
+    def _insert_block(self, part: str, cols: dict) -> int:
+        blobs, stats = encode_block(cols)
+        size = sum(len(b) for b in blobs.values())
+        cur = self.db.execute(
+            "INSERT INTO blocks (part, rows, time_lo, time_hi, seq_lo, seq_hi, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (part, stats["rows"], stats["time_end_min"], stats["time_end_max"], stats["seq_min"], stats["seq_max"],
+             size))
+        block = cur.lastrowid
+        self.db.execute("INSERT INTO block_stats (block, stats) VALUES (?, ?)",
+                        (block, msgpack.packb(stats, use_bin_type=True)))
+        self.db.executemany("INSERT INTO block_columns (block, name, data) VALUES (?, ?, ?)",
+                            [(block, k, v) for k, v in blobs.items()])
+        self.blocks_written += 1
+        return block
+
+    def _mark_sealed(self, name: str) -> None:
+        self.db.execute("UPDATE partitions SET sealed = 1 WHERE name = ?", (name,))
+        self.partitions[name][5] = 1
+
+    # ------------------------------------------------------------ deleting
+
+    def forget(self, name: str) -> None:
+        """A partition was pruned (its blocks rows deleted in the caller's transaction)."""
+        if self._current == name:
+            self._current = None
+        if name in self.hists_due:
+            self.hists_due.remove(name)
+
+    def _delete_blocks(self) -> None:
+        chunk, self.doomed_blocks = self.doomed_blocks[:DELETE_CHUNK_BLOCKS], self.doomed_blocks[DELETE_CHUNK_BLOCKS:]
+        marks = ",".join("?" * len(chunk))
+        self.db.execute("BEGIN")
+        try:
+            self.db.execute(f"DELETE FROM block_columns WHERE block IN ({marks})", chunk)
+            self.db.execute(f"DELETE FROM block_stats WHERE block IN ({marks})", chunk)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            self.doomed_blocks[:0] = chunk
+            raise
+
+    def _delete_old_chunk(self, table: str) -> None:
+        """Delete the lowest rows of a layout-1 leftover table, or DROP it once few are left."""
+        self.db.execute("BEGIN")
+        try:
+            row = self.db.execute(f"SELECT seq FROM {table} ORDER BY seq LIMIT 1 OFFSET ?",
+                                  (self.block_rows - 1,)).fetchone()
+            if row is None:
+                self.db.execute(f"DROP TABLE {table}")
+            else:
+                self.db.execute(f"DELETE FROM {table} WHERE seq <= ?", (row[0],))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        if row is None:
+            self.old_tables.remove(table)
