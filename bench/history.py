@@ -1,0 +1,511 @@
+"""History: the questions of issue 12 asked of FlowLens's warm tier and of nfdump over the same
+flows, side by side (``python -m bench history``; flows: FLOWLENS_BENCH_HISTORY_FLOWS, default 30M).
+
+One run:
+
+1. bench.flowgen makes the flows of the last 72 hours (a medium site), one 5-minute slice of flow
+   time at a time (memory stays bounded), each slice cut into IPFIX datagrams (flowStart/End
+   milliseconds carry the flows' historic times) and sent over UDP on 127.0.0.1 to a real FlowLens
+   collector (store behind it, fresh SQLite file) and to a real nfcapd -y, which gets one process
+   per slice so its file holds exactly that slice (bench.nfdumpfiles). Sending waits on both
+   sockets' receive queues and on the store's committed count, so nothing is lost; the run checks
+   that (store committed = collector decoded = nfdump's flows = N, nothing shed, no bus gap, no
+   kernel drop) and fails otherwise.
+2. It waits until the store has sealed every partition, then asks each question through the
+   store's query socket (StoreClient) and nfdump over the window's files (-R first:last), best of
+   three each, and compares the answers: top 10 keys and their bytes, series totals, flow counts.
+   Windows end at the newest flow time (an hour boundary) and are whole 5-minute files.
+
+nfdump's "bytes per 5 min" is ``-g`` (every file's flows/packets/bytes from its stat record: what
+NfSen draws); for one host it prints every flow of the host (``-o fmt:%te,%byt 'host X'``) and the
+benchmark sums them per 5 minutes, the time counted.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import struct
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from . import nfdumpfiles as nf
+from .harness import REPO, ServiceProcess, free_port, stack_config, udp_drops, write_config
+
+FLOWS = int(os.environ.get("FLOWLENS_BENCH_HISTORY_FLOWS", "30000000"))
+HOURS = 72
+SLICE_MS = nf.SLICE_MS
+HOUR_MS = 3_600_000
+REPEAT = 3
+QUERY_TIMEOUT_S = 150.0
+STORE = {"sqlite_retention": "4d", "query_time_limit": "120s"}
+ARTIFACT = REPO / "tests" / "artifacts" / "history.md"
+
+# IPFIX template of the benchmark's exporter: (record column, IE, big-endian type)
+TEMPLATE_ID = 256
+DOMAIN = 1
+IPFIX_FIELDS = [("src", 8, ">u4"), ("dst", 12, ">u4"), ("src_port", 7, ">u2"), ("dst_port", 11, ">u2"),
+                ("protocol", 4, "u1"), ("tos", 5, "u1"), ("tcp_flags", 6, "u1"), ("input_if", 10, ">u4"),
+                ("output_if", 14, ">u4"), ("packets", 2, ">u8"), ("bytes", 1, ">u8"),
+                ("time_start", 152, ">u8"), ("time_end", 153, ">u8")]
+RECORD = np.dtype([(name, t) for name, _ie, t in IPFIX_FIELDS])
+PER_PACKET = 25                         # 20 + 25 x 55 = 1,395-byte datagrams
+QUEUE_HIGH = 4 << 20                    # a receiver's UDP queue above this: wait until it is below QUEUE_LOW
+QUEUE_LOW = 1 << 20
+STORE_BACKLOG = 150_000                 # flows sent but not committed at most (the write queue holds 262,144 rows)
+
+
+# ---------------------------------------------------------------------------- IPFIX datagrams
+
+def template_packet(export_s: int, seq: int) -> bytes:
+    spec = struct.pack(">HH", TEMPLATE_ID, len(IPFIX_FIELDS)) + b"".join(
+        struct.pack(">HH", ie, np.dtype(t).itemsize) for _n, ie, t in IPFIX_FIELDS)
+    body = struct.pack(">HH", 2, 4 + len(spec)) + spec
+    return struct.pack(">HHIII", 10, 16 + len(body), export_s, seq, DOMAIN) + body
+
+
+def data_packets(cols: dict, export_s: int, seq: int) -> list[bytes]:
+    """The flows of ``cols`` as IPFIX data datagrams of PER_PACKET records (the last one shorter);
+    ``seq`` is the count of data records sent before them."""
+    n = len(cols["time_end"])
+    rec = np.empty(n, RECORD)
+    rec["src"] = _ipv4(cols["src_addr"])
+    rec["dst"] = _ipv4(cols["dst_addr"])
+    for name in ("src_port", "dst_port", "protocol", "tos", "tcp_flags", "input_if", "output_if", "packets",
+                 "bytes", "time_start", "time_end"):
+        rec[name] = cols[name]
+    raw = rec.tobytes()
+    size = RECORD.itemsize
+    out = []
+    for i in range(0, n, PER_PACKET):
+        k = min(PER_PACKET, n - i)
+        body = struct.pack(">HH", TEMPLATE_ID, 4 + k * size) + raw[i * size:(i + k) * size]
+        out.append(struct.pack(">HHIII", 10, 16 + len(body), export_s, seq + i, DOMAIN) + body)
+    return out
+
+
+def _ipv4(column: np.ndarray) -> np.ndarray:
+    """The IPv4 address of IPv4-mapped V16 addresses, as host-order uint32."""
+    return column.view(np.uint8).reshape(-1, 16)[:, 12:16].copy().view(">u4").ravel().astype(np.uint32)
+
+
+# ---------------------------------------------------------------------------- loading
+
+@dataclass
+class Loaded:
+    flows: int
+    start_ms: int
+    end_ms: int
+    load_s: float
+    seal_s: float
+    checks: dict = field(default_factory=dict)
+
+
+class Sender:
+    """One UDP socket sending each datagram to the collector and to nfcapd, never letting either
+    receive queue grow past QUEUE_HIGH (then it waits for the reader: lossless on loopback)."""
+
+    def __init__(self, ports: list[int]):
+        self.ports = ports
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self.datagrams = 0
+
+    def send(self, datagrams: list[bytes]) -> None:
+        targets = [("127.0.0.1", p) for p in self.ports]
+        for i, d in enumerate(datagrams):
+            if i % 64 == 0:
+                self._pace()
+            for t in targets:
+                self.sock.sendto(d, t)
+        self.datagrams += len(datagrams)
+
+    def _pace(self) -> None:
+        for p in self.ports:
+            if (nf.udp_queue_bytes(p) or 0) > QUEUE_HIGH:
+                nf.wait_drained(p, timeout_s=60, below=QUEUE_LOW)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def slice_counts(n: int, slices: int) -> list[int]:
+    base, extra = divmod(n, slices)
+    return [base + (1 if i < extra else 0) for i in range(slices)]
+
+
+def load(n: int, start_ms: int, end_ms: int, cfg: dict, client, files_dir: Path, work_dir: Path,
+         log=print) -> Loaded:
+    """Generate and send every slice of [start, end) to the collector and to per-slice nfcapd."""
+    from .flowgen import generate
+
+    collector_port = cfg["collector"]["ipfix_port"]
+    nfcapd_port = free_port(socket.SOCK_DGRAM)
+    slices = (end_ms - start_ms) // SLICE_MS
+    counts = slice_counts(n, slices)
+    sink = nf.SliceCollector(files_dir, work_dir, nfcapd_port)
+    sender = Sender([collector_port, nfcapd_port])
+    committed = 0
+    sent = 0
+    t0 = time.monotonic()
+    last_log = t0
+    try:
+        for i, count in enumerate(counts):
+            s0 = start_ms + i * SLICE_MS
+            cols = generate(count, s0, s0 + SLICE_MS, seed=1)
+            export_s = (s0 + SLICE_MS) // 1000
+            sink.start(s0)
+            sender.send([template_packet(export_s, sent)] + data_packets(cols, export_s, sent))
+            sent += count
+            sink.finish()
+            while sent - committed > STORE_BACKLOG:
+                committed = client.status()["flows_committed"]
+                if sent - committed > STORE_BACKLOG:
+                    time.sleep(0.05)
+            if time.monotonic() - last_log > 30:
+                last_log = time.monotonic()
+                log(f"    history: sent {sent:,} of {n:,} flows ({sent / (last_log - t0):,.0f}/s),"
+                    f" store committed {committed:,}")
+        committed = wait_committed(client, n)
+        load_s = time.monotonic() - t0
+    finally:
+        sender.close()
+        sink.stop_process()
+    log(f"    history: {n:,} flows loaded in {load_s:.1f} s ({n / load_s:,.0f} flows/s); {sink.files} nfcapd files")
+    t1 = time.monotonic()
+    st = wait_sealed(client, log)
+    seal_s = time.monotonic() - t1
+    checks = lossless_checks(client, st, n, files_dir, collector_port)
+    return Loaded(n, start_ms, end_ms, load_s, seal_s, checks)
+
+
+def wait_committed(client, n: int, quiet_s: float = 60.0) -> int:
+    """Until the store has committed ``n`` flows; fails when the count stops moving for ``quiet_s``."""
+    last, last_change = -1, time.monotonic()
+    while True:
+        committed = client.status()["flows_committed"]
+        if committed >= n:
+            return committed
+        if committed != last:
+            last, last_change = committed, time.monotonic()
+        elif time.monotonic() - last_change > quiet_s:
+            raise RuntimeError(f"the store committed {committed:,} of {n:,} flows and no more for {quiet_s:.0f} s")
+        time.sleep(0.1)
+
+
+def wait_sealed(client, log=print, quiet_s: float = 300.0) -> dict:
+    """Until every partition in the store's status is sealed (seal progress or a deadline)."""
+    last, last_change, last_log = -1, time.monotonic(), time.monotonic()
+    while True:
+        st = client.status()
+        parts = st["sqlite"]["partitions"]
+        sealed = sum(1 for p in parts if p["sealed"])
+        if parts and sealed == len(parts):
+            return st
+        progress = (sealed, st["write_queue"]["seal_steps"])
+        if progress != last:
+            last, last_change = progress, time.monotonic()
+        elif time.monotonic() - last_change > quiet_s:
+            raise RuntimeError(f"the store sealed {sealed} of {len(parts)} partitions and no more for {quiet_s:.0f} s")
+        if time.monotonic() - last_log > 30:
+            last_log = time.monotonic()
+            log(f"    history: {sealed} of {len(parts)} partitions sealed")
+        time.sleep(0.5)
+
+
+def lossless_checks(client, st: dict, n: int, files_dir: Path, collector_port: int) -> dict:
+    """Every count that says nothing was lost; raises naming the first that disagrees."""
+    collectors = client.exporters()["collectors"]
+    decoded = sum(int(c.get("counters", {}).get("flows", 0)) for c in collectors)
+    nf_flows, nf_bytes = nf.total_flows(files_dir)
+    checks = {"store committed": st["flows_committed"], "store rows in partitions": st["sqlite"]["rows"],
+              "collector decoded": decoded, "nfdump flows": nf_flows}
+    problems = [f"{k} {v:,} != {n:,}" for k, v in checks.items() if v != n]
+    extra = {"shed flows": st["write_queue"]["shed_flows"], "bus gaps": st["bus"]["gaps_total"],
+             "kernel drops (collector socket)": udp_drops(collector_port),
+             "out of range flows": st["sqlite"]["out_of_range_flows"]}
+    problems += [f"{k} {v:,}" for k, v in extra.items() if v]
+    if problems:
+        raise RuntimeError("flows were lost on the way: " + "; ".join(problems))
+    return {**checks, **extra, "nfdump bytes": nf_bytes}
+
+
+# ---------------------------------------------------------------------------- questions
+
+@dataclass
+class Question:
+    name: str
+    window_ms: int
+    flowlens: object            # (client, since, until, host) -> comparable answer
+    nfdump: object              # (files arg, since, until, host) -> comparable answer
+    compare: str                # "top", "series", "count"
+
+
+def _fl_top(by):
+    def ask(client, since, until, host):
+        rows = client.top(by=by, metric="bytes", limit=10, since=since, until=until)["rows"]
+        return [(str(r["key"]), int(r["bytes"])) for r in rows]
+    return ask
+
+
+def _nf_top(key):
+    def ask(files, since, until, host):
+        return [(k.strip(), b) for k, b in nf.top(files, key, 10)]
+    return ask
+
+
+def _fl_series(client, since, until, host):
+    points = client.series(step=300, since=since, until=until, addr=host)["points"]
+    return {int(p[0]): (int(p[3]), int(p[1])) for p in points if p[3]}
+
+
+def _fl_flows(client, since, until, host):
+    return len(client.flows(limit=50, addr=host, since=since, until=until))
+
+
+QUESTIONS = [
+    Question("top 10 sources by bytes, last 1 h", HOUR_MS, _fl_top("src"), _nf_top("srcip"), "top"),
+    Question("top 10 sources, last 24 h", 24 * HOUR_MS, _fl_top("src"), _nf_top("srcip"), "top"),
+    Question("top 10 sources, last 72 h", 72 * HOUR_MS, _fl_top("src"), _nf_top("srcip"), "top"),
+    Question("top 10 destination ports, 24 h", 24 * HOUR_MS, _fl_top("dst_port"), _nf_top("dstport"), "top"),
+    Question("bytes per 5 min, 72 h", 72 * HOUR_MS, lambda c, s, u, h: _fl_series(c, s, u, None),
+             lambda f, s, u, h: {t: v for t, v in nf.per_file_series(f).items() if v[0]}, "series"),
+    Question("bytes per 5 min for one host, 72 h", 72 * HOUR_MS, _fl_series,
+             lambda f, s, u, h: nf.host_series(f, h), "series"),
+    Question("50 flows of one host, 24 h", 24 * HOUR_MS, _fl_flows, lambda f, s, u, h: nf.host_flows(f, h, 50),
+             "count"),
+]
+
+
+@dataclass
+class Answer:
+    question: str
+    flowlens_s: float | None
+    nfdump_s: float
+    agree: bool
+    note: str
+    flowlens_error: str = ""
+    flowlens_answer: object = None
+    nfdump_answer: object = None
+
+
+def best_of(fn, repeat: int = REPEAT):
+    """(best seconds, last answer); a StoreError/StoreUnavailable ends the tries and is returned."""
+    best, answer = None, None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        answer = fn()
+        took = time.perf_counter() - t
+        best = took if best is None else min(best, took)
+    return best, answer
+
+
+def differences(kind: str, fl, nfd) -> str:
+    """'' when the answers agree, else what differs (in words)."""
+    if kind == "top":
+        if fl == nfd:
+            return ""
+        return f"FlowLens {fl} vs nfdump {nfd}"
+    if kind == "series":
+        if fl == nfd:
+            return ""
+        keys = sorted(set(fl) | set(nfd))
+        bad = [k for k in keys if fl.get(k) != nfd.get(k)]
+        k = bad[0]
+        return (f"{len(bad)} of {len(keys)} steps differ, first at {k}: FlowLens {fl.get(k)} vs nfdump {nfd.get(k)}"
+                f"; totals FlowLens {_totals(fl)} nfdump {_totals(nfd)}")
+    return "" if fl == nfd else f"FlowLens {fl} flows vs nfdump {nfd}"
+
+
+def _totals(series: dict) -> tuple[int, int]:
+    return sum(v[0] for v in series.values()), sum(v[1] for v in series.values())
+
+
+class RssPeak:
+    """Peak RSS of one process, sampled every 20 ms on a thread while the questions run."""
+
+    def __init__(self, pid: int):
+        self.proc = psutil.Process(pid)
+        self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def pick_host(client, files_dir: Path, end_ms: int) -> str:
+    """The host a user would drill into: the top source by bytes of the last hour (from nfdump, so
+    a FlowLens error cannot take the question away)."""
+    return nf.top(nf.range_arg(files_dir, end_ms - HOUR_MS, end_ms), "srcip", 1)[0][0].strip()
+
+
+def ask_all(client, files_dir: Path, end_ms: int, host: str, repeat: int = REPEAT, log=print) -> list[Answer]:
+    from flowmodel.client import StoreError, StoreUnavailable
+
+    answers = []
+    for q in QUESTIONS:
+        since, until = end_ms - q.window_ms, end_ms
+        files = nf.range_arg(files_dir, since, until)
+        nf_s, nf_answer = best_of(lambda: q.nfdump(files, since, until, host), repeat)
+        try:
+            fl_s, fl_answer = best_of(lambda: q.flowlens(client, since, until, host), repeat)
+            error = ""
+        except (StoreError, StoreUnavailable) as e:
+            fl_s, fl_answer, error = None, None, str(e)
+        note = f"FlowLens error: {error}" if error else differences(q.compare, fl_answer, nf_answer)
+        a = Answer(q.name, fl_s, nf_s, not note, note, error, fl_answer, nf_answer)
+        answers.append(a)
+        log(f"    history: {q.name:40} FlowLens {_secs(a.flowlens_s):>9} nfdump {_secs(a.nfdump_s):>9}"
+            f" {'agree' if a.agree else 'DIFFER: ' + note[:300]}")
+    return answers
+
+
+def _secs(s: float | None) -> str:
+    return "error" if s is None else f"{s:.3f} s"
+
+
+# ---------------------------------------------------------------------------- one run
+
+@dataclass
+class Result:
+    loaded: Loaded
+    answers: list[Answer]
+    host: str
+    sqlite_bytes: int
+    nfcapd_bytes: int
+    store_rss_peak: int
+    store_rss_idle: int
+    repeat: int
+
+
+def window_end(now_ms: int) -> int:
+    """The newest flow time: the last hour boundary at least 3 minutes ago, so that the store's
+    newest partition is past its 2-minute seal grace once the load is done."""
+    return (now_ms - 180_000) // HOUR_MS * HOUR_MS
+
+
+def start_store_and_collector(tmp: Path, **store) -> tuple[dict, dict]:
+    cfg = stack_config(tmp, collector={"stats_interval": "1s", "template_path": ""}, storage={**STORE, **store})
+    path = write_config(tmp / "flowlens.yaml", cfg)
+    procs = {}
+    try:
+        for name in ("store", "collector"):
+            procs[name] = ServiceProcess(name, path).start()
+    except Exception:
+        for p in reversed(list(procs.values())):
+            p.stop()
+        raise
+    return cfg, procs
+
+
+def sqlite_bytes(path: str) -> int:
+    return sum(os.path.getsize(path + sfx) for sfx in ("", "-wal", "-shm") if os.path.exists(path + sfx))
+
+
+def run_once(n: int, tmp: Path, hours: int = HOURS, repeat: int = REPEAT, log=print) -> Result:
+    """Load n flows over the last ``hours`` into a fresh store and nfcapd files under ``tmp``, ask
+    every question of both; raises when anything was lost."""
+    from flowmodel.client import StoreClient
+
+    end_ms = window_end(int(time.time() * 1000))
+    start_ms = end_ms - hours * HOUR_MS
+    files_dir = tmp / "nfcapd"
+    files_dir.mkdir()
+    cfg, procs = start_store_and_collector(tmp)
+    client = StoreClient(cfg["query"]["endpoint"], timeout_s=QUERY_TIMEOUT_S, retries=0)
+    try:
+        wait_collector(client)
+        loaded = load(n, start_ms, end_ms, cfg, client, files_dir, tmp / "nfcapd-slice", log)
+        host = pick_host(client, files_dir, end_ms)
+        store_pid = procs["store"].proc.pid
+        rss_idle = psutil.Process(store_pid).memory_info().rss
+        with RssPeak(store_pid) as peak:
+            answers = ask_all(client, files_dir, end_ms, host, repeat, log)
+        db = sqlite_bytes(cfg["storage"]["sqlite_path"])
+    finally:
+        client.close()
+        for name in ("collector", "store"):
+            if name in procs:
+                procs[name].stop()
+    return Result(loaded, answers, host, db, nf.files_bytes(files_dir), peak.peak, rss_idle, repeat)
+
+
+def wait_collector(client, timeout_s: float = 20.0) -> None:
+    """Until the store has seen the collector's health event (the bus path is up end to end)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(s.get("service") == "collector" for s in client.status().get("services", [])):
+            return
+        time.sleep(0.1)
+    raise RuntimeError("the store never saw the collector's health event")
+
+
+def table(res: Result) -> str:
+    n = res.loaded.flows
+    lines = ["| question | FlowLens s | nfdump s | ratio (nfdump/FlowLens) | answers |",
+             "| --- | ---: | ---: | ---: | --- |"]
+    for a in res.answers:
+        fl = "error" if a.flowlens_s is None else f"{a.flowlens_s:.3f}"
+        ratio = "" if a.flowlens_s is None else f"{a.nfdump_s / a.flowlens_s:.2f}"
+        agree = "same" if a.agree else a.note.replace("|", "/")[:400]
+        lines.append(f"| {a.question} | {fl} | {a.nfdump_s:.3f} | {ratio} | {agree} |")
+    lines.append(f"| disk per flow (SQLite file + WAL vs nfcapd -y files) | {res.sqlite_bytes / n:.0f} B |"
+                 f" {res.nfcapd_bytes / n:.0f} B | {res.nfcapd_bytes / max(res.sqlite_bytes, 1):.2f} |"
+                 f" {res.sqlite_bytes:,} vs {res.nfcapd_bytes:,} bytes |")
+    return "\n".join(lines)
+
+
+def summary(res: Result) -> str:
+    ld = res.loaded
+    return (f"{ld.flows:,} flows over {(ld.end_ms - ld.start_ms) // HOUR_MS} h (newest flow "
+            f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(ld.end_ms / 1000))} UTC), one host = {res.host}. "
+            f"Load through collector -> store and nfcapd: {ld.load_s:.0f} s ({ld.flows / ld.load_s:,.0f} flows/s, "
+            f"lossless: {', '.join(f'{k} {v:,}' for k, v in ld.checks.items())}); "
+            f"sealing after the load {ld.seal_s:.0f} s. Store RSS {res.store_rss_idle / 1e6:.0f} MB before the "
+            f"questions, peak {res.store_rss_peak / 1e6:.0f} MB while answering. Best of {res.repeat} per side.")
+
+
+def run(report) -> None:
+    n = FLOWS
+    with tempfile.TemporaryDirectory(prefix="flowlens-bench-history-") as d:
+        res = run_once(n, Path(d))
+    for a in res.answers:
+        report("history", f"{a.question}: FlowLens", a.flowlens_s if a.flowlens_s is not None else "error", "s",
+               "agrees with nfdump" if a.agree else a.note[:200])
+        report("history", f"{a.question}: nfdump", a.nfdump_s, "s",
+               "" if a.flowlens_s is None else f"ratio nfdump/FlowLens {a.nfdump_s / a.flowlens_s:.2f}")
+    report("history", "disk per flow: FlowLens SQLite + WAL", res.sqlite_bytes / n, "bytes", f"{n:,} flows, sealed")
+    report("history", "disk per flow: nfcapd -y files", res.nfcapd_bytes / n, "bytes", "LZ4, 5-minute files")
+    report("history", "store RSS peak while answering", res.store_rss_peak / 1e6, "MB", "psutil, every 20 ms")
+    report("history", "historic load through collector + store", n / res.loaded.load_s, "flows/s",
+           f"{res.loaded.load_s:.0f} s, paced to lose nothing; sealing after it {res.loaded.seal_s:.0f} s")
+    disagree = [a.question for a in res.answers if not a.agree and not a.flowlens_error]
+    text = (f"# History: FlowLens warm tier vs nfdump\n\n{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {platform.node()}, "
+            f"{psutil.cpu_count()} CPUs, `python -m bench history` (FLOWLENS_BENCH_HISTORY_FLOWS={n}).\n\n"
+            f"{summary(res)}\n\n{table(res)}\n")
+    if disagree:
+        text += "\n**ANSWERS DIFFER** for: " + "; ".join(disagree) + "\n"
+    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+    ARTIFACT.write_text(text)
+    print(text, flush=True)
+    if disagree:
+        print("history: ANSWERS DIFFER between FlowLens and nfdump: " + "; ".join(disagree), flush=True)
