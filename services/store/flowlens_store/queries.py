@@ -27,14 +27,15 @@ from flowmodel.protocol import FLOW_FILTERS, METRICS, TOP_BY, QueryError, parse_
 from flowmodel.schema import FLOW_COLUMNS
 
 from . import blockread as B
+from . import histops
 from . import planner as P
+from .hists import key_text
 from .layout import connect_reader, now_ms
 from .rowcodec import REST_DTYPE, SQL_COLUMNS, rows_to_columns
 
 ADDR_PROBE_ROWS = 20_000  # an address range matching more rows than this in a partition walks the time index
 MAX_SERIES_POINTS = 10_000
-MINUTE_MS = 60_000  # the rollups' granularity
-HOUR_MS = 3_600_000  # the hourly rollups' granularity
+INT64_MAX = (1 << 63) - 1
 SERIES_CHUNK_ROWS = 65_536  # rows a spread/scaled SQLite series folds at a time
 MAX_SEQ_RANGES = 64  # a window meeting more separate runs of spans reads from the first to the last
 
@@ -61,6 +62,7 @@ class QueryEngine:
         self.blocks = B.BlockCounters()  # sealed blocks listed, pruned on their stats, read
         self.use_rollups = True  # series of whole minutes from the per-minute rollups (tests compare both ways)
         self.rollup_retention_ms = 2 * 86_400_000  # set by the service from storage.rollup_retention
+        self.prefix_v4, self.prefix_v6 = 24, 64  # the rollups' destination prefixes (analysis.anomaly_prefix_*)
 
     # ------------------------------------------------------------ SQLite plumbing
 
@@ -318,8 +320,12 @@ class QueryEngine:
         limit = P.int_arg(args, "limit", 10, 1, self.max_rows, cap=True)
         scaled = P.bool_arg(args, "scaled", False)  # bytes and packets times each flow's sampling rate
         f, ring = self._filters(args)
+        source, approximate = ("ring" if ring else "sqlite"), False
         if ring:
             best, totals = self._ring_top(f, by, metric, limit, scaled)
+        elif self.use_rollups and by in histops.HIST_TOP and "since" in f and set(f) <= {"since", "until"}:
+            groups, totals, approximate, source = self._read(lambda db: histops.top(self, db, f, by, scaled))
+            best = _rank(groups.items(), metric, limit)
         else:
             groups = self._read(lambda db: self._sql_top(db, f, by, scaled))  # key -> [bytes, packets, flows]
             totals = {"bytes": 0, "packets": 0, "flows": 0}
@@ -330,7 +336,7 @@ class QueryEngine:
             best = _rank(groups.items(), metric, limit)
         rows = [{"key": _key_text(by, k), "bytes": v[0], "packets": v[1], "flows": v[2]} for k, v in best]
         return {"ok": True, "by": by, "metric": metric, "rows": rows, "totals": totals, "scaled": scaled,
-                "source": "ring" if ring else "sqlite"}
+                "source": source, "approximate": approximate}
 
     def _ring_top(self, f: dict, by: str, metric: str, limit: int, scaled: bool = False) -> tuple[list, dict]:
         need = TOP_COLUMNS.get(by, (by,))
@@ -491,12 +497,11 @@ class QueryEngine:
                    (("sampling_rate",) if scaled else ())
             cols = self.ring.select(lambda c: P.ring_mask(c, f), columns=need)
             _fold_series(cols, step_ms, acc, scaled, got)
+        elif not spread and self.use_rollups and "since" in f and (dims := histops.series_dims(f)) and \
+                (answered := self._read(lambda db: histops.series(self, db, f, step_ms, scaled, dims, got))):
+            source = answered
         elif spread or scaled:
             self._read(lambda db: self._sql_series_rows(db, f, step_ms, acc, scaled, got))
-        elif self._rollups_answer(f, step_ms):
-            unit = MINUTE_MS if f["since"] >= self.clock() - self.rollup_retention_ms else HOUR_MS
-            got = self._read(lambda db: self._rollup_series(db, f, step_ms, unit))
-            source = "rollups" if unit == MINUTE_MS else "hourly rollups"
         else:
             got = self._read(lambda db: self._sql_series(db, f, step_ms))
         if acc is not None:
@@ -528,53 +533,6 @@ class QueryEngine:
             _fold_series(cols, step_ms, None, False, out)
         return out
 
-    def _rollups_answer(self, f: dict, step_ms: int) -> bool:
-        """Whole-minute steps over all traffic (or one exporter) can be summed from the per-minute
-        exporter rollups instead of every raw row: a day is 1,440 rows per exporter, not millions."""
-        if not self.use_rollups or step_ms % MINUTE_MS or "since" not in f:
-            return False
-        if f["since"] < self.clock() - self.rollup_retention_ms and step_ms % HOUR_MS:
-            return False  # minutes older than the minute rollups' retention: only whole hours are kept
-        if set(f) - {"since", "until", "exporter"}:
-            return False
-        return "exporter" not in f or f["exporter"][0] == f["exporter"][1]
-
-    def _rollup_series(self, db, f: dict, step_ms: int, unit_ms: int = MINUTE_MS) -> dict:
-        """Whole minutes (or hours) of the window from the rollups, the partial ones at either end from
-        the next finer source: raw rows for minutes, minute rollups for hours (rollup times are those
-        of time_end, the same rule as the raw series)."""
-        since, until = f["since"], f.get("until")
-        table, col = ("rollups", "minute_ms") if unit_ms == MINUTE_MS else ("rollups_hourly", "hour_ms")
-        def finer(edge: dict) -> dict:
-            # minutes from the minute rollups while they are kept, else from raw rows
-            if unit_ms == MINUTE_MS or edge["since"] < self.clock() - self.rollup_retention_ms:
-                return self._sql_series(db, edge, step_ms)
-            return self._rollup_series(db, edge, step_ms, MINUTE_MS)
-        m0 = -(-since // unit_ms) * unit_ms
-        m1 = ((until if until is not None else self.clock()) // unit_ms) * unit_ms
-        if m1 <= m0:
-            return finer(f)
-        sql = (f"SELECT ({col} / {step_ms}) * {step_ms} AS t, sum(bytes), sum(packets), sum(flows) FROM {table} "
-               f"WHERE kind = 'exporter' AND {col} >= ? AND {col} < ?")
-        params: list = [m0, m1]
-        if "exporter" in f:
-            sql += " AND key = ?"
-            params.append(addr.to_text(f["exporter"][0]))
-        out: dict[int, list[int]] = {t: [b, p, n] for t, b, p, n in db.execute(sql + " GROUP BY t", params)}
-        for lo, hi in ((since, m0), (m1, until)):
-            if hi is not None and lo >= hi:
-                continue
-            edge = {**f, "since": lo}
-            if hi is None:
-                edge.pop("until", None)
-            else:
-                edge["until"] = hi
-            for t, v in finer(edge).items():
-                acc = out.setdefault(t, [0, 0, 0])
-                for i in range(3):
-                    acc[i] += v[i]
-        return out
-
     def _sql_series_rows(self, db, f: dict, step_ms: int, acc, scaled: bool, got: dict) -> None:
         """A spread or scaled series from SQLite: start time and sampling rate live in the packed rest
         column, so rows are read in chunks and folded in numpy (memory bounded by the chunk)."""
@@ -596,6 +554,21 @@ class QueryEngine:
             (("sampling_rate",) if scaled else ())
         for cols in B.scan(db, f, names, self.blocks, self._check):
             _fold_series(cols, step_ms, acc, scaled, got)
+
+    def _raw_columns(self, db, f: dict, names):
+        """Every flow of ``f`` in SQLite, rows then blocks, as the named columns, a chunk at a time."""
+        for name, _s, _e, sealed in self._partitions(db, f):
+            where, params = P.sql_where(f, addr_index=False)
+            for where, params in self._hot_where(db, name, sealed, f, where, params):
+                cur = db.execute(f"SELECT {', '.join(SQL_COLUMNS)} FROM {name} WHERE {where}", params)
+                while True:
+                    self._check()
+                    rows = cur.fetchmany(SERIES_CHUNK_ROWS)
+                    if not rows:
+                        break
+                    cols = rows_to_columns(rows)
+                    yield {k: cols[k] for k in names}
+        yield from B.scan(db, f, names, self.blocks, self._check)
 
     # ------------------------------------------------------------ advisories
 
@@ -661,49 +634,42 @@ class QueryEngine:
     def rollups(self, args: dict) -> dict:
         """Per-minute (or per ``step``, whole minutes) sums by destination prefix or exporter. ``top``
         keeps the keys with the most bytes over the window, so a baseline over a week of thousands of
-        prefixes costs what the caller can hold; at most query_max_rows x 100 rows in any case."""
+        prefixes costs what the caller can hold; at most query_max_rows x 100 rows in any case.
+        Sealed hours come from their rollups (hists.py), the rest from the ring or the flows."""
         P.check_args("rollups", args, ("kind", "since", "until", "key", "scaled", "step", "top"))
         scaled = P.bool_arg(args, "scaled", False)  # bytes and packets times the sampling rate
         kind = P.choice_arg(args, "kind", ("dst_prefix", "exporter"), None)
         step_s = P.int_arg(args, "step", 60, 60, 31 * 86400)
         if step_s % 60:
             raise QueryError("step must be whole minutes, in seconds (60, 300, 3600, ...)")
-        step_min, step_ms = step_s // 60, step_s * 1000
+        step_ms = step_s * 1000
         top = P.int_arg(args, "top", 0, 1, 1_000_000) if args.get("top") is not None else 0
         now = self.clock()
-        terms, params = ["kind = ?"], [kind]
-        if args.get("since") not in (None, ""):
-            terms.append("minute_ms >= ?")
-            params.append(parse_when(args["since"], now, "since"))
-        if args.get("until") not in (None, ""):
-            terms.append("minute_ms < ?")
-            params.append(parse_when(args["until"], now, "until"))
-        if args.get("key") not in (None, ""):
-            if not isinstance(args["key"], str):
-                raise QueryError("key must be text, e.g. 192.168.5.0/24")
-            terms.append("key = ?")
-            params.append(args["key"])
-        where = " AND ".join(terms)
-        b, p = ("sbytes", "spackets") if scaled else ("bytes", "packets")
+        since = parse_when(args["since"], now, "since") if args.get("since") not in (None, "") else -(1 << 62)
+        until = parse_when(args["until"], now, "until") if args.get("until") not in (None, "") else 1 << 62
+        key = args.get("key")
+        if key not in (None, "") and not isinstance(key, str):
+            raise QueryError("key must be text, e.g. 192.168.5.0/24")
+        got = self._read(lambda db: histops.rollup_rows(self, db, kind, since, until, step_ms, scaled,
+                                                         self.prefix_v4, self.prefix_v6))
+        texts = key_text(kind, got["k"], got["other"], self.prefix_v4, self.prefix_v6)
+        keep = [i for i, t in enumerate(texts) if key in (None, "") or t == key]
         if top:
-            where += (f" AND key IN (SELECT key FROM rollups WHERE {where} GROUP BY key "
-                      f"ORDER BY sum({b}) DESC, key LIMIT {top})")
-            params = params + params
+            per_key: dict[str, int] = {}
+            for i in keep:
+                per_key[texts[i]] = per_key.get(texts[i], 0) + int(got["bytes"][i])
+            chosen = {k for k, _v in sorted(per_key.items(), key=lambda kv: (-kv[1], kv[0]))[:top]}
+            keep = [i for i in keep if texts[i] in chosen]
         cap = self.max_rows * 100
-        table, col = ("rollups_hourly", "hour_ms") if step_ms % HOUR_MS == 0 else ("rollups", "minute_ms")
-        where = where.replace("minute_ms", col).replace("FROM rollups", f"FROM {table}")
-        if step_min == 1:
-            sql = f"SELECT minute_ms, key, {b}, {p}, flows FROM rollups WHERE {where} ORDER BY minute_ms, key LIMIT ?"
-        else:
-            sql = (f"SELECT ({col} / {step_ms}) * {step_ms} AS m, key, sum({b}), sum({p}), sum(flows) FROM {table} "
-                   f"WHERE {where} GROUP BY m, key ORDER BY m, key LIMIT ?")
-        rows = self._read(lambda db: db.execute(sql, params + [cap + 1]).fetchall())
-        if len(rows) > cap:
+        if len(keep) > cap:
             raise QueryError(f"more than {cap} rollup rows; use a larger step, a shorter window or top")
-        cols = list(zip(*rows)) if rows else [(), (), (), (), ()]
-        names = ("minute", "key", "bytes", "packets", "flows")
-        return {"ok": True, "kind": kind, "step_ms": step_ms, "scaled": scaled, "top": top or None,
-                "rows": {n: list(c) for n, c in zip(names, cols)}}
+        t = got["t"].tolist()
+        keep.sort(key=lambda i: (t[i], texts[i]))
+        b, p, n = got["bytes"].tolist(), got["packets"].tolist(), got["flows"].tolist()
+        rows = {"minute": [t[i] for i in keep], "key": [texts[i] for i in keep],
+                "bytes": [min(b[i], INT64_MAX) for i in keep], "packets": [min(p[i], INT64_MAX) for i in keep],
+                "flows": [n[i] for i in keep]}
+        return {"ok": True, "kind": kind, "step_ms": step_ms, "scaled": scaled, "top": top or None, "rows": rows}
 
 
 def _empty_columns() -> dict:

@@ -12,18 +12,22 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from typing import Callable
 
 import msgpack
 import numpy as np
 
+from .blockread import Block, BlockCounters, read_block
 from .blocks import BLOCK_ROWS, encode_block
+from .hists import HistBuilder
 from .rowcodec import SQL_COLUMNS, rows_to_columns
 
 log = logging.getLogger(__name__)
 
 SEAL_GRACE_MS = 120_000  # a partition is sealed this long after its end: late flows still land as rows
 DELETE_CHUNK_BLOCKS = 64  # blocks of a pruned partition deleted per step
+HIST_BLOCKS_PER_STEP = 4  # blocks folded into a partition's rollups per step (about 0.1 s)
+HIST_COLUMNS = ("time_end", "src_addr", "dst_addr", "src_port", "dst_port", "protocol", "bytes", "packets",
+                "sampling_rate", "exporter", "input_if", "output_if", "src_as", "dst_as", "tos")
 
 
 class Sealer:
@@ -31,13 +35,14 @@ class Sealer:
     (name -> [start, end, rows, min, max, sealed, hot_rows]); ``row_tables`` the row tables that exist."""
 
     def __init__(self, db: sqlite3.Connection, partitions: dict, row_tables: set, block_rows: int = BLOCK_ROWS,
-                 grace_ms: int = SEAL_GRACE_MS, build_hists: Callable[[str], None] | None = None):
+                 grace_ms: int = SEAL_GRACE_MS, prefix_v4: int = 24, prefix_v6: int = 64, hist_max_keys: int = 200_000):
         self.db = db
+        self.prefix_v4, self.prefix_v6, self.hist_max_keys = prefix_v4, prefix_v6, hist_max_keys
+        self._hist: dict | None = None  # the partition whose rollups are being built: its builder, blocks left
         self.partitions = partitions
         self.row_tables = row_tables
         self.block_rows = block_rows
         self.grace_ms = grace_ms
-        self.build_hists = build_hists  # called with a partition name once its last row became a block
         self.hists_due: list[str] = []
         self.doomed_blocks: list[int] = []  # blocks of pruned partitions, deleted in chunks
         self.old_tables: list[str] = []  # leftovers of layout 1 (<name>_old, <name>_pruned), deleted in chunks
@@ -64,7 +69,8 @@ class Sealer:
 
     def pending(self) -> bool:
         """Work under way that should go on soon (a partition half moved, rollups to build, deletions)."""
-        return bool(self._current is not None or self.hists_due or self.doomed_blocks or self.old_tables)
+        return bool(self._current is not None or self._hist is not None or self.hists_due or self.doomed_blocks
+                    or self.old_tables)
 
     def step(self, now: int) -> bool:
         """One bounded piece of work, its own transaction. Returns whether more is pending."""
@@ -74,6 +80,8 @@ class Sealer:
             self._delete_old_chunk(self.old_tables[0])
         elif self._current is not None:
             self._move_chunk(self._current)
+        elif self._hist is not None:
+            self._hist_step()
         else:
             due = self.due(now)
             if due:
@@ -82,10 +90,8 @@ class Sealer:
                 self._move_chunk(due[0])
             elif self.hists_due:
                 name = self.hists_due.pop(0)
-                if name in self.partitions and self.build_hists is not None:
-                    self.build_hists(name)
-                elif name in self.partitions:
-                    self._mark_sealed(name)
+                if name in self.partitions and not self.partitions[name][6]:
+                    self._begin_hists(name)
         return self.pending()
 
     # ------------------------------------------------------------ moving rows into blocks
@@ -143,9 +149,46 @@ class Sealer:
         self.blocks_written += 1
         return block
 
-    def _mark_sealed(self, name: str) -> None:
-        self.db.execute("UPDATE partitions SET sealed = 1 WHERE name = ?", (name,))
-        self.partitions[name][5] = 1
+    # ------------------------------------------------------------ rollups of a sealed partition
+
+    def _begin_hists(self, name: str) -> None:
+        ids = self.db.execute("SELECT id, part, rows, time_lo, time_hi FROM blocks WHERE part = ? ORDER BY id",
+                              (name,)).fetchall()
+        self._hist = {"name": name, "blocks": [Block(*r) for r in ids], "t0": time.monotonic(),
+                      "builder": HistBuilder(self.prefix_v4, self.prefix_v6, self.hist_max_keys)}
+        self._hist_step()
+
+    def _hist_step(self) -> None:
+        """Fold the next blocks of the partition into its rollups; the last step writes them and marks
+        the partition sealed, one transaction. Rows arriving meanwhile (late) start it over later."""
+        h = self._hist
+        name = h["name"]
+        p = self.partitions.get(name)
+        if p is None or p[6]:  # pruned, or late rows arrived: their seal queues the rollups again
+            self._hist = None
+            return
+        todo, h["blocks"] = h["blocks"][:HIST_BLOCKS_PER_STEP], h["blocks"][HIST_BLOCKS_PER_STEP:]
+        counters = BlockCounters()
+        for block in todo:
+            h["builder"].add(read_block(self.db, block, HIST_COLUMNS, counters))
+        if h["blocks"]:
+            return
+        blobs = h["builder"].finish()
+        self._hist = None
+        self.db.execute("BEGIN")
+        try:
+            self.db.execute("DELETE FROM hists WHERE start_ms = ? AND end_ms = ?", (p[0], p[1]))
+            self.db.executemany("INSERT INTO hists (dim, step_ms, start_ms, end_ms, rows, data) VALUES (?, ?, ?, ?, ?, ?)",
+                                [(dim, step, p[0], p[1], 0, blob) for (dim, step), blob in blobs.items()])
+            self.db.execute("UPDATE partitions SET sealed = 1 WHERE name = ?", (name,))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        p[5] = 1
+        log.info("partition rollups built", extra={"fields": {
+            "partition": name, "blobs": len(blobs), "bytes": sum(len(b) for b in blobs.values()),
+            "wall_s": round(time.monotonic() - h["t0"], 3)}})
 
     # ------------------------------------------------------------ deleting
 
@@ -153,6 +196,8 @@ class Sealer:
         """A partition was pruned (its blocks rows deleted in the caller's transaction)."""
         if self._current == name:
             self._current = None
+        if self._hist is not None and self._hist["name"] == name:
+            self._hist = None
         if name in self.hists_due:
             self.hists_due.remove(name)
 

@@ -96,7 +96,9 @@ class StoreService:
         self.writer = Writer(warm, cfg["storage.write_queue_batches"], cfg["storage.write_max_rows"],
                              cfg["storage.prune_interval"], int(cfg["storage.sqlite_retention"] * 1000),
                              int(cfg["storage.rollup_retention"] * 1000), int(cfg["storage.advisory_retention"] * 1000),
-                             hourly_retention_ms=int(cfg["storage.rollup_hourly_retention"] * 1000)).start()
+                             hourly_retention_ms=int(cfg["storage.rollup_hourly_retention"] * 1000),
+                             five_min_retention_ms=int(cfg["storage.rollup_5min_retention"] * 1000),
+                             max_bytes=cfg["storage.max_bytes"]).start()
         self.ring = Ring(cfg["storage.ring_capacity"])
         # After a restart the ring is empty but SQLite is not: treat what SQLite holds as evicted,
         # so a recent window that reaches back before the restart is answered from SQLite.
@@ -120,6 +122,7 @@ class StoreService:
             engine = QueryEngine(self.ring, cfg["storage.sqlite_path"], int(cfg["storage.ring_buffer_duration"] * 1000),
                                  cfg["storage.query_max_rows"], cfg["storage.query_time_limit"])
             engine.rollup_retention_ms = int(cfg["storage.rollup_retention"] * 1000)
+            engine.prefix_v4, engine.prefix_v6 = cfg["analysis.anomaly_prefix_v4"], cfg["analysis.anomaly_prefix_v6"]
             self.engines.append(engine)
             push = self._socket(zmq.PUSH)
             push.setsockopt(zmq.SNDTIMEO, 2000)  # never block a worker for good on a stopped front thread

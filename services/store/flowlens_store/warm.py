@@ -83,8 +83,8 @@ class WarmWriter:
         self.span_rows = span_rows
         self._spans: dict[str, list[int]] = {}  # partition -> its open span [seq_lo, seq_hi, time_lo, time_hi, rows]
         self._cover_unspanned()
-        self.sealer = Sealer(self.db, self.partitions, self.row_tables, **(
-            {"block_rows": seal_chunk_rows} if seal_chunk_rows else {}))
+        self.sealer = Sealer(self.db, self.partitions, self.row_tables, prefix_v4=prefix_v4, prefix_v6=prefix_v6,
+                             **({"block_rows": seal_chunk_rows} if seal_chunk_rows else {}))
         self.sealer.recover()
         # A broken exporter clock (or spoofed packets) can date every datagram in a different hour: past
         # max_partitions, flows that would open a partition outside [now - retention, now + future] are
@@ -168,8 +168,9 @@ class WarmWriter:
                 mn, mx = int(st.min()), int(st.max())
                 p[3] = mn if p[3] is None else min(p[3], mn)
                 p[4] = mx if p[4] is None else max(p[4], mx)
-                if p[5]:  # late rows for a sealed partition: sealed again once they are blocks
+                if p[5]:  # late rows for a sealed partition: its rollups no longer cover it until it is sealed again
                     p[5] = 0
+                    self.db.execute("DELETE FROM hists WHERE start_ms = ? AND end_ms = ?", (p[0], p[1]))
                 self.db.execute("UPDATE partitions SET rows = ?, min_time = ?, max_time = ?, hot_rows = ?, sealed = ? "
                                 "WHERE name = ?", (p[2], p[3], p[4], p[6], p[5], name))
                 if True:  # spans of at most span_rows, however large the transaction
@@ -178,7 +179,6 @@ class WarmWriter:
                         piece = slice(j, j + self.span_rows)
                         ps, pt = sq[piece], st[piece]
                         self._span(name, int(ps.min()), int(ps.max()), int(pt.min()), int(pt.max()), len(ps))
-            self._write_rollups(cols)
             self.next_seq = max(self.next_seq, int(cols["seq"].max()) + 1)
             self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)", (self.next_seq,))
             self.db.execute("COMMIT")
@@ -218,53 +218,6 @@ class WarmWriter:
         self._spans[name] = [seq_lo, seq_hi, t_lo, t_hi, rows]
         self.db.execute("INSERT OR REPLACE INTO spans (part, seq_lo, seq_hi, time_lo, time_hi, rows) VALUES (?, ?, ?, ?, ?, ?)",
                         (name, seq_lo, seq_hi, t_lo, t_hi, rows))
-
-    def _write_rollups(self, cols: dict[str, np.ndarray]) -> None:
-        """Per-minute and per-hour sums by destination prefix and by exporter, upserted, as exported and
-        times the sampling rate (sbytes, spackets: what the anomaly baseline compares). Minutes are kept
-        for storage.rollup_retention, hours (a sixtieth of the rows) for storage.rollup_hourly_retention:
-        a two-week hour-of-week baseline over thousands of prefixes. Grouped in numpy on uint64
-        key words (planner.group_rows: the constant ::ffff: word dropped, the rest packed and sorted
-        once), the prefix mask applied to those words; only the groups become Python rows."""
-        from .planner import group_rows
-
-        minute = (cols["time_end"] // MINUTE_MS) * MINUTE_MS
-        mword = minute.astype(np.int64).view(np.uint64) ^ np.uint64(1 << 63)  # signed order as unsigned
-        upsert = ("INSERT INTO {table} (kind, {t}, key, bytes, packets, flows, sbytes, spackets) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                  "ON CONFLICT (kind, {t}, key) DO UPDATE SET bytes = bytes + excluded.bytes, "
-                  "packets = packets + excluded.packets, flows = flows + excluded.flows, "
-                  "sbytes = sbytes + excluded.sbytes, spackets = spackets + excluded.spackets")
-        sql = upsert.format(table="rollups", t="minute_ms")
-        sql_hourly = upsert.format(table="rollups_hourly", t="hour_ms")
-        rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
-        sb, sp = cols["bytes"] * rate, cols["packets"] * rate
-        for kind, (hi, lo) in (("dst_prefix", _prefix_words(cols["dst_addr"], self.prefix_v4, self.prefix_v6)),
-                               ("exporter", _addr_words(cols["exporter"]))):
-            rep, (b, p, bs, ps), counts = group_rows([mword, hi, lo], cols["bytes"], cols["packets"], sb, sp)
-            ghi, glo, gmin = hi[rep], lo[rep], minute[rep]
-            texts: dict[bytes, str] = {}
-            self.db.executemany(sql, self._rollup_rows(kind, gmin, ghi, glo, (b, p, counts, bs, ps), texts))
-            # the hours, from the minute groups (far fewer than the flows)
-            hour = (gmin // HOUR_MS) * HOUR_MS
-            hword = hour.astype(np.int64).view(np.uint64) ^ np.uint64(1 << 63)
-            hrep, sums, _n = group_rows([hword, ghi, glo], b, p, counts, bs, ps)
-            self.db.executemany(sql_hourly, self._rollup_rows(kind, hour[hrep], ghi[hrep], glo[hrep], sums, texts))
-
-    def _rollup_rows(self, kind: str, times: np.ndarray, hi: np.ndarray, lo: np.ndarray, sums, texts: dict) -> list:
-        b, p, n, bs, ps = sums
-        keys = np.empty((len(times), 2), ">u8")
-        keys[:, 0], keys[:, 1] = hi, lo
-        rows = []
-        times = times.tolist()
-        for i, a in enumerate(keys.view("V16").ravel().tolist()):
-            t = texts.get(a)
-            if t is None:
-                t = texts[a] = (addr.prefix_text(a, self.prefix_v4, self.prefix_v6) if kind == "dst_prefix"
-                                else addr.to_text(a))
-            rows.append((kind, times[i], t, min(int(b[i]), INT64_MAX), min(int(p[i]), INT64_MAX), int(n[i]),
-                         min(int(bs[i]), INT64_MAX), min(int(ps[i]), INT64_MAX)))
-        return rows
 
     # ---------------------------------------------------------------- sealing (sealer.py)
 

@@ -42,13 +42,17 @@ def _malloc_trim():
 class Writer:
     def __init__(self, warm: WarmWriter, queue_batches: int, max_rows: int, prune_interval_s: float,
                  retention_ms: int, rollup_retention_ms: int, advisory_retention_ms: int, events_max: int = 10_000,
-                 hourly_retention_ms: int | None = None):
+                 hourly_retention_ms: int | None = None, five_min_retention_ms: int | None = None, max_bytes: int = 0):
         self.warm = warm
         self.max_rows = max_rows
         self.prune_interval_s = prune_interval_s
         self.retention_ms = retention_ms
         self.rollup_retention_ms = rollup_retention_ms
         self.hourly_retention_ms = hourly_retention_ms
+        self.max_bytes = max_bytes
+        self.hist_retention_ms = {60_000: rollup_retention_ms,
+                                  300_000: five_min_retention_ms or max(rollup_retention_ms, 30 * 86_400_000),
+                                  3_600_000: hourly_retention_ms or 365 * 86_400_000}
         self.advisory_retention_ms = advisory_retention_ms
         self.queue_batches = queue_batches
         self.queue_rows_max = queue_batches * FULL_BATCH_ROWS
@@ -205,6 +209,8 @@ class Writer:
 
     def _maintain(self) -> None:
         mono = time.monotonic()
+        if self.warm.vacuum_due and not self.warm.seal_pending() and self.queued_rows == 0:
+            self.warm.vacuum_step()  # hand pages freed by a prune back to the file system, 8 MiB a pass
         if self.warm.seal_pending():
             # one bounded step (<= ~0.3 s) per loop pass, after the flow transaction; none while the
             # queue is more than half full, unless sealing has waited SEAL_MAX_WAIT_S for a step
@@ -216,7 +222,8 @@ class Writer:
         if mono >= self._next_prune:
             self._next_prune = mono + self.prune_interval_s
             dropped = self.warm.prune(now_ms(), self.retention_ms, self.rollup_retention_ms, self.advisory_retention_ms,
-                                      self.hourly_retention_ms)
+                                      self.hourly_retention_ms, max_bytes=self.max_bytes,
+                                      hist_retention_ms=self.hist_retention_ms)
             self.pruned_partitions += len(dropped)
             if dropped:
                 log.info("partitions dropped", extra=fields(partitions=",".join(dropped)))

@@ -70,8 +70,8 @@ def test_ring_or_sqlite_rule(setup):
     assert eng.flows({**SQL, "limit": 1})["source"] == "ring"
     assert eng.flows({"limit": 1})["source"] == "ring"
     assert eng.top({**RING, "limit": 1})["source"] == "ring"
-    assert eng.top({**SQL, "limit": 1})["source"] == "sqlite"
-    assert eng.series({**SQL, "until": T0 + 60_000})["source"] == "rollups"  # whole minutes, no filter
+    assert eng.top({**SQL, "limit": 1})["source"].startswith("rollups")
+    assert eng.series({**SQL, "until": T0 + 60_000})["source"].startswith("rollups")  # whole minutes, no filter
     assert eng.series({**SQL, "until": T0 + 60_000, "port": 80})["source"] == "sqlite"
     assert eng.series({**SQL, "until": T0 + 60_000, "step": 90})["source"] == "sqlite"
 
@@ -90,7 +90,7 @@ def test_series_from_rollups_equals_series_from_raw_rows(setup, since, until, st
     finally:
         eng.use_rollups = True
     rolled = eng.series(dict(args))
-    assert raw["source"] == "sqlite" and rolled["source"] == "rollups"
+    assert raw["source"] == "sqlite" and rolled["source"].startswith("rollups")
     assert rolled["points"] == raw["points"]
     assert sum(p[3] for p in rolled["points"]) > 0
 

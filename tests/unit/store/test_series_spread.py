@@ -181,40 +181,6 @@ def test_rollups_by_hour_and_top_keys(engine):
             eng.rollups({"kind": "exporter", "since": 0, **bad})
 
 
-def test_series_older_than_the_minute_rollups_comes_from_hourly_rollups(engine, tmp_path):
-    """On a copy of the file whose minute rollups are gone (pruned), a series of whole hours is summed
-    from the hourly table and its partial first hour from raw rows: the same points as raw rows alone."""
-    import sqlite3
-
-    eng, flows = engine
-    copy = str(tmp_path / "copy.db")
-    src = sqlite3.connect(eng.sqlite_path)
-    dst = sqlite3.connect(copy)
-    src.backup(dst)
-    src.close()
-    dst.execute("DELETE FROM rollups")
-    dst.commit()
-    dst.close()
-    ring = Ring(10)
-    ring.evicted_max_time_end = int(flows["time_end"].max())  # everything from SQLite
-    old = QueryEngine(ring, copy, 600_000, 10_000, 5.0, clock=eng.clock)
-    old.rollup_retention_ms = 0  # every minute rollup counts as expired
-    try:
-        # the window starts inside the data's hour: that partial hour must come from raw rows
-        args = {"since": T0 + 5_000, "until": T0 + 2 * HOUR + 7_777, "step": 3600}
-        hourly = old.series(dict(args))
-        old.use_rollups = False
-        raw = old.series(dict(args))
-        old.use_rollups = True
-        ten_min = old.series({**args, "step": 600})
-    finally:
-        old.close()
-    assert hourly["source"] == "hourly rollups" and raw["source"] == "sqlite"
-    assert hourly["points"] == raw["points"]
-    assert sum(p[3] for p in hourly["points"]) == int((flows["time_end"] >= T0 + 5_000).sum()) > 0
-    assert ten_min["source"] == "sqlite"  # 10-minute steps need minutes: raw rows answer
-
-
 def test_overview_of_a_recent_window_the_ring_holds_in_part_is_cut_to_that_part(tmp_path):
     """More flows/s than the ring covers for 10 minutes: the overview answers from memory for the part
     the ring holds (since = just after the newest evicted flow), says so, and agrees with series/top

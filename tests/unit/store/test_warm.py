@@ -93,25 +93,9 @@ def test_seal_turns_rows_into_blocks_once_partition_is_past(tmp_path):
     w.close()
 
 
-def test_rollups_sum_per_minute_and_prefix(tmp_path):
-    w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64)
-    b = make_batch(3000, spacing_ms=50)  # 150 s of flows
-    w.write_flows(with_seq(b, 1))
-    rows = w.db.execute("SELECT kind, minute_ms, key, bytes, packets, flows FROM rollups").fetchall()
-    for kind in ("dst_prefix", "exporter"):
-        mine = [r for r in rows if r[0] == kind]
-        assert sum(r[3] for r in mine) == int(b["bytes"].sum())
-        assert sum(r[5] for r in mine) == 3000
-        assert all(r[1] % 60_000 == 0 for r in mine)
-    keys = {r[2] for r in rows if r[0] == "dst_prefix"}
-    assert "192.168.1.0/24" in keys and "2001:db8::/64" in keys
-    assert {r[2] for r in rows if r[0] == "exporter"} == {"127.0.0.1", "127.0.0.2"}
-    w.close()
-
-
 @pytest.mark.parametrize("p4,p6", [(24, 64), (20, 48), (32, 128), (0, 0), (8, 100)])
 def test_prefix_words_equal_mask_column(p4, p6):
-    from flowlens_store.warm import _prefix_words
+    from flowlens_store.hists import prefix_words as _prefix_words
     rng = np.random.default_rng(p4 * 1000 + p6)
     raw = rng.integers(0, 256, (400, 16), dtype=np.uint8)
     raw[::2, :10] = 0
@@ -121,25 +105,3 @@ def test_prefix_words_equal_mask_column(p4, p6):
     words = np.empty((400, 2), ">u8")
     words[:, 0], words[:, 1] = hi, lo
     assert words.view("V16").ravel().tolist() == addr.mask_column(col, p4, p6).tolist()
-
-
-def test_rollup_rows_equal_a_plain_per_row_sum(tmp_path):
-    w = WarmWriter(str(tmp_path / "f.db"), HOUR, 20, 48)
-    b = make_batch(4000, spacing_ms=37, seed=5)  # IPv4 and IPv6 destinations, 2.5 minutes, two exporters
-    w.write_flows(with_seq(b, 1))
-    w.write_flows(with_seq(make_batch(500, t0=T0 - 3 * 60_000, seed=6), 4001))  # an older minute, a second upsert
-    got = {(k, m, key): (by, pk, n) for k, m, key, by, pk, n in
-           w.db.execute("SELECT kind, minute_ms, key, bytes, packets, flows FROM rollups")}
-    want: dict = {}
-    for bb in (b, make_batch(500, t0=T0 - 3 * 60_000, seed=6)):
-        masked = addr.mask_column(bb["dst_addr"], 20, 48)
-        for i in range(bb.count):
-            minute = int(bb["time_end"][i]) // 60_000 * 60_000
-            for kind, key in (("dst_prefix", addr.prefix_text(bytes(masked[i]), 20, 48)),
-                              ("exporter", addr.to_text(bytes(bb["exporter"][i])))):
-                acc = want.setdefault((kind, minute, key), [0, 0, 0])
-                acc[0] += int(bb["bytes"][i])
-                acc[1] += int(bb["packets"][i])
-                acc[2] += 1
-    assert got == {k: tuple(v) for k, v in want.items()}
-    w.close()

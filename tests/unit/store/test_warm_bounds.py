@@ -57,30 +57,18 @@ def test_an_advisory_raised_again_after_it_resolved_is_a_new_episode(tmp_path):
     w.close()
 
 
-def test_minute_and_hourly_rollups_have_their_own_retention(tmp_path):
+def test_each_rollup_step_has_its_own_retention(tmp_path):
     w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64)
     now = int(time.time() * 1000)
     b = make_batch(100, t0=now - 5 * 24 * HOUR, spacing_ms=1000, seed=3)
     w.write_flows(with_seq(b, 1))
-    count = lambda t: w.db.execute(f"SELECT count(*), sum(flows) FROM {t} WHERE kind = 'exporter'").fetchone()
-    assert count("rollups")[1] == count("rollups_hourly")[1] == 100
-    assert count("rollups_hourly")[0] < count("rollups")[0]
-    w.prune(now, 30 * 24 * HOUR, 2 * 24 * HOUR, 30 * 24 * HOUR, 15 * 24 * HOUR)
-    assert count("rollups")[0] == 0 and count("rollups_hourly")[1] == 100
-    w.prune(now, 30 * 24 * HOUR, 2 * 24 * HOUR, 30 * 24 * HOUR, 4 * 24 * HOUR)
-    assert count("rollups_hourly")[0] == 0
-    w.close()
-
-
-def test_a_file_without_hourly_rollups_gets_them_from_its_minutes_on_open(tmp_path):
-    path = str(tmp_path / "f.db")
-    w = WarmWriter(path, HOUR, 24, 64)
-    now = int(time.time() * 1000)
-    w.write_flows(with_seq(make_batch(200, t0=now - 3 * HOUR, spacing_ms=30_000, seed=4), 1))
-    want = w.db.execute("SELECT kind, hour_ms, key, bytes, flows, sbytes FROM rollups_hourly ORDER BY 1, 2, 3").fetchall()
-    w.db.execute("DELETE FROM rollups_hourly")  # as a file written before hourly rollups existed
-    w.close()
-    w = WarmWriter(path, HOUR, 24, 64)
-    got = w.db.execute("SELECT kind, hour_ms, key, bytes, flows, sbytes FROM rollups_hourly ORDER BY 1, 2, 3").fetchall()
-    assert got == want and len(got) > 2
+    assert w.seal_due(now) == 1
+    count = lambda step: w.db.execute("SELECT count(*) FROM hists WHERE step_ms = ?", (step,)).fetchone()[0]
+    assert count(60_000) and count(300_000) and count(3_600_000)
+    keep = {60_000: 2 * 24 * HOUR, 300_000: 30 * 24 * HOUR, 3_600_000: 365 * 24 * HOUR}
+    w.prune(now, 30 * 24 * HOUR, 2 * 24 * HOUR, 30 * 24 * HOUR, 15 * 24 * HOUR, hist_retention_ms=keep)
+    assert count(60_000) == 0 and count(300_000) and count(3_600_000)
+    w.prune(now, 30 * 24 * HOUR, 2 * 24 * HOUR, 30 * 24 * HOUR, 15 * 24 * HOUR,
+            hist_retention_ms={**keep, 300_000: 4 * 24 * HOUR})
+    assert count(300_000) == 0 and count(3_600_000)
     w.close()

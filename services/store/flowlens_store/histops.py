@@ -1,0 +1,192 @@
+"""top, series and rollups answered from the rollups (histread.py) plus raw reads for what they do
+not cover: the ring where it still holds a range, else the flows (rows and blocks). Used by
+QueryEngine when the filter is one the rollups are keyed by (none, or one host for a series)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import histread as H
+from . import planner as P
+from .hists import HistBuilder, KEY_WIDTH
+
+ADDR_DIMS = ("src", "dst", "exporter", "self", "dst_prefix")
+HIST_TOP = ("src", "dst", "port", "src_port", "dst_port", "protocol", "exporter")
+TOP_COLUMNS = {"port": ("src_port", "dst_port"), "src": ("src_addr",), "dst": ("dst_addr",)}
+
+
+def _py_keys(dim: str, k: np.ndarray) -> list:
+    if dim in ADDR_DIMS:
+        return H.words_to_addr(k)
+    return k[:, 0].tolist()
+
+
+def _add(out: dict, keys: list, b, p, n) -> None:
+    for key, vb, vp, vn in zip(keys, b.tolist(), p.tolist(), n.tolist()):
+        cur = out.get(key)
+        if cur is None:
+            out[key] = [vb, vp, vn]
+        else:
+            cur[0] += vb
+            cur[1] += vp
+            cur[2] += vn
+
+
+def _ring_groups(engine, f: dict, by: str, scaled: bool) -> dict:
+    need = TOP_COLUMNS.get(by, (by,))
+    cols = engine.ring.select(lambda c: P.ring_mask(c, f),
+                              columns=need + ("bytes", "packets") + (("sampling_rate",) if scaled else ()))
+    out: dict = {}
+    if not len(cols["bytes"]):
+        return out
+    b, p = cols["bytes"], cols["packets"]
+    if scaled:
+        rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+        b, p = b * rate, p * rate
+    key = np.minimum(cols["src_port"], cols["dst_port"]) if by == "port" else cols[need[0]]
+    rep, (gb, gp), gn = P.group_rows(P.key_words(key), b, p)
+    _add(out, key[rep].tolist(), gb, gp, gn)
+    return out
+
+
+def top(engine, db, f: dict, by: str, scaled: bool) -> tuple[dict, dict, bool, str]:
+    """(key -> [bytes, packets, flows], totals, approximate, source) for the window of ``f`` (since/until
+    only); source says what answered: rollups, sqlite (raw flows only) or both."""
+    until = f.get("until", 1 << 62)
+    pl = H.plan(db, by, f["since"], until)
+    rows = H.gather(db, by, pl.pieces, engine._check)
+    k, gb, gp, gn, other_bytes = H.group_keys(rows, scaled)
+    out: dict = {}
+    _add(out, _py_keys(by, k), gb, gp, gn)
+    totals = {"bytes": 0, "packets": 0, "flows": 0}
+    if rows["other"].any():
+        o = rows["other"]
+        totals["bytes"] += other_bytes
+        totals["packets"] += int((rows["spackets"] if scaled else rows["packets"])[o].sum(dtype=np.uint64))
+        totals["flows"] += int(rows["flows"][o].sum(dtype=np.uint64))
+    for lo, hi in pl.raw:
+        fr = {**f, "since": lo, "until": hi}
+        if engine.ring.covers(lo):
+            got = _ring_groups(engine, fr, by, scaled)
+        else:
+            got = engine._sql_top(db, fr, by, scaled)
+        for key, v in got.items():
+            cur = out.get(key)
+            if cur is None:
+                out[key] = list(v)
+            else:
+                cur[0] += v[0]
+                cur[1] += v[1]
+                cur[2] += v[2]
+    for v in out.values():
+        totals["bytes"] += v[0]
+        totals["packets"] += v[1]
+        totals["flows"] += v[2]
+    return out, totals, bool(rows["other"].any() or pl.rounded), _source(pl)
+
+
+def series_dims(f: dict) -> list[tuple[str, int, bytes | None]] | None:
+    """The rollup dimensions a series of ``f`` sums, with signs: all traffic is the exporters' sum;
+    one host is src + dst - self (addr), or src, or dst. None: the rollups cannot answer ``f``."""
+    extra = set(f) - {"since", "until"}
+    if not extra:
+        return [("exporter", 1, None)]
+    if len(extra) == 1:
+        (name,) = extra
+        lo, hi = f[name] if name in ("src", "dst", "addr", "exporter") else (None, None)
+        if lo is None or lo != hi:
+            return None
+        if name == "addr":
+            return [("src", 1, lo), ("dst", 1, lo), ("self", -1, lo)]
+        return [(name, 1, lo)]
+    return None
+
+
+def series(engine, db, f: dict, step_ms: int, scaled: bool, dims: list, got: dict) -> str | None:
+    """Add the series of ``f`` to ``got`` (t -> [bytes, packets, flows]) and say what answered; None
+    when no rollup step divides ``step_ms`` (nothing added)."""
+    from .queries import _fold_series
+
+    until = f.get("until", 1 << 62)
+    plans = []
+    for dim, sign, host in dims:
+        from .hists import DIMS
+        steps = tuple(s for s in DIMS[dim] if step_ms % s == 0)
+        if not steps:
+            return None
+        plans.append((dim, sign, host, H.plan(db, dim, f["since"], until, steps)))
+    acc: dict[int, list[int]] = {}
+    for dim, sign, host, pl in plans:
+        rows = H.gather(db, dim, pl.pieces, engine._check)
+        if host is not None and len(rows["t"]):
+            want = np.frombuffer(bytes(host), ">u8").astype(np.uint64)
+            m = (rows["k"][:, 0] == want[0]) & (rows["k"][:, 1] == want[1]) & ~rows["other"]
+            rows = {k: v[m] for k, v in rows.items()}
+        if not len(rows["t"]):
+            continue
+        b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])
+        bins = (rows["t"] // step_ms) * step_ms
+        rep, (gb, gp, gn), _c = P.group_rows(P.key_words(bins), b, p, rows["flows"])
+        for t, vb, vp, vn in zip(bins[rep].tolist(), gb.tolist(), gp.tolist(), gn.tolist()):
+            cur = acc.setdefault(t, [0, 0, 0])
+            cur[0] += sign * vb
+            cur[1] += sign * vp
+            cur[2] += sign * vn
+    # every plan of a sum shares the same partitions, so the raw ranges are those of the first
+    for lo, hi in plans[0][3].raw:
+        fr = {**f, "since": lo, "until": hi}
+        if engine.ring.covers(lo):
+            need = ("time_end", "bytes", "packets") + (("sampling_rate",) if scaled else ())
+            cols = engine.ring.select(lambda c: P.ring_mask(c, fr), columns=need)
+            _fold_series(cols, step_ms, None, scaled, acc)
+        elif scaled:
+            engine._sql_series_rows(db, fr, step_ms, None, True, acc)
+        else:
+            for t, v in engine._sql_series(db, fr, step_ms).items():
+                cur = acc.setdefault(t, [0, 0, 0])
+                for i in range(3):
+                    cur[i] += v[i]
+    for t, v in acc.items():
+        cur = got.setdefault(t, [0, 0, 0])
+        for i in range(3):
+            cur[i] += v[i]
+    return _source(plans[0][3])
+
+
+def _source(pl: H.HistPlan) -> str:
+    if not pl.pieces:
+        return "sqlite"
+    return "rollups+sqlite" if pl.raw else "rollups"
+
+
+def rollup_rows(engine, db, kind: str, since: int, until: int, step_ms: int, scaled: bool,
+                prefix_v4: int, prefix_v6: int) -> dict[str, np.ndarray]:
+    """Per (step, key) sums of ``kind`` (dst_prefix or exporter) over [since, until): rollups where
+    they are complete, the rest grouped from raw flows the same way the sealer groups them."""
+    from .hists import DIMS, decode_hist
+
+    steps = tuple(s for s in DIMS[kind] if step_ms % s == 0)
+    pl = H.plan(db, kind, since, until, steps)
+    parts = [H.gather(db, kind, pl.pieces, engine._check)]
+    if pl.raw:
+        builder = HistBuilder(prefix_v4, prefix_v6, dims={kind: (60_000,)})
+        names = ("time_end", "dst_addr", "exporter", "bytes", "packets", "sampling_rate", "src_addr", "src_port",
+                 "dst_port", "input_if", "output_if", "protocol", "src_as", "dst_as", "tos")
+        for lo, hi in pl.raw:
+            fr = {"since": lo, "until": hi}
+            if engine.ring.covers(lo):
+                builder.add(engine.ring.select(lambda c: P.ring_mask(c, fr), columns=names))
+            else:
+                for cols in engine._raw_columns(db, fr, names):
+                    builder.add(cols)
+        for (_dim, _step), blob in builder.finish().items():
+            h = decode_hist(blob)
+            h["k"] = h["k"].reshape(len(h["t"]), -1)
+            parts.append(h)
+    rows = {k: np.concatenate([p[k] for p in parts]) for k in ("t", "other", "bytes", "packets", "flows", "sbytes",
+                                                                "spackets")}
+    rows["k"] = np.concatenate([p["k"].reshape(len(p["t"]), KEY_WIDTH.get(kind, 1)) for p in parts])
+    b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])
+    bins = (rows["t"] // step_ms) * step_ms
+    words = P.key_words(bins) + [rows["k"][:, j] for j in range(rows["k"].shape[1])] + [rows["other"].astype(np.uint64)]
+    rep, (gb, gp, gn), _c = P.group_rows(words, b, p, rows["flows"])
+    return {"t": bins[rep], "k": rows["k"][rep], "other": rows["other"][rep], "bytes": gb, "packets": gp, "flows": gn}

@@ -1,0 +1,133 @@
+"""Answering from the rollups (hists.py): which rollup rows and which raw time ranges a window needs.
+
+A window is cut per partition: a partition whose rollups are complete (sealed, or pruned with its
+rollups kept) is answered from them, with the coarsest step whose buckets lie wholly inside the
+window and the partition (1 h, then 5 min, then 1 min at the edges); what no bucket covers, and
+every partition not yet sealed, is left as a raw time range for the caller to read from the ring or
+the flows. Once a partition's raw flows are pruned its edges cannot be read raw: buckets that start
+inside the window are taken whole then (the window is rounded to the rollup step), said in the plan.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import planner as P
+from .hists import DIMS, KEY_WIDTH, decode_hist
+
+VALUE_NAMES = ("bytes", "packets", "flows", "sbytes", "spackets")
+
+
+@dataclass
+class HistPlan:
+    pieces: list = field(default_factory=list)  # (start_ms, end_ms, step_ms, t_lo, t_hi): buckets t_lo <= t < t_hi
+    raw: list = field(default_factory=list)     # (lo, hi): time_end ranges to read raw
+    rounded: bool = False                       # some edge was rounded to a rollup step (raw flows pruned)
+
+
+def plan(db, dim: str, since: int, until: int, steps: tuple[int, ...] | None = None) -> HistPlan:
+    """The pieces of [since, until) for ``dim``; ``steps`` limits the rollup steps used (a series
+    needs steps that divide its own)."""
+    steps = tuple(sorted(steps if steps is not None else DIMS[dim], reverse=True))
+    out = HistPlan()
+    parts = {(s, e): sealed for s, e, sealed in db.execute(
+        "SELECT start_ms, end_ms, sealed FROM partitions WHERE end_ms > ? AND start_ms < ?", (since, until))}
+    rolled = {(s, e) for s, e in db.execute(
+        "SELECT DISTINCT start_ms, end_ms FROM hists WHERE dim = ? AND end_ms > ? AND start_ms < ?",
+        (dim, since, until))}
+    for (ps, pe), sealed in sorted(parts.items()):
+        a, b = max(ps, since), min(pe, until)
+        if sealed and (ps, pe) in rolled and steps:
+            _cover(out, ps, pe, a, b, steps, raw_ok=True)
+        else:
+            out.raw.append((a, b))
+    for ps, pe in sorted(rolled - set(parts)):  # raw flows pruned, rollups kept
+        if steps:
+            _cover(out, ps, pe, max(ps, since), min(pe, until), steps, raw_ok=False)
+    out.raw = _merge(out.raw)
+    return out
+
+
+def _cover(out: HistPlan, ps: int, pe: int, a: int, b: int, steps: tuple[int, ...], raw_ok: bool) -> None:
+    if a >= b:
+        return
+    if not steps:
+        if raw_ok:
+            out.raw.append((a, b))
+        return
+    s = steps[0]
+    lo = a if a == ps or a % s == 0 else -(-a // s) * s
+    hi = b if b == pe or b % s == 0 else (b // s) * s
+    if not raw_ok and len(steps) == 1:  # the finest step kept: take every bucket starting inside
+        out.pieces.append((ps, pe, s, (a // s) * s if a == ps else -(-a // s) * s, b))
+        out.rounded = out.rounded or a % s != 0 or b % s != 0
+        return
+    if lo < hi:
+        out.pieces.append((ps, pe, s, (lo // s) * s, hi))
+        _cover(out, ps, pe, a, lo, steps[1:], raw_ok)
+        _cover(out, ps, pe, hi, b, steps[1:], raw_ok)
+    else:
+        _cover(out, ps, pe, a, b, steps[1:], raw_ok)
+
+
+def _merge(ranges: list) -> list:
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if lo >= hi:
+            continue
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(lo, hi) for lo, hi in out]
+
+
+def gather(db, dim: str, pieces: list, check=lambda: None) -> dict[str, np.ndarray]:
+    """The rollup rows of the pieces: 't', 'k' (n, w), 'other' and the VALUE_NAMES sums."""
+    width = KEY_WIDTH.get(dim, 1)
+    got: list[dict] = []
+    blobs: dict = {}
+    for ps, pe, step, t_lo, t_hi in pieces:
+        check()
+        key = (ps, pe, step)
+        if key not in blobs:
+            row = db.execute("SELECT data FROM hists WHERE dim = ? AND step_ms = ? AND start_ms = ? AND end_ms = ?",
+                             (dim, step, ps, pe)).fetchone()
+            blobs[key] = decode_hist(row[0]) if row else None
+        h = blobs[key]
+        if h is None or not len(h["t"]):
+            continue
+        m = (h["t"] >= t_lo) & (h["t"] < t_hi)
+        if m.any():
+            got.append({k: v[m] for k, v in h.items()})
+    if not got:
+        empty = {n: np.zeros(0, np.uint64) for n in VALUE_NAMES}
+        return {"t": np.zeros(0, np.int64), "k": np.zeros((0, width), np.uint64), "other": np.zeros(0, bool), **empty}
+    out = {k: np.concatenate([g[k] for g in got]) for k in got[0]}
+    out["k"] = out["k"].reshape(len(out["t"]), -1)
+    if "other" not in out:
+        out["other"] = np.zeros(len(out["t"]), bool)
+    return out
+
+
+def group_keys(rows: dict[str, np.ndarray], scaled: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                            np.ndarray, int]:
+    """Rollup rows summed per key (the "other" rows left out): (keys (g, w), bytes, packets, flows,
+    other_bytes)."""
+    b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])
+    other = rows["other"]
+    other_bytes = int(b[other].sum(dtype=np.uint64)) if other.any() else 0
+    keep = ~other
+    k = rows["k"][keep]
+    if not len(k):
+        z = np.zeros(0, np.uint64)
+        return np.zeros((0, rows["k"].shape[1]), np.uint64), z, z, z, other_bytes
+    rep, (gb, gp, gn), _c = P.group_rows([k[:, j] for j in range(k.shape[1])], b[keep], p[keep], rows["flows"][keep])
+    return k[rep], gb, gp, gn, other_bytes
+
+
+def words_to_addr(k: np.ndarray) -> list[bytes]:
+    """(n, >=2) uint64 key words (big-endian address halves) as 16-byte addresses."""
+    two = np.ascontiguousarray(k[:, :2]).astype(">u8")
+    return [bytes(v) for v in two.view("V16").ravel().tolist()]
