@@ -20,68 +20,75 @@ def _py_keys(dim: str, k: np.ndarray) -> list:
     return k[:, 0].tolist()
 
 
-def _add(out: dict, keys: list, b, p, n) -> None:
-    for key, vb, vp, vn in zip(keys, b.tolist(), p.tolist(), n.tolist()):
-        cur = out.get(key)
-        if cur is None:
-            out[key] = [vb, vp, vn]
-        else:
-            cur[0] += vb
-            cur[1] += vp
-            cur[2] += vn
-
-
-def _ring_groups(engine, f: dict, by: str, scaled: bool) -> dict:
+def _ring_groups(engine, f: dict, by: str, scaled: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(key words (g, w), [bytes, packets, flows]) of the ring's flows of ``f``, grouped."""
     need = TOP_COLUMNS.get(by, (by,))
     cols = engine.ring.select(lambda c: P.ring_mask(c, f),
                               columns=need + ("bytes", "packets") + (("sampling_rate",) if scaled else ()))
-    out: dict = {}
-    if not len(cols["bytes"]):
-        return out
     b, p = cols["bytes"], cols["packets"]
     if scaled:
         rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
         b, p = b * rate, p * rate
     key = np.minimum(cols["src_port"], cols["dst_port"]) if by == "port" else cols[need[0]]
-    rep, (gb, gp), gn = P.group_rows(P.key_words(key), b, p)
-    _add(out, key[rep].tolist(), gb, gp, gn)
-    return out
+    words = _words(by, key)
+    return words, [b.astype(np.uint64), p.astype(np.uint64), np.ones(len(b), np.uint64)]
 
 
-def top(engine, db, f: dict, by: str, scaled: bool) -> tuple[dict, dict, bool, str]:
-    """(key -> [bytes, packets, flows], totals, approximate, source) for the window of ``f`` (since/until
-    only); source says what answered: rollups, sqlite (raw flows only) or both."""
+def _words(by: str, key: np.ndarray) -> np.ndarray:
+    """A key column (V16 addresses or integers) as (n, w) uint64 words, the rollups' key order."""
+    if by in ADDR_DIMS:
+        return np.ascontiguousarray(key).view(">u8").reshape(len(key), 2).astype(np.uint64)
+    return key.astype(np.uint64).reshape(len(key), 1)
+
+
+def _dict_groups(by: str, groups: dict) -> tuple[np.ndarray, list[np.ndarray]]:
+    keys = list(groups)
+    vals = np.array(list(groups.values()), dtype=np.uint64).reshape(len(keys), 3)
+    if by in ADDR_DIMS:
+        words = np.frombuffer(b"".join(keys), ">u8").reshape(len(keys), 2).astype(np.uint64)
+    else:
+        words = np.array(keys, dtype=np.uint64).reshape(len(keys), 1)
+    return words, [vals[:, 0], vals[:, 1], vals[:, 2]]
+
+
+def top(engine, db, f: dict, by: str, metric: str, limit: int, scaled: bool) -> tuple[list, dict, bool, str]:
+    """(the best ``limit`` (key, [bytes, packets, flows]), totals, approximate, source) for the window
+    of ``f`` (since/until only); source says what answered: rollups, sqlite (raw only) or both. Every
+    part is grouped in numpy; only the chosen keys become Python objects."""
     until = f.get("until", 1 << 62)
     pl = H.plan(db, by, f["since"], until)
     rows = H.gather(db, by, pl.pieces, engine._check)
-    k, gb, gp, gn, other_bytes = H.group_keys(rows, scaled)
-    out: dict = {}
-    _add(out, _py_keys(by, k), gb, gp, gn)
-    totals = {"bytes": 0, "packets": 0, "flows": 0}
-    if rows["other"].any():
-        o = rows["other"]
-        totals["bytes"] += other_bytes
-        totals["packets"] += int((rows["spackets"] if scaled else rows["packets"])[o].sum(dtype=np.uint64))
-        totals["flows"] += int(rows["flows"][o].sum(dtype=np.uint64))
+    other = rows["other"]
+    keep = ~other
+    words = [rows["k"][keep]]
+    b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])
+    values = [[b[keep], p[keep], rows["flows"][keep]]]
     for lo, hi in pl.raw:
         fr = {**f, "since": lo, "until": hi}
-        if engine.ring.covers(lo):
-            got = _ring_groups(engine, fr, by, scaled)
-        else:
-            got = engine._sql_top(db, fr, by, scaled)
-        for key, v in got.items():
-            cur = out.get(key)
-            if cur is None:
-                out[key] = list(v)
-            else:
-                cur[0] += v[0]
-                cur[1] += v[1]
-                cur[2] += v[2]
-    for v in out.values():
-        totals["bytes"] += v[0]
-        totals["packets"] += v[1]
-        totals["flows"] += v[2]
-    return out, totals, bool(rows["other"].any() or pl.rounded), _source(pl)
+        w, v = _ring_groups(engine, fr, by, scaled) if engine.ring.covers(lo) else \
+            _dict_groups(by, engine._sql_top(db, fr, by, scaled))
+        words.append(w.reshape(len(v[0]), words[0].shape[1]))
+        values.append(v)
+    k = np.concatenate(words)
+    vb, vp, vn = (np.concatenate([v[i] for v in values]) for i in range(3))
+    totals = {"bytes": int(b[other].sum(dtype=np.uint64)), "packets": int(p[other].sum(dtype=np.uint64)),
+              "flows": int(rows["flows"][other].sum(dtype=np.uint64))}
+    if not len(k):
+        return [], totals, bool(other.any() or pl.rounded), _source(pl)
+    rep, (gb, gp, gn), _c = P.group_rows([k[:, j] for j in range(k.shape[1])], vb, vp, vn)
+    totals["bytes"] += sum_exact(gb)
+    totals["packets"] += sum_exact(gp)
+    totals["flows"] += int(gn.sum())
+    pick = P.top_groups({"bytes": gb, "packets": gp, "flows": gn}[metric], limit)
+    keys = _py_keys(by, k[rep[pick]])
+    best = list(zip(keys, ([int(x), int(y), int(z)] for x, y, z in zip(gb[pick], gp[pick], gn[pick]))))
+    return best, totals, bool(other.any() or pl.rounded), _source(pl)
+
+
+def sum_exact(v: np.ndarray) -> int:
+    if len(v) and int(v.max()) * len(v) >= 1 << 64:  # a uint64 sum could wrap
+        return sum(v.tolist())
+    return int(v.sum(dtype=np.uint64))
 
 
 def series_dims(f: dict) -> list[tuple[str, int, bytes | None]] | None:

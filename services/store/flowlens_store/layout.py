@@ -86,13 +86,14 @@ def connect_writer(path: str, cache_bytes: int = 64 << 20) -> sqlite3.Connection
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+        # a new file (before WAL writes its header): pages freed by sealing and pruning can be handed
+        # back to the file system (storage.max_bytes, WarmWriter.vacuum_step)
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute(f"PRAGMA cache_size=-{max(1024, cache_bytes // 1024)}")
     db.execute("PRAGMA temp_store=MEMORY")
-    if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
-        # a new file: pages freed by pruning can be handed back to the file system (storage.max_bytes)
-        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
     db.executescript(SCHEMA)
     migrate(db)
     if "sbytes" not in {r[1] for r in db.execute("PRAGMA table_info(rollups)")}:

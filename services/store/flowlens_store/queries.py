@@ -324,8 +324,9 @@ class QueryEngine:
         if ring:
             best, totals = self._ring_top(f, by, metric, limit, scaled)
         elif self.use_rollups and by in histops.HIST_TOP and "since" in f and set(f) <= {"since", "until"}:
-            groups, totals, approximate, source = self._read(lambda db: histops.top(self, db, f, by, scaled))
-            best = _rank(groups.items(), metric, limit)
+            best, totals, approximate, source = self._read(lambda db: histops.top(self, db, f, by, metric, limit,
+                                                                                  scaled))
+            best = _rank(best, metric, limit)
         else:
             groups = self._read(lambda db: self._sql_top(db, f, by, scaled))  # key -> [bytes, packets, flows]
             totals = {"bytes": 0, "packets": 0, "flows": 0}

@@ -228,7 +228,13 @@ class WarmWriter:
     def seal_step(self, now: int, chunk_rows: int | None = None) -> bool:
         """One bounded piece of sealing work, its own transaction; returns whether work remains."""
         self._spans_sync()
-        return self.sealer.step(now)
+        pending = self.sealer.step(now)
+        if not pending and not self.vacuum_due:
+            # a bulk load sealed many partitions at once: their row pages are free and no flow will need
+            # them soon; hand them back when they are over a quarter of the file (and over 64 MiB)
+            free, total = (self.db.execute(f"PRAGMA {k}").fetchone()[0] for k in ("freelist_count", "page_count"))
+            self.vacuum_due = free > max(total // 4, (64 << 20) // 4096)
+        return pending
 
     def seal_due(self, now: int) -> int:
         """Seal every due partition now, step by step (tests, tools); returns how many were sealed.
