@@ -206,5 +206,12 @@ def total_flows(files_dir: Path) -> tuple[int, int]:
     return int(stat["Flows"]), int(stat["Bytes"])
 
 
+def file_flows(path: Path) -> int:
+    """Flows in one file, from its stat record."""
+    out = nfdump(["-r", str(path), "-I"])
+    stat = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+    return int(stat["Flows"])
+
+
 def files_bytes(files_dir: Path) -> int:
     return sum(p.stat().st_size for p in Path(files_dir).iterdir() if p.name.startswith("nfcapd."))
