@@ -123,11 +123,7 @@ def series(engine, db, f: dict, step_ms: int, scaled: bool, dims: list, got: dic
         plans.append((dim, sign, host, H.plan(db, dim, f["since"], until, steps)))
     acc: dict[int, list[int]] = {}
     for dim, sign, host, pl in plans:
-        rows = H.gather(db, dim, pl.pieces, engine._check)
-        if host is not None and len(rows["t"]):
-            want = np.frombuffer(bytes(host), ">u8").astype(np.uint64)
-            m = (rows["k"][:, 0] == want[0]) & (rows["k"][:, 1] == want[1]) & ~rows["other"]
-            rows = {k: v[m] for k, v in rows.items()}
+        rows = H.gather(db, dim, pl.pieces, engine._check, host=host)
         if not len(rows["t"]):
             continue
         b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])

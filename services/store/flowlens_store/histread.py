@@ -83,18 +83,33 @@ def _merge(ranges: list) -> list:
     return [(lo, hi) for lo, hi in out]
 
 
-def gather(db, dim: str, pieces: list, check=lambda: None) -> dict[str, np.ndarray]:
-    """The rollup rows of the pieces: 't', 'k' (n, w), 'other' and the VALUE_NAMES sums."""
+def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = None) -> dict[str, np.ndarray]:
+    """The rollup rows of the pieces: 't', 'k' (n, w), 'other' and the VALUE_NAMES sums; with
+    ``host`` (a 16-byte address) only that key's rows, read from the one key-range chunk holding it."""
     width = KEY_WIDTH.get(dim, 1)
     got: list[dict] = []
     blobs: dict = {}
+    sql = "SELECT data FROM hists WHERE dim = ? AND step_ms = ? AND start_ms = ? AND end_ms = ?"
+    extra: tuple = ()
+    if host is not None:
+        sql += " AND key_lo <= ? AND key_hi >= ?"
+        extra = (bytes(host), bytes(host))
+        want = np.frombuffer(bytes(host), ">u8").astype(np.uint64)
     for ps, pe, step, t_lo, t_hi in pieces:
         check()
         key = (ps, pe, step)
         if key not in blobs:
-            row = db.execute("SELECT data FROM hists WHERE dim = ? AND step_ms = ? AND start_ms = ? AND end_ms = ?",
-                             (dim, step, ps, pe)).fetchone()
-            blobs[key] = decode_hist(row[0]) if row else None
+            parts = [decode_hist(r[0]) for r in db.execute(sql, (dim, step, ps, pe, *extra))]
+            h = None
+            if parts:
+                h = {name: np.concatenate([q[name] for q in parts]) for name in parts[0] if name != "k"}
+                h["k"] = np.concatenate([q["k"].reshape(len(q["t"]), width) for q in parts])
+                if host is not None:
+                    m = (h["k"][:, 0] == want[0]) & (h["k"][:, 1] == want[1])
+                    if "other" in h:
+                        m &= ~h["other"]
+                    h = {name: v[m] for name, v in h.items()}
+            blobs[key] = h
         h = blobs[key]
         if h is None or not len(h["t"]):
             continue

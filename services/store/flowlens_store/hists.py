@@ -425,3 +425,43 @@ def _zstd_d():
         import zstandard
         d = _local.d = zstandard.ZstdDecompressor()
     return d
+
+
+CHUNKED_DIMS = ("src", "dst", "self")  # host lookups (a series of one address) read one chunk per blob
+CHUNK_ROWS = 8192
+
+
+def key_chunks(dim: str, blob: bytes) -> list[tuple[bytes, bytes, int, bytes]]:
+    """(key_lo, key_hi, rows, blob) pieces of a (dim, step) blob. Host dimensions are cut into key
+    ranges of about CHUNK_ROWS rows, so a lookup of one address decodes one small piece per hour; the
+    others stay whole. key_lo/key_hi are the first key words as big-endian bytes (BLOB order = key order)."""
+    h = decode_hist(blob)
+    n = len(h["t"])
+    k = h["k"].reshape(n, -1)
+    if dim not in CHUNKED_DIMS or n <= CHUNK_ROWS:
+        lo, hi = _key_bytes(k.min(axis=0) if n else None), _key_bytes(k.max(axis=0) if n else None)
+        if n and dim in CHUNKED_DIMS:
+            order = np.lexsort(k.T[::-1])
+            lo, hi = _key_bytes(k[order[0]]), _key_bytes(k[order[-1]])
+        return [(lo, hi, n, blob)]
+    order = np.lexsort(k.T[::-1])  # by key
+    ks = k[order]
+    out = []
+    start = 0
+    while start < n:
+        end = min(n, start + CHUNK_ROWS)
+        while end < n and (ks[end] == ks[end - 1]).all():  # a key's rows stay in one chunk
+            end += 1
+        idx = order[start:end]
+        part = {name: v[idx] for name, v in h.items() if name != "k"}
+        part["k"] = k[idx]
+        out.append((_key_bytes(ks[start]), _key_bytes(ks[end - 1]), end - start, encode_hist(part)))
+        start = end
+    return out
+
+
+def _key_bytes(words) -> bytes:
+    if words is None:
+        return b""
+    return np.asarray(words, dtype=_U64).astype(">u8").tobytes()
+

@@ -55,8 +55,9 @@ CREATE TABLE IF NOT EXISTS block_stats (block INTEGER PRIMARY KEY, stats BLOB NO
 CREATE TABLE IF NOT EXISTS block_columns (
     block INTEGER NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (block, name));
 CREATE TABLE IF NOT EXISTS hists (
-    dim TEXT NOT NULL, step_ms INTEGER NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
-    rows INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (dim, step_ms, start_ms));
+    dim TEXT NOT NULL, step_ms INTEGER NOT NULL, start_ms INTEGER NOT NULL, chunk INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL, key_lo BLOB NOT NULL, key_hi BLOB NOT NULL, rows INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (dim, step_ms, start_ms, chunk));
 CREATE TABLE IF NOT EXISTS advisories (
     key TEXT PRIMARY KEY, analyzer TEXT, subject TEXT, severity TEXT, severity_rank INTEGER, state TEXT,
     first_seen INTEGER, last_seen INTEGER, title TEXT, description TEXT, action TEXT,

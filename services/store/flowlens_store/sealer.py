@@ -18,7 +18,7 @@ import numpy as np
 
 from .blockread import Block, BlockCounters, read_block
 from .blocks import BLOCK_ROWS, encode_block
-from .hists import HistBuilder
+from .hists import HistBuilder, key_chunks
 from .rowcodec import SQL_COLUMNS, rows_to_columns
 
 log = logging.getLogger(__name__)
@@ -178,8 +178,11 @@ class Sealer:
         self.db.execute("BEGIN")
         try:
             self.db.execute("DELETE FROM hists WHERE start_ms = ? AND end_ms = ?", (p[0], p[1]))
-            self.db.executemany("INSERT INTO hists (dim, step_ms, start_ms, end_ms, rows, data) VALUES (?, ?, ?, ?, ?, ?)",
-                                [(dim, step, p[0], p[1], 0, blob) for (dim, step), blob in blobs.items()])
+            self.db.executemany(
+                "INSERT INTO hists (dim, step_ms, start_ms, chunk, end_ms, key_lo, key_hi, rows, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(dim, step, p[0], i, p[1], lo, hi, n, blob) for (dim, step), whole in blobs.items()
+                 for i, (lo, hi, n, blob) in enumerate(key_chunks(dim, whole))])
             self.db.execute("UPDATE partitions SET sealed = 1 WHERE name = ?", (name,))
             self.db.execute("COMMIT")
         except BaseException:

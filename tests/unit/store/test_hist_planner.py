@@ -174,3 +174,29 @@ def test_rollups_outlive_the_raw_flows(store, tmp_path):
         old.close()
     assert after_top["source"] == "rollups" and after_top["rows"] == before_top["rows"]
     assert after_ser["source"] == "rollups" and after_ser["points"] == before_ser["points"]
+
+
+def test_host_series_reads_one_key_range_chunk_per_hour(tmp_path, monkeypatch):
+    """With small key-range chunks the host dimensions are cut into many pieces; a host's series reads
+    only the piece that holds it and still equals the raw answer, for every host."""
+    from flowlens_store import hists
+
+    monkeypatch.setattr(hists, "CHUNK_ROWS", 20)
+    path = str(tmp_path / "f.db")
+    flows = site_flows()
+    w = WarmWriter(path, HOUR, 24, 64, seal_chunk_rows=2000)
+    w.write_flows(with_seq(flows, 1))
+    assert w.seal_due(BASE + 5 * HOUR + 200_000) == 5
+    chunks = w.db.execute("SELECT count(*) FROM hists WHERE dim = 'src' AND step_ms = 300000").fetchone()[0]
+    assert chunks >= 4 * 5  # several pieces per hour
+    w.close()
+    ring = Ring(10)
+    ring.evicted_max_time_end = int(flows["time_end"].max())
+    eng = QueryEngine(ring, path, 600_000, 10_000, 10.0, clock=lambda: BASE + 7 * HOUR)
+    try:
+        for host in sorted({addr.to_text(bytes(a)) for a in flows["src_addr"][:400]}):
+            for filt in ({"addr": host}, {"src": host}, {"dst": host}):
+                rolled, raw = both(eng, "series", {"since": BASE, "until": BASE + 5 * HOUR, "step": 300, **filt})
+                assert rolled["source"] == "rollups" and rolled["points"] == raw["points"], filt
+    finally:
+        eng.close()
