@@ -57,7 +57,7 @@ def top(engine, db, f: dict, by: str, metric: str, limit: int, scaled: bool) -> 
     part is grouped in numpy; only the chosen keys become Python objects."""
     until = f.get("until", 1 << 62)
     pl = H.plan(db, by, f["since"], until)
-    rows = H.gather(db, by, pl.pieces, engine._check)
+    rows = H.gather(db, by, pl.pieces, engine._check, fold=H.fold_by(None))
     other = rows["other"]
     keep = ~other
     words = [rows["k"][keep]]
@@ -169,7 +169,10 @@ def rollup_rows(engine, db, kind: str, since: int, until: int, step_ms: int, sca
 
     steps = tuple(s for s in DIMS[kind] if step_ms % s == 0)
     pl = H.plan(db, kind, since, until, steps)
-    parts = [H.gather(db, kind, pl.pieces, engine._check)]
+    # pieces finer than the step are folded into it as they are read; pieces at the step are not (each
+    # (bucket, key) occurs once per partition already)
+    fine = any(piece[2] < step_ms for piece in pl.pieces)
+    parts = [H.gather(db, kind, pl.pieces, engine._check, fold=H.fold_by(step_ms) if fine else None)]
     if pl.raw:
         builder = HistBuilder(prefix_v4, prefix_v6, dims={kind: (60_000,)})
         names = ("time_end", "dst_addr", "exporter", "bytes", "packets", "sampling_rate", "src_addr", "src_port",

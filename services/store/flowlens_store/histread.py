@@ -83,11 +83,18 @@ def _merge(ranges: list) -> list:
     return [(lo, hi) for lo, hi in out]
 
 
-def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = None) -> dict[str, np.ndarray]:
+REGROUP_ROWS = 1 << 18  # rollup rows gathered before a fold merges them again
+
+
+def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = None,
+           fold=None) -> dict[str, np.ndarray]:
     """The rollup rows of the pieces: 't', 'k' (n, w), 'other' and the VALUE_NAMES sums; with
-    ``host`` (a 16-byte address) only that key's rows, read from the one key-range chunk holding it."""
+    ``host`` (a 16-byte address) only that key's rows, read from the one key-range chunk holding it.
+    ``fold`` (rows -> fewer rows, e.g. summed per key) is applied whenever REGROUP_ROWS rows have
+    gathered and at the end, so memory follows the distinct keys, not the hours read."""
     width = KEY_WIDTH.get(dim, 1)
     got: list[dict] = []
+    gathered = 0
     blobs: dict = {}
     sql = "SELECT data FROM hists WHERE dim = ? AND step_ms = ? AND start_ms = ? AND end_ms = ?"
     extra: tuple = ()
@@ -99,6 +106,8 @@ def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = 
         check()
         key = (ps, pe, step)
         if key not in blobs:
+            if blobs and next(iter(blobs))[0] != ps:
+                blobs.clear()  # pieces come partition by partition: keep one partition's blobs at most
             parts = [decode_hist(r[0]) for r in db.execute(sql, (dim, step, ps, pe, *extra))]
             h = None
             if parts:
@@ -115,15 +124,44 @@ def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = 
             continue
         m = (h["t"] >= t_lo) & (h["t"] < t_hi)
         if m.any():
-            got.append({k: v[m] for k, v in h.items()})
+            part = {k: v[m] for k, v in h.items()}
+            part["k"] = part["k"].reshape(len(part["t"]), width)
+            if "other" not in part:
+                part["other"] = np.zeros(len(part["t"]), bool)
+            got.append(part)
+            gathered += len(part["t"])
+            if fold is not None and gathered > REGROUP_ROWS:
+                got = [fold(_concat(got, width))]
+                gathered = len(got[0]["t"])
+    out = _concat(got, width)
+    return fold(out) if fold is not None and len(got) else out
+
+
+def _concat(got: list[dict], width: int) -> dict[str, np.ndarray]:
     if not got:
         empty = {n: np.zeros(0, np.uint64) for n in VALUE_NAMES}
         return {"t": np.zeros(0, np.int64), "k": np.zeros((0, width), np.uint64), "other": np.zeros(0, bool), **empty}
-    out = {k: np.concatenate([g[k] for g in got]) for k in got[0]}
-    out["k"] = out["k"].reshape(len(out["t"]), -1)
-    if "other" not in out:
-        out["other"] = np.zeros(len(out["t"]), bool)
-    return out
+    if len(got) == 1:
+        return got[0]
+    return {k: np.concatenate([g[k] for g in got]) for k in got[0]}
+
+
+def fold_by(step_ms: int | None):
+    """A gather fold: rows summed per (bucket of ``step_ms``, other, key); per (other, key) when None
+    (the bucket then reads 0)."""
+    def fold(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(rows["t"])
+        if n == 0:
+            return rows
+        t = (rows["t"] // step_ms) * step_ms if step_ms else np.zeros(n, np.int64)
+        k = rows["k"]
+        words = ([t.view(np.uint64) ^ np.uint64(1 << 63)] + [k[:, j] for j in range(k.shape[1])]
+                 + [rows["other"].astype(np.uint64)])
+        rep, sums, _c = P.group_rows(words, *(rows[v] for v in VALUE_NAMES))
+        out = {"t": t[rep], "k": k[rep], "other": rows["other"][rep]}
+        out.update(zip(VALUE_NAMES, sums))
+        return out
+    return fold
 
 
 def group_keys(rows: dict[str, np.ndarray], scaled: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray,

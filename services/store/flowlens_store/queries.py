@@ -653,24 +653,47 @@ class QueryEngine:
             raise QueryError("key must be text, e.g. 192.168.5.0/24")
         got = self._read(lambda db: histops.rollup_rows(self, db, kind, since, until, step_ms, scaled,
                                                          self.prefix_v4, self.prefix_v6))
-        texts = key_text(kind, got["k"], got["other"], self.prefix_v4, self.prefix_v6)
-        keep = [i for i, t in enumerate(texts) if key in (None, "") or t == key]
-        if top:
-            per_key: dict[str, int] = {}
-            for i in keep:
-                per_key[texts[i]] = per_key.get(texts[i], 0) + int(got["bytes"][i])
-            chosen = {k for k, _v in sorted(per_key.items(), key=lambda kv: (-kv[1], kv[0]))[:top]}
-            keep = [i for i in keep if texts[i] in chosen]
+        # texts for the distinct keys only; selection and ordering on key ids in numpy
+        k = np.concatenate([got["k"], got["other"].astype(np.uint64)[:, None]], axis=1)
+        firsts, inverse = _row_ids(k)
+        texts = key_text(kind, k[firsts, :-1], k[firsts, -1].astype(bool), self.prefix_v4, self.prefix_v6)
+        keep = np.ones(len(inverse), bool)
+        if key not in (None, ""):
+            keep &= np.isin(inverse, [i for i, t in enumerate(texts) if t == key])
+        if top and keep.any():
+            ids = inverse[keep]
+            rep, (sums,), _c = P.group_rows([ids.astype(np.uint64)], got["bytes"][keep])
+            per_key = dict(zip(ids[rep].tolist(), sums.tolist()))
+            chosen = sorted(per_key, key=lambda i: (-per_key[i], texts[i]))[:top]
+            keep &= np.isin(inverse, chosen)
+        idx = np.flatnonzero(keep)
         cap = self.max_rows * 100
-        if len(keep) > cap:
+        if len(idx) > cap:
             raise QueryError(f"more than {cap} rollup rows; use a larger step, a shorter window or top")
-        t = got["t"].tolist()
-        keep.sort(key=lambda i: (t[i], texts[i]))
-        b, p, n = got["bytes"].tolist(), got["packets"].tolist(), got["flows"].tolist()
-        rows = {"minute": [t[i] for i in keep], "key": [texts[i] for i in keep],
-                "bytes": [min(b[i], INT64_MAX) for i in keep], "packets": [min(p[i], INT64_MAX) for i in keep],
-                "flows": [n[i] for i in keep]}
+        rank = np.empty(len(texts), np.int64)
+        rank[np.argsort(np.array(texts, dtype=object), kind="stable")] = np.arange(len(texts))
+        idx = idx[np.lexsort((rank[inverse[idx]], got["t"][idx]))]
+        inv = inverse[idx].tolist()
+        rows = {"minute": got["t"][idx].tolist(), "key": [texts[i] for i in inv],
+                "bytes": np.minimum(got["bytes"][idx], INT64_MAX).tolist(),
+                "packets": np.minimum(got["packets"][idx], INT64_MAX).tolist(), "flows": got["flows"][idx].tolist()}
         return {"ok": True, "kind": kind, "step_ms": step_ms, "scaled": scaled, "top": top or None, "rows": rows}
+
+
+def _row_ids(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of one row per distinct row of the (n, w) uint64 array ``k``, each row's distinct id)."""
+    n = len(k)
+    if n == 0:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
+    order = np.lexsort(k.T[::-1])
+    sk = k[order]
+    change = np.empty(n, bool)
+    change[0] = True
+    change[1:] = (sk[1:] != sk[:-1]).any(axis=1)
+    ids = np.cumsum(change) - 1
+    inverse = np.empty(n, np.intp)
+    inverse[order] = ids
+    return order[change], inverse
 
 
 def _empty_columns() -> dict:
