@@ -14,7 +14,8 @@ counts the rows still row-shaped; ``sealed`` is 1 once none are and its rollups 
 
 Layouts: 1 (before blocks: sealed partitions were indexed row tables) is migrated on open: the
 indexes go, each partition counts as row-shaped again with one span over it, and the sealer turns
-it into blocks in the background. ``meta.layout`` says which layout a file has.
+it into blocks in the background; its SQL rollup tables become hists (legacy.py) and are dropped.
+``meta.layout`` says which layout a file has.
 """
 from __future__ import annotations
 
@@ -36,16 +37,6 @@ CREATE TABLE IF NOT EXISTS partitions (
 CREATE TABLE IF NOT EXISTS spans (
     part TEXT NOT NULL, seq_lo INTEGER NOT NULL, seq_hi INTEGER NOT NULL, time_lo INTEGER NOT NULL,
     time_hi INTEGER NOT NULL, rows INTEGER NOT NULL, PRIMARY KEY (part, seq_lo)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rollups (
-    kind TEXT NOT NULL, minute_ms INTEGER NOT NULL, key TEXT NOT NULL,
-    bytes INTEGER NOT NULL, packets INTEGER NOT NULL, flows INTEGER NOT NULL,
-    sbytes INTEGER NOT NULL DEFAULT 0, spackets INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (kind, minute_ms, key)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rollups_hourly (
-    kind TEXT NOT NULL, hour_ms INTEGER NOT NULL, key TEXT NOT NULL,
-    bytes INTEGER NOT NULL, packets INTEGER NOT NULL, flows INTEGER NOT NULL,
-    sbytes INTEGER NOT NULL, spackets INTEGER NOT NULL,
-    PRIMARY KEY (kind, hour_ms, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blocks (
     id INTEGER PRIMARY KEY, part TEXT NOT NULL, rows INTEGER NOT NULL, time_lo INTEGER NOT NULL,
     time_hi INTEGER NOT NULL, seq_lo INTEGER NOT NULL, seq_hi INTEGER NOT NULL, bytes INTEGER NOT NULL);
@@ -97,17 +88,6 @@ def connect_writer(path: str, cache_bytes: int = 64 << 20) -> sqlite3.Connection
     db.execute("PRAGMA temp_store=MEMORY")
     db.executescript(SCHEMA)
     migrate(db)
-    if "sbytes" not in {r[1] for r in db.execute("PRAGMA table_info(rollups)")}:
-        # a file from before scaled rollups: its history counts as unsampled
-        db.execute("ALTER TABLE rollups ADD COLUMN sbytes INTEGER NOT NULL DEFAULT 0")
-        db.execute("ALTER TABLE rollups ADD COLUMN spackets INTEGER NOT NULL DEFAULT 0")
-        db.execute("UPDATE rollups SET sbytes = bytes, spackets = packets")
-    if db.execute("SELECT 1 FROM rollups_hourly LIMIT 1").fetchone() is None:
-        # a file from before hourly rollups: its minutes become hours before their shorter retention
-        # prunes them (idempotent: runs only while the hourly table is empty)
-        db.execute("INSERT INTO rollups_hourly (kind, hour_ms, key, bytes, packets, flows, sbytes, spackets) "
-                   "SELECT kind, (minute_ms / 3600000) * 3600000, key, sum(bytes), sum(packets), sum(flows), "
-                   "sum(sbytes), sum(spackets) FROM rollups GROUP BY 1, 2, 3")
     return db
 
 
@@ -135,10 +115,12 @@ def migrate(db: sqlite3.Connection) -> None:
     cols = {r[1] for r in db.execute("PRAGMA table_info(partitions)")}
     if "hot_rows" not in cols:
         db.execute("ALTER TABLE partitions ADD COLUMN hot_rows INTEGER NOT NULL DEFAULT 0")
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     row = db.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone()
     if row is not None and int(row[0]) >= LAYOUT:
+        if {"rollups", "rollups_hourly"} & tables:
+            _convert_legacy_rollups(db)
         return
-    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     db.execute("BEGIN")
     try:
@@ -160,6 +142,19 @@ def migrate(db: sqlite3.Connection) -> None:
                 db.execute("INSERT OR IGNORE INTO spans (part, seq_lo, seq_hi, time_lo, time_hi, rows) "
                            "VALUES (?, 0, ?, ?, ?, ?)", (name, top, mn, mx, rows))
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('layout', ?)", (LAYOUT,))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    _convert_legacy_rollups(db)
+
+
+def _convert_legacy_rollups(db: sqlite3.Connection) -> None:
+    from .legacy import convert
+
+    db.execute("BEGIN")
+    try:
+        convert(db)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")

@@ -277,10 +277,10 @@ class WarmWriter:
                 self._drop_partition(name)
                 dropped.append(name)
         self.db.execute("BEGIN")
-        self.db.execute("DELETE FROM rollups WHERE minute_ms < ?", (now - rollup_retention_ms,))
-        self.db.execute("DELETE FROM rollups_hourly WHERE hour_ms < ?",
-                        (now - (hourly_retention_ms if hourly_retention_ms is not None else rollup_retention_ms),))
-        for step_ms, keep_ms in (hist_retention_ms or {}).items():
+        if hist_retention_ms is None:  # the rollups' own retention, per step (Writer passes the config's)
+            hist_retention_ms = {60_000: rollup_retention_ms, 300_000: max(rollup_retention_ms, 30 * 86_400_000),
+                                 3_600_000: hourly_retention_ms or 365 * 86_400_000}
+        for step_ms, keep_ms in hist_retention_ms.items():
             self.db.execute("DELETE FROM hists WHERE step_ms = ? AND end_ms < ?", (step_ms, now - keep_ms))
         self.db.execute("DELETE FROM advisories WHERE received_at < ?", (now - advisory_retention_ms,))
         self.db.execute("DELETE FROM health WHERE received_at < ?", (now - advisory_retention_ms,))
@@ -341,8 +341,6 @@ class WarmWriter:
         for name in future:
             self._drop_partition(name)
         self.db.execute("BEGIN")
-        self.db.execute("DELETE FROM rollups WHERE minute_ms > ?", (hi,))
-        self.db.execute("DELETE FROM rollups_hourly WHERE hour_ms > ?", (hi,))
         self.db.execute("DELETE FROM hists WHERE start_ms > ?", (hi,))
         self.db.execute("COMMIT")
         self.future_pruned_partitions += len(future)

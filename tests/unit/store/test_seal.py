@@ -248,6 +248,13 @@ def test_writer_thread_seals_in_steps_while_rows_keep_arriving(tmp_path):
     w.close()
 
 
+OLD_HOUR = (BASE // HOUR) * HOUR - 100 * HOUR
+LEGACY_HOURLY = [("exporter", OLD_HOUR, "127.0.0.1", 1000, 10, 3, 5000, 50),
+                 ("exporter", OLD_HOUR, "2001:db8::7", 7, 1, 1, 7, 1),
+                 ("dst_prefix", OLD_HOUR, "192.168.4.0/24", 600, 6, 2, 600, 6),
+                 ("dst_prefix", OLD_HOUR + HOUR, "2001:db8::/64", 900, 9, 3, 900, 9)]
+
+
 def _layout1(w: WarmWriter) -> None:
     """Make the file what the previous layout left: indexed sealed row tables, no blocks, no hot_rows."""
     db = w.db
@@ -260,6 +267,14 @@ def _layout1(w: WarmWriter) -> None:
     for t in ("blocks", "block_stats", "block_columns", "hists"):
         db.execute(f"DROP TABLE {t}")
     db.execute("ALTER TABLE partitions DROP COLUMN hot_rows")
+    # its SQL rollup tables, with an hour whose flows were pruned long ago
+    db.execute("CREATE TABLE rollups (kind TEXT NOT NULL, minute_ms INTEGER NOT NULL, key TEXT NOT NULL, "
+               "bytes INTEGER NOT NULL, packets INTEGER NOT NULL, flows INTEGER NOT NULL, sbytes INTEGER NOT NULL "
+               "DEFAULT 0, spackets INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (kind, minute_ms, key)) WITHOUT ROWID")
+    db.execute("CREATE TABLE rollups_hourly (kind TEXT NOT NULL, hour_ms INTEGER NOT NULL, key TEXT NOT NULL, "
+               "bytes INTEGER NOT NULL, packets INTEGER NOT NULL, flows INTEGER NOT NULL, sbytes INTEGER NOT NULL, "
+               "spackets INTEGER NOT NULL, PRIMARY KEY (kind, hour_ms, key)) WITHOUT ROWID")
+    db.executemany("INSERT INTO rollups_hourly VALUES (?, ?, ?, ?, ?, ?, ?, ?)", LEGACY_HOURLY)
 
 
 def test_file_of_the_older_layout_is_migrated_and_sealed_into_blocks(tmp_path):
@@ -274,7 +289,17 @@ def test_file_of_the_older_layout_is_migrated_and_sealed_into_blocks(tmp_path):
     idx = {r[0] for r in w.db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (NAME,))}
     assert idx == set() and w.partitions[NAME][5:] == [0, flows.count]
     assert w.db.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone() == (2,)
+    assert not {"rollups", "rollups_hourly"} & {r[0] for r in w.db.execute("SELECT name FROM sqlite_master")}
     eng = engine(path, flows)
+    old = {kind: eng.rollups({"kind": kind, "since": OLD_HOUR, "until": OLD_HOUR + 2 * HOUR, "step": 3600,
+                              "scaled": scaled})["rows"] for kind in ("exporter", "dst_prefix") for scaled in (False,)}
+    assert list(zip(old["exporter"]["minute"], old["exporter"]["key"], old["exporter"]["bytes"])) == \
+        [(OLD_HOUR, "127.0.0.1", 1000), (OLD_HOUR, "2001:db8::7", 7)]
+    assert list(zip(old["dst_prefix"]["minute"], old["dst_prefix"]["key"], old["dst_prefix"]["flows"])) == \
+        [(OLD_HOUR, "192.168.4.0/24", 2), (OLD_HOUR + HOUR, "2001:db8::/64", 3)]
+    scaled = eng.rollups({"kind": "exporter", "since": OLD_HOUR, "until": OLD_HOUR + HOUR, "step": 3600,
+                          "scaled": True})["rows"]
+    assert scaled["bytes"] == [5000, 7]
     answers(eng, flows)  # migrated, still rows
     assert w.seal_due(DUE) == 1 and sum(b[0] for b in blocks(w)) == flows.count and tables(w) == set()
     answers(eng, flows)
