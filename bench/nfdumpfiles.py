@@ -151,9 +151,9 @@ def nfdump(args: list[str]) -> str:
     return res.stdout
 
 
-def top(files: str, key: str, n: int = 10) -> list[tuple[str, int]]:
-    """``-s <key>/bytes -n N``: [(key text, bytes)] biggest first."""
-    out = nfdump(["-R", files, "-q", "-N", "-o", "csv", "-s", f"{key}/bytes", "-n", str(n)])
+def top(files: str, key: str, n: int = 10, order: str = "bytes") -> list[tuple[str, int]]:
+    """``-s <key>/<order> -n N``: [(key text, bytes)] first by ``order``."""
+    out = nfdump(["-R", files, "-q", "-N", "-o", "csv", "-s", f"{key}/{order}", "-n", str(n)])
     rows = []
     for line in out.splitlines():
         parts = line.split(",")

@@ -66,4 +66,4 @@ def test_series_totals_are_the_windows(result):
 
 def test_flow_page_of_one_host(result):
     (a,) = [a for a in result.answers if a.question == "50 flows of one host, 24 h"]
-    assert a.flowlens_answer == a.nfdump_answer == 50
+    assert 0 < a.flowlens_answer == a.nfdump_answer <= 50   # an ordinary host: it may have fewer here
