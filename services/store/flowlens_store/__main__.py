@@ -8,6 +8,7 @@ import sys
 
 from flowmodel.config import ConfigError, config_from_env_or_path
 from flowmodel.logs import fields, log_config, setup_logging
+from flowmodel.memory import release_startup_memory
 
 from .service import StoreService
 
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     signal.signal(signal.SIGTERM, lambda *_: service.request_stop())
     signal.signal(signal.SIGINT, lambda *_: service.request_stop())
+    release_startup_memory()
     log.info("ready", extra=fields(xsub=cfg["storage.bus_xsub_bind"], xpub=cfg["storage.bus_xpub_bind"],
                                    query=cfg["storage.query_bind"], subscribe=cfg["bus.subscribe_endpoint"],
                                    sqlite=cfg["storage.sqlite_path"]))

@@ -24,10 +24,33 @@ from .rowcodec import SQL_COLUMNS, rows_to_columns
 log = logging.getLogger(__name__)
 
 SEAL_GRACE_MS = 120_000  # a partition is sealed this long after its end: late flows still land as rows
+BUFFER_MAX_ROWS = 4 * BLOCK_ROWS  # rows mirrored in memory for all partitions together (about 18 MiB)
+BUILDERS_MAX = 2  # partitions whose rollups are summed as their blocks are cut (the others are rebuilt at seal)
 DELETE_CHUNK_BLOCKS = 64  # blocks of a pruned partition deleted per step
 HIST_BLOCKS_PER_STEP = 4  # blocks folded into a partition's rollups per step (about 0.1 s)
 HIST_COLUMNS = ("time_end", "src_addr", "dst_addr", "src_port", "dst_port", "protocol", "bytes", "packets",
                 "sampling_rate", "exporter", "input_if", "output_if", "src_as", "dst_as", "tos")
+
+
+class _Mirror:
+    """A partition's rows not yet in blocks, as columns in memory, in arrival (seq) order: blocks are
+    cut from here without reading the rows back, and its rollups summed as they are."""
+    __slots__ = ("parts", "rows", "builder", "fed")
+
+    def __init__(self):
+        self.parts: list[dict] = []
+        self.rows = 0
+        self.builder: HistBuilder | None = None
+        self.fed = 0  # blocks folded into builder
+
+    def take(self, n: int) -> dict[str, np.ndarray]:
+        cols = self.parts[0] if len(self.parts) == 1 else {k: np.concatenate([p[k] for p in self.parts])
+                                                          for k in self.parts[0]}
+        head = {k: v[:n] for k, v in cols.items()}
+        rest = {k: v[n:] for k, v in cols.items()}
+        self.parts = [rest] if len(rest["seq"]) else []
+        self.rows -= len(head["seq"])
+        return head
 
 
 class Sealer:
@@ -44,6 +67,8 @@ class Sealer:
         self.block_rows = block_rows
         self.grace_ms = grace_ms
         self.hists_due: list[str] = []
+        self.mirrors: dict[str, _Mirror] = {}  # partitions whose row table is mirrored in memory
+        self.mirrored_rows = 0
         self.doomed_blocks: list[int] = []  # blocks of pruned partitions, deleted in chunks
         self.old_tables: list[str] = []  # leftovers of layout 1 (<name>_old, <name>_pruned), deleted in chunks
         self.blocks_written = 0
@@ -59,18 +84,98 @@ class Sealer:
             "SELECT DISTINCT block FROM block_columns WHERE block NOT IN (SELECT id FROM blocks)")]
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         self.old_tables = sorted(t for t in tables if t.startswith("flows_") and t.endswith(("_old", "_pruned")))
-        self.hists_due = sorted(n for n, p in self.partitions.items() if not p[5] and not p[6] and p[2])
+        self.hists_due = sorted(n for n, p in self.partitions.items()
+                                if not p[5] and not p[6] and p[2] and n not in self.row_tables)
 
     # ------------------------------------------------------------ scheduling
 
     def due(self, now: int) -> list[str]:
+        """Partitions past their end and grace whose row table is still there (rows, or none left after
+        their blocks were cut as they arrived): the last step drops it and sums their rollups."""
         return [n for n, p in sorted(self.partitions.items(), key=lambda kv: kv[1][0])
-                if p[6] and n in self.row_tables and p[1] + self.grace_ms <= now]
+                if n in self.row_tables and p[1] + self.grace_ms <= now]
 
     def pending(self) -> bool:
         """Work under way that should go on soon (a partition half moved, rollups to build, deletions)."""
         return bool(self._current is not None or self._hist is not None or self.hists_due or self.doomed_blocks
-                    or self.old_tables)
+                    or self.old_tables or self._full() is not None)
+
+    def _full(self) -> str | None:
+        for name, m in self.mirrors.items():
+            if m.rows >= self.block_rows:
+                return name
+        return None
+
+    def absorb(self, name: str, cols: dict[str, np.ndarray], table_was_empty: bool) -> dict[str, np.ndarray]:
+        """Inside the writer's transaction: rows arriving for ``name``. A partition mirrored in memory
+        (from an empty row table on) cuts a block whenever its mirror and these rows reach block_rows:
+        the mirrored rows are deleted from the row table and the new ones never become rows, so at high
+        rates most flows go straight into blocks. Returns the rows to insert as rows (the rest). On a
+        rollback the caller calls abandon(): the partition then reads its rows from SQLite when sealed."""
+        m = self.mirrors.get(name)
+        if m is None:
+            if not table_was_empty:
+                return cols
+            m = self.mirrors[name] = _Mirror()
+        n = len(cols["seq"])
+        if m.rows + n < self.block_rows:
+            m.parts.append(cols)
+            m.rows += n
+            self.mirrored_rows += n
+            self._bound(name)
+            return cols
+        p = self.partitions[name]
+        had = m.rows
+        old_max = int(m.parts[-1]["seq"][-1]) if had else None
+        combined = m.take(had) if had else None
+        self.mirrored_rows -= had
+        if combined is not None:
+            cols = {k: np.concatenate([combined[k], cols[k]]) for k in combined}
+        whole = (len(cols["seq"]) // self.block_rows) * self.block_rows
+        for i in range(0, whole, self.block_rows):
+            block = {k: v[i:i + self.block_rows] for k, v in cols.items()}
+            order = np.lexsort((block["seq"], block["time_end"]))
+            block = {k: v[order] for k, v in block.items()}
+            self._insert_block(name, block)
+            self._feed(name, m, block)
+            self.rows_sealed += len(block["seq"])
+        if old_max is not None:
+            self.db.execute(f"DELETE FROM {name} WHERE seq <= ?", (old_max,))
+            p[6] -= had
+        tail = {k: v[whole:] for k, v in cols.items()}
+        if len(tail["seq"]):
+            m.parts = [tail]
+            m.rows = len(tail["seq"])
+            self.mirrored_rows += m.rows
+        return tail
+
+    def abandon(self, names) -> None:
+        """The writer's transaction rolled back: what the mirrors of ``names`` hold may not be in SQLite."""
+        for name in names:
+            self._unmirror(name)
+
+    def _feed(self, name: str, m: _Mirror, block: dict) -> None:
+        """Fold a block just cut into the partition's rollups, when they are summed from its first block."""
+        if m.builder is None and m.fed == 0 and sum(1 for x in self.mirrors.values() if x.builder is not None) \
+                < BUILDERS_MAX:
+            first = self.db.execute("SELECT count(*) FROM blocks WHERE part = ?", (name,)).fetchone()[0] == 1
+            if first:
+                m.builder = HistBuilder(self.prefix_v4, self.prefix_v6, self.hist_max_keys)
+        if m.builder is not None:
+            m.builder.add(block)
+        m.fed += 1
+
+    def _bound(self, name: str) -> None:
+        while self.mirrored_rows > BUFFER_MAX_ROWS and len(self.mirrors) > 1:
+            # too many partitions at once (a replay across many hours): the oldest goes back to reading
+            # its rows from SQLite when it is sealed
+            victim = min((n for n in self.mirrors if n != name), key=lambda n: self.partitions[n][0])
+            self._unmirror(victim)
+
+    def _unmirror(self, name: str) -> None:
+        m = self.mirrors.pop(name, None)
+        if m is not None:
+            self.mirrored_rows -= m.rows
 
     def step(self, now: int) -> bool:
         """One bounded piece of work, its own transaction. Returns whether more is pending."""
@@ -78,6 +183,8 @@ class Sealer:
             self._delete_blocks()
         elif self.old_tables:
             self._delete_old_chunk(self.old_tables[0])
+        elif (full := self._full()) is not None:
+            self._cut(full, self.block_rows, now)
         elif self._current is not None:
             self._move_chunk(self._current)
         elif self._hist is not None:
@@ -85,9 +192,15 @@ class Sealer:
         else:
             due = self.due(now)
             if due:
-                self._current = due[0]
+                name = due[0]
                 self._t0, self._cpu0 = time.monotonic(), time.process_time()
-                self._move_chunk(due[0])
+                m = self.mirrors.get(name)
+                if m is not None and m.rows == self.partitions[name][6]:
+                    self._cut(name, m.rows, now)
+                else:
+                    self._unmirror(name)
+                    self._current = name
+                    self._move_chunk(name)
             elif self.hists_due:
                 name = self.hists_due.pop(0)
                 if name in self.partitions and not self.partitions[name][6]:
@@ -134,6 +247,46 @@ class Sealer:
                 "partition": name, "rows": p[2], "wall_s": round(time.monotonic() - self._t0, 3),
                 "cpu_s": round(time.process_time() - self._cpu0, 3)}})
 
+    def _cut(self, name: str, n: int, now: int) -> None:
+        """A block of the first ``n`` mirrored rows of ``name`` (the lowest seqs of its row table), one
+        transaction; the table goes with its last rows once the partition is due."""
+        p, m = self.partitions[name], self.mirrors[name]
+        cols = m.take(n) if n else None
+        if cols is not None:
+            self.mirrored_rows -= len(cols["seq"])
+            order = np.lexsort((cols["seq"], cols["time_end"]))
+            cols = {k: v[order] for k, v in cols.items()}
+        left = p[6] - (len(cols["seq"]) if cols is not None else 0)
+        emptied = left == 0 and p[1] + self.grace_ms <= now
+        self.db.execute("BEGIN")
+        try:
+            if cols is not None:
+                self._insert_block(name, cols)
+                self.db.execute(f"DELETE FROM {name} WHERE seq <= ?", (int(cols["seq"].max()),))
+            if emptied:
+                self.db.execute(f"DROP TABLE {name}")
+                self.db.execute("DELETE FROM spans WHERE part = ?", (name,))
+            self.db.execute("UPDATE partitions SET hot_rows = ? WHERE name = ?", (left, name))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            self._unmirror(name)  # the rows are still in the table: the SQLite path takes over
+            raise
+        p[6] = left
+        if cols is not None:
+            self.rows_sealed += len(cols["seq"])
+            self._feed(name, m, cols)
+        if emptied:
+            self.row_tables.discard(name)
+            self.mirrors.pop(name, None)
+            blocks = self.db.execute("SELECT count(*) FROM blocks WHERE part = ?", (name,)).fetchone()[0]
+            if m.builder is not None and m.fed == blocks:  # every block of the partition went through it
+                self._write_hists(name, m.builder.finish(), self._t0)
+            else:
+                self.hists_due.append(name)
+            log.info("partition sealed", extra={"fields": {"partition": name, "rows": p[2], "blocks": blocks,
+                                                           "wall_s": round(time.monotonic() - self._t0, 3)}})
+
     def _insert_block(self, part: str, cols: dict) -> int:
         blobs, stats = encode_block(cols)
         size = sum(len(b) for b in blobs.values())
@@ -173,8 +326,11 @@ class Sealer:
             h["builder"].add(read_block(self.db, block, HIST_COLUMNS, counters))
         if h["blocks"]:
             return
-        blobs = h["builder"].finish()
         self._hist = None
+        self._write_hists(name, h["builder"].finish(), h["t0"])
+
+    def _write_hists(self, name: str, blobs: dict, t0: float) -> None:
+        p = self.partitions[name]
         self.db.execute("BEGIN")
         try:
             self.db.execute("DELETE FROM hists WHERE start_ms = ? AND end_ms = ?", (p[0], p[1]))
@@ -191,7 +347,7 @@ class Sealer:
         p[5] = 1
         log.info("partition rollups built", extra={"fields": {
             "partition": name, "blobs": len(blobs), "bytes": sum(len(b) for b in blobs.values()),
-            "wall_s": round(time.monotonic() - h["t0"], 3)}})
+            "wall_s": round(time.monotonic() - t0, 3)}})
 
     # ------------------------------------------------------------ deleting
 
@@ -201,6 +357,7 @@ class Sealer:
             self._current = None
         if self._hist is not None and self._hist["name"] == name:
             self._hist = None
+        self._unmirror(name)
         if name in self.hists_due:
             self.hists_due.remove(name)
 

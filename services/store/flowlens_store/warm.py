@@ -152,19 +152,23 @@ class WarmWriter:
             n = len(cols["time_end"])
             if n == 0:
                 return 0
+        written = []  # (partition, its rows, whether its row table was empty): mirrored after the commit
         self.db.execute("BEGIN")
         try:
             for start in starts.tolist():
                 name = self._ensure_partition(start)
                 sel = slice(None) if len(starts) == 1 else (part == start)
                 sub = cols if len(starts) == 1 else {c: a[sel] for c, a in cols.items()}
-                self._ensure_nums(len(sub["time_end"]))
-                select, params = bulk_insert(sub)
-                self.db.execute(f"INSERT INTO {name} {select}", params)
+                written.append(name)
+                rows = self.sealer.absorb(name, sub, self.partitions[name][6] == 0)
                 p = self.partitions[name]
+                if len(rows["seq"]):
+                    self._ensure_nums(len(rows["seq"]))
+                    select, params = bulk_insert(rows)
+                    self.db.execute(f"INSERT INTO {name} {select}", params)
+                    p[6] += len(rows["seq"])
                 st = sub["time_end"]
                 p[2] += len(st)
-                p[6] += len(st)
                 mn, mx = int(st.min()), int(st.max())
                 p[3] = mn if p[3] is None else min(p[3], mn)
                 p[4] = mx if p[4] is None else max(p[4], mx)
@@ -173,8 +177,8 @@ class WarmWriter:
                     self.db.execute("DELETE FROM hists WHERE start_ms = ? AND end_ms = ?", (p[0], p[1]))
                 self.db.execute("UPDATE partitions SET rows = ?, min_time = ?, max_time = ?, hot_rows = ?, sealed = ? "
                                 "WHERE name = ?", (p[2], p[3], p[4], p[6], p[5], name))
-                if True:  # spans of at most span_rows, however large the transaction
-                    sq = sub["seq"]
+                if len(rows["seq"]):  # spans of at most span_rows, however large the transaction
+                    sq, st = rows["seq"], rows["time_end"]
                     for j in range(0, len(sq), self.span_rows):
                         piece = slice(j, j + self.span_rows)
                         ps, pt = sq[piece], st[piece]
@@ -185,6 +189,7 @@ class WarmWriter:
         except BaseException:
             self.db.execute("ROLLBACK")
             self._spans.clear()  # the open spans may be rolled back too: the next rows open new ones
+            self.sealer.abandon(written)
             raise
         return n  # rows written (out-of-range ones dropped above are not)
 
