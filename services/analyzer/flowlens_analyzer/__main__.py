@@ -12,6 +12,7 @@ from flowmodel.cli import EXIT_UNREACHABLE
 from flowmodel.client import StoreClient, StoreError, StoreUnavailable
 from flowmodel.config import ConfigError, config_from_env_or_path
 from flowmodel.logs import fields, log_config, setup_logging
+from flowmodel.memory import release_startup_memory
 from flowmodel.protocol import QueryError, parse_when
 
 log = logging.getLogger("flowlens_analyzer")
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     service.start()
     _seed(service, cfg)
     _adopt(service, cfg)
+    release_startup_memory()
     log.info("ready", extra=fields(source=service.source))
     try:
         service.run(lambda: bool(stopping))

@@ -9,6 +9,7 @@ import sys
 
 from flowmodel.config import ConfigError, config_from_env_or_path
 from flowmodel.logs import fields, log_config, setup_logging
+from flowmodel.memory import release_startup_memory
 
 from .memory import tune_malloc
 from .service import Collector
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("stopping", extra=fields(signal=signal.Signals(signum).name))
         collector.request_stop()
 
+    release_startup_memory()
     # Everything allocated so far lives for the whole run: keep it out of the collector's full GC
     # passes so they stay short under load.
     gc.freeze()

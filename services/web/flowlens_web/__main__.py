@@ -9,6 +9,7 @@ import uvicorn
 
 from flowmodel.config import ConfigError, config_from_env_or_path
 from flowmodel.logs import fields, log_config, setup_logging
+from flowmodel.memory import release_startup_memory
 
 from .app import create_app
 from .storegate import StoreGate
@@ -30,6 +31,7 @@ class Server(uvicorn.Server):
     async def startup(self, sockets=None) -> None:
         await super().startup(sockets)
         if self.started:
+            release_startup_memory()  # after uvicorn loaded its protocol modules and bound
             log.info("ready", extra=fields(listen=f"{self.config.host}:{self.config.port}"))
 
     def handle_exit(self, sig, frame) -> None:
