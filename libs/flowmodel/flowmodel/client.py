@@ -14,12 +14,13 @@ import threading
 from typing import Any
 
 import msgpack
-import numpy as np
 import zmq
 
-from . import addr
 from .protocol import parse_when
-from .schema import ADDRESS_COLUMNS, FLOW_COLUMNS, FlowBatch
+
+# numpy (and flowmodel.addr / flowmodel.schema, which stand on it) is imported where a flows reply is
+# turned into columns, not here: the web and the CLI import this client at start and most of their
+# requests (status, top, series, overview) never build a column; numpy costs ~12 MB RSS per process.
 
 
 class StoreError(RuntimeError):
@@ -44,6 +45,9 @@ class FlowPage:
 
     def rows(self) -> list[dict[str, Any]]:
         """Rows as dicts with addresses as text (for pages and CLI lines, not for bulk work)."""
+        from . import addr
+        from .schema import ADDRESS_COLUMNS, FLOW_COLUMNS
+
         cols = {}
         for name in FLOW_COLUMNS:
             arr = self.batch[name]
@@ -52,6 +56,10 @@ class FlowPage:
 
 
 def batch_from_reply(reply: dict) -> FlowBatch:
+    import numpy as np
+
+    from .schema import FLOW_COLUMNS, FlowBatch
+
     count = int(reply.get("count", 0))
     cols = {name: np.frombuffer(raw, dtype=FLOW_COLUMNS[name][0]) for name, raw in reply.get("columns", {}).items()
             if name in FLOW_COLUMNS}

@@ -11,8 +11,6 @@ import re
 import time
 from typing import Any
 
-from . import addr
-
 OPS = {
     "flows": "flows matching filters, newest first, keyset-paginated; reply: columns (raw bytes per schema column), count, next_cursor, prev_cursor",
     "top": "top keys by bytes/packets/flows for a window; args: by (src, dst, pair, port, src_port, dst_port, protocol, exporter), metric, limit, scaled (times the sampling rate), filters; reply: rows, totals",
@@ -74,6 +72,8 @@ def parse_port(value: Any, name: str = "port") -> int:
 
 
 def parse_network_arg(value: Any, name: str) -> tuple[bytes, bytes]:
+    from . import addr  # imported here: flowmodel.addr brings numpy, which a web page or CLI line may not need
+
     try:
         lo, hi, _plen = addr.parse_network(str(value))
     except addr.AddressError as e:
