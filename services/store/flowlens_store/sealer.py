@@ -58,8 +58,13 @@ class Sealer:
     (name -> [start, end, rows, min, max, sealed, hot_rows]); ``row_tables`` the row tables that exist."""
 
     def __init__(self, db: sqlite3.Connection, partitions: dict, row_tables: set, block_rows: int = BLOCK_ROWS,
-                 grace_ms: int = SEAL_GRACE_MS, prefix_v4: int = 24, prefix_v6: int = 64, hist_max_keys: int = 200_000):
+                 grace_ms: int = SEAL_GRACE_MS, prefix_v4: int = 24, prefix_v6: int = 64, hist_max_keys: int = 200_000,
+                 quiet_s: float = 0.0):
         self.db = db
+        # a partition is sealed only once no rows came for it this long (wall time): flows of a past hour
+        # replayed or caught up in bulk would otherwise seal it again and again as they keep arriving
+        self.quiet_s = quiet_s
+        self.last_write: dict[str, float] = {}
         self.prefix_v4, self.prefix_v6, self.hist_max_keys = prefix_v4, prefix_v6, hist_max_keys
         self._hist: dict | None = None  # the partition whose rollups are being built: its builder, blocks left
         self.partitions = partitions
@@ -92,8 +97,9 @@ class Sealer:
     def due(self, now: int) -> list[str]:
         """Partitions past their end and grace whose row table is still there (rows, or none left after
         their blocks were cut as they arrived): the last step drops it and sums their rollups."""
+        quiet = time.monotonic() - self.quiet_s
         return [n for n, p in sorted(self.partitions.items(), key=lambda kv: kv[1][0])
-                if n in self.row_tables and p[1] + self.grace_ms <= now]
+                if n in self.row_tables and p[1] + self.grace_ms <= now and self.last_write.get(n, 0.0) <= quiet]
 
     def pending(self) -> bool:
         """Work under way that should go on soon (a partition half moved, rollups to build, deletions)."""
@@ -112,6 +118,7 @@ class Sealer:
         the mirrored rows are deleted from the row table and the new ones never become rows, so at high
         rates most flows go straight into blocks. Returns the rows to insert as rows (the rest). On a
         rollback the caller calls abandon(): the partition then reads its rows from SQLite when sealed."""
+        self.last_write[name] = time.monotonic()
         m = self.mirrors.get(name)
         if m is None:
             if not table_was_empty:
@@ -279,6 +286,7 @@ class Sealer:
         if emptied:
             self.row_tables.discard(name)
             self.mirrors.pop(name, None)
+            self.last_write.pop(name, None)
             blocks = self.db.execute("SELECT count(*) FROM blocks WHERE part = ?", (name,)).fetchone()[0]
             if m.builder is not None and m.fed == blocks:  # every block of the partition went through it
                 self._write_hists(name, m.builder.finish(), self._t0)
@@ -353,6 +361,7 @@ class Sealer:
 
     def forget(self, name: str) -> None:
         """A partition was pruned (its blocks rows deleted in the caller's transaction)."""
+        self.last_write.pop(name, None)
         if self._current == name:
             self._current = None
         if self._hist is not None and self._hist["name"] == name:

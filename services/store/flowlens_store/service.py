@@ -37,6 +37,7 @@ def pack_reply(reply: dict) -> bytes:
         log.exception("reply could not be encoded")
         return msgpack.packb(error_reply(f"internal error encoding the reply: {e}"), use_bin_type=True)
 RATE_WINDOW_S = 10.0
+SEAL_QUIET_S = 10.0  # a past partition still receiving flows (a replay, a catch-up) is sealed once they stop
 INLINE_OPS = ("ping", "status", "exporters")  # answered by the front thread at once, never queued behind a scan
 
 
@@ -87,7 +88,8 @@ class StoreService:
         self._spawn("bus-proxy", self._proxy, ctl_peer)
         # 2. warm tier and its writer
         warm = WarmWriter(cfg["storage.sqlite_path"], int(cfg["storage.partition_interval"] * 1000),
-                          cfg["analysis.anomaly_prefix_v4"], cfg["analysis.anomaly_prefix_v6"], cfg["storage.sqlite_cache"])
+                          cfg["analysis.anomaly_prefix_v4"], cfg["analysis.anomaly_prefix_v6"], cfg["storage.sqlite_cache"],
+                          seal_quiet_s=SEAL_QUIET_S)
         self.next_seq = warm.next_seq
         warm.max_partitions = cfg["storage.max_partitions"]
         warm.retention_ms = int(cfg["storage.sqlite_retention"] * 1000)

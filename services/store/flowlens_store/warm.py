@@ -65,7 +65,7 @@ class WarmWriter:
     """Everything that changes the SQLite file. Used by exactly one thread (the writer)."""
 
     def __init__(self, path: str, partition_ms: int, prefix_v4: int, prefix_v6: int, cache_bytes: int = 64 << 20,
-                 span_rows: int = SPAN_ROWS, seal_chunk_rows: int | None = None):
+                 span_rows: int = SPAN_ROWS, seal_chunk_rows: int | None = None, seal_quiet_s: float = 0.0):
         self.path = path
         self.partition_ms = int(partition_ms)
         self.prefix_v4 = prefix_v4
@@ -84,7 +84,7 @@ class WarmWriter:
         self._spans: dict[str, list[int]] = {}  # partition -> its open span [seq_lo, seq_hi, time_lo, time_hi, rows]
         self._cover_unspanned()
         self.sealer = Sealer(self.db, self.partitions, self.row_tables, prefix_v4=prefix_v4, prefix_v6=prefix_v6,
-                             **({"block_rows": seal_chunk_rows} if seal_chunk_rows else {}))
+                             quiet_s=seal_quiet_s, **({"block_rows": seal_chunk_rows} if seal_chunk_rows else {}))
         self.sealer.recover()
         # A broken exporter clock (or spoofed packets) can date every datagram in a different hour: past
         # max_partitions, flows that would open a partition outside [now - retention, now + future] are

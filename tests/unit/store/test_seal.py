@@ -390,3 +390,17 @@ def test_blocks_are_cut_from_memory_as_rows_arrive_and_equal_the_rows(tmp_path):
     assert w.db.execute("SELECT count(*) FROM hists WHERE start_ms = ?", (w.partitions[NAME][0],)).fetchone()[0] > 5
     eng.close()
     w.close()
+
+
+def test_a_past_partition_still_receiving_rows_waits_until_they_stop(tmp_path):
+    """A replay of a past hour keeps writing to a partition that is already due: it is sealed once
+    quiet_s passed without rows, not after each batch (which would rebuild its rollups every time)."""
+    batches = shuffled_batches()
+    w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64, seal_chunk_rows=400, seal_quiet_s=0.5)
+    write(w, batches, range(8))
+    assert w.sealer.due(DUE) == []  # rows came just now
+    w.seal_step(DUE)
+    assert w.partitions[NAME][5] == 0 and NAME in tables(w)
+    wait_until(lambda: w.sealer.due(DUE) == [NAME], 5, 0.05)
+    assert w.seal_due(DUE) == 1 and tables(w) == set()
+    w.close()
