@@ -72,6 +72,7 @@ class Sealer:
         self.block_rows = block_rows
         self.grace_ms = grace_ms
         self.hists_due: list[str] = []
+        self.more_due = False  # the last step saw further partitions due: the writer steps again soon
         self.mirrors: dict[str, _Mirror] = {}  # partitions whose row table is mirrored in memory
         self.mirrored_rows = 0
         self.doomed_blocks: list[int] = []  # blocks of pruned partitions, deleted in chunks
@@ -104,7 +105,7 @@ class Sealer:
     def pending(self) -> bool:
         """Work under way that should go on soon (a partition half moved, rollups to build, deletions)."""
         return bool(self._current is not None or self._hist is not None or self.hists_due or self.doomed_blocks
-                    or self.old_tables or self._full() is not None)
+                    or self.old_tables or self._full() is not None or self.more_due)
 
     def _full(self) -> str | None:
         for name, m in self.mirrors.items():
@@ -212,6 +213,7 @@ class Sealer:
                 name = self.hists_due.pop(0)
                 if name in self.partitions and not self.partitions[name][6]:
                     self._begin_hists(name)
+        self.more_due = bool(self.due(now))
         return self.pending()
 
     # ------------------------------------------------------------ moving rows into blocks
