@@ -11,6 +11,7 @@ import sys
 from .config import ConfigError, config_from_env_or_path, load_config
 from .output import FLOW_TABLE_COLUMNS, FORMATS, _human, render, reply_rows
 from .protocol import OPS, QueryError, normalise_flow_filters
+from .supervisor import MAX_BACKOFF_S, STABLE_AFTER_S
 
 SERVICES = ("collector", "store", "analyzer", "web")
 FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter", "by", "metric", "step",
@@ -45,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--collector-config", action="append", default=[], metavar="PATH",
                     help="run one more collector with this config (repeatable)")
     up.add_argument("--stop-timeout", type=float, default=30.0, help="seconds each service gets to stop")
+    up.add_argument("--max-backoff", type=float, default=MAX_BACKOFF_S, metavar="SECONDS",
+                    help=f"longest wait before restarting a crash-looping service (default {MAX_BACKOFF_S:g})")
+    up.add_argument("--stable-after", type=float, default=STABLE_AFTER_S, metavar="SECONDS",
+                    help=f"a restarted service up this long is well again: its backoff resets (default {STABLE_AFTER_S:g})")
     for name in SERVICES:
         s = sub.add_parser(name, help=f"run the {name} service in the foreground", add_help=False)
         s.add_argument("rest", nargs=argparse.REMAINDER)

@@ -1,15 +1,22 @@
 """``flowlens up``: the services of one host as child processes.
 
 Started in order (store, analyzer, web, collectors), each waited for until it logs ``ready``; their
-log lines are forwarded with the service name in front; a crashed one is restarted with backoff,
-at most ``max_restarts`` times a minute (then everything stops, since a crash loop needs a person).
+log lines are forwarded with the service name in front. A child that exits (at start or later) is
+restarted after 0.5 s, 1 s, 2 s, ... up to ``max_backoff_s``; the others keep running, so the
+collectors keep receiving while the store is away. A child that crashes ``CRASHLOOP_AFTER`` times
+in a row is crash-looping: a CRITICAL advisory (topic ``advisory``) names it and quotes its last
+error line; it is published again every ``ADVISORY_REPEAT_S`` and when the store comes back (the
+store may be the one crash-looping, and a PUB message with no store behind it is lost), and
+resolved once the child has stayed up ``stable_after_s``, which also resets its backoff.
 On SIGTERM/SIGINT the collectors stop first, then analyzer and web, the store last, each given
 ``stop_timeout_s`` to drain and commit, so every flow received is in the store when ``up`` exits.
 Children run in their own process group, so a Ctrl-C reaches only the supervisor.
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -26,9 +33,48 @@ log = logging.getLogger("flowmodel.supervisor")
 START_ORDER = ("store", "analyzer", "web", "collector")
 STOP_RANK = {"collector": 0, "analyzer": 1, "web": 1, "store": 2}
 
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 300.0     # a crash-looping child is retried at least this often, for as long as up runs
+STABLE_AFTER_S = 60.0     # up this long: the backoff starts again from FIRST_BACKOFF_S, the advisory resolves
+CRASHLOOP_AFTER = 3       # exits in a row (none stable in between) that make a crash loop
+ADVISORY_REPEAT_S = 5.0   # an open advisory is sent again this often, so it lands once the store is back
+RESOLVED_REPEATS = 3      # a resolved event is sent this many times, ADVISORY_REPEAT_S apart
+STORE_SETTLE_S = 1.0      # after the store logs ready, its bus subscription reaches our PUB within this
+TAIL_LINES = 40           # output lines kept per child, to quote its last error
+
+# a line that says what went wrong: an error/critical log line, a traceback's last line, "cannot start"
+_ERROR_LINE = re.compile(r"level=(error|critical)|\"level\": ?\"(error|critical)\"|^\w*(Error|Exception)\b|"
+                         r"cannot|failed|fatal", re.IGNORECASE)
+
 
 def _is_ready(line: str) -> bool:
     return "msg=ready" in line or '"msg": "ready"' in line
+
+
+_KV_FIELD = re.compile(r'\b(msg|error)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def _plain(line: str) -> str:
+    """A log line as the words in it: ``msg: error`` of a key=value or JSON line, else the line."""
+    if line.startswith("{"):
+        try:
+            record = json.loads(line)
+            words = [str(record[k]) for k in ("msg", "error") if record.get(k)]
+            return ": ".join(words) or line
+        except (ValueError, AttributeError):
+            return line
+    found = dict((k, v[1:-1].replace('\\"', '"') if v.startswith('"') else v) for k, v in _KV_FIELD.findall(line))
+    return ": ".join(found[k] for k in ("msg", "error") if k in found) or line
+
+
+def last_error(lines) -> str:
+    """The last line of a child's output that reads like the reason it stopped (else its last line),
+    in plain words."""
+    lines = [line.strip() for line in lines if line.strip()]
+    for line in reversed(lines):
+        if _ERROR_LINE.search(line):
+            return _plain(line)[:500]
+    return f"no error line; its last line was: {_plain(lines[-1])[:500]}" if lines else "no output"
 
 
 @dataclass
@@ -40,7 +86,10 @@ class Child:
     config: str | None
     popen: subprocess.Popen | None = None
     ready: threading.Event = field(default_factory=threading.Event)
-    restarts: deque = field(default_factory=deque)  # monotonic times of recent restarts
+    tail: deque = field(default_factory=lambda: deque(maxlen=TAIL_LINES))  # its last output lines
+    started_at: float = 0.0                         # monotonic time of the last spawn
+    crashes: int = 0                                # exits in a row, none of them after a stable run
+    restarts: deque = field(default_factory=deque)  # monotonic times of the restarts in the last minute
     restart_at: float | None = None                 # a restart waits for its backoff
     reader: threading.Thread | None = None
 
@@ -48,13 +97,106 @@ class Child:
         return [sys.executable, "-m", f"flowlens_{self.service}"] + (["--config", self.config] if self.config else [])
 
 
+@dataclass
+class Crashloop:
+    """The advisory about one crash-looping child, while it is open and a few sends after it resolves."""
+
+    child: str
+    first_seen_ms: int
+    last_seen_ms: int
+    crashes: int = 0
+    exit_code: int | None = None
+    backoff_s: float = 0.0
+    max_backoff_s: float = MAX_BACKOFF_S
+    error: str = ""
+    state: str = "raised"        # raised, updated, resolved
+    next_send: float = 0.0       # monotonic
+    resolved_sends: int = 0
+
+
+def crashloop_event(loop: Crashloop, state: str, note: str = "") -> dict:
+    """An advisory event (fields per flowmodel.events.ADVISORY_FIELDS) about a crash-looping child.
+    The key is not '<analyzer>:<subject>' on purpose: the analyzer takes over open advisories whose
+    key it would make itself, and this one is the supervisor's to resolve."""
+    if state == "resolved":
+        description = (f"The {loop.child} service crashed {loop.crashes} times in a row; "
+                       + (note or f"it has now stayed up and runs normally. Its last error was: {loop.error}"))
+    else:
+        retry = (f"every {loop.max_backoff_s:g} s" if loop.backoff_s >= loop.max_backoff_s else
+                 f"after {loop.backoff_s:g} s, then after longer waits up to {loop.max_backoff_s:g} s")
+        description = (f"The {loop.child} service crashed {loop.crashes} times in a row (last exit code "
+                       f"{loop.exit_code}); flowlens up restarts it {retry}, and the other services keep running. "
+                       f"Its last error: {loop.error}")
+    return {"key": f"supervisor:crashloop:{loop.child}", "analyzer": "supervisor", "subject": loop.child,
+            "severity": "CRITICAL", "state": state, "first_seen": loop.first_seen_ms, "last_seen": loop.last_seen_ms,
+            "title": f"{loop.child} keeps crashing" if state != "resolved" else f"{loop.child} crash loop over",
+            "description": description,
+            "action": (f"Read the lines marked '{loop.child} |' in the output of flowlens up and fix their cause "
+                       "(often the config, a file or port it cannot open, or a full disk); it is restarted by "
+                       "itself and this clears once it stays up." if state != "resolved" else "None needed."),
+            "evidence": {"service": loop.child, "crashes": loop.crashes, "exit_code": loop.exit_code,
+                         "backoff_s": loop.backoff_s, "last_error": loop.error,
+                         "window_start": loop.first_seen_ms, "window_end": loop.last_seen_ms},
+            "filter": {}}
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _now_ms() -> int:
+    """bus.now_ms, without importing bus (and numpy) into the supervisor."""
+    return time.time_ns() // 1_000_000
+
+
+class AdvisoryPublisher:
+    """A PUB socket to the bus for the supervisor's own advisories; zmq and the envelope code are
+    imported on the first send, so a stack that never crash-loops pays nothing for them."""
+
+    def __init__(self, endpoint: str | None):
+        self.endpoint = endpoint
+        self._sock = None
+        self._sequencer = None
+
+    def send(self, event: dict) -> None:
+        if not self.endpoint:
+            return
+        import zmq
+
+        from . import bus
+
+        if self._sock is None:
+            self._ctx = zmq.Context.instance()
+            self._sock = self._ctx.socket(zmq.PUB)
+            self._sock.setsockopt(zmq.LINGER, 0)
+            self._sock.connect(self.endpoint)
+            self._sequencer = bus.Sequencer(bus.default_source_id("supervisor"))
+        try:
+            self._sock.send_multipart([bus.TOPIC_ADVISORY, bus.encode_event(event, self._sequencer)], zmq.NOBLOCK)
+        except zmq.Again:  # PUB drops rather than blocks; kept for safety, the next repeat retries
+            pass
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+
 class Supervisor:
     def __init__(self, children: list[Child], stop_timeout_s: float = 30.0, ready_timeout_s: float = 60.0,
-                 max_restarts: int = 5, out=None):
+                 max_backoff_s: float = MAX_BACKOFF_S, stable_after_s: float = STABLE_AFTER_S,
+                 publish_endpoint: str | None = None, out=None):
         self.children = children
         self.stop_timeout_s = stop_timeout_s
         self.ready_timeout_s = ready_timeout_s
-        self.max_restarts = max_restarts
+        self.max_backoff_s = max_backoff_s
+        self.stable_after_s = stable_after_s
+        self.publisher = AdvisoryPublisher(publish_endpoint)
+        self.crashloops: dict[str, Crashloop] = {}
+        self._store_was_ready = False
         self.out = out or sys.stderr
         self._out_lock = threading.Lock()
         self._stop = threading.Event()
@@ -77,12 +219,15 @@ class Supervisor:
             raise SystemExit(2)
         children = [Child(name, name, args.config) for name in START_ORDER if name in wanted]
         children += [Child(f"collector-{i}", "collector", path) for i, path in enumerate(args.collector_config, 2)]
-        return cls(children, stop_timeout_s=args.stop_timeout)
+        return cls(children, stop_timeout_s=args.stop_timeout, max_backoff_s=args.max_backoff,
+                   stable_after_s=args.stable_after, publish_endpoint=cfg["bus.publish_endpoint"])
 
     # ------------------------------------------------------------ child processes
 
     def _spawn(self, child: Child) -> None:
         child.ready.clear()
+        child.tail.clear()
+        child.started_at = time.monotonic()
         child.popen = subprocess.Popen(child.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
         child.reader = threading.Thread(target=self._forward, args=(child, child.popen), daemon=True)
@@ -92,19 +237,23 @@ class Supervisor:
     def _forward(self, child: Child, popen: subprocess.Popen) -> None:
         prefix = child.name.ljust(self._width) + " | "
         for line in popen.stdout:
+            child.tail.append(line)
             if _is_ready(line):
                 child.ready.set()
             with self._out_lock:
                 self.out.write(prefix + line if line.endswith("\n") else prefix + line + "\n")
                 self.out.flush()
 
-    def _wait_ready(self, child: Child) -> bool:
+    def _wait_ready(self, child: Child, started: list[Child]) -> bool:
+        """Wait for ``child``'s ready line, meanwhile minding the ``started`` ones (a slow start must
+        not hold up the restart of a crashed one)."""
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline and not self._stop.is_set():
             if child.ready.wait(0.1):
                 return True
             if child.popen.poll() is not None:
                 return False
+            self._tick(started)
         return False
 
     def _stop_child(self, child: Child) -> None:
@@ -130,46 +279,122 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.request_stop)
-        rc = 0
         try:
+            started: list[Child] = []
             for child in self.children:
                 self._spawn(child)
-                if not self._wait_ready(child):
-                    if not self._stop.is_set():
-                        log.error("service did not become ready", extra=fields(child=child.name,
-                                  rc=child.popen.poll(), timeout_s=self.ready_timeout_s))
-                        rc = 1
-                    return rc
-            log.info("ready", extra=fields(services=",".join(c.name for c in self.children)))
-            rc = self._watch()
-            return rc
+                if self._wait_ready(child, started):
+                    started.append(child)
+                    continue
+                if self._stop.is_set():
+                    return 0
+                rc = child.popen.poll()
+                if rc is None:  # neither ready nor gone: hung at start, which a restart would not cure
+                    log.error("service did not become ready", extra=fields(child=child.name,
+                              timeout_s=self.ready_timeout_s))
+                    return 1
+                self._exited(child, rc, time.monotonic())  # failed at start: retried like any crash
+                started.append(child)
+            failing = [c.name for c in self.children if c.restart_at is not None]
+            if failing:
+                log.warning("running without the failing services, retrying them", extra=fields(
+                    services=",".join(c.name for c in self.children), failing=",".join(failing)))
+            else:
+                log.info("ready", extra=fields(services=",".join(c.name for c in self.children)))
+            return self._watch()
         finally:
+            self._resolve_all_at_stop()
             self.stop_all()
+            self.publisher.close()
 
     def _watch(self) -> int:
         while not self._stop.wait(0.2):
-            now = time.monotonic()
-            for child in self.children:
-                if child.restart_at is not None:
-                    if now >= child.restart_at:
-                        child.restart_at = None
-                        self._spawn(child)
-                    continue
-                rc = child.popen.poll()
-                if rc is None:
-                    continue
-                while child.restarts and now - child.restarts[0] > 60:
-                    child.restarts.popleft()
-                if len(child.restarts) >= self.max_restarts:
-                    log.error("crashing too often, stopping everything", extra=fields(
-                        child=child.name, rc=rc, restarts_last_minute=len(child.restarts)))
-                    return 1
-                delay = min(30.0, 0.5 * 2 ** len(child.restarts))
-                child.restarts.append(now)
-                child.restart_at = now + delay
-                log.warning("service exited, restarting", extra=fields(
-                    child=child.name, rc=rc, backoff_s=delay, restarts_last_minute=len(child.restarts)))
+            self._tick(self.children)
         return 0
+
+    def _tick(self, children: list[Child]) -> None:
+        """Restart what is due, note what exited or has stayed up, send the advisories that are due."""
+        now = time.monotonic()
+        for child in children:
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.restart_at = None
+                    self._spawn(child)
+                continue
+            rc = child.popen.poll()
+            if rc is not None:
+                self._exited(child, rc, now)
+            elif child.crashes and now - child.started_at >= self.stable_after_s:
+                self._stable(child)
+        store = next((c for c in children if c.service == "store"), None)
+        store_ready = store is not None and store.restart_at is None and store.ready.is_set()
+        if store_ready and not self._store_was_ready:  # the store is back: what it missed, soon
+            for loop in self.crashloops.values():
+                loop.next_send = min(loop.next_send, now + STORE_SETTLE_S)
+        self._store_was_ready = store_ready
+        self._send_due(now)
+
+    # ------------------------------------------------------------ crashes and their advisory
+
+    def _exited(self, child: Child, rc: int, now: float) -> None:
+        if child.reader:
+            child.reader.join(2)  # its last lines, to quote them
+        child.crashes += 1
+        delay = min(self.max_backoff_s, FIRST_BACKOFF_S * 2 ** (child.crashes - 1))
+        child.restart_at = now + delay
+        child.restarts.append(now)
+        while now - child.restarts[0] > 60:
+            child.restarts.popleft()
+        error = f"killed by {_signal_name(-rc)}" if rc < 0 else last_error(child.tail)
+        log.warning("service exited, restarting", extra=fields(
+            child=child.name, rc=rc, backoff_s=delay, crashes=child.crashes,
+            restarts_last_minute=len(child.restarts), error=error))
+        if child.crashes < CRASHLOOP_AFTER:
+            return
+        loop = self.crashloops.get(child.name)
+        if loop is None or loop.state == "resolved":
+            loop = self.crashloops[child.name] = Crashloop(child.name, _now_ms(), _now_ms(),
+                                                           max_backoff_s=self.max_backoff_s)
+        else:
+            loop.state = "updated"
+        loop.crashes, loop.exit_code, loop.backoff_s, loop.error = child.crashes, rc, delay, error
+        loop.last_seen_ms = _now_ms()
+        log.critical("service is crash-looping, the others keep running", extra=fields(
+            child=child.name, crashes=child.crashes, rc=rc, backoff_s=delay, error=error))
+        loop.next_send = now  # at once (lost if the store is the one down; repeated until it is back)
+
+    def _stable(self, child: Child) -> None:
+        child.crashes = 0
+        loop = self.crashloops.get(child.name)
+        if loop is None or loop.state == "resolved":
+            return
+        loop.state = "resolved"
+        loop.last_seen_ms = _now_ms()
+        loop.next_send = time.monotonic()
+        log.warning("service recovered from its crash loop", extra=fields(
+            child=child.name, crashes=loop.crashes, up_s=self.stable_after_s))
+
+    def _send_due(self, now: float) -> None:
+        for name, loop in list(self.crashloops.items()):
+            if now < loop.next_send:
+                continue
+            if loop.state == "resolved":
+                self.publisher.send(crashloop_event(loop, "resolved"))
+                loop.resolved_sends += 1
+                if loop.resolved_sends >= RESOLVED_REPEATS:
+                    del self.crashloops[name]
+            else:
+                loop.last_seen_ms = _now_ms()
+                self.publisher.send(crashloop_event(loop, loop.state))
+                loop.state = "updated"
+            loop.next_send = now + ADVISORY_REPEAT_S
+
+    def _resolve_all_at_stop(self) -> None:
+        """Open crash loops end with the stack: said so before the store stops, so none stays open for good."""
+        for loop in self.crashloops.values():
+            if loop.state != "resolved":
+                loop.last_seen_ms = _now_ms()
+                self.publisher.send(crashloop_event(loop, "resolved", note="it is no longer watched: flowlens up stopped."))
 
     def stop_all(self) -> None:
         """Collectors first, then analyzer and web, the store last; each waited for."""

@@ -1,0 +1,35 @@
+"""The supervisor's pure parts: the error line it quotes from a child's output, and the advisory
+event it publishes about a crash loop (the contract of flowmodel.events)."""
+from flowmodel.events import ADVISORY_FIELDS, ADVISORY_STATES, SEVERITIES
+from flowmodel.supervisor import Crashloop, crashloop_event, last_error
+
+
+def test_last_error_quotes_the_last_error_line_in_plain_words():
+    store = ['ts=1 level=error service=store logger=flowlens_store msg="start failed" error="unable to open database file"',
+             "flowlens-store: cannot start: unable to open database file",
+             "ts=2 level=info service=store logger=flowlens_store.service msg=stopped flows_in=0"]
+    assert last_error(store) == "flowlens-store: cannot start: unable to open database file"
+    assert last_error(store[:1] + store[2:]) == "start failed: unable to open database file"
+    web = ['ts=1 level=error service=web msg="[Errno 98] error while attempting to bind on address: address already in use"',
+           "ts=2 level=info service=web msg=stopped"]
+    assert last_error(web) == "[Errno 98] error while attempting to bind on address: address already in use"
+    assert last_error(["Traceback (most recent call last):", '  File "x.py", line 1', "KeyError: 'port'"]) == "KeyError: 'port'"
+    assert last_error(['{"level": "error", "msg": "start failed", "error": "boom"}']) == "start failed: boom"
+    assert last_error(["ts=1 level=info msg=ready"]) == "no error line; its last line was: ready"
+    assert last_error([]) == "no output"
+
+
+def test_crashloop_event_is_an_advisory_the_analyzer_will_not_adopt():
+    loop = Crashloop("store", 1_000, 2_000, crashes=4, exit_code=1, backoff_s=4.0, max_backoff_s=300.0,
+                     error="flowlens-store: cannot start: unable to open database file")
+    for state in ("raised", "updated", "resolved"):
+        event = crashloop_event(loop, state)
+        assert set(event) == set(ADVISORY_FIELDS), event
+        assert (event["severity"], event["state"], event["subject"]) == ("CRITICAL", state, "store")
+        assert event["severity"] in SEVERITIES and event["state"] in ADVISORY_STATES
+        assert "unable to open database file" in event["description"]
+        # the analyzer adopts open advisories whose key is its own '<analyzer>:<subject>'
+        assert event["key"] != f"{event['analyzer']}:{event['subject']}"
+    assert "after 4 s, then after longer waits up to 300 s" in crashloop_event(loop, "raised")["description"]
+    loop.backoff_s = 300.0
+    assert "restarts it every 300 s" in crashloop_event(loop, "updated")["description"]
