@@ -8,11 +8,12 @@ import sys
 
 from flowmodel.config import ConfigError, config_from_env_or_path
 from flowmodel.logs import fields, log_config, setup_logging
-from flowmodel.memory import release_startup_memory
+from flowmodel.memory import fix_mmap_threshold, release_startup_memory
 
 from .service import StoreService
 
 log = logging.getLogger("flowlens_store")
+MMAP_THRESHOLD = 128 << 10  # block-sized numpy temporaries go back to the kernel when freed (flowmodel.memory)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging("store", cfg["log.level"], cfg["log.format"])
     log_config(log, cfg, ("storage", "bus", "log"))
+    fix_mmap_threshold(MMAP_THRESHOLD)
     service = StoreService(cfg)
     try:
         service.start()

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 SEAL_GRACE_MS = 120_000  # a partition is sealed this long after its end: late flows still land as rows
 BUFFER_MAX_ROWS = 4 * BLOCK_ROWS  # rows mirrored in memory for all partitions together (about 18 MiB)
-BUILDERS_MAX = 2  # partitions whose rollups are summed as their blocks are cut (the others are rebuilt at seal)
+BUILDERS_MAX = 1  # partitions whose rollups are summed as their blocks are cut (the others are rebuilt at seal):
+# each holds the hour's distinct (bucket, key) sums, 15-45 MB at a medium site
 DELETE_CHUNK_BLOCKS = 64  # blocks of a pruned partition deleted per step
 HIST_BLOCKS_PER_STEP = 4  # blocks folded into a partition's rollups per step (about 0.1 s)
 HIST_COLUMNS = ("time_end", "src_addr", "dst_addr", "src_port", "dst_port", "protocol", "bytes", "packets",
