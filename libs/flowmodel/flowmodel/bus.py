@@ -43,6 +43,21 @@ def queue_limit(cfg) -> int:
 TOPIC_FLOWS_PREFIX = b"flows."
 TOPIC_ADVISORY = b"advisory"
 TOPIC_EXPORTER = b"exporter"
+# Confirmed delivery of flow batches (collector -> store), a windowed go-back-N over the bus:
+# - every flow batch carries, beside the envelope, its place in a *stream*: ``stream`` (str, one
+#   collector process's sequence of flow batches: "<source>/<start ms>"), ``batch_seq`` (1, 2, ...
+#   per stream, flow batches only: health events share the envelope seq but not this one) and
+#   ``flows_before`` (flows in the stream's earlier batches), so any gap is counted in flows;
+# - the store takes a stream's batches strictly in order, drops any batch_seq it already took
+#   (a duplicate) and any that skips ahead (the collector sends it again), and publishes on ``ack``
+#   {"acks": {stream: highest batch_seq committed to SQLite}} every few hundred ms;
+# - the collector keeps each batch (memory, then a spool file) until acked; when acks stop
+#   advancing it sends ``resend`` {"stream", "from_seq", "flows_before"} per stream it holds, then
+#   its batches again from the oldest. ``from_seq`` is the oldest batch it still holds: when the
+#   store took fewer, the flows between were dropped by the collector's spool bound and the store
+#   counts them as lost.
+TOPIC_ACK = b"ack"
+TOPIC_RESEND = b"resend"
 
 
 def flows_topic(version: int) -> bytes:
@@ -69,6 +84,9 @@ class Envelope:
     source: str
     seq: int
     sent_at: int
+    stream: str | None = None   # flow batches of a collector that wants them confirmed (see TOPIC_ACK)
+    batch_seq: int = 0
+    flows_before: int = 0
 
 
 class Sequencer:
@@ -330,4 +348,10 @@ def decode_body(body: bytes) -> dict:
 
 
 def envelope_of(msg: dict) -> Envelope:
-    return Envelope(msg["schema"], msg["source"], int(msg["seq"]), int(msg.get("sent_at", 0)))
+    stream = msg.get("stream")
+    if stream is None or "batch_seq" not in msg:  # a resend notice names a stream too, but is no batch of it
+        return Envelope(msg["schema"], msg["source"], int(msg["seq"]), int(msg.get("sent_at", 0)))
+    if not isinstance(stream, str) or not stream:
+        raise CodecError("stream is not a string")
+    return Envelope(msg["schema"], msg["source"], int(msg["seq"]), int(msg.get("sent_at", 0)), stream,
+                    int(msg["batch_seq"]), int(msg["flows_before"]))

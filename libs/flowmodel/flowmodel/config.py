@@ -267,6 +267,10 @@ SETTINGS: dict[str, Setting] = {
     "collector.pending_max_bytes": Setting(ranged(parse_size, 1024, 1 << 40, " bytes"), 2 << 20, "data sets per exporter held while waiting for their template, each charged its length + 128 bytes"),
     "collector.pending_total_max_bytes": Setting(ranged(parse_size, 1024, 1 << 40, " bytes"), 4 << 20, "the same for all exporters together; when full the oldest held queue is dropped (counted)"),
     "collector.pending_max_age": Setting(_pos_duration, 1800.0, "how long data waits for its template before it is counted as expired"),
+    "collector.spool_path": Setting(_str, "data/spool", "directory where flow batches the store has not confirmed wait on disk once collector.unacked_max_bytes is full, and across a restart; empty keeps them in memory only"),
+    "collector.unacked_max_bytes": Setting(ranged(parse_size, 1 << 20, 1 << 40, " bytes"), 32 << 20, "published flow batches the store has not yet confirmed, held in memory (about 30 bytes a flow); older ones go to the spool"),
+    "collector.spool_max_bytes": Setting(ranged(parse_size, 1 << 20, 1 << 50, " bytes"), 512 << 20, "disk the spool may use: about 90 s of 100,000 flows/s (6,000,000 flows x ~30 bytes, x 2 for spread-out addresses); past it the oldest spooled flows are dropped and counted as lost"),
+    "collector.resend_timeout": Setting(ranged(_pos_duration, 0.1, 3600, " s"), 3.0, "when the store has confirmed nothing for this long, the collector sends what it holds again, from the oldest batch"),
 
     "storage.ring_buffer_duration": Setting(_pos_duration, 600.0, "how long flows stay in memory for recent queries (10m); the ring also holds at most storage.ring_capacity flows, so above ring_capacity / duration flows/s (1,000 with the defaults) it holds less: the store logs how many minutes it holds at the current rate"),
     "storage.ring_capacity": Setting(ranged(_int, 1, 100_000_000), 600_000, "flows the in-memory ring holds (about 140 bytes each); the oldest are overwritten"),

@@ -15,17 +15,18 @@ import numpy as np
 import zmq
 
 from flowmodel import addr
-from flowmodel.bus import (queue_limit, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX, CodecError, GapCounter,
-                           decode_batch, decode_body, envelope_of)
+from flowmodel.bus import (queue_limit, TOPIC_ACK, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX, TOPIC_RESEND,
+                           CodecError, GapCounter, Sequencer, decode_batch, decode_body, default_source_id,
+                           encode_event, envelope_of)
 from flowmodel.events import ADVISORY_STATES, SEVERITIES, process_stats, service_config
 from flowmodel.logs import RateLimitedLog, fields
 from flowmodel.protocol import OPS, QueryError, error_reply
 
-from . import __version__
+from . import __version__, delivery
 from .queries import QueryEngine
 from .ring import Ring
 from .warm import WarmWriter, file_size, now_ms
-from .writer import Writer
+from .writer import MARK, Writer
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def pack_reply(reply: dict) -> bytes:
         return msgpack.packb(error_reply(f"internal error encoding the reply: {e}"), use_bin_type=True)
 RATE_WINDOW_S = 10.0
 SEAL_QUIET_S = 10.0  # a past partition still receiving flows (a replay, a catch-up) is sealed once they stop
+ACK_INTERVAL_S = 0.2  # how often the store confirms committed flow batches to the collectors (bus.TOPIC_ACK)
 INLINE_OPS = ("ping", "status", "exporters")  # answered by the front thread at once, never queued behind a scan
 
 
@@ -50,6 +52,10 @@ class StoreService:
         self.writer: Writer | None = None
         self.engines: list[QueryEngine] = []
         self.gaps = GapCounter()
+        self.ledger = delivery.Ledger()
+        self._stream_sources: set[str] = set()  # sources whose flow batches are confirmed: resends, not gaps
+        self._acks: zmq.Socket | None = None
+        self._ack_sequencer = Sequencer(default_source_id("store"))
         self.flows_in = 0
         self.batches_in = 0
         self.bad_messages = 0
@@ -77,6 +83,7 @@ class StoreService:
         # 1. forwarder
         self._xsub = self._socket(zmq.XSUB)
         self._xsub.bind(cfg["storage.bus_xsub_bind"])
+        self._xsub.bind(f"inproc://store-bus-{id(self)}")  # the store's own acks enter the bus here
         self._xpub = self._socket(zmq.XPUB)
         self._xpub.setsockopt(zmq.SNDHWM, hwm)
         self._xsub.setsockopt(zmq.RCVHWM, hwm)
@@ -95,6 +102,7 @@ class StoreService:
         warm.retention_ms = int(cfg["storage.sqlite_retention"] * 1000)
         warm.prune_future(now_ms())  # before the ring's evicted_max_time_end below reads the partitions
         self.health = warm.load_health()
+        self.ledger = delivery.Ledger(delivery.load_streams(warm.db, now_ms()))
         self.writer = Writer(warm, cfg["storage.write_queue_batches"], cfg["storage.write_max_rows"],
                              cfg["storage.prune_interval"], int(cfg["storage.sqlite_retention"] * 1000),
                              int(cfg["storage.rollup_retention"] * 1000), int(cfg["storage.advisory_retention"] * 1000),
@@ -112,7 +120,10 @@ class StoreService:
         self._sub.setsockopt(zmq.RCVHWM, hwm)
         for topic in (TOPIC_FLOWS_PREFIX, TOPIC_ADVISORY, TOPIC_EXPORTER):
             self._sub.setsockopt(zmq.SUBSCRIBE, topic)
+        self._sub.setsockopt(zmq.SUBSCRIBE, TOPIC_RESEND)
         self._sub.connect(cfg["bus.subscribe_endpoint"])
+        self._acks = self._socket(zmq.PUB)
+        self._acks.connect(f"inproc://store-bus-{id(self)}")
         # 4. query server: a ROUTER front thread answers cheap ops itself and queues the rest (bounded) for
         # worker threads, each with its own SQLite read connection, so a ping never waits behind a scan
         self._router = self._socket(zmq.ROUTER)
@@ -157,6 +168,7 @@ class StoreService:
             self._sub = None
         if self.writer is not None:
             self.writer.stop()
+            self._send_acks()  # what the last transaction committed, while the forwarder still runs
         self._query_stop.set()
         for t in self._threads:
             if t.name.startswith("query"):
@@ -200,7 +212,7 @@ class StoreService:
         """Receive until request_stop(); never blocks on SQLite."""
         poller = zmq.Poller()
         poller.register(self._sub, zmq.POLLIN)
-        next_sample = 0.0
+        next_sample = next_ack = 0.0
         while not self._stop.is_set():
             try:
                 if poller.poll(100):
@@ -211,6 +223,9 @@ class StoreService:
                             break
                         self.handle(frames)
                 mono = time.monotonic()
+                if mono >= next_ack:
+                    next_ack = mono + ACK_INTERVAL_S
+                    self._send_acks()
                 if mono >= next_sample:
                     next_sample = mono + 1.0
                     self._rates.append((mono, self.flows_in, self.writer.committed))
@@ -261,12 +276,17 @@ class StoreService:
         try:
             if topic.startswith(TOPIC_FLOWS_PREFIX):
                 env, batch = decode_batch(body)
-                self.gaps.observe(env.source, env.seq)
-                self._flows(batch)
+                if env.stream is None:
+                    self._observe(env)
+                    self._flows(batch)
+                else:
+                    self._confirmed_flows(env, batch)
+            elif topic == TOPIC_RESEND:
+                self._resend(decode_body(body))
             elif topic == TOPIC_ADVISORY or topic == TOPIC_EXPORTER:
                 msg = decode_body(body)
                 env = envelope_of(msg)
-                self.gaps.observe(env.source, env.seq)
+                self._observe(env)
                 if topic == TOPIC_ADVISORY:
                     self._advisory(msg)
                 else:
@@ -280,16 +300,58 @@ class StoreService:
         self.bad_messages += 1
         self._rl.warning(reason, "bad bus message", reason=reason, error=msg, bad_messages=self.bad_messages, **kv)
 
-    def _flows(self, batch) -> None:
+    def _observe(self, env) -> None:
+        """Count message gaps, for sources whose losses are not otherwise counted: a source that
+        sends confirmed flow batches resends what went missing, and its envelope seqs come again."""
+        if env.source not in self._stream_sources:
+            self.gaps.observe(env.source, env.seq)
+
+    def _confirmed_flows(self, env, batch) -> None:
+        """A flow batch of a collector stream: taken only in order, once (see flowmodel.bus TOPIC_ACK)."""
+        self._stream_sources.add(env.source)
+        verdict = self.ledger.admit(env.stream, env.batch_seq, env.flows_before, batch.count, now_ms())
+        if verdict != delivery.NEW:
+            return
+        through = env.flows_before + batch.count
+        if batch.count == 0 or self._flows(batch, self.ledger.mark(env.stream, env.batch_seq, through)):
+            self.ledger.taken(env.stream, env.batch_seq, through)
+        # else shed by a full write queue: not taken, so the collector's next resend brings it again
+
+    def _resend(self, msg: dict) -> None:
+        stream, from_seq, flows_before = str(msg["stream"]), int(msg["from_seq"]), int(msg["flows_before"])
+        lost = self.ledger.resend(stream, from_seq, flows_before, now_ms())
+        if lost:
+            log.warning("flows lost by a collector's spool bound", extra=fields(
+                stream=stream, lost_flows=lost, lost_flows_total=self.ledger.streams[stream].lost_flows))
+
+    def _send_acks(self) -> None:
+        self.ledger.committed(dict(self.writer.stream_committed))
+        acks = self.ledger.acks(now_ms())
+        if acks and self._acks is not None:
+            try:
+                self._acks.send_multipart([TOPIC_ACK, encode_event({"acks": acks}, self._ack_sequencer)], zmq.NOBLOCK)
+            except zmq.ZMQError as e:
+                self._rl.warning("ack", "cannot publish acks", error=str(e))
+
+    def _flows(self, batch, mark: tuple | None = None) -> bool:
+        """Into the ring and the write queue. A confirmed batch (``mark``) that the write queue sheds
+        goes nowhere (False): it comes again."""
         n = batch.count
         if n == 0:
-            return
+            return True
         seq0 = self.next_seq
-        self.next_seq += n
-        self.ring.append(batch, seq0)
         cols = dict(batch.columns)
         cols["seq"] = np.arange(seq0, seq0 + n, dtype=np.int64)
-        self.writer.offer(cols)
+        if mark is not None:
+            cols[MARK] = mark
+            if not self.writer.offer(cols):
+                return False
+            self.next_seq += n
+            self.ring.append(batch, seq0)
+        else:
+            self.next_seq += n
+            self.ring.append(batch, seq0)
+            self.writer.offer(cols)
         self.flows_in += n
         self.batches_in += 1
         ex = batch["exporter"]
@@ -304,6 +366,7 @@ class StoreService:
                 e = self.exporter_flows.setdefault(bytes(k), [0, 0])
                 e[0] += c
                 e[1] = t
+        return True
 
     def _advisory(self, msg: dict) -> None:
         for key in ("key", "severity", "state"):
@@ -475,6 +538,12 @@ class StoreService:
                             "shed_flows": w.shed_flows, "shed_events": w.shed_events, "write_errors": w.write_errors,
                             "transactions": w.transactions, "seal_steps": w.seal_steps,
                             "seal_step_max_s": round(w.seal_step_max_s, 3)},
+            "delivery": {"streams": len(self.ledger.streams),
+                         "duplicate_batches": self.ledger.duplicate_batches,
+                         "duplicate_flows": self.ledger.duplicate_flows,
+                         "out_of_order_batches": self.ledger.out_of_order_batches,
+                         "lost_flows": sum(self.ledger.lost_flows.values()),
+                         "lost_flows_by_stream": self.ledger.lost_flows},
             "bus": {"gaps_total": self.gaps.total_gaps, "bad_messages": self.bad_messages,
                     "sources": {s: {"received": self.gaps.received.get(s, 0), "gaps": self.gaps.gaps.get(s, 0),
                                     "restarts": self.gaps.restarts.get(s, 0), "last_seq": self.gaps.last_seq.get(s)}

@@ -21,10 +21,12 @@ import numpy as np
 
 from flowmodel.logs import RateLimitedLog, fields
 
+from . import delivery
 from .warm import WarmWriter, now_ms
 
 log = logging.getLogger(__name__)
 _STOP = object()
+MARK = "_stream_mark"  # an offered batch's delivery.Ledger.mark(): persisted with its rows
 TRIM_INTERVAL_S = 5.0
 FULL_BATCH_ROWS = 4096     # collector.batch_max_flows' default: the row bound is queue_batches of these
 SEAL_MAX_WAIT_S = 2.0     # a busy writer still takes a sealing step this often
@@ -61,6 +63,8 @@ class Writer:
         self.flows: queue.Queue = queue.Queue(maxsize=queue_batches * MAX_BATCHES_PER_FULL)
         self.events: queue.Queue = queue.Queue(maxsize=events_max)
         self.committed = 0
+        self.stream_committed: dict[str, int] = {}  # stream -> highest batch_seq committed (read by the ack timer)
+        delivery.install_marks(warm.db)
         self.shed_batches = 0
         self.shed_flows = 0
         self.shed_events = 0
@@ -161,14 +165,24 @@ class Writer:
         log.info("writer stopped", extra=fields(committed=self.committed, shed_batches=self.shed_batches))
 
     def _write(self, chunk: list[dict]) -> None:
+        marks: dict[str, tuple[int, int, int]] = {}
+        for c in chunk:
+            mark = c.pop(MARK, None)
+            if mark is not None:
+                marks[mark[0]] = mark[1:]  # in queue order: the last one per stream is its highest
         cols = chunk[0] if len(chunk) == 1 else {k: np.concatenate([c[k] for c in chunk]) for k in chunk[0]}
         n = len(cols["seq"])
         try:
+            delivery.stage_marks(self.warm.db, marks, now_ms())
             written = self.warm.write_flows(cols)
+            if marks and written == 0:  # every row dropped before a transaction: no trigger fired
+                delivery.save_marks(self.warm.db)
         except Exception:
             self.write_errors += 1
             log.exception("flow write failed; rows lost", extra=fields(rows=n))
             return
+        for stream, (seq, *_rest) in marks.items():
+            self.stream_committed[stream] = seq
         if written < n:
             log.warning("flows dated outside the retention window dropped: too many partitions",
                         extra=fields(rows=n - written, partitions=len(self.warm.partitions)))
