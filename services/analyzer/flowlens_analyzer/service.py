@@ -19,6 +19,7 @@ from flowmodel.events import process_stats, service_config
 from flowmodel.logs import RateLimitedLog, fields
 
 from . import anomaly, health
+from .dedupe import SeenBatches
 from .engine import Engine
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class AnalyzerService:
         self.engine.health.window = self.engine.window  # shed and ahead-of-clock flows, for the health advisories
         self.sequencer = bus.Sequencer(self.source)
         self.gaps = bus.GapCounter()
+        self.seen = SeenBatches()  # batches a collector sent again (confirmed delivery): counted once
         self._ctx = context
         self._own_ctx = context is None
         self.sub: zmq.Socket | None = None
@@ -205,6 +207,8 @@ class AnalyzerService:
         try:
             if topic.startswith(bus.TOPIC_FLOWS_PREFIX):
                 env, batch = bus.decode_batch(body)
+                if not self.seen.is_new(env.stream, env.batch_seq, batch.count):
+                    return  # sent again: its envelope seq is an old one, so not a bus gap or restart either
                 self.gaps.observe(env.source, env.seq)
                 self.counters["batches"] += 1
                 self.counters["flows"] += batch.count
@@ -232,6 +236,7 @@ class AnalyzerService:
         return {**self.counters, "bus_gaps": self.gaps.total_gaps, "bad_reasons": dict(self.bad_reasons),
                 "window_flows": w.size, "late_flows": w.counters["late"], "future_flows": w.counters["future"],
                 "overflow_flows": w.counters["overflow"], "runs": w.counters["runs"],
+                "duplicate_batches": self.seen.duplicate_batches, "duplicate_flows": self.seen.duplicate_flows,
                 "open_advisories": len(self.engine.book.open) + len(self.engine.health_book.open),
                 "analyzer_cpu_seconds": {k: round(v, 3) for k, v in self.engine.cpu_seconds.items()},
                 "analyzer_errors": dict(self.engine.errors),
