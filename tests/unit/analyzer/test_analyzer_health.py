@@ -150,3 +150,95 @@ def test_exporter_clock_ahead_is_named():
     assert f.description.startswith("745 flows from exporter 192.0.2.9 ended after the analyzer's clock")
     assert "up to 4 min in the future" in f.description and f.action == "Check the clock of 192.0.2.9 (NTP)"
     assert health.analyze(st, ctx, 20 * S, {}) == []
+
+
+# ---------------------------------------------------------------- confirmed delivery (issue 13)
+
+MiB = 1 << 20
+
+
+def delivery_event(seq, sent_at, *, cid="collector@a:1", held=0, since=0, spool=0, dropped=0, lost=0):
+    """A collector health event as flowlens_collector's health_event builds it (delivery counters)."""
+    return {"kind": "collector", "collector": cid, "source": cid, "seq": seq, "sent_at": sent_at, "schema": 2,
+            "counters": {"datagrams": 1000 * seq, "pending_flows": 0, "unconfirmed_batches": held // 16384,
+                         "unconfirmed_flows": held, "spooled_batches": spool // (500 * 1024), "spool_bytes": spool,
+                         "spool_dropped_batches": dropped // 16384, "spool_dropped_flows": dropped, "spool_errors": 0,
+                         "unconfirmed_since": since, "lost_flows": lost, "acked_batches": 40, "acked_flows": 655360,
+                         "resent_batches": 0, "resent_flows": 0, "resends": 0},
+            "socket": [], "exporters": [], "listen": ["0.0.0.0:2055"],
+            "config": {"collector.spool_path": "data/spool", "collector.spool_max_bytes": 512 * MiB}}
+
+
+def by_key(findings):
+    return {f.key: f for f in findings}
+
+
+def test_store_not_confirming_is_a_warning_after_30_s_then_resolves():
+    from flowlens_analyzer.lifecycle import AdvisoryBook
+
+    ctx, st = Context(config()), health.HealthState()
+    book = AdvisoryBook(resolve_after_ms=60 * S, update_every_ms=300 * S, update_change=0.25)
+    st.observe(delivery_event(1, 100 * S), 100 * S)
+    st.observe(delivery_event(2, 110 * S, held=300_000, since=105 * S), 110 * S)
+    assert health.analyze(st, ctx, 111 * S, {}) == []  # 6 s: the store may just be slow to commit
+    st.observe(delivery_event(3, 230 * S, held=1_200_000, since=105 * S, spool=45 * MiB), 230 * S)
+    f = by_key(health.analyze(st, ctx, 230 * S, {}))["health:unconfirmed collector@a:1"]
+    assert f.severity == "WARNING"
+    assert f.description == ("Collector collector@a:1 has 1,200,000 flows the store has not confirmed for 2 min: "
+                             "the store may be down or slow; they are kept in its spool (47.2 MB of 536.9 MB)")
+    assert f.evidence["unconfirmed_seconds"] == 125 and f.evidence["spool_max_bytes"] == 512 * MiB
+    [raised] = book.fold([f], 230 * S)
+    assert raised["state"] == "raised"
+    # the store confirms again: nothing found; the advisory resolves after resolve_after
+    st.observe(delivery_event(4, 240 * S, held=16384, since=0), 240 * S)
+    assert health.analyze(st, ctx, 240 * S, {}) == []
+    assert [e["state"] for e in book.fold([], 310 * S)] == ["resolved"]
+
+
+def test_clock_of_the_collector_is_not_compared_with_ours():
+    ctx, st = Context(config()), health.HealthState()
+    # the collector's clock is an hour behind the analyzer's: 40 s without confirmation is 40 s
+    st.observe(delivery_event(1, 3600 * S + 40 * S, held=5000, since=3600 * S), 7200 * S + 40 * S)
+    [f] = health.analyze(st, ctx, 7200 * S + 40 * S, {})
+    assert "5,000 flows the store has not confirmed for 40 s" in f.description
+    assert "they are kept in its memory" in f.description
+
+
+def test_spool_full_makes_it_critical_and_the_stores_count_is_one_loss_advisory():
+    ctx, st = Context(config()), health.HealthState()
+    st.observe(delivery_event(1, 100 * S, dropped=7000), 100 * S)  # 7,000 dropped in an earlier outage
+    st.observe(delivery_event(2, 110 * S, held=2_000_000, since=105 * S, spool=512 * MiB, dropped=7000), 110 * S)
+    st.observe(delivery_event(3, 200 * S, held=9_000_000, since=105 * S, spool=512 * MiB, dropped=127_000), 200 * S)
+    f = by_key(health.analyze(st, ctx, 200 * S, {}))["health:unconfirmed collector@a:1"]
+    assert f.severity == "CRITICAL"
+    assert f.description.endswith("they are kept in its spool (536.9 MB of 536.9 MB), which is full: "
+                                  "the oldest 120,000 flows were dropped")
+    # the store is back (4 min after it stopped confirming) and counts what it never got
+    st.observe(delivery_event(4, 345 * S, held=16384, dropped=127_000, lost=120_000), 345 * S)
+    found = by_key(health.analyze(st, ctx, 346 * S, {}))
+    assert set(found) == {"health:lost collector@a:1"}
+    lost = found["health:lost collector@a:1"]
+    assert lost.severity == "CRITICAL"
+    assert lost.description.startswith("Collector collector@a:1 dropped 120,000 flows while the store was "
+                                       "unreachable for 4 min: its spool (536.9 MB) was full")
+    assert lost.evidence["lost_flows"] == 120_000
+    # reported once: the next run finds nothing, so the advisory resolves
+    st.observe(delivery_event(5, 355 * S, lost=120_000), 355 * S)
+    assert health.analyze(st, ctx, 356 * S, {}) == []
+    # the store counts one more flow lost later on (in words: 1 flow)
+    st.observe(delivery_event(6, 365 * S, lost=120_001), 365 * S)
+    [more] = health.analyze(st, ctx, 366 * S, {})
+    assert " dropped 1 flow while the store was unreachable for 4 min" in more.description
+
+
+def test_loss_after_a_collector_restart_counts_from_zero_but_not_at_our_start():
+    ctx, st = Context(config()), health.HealthState()
+    # the analyzer starts while the collector already reports an old loss: not reported again
+    st.observe(delivery_event(10, 100 * S, lost=5000), 100 * S)
+    assert health.analyze(st, ctx, 101 * S, {}) == []
+    # the collector restarts (new pid) and the store reports a loss of its spooled stream
+    st.observe(delivery_event(1, 110 * S, cid="collector@a:2", lost=800), 110 * S)
+    [f] = health.analyze(st, ctx, 111 * S, {})
+    assert f.key == "health:lost collector@a:2"
+    assert f.description.startswith("Collector collector@a:2 dropped 800 flows while the store was unreachable: ")
+    assert "health:lost collector@a:1" not in by_key(health.analyze(st, ctx, 112 * S, {}))
