@@ -74,7 +74,7 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
         rows = [e for e in exporters.get("exporters") or [] if isinstance(e, Mapping)]
         # the collector's counters exist for exporters a collector reported; the store also lists
         # exporters it only has flows of (from the bus), with no domain and no counters
-        exps = [e for e in rows if e.get("collector") is not None]
+        exps = current_exporter_rows(rows, exporters)
         per = [("packets", "flowlens_exporter_packets_received_total", "export packets received per exporter"),
                ("flows", "flowlens_exporter_flows_decoded_total", "flow records decoded per exporter"),
                ("sequence_lost", "flowlens_exporter_flows_lost_total", "records (v5, IPFIX) or packets (v9) missing per the exporter's sequence numbers"),
@@ -114,12 +114,11 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
         for name, n in sorted(stored.items()):
             out.append(f"flowlens_exporter_flows_stored_total{_labels(exporter=name)} {n}")
         family("flowlens_collector_kernel_drops_total", "counter", "datagrams the kernel dropped on a collector socket")
-        for c in exporters.get("collectors") or []:
-            if not isinstance(c, Mapping):
-                continue
+        for ident, c in sorted(current_collectors(exporters).items()):
             for s in c.get("socket") or []:
                 if isinstance(s, Mapping):
-                    out.append(f"flowlens_collector_kernel_drops_total{_labels(collector=c.get('collector', ''), port=s.get('port', ''))} {_num(s.get('kernel_drops') or 0)}")
+                    out.append(f"flowlens_collector_kernel_drops_total{_labels(collector=ident, port=s.get('port', ''))} {_num(s.get('kernel_drops') or 0)}")
+    out += delivery_lines(exporters, status)
 
     if status is not None:
         for name, kind, help_, paths in (
@@ -153,3 +152,86 @@ def find_number(d: Mapping, paths: tuple[str, ...]):
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return v
     return None
+
+
+# Collector identities. The store remembers the last health report of every collector id it heard,
+# and a default id is 'collector@host:pid': each restart would add a series with the old one's
+# labels frozen beside it. A series is labelled with the identity ('collector@host', or the
+# configured collector.instance_id) and takes the newest report of it: one series per label set.
+
+def collector_identity(cid: str) -> str:
+    """'collector@host' of a default 'collector@host:pid' id; a configured id as it is."""
+    head, sep, tail = cid.rpartition(":")
+    return head if sep and "@" in head and tail.isdigit() else cid
+
+
+def current_collectors(exporters: Mapping) -> dict[str, Mapping]:
+    """identity -> the newest report (by last_seen) among that identity's ids; analyzers left out."""
+    best: dict[str, Mapping] = {}
+    for c in exporters.get("collectors") or []:
+        if not isinstance(c, Mapping) or c.get("kind", "collector") != "collector":
+            continue
+        ident = collector_identity(str(c.get("collector", "")))
+        cur = best.get(ident)
+        if cur is None or int(c.get("last_seen") or 0) > int(cur.get("last_seen") or 0):
+            best[ident] = c
+    return best
+
+
+def current_exporter_rows(rows: list, exporters: Mapping) -> list:
+    """The exporter rows a current collector reported (not a restarted one's predecessor), one per
+    (exporter, observation domain): the newest last_seen when several collectors hear it."""
+    ids = {c.get("collector") for c in current_collectors(exporters).values()}
+    newest: dict[tuple, Mapping] = {}
+    for e in rows:
+        if e.get("collector") is None or e.get("collector") not in ids:
+            continue
+        key = (str(e.get("exporter", "")), e.get("observation_domain"))
+        cur = newest.get(key)
+        if cur is None or int(e.get("last_seen") or 0) > int(cur.get("last_seen") or 0):
+            newest[key] = e
+    return list(newest.values())
+
+
+# Confirmed delivery, collector -> store (flowmodel.bus TOPIC_ACK): collector counter, metric, type, help.
+DELIVERY_COLLECTOR = (
+    ("unconfirmed_flows", "flowlens_collector_unconfirmed_flows", "gauge", "flows published that the store has not confirmed yet (in memory or in the spool)"),
+    ("unconfirmed_batches", "flowlens_collector_unconfirmed_batches", "gauge", "flow batches published that the store has not confirmed yet"),
+    ("spooled_batches", "flowlens_collector_spooled_batches", "gauge", "unconfirmed flow batches held in the spool on disk"),
+    ("spool_bytes", "flowlens_collector_spool_bytes", "gauge", "bytes of the spool on disk (collector.spool_max_bytes at most)"),
+    ("resent_flows", "flowlens_collector_flows_resent_total", "counter", "flows published again because the store had not confirmed them"),
+    ("resent_batches", "flowlens_collector_batches_resent_total", "counter", "flow batches published again because the store had not confirmed them"),
+    ("acked_flows", "flowlens_collector_flows_confirmed_total", "counter", "flows the store confirmed as committed"),
+    ("spool_dropped_flows", "flowlens_collector_spool_dropped_flows_total", "counter", "flows the collector dropped, oldest first, past collector.spool_max_bytes (its own count)"),
+    ("lost_flows", "flowlens_collector_flows_lost_total", "counter", "flows the store never got from this collector: the store's exact count, returned with its confirmations"),
+)
+DELIVERY_STORE = (
+    ("duplicate_batches", "flowlens_store_duplicate_batches_total", "counter", "flow batches sent again that the store had already taken, dropped"),
+    ("duplicate_flows", "flowlens_store_duplicate_flows_total", "counter", "flows in those duplicate batches, dropped"),
+    ("out_of_order_batches", "flowlens_store_out_of_order_batches_total", "counter", "flow batches refused because one before them was missing (sent again in order)"),
+    ("lost_flows", "flowlens_store_flows_lost_total", "counter", "flows of confirmed streams the store never got (collectors' spools full), all collectors"),
+    ("streams", "flowlens_store_delivery_streams", "gauge", "collector streams (one per collector run) the store keeps delivery state for"),
+)
+
+
+def delivery_lines(exporters: Mapping | None, status: Mapping | None) -> list[str]:
+    """Confirmed delivery: per collector identity (its newest report), the flows held unconfirmed,
+    spooled, resent and lost; and the store's delivery block of its status."""
+    out: list[str] = []
+    collectors = current_collectors(exporters) if exporters is not None else {}
+    counters = {ident: c.get("counters") for ident, c in collectors.items()
+                if isinstance(c.get("counters"), Mapping) and "unconfirmed_flows" in c["counters"]}
+    for field, name, kind, help_ in DELIVERY_COLLECTOR:
+        out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+        out += [f"{name}{_labels(collector=ident)} {_num(c.get(field) or 0)}" for ident, c in sorted(counters.items())]
+    name = "flowlens_collector_unconfirmed_since_seconds"
+    out += [f"# HELP {name} unix time since which the store has not confirmed this collector's flows; 0 while it confirms",
+            f"# TYPE {name} gauge"]
+    out += [f"{name}{_labels(collector=ident)} {int(c.get('unconfirmed_since') or 0) / 1000:.3f}"
+            for ident, c in sorted(counters.items())]
+    block = status.get("delivery") if status is not None else None
+    for field, name, kind, help_ in DELIVERY_STORE:
+        out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+        if isinstance(block, Mapping) and (v := find_number(block, (field,))) is not None:
+            out.append(f"{name} {_num(v)}")
+    return out
