@@ -83,7 +83,7 @@ def _merge(ranges: list) -> list:
     return [(lo, hi) for lo, hi in out]
 
 
-REGROUP_ROWS = 1 << 18  # rollup rows gathered before a fold merges them again
+REGROUP_ROWS = 1 << 16  # rollup rows gathered before a fold merges them again (bounds a query's memory)
 
 
 def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = None,
