@@ -26,7 +26,7 @@ from . import __version__, delivery
 from .queries import QueryEngine
 from .ring import Ring
 from .warm import WarmWriter, file_size, now_ms
-from .writer import MARK, Writer
+from .writer import MARK, Writer, free_bytes, mount_point
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def pack_reply(reply: dict) -> bytes:
 RATE_WINDOW_S = 10.0
 SEAL_QUIET_S = 10.0  # a past partition still receiving flows (a replay, a catch-up) is sealed once they stop
 ACK_INTERVAL_S = 0.2  # how often the store confirms committed flow batches to the collectors (bus.TOPIC_ACK)
+HEALTH_INTERVAL_S = 5.0  # how often the store publishes its write health (kind "store" on bus.TOPIC_EXPORTER)
 INLINE_OPS = ("ping", "status", "exporters")  # answered by the front thread at once, never queued behind a scan
 
 
@@ -56,6 +57,7 @@ class StoreService:
         self._stream_sources: set[str] = set()  # sources whose flow batches are confirmed: resends, not gaps
         self._acks: zmq.Socket | None = None
         self._ack_sequencer = Sequencer(default_source_id("store"))
+        self._health_sequencer = Sequencer(default_source_id("store"))  # its own seqs: the analyzer counts gaps
         self.flows_in = 0
         self.batches_in = 0
         self.bad_messages = 0
@@ -212,7 +214,7 @@ class StoreService:
         """Receive until request_stop(); never blocks on SQLite."""
         poller = zmq.Poller()
         poller.register(self._sub, zmq.POLLIN)
-        next_sample = next_ack = 0.0
+        next_sample = next_ack = next_health = 0.0
         while not self._stop.is_set():
             try:
                 if poller.poll(100):
@@ -226,6 +228,9 @@ class StoreService:
                 if mono >= next_ack:
                     next_ack = mono + ACK_INTERVAL_S
                     self._send_acks()
+                if mono >= next_health:
+                    next_health = mono + HEALTH_INTERVAL_S
+                    self._send_health()
                 if mono >= next_sample:
                     next_sample = mono + 1.0
                     self._rates.append((mono, self.flows_in, self.writer.committed))
@@ -286,6 +291,8 @@ class StoreService:
             elif topic == TOPIC_ADVISORY or topic == TOPIC_EXPORTER:
                 msg = decode_body(body)
                 env = envelope_of(msg)
+                if env.source == self._health_sequencer.source:
+                    return  # its own health event, for the analyzer: status says the same
                 self._observe(env)
                 if topic == TOPIC_ADVISORY:
                     self._advisory(msg)
@@ -332,6 +339,25 @@ class StoreService:
                 self._acks.send_multipart([TOPIC_ACK, encode_event({"acks": acks}, self._ack_sequencer)], zmq.NOBLOCK)
             except zmq.ZMQError as e:
                 self._rl.warning("ack", "cannot publish acks", error=str(e))
+
+    def write_health(self) -> dict:
+        """Whether the writer can write to SQLite: the status's ``write_queue`` failure fields, and
+        the file system to free space on (the analyzer words a CRITICAL advisory from them)."""
+        w, path = self.writer, self.cfg["storage.sqlite_path"]
+        return {"write_failing_since": w.write_failing_since, "last_write_error": w.last_write_error,
+                "last_write_error_at": w.last_write_error_at, "write_errors": w.write_errors,
+                "maintain_errors": w.maintain_errors, "rows_waiting": w.rows_waiting, "failed_rows": w.failed_rows,
+                "sqlite_path": path, "filesystem": mount_point(path), "free_bytes": free_bytes(path)}
+
+    def _send_health(self) -> None:
+        body = {"kind": "store", "collector": self._health_sequencer.source, "stats_interval": HEALTH_INTERVAL_S,
+                "counters": {"flows_in": self.flows_in, "flows_committed": self.writer.committed,
+                             "shed_flows": self.writer.shed_flows, **self.write_health()}}
+        if self._acks is not None:
+            try:
+                self._acks.send_multipart([TOPIC_EXPORTER, encode_event(body, self._health_sequencer)], zmq.NOBLOCK)
+            except zmq.ZMQError as e:
+                self._rl.warning("health", "cannot publish health", error=str(e))
 
     def _flows(self, batch, mark: tuple | None = None) -> bool:
         """Into the ring and the write queue. A confirmed batch (``mark``) that the write queue sheds
@@ -537,6 +563,7 @@ class StoreService:
                             "rows_capacity": w.queue_rows_max, "shed_batches": w.shed_batches,
                             "shed_flows": w.shed_flows, "shed_events": w.shed_events, "write_errors": w.write_errors,
                             "transactions": w.transactions, "seal_steps": w.seal_steps,
+                            "unwritten_at_stop": w.unwritten_at_stop, **self.write_health(),
                             "seal_step_max_s": round(w.seal_step_max_s, 3)},
             "delivery": {"streams": len(self.ledger.streams),
                          "duplicate_batches": self.ledger.duplicate_batches,

@@ -147,12 +147,19 @@ class WarmWriter:
         te = cols["time_end"]
         part = (np.maximum(te, 0) // self.partition_ms) * self.partition_ms
         starts = np.unique(part)
+        dropped_before = (self.out_of_range_flows, dict(self.out_of_range_by_exporter))  # a retry counts them again
         if self.max_partitions is not None:
             cols, part, starts = self._drop_out_of_range(cols, part, starts)
             n = len(cols["time_end"])
             if n == 0:
                 return 0
         written = []  # (partition, its rows, whether its row table was empty): mirrored after the commit
+        # what the transaction changes in memory, put back if it does not commit (a full disk): the
+        # partition counters, the row tables it creates, temp.nums and next_seq roll back with it
+        names = [partition_name(st) for st in starts.tolist()]
+        before = {name: (list(self.partitions[name]) if name in self.partitions else None, name in self.row_tables)
+                  for name in names}
+        nums, next_seq = self._nums, self.next_seq
         self.db.execute("BEGIN")
         try:
             for start in starts.tolist():
@@ -187,9 +194,19 @@ class WarmWriter:
             self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)", (self.next_seq,))
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            for name, (p, had_table) in before.items():
+                if p is None:
+                    self.partitions.pop(name, None)
+                else:
+                    self.partitions[name][:] = p  # in place: the sealer holds the same lists
+                if not had_table:
+                    self.row_tables.discard(name)
+            self._nums, self.next_seq = nums, next_seq
+            self.out_of_range_flows, self.out_of_range_by_exporter = dropped_before
             self._spans.clear()  # the open spans may be rolled back too: the next rows open new ones
             self.sealer.abandon(written)
+            if self.db.in_transaction:  # SQLITE_FULL may have rolled it back already
+                self.db.execute("ROLLBACK")
             raise
         return n  # rows written (out-of-range ones dropped above are not)
 

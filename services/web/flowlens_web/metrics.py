@@ -140,6 +140,19 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
             family(name, kind, help_)
             if v is not None:
                 out.append(f"{name} {_num(v)}")
+    if status is not None:  # the store's SQLite writes (a full disk): failures, and rows held for a retry
+        for name, kind, help_, path in (
+            ("flowlens_store_write_errors_total", "counter", "SQLite flow or event transactions that failed (each attempt; the rows are kept and retried)", "write_queue.write_errors"),
+            ("flowlens_store_maintain_errors_total", "counter", "sealing, pruning or vacuum steps that failed (retried)", "write_queue.maintain_errors"),
+            ("flowlens_store_rows_waiting", "gauge", "flows held in the store's memory for SQLite: the write queue and a chunk waiting for its retry", "write_queue.rows_waiting"),
+            ("flowlens_store_write_failing", "gauge", "1 while the store cannot write to SQLite", None),
+        ):
+            family(name, kind, help_)
+            if path is None:
+                wq = status.get("write_queue") if isinstance(status.get("write_queue"), Mapping) else {}
+                out.append(f"{name} {1 if wq.get('write_failing_since') else 0}")
+            elif (v := find_number(status, (path,))) is not None:
+                out.append(f"{name} {_num(v)}")
     return "\n".join(out) + "\n"
 
 
