@@ -95,6 +95,7 @@ def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = 
     width = KEY_WIDTH.get(dim, 1)
     got: list[dict] = []
     gathered = 0
+    limit = REGROUP_ROWS  # twice what the last fold kept, at least REGROUP_ROWS: each row is folded O(1) times
     blobs: dict = {}
     sql = "SELECT data FROM hists WHERE dim = ? AND step_ms = ? AND start_ms = ? AND end_ms = ?"
     extra: tuple = ()
@@ -130,9 +131,10 @@ def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = 
                 part["other"] = np.zeros(len(part["t"]), bool)
             got.append(part)
             gathered += len(part["t"])
-            if fold is not None and gathered > REGROUP_ROWS:
+            if fold is not None and gathered > limit:
                 got = [fold(_concat(got, width))]
                 gathered = len(got[0]["t"])
+                limit = max(REGROUP_ROWS, 2 * gathered)
     out = _concat(got, width)
     return fold(out) if fold is not None and len(got) else out
 

@@ -431,14 +431,15 @@ CHUNKED_DIMS = ("src", "dst", "self")  # host lookups (a series of one address) 
 CHUNK_ROWS = 8192
 
 
-def key_chunks(dim: str, blob: bytes) -> list[tuple[bytes, bytes, int, bytes]]:
-    """(key_lo, key_hi, rows, blob) pieces of a (dim, step) blob. Host dimensions are cut into key
-    ranges of about CHUNK_ROWS rows, so a lookup of one address decodes one small piece per hour; the
-    others stay whole. key_lo/key_hi are the first key words as big-endian bytes (BLOB order = key order)."""
+def key_chunks(dim: str, blob: bytes, step_ms: int = 300_000) -> list[tuple[bytes, bytes, int, bytes]]:
+    """(key_lo, key_hi, rows, blob) pieces of a (dim, step) blob. Host dimensions at steps under an
+    hour are cut into key ranges of about CHUNK_ROWS rows, so a lookup of one address decodes one small
+    piece per hour; hourly ones (what a top over days reads whole) and the others stay whole.
+    key_lo/key_hi are the first key words as big-endian bytes (BLOB order = key order)."""
     h = decode_hist(blob)
     n = len(h["t"])
     k = h["k"].reshape(n, -1)
-    if dim not in CHUNKED_DIMS or n <= CHUNK_ROWS:
+    if dim not in CHUNKED_DIMS or n <= CHUNK_ROWS or step_ms >= 3_600_000:
         lo, hi = _key_bytes(k.min(axis=0) if n else None), _key_bytes(k.max(axis=0) if n else None)
         if n and dim in CHUNKED_DIMS:
             order = np.lexsort(k.T[::-1])

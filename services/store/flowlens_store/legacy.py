@@ -59,7 +59,7 @@ def convert(db: sqlite3.Connection) -> int:
         db.executemany("INSERT OR REPLACE INTO hists (dim, step_ms, start_ms, chunk, end_ms, key_lo, key_hi, rows, data) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        [(kind, HOUR_MS, hour, i, hour + HOUR_MS, lo, hi, n, b)
-                        for i, (lo, hi, n, b) in enumerate(key_chunks(kind, blob))])
+                        for i, (lo, hi, n, b) in enumerate(key_chunks(kind, blob, HOUR_MS))])
         converted += len(items)
     for t in ("rollups", "rollups_hourly"):
         if t in tables:

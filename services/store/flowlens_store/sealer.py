@@ -349,7 +349,7 @@ class Sealer:
                 "INSERT INTO hists (dim, step_ms, start_ms, chunk, end_ms, key_lo, key_hi, rows, data) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(dim, step, p[0], i, p[1], lo, hi, n, blob) for (dim, step), whole in blobs.items()
-                 for i, (lo, hi, n, blob) in enumerate(key_chunks(dim, whole))])
+                 for i, (lo, hi, n, blob) in enumerate(key_chunks(dim, whole, step))])
             self.db.execute("UPDATE partitions SET sealed = 1 WHERE name = ?", (name,))
             self.db.execute("COMMIT")
         except BaseException:
