@@ -63,6 +63,7 @@ class Decoder:
         self._sources: dict[tuple, tuple[str, int, bytes]] = {}
         self._exporter_addrs: dict[str, np.void] = {}
         self._seq = SequenceTracker()
+        self._seq_restored_ms: dict[tuple, int] = {}  # stream -> its last packet before a restart (load_sequence_state)
         self._templated = TemplatedDecoder(self, max_templates_per_exporter=max_templates_per_exporter,
                                            pending_max_bytes=pending_max_bytes,
                                            pending_max_age_ms=pending_max_age_ms,
@@ -170,6 +171,47 @@ class Decoder:
         if now_ms is None:
             now_ms = time.time_ns() // 1_000_000
         return self._templated.load_state(state, now_ms)
+
+    def sequence_state(self) -> list[list]:
+        """What each exporter's sequence numbering expects next, for a restart to count the gap:
+        [exporter, port, version, domain, expected next, last seen ms, IPFIX numbering or None] per
+        stream. The time is the last packet of its (exporter, domain), or the restored one for a
+        stream not heard from since the restart."""
+        out = []
+        restored = self._seq_restored_ms
+        for stream, expected in self._seq.expected().items():
+            host, port, version, domain = stream
+            s = self._stats.get((host, domain))
+            last = s.last_seen if s is not None and s.packets else restored.get(stream)
+            if last is None:
+                continue
+            numbering = self._templated.ipfix_numbering(stream) if version == 10 else None
+            out.append([host, port, version, domain, expected, last, numbering])
+        return out
+
+    def load_sequence_state(self, streams, now_ms: int, max_age_ms: int) -> int:
+        """Continue the streams of ``sequence_state`` entries heard from less than ``max_age_ms``
+        ago, so the first packet of each after a restart counts what was sent meanwhile as lost.
+        An IPFIX stream only when the saved numbering is the one restored with the templates (the
+        expected number means nothing under another). Call after ``load_templates_state``.
+        Returns the streams restored; malformed entries are skipped."""
+        restored = 0
+        for e in streams:
+            try:
+                host, port, version, domain, expected, last = str(e[0]), int(e[1]), int(e[2]), int(e[3]), \
+                    int(e[4]), int(e[5])
+                numbering = e[6] if len(e) > 6 else None
+            except (TypeError, ValueError, IndexError):
+                continue
+            if version not in (5, 9, 10) or not 0 <= expected <= 0xFFFFFFFF or not 0 <= now_ms - last < max_age_ms:
+                continue
+            stream = (host, port, version, domain)
+            if version == 10 and (numbering is None or self._templated.ipfix_numbering(stream) != numbering):
+                continue
+            self._seq.restore(stream, expected)
+            self._seq_restored_ms[stream] = last
+            restored += 1
+        return restored
 
     # -- shared helpers (used by the templated decoder too) ------------------------------------
 

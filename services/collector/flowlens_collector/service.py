@@ -3,8 +3,8 @@
 The receive loop is built for speed: one ``poll`` over both listeners, then each readable socket
 is drained with non-blocking ``recvfrom`` into a bounded group that the decoder turns into columns
 in one call. Flows wait in a ``Batcher`` until the batch is full or old enough, then go out as one
-``flows.<version>`` message. Timers (health events, template saves, template expiry) run between
-groups, never per datagram.
+``flows.<version>`` message. Timers (health events, restart-state saves, template expiry) run
+between groups, never per datagram.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from flowmodel.logs import RateLimitedLog, fields
 
 from .batcher import Batcher
 from .outbox import Outbox
-from .templates_file import load_state, save_text
+from .templates_file import load_sequences, load_state, save_text, sequences_path, sequences_text
 from .recvmmsg import make_receiver
 from .udp import Listener, kernel_drops, open_listener
 
@@ -37,7 +37,10 @@ GROUPS_PER_WAKEUP = 16             # then timers and the stop flag are checked a
 RECEIVE_COALESCE_S = 0.001
 FEW_DATAGRAMS = 64
 EXPIRE_INTERVAL_MS = 1000          # how often the decoder drops stale held data sets and templates
-TEMPLATE_SAVE_INTERVAL_MS = 30_000
+# Restart state (templates, exporters' sequence numbers) is saved at most this often, and only what
+# changed: a template is on disk about a second after it arrives, and a restart counts what an
+# exporter sent while the collector was down from sequence numbers at most this old.
+STATE_SAVE_INTERVAL_MS = 1000
 POLL_MAX_MS = 250
 STOP_DRAIN_MAX_S = 5.0             # SIGTERM: read what the kernel already holds, for at most this long
 # At start the collector does not read UDP until the bus has a subscriber (the store), for at most
@@ -76,6 +79,8 @@ class Collector:
         self.stats_interval_ms = int(cfg["collector.stats_interval"] * 1000)
         self.group_max = cfg["collector.receive_group"]  # datagrams received and decoded together at most
         self.template_path = cfg["collector.template_path"]
+        self.sequence_path = sequences_path(self.template_path) if self.template_path else ""
+        self.sequence_max_age_ms = int(cfg["collector.template_lifetime"] * 1000)  # older saved numbers are not continued
         self.sequencer = bus.Sequencer(self.source_id)
         # confirmed delivery (flowmodel.bus TOPIC_ACK): this run's stream of flow batches, and what the
         # store has not yet confirmed, of this run and of earlier ones (the spool)
@@ -97,6 +102,7 @@ class Collector:
         self.counters = {"datagrams": 0, "bytes": 0, "flows": 0, "groups": 0, "published_batches": 0,
                          "published_flows": 0, "health_events": 0, "loop_errors": 0, "publish_errors": 0,
                          "template_saves": 0, "template_save_errors": 0, "templates_loaded": 0,
+                         "sequence_saves": 0, "sequence_save_errors": 0, "sequences_loaded": 0,
                          "template_save_max_ms": 0, "acked_batches": 0, "acked_flows": 0, "resent_batches": 0,
                          "resent_flows": 0, "resends": 0}
         self.started_at_ms = 0
@@ -118,15 +124,18 @@ class Collector:
         self._started = False
         self._next_stats_ms = self._next_expire_ms = self._next_save_ms = 0
         self._saved_generation: int | None = None  # the decoder's templates_generation last saved
+        self._saved_datagrams: int | None = None   # counters["datagrams"] when the sequence state was last saved
         self._save_thread: threading.Thread | None = None
         self._rlog = RateLimitedLog(log)
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Load saved templates, bind the UDP listeners, connect to the bus. Raises OSError on a failed bind."""
+        """Load saved templates and sequence state, bind the UDP listeners, connect to the bus.
+        Raises OSError on a failed bind."""
         self.started_at_ms = now_ms()
         self._load_templates()
+        self._load_sequences()
         host = self.cfg["collector.bind_address"]
         rcvbuf = self.cfg["collector.socket_buffer"]
         ports = [self.cfg["collector.netflow_port"]]
@@ -168,7 +177,7 @@ class Collector:
         self._subscriber_deadline = time.monotonic() + SUBSCRIBER_WAIT_S
         self._next_stats_ms = t + self.stats_interval_ms
         self._next_expire_ms = t + EXPIRE_INTERVAL_MS
-        self._next_save_ms = t + TEMPLATE_SAVE_INTERVAL_MS
+        self._next_save_ms = t + STATE_SAVE_INTERVAL_MS
         self._next_delivery_ms = t
         self._started = True
         log.info("publishing", extra=fields(endpoint=self.cfg["bus.publish_endpoint"], source=self.source_id,
@@ -196,7 +205,7 @@ class Collector:
 
     def stop(self) -> None:
         """Drain the kernel buffers, publish the last batch and the final health event, save
-        templates, close everything. Safe to call twice."""
+        templates and sequence state, close everything. Safe to call twice."""
         if self._stopped or not self._started:
             self._close_listeners()
             return
@@ -453,7 +462,7 @@ class Collector:
             self._next_stats_ms = t + self.stats_interval_ms
             self._publish_health(t)
         if t >= self._next_save_ms:
-            self._next_save_ms = t + TEMPLATE_SAVE_INTERVAL_MS
+            self._next_save_ms = t + STATE_SAVE_INTERVAL_MS
             self._save_templates()
 
     def health_event(self, t: int) -> dict:
@@ -500,11 +509,25 @@ class Collector:
         self._saved_generation = getattr(self.decoder, "templates_generation", None)
         log.info("templates loaded", extra=fields(path=self.template_path, templates=n))
 
+    def _load_sequences(self) -> None:
+        """Continue the exporters' sequence numbers saved by the previous run (when recent enough),
+        so the first packet of each counts what it sent while the collector was down as lost."""
+        if not self.sequence_path:
+            return
+        streams = load_sequences(self.sequence_path)
+        if not streams:
+            return
+        n = self.decoder.load_sequence_state(streams, now_ms(), self.sequence_max_age_ms)
+        self.counters["sequences_loaded"] = n
+        log.info("sequence state loaded", extra=fields(path=self.sequence_path, streams=n, saved=len(streams)))
+
     def _save_templates(self, force: bool = False) -> None:
-        """Save the template state when it changed since the last save. The loop only builds the
-        text (template entries are serialised once, when defined: ~10 ms at the default field cap);
-        writing and fsync run on a thread so the receive loop never waits for the disk. ``force``
-        (at stop) writes in this thread, after any save still running."""
+        """Save the restart state that changed since the last save: the templates (when their
+        generation moved) and the sequence state (when datagrams came). The loop only builds the
+        template text (entries are serialised once, when defined: ~10 ms at the default field cap)
+        and copies the sequence numbers; encoding, writing and fsync run on a thread so the receive
+        loop never waits for the disk. ``force`` (at stop) writes in this thread, after any save
+        still running, and always writes the sequence state."""
         if not self.template_path:
             return
         if self._save_thread is not None:
@@ -512,34 +535,50 @@ class Collector:
                 return  # the previous save is still writing: try again at the next interval
             self._save_thread.join()
             self._save_thread = None
+        text = None
         generation = self.decoder.templates_generation
-        if generation == self._saved_generation and (not force or os.path.exists(self.template_path)):
+        if generation != self._saved_generation or (force and not os.path.exists(self.template_path)):
+            try:
+                t0 = time.perf_counter()
+                text = self.decoder.templates_state_text()
+                ms = int((time.perf_counter() - t0) * 1000)
+                self.counters["template_save_max_ms"] = max(self.counters["template_save_max_ms"], ms)
+                self._saved_generation = generation
+            except (TypeError, ValueError) as e:
+                self.counters["template_save_errors"] += 1
+                self._rlog.warning("templates", "cannot save templates", path=self.template_path, error=str(e))
+        streams = None
+        datagrams = self.counters["datagrams"]
+        if force or datagrams != self._saved_datagrams:
+            streams = self.decoder.sequence_state()
+            self._saved_datagrams = datagrams
+        if text is None and streams is None:
             return  # unchanged since the last save
-        try:
-            t0 = time.perf_counter()
-            text = self.decoder.templates_state_text()
-            ms = int((time.perf_counter() - t0) * 1000)
-            self.counters["template_save_max_ms"] = max(self.counters["template_save_max_ms"], ms)
-        except (TypeError, ValueError) as e:
-            self.counters["template_save_errors"] += 1
-            self._rlog.warning("templates", "cannot save templates", path=self.template_path, error=str(e))
-            return
-        self._saved_generation = generation
         if force:
-            self._write_templates(text)
+            self._write_state(text, streams, now_ms())
         else:
-            self._save_thread = threading.Thread(target=self._write_templates, args=(text,),
+            self._save_thread = threading.Thread(target=self._write_state, args=(text, streams, now_ms()),
                                                  name="template-save", daemon=True)
             self._save_thread.start()
 
-    def _write_templates(self, text: str) -> None:
-        try:
-            save_text(self.template_path, text)
-            self.counters["template_saves"] += 1
-        except OSError as e:
-            self.counters["template_save_errors"] += 1
-            self._saved_generation = None  # try again at the next interval
-            self._rlog.warning("templates", "cannot save templates", path=self.template_path, error=str(e))
+    def _write_state(self, text: str | None, streams: list | None, saved_ms: int) -> None:
+        if text is not None:
+            try:
+                save_text(self.template_path, text)
+                self.counters["template_saves"] += 1
+            except OSError as e:
+                self.counters["template_save_errors"] += 1
+                self._saved_generation = None  # try again at the next interval
+                self._rlog.warning("templates", "cannot save templates", path=self.template_path, error=str(e))
+        if streams is not None:
+            try:
+                save_text(self.sequence_path, sequences_text(streams, saved_ms))
+                self.counters["sequence_saves"] += 1
+            except OSError as e:
+                self.counters["sequence_save_errors"] += 1
+                self._saved_datagrams = None  # try again at the next interval
+                self._rlog.warning("sequences", "cannot save sequence state", path=self.sequence_path,
+                                   error=str(e))
 
     # ------------------------------------------------------------------ stop helpers
 

@@ -205,6 +205,16 @@ class SequenceTracker:
         for s, u in zip(seqs.tolist(), np.broadcast_to(units, seqs.shape).tolist()):
             self.observe(stream, s, u, stats)
 
+    def expected(self) -> dict[tuple, int]:
+        """stream -> the sequence number expected next (a copy: what a restart should continue from)."""
+        return dict(self._next)
+
+    def restore(self, stream: tuple, expected: int) -> None:
+        """Continue ``stream`` from a saved expected number: its next packet counts the gap since."""
+        if stream not in self._next:
+            self._new_stream()
+        self._next[stream] = int(expected) & _MOD
+
     def forget(self, stream: tuple) -> None:
         self._next.pop(stream, None)
         self._holes.pop(stream, None)

@@ -750,6 +750,11 @@ class TemplatedDecoder:
         info[2], info[3], info[4] = int(seqs[-1]), int(counts[-1]), int(counts[-1])
         return info[0]
 
+    def ipfix_numbering(self, session) -> str | None:
+        """The IPFIX sequence numbering used for ``session`` ("all", "inclusive", ...), None if none yet."""
+        info = self._ipfix_mode.get(session)
+        return info[0] if info else None
+
     def _sequence_unknown(self, session) -> None:
         self._owner.forget_sequence(session)
         info = self._ipfix_mode.get(session)
