@@ -13,7 +13,7 @@ from flowmodel.memory import fix_mmap_threshold, release_startup_memory
 from .service import StoreService
 
 log = logging.getLogger("flowlens_store")
-MMAP_THRESHOLD = 128 << 10  # block-sized numpy temporaries go back to the kernel when freed (flowmodel.memory)
+MMAP_THRESHOLD = 1 << 20  # arrays of a MiB and more go back to the kernel when freed (flowmodel.memory)
 
 
 def main(argv: list[str] | None = None) -> int:
