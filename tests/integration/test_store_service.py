@@ -314,3 +314,35 @@ def test_a_full_query_queue_refuses_with_busy_and_pings_still_answer(tmp_path):
         pub.close()
         client.close()
         assert proc.stop() == 0
+
+
+def test_size_cap_drops_the_oldest_partitions_and_counts_their_flows(tmp_path):
+    """storage.max_bytes through the real service: flows of six past hours, sealed into blocks, then a
+    prune under a cap smaller than the file drops the oldest hours first, counted in status and kept
+    out of the answers; the newest hour stays."""
+    now = int(time.time() * 1000)
+    hour = 3_600_000
+    base = (now // hour) * hour - 8 * hour
+    cfg = stack_config(tmp_path, store={"sqlite_retention": "3650d", "ring_capacity": 1000, "prune_interval": "2s",
+                                        "max_bytes": "600k"})
+    path = write_config(tmp_path / "flowlens.yaml", cfg)
+    proc = ServiceProcess("store", path).start()
+    client = StoreClient(cfg["query"]["endpoint"], timeout_s=5, retries=1)
+    pub = Publisher(cfg["bus"]["publish_endpoint"], "cap-publisher")
+    try:
+        pub.wait_live(client)
+        for h in range(6):
+            pub.flows(make_batch(3000, t0=base + h * hour + 60_000, spacing_ms=100, seed=h))
+        wait_until(lambda: client.status()["sqlite"]["size_pruned_partitions"] >= 1, timeout_s=60, interval_s=0.5)
+        sq = client.status()["sqlite"]
+        left = [p for p in sq["partitions"] if p["rows"]]
+        assert sq["max_bytes"] == 600 * 1024
+        assert sq["size_pruned_flows"] == 3000 * sq["size_pruned_partitions"]
+        assert len(left) == 6 - sq["size_pruned_partitions"] and left[-1]["start_ms"] == base + 5 * hour
+        assert min(p["start_ms"] for p in left) == base + sq["size_pruned_partitions"] * hour  # oldest went first
+        got = client.top(by="src", since=base, until=base + 6 * hour)
+        assert got["totals"]["flows"] == 3000 * len(left)
+    finally:
+        pub.close()
+        client.close()
+        assert proc.stop() == 0, proc.log()

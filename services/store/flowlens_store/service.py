@@ -556,6 +556,10 @@ class StoreService:
                        "out_of_range_flows": w.warm.out_of_range_flows,
                        "future_pruned_partitions": w.warm.future_pruned_partitions,
                        "future_pruned_flows": w.warm.future_pruned_flows,
+                       # storage.max_bytes: partitions (and their flows) dropped, oldest first, to stay under it
+                       "max_bytes": cfg["storage.max_bytes"], "size_pruned_partitions": w.warm.size_pruned_partitions,
+                       "size_pruned_flows": w.warm.size_pruned_flows,
+                       "blocks_written": w.warm.sealer.blocks_written, "rows_sealed": w.warm.sealer.rows_sealed,
                        "out_of_range_by_exporter": {addr.to_text(k): v for k, v in
                                                     sorted(w.warm.out_of_range_by_exporter.items(),
                                                            key=lambda kv: -kv[1])[:20]}},
