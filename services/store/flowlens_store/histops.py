@@ -57,7 +57,7 @@ def top(engine, db, f: dict, by: str, metric: str, limit: int, scaled: bool) -> 
     part is grouped in numpy; only the chosen keys become Python objects."""
     until = f.get("until", 1 << 62)
     pl = H.plan(db, by, f["since"], until)
-    rows = H.gather(db, by, pl.pieces, engine._check, fold=H.fold_by(None))
+    rows = H.gather(db, by, pl.pieces, engine._check, fold=H.fold_by(None), fold_at_end=False)  # grouped below
     other = rows["other"]
     keep = ~other
     words = [rows["k"][keep]]

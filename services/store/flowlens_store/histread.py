@@ -87,11 +87,12 @@ REGROUP_ROWS = 1 << 16  # rollup rows gathered before a fold merges them again (
 
 
 def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = None,
-           fold=None) -> dict[str, np.ndarray]:
+           fold=None, fold_at_end: bool = True) -> dict[str, np.ndarray]:
     """The rollup rows of the pieces: 't', 'k' (n, w), 'other' and the VALUE_NAMES sums; with
     ``host`` (a 16-byte address) only that key's rows, read from the one key-range chunk holding it.
     ``fold`` (rows -> fewer rows, e.g. summed per key) is applied whenever REGROUP_ROWS rows have
-    gathered and at the end, so memory follows the distinct keys, not the hours read."""
+    gathered and at the end (unless the caller groups the result itself: ``fold_at_end=False``), so
+    memory follows the distinct keys, not the hours read."""
     width = KEY_WIDTH.get(dim, 1)
     got: list[dict] = []
     gathered = 0
@@ -136,7 +137,7 @@ def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = 
                 gathered = len(got[0]["t"])
                 limit = max(REGROUP_ROWS, 2 * gathered)
     out = _concat(got, width)
-    return fold(out) if fold is not None and len(got) else out
+    return fold(out) if fold is not None and fold_at_end and len(got) else out
 
 
 def _concat(got: list[dict], width: int) -> dict[str, np.ndarray]:
