@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/flowlens.yaml
 DEB_PACKAGES := softflowd nfdump tcpdump nmap chromium
-PIP_TEST := "pytest>=8" "hypothesis>=6.100" "lxml>=5" "httpx>=0.27" "playwright>=1.45" "netflow==0.12.2" "testcontainers>=4"
+# lz4: the block codec's measured alternative (bench/blocks.py, its tests); the store writes zstd
+PIP_TEST := "pytest>=8" "hypothesis>=6.100" "lxml>=5" "httpx>=0.27" "playwright>=1.45" "netflow==0.12.2" "testcontainers>=4" "lz4>=4"
 
 .PHONY: install run test fuzz bench clean debs
 
