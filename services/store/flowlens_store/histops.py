@@ -76,19 +76,13 @@ def top(engine, db, f: dict, by: str, metric: str, limit: int, scaled: bool) -> 
     if not len(k):
         return [], totals, bool(other.any() or pl.rounded), _source(pl)
     rep, (gb, gp, gn), _c = P.group_rows([k[:, j] for j in range(k.shape[1])], vb, vp, vn)
-    totals["bytes"] += sum_exact(gb)
-    totals["packets"] += sum_exact(gp)
+    totals["bytes"] += P.exact_sum(gb)
+    totals["packets"] += P.exact_sum(gp)
     totals["flows"] += int(gn.sum())
     pick = P.top_groups({"bytes": gb, "packets": gp, "flows": gn}[metric], limit)
     keys = _py_keys(by, k[rep[pick]])
     best = list(zip(keys, ([int(x), int(y), int(z)] for x, y, z in zip(gb[pick], gp[pick], gn[pick]))))
     return best, totals, bool(other.any() or pl.rounded), _source(pl)
-
-
-def sum_exact(v: np.ndarray) -> int:
-    if len(v) and int(v.max()) * len(v) >= 1 << 64:  # a uint64 sum could wrap
-        return sum(v.tolist())
-    return int(v.sum(dtype=np.uint64))
 
 
 def series_dims(f: dict) -> list[tuple[str, int, bytes | None]] | None:

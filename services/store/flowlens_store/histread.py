@@ -167,22 +167,6 @@ def fold_by(step_ms: int | None):
     return fold
 
 
-def group_keys(rows: dict[str, np.ndarray], scaled: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                                            np.ndarray, int]:
-    """Rollup rows summed per key (the "other" rows left out): (keys (g, w), bytes, packets, flows,
-    other_bytes)."""
-    b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])
-    other = rows["other"]
-    other_bytes = int(b[other].sum(dtype=np.uint64)) if other.any() else 0
-    keep = ~other
-    k = rows["k"][keep]
-    if not len(k):
-        z = np.zeros(0, np.uint64)
-        return np.zeros((0, rows["k"].shape[1]), np.uint64), z, z, z, other_bytes
-    rep, (gb, gp, gn), _c = P.group_rows([k[:, j] for j in range(k.shape[1])], b[keep], p[keep], rows["flows"][keep])
-    return k[rep], gb, gp, gn, other_bytes
-
-
 def words_to_addr(k: np.ndarray) -> list[bytes]:
     """(n, >=2) uint64 key words (big-endian address halves) as 16-byte addresses."""
     two = np.ascontiguousarray(k[:, :2]).astype(">u8")

@@ -281,6 +281,24 @@ def group_rows(words: list[np.ndarray], *values: np.ndarray) -> tuple[np.ndarray
     return order[starts], sums, counts
 
 
+def exact_sum(v: np.ndarray) -> int:
+    """Sum of a uint64 column as a Python int, exact where a uint64 sum could wrap."""
+    if len(v) and int(v.max()) * len(v) >= 1 << 64:
+        return sum(v.tolist())
+    return int(v.sum(dtype=np.uint64))
+
+
+def add_sums(out: dict, keys: list, *sums: np.ndarray) -> None:
+    """Add per-key [bytes, packets, flows] sums (numpy columns, one row per key) into ``out``."""
+    for key, vals in zip(keys, zip(*(v.tolist() for v in sums))):
+        cur = out.get(key)
+        if cur is None:
+            out[key] = list(vals)
+        else:
+            for i, v in enumerate(vals):
+                cur[i] += v
+
+
 def top_groups(metric: np.ndarray, limit: int) -> np.ndarray:
     """Indexes of the ``limit`` groups with the largest metric, ties going to the earlier group (groups
     are in ascending key order, so this is the order ``-metric, key``); unsorted."""

@@ -423,14 +423,7 @@ class QueryEngine:
             ks = list(zip(kcols["src_addr"].tolist(), kcols["dst_addr"].tolist()))
         else:
             ks = kcols[keys[0]].tolist()
-        for k, vb, vp, vn in zip(ks, bs.tolist(), ps.tolist(), ns.tolist()):
-            cur = out.get(k)
-            if cur is None:
-                out[k] = [vb, vp, vn]
-            else:
-                cur[0] += vb
-                cur[1] += vp
-                cur[2] += vn
+        P.add_sums(out, ks, bs, ps, ns)
 
     def _hot_where(self, db, name: str, sealed, f: dict, where: str, params: list) -> list[tuple[str, list]]:
         """(where, params) per seq range of an unsealed partition that the window needs; one pair,
@@ -708,12 +701,6 @@ def _rank(groups, metric: str, limit: int) -> list:
     return sorted(groups, key=lambda kv: (-kv[1][idx], kv[0]))[:limit]
 
 
-def _total(sums: np.ndarray) -> int:
-    if len(sums) and int(sums.max()) * len(sums) >= 1 << 64:  # a uint64 sum could wrap
-        return sum(sums.tolist())
-    return int(sums.sum(dtype=np.uint64))
-
-
 def _json(text):
     try:
         return json.loads(text) if text else {}
@@ -747,15 +734,7 @@ def _fold_series(cols: dict, step_ms: int, acc, scaled: bool, got: dict) -> None
         acc.add_flows(cols["time_start"], te, [b, p])
         b = p = np.zeros(len(te), np.uint64)
     rep, (bs, ps), n = P.group_rows(P.key_words(steps), b, p)
-    for k, bb, pp, nn in zip(steps[rep].tolist(), bs.tolist(), ps.tolist(), n.tolist()):
-        t = k * step_ms
-        cur = got.get(t)
-        if cur is None:
-            got[t] = [bb, pp, nn]
-        else:
-            cur[0] += bb
-            cur[1] += pp
-            cur[2] += nn
+    P.add_sums(got, (steps[rep] * step_ms).tolist(), bs, ps, n)
 
 
 _RATE_AT = REST_DTYPE.fields["sampling_rate"][1]  # offset of the sampling rate in the packed rest column
@@ -776,7 +755,7 @@ def _top_of_columns(cols: dict, by: str, metric: str, limit: int) -> tuple[list,
     else:
         words = P.key_words(*(cols[c] for c in need))
     rep, (b, p), n = P.group_rows(words, cols["bytes"], cols["packets"])
-    totals = {"bytes": _total(b), "packets": _total(p), "flows": int(n.sum())}
+    totals = {"bytes": P.exact_sum(b), "packets": P.exact_sum(p), "flows": int(n.sum())}
     pick = P.top_groups({"bytes": b, "packets": p, "flows": n}[metric], limit)
     rows = rep[pick]
     if by == "pair":

@@ -106,13 +106,7 @@ class Sealer:
     def pending(self) -> bool:
         """Work under way that should go on soon (a partition half moved, rollups to build, deletions)."""
         return bool(self._current is not None or self._hist is not None or self.hists_due or self.doomed_blocks
-                    or self.old_tables or self._full() is not None or self.more_due)
-
-    def _full(self) -> str | None:
-        for name, m in self.mirrors.items():
-            if m.rows >= self.block_rows:
-                return name
-        return None
+                    or self.old_tables or self.more_due)
 
     def absorb(self, name: str, cols: dict[str, np.ndarray], table_was_empty: bool) -> dict[str, np.ndarray]:
         """Inside the writer's transaction: rows arriving for ``name``. A partition mirrored in memory
@@ -192,8 +186,6 @@ class Sealer:
             self._delete_blocks()
         elif self.old_tables:
             self._delete_old_chunk(self.old_tables[0])
-        elif (full := self._full()) is not None:
-            self._cut(full, self.block_rows, now)
         elif self._current is not None:
             self._move_chunk(self._current)
         elif self._hist is not None:
