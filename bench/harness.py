@@ -139,29 +139,30 @@ def rss_bytes(pid: int) -> int:
     return psutil.Process(pid).memory_info().rss
 
 
-def udp_drops(port: int) -> int:
-    """Kernel drop counter of whatever UDP socket is bound to ``port`` on loopback (0 if none)."""
-    total = 0
+def udp_socket_rows(port: int) -> list[list[str]]:
+    """The /proc/net/udp and udp6 rows (split into fields) of the sockets bound to ``port``."""
+    rows = []
     for path in ("/proc/net/udp", "/proc/net/udp6"):
         try:
             with open(path) as f:
                 next(f)
-                for line in f:
-                    parts = line.split()
-                    if len(parts) >= 13 and int(parts[1].rsplit(":", 1)[1], 16) == port:
-                        total += int(parts[12])
+                rows += [parts for parts in (line.split() for line in f)
+                         if len(parts) >= 13 and int(parts[1].rsplit(":", 1)[1], 16) == port]
         except OSError:
             continue
-    return total
+    return rows
+
+
+def udp_drops(port: int) -> int:
+    """Kernel drop counter of whatever UDP socket is bound to ``port`` on loopback (0 if none)."""
+    return sum(int(parts[12]) for parts in udp_socket_rows(port))
+
+
+def udp_queue_bytes(port: int) -> int | None:
+    """Bytes waiting in the receive queue of the UDP socket bound to ``port`` (None if none is bound)."""
+    rows = udp_socket_rows(port)
+    return sum(int(parts[4].split(":")[1], 16) for parts in rows) if rows else None
 
 
 def udp_bound(port: int) -> bool:
-    for path in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(path) as f:
-                next(f)
-                if any(int(line.split()[1].rsplit(":", 1)[1], 16) == port for line in f):
-                    return True
-        except OSError:
-            continue
-    return False
+    return bool(udp_socket_rows(port))

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .harness import udp_queue_bytes
+
 SLICE_MS = 300_000
 EMPTY_IPFIX = struct.pack(">HHIII", 10, 16, 0, 0, 0xFFFF)  # a message with no sets: no flows, nothing to log
 NFDUMP_ENV = {**os.environ, "TZ": "UTC"}   # nfdump prints and names times in local time
@@ -36,22 +38,6 @@ def have_nfcapd() -> bool:
 def file_name(slice_start_ms: int) -> str:
     """NfSen's name of the 5-minute file starting at ``slice_start_ms`` (UTC)."""
     return "nfcapd." + time.strftime("%Y%m%d%H%M", time.gmtime(slice_start_ms // 1000))
-
-
-def udp_queue_bytes(port: int) -> int | None:
-    """Bytes waiting in the receive queue of the UDP socket bound to ``port`` (None if none is bound)."""
-    found = None
-    for path in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(path) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if len(parts) > 4 and int(parts[1].rsplit(":", 1)[1], 16) == port:
-                        found = (found or 0) + int(parts[4].split(":")[1], 16)
-        except OSError:
-            continue
-    return found
 
 
 def wait_drained(port: int, timeout_s: float = 30.0, below: int = 0) -> None:
