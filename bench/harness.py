@@ -32,10 +32,28 @@ __all__ = ["ServiceProcess", "free_port", "stack_config", "write_config", "BusCo
 
 
 class BusCounter:
-    """Counts flows in ``flows.*`` batches (msgpack 'count', no column decoding) and bus seq gaps."""
+    """Counts flows in ``flows.*`` batches (msgpack 'count', no column decoding) and bus seq gaps.
 
-    def __init__(self, endpoint: str, bind: bool):
+    With ``ack_endpoint`` it also stands in for the store's side of confirmed delivery (see
+    flowmodel.bus TOPIC_ACK): it takes each stream's batches in order, counts a resent batch once,
+    and publishes acks there, so a collector keeps publishing instead of holding batches for a store
+    that is not in the benchmark."""
+
+    ACK_INTERVAL_S = 0.1
+
+    def __init__(self, endpoint: str, bind: bool, ack_endpoint: str | None = None):
         self.ctx = zmq.Context()
+        self.acks = None
+        if ack_endpoint:
+            self.acks = self.ctx.socket(zmq.PUB)
+            self.acks.setsockopt(zmq.LINGER, 0)
+            self.acks.bind(ack_endpoint)
+        self.stream_seq: dict[str, int] = {}   # stream -> highest batch_seq taken in order
+        self.stream_flows: dict[str, int] = {}  # stream -> flows in the batches taken
+        self.stream_lost: dict[str, int] = {}   # stream -> flows the collector dropped (resend from_seq)
+        self.duplicates = 0
+        self._next_ack = 0.0
+        self._ack_sequencer = bus.Sequencer("bench-acks")
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, 1_000_000)
@@ -53,13 +71,16 @@ class BusCounter:
             topic, body = self.sub.recv_multipart(copy=False)
             if topic.bytes.startswith(bus.TOPIC_FLOWS_PREFIX):
                 msg = _envelope_and_count(body.buffer)
-                self.flows += int(msg["count"])
-                self.batches += 1
                 self.gaps.observe(msg["source"], int(msg["seq"]))
                 n += 1
                 timeout_ms = 0
+                if self._take(msg):
+                    self.flows += int(msg["count"])
+                    self.batches += 1
                 continue
             msg = msgpack.unpackb(body.buffer, raw=False)
+            if topic.bytes == bus.TOPIC_RESEND:
+                self._resend(msg)
             self.gaps.observe(msg["source"], int(msg["seq"]))
             if topic.bytes == bus.TOPIC_EXPORTER:
                 msg.pop("exporters", None)
@@ -68,7 +89,44 @@ class BusCounter:
                     del self.events[:500]
             n += 1
             timeout_ms = 0
+        self._send_acks()
         return n
+
+    def _take(self, msg: dict) -> bool:
+        """Whether a flow batch is new; only in-order batches of a stream are taken (as the store does)."""
+        stream = msg.get("stream")
+        if stream is None or self.acks is None:
+            return True
+        last = self.stream_seq.get(stream, 0)
+        if int(msg["batch_seq"]) != last + 1:
+            self.duplicates += int(msg["batch_seq"]) <= last
+            return False
+        self.stream_seq[stream] = last + 1
+        self.stream_flows[stream] = int(msg.get("flows_before", 0)) + int(msg["count"])
+        return True
+
+    def _resend(self, msg: dict) -> None:
+        """The collector resends from its oldest batch; batches it dropped before that are lost."""
+        stream, from_seq = msg.get("stream"), int(msg.get("from_seq", 0))
+        if self.acks is None or stream is None:
+            return
+        last = self.stream_seq.get(stream, 0)
+        if from_seq > last + 1:
+            flows_before = int(msg.get("flows_before", 0))
+            lost = max(0, flows_before - self.stream_flows.get(stream, 0))
+            self.stream_lost[stream] = self.stream_lost.get(stream, 0) + lost
+            self.stream_seq[stream], self.stream_flows[stream] = from_seq - 1, flows_before
+
+    def _send_acks(self) -> None:
+        if self.acks is None or not self.stream_seq or time.monotonic() < self._next_ack:
+            return
+        self._next_ack = time.monotonic() + self.ACK_INTERVAL_S
+        acks = {s: [seq, self.stream_lost.get(s, 0)] for s, seq in self.stream_seq.items()}
+        body = bus.encode_event({"acks": acks}, self._ack_sequencer)
+        try:
+            self.acks.send_multipart([bus.TOPIC_ACK, body], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
 
     def wait_event(self, timeout_s: float = 15.0) -> dict:
         seen = len(self.events)
@@ -105,7 +163,7 @@ def _envelope_and_count(buf) -> dict:
     out = {}
     for _ in range(up.read_map_header()):
         key = up.unpack()
-        if key in ("count", "source", "seq"):
+        if key in ("count", "source", "seq", "stream", "batch_seq", "flows_before"):
             out[key] = up.unpack()
         else:
             up.skip()

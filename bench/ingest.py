@@ -123,7 +123,7 @@ def collector_receiver(tmp: Path):
                                        "socket_buffer": equal_buffer_request()})
     path = write_config(tmp / "collector.yaml", cfg)
     port = cfg["collector"]["netflow_port"]
-    counter = BusCounter(cfg["bus"]["publish_endpoint"], bind=True)
+    counter = BusCounter(cfg["bus"]["publish_endpoint"], bind=True, ack_endpoint=cfg["bus"]["subscribe_endpoint"])
     proc = ServiceProcess("collector", path).start()
     try:
         event = counter.wait_event()  # subscription in place
