@@ -53,34 +53,38 @@ def filter_columns(f: dict) -> set[str]:
 
 
 def blocks_for(db, f: dict, counters: BlockCounters, newest_first: bool = True, lo: int | None = None,
-               hi: int | None = None) -> list[Block]:
+               hi: int | None = None) -> Iterator[Block]:
     """Blocks that can hold rows of ``f`` with time_end in [lo, hi] too, newest time_hi first (or oldest
-    time_lo first)."""
+    time_lo first). Lazy: a page that fills from the newest blocks never tests the older ones' stats."""
     since = max(v for v in (f.get("since"), lo, -(1 << 62)) if v is not None)
     until = min(v for v in (f.get("until"), None if hi is None else hi + 1, 1 << 62) if v is not None)
-    order = "time_hi DESC" if newest_first else "time_lo ASC"
-    rows = db.execute(f"SELECT id, part, rows, time_lo, time_hi FROM blocks WHERE time_hi >= ? AND time_lo < ? "
-                      f"ORDER BY {order}, id", (since, until)).fetchall()
-    blocks = [Block(*r) for r in rows]
-    counters.listed += len(blocks)
-    if blocks and any(k in f for k in STATS_FILTERS):
-        keep = []
-        for b in blocks:
-            raw = db.execute("SELECT stats FROM block_stats WHERE block = ?", (b.id,)).fetchone()
-            if raw is None or block_may_match(msgpack.unpackb(raw[0], raw=False), f):
-                keep.append(b)
-        counters.pruned += len(blocks) - len(keep)
-        blocks = keep
-    return blocks
+    order = "b.time_hi DESC" if newest_first else "b.time_lo ASC"
+    use_stats = any(k in f for k in STATS_FILTERS)
+    stats = "s.stats" if use_stats else "NULL"
+    join = "LEFT JOIN block_stats s ON s.block = b.id" if use_stats else ""
+    rows = db.execute(f"SELECT b.id, b.part, b.rows, b.time_lo, b.time_hi, {stats} FROM blocks b {join} "
+                      f"WHERE b.time_hi >= ? AND b.time_lo < ? ORDER BY {order}, b.id", (since, until))
+    for *head, raw in rows:
+        counters.listed += 1
+        if use_stats and raw is not None and not block_may_match(msgpack.unpackb(raw, raw=False), f):
+            counters.pruned += 1
+            continue
+        yield Block(*head)
 
 
-def read_block(db, block: Block, names, counters: BlockCounters) -> dict[str, np.ndarray]:
+def read_block(db, block: Block, names, counters: BlockCounters, have: dict | None = None) -> dict[str, np.ndarray]:
+    """The named columns of a block; ``have``: columns already decoded from it (not read again)."""
+    have = have or {}
+    names = set(names) - set(have)
     want = sorted(blobs_needed(names))
+    if not have:
+        counters.read += 1
+    if not want:
+        return {**have}
     marks = ",".join("?" * len(want))
     blobs = dict(db.execute(f"SELECT name, data FROM block_columns WHERE block = ? AND name IN ({marks})",
                             [block.id, *want]).fetchall())
-    counters.read += 1
-    return decode_block(blobs, names, block.rows)
+    return {**decode_block(blobs, names, block.rows), **have}
 
 
 def scan(db, f: dict, names, counters: BlockCounters, check: Callable[[], None]) -> Iterator[dict[str, np.ndarray]]:
@@ -119,8 +123,8 @@ def page(db, f: dict, cursor, older: bool, want: int, counters: BlockCounters,
         idx = np.flatnonzero(m)
         if not len(idx):
             continue
-        cols = read_block(db, block, ALL_COLUMNS, counters)
-        got = {k: v[idx] for k, v in cols.items()}
+        cols = read_block(db, block, ALL_COLUMNS, counters, have=probe)
+        got = {k: cols[k][idx] for k in ALL_COLUMNS}
         best = got if best is None else {k: np.concatenate([best[k], got[k]]) for k in best}
         order = np.lexsort((best["seq"], best["time_end"]))
         if older:
