@@ -57,7 +57,8 @@ def top(engine, db, f: dict, by: str, metric: str, limit: int, scaled: bool) -> 
     part is grouped in numpy; only the chosen keys become Python objects."""
     until = f.get("until", 1 << 62)
     pl = H.plan(db, by, f["since"], until)
-    rows = H.gather(db, by, pl.pieces, engine._check, fold=H.fold_by(None), fold_at_end=False)  # grouped below
+    rows = H.gather(db, by, pl.pieces, engine._check, fold=H.fold_by(None), fold_at_end=False,
+                    cache=engine.rollup_cache)  # grouped below
     other = rows["other"]
     keep = ~other
     words = [rows["k"][keep]]
@@ -117,7 +118,7 @@ def series(engine, db, f: dict, step_ms: int, scaled: bool, dims: list, got: dic
         plans.append((dim, sign, host, H.plan(db, dim, f["since"], until, steps)))
     acc: dict[int, list[int]] = {}
     for dim, sign, host, pl in plans:
-        rows = H.gather(db, dim, pl.pieces, engine._check, host=host)
+        rows = H.gather(db, dim, pl.pieces, engine._check, host=host, cache=engine.rollup_cache)
         if not len(rows["t"]):
             continue
         b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])
@@ -166,7 +167,8 @@ def rollup_rows(engine, db, kind: str, since: int, until: int, step_ms: int, sca
     # pieces finer than the step are folded into it as they are read; pieces at the step are not (each
     # (bucket, key) occurs once per partition already)
     fine = any(piece[2] < step_ms for piece in pl.pieces)
-    parts = [H.gather(db, kind, pl.pieces, engine._check, fold=H.fold_by(step_ms) if fine else None)]
+    parts = [H.gather(db, kind, pl.pieces, engine._check, fold=H.fold_by(step_ms) if fine else None,
+                      cache=engine.rollup_cache)]
     if pl.raw:
         builder = HistBuilder(prefix_v4, prefix_v6, dims={kind: (60_000,)})
         names = ("time_end", "dst_addr", "exporter", "bytes", "packets", "sampling_rate", "src_addr", "src_port",

@@ -9,6 +9,7 @@ inside the window are taken whole then (the window is rounded to the rollup step
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,11 +84,42 @@ def _merge(ranges: list) -> list:
     return [(lo, hi) for lo, hi in out]
 
 
+class DecodedRollups:
+    """Decoded rollup blobs of one query worker, least recently used out first, at most ``max_bytes``
+    (blob plus arrays). Keyed by the blob itself: a partition sealed again gets new blobs, so nothing
+    stale is ever served. Only blobs up to an eighth of the bound are kept: a series over days reads
+    the same few small blobs again and again, a top over days reads large ones once."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._entries: OrderedDict[bytes, tuple[dict, int]] = OrderedDict()
+
+    def decode(self, blob: bytes) -> dict[str, np.ndarray]:
+        blob = bytes(blob)
+        got = self._entries.get(blob)
+        if got is not None:
+            self._entries.move_to_end(blob)
+            self.hits += 1
+            return got[0]
+        self.misses += 1
+        h = decode_hist(blob)
+        size = len(blob) + sum(v.nbytes for v in h.values())
+        if size <= self.max_bytes // 8:
+            self._entries[blob] = (h, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _blob, (_h, old) = self._entries.popitem(last=False)
+                self.bytes -= old
+        return h
+
+
 REGROUP_ROWS = 1 << 16  # rollup rows gathered before a fold merges them again (bounds a query's memory)
 
 
 def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = None,
-           fold=None, fold_at_end: bool = True) -> dict[str, np.ndarray]:
+           fold=None, fold_at_end: bool = True, cache: DecodedRollups | None = None) -> dict[str, np.ndarray]:
     """The rollup rows of the pieces: 't', 'k' (n, w), 'other' and the VALUE_NAMES sums; with
     ``host`` (a 16-byte address) only that key's rows, read from the one key-range chunk holding it.
     ``fold`` (rows -> fewer rows, e.g. summed per key) is applied whenever REGROUP_ROWS rows have
@@ -110,7 +142,8 @@ def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = 
         if key not in blobs:
             if blobs and next(iter(blobs))[0] != ps:
                 blobs.clear()  # pieces come partition by partition: keep one partition's blobs at most
-            parts = [decode_hist(r[0]) for r in db.execute(sql, (dim, step, ps, pe, *extra))]
+            decode = cache.decode if cache is not None else decode_hist
+            parts = [decode(r[0]) for r in db.execute(sql, (dim, step, ps, pe, *extra))]
             h = None
             if parts:
                 h = {name: np.concatenate([q[name] for q in parts]) for name in parts[0] if name != "k"}

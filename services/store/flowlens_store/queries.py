@@ -28,6 +28,7 @@ from flowmodel.schema import FLOW_COLUMNS
 
 from . import blockread as B
 from . import histops
+from . import histread as H
 from . import planner as P
 from .hists import key_text
 from .layout import connect_reader, now_ms
@@ -49,7 +50,7 @@ TOP_GROUP = {**TOP_SQL, "src": "+src_addr", "dst": "+dst_addr", "pair": "+src_ad
 
 class QueryEngine:
     def __init__(self, ring, sqlite_path: str, ring_duration_ms: int, max_rows: int, time_limit_s: float,
-                 clock: Callable[[], int] = now_ms):
+                 clock: Callable[[], int] = now_ms, rollup_cache_bytes: int = 4 << 20):
         self.ring = ring
         self.sqlite_path = sqlite_path
         self.ring_duration_ms = ring_duration_ms
@@ -60,6 +61,7 @@ class QueryEngine:
         self._deadline = 0.0
         self.sources_used = {"ring": 0, "sqlite": 0}
         self.blocks = B.BlockCounters()  # sealed blocks listed, pruned on their stats, read
+        self.rollup_cache = H.DecodedRollups(rollup_cache_bytes)
         self.use_rollups = True  # series of whole minutes from the per-minute rollups (tests compare both ways)
         self.rollup_retention_ms = 2 * 86_400_000  # set by the service from storage.rollup_retention
         self.prefix_v4, self.prefix_v6 = 24, 64  # the rollups' destination prefixes (analysis.anomaly_prefix_*)
