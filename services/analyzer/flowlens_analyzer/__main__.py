@@ -5,52 +5,55 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 
 from flowmodel.cli import EXIT_UNREACHABLE
 from flowmodel.client import StoreClient, StoreError, StoreUnavailable
 from flowmodel.config import ConfigError, config_from_env_or_path
-from flowmodel.logs import fields, log_config, setup_logging
-from flowmodel.memory import release_startup_memory
+from flowmodel.lifecycle import service_main
+from flowmodel.logs import fields, setup_logging
 from flowmodel.protocol import QueryError, parse_when
 
 log = logging.getLogger("flowlens_analyzer")
+
+
+class _Runner:
+    """The analyzer as flowmodel.lifecycle.service_main runs it: its loop polls a stop flag."""
+
+    def __init__(self, cfg):
+        from .service import AnalyzerService
+
+        log.info("endpoints", extra=fields(subscribe=cfg["bus.subscribe_endpoint"], publish=cfg["bus.publish_endpoint"],
+                                           query=cfg["query.endpoint"]))
+        self.service = AnalyzerService(cfg)
+        self._stopping = False
+
+    def start(self) -> None:
+        self.service.start()
+
+    def request_stop(self) -> None:
+        self._stopping = True
+
+    def run(self) -> None:
+        self.service.run(lambda: self._stopping)
+
+    def stop(self) -> None:
+        self.service.stop()
+        log.info("stopped", extra=fields(**{k: v for k, v in self.service.stats().items() if not isinstance(v, dict)}))
+
+
+def _after_start(runner: _Runner, cfg) -> None:
+    _seed(runner.service, cfg)
+    _adopt(runner.service, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["analyze"]:
         return analyze_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="flowlens-analyzer", description="FlowLens analyzer service")
-    parser.add_argument("--config", help="YAML config file (default: $FLOWLENS_CONFIG or built-in defaults)")
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_env_or_path(args.config)
-    except ConfigError as e:
-        print(f"flowlens-analyzer: {e}", file=sys.stderr)
-        return 2
-    setup_logging("analyzer", cfg["log.level"], cfg["log.format"])
-    from .service import AnalyzerService
-
-    log_config(log, cfg, ("analysis",))
-    log.info("endpoints", extra=fields(subscribe=cfg["bus.subscribe_endpoint"], publish=cfg["bus.publish_endpoint"],
-                                       query=cfg["query.endpoint"]))
-    service = AnalyzerService(cfg)
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
-    signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
-    service.start()
-    _seed(service, cfg)
-    _adopt(service, cfg)
-    release_startup_memory()
-    log.info("ready", extra=fields(source=service.source))
-    try:
-        service.run(lambda: bool(stopping))
-    finally:
-        service.stop()
-        log.info("stopped", extra=fields(**{k: v for k, v in service.stats().items() if not isinstance(v, dict)}))
-    return 0
+    return service_main(argv, prog="flowlens-analyzer", kind="analyzer", description="FlowLens analyzer service",
+                        sections=("analysis",), build=_Runner, after_start=_after_start,
+                        ready=lambda r: {"source": r.service.source})
 
 
 def _seed(service, cfg) -> None:

@@ -1,13 +1,14 @@
-"""`python -m flowlens_web --config PATH`: serve the web UI with uvicorn until SIGTERM."""
+"""`python -m flowlens_web --config PATH`: serve the web UI with uvicorn until SIGTERM (uvicorn owns the
+signals and the loop, so only the config step is flowmodel.lifecycle's)."""
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
 import uvicorn
 
-from flowmodel.config import ConfigError, config_from_env_or_path
+from flowmodel.config import ConfigError
+from flowmodel.lifecycle import EXIT_BAD_CONFIG, load_config
 from flowmodel.logs import fields, log_config, setup_logging
 from flowmodel.memory import release_startup_memory
 
@@ -42,15 +43,14 @@ class Server(uvicorn.Server):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="flowlens-web", description="FlowLens web UI")
-    parser.add_argument("--config", help="config file (default: $FLOWLENS_CONFIG or built-in defaults)")
-    args = parser.parse_args(argv)
+    cfg, code = load_config("flowlens-web", "FlowLens web UI", argv)
+    if cfg is None:
+        return code
     try:
-        cfg = config_from_env_or_path(args.config)
         host, port = split_listen(cfg["web.listen"])
     except ConfigError as e:
         print(f"flowlens-web: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_CONFIG
     setup_logging("web", cfg["log.level"], cfg["log.format"])
     log_config(log, cfg, ("web", "query"))
     store = StoreGate(cfg["query.endpoint"], cfg["query.timeout"], connections=cfg["web.store_connections"])
