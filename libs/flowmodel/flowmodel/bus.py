@@ -58,6 +58,26 @@ TOPIC_EXPORTER = b"exporter"
 #   counts them as lost.
 TOPIC_ACK = b"ack"
 TOPIC_RESEND = b"resend"
+# Confirmed delivery of advisories (analyzer, ``flowlens up`` -> store) on the *events socket*, apart
+# from flow batches: the store binds a ROUTER at storage.events_bind, each sender connects a DEALER
+# to bus.events_endpoint, both bounded by bus.events_high_water_mark (flowmodel.eventbox):
+# - a sender numbers its advisories in a stream of its own ("<source>/<start ms>"): the body, the
+#   same stamped event it also publishes on the bus for subscribers, adds EVENT_STREAM and EVENT_SEQ
+#   (1, 2, ... per stream); a message is three frames [topic, body, held_from], held_from being the
+#   oldest event_seq the sender still holds, in ASCII digits;
+# - the store takes a stream's events strictly in order, drops an event_seq it already took (a
+#   duplicate: stored once), counts as lost the ones below held_from it never took (the sender's
+#   bound dropped them), writes each with its stream's mark in the same SQLite transaction and
+#   answers [TOPIC_CONFIRM, {"stream", EVENT_SEQ}] (highest event_seq committed) to that sender;
+# - the sender keeps each event until confirmed (up to bus.events_unconfirmed_max; past it the
+#   oldest is dropped and counted as lost) and, when confirmations stop advancing for
+#   bus.events_resend_timeout, sends what it holds again from the oldest.
+# The store stores a bus copy that carries EVENT_STREAM only from the events socket. A sender's own
+# health event (TOPIC_EXPORTER) may travel the events socket too, with an empty held_from frame:
+# sent once, neither numbered nor confirmed (the next one replaces it).
+TOPIC_CONFIRM = b"confirm"
+EVENT_STREAM = "event_stream"
+EVENT_SEQ = "event_seq"
 
 
 def flows_topic(version: int) -> bytes:

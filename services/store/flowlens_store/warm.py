@@ -24,6 +24,7 @@ import numpy as np
 from flowmodel import addr
 from flowmodel.events import SEVERITY_RANK
 
+from . import eventsink
 from .layout import connect_reader, connect_writer, file_size, now_ms, partition_name  # noqa: F401 (re-exported)
 from .rowcodec import (INT64_MAX, PARTITION_DDL, REST_DTYPE, SQL_COLUMNS, bulk_insert, flow_rows,  # noqa: F401
                        rows_to_columns)
@@ -378,10 +379,13 @@ class WarmWriter:
             for topic, body, received in events:
                 if topic == "advisory":
                     self._upsert_advisory(body, received)
-                else:
+                elif topic != eventsink.MARK_ONLY:
                     self.db.execute("INSERT OR REPLACE INTO health (source, kind, received_at, body) VALUES (?, ?, ?, ?)",
                                     (str(body.get("source")), str(body.get("kind", "")), received,
                                      json.dumps(body, default=str)))
+                mark = body.get(eventsink.EVENT_MARK)
+                if mark is not None:  # a confirmed event: its stream's mark commits with it
+                    eventsink.save_mark(self.db, mark, received)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
