@@ -76,6 +76,12 @@ def blobs_needed(names: Iterable[str]) -> set[str]:
 def encode_block(cols: dict[str, np.ndarray], options: Options = DEFAULT) -> tuple[dict[str, bytes], dict]:
     """Every BLOCK_DTYPES column (equal length, 1..BLOCK_ROWS rows, in the order to keep) ->
     ({column: blob}, stats). Each column is its own blob, so a query decodes only what it needs."""
+    return encode_columns(cols, options), block_stats(cols)
+
+
+def encode_columns(cols: dict[str, np.ndarray], options: Options = DEFAULT) -> dict[str, bytes]:
+    """``encode_block`` without the stats: {column: blob}, for a reader that needs no pruning (the
+    store's ring keeps its older rows this way)."""
     n = len(cols["time_end"])
     if not 0 < n <= BLOCK_ROWS:
         raise ValueError(f"a block holds 1..{BLOCK_ROWS} rows, not {n}")
@@ -95,7 +101,7 @@ def encode_block(cols: dict[str, np.ndarray], options: Options = DEFAULT) -> tup
             parts = [_encode_part(col, dt.kind == "i", options, options.dictionary)]
         as_duration = name == "time_start" and options.duration
         blobs[name] = _pack(parts, options, FLAG_DURATION if as_duration else 0)
-    return blobs, block_stats(cols)
+    return blobs
 
 
 def decode_block(blobs: dict[str, bytes], names: Iterable[str], rows: int) -> dict[str, np.ndarray]:

@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 
+from flowmodel import addr
 from flowlens_store.planner import ring_mask
-from flowlens_store.ring import Ring
+from flowlens_store.ring import DTYPES, Ring
 
 from store_testdata import T0, make_batch
 
@@ -53,3 +55,94 @@ def test_time_window_coverage_rule():
     got = r.select(lambda c: ring_mask(c, {"since": T0 + 91, "until": T0 + 200}))
     assert sorted(got["time_end"].tolist()) == list(range(T0 + 100, T0 + 200, 10))
     assert r.time_bounds() == (T0 + 100, T0 + 1090)
+
+
+# ------------------------------------------------------------------ the compact ring against a plain model
+
+def _plain_model(batches, capacity):
+    """Every row appended, as plain columns, and what a ring of ``capacity`` keeps: the newest rows."""
+    from flowmodel.schema import FlowBatch
+    allrows = FlowBatch.concat([b for b, _ in batches])
+    cols = dict(allrows.columns)
+    cols["seq"] = np.concatenate([np.arange(s, s + b.count, dtype=np.int64) for b, s in batches])
+    n = len(cols["seq"])
+    kept = {k: v[max(0, n - capacity):] for k, v in cols.items()}
+    evicted = cols["time_end"][:max(0, n - capacity)]
+    return kept, (int(evicted.max()) if len(evicted) else None)
+
+
+def _page_pick(want, older):
+    """The flows page's pick (queries._ring_page): the want rows nearest the end, ordered."""
+    def pick(cols, idx):
+        te = cols["time_end"][idx]
+        if len(idx) > want:
+            k = len(idx) - want if older else want - 1
+            bound = np.partition(te, k)[k]
+            keep = te >= bound if older else te <= bound
+            idx, te = idx[keep], te[keep]
+        order = np.lexsort((cols["seq"][idx], te))
+        if older:
+            order = order[::-1]
+        return idx[order[:want]]
+    return pick
+
+
+@pytest.mark.parametrize("capacity,segment_rows,seed", [(1000, None, 1), (1000, 7, 2), (5000, 256, 3), (64, 1, 4)])
+def test_compact_ring_answers_like_plain_columns(capacity, segment_rows, seed):
+    """Randomized appends (batches of any size, times out of order) through rings of several segment
+    sizes: every select (masks, columns, pages with pick, pruning by filters and nearest) and the
+    eviction bound give exactly what the newest ``capacity`` rows as plain columns give."""
+    rng = np.random.default_rng(seed)
+    r = Ring(capacity, segment_rows)
+    batches, seq = [], 1
+    for i in range(40):
+        n = int(rng.choice([1, 3, 50, 400, capacity // 3 + 1]))
+        b = make_batch(n, t0=T0 + int(rng.integers(0, 600_000)), spacing_ms=int(rng.integers(0, 20)), seed=seed * 100 + i)
+        r.append(b, seq)
+        batches.append((b, seq))
+        seq += n + int(rng.integers(0, 3))  # seq gaps (shed batches) are allowed
+        kept, evicted = _plain_model(batches, capacity)
+        assert r.size == len(kept["seq"]) and r.evicted_max_time_end == evicted
+        assert r.time_bounds() == (int(kept["time_end"].min()), int(kept["time_end"].max()))
+    host = kept["src_addr"][len(kept["seq"]) // 2].tobytes()
+    mid = int(np.median(kept["time_end"]))
+    filters = [{}, {"since": mid}, {"until": mid}, {"addr": (host, host)}, {"src": (host, host), "since": mid - 50_000},
+               {"protocol": 17, "port": 53}, {"dst_port": 80}, {"exporter": (kept["exporter"][0].tobytes(),) * 2}]
+    for f in filters:
+        want_rows = np.flatnonzero(ring_mask(kept, f))
+        got = r.select(lambda c: ring_mask(c, f), filters=f)
+        assert sorted(got["seq"].tolist()) == sorted(kept["seq"][want_rows].tolist()), f
+        order = np.argsort(got["seq"])
+        for name, col in kept.items():
+            assert np.array_equal(got[name][order], col[want_rows][np.argsort(kept["seq"][want_rows])]), (f, name)
+        part = r.select(lambda c: ring_mask(c, f), columns=("bytes", "src_addr"))
+        assert list(part) == ["bytes", "src_addr"] and len(part["bytes"]) == len(want_rows)
+        for want in (1, 5, 50, 10_000):
+            for older in (True, False):
+                ref = _page_pick(want, older)(kept, want_rows)
+                for kw in ({}, {"filters": f}, {"nearest": (want, older)}, {"filters": f, "nearest": (want, older)}):
+                    page = r.select(lambda c: ring_mask(c, f), _page_pick(want, older), **kw)
+                    assert page["seq"].tolist() == kept["seq"][ref].tolist(), (f, want, older, kw)
+                    assert np.array_equal(page["dst_addr"], kept["dst_addr"][ref])
+
+
+def test_full_ring_is_compact_and_host_filters_skip_blocks():
+    """600 rows of 64-row segments: all but the open segment encoded; the encoded rows take a fraction
+    of their plain bytes, and a host that is in one block only is looked for in few blocks."""
+    r = Ring(600, 64)
+    seq = 1
+    for i in range(12):
+        b = make_batch(50, t0=T0 + i * 1000, seed=i)
+        r.append(b, seq)
+        seq += 50
+    plain = sum(dt.itemsize for dt in DTYPES.values()) * r.size
+    assert r.nbytes < plain / 2, (r.nbytes, plain)
+    lone = addr.to_bytes("10.200.0.1")
+    b = make_batch(50, t0=T0 + 20_000, seed=99)
+    b.columns["src_addr"][7] = np.frombuffer(lone, "V16")[0]
+    r.append(b, seq)
+    f = {"addr": (lone, lone)}
+    may = [blk.may_match(f) for blk in r._blocks]
+    assert sum(may) <= 3, may  # the block holding it, and false positives of the bitmap
+    got = r.select(lambda c: ring_mask(c, f), filters=f)
+    assert got["seq"].tolist() == [seq + 7]
