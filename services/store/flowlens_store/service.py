@@ -23,6 +23,7 @@ from flowmodel.logs import RateLimitedLog, fields
 from flowmodel.protocol import OPS, QueryError, error_reply
 
 from . import __version__, delivery
+from .exporter_table import merge_health
 from .queries import QueryEngine
 from .ring import Ring
 from .warm import WarmWriter, file_size, now_ms
@@ -405,9 +406,9 @@ class StoreService:
         self.writer.offer_event("advisory", msg)
 
     def _health(self, msg: dict) -> None:
-        msg = dict(msg)
-        msg["_received_at"] = now_ms()
-        with self._lock:
+        with self._lock:  # a collector's event may carry only the exporter rows that changed
+            msg = merge_health(self.health.get(str(msg["source"])), msg)
+            msg["_received_at"] = now_ms()
             self.health[str(msg["source"])] = msg
         self.writer.offer_event("exporter", {k: v for k, v in msg.items() if k != "_received_at"})
 
