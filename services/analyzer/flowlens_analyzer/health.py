@@ -10,6 +10,7 @@ from typing import Any
 from flowmodel import timefmt
 
 from .common import Context, Finding, addr_text, fmt_bytes, fmt_duration, fmt_int, fmt_time, plural
+from .health_groups import group, overflow_findings
 
 NAME = "health"
 FORGET_FACTOR = 10  # a collector silent for this many times analysis.exporter_silence is forgotten
@@ -34,6 +35,8 @@ class HealthState:
     window_samples: list[tuple[int, int, int]] = field(default_factory=list)  # (wall ms, flows, overflow)
     stores: dict[str, dict[str, Any]] = field(default_factory=dict)  # store source -> its latest kind=store event
     delivery: dict[str, dict[str, int]] = field(default_factory=dict)  # id -> the store's confirmations (_observe_delivery)
+    overflow: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> its overflow row (exporter table full)
+    overflow_seen: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (folded, flows) last analysed
 
     def observe(self, event: dict, received_ms: int) -> None:
         """Fold one health event (the analyzer's own kind=analyzer events are ignored)."""
@@ -63,7 +66,17 @@ class HealthState:
                 self._add(("socket", cid, sock.get("port")), "kernel_drops",
                           int(sock.get("kernel_drops") or 0) - int(before.get("kernel_drops") or 0))
                 self.deltas.setdefault(("socket", cid, sock.get("port")), {})["rcvbuf_granted"] = sock.get("rcvbuf_granted") or 0
-        for ex in event.get("exporters") or []:
+        rows = [ex for ex in event.get("exporters") or [] if isinstance(ex, dict)]
+        if event.get("exporters_full", True) is not False:
+            # the whole table (else only the rows changed since the last event): rows it lacks are gone
+            keep = {(cid, str(ex.get("exporter")), int(ex.get("observation_domain") or 0)) for ex in rows}
+            for key in [k for k in self.exporters if k[0] == cid and k not in keep]:
+                del self.exporters[key]
+            self.overflow.pop(cid, None)
+        for ex in rows:
+            if ex.get("overflow"):  # pairs beyond collector.max_exporters, counted together: not an exporter
+                self.overflow[cid] = dict(ex)
+                continue
             key = (cid, str(ex.get("exporter")), int(ex.get("observation_domain") or 0))
             before = self.exporters.get(key) if prev is not None else None
             self.exporters[key] = dict(ex)
@@ -84,6 +97,8 @@ class HealthState:
         """Drop a collector and what it said about its exporters (its advisories then resolve)."""
         self.collectors.pop(cid, None)
         self.delivery.pop(cid, None)
+        self.overflow.pop(cid, None)
+        self.overflow_seen.pop(cid, None)
         for key in [k for k in self.exporters if k[0] == cid]:
             del self.exporters[key]
         for key in [k for k in self.deltas if len(k) > 1 and k[1] == cid]:
@@ -242,8 +257,9 @@ def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, i
     findings += _store_findings(state, now_ms, silence_ms)
     findings += _window_findings(state, ctx, now_ms)
     findings += _delivery_findings(state, now_ms)
+    findings += overflow_findings(state, now_ms)
     state.deltas.clear()
-    return findings
+    return group(findings)  # many exporters with one condition: one advisory naming the count and the first few
 
 
 def _window_findings(state: HealthState, ctx: Context, now_ms: int) -> list[Finding]:
