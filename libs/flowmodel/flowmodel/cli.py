@@ -1,5 +1,5 @@
 """The ``flowlens`` command: run the services (``up``, or one of them), query the store, replay a
-capture, run an offline analysis, check a config. Each subcommand hands off to the module that
+capture, run an offline analysis, check a config, manage the web's accounts. Each subcommand hands off to the module that
 does the work; service packages are started as processes, never imported from here.
 """
 from __future__ import annotations
@@ -74,7 +74,51 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="config tools")
     c.add_argument("action", choices=["check"])
     c.add_argument("path")
+    u = sub.add_parser("users", help="the web's accounts (web.users_file)",
+                       description="add, remove or list the web's accounts; passwords are stored as scrypt hashes")
+    u.add_argument("action", choices=["add", "remove", "list"])
+    u.add_argument("name", nargs="?", help="account name (add, remove)")
+    u.add_argument("--role", choices=["viewer", "operator"], default="viewer",
+                   help="viewer: every page; operator: also acknowledges and silences advisories (default viewer)")
+    u.add_argument("--file", help="accounts file (default: web.users_file of the config)")
+    u.add_argument("--config", help="config file naming web.users_file")
+    u.add_argument("--password-stdin", action="store_true",
+                   help="read the password from the first line of standard input instead of prompting twice")
     return p
+
+
+def run_users(args: argparse.Namespace, out=None, err=None, stdin=None) -> int:
+    from . import accounts
+
+    out, err, stdin = out or sys.stdout, err or sys.stderr, stdin or sys.stdin
+    try:
+        path = args.file or config_from_env_or_path(args.config)["web.users_file"]
+        if not path:
+            raise ConfigError("no accounts file: give --file PATH or set web.users_file in the config")
+        if args.action == "list":
+            for a in accounts.load(path).values():
+                out.write(f"{a.name}\t{a.role}\n")
+            return 0
+        if not args.name:
+            raise ConfigError(f"users {args.action} needs an account name")
+        if args.action == "remove":
+            accounts.remove(path, args.name)
+            print(f"flowlens users: removed {args.name} from {path}", file=err)
+            return 0
+        accounts.check_name(args.name)
+        if args.password_stdin:
+            password = stdin.readline().rstrip("\r\n")
+        else:
+            import getpass
+            password = getpass.getpass(f"password for {args.name}: ")
+            if getpass.getpass("again: ") != password:
+                raise ConfigError("the two passwords differ")
+        new = accounts.add(path, args.name, args.role, password)
+    except (ConfigError, accounts.AccountsError) as e:
+        print(f"flowlens users: {e}", file=err)
+        return 2
+    print(f"flowlens users: {'added' if new else 'updated'} {args.name} ({args.role}) in {path}", file=err)
+    return 0
 
 
 def run_query(args: argparse.Namespace, out=None, err=None) -> int:
@@ -217,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "query":
         return run_query(args)
+    if args.command == "users":
+        return run_users(args)
     if args.command == "config":
         try:
             cfg = load_config(args.path)

@@ -331,6 +331,20 @@ SETTINGS: dict[str, Setting] = {
     "web.store_connections": Setting(ranged(_int, 1, 16), 2, "queries the web runs on the store at once (match storage.query_workers)"),
     "web.page_size": Setting(ranged(_int, 1, 10_000), 50, "flows per page in the flow explorer"),
     "web.refresh": Setting(ranged(_int, 0, 86400, " s"), 30, "dashboard auto-refresh in seconds (meta refresh); 0 disables"),
+    "web.users_file": Setting(_str, "", "accounts file (name:role:scrypt hash, written by `flowlens users add`); empty = no accounts, every page open (the web warns when it listens beyond loopback so)"),
+    "web.session_lifetime": Setting(ranged(_pos_duration, 60, 366 * 86400, " s"), 12 * 3600.0, "how long a login lasts; a new password or a removed account ends its sessions at once"),
+    "web.session_secret_file": Setting(_str, "", "file holding the key that signs session cookies (any bytes, at least 32); empty = a random key per start, so a restart logs everyone out"),
+    "web.login_max_failures": Setting(ranged(_int, 1, 1000), 5, "failed logins from one client address in 5 minutes before its next tries get 429 until that window passes"),
+    "web.metrics_token": Setting(_str, "", "bearer token /metrics requires (Authorization: Bearer ...); empty = /metrics open"),
+    "web.tls_cert": Setting(_str, "", "PEM certificate (chain) to serve HTTPS directly; with web.tls_key; empty = plain HTTP (or TLS at a reverse proxy)"),
+    "web.tls_key": Setting(_str, "", "PEM private key of web.tls_cert"),
+    "web.heavy_queries_per_client": Setting(ranged(_int, 1, 1000), 2, "history queries (flow explorer, about) one client address runs or waits for at once; more get 429 with Retry-After"),
+    "web.max_connections": Setting(ranged(_int, 16, 1_000_000), 1000, "open HTTP connections at most (capped below the open-file limit); past it the oldest connection still sending its request is closed to make room"),
+    "web.header_timeout": Setting(ranged(_pos_duration, 0.1, 3600, " s"), 10.0, "a connection that has not sent a whole request head this long after it opened (or after its last answer) is closed"),
+    "web.body_timeout": Setting(ranged(_pos_duration, 0.1, 3600, " s"), 30.0, "a request whose body has not arrived this long after its head is closed"),
+    "web.keep_alive_timeout": Setting(ranged(_pos_duration, 0.1, 3600, " s"), 5.0, "an idle keep-alive connection is closed after this long"),
+    "web.access_log": Setting(_bool, False, "one log line per request (method, path, status, ms, client), within web.log_lines_per_minute"),
+    "web.log_lines_per_minute": Setting(ranged(_int, 1, 1_000_000), 60, "lines one kind of web log message writes per minute at most; the rest are counted and said in one line"),
 }
 
 SECTIONS = tuple(sorted({k.split(".", 1)[0] for k in SETTINGS}))
