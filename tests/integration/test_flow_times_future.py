@@ -57,10 +57,11 @@ def _metric(body: str, name: str, **labels) -> list[float]:
 
 
 def _row(stack: ServiceStack, client) -> dict | None:
-    """The exporters reply's row of 127.0.0.1 from the running collector ('collector@host:pid')."""
+    """The exporters reply's row of 127.0.0.1 from the running collector (its process id in its report)."""
     pid = stack.procs["collector"].proc.pid
-    rows = [e for e in client.exporters()["exporters"]
-            if e.get("exporter") == "127.0.0.1" and str(e.get("collector")).endswith(f":{pid}")]
+    reply = client.exporters()
+    ids = {c["collector"] for c in reply["collectors"] if (c.get("process") or {}).get("pid") == pid}
+    rows = [e for e in reply["exporters"] if e.get("exporter") == "127.0.0.1" and e.get("collector") in ids]
     return rows[0] if rows else None
 
 

@@ -38,7 +38,8 @@ EXPORTER_EVENT_FIELDS = {
     "counters": "service-wide counters, e.g. {datagrams, flows, published_batches, bus_gaps, ...}",
     "listen": "list of 'host:port' the collector listens on",
     "socket": "per listen port: {port, rcvbuf_requested, rcvbuf_granted, kernel_drops}",
-    "exporters": "list of per (exporter, observation_domain) maps, see EXPORTER_STATS_FIELDS",
+    "exporters": "list of per (exporter, observation_domain) maps, see EXPORTER_STATS_FIELDS: the whole table when exporters_full, else only the rows changed since the collector's previous event",
+    "exporters_full": "true when exporters is the collector's whole table (its first event, about once a minute, its last, and when a store subscribes); false: changed rows only, the others as last reported (an event without it is whole)",
     "config": "the service's effective config keys (its own section, bus and log), see service_config()",
 }
 
@@ -72,7 +73,7 @@ EXPORTER_STATS_FIELDS = {
     "enterprise_fields": "map field name (or 'PEN/id') -> records carrying that enterprise-specific IPFIX field (cumulative)",
     "nsel_events": "Cisco ASA NSEL: map firewall event (create, teardown, denied, ..., create_dropped, packets_lower_bound) -> records (cumulative)",
     "templates": "templates currently known (v9/IPFIX)",
-    "templates_dropped": "map reason -> templates forgotten (cumulative): lifetime (not refreshed within collector.template_lifetime), exporter_cap / global_fields (least recently refreshed session evicted at a cap)",
+    "templates_dropped": "map reason -> templates forgotten (cumulative): lifetime (not refreshed within collector.template_lifetime), exporter_cap / global_fields / session_cap (least recently refreshed session evicted at a cap; session_cap: collector.max_exporters sessions holding templates)",
     "pending_sets": "data sets held now, waiting for their template (their record count is unknown until it comes)",
     "pending_bytes": "bytes of those data sets",
     "pending_expired": "data sets that expired waiting for a template (cumulative; records unknown)",
@@ -82,6 +83,14 @@ EXPORTER_STATS_FIELDS = {
     "time_ahead_max_s": "seconds ahead of the collector's clock the furthest flow dropped as decode_errors.time_in_future ended (flows ending over a day ahead are dropped; 0 when none)",
     "first_seen": "ms since epoch",
     "last_seen": "ms since epoch",
+    # only on the overflow row (exporter "other", domain 0): the pairs beyond collector.max_exporters,
+    # whose counters above are summed in it
+    "overflow": "true on the overflow row",
+    "folded_domains": "distinct (exporter, observation domain) pairs counted in the overflow row",
+    "folded_exporters": "distinct exporter addresses among them",
+    "folded_capped": "true when the two counts stopped at their bound (then they mean 'at least')",
+    "retired": "rows dropped to make room: silent for collector.template_lifetime while the table was full",
+    "max_exporters": "the collector's collector.max_exporters",
 }
 
 PROCESS_FIELDS = {

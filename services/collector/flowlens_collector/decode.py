@@ -20,11 +20,16 @@ from . import flowtimes
 from .decoders import v5
 from .decoders.stats import ExporterStats, SequenceTracker
 from .decoders.templated import TemplatedDecoder
+from .exporters import ExporterTable
 
 log = logging.getLogger(__name__)
 
 _PAD = bytes(v5.RECORD_LEN)  # after the group's last datagram, so header/version reads never run off the end
-MAX_EXPORTER_STATS = 65536  # distinct (exporter, domain) pairs kept; beyond that, counted in one bucket
+# Caches and sequence streams beside the exporter table are bounded at this many times
+# max_exporters (a source may use several ports and versions): past it they start again empty.
+# Transport sessions with templates (each template ~6 KB with its compiled dtype) are bounded at
+# max_exporters: at the bound the least recently refreshed session goes (counted, session_cap).
+STATE_PER_EXPORTER = 4
 RUN_ATTEMPTS = 3  # tries of the array path per run of v9/IPFIX datagrams (see Decoder._templated_run)
 
 
@@ -36,41 +41,32 @@ def _versions(blob: bytes, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarr
     return versions
 
 
-class Stats(ExporterStats):
-    """ExporterStats plus the template-state counters this module reports (see exporter_stats)."""
-
-    __slots__ = ("pending_dropped", "templates_dropped", "time_unknown", "time_ahead_max_s")
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.pending_dropped: dict[str, int] = {}    # reason -> data sets dropped by a bound
-        self.templates_dropped: dict[str, int] = {}  # reason -> templates expired or evicted
-        self.time_unknown = 0                        # flows whose times had no base (anchored at export)
-        self.time_ahead_max_s = 0                    # furthest ahead a flow dropped as time_in_future ended
-
-
 class Decoder:
     """Stateful decoder of NetFlow v5, v9 and IPFIX export datagrams into the flow schema."""
 
     def __init__(self, *, max_templates_per_exporter: int = 1024, pending_max_bytes: int = 2 << 20,
                  pending_max_age_ms: int = 1_800_000, pending_total_max_bytes: int = 4 << 20,
                  template_fields_total_max: int = 65536, template_lifetime_ms: int = 5_400_000,
-                 max_time_ahead_ms: int | None = None):
+                 max_time_ahead_ms: int | None = None, max_exporters: int = 1000):
         # flows ending further than this after now_ms are dropped (flowtimes); None: now_ms is not a
         # wall clock (tests, benches drive it), keep every time
         self.max_time_ahead_ms = max_time_ahead_ms
-        self._stats: dict[tuple[str, int], Stats] = {}
+        self._errlog = RateLimitedLog(log, 10.0)
+        # (exporter, domain) rows, at most max_exporters, the rest folded into one overflow row; a
+        # row silent for a template lifetime makes room when the table is full
+        self.exporters = ExporterTable(max_exporters, template_lifetime_ms, self._errlog)
+        self.state_max = STATE_PER_EXPORTER * self.exporters.max_exporters  # caches, sequence streams
         self._sources: dict[tuple, tuple[str, int, bytes]] = {}
         self._exporter_addrs: dict[str, np.void] = {}
-        self._seq = SequenceTracker()
+        self._seq = SequenceTracker(self.state_max)
         self._seq_restored_ms: dict[tuple, int] = {}  # stream -> its last packet before a restart (load_sequence_state)
         self._templated = TemplatedDecoder(self, max_templates_per_exporter=max_templates_per_exporter,
                                            pending_max_bytes=pending_max_bytes,
                                            pending_max_age_ms=pending_max_age_ms,
                                            pending_total_max_bytes=pending_total_max_bytes,
                                            template_fields_total_max=template_fields_total_max,
-                                           template_lifetime_ms=template_lifetime_ms)
-        self._errlog = RateLimitedLog(log, 10.0)
+                                           template_lifetime_ms=template_lifetime_ms,
+                                           max_sessions=self.exporters.max_exporters)
         # version field -> handler; one place decides which decoder a datagram goes to
         # (v5 never reaches it: runs of v5 datagrams are decoded as arrays by _v5_run)
         self._versions = {9: self._templated.v9, 10: self._templated.ipfix}
@@ -133,27 +129,16 @@ class Decoder:
                                      self.max_time_ahead_ms)
 
     def expire(self, now_ms: int) -> None:
-        """Held data past its age and templates past their lifetime go (counted)."""
+        """Held data past its age and templates past their lifetime go (counted); in a full
+        exporter table, rows silent for a template lifetime make room."""
         self._templated.expire(now_ms)
+        self.exporters.retire_idle(now_ms)
 
-    def exporter_stats(self) -> list[dict]:
-        pending = self._templated.pending_by_stats_key()
-        templates = self._templated.templates_by_stats_key()
-        out = []
-        for key, s in self._stats.items():
-            held = pending.get(key, (0, 0))
-            out.append({
-                "exporter": s.exporter, "observation_domain": s.observation_domain, "version": s.version,
-                "packets": s.packets, "flows": s.flows, "decode_errors": dict(s.decode_errors),
-                "sequence_lost": s.sequence_lost, "sequence_backward": s.sequence_backward,
-                "sequence_resets": s.sequence_resets, "enterprise_fields": dict(s.enterprise_fields),
-                "nsel_events": dict(s.nsel_events),
-                "templates": templates.get(key, 0), "templates_dropped": dict(s.templates_dropped),
-                "pending_sets": held[0], "pending_bytes": held[1], "pending_expired": s.pending_expired,
-                "pending_dropped": dict(s.pending_dropped), "sampling_unknown": s.sampling_unknown,
-                "time_unknown": s.time_unknown, "time_ahead_max_s": s.time_ahead_max_s, "first_seen": s.first_seen, "last_seen": s.last_seen,
-            })
-        return out
+    def exporter_stats(self, changed_only: bool = False) -> list[dict]:
+        """Rows per (exporter, domain), per flowmodel.events.EXPORTER_STATS_FIELDS, plus the overflow
+        row once pairs were folded; ``changed_only``: the rows changed since the last such call."""
+        return self.exporters.rows(self._templated.pending_by_stats_key(), self._templated.templates_by_stats_key(),
+                                   changed_only)
 
     @property
     def templates_generation(self) -> int:
@@ -181,7 +166,7 @@ class Decoder:
         restored = self._seq_restored_ms
         for stream, expected in self._seq.expected().items():
             host, port, version, domain = stream
-            s = self._stats.get((host, domain))
+            s = self.exporters.get_tracked(host, domain)
             last = s.last_seen if s is not None and s.packets else restored.get(stream)
             if last is None:
                 continue
@@ -218,20 +203,7 @@ class Decoder:
     def stats(self, exporter: str, domain: int, now_ms: int, seen: bool = True) -> ExporterStats:
         """The counters of (exporter, domain); ``seen`` False for bookkeeping that is not a packet
         from it (expiry, eviction): last_seen stays the time of its last packet."""
-        key = (exporter, domain)
-        s = self._stats.get(key)
-        if s is None:
-            if len(self._stats) >= MAX_EXPORTER_STATS:
-                key = ("overflow", 0)
-                s = self._stats.get(key)
-                if s is None:
-                    s = self._stats[key] = Stats("overflow", 0, now_ms, self._errlog)
-                s.last_seen = now_ms
-                return s
-            s = self._stats[key] = Stats(exporter, domain, now_ms, self._errlog)
-        if seen:
-            s.last_seen = now_ms
-        return s
+        return self.exporters.get(exporter, domain, now_ms, seen)
 
     def sequence(self, stream: tuple, sequence: int, units: int, stats: ExporterStats) -> None:
         self._seq.observe(stream, sequence, units, stats)
@@ -252,7 +224,7 @@ class Decoder:
                 host = addr.to_text(raw)
             except Exception:
                 raw = bytes(16)
-            if len(self._sources) >= MAX_EXPORTER_STATS:
+            if len(self._sources) >= self.state_max:
                 self._sources.clear()
             s = self._sources[src] = (host, int(src[1]) if len(src) > 1 else 0, raw)
         return s
@@ -261,7 +233,7 @@ class Decoder:
         """The exporter column value (an ADDR scalar) of an exporter given as text, cached."""
         a = self._exporter_addrs.get(host)
         if a is None:
-            if len(self._exporter_addrs) >= MAX_EXPORTER_STATS:
+            if len(self._exporter_addrs) >= self.state_max:
                 self._exporter_addrs.clear()
             a = self._exporter_addrs[host] = np.frombuffer(self._source_addr(host), dtype=ADDR)[0]
         return a

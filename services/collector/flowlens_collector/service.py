@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import socket
 import threading
 import time
 
@@ -50,6 +51,16 @@ SUBSCRIBER_WAIT_S = 5.0
 PUB_LINGER_AT_STOP_MS = 2000       # let queued batches reach the bus before the socket closes
 DELIVERY_INTERVAL_MS = 50          # how often acks are read and held batches (re)sent
 STOP_ACK_WAIT_S = 3.0              # SIGTERM: wait this long for the store to confirm what is held, then spool it
+# A health event carries the exporter rows that changed since the previous one; the whole table goes
+# out this often, in the first event, in the last, and when a subscriber of health events appears.
+FULL_TABLE_INTERVAL_MS = 60_000
+
+
+def default_source_id(cfg) -> str:
+    """'collector@host/port': the same after a restart, so the store, the analyzer and /metrics
+    take the new process's reports in place of the old one's; two collectors on one host differ by
+    their NetFlow port (a configured collector.instance_id takes precedence)."""
+    return f"collector@{socket.gethostname()}/{cfg['collector.netflow_port']}"
 
 
 def now_ms() -> int:
@@ -71,9 +82,10 @@ class Collector:
                               pending_total_max_bytes=cfg["collector.pending_total_max_bytes"],
                               template_fields_total_max=cfg["collector.template_fields_total_max"],
                               template_lifetime_ms=int(cfg["collector.template_lifetime"] * 1000),
-                              max_time_ahead_ms=flowtimes.MAX_AHEAD_MS)
+                              max_time_ahead_ms=flowtimes.MAX_AHEAD_MS,
+                              max_exporters=cfg["collector.max_exporters"])
         self.decoder = decoder
-        self.source_id = cfg["collector.instance_id"] or bus.default_source_id("collector")
+        self.source_id = cfg["collector.instance_id"] or default_source_id(cfg)
         self.config_report = service_config(cfg, "collector")  # effective keys, shown per service on About
         self.batcher = Batcher(cfg["collector.batch_max_flows"], int(cfg["collector.batch_max_age"] * 1000))
         self.stats_interval_ms = int(cfg["collector.stats_interval"] * 1000)
@@ -123,6 +135,7 @@ class Collector:
         self._stopped = False
         self._started = False
         self._next_stats_ms = self._next_expire_ms = self._next_save_ms = 0
+        self._next_full_ms = 0  # the next health event carries the whole exporter table from then on
         self._saved_generation: int | None = None  # the decoder's templates_generation last saved
         self._saved_datagrams: int | None = None   # counters["datagrams"] when the sequence state was last saved
         self._save_thread: threading.Thread | None = None
@@ -214,6 +227,7 @@ class Collector:
         self._decode_group()
         self._publish_pending()
         self._await_acks()
+        self._next_full_ms = 0
         self._publish_health(now_ms())
         self._save_templates(force=True)
         self._close_listeners()
@@ -280,13 +294,16 @@ class Collector:
 
     def _read_subscriptions(self) -> None:
         """Drain the XPUB's subscription messages (tiny; one per subscriber and topic); the first
-        one for flow batches ends the start-up wait."""
+        one for flow batches ends the start-up wait; one for health events (a store that started
+        again) asks for the whole exporter table in the next health event."""
         while True:
             try:
                 msg = self._pub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             topic = msg[1:]
+            if msg[:1] == b"\x01" and bus.TOPIC_EXPORTER.startswith(topic):
+                self._next_full_ms = 0
             # a subscription that takes flow batches ("flows.", "flows.9", "" ...), not only events
             if msg[:1] == b"\x01" and not self._subscribed and \
                     (bus.TOPIC_FLOWS_PREFIX.startswith(topic) or topic.startswith(bus.TOPIC_FLOWS_PREFIX)):
@@ -478,9 +495,16 @@ class Collector:
                         spool_errors=ob.spool_errors, unconfirmed_since=self._unconfirmed_since_ms,
                         lost_flows=sum(self._lost_by_stream.values()),
                         truncated_datagrams=sum(rx.truncated for rx in self._receivers.values()))
+        full = t >= self._next_full_ms
+        if full:
+            self._next_full_ms = t + FULL_TABLE_INTERVAL_MS
+        table = self.decoder.exporters
+        counters.update(exporters_tracked=len(table), exporters_max=table.max_exporters,
+                        exporters_folded=table.folded_pairs, exporters_retired=table.retired)
         return {"kind": "collector", "collector": self.source_id, "process": process_stats(self.started_at_ms),
                 "counters": counters, "listen": [lst.address for lst in self.listeners], "socket": sockets,
-                "exporters": self.decoder.exporter_stats(), "config": self.config_report}
+                "exporters": self.decoder.exporter_stats(changed_only=not full), "exporters_full": full,
+                "config": self.config_report}
 
     def _publish_health(self, t: int) -> None:
         try:

@@ -5,7 +5,8 @@ import numpy as np
 from flowmodel import addr
 from flowmodel.schema import FlowBatch
 from flowlens_collector import flowtimes
-from flowlens_collector.decode import Decoder, Stats
+from flowlens_collector.decode import Decoder
+from flowlens_collector.exporters import Stats
 
 from packet_builders import BASIC_V4, be, ipfix_packet, set_, tmpl_ipfix
 

@@ -78,21 +78,22 @@ class SequenceTracker:
     number expected before it was a duplicated pair after all: the reset is taken back (two backward).
     """
 
-    __slots__ = ("_next", "_holes", "_stray", "_undo")
+    __slots__ = ("max_streams", "_next", "_holes", "_stray", "_undo")
 
-    MAX_STREAMS = 65536
+    MAX_STREAMS = 65536       # default bound of the streams tracked; past it all start again (a flood of sources)
     MAX_HOLES = 32            # per stream: late packets older than the last 32 holes are not matched
     REORDER_WINDOW = 1 << 16  # units; further back than this outside any hole is a reset at once
     MAX_LOSS_GAP = 1 << 24    # units; a forward jump this large is a discontinuity, not a loss
 
-    def __init__(self):
+    def __init__(self, max_streams: int = MAX_STREAMS):
+        self.max_streams = max_streams
         self._next: dict[tuple, int] = {}
         self._holes: dict[tuple, list] = {}   # stream -> [[start, length], ...] oldest first
         self._stray: dict[tuple, int] = {}    # stream -> the number after the last stray backward packet
         self._undo: dict[tuple, int] = {}     # stream -> the number expected before a stray-confirmed reset
 
     def _new_stream(self) -> None:
-        if len(self._next) >= self.MAX_STREAMS:
+        if len(self._next) >= self.max_streams:
             self._next.clear()  # bound memory under a flood of spoofed sources
             self._holes.clear()
             self._stray.clear()

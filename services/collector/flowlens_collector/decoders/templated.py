@@ -8,8 +8,8 @@ session is the key without the template id.
 
 Bounds (all counted per exporter when they bite, see flowlens_collector.decode.Decoder.exporter_stats):
 templates of a session not refreshed within the template lifetime expire; at the per-exporter
-template or field cap, or the global field cap, the least recently refreshed session is evicted
-whole; held data sets are charged their length plus PENDING_SET_OVERHEAD (and a new queue
+template or field cap, the global field cap, or the cap on sessions holding templates (the
+collector's max_exporters), the least recently refreshed session is evicted whole; held data sets are charged their length plus PENDING_SET_OVERHEAD (and a new queue
 PENDING_QUEUE_OVERHEAD) against a per-exporter and a global byte budget, the oldest queue going first when the global one is full.
 """
 from __future__ import annotations
@@ -78,7 +78,8 @@ class _Group:
 class TemplatedDecoder:
     def __init__(self, owner, *, max_templates_per_exporter: int, pending_max_bytes: int,
                  pending_max_age_ms: int, pending_total_max_bytes: int = 4 << 20,
-                 template_fields_total_max: int = 65536, template_lifetime_ms: int = 5_400_000):
+                 template_fields_total_max: int = 65536, template_lifetime_ms: int = 5_400_000,
+                 max_sessions: int = MAX_SESSIONS):
         self._owner = owner  # the Decoder: stats(), sequence() and forget_sequence()
         self._seq_observe = owner.sequence
         self.max_templates = max_templates_per_exporter
@@ -87,6 +88,7 @@ class TemplatedDecoder:
         self.pending_max_age_ms = pending_max_age_ms
         self.template_fields_total_max = template_fields_total_max
         self.template_lifetime_ms = template_lifetime_ms
+        self.max_sessions = max_sessions  # options state, IPFIX numbering, last template sets: past it they start again
         self.templates: dict[tuple, Template] = {}
         self._per_host: dict[str, int] = {}
         self._per_host_fields: dict[str, int] = {}
@@ -297,7 +299,7 @@ class TemplatedDecoder:
                 self._template_events(events, session, st, options=(set_id == oset))
                 if set_id == tset and events and length <= MAX_REMEMBERED_TEMPLATE_SET and \
                         self._define_failures == failures and all(ev[0] == "define" for ev in events):
-                    if len(self._template_sets) >= MAX_SESSIONS:
+                    if len(self._template_sets) >= self.max_sessions:
                         self._template_sets.clear()
                     self._template_sets[session] = bytes(buf[pos:nxt])
                 else:
@@ -401,7 +403,8 @@ class TemplatedDecoder:
         while True:
             over_host = (new_template and self._per_host.get(host, 0) >= self.max_templates) or \
                 self._per_host_fields.get(host, 0) + added > MAX_FIELDS_PER_EXPORTER
-            over_all = self._total_fields + added > self.template_fields_total_max
+            over_all = self._total_fields + added > self.template_fields_total_max or \
+                (session not in self._session_tids and len(self._session_tids) >= self.max_sessions)
             if not (over_host or over_all):
                 return True
             if over_host:
@@ -409,7 +412,7 @@ class TemplatedDecoder:
                 reason = "exporter_cap"
             else:
                 victim = next((s for s in self._refreshed if s != session), None)
-                reason = "global_fields"
+                reason = "global_fields" if self._total_fields + added > self.template_fields_total_max else "session_cap"
             if victim is None:
                 return False
             self.evict_session(victim, reason)
@@ -529,7 +532,7 @@ class TemplatedDecoder:
     def _session(self, skey: tuple) -> Session:
         s = self.sessions.get(skey)
         if s is None:
-            if len(self.sessions) >= MAX_SESSIONS:
+            if len(self.sessions) >= self.max_sessions:
                 self.sessions.clear()
             s = self.sessions[skey] = Session()
         return s
@@ -688,7 +691,7 @@ class TemplatedDecoder:
     def _ipfix_sequence(self, session, seq, records, flow_records, st) -> None:
         info = self._ipfix_mode.get(session)
         if info is None:
-            if len(self._ipfix_mode) >= MAX_SESSIONS:
+            if len(self._ipfix_mode) >= self.max_sessions:
                 self._ipfix_mode.clear()
             if records > 0 and seq == records:
                 mode = "inclusive"
