@@ -330,6 +330,7 @@ SETTINGS: dict[str, Setting] = {
 
     "web.listen": Setting(_str, "0.0.0.0:8080", "host:port of the web UI"),
     "web.store_connections": Setting(ranged(_int, 1, 16), 2, "queries the web runs on the store at once (match storage.query_workers)"),
+    "web.metrics_max_exporters": Setting(ranged(_int, 1, 1_000_000), 100, "exporters (per observation domain) with series of their own on /metrics, the most flows first; the rest are summed in one exporter=\"other\" series"),
     "web.page_size": Setting(ranged(_int, 1, 10_000), 50, "flows per page in the flow explorer"),
     "web.refresh": Setting(ranged(_int, 0, 86400, " s"), 30, "dashboard auto-refresh in seconds (meta refresh); 0 disables"),
     "web.users_file": Setting(_str, "", "accounts file (name:role:scrypt hash, written by `flowlens users add`); empty = no accounts, every page open (the web warns when it listens beyond loopback so)"),

@@ -221,7 +221,7 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
             status = store.status(quick=True)
         except (StoreUnavailable, StoreError):
             exporters = status = None
-        return metrics.render(histogram, exporters, status)
+        return metrics.render(histogram, exporters, status, cfg["web.metrics_max_exporters"])
 
     @app.api_route("/metrics", methods=GET)
     async def prometheus():

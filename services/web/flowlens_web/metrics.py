@@ -49,7 +49,11 @@ def _num(v) -> str:
     return str(int(f)) if f == int(f) and abs(f) < 2**53 else repr(f)
 
 
-def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mapping | None) -> str:
+def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mapping | None,
+           max_exporters: int = 100) -> str:
+    """The exposition text. Per-exporter series: the ``max_exporters`` (web.metrics_max_exporters)
+    exporters with the most flows, and one exporter="other" series summing the rest (and what the
+    collectors themselves folded), so a flood of sources cannot grow a scrape without bound."""
     out: list[str] = []
 
     def family(name: str, kind: str, help_: str):
@@ -74,7 +78,7 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
         rows = [e for e in exporters.get("exporters") or [] if isinstance(e, Mapping)]
         # the collector's counters exist for exporters a collector reported; the store also lists
         # exporters it only has flows of (from the bus), with no domain and no counters
-        exps = current_exporter_rows(rows, exporters)
+        exps = top_exporters(current_exporter_rows(rows, exporters), max_exporters)
         per = [("packets", "flowlens_exporter_packets_received_total", "export packets received per exporter"),
                ("flows", "flowlens_exporter_flows_decoded_total", "flow records decoded per exporter"),
                ("sequence_lost", "flowlens_exporter_flows_lost_total", "records (v5, IPFIX) or packets (v9) missing per the exporter's sequence numbers"),
@@ -111,7 +115,9 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
         stored: dict[str, int] = {}
         for e in rows:  # the store counts per address; collector rows repeat it once per domain
             stored[str(e.get("exporter", ""))] = int(e.get("store_flows") or 0)
-        for name, n in sorted(stored.items()):
+        ranked = sorted(stored.items(), key=lambda kv: (-kv[1], kv[0]))
+        rest = sum(n for _name, n in ranked[max_exporters:])
+        for name, n in sorted(ranked[:max_exporters]) + ([(OTHER, rest)] if len(ranked) > max_exporters else []):
             out.append(f"flowlens_exporter_flows_stored_total{_labels(exporter=name)} {n}")
         family("flowlens_collector_kernel_drops_total", "counter", "datagrams the kernel dropped on a collector socket")
         for ident, c in sorted(current_collectors(exporters).items()):
@@ -168,13 +174,13 @@ def find_number(d: Mapping, paths: tuple[str, ...]):
     return None
 
 
-# Collector identities. The store remembers the last health report of every collector id it heard,
-# and a default id is 'collector@host:pid': each restart would add a series with the old one's
-# labels frozen beside it. A series is labelled with the identity ('collector@host', or the
-# configured collector.instance_id) and takes the newest report of it: one series per label set.
+# Collector identities. The store keeps the last health report of every collector id it heard. The
+# default id, 'collector@host/port', is the same after a restart, so the new report replaces the old
+# one; ids of an older release were 'collector@host:pid', a new one per restart: such a series is
+# labelled 'collector@host' and takes the newest report of it. One series per label set either way.
 
 def collector_identity(cid: str) -> str:
-    """'collector@host' of a default 'collector@host:pid' id; a configured id as it is."""
+    """'collector@host' of an older release's 'collector@host:pid' id; any other id as it is."""
     head, sep, tail = cid.rpartition(":")
     return head if sep and "@" in head and tail.isdigit() else cid
 
@@ -194,17 +200,49 @@ def current_collectors(exporters: Mapping) -> dict[str, Mapping]:
 
 def current_exporter_rows(rows: list, exporters: Mapping) -> list:
     """The exporter rows a current collector reported (not a restarted one's predecessor), one per
-    (exporter, observation domain): the newest last_seen when several collectors hear it."""
+    (exporter, observation domain): the newest last_seen when several collectors hear it; every
+    collector's overflow row (pairs beyond its collector.max_exporters) as it is."""
     ids = {c.get("collector") for c in current_collectors(exporters).values()}
     newest: dict[tuple, Mapping] = {}
+    folded = []
     for e in rows:
         if e.get("collector") is None or e.get("collector") not in ids:
+            continue
+        if e.get("overflow"):
+            folded.append(e)
             continue
         key = (str(e.get("exporter", "")), e.get("observation_domain"))
         cur = newest.get(key)
         if cur is None or int(e.get("last_seen") or 0) > int(cur.get("last_seen") or 0):
             newest[key] = e
-    return list(newest.values())
+    return list(newest.values()) + folded
+
+
+OTHER = "other"  # the exporter label of the series that sums the exporters beyond the top ones
+_GAUGE_MAX = ("time_ahead_max_s", "last_seen", "first_seen")  # summed rows keep the largest of these
+
+
+def top_exporters(rows: list, n: int) -> list:
+    """The ``n`` rows with the most flows, then one row (exporter "other", no domain) summing the
+    rest and the collectors' own overflow rows; counters and held data add up, maps by reason."""
+    real = sorted((e for e in rows if not e.get("overflow")),
+                  key=lambda e: (-int(e.get("flows") or 0), str(e.get("exporter", "")), str(e.get("observation_domain"))))
+    rest = real[n:] + [e for e in rows if e.get("overflow")]
+    if not rest:
+        return real
+    other: dict = {"exporter": OTHER, "observation_domain": ""}
+    for e in rest:
+        for k, v in e.items():
+            if k in ("exporter", "observation_domain", "collector", "overflow"):
+                continue
+            if isinstance(v, Mapping):
+                m = other.setdefault(k, {})
+                for reason, c in v.items():
+                    if isinstance(c, (int, float)):
+                        m[reason] = m.get(reason, 0) + c
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                other[k] = max(other.get(k, 0), v) if k in _GAUGE_MAX else other.get(k, 0) + v
+    return real[:n] + [other]
 
 
 # Confirmed delivery, collector -> store (flowmodel.bus TOPIC_ACK): collector counter, metric, type, help.
