@@ -69,7 +69,7 @@ def test_every_flowlens_variable_is_a_config_key(compose):
 def test_bus_and_query_wiring(configs):
     store, collector, analyzer, web = (configs[n] for n in ("store", "collector", "analyzer", "web"))
     # The store listens on the service network...
-    for key in ("storage.bus_xsub_bind", "storage.bus_xpub_bind", "storage.query_bind"):
+    for key in ("storage.bus_xsub_bind", "storage.bus_xpub_bind", "storage.query_bind", "storage.events_bind"):
         assert store[key].startswith("tcp://0.0.0.0:"), key
     xsub_port = store["storage.bus_xsub_bind"].rsplit(":", 1)[1]
     xpub_port = store["storage.bus_xpub_bind"].rsplit(":", 1)[1]
@@ -81,6 +81,7 @@ def test_bus_and_query_wiring(configs):
     assert analyzer["bus.publish_endpoint"] == f"tcp://store:{xsub_port}"
     assert analyzer["bus.subscribe_endpoint"] == f"tcp://store:{xpub_port}"
     assert analyzer["query.endpoint"] == f"tcp://store:{query_port}"
+    assert analyzer["bus.events_endpoint"] == f"tcp://store:{store['storage.events_bind'].rsplit(':', 1)[1]}"
     assert web["query.endpoint"] == f"tcp://store:{query_port}"
     # Published container ports match what the services bind.
     assert collector["collector.bind_address"] == "0.0.0.0"

@@ -44,9 +44,9 @@ web:
   page_size: 50               # rows per page in flow explorer
 """
 
-# The ports the seed file and the defaults it leaves alone use: the store's query and bus ports and
+# The ports the seed file and the defaults it leaves alone use: the store's query, bus and events ports and
 # the seed's own UDP and HTTP ports.
-SEED_TCP_PORTS = (5555, 5559, 5560, 8080)
+SEED_TCP_PORTS = (5555, 5559, 5560, 5561, 8080)
 SEED_UDP_PORTS = (2055, 4739)
 
 

@@ -225,7 +225,7 @@ def test_bad_requests_get_error_replies(store):
     assert client.ping()
 
 
-@pytest.mark.parametrize("which", ["query_bind", "bus_xsub_bind", "bus_xpub_bind"])
+@pytest.mark.parametrize("which", ["query_bind", "bus_xsub_bind", "bus_xpub_bind", "events_bind"])
 def test_a_taken_port_exits_non_zero_instead_of_hanging(tmp_path, which):
     import socket
     import subprocess

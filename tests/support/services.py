@@ -31,16 +31,18 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 def stack_config(tmp_path: Path, **sections) -> dict:
     """A config dict on free loopback ports, data under tmp_path; ``sections`` override keys,
     e.g. ``storage={"ring_capacity": 1000}`` (``store=`` means the same)."""
-    pub, sub, query = free_port(), free_port(), free_port()
+    pub, sub, query, events = free_port(), free_port(), free_port(), free_port()
     cfg = {
         "log": {"level": "info"},
-        "bus": {"publish_endpoint": f"tcp://127.0.0.1:{pub}", "subscribe_endpoint": f"tcp://127.0.0.1:{sub}"},
+        "bus": {"publish_endpoint": f"tcp://127.0.0.1:{pub}", "subscribe_endpoint": f"tcp://127.0.0.1:{sub}",
+                "events_endpoint": f"tcp://127.0.0.1:{events}"},
         "query": {"endpoint": f"tcp://127.0.0.1:{query}", "timeout": "5s"},
         "collector": {"bind_address": "127.0.0.1", "netflow_port": free_port(socket.SOCK_DGRAM),
                       "ipfix_port": free_port(socket.SOCK_DGRAM), "template_path": str(tmp_path / "templates.json"),
                       "spool_path": str(tmp_path / "spool")},
         "storage": {"sqlite_path": str(tmp_path / "flowlens.db"), "bus_xsub_bind": f"tcp://127.0.0.1:{pub}",
-                  "bus_xpub_bind": f"tcp://127.0.0.1:{sub}", "query_bind": f"tcp://127.0.0.1:{query}"},
+                  "bus_xpub_bind": f"tcp://127.0.0.1:{sub}", "query_bind": f"tcp://127.0.0.1:{query}",
+                  "events_bind": f"tcp://127.0.0.1:{events}"},
         "analysis": {},
         "web": {"listen": f"127.0.0.1:{free_port()}"},
     }

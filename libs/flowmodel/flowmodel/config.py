@@ -245,6 +245,10 @@ SETTINGS: dict[str, Setting] = {
     "bus.subscribe_endpoint": Setting(_str, "tcp://127.0.0.1:5560", "where subscribers (store, analyzer) connect: the store's XPUB"),
     "bus.high_water_mark": Setting(ranged(_int, 1, 1_000_000), 1000, "messages a bus socket queues before it drops (publishers) or stops reading; sockets carrying flow batches queue fewer (bus.queue_bytes)"),
     "bus.queue_bytes": Setting(ranged(parse_size, 1024, 16 << 30, " bytes"), 32 << 20, "memory one bus socket may hold in queued flow batches: its message limit is this over (collector.batch_max_flows x 135 bytes), at least 4"),
+    "bus.events_endpoint": Setting(_str, "tcp://127.0.0.1:5561", "where the analyzer and flowlens up send advisories to the store, apart from flow batches: the store's events socket, which confirms each one once it is written"),
+    "bus.events_high_water_mark": Setting(ranged(_int, 1, 1_000_000), 1000, "messages the events socket queues at each end; a sender holds the rest until the store takes them"),
+    "bus.events_unconfirmed_max": Setting(ranged(_int, 1, 10_000_000), 10_000, "advisories a sender (analyzer, flowlens up) keeps until the store confirms them, about 1 KiB each; past it the oldest is dropped and counted as lost (advisories_lost)"),
+    "bus.events_resend_timeout": Setting(ranged(_pos_duration, 0.1, 3600, " s"), 3.0, "when the store has confirmed none of the advisories sent for this long, the sender sends what it holds again, from the oldest"),
 
     "query.endpoint": Setting(_str, "tcp://127.0.0.1:5555", "the store's query (REQ/REP) address that clients connect to"),
     "query.timeout": Setting(ranged(_pos_duration, 0.01, 3600, " s"), 5.0, "how long a client waits for one reply before retrying"),
@@ -289,6 +293,7 @@ SETTINGS: dict[str, Setting] = {
     "storage.advisory_retention": Setting(_pos_duration, 30 * 86400.0, "how long resolved advisories are kept"),
     "storage.bus_xsub_bind": Setting(_str, "tcp://127.0.0.1:5559", "where the store's bus forwarder accepts publishers"),
     "storage.bus_xpub_bind": Setting(_str, "tcp://127.0.0.1:5560", "where the store's bus forwarder accepts subscribers"),
+    "storage.events_bind": Setting(_str, "tcp://127.0.0.1:5561", "where the store takes advisories (the events socket, bus.events_endpoint) and confirms each one it wrote"),
     "storage.query_bind": Setting(_str, "tcp://127.0.0.1:5555", "where the store answers queries"),
     "storage.query_max_rows": Setting(ranged(_int, 1, 1_000_000), 10_000, "most flows one query reply carries"),
     "storage.query_workers": Setting(_positive_int, 2, "threads answering flows/top/series/advisories queries, each with its own SQLite reader"),

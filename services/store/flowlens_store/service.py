@@ -15,14 +15,14 @@ import numpy as np
 import zmq
 
 from flowmodel import addr
-from flowmodel.bus import (queue_limit, TOPIC_ACK, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX, TOPIC_RESEND,
-                           CodecError, GapCounter, Sequencer, decode_batch, decode_body, default_source_id,
+from flowmodel.bus import (queue_limit, EVENT_STREAM, TOPIC_ACK, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX,
+                           TOPIC_RESEND, CodecError, GapCounter, Sequencer, decode_batch, decode_body, default_source_id,
                            encode_event, envelope_of)
-from flowmodel.events import ADVISORY_STATES, SEVERITIES, process_stats, service_config
+from flowmodel.events import process_stats, service_config
 from flowmodel.logs import RateLimitedLog, fields
 from flowmodel.protocol import OPS, QueryError, error_reply
 
-from . import __version__, delivery
+from . import __version__, delivery, eventsink
 from .exporter_table import merge_health
 from .queries import QueryEngine
 from .ring import Ring
@@ -55,6 +55,8 @@ class StoreService:
         self.engines: list[QueryEngine] = []
         self.gaps = GapCounter()
         self.ledger = delivery.Ledger()
+        self.event_ledger = eventsink.EventLedger()  # advisories confirmed one by one (flowmodel.bus TOPIC_CONFIRM)
+        self.events: eventsink.EventSink | None = None
         self._stream_sources: set[str] = set()  # sources whose flow batches are confirmed: resends, not gaps
         self._acks: zmq.Socket | None = None
         self._ack_sequencer = Sequencer(default_source_id("store"))
@@ -106,6 +108,7 @@ class StoreService:
         warm.prune_future(now_ms())  # before the ring's evicted_max_time_end below reads the partitions
         self.health = warm.load_health()
         self.ledger = delivery.Ledger(delivery.load_streams(warm.db, now_ms()))
+        self.event_ledger = eventsink.EventLedger(eventsink.load_marks(warm.db, now_ms()))
         self.writer = Writer(warm, cfg["storage.write_queue_batches"], cfg["storage.write_max_rows"],
                              cfg["storage.prune_interval"], int(cfg["storage.sqlite_retention"] * 1000),
                              int(cfg["storage.rollup_retention"] * 1000), int(cfg["storage.advisory_retention"] * 1000),
@@ -127,6 +130,11 @@ class StoreService:
         self._sub.connect(cfg["bus.subscribe_endpoint"])
         self._acks = self._socket(zmq.PUB)
         self._acks.connect(f"inproc://store-bus-{id(self)}")
+        # 3b. the events socket: advisories apart from flow batches, each confirmed once committed
+        self.events = eventsink.EventSink(self.event_ledger, self._confirmed_event,
+                                          lambda mark: self.writer.offer_event(eventsink.MARK_ONLY, mark), self._health,
+                                          cfg["storage.sqlite_path"], self._ack_sequencer)
+        self.events.bind(self._socket(zmq.ROUTER), cfg["storage.events_bind"], cfg["bus.events_high_water_mark"])
         # 4. query server: a ROUTER front thread answers cheap ops itself and queues the rest (bounded) for
         # worker threads, each with its own SQLite read connection, so a ping never waits behind a scan
         self._router = self._socket(zmq.ROUTER)
@@ -172,6 +180,10 @@ class StoreService:
         if self.writer is not None:
             self.writer.stop()
             self._send_acks()  # what the last transaction committed, while the forwarder still runs
+        if self.events is not None:
+            if self.events.sock is not None and self.writer is not None:
+                self.events.confirm()
+            self.events.close()
         self._query_stop.set()
         for t in self._threads:
             if t.name.startswith("query"):
@@ -215,10 +227,14 @@ class StoreService:
         """Receive until request_stop(); never blocks on SQLite."""
         poller = zmq.Poller()
         poller.register(self._sub, zmq.POLLIN)
+        poller.register(self.events.sock, zmq.POLLIN)
         next_sample = next_ack = next_health = 0.0
         while not self._stop.is_set():
             try:
-                if poller.poll(100):
+                ready = dict(poller.poll(100))
+                if self.events.sock in ready:
+                    self.events.receive()
+                if self._sub in ready:
                     for _ in range(1000):
                         try:
                             frames = self._sub.recv_multipart(zmq.NOBLOCK)
@@ -229,6 +245,7 @@ class StoreService:
                 if mono >= next_ack:
                     next_ack = mono + ACK_INTERVAL_S
                     self._send_acks()
+                    self.events.confirm()
                 if mono >= next_health:
                     next_health = mono + HEALTH_INTERVAL_S
                     self._send_health()
@@ -296,7 +313,8 @@ class StoreService:
                     return  # its own health event, for the analyzer: status says the same
                 self._observe(env)
                 if topic == TOPIC_ADVISORY:
-                    self._advisory(msg)
+                    if msg.get(EVENT_STREAM) is None:  # one that carries it is stored from the events socket
+                        self._advisory(msg)
                 else:
                     self._health(msg)
             else:
@@ -396,14 +414,14 @@ class StoreService:
         return True
 
     def _advisory(self, msg: dict) -> None:
-        for key in ("key", "severity", "state"):
-            if not isinstance(msg.get(key), str) or not msg[key]:
-                raise ValueError(f"advisory without {key}")
-        if msg["severity"] not in SEVERITIES:
-            raise ValueError(f"advisory severity {msg['severity']!r} is not one of {SEVERITIES}")
-        if msg["state"] not in ADVISORY_STATES:
-            raise ValueError(f"advisory state {msg['state']!r} is not one of {ADVISORY_STATES}")
+        eventsink.check_advisory(msg)
         self.writer.offer_event("advisory", msg)
+
+    def _confirmed_event(self, topic: str, msg: dict) -> bool:
+        """An advisory from the events socket: False while the writer's event queue is full (the sender
+        keeps it and sends it again), ValueError when it is none."""
+        eventsink.check_advisory(msg)
+        return not self.writer.events.full() and self.writer.offer_event(topic, msg)
 
     def _health(self, msg: dict) -> None:
         with self._lock:  # a collector's event may carry only the exporter rows that changed
@@ -576,6 +594,8 @@ class StoreService:
                          "out_of_order_batches": self.ledger.out_of_order_batches,
                          "lost_flows": sum(self.ledger.lost_flows.values()),
                          "lost_flows_by_stream": self.ledger.lost_flows},
+            "events": {**self.event_ledger.stats(), "bad_messages": self.events.bad_messages if self.events else 0,
+                       "health_events": self.events.health_events if self.events else 0},
             "bus": {"gaps_total": self.gaps.total_gaps, "bad_messages": self.bad_messages,
                     "sources": {s: {"received": self.gaps.received.get(s, 0), "gaps": self.gaps.gaps.get(s, 0),
                                     "restarts": self.gaps.restarts.get(s, 0), "last_seq": self.gaps.last_seq.get(s)}
