@@ -1,5 +1,6 @@
 """The analyzer service: SUB to flow batches and exporter health on the bus, the engine on flow
-time, PUB of advisory events and of the analyzer's own health event.
+time, advisories sent to the store on the events socket until it confirms them (and published on
+the bus for subscribers), PUB of the analyzer's own health event.
 
 Constructed inert; ``start()`` connects, ``run_once()`` is one turn of the loop (tests and the
 main loop drive it), ``stop()`` is safe twice and closes in reverse order.
@@ -15,6 +16,7 @@ import zmq
 
 from flowmodel import addr, bus
 from flowmodel.client import StoreError
+from flowmodel.eventbox import EventSender
 from flowmodel.events import process_stats, service_config
 from flowmodel.logs import RateLimitedLog, fields
 
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 DRAIN_MAX = 2000  # messages handled per turn before the engine gets a look
 ADOPT_LIMIT = 10_000  # open advisories taken over from the store at start (the store may cap it lower)
 SEED_BUDGET_S = 30.0  # no baseline request starts later than this after seeding began
+FLUSH_AT_STOP_S = 5.0  # how long stop() waits for the store to confirm the advisories still held
 MINUTE_MS, HOUR_MS = 60_000, 3_600_000
 
 
@@ -42,6 +45,7 @@ class AnalyzerService:
         self._own_ctx = context is None
         self.sub: zmq.Socket | None = None
         self.pub: zmq.Socket | None = None
+        self.events: EventSender | None = None  # advisories to the store, held until confirmed
         self.started_at = bus.now_ms()
         self.health_every_ms = int(cfg["analysis.health_interval"] * 1000)
         self.next_health = 0
@@ -68,9 +72,16 @@ class AnalyzerService:
         self.sub.setsockopt(zmq.SUBSCRIBE, bus.TOPIC_FLOWS_PREFIX)
         self.sub.setsockopt(zmq.SUBSCRIBE, bus.TOPIC_EXPORTER)
         self.sub.connect(self.cfg["bus.subscribe_endpoint"])
+        self.events = EventSender(self.cfg["bus.events_endpoint"], self.source, self.cfg["bus.events_unconfirmed_max"],
+                                  self.cfg["bus.events_resend_timeout"], self.cfg["bus.events_high_water_mark"],
+                                  context=self._ctx).start()
         self.next_health = bus.now_ms() + min(self.health_every_ms, 1000)
 
     def stop(self) -> None:
+        if self.events is not None and self.events.sock is not None and self.events.outbox.pending:
+            if not self.events.flush(FLUSH_AT_STOP_S):
+                log.warning("advisories not confirmed by the store at stop, lost with this process",
+                            extra=fields(advisories=len(self.events.outbox.pending)))
         if self.pub is not None and not self.pub.closed:
             try:
                 self._publish_health(bus.now_ms())
@@ -80,6 +91,8 @@ class AnalyzerService:
             if sock is not None and not sock.closed:
                 sock.close(linger=0)
         self.sub = self.pub = None
+        if self.events is not None:
+            self.events.close()
         if self._own_ctx and self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -173,6 +186,7 @@ class AnalyzerService:
                     break
                 handled += 1
                 self._handle(frames)
+        self.events.pump()
         now = bus.now_ms()
         for event in self.engine.poll(now):
             self._publish_advisory(event)
@@ -226,7 +240,10 @@ class AnalyzerService:
             self._bad("content", repr(e))
 
     def _publish_advisory(self, event: dict) -> None:
-        self.pub.send_multipart([bus.TOPIC_ADVISORY, bus.encode_event(event, self.sequencer)])
+        """To the store on the events socket (held until confirmed), and the same body on the bus for
+        subscribers (the store stores that copy only from the events socket)."""
+        body = self.events.send(bus.TOPIC_ADVISORY, event, lambda b: bus.encode_event(b, self.sequencer))
+        self.pub.send_multipart([bus.TOPIC_ADVISORY, body])
         self.counters["advisories_published"] += 1
         log.info("advisory", extra=fields(key=event["key"], state=event["state"], severity=event["severity"],
                                           description=event["description"]))
@@ -236,17 +253,29 @@ class AnalyzerService:
         return {**self.counters, "bus_gaps": self.gaps.total_gaps, "bad_reasons": dict(self.bad_reasons),
                 "window_flows": w.size, "late_flows": w.counters["late"], "future_flows": w.counters["future"],
                 "overflow_flows": w.counters["overflow"], "runs": w.counters["runs"],
+                **self._advisory_delivery(),
                 "duplicate_batches": self.seen.duplicate_batches, "duplicate_flows": self.seen.duplicate_flows,
                 "open_advisories": len(self.engine.book.open) + len(self.engine.health_book.open),
                 "analyzer_cpu_seconds": {k: round(v, 3) for k, v in self.engine.cpu_seconds.items()},
                 "analyzer_errors": dict(self.engine.errors),
                 "flow_clock": w.clock}
 
+    def _advisory_delivery(self) -> dict[str, int]:
+        """advisories_confirmed (by the store), _unconfirmed (held), _lost (dropped by
+        bus.events_unconfirmed_max before confirmation), _resent (sent again after a resend timeout);
+        health events the events socket would not take (the store away; the bus copy may still land)."""
+        ob = self.events.stats() if self.events is not None else {}
+        return {**{f"advisories_{k}": ob.get(k, 0) for k in ("confirmed", "unconfirmed", "lost", "resent")},
+                "health_events_unsent": ob.get("snapshots_unsent", 0)}
+
     def _publish_health(self, now: int) -> None:
         body = {"kind": "analyzer", "collector": self.source, "process": process_stats(self.started_at),
                 "counters": self.stats(), "listen": [], "socket": [], "exporters": [],
                 "config": self.config_report}
-        self.pub.send_multipart([bus.TOPIC_EXPORTER, bus.encode_event(body, self.sequencer)])
+        data = bus.encode_event(body, self.sequencer)
+        self.pub.send_multipart([bus.TOPIC_EXPORTER, data])
+        if self.events is not None:
+            self.events.send_snapshot(bus.TOPIC_EXPORTER, data)  # the store's copy, apart from flow batches
         self.counters["health_events"] += 1
 
 
