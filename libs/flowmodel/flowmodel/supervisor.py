@@ -40,6 +40,7 @@ CRASHLOOP_AFTER = 3       # exits in a row (none stable in between) that make a 
 ADVISORY_REPEAT_S = 5.0   # an open advisory is sent again this often, so it lands once the store is back
 RESOLVED_REPEATS = 3      # a resolved event is sent this many times, ADVISORY_REPEAT_S apart
 STORE_SETTLE_S = 1.0      # after the store logs ready, its bus subscription reaches our PUB within this
+STOP_FLUSH_S = 5.0        # at stop, how long the advisories still unconfirmed wait for the store (it stops last)
 TAIL_LINES = 40           # output lines kept per child, to quote its last error
 
 # a line that says what went wrong: an error/critical log line, a traceback's last line, "cannot start"
@@ -153,33 +154,62 @@ def _now_ms() -> int:
 
 
 class AdvisoryPublisher:
-    """A PUB socket to the bus for the supervisor's own advisories; zmq and the envelope code are
-    imported on the first send, so a stack that never crash-loops pays nothing for them."""
+    """The supervisor's own advisories: sent to the store on the events socket and held until it
+    confirms them (flowmodel.eventbox; a store that is down gets them once it is back), and
+    published on the bus for subscribers. zmq and the envelope code are imported on the first send,
+    so a stack that never crash-loops pays nothing for them."""
 
-    def __init__(self, endpoint: str | None):
+    def __init__(self, endpoint: str | None, events: dict | None = None):
         self.endpoint = endpoint
+        self.events = events  # EventSender's endpoint, max_events, resend_after_s, high_water_mark; None: bus only
         self._sock = None
+        self._sender = None
         self._sequencer = None
 
     def send(self, event: dict) -> None:
-        if not self.endpoint:
+        if not self.endpoint and not self.events:
             return
         import zmq
 
         from . import bus
 
-        if self._sock is None:
+        if self._sequencer is None:
             self._ctx = zmq.Context.instance()
-            self._sock = self._ctx.socket(zmq.PUB)
-            self._sock.setsockopt(zmq.LINGER, 0)
-            self._sock.connect(self.endpoint)
             self._sequencer = bus.Sequencer(bus.default_source_id("supervisor"))
-        try:
-            self._sock.send_multipart([bus.TOPIC_ADVISORY, bus.encode_event(event, self._sequencer)], zmq.NOBLOCK)
-        except zmq.Again:  # PUB drops rather than blocks; kept for safety, the next repeat retries
-            pass
+            if self.endpoint:
+                self._sock = self._ctx.socket(zmq.PUB)
+                self._sock.setsockopt(zmq.LINGER, 0)
+                self._sock.connect(self.endpoint)
+            if self.events:
+                from .eventbox import EventSender
+
+                self._sender = EventSender(source=self._sequencer.source, context=self._ctx, **self.events).start()
+        if self._sender is not None:
+            body = self._sender.send(bus.TOPIC_ADVISORY, event, lambda b: bus.encode_event(b, self._sequencer))
+        else:
+            body = bus.encode_event(event, self._sequencer)
+        if self._sock is not None:
+            try:
+                self._sock.send_multipart([bus.TOPIC_ADVISORY, body], zmq.NOBLOCK)
+            except zmq.Again:  # PUB drops rather than blocks; the store has its copy from the events socket
+                pass
+
+    def pump(self) -> None:
+        """Confirmations in, what is due out (each turn of the supervisor's loop)."""
+        if self._sender is not None:
+            self._sender.pump()
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait (at most timeout_s) until the store confirmed every advisory sent; True when it did."""
+        return self._sender.flush(timeout_s) if self._sender is not None else True
 
     def close(self) -> None:
+        if self._sender is not None:
+            left = len(self._sender.outbox.pending)
+            if left:
+                log.warning("advisories not confirmed by the store, lost with flowlens up", extra=fields(advisories=left))
+            self._sender.close()
+            self._sender = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -188,13 +218,13 @@ class AdvisoryPublisher:
 class Supervisor:
     def __init__(self, children: list[Child], stop_timeout_s: float = 30.0, ready_timeout_s: float = 60.0,
                  max_backoff_s: float = MAX_BACKOFF_S, stable_after_s: float = STABLE_AFTER_S,
-                 publish_endpoint: str | None = None, out=None):
+                 publish_endpoint: str | None = None, events: dict | None = None, out=None):
         self.children = children
         self.stop_timeout_s = stop_timeout_s
         self.ready_timeout_s = ready_timeout_s
         self.max_backoff_s = max_backoff_s
         self.stable_after_s = stable_after_s
-        self.publisher = AdvisoryPublisher(publish_endpoint)
+        self.publisher = AdvisoryPublisher(publish_endpoint, events)
         self.crashloops: dict[str, Crashloop] = {}
         self._store_was_ready = False
         self.out = out or sys.stderr
@@ -220,7 +250,10 @@ class Supervisor:
         children = [Child(name, name, args.config) for name in START_ORDER if name in wanted]
         children += [Child(f"collector-{i}", "collector", path) for i, path in enumerate(args.collector_config, 2)]
         return cls(children, stop_timeout_s=args.stop_timeout, max_backoff_s=args.max_backoff,
-                   stable_after_s=args.stable_after, publish_endpoint=cfg["bus.publish_endpoint"])
+                   stable_after_s=args.stable_after, publish_endpoint=cfg["bus.publish_endpoint"],
+                   events={"endpoint": cfg["bus.events_endpoint"], "max_events": cfg["bus.events_unconfirmed_max"],
+                           "resend_after_s": cfg["bus.events_resend_timeout"],
+                           "high_water_mark": cfg["bus.events_high_water_mark"]})
 
     # ------------------------------------------------------------ child processes
 
@@ -333,6 +366,7 @@ class Supervisor:
                 loop.next_send = min(loop.next_send, now + STORE_SETTLE_S)
         self._store_was_ready = store_ready
         self._send_due(now)
+        self.publisher.pump()
 
     # ------------------------------------------------------------ crashes and their advisory
 
@@ -395,6 +429,9 @@ class Supervisor:
             if loop.state != "resolved":
                 loop.last_seen_ms = _now_ms()
                 self.publisher.send(crashloop_event(loop, "resolved", note="it is no longer watched: flowlens up stopped."))
+        store = next((c for c in self.children if c.service == "store"), None)
+        if store is not None and store.restart_at is None and store.ready.is_set():
+            self.publisher.flush(STOP_FLUSH_S)  # confirmed before the store stops, or counted at close
 
     def stop_all(self) -> None:
         """Collectors first, then analyzer and web, the store last; each waited for."""
