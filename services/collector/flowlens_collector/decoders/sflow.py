@@ -1,0 +1,417 @@
+"""sFlow v5 datagrams -> flow-schema columns, interface counters and sequence numbers.
+
+Pure: ``decode`` takes many datagrams at once and walks their XDR structure as arrays. Every sFlow
+field sits on a 4-byte boundary of its datagram, so with each datagram copied to a 4-aligned place
+in one buffer any field is one index into a big-endian uint32 view. Samples are walked in waves
+(the k-th sample of every datagram at once), then their records the same way, then each record
+type's fields are read for all its records with one fancy index per field; raw packet headers are
+parsed by ``sflow_packet``. Only the AS path of extended gateway records is walked in Python.
+
+One flow per flow sample (or expanded flow sample): packets = 1, bytes = the sampled frame's length
+(the raw header's frame_length, else the sampled Ethernet length, else the sampled IP length), as
+goflow2 and pmacct count, with the sample's own rate in ``sampling_rate``. Exporter = agent address,
+observation domain = sub-agent id, time_start = time_end = receive time. A datagram whose
+structure does not hold together (a length past its end, a record shorter than its type) is dropped
+whole and its reason returned; what is only unusual (an unknown record or sample type, a header
+without IP, a discarded packet) is decoded and noted.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from flowmodel.schema import ADDR, HINT_CONST, FlowBatch
+
+from . import sflow_packet
+
+FLOW_VERSION = 105  # flow_version of sFlow v5 flows: 100 + the sFlow version, apart from NetFlow's 5/9/10
+VERSION = 5
+
+# datagram status -> reason (0 = decoded)
+REASONS = ("ok", "truncated_header", "bad_version", "bad_agent_address", "bad_sample_count",
+           "truncated_sample", "short_sample", "bad_record_count", "truncated_record", "short_record")
+(OK, TRUNCATED_HEADER, BAD_VERSION, BAD_AGENT_ADDRESS, BAD_SAMPLE_COUNT, TRUNCATED_SAMPLE, SHORT_SAMPLE,
+ BAD_RECORD_COUNT, TRUNCATED_RECORD, SHORT_RECORD) = range(len(REASONS))
+
+# sample formats (enterprise 0): flow, counters, expanded flow, expanded counters
+FLOW_SAMPLE, COUNTER_SAMPLE, EXPANDED_FLOW_SAMPLE, EXPANDED_COUNTER_SAMPLE = 1, 2, 3, 4
+# flow record formats
+RAW_HEADER, SAMPLED_ETHERNET, SAMPLED_IPV4, SAMPLED_IPV6 = 1, 2, 3, 4
+EXTENDED_SWITCH, EXTENDED_ROUTER, EXTENDED_GATEWAY = 1001, 1002, 1003
+IF_COUNTERS = 1  # counter record: generic interface counters
+# least record lengths (bytes of data) of the types read; shorter is SHORT_RECORD
+_MIN_LEN = {RAW_HEADER: 16, SAMPLED_ETHERNET: 24, SAMPLED_IPV4: 32, SAMPLED_IPV6: 56, EXTENDED_SWITCH: 16,
+            EXTENDED_ROUTER: 16, EXTENDED_GATEWAY: 32}
+IF_COUNTERS_LEN = 88
+LOCAL_INTERFACE = 0x3FFFFFFF  # ifIndex value of a packet from or to the agent itself
+MAX_AS_PATH = 1000            # ASNs read per gateway record; more is SHORT_RECORD (as goflow2)
+
+DATAGRAM_DTYPE = np.dtype([("agent", ADDR), ("sub_agent", "<u4"), ("sequence", "<u4"), ("uptime_ms", "<u4"),
+                           ("samples", "<u4"), ("flows", "<u4"), ("status", "u1")])
+# interface counters (counter record 0:1), one row per record; 64-bit counters as uint64
+IF_COUNTER_FIELDS = (("if_index", 0, 1), ("if_type", 1, 1), ("if_speed", 2, 2), ("if_direction", 4, 1),
+                     ("if_status", 5, 1), ("in_octets", 6, 2), ("in_ucast_pkts", 8, 1),
+                     ("in_multicast_pkts", 9, 1), ("in_broadcast_pkts", 10, 1), ("in_discards", 11, 1),
+                     ("in_errors", 12, 1), ("in_unknown_protos", 13, 1), ("out_octets", 14, 2),
+                     ("out_ucast_pkts", 16, 1), ("out_multicast_pkts", 17, 1), ("out_broadcast_pkts", 18, 1),
+                     ("out_discards", 19, 1), ("out_errors", 20, 1), ("promiscuous_mode", 21, 1))
+_PAD = 512  # zero bytes after the last datagram: every read of a rejected position stays in the buffer
+
+
+class SflowResult:
+    """What ``decode`` found in a group of datagrams.
+
+    - ``datagrams``: DATAGRAM_DTYPE per datagram (status, see REASONS; header fields where decoded;
+      ``flows`` = flow samples decoded). Sequence numbers count datagrams per (agent, sub_agent).
+    - ``columns``: flow-schema columns, one row per flow sample; ``flow_datagram`` its datagram.
+    - ``samples``: per flow sample: ``datagram``, ``source_id`` (type << 24 | index), ``sequence``,
+      ``sample_pool``, ``drops`` -- sample sequence numbers count samples per source.
+    - ``counters``: IF_COUNTER_FIELDS columns plus ``datagram``, ``source_id``, ``sequence``.
+    - ``notes``: reason -> datagram index of each occurrence, for what was decoded but is unusual.
+    """
+
+    __slots__ = ("datagrams", "columns", "flow_datagram", "samples", "counters", "notes")
+
+    def __init__(self, datagrams, columns, flow_datagram, samples, counters, notes):
+        self.datagrams = datagrams
+        self.columns = columns
+        self.flow_datagram = flow_datagram
+        self.samples = samples
+        self.counters = counters
+        self.notes = notes
+
+    def batch(self) -> FlowBatch:
+        hints = {"flow_version": HINT_CONST}
+        agents = self.datagrams["agent"][self.datagrams["status"] == OK]
+        if len(agents) and (agents == agents[0]).all():
+            hints["exporter"] = HINT_CONST
+        return FlowBatch(self.columns, len(self.flow_datagram), hints=hints)
+
+
+def join(datagrams) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """(buffer, offsets, lengths) of datagrams copied back to back, each at a 4-aligned offset."""
+    lengths = np.fromiter(map(len, datagrams), dtype=np.int64, count=len(datagrams))
+    if (lengths & 3).any():
+        datagrams = [d if len(d) & 3 == 0 else bytes(d) + bytes(4 - (len(d) & 3)) for d in datagrams]
+    sizes = (lengths + 3) & ~3
+    offsets = np.cumsum(sizes) - sizes
+    return b"".join([*datagrams, bytes(_PAD)]), offsets, lengths
+
+
+def decode_datagrams(datagrams, now_ms: int) -> SflowResult:
+    """``decode`` of a list of bytes-like datagrams."""
+    return decode(*join(datagrams), now_ms)
+
+
+def _walk(w: np.ndarray, owner: np.ndarray, pos: np.ndarray, end: np.ndarray, count: np.ndarray,
+          bad: np.ndarray, truncated: int):
+    """The (format, length) items of many XDR lists at once: list i starts at byte ``pos[i]``, has
+    ``count[i]`` items and must end by ``end[i]``; ``owner[i]`` is its datagram. Returns (list
+    index, format, data byte offset, data length) per item, in wave order (the k-th items of all
+    lists before the (k+1)-th). A list running past its end sets ``bad[owner]`` = ``truncated``."""
+    pos = pos.copy()
+    live = np.flatnonzero(count > 0)
+    lists, fmts, starts, lens = [], [], [], []
+    k = 0
+    while len(live):
+        p = pos[live]
+        fits = p + 8 <= end[live]
+        fmt = w[np.where(fits, p >> 2, 0)]
+        length = w[np.where(fits, (p >> 2) + 1, 0)].astype(np.int64)
+        ok = fits & ((length & 3) == 0) & (p + 8 + length <= end[live])
+        if not ok.all():
+            wrong = owner[live[~ok]]
+            bad[wrong] = np.where(bad[wrong] == OK, truncated, bad[wrong])
+        lists.append(live[ok])
+        fmts.append(fmt[ok])
+        starts.append(p[ok] + 8)
+        lens.append(length[ok])
+        pos[live] = p + 8 + length
+        k += 1
+        live = live[ok & (count[live] > k)]
+    if not lists:
+        e = np.zeros(0, np.int64)
+        return e, e, e, e
+    return (np.concatenate(lists), np.concatenate(fmts).astype(np.int64), np.concatenate(starts),
+            np.concatenate(lens))
+
+
+def decode(buf, offsets: np.ndarray, lengths: np.ndarray, now_ms: int) -> SflowResult:
+    """Decode the datagrams ``buf[offsets[i]:offsets[i] + lengths[i]]``.
+
+    Every offset must be a multiple of 4 and ``buf`` must have _PAD readable bytes after the last
+    datagram (``join`` makes such a buffer).
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if (offsets & 3).any():
+        raise ValueError("sFlow datagrams must start at 4-aligned offsets (see join)")
+    w = np.frombuffer(buf, dtype=">u4", count=len(buf) // 4)
+    n = len(offsets)
+    dg = np.zeros(n, DATAGRAM_DTYPE)
+    status = np.zeros(n, np.uint8)
+    end = offsets + lengths
+    base = offsets >> 2
+
+    # -- datagram header: version, agent address (type 1: 4 bytes, 2: 16, 0: none), sub-agent, ...
+    status[lengths < 24] = TRUNCATED_HEADER
+    head = np.where(status == OK, base, 0)
+    status[(status == OK) & (w[head] != VERSION)] = BAD_VERSION
+    atype = w[head + 1].astype(np.int64)
+    status[(status == OK) & (atype > 2)] = BAD_AGENT_ADDRESS
+    addr_words = np.choose(np.minimum(atype, 3), (0, 1, 4, 0))
+    hlen = 24 + addr_words * 4
+    status[(status == OK) & (hlen > lengths)] = TRUNCATED_HEADER
+    good = status == OK
+    h = np.where(good, base + 2 + addr_words, 0)
+    dg["sub_agent"] = np.where(good, w[h], 0)
+    dg["sequence"] = np.where(good, w[h + 1], 0)
+    dg["uptime_ms"] = np.where(good, w[h + 2], 0)
+    nsamples = np.where(good, w[h + 3], 0).astype(np.int64)
+    status[good & (nsamples > (lengths - hlen) // 8)] = BAD_SAMPLE_COUNT
+    agent = np.zeros((n, 16), np.uint8)
+    u8 = np.frombuffer(buf, dtype=np.uint8)
+    r4 = np.flatnonzero(good & (atype == 1))
+    if len(r4):
+        agent[r4, 10:12] = 0xFF
+        agent[r4, 12:] = u8[(offsets[r4] + 8)[:, None] + np.arange(4)]
+    r6 = np.flatnonzero(good & (atype == 2))
+    if len(r6):
+        agent[r6] = u8[(offsets[r6] + 8)[:, None] + np.arange(16)]
+    dg["agent"] = agent.view(ADDR).reshape(n)
+    dg["samples"] = nsamples
+
+    # -- samples, then the records of flow and counter samples
+    s_list, s_fmt, s_at, s_len = _walk(w, np.arange(n), offsets + hlen, end,
+                                       np.where(status == OK, nsamples, 0), status, TRUNCATED_SAMPLE)
+    order = np.argsort(s_at, kind="stable")  # datagram order, then sample order (waves interleave them)
+    s_dg, s_fmt, s_at, s_len = s_list[order], s_fmt[order], s_at[order], s_len[order]
+    fixed = np.select([s_fmt == FLOW_SAMPLE, s_fmt == EXPANDED_FLOW_SAMPLE, s_fmt == COUNTER_SAMPLE,
+                       s_fmt == EXPANDED_COUNTER_SAMPLE], [32, 44, 12, 16], 0)
+    known = fixed > 0
+    short = known & (s_len < fixed)
+    status[s_dg[short]] = np.where(status[s_dg[short]] == OK, SHORT_SAMPLE, status[s_dg[short]])
+    known &= ~short
+    sw = np.where(known, s_at >> 2, 0)
+    nrec = np.where(known, w[sw + (fixed >> 2) - 1], 0).astype(np.int64)
+    too_many = known & (nrec > (s_len - fixed) // 8)
+    status[s_dg[too_many]] = np.where(status[s_dg[too_many]] == OK, BAD_RECORD_COUNT, status[s_dg[too_many]])
+    nrec[too_many] = 0
+    r_smp, r_fmt, r_at, r_len = _walk(w, s_dg, s_at + fixed, s_at + s_len, nrec, status, TRUNCATED_RECORD)
+    r_fmt_min = np.zeros(len(r_fmt), np.int64)
+    is_flow_rec = np.isin(s_fmt[r_smp], (FLOW_SAMPLE, EXPANDED_FLOW_SAMPLE))
+    for fmt, least in _MIN_LEN.items():
+        r_fmt_min[is_flow_rec & (r_fmt == fmt)] = least
+    r_fmt_min[~is_flow_rec & (r_fmt == IF_COUNTERS)] = IF_COUNTERS_LEN
+    short = r_len < r_fmt_min
+    raw = is_flow_rec & (r_fmt == RAW_HEADER) & ~short
+    hdr_len = np.where(raw, w[np.where(raw, (r_at >> 2) + 3, 0)], 0).astype(np.int64)
+    short |= raw & (hdr_len > r_len - 16)
+    status[s_dg[r_smp[short]]] = np.where(status[s_dg[r_smp[short]]] == OK, SHORT_RECORD,
+                                          status[s_dg[r_smp[short]]])
+
+    notes: dict[str, list] = {}
+    dg_ok = status == OK
+    s_ok = dg_ok[s_dg]
+    other = s_ok & (fixed == 0)
+    _note(notes, "sample_format_unknown", s_dg[other])
+    flows = s_ok & np.isin(s_fmt, (FLOW_SAMPLE, EXPANDED_FLOW_SAMPLE))
+    f_idx = np.flatnonzero(flows)   # sample index of each flow
+    r_keep = dg_ok[s_dg[r_smp]]
+    cols, samples = _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp[r_keep], r_fmt[r_keep], r_at[r_keep],
+                           r_len[r_keep], is_flow_rec[r_keep], dg, now_ms, notes)
+    counters = _counters(w, s_fmt, s_at, s_dg, r_smp[r_keep], r_fmt[r_keep], r_at[r_keep], is_flow_rec[r_keep])
+    flow_dg = s_dg[f_idx]
+    dg["flows"] = np.bincount(flow_dg, minlength=n)
+    dg["status"] = status
+    return SflowResult(dg, cols, flow_dg, samples, counters,
+                       {k: np.concatenate(v) for k, v in notes.items()})
+
+
+def _note(notes: dict, reason: str, datagrams: np.ndarray) -> None:
+    if len(datagrams):
+        notes.setdefault(reason, []).append(np.asarray(datagrams, np.int64))
+
+
+def _first(r_smp: np.ndarray, want: np.ndarray, slot: np.ndarray, nflows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(flow rows, record indices) of the first record of each flow among the records ``want``."""
+    idx = np.flatnonzero(want)
+    rows = slot[r_smp[idx]]
+    rows, first = np.unique(rows, return_index=True)
+    return rows, idx[first]
+
+
+def _addr(w: np.ndarray, u8: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(V16 addresses, bytes used) of sFlow ``address`` values (type word, then 4 or 16 bytes) at ``at``."""
+    n = len(at)
+    atype = w[at >> 2].astype(np.int64)
+    out = np.zeros((n, 16), np.uint8)
+    r4 = np.flatnonzero(atype == 1)
+    out[r4, 10:12] = 0xFF
+    out[r4, 12:] = u8[(at[r4] + 4)[:, None] + np.arange(4)]
+    r6 = np.flatnonzero(atype == 2)
+    out[r6] = u8[(at[r6] + 4)[:, None] + np.arange(16)]
+    return out.view(ADDR).reshape(n), np.choose(np.minimum(atype, 3), (4, 8, 20, 4))
+
+
+def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_rec, dg, now_ms, notes):
+    nf = len(f_idx)
+    slot = np.full(len(s_fmt), -1, np.int64)
+    slot[f_idx] = np.arange(nf)
+    sw = s_at[f_idx] >> 2
+    expanded = s_fmt[f_idx] == EXPANDED_FLOW_SAMPLE
+    # flow sample: seq, source_id, rate, pool, drops, input, output, nrec
+    # expanded:    seq, src type, src index, rate, pool, drops, in fmt, in value, out fmt, out value, nrec
+    source_id = np.where(expanded, (w[sw + 1] << 24) | (w[sw + 2] & 0xFFFFFF), w[sw + 1]).astype(np.uint32)
+    x = expanded.astype(np.int64)
+    rate = w[sw + 2 + x]
+    in_fmt = np.where(expanded, w[sw + 6], w[sw + 5] >> 30)
+    in_val = np.where(expanded, w[sw + 7], w[sw + 5] & 0x3FFFFFFF)
+    out_fmt = np.where(expanded, w[sw + 8], w[sw + 6] >> 30)
+    out_val = np.where(expanded, w[sw + 9], w[sw + 6] & 0x3FFFFFFF)
+    flow_dg = s_dg[f_idx]
+    _note(notes, "discarded", flow_dg[out_fmt == 1])
+    _note(notes, "multiple_outputs", flow_dg[out_fmt == 2])
+    samples = {"datagram": flow_dg, "source_id": source_id, "sequence": w[sw].astype(np.uint32),
+               "sample_pool": w[sw + 3 + x].astype(np.uint32), "drops": w[sw + 4 + x].astype(np.uint32)}
+    cols = {
+        "time_start": np.full(nf, now_ms, np.int64),
+        "time_end": np.full(nf, now_ms, np.int64),
+        "exporter": dg["agent"][flow_dg],
+        "observation_domain": dg["sub_agent"][flow_dg],
+        "flow_version": np.full(nf, FLOW_VERSION, np.uint8),
+        "sampling_rate": rate.astype(np.uint32),
+        "packets": np.ones(nf, np.uint64),
+        "bytes": np.zeros(nf, np.uint64),
+        "input_if": np.where((in_fmt == 0) & (in_val != LOCAL_INTERFACE), in_val, 0).astype(np.uint32),
+        "output_if": np.where((out_fmt == 0) & (out_val != LOCAL_INTERFACE), out_val, 0).astype(np.uint32),
+    }
+    for name, dt in (("src_addr", ADDR), ("dst_addr", ADDR), ("next_hop", ADDR), ("src_port", np.uint16),
+                     ("dst_port", np.uint16), ("protocol", np.uint8), ("tcp_flags", np.uint8), ("tos", np.uint8),
+                     ("icmp_type", np.uint8), ("icmp_code", np.uint8), ("vlan", np.uint16),
+                     ("src_as", np.uint32), ("dst_as", np.uint32), ("src_mask", np.uint8), ("dst_mask", np.uint8)):
+        cols[name] = np.zeros(nf, dt)
+    if not nf:
+        return cols, samples
+    have_ip = np.zeros(nf, bool)
+    have_bytes = np.zeros(nf, bool)
+    flow_rec = is_flow_rec & (slot[r_smp] >= 0)
+    _note(notes, "record_format_unknown",
+          s_dg[r_smp[flow_rec & ~np.isin(r_fmt, tuple(_MIN_LEN))]])
+
+    # raw packet header: protocol, frame_length, stripped, header length, header bytes
+    rows, rec = _first(r_smp, flow_rec & (r_fmt == RAW_HEADER), slot, nf)
+    if len(rows):
+        rw = r_at[rec] >> 2
+        frame = w[rw + 1].astype(np.uint64)
+        cols["bytes"][rows] = frame
+        have_bytes[rows] = True
+        parsed = sflow_packet.parse_headers(sflow_packet.gather(u8, r_at[rec] + 16, w[rw + 3].astype(np.int64)),
+                                            w[rw])
+        ok = parsed.pop("has_ip")
+        _note(notes, "header_without_ip", flow_dg[rows[~ok]])
+        for name, values in parsed.items():
+            cols[name][rows] = values
+        have_ip[rows] = ok
+    # sampled Ethernet: length, src mac, dst mac, type -- only the frame length is kept
+    rows, rec = _first(r_smp, flow_rec & (r_fmt == SAMPLED_ETHERNET), slot, nf)
+    need = ~have_bytes[rows]
+    cols["bytes"][rows[need]] = w[(r_at[rec] >> 2)[need]]
+    have_bytes[rows[need]] = True
+    # sampled IPv4 / IPv6: the agent's own decode, preferred to a header's
+    for fmt, alen in ((SAMPLED_IPV4, 4), (SAMPLED_IPV6, 16)):
+        rows, rec = _first(r_smp, flow_rec & (r_fmt == fmt), slot, nf)
+        if not len(rows):
+            continue
+        at = r_at[rec]
+        rw = at >> 2
+        need = ~have_bytes[rows]
+        cols["bytes"][rows[need]] = w[rw[need]]
+        have_bytes[rows[need]] = True
+        a = np.zeros((len(rows), 2, 16), np.uint8)
+        raw = u8[(at + 8)[:, None] + np.arange(2 * alen)].reshape(-1, 2, alen)
+        if alen == 4:
+            a[:, :, 10:12] = 0xFF
+        a[:, :, 16 - alen:] = raw
+        cols["src_addr"][rows] = a[:, 0].copy().view(ADDR).reshape(-1)
+        cols["dst_addr"][rows] = a[:, 1].copy().view(ADDR).reshape(-1)
+        pw = rw + 2 + alen // 2     # src_port, dst_port, tcp_flags, tos/priority
+        cols["protocol"][rows] = w[rw + 1] & 0xFF
+        cols["src_port"][rows] = w[pw] & 0xFFFF
+        cols["dst_port"][rows] = w[pw + 1] & 0xFFFF
+        cols["tcp_flags"][rows] = w[pw + 2] & 0xFF
+        cols["tos"][rows] = w[pw + 3] & 0xFF
+        have_ip[rows] = True
+    _note(notes, "sample_without_ip", flow_dg[~have_ip])
+    # extended switch: src vlan, src priority, dst vlan, dst priority
+    rows, rec = _first(r_smp, flow_rec & (r_fmt == EXTENDED_SWITCH), slot, nf)
+    vlan = w[r_at[rec] >> 2]
+    cols["vlan"][rows[vlan < 4096]] = vlan[vlan < 4096]
+    # extended router: next hop, src mask, dst mask
+    rows, rec = _first(r_smp, flow_rec & (r_fmt == EXTENDED_ROUTER), slot, nf)
+    if len(rows):
+        hop, used = _addr(w, u8, r_at[rec])
+        fit = used + 8 <= r_len[rec]
+        rows, rec, hop, used = rows[fit], rec[fit], hop[fit], used[fit]
+        cols["next_hop"][rows] = hop
+        cols["src_mask"][rows] = np.minimum(w[(r_at[rec] + used) >> 2], 128)
+        cols["dst_mask"][rows] = np.minimum(w[(r_at[rec] + used + 4) >> 2], 128)
+        have_hop = np.zeros(nf, bool)
+        have_hop[rows] = True
+    else:
+        have_hop = np.zeros(nf, bool)
+    rows, rec = _first(r_smp, flow_rec & (r_fmt == EXTENDED_GATEWAY), slot, nf)
+    if len(rows):
+        _gateways(w, u8, rows, r_at[rec], r_len[rec], cols, have_hop, notes, flow_dg)
+    return cols, samples
+
+
+def _gateways(w, u8, rows, at, length, cols, have_hop, notes, flow_dg) -> None:
+    """Extended gateway: next hop, as (the router's), src_as, src_peer_as, AS path segments
+    (type, count, ASNs), communities, local pref. src_as falls back to the router's AS and dst_as is
+    the path's last AS, else the router's (as Akvorado does). Segments are walked in waves too."""
+    end = at + length
+    hop, used = _addr(w, u8, at)
+    p = at + used
+    ok = p + 16 <= end
+    pw = np.where(ok, p >> 2, 0)
+    router_as, src_as, segments = w[pw], w[pw + 1], np.where(ok, w[pw + 3], 0).astype(np.int64)
+    dst_as = router_as.copy()
+    cur = p + 16
+    live = ok & (segments > 0)
+    k = 0
+    while live.any():
+        idx = np.flatnonzero(live)
+        c = cur[idx]
+        fits = c + 8 <= end[idx]
+        count = np.where(fits, w[np.where(fits, (c >> 2) + 1, 0)], 0).astype(np.int64)
+        fits &= (count <= MAX_AS_PATH) & (c + 8 + 4 * count <= end[idx])
+        ok[idx[~fits]] = False
+        last = fits & (count > 0)
+        dst_as[idx[last]] = w[(c[last] >> 2) + 1 + count[last]]
+        cur[idx] = c + 8 + 4 * count
+        k += 1
+        live[idx] = fits & (segments[idx] > k)
+    _note(notes, "gateway_truncated", flow_dg[rows[~ok]])
+    rows, hop = rows[ok], hop[ok]
+    keep = ~have_hop[rows]
+    cols["next_hop"][rows[keep]] = hop[keep]
+    cols["src_as"][rows] = np.where(src_as[ok] != 0, src_as[ok], router_as[ok])
+    cols["dst_as"][rows] = dst_as[ok]
+
+
+def _counters(w, s_fmt, s_at, s_dg, r_smp, r_fmt, r_at, is_flow_rec) -> dict[str, np.ndarray]:
+    """Generic interface counter records of counter samples, one row each."""
+    rec = np.flatnonzero(~is_flow_rec & (r_fmt == IF_COUNTERS) & np.isin(s_fmt[r_smp], (COUNTER_SAMPLE,
+                                                                                        EXPANDED_COUNTER_SAMPLE)))
+    smp = r_smp[rec]
+    sw = s_at[smp] >> 2
+    expanded = s_fmt[smp] == EXPANDED_COUNTER_SAMPLE
+    out = {"datagram": s_dg[smp], "sequence": w[sw].astype(np.uint32),
+           "source_id": np.where(expanded, (w[sw + 1] << 24) | (w[sw + 2] & 0xFFFFFF), w[sw + 1]).astype(np.uint32)}
+    rw = r_at[rec] >> 2
+    for name, word, size in IF_COUNTER_FIELDS:
+        if size == 1:
+            out[name] = w[rw + word].astype(np.uint32)
+        else:
+            out[name] = (w[rw + word].astype(np.uint64) << np.uint64(32)) | w[rw + word + 1].astype(np.uint64)
+    return out
