@@ -50,15 +50,20 @@ def _num(v) -> str:
 
 
 def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mapping | None,
-           max_exporters: int = 100) -> str:
+           max_exporters: int = 100, web_counters: Mapping[str, tuple[str, str, float]] | None = None) -> str:
     """The exposition text. Per-exporter series: the ``max_exporters`` (web.metrics_max_exporters)
     exporters with the most flows, and one exporter="other" series summing the rest (and what the
-    collectors themselves folded), so a flood of sources cannot grow a scrape without bound."""
+    collectors themselves folded), so a flood of sources cannot grow a scrape without bound.
+    ``web_counters``: the web's own figures, name -> (type, help, value)."""
     out: list[str] = []
 
     def family(name: str, kind: str, help_: str):
         out.append(f"# HELP {name} {help_}")
         out.append(f"# TYPE {name} {kind}")
+
+    for name, (kind, help_, value) in (web_counters or {}).items():
+        family(name, kind, help_)
+        out.append(f"{name} {_num(value)}")
 
     family("flowlens_web_request_duration_seconds", "histogram", "web request latency by route")
     for (route, status_class), d in sorted(histogram.snapshot().items()):
