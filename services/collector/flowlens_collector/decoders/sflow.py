@@ -42,6 +42,12 @@ IF_COUNTERS = 1  # counter record: generic interface counters
 _MIN_LEN = {RAW_HEADER: 16, SAMPLED_ETHERNET: 24, SAMPLED_IPV4: 32, SAMPLED_IPV6: 56, EXTENDED_SWITCH: 16,
             EXTENDED_ROUTER: 16, EXTENDED_GATEWAY: 32}
 IF_COUNTERS_LEN = 88
+# the same as lookup tables: flow record format (1..7, 1001..1007 at 8..14) -> least length; sample
+# format -> bytes before its records (0 = a sample format not decoded)
+_RECORD_MIN = np.zeros(15, np.int64)
+for _fmt, _least in _MIN_LEN.items():
+    _RECORD_MIN[_fmt if _fmt < 8 else _fmt - 993] = _least
+_SAMPLE_FIXED = np.array([0, 32, 12, 44, 16], np.int64)  # flow, counters, expanded flow, expanded counters
 LOCAL_INTERFACE = 0x3FFFFFFF  # ifIndex value of a packet from or to the agent itself
 MAX_AS_PATH = 1000            # ASNs read per gateway record; more is SHORT_RECORD (as goflow2)
 
@@ -115,8 +121,8 @@ def _walk(w: np.ndarray, owner: np.ndarray, pos: np.ndarray, end: np.ndarray, co
     while len(live):
         p = pos[live]
         fits = p + 8 <= end[live]
-        fmt = w[np.where(fits, p >> 2, 0)]
-        length = w[np.where(fits, (p >> 2) + 1, 0)].astype(np.int64)
+        fmt = w[p >> 2]  # p <= end: both words are inside the padded buffer
+        length = w[(p >> 2) + 1].astype(np.int64)
         ok = fits & ((length & 3) == 0) & (p + 8 + length <= end[live])
         if not ok.all():
             wrong = owner[live[~ok]]
@@ -185,8 +191,7 @@ def decode(buf, offsets: np.ndarray, lengths: np.ndarray, now_ms: int) -> SflowR
                                        np.where(status == OK, nsamples, 0), status, TRUNCATED_SAMPLE)
     order = np.argsort(s_at, kind="stable")  # datagram order, then sample order (waves interleave them)
     s_dg, s_fmt, s_at, s_len = s_list[order], s_fmt[order], s_at[order], s_len[order]
-    fixed = np.select([s_fmt == FLOW_SAMPLE, s_fmt == EXPANDED_FLOW_SAMPLE, s_fmt == COUNTER_SAMPLE,
-                       s_fmt == EXPANDED_COUNTER_SAMPLE], [32, 44, 12, 16], 0)
+    fixed = _SAMPLE_FIXED[np.where(s_fmt < len(_SAMPLE_FIXED), s_fmt, 0)]
     known = fixed > 0
     short = known & (s_len < fixed)
     status[s_dg[short]] = np.where(status[s_dg[short]] == OK, SHORT_SAMPLE, status[s_dg[short]])
@@ -197,11 +202,10 @@ def decode(buf, offsets: np.ndarray, lengths: np.ndarray, now_ms: int) -> SflowR
     status[s_dg[too_many]] = np.where(status[s_dg[too_many]] == OK, BAD_RECORD_COUNT, status[s_dg[too_many]])
     nrec[too_many] = 0
     r_smp, r_fmt, r_at, r_len = _walk(w, s_dg, s_at + fixed, s_at + s_len, nrec, status, TRUNCATED_RECORD)
-    r_fmt_min = np.zeros(len(r_fmt), np.int64)
-    is_flow_rec = np.isin(s_fmt[r_smp], (FLOW_SAMPLE, EXPANDED_FLOW_SAMPLE))
-    for fmt, least in _MIN_LEN.items():
-        r_fmt_min[is_flow_rec & (r_fmt == fmt)] = least
-    r_fmt_min[~is_flow_rec & (r_fmt == IF_COUNTERS)] = IF_COUNTERS_LEN
+    r_sfmt = s_fmt[r_smp]
+    is_flow_rec = (r_sfmt == FLOW_SAMPLE) | (r_sfmt == EXPANDED_FLOW_SAMPLE)
+    slot = np.where(r_fmt < 8, r_fmt, np.where((r_fmt > 1000) & (r_fmt < 1008), r_fmt - 993, 0))
+    r_fmt_min = np.where(is_flow_rec, _RECORD_MIN[slot], np.where(r_fmt == IF_COUNTERS, IF_COUNTERS_LEN, 0))
     short = r_len < r_fmt_min
     raw = is_flow_rec & (r_fmt == RAW_HEADER) & ~short
     hdr_len = np.where(raw, w[np.where(raw, (r_at >> 2) + 3, 0)], 0).astype(np.int64)
@@ -214,11 +218,11 @@ def decode(buf, offsets: np.ndarray, lengths: np.ndarray, now_ms: int) -> SflowR
     s_ok = dg_ok[s_dg]
     other = s_ok & (fixed == 0)
     _note(notes, "sample_format_unknown", s_dg[other])
-    flows = s_ok & np.isin(s_fmt, (FLOW_SAMPLE, EXPANDED_FLOW_SAMPLE))
+    flows = s_ok & ((s_fmt == FLOW_SAMPLE) | (s_fmt == EXPANDED_FLOW_SAMPLE))
     f_idx = np.flatnonzero(flows)   # sample index of each flow
     r_keep = dg_ok[s_dg[r_smp]]
     cols, samples = _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp[r_keep], r_fmt[r_keep], r_at[r_keep],
-                           r_len[r_keep], is_flow_rec[r_keep], dg, now_ms, notes)
+                           r_len[r_keep], is_flow_rec[r_keep], r_fmt_min[r_keep] > 0, dg, now_ms, notes)
     counters = _counters(w, s_fmt, s_at, s_dg, r_smp[r_keep], r_fmt[r_keep], r_at[r_keep], is_flow_rec[r_keep])
     flow_dg = s_dg[f_idx]
     dg["flows"] = np.bincount(flow_dg, minlength=n)
@@ -236,8 +240,10 @@ def _first(r_smp: np.ndarray, want: np.ndarray, slot: np.ndarray, nflows: int) -
     """(flow rows, record indices) of the first record of each flow among the records ``want``."""
     idx = np.flatnonzero(want)
     rows = slot[r_smp[idx]]
-    rows, first = np.unique(rows, return_index=True)
-    return rows, idx[first]
+    if len(rows) > 1 and not (rows[1:] > rows[:-1]).all():  # a record type twice in a sample, or out of order
+        rows, first = np.unique(rows, return_index=True)
+        idx = idx[first]
+    return rows, idx
 
 
 def _addr(w: np.ndarray, u8: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -253,7 +259,7 @@ def _addr(w: np.ndarray, u8: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np
     return out.view(ADDR).reshape(n), np.choose(np.minimum(atype, 3), (4, 8, 20, 4))
 
 
-def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_rec, dg, now_ms, notes):
+def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_rec, r_known, dg, now_ms, notes):
     nf = len(f_idx)
     slot = np.full(len(s_fmt), -1, np.int64)
     slot[f_idx] = np.arange(nf)
@@ -261,13 +267,18 @@ def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_r
     expanded = s_fmt[f_idx] == EXPANDED_FLOW_SAMPLE
     # flow sample: seq, source_id, rate, pool, drops, input, output, nrec
     # expanded:    seq, src type, src index, rate, pool, drops, in fmt, in value, out fmt, out value, nrec
-    source_id = np.where(expanded, (w[sw + 1] << 24) | (w[sw + 2] & 0xFFFFFF), w[sw + 1]).astype(np.uint32)
-    x = expanded.astype(np.int64)
+    if expanded.any():
+        source_id = np.where(expanded, (w[sw + 1] << 24) | (w[sw + 2] & 0xFFFFFF), w[sw + 1]).astype(np.uint32)
+        x = expanded.astype(np.int64)
+        in_fmt = np.where(expanded, w[sw + 6], w[sw + 5] >> 30)
+        in_val = np.where(expanded, w[sw + 7], w[sw + 5] & 0x3FFFFFFF)
+        out_fmt = np.where(expanded, w[sw + 8], w[sw + 6] >> 30)
+        out_val = np.where(expanded, w[sw + 9], w[sw + 6] & 0x3FFFFFFF)
+    else:  # compact samples only, the usual case
+        source_id, x = w[sw + 1], 0
+        inp, out = w[sw + 5], w[sw + 6]
+        in_fmt, in_val, out_fmt, out_val = inp >> 30, inp & 0x3FFFFFFF, out >> 30, out & 0x3FFFFFFF
     rate = w[sw + 2 + x]
-    in_fmt = np.where(expanded, w[sw + 6], w[sw + 5] >> 30)
-    in_val = np.where(expanded, w[sw + 7], w[sw + 5] & 0x3FFFFFFF)
-    out_fmt = np.where(expanded, w[sw + 8], w[sw + 6] >> 30)
-    out_val = np.where(expanded, w[sw + 9], w[sw + 6] & 0x3FFFFFFF)
     flow_dg = s_dg[f_idx]
     _note(notes, "discarded", flow_dg[out_fmt == 1])
     _note(notes, "multiple_outputs", flow_dg[out_fmt == 2])
@@ -295,8 +306,7 @@ def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_r
     have_ip = np.zeros(nf, bool)
     have_bytes = np.zeros(nf, bool)
     flow_rec = is_flow_rec & (slot[r_smp] >= 0)
-    _note(notes, "record_format_unknown",
-          s_dg[r_smp[flow_rec & ~np.isin(r_fmt, tuple(_MIN_LEN))]])
+    _note(notes, "record_format_unknown", s_dg[r_smp[flow_rec & ~r_known]])
 
     # raw packet header: protocol, frame_length, stripped, header length, header bytes
     rows, rec = _first(r_smp, flow_rec & (r_fmt == RAW_HEADER), slot, nf)
@@ -305,12 +315,16 @@ def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_r
         frame = w[rw + 1].astype(np.uint64)
         cols["bytes"][rows] = frame
         have_bytes[rows] = True
-        parsed = sflow_packet.parse_headers(sflow_packet.gather(u8, r_at[rec] + 16, w[rw + 3].astype(np.int64)),
-                                            w[rw])
+        parsed = sflow_packet.parse_headers(
+            sflow_packet.Headers(u8, r_at[rec] + 16, w[rw + 3].astype(np.int64)), w[rw])
         ok = parsed.pop("has_ip")
         _note(notes, "header_without_ip", flow_dg[rows[~ok]])
+        every = len(rows) == nf  # rows are sorted and unique: all flows, in order
         for name, values in parsed.items():
-            cols[name][rows] = values
+            if every:
+                cols[name] = values
+            else:
+                cols[name][rows] = values
         have_ip[rows] = ok
     # sampled Ethernet: length, src mac, dst mac, type -- only the frame length is kept
     rows, rec = _first(r_smp, flow_rec & (r_fmt == SAMPLED_ETHERNET), slot, nf)
@@ -401,8 +415,8 @@ def _gateways(w, u8, rows, at, length, cols, have_hop, notes, flow_dg) -> None:
 
 def _counters(w, s_fmt, s_at, s_dg, r_smp, r_fmt, r_at, is_flow_rec) -> dict[str, np.ndarray]:
     """Generic interface counter records of counter samples, one row each."""
-    rec = np.flatnonzero(~is_flow_rec & (r_fmt == IF_COUNTERS) & np.isin(s_fmt[r_smp], (COUNTER_SAMPLE,
-                                                                                        EXPANDED_COUNTER_SAMPLE)))
+    sfmt = s_fmt[r_smp]
+    rec = np.flatnonzero((r_fmt == IF_COUNTERS) & ((sfmt == COUNTER_SAMPLE) | (sfmt == EXPANDED_COUNTER_SAMPLE)))
     smp = r_smp[rec]
     sw = s_at[smp] >> 2
     expanded = s_fmt[smp] == EXPANDED_COUNTER_SAMPLE

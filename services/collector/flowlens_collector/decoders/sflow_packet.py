@@ -13,79 +13,97 @@ import numpy as np
 HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6 = 1, 11, 12
 
 WIDTH = 128            # bytes of each sampled header looked at (agents send 64..256, 128 by default)
-COLUMNS = WIDTH + 8    # plus zero columns, where reads past WIDTH land
 MAX_VLAN_TAGS = 3
 MAX_MPLS_LABELS = 8
 MAX_IPV6_EXTENSIONS = 4
-_VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
-_IPV6_EXTENSIONS = (0, 43, 60, 51)  # hop-by-hop, routing, destination options, AH (44 fragment apart)
-_PORT_PROTOCOLS = (6, 17, 132)      # TCP, UDP, SCTP: ports in the first 4 bytes
 
 
-def gather(u8: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """(n, COLUMNS) uint8: the ``lengths[i]`` (at most WIDTH) bytes of ``u8`` at ``starts[i]``, zero after.
+class Headers:
+    """Sampled headers in place: header i is ``length[i]`` bytes of ``u8`` at ``start[i]``.
 
-    ``u8`` must hold COLUMNS readable bytes after every start (the caller pads its buffer).
+    Reads index the buffer directly, a field of every header with one fancy index (16-bit words
+    and addresses through byte-strided views, so any offset works): no copy of the headers. A field
+    not wholly within its header's length (or WIDTH) reads as zero. ``u8`` must hold WIDTH
+    readable bytes after every start (the caller pads its buffer).
     """
-    n = len(starts)
-    if not n:
-        return np.zeros((0, COLUMNS), np.uint8)
-    win = np.ndarray((len(u8) - COLUMNS + 1, COLUMNS), dtype=np.uint8, buffer=u8, strides=(1, 1))
-    out = win[starts]
-    if (lengths < COLUMNS).any():  # zero what follows each header (a multiply is cheaper than a masked store)
-        out *= np.arange(COLUMNS, dtype=np.int32) < np.minimum(lengths, WIDTH)[:, None]
-    else:
-        out[:, WIDTH:] = 0
-    return out
+
+    __slots__ = ("u8", "start", "length", "_be16")
+
+    def __init__(self, u8: np.ndarray, start: np.ndarray, length: np.ndarray):
+        self.u8 = u8
+        self.start = start
+        self.length = np.minimum(length, WIDTH)
+        self._be16 = np.ndarray((len(u8) - 1,), dtype=">u2", buffer=u8, strides=(1,))
+
+    def subset(self, rows: np.ndarray) -> "Headers":
+        sub = Headers.__new__(Headers)
+        sub.u8, sub.start, sub.length, sub._be16 = self.u8, self.start[rows], self.length[rows], self._be16
+        return sub
+
+    def _rows(self, rows):
+        return (self.start, self.length) if rows is None else (self.start[rows], self.length[rows])
+
+    def byte(self, at: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """int64 byte at offset ``at`` of each header (of ``rows`` when given)."""
+        start, length = self._rows(rows)
+        at = np.minimum(at, WIDTH)
+        return np.where(at < length, self.u8[start + at], 0).astype(np.int64)
+
+    def word16(self, at: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """int64 big-endian 16-bit word at offset ``at``."""
+        start, length = self._rows(rows)
+        at = np.minimum(at, WIDTH)
+        return np.where(at + 2 <= length, self._be16[start + at], 0).astype(np.int64)
+
+    def span(self, at: np.ndarray, width: int) -> np.ndarray:
+        """(n, width) uint8: ``width`` bytes at ``at`` of each header."""
+        start, length = self.start, self.length
+        at = np.minimum(at, WIDTH)
+        view = np.ndarray((len(self.u8) - width + 1,), dtype=f"V{width}", buffer=self.u8, strides=(1,))
+        out = view[start + at].view(np.uint8).reshape(-1, width)
+        out[at + width > length] = 0
+        return out
 
 
-def _u8(b: np.ndarray, rows: np.ndarray, at: np.ndarray) -> np.ndarray:
-    return b[rows, np.minimum(at, COLUMNS - 1)].astype(np.int64)
-
-
-def _u16(b: np.ndarray, rows: np.ndarray, at: np.ndarray) -> np.ndarray:
-    return (_u8(b, rows, at) << 8) | _u8(b, rows, at + 1)
-
-
-def parse_headers(b: np.ndarray, protocol: np.ndarray) -> dict[str, np.ndarray]:
-    """Flow fields of the sampled headers ``b`` (n, COLUMNS, from ``gather``) whose sFlow header_protocol is ``protocol``.
+def parse_headers(h: Headers, protocol: np.ndarray) -> dict[str, np.ndarray]:
+    """Flow fields of the sampled headers ``h`` whose sFlow header_protocol is ``protocol``.
 
     Returns columns (n rows): ``has_ip`` (bool: an IPv4 or IPv6 header was found), ``src_addr``,
     ``dst_addr`` (V16), ``protocol``, ``src_port``, ``dst_port``, ``tcp_flags``, ``tos``,
     ``icmp_type``, ``icmp_code``, ``vlan`` (the innermost 802.1Q tag, the customer VLAN of QinQ, as
     Akvorado does). Rows of other header protocols (802.11, PPP, ...) have has_ip False.
     """
-    n = len(b)
-    rows = np.arange(n)
+    n = len(h.start)
     protocol = np.asarray(protocol, dtype=np.int64)
     eth = protocol == HEADER_ETHERNET
     # ethertype: for Ethernet from the frame; raw IP headers get a pseudo type
     ethertype = np.where(protocol == HEADER_IPV4, 0x0800, np.where(protocol == HEADER_IPV6, 0x86DD, -1))
     off = np.where(eth, 14, 0)
     if eth.any():
-        ethertype = np.where(eth, _u16(b, rows, np.full(n, 12)), ethertype)
+        ethertype = np.where(eth, h.word16(np.full(n, 12)), ethertype)
     vlan = np.zeros(n, np.int64)
     for _ in range(MAX_VLAN_TAGS):
-        tagged = np.isin(ethertype, _VLAN_TPIDS)
+        tagged = (ethertype == 0x8100) | (ethertype == 0x88A8) | (ethertype == 0x9100)
         if not tagged.any():
             break
-        vlan = np.where(tagged, _u16(b, rows, off) & 0x0FFF, vlan)
-        ethertype = np.where(tagged, _u16(b, rows, off + 2), ethertype)
+        vlan = np.where(tagged, h.word16(off) & 0x0FFF, vlan)
+        ethertype = np.where(tagged, h.word16(off + 2), ethertype)
         off = np.where(tagged, off + 4, off)
     mpls = (ethertype == 0x8847) | (ethertype == 0x8848)
     if mpls.any():
+        was_mpls = mpls.copy()
         for _ in range(MAX_MPLS_LABELS):
-            bottom = (_u8(b, rows, off + 2) & 1) == 1
+            bottom = (h.byte(off + 2) & 1) == 1
             off = np.where(mpls, off + 4, off)
             mpls &= ~bottom
             if not mpls.any():
                 break
-        was_mpls = (ethertype == 0x8847) | (ethertype == 0x8848)
-        nibble = _u8(b, rows, off) >> 4
+        nibble = h.byte(off) >> 4
         ethertype = np.where(was_mpls & ~mpls, np.where(nibble == 4, 0x0800, np.where(nibble == 6, 0x86DD, -1)),
                              ethertype)
-    v4 = (ethertype == 0x0800) & ((_u8(b, rows, off) >> 4) == 4)
-    v6 = (ethertype == 0x86DD) & ((_u8(b, rows, off) >> 4) == 6)
+    version = h.byte(off) >> 4
+    v4 = (ethertype == 0x0800) & (version == 4)
+    v6 = (ethertype == 0x86DD) & (version == 6)
 
     src = np.zeros((n, 16), np.uint8)
     dst = np.zeros((n, 16), np.uint8)
@@ -96,43 +114,43 @@ def parse_headers(b: np.ndarray, protocol: np.ndarray) -> dict[str, np.ndarray]:
     if v4.any():
         r = np.flatnonzero(v4)
         o = off[r]
-        idx = np.minimum(o[:, None] + np.arange(12, 20), COLUMNS - 1)
-        addrs = b[r[:, None], idx]
+        hr = h.subset(r)
+        addrs = hr.span(o + 12, 8)
         src[r, 10:12] = 0xFF
         dst[r, 10:12] = 0xFF
         src[r, 12:16] = addrs[:, :4]
         dst[r, 12:16] = addrs[:, 4:]
-        tos[r] = _u8(b, r, o + 1)
-        proto[r] = _u8(b, r, o + 9)
-        l4[r] = o + (_u8(b, r, o) & 0x0F) * 4
-        first_fragment[r] = (_u16(b, r, o + 6) & 0x1FFF) == 0
+        tos[r] = hr.byte(o + 1)
+        proto[r] = hr.byte(o + 9)
+        l4[r] = o + (hr.byte(o) & 0x0F) * 4
+        first_fragment[r] = (hr.word16(o + 6) & 0x1FFF) == 0
     if v6.any():
         r = np.flatnonzero(v6)
         o = off[r]
-        idx = np.minimum(o[:, None] + np.arange(8, 40), COLUMNS - 1)
-        addrs = b[r[:, None], idx]
+        hr = h.subset(r)
+        addrs = hr.span(o + 8, 32)
         src[r] = addrs[:, :16]
         dst[r] = addrs[:, 16:]
-        tos[r] = (_u16(b, r, o) >> 4) & 0xFF
-        nh = _u8(b, r, o + 6)
+        tos[r] = (hr.word16(o) >> 4) & 0xFF
+        nh = hr.byte(o + 6)
         at = o + 40
         for _ in range(MAX_IPV6_EXTENSIONS):
-            ext = np.isin(nh, _IPV6_EXTENSIONS)
+            ext = (nh == 0) | (nh == 43) | (nh == 60) | (nh == 51)  # hop-by-hop, routing, dest. options, AH
             frag = nh == 44
             if not (ext.any() or frag.any()):
                 break
-            size = np.where(nh == 51, (_u8(b, r, at + 1) + 2) * 4, (_u8(b, r, at + 1) + 1) * 8)
+            size = np.where(nh == 51, (hr.byte(at + 1) + 2) * 4, (hr.byte(at + 1) + 1) * 8)
             size = np.where(frag, 8, size)
-            later = frag & ((_u16(b, r, at + 2) & 0xFFF8) != 0)
+            later = frag & ((hr.word16(at + 2) & 0xFFF8) != 0)
             first_fragment[r] &= ~later
-            nh = np.where(ext | frag, _u8(b, r, at), nh)
+            nh = np.where(ext | frag, hr.byte(at), nh)
             at = np.where(ext | frag, at + size, at)
         proto[r] = nh
         l4[r] = at
     has_ip = v4 | v6
     proto = np.where(has_ip, proto, 0)
     tos = np.where(has_ip, tos, 0)
-    ports = has_ip & first_fragment & np.isin(proto, _PORT_PROTOCOLS) & (l4 + 4 <= WIDTH)
+    ports = has_ip & first_fragment & ((proto == 6) | (proto == 17) | (proto == 132)) & (l4 + 4 <= WIDTH)
     icmp = has_ip & first_fragment & (((proto == 1) & v4) | ((proto == 58) & v6)) & (l4 + 2 <= WIDTH)
     tcp = ports & (proto == 6) & (l4 + 14 <= WIDTH)
     return {
@@ -140,11 +158,11 @@ def parse_headers(b: np.ndarray, protocol: np.ndarray) -> dict[str, np.ndarray]:
         "src_addr": src.view("V16").reshape(n),
         "dst_addr": dst.view("V16").reshape(n),
         "protocol": proto.astype(np.uint8),
-        "src_port": np.where(ports, _u16(b, rows, l4), 0).astype(np.uint16),
-        "dst_port": np.where(ports, _u16(b, rows, l4 + 2), 0).astype(np.uint16),
-        "tcp_flags": np.where(tcp, _u8(b, rows, l4 + 13), 0).astype(np.uint8),
+        "src_port": np.where(ports, h.word16(l4), 0).astype(np.uint16),
+        "dst_port": np.where(ports, h.word16(l4 + 2), 0).astype(np.uint16),
+        "tcp_flags": np.where(tcp, h.byte(l4 + 13), 0).astype(np.uint8),
         "tos": tos.astype(np.uint8),
-        "icmp_type": np.where(icmp, _u8(b, rows, l4), 0).astype(np.uint8),
-        "icmp_code": np.where(icmp, _u8(b, rows, l4 + 1), 0).astype(np.uint8),
+        "icmp_type": np.where(icmp, h.byte(l4), 0).astype(np.uint8),
+        "icmp_code": np.where(icmp, h.byte(l4 + 1), 0).astype(np.uint8),
         "vlan": vlan.astype(np.uint16),
     }
