@@ -37,7 +37,7 @@ FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 300.0     # a crash-looping child is retried at least this often, for as long as up runs
 STABLE_AFTER_S = 60.0     # up this long: the backoff starts again from FIRST_BACKOFF_S, the advisory resolves
 CRASHLOOP_AFTER = 3       # exits in a row (none stable in between) that make a crash loop
-ADVISORY_REPEAT_S = 5.0   # an open advisory is sent again this often, so it lands once the store is back
+ADVISORY_REPEAT_S = 5.0   # an open advisory is sent again this often (its last_seen moves on; each is held until confirmed)
 RESOLVED_REPEATS = 3      # a resolved event is sent this many times, ADVISORY_REPEAT_S apart
 STORE_SETTLE_S = 1.0      # after the store logs ready, its bus subscription reaches our PUB within this
 STOP_FLUSH_S = 5.0        # at stop, how long the advisories still unconfirmed wait for the store (it stops last)
@@ -395,7 +395,7 @@ class Supervisor:
         loop.last_seen_ms = _now_ms()
         log.critical("service is crash-looping, the others keep running", extra=fields(
             child=child.name, crashes=child.crashes, rc=rc, backoff_s=delay, error=error))
-        loop.next_send = now  # at once (lost if the store is the one down; repeated until it is back)
+        loop.next_send = now  # at once (held until the store confirms it, also when the store is the one down)
 
     def _stable(self, child: Child) -> None:
         child.crashes = 0
