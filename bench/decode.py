@@ -1,5 +1,5 @@
-"""Decode speed on one core: our v5, v9 and IPFIX decoders into the flow schema, next to the PyPI
-``netflow`` package parsing the same packets in the same run.
+"""Decode speed on one core: our v5, v9, IPFIX and sFlow decoders into the flow schema, next to the
+PyPI ``netflow`` package parsing the same NetFlow packets in the same run.
 
 Packets are prebuilt: v5 with 30 records each; v9 and IPFIX with the fixed-length IPv4 templates of
 real exporters from the corpus (softflowd v9 template 1024, pmacct IPFIX template 1024), as many
@@ -7,7 +7,10 @@ records per datagram as fit in 1,400 bytes, random field values. About 1 M flows
 the netflow package gets a smaller share of the same packets (it is ~100x slower). Our decoder gets
 the datagrams in groups of the collector's size and runs with the collector's malloc settings
 (flowlens_collector.memory; without them every group's buffers are fresh page-faulted mmaps, which
-halves the rate). Rates are per CPU second of this thread (time.thread_time), so other load on the
+halves the rate). sFlow: datagrams of a switch agent, 6 flow samples each (a 128-byte raw header
+of Ethernet/IPv4 or IPv6 (1 in 5)/TCP or UDP, plus an extended switch record), random addresses
+and ports, decoded by the pure sFlow decoder in groups of the same size; and pmacct's real sfprobe
+datagrams from tests/data, repeated. Rates are per CPU second of this thread (time.thread_time), so other load on the
 machine skews the comparison less.
 """
 from __future__ import annotations
@@ -24,6 +27,7 @@ from flowlens_collector.memory import tune_malloc
 from flowmodel.config import SETTINGS
 from flowlens_collector.decoders import ipfix as ipfix_mod
 from flowlens_collector.decoders import netflow9
+from flowlens_collector.decoders import sflow
 from flowmodel.pcap import read_datagrams
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
@@ -109,6 +113,47 @@ def templated_packets(version: int, template: bytes, flows: int, rng) -> tuple[l
     return out, per
 
 
+def _sflow_header(rng, i: int) -> bytes:
+    """A 128-byte sampled header: Ethernet (802.1Q tag on every other), IPv4 or IPv6, TCP or UDP."""
+    ports = rng.integers(1, 65536, size=2).tolist()
+    l4 = (struct.pack(">HHIIBBHHH", *ports, 1, 0, 0x50, 0x18, 1024, 0, 0) if i % 3
+          else struct.pack(">HHHH", *ports, 1400, 0))
+    proto = 6 if i % 3 else 17
+    if i % 5 == 0:
+        ip = struct.pack(">IHBB", 6 << 28, 1400, proto, 64) + rng.integers(0, 256, 32, np.uint8).tobytes()
+        etype = 0x86DD
+    else:
+        ip = struct.pack(">BBHHHBBH", 0x45, 0, 1400, 1, 0, 64, proto, 0) + rng.integers(0, 256, 8, np.uint8).tobytes()
+        etype = 0x0800
+    tag = struct.pack(">HH", 0x8100, 100 + i % 50) if i % 2 else b""
+    frame = bytes(12) + tag + struct.pack(">H", etype) + ip + l4
+    return (frame + rng.integers(0, 256, 128, np.uint8).tobytes())[:128]
+
+
+def sflow_packets(samples: int, rng, per: int = 6) -> list[bytes]:
+    out = []
+    seq = 0
+    for d in range(samples // per):
+        body = b""
+        for k in range(per):
+            seq += 1
+            header = struct.pack(">IIII", 1, 1442, 4, 128) + _sflow_header(rng, seq)
+            raw = struct.pack(">II", 1, len(header)) + header
+            switch = struct.pack(">IIIIII", 1001, 16, 100, 0, 200, 0)
+            fields = struct.pack(">8I", seq, 7, 2048, seq * 2048, 0, 1 + k, 2 + k, 2)
+            body += struct.pack(">II", 1, len(fields) + len(raw) + len(switch)) + fields + raw + switch
+        out.append(struct.pack(">II4sIIII", 5, 1, bytes([192, 0, 2, 1]), 0, d + 1, 1000 + d, per) + body)
+    return out
+
+
+def sflow_rate(packets: list[bytes]) -> tuple[float, int]:
+    samples = 0
+    t0 = time.thread_time()
+    for i in range(0, len(packets), GROUP):
+        samples += len(sflow.decode_datagrams(packets[i:i + GROUP], 0).flow_datagram)
+    return time.thread_time() - t0, samples
+
+
 def ours(packets: list[bytes]) -> tuple[float, int]:
     dec = Decoder()
     sources = [SOURCE] * GROUP
@@ -157,6 +202,18 @@ def run(report) -> None:
         peer = flows / secs
         report("decode", f"{name} netflow 0.12.2 parse_packet", peer, "flows/s", f"same packets, {flows:,} flows")
         report("decode", f"{name} ratio ours / netflow", best / peer if peer else float("nan"), "x")
+    pmacct = [d.payload for stem in ("pmacct_sflow_http", "pmacct_sflow_dns", "pmacct_sflow_dual")
+              for d in read_datagrams(str(DATA / f"{stem}.pcap"))]
+    samples = FLOWS // 4  # the sFlow decoder is slower per flow: a quarter of the flows keeps the run short
+    for name, packets, desc in (
+            ("sflow", sflow_packets(samples, rng), "switch agent, 6 flow samples/datagram (raw header + switch)"),
+            ("sflow pmacct", (pmacct * (samples // 2000 + 1))[:samples // 7], "pmacct sfprobe datagrams, repeated")):
+        sflow_rate(packets[:200])  # warm-up
+        best = None
+        for _ in range(3):
+            secs, got = sflow_rate(packets)
+            best = got / secs if best is None else max(best, got / secs)
+        report("decode", f"{name} decode into schema (ours)", best, "samples/s", f"{desc}; {got:,} samples, {note}")
 
 
 if __name__ == "__main__":
