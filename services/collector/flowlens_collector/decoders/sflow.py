@@ -220,10 +220,12 @@ def decode(buf, offsets: np.ndarray, lengths: np.ndarray, now_ms: int) -> SflowR
     _note(notes, "sample_format_unknown", s_dg[other])
     flows = s_ok & ((s_fmt == FLOW_SAMPLE) | (s_fmt == EXPANDED_FLOW_SAMPLE))
     f_idx = np.flatnonzero(flows)   # sample index of each flow
-    r_keep = dg_ok[s_dg[r_smp]]
-    cols, samples = _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp[r_keep], r_fmt[r_keep], r_at[r_keep],
-                           r_len[r_keep], is_flow_rec[r_keep], r_fmt_min[r_keep] > 0, dg, now_ms, notes)
-    counters = _counters(w, s_fmt, s_at, s_dg, r_smp[r_keep], r_fmt[r_keep], r_at[r_keep], is_flow_rec[r_keep])
+    recs = (r_smp, r_fmt, r_at, r_len, is_flow_rec, r_fmt_min > 0)
+    if not dg_ok.all():  # the records of decoded datagrams only
+        keep = dg_ok[s_dg[r_smp]]
+        recs = tuple(a[keep] for a in recs)
+    cols, samples = _flows(w, u8, s_fmt, s_at, s_dg, f_idx, *recs, dg, now_ms, notes)
+    counters = _counters(w, s_fmt, s_at, s_dg, *recs[:3])
     flow_dg = s_dg[f_idx]
     dg["flows"] = np.bincount(flow_dg, minlength=n)
     dg["status"] = status
@@ -413,7 +415,7 @@ def _gateways(w, u8, rows, at, length, cols, have_hop, notes, flow_dg) -> None:
     cols["dst_as"][rows] = dst_as[ok]
 
 
-def _counters(w, s_fmt, s_at, s_dg, r_smp, r_fmt, r_at, is_flow_rec) -> dict[str, np.ndarray]:
+def _counters(w, s_fmt, s_at, s_dg, r_smp, r_fmt, r_at) -> dict[str, np.ndarray]:
     """Generic interface counter records of counter samples, one row each."""
     sfmt = s_fmt[r_smp]
     rec = np.flatnonzero((r_fmt == IF_COUNTERS) & ((sfmt == COUNTER_SAMPLE) | (sfmt == EXPANDED_COUNTER_SAMPLE)))
