@@ -144,7 +144,8 @@ class StoreService:
         self._jobs = queue.Queue(maxsize=cfg["storage.query_queue"])
         for i in range(cfg["storage.query_workers"]):
             engine = QueryEngine(self.ring, cfg["storage.sqlite_path"], int(cfg["storage.ring_buffer_duration"] * 1000),
-                                 cfg["storage.query_max_rows"], cfg["storage.query_time_limit"])
+                                 cfg["storage.query_max_rows"], cfg["storage.query_time_limit"],
+                                 rollup_cache_bytes=cfg["storage.query_rollup_cache"])
             engine.rollup_retention_ms = int(cfg["storage.rollup_retention"] * 1000)
             engine.prefix_v4, engine.prefix_v6 = cfg["analysis.anomaly_prefix_v4"], cfg["analysis.anomaly_prefix_v6"]
             self.engines.append(engine)
