@@ -48,6 +48,7 @@ def _normal(rows: list[dict]) -> list[dict]:
 def test_sflow_captures_present():
     assert len([c for c in CAPTURES if c.startswith("pmacct_sflow")]) == 10
     assert len([c for c in CAPTURES if c.startswith("akvorado_sflow")]) == 11
+    assert len([c for c in CAPTURES if c.startswith("goflow2_sflow")]) == 2
 
 
 @pytest.mark.parametrize("stem", CAPTURES)
@@ -84,3 +85,14 @@ def test_pmacct_sequences_and_samples(stem):
     assert set(result.samples["source_id"].tolist()) == {1}  # pmacct's data source: class 0, index 1
     assert set(result.columns["sampling_rate"].tolist()) == ({4} if "sampled" in stem else {1})
     assert set(result.columns["input_if"].tolist()) == {3}  # sfprobe_ifindex: 3
+
+
+def test_goflow2_drop_samples():
+    """goflow2's drop-sample datagrams (sample format 5, not decoded into flows): the two whose XDR
+    holds together are skipped and noted; the third pads neither its string nor its sample length
+    to 4 bytes (a sample length of 50), which XDR requires, and is rejected whole."""
+    datagrams = [d.payload for d in read_datagrams(str(DATA / "goflow2_sflow_drops.pcap"))]
+    result = sflow.decode_datagrams(datagrams, NOW_MS)
+    assert [sflow.REASONS[s] for s in result.datagrams["status"]] == ["ok", "ok", "truncated_sample"]
+    assert len(result.flow_datagram) == 0
+    assert result.notes["sample_format_unknown"].tolist() == [0, 1]
