@@ -60,7 +60,7 @@ IF_COUNTER_FIELDS = (("if_index", 0, 1), ("if_type", 1, 1), ("if_speed", 2, 2), 
                      ("in_errors", 12, 1), ("in_unknown_protos", 13, 1), ("out_octets", 14, 2),
                      ("out_ucast_pkts", 16, 1), ("out_multicast_pkts", 17, 1), ("out_broadcast_pkts", 18, 1),
                      ("out_discards", 19, 1), ("out_errors", 20, 1), ("promiscuous_mode", 21, 1))
-_PAD = 512  # zero bytes after the last datagram: every read of a rejected position stays in the buffer
+PAD = 512  # readable bytes needed after the last datagram: reads of rejected positions stay in the buffer
 
 
 class SflowResult:
@@ -100,7 +100,7 @@ def join(datagrams) -> tuple[bytes, np.ndarray, np.ndarray]:
         datagrams = [d if len(d) & 3 == 0 else bytes(d) + bytes(4 - (len(d) & 3)) for d in datagrams]
     sizes = (lengths + 3) & ~3
     offsets = np.cumsum(sizes) - sizes
-    return b"".join([*datagrams, bytes(_PAD)]), offsets, lengths
+    return b"".join([*datagrams, bytes(PAD)]), offsets, lengths
 
 
 def decode_datagrams(datagrams, now_ms: int) -> SflowResult:
@@ -144,7 +144,7 @@ def _walk(w: np.ndarray, owner: np.ndarray, pos: np.ndarray, end: np.ndarray, co
 def decode(buf, offsets: np.ndarray, lengths: np.ndarray, now_ms: int) -> SflowResult:
     """Decode the datagrams ``buf[offsets[i]:offsets[i] + lengths[i]]``.
 
-    Every offset must be a multiple of 4 and ``buf`` must have _PAD readable bytes after the last
+    Every offset must be a multiple of 4 and ``buf`` must have PAD readable bytes after the last
     datagram (``join`` makes such a buffer).
     """
     offsets = np.asarray(offsets, dtype=np.int64)

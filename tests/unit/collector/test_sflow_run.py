@@ -1,0 +1,76 @@
+"""The sFlow producer: a run of sFlow datagrams booked on the decoder's exporter rows and sequences."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from flowlens_collector import sflow_run
+from flowlens_collector.decode import Decoder
+from flowlens_collector.decoders import sflow
+from flowmodel import addr
+from flowmodel.pcap import read_datagrams
+from sflow_builders import datagram, flow_sample, sampled_ethernet
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+NOW = 1_700_000_000_000
+SOURCE = ("192.0.2.50", 40000, addr.to_bytes("192.0.2.50"))
+
+
+def _layout(datagrams: list[bytes], slot: int = 0):
+    """The datagrams back to back (slot 0), or each at the start of a ``slot``-byte receive slot."""
+    if not slot:
+        lengths = np.array([len(d) for d in datagrams], np.int64)
+        return b"".join(datagrams), np.cumsum(lengths) - lengths, lengths
+    buf = bytearray(slot * len(datagrams))
+    for k, d in enumerate(datagrams):
+        buf[k * slot:k * slot + len(d)] = d
+    return bytes(buf), np.arange(len(datagrams), dtype=np.int64) * slot, np.array([len(d) for d in datagrams])
+
+
+def _rows(dec: Decoder) -> dict:
+    return {(r["exporter"], r["observation_domain"]): r for r in dec.exporter_stats()}
+
+
+def test_pmacct_capture_booked_per_agent():
+    payloads = [d.payload for d in read_datagrams(str(DATA / "pmacct_sflow_dns.pcap"))]
+    truth = len((DATA / "pmacct_sflow_dns.sflow.jsonl").read_text().splitlines())
+    for slot in (0, 2048):  # copied (unaligned, no room after) and in place (aligned receive slots)
+        dec = Decoder()
+        batch = sflow_run.decode_run(dec, *_layout(payloads, slot), [SOURCE] * len(payloads), NOW)
+        assert len(batch) == truth
+        row = _rows(dec)[("127.0.0.1", 7)]
+        assert (row["version"], row["packets"], row["flows"]) == (105, len(payloads), truth)
+        assert (row["sequence_lost"], row["sequence_backward"], row["decode_errors"]) == (0, 0, {})
+        assert set(addr.column_to_text(batch["exporter"])) == {"127.0.0.1"}
+
+
+def test_lost_datagram_is_counted():
+    payloads = [d.payload for d in read_datagrams(str(DATA / "pmacct_sflow_icmp.pcap"))]
+    kept = payloads[:5] + payloads[7:]
+    dec = Decoder()
+    sflow_run.decode_run(dec, *_layout(kept), [SOURCE] * len(kept), NOW)
+    assert _rows(dec)[("127.0.0.1", 7)]["sequence_lost"] == 2
+
+
+def test_bad_datagram_counted_on_its_source_and_agentless_flows_take_the_source():
+    good = datagram([flow_sample([sampled_ethernet(64)])], agent="198.51.100.1", sub_agent=4)
+    agentless = datagram([flow_sample([sampled_ethernet(65)])], agent=None)
+    bad = good[:30]
+    other = ("192.0.2.60", 40001, addr.to_bytes("192.0.2.60"))
+    dec = Decoder()
+    batch = sflow_run.decode_run(dec, *_layout([good, bad, agentless]), [SOURCE, other, SOURCE], NOW)
+    rows = _rows(dec)
+    assert rows[("192.0.2.60", 0)]["decode_errors"] == {"bad_sample_count": 1}  # 1 sample in 2 bytes
+    assert rows[("198.51.100.1", 4)]["flows"] == 1
+    assert rows[("192.0.2.50", 0)]["flows"] == 1
+    assert addr.column_to_text(batch["exporter"]) == ["198.51.100.1", "192.0.2.50"]
+    assert "exporter" not in batch.hints
+
+
+def test_is_sflow_tells_netflow_apart():
+    v5 = bytes([0, 5]) + bytes(22)
+    ipfix = bytes([0, 10]) + bytes(14)
+    buf, offsets, lengths = _layout([datagram([]), v5, ipfix, b"\0\0\0"])
+    assert sflow_run.is_sflow(buf + bytes(8), offsets, lengths).tolist() == [True, False, False, False]
+    assert sflow.VERSION == 5
