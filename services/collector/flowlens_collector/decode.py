@@ -1,5 +1,8 @@
 """Export datagrams -> FlowBatch: picks the decoder by the version field and keeps per-exporter state.
 
+NetFlow v5, v9, IPFIX and sFlow v5 (told apart by the first word: 00 00 00 05) may arrive in one
+group, on any of the collector's ports.
+
 The collector service hands a group of datagrams (with their UDP sources) to ``Decoder.decode`` and
 publishes the batch it returns. All protocol state (templates, sampling rates, records waiting for a
 template, sequence numbers, counters) lives in the Decoder instance; the parsers in
@@ -16,7 +19,7 @@ from flowmodel import addr
 from flowmodel.logs import RateLimitedLog, fields
 from flowmodel.schema import ADDR, FlowBatch
 
-from . import flowtimes
+from . import flowtimes, sflow_run
 from .decoders import v5
 from .decoders.stats import ExporterStats, SequenceTracker
 from .decoders.templated import TemplatedDecoder
@@ -31,6 +34,7 @@ _PAD = bytes(v5.RECORD_LEN)  # after the group's last datagram, so header/versio
 # max_exporters: at the bound the least recently refreshed session goes (counted, session_cap).
 STATE_PER_EXPORTER = 4
 RUN_ATTEMPTS = 3  # tries of the array path per run of v9/IPFIX datagrams (see Decoder._templated_run)
+_V5, _TEMPLATED, _SFLOW = 0, 1, 2  # kinds of datagram runs in a group
 
 
 def _versions(blob: bytes, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -42,7 +46,7 @@ def _versions(blob: bytes, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarr
 
 
 class Decoder:
-    """Stateful decoder of NetFlow v5, v9 and IPFIX export datagrams into the flow schema."""
+    """Stateful decoder of NetFlow v5, v9, IPFIX and sFlow v5 export datagrams into the flow schema."""
 
     def __init__(self, *, max_templates_per_exporter: int = 1024, pending_max_bytes: int = 2 << 20,
                  pending_max_age_ms: int = 1_800_000, pending_total_max_bytes: int = 4 << 20,
@@ -99,27 +103,31 @@ class Decoder:
                               strides=(stride,)).astype(np.int32) \
             if stride is not None else _versions(blob, offsets, lengths)
         is_v5 = versions == 5
-        v5_batches: list[FlowBatch] = []
+        v5_batches: list[FlowBatch] = []  # and sFlow's
         if is_v5.all():
             self._v5_run(blob, offsets, lengths, sources, now_ms, v5_batches)
         else:
-            # runs of v5 datagrams are decoded together; everything else one datagram at a time, in order
-            flags = is_v5.tolist()
+            # runs of v5 datagrams and runs of sFlow datagrams are decoded together as arrays;
+            # v9/IPFIX (and what is none of these) by the templated decoder, in order
+            kinds = np.where(is_v5, _V5, _TEMPLATED)
+            zero = versions == 0
+            if zero.any():
+                kinds[zero & sflow_run.is_sflow(blob, offsets, lengths)] = _SFLOW
+            flags = kinds.tolist()
             i = 0
             while i < n:
-                if flags[i]:
-                    j = i + 1
-                    while j < n and flags[j]:
-                        j += 1
+                kind = flags[i]
+                j = i + 1
+                while j < n and flags[j] == kind:
+                    j += 1
+                if kind == _V5:
                     self._v5_run(blob, offsets[i:j], lengths[i:j], sources[i:j], now_ms, v5_batches)
-                    i = j
+                elif kind == _SFLOW:
+                    self._sflow_run(blob, offsets[i:j], lengths[i:j], sources[i:j], now_ms, v5_batches)
                 else:
-                    j = i + 1
-                    while j < n and not flags[j]:
-                        j += 1
                     self._templated_run(blob, offsets[i:j], lengths[i:j], versions[i:j], datagrams[i:j],
                                         sources[i:j], now_ms)
-                    i = j
+                i = j
         return self._drop_future(FlowBatch.concat(v5_batches + self._templated.finish()), now_ms)
 
     def _drop_future(self, batch: FlowBatch, now_ms: int) -> FlowBatch:
@@ -188,7 +196,7 @@ class Decoder:
                 numbering = e[6] if len(e) > 6 else None
             except (TypeError, ValueError, IndexError):
                 continue
-            if version not in (5, 9, 10) or not 0 <= expected <= 0xFFFFFFFF or not 0 <= now_ms - last < max_age_ms:
+            if version not in (5, 9, 10, sflow_run.VERSION) or not 0 <= expected <= 0xFFFFFFFF or not 0 <= now_ms - last < max_age_ms:
                 continue
             stream = (host, port, version, domain)
             if version == 10 and (numbering is None or self._templated.ipfix_numbering(stream) != numbering):
@@ -314,6 +322,21 @@ class Decoder:
                 self.stats(str(src[0]), 0, now_ms).error("internal_error")
             except Exception:
                 pass
+
+    # -- sFlow v5 -------------------------------------------------------------------------------
+
+    def _sflow_run(self, blob, offsets, lengths, sources, now_ms: int, out: list) -> None:
+        """Consecutive sFlow datagrams: decoded as arrays and booked by sflow_run."""
+        try:
+            resolved = [self._sources.get(s) or self._source(s) for s in sources]
+            out.append(sflow_run.decode_run(self, blob, offsets, lengths, resolved, now_ms))
+        except Exception:  # a decoder bug must not stop the loop: counted and logged
+            log.exception("sflow decode failed", extra=fields(exporter=str(sources[0]), datagrams=len(sources)))
+            for src in sources:
+                try:
+                    self.stats(str(src[0]), 0, now_ms).error("internal_error")
+                except Exception:
+                    pass
 
     # -- NetFlow v5 ----------------------------------------------------------------------------
 

@@ -74,3 +74,31 @@ def test_is_sflow_tells_netflow_apart():
     buf, offsets, lengths = _layout([datagram([]), v5, ipfix, b"\0\0\0"])
     assert sflow_run.is_sflow(buf + bytes(8), offsets, lengths).tolist() == [True, False, False, False]
     assert sflow.VERSION == 5
+
+
+def test_decoder_dispatches_sflow_among_netflow():
+    """One group with NetFlow v5, sFlow and IPFIX datagrams: each goes to its decoder, in order."""
+    v5 = [d.payload for d in read_datagrams(str(DATA / "softflowd_v5_dns.pcap"))][:2]
+    sf = [d.payload for d in read_datagrams(str(DATA / "pmacct_sflow_dual.pcap"))][:3]
+    ipfix = [d.payload for d in read_datagrams(str(DATA / "softflowd_ipfix_dns.pcap"))]
+    group = v5[:1] + sf[:2] + v5[1:] + sf[2:] + ipfix
+    src = ("127.0.0.1", 40000)
+    dec = Decoder()
+    batch = dec.decode(group, [src] * len(group), NOW)
+    alone = Decoder()
+    expected_sflow = sum(len(sflow.decode_datagrams([d], NOW).flow_datagram) for d in sf)
+    expected_netflow = alone.decode(v5 + ipfix, [src] * (len(v5) + len(ipfix)), NOW).count
+    versions = batch["flow_version"]
+    assert int((versions == sflow.FLOW_VERSION).sum()) == expected_sflow > 0
+    assert int((versions != sflow.FLOW_VERSION).sum()) == expected_netflow > 0
+    rows = _rows(dec)
+    assert rows[("127.0.0.1", 7)]["packets"] == 3 and rows[("127.0.0.1", 7)]["version"] == 105
+    assert all(r["decode_errors"] == {} for r in rows.values())
+    # the sFlow stream's sequence is saved and restored like NetFlow's
+    saved = [e for e in dec.sequence_state() if e[2] == 105]
+    assert saved and saved[0][:4] == ["127.0.0.1", 40000, 105, 7] and saved[0][4] == 4
+    again = Decoder()
+    assert again.load_sequence_state(saved, NOW, 60_000) == 1
+    later = [d.payload for d in read_datagrams(str(DATA / "pmacct_sflow_dual.pcap"))][5:6]  # sequence 6
+    again.decode(later, [src], NOW)
+    assert _rows(again)[("127.0.0.1", 7)]["sequence_lost"] == 2
