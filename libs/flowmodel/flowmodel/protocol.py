@@ -18,10 +18,14 @@ OPS = {
     "overview": "a dashboard's window in one read: args: step, limit, filters (since required); reply: series (spread, scaled), top {src, dst, protocol} (scaled bytes)",
     "exporters": "per exporter and observation domain: counters and last seen; reply: exporters, collectors",
     "status": "store health: rates, ring fill, SQLite size and oldest data, uptime, version, process resources",
-    "advisories": "advisories; args: severity, state, analyzer, subject, since, until, include_resolved, limit; reply: advisories (newest `limit` by severity), counts (per severity over every match), total",
+    "advisories": "advisories; args: severity, state, analyzer, subject, since, until, include_resolved, limit, after (received_at ms: rows received later, resolved too, oldest first, each with received_at; after_key pages within one ms); reply: advisories (newest `limit` by severity), counts (per severity over every match), total",
     "rollups": "per-minute rollups for baselines; args: kind (dst_prefix, exporter), since, until, key, scaled (times the sampling rate), step (whole minutes, seconds), top (keys with most bytes); reply: rows",
     "ping": "liveness; reply: ok",
 }
+
+# ZMQ_MAXMSGSIZE of the store's query socket: a request is an op and a few filters, never near this;
+# a bigger one is dropped by ZeroMQ (the peer is disconnected) before the store allocates it.
+REQUEST_MAX_BYTES = 64 << 10
 
 # Filters every flow-reading op accepts.
 FLOW_FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter", "since", "until")

@@ -570,8 +570,15 @@ class QueryEngine:
 
     def advisories(self, args: dict) -> dict:
         P.check_args("advisories", args, ("severity", "state", "analyzer", "subject", "since", "until",
-                                          "include_resolved", "limit"))
+                                          "include_resolved", "limit", "after", "after_key"))
         terms, params = [], []
+        # a reader's cursor (the notifier): rows the store received after ``after`` (received_at ms;
+        # with ``after_key``, after (after, after_key)), resolved ones too, oldest first, received_at given
+        after = P.int_arg(args, "after", 0, 0) if args.get("after") is not None else None
+        if after is not None:
+            key = args.get("after_key")
+            terms.append("(received_at > ? OR (received_at = ? AND key > ?))" if key is not None else "received_at > ?")
+            params += [after, after, str(key)] if key is not None else [after]
         for name, choices in (("severity", SEVERITIES), ("state", ADVISORY_STATES)):
             v = args.get(name)
             if v in (None, ""):
@@ -599,7 +606,7 @@ class QueryEngine:
             terms.append("first_seen < ?")
             params.append(parse_when(args["until"], now, "until"))
         inc = P.bool_arg(args, "include_resolved", False)
-        if not inc and not args.get("state"):
+        if not inc and not args.get("state") and after is None:
             terms.append("state != 'resolved'")
         limit = P.int_arg(args, "limit", 100, 1, self.max_rows, cap=True)
         where = " AND ".join(terms) or "1"
@@ -607,8 +614,9 @@ class QueryEngine:
         def read(db):
             rows = db.execute(
                 "SELECT key, analyzer, subject, severity, state, first_seen, last_seen, title, description, action, "
-                f"evidence, filter, updates, source FROM advisories WHERE {where} "
-                "ORDER BY severity_rank ASC, last_seen DESC, key ASC LIMIT ?", params + [limit]).fetchall()
+                f"evidence, filter, updates, source, received_at FROM advisories WHERE {where} ORDER BY "
+                + ("received_at ASC, key ASC" if after is not None else "severity_rank ASC, last_seen DESC, key ASC")
+                + " LIMIT ?", params + [limit]).fetchall()
             # counts over every match, not just the page: a dashboard badge must not stop at the limit
             counts = dict(db.execute(f"SELECT severity, count(*) FROM advisories WHERE {where} GROUP BY severity",
                                      params).fetchall())
@@ -618,11 +626,11 @@ class QueryEngine:
         counts = {sev: int(by_severity.get(sev, 0)) for sev in SEVERITIES}
         out = []
         for (key, analyzer, subject, severity, state, first, last, title, desc, action, evidence, filt, updates,
-             source) in rows:
+             source, received) in rows:
             out.append({"key": key, "analyzer": analyzer, "subject": subject, "severity": severity, "state": state,
                         "first_seen": first, "last_seen": last, "title": title, "description": desc,
                         "action": action, "evidence": _json(evidence), "filter": _json(filt), "updates": updates,
-                        "source": source})
+                        "source": source, "received_at": received})
         return {"ok": True, "advisories": out, "counts": counts, "total": sum(counts.values())}
 
     # ------------------------------------------------------------ rollups
