@@ -182,7 +182,7 @@ def rollup_rows(engine, db, kind: str, since: int, until: int, step_ms: int, sca
                     builder.add(cols)
         for (_dim, _step), blob in builder.finish().items():
             h = decode_hist(blob)
-            h["k"] = h["k"].reshape(len(h["t"]), -1)
+            h["k"] = h["k"].reshape(len(h["t"]), KEY_WIDTH.get(kind, 1))  # -1 cannot size an empty blob
             parts.append(h)
     rows = {k: np.concatenate([p[k] for p in parts]) for k in ("t", "other", "bytes", "packets", "flows", "sbytes",
                                                                 "spackets")}

@@ -110,6 +110,8 @@ def key_text(dim: str, words: np.ndarray, other: np.ndarray | None = None,
     """Display text of each key row (an (n, w) uint64 array): addresses as text, dst_prefix as
     'a.b.c.0/24', interfaces as 'exporter ifIndex', numbers as decimals, an "other" row (``other``
     mask, or every word all ones when not given) as 'other'. Edge use only (pages, CLI lines)."""
+    if len(words) == 0:
+        return []   # reshape(0, -1) cannot size an empty array
     words = np.asarray(words, dtype=_U64).reshape(len(words), -1)
     if other is None:
         other = (words == OTHER_WORD).all(axis=1)

@@ -201,3 +201,17 @@ def test_host_series_reads_one_key_range_chunk_per_hour(tmp_path, monkeypatch):
                 assert rolled["source"] == "rollups" and rolled["points"] == raw["points"], filt
     finally:
         eng.close()
+
+
+@pytest.mark.parametrize("kind,step", [("dst_prefix", 3600), ("exporter", 60)])
+def test_rollups_of_a_window_with_no_flows_is_an_empty_answer(tmp_path, kind, step):
+    """A new install: the analyzer asks for rollups before any flow arrived (the raw ranges are empty)."""
+    path = str(tmp_path / "f.db")
+    w = WarmWriter(path, HOUR, 24, 64)
+    w.write_flows({k: v[:0] for k, v in with_seq(site_flows(), 1).items()})
+    ring = Ring(10)
+    eng = QueryEngine(ring, path, 600_000, 10_000, 10.0, clock=lambda: BASE + 7 * HOUR)
+    got = eng.rollups({"kind": kind, "since": BASE, "until": BASE + 7 * HOUR, "step": step})
+    assert got["rows"]["minute"] == [] and got["rows"]["key"] == []
+    eng.close()
+    w.close()
