@@ -118,6 +118,9 @@ def test_a_flood_of_exporters_stays_bounded_and_summarised(tmp_path):
         assert other["exporter"] == OTHER and other["folded_domains"] == len(folded) == 5800
         assert other["folded_exporters"] == len({ip for ip, _ in folded}) and not other["folded_capped"]
         assert (counters["exporters_tracked"], counters["exporters_folded"]) == (MAX_EXPORTERS, 5800)
+        # the store's own flows per address: 4 x max_exporters addresses, the rest under "other"
+        stored = {r["exporter"]: r["store_flows"] for r in reply["exporters"] if r.get("store_flows")}
+        assert len(stored) == 4 * MAX_EXPORTERS + 1 and stored[OTHER] > 0
         future = sum(int(r["decode_errors"].get("time_in_future", 0)) for r in rows)
         assert sum(r["flows"] for r in rows) - future == counters["flows"] > 0  # folded flows counted, none lost
 

@@ -1,4 +1,5 @@
-"""The store's copy of each collector's exporter table, from its health events.
+"""The store's copy of each collector's exporter table, from its health events; and its own count
+of flows per exporter address, bounded.
 
 A collector's health event carries either its whole exporter table (``exporters_full`` true: the
 first event of a run, then about once a minute, the last one, and when a store subscribes) or only
@@ -8,6 +9,12 @@ and a quiet exporter keeps its row between full tables. A collector that restart
 id replaces its old table with its new one: one row per (collector, exporter, domain).
 """
 from __future__ import annotations
+
+from flowmodel import addr
+
+OTHER = "other"           # how the addresses beyond the bound are named in the exporters reply
+OTHER_KEY = b"\xff" * 16  # their key in the per-address table (no exporter has this address)
+ADDRESSES_PER_EXPORTER = 4  # the per-address table holds this many times collector.max_exporters
 
 
 def _key(row: dict) -> tuple:
@@ -31,3 +38,25 @@ def merge_health(prev: dict | None, event: dict) -> dict:
         if isinstance(r, dict):
             rows[_key(r)] = r
     return {**event, "exporters": list(rows.values()), "exporters_full": True}
+
+
+def add_flows(table: dict[bytes, list[int]], keys: list, counts: list, t: int, max_addresses: int) -> None:
+    """Count ``counts`` flows for the exporter addresses ``keys`` (16 bytes each) in ``table``
+    (address -> [flows, last seen ms]); an address new once the table holds ``max_addresses`` is
+    counted under OTHER_KEY, so a flood of sources adds one row, not one per source."""
+    for k, c in zip(keys, counts):
+        k = bytes(k)
+        e = table.get(k)
+        if e is None:
+            if len(table) >= max_addresses:
+                k = OTHER_KEY
+                e = table.get(k)
+            if e is None:
+                e = table[k] = [0, 0]
+        e[0] += c
+        e[1] = t
+
+
+def address_text(key: bytes) -> str:
+    """An address of the per-address table as the exporters reply names it."""
+    return OTHER if key == OTHER_KEY else addr.to_text(key)

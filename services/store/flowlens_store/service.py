@@ -23,7 +23,7 @@ from flowmodel.logs import RateLimitedLog, fields
 from flowmodel.protocol import OPS, QueryError, error_reply
 
 from . import __version__, delivery, eventsink
-from .exporter_table import merge_health
+from .exporter_table import ADDRESSES_PER_EXPORTER, add_flows, address_text, merge_health
 from .queries import QueryEngine
 from .ring import Ring
 from .warm import WarmWriter, file_size, now_ms
@@ -408,10 +408,8 @@ class StoreService:
             keys, counts = np.unique(ex, return_counts=True)
         t = now_ms()
         with self._lock:
-            for k, c in zip(keys.tolist(), counts.tolist()):
-                e = self.exporter_flows.setdefault(bytes(k), [0, 0])
-                e[0] += c
-                e[1] = t
+            add_flows(self.exporter_flows, keys.tolist(), counts.tolist(), t,
+                      ADDRESSES_PER_EXPORTER * self.cfg["collector.max_exporters"])
         return True
 
     def _advisory(self, msg: dict) -> None:
@@ -611,7 +609,7 @@ class StoreService:
         with self._lock:
             health = list(self.health.items())
             store_side = {k: list(v) for k, v in self.exporter_flows.items()}
-        store_text = {addr.to_text(k): v for k, v in store_side.items()}
+        store_text = {address_text(k): v for k, v in store_side.items()}
         exporters, collectors, seen = [], [], set()
         for source, h in health:
             collectors.append({"collector": source, "kind": h.get("kind"), "last_seen": h.get("_received_at"),

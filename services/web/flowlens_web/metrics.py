@@ -120,9 +120,10 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
         stored: dict[str, int] = {}
         for e in rows:  # the store counts per address; collector rows repeat it once per domain
             stored[str(e.get("exporter", ""))] = int(e.get("store_flows") or 0)
+        beyond = stored.pop(OTHER, None)  # the store's own row of addresses beyond its bound
         ranked = sorted(stored.items(), key=lambda kv: (-kv[1], kv[0]))
-        rest = sum(n for _name, n in ranked[max_exporters:])
-        for name, n in sorted(ranked[:max_exporters]) + ([(OTHER, rest)] if len(ranked) > max_exporters else []):
+        rest = sum(n for _name, n in ranked[max_exporters:]) + (beyond or 0)
+        for name, n in sorted(ranked[:max_exporters]) + ([(OTHER, rest)] if len(ranked) > max_exporters or beyond is not None else []):
             out.append(f"flowlens_exporter_flows_stored_total{_labels(exporter=name)} {n}")
         family("flowlens_collector_kernel_drops_total", "counter", "datagrams the kernel dropped on a collector socket")
         for ident, c in sorted(current_collectors(exporters).items()):

@@ -29,3 +29,14 @@ def test_events_of_an_older_release_and_other_kinds_are_kept_as_they_come():
     assert merge_health({"exporters": []}, old) == old
     store = {"kind": "store", "source": "store@x:1", "counters": {}}
     assert merge_health(None, store) == store
+
+
+def test_flows_per_address_past_the_bound_count_under_other():
+    from flowlens_store.exporter_table import OTHER, OTHER_KEY, add_flows, address_text
+    from flowmodel import addr
+    table: dict = {}
+    keys = [addr.to_bytes(f"10.0.0.{i}") for i in range(1, 6)]
+    add_flows(table, keys, [1, 2, 3, 4, 5], 100, 3)
+    add_flows(table, keys[:1] + keys[4:], [10, 20], 200, 3)  # a known address, and one beyond
+    assert len(table) == 4 and table[OTHER_KEY] == [4 + 5 + 20, 200]
+    assert {address_text(k): v[0] for k, v in table.items()} == {"10.0.0.1": 11, "10.0.0.2": 2, "10.0.0.3": 3, OTHER: 29}

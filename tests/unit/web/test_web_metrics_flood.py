@@ -56,3 +56,10 @@ def test_a_scrape_of_a_flood_stays_small():
 def test_under_the_bound_no_other_series():
     text = body([row(1, 5), row(2, 6)], 100)
     assert "other" not in text
+
+
+def test_the_stores_own_other_row_joins_the_other_series():
+    rows = [row(i, 100 * i) for i in range(1, 4)]
+    rows.append({"exporter": "other", "observation_domain": None, "collector": None, "store_flows": 5000})
+    stored = series(body(rows, 2), "flowlens_exporter_flows_stored_total")
+    assert stored == {("127.1.0.3", None): 300, ("127.1.0.2", None): 200, ("other", None): 100 + 5000}
