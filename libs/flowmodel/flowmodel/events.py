@@ -103,11 +103,20 @@ PROCESS_FIELDS = {
 
 
 def process_stats(started_at_ms: int) -> dict:
-    """This process's resource use, per PROCESS_FIELDS."""
-    import psutil
+    """This process's resource use, per PROCESS_FIELDS. Read from /proc where there is one: psutil
+    costs each service about 2 MiB of RSS once imported; elsewhere (macOS) psutil answers."""
+    import os
 
-    p = psutil.Process()
-    with p.oneshot():
-        cpu = p.cpu_times()
-        return {"pid": p.pid, "rss_bytes": p.memory_info().rss, "cpu_seconds": round(cpu.user + cpu.system, 3),
-                "threads": p.num_threads(), "started_at": started_at_ms}
+    cpu = os.times()
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/status", "rb") as f:
+            threads = next(int(line.split()[1]) for line in f if line.startswith(b"Threads:"))
+    except (OSError, ValueError, StopIteration):
+        import psutil
+
+        p = psutil.Process()
+        rss, threads = p.memory_info().rss, p.num_threads()
+    return {"pid": os.getpid(), "rss_bytes": rss, "cpu_seconds": round(cpu.user + cpu.system, 3),
+            "threads": threads, "started_at": started_at_ms}
