@@ -40,6 +40,22 @@ def queue_limit(cfg) -> int:
     return max(MIN_QUEUE_MESSAGES, min(cfg["bus.high_water_mark"], cfg["bus.queue_bytes"] // per_message))
 
 
+# ZMQ_MAXMSGSIZE of the sockets that read from other processes: a peer that sends more is
+# disconnected by ZeroMQ before the message is allocated, so no sender can make a reader hold an
+# arbitrary amount. Subscriptions are a topic prefix; acks, confirmations and events a small map.
+SUBSCRIPTION_MAX_BYTES = 4096
+CONTROL_MAX_BYTES = 1 << 20
+HEALTH_ROW_MAX_BYTES = 4096  # one exporter row of a collector's health event (a few hundred bytes), with room to spare
+
+
+def max_message_bytes(cfg) -> int:
+    """ZMQ_MAXMSGSIZE of a socket that reads flow batches and health events (the store's XSUB, the
+    analyzer's SUB): the largest batch (collector.batch_max_flows flows, unpacked) or a collector's
+    whole exporter table (collector.max_exporters rows), plus 1 MiB of envelope and slack."""
+    return (max(cfg["collector.batch_max_flows"] * WIRE_BYTES_PER_FLOW, cfg["collector.max_exporters"] * HEALTH_ROW_MAX_BYTES)
+            + CONTROL_MAX_BYTES)
+
+
 TOPIC_FLOWS_PREFIX = b"flows."
 TOPIC_ADVISORY = b"advisory"
 TOPIC_EXPORTER = b"exporter"

@@ -17,7 +17,7 @@ import time
 
 import zmq
 
-from flowmodel import bus
+from flowmodel import bus, curve
 from flowmodel.events import process_stats, service_config
 from flowmodel.logs import RateLimitedLog, fields
 
@@ -161,17 +161,20 @@ class Collector:
         except OSError:
             self._close_listeners()
             raise
+        keys = curve.client_keys(self.cfg)  # CURVE to the store when security.* names keys
         self._ctx = zmq.Context()
         # XPUB: sends like PUB, and lets the collector see the subscriptions it is sending to
         self._pub = self._ctx.socket(zmq.XPUB)
         self._pub.setsockopt(zmq.SNDHWM, bus.queue_limit(self.cfg))
         self._pub.setsockopt(zmq.LINGER, 0)
         self._pub.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue says so (EAGAIN): the batch stays held, unsent
-        self._pub.connect(self.cfg["bus.publish_endpoint"])
+        self._pub.setsockopt(zmq.MAXMSGSIZE, bus.SUBSCRIPTION_MAX_BYTES)  # it reads subscriptions only
+        curve.connect_securely(self._pub, self.cfg["bus.publish_endpoint"], keys)
         self._acks = self._ctx.socket(zmq.SUB)
         self._acks.setsockopt(zmq.LINGER, 0)
+        self._acks.setsockopt(zmq.MAXMSGSIZE, bus.CONTROL_MAX_BYTES)  # acks: a small map
         self._acks.setsockopt(zmq.SUBSCRIBE, bus.TOPIC_ACK)
-        self._acks.connect(self.cfg["bus.subscribe_endpoint"])
+        curve.connect_securely(self._acks, self.cfg["bus.subscribe_endpoint"], keys)
         self.stream = f"{self.source_id}/{self.started_at_ms}"
         self.outbox.open()
         self._need_notice = bool(self.outbox.entries)  # an earlier run's batches: say where they start
