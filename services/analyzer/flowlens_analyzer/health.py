@@ -11,6 +11,7 @@ from flowmodel import timefmt
 
 from .common import Context, Finding, addr_text, fmt_bytes, fmt_duration, fmt_int, fmt_time, plural
 from .health_groups import group, overflow_findings
+from .health_security import refused_peer_findings
 
 NAME = "health"
 FORGET_FACTOR = 10  # a collector silent for this many times analysis.exporter_silence is forgotten
@@ -426,4 +427,4 @@ def _store_findings(state: HealthState, now_ms: int, silence_ms: int) -> list[Fi
              "failing_since": int(since), "rows_waiting": waiting, "write_errors": int(c.get("write_errors") or 0),
              "free_bytes": free, "window_start": int(since), "window_end": now_ms},
             {"since": int(since), "until": now_ms}, figures={}))
-    return findings
+    return findings + refused_peer_findings(newest.values(), now_ms)
