@@ -40,20 +40,23 @@ class Headers:
         sub.u8, sub.start, sub.length, sub._be16 = self.u8, self.start[rows], self.length[rows], self._be16
         return sub
 
-    def _rows(self, rows):
-        return (self.start, self.length) if rows is None else (self.start[rows], self.length[rows])
-
-    def byte(self, at: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """int64 byte at offset ``at`` of each header (of ``rows`` when given)."""
-        start, length = self._rows(rows)
+    def byte(self, at: np.ndarray) -> np.ndarray:
+        """uint8 byte at offset ``at`` of each header."""
         at = np.minimum(at, WIDTH)
-        return np.where(at < length, self.u8[start + at], 0).astype(np.int64)
+        value = self.u8[self.start + at]
+        inside = at < self.length
+        if not inside.all():  # a truncated header, rarely
+            value[~inside] = 0
+        return value
 
-    def word16(self, at: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """int64 big-endian 16-bit word at offset ``at``."""
-        start, length = self._rows(rows)
+    def word16(self, at: np.ndarray) -> np.ndarray:
+        """uint16 big-endian 16-bit word at offset ``at``."""
         at = np.minimum(at, WIDTH)
-        return np.where(at + 2 <= length, self._be16[start + at], 0).astype(np.int64)
+        value = self._be16[self.start + at].astype(np.uint16)
+        inside = at + 2 <= self.length
+        if not inside.all():
+            value[~inside] = 0
+        return value
 
     def span(self, at: np.ndarray, width: int) -> np.ndarray:
         """(n, width) uint8: ``width`` bytes at ``at`` of each header."""
@@ -139,7 +142,8 @@ def parse_headers(h: Headers, protocol: np.ndarray) -> dict[str, np.ndarray]:
             frag = nh == 44
             if not (ext.any() or frag.any()):
                 break
-            size = np.where(nh == 51, (hr.byte(at + 1) + 2) * 4, (hr.byte(at + 1) + 1) * 8)
+            units = hr.byte(at + 1).astype(np.int64)  # header length field: 8-byte units (AH: 4-byte) - 1 (- 2)
+            size = np.where(nh == 51, (units + 2) * 4, (units + 1) * 8)
             size = np.where(frag, 8, size)
             later = frag & ((hr.word16(at + 2) & 0xFFF8) != 0)
             first_fragment[r] &= ~later
