@@ -38,7 +38,6 @@ class Engine:
         self.states: dict[str, dict[str, Any]] = {name: {} for name in ANALYZERS}
         self.cpu_seconds: dict[str, float] = {name: 0.0 for name in ANALYZERS}
         self.errors: dict[str, int] = {name: 0 for name in ANALYZERS}
-        self.last_view: WindowView | None = None
         self.pending: list[dict] = []  # events of windows run inside add()
 
     def add(self, batch: FlowBatch, wall_ms: int | None = None) -> int:
@@ -60,8 +59,7 @@ class Engine:
         return events
 
     def run(self, end_ms: int) -> list[dict]:
-        view = self.window.view(end_ms)
-        self.last_view = view
+        view = self.window.view(end_ms)  # not kept after the run: it and its caches are as big as the window
         findings = []
         for name, fn in ANALYZERS.items():
             t0 = time.process_time()
