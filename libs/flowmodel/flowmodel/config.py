@@ -227,6 +227,18 @@ def _networks(value: Any) -> list[str]:
     return nets
 
 
+def _notify_targets(value: Any) -> list[dict]:
+    from .notifyconf import parse_targets
+
+    return parse_targets(value)
+
+
+def _notify_rules(value: Any) -> list[dict]:
+    from .notifyconf import parse_rules
+
+    return parse_rules(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     parse: Callable[[Any], Any]
@@ -353,6 +365,21 @@ SETTINGS: dict[str, Setting] = {
     "web.keep_alive_timeout": Setting(ranged(_pos_duration, 0.1, 3600, " s"), 5.0, "an idle keep-alive connection is closed after this long"),
     "web.access_log": Setting(_bool, False, "one log line per request (method, path, status, ms, client), within web.log_lines_per_minute"),
     "web.log_lines_per_minute": Setting(ranged(_int, 1, 1_000_000), 60, "lines one kind of web log message writes per minute at most; the rest are counted and said in one line"),
+    "web.public_url": Setting(_str, "", "the address people open the web UI at (https://flowlens.example.net), for the links to an advisory's flows in notifications; empty = no links"),
+
+    "notify.targets": Setting(_notify_targets, [], "where notifications go: a list of maps with a unique name and a type: webhook (url, format json or text, headers), email (host, port, starttls, ssl, username, password, from, to) or syslog (host, port, protocol udp or tcp, facility, app_name); empty = no notifier (flowlens up starts it when one is set)"),
+    "notify.rules": Setting(_notify_rules, [], "which advisories go to which targets: a list of maps with targets (names) and matches that must all hold: severity (one: it or more severe; or a list), analyzer, subject (patterns like 10.0.5.*), network (CIDR the subject lies in); an advisory goes to the targets of every rule it matches; empty = every advisory to every target"),
+    "notify.state_path": Setting(_str, "data/notifier.json", "file where the notifier keeps its place in the store's advisories and the notifications not yet delivered, so a restart loses and repeats none"),
+    "notify.poll_interval": Setting(ranged(_pos_duration, 0.05, 60, " s"), 1.0, "how often the notifier asks the store for advisories received since its last look"),
+    "notify.group_wait": Setting(ranged(_duration, 0, 3600, " s"), 2.0, "how long a first notification waits for related ones, so a burst goes out as one message"),
+    "notify.group_interval": Setting(ranged(_pos_duration, 0.1, 86400, " s"), 60.0, "one message per target per this interval at most: notifications arriving sooner wait and go together in the next one"),
+    "notify.max_items": Setting(ranged(_int, 1, 10_000), 50, "advisories one message tells in full; the rest are counted in one line (all of them in the webhook's JSON)"),
+    "notify.queue_max": Setting(ranged(_int, 1, 10_000_000), 10_000, "notifications waiting per target (about 1 KiB each, kept in notify.state_path); past it the oldest are dropped and counted"),
+    "notify.send_timeout": Setting(ranged(_pos_duration, 0.1, 600, " s"), 10.0, "how long one delivery (HTTP POST, SMTP session, syslog send) may take before it counts as failed"),
+    "notify.retry_max_backoff": Setting(ranged(_pos_duration, 0.1, 86400, " s"), 300.0, "a failed message is tried again after 1 s, 2 s, 4 s, ... up to this"),
+    "notify.retry_for": Setting(ranged(_pos_duration, 1, 30 * 86400, " s"), 6 * 3600.0, "a message not delivered this long after its first try is dropped (counted)"),
+    "notify.failing_after": Setting(ranged(_int, 1, 1000), 3, "failed tries in a row after which a target raises a WARNING advisory of its own (resolved by its next delivery)"),
+    "notify.tracked_max": Setting(ranged(_int, 100, 10_000_000), 100_000, "open advisories the notifier remembers (what it told about each); past it the oldest is forgotten (counted) and notified again if it changes"),
 }
 
 SECTIONS = tuple(sorted({k.split(".", 1)[0] for k in SETTINGS}))
