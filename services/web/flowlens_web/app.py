@@ -3,7 +3,10 @@
 ``create_app(cfg, store)`` is inert until served; every page reads the store per request (no
 cache), so what the page shows is what the store holds now. While the store is known to be down
 the pages answer 503 at once (the gate remembers it); /healthz and /metrics run on threads and a
-socket of their own, so they answer within a second or two whatever the pages are doing.
+socket of their own, so they answer within a second or two whatever the pages are doing. The pages
+reach the store through StoreLanes (lanes.py): the dashboard never queues behind history reads, a
+client past its share of history queries gets 429, and a browser that goes away ends its wait.
+With ``web.users_file`` set, every page but /healthz and /login needs a session (auth.py).
 """
 from __future__ import annotations
 
@@ -26,13 +29,17 @@ from flowmodel.events import SEVERITIES, process_stats, service_config
 
 from . import __version__
 from . import formatters as fmt
-from . import metrics, views
+from . import auth, metrics, views
+from .lanes import ClientGone, StoreLanes, TooBusy
+from .loginpages import add_login_routes
 from .render import XHTML, Renderer
-from .storegate import StoreBusy, StoreGate
+from .storegate import LIGHT, StoreBusy, StoreGate
 
 log = logging.getLogger(__name__)
 
-ROUTES = ("/", "/flows", "/advisories", "/about", "/metrics", "/healthz")
+ROUTES = ("/", "/flows", "/advisories", "/about", "/metrics", "/healthz", "/login", "/logout")
+access_log = logging.getLogger("flowlens_web.access")
+SECRET_KEYS = frozenset({"web.metrics_token"})  # shown as (set) on About and in the log, never as a value
 ADVISORY_STATES = ("active", "raised", "updated", "resolved", "all")
 ADVISORY_PAGE_LIMIT = 1000
 GET = ["GET", "HEAD"]
@@ -43,10 +50,12 @@ class TimingMiddleware:
     unexpected exception into the 500 page here (logged once; Starlette's outer error middleware
     would log it a second time through the server)."""
 
-    def __init__(self, app, histogram: metrics.LatencyHistogram, error_page: Callable[[], Response]):
+    def __init__(self, app, histogram: metrics.LatencyHistogram, error_page: Callable[[], Response],
+                 access: bool = False):
         self.app = app
         self.histogram = histogram
         self.error_page = error_page
+        self.access = access  # one line per request (the web's log filter bounds lines per minute)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -71,7 +80,13 @@ class TimingMiddleware:
         finally:
             path = scope.get("path", "")
             route = path if path in ROUTES else ("/static" if path.startswith("/static/") else "other")
-            self.histogram.observe(route, status["code"], time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            self.histogram.observe(route, status["code"], elapsed)
+            if self.access:
+                client = scope.get("client") or ("-", 0)
+                access_log.info("request", extra={"fields": {
+                    "method": scope.get("method"), "path": path[:200], "status": status["code"],
+                    "ms": round(elapsed * 1000, 1), "client": client[0]}})
 
 
 def xhtml(body: str, status: int = 200) -> Response:
@@ -86,6 +101,15 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
     refresh = int(cfg["web.refresh"])
     # /healthz and /metrics get threads of their own: pages waiting on the store never delay them
     quick_threads = anyio.CapacityLimiter(4)
+    lanes = StoreLanes(store, cfg["web.heavy_queries_per_client"], retry_after_s=max(1, round(store.timeout_s)))
+    users = auth.AccountsFile(cfg["web.users_file"]) if cfg["web.users_file"] else None
+    sessions = auth.Sessions.from_config(cfg["web.session_secret_file"], cfg["web.session_lifetime"])
+    limiter = auth.LoginLimiter(cfg["web.login_max_failures"])
+    listen_host = cfg["web.listen"].rpartition(":")[0].strip("[]") or "0.0.0.0"
+    banner = None if users is not None or auth.is_loopback(listen_host) else (
+        f"this web listens on {cfg['web.listen']}, beyond this machine, and anyone who reaches it sees every "
+        "page. Set web.users_file (flowlens users add NAME) to require a sign-in, or listen on 127.0.0.1 "
+        "behind a reverse proxy.")
 
     app = FastAPI(title="FlowLens", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
@@ -96,6 +120,8 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
     def page(name: str, status: int = 200, **ctx) -> Response:
         ctx.setdefault("refresh", 0)
         ctx.setdefault("version", __version__)
+        ctx.setdefault("account", auth.current.get())
+        ctx.setdefault("banner", banner)
         return xhtml(renderer.page(name, **ctx), status)
 
     def error_page(status: int, heading: str, message: str, nav: str = "") -> Response:
@@ -123,6 +149,17 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
     async def store_error(request: Request, exc: StoreError):
         return error_page(502, "The store refused the request", f"The store answered: {exc}")
 
+    @app.exception_handler(TooBusy)
+    async def too_busy(request: Request, exc: TooBusy):
+        resp = error_page(429, "Too many history queries at once",
+                          f"{exc}. This page will work once one of them has finished; try again in a moment.")
+        resp.headers["Retry-After"] = str(exc.retry_after_s)
+        return resp
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone):
+        return Response(status_code=499)  # nobody reads it: counted under code 499 on /metrics
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 404:
@@ -131,22 +168,24 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
         return error_page(exc.status_code, "Request not served", str(exc.detail))
 
     @app.api_route("/", methods=GET)
-    def dashboard():
+    async def dashboard(request: Request):
         now = now_ms()
         since = now - views.DASHBOARD_WINDOW_MS
-        # throughput as the wire saw it: each flow's bytes spread over its lifetime (not a spike where an
-        # active timeout exported it) and sampled exporters' counters times their 1-in-N rate
-        # (one overview request: the store reads the window once for the chart and the three top lists)
-        ov = store.overview(step=views.DASHBOARD_STEP_S, limit=10, since=since, until=now)
+
+        def ask():
+            # throughput as the wire saw it: each flow's bytes spread over its lifetime (not a spike where an
+            # active timeout exported it) and sampled exporters' counters times their 1-in-N rate
+            # (one overview request: the store reads the window once for the chart and the three top lists)
+            ov = store.overview(step=views.DASHBOARD_STEP_S, limit=10, since=since, until=now)
+            return ov, active_advisory_counts(store), store.exporters()
+        ov, counts, exporters = await lanes.run(request, LIGHT, ask)  # one turn on the light lane
         series, top_src, top_dst, top_proto = ov["series"], ov["top"]["src"], ov["top"]["dst"], ov["top"]["protocol"]
-        counts = active_advisory_counts(store)
-        exporters = store.exporters()
         ctx = views.dashboard(now, series, top_src, top_dst, top_proto, counts, exporters, refresh,
                               since_ms=ov.get("since"), clamped=bool(ov.get("clamped")))
         return page("dashboard.xhtml", **ctx)
 
     @app.api_route("/flows", methods=GET)
-    def flows(request: Request):
+    async def flows(request: Request):
         params = request.query_params
         now = now_ms()
         ctx = {"title": "Flows", "nav": "flows", "ranges": views.RANGES, "error": None, "rows": [],
@@ -161,7 +200,7 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
         if direction not in ("next", "prev"):
             return page("flows.xhtml", 400, form=form, **{**ctx, "error": f"direction {direction!r} is not next or prev"})
         try:
-            result = store.flows(limit=page_size, cursor=cursor, direction=direction, **args)
+            result = await lanes.query(request, "flows", limit=page_size, cursor=cursor, direction=direction, **args)
         except StoreError as e:
             return page("flows.xhtml", 400, form=form, **{**ctx, "error": f"the store refused this filter: {e}"})
         rows = views.flow_rows(result.rows(), now)
@@ -173,7 +212,7 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
             "first_query": views.form_query(form) if cursor else None})
 
     @app.api_route("/advisories", methods=GET)
-    def advisories(request: Request):
+    async def advisories(request: Request):
         params = request.query_params
         now = now_ms()
         severity = (params.get("severity") or "").strip().upper()
@@ -191,7 +230,7 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
             args["severity"] = severity
         if state in ("raised", "updated", "resolved"):
             args["state"] = state
-        reply = store.advisories(**args)
+        reply = await lanes.query(request, "advisories", **args)
         items = list(reply.get("advisories") or [])
         if state == "active" and not include_resolved:
             items = [a for a in items if a.get("state") != "resolved"]
@@ -199,12 +238,13 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
         return page("advisories.xhtml", **{**ctx, "rows": views.advisory_rows(items, now), "shown": shown})
 
     @app.api_route("/about", methods=GET)
-    def about():
+    async def about(request: Request):
         now = now_ms()
-        status = store.status()
+        # the last 5 minutes come from the ring: the light lane
+        status, series = await lanes.run(request, LIGHT, lambda: (
+            store.status(), store.series(step=60, since=now - 5 * 60_000, until=now, lane=LIGHT)))
         procs = [views.process_row(name, p, now) for name, p in views.service_processes(status)]
         procs.append(views.process_row(f"web@{os.getpid()}", process_stats(started_ms), now))
-        series = store.series(step=60, since=now - 5 * 60_000, until=now)
         pts = series.get("points") or []
         flows_5m = sum(int(p[3]) for p in pts if len(p) > 3)
         return page("about.xhtml", title="About", nav="about", processes=procs,
@@ -221,7 +261,26 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
             status = store.status(quick=True)
         except (StoreUnavailable, StoreError):
             exporters = status = None
-        return metrics.render(histogram, exporters, status, cfg["web.metrics_max_exporters"])
+        return metrics.render(histogram, exporters, status, cfg["web.metrics_max_exporters"], web_counters())
+
+    def web_counters() -> dict:
+        guard = getattr(app.state, "guard", None)  # set by __main__ when served by uvicorn
+        counts = guard.stats() if guard is not None else {}
+        out = {
+            "flowlens_web_login_failures_total": ("counter", "sign-ins refused for a wrong name or password", limiter.failed),
+            "flowlens_web_login_limited_total": ("counter", "sign-ins refused with 429: the address failed web.login_max_failures times in 5 min", limiter.refused),
+            "flowlens_web_history_refused_total": ("counter", "history queries refused with 429: the client had web.heavy_queries_per_client running or waiting", lanes.refused),
+            "flowlens_web_waits_cancelled_total": ("counter", "page waits on the store ended because the browser went away", lanes.cancelled),
+        }
+        for key, kind, help_ in (("open", "gauge", "HTTP connections open"),
+                                 ("header_timeouts", "counter", "connections closed without a whole request head within web.header_timeout"),
+                                 ("body_timeouts", "counter", "connections closed without the request body within web.body_timeout"),
+                                 ("evicted", "counter", "connections waiting for a request closed to make room past web.max_connections"),
+                                 ("refused", "counter", "connections refused with 503 past web.max_connections (every other one was being answered)")):
+            if key in counts:
+                name = "flowlens_web_connections_open" if key == "open" else f"flowlens_web_connections_{key}_total"
+                out[name] = (kind, help_, counts[key])
+        return out
 
     @app.api_route("/metrics", methods=GET)
     async def prometheus():
@@ -240,8 +299,13 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
         body = json.dumps({"ok": ok, "store": store.endpoint, "detail": reason})
         return Response(body, status_code=200 if ok else 503, media_type="application/json")
 
-    app.add_middleware(TimingMiddleware, histogram=histogram, error_page=server_error)
+    add_login_routes(app, page, users, sessions, limiter)
+    app.add_middleware(auth.AuthMiddleware, users=users, sessions=sessions, metrics_token=cfg["web.metrics_token"])
+    app.add_middleware(TimingMiddleware, histogram=histogram, error_page=server_error, access=cfg["web.access_log"])
     app.state.histogram = histogram
+    app.state.lanes = lanes
+    app.state.logins = limiter
+    app.state.banner = banner
     return app
 
 
@@ -307,6 +371,8 @@ def config_groups(cfg: Config, status: dict | None = None, web_source: str = "we
 
 def config_value(key: str, value) -> str:
     setting = SETTINGS[key]
+    if key in SECRET_KEYS:
+        return "(set)" if value else "(empty)"
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
     if getattr(setting.parse, "__name__", "") in ("_duration", "_pos_duration", "parse_duration"):

@@ -2,7 +2,9 @@
 
 A few StoreClients (``web.store_connections``, one per store query worker) carry the pages' queries
 (one try of ``query.timeout``: the person waiting on a page is the retry, and the next refresh
-another), so two browsers' pages are answered side by side; /healthz and /metrics use a second one that waits
+another), split in two lanes: ``light`` (one connection: what the ring or a small table answers,
+the dashboard's queries) and ``heavy`` (the rest: history reads), so a dashboard never queues behind
+a history scan, here or among the store's workers; /healthz and /metrics use a second one that waits
 ``quick_timeout_s`` at most, so they answer within a second or two whatever the pages are doing. When a query
 gets no answer the gate remembers "store down" and every page fails at once with that reason, while a
 background thread pings the store every ``recheck_s`` (``quick_timeout_s`` each, on its own socket)
@@ -22,6 +24,7 @@ from flowmodel.logs import fields
 
 log = logging.getLogger(__name__)
 
+LIGHT, HEAVY = "light", "heavy"
 QUICK_TIMEOUT_S = 1.0   # the background ping's wait for an answer
 RECHECK_S = 2.0         # pause between background pings while the store is down
 
@@ -40,10 +43,18 @@ class StoreGate:
         self.quick_timeout_s = quick_timeout_s
         self.recheck_s = recheck_s
         self.clock = clock
-        self._clients = [StoreClient(endpoint, timeout_s=timeout_s, retries=0) for _ in range(max(1, connections))]
-        self._free: queue.Queue = queue.Queue()  # page connections not in use; one query on each at a time
-        for c in self._clients:
-            self._free.put(c)
+        connections = max(1, connections)
+        # one connection for the light lane; history gets the rest (at least one: then they share the store's
+        # workers, but still never this process's queue)
+        self.lane_sizes = {LIGHT: 1, HEAVY: max(1, connections - 1)}
+        self._clients = []
+        self._free: dict[str, queue.Queue] = {}  # per lane, connections not in use; one query on each at a time
+        for lane, n in self.lane_sizes.items():
+            self._free[lane] = queue.Queue()
+            for _ in range(n):
+                c = StoreClient(endpoint, timeout_s=timeout_s, retries=0)
+                self._clients.append(c)
+                self._free[lane].put(c)
         self._quick = StoreClient(endpoint, timeout_s=quick_timeout_s, retries=0)
         self._quick_turn = threading.Lock()
         self._quick_failed: tuple[float, str] | None = None  # (when, why) of the last quick timeout
@@ -142,13 +153,14 @@ class StoreGate:
 
     # ------------------------------------------------------------------ queries
 
-    def call(self, fn: Callable[[StoreClient], Any], quick: bool = False) -> Any:
+    def call(self, fn: Callable[[StoreClient], Any], quick: bool = False, lane: str = HEAVY) -> Any:
         """Run ``fn(client)`` unless the store is known down; a timeout marks it down. ``quick``: on the
-        socket of /healthz and /metrics (no waiting behind pages; ``quick_timeout_s`` per answer)."""
+        socket of /healthz and /metrics (no waiting behind pages; ``quick_timeout_s`` per answer);
+        else on a connection of ``lane``."""
         wait_s = self.quick_timeout_s if quick else self.timeout_s
         self.raise_if_down()
         # a little over one answer's wait: the query ahead either answers or marks the store down first
-        client = self._take(quick, wait_s + 0.5)
+        client = self._take(quick, wait_s + 0.5, lane)
         if client is None:
             self.raise_if_down()
             raise StoreBusy(f"the store at {self.endpoint} is busy: other requests waited on it for over "
@@ -160,7 +172,7 @@ class StoreGate:
             if quick and self._quick_failed and self.clock() - self._quick_failed[0] < self.quick_timeout_s:
                 raise StoreUnavailable(self._quick_failed[1])  # the one ahead just waited in vain
         except StoreUnavailable:
-            self._give(quick, client)
+            self._give(quick, client, lane)
             raise
         try:
             result = fn(client)
@@ -176,47 +188,47 @@ class StoreGate:
             self.mark_up()
             raise
         finally:
-            self._give(quick, client)
+            self._give(quick, client, lane)
         if quick:
             self._quick_failed = None
         self.mark_up()
         return result
 
-    def _take(self, quick: bool, wait_s: float) -> StoreClient | None:
+    def _take(self, quick: bool, wait_s: float, lane: str) -> StoreClient | None:
         if quick:
             return self._quick if self._quick_turn.acquire(timeout=wait_s) else None
         try:
-            return self._free.get(timeout=wait_s)
+            return self._free[lane].get(timeout=wait_s)
         except queue.Empty:
             return None
 
-    def _give(self, quick: bool, client: StoreClient) -> None:
+    def _give(self, quick: bool, client: StoreClient, lane: str) -> None:
         if quick:
             self._quick_turn.release()
         else:
-            self._free.put(client)
+            self._free[lane].put(client)
 
-    def flows(self, **kw):
-        return self.call(lambda c: c.flows(**kw))
+    def flows(self, lane: str = HEAVY, **kw):
+        return self.call(lambda c: c.flows(**kw), lane=lane)
 
-    def top(self, **kw) -> dict:
-        return self.call(lambda c: c.top(**kw))
+    def top(self, lane: str = HEAVY, **kw) -> dict:
+        return self.call(lambda c: c.top(**kw), lane=lane)
 
-    def series(self, **kw) -> dict:
-        return self.call(lambda c: c.series(**kw))
+    def series(self, lane: str = HEAVY, **kw) -> dict:
+        return self.call(lambda c: c.series(**kw), lane=lane)
 
-    def overview(self, **kw) -> dict:
-        return self.call(lambda c: c.overview(**kw))
+    def overview(self, lane: str = LIGHT, **kw) -> dict:
+        return self.call(lambda c: c.overview(**kw), lane=lane)
 
-    def exporters(self, quick: bool = False) -> dict:
-        return self.call(lambda c: c.exporters(), quick)
+    def exporters(self, quick: bool = False, lane: str = LIGHT) -> dict:
+        return self.call(lambda c: c.exporters(), quick, lane)
 
-    def status(self, quick: bool = False) -> dict:
-        return self.call(lambda c: c.status(), quick)
+    def status(self, quick: bool = False, lane: str = LIGHT) -> dict:
+        return self.call(lambda c: c.status(), quick, lane)
 
-    def advisories(self, **filters) -> dict:
+    def advisories(self, lane: str = LIGHT, **filters) -> dict:
         """The whole advisories reply (``advisories`` and, from newer stores, ``counts`` and ``total``)."""
-        return self.call(lambda c: c.request("advisories", **c._times(filters)))
+        return self.call(lambda c: c.request("advisories", **c._times(filters)), lane=lane)
 
     def ping(self, quick: bool = True) -> bool:
-        return self.call(lambda c: c.ping(), quick)
+        return self.call(lambda c: c.ping(), quick, LIGHT)

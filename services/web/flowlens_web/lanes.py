@@ -1,0 +1,134 @@
+"""The pages' way to the StoreGate from async handlers: two lanes, per-client limits, and waits that
+end when the browser goes away.
+
+- ``light``: what the ring or a small table answers (the dashboard's overview, advisories,
+  exporters, status, /about's last 5 minutes); ``heavy``: history reads (the flow explorer, top and
+  series over SQLite). Each lane has its own store connections (StoreGate ``lanes``), so a dashboard
+  never waits behind a history scan: with ``web.store_connections`` = the store's query workers,
+  history holds at most all but one of them.
+- A turn on a lane is waited for on the event loop (cancellable), then the query runs on a thread
+  of its own; the turn is given back when that thread ends, even if the page stopped waiting.
+- A client (address) runs or waits for at most ``heavy_per_client`` heavy queries at once; one
+  more is refused with ``TooBusy`` (the app answers 429 with Retry-After).
+- While a page waits, the request's ``receive`` is watched: a disconnect cancels the wait
+  (``ClientGone``) and, if the query had not started, it never runs.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextvars
+import logging
+from typing import Any, Callable
+
+from .storegate import HEAVY, LIGHT, StoreBusy, StoreGate
+
+log = logging.getLogger(__name__)
+
+# which lane each gate method takes by default
+LANE_OF = {"overview": LIGHT, "advisories": LIGHT, "exporters": LIGHT, "status": LIGHT,
+           "flows": HEAVY, "top": HEAVY, "series": HEAVY}
+
+
+class TooBusy(Exception):
+    """This client already has its share of history queries running or waiting."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ClientGone(Exception):
+    """The browser closed the connection while its page waited on the store."""
+
+
+class StoreLanes:
+    def __init__(self, gate: StoreGate, heavy_per_client: int, retry_after_s: int = 2):
+        self.gate = gate
+        self.heavy_per_client = heavy_per_client
+        self.retry_after_s = retry_after_s
+        self._slots = {lane: asyncio.Semaphore(n) for lane, n in gate.lane_sizes.items()}
+        self._pool = concurrent.futures.ThreadPoolExecutor(sum(gate.lane_sizes.values()), "store-lane")
+        self._heavy: collections.Counter[str] = collections.Counter()  # client -> heavy queries running or waiting
+        self.cancelled = 0      # waits ended because the browser went away
+        self.refused = 0        # heavy queries refused with 429
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def query(self, request, op: str, lane: str | None = None, **kw) -> Any:
+        """``gate.<op>(**kw)`` on its lane for this request."""
+        lane = lane or LANE_OF[op]
+        method = getattr(self.gate, op)
+        return await self.run(request, lane, lambda: method(lane=lane, **kw))
+
+    async def run(self, request, lane: str, fn: Callable[[], Any]) -> Any:
+        client = request.client.host if request.client else "?"
+        work = asyncio.ensure_future(self._turn(lane, fn, client))
+        watch = asyncio.ensure_future(_disconnected(request.receive))
+        try:
+            done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if work in done:
+                return work.result()
+            work.cancel()
+            self.cancelled += 1
+            raise ClientGone(f"{client} went away while its page waited on the store")
+        finally:
+            watch.cancel()
+            if not work.done():
+                work.cancel()
+
+    async def _turn(self, lane: str, fn: Callable[[], Any], client: str) -> Any:
+        if lane == HEAVY:
+            if self._heavy[client] >= self.heavy_per_client:
+                self.refused += 1
+                raise TooBusy(f"this browser (address {client}) already has {self._heavy[client]} history "
+                              "queries running or waiting, the most web.heavy_queries_per_client allows",
+                              self.retry_after_s)
+            self._heavy[client] += 1
+        try:
+            # a little over one answer's wait: the query ahead either answers or marks the store down
+            await asyncio.wait_for(self._slots[lane].acquire(), self.gate.timeout_s + 0.5)
+        except asyncio.TimeoutError:
+            self._give_share(lane, client)
+            self.gate.raise_if_down()
+            raise StoreBusy(f"the store at {self.gate.endpoint} is busy: other pages waited on it for over "
+                            f"{self.gate.timeout_s:g} s") from None
+        except BaseException:  # cancelled while waiting: the browser went away
+            self._give_share(lane, client)
+            raise
+        try:
+            future = self._pool.submit(contextvars.copy_context().run, fn)
+        except BaseException:
+            self._release(lane, client)
+            raise
+        # from here the thread's end gives the turn (and the client's share) back, even when the page
+        # stopped waiting: a query sent on a REQ socket is answered before that socket takes another
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release, lane, client))
+        return await asyncio.wrap_future(future)
+
+    def _release(self, lane: str, client: str) -> None:
+        self._slots[lane].release()
+        self._give_share(lane, client)
+
+    def _give_share(self, lane: str, client: str) -> None:
+        if lane != HEAVY:
+            return
+        self._heavy[client] -= 1
+        if self._heavy[client] <= 0:
+            del self._heavy[client]
+
+    def busy(self) -> dict:
+        """Turns in use per lane and clients holding heavy shares (for /about and tests)."""
+        return {"clients_with_history_queries": len(self._heavy), "cancelled": self.cancelled,
+                "refused": self.refused}
+
+
+async def _disconnected(receive) -> None:
+    """Returns when the ASGI server reports the client gone (a GET's empty body comes first)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
