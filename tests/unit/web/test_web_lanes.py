@@ -1,0 +1,183 @@
+"""StoreLanes against a real ZeroMQ store stand-in (a ROUTER on 127.0.0.1 that answers at once,
+except history ``series`` requests, which it holds until the test lets them go): the dashboard's
+lane answers while history is held, a client past its share of history queries is refused, and a
+browser that disconnects ends its wait — a query that had not started is never sent."""
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+
+import msgpack
+import pytest
+import zmq
+
+from flowlens_web.lanes import ClientGone, StoreLanes, TooBusy
+from flowlens_web.storegate import HEAVY, LIGHT, StoreGate
+
+
+class HoldingStore:
+    """Answers every op with {"ok": true, "op": op}; ``series`` waits for ``release()``."""
+
+    def __init__(self):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+        self.seen: list[str] = []
+        self.held: list[list[bytes]] = []
+        self._release = threading.Event()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _reply(self, frames, op):
+        self.sock.send_multipart(frames[:-1] + [msgpack.packb({"ok": True, "op": op, "points": []})])
+
+    def _loop(self):
+        while not self._stop.is_set():
+            if self._release.is_set():
+                for frames, op in self.held:
+                    self._reply(frames, op)
+                self.held.clear()
+            if not self.sock.poll(20):
+                continue
+            frames = self.sock.recv_multipart()
+            op = msgpack.unpackb(frames[-1])["op"]
+            self.seen.append(op)
+            if op == "series" and not self._release.is_set():
+                self.held.append((frames, op))
+            else:
+                self._reply(frames, op)
+
+    def release(self):
+        self._release.set()
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(5)
+        self.sock.close(0)
+        self.ctx.term()
+
+
+class Browser:
+    """What StoreLanes reads of a Starlette request: the client address and the ASGI receive."""
+
+    def __init__(self, host: str):
+        self.client = SimpleNamespace(host=host)
+        self.gone = asyncio.Event()
+
+    async def receive(self):
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+
+@pytest.fixture
+def store():
+    s = HoldingStore()
+    yield s
+    s.close()
+
+
+def lanes_for(store, per_client=2):
+    gate = StoreGate(store.endpoint, timeout_s=5.0, connections=2)
+    return gate, StoreLanes(gate, per_client)
+
+
+async def until(predicate, timeout_s=5.0):
+    for _ in range(int(timeout_s / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met")
+
+
+def test_the_light_lane_answers_while_history_is_held(store):
+    gate, lanes = lanes_for(store)
+
+    async def main():
+        history = asyncio.ensure_future(lanes.query(Browser("10.0.0.1"), "series", step=60))
+        await until(lambda: store.held)
+        overview = await lanes.query(Browser("10.0.0.2"), "overview", step=10)
+        assert overview["op"] == "overview" and not history.done()
+        store.release()
+        assert (await history)["op"] == "series"
+    try:
+        asyncio.run(main())
+    finally:
+        lanes.close()
+        gate.close()
+    assert gate.lane_sizes == {LIGHT: 1, HEAVY: 1}
+
+
+def test_a_client_past_its_share_of_history_is_refused(store):
+    gate, lanes = lanes_for(store, per_client=1)
+
+    async def main():
+        a = Browser("10.0.0.1")
+        first = asyncio.ensure_future(lanes.query(a, "series", step=60))
+        await until(lambda: store.held)
+        with pytest.raises(TooBusy, match=r"10\.0\.0\.1.*already has 1 history"):
+            await lanes.query(a, "series", step=60)
+        other = asyncio.ensure_future(lanes.query(Browser("10.0.0.3"), "series", step=60))  # waits, not refused
+        await asyncio.sleep(0.2)
+        assert not other.done()
+        store.release()
+        await first
+        await other
+        assert lanes.refused == 1 and not lanes._heavy
+        await lanes.query(a, "series", step=60)  # its share is back
+    try:
+        asyncio.run(main())
+    finally:
+        lanes.close()
+        gate.close()
+
+
+def test_a_disconnect_ends_the_wait_and_the_query_is_never_sent(store):
+    gate, lanes = lanes_for(store)
+
+    async def main():
+        first = asyncio.ensure_future(lanes.query(Browser("10.0.0.1"), "series", step=60))
+        await until(lambda: store.held)
+        b = Browser("10.0.0.2")
+        waiting = asyncio.ensure_future(lanes.query(b, "series", step=60))
+        await asyncio.sleep(0.1)
+        b.gone.set()
+        with pytest.raises(ClientGone):
+            await waiting
+        store.release()
+        await first
+        await lanes.query(Browser("10.0.0.4"), "series", step=60)
+        assert store.seen.count("series") == 2  # the first and the last: the gone one never went out
+        assert lanes.cancelled == 1 and not lanes._heavy
+    try:
+        asyncio.run(main())
+    finally:
+        lanes.close()
+        gate.close()
+
+
+def test_a_disconnect_while_running_keeps_the_turn_until_the_answer(store):
+    gate, lanes = lanes_for(store)
+
+    async def main():
+        a = Browser("10.0.0.1")
+        running = asyncio.ensure_future(lanes.query(a, "series", step=60))
+        await until(lambda: store.held)
+        a.gone.set()
+        with pytest.raises(ClientGone):
+            await running
+        # the REQ socket still owes its answer: the next history query waits for it, then runs
+        nxt = asyncio.ensure_future(lanes.query(Browser("10.0.0.5"), "series", step=60))
+        await asyncio.sleep(0.2)
+        assert not nxt.done() and store.seen.count("series") == 1
+        store.release()
+        assert (await nxt)["op"] == "series"
+        await until(lambda: not lanes._heavy)
+    try:
+        asyncio.run(main())
+    finally:
+        lanes.close()
+        gate.close()
