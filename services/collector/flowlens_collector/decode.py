@@ -27,7 +27,9 @@ from .exporters import ExporterTable
 
 log = logging.getLogger(__name__)
 
-_PAD = bytes(v5.RECORD_LEN)  # after the group's last datagram, so header/version reads never run off the end
+# after the group's last datagram, so header/version reads never run off the end (and sFlow's
+# decoder can read the group in place)
+_PAD = bytes(max(v5.RECORD_LEN, sflow_run.sflow.PAD))
 # Caches and sequence streams beside the exporter table are bounded at this many times
 # max_exporters (a source may use several ports and versions): past it they start again empty.
 # Transport sessions with templates (each template ~6 KB with its compiled dtype) are bounded at
@@ -222,6 +224,10 @@ class Decoder:
     def forget_sequence(self, stream: tuple) -> None:
         self._seq.forget(stream)
 
+    def source(self, src) -> tuple[str, int, bytes]:
+        """(host text, port, 16-byte address) of a recvfrom source, cached."""
+        return self._sources.get(src) or self._source(src)
+
     def _source(self, src) -> tuple[str, int, bytes]:
         """(host text, port, 16-byte address) of a recvfrom source, cached."""
         s = self._sources.get(src)
@@ -328,8 +334,7 @@ class Decoder:
     def _sflow_run(self, blob, offsets, lengths, sources, now_ms: int, out: list) -> None:
         """Consecutive sFlow datagrams: decoded as arrays and booked by sflow_run."""
         try:
-            resolved = [self._sources.get(s) or self._source(s) for s in sources]
-            out.append(sflow_run.decode_run(self, blob, offsets, lengths, resolved, now_ms))
+            out.append(sflow_run.decode_run(self, blob, offsets, lengths, sources, now_ms))
         except Exception:  # a decoder bug must not stop the loop: counted and logged
             log.exception("sflow decode failed", extra=fields(exporter=str(sources[0]), datagrams=len(sources)))
             for src in sources:

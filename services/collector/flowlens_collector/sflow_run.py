@@ -37,39 +37,63 @@ def _in_place(blob, offsets: np.ndarray, lengths: np.ndarray):
     return sflow.join([view[o:o + n] for o, n in zip(offsets.tolist(), lengths.tolist())])
 
 
+_KEY = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("domain", "<u4"), ("source", "<i8")])
+
+
 def decode_run(owner, blob, offsets: np.ndarray, lengths: np.ndarray, sources: list, now_ms: int) -> FlowBatch:
-    """Decode the sFlow datagrams ``blob[offsets[i]:offsets[i] + lengths[i]]``; ``sources[i]`` is
-    the (host text, port, 16-byte address) the datagram came from. ``owner`` gives the counters:
-    ``stats(exporter, domain, now_ms)`` and ``sequence_many(stream, sequences, units, stats)``."""
+    """Decode the sFlow datagrams ``blob[offsets[i]:offsets[i] + lengths[i]]`` received from
+    ``sources[i]`` (recvfrom addresses). ``owner`` resolves sources and keeps the counters:
+    ``source(src)`` -> (host text, port, 16-byte address), ``stats(exporter, domain, now_ms)`` and
+    ``sequence_many(stream, sequences, units, stats)``. Python loops only over the distinct
+    (agent, sub-agent, source) triples of the run."""
+    n = len(offsets)
+    if sources.count(sources[0]) == n:
+        source_id, resolved = np.zeros(n, np.int64), [owner.source(sources[0])]
+    else:
+        ids: dict = {}
+        source_id = np.fromiter((ids.setdefault(s, len(ids)) for s in sources), dtype=np.int64, count=n)
+        resolved = [owner.source(s) for s in ids]
     result = sflow.decode(*_in_place(blob, offsets, lengths), now_ms)
     dg = result.datagrams
-    n = len(dg)
-    # exporter of each datagram: its agent address, else (no agent, or a rejected header) its source
-    agents = dg["agent"]
-    zero = np.zeros(1, ADDR)[0]
-    no_agent = (agents == zero) | (dg["status"] != sflow.OK)
-    texts: dict[bytes, str] = {}
-    hosts = [sources[i][0] if no_agent[i] else texts.setdefault(bytes(a), addr.to_text(bytes(a)))
-             for i, a in enumerate(agents.tolist())]
-    domains = np.where(no_agent, 0, dg["sub_agent"]).tolist()
-    status, flows, seqs = dg["status"].tolist(), dg["flows"].tolist(), dg["sequence"]
-    streams: dict[tuple, list[int]] = {}
-    for i in range(n):
-        st = owner.stats(hosts[i], domains[i], now_ms)
-        if status[i] != sflow.OK:
-            st.error(sflow.REASONS[status[i]])
+    ok = dg["status"] == sflow.OK
+    agent = np.ascontiguousarray(dg["agent"]).view("<u8").reshape(n, 2)
+    no_agent = ~ok | ((agent[:, 0] == 0) & (agent[:, 1] == 0))  # counted on the UDP source instead
+    key = np.empty(n, _KEY)
+    key["hi"] = np.where(no_agent, 0, agent[:, 0])
+    key["lo"] = np.where(no_agent, 0, agent[:, 1])
+    key["domain"] = np.where(no_agent, 0, dg["sub_agent"])
+    key["source"] = source_id
+    if n == 1 or (key == key[0]).all():  # one agent from one source: the usual run
+        firsts, inverse = np.zeros(1, np.int64), None
+    else:
+        _uniq, firsts, inverse = np.unique(key, return_index=True, return_inverse=True)
+        order = np.argsort(firsts, kind="stable")  # rows are created in the order first heard
+        firsts, rank = firsts[order], np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        inverse = rank[inverse.reshape(-1)]
+    flows, seqs, status = dg["flows"], dg["sequence"], dg["status"]
+    for k, i in enumerate(firsts.tolist()):
+        sel = slice(None) if inverse is None else inverse == k
+        host, port, _raw = resolved[int(source_id[i])]
+        domain = 0
+        if not no_agent[i]:
+            host, domain = addr.to_text(bytes(dg["agent"][i])), int(dg["sub_agent"][i])
+        st = owner.stats(host, domain, now_ms)
+        good = ok[sel]
+        if not good.all():
+            for reason, count in zip(*np.unique(status[sel][~good], return_counts=True)):
+                st.error(sflow.REASONS[int(reason)], int(count))
+        if not good.any():
             continue
         st.version = VERSION
-        st.packets += 1
-        st.flows += flows[i]
-        streams.setdefault((hosts[i], sources[i][1], VERSION, domains[i]), []).append(i)
-    for stream, idx in streams.items():
-        sel = np.asarray(idx, dtype=np.int64)
-        owner.sequence_many(stream, seqs[sel], np.ones(len(sel), np.int64), owner.stats(stream[0], stream[3], now_ms))
+        st.packets += int(good.sum())
+        st.flows += int(flows[sel][good].sum())
+        owner.sequence_many((host, port, VERSION, domain), seqs[sel][good], np.ones(int(good.sum()), np.int64), st)
     batch = result.batch()
-    if len(batch) and no_agent[result.flow_datagram].any():
-        exporter = batch.columns["exporter"]
+    if len(batch) and no_agent.any():
         rows = np.flatnonzero(no_agent[result.flow_datagram])
-        exporter[rows] = np.frombuffer(b"".join(sources[int(d)][2] for d in result.flow_datagram[rows]), ADDR)
-        batch.hints.pop("exporter", None)
+        if len(rows):
+            raw = np.frombuffer(b"".join(r[2] for r in resolved), ADDR)
+            batch.columns["exporter"][rows] = raw[source_id[result.flow_datagram[rows]]]
+            batch.hints.pop("exporter", None)
     return batch

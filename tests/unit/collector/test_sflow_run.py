@@ -14,7 +14,7 @@ from sflow_builders import datagram, flow_sample, sampled_ethernet
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 NOW = 1_700_000_000_000
-SOURCE = ("192.0.2.50", 40000, addr.to_bytes("192.0.2.50"))
+SOURCE = ("192.0.2.50", 40000)
 
 
 def _layout(datagrams: list[bytes], slot: int = 0):
@@ -57,7 +57,7 @@ def test_bad_datagram_counted_on_its_source_and_agentless_flows_take_the_source(
     good = datagram([flow_sample([sampled_ethernet(64)])], agent="198.51.100.1", sub_agent=4)
     agentless = datagram([flow_sample([sampled_ethernet(65)])], agent=None)
     bad = good[:30]
-    other = ("192.0.2.60", 40001, addr.to_bytes("192.0.2.60"))
+    other = ("192.0.2.60", 40001)
     dec = Decoder()
     batch = sflow_run.decode_run(dec, *_layout([good, bad, agentless]), [SOURCE, other, SOURCE], NOW)
     rows = _rows(dec)
