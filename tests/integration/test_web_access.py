@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 import ssl
-import subprocess
-import sys
 
 import httpx
 import pytest
@@ -16,27 +14,12 @@ from lxml import etree
 
 from browser.webstack import WebStack
 from support.services import ServiceProcess, free_port, stack_config, write_config
+from support.webaccess import add_user, make_certificate
 
 NS = {"h": "http://www.w3.org/1999/xhtml"}
 TOKEN = "metrics-token-for-the-test-0123456789"
 PASSWORDS = {"alice": "alice pass phrase", "victor": "victor's phrase"}
 PAGES = ("/", "/flows", "/advisories", "/about")
-
-
-def make_certificate(tmp_path):
-    """A self-signed certificate for 127.0.0.1 (openssl CLI), its key beside it."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
-    return cert, key
-
-
-def add_user(users_file, name: str, role: str, password: str) -> None:
-    r = subprocess.run([sys.executable, "-m", "flowmodel.cli", "users", "add", name, "--role", role,
-                        "--file", str(users_file), "--password-stdin"], input=password + "\n",
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
 
 
 @pytest.fixture(scope="module")
