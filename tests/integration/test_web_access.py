@@ -157,7 +157,14 @@ def test_failed_sign_ins_are_limited_per_address(site):
         r = sign_in(c, "alice", PASSWORDS["alice"])  # even the right password waits now
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         assert "Too many failed sign-ins from your address (127.0.0.2)" in r.text
+        # an untrusted peer's X-Forwarded-For is ignored: still 127.0.0.2
+        assert c.post("/login", data={"name": "alice", "password": PASSWORDS["alice"]},
+                      headers={"X-Forwarded-For": "127.0.0.9"}).status_code == 429
     with client(site) as c:
+        # a proxy on 127.0.0.1 (trusted, uvicorn's proxy headers) speaking for 127.0.0.2: the same limit
+        r = c.post("/login", data={"name": "alice", "password": PASSWORDS["alice"]},
+                   headers={"X-Forwarded-For": "127.0.0.2"})
+        assert r.status_code == 429, r.status_code
         assert sign_in(c, "alice", PASSWORDS["alice"]).status_code == 303
         body = c.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
     failed = re.search(r"^flowlens_web_login_failures_total (\d+)$", body, re.M)
