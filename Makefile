@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/flowlens.yaml
 DEB_PACKAGES := softflowd nfdump tcpdump nmap chromium
 # lz4: the block codec's measured alternative (bench/blocks.py, its tests); the store writes zstd
-PIP_TEST := "pytest>=8" "hypothesis>=6.100" "lxml>=5" "httpx>=0.27" "playwright>=1.45" "netflow==0.12.2" "testcontainers>=4" "lz4>=4"
+# aiosmtpd: the SMTP server the notifier tests deliver email to (tests/integration/test_notifier.py)
+PIP_TEST := "pytest>=8" "hypothesis>=6.100" "lxml>=5" "httpx>=0.27" "playwright>=1.45" "netflow==0.12.2" "testcontainers>=4" "lz4>=4" "aiosmtpd>=1.4"
 
 .PHONY: install run test fuzz bench clean debs
 
@@ -14,7 +15,7 @@ install: $(STAMP)
 
 $(STAMP): Makefile libs/flowmodel/pyproject.toml services/*/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -e libs/flowmodel -e services/collector -e services/store -e services/analyzer -e services/web
+	$(BIN)/pip install -q -e libs/flowmodel -e services/collector -e services/store -e services/analyzer -e services/web -e services/notifier
 	$(BIN)/pip install -q $(PIP_TEST)
 	touch $(STAMP)
 

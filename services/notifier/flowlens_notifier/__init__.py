@@ -1,0 +1,1 @@
+"""FlowLens notifier: tells people about advisories (webhook, email, syslog)."""

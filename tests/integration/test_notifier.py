@@ -1,0 +1,170 @@
+"""The notifier through real processes and real receivers on loopback: a replayed nmap capture through
+collector, analyzer and store gives each target (webhook, email, syslog over UDP and TCP) one
+notification per advisory raised and one on its resolution; a failing webhook is retried, counted
+and raises a WARNING advisory of its own; a burst of 1,000 advisories is one message per target per
+grouping interval; a notifier restart loses and repeats none. Advisories not from the analyzer
+travel the store's events socket the way the analyzer sends them (flowmodel.eventbox)."""
+from __future__ import annotations
+
+import collections
+
+from flowmodel import bus
+from flowmodel.eventbox import EventSender
+from support.receivers import SmtpReceiver, SyslogReceiver, WebhookReceiver
+from support.services import ServiceProcess, ServiceStack, send_udp, wait_until
+from test_analyzer_scenarios import FAST, payloads
+
+FAST_NOTIFY = {"poll_interval": "0.2s", "group_wait": "0.5s", "group_interval": "2s", "send_timeout": "5s"}
+
+
+def targets(hook=None, smtp=None, udp=None, tcp=None, **hook_options) -> list[dict]:
+    out = []
+    if hook:
+        out.append({"name": "hook", "type": "webhook", "url": hook.url, **hook_options})
+    if smtp:
+        out.append({"name": "mail", "type": "email", "host": "127.0.0.1", "port": smtp.port,
+                    "from": "flowlens@example.net", "to": ["noc@example.net"]})
+    if udp:
+        out.append({"name": "siem-udp", "type": "syslog", "host": "127.0.0.1", "port": udp.port, "protocol": "udp"})
+    if tcp:
+        out.append({"name": "siem-tcp", "type": "syslog", "host": "127.0.0.1", "port": tcp.port, "protocol": "tcp"})
+    return out
+
+
+def notifier_counters(client) -> dict:
+    rows = [c for c in client.exporters()["collectors"] if c.get("kind") == "notifier"]
+    return rows[0]["counters"] if rows else {}
+
+
+def advisory(i: int, state: str = "raised", severity: str = "CRITICAL") -> dict:
+    subject = f"10.9.{i // 256}.{i % 256}"
+    now = bus.now_ms()
+    return {"key": f"scan:{subject}", "analyzer": "scan", "subject": subject, "severity": severity, "state": state,
+            "first_seen": 1_700_000_000_000, "last_seen": now, "title": f"Port scan from {subject}",
+            "description": f"{subject} contacted 300 ports in 60 s: likely a port scan.",
+            "action": "Find who runs it.", "evidence": {"ports": 300}, "filter": {"src": subject}}
+
+
+class Injector:
+    """Advisories into the store's events socket, held until it confirms them (as the analyzer does)."""
+
+    def __init__(self, stack):
+        self.sequencer = bus.Sequencer("test-analyzer")
+        self.sender = EventSender(stack.cfg["bus"]["events_endpoint"], "test-analyzer", 100_000, 1.0, 1000).start()
+
+    def send(self, events: list[dict]) -> None:
+        for e in events:
+            self.sender.send(bus.TOPIC_ADVISORY, e, lambda b: bus.encode_event(b, self.sequencer))
+        assert self.sender.flush(30), "the store did not confirm the advisories"
+
+    def close(self):
+        self.sender.close()
+
+
+def test_replayed_scan_gives_each_target_one_notification_and_one_on_resolution(tmp_path):
+    with WebhookReceiver() as hook, SmtpReceiver() as smtp, SyslogReceiver("udp") as udp, SyslogReceiver("tcp") as tcp:
+        receivers = {"hook": hook, "mail": smtp, "siem-udp": udp, "siem-tcp": tcp}
+        notify = {**FAST_NOTIFY, "state_path": str(tmp_path / "notifier.json"),
+                  "targets": targets(hook, smtp, udp, tcp),
+                  "rules": [{"analyzer": ["scan"], "targets": list(receivers)}]}
+        with ServiceStack(tmp_path, ["store", "collector", "analyzer", "notifier"], notify=notify,
+                          analysis={**FAST, "resolve_after": "3s", "window": "10s"}) as stack:
+            client = stack.client()
+            try:
+                send_udp(stack.netflow_port, payloads("softflowd_v9_scan.pcap"))
+                want = {("scan:127.0.0.1", "raised"), ("scan:127.0.0.1", "resolved"),
+                        ("scan:127.0.0.1 port 22", "raised"), ("scan:127.0.0.1 port 22", "resolved")}
+                for name, r in receivers.items():
+                    try:
+                        wait_until(lambda: want <= set(r.notifications()), 60)
+                    except AssertionError:
+                        raise AssertionError(f"{name} got {r.notifications()}; the store holds "
+                                             f"{[(a['key'], a['state']) for a in client.advisories(include_resolved=True)]}; "
+                                             "notifier log:\n" + stack.procs["notifier"].log()[-3000:]) from None
+                stored = {a["key"]: a for a in client.advisories(analyzer="scan", include_resolved=True)}
+                counters = wait_until(lambda: (t := notifier_counters(client).get("targets")) and
+                                      all(t[n]["sent"] >= 2 for n in receivers) and t, 15)
+            finally:
+                client.close()
+        assert stack.procs["notifier"].proc.returncode == 0, stack.procs["notifier"].log()[-3000:]
+    assert set(stored) == {"scan:127.0.0.1", "scan:127.0.0.1 port 22"}
+    for name, r in receivers.items():
+        seen = collections.Counter(n for n in r.notifications() if n[1] in ("raised", "resolved"))
+        assert set(seen) == want and set(seen.values()) == {1}, (name, seen)
+        assert counters[name]["failed"] == 0 and counters[name]["dropped"] == 0
+    # what each form carries: the sentence, the action, the link (no public_url here: none)
+    post = hook.posts[0]["notifications"][0]
+    assert post["description"].startswith("127.0.0.1 contacted") and post["action"] and post["evidence"]
+    assert smtp.messages[0]["Subject"].startswith("FlowLens: CRITICAL raised: ")
+    assert udp.records[0].startswith(b"<130>1 ")  # local0 (16) * 8 + crit (2)
+
+
+def test_failing_target_is_retried_counted_and_raises_its_own_advisory(tmp_path):
+    with WebhookReceiver(fail_first=3) as hook:
+        notify = {**FAST_NOTIFY, "state_path": str(tmp_path / "notifier.json"), "targets": targets(hook),
+                  "failing_after": 2, "retry_max_backoff": "2s"}
+        with ServiceStack(tmp_path, ["store", "notifier"], notify=notify) as stack:
+            client, inject = stack.client(), Injector(stack)
+            try:
+                inject.send([advisory(1)])
+                own = wait_until(lambda: [a for a in client.advisories(analyzer="notifier", include_resolved=True)
+                                          if a["state"] == "resolved"], 30)
+                wait_until(lambda: hook.notifications(), 10)
+                counters = wait_until(lambda: (c := notifier_counters(client).get("targets", {}).get("hook")) and
+                                      c["sent"] == 1 and c, 10)
+            finally:
+                inject.close()
+                client.close()
+    assert hook.refused == 3
+    # delivered once, after the failures; its own advisory (no rules: every target) follows it there
+    assert [n for n in hook.notifications() if n[0] == "scan:10.9.0.1"] == [("scan:10.9.0.1", "raised")]
+    assert counters["failed"] == 3 and counters["retried"] == 3 and counters["dropped"] == 0
+    assert own[0]["key"] == "notifier:target:hook" and own[0]["severity"] == "WARNING"
+
+
+def test_a_burst_of_1000_is_one_message_per_target_per_interval(tmp_path):
+    with WebhookReceiver() as hook, SyslogReceiver("tcp") as tcp, SmtpReceiver() as smtp:
+        notify = {**FAST_NOTIFY, "group_wait": "1s", "group_interval": "1h", "max_items": 20,
+                  "state_path": str(tmp_path / "notifier.json"), "targets": targets(hook, smtp, tcp=tcp)}
+        with ServiceStack(tmp_path, ["store", "notifier"], notify=notify) as stack:
+            client, inject = stack.client(), Injector(stack)
+            try:
+                inject.send([advisory(i) for i in range(1000)])
+                counters = wait_until(lambda: (c := notifier_counters(client)) and c.get("notifications") == 1000
+                                      and all(t["sent"] == 1 for t in c["targets"].values()) and c, 30)
+            finally:
+                inject.close()
+                client.close()
+    # every target took all 1,000 (queued), in one message so far; the rest wait for the next interval
+    for name, c in counters["targets"].items():
+        assert c["queued"] == 1000 and c["sent"] == 1 and c["notifications_sent"] + c["pending"] == 1000, name
+    assert len(hook.posts) == 1 and len(smtp.messages) == 1 and tcp.connections == 1
+    first = counters["targets"]["hook"]["notifications_sent"]
+    assert len(hook.posts[0]["notifications"]) == first  # the JSON carries every one of them
+    assert len(tcp.records) == min(first, 20) + (first > 20)  # syslog: max_items records and one counting the rest
+
+
+def test_a_notifier_restart_loses_and_repeats_none(tmp_path):
+    with WebhookReceiver() as hook:
+        notify = {**FAST_NOTIFY, "group_interval": "3s", "state_path": str(tmp_path / "notifier.json"),
+                  "targets": targets(hook)}
+        with ServiceStack(tmp_path, ["store", "notifier"], notify=notify) as stack:
+            client, inject = stack.client(), Injector(stack)
+            try:
+                inject.send([advisory(i) for i in range(10)])
+                wait_until(lambda: len(hook.notifications()) >= 10, 20)
+                inject.send([advisory(i) for i in range(10, 20)])  # held by the grouping interval...
+                assert stack.procs["notifier"].stop() == 0         # ...when the notifier stops
+                inject.send([advisory(i) for i in range(20, 30)])  # and these arrive while it is away
+                stack.procs["notifier"] = ServiceProcess("notifier", stack.config_path).start()
+                wait_until(lambda: len({k for k, t in hook.notifications()}) >= 30, 30)
+                inject.send([advisory(i, "resolved") for i in range(30)])
+                wait_until(lambda: len([1 for _k, t in hook.notifications() if t == "resolved"]) >= 30, 30)
+            finally:
+                inject.close()
+                client.close()
+    seen = collections.Counter(hook.notifications())
+    keys = {f"scan:10.9.0.{i}" for i in range(30)}
+    assert {k for k, _t in seen} == keys
+    assert all(seen[(k, "raised")] == 1 and seen[(k, "resolved")] == 1 for k in keys), seen
+    assert sum(seen.values()) == 60
