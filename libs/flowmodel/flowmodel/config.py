@@ -347,7 +347,7 @@ SETTINGS: dict[str, Setting] = {
     "analysis.instance_id": Setting(_str, "", "source id on the bus; empty = analyzer@host:pid"),
 
     "web.listen": Setting(_str, "0.0.0.0:8080", "host:port of the web UI"),
-    "web.store_connections": Setting(ranged(_int, 1, 16), 2, "queries the web runs on the store at once (match storage.query_workers)"),
+    "web.store_connections": Setting(ranged(_int, 1, 16), 2, "queries the web runs on the store at once (match storage.query_workers): one for the dashboard and other ring answers, the rest for history pages (at least one each)"),
     "web.metrics_max_exporters": Setting(ranged(_int, 1, 1_000_000), 100, "exporters (per observation domain) with series of their own on /metrics, the most flows first; the rest are summed in one exporter=\"other\" series"),
     "web.page_size": Setting(ranged(_int, 1, 10_000), 50, "flows per page in the flow explorer"),
     "web.refresh": Setting(ranged(_int, 0, 86400, " s"), 30, "dashboard auto-refresh in seconds (meta refresh); 0 disables"),
