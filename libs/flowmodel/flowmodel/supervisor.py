@@ -1,10 +1,11 @@
 """``flowlens up``: the services of one host as child processes.
 
-Started in order (store, analyzer, web, collectors), each waited for until it logs ``ready``; their
-log lines are forwarded with the service name in front. A child that exits (at start or later) is
-restarted after 0.5 s, 1 s, 2 s, ... up to ``max_backoff_s``; the others keep running, so the
-collectors keep receiving while the store is away. A child that crashes ``CRASHLOOP_AFTER`` times
-in a row is crash-looping: a CRITICAL advisory (topic ``advisory``) names it and quotes its last
+Started in order (store, analyzer, web, the notifier when notify.targets is set, collectors), each
+waited for until it logs ``ready``; their log lines are forwarded with the service name in front.
+A child that exits (at start or later) is restarted after 0.5 s, 1 s, 2 s, ... up to
+``max_backoff_s``; the others keep running, so the collectors keep receiving while the store is
+away. A child that crashes ``CRASHLOOP_AFTER`` times in a row is crash-looping: a CRITICAL
+advisory (topic ``advisory``) names it and quotes its last
 error line; it is published again every ``ADVISORY_REPEAT_S`` and when the store comes back (the
 store may be the one crash-looping, and a PUB message with no store behind it is lost), and
 resolved once the child has stayed up ``stable_after_s``, which also resets its backoff.
@@ -30,8 +31,8 @@ from .logs import fields, setup_logging
 
 log = logging.getLogger("flowmodel.supervisor")
 
-START_ORDER = ("store", "analyzer", "web", "collector")
-STOP_RANK = {"collector": 0, "analyzer": 1, "web": 1, "store": 2}
+START_ORDER = ("store", "analyzer", "web", "notifier", "collector")
+STOP_RANK = {"collector": 0, "analyzer": 1, "web": 1, "notifier": 1, "store": 2}
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 300.0     # a crash-looping child is retried at least this often, for as long as up runs
@@ -246,6 +247,11 @@ class Supervisor:
         unknown = set(wanted) - set(START_ORDER)
         if unknown:
             print(f"flowlens up: unknown service(s) {', '.join(sorted(unknown))}", file=sys.stderr)
+            raise SystemExit(2)
+        if cfg["notify.targets"] and "store" in wanted and "notifier" not in wanted:
+            wanted.append("notifier")  # the fifth service runs where the store does, once it has targets
+        elif "notifier" in wanted and not cfg["notify.targets"]:
+            print("flowlens up: the notifier needs notify.targets in the config", file=sys.stderr)
             raise SystemExit(2)
         children = [Child(name, name, args.config) for name in START_ORDER if name in wanted]
         children += [Child(f"collector-{i}", "collector", path) for i, path in enumerate(args.collector_config, 2)]

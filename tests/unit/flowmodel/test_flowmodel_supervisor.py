@@ -33,3 +33,29 @@ def test_crashloop_event_is_an_advisory_the_analyzer_will_not_adopt():
     assert "after 4 s, then after longer waits up to 300 s" in crashloop_event(loop, "raised")["description"]
     loop.backoff_s = 300.0
     assert "restarts it every 300 s" in crashloop_event(loop, "updated")["description"]
+
+
+def _up_args(config, services="store,analyzer,web,collector"):
+    import argparse
+
+    return argparse.Namespace(config=str(config), collector_config=[], services=services, stop_timeout=5.0,
+                              max_backoff=1.0, stable_after=1.0)
+
+
+def test_up_starts_the_notifier_only_with_targets_and_a_store(tmp_path):
+    import pytest
+    import yaml
+
+    from flowmodel.supervisor import Supervisor
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("log: {level: warning}\n")
+    with_targets = tmp_path / "notify.yaml"
+    with_targets.write_text(yaml.safe_dump({"log": {"level": "warning"}, "notify": {"targets": [
+        {"name": "siem", "type": "syslog", "host": "127.0.0.1"}]}}))
+    names = lambda sup: [c.name for c in sup.children]
+    assert names(Supervisor.from_args(_up_args(plain))) == ["store", "analyzer", "web", "collector"]
+    assert names(Supervisor.from_args(_up_args(with_targets))) == ["store", "analyzer", "web", "notifier", "collector"]
+    assert names(Supervisor.from_args(_up_args(with_targets, "collector"))) == ["collector"]  # a collector box
+    with pytest.raises(SystemExit):
+        Supervisor.from_args(_up_args(plain, "store,notifier"))  # asked for, but nowhere to send
