@@ -1,5 +1,5 @@
 """The ``flowlens`` command: run the services (``up``, or one of them), query the store, replay a
-capture, run an offline analysis, check a config, manage the web's accounts. Each subcommand hands off to the module that
+capture, run an offline analysis, check a config, manage the web's accounts and the CURVE keys. Each subcommand hands off to the module that
 does the work; service packages are started as processes, never imported from here.
 """
 from __future__ import annotations
@@ -84,7 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--config", help="config file naming web.users_file")
     u.add_argument("--password-stdin", action="store_true",
                    help="read the password from the first line of standard input instead of prompting twice")
+    k = sub.add_parser("keys", help="CURVE key pairs for the bus and the query socket",
+                       description="generate a CURVE key pair: DIR/NAME.key (public) and DIR/NAME.key_secret")
+    k.add_argument("action", choices=["generate"])
+    k.add_argument("--dir", required=True, help="directory to write the key files to (made, mode 0700, if missing)")
+    k.add_argument("--name", required=True, help="key name: store, or the client's (collector-edge1, analyzer, web)")
+    k.add_argument("--force", action="store_true", help="replace a key pair of that name")
     return p
+
+
+def run_keys(args: argparse.Namespace, err=None) -> int:
+    from .curve import generate_keys
+
+    err = err or sys.stderr
+    try:
+        public, secret = generate_keys(args.dir, args.name, force=args.force)
+    except (OSError, ValueError) as e:
+        print(f"flowlens keys: {e}", file=err)
+        return 2
+    print(f"flowlens keys: wrote {public} (public: give it out) and {secret} (secret: keep it on this box)", file=err)
+    return 0
 
 
 def run_users(args: argparse.Namespace, out=None, err=None, stdin=None) -> int:
@@ -133,7 +152,11 @@ def run_query(args: argparse.Namespace, out=None, err=None) -> int:
     except (QueryError, ConfigError) as e:
         print(f"flowlens query: {e}", file=err)
         return EXIT_QUERY_ERROR
-    client = StoreClient(args.endpoint or cfg["query.endpoint"], cfg["query.timeout"], cfg["query.retries"])
+    try:
+        client = StoreClient.from_config(cfg, args.endpoint)
+    except ConfigError as e:
+        print(f"flowlens query: {e}", file=err)
+        return EXIT_QUERY_ERROR
     try:
         if args.op == "flows":
             rows = flow_rows(client, 100 if args.limit is None else args.limit, given)
@@ -263,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_query(args)
     if args.command == "users":
         return run_users(args)
+    if args.command == "keys":
+        return run_keys(args)
     if args.command == "config":
         try:
             cfg = load_config(args.path)

@@ -16,7 +16,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from .protocol import parse_when
+from .protocol import REQUEST_MAX_BYTES, parse_when
 
 # numpy (and flowmodel.addr / flowmodel.schema, which stand on it) is imported where a flows reply is
 # turned into columns, not here: the web and the CLI import this client at start and most of their
@@ -70,8 +70,10 @@ class StoreClient:
     """Thread-safe (one request at a time) client for the store's query endpoint."""
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", timeout_s: float = 5.0, retries: int = 2,
-                 context: zmq.Context | None = None):
+                 context: zmq.Context | None = None, keys=None, max_reply_bytes: int = 64 << 20):
         self.endpoint = endpoint
+        self.keys = keys  # flowmodel.curve.ClientKeys (CURVE to the store), from_config loads them; None: plain
+        self.max_reply_bytes = max_reply_bytes
         self.timeout_ms = int(timeout_s * 1000)
         self.retries = retries
         self._ctx = context or zmq.Context.instance()
@@ -79,13 +81,21 @@ class StoreClient:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, cfg) -> "StoreClient":
-        return cls(cfg["query.endpoint"], cfg["query.timeout"], cfg["query.retries"])
+    def from_config(cls, cfg, endpoint: str | None = None, **kw) -> "StoreClient":
+        """query.endpoint (or ``endpoint``), its timeout, retries and reply bound, and the CURVE keys of ``security.*``."""
+        from .curve import client_keys
+
+        kw = {"timeout_s": cfg["query.timeout"], "retries": cfg["query.retries"], **kw}
+        return cls(endpoint or cfg["query.endpoint"], keys=client_keys(cfg),
+                   max_reply_bytes=cfg["query.max_reply_bytes"], **kw)
 
     def _open(self) -> zmq.Socket:
+        from .curve import connect_securely
+
         sock = self._ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.endpoint)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_reply_bytes + (64 << 10))  # the store's bound, and an error reply's room
+        connect_securely(sock, self.endpoint, self.keys)
         return sock
 
     def close(self) -> None:
@@ -103,6 +113,8 @@ class StoreClient:
     def request(self, op: str, **args: Any) -> dict:
         """Send one request; return the reply map (ok true) or raise StoreError / StoreUnavailable."""
         body = msgpack.packb({"op": op, **{k: v for k, v in args.items() if v is not None}}, use_bin_type=True)
+        if len(body) > REQUEST_MAX_BYTES:  # the store's socket would drop it (and the connection) unanswered
+            raise StoreError(f"the request is {len(body):,} bytes; the store takes {REQUEST_MAX_BYTES:,} at most")
         with self._lock:
             for _attempt in range(self.retries + 1):
                 if self._sock is None:

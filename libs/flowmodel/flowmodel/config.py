@@ -247,7 +247,7 @@ class Setting:
 
 
 # ---------------------------------------------------------------- every key, once
-# Sections: log, bus, query, collector, store, analysis, web. Add a key here, in its section, with
+# Sections: log, bus, query, security, collector, store, analysis, web. Add a key here, in its section, with
 # its documentation; tests/unit/flowmodel/test_config.py fails when the README does not list it.
 SETTINGS: dict[str, Setting] = {
     "log.level": Setting(_level, "info", "debug, info, warning or error"),
@@ -265,6 +265,13 @@ SETTINGS: dict[str, Setting] = {
     "query.endpoint": Setting(_str, "tcp://127.0.0.1:5555", "the store's query (REQ/REP) address that clients connect to"),
     "query.timeout": Setting(ranged(_pos_duration, 0.01, 3600, " s"), 5.0, "how long a client waits for one reply before retrying"),
     "query.retries": Setting(ranged(_int, 0, 100), 2, "retries after a timeout (Lazy Pirate) before the store counts as unreachable"),
+    "query.max_reply_bytes": Setting(ranged(parse_size, 1 << 20, 1 << 30, " bytes"), 64 << 20, "largest reply the store sends (a bigger one becomes an error reply asking for a narrower query) and a client reads"),
+
+    "security.server_key": Setting(_str, "", "the store's secret key file (NAME.key_secret from `flowlens keys generate`); set, the bus, events and query sockets speak CURVE; empty, they bind to loopback only"),
+    "security.authorized_keys": Setting(_str, "", "directory of the client public keys (NAME.key) the store admits; re-read when it changes, no restart needed"),
+    "security.client_key": Setting(_str, "", "this client's secret key file (collector, analyzer, web, flowlens up, flowlens query); with security.store_public_key"),
+    "security.store_public_key": Setting(_str, "", "the store's public key file (its NAME.key), which clients check the store against"),
+    "security.allow_insecure_bind": Setting(_bool, False, "let the store bind its bus, events and query sockets beyond loopback without CURVE: only on a network nobody else reaches"),
 
     "collector.bind_address": Setting(_str, "0.0.0.0", "address the UDP listeners bind to (:: for IPv6 and IPv4)"),
     "collector.netflow_port": Setting(_port, 2055, "UDP port for NetFlow v5/v9 (IPFIX also accepted)"),

@@ -293,8 +293,10 @@ class Gate:
                         with self._lock:
                             counts = self.handshake_failures.setdefault(domain, {"protocol": 0, "no_detail": 0})
                             counts[which] += 1
-                        if which == "protocol":
-                            failed[m] = f"CURVE handshake failed (protocol error {value}: no CURVE, or not this store's key)"
+                        # no_detail: the peer hung up during the handshake, which is what a client without
+                        # CURVE does when it sees the store's mechanism (or a port probe); refused all the same
+                        failed[m] = (f"CURVE handshake failed (protocol error {value}: no CURVE, or not this store's key)"
+                                     if which == "protocol" else "hung up during the CURVE handshake (a client without CURVE, or a probe)")
                     elif kind == zmq.EVENT_DISCONNECTED:
                         peer = by_fd.pop(value, None)
                         reason = failed.pop(m, None)

@@ -106,8 +106,9 @@ class EventSender:
     sends what is due; ``flush`` does so until everything is confirmed or a deadline passes."""
 
     def __init__(self, endpoint: str, source: str, max_events: int, resend_after_s: float, high_water_mark: int,
-                 context=None):
+                 context=None, keys=None):
         self.endpoint = endpoint
+        self.keys = keys  # flowmodel.curve.ClientKeys: CURVE to the store; None: plain (loopback)
         self.outbox = EventOutbox(f"{source}/{bus.now_ms()}", max_events, int(resend_after_s * 1000))
         self.high_water_mark = high_water_mark
         self._ctx = context
@@ -119,13 +120,16 @@ class EventSender:
     def start(self) -> "EventSender":
         import zmq
 
+        from .curve import connect_securely
+
         self._ctx = self._ctx or zmq.Context.instance()
         self.sock = self._ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, self.high_water_mark)
         self.sock.setsockopt(zmq.RCVHWM, self.high_water_mark)
         self.sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing while the store is away: the outbox holds them
-        self.sock.connect(self.endpoint)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, bus.CONTROL_MAX_BYTES)  # it reads confirmations: small
+        connect_securely(self.sock, self.endpoint, self.keys)
         return self
 
     def send(self, topic: bytes, event: dict, encode: Callable[[dict], bytes]) -> bytes:

@@ -160,9 +160,10 @@ class AdvisoryPublisher:
     published on the bus for subscribers. zmq and the envelope code are imported on the first send,
     so a stack that never crash-loops pays nothing for them."""
 
-    def __init__(self, endpoint: str | None, events: dict | None = None):
+    def __init__(self, endpoint: str | None, events: dict | None = None, security: dict | None = None):
         self.endpoint = endpoint
         self.events = events  # EventSender's endpoint, max_events, resend_after_s, high_water_mark; None: bus only
+        self.security = security or {}  # security.client_key and security.store_public_key (flowmodel.curve)
         self._sock = None
         self._sender = None
         self._sequencer = None
@@ -172,19 +173,21 @@ class AdvisoryPublisher:
             return
         import zmq
 
-        from . import bus
+        from . import bus, curve
 
         if self._sequencer is None:
             self._ctx = zmq.Context.instance()
             self._sequencer = bus.Sequencer(bus.default_source_id("supervisor"))
+            keys = curve.client_keys({"security.client_key": "", "security.store_public_key": "", **self.security})
             if self.endpoint:
                 self._sock = self._ctx.socket(zmq.PUB)
                 self._sock.setsockopt(zmq.LINGER, 0)
-                self._sock.connect(self.endpoint)
+                curve.connect_securely(self._sock, self.endpoint, keys)
             if self.events:
                 from .eventbox import EventSender
 
-                self._sender = EventSender(source=self._sequencer.source, context=self._ctx, **self.events).start()
+                self._sender = EventSender(source=self._sequencer.source, context=self._ctx, keys=keys,
+                                           **self.events).start()
         if self._sender is not None:
             body = self._sender.send(bus.TOPIC_ADVISORY, event, lambda b: bus.encode_event(b, self._sequencer))
         else:
@@ -219,13 +222,14 @@ class AdvisoryPublisher:
 class Supervisor:
     def __init__(self, children: list[Child], stop_timeout_s: float = 30.0, ready_timeout_s: float = 60.0,
                  max_backoff_s: float = MAX_BACKOFF_S, stable_after_s: float = STABLE_AFTER_S,
-                 publish_endpoint: str | None = None, events: dict | None = None, out=None):
+                 publish_endpoint: str | None = None, events: dict | None = None, out=None,
+                 security: dict | None = None):
         self.children = children
         self.stop_timeout_s = stop_timeout_s
         self.ready_timeout_s = ready_timeout_s
         self.max_backoff_s = max_backoff_s
         self.stable_after_s = stable_after_s
-        self.publisher = AdvisoryPublisher(publish_endpoint, events)
+        self.publisher = AdvisoryPublisher(publish_endpoint, events, security)
         self.crashloops: dict[str, Crashloop] = {}
         self._store_was_ready = False
         self.out = out or sys.stderr
@@ -259,7 +263,8 @@ class Supervisor:
                    stable_after_s=args.stable_after, publish_endpoint=cfg["bus.publish_endpoint"],
                    events={"endpoint": cfg["bus.events_endpoint"], "max_events": cfg["bus.events_unconfirmed_max"],
                            "resend_after_s": cfg["bus.events_resend_timeout"],
-                           "high_water_mark": cfg["bus.events_high_water_mark"]})
+                           "high_water_mark": cfg["bus.events_high_water_mark"]},
+                   security={k: cfg[k] for k in ("security.client_key", "security.store_public_key")})
 
     # ------------------------------------------------------------ child processes
 
