@@ -60,8 +60,10 @@ def write_config(path: Path, cfg: dict) -> Path:
 class ServiceProcess:
     """One service as `python -m flowlens_<name> --config PATH`, its stderr collected in lines."""
 
-    def __init__(self, name: str, config_path: Path, env: dict | None = None, args: list[str] | None = None):
+    def __init__(self, name: str, config_path: Path, env: dict | None = None, args: list[str] | None = None,
+                 prefix: list[str] | None = None):
         self.name = name
+        self.prefix = prefix or []  # e.g. ["ip", "netns", "exec", NS]: run it inside a network namespace
         self.config_path = config_path
         self.env = {**os.environ, **(env or {})}
         self.args = args or []
@@ -72,7 +74,7 @@ class ServiceProcess:
 
     def start(self, timeout_s: float = 20.0) -> "ServiceProcess":
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", f"flowlens_{self.name}", "--config", str(self.config_path), *self.args],
+            [*self.prefix, PYTHON, "-m", f"flowlens_{self.name}", "--config", str(self.config_path), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env, text=True, cwd=REPO)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -167,10 +167,12 @@ class EventSink:
         self._db: sqlite3.Connection | None = None
         self._rl = RateLimitedLog(log)
 
-    def bind(self, sock: zmq.Socket, endpoint: str, high_water_mark: int) -> None:
+    def bind(self, sock: zmq.Socket, endpoint: str, high_water_mark: int,
+             bind: Callable[[zmq.Socket, str], None] | None = None) -> None:
+        """``bind(sock, endpoint)`` binds it (the store's CURVE gate, flowmodel.curve); plain bind when None."""
         sock.setsockopt(zmq.SNDHWM, high_water_mark)
         sock.setsockopt(zmq.RCVHWM, high_water_mark)
-        sock.bind(endpoint)
+        (bind or zmq.Socket.bind)(sock, endpoint)
         self.sock = sock
 
     def receive(self, limit: int = 1000) -> int:

@@ -14,13 +14,13 @@ import msgpack
 import numpy as np
 import zmq
 
-from flowmodel import addr
-from flowmodel.bus import (queue_limit, EVENT_STREAM, TOPIC_ACK, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX,
+from flowmodel import addr, curve
+from flowmodel.bus import (CONTROL_MAX_BYTES, SUBSCRIPTION_MAX_BYTES, max_message_bytes, queue_limit, EVENT_STREAM, TOPIC_ACK, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX,
                            TOPIC_RESEND, CodecError, GapCounter, Sequencer, decode_batch, decode_body, default_source_id,
                            encode_event, envelope_of)
 from flowmodel.events import process_stats, service_config
 from flowmodel.logs import RateLimitedLog, fields
-from flowmodel.protocol import OPS, QueryError, error_reply
+from flowmodel.protocol import OPS, REQUEST_MAX_BYTES, QueryError, error_reply
 
 from . import __version__, delivery, eventsink
 from .exporter_table import ADDRESSES_PER_EXPORTER, add_flows, address_text, merge_health
@@ -38,6 +38,13 @@ def pack_reply(reply: dict) -> bytes:
     except Exception as e:
         log.exception("reply could not be encoded")
         return msgpack.packb(error_reply(f"internal error encoding the reply: {e}"), use_bin_type=True)
+
+
+def too_big_reply(size: int, max_bytes: int) -> dict:
+    return error_reply(f"the reply would be {size:,} bytes, over query.max_reply_bytes ({max_bytes:,}); ask for "
+                       "a shorter window, a lower limit or a larger step")
+
+
 RATE_WINDOW_S = 10.0
 SEAL_QUIET_S = 10.0  # a past partition still receiving flows (a replay, a catch-up) is sealed once they stop
 ACK_INTERVAL_S = 0.2  # how often the store confirms committed flow batches to the collectors (bus.TOPIC_ACK)
@@ -77,6 +84,8 @@ class StoreService:
         self._query_stop = threading.Event()
         self._jobs: queue.Queue | None = None
         self.queries_refused = 0
+        self.replies_too_big = 0
+        self.gate: curve.Gate | None = None  # CURVE keys, the ZAP handler and the refused peers (flowmodel.curve)
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- lifecycle
@@ -84,15 +93,19 @@ class StoreService:
     def start(self) -> "StoreService":
         cfg = self.cfg
         self.ctx = zmq.Context()
+        self.gate = curve.Gate(cfg).start(self.ctx)
         hwm = queue_limit(cfg)  # these sockets carry flow batches: bounded in bytes, not only messages
-        # 1. forwarder
+        # 1. forwarder; every socket that reads from other processes has a message size bound (MAXMSGSIZE)
         self._xsub = self._socket(zmq.XSUB)
-        self._xsub.bind(cfg["storage.bus_xsub_bind"])
+        self._xsub.setsockopt(zmq.RCVHWM, hwm)
+        self._xsub.setsockopt(zmq.MAXMSGSIZE, max_message_bytes(cfg))
+        self.gate.bind(self._xsub, cfg["storage.bus_xsub_bind"], curve.BUS_PUBLISH)
         self._xsub.bind(f"inproc://store-bus-{id(self)}")  # the store's own acks enter the bus here
         self._xpub = self._socket(zmq.XPUB)
         self._xpub.setsockopt(zmq.SNDHWM, hwm)
-        self._xsub.setsockopt(zmq.RCVHWM, hwm)
-        self._xpub.bind(cfg["storage.bus_xpub_bind"])
+        self._xpub.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_MAX_BYTES)
+        self.gate.bind(self._xpub, cfg["storage.bus_xpub_bind"], curve.BUS_SUBSCRIBE)
+        self._xpub.bind(f"inproc://store-subscribers-{id(self)}")  # the store's own subscriber, inside CURVE
         self._ctl = self._socket(zmq.PAIR)
         self._ctl.bind(f"inproc://store-proxy-{id(self)}")
         ctl_peer = self._socket(zmq.PAIR)
@@ -127,18 +140,22 @@ class StoreService:
         for topic in (TOPIC_FLOWS_PREFIX, TOPIC_ADVISORY, TOPIC_EXPORTER):
             self._sub.setsockopt(zmq.SUBSCRIBE, topic)
         self._sub.setsockopt(zmq.SUBSCRIBE, TOPIC_RESEND)
-        self._sub.connect(cfg["bus.subscribe_endpoint"])
+        self._sub.connect(f"inproc://store-subscribers-{id(self)}")
         self._acks = self._socket(zmq.PUB)
         self._acks.connect(f"inproc://store-bus-{id(self)}")
         # 3b. the events socket: advisories apart from flow batches, each confirmed once committed
         self.events = eventsink.EventSink(self.event_ledger, self._confirmed_event,
                                           lambda mark: self.writer.offer_event(eventsink.MARK_ONLY, mark), self._health,
                                           cfg["storage.sqlite_path"], self._ack_sequencer)
-        self.events.bind(self._socket(zmq.ROUTER), cfg["storage.events_bind"], cfg["bus.events_high_water_mark"])
+        events_sock = self._socket(zmq.ROUTER)
+        events_sock.setsockopt(zmq.MAXMSGSIZE, CONTROL_MAX_BYTES)
+        self.events.bind(events_sock, cfg["storage.events_bind"], cfg["bus.events_high_water_mark"],
+                         lambda sock, endpoint: self.gate.bind(sock, endpoint, curve.EVENTS))
         # 4. query server: a ROUTER front thread answers cheap ops itself and queues the rest (bounded) for
         # worker threads, each with its own SQLite read connection, so a ping never waits behind a scan
         self._router = self._socket(zmq.ROUTER)
-        self._router.bind(cfg["storage.query_bind"])
+        self._router.setsockopt(zmq.MAXMSGSIZE, REQUEST_MAX_BYTES)
+        self.gate.bind(self._router, cfg["storage.query_bind"], curve.QUERY)
         replies = self._socket(zmq.PULL)
         replies.bind(f"inproc://store-replies-{id(self)}")
         self._jobs = queue.Queue(maxsize=cfg["storage.query_queue"])
@@ -196,6 +213,8 @@ class StoreService:
                     t.join(5)
             self._ctl.close(linger=0)
             self._ctl = None
+        if self.gate is not None:
+            self.gate.stop()
         # sockets whose thread never started (a bind failed half-way) or has ended are closed here;
         # term() would otherwise wait for them forever
         if any(t.is_alive() for t in self._threads):
@@ -372,7 +391,8 @@ class StoreService:
     def _send_health(self) -> None:
         body = {"kind": "store", "collector": self._health_sequencer.source, "stats_interval": HEALTH_INTERVAL_S,
                 "counters": {"flows_in": self.flows_in, "flows_committed": self.writer.committed,
-                             "shed_flows": self.writer.shed_flows, **self.write_health()}}
+                             "shed_flows": self.writer.shed_flows, **self.write_health(),
+                             "refused_peers": self.gate.recent_refusals() if self.gate is not None else []}}
         if self._acks is not None:
             try:
                 self._acks.send_multipart([TOPIC_EXPORTER, encode_event(body, self._health_sequencer)], zmq.NOBLOCK)
@@ -466,7 +486,7 @@ class StoreService:
             return
         op, args = parsed
         if op in INLINE_OPS:
-            router.send_multipart(envelope + [pack_reply(self.run_op(op, args, None))])
+            router.send_multipart(envelope + [self.pack(self.run_op(op, args, None))])
             return
         try:
             self._jobs.put_nowait((envelope, op, args))
@@ -483,7 +503,7 @@ class StoreService:
                 except queue.Empty:
                     continue
                 try:
-                    push.send_multipart(envelope + [pack_reply(self.run_op(op, args, engine))])
+                    push.send_multipart(envelope + [self.pack(self.run_op(op, args, engine))])
                 except zmq.Again:  # the front thread stopped (shutdown): nobody is left to answer
                     break
         except zmq.ContextTerminated:
@@ -491,6 +511,15 @@ class StoreService:
         finally:
             engine.close()
             push.close(linger=0)
+
+    def pack(self, reply: dict) -> bytes:
+        """The reply as msgpack, or an error reply in its place when it is over query.max_reply_bytes (counted)."""
+        raw = pack_reply(reply)
+        limit = self.cfg["query.max_reply_bytes"]
+        if len(raw) > limit:
+            self.replies_too_big += 1
+            return pack_reply(too_big_reply(len(raw), limit))
+        return raw
 
     def answer(self, raw: bytes) -> dict:
         """One request answered on the calling thread (tests and tools; the server uses the workers)."""
@@ -601,7 +630,8 @@ class StoreService:
                                 for s in list(self.gaps.received)}},
             "queries": {**{src: sum(e.sources_used[src] for e in self.engines) for src in ("ring", "sqlite")},
                         "workers": len(self.engines), "waiting": self._jobs.qsize() if self._jobs else 0,
-                        "refused_busy": self.queries_refused},
+                        "refused_busy": self.queries_refused, "replies_too_big": self.replies_too_big},
+            "security": self.gate.status() if self.gate is not None else {"curve": False},
             "services": services,
         }
 
