@@ -38,6 +38,7 @@ class HealthState:
     delivery: dict[str, dict[str, int]] = field(default_factory=dict)  # id -> the store's confirmations (_observe_delivery)
     overflow: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> its overflow row (exporter table full)
     overflow_seen: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (folded, flows) last analysed
+    grouped: dict[str, dict] = field(default_factory=dict)  # finding kind -> exporters with it lately (health_groups)
 
     def observe(self, event: dict, received_ms: int) -> None:
         """Fold one health event (the analyzer's own kind=analyzer events are ignored)."""
@@ -260,7 +261,8 @@ def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, i
     findings += _delivery_findings(state, now_ms)
     findings += overflow_findings(state, now_ms)
     state.deltas.clear()
-    return group(findings)  # many exporters with one condition: one advisory naming the count and the first few
+    # many exporters with one condition: one advisory naming the count and the first few
+    return group(findings, state.grouped, now_ms, int(ctx["analysis.resolve_after"] * 1000))
 
 
 def _window_findings(state: HealthState, ctx: Context, now_ms: int) -> list[Finding]:

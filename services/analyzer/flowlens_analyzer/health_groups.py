@@ -1,7 +1,11 @@
-"""Health findings summarised for floods: when many exporters show the same condition in one
-analysis (a hundred exporters going silent at once, a flood of spoofed sources sending garbage),
-one advisory names how many and the first few, instead of one advisory per exporter; and a
-collector whose exporter table is full (collector.max_exporters) says how much it folded.
+"""Health findings summarised for floods: when many exporters show the same condition (a hundred
+exporters going silent at once, a flood of spoofed sources sending garbage), one advisory names
+how many and the first few, instead of one advisory per exporter; and a collector whose exporter
+table is full (collector.max_exporters) says how much it folded.
+
+"Many" counts the distinct exporters with the condition in this analysis and in the ones of the
+last analysis.resolve_after (while their advisories would still be open), so a flood that trickles
+in over several analyses is grouped too: at most GROUP_AT advisories of one kind, then the group.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from .common import Finding, fmt_int, plural
 NAME = "health"
 GROUP_AT = 5      # more findings than this of one kind in one analysis become one advisory
 NAMED = 5         # exporters the grouped advisory names
+RECENT_MAX = 10_000  # exporters remembered per kind for the count (the oldest go first)
 
 # kind (a per-exporter finding's subject, first word) -> (title after the count, the condition in a
 # sentence, what to do, the evidence figure summed, if any)
@@ -36,20 +41,38 @@ KINDS = {
 }
 
 
-def group(findings: list[Finding]) -> list[Finding]:
-    """``findings`` with every kind of per-exporter finding that occurs more than GROUP_AT times
-    replaced by one advisory of that kind (severity: the highest among them)."""
+def group(findings: list[Finding], recent: dict | None = None, now_ms: int = 0, window_ms: int = 0) -> list[Finding]:
+    """``findings`` with the per-exporter findings of each kind seen for more than GROUP_AT
+    exporters (in this analysis, and in ``recent`` ones within ``window_ms``) replaced by one
+    advisory of that kind (severity: the highest among them). ``recent``: kind -> {subject: (ms,
+    name)}, kept by the caller between analyses."""
+    recent = {} if recent is None else recent
     by_kind: dict[str, list[Finding]] = {}
     for f in findings:
         kind = f.subject.split(" ", 1)[0]
         if kind in KINDS and " " in f.subject and "exporter" in f.evidence:
             by_kind.setdefault(kind, []).append(f)
-    grouped = {k for k, fs in by_kind.items() if len(fs) > GROUP_AT}
+    grouped: dict[str, list[str]] = {}
+    for kind in list(recent):
+        seen = recent[kind]
+        while seen and next(iter(seen.values()))[0] < now_ms - window_ms:
+            del seen[next(iter(seen))]  # oldest first: entries are re-inserted when seen again
+        if not seen and kind not in by_kind:
+            del recent[kind]
+    for kind, fs in by_kind.items():
+        seen = recent.setdefault(kind, {})
+        for f in fs:
+            seen.pop(f.subject, None)
+            seen[f.subject] = (now_ms, _name(f))
+        while len(seen) > RECENT_MAX:
+            del seen[next(iter(seen))]
+        if len(fs) > GROUP_AT or len(seen) > GROUP_AT:
+            grouped[kind] = [name for _ms, name in reversed(seen.values())]  # the newest first
     if not grouped:
         return findings
     out = [f for f in findings if f.subject.split(" ", 1)[0] not in grouped or "exporter" not in f.evidence]
     for kind in sorted(grouped):
-        out.append(_grouped(kind, by_kind[kind]))
+        out.append(_grouped(kind, by_kind[kind], grouped[kind]))
     return out
 
 
@@ -58,30 +81,34 @@ def _name(f: Finding) -> str:
     return f"{f.evidence['exporter']}" + (f"/{od}" if od not in (None, "") else "")
 
 
-def _grouped(kind: str, fs: list[Finding]) -> Finding:
+def _grouped(kind: str, fs: list[Finding], names: list[str]) -> Finding:
+    """One advisory for the findings ``fs`` of this analysis; ``names``: every exporter (exporter/
+    domain) with the condition lately, the newest first, which it counts and names the first of."""
     title, condition, action, figure = KINDS[kind]
     severity = min((f.severity for f in fs), key=lambda s: ("CRITICAL", "WARNING", "INFO").index(s))
-    names = [_name(f) for f in fs]
-    addresses = len({f.evidence["exporter"] for f in fs})
-    rest = len(fs) - NAMED
+    ordered = [_name(f) for f in fs]
+    now = set(ordered)
+    names = ordered + [n for n in names if n not in now]
+    addresses = len({n.split("/", 1)[0] for n in names})
+    rest = len(names) - NAMED
     listed = ", ".join(names[:NAMED]) + (f" and {fmt_int(rest)} more" if rest > 0 else "")
     total = sum(float(f.evidence.get(figure) or 0) for f in fs) if figure else 0.0
-    amount = f" ({fmt_int(total)} {figure.replace('_', ' ')} in all)" if figure and total else ""
+    amount = f" ({fmt_int(total)} {figure.replace('_', ' ')})" if figure and total else ""
     starts = [int(f.evidence.get("window_start") or 0) for f in fs]
     ends = [int(f.evidence.get("window_end") or 0) for f in fs]
     since = [int(f.filter["since"]) for f in fs if "since" in f.filter]
     until = [int(f.filter["until"]) for f in fs if "until" in f.filter]
-    evidence: dict[str, Any] = {"exporters": len(fs), "addresses": addresses, "named": names[:NAMED],
-                                "window_start": min(starts), "window_end": max(ends)}
+    evidence: dict[str, Any] = {"exporters": len(names), "addresses": addresses, "named": names[:NAMED],
+                                "now": len(fs), "window_start": min(starts), "window_end": max(ends)}
     if figure:
         evidence[figure] = int(total)
     flt = {k: v for k, v in (("since", min(since) if since else None), ("until", max(until) if until else None))
            if v is not None}
     return Finding(
-        NAME, f"{kind} many exporters", severity, f"{fmt_int(len(fs))} exporters {title}",
-        f"{plural(len(fs), 'exporter')} (observation domains, from {plural(addresses, 'address', 'addresses')}) "
+        NAME, f"{kind} many exporters", severity, f"{fmt_int(len(names))} exporters {title}",
+        f"{plural(len(names), 'exporter')} (observation domains, from {plural(addresses, 'address', 'addresses')}) "
         f"{condition}{amount}: {listed}",
-        action, evidence, flt, figures={"exporters": float(len(fs)), "total": total})
+        action, evidence, flt, figures={"exporters": float(len(names)), "total": total})
 
 
 def folded_finding(cid: str, row: dict, counters: dict, now_ms: int) -> Finding | None:

@@ -65,3 +65,20 @@ def test_a_collector_folding_exporters_warns_while_it_folds():
     assert ("health", "other") not in {(k[0], k[1]) for k in st.exporters}  # not an exporter of its own
     st.observe(event(2, [], full=False), 103 * S)  # nothing more folded: the condition is gone
     assert health.analyze(st, ctx, 104 * S, {}) == []
+
+
+def test_a_flood_trickling_in_over_several_analyses_is_grouped_once_many_were_seen():
+    from flowmodel import addr
+    ctx, st = Context(config(resolve_after="5m")), health.HealthState()
+    late = {addr.to_bytes(f"127.2.0.{i}"): 10 for i in range(1, 4)}
+    first = health.analyze(st, ctx, 100 * S, {}, dict(late))
+    assert sorted(f.key for f in first) == ["health:late 127.2.0.1", "health:late 127.2.0.2", "health:late 127.2.0.3"]
+    late.update({addr.to_bytes(f"127.2.0.{i}"): 10 for i in range(4, 7)})  # three more exporters, later
+    (f,) = health.analyze(st, ctx, 160 * S, {}, dict(late))
+    assert f.key == "health:late many exporters" and f.title == "6 exporters send late flows"
+    assert f.description.startswith("6 exporters (observation domains, from 6 addresses) sent flows that arrived after their "
+                                    "window was analysed (30 late flows): ")
+    assert "127.2.0.4, 127.2.0.5, 127.2.0.6, 127.2.0.3, 127.2.0.2 and 1 more" in f.description
+    late.update({addr.to_bytes("127.2.0.7"): 10})
+    (f,) = health.analyze(st, ctx, 600 * S, {}, dict(late))  # the first six are older than resolve_after
+    assert f.key == "health:late 127.2.0.7"
