@@ -61,7 +61,7 @@ def _seed(service, cfg) -> None:
     may take the store's read time limit plus the reply's transfer; the whole seeding stops starting
     requests after service.SEED_BUDGET_S."""
     timeout_s = max(cfg["query.timeout"], cfg["storage.query_time_limit"] + 5.0)
-    client = StoreClient(cfg["query.endpoint"], timeout_s=timeout_s, retries=0)
+    client = StoreClient.from_config(cfg, timeout_s=timeout_s, retries=0)
     try:
         report = service.seed_from_store(client)
         log.info("baseline seeded from store rollups", extra=fields(**{k: v for k, v in report.items() if k != "errors"},
@@ -75,8 +75,8 @@ def _seed(service, cfg) -> None:
 def _adopt(service, cfg) -> None:
     """Take over the advisories an earlier run left open in the store, so they update or resolve."""
     # as long as the seed's reads: a timeout here would leave an earlier run's advisories open for good
-    client = StoreClient(cfg["query.endpoint"], timeout_s=max(cfg["query.timeout"], cfg["storage.query_time_limit"] + 5.0),
-                         retries=0)
+    client = StoreClient.from_config(cfg, timeout_s=max(cfg["query.timeout"], cfg["storage.query_time_limit"] + 5.0),
+                                     retries=0)
     try:
         n = service.adopt_from_store(client)
         log.info("open advisories taken over from the store", extra=fields(advisories=n))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from flowmodel import addr, bus
+from flowmodel import addr, bus, curve
 from flowmodel.client import StoreError
 from flowmodel.eventbox import EventSender
 from flowmodel.events import process_stats, service_config
@@ -61,20 +61,22 @@ class AnalyzerService:
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
+        keys = curve.client_keys(self.cfg)  # CURVE to the store's sockets when security.* names keys
         self._ctx = self._ctx or zmq.Context()
         self.pub = self._ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.setsockopt(zmq.SNDHWM, self.cfg["bus.high_water_mark"])  # advisories and health: small
-        self.pub.connect(self.cfg["bus.publish_endpoint"])
+        curve.connect_securely(self.pub, self.cfg["bus.publish_endpoint"], keys)
         self.sub = self._ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, bus.queue_limit(self.cfg))  # flow batches
+        self.sub.setsockopt(zmq.MAXMSGSIZE, bus.max_message_bytes(self.cfg))
         self.sub.setsockopt(zmq.SUBSCRIBE, bus.TOPIC_FLOWS_PREFIX)
         self.sub.setsockopt(zmq.SUBSCRIBE, bus.TOPIC_EXPORTER)
-        self.sub.connect(self.cfg["bus.subscribe_endpoint"])
+        curve.connect_securely(self.sub, self.cfg["bus.subscribe_endpoint"], keys)
         self.events = EventSender(self.cfg["bus.events_endpoint"], self.source, self.cfg["bus.events_unconfirmed_max"],
                                   self.cfg["bus.events_resend_timeout"], self.cfg["bus.events_high_water_mark"],
-                                  context=self._ctx).start()
+                                  context=self._ctx, keys=keys).start()
         self.next_health = bus.now_ms() + min(self.health_every_ms, 1000)
 
     def stop(self) -> None:
