@@ -34,7 +34,8 @@ from .warm import WarmWriter, now_ms
 log = logging.getLogger(__name__)
 _STOP = object()
 MARK = "_stream_mark"  # an offered batch's delivery.Ledger.mark(): persisted with its rows
-TRIM_INTERVAL_S = 5.0
+TRIM_INTERVAL_S = 5.0     # freed memory goes back to the kernel this often while the queue is empty ...
+TRIM_BUSY_S = 2.0         # ... and while it is not (a long burst: sealing and rollups churn)
 FULL_BATCH_ROWS = 4096     # collector.batch_max_flows' default: the row bound is queue_batches of these
 SEAL_MAX_WAIT_S = 2.0     # a busy writer still takes a sealing step this often
 MAX_BATCHES_PER_FULL = 16  # and at most this many queued batches per full batch of rows (per-batch overhead)
@@ -116,7 +117,6 @@ class Writer:
         self.seal_steps = 0
         self.seal_step_max_s = 0.0  # longest single sealing step: the writer's longest pause for sealing
         self._trim = _malloc_trim()
-        self._dirty = False      # transient buffers were freed since the last trim
         self._next_trim = 0.0
 
     @property
@@ -197,9 +197,8 @@ class Writer:
                     chunk, stopping = self._take()
                     if chunk:
                         self._write(self._coalesce(chunk))
-                        self._dirty = True
-                    else:
-                        self._release()
+                        del chunk
+                    self._release(busy=bool(self.queued_rows))
                 self._events()
                 self._maintain()
             except Exception:
@@ -328,14 +327,15 @@ class Writer:
         except Exception as e:
             self._rl.warning("rollback", "rollback failed", error=str(e))
 
-    def _release(self) -> None:
-        """With the queue empty, hand the freed transients (coalesced columns, bulk-insert blobs,
-        SQLite statement memory) back to the kernel: glibc keeps them in the thread's arena
-        otherwise, about 20 MiB of RSS after a burst. At most every TRIM_INTERVAL_S."""
+    def _release(self, busy: bool = False) -> None:
+        """Hand freed memory back to the kernel: the writer's transients (coalesced columns, bulk-insert
+        blobs, blocks and rollups being built), and as malloc_trim walks every arena, what the query
+        workers freed after a large answer; glibc keeps it in RSS otherwise (about 20 MiB after a
+        burst). Every TRIM_INTERVAL_S while the queue is empty, every TRIM_BUSY_S while it is not; a
+        trim with nothing to free costs well under a millisecond."""
         mono = time.monotonic()
-        if self._dirty and self._trim is not None and mono >= self._next_trim:
-            self._next_trim = mono + TRIM_INTERVAL_S
-            self._dirty = False
+        if self._trim is not None and mono >= self._next_trim:
+            self._next_trim = mono + (TRIM_BUSY_S if busy else TRIM_INTERVAL_S)
             self._trim(0)
 
     def _events(self) -> None:
