@@ -105,3 +105,17 @@ def test_dockerfile_installs_every_package_and_runs_flowlens():
     assert 'ENTRYPOINT ["flowlens"]' in text
     for path in ("libs/flowmodel", "services", "configs/flowlens.yaml"):
         assert (REPO / path).exists(), path
+
+
+def test_store_ports_only_on_an_internal_network(compose, configs):
+    """Without CURVE keys the store binds beyond loopback only because compose says so, and only a
+    network with no route out and no published port reaches it."""
+    services, networks = compose["services"], compose["networks"]
+    assert services["store"]["networks"] == ["bus"] and networks["bus"]["internal"] is True
+    assert "ports" not in services["store"]
+    assert configs["store"]["security.allow_insecure_bind"] is True
+    for name in ("collector", "analyzer", "web"):
+        assert "bus" in services[name]["networks"], name
+        assert configs[name]["security.allow_insecure_bind"] is False, name
+    for name in ("collector", "web"):  # their published ports need a network that is not internal
+        assert any(not networks[n].get("internal") for n in services[name]["networks"]), name
