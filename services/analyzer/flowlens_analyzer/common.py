@@ -92,14 +92,23 @@ class WindowView:
     traffic), since advisories speak of traffic, not of samples.
     """
 
-    def __init__(self, columns: Mapping[str, np.ndarray], start_ms: int, end_ms: int):
+    def __init__(self, columns: Mapping[str, np.ndarray], start_ms: int, end_ms: int,
+                 exporters: np.ndarray | None = None):
         self.columns = dict(columns)
         self.start_ms = int(start_ms)
         self.end_ms = int(end_ms)
         self.count = len(self.columns["time_end"]) if "time_end" in self.columns else 0
+        # With ``exporters`` (an ADDR table), columns["exporter"] holds ids into it (the window's compact
+        # form); view["exporter"] gives the addresses either way.
+        self.exporters = exporters
         self._cache: dict[str, Any] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
+        if name == "exporter" and self.exporters is not None:
+            hit = self._cache.get(name)
+            if hit is None:
+                hit = self._cache[name] = self.exporters[self.columns[name]]
+            return hit
         return self.columns[name]
 
     def __len__(self) -> int:
@@ -111,10 +120,14 @@ class WindowView:
 
     def factor(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(ids, uniques) of an address column: ids[i] indexes uniques; cached per view."""
-        hit = self._cache.get(name)
+        key = "factor:" + name
+        hit = self._cache.get(key)
         if hit is None:
-            hit = factorize_addr(self.columns[name])
-            self._cache[name] = hit
+            if name == "exporter" and self.exporters is not None:
+                hit = _factor_ids(self.columns[name], self.exporters)
+            else:
+                hit = factorize_addr(self.columns[name])
+            self._cache[key] = hit
         return hit
 
     def local(self, name: str, ctx: Context) -> np.ndarray:
@@ -127,7 +140,16 @@ class WindowView:
         return hit
 
     def select(self, mask: np.ndarray) -> "WindowView":
-        return WindowView({k: v[mask] for k, v in self.columns.items()}, self.start_ms, self.end_ms)
+        return WindowView({k: v[mask] for k, v in self.columns.items()}, self.start_ms, self.end_ms, self.exporters)
+
+
+def _factor_ids(ids: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """factorize_addr of table[ids] without building that column: the ids present, factorised by address."""
+    present = np.flatnonzero(np.bincount(ids, minlength=len(table)))
+    local, uniq = factorize_addr(table[present])
+    remap = np.zeros(len(table), np.int64)
+    remap[present] = local
+    return remap[ids], uniq
 
 
 def view_from_batch(batch: FlowBatch, start_ms: int, end_ms: int) -> WindowView:

@@ -69,6 +69,8 @@ class Engine:
                 self.errors[name] += 1
                 log.exception("analyzer failed", extra={"fields": {"analyzer": name, "window_end": end_ms}})
             self.cpu_seconds[name] += time.process_time() - t0
+        del view
+        self.window.release(end_ms)
         return self.book.fold(findings, end_ms)
 
     def health_check(self, wall_ms: int, bus_gaps: dict[str, int]) -> list[dict]:

@@ -28,6 +28,7 @@ import numpy as np
 from flowmodel.schema import FlowBatch
 
 from .common import WINDOW_COLUMNS, WindowView, window_columns
+from .winbuf import FlowBuffer
 
 MAX_LATE_EXPORTERS = 1024  # keys of the per-exporter counters
 MAX_EXPORTERS = 4096  # exporter clocks kept; the longest-silent one is replaced
@@ -45,8 +46,7 @@ class FlowWindow:
         self.idle_after_ms = int(idle_after_ms)
         self.tolerance_ms = int(tolerance_ms)
         self.hold_ms = max(self.idle_after_ms, self.watermark_ms)  # an exporter this quiet stops holding the clock
-        self.chunks: list[dict[str, np.ndarray]] = []
-        self.size = 0
+        self.buf = FlowBuffer(self.max_flows)  # the kept flows, oldest-arrived first
         # Exporter clocks: slot per exporter (16 raw bytes) -> newest time_end, wall time of its last flows.
         self.ex_slot: dict[bytes, int] = {}
         self.ex_max = np.zeros(0, np.int64)
@@ -128,12 +128,20 @@ class FlowWindow:
         n = len(end)
         if not n:
             return 0
-        self.chunks.append(cols)
-        self.size += n
         self.counters["flows"] += n
-        if self.size > self.max_flows:
-            self._shed(self.size - self.max_flows)
+        excess = self.size + n - self.max_flows
+        if excess > 0:  # the oldest-arrived go first: held ones, then (a batch beyond the bound) its own first rows
+            self.counters["overflow"] += excess
+            self.buf.drop_oldest(excess)
+            if n > self.max_flows:
+                cols = {k: v[n - self.max_flows:] for k, v in cols.items()}
+        self.buf.append(cols)
         return n
+
+    @property
+    def size(self) -> int:
+        """Flows kept."""
+        return len(self.buf)
 
     def _observe(self, exporters: np.ndarray, end: np.ndarray, wall_ms: int | None) -> None:
         """Fold a batch into the exporter clocks."""
@@ -258,21 +266,6 @@ class FlowWindow:
     def _advance(self, t: int) -> None:
         self.clock = t if self.clock is None else max(self.clock, t)
 
-    def _shed(self, excess: int) -> None:
-        """Drop the oldest-arrived flows beyond the bound."""
-        self.counters["overflow"] += excess
-        while excess > 0 and self.chunks:
-            first = self.chunks[0]
-            n = len(first["time_end"])
-            if n <= excess:
-                self.chunks.pop(0)
-                self.size -= n
-                excess -= n
-            else:
-                self.chunks[0] = {k: v[excess:] for k, v in first.items()}
-                self.size -= excess
-                excess = 0
-
     def tick(self, wall_ms: int) -> None:
         """Advance flow time with the wall clock when no flows have arrived for idle_after."""
         if self.basis is None or self.last_arrival_wall is None:
@@ -307,47 +300,47 @@ class FlowWindow:
     def pending_before(self, t: int) -> bool:
         """Whether flows ending before t are kept that no run has looked at yet."""
         lo = self.closed_until if self.closed_until is not None else NEVER
-        return any(bool(((c["time_end"] >= lo) & (c["time_end"] < t)).any()) for c in self.chunks)
+        end = self.buf.column("time_end")
+        return bool(((end >= lo) & (end < t)).any())
 
     def _earliest_end(self) -> int | None:
         """The oldest time_end that the next run (or a later one) will still look at."""
-        lo = self.next_end - self.window_ms
-        found = None
-        for c in self.chunks:
-            end = c["time_end"]
-            end = end[end >= lo]
-            if len(end):
-                m = int(end.min())
-                found = m if found is None else min(found, m)
-        return found
+        end = self.buf.column("time_end")
+        end = end[end >= self.next_end - self.window_ms]
+        return int(end.min()) if len(end) else None
 
     def view(self, end_ms: int) -> WindowView:
-        """The flows with time_end in [end - window, end), after dropping what no later run needs."""
+        """The flows with time_end in [end - window, end), after dropping what no later run needs.
+        When later flows are kept too, it is a copy of the window's flows, or, when those are the larger
+        part and windows do not overlap (interval >= window: no later run looks at them again, so their
+        order against the later flows no longer matters), views of them after they were moved in front
+        of the later ones (a transient copy of the later ones); so the extra memory is at most half the
+        kept flows. Views are valid until flows are added or released (the engine analyses a view before
+        it takes more)."""
         start = end_ms - self.window_ms
         self._compact(keep_from=end_ms + self.interval_ms - self.window_ms, also_from=start)
-        if not self.chunks:
+        if not self.size:
             return WindowView({name: np.zeros(0, dtype=_dtype(name)) for name in WINDOW_COLUMNS}, start, end_ms)
-        cols = self.chunks[0]
-        end = cols["time_end"]
-        mask = (end >= start) & (end < end_ms)
-        if mask.all():
-            return WindowView(dict(cols), start, end_ms)
-        return WindowView({k: v[mask] for k, v in cols.items()}, start, end_ms)
+        inside = self.buf.column("time_end") < end_ms  # (none is older than start after _compact)
+        n_inside = int(np.count_nonzero(inside))
+        if n_inside == self.size:
+            rows = self.buf.rows()
+        elif self.interval_ms >= self.window_ms and 2 * n_inside >= self.size:  # copy the smaller part
+            rows = self.buf.rows(slice(0, self.buf.partition(inside)))
+        else:
+            rows = self.buf.rows(inside)
+        return WindowView(rows, start, end_ms, exporters=self.buf.exporters)
+
+    def release(self, end_ms: int) -> None:
+        """After the run ending at end_ms: drop the flows no later run looks at, so they are neither
+        held nor counted as overflow when the bound is reached before the next run."""
+        self._compact(keep_from=end_ms + self.interval_ms - self.window_ms, also_from=end_ms + self.interval_ms)
 
     def _compact(self, keep_from: int, also_from: int) -> None:
-        """Merge the chunks into one and drop flows older than any run still to come needs."""
-        lo = min(keep_from, also_from)
-        if not self.chunks:
-            return
-        if len(self.chunks) == 1:
-            merged = self.chunks[0]
-        else:
-            merged = {k: np.concatenate([c[k] for c in self.chunks]) for k in WINDOW_COLUMNS}
-        keep = merged["time_end"] >= lo
+        """Drop flows older than any run still to come needs."""
+        keep = self.buf.column("time_end") >= min(keep_from, also_from)
         if not keep.all():
-            merged = {k: v[keep] for k, v in merged.items()}
-        self.size = len(merged["time_end"])
-        self.chunks = [merged] if self.size else []
+            self.buf.keep(keep)
 
 
 def _factor(exporters: np.ndarray) -> tuple[list[bytes], np.ndarray]:

@@ -1,0 +1,89 @@
+"""The window's column buffer against a plain list of rows, and the window's views against the flows
+in arrival order: moving the window's flows in front of the later ones (FlowWindow.view with
+interval >= window) must not change what a run sees, nor in which order."""
+import numpy as np
+import pytest
+
+from flowlens_analyzer import winbuf
+from flowlens_analyzer.common import WINDOW_COLUMNS
+from flowlens_analyzer.window import FlowWindow
+from flowmodel import addr
+from flowmodel.schema import FLOW_COLUMNS
+
+from flows import T0, batch
+
+
+def rows(first: int, n: int, exporters=("192.0.2.1",)) -> dict:
+    cols = {k: np.zeros(n, FLOW_COLUMNS[k][0]) for k in WINDOW_COLUMNS}
+    cols["time_end"] = np.arange(first, first + n, dtype=np.int64)
+    cols["exporter"] = addr.from_texts([exporters[i % len(exporters)] for i in range(n)])
+    return cols
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(winbuf, "BLOCK", 7)  # blocks smaller than the moves, so overlapping moves happen
+    monkeypatch.setattr(winbuf, "MIN_CAPACITY", 5)
+
+
+def test_buffer_matches_a_list_of_rows_under_appends_drops_keeps_and_partitions(small_blocks):
+    rng = np.random.default_rng(7)
+    buf = winbuf.FlowBuffer(200)
+    ref, ref_ex, nxt = np.zeros(0, np.int64), [], 0
+    exporters = ("192.0.2.1", "192.0.2.2", "2001:db8::1")
+    for _ in range(3000):
+        op = int(rng.integers(4))
+        if op == 0:
+            n = int(rng.integers(1, 40))
+            cols = rows(nxt, n, exporters[: int(rng.integers(1, 4))])
+            nxt += n
+            over = max(0, len(buf) + n - 200)
+            buf.drop_oldest(over)
+            ref, ref_ex = ref[over:], ref_ex[over:]
+            buf.append(cols)
+            ref = np.concatenate([ref, cols["time_end"]])
+            ref_ex += [bytes(e) for e in cols["exporter"]]
+        elif op == 1 and len(buf):
+            m = rng.random(len(buf)) < 0.7
+            buf.keep(m)
+            ref, ref_ex = ref[m], [e for e, k in zip(ref_ex, m) if k]
+        elif op == 2 and len(buf):
+            m = rng.random(len(buf)) < 0.5
+            assert buf.partition(m) == m.sum()
+            ref = np.concatenate([ref[m], ref[~m]])
+            ref_ex = [e for e, k in zip(ref_ex, m) if k] + [e for e, k in zip(ref_ex, m) if not k]
+        assert buf.column("time_end").tolist() == ref.tolist()
+        assert [bytes(e) for e in buf.exporters[buf.column("exporter")]] == ref_ex
+        assert buf.capacity <= 200 + max(200 // winbuf.SLACK, winbuf.BLOCK)
+
+
+@pytest.mark.parametrize("watermark_s, partitions", [(4, True), (25, False)])
+def test_tumbling_views_are_the_window_flows_in_arrival_order(monkeypatch, watermark_s, partitions):
+    """Flows of three windows arrive interleaved (late ones among early ones); each run's view holds
+    exactly its window's flows in the order they arrived, whichever way the view was made: with a short
+    watermark, fewer later flows than window flows are kept at a run (the window's are moved in front),
+    with a long one more (the window's are copied, at some runs at least)."""
+    moved = []
+    partition = winbuf.FlowBuffer.partition
+    monkeypatch.setattr(winbuf.FlowBuffer, "partition", lambda self, m: moved.append(1) or partition(self, m))
+    s = 1000
+    w = FlowWindow(window_ms=10 * s, interval_ms=10 * s, watermark_ms=watermark_s * s, max_flows=10_000,
+                   idle_after_ms=60 * s)
+    rng = np.random.default_rng(3)
+    ends = T0 + rng.integers(0, 30 * s, 3000)
+    ends.sort()
+    ends = ends + rng.integers(-(watermark_s - 1) * s, 1, len(ends))  # out of order, none late for the watermark
+    sent = []
+    for chunk in np.array_split(ends, 60):
+        b = batch("10.0.0.1", "10.0.0.2", 443, src_port=np.arange(len(sent), len(sent) + len(chunk)) % 65536,
+                  time_end=chunk)
+        sent += list(zip(chunk.tolist(), b["src_port"].tolist()))
+        w.add(b, wall_ms=T0 + 40 * s)
+        for end in w.due():
+            v = w.view(end)
+            want = [x for x in sent if end - 10 * s <= x[0] < end]
+            assert list(zip(v["time_end"].tolist(), v["src_port"].tolist())) == want
+            assert v.factor("exporter")[1].tolist() == addr.from_texts(["192.0.2.1"]).tolist()
+            w.release(end)
+    assert w.counters["runs"] >= 2 and w.counters["late"] == 0
+    assert moved if partitions else len(moved) < w.counters["runs"]
