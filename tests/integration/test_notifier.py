@@ -48,9 +48,10 @@ def advisory(i: int, state: str = "raised", severity: str = "CRITICAL") -> dict:
 class Injector:
     """Advisories into the store's events socket, held until it confirms them (as the analyzer does)."""
 
-    def __init__(self, stack):
+    def __init__(self, stack, keys=None):
         self.sequencer = bus.Sequencer("test-analyzer")
-        self.sender = EventSender(stack.cfg["bus"]["events_endpoint"], "test-analyzer", 100_000, 1.0, 1000).start()
+        self.sender = EventSender(stack.cfg["bus"]["events_endpoint"], "test-analyzer", 100_000, 1.0, 1000,
+                                  keys=keys).start()
 
     def send(self, events: list[dict]) -> None:
         for e in events:
@@ -168,3 +169,37 @@ def test_a_notifier_restart_loses_and_repeats_none(tmp_path):
     assert {k for k, _t in seen} == keys
     assert all(seen[(k, "raised")] == 1 and seen[(k, "resolved")] == 1 for k in keys), seen
     assert sum(seen.values()) == 60
+
+
+def test_the_notifier_reads_and_reports_over_curve_when_the_store_asks_for_keys(tmp_path):
+    import shutil
+
+    from flowmodel.curve import generate_keys
+
+    keys, authorised = tmp_path / "keys", tmp_path / "authorised"
+    authorised.mkdir()
+    for name in ("store", "notifier"):
+        generate_keys(str(keys), name)
+    shutil.copy(keys / "notifier.key", authorised / "notifier.key")
+    security = {"server_key": str(keys / "store.key_secret"), "authorized_keys": str(authorised),
+                "client_key": str(keys / "notifier.key_secret"), "store_public_key": str(keys / "store.key")}
+    with WebhookReceiver() as hook:
+        notify = {**FAST_NOTIFY, "state_path": str(tmp_path / "notifier.json"), "targets": targets(hook)}
+        with ServiceStack(tmp_path, ["store", "notifier"], notify=notify, security=security) as stack:
+            from flowmodel.client import StoreClient
+            from flowmodel.config import load_config
+            from flowmodel.curve import client_keys
+
+            cfg = load_config(stack.config_path, env={})
+            client = StoreClient.from_config(cfg)
+            inject = Injector(stack, keys=client_keys(cfg))  # the notifier's key: the store admits it
+            try:
+                inject.send([advisory(7)])
+                wait_until(lambda: hook.notifications(), 20)
+                counters = wait_until(lambda: (t := notifier_counters(client).get("targets")) and  # its health event
+                                      t["hook"]["sent"] == 1 and t, 10)
+            finally:
+                inject.close()
+                client.close()
+    assert hook.notifications() == [("scan:10.9.0.7", "raised")]
+    assert counters["hook"]["queued"] == 1 and counters["hook"]["failed"] == 0

@@ -16,7 +16,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from flowmodel import bus
+from flowmodel import bus, curve
 from flowmodel.client import StoreClient, StoreError, StoreUnavailable
 from flowmodel.eventbox import EventSender
 from flowmodel.events import process_stats
@@ -134,9 +134,11 @@ class NotifierService:
                                 extra=fields(target=name, notifications=len(ob_state.get("pending") or [])))
             self.failing = {k: int(v) for k, v in (state.get("failing") or {}).items() if k in self.targets}
         statefile.save(self.state_path, self._state())  # the file is writable, or the start fails here
-        self.client = StoreClient(self.cfg["query.endpoint"], self.cfg["query.timeout"], retries=0)
+        # retries=0: a store that does not answer costs one query.timeout per poll, then the next poll tries
+        self.client = StoreClient.from_config(self.cfg, retries=0)
         self.events = EventSender(self.cfg["bus.events_endpoint"], self.source, self.cfg["bus.events_unconfirmed_max"],
-                                  self.cfg["bus.events_resend_timeout"], self.cfg["bus.events_high_water_mark"]).start()
+                                  self.cfg["bus.events_resend_timeout"], self.cfg["bus.events_high_water_mark"],
+                                  keys=curve.client_keys(self.cfg)).start()  # CURVE when security.* names keys
         for w in self.workers.values():
             w.thread.start()
 
