@@ -37,8 +37,10 @@ class StoreGate:
     """Store queries for the pages, with the store's up/down state remembered between requests."""
 
     def __init__(self, endpoint: str, timeout_s: float, quick_timeout_s: float = QUICK_TIMEOUT_S,
-                 recheck_s: float = RECHECK_S, clock: Callable[[], float] = time.monotonic, connections: int = 2):
+                 recheck_s: float = RECHECK_S, clock: Callable[[], float] = time.monotonic, connections: int = 2,
+                 keys=None):
         self.endpoint = endpoint
+        self.keys = keys  # flowmodel.curve.client_keys(cfg): CURVE to the store's query socket; None: plain
         self.timeout_s = float(timeout_s)
         self.quick_timeout_s = quick_timeout_s
         self.recheck_s = recheck_s
@@ -52,10 +54,10 @@ class StoreGate:
         for lane, n in self.lane_sizes.items():
             self._free[lane] = queue.Queue()
             for _ in range(n):
-                c = StoreClient(endpoint, timeout_s=timeout_s, retries=0)
+                c = StoreClient(endpoint, timeout_s=timeout_s, retries=0, keys=keys)
                 self._clients.append(c)
                 self._free[lane].put(c)
-        self._quick = StoreClient(endpoint, timeout_s=quick_timeout_s, retries=0)
+        self._quick = StoreClient(endpoint, timeout_s=quick_timeout_s, retries=0, keys=keys)
         self._quick_turn = threading.Lock()
         self._quick_failed: tuple[float, str] | None = None  # (when, why) of the last quick timeout
         self._state = threading.Lock()     # guards the fields below
@@ -114,7 +116,7 @@ class StoreGate:
 
     def _probe_loop(self) -> None:
         """Ping on a socket of its own until the store answers (then the pages go back to it)."""
-        probe = StoreClient(self.endpoint, timeout_s=self.quick_timeout_s, retries=0)
+        probe = StoreClient(self.endpoint, timeout_s=self.quick_timeout_s, retries=0, keys=self.keys)
         try:
             while not self._closed.wait(self.recheck_s):
                 try:
