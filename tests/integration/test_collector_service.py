@@ -156,7 +156,7 @@ def test_collector_publishes_exporter_health_with_counters(collector_env):
     assert ev["collector"] == ev["source"] == "edge-1"
     assert ev["counters"]["flows"] == flows
     assert ev["counters"]["kernel_drops"] == 0
-    ports = {cfg["collector"]["netflow_port"], cfg["collector"]["ipfix_port"]}
+    ports = {cfg["collector"]["netflow_port"], cfg["collector"]["ipfix_port"], cfg["collector"]["sflow_port"]}
     assert {s["port"] for s in ev["socket"]} == ports
     for s in ev["socket"]:
         assert s["rcvbuf_requested"] == 8 << 20

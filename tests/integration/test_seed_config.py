@@ -47,7 +47,7 @@ web:
 # The ports the seed file and the defaults it leaves alone use: the store's query, bus and events ports and
 # the seed's own UDP and HTTP ports.
 SEED_TCP_PORTS = (5555, 5559, 5560, 5561, 8080)
-SEED_UDP_PORTS = (2055, 4739)
+SEED_UDP_PORTS = (2055, 4739, 6343)
 
 
 def cli(*args, cwd) -> subprocess.CompletedProcess:
@@ -167,6 +167,6 @@ def test_seed_file_runs_flowlens_up_and_serves_pages(tmp_path):
     assert status["sqlite"]["path"] == "./flowlens.db"
     # buffer_size 65535 is the read size; the kernel buffer is asked for with socket_buffer's 8 MiB
     granted = [int(m.group(1)) for m in (re.search(r"msg=listening .*rcvbuf_granted=(\d+)", line) for line in lines) if m]
-    assert len(granted) == 2, log
-    assert granted == [granted_for(8 << 20)] * 2
+    assert len(granted) == 3, log  # NetFlow, IPFIX and sFlow ports
+    assert granted == [granted_for(8 << 20)] * 3
     assert min(granted) > 2 * 65535  # not the seed's 64 KiB

@@ -38,7 +38,8 @@ def stack_config(tmp_path: Path, **sections) -> dict:
                 "events_endpoint": f"tcp://127.0.0.1:{events}"},
         "query": {"endpoint": f"tcp://127.0.0.1:{query}", "timeout": "5s"},
         "collector": {"bind_address": "127.0.0.1", "netflow_port": free_port(socket.SOCK_DGRAM),
-                      "ipfix_port": free_port(socket.SOCK_DGRAM), "template_path": str(tmp_path / "templates.json"),
+                      "ipfix_port": free_port(socket.SOCK_DGRAM), "sflow_port": free_port(socket.SOCK_DGRAM),
+                      "template_path": str(tmp_path / "templates.json"),
                       "spool_path": str(tmp_path / "spool")},
         "storage": {"sqlite_path": str(tmp_path / "flowlens.db"), "bus_xsub_bind": f"tcp://127.0.0.1:{pub}",
                   "bus_xpub_bind": f"tcp://127.0.0.1:{sub}", "query_bind": f"tcp://127.0.0.1:{query}",
@@ -125,6 +126,10 @@ class ServiceStack:
     @property
     def ipfix_port(self) -> int:
         return self.cfg["collector"]["ipfix_port"]
+
+    @property
+    def sflow_port(self) -> int:
+        return self.cfg["collector"]["sflow_port"]
 
     def client(self):
         from flowmodel.client import StoreClient

@@ -276,6 +276,7 @@ SETTINGS: dict[str, Setting] = {
     "collector.bind_address": Setting(_str, "0.0.0.0", "address the UDP listeners bind to (:: for IPv6 and IPv4)"),
     "collector.netflow_port": Setting(_port, 2055, "UDP port for NetFlow v5/v9 (IPFIX also accepted)"),
     "collector.ipfix_port": Setting(_port_or_off, 4739, "UDP port for IPFIX (NetFlow also accepted); 0 disables"),
+    "collector.sflow_port": Setting(_port_or_off, 6343, "UDP port for sFlow v5 (NetFlow and IPFIX also accepted; every port takes sFlow too); 0 disables"),
     "collector.buffer_size": Setting(_datagram_size, 65535, "UDP read buffer: the largest datagram read, in bytes (65535 = any UDP payload); a longer one is counted (truncated_datagrams) and dropped"),
     "collector.socket_buffer": Setting(ranged(parse_size, 4096, (1 << 31) - 1, " bytes"), 8 << 20, "kernel receive buffer (SO_RCVBUF) asked for per UDP socket; it absorbs bursts while the collector decodes; the granted size is logged"),
     "collector.receive_group": Setting(_receive_group, 512, "datagrams received (recvmmsg) and decoded together at most; each has a 64 KiB receive slot of address space, resident only as far as datagrams fill it"),

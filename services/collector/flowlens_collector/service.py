@@ -152,9 +152,9 @@ class Collector:
         host = self.cfg["collector.bind_address"]
         rcvbuf = self.cfg["collector.socket_buffer"]
         ports = [self.cfg["collector.netflow_port"]]
-        ipfix = self.cfg["collector.ipfix_port"]
-        if ipfix and ipfix != ports[0]:
-            ports.append(ipfix)
+        for other in (self.cfg["collector.ipfix_port"], self.cfg["collector.sflow_port"]):
+            if other and other not in ports:
+                ports.append(other)
         try:
             for port in ports:
                 self.listeners.append(open_listener(host, port, rcvbuf))
