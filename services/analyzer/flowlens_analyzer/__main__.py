@@ -12,9 +12,13 @@ from flowmodel.client import StoreClient, StoreError, StoreUnavailable
 from flowmodel.config import ConfigError, config_from_env_or_path
 from flowmodel.lifecycle import service_main
 from flowmodel.logs import fields, setup_logging
+from flowmodel.memory import fix_mmap_threshold
 from flowmodel.protocol import QueryError, parse_when
 
 log = logging.getLogger("flowlens_analyzer")
+# Arrays of a MiB and more (window columns, each run's temporaries) go back to the kernel when freed,
+# instead of staying in the malloc arenas once glibc has raised its threshold (flowmodel.memory).
+MMAP_THRESHOLD = 1 << 20
 
 
 class _Runner:
@@ -23,6 +27,7 @@ class _Runner:
     def __init__(self, cfg):
         from .service import AnalyzerService
 
+        fix_mmap_threshold(MMAP_THRESHOLD)
         log.info("endpoints", extra=fields(subscribe=cfg["bus.subscribe_endpoint"], publish=cfg["bus.publish_endpoint"],
                                            query=cfg["query.endpoint"]))
         self.service = AnalyzerService(cfg)
