@@ -25,8 +25,6 @@ from typing import Any
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
-from zmq.utils.monitor import recv_monitor_message
 
 from .config import ConfigError
 from .logs import RateLimitedLog, fields
@@ -127,17 +125,23 @@ def _peer_of(fd: int) -> str | None:
     return None
 
 
-class _ZapHandler(ThreadAuthenticator):
-    """pyzmq's ZAP thread, remembering the address of the request it is answering."""
+def _zap_handler(context: zmq.Context, gate: "Gate"):
+    """pyzmq's ZAP thread, remembering the address of the request it is answering. Its class is made
+    here, with keys only: zmq.auth.thread (and zmq.utils.monitor, see Gate._watch) import asyncio and
+    ssl, about 6 MiB of RSS in every service that would otherwise import them without using them."""
+    from zmq.auth.thread import ThreadAuthenticator
 
-    def __init__(self, context: zmq.Context, gate: "Gate"):
-        super().__init__(context, log=logging.getLogger("flowmodel.curve.zap"))
-        self.gate = gate
-        self.peer = "?"
+    class _ZapHandler(ThreadAuthenticator):
+        def __init__(self):
+            super().__init__(context, log=logging.getLogger("flowmodel.curve.zap"))
+            self.gate = gate
+            self.peer = "?"
 
-    async def handle_zap_message(self, msg: list[bytes]) -> None:
-        self.peer = msg[3].decode("utf-8", "replace") if len(msg) > 3 else "?"
-        await super().handle_zap_message(msg)
+        async def handle_zap_message(self, msg: list[bytes]) -> None:
+            self.peer = msg[3].decode("utf-8", "replace") if len(msg) > 3 else "?"
+            await super().handle_zap_message(msg)
+
+    return _ZapHandler()
 
 
 class Gate:
@@ -162,7 +166,7 @@ class Gate:
                               "NAME.key_secret to turn CURVE on")
         self._keys: set[bytes] = set()
         self._keys_stamp: tuple | None = None
-        self._zap: _ZapHandler | None = None
+        self._zap: Any = None  # the ZAP handler thread (_zap_handler), with keys
         self._monitors: dict[zmq.Socket, str] = {}
         self._monitor_thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -178,7 +182,7 @@ class Gate:
     def start(self, ctx: zmq.Context) -> "Gate":
         if self.enabled:
             self._reload_keys()
-            self._zap = _ZapHandler(ctx, self)
+            self._zap = _zap_handler(ctx, self)
             self._zap.start()
             for domain in (BUS_PUBLISH, BUS_SUBSCRIBE, QUERY, EVENTS):  # pyzmq looks providers up by the exact domain
                 self._zap.configure_curve_callback(domain, self)
@@ -264,6 +268,8 @@ class Gate:
     # ---------------------------------------------------------------- socket monitors (their own thread)
 
     def _watch(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message  # with keys only (see _zap_handler)
+
         fds: dict[str, dict[int, str | None]] = {}  # socket -> accepted fd -> peer address
         failed: dict[zmq.Socket, str] = {}  # a handshake failure waiting for its DISCONNECTED (the fd)
         poller = zmq.Poller()
