@@ -63,7 +63,7 @@ def service_config(cfg, service: str) -> dict:
 EXPORTER_STATS_FIELDS = {
     "exporter": "exporter address as text",
     "observation_domain": "v9 source id / IPFIX observation domain / v5 engine type<<8|id",
-    "version": "last export version seen: 5, 9 or 10",
+    "version": "last export version seen: 5, 9, 10 or 105 (sFlow v5)",
     "packets": "export packets received (cumulative since the collector started)",
     "flows": "flow records decoded (cumulative)",
     "decode_errors": "map reason -> count (cumulative)",

@@ -1,9 +1,9 @@
-"""``flowlens replay CAPTURE --to HOST:PORT [--speed N|max]``: send the NetFlow/IPFIX payloads of a
-pcap/pcapng file to a collector, the way an engineer reproduces a problem from a capture.
+"""``flowlens replay CAPTURE --to HOST:PORT [--speed N|max]``: send the NetFlow/IPFIX/sFlow payloads of
+a pcap/pcapng file to a collector, the way an engineer reproduces a problem from a capture.
 
 Only export datagrams are sent: a UDP payload whose first two bytes (the version) are not 5, 9
-or 10, or that is shorter than that version's header, is skipped and counted (a capture taken on
-a busy link holds DNS and the like). IP fragments are reassembled first (see ``flowmodel.pcap``).
+or 10 (or whose first four are not sFlow's 5), or that is shorter than that version's header, is
+skipped and counted (a capture taken on a busy link holds DNS and the like). IP fragments are reassembled first (see ``flowmodel.pcap``).
 
 Exporters stay apart: an exporter is an original source address. Towards an IPv4 loopback target
 each one sends from its own 127.0.0.N, with one socket per original source port bound to that
@@ -47,8 +47,24 @@ def _sets_fill(payload: bytes, start: int) -> bool:
     return p == end
 
 
+def _sflow_check(payload: bytes) -> str | None:
+    """sFlow v5: a known agent address type, and its samples (format, length) within the datagram."""
+    atype = int.from_bytes(payload[4:8], "big") if len(payload) >= 8 else -1
+    if atype not in (0, 1, 2):
+        return "not netflow/ipfix/sflow"
+    head = 24 + {0: 0, 1: 4, 2: 16}[atype]
+    if len(payload) < head:
+        return "shorter than an sflow header"
+    p, end = head, len(payload)
+    for _ in range(int.from_bytes(payload[head - 4:head], "big")):
+        if p + 8 > end:
+            return "sflow header does not fit the datagram"
+        p += 8 + int.from_bytes(payload[p + 4:p + 8], "big")
+    return None if p <= end else "sflow header does not fit the datagram"  # trailing bytes: as the decoder
+
+
 def export_check(payload: bytes) -> str | None:
-    """None when ``payload`` has the shape of a NetFlow v5/v9 or IPFIX datagram, else why not.
+    """None when ``payload`` has the shape of a NetFlow v5/v9, IPFIX or sFlow v5 datagram, else why not.
 
     The version field alone is two bytes any protocol may start with (a DNS query with id 5 does),
     so the header's own length facts are checked too: a v5 record count of 1-30 that the length
@@ -56,6 +72,8 @@ def export_check(payload: bytes) -> str | None:
     """
     if len(payload) < 2:
         return "not netflow/ipfix"
+    if payload[:4] == b"\0\0\0\5":
+        return _sflow_check(payload)
     version = int.from_bytes(payload[:2], "big")
     need = EXPORT_HEADER_BYTES.get(version)
     if need is None:

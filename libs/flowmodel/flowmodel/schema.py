@@ -31,8 +31,8 @@ FLOW_COLUMNS: dict[str, tuple[np.dtype, str]] = {
     "src_as": (np.dtype("<u4"), "source AS"),
     "dst_as": (np.dtype("<u4"), "destination AS"),
     "exporter": (ADDR, "address the export packet came from"),
-    "observation_domain": (np.dtype("<u4"), "v9 source id / IPFIX observation domain id / v5 engine type<<8|id"),
-    "flow_version": (np.dtype("u1"), "5, 9 or 10"),
+    "observation_domain": (np.dtype("<u4"), "v9 source id / IPFIX observation domain id / v5 engine type<<8|id / sFlow sub-agent id"),
+    "flow_version": (np.dtype("u1"), "5, 9 or 10 (NetFlow/IPFIX), 105 (sFlow v5)"),
     # Extras carried by real exporters.
     "next_hop": (ADDR, "IP next hop (IPv4-mapped or IPv6), zero when absent"),
     "icmp_type": (np.dtype("u1"), "ICMP/ICMPv6 type, 0 when not ICMP"),
