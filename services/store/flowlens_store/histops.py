@@ -24,7 +24,7 @@ def _ring_groups(engine, f: dict, by: str, scaled: bool) -> tuple[np.ndarray, li
     """(key words (g, w), [bytes, packets, flows]) of the ring's flows of ``f``, grouped."""
     need = TOP_COLUMNS.get(by, (by,))
     cols = engine.ring.select(lambda c: P.ring_mask(c, f),
-                              columns=need + ("bytes", "packets") + (("sampling_rate",) if scaled else ()))
+                              filters=f, columns=need + ("bytes", "packets") + (("sampling_rate",) if scaled else ()))
     b, p = cols["bytes"], cols["packets"]
     if scaled:
         rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
@@ -134,7 +134,7 @@ def series(engine, db, f: dict, step_ms: int, scaled: bool, dims: list, got: dic
         fr = {**f, "since": lo, "until": hi}
         if engine.ring.covers(lo):
             need = ("time_end", "bytes", "packets") + (("sampling_rate",) if scaled else ())
-            cols = engine.ring.select(lambda c: P.ring_mask(c, fr), columns=need)
+            cols = engine.ring.select(lambda c: P.ring_mask(c, fr), filters=fr, columns=need)
             _fold_series(cols, step_ms, None, scaled, acc)
         elif scaled:
             engine._sql_series_rows(db, fr, step_ms, None, True, acc)
@@ -176,7 +176,7 @@ def rollup_rows(engine, db, kind: str, since: int, until: int, step_ms: int, sca
         for lo, hi in pl.raw:
             fr = {"since": lo, "until": hi}
             if engine.ring.covers(lo):
-                builder.add(engine.ring.select(lambda c: P.ring_mask(c, fr), columns=names))
+                builder.add(engine.ring.select(lambda c: P.ring_mask(c, fr), filters=fr, columns=names))
             else:
                 for cols in engine._raw_columns(db, fr, names):
                     builder.add(cols)

@@ -28,6 +28,7 @@ from flowmodel.schema import FLOW_COLUMNS
 
 from . import blockread as B
 from . import histops
+from .notes import query as notes_op
 from . import histread as H
 from . import planner as P
 from .hists import key_text
@@ -253,7 +254,7 @@ class QueryEngine:
             if older:
                 order = order[::-1]
             return idx[order[:want]]
-        cols = self.ring.select(mask, pick)
+        cols = self.ring.select(mask, pick, filters=f, nearest=(want, older))
         return (cols, split[0]) if above_evicted else cols
 
     def _sql_page(self, db, f: dict, cursor, older: bool, want: int) -> dict:
@@ -344,7 +345,7 @@ class QueryEngine:
     def _ring_top(self, f: dict, by: str, metric: str, limit: int, scaled: bool = False) -> tuple[list, dict]:
         need = TOP_COLUMNS.get(by, (by,))
         cols = self.ring.select(lambda c: P.ring_mask(c, f),
-                                columns=need + ("bytes", "packets") + (("sampling_rate",) if scaled else ()))
+                                filters=f, columns=need + ("bytes", "packets") + (("sampling_rate",) if scaled else ()))
         if scaled:
             rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
             cols["bytes"], cols["packets"] = cols["bytes"] * rate, cols["packets"] * rate
@@ -378,7 +379,7 @@ class QueryEngine:
                         "series": self.series({**base, "step": step, "spread": True, "scaled": True}),
                         "top": {by: self.top({**base, "by": by, "limit": limit, "scaled": True})
                                 for by in ("src", "dst", "protocol")}}
-        cols = self.ring.select(lambda c: P.ring_mask(c, f), columns=(
+        cols = self.ring.select(lambda c: P.ring_mask(c, f), filters=f, columns=(
             "time_start", "time_end", "src_addr", "dst_addr", "protocol", "bytes", "packets", "sampling_rate"))
         rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
         cols["bytes"], cols["packets"] = cols["bytes"] * rate, cols["packets"] * rate
@@ -491,7 +492,7 @@ class QueryEngine:
         elif ring:
             need = ("time_end", "bytes", "packets") + (("time_start",) if spread else ()) + \
                    (("sampling_rate",) if scaled else ())
-            cols = self.ring.select(lambda c: P.ring_mask(c, f), columns=need)
+            cols = self.ring.select(lambda c: P.ring_mask(c, f), filters=f, columns=need)
             _fold_series(cols, step_ms, acc, scaled, got)
         elif not spread and self.use_rollups and "since" in f and (dims := histops.series_dims(f)) and \
                 (answered := self._read(lambda db: histops.series(self, db, f, step_ms, scaled, dims, got))):
@@ -632,6 +633,9 @@ class QueryEngine:
                         "action": action, "evidence": _json(evidence), "filter": _json(filt), "updates": updates,
                         "source": source, "received_at": received})
         return {"ok": True, "advisories": out, "counts": counts, "total": sum(counts.values())}
+
+    def notes(self, args: dict) -> dict:
+        return notes_op(self, args)  # operators' acknowledgements and silences (notes.py)
 
     # ------------------------------------------------------------ rollups
 
