@@ -53,7 +53,7 @@ def test_memory_limits_add_up_to_the_budget(compose):
 
 def test_published_ports(compose):
     published = {p for svc in compose["services"].values() for p in svc.get("ports", [])}
-    assert published == {"2055:2055/udp", "4739:4739/udp", "8080:8080/tcp"}
+    assert published == {"2055:2055/udp", "4739:4739/udp", "6343:6343/udp", "8080:8080/tcp"}
     assert "2055:2055/udp" in compose["services"]["collector"]["ports"]
     assert "8080:8080/tcp" in compose["services"]["web"]["ports"]
 

@@ -328,6 +328,7 @@ def store_uptime(status: dict, now_ms: int) -> str:
 
 CONFIG_GROUPS = (
     ("Listening", lambda k: k in ("collector.bind_address", "collector.netflow_port", "collector.ipfix_port",
+                                  "collector.sflow_port",
                                   "collector.buffer_size", "collector.socket_buffer", "web.listen", "query.endpoint", "bus.publish_endpoint",
                                   "bus.subscribe_endpoint", "storage.query_bind", "storage.bus_xsub_bind", "storage.bus_xpub_bind")),
     ("Retention", lambda k: k.startswith("storage.") and any(w in k for w in ("retention", "ring", "prune", "partition", "sqlite_path"))),
