@@ -18,6 +18,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flowlens_collector.decode import Decoder
 from flowlens_collector.decoders import sflow
 from flowmodel.pcap import read_datagrams
 
@@ -35,6 +36,7 @@ def _load() -> list[bytes]:
 
 
 DATAGRAMS = _load()
+V5 = next(read_datagrams(str(DATA / "softflowd_v5_dns.pcap"))).payload
 WORDS = [0, 1, 2, 3, 4, 5, 8, 12, 16, 0x3FFFFFFF, 0x40000000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFC, 0xFFFFFFFF]
 
 
@@ -93,6 +95,16 @@ def test_mutated_sflow_datagrams_never_raise_and_stay_apart(case):
     for name, col in result.counters.items():
         if name != "datagram":
             assert np.array_equal(col, np.concatenate([c[name] for c in counters])), name
+    # through the collector's decoder (with a NetFlow v5 datagram in the group): the same flows,
+    # each datagram booked once, no internal error
+    dec = Decoder()
+    batch = dec.decode([V5, *group], [("192.0.2.8", 2055)] + [("192.0.2.7", 6343)] * 3, NOW)
+    assert int((batch["flow_version"] == sflow.FLOW_VERSION).sum()) == n
+    stats = dec.exporter_stats()
+    assert all("internal_error" not in s["decode_errors"] for s in stats)
+    booked = sum(s["packets"] for s in stats if s["version"] == sflow.FLOW_VERSION)
+    assert booked == int((status == sflow.OK).sum())
+    assert sum(sum(s["decode_errors"].values()) for s in stats) == int((status != sflow.OK).sum())
 
 
 def test_sflow_corpus_found():
