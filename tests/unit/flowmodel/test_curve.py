@@ -137,3 +137,46 @@ def test_curve_admits_authorised_and_counts_refused(tmp_path):
         server.close()
         gate.stop()
         ctx.term()
+
+
+def test_flowlens_up_advisories_reach_a_curve_store(tmp_path):
+    """The supervisor's AdvisoryPublisher (events DEALER and bus PUB) connects with security.* keys."""
+    from flowmodel import bus
+    from flowmodel.supervisor import AdvisoryPublisher
+
+    keys, authorised = tmp_path / "keys", tmp_path / "authorised"
+    authorised.mkdir()
+    generate_keys(str(keys), "store")
+    generate_keys(str(keys), "up")
+    (authorised / "up.key").write_bytes((keys / "up.key").read_bytes())
+    ctx = zmq.Context()
+    gate = Gate(load_config(overrides={"security.server_key": str(keys / "store.key_secret"),
+                                       "security.authorized_keys": str(authorised)})).start(ctx)
+    events, sub = ctx.socket(zmq.ROUTER), ctx.socket(zmq.SUB)
+    for s in (events, sub):
+        s.linger = 0
+    sub.subscribe(b"")
+    gate.bind(events, "tcp://127.0.0.1:*", curve.EVENTS)
+    gate.bind(sub, "tcp://127.0.0.1:*", curve.BUS_PUBLISH)
+    publisher = AdvisoryPublisher(sub.last_endpoint.decode(),
+                                  {"endpoint": events.last_endpoint.decode(), "max_events": 10, "resend_after_s": 0.2,
+                                   "high_water_mark": 10},
+                                  {"security.client_key": str(keys / "up.key_secret"),
+                                   "security.store_public_key": str(keys / "store.key")})
+    try:
+        publisher.send({"analyzer": "supervisor", "subject": "x", "severity": "WARNING"})
+        deadline = time.monotonic() + 5
+        while not events.poll(100) and time.monotonic() < deadline:
+            publisher.pump()
+        frames = events.recv_multipart(zmq.NOBLOCK)
+        assert frames[1] == bus.TOPIC_ADVISORY and bus.decode_body(frames[2])["subject"] == "x"
+        while not sub.poll(100) and time.monotonic() < deadline:  # PUB: the first may go before the handshake
+            publisher.send({"analyzer": "supervisor", "subject": "y", "severity": "WARNING"})
+        assert sub.recv_multipart(zmq.NOBLOCK)[0] == bus.TOPIC_ADVISORY
+        assert gate.status()["refused_total"] == 0 and gate.status()["admitted"] >= 2
+    finally:
+        publisher.close()
+        events.close()
+        sub.close()
+        gate.stop()
+        ctx.term()
