@@ -92,6 +92,9 @@ TOPIC_RESEND = b"resend"
 # health event (TOPIC_EXPORTER) may travel the events socket too, with an empty held_from frame:
 # sent once, neither numbered nor confirmed (the next one replaces it).
 TOPIC_CONFIRM = b"confirm"
+# Operators' notes (acknowledgements, silences: flowmodel.notes) travel the events socket the same
+# way as advisories, numbered in the sender's stream and confirmed once the store wrote them.
+TOPIC_NOTE = b"note"
 EVENT_STREAM = "event_stream"
 EVENT_SEQ = "event_seq"
 

@@ -167,6 +167,10 @@ class StoreClient:
     def advisories(self, **filters) -> list[dict]:
         return self.request("advisories", **self._times(filters))["advisories"]
 
+    def notes(self, kind: str | None = None, active: bool = True, **args) -> list[dict]:
+        """Acknowledgements and silences (flowmodel.notes), newest first."""
+        return self.request("notes", kind=kind, active=active, **args)["notes"]
+
     def rollups(self, kind: str, **args) -> dict:
         return self.request("rollups", kind=kind, **self._times(args))
 

@@ -20,6 +20,7 @@ OPS = {
     "status": "store health: rates, ring fill, SQLite size and oldest data, uptime, version, process resources",
     "advisories": "advisories; args: severity, state, analyzer, subject, since, until, include_resolved, limit, after (received_at ms: rows received later, resolved too, oldest first, each with received_at; after_key pages within one ms); reply: advisories (newest `limit` by severity), counts (per severity over every match), total",
     "rollups": "per-minute rollups for baselines; args: kind (dst_prefix, exporter), since, until, key, scaled (times the sampling rate), step (whole minutes, seconds), top (keys with most bytes); reply: rows",
+    "notes": "operators' acknowledgements and silences (flowmodel.notes); args: kind (ack, silence), active (default true: silences not expired), limit; reply: notes, newest first",
     "ping": "liveness; reply: ok",
 }
 

@@ -195,7 +195,7 @@ class EventSink:
                 self.on_health(bus.decode_body(body))
                 self.health_events += 1
                 return
-            if topic != bus.TOPIC_ADVISORY:
+            if topic not in (bus.TOPIC_ADVISORY, bus.TOPIC_NOTE):
                 raise ValueError(f"unexpected topic {topic[:40]!r}")
             msg = bus.decode_body(body)
             stream, seq, held_from = msg[bus.EVENT_STREAM], int(msg[bus.EVENT_SEQ]), int(held)

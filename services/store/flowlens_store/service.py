@@ -20,6 +20,7 @@ from flowmodel.bus import (CONTROL_MAX_BYTES, SUBSCRIPTION_MAX_BYTES, max_messag
                            encode_event, envelope_of)
 from flowmodel.events import process_stats, service_config
 from flowmodel.logs import RateLimitedLog, fields
+from flowmodel.notes import check_note
 from flowmodel.protocol import OPS, REQUEST_MAX_BYTES, QueryError, error_reply
 
 from . import __version__, delivery, eventsink
@@ -437,9 +438,9 @@ class StoreService:
         self.writer.offer_event("advisory", msg)
 
     def _confirmed_event(self, topic: str, msg: dict) -> bool:
-        """An advisory from the events socket: False while the writer's event queue is full (the sender
-        keeps it and sends it again), ValueError when it is none."""
-        eventsink.check_advisory(msg)
+        """An advisory or an operator's note from the events socket: False while the writer's event
+        queue is full (the sender keeps it and sends it again), ValueError when it is none."""
+        (check_note if topic == "note" else eventsink.check_advisory)(msg)
         return not self.writer.events.full() and self.writer.offer_event(topic, msg)
 
     def _health(self, msg: dict) -> None:

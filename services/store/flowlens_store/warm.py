@@ -24,7 +24,7 @@ import numpy as np
 from flowmodel import addr
 from flowmodel.events import SEVERITY_RANK
 
-from . import eventsink
+from . import eventsink, notes
 from .layout import connect_reader, connect_writer, file_size, now_ms, partition_name  # noqa: F401 (re-exported)
 from .rowcodec import (INT64_MAX, PARTITION_DDL, REST_DTYPE, SQL_COLUMNS, bulk_insert, flow_rows,  # noqa: F401
                        rows_to_columns)
@@ -307,6 +307,7 @@ class WarmWriter:
             self.db.execute("DELETE FROM hists WHERE step_ms = ? AND end_ms < ?", (step_ms, now - keep_ms))
         self.db.execute("DELETE FROM advisories WHERE received_at < ?", (now - advisory_retention_ms,))
         self.db.execute("DELETE FROM health WHERE received_at < ?", (now - advisory_retention_ms,))
+        notes.prune(self.db, now - advisory_retention_ms)
         self.db.execute("COMMIT")
         if dropped:
             self.vacuum_due = True
@@ -379,6 +380,8 @@ class WarmWriter:
             for topic, body, received in events:
                 if topic == "advisory":
                     self._upsert_advisory(body, received)
+                elif topic == "note":  # an operator's acknowledgement or silence (flowmodel.notes)
+                    notes.save(self.db, body, received)
                 elif topic != eventsink.MARK_ONLY:
                     self.db.execute("INSERT OR REPLACE INTO health (source, kind, received_at, body) VALUES (?, ?, ?, ?)",
                                     (str(body.get("source")), str(body.get("kind", "")), received,

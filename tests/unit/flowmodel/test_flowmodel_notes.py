@@ -1,0 +1,49 @@
+"""Operators' notes (flowmodel.notes): what the store accepts, and which advisories a silence or an
+acknowledgement covers."""
+import pytest
+
+from flowmodel.notes import acknowledged, advisory_addresses, check_note, silence_matches
+
+ADV = {"key": "scan:10.0.5.20", "analyzer": "scan", "subject": "10.0.5.20", "first_seen": 1000,
+       "filter": {"src": "10.0.5.20", "dst": "192.168.1.0/24"}}
+
+
+def silence(**kw):
+    return {"kind": "silence", "id": "s1", "created_at": 0, "expires_at": 10_000, **kw}
+
+
+@pytest.mark.parametrize("kw, hit", [
+    ({"analyzer": "scan"}, True), ({"analyzer": "dns"}, False),
+    ({"subject": "10.0.5.*"}, True), ({"subject": "10.0.6.*"}, False),
+    ({"address": "10.0.5.20"}, True), ({"address": "10.0.5.21"}, False),
+    ({"network": "10.0.5.0/24"}, True), ({"network": "192.168.0.0/16"}, True),  # the filter's dst
+    ({"network": "172.16.0.0/12"}, False),
+    ({"analyzer": "scan", "network": "172.16.0.0/12"}, False),  # every match must hold
+])
+def test_silence_matches_every_given_field(kw, hit):
+    assert silence_matches(silence(**kw), ADV, 5000) is hit
+
+
+def test_silence_ends_at_its_expiry_and_ack_covers_one_episode():
+    assert not silence_matches(silence(analyzer="scan"), ADV, 10_000)
+    ack = {"kind": "ack", "id": "scan:10.0.5.20", "episode": 1000}
+    assert acknowledged(ack, ADV)
+    assert not acknowledged(ack, {**ADV, "first_seen": 9000})  # raised again after it resolved
+    assert not acknowledged(None, ADV)
+
+
+def test_addresses_of_an_advisory_come_from_subject_and_filter():
+    found = {str(a) for a in advisory_addresses({"subject": "telnet:10.1.1.1 port 23", "filter": {"addr": "fd00::1"}})}
+    assert found == {"10.1.1.1/32", "fd00::1/128"}
+
+
+@pytest.mark.parametrize("note, words", [
+    ({"kind": "mute", "id": "x", "created_at": 1}, "kind"),
+    ({"kind": "ack", "id": "k", "created_at": 1}, "episode"),
+    (silence(), "without a match"),
+    (silence(network="10.0.0.0/33"), "not an address"),
+    ({**silence(analyzer="scan"), "expires_at": None}, "expires_at"),
+])
+def test_bad_notes_are_refused_with_the_reason(note, words):
+    with pytest.raises(ValueError, match=words):
+        check_note(note)
