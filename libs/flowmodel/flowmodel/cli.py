@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=FORMATS, default="table")
     q.add_argument("--endpoint", help="store query endpoint (default: query.endpoint of the config)")
     q.add_argument("--config", help="config file for the endpoint and timeouts")
-    for name in ("replay", "analyze"):
+    for name in ("replay", "analyze", "advisory", "silence"):  # advisory ack KEY, silence add|list|remove: notecli
         r = sub.add_parser(name, help=f"{name} (see flowlens {name} --help)", add_help=False)
         r.add_argument("rest", nargs=argparse.REMAINDER)
     c = sub.add_parser("config", help="config tools")
@@ -281,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     if command == "replay":
         from .replay import main as replay_main  # written with the collector; imported only when used
         return replay_main(rest)
+    if command in ("advisory", "silence"):  # operators' acknowledgements and silences (flowmodel.notes)
+        from .notecli import main as notes_main
+        return notes_main(argv)
     args = build_parser().parse_args(argv)
     if args.command == "query":
         return run_query(args)

@@ -47,3 +47,21 @@ def test_addresses_of_an_advisory_come_from_subject_and_filter():
 def test_bad_notes_are_refused_with_the_reason(note, words):
     with pytest.raises(ValueError, match=words):
         check_note(note)
+
+
+def test_cli_refuses_a_silence_without_a_match_before_sending(tmp_path):
+    import io
+
+    from flowmodel.notecli import main
+
+    err = io.StringIO()
+    assert main(["silence", "add", "--for", "1h", "--config", str(tmp_path / "none.yaml")], err=err) == 2
+    assert "cannot read config file" in err.getvalue()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("log: {level: warning}\n")
+    err = io.StringIO()
+    assert main(["silence", "add", "--for", "1h", "--config", str(cfg)], err=err) == 2
+    assert "without a match" in err.getvalue()
+    err = io.StringIO()
+    assert main(["silence", "add", "--network", "10.0.0.0/33", "--config", str(cfg)], err=err) == 2
+    assert "not an address" in err.getvalue()
