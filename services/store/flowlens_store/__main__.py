@@ -20,7 +20,8 @@ def _build(cfg):
 def _ready(service) -> dict:
     cfg = service.cfg
     return {"xsub": cfg["storage.bus_xsub_bind"], "xpub": cfg["storage.bus_xpub_bind"], "query": cfg["storage.query_bind"],
-            "subscribe": cfg["bus.subscribe_endpoint"], "sqlite": cfg["storage.sqlite_path"]}
+            "events": cfg["storage.events_bind"], "sqlite": cfg["storage.sqlite_path"],
+            "curve": bool(service.gate and service.gate.enabled)}
 
 
 def main(argv: list[str] | None = None) -> int:
