@@ -203,3 +203,51 @@ def test_the_notifier_reads_and_reports_over_curve_when_the_store_asks_for_keys(
                 client.close()
     assert hook.notifications() == [("scan:10.9.0.7", "raised")]
     assert counters["hook"]["queued"] == 1 and counters["hook"]["failed"] == 0
+
+
+def flowlens(config, *args) -> tuple[int, str, str]:
+    """The flowlens command as a user runs it."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", "import sys; from flowmodel.cli import main; sys.exit(main())",
+                        *args, "--config", str(config)], capture_output=True, text=True, timeout=60)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_cli_acknowledgement_and_silence_stop_notifications_and_outlive_a_store_restart(tmp_path):
+    with WebhookReceiver() as hook:
+        notify = {**FAST_NOTIFY, "state_path": str(tmp_path / "notifier.json"), "targets": targets(hook)}
+        with ServiceStack(tmp_path, ["store", "notifier"], notify=notify) as stack:
+            client, inject = stack.client(), Injector(stack)
+            try:
+                inject.send([advisory(1, severity="WARNING"), advisory(2, severity="WARNING")])
+                wait_until(lambda: len(hook.notifications()) == 2, 20)
+                rc, out, err = flowlens(stack.config_path, "advisory", "ack", "scan:10.9.0.1", "--comment", "known")
+                assert rc == 0 and "acknowledged scan:10.9.0.1" in out, err
+                rc, out, err = flowlens(stack.config_path, "silence", "add", "--address", "10.9.0.3", "--for", "1h",
+                                        "--comment", "10.9.0.3 is our Nessus scanner", "--by", "ann")
+                assert rc == 0 and out.startswith("silence "), err
+                silence_id = out.split()[1]
+                # the store restarts: the notes are events it keeps
+                assert stack.procs["store"].stop() == 0
+                stack.procs["store"] = ServiceProcess("store", stack.config_path).start()
+                rc, out, err = flowlens(stack.config_path, "silence", "list")
+                assert rc == 0 and silence_id in out and "ann" in out and "Nessus" in out, (out, err)
+                inject.send([advisory(1, "updated", "CRITICAL"),   # acknowledged: its escalation is not told
+                             advisory(2, "updated", "CRITICAL"),   # escalated: told
+                             advisory(3), advisory(4)])            # 3 silenced, 4 told
+                wait_until(lambda: {("scan:10.9.0.2", "escalated"), ("scan:10.9.0.4", "raised")}
+                           <= set(hook.notifications()), 30)
+                counters = wait_until(lambda: (c := notifier_counters(client)) and c.get("acknowledged") == 1
+                                      and c.get("silenced") == 1 and c, 15)
+                rc, out, err = flowlens(stack.config_path, "silence", "remove", silence_id)
+                assert rc == 0, err
+                inject.send([advisory(3, "updated", "CRITICAL")])  # the silence lifted: told again
+                wait_until(lambda: ("scan:10.9.0.3", "raised") in hook.notifications(), 20)
+            finally:
+                inject.close()
+                client.close()
+    seen = hook.notifications()
+    assert ("scan:10.9.0.1", "escalated") not in seen and seen.count(("scan:10.9.0.3", "raised")) == 1
+    assert counters["targets"]["hook"]["failed"] == 0

@@ -36,7 +36,7 @@ class Message:
                    int(d.get("next_try_ms", 0)), str(d.get("last_error", "")))
 
 
-COUNTERS = ("queued", "sent", "notifications_sent", "failed", "retried", "dropped")
+COUNTERS = ("queued", "sent", "notifications_sent", "failed", "retried", "dropped", "suppressed")
 
 
 @dataclass
@@ -53,7 +53,8 @@ class TargetOutbox:
     next_number: int = 1
     failures_in_a_row: int = 0
     # per process: queued (notifications routed here), sent (messages delivered), notifications_sent,
-    # failed (tries that failed), retried (tries after a failure), dropped (notifications: bound or retry_for)
+    # failed (tries that failed), retried (tries after a failure), dropped (notifications: bound or retry_for),
+    # suppressed (waiting ones an acknowledgement or silence took back)
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     last_error: str = ""
 
@@ -63,6 +64,15 @@ class TargetOutbox:
         while len(self.pending) > self.queue_max:
             self.pending.popleft()
             self.counters["dropped"] += 1
+
+    def discard(self, unwanted) -> int:
+        """Take back the waiting notifications for which ``unwanted(note)`` holds (acknowledged or
+        silenced meanwhile); the message under way is left as it is. Returns how many."""
+        keep = collections.deque((t, n) for t, n in self.pending if not unwanted(n))
+        n = len(self.pending) - len(keep)
+        self.pending = keep
+        self.counters["suppressed"] += n
+        return n
 
     def due(self, now_ms: int) -> Message | None:
         """The message to try now, if any (the caller delivers it and calls ``result``)."""

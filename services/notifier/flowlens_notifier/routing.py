@@ -4,30 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
-import re
 from typing import Any, Iterable
 
-_SPLIT = re.compile(r"[\s,;()]+")
-
-
-def addresses(note: dict[str, Any]) -> list:
-    """The addresses and networks an advisory is about: those in its subject ('10.0.5.20',
-    '10.0.5.20 port 22', 'telnet:10.0.5.20', '10.0.5.0/24') and in its flow filter (src, dst, addr)."""
-    texts = _SPLIT.split(str(note.get("subject") or ""))
-    flt = note.get("filter")
-    if isinstance(flt, dict):
-        texts += [str(flt[k]) for k in ("src", "dst", "addr") if flt.get(k) not in (None, "")]
-    out = []
-    for t in texts:
-        for candidate in (t, t.split(":", 1)[1] if ":" in t and "::" not in t and t.count(":") == 1 else None):
-            if not candidate:
-                continue
-            try:
-                out.append(ipaddress.ip_network(candidate, strict=False))
-                break
-            except ValueError:
-                continue
-    return out
+from flowmodel.notes import advisory_addresses, within
 
 
 def matches(rule: dict, note: dict[str, Any]) -> bool:
@@ -38,9 +17,8 @@ def matches(rule: dict, note: dict[str, Any]) -> bool:
     if rule["subject"] and not any(fnmatch.fnmatchcase(str(note.get("subject") or ""), p) for p in rule["subject"]):
         return False
     if rule["network"]:
-        nets = [ipaddress.ip_network(n) for n in rule["network"]]
-        found = addresses(note)
-        if not any(a.version == n.version and a.subnet_of(n) for a in found for n in nets):
+        found = advisory_addresses(note)
+        if not any(within(found, ipaddress.ip_network(n)) for n in rule["network"]):
             return False
     return True
 

@@ -21,6 +21,7 @@ from flowmodel.client import StoreClient, StoreError, StoreUnavailable
 from flowmodel.eventbox import EventSender
 from flowmodel.events import process_stats
 from flowmodel.logs import RateLimitedLog, fields
+from flowmodel.notes import acknowledged, silence_matches
 
 from . import routing, statefile, transports
 from .outbox import TargetOutbox
@@ -108,8 +109,11 @@ class NotifierService:
         self.client: StoreClient | None = None
         self.events: EventSender | None = None
         self.started_at = clock()
-        self.counters = {"polls": 0, "store_errors": 0, "notifications": 0, "unrouted": 0, "state_saves": 0,
-                         "state_errors": 0, "loop_errors": 0}
+        self.counters = {"polls": 0, "store_errors": 0, "notifications": 0, "unrouted": 0, "acknowledged": 0,
+                         "silenced": 0, "state_saves": 0, "state_errors": 0, "loop_errors": 0}
+        self.acks: dict[str, dict] = {}      # advisory key -> its acknowledgement (flowmodel.notes)
+        self.silences: list[dict] = []       # silences in force
+        self._notes_seen: set = set()        # (kind, id, created_at, expires_at) of the notes last read
         self._stop = threading.Event()
         self._dirty = False
         self._last_save = 0.0
@@ -201,9 +205,17 @@ class NotifierService:
                 self._rl.warning("store", "cannot read advisories from the store", error=str(e)[:300],
                                  store_errors=self.counters["store_errors"])
                 break
+            if rows or _page == 0:
+                # read after the rows: a note the store took before an advisory row read here is seen
+                self._refresh_notes()
             notes = self.tracker.take(rows)
             now = self.clock()
             for note in notes:
+                reason = self._suppressed(note, now)
+                if reason:
+                    self.counters[reason] += 1
+                    self.tracker.untold(note["key"])
+                    continue
                 names = routing.route(note, self.rules, self.targets)
                 if not names:
                     self.counters["unrouted"] += 1
@@ -219,6 +231,35 @@ class NotifierService:
             after, after_key = rows[-1]["received_at"], rows[-1]["key"]
         self._save()
         return routed
+
+    def _refresh_notes(self) -> None:
+        """Read the acknowledgements and silences in force; a new one takes back the notifications it
+        covers that still wait (counted as suppressed per target)."""
+        try:
+            rows = self.client.notes(active=True)
+        except (StoreError, StoreUnavailable) as e:
+            self.counters["store_errors"] += 1
+            self._rl.warning("notes", "cannot read acknowledgements and silences; using the last ones read",
+                             error=str(e)[:300])
+            return
+        self.acks = {n["id"]: n for n in rows if n.get("kind") == "ack"}
+        self.silences = [n for n in rows if n.get("kind") == "silence"]
+        seen = {(n.get("kind"), n.get("id"), n.get("created_at"), n.get("expires_at")) for n in rows}
+        if seen - self._notes_seen:
+            now = self.clock()
+            taken = sum(ob.discard(lambda n: self._suppressed(n, now) is not None) for ob in self.outboxes.values())
+            if taken:
+                self._dirty = self._health_due = True
+                log.info("waiting notifications taken back by an acknowledgement or silence", extra=fields(notifications=taken))
+        self._notes_seen = seen
+
+    def _suppressed(self, note: dict, now: int) -> str | None:
+        """'acknowledged' or 'silenced' when an operator's note covers ``note``, else None."""
+        if acknowledged(self.acks.get(note.get("key")), note):
+            return "acknowledged"
+        if any(silence_matches(s, note, now) for s in self.silences):
+            return "silenced"
+        return None
 
     def turn(self) -> None:
         """Hand due messages to idle workers; raise or resolve our own advisories; health; events."""

@@ -65,6 +65,13 @@ class Tracker:
                 out.append(note)
         return out
 
+    def untold(self, key: str) -> None:
+        """The notification just made for ``key`` was not sent (acknowledged, silenced): its next
+        version is told as raised, so a lifted silence lets the advisory be heard again."""
+        told = self.keys.get(key)
+        if told is not None and told.state != "resolved":
+            told.severity = None
+
     def caught_up(self) -> None:
         """The reading reached the newest row: the baseline is over; forget what the cursor can no
         longer bring back (resolved keys received before the overlap) and keep the bound."""

@@ -176,3 +176,22 @@ def test_config_checks_targets_and_rules(tmp_path):
                        ({"notify.rules": [{"network": "10.0.0.0/33", "targets": ["m"]}]}, "CIDR")]:
         with pytest.raises(ConfigError, match=words):
             load_config(overrides=bad, env={})
+
+
+def test_discard_takes_back_waiting_notifications_but_not_the_message_under_way():
+    ob = outbox(group_interval_ms=10_000)
+    ob.add({"key": "a"}, 0)
+    under_way = ob.due(1000)
+    ob.add({"key": "a"}, 1500)
+    ob.add({"key": "b"}, 1500)
+    assert ob.discard(lambda n: n["key"] == "a") == 1
+    assert [n["key"] for _t, n in ob.pending] == ["b"] and under_way.items == [{"key": "a"}]
+    assert ob.stats()["suppressed"] == 1
+
+
+def test_an_untold_advisory_is_told_as_raised_at_its_next_version():
+    t = Tracker()
+    t.caught_up()
+    assert told(t, [row("scan:a", "raised")]) == [("scan:a", "raised")]
+    t.untold("scan:a")  # silenced: not sent
+    assert told(t, [row("scan:a", "updated", updates=2)]) == [("scan:a", "raised")]
