@@ -213,9 +213,11 @@ def run(report) -> None:
     pmacct = [d.payload for stem in ("pmacct_sflow_http", "pmacct_sflow_dns", "pmacct_sflow_dual")
               for d in read_datagrams(str(DATA / f"{stem}.pcap"))]
     samples = FLOWS // 4  # the sFlow decoder is slower per flow: a quarter of the flows keeps the run short
+    # repeated, numbered anew (agent 127.0.0.1: the sequence is bytes 16-19), as a live agent numbers them
+    pmacct = [p[:16] + struct.pack(">I", i + 1) + p[20:] for i, p in enumerate((pmacct * (samples // 2000 + 1))[:samples // 7])]
     for name, packets, desc in (
             ("sflow", sflow_packets(samples, rng), "switch agent, 6 flow samples/datagram (raw header + switch)"),
-            ("sflow pmacct", (pmacct * (samples // 2000 + 1))[:samples // 7], "pmacct sfprobe datagrams, repeated")):
+            ("sflow pmacct", pmacct, "pmacct sfprobe datagrams, repeated")):
         sflow_rate(packets[:200])  # warm-up
         for pure, label in ((False, "decode into schema (ours)"), (True, "pure decoder (no accounting)")):
             best = None
