@@ -3,9 +3,10 @@ end when the browser goes away.
 
 - ``light``: what the ring or a small table answers (the dashboard's overview, advisories,
   exporters, status, /about's last 5 minutes); ``heavy``: history reads (the flow explorer, top and
-  series over SQLite). Each lane has its own store connections (StoreGate ``lanes``), so a dashboard
-  never waits behind a history scan: with ``web.store_connections`` = the store's query workers,
-  history holds at most all but one of them.
+  series over SQLite). Each lane has its own store connections (StoreGate ``lane_sizes``), so a
+  dashboard never waits behind a history scan: with ``web.store_connections`` = the store's query
+  workers, history holds at most all but one of them. A light query finding its lane busy borrows
+  an idle history connection (history never borrows back), so dashboards also run side by side.
 - A turn on a lane is waited for on the event loop (cancellable), then the query runs on a thread
   of its own; the turn is given back when that thread ends, even if the page stopped waiting.
 - A client (address) runs or waits for at most ``heavy_per_client`` heavy queries at once; one
@@ -22,7 +23,7 @@ import contextvars
 import logging
 from typing import Any, Callable
 
-from .storegate import HEAVY, LIGHT, StoreBusy, StoreGate
+from .storegate import BORROWED, HEAVY, LIGHT, StoreBusy, StoreGate
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class StoreLanes:
         self._heavy: collections.Counter[str] = collections.Counter()  # client -> heavy queries running or waiting
         self.cancelled = 0      # waits ended because the browser went away
         self.refused = 0        # heavy queries refused with 429
+        self.borrowed = 0       # light queries run on an idle history connection
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -87,6 +89,12 @@ class StoreLanes:
                               "queries running or waiting, the most web.heavy_queries_per_client allows",
                               self.retry_after_s)
             self._heavy[client] += 1
+        if lane == LIGHT and self._slots[LIGHT].locked() and not self._slots[HEAVY].locked():
+            # the light lane is busy and a history connection idle: borrow it (history never borrows back,
+            # so a dashboard still never waits behind history; several dashboards run side by side)
+            await self._slots[HEAVY].acquire()  # free: returns at once
+            self.borrowed += 1
+            return await self._run(HEAVY, lambda: _borrowed(fn), client, share=False)
         try:
             # a little over one answer's wait: the query ahead either answers or marks the store down
             await asyncio.wait_for(self._slots[lane].acquire(), self.gate.timeout_s + 0.5)
@@ -98,20 +106,25 @@ class StoreLanes:
         except BaseException:  # cancelled while waiting: the browser went away
             self._give_share(lane, client)
             raise
+        return await self._run(lane, fn, client)
+
+    async def _run(self, lane: str, fn: Callable[[], Any], client: str, share: bool = True) -> Any:
+        """``fn`` on a thread, the turn on ``lane`` held; ``share``: the client's history share too."""
         try:
             future = self._pool.submit(contextvars.copy_context().run, fn)
         except BaseException:
-            self._release(lane, client)
+            self._release(lane, client, share)
             raise
         # from here the thread's end gives the turn (and the client's share) back, even when the page
         # stopped waiting: a query sent on a REQ socket is answered before that socket takes another
         loop = asyncio.get_running_loop()
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release, lane, client))
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release, lane, client, share))
         return await asyncio.wrap_future(future)
 
-    def _release(self, lane: str, client: str) -> None:
+    def _release(self, lane: str, client: str, share: bool = True) -> None:
         self._slots[lane].release()
-        self._give_share(lane, client)
+        if share:
+            self._give_share(lane, client)
 
     def _give_share(self, lane: str, client: str) -> None:
         if lane != HEAVY:
@@ -124,6 +137,11 @@ class StoreLanes:
         """Turns in use per lane and clients holding heavy shares (for /about and tests)."""
         return {"clients_with_history_queries": len(self._heavy), "cancelled": self.cancelled,
                 "refused": self.refused}
+
+
+def _borrowed(fn: Callable[[], Any]) -> Any:
+    BORROWED.set(HEAVY)  # this thread's context only (each call runs in a copy)
+    return fn()
 
 
 async def _disconnected(receive) -> None:

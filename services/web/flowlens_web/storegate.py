@@ -13,6 +13,7 @@ and lifts the mark as soon as it answers. Waiting for a turn on the pages' socke
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -25,6 +26,8 @@ from flowmodel.logs import fields
 log = logging.getLogger(__name__)
 
 LIGHT, HEAVY = "light", "heavy"
+# set (to HEAVY) on the thread of a light query that StoreLanes let use an idle history connection
+BORROWED: contextvars.ContextVar[str | None] = contextvars.ContextVar("flowlens_borrowed_lane", default=None)
 QUICK_TIMEOUT_S = 1.0   # the background ping's wait for an answer
 RECHECK_S = 2.0         # pause between background pings while the store is down
 
@@ -160,6 +163,7 @@ class StoreGate:
         socket of /healthz and /metrics (no waiting behind pages; ``quick_timeout_s`` per answer);
         else on a connection of ``lane``."""
         wait_s = self.quick_timeout_s if quick else self.timeout_s
+        lane = BORROWED.get() or lane  # a light query on an idle history connection (StoreLanes lends it)
         self.raise_if_down()
         # a little over one answer's wait: the query ahead either answers or marks the store down first
         client = self._take(quick, wait_s + 0.5, lane)

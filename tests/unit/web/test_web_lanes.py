@@ -17,9 +17,10 @@ from flowlens_web.storegate import HEAVY, LIGHT, StoreGate
 
 
 class HoldingStore:
-    """Answers every op with {"ok": true, "op": op}; ``series`` waits for ``release()``."""
+    """Answers every op with {"ok": true, "op": op}; the ``hold`` ops wait for ``release()``."""
 
-    def __init__(self):
+    def __init__(self, hold=("series",)):
+        self.hold = hold
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -46,7 +47,7 @@ class HoldingStore:
             frames = self.sock.recv_multipart()
             op = msgpack.unpackb(frames[-1])["op"]
             self.seen.append(op)
-            if op == "series" and not self._release.is_set():
+            if op in self.hold and not self._release.is_set():
                 self.held.append((frames, op))
             else:
                 self._reply(frames, op)
@@ -181,3 +182,34 @@ def test_a_disconnect_while_running_keeps_the_turn_until_the_answer(store):
     finally:
         lanes.close()
         gate.close()
+
+
+def test_dashboards_borrow_an_idle_history_connection_but_history_never_borrows():
+    store = HoldingStore(hold=("overview", "series"))
+    gate, lanes = lanes_for(store)
+
+    async def main():
+        first = asyncio.ensure_future(lanes.query(Browser("10.0.0.1"), "overview", step=10))
+        await until(lambda: len(store.held) == 1)
+        second = asyncio.ensure_future(lanes.query(Browser("10.0.0.2"), "overview", step=10))
+        await until(lambda: len(store.held) == 2)  # both dashboards at the store at once
+        assert lanes.borrowed == 1
+        history = asyncio.ensure_future(lanes.query(Browser("10.0.0.3"), "series", step=60))
+        await asyncio.sleep(0.2)
+        assert store.seen.count("series") == 0 and not history.done()  # waits for its lane, not refused
+        store.release()
+        assert [(await t)["op"] for t in (first, second, history)] == ["overview", "overview", "series"]
+        # with history holding its one connection, a dashboard takes its own lane and borrows nothing
+        store._release.clear()
+        held = asyncio.ensure_future(lanes.query(Browser("10.0.0.3"), "series", step=60))
+        await until(lambda: len(store.held) == 1)
+        light = await lanes.query(Browser("10.0.0.4"), "exporters")
+        assert light["op"] == "exporters" and lanes.borrowed == 1
+        store.release()
+        await held
+    try:
+        asyncio.run(main())
+    finally:
+        lanes.close()
+        gate.close()
+        store.close()
