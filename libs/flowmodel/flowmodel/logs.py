@@ -58,16 +58,23 @@ def fields(**kv) -> dict:
 
 
 class RateLimitedLog:
-    """At most one line per key per interval; counts what it suppressed."""
+    """At most one line per key per interval; counts what it suppressed. Keys often carry an
+    exporter's address, so at most ``max_keys`` are tracked: quiet ones are forgotten first, and a
+    flood of new keys shares one (``OVERFLOW_KEY``) rather than growing the table."""
 
-    def __init__(self, logger: logging.Logger, interval_s: float = 10.0):
+    OVERFLOW_KEY = "(more keys)"
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0, max_keys: int = 1024):
         self.logger = logger
         self.interval_s = interval_s
+        self.max_keys = max_keys
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
     def warning(self, key: str, msg: str, **kv) -> None:
         now = time.monotonic()
+        if key not in self._last and len(self._last) >= self.max_keys:
+            key = self._make_room(now, key)
         if now - self._last.get(key, -1e9) < self.interval_s:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return
@@ -76,6 +83,13 @@ class RateLimitedLog:
         if suppressed:
             kv["suppressed"] = suppressed
         self.logger.warning(msg, extra=fields(**kv))
+
+    def _make_room(self, now: float, key: str) -> str:
+        """Forget keys past their interval with nothing suppressed; if none, ``key`` shares OVERFLOW_KEY."""
+        quiet = [k for k, t in self._last.items() if now - t >= self.interval_s and not self._suppressed.get(k)]
+        for k in quiet:
+            del self._last[k]
+        return key if len(self._last) < self.max_keys else self.OVERFLOW_KEY
 
 
 def log_config(log: logging.Logger, cfg, sections: tuple[str, ...]) -> None:
