@@ -146,6 +146,9 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
             ("flowlens_store_flows_out_of_range_total", "counter", "flows dropped because their time would open a table outside the retention window past storage.max_partitions", ("sqlite.out_of_range_flows",)),
             ("flowlens_store_flows_size_pruned_total", "counter", "flows dropped with the oldest partitions to keep the SQLite file under storage.max_bytes", ("sqlite.size_pruned_flows",)),
             ("flowlens_store_partitions_future_pruned_total", "counter", "SQLite partitions dated over a day ahead dropped at store start (written before the collector refused such times)", ("sqlite.future_pruned_partitions",)),
+            ("flowlens_store_advisories_taken_total", "counter", "advisory events the store committed from their senders' confirmed streams", ("events.taken",)),
+            ("flowlens_store_advisories_duplicate_total", "counter", "advisory events sent again that the store already held (dropped, not stored twice)", ("events.duplicates",)),
+            ("flowlens_store_advisories_lost_total", "counter", "advisory events their senders dropped past their bound before the store confirmed them", ("events.lost",)),
             ("flowlens_store_queries_refused_total", "counter", "queries refused because every query worker was busy and the queue full", ("queries.refused_busy",)),
             ("flowlens_store_uptime_seconds", "gauge", "seconds since the store started", ("uptime_s",)),
         ):

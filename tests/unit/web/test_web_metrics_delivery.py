@@ -86,3 +86,12 @@ def test_collectors_without_delivery_counters_and_a_store_that_does_not_answer()
     assert "flowlens_store_duplicate_flows_total" not in s
     body = metrics.render(metrics.LatencyHistogram(), None, None)
     assert "# TYPE flowlens_collector_flows_lost_total counter" in body and "flowlens_store_up 0" in body
+
+
+def test_advisory_delivery_from_the_stores_events_block():
+    status = {**STATUS, "events": {"streams": 2, "taken": 3120, "duplicates": 900, "lost": 4, "refused": 0}}
+    s = samples(render([], status=status))
+    assert s["flowlens_store_advisories_taken_total"] == 3120
+    assert s["flowlens_store_advisories_duplicate_total"] == 900
+    assert s["flowlens_store_advisories_lost_total"] == 4
+    assert "flowlens_store_advisories_lost_total" not in samples(render([], status=STATUS))  # an older store
