@@ -120,20 +120,28 @@ def _walk(w: np.ndarray, owner: np.ndarray, pos: np.ndarray, end: np.ndarray, co
     k = 0
     while len(live):
         p = pos[live]
-        fits = p + 8 <= end[live]
+        stop = end[live]
         fmt = w[p >> 2]  # p <= end: both words are inside the padded buffer
         length = w[(p >> 2) + 1].astype(np.int64)
-        ok = fits & ((length & 3) == 0) & (p + 8 + length <= end[live])
-        if not ok.all():
+        after = p + 8 + length
+        ok = ((length & 3) == 0) & (after <= stop)  # (so the item's own header fits too)
+        k += 1
+        more = count[live] > k
+        if ok.all():  # the usual wave: no copies
+            lists.append(live)
+            fmts.append(fmt)
+            starts.append(p + 8)
+            lens.append(length)
+        else:
             wrong = owner[live[~ok]]
             bad[wrong] = np.where(bad[wrong] == OK, truncated, bad[wrong])
-        lists.append(live[ok])
-        fmts.append(fmt[ok])
-        starts.append(p[ok] + 8)
-        lens.append(length[ok])
-        pos[live] = p + 8 + length
-        k += 1
-        live = live[ok & (count[live] > k)]
+            lists.append(live[ok])
+            fmts.append(fmt[ok])
+            starts.append(p[ok] + 8)
+            lens.append(length[ok])
+            more &= ok
+        pos[live] = after
+        live = live[more]
     if not lists:
         e = np.zeros(0, np.int64)
         return e, e, e, e
