@@ -48,9 +48,9 @@ def advisory(i: int, state: str = "raised", severity: str = "CRITICAL") -> dict:
 class Injector:
     """Advisories into the store's events socket, held until it confirms them (as the analyzer does)."""
 
-    def __init__(self, stack, keys=None):
+    def __init__(self, cfg: dict, keys=None):
         self.sequencer = bus.Sequencer("test-analyzer")
-        self.sender = EventSender(stack.cfg["bus"]["events_endpoint"], "test-analyzer", 100_000, 1.0, 1000,
+        self.sender = EventSender(cfg["bus"]["events_endpoint"], "test-analyzer", 100_000, 1.0, 1000,
                                   keys=keys).start()
 
     def send(self, events: list[dict]) -> None:
@@ -105,7 +105,7 @@ def test_failing_target_is_retried_counted_and_raises_its_own_advisory(tmp_path)
         notify = {**FAST_NOTIFY, "state_path": str(tmp_path / "notifier.json"), "targets": targets(hook),
                   "failing_after": 2, "retry_max_backoff": "2s"}
         with ServiceStack(tmp_path, ["store", "notifier"], notify=notify) as stack:
-            client, inject = stack.client(), Injector(stack)
+            client, inject = stack.client(), Injector(stack.cfg)
             try:
                 inject.send([advisory(1)])
                 own = wait_until(lambda: [a for a in client.advisories(analyzer="notifier", include_resolved=True)
@@ -128,7 +128,7 @@ def test_a_burst_of_1000_is_one_message_per_target_per_interval(tmp_path):
         notify = {**FAST_NOTIFY, "group_wait": "1s", "group_interval": "1h", "max_items": 20,
                   "state_path": str(tmp_path / "notifier.json"), "targets": targets(hook, smtp, tcp=tcp)}
         with ServiceStack(tmp_path, ["store", "notifier"], notify=notify) as stack:
-            client, inject = stack.client(), Injector(stack)
+            client, inject = stack.client(), Injector(stack.cfg)
             try:
                 inject.send([advisory(i) for i in range(1000)])
                 counters = wait_until(lambda: (c := notifier_counters(client)) and c.get("notifications") == 1000
@@ -150,7 +150,7 @@ def test_a_notifier_restart_loses_and_repeats_none(tmp_path):
         notify = {**FAST_NOTIFY, "group_interval": "3s", "state_path": str(tmp_path / "notifier.json"),
                   "targets": targets(hook)}
         with ServiceStack(tmp_path, ["store", "notifier"], notify=notify) as stack:
-            client, inject = stack.client(), Injector(stack)
+            client, inject = stack.client(), Injector(stack.cfg)
             try:
                 inject.send([advisory(i) for i in range(10)])
                 wait_until(lambda: len(hook.notifications()) >= 10, 20)
@@ -192,7 +192,7 @@ def test_the_notifier_reads_and_reports_over_curve_when_the_store_asks_for_keys(
 
             cfg = load_config(stack.config_path, env={})
             client = StoreClient.from_config(cfg)
-            inject = Injector(stack, keys=client_keys(cfg))  # the notifier's key: the store admits it
+            inject = Injector(stack.cfg, keys=client_keys(cfg))  # the notifier's key: the store admits it
             try:
                 inject.send([advisory(7)])
                 wait_until(lambda: hook.notifications(), 20)
@@ -219,7 +219,7 @@ def test_cli_acknowledgement_and_silence_stop_notifications_and_outlive_a_store_
     with WebhookReceiver() as hook:
         notify = {**FAST_NOTIFY, "state_path": str(tmp_path / "notifier.json"), "targets": targets(hook)}
         with ServiceStack(tmp_path, ["store", "notifier"], notify=notify) as stack:
-            client, inject = stack.client(), Injector(stack)
+            client, inject = stack.client(), Injector(stack.cfg)
             try:
                 inject.send([advisory(1, severity="WARNING"), advisory(2, severity="WARNING")])
                 wait_until(lambda: len(hook.notifications()) == 2, 20)
@@ -251,3 +251,37 @@ def test_cli_acknowledgement_and_silence_stop_notifications_and_outlive_a_store_
     seen = hook.notifications()
     assert ("scan:10.9.0.1", "escalated") not in seen and seen.count(("scan:10.9.0.3", "raised")) == 1
     assert counters["targets"]["hook"]["failed"] == 0
+
+
+def test_flowlens_up_starts_the_notifier_when_targets_are_set(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from support.services import REPO, stack_config, write_config
+
+    with WebhookReceiver() as hook:
+        cfg = stack_config(tmp_path, notify={**FAST_NOTIFY, "state_path": str(tmp_path / "notifier.json"),
+                                             "targets": targets(hook)})
+        path = write_config(tmp_path / "flowlens.yaml", cfg)
+        up = subprocess.Popen([sys.executable, "-m", "flowmodel.cli", "up", "--config", str(path), "--services", "store",
+                               "--stop-timeout", "20"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              cwd=REPO)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(line.rstrip("\n") for line in up.stdout), daemon=True)
+        reader.start()
+        inject = None
+        try:
+            wait_until(lambda: any(line.startswith("notifier") and "msg=ready" in line for line in lines), 30)
+            inject = Injector(cfg)
+            inject.send([advisory(5)])
+            wait_until(lambda: hook.notifications() == [("scan:10.9.0.5", "raised")], 20)
+        finally:
+            if inject is not None:
+                inject.close()
+            up.send_signal(signal.SIGTERM)
+            rc = up.wait(60)
+            reader.join(5)
+    assert rc == 0, "\n".join(lines[-40:])
+    assert [line for line in lines if "msg=stopped child=notifier rc=0" in line], "\n".join(lines[-40:])
