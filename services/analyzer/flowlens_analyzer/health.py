@@ -12,10 +12,10 @@ from flowmodel import timefmt
 from .common import Context, Finding, addr_text, fmt_bytes, fmt_duration, fmt_int, fmt_time, plural
 from .health_groups import group, overflow_findings
 from .health_security import refused_peer_findings
+from .health_self import advisory_loss_findings, window_findings
 
 NAME = "health"
 FORGET_FACTOR = 10  # a collector silent for this many times analysis.exporter_silence is forgotten
-SHED_SPAN_MS = 60_000  # shed flows are reported over the last minute
 FUTURE_REASON = "time_in_future"  # the collector's decode_errors reason for flows over a day ahead
 UNCONFIRMED_WARN_MS = 30_000  # flows the store has not confirmed for this long: a WARNING
 
@@ -34,6 +34,8 @@ class HealthState:
     forgotten: int = 0  # collectors forgotten (replaced by a restart, or gone for FORGET_FACTOR x silence)
     window: Any = None  # the engine's FlowWindow (counters, future_by_exporter), set by the service
     window_samples: list[tuple[int, int, int]] = field(default_factory=list)  # (wall ms, flows, overflow)
+    outbox: Any = None  # the analyzer's advisory EventOutbox (its lost count), set by the service
+    advisories_lost_seen: int = 0
     stores: dict[str, dict[str, Any]] = field(default_factory=dict)  # store source -> its latest kind=store event
     delivery: dict[str, dict[str, int]] = field(default_factory=dict)  # id -> the store's confirmations (_observe_delivery)
     overflow: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> its overflow row (exporter table full)
@@ -257,58 +259,12 @@ def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, i
                  "window_end": now_ms},
                 {"exporter": ex, "since": now_ms - silence_ms, "until": now_ms}, figures={"late": float(new)}))
     findings += _store_findings(state, now_ms, silence_ms)
-    findings += _window_findings(state, ctx, now_ms)
+    findings += window_findings(state, ctx, now_ms) + advisory_loss_findings(state, now_ms)
     findings += _delivery_findings(state, now_ms)
     findings += overflow_findings(state, now_ms)
     state.deltas.clear()
     # many exporters with one condition: one advisory naming the count and the first few
     return group(findings, state.grouped, now_ms, int(ctx["analysis.resolve_after"] * 1000))
-
-
-def _window_findings(state: HealthState, ctx: Context, now_ms: int) -> list[Finding]:
-    """The analyzer's own window: flows shed at max_window_flows in the last minute, and flows refused
-    because their exporter's clock is ahead (FlowWindow.future_by_exporter / ahead_ms_by_exporter)."""
-    w = state.window
-    if w is None:
-        return []
-    findings = []
-    flows, shed = int(w.counters.get("flows", 0)), int(w.counters.get("overflow", 0))
-    state.window_samples.append((now_ms, flows, shed))
-    while len(state.window_samples) > 1 and state.window_samples[1][0] <= now_ms - SHED_SPAN_MS:
-        state.window_samples.pop(0)  # keep the newest sample at least SHED_SPAN_MS old as the base
-    t0, flows0, shed0 = state.window_samples[0]
-    received, dropped = flows - flows0, shed - shed0
-    if dropped > 0 and received > 0:
-        span = fmt_duration(round((now_ms - t0) / 1000)) if now_ms - t0 < SHED_SPAN_MS - 1000 else "the last minute"
-        span = span if span == "the last minute" else f"the last {span}"
-        cap = int(ctx["analysis.max_window_flows"])
-        findings.append(Finding(
-            NAME, "analysis shed", "WARNING", "Analysis saw only part of the traffic",
-            f"Analysis saw only {fmt_int(max(received - dropped, 0))} of {fmt_int(received)} flows in {span}: "
-            f"{plural(dropped, 'flow')} beyond analysis.max_window_flows ({fmt_int(cap)}) "
-            f"were dropped, so advisories may miss traffic",
-            "Raise analysis.max_window_flows (about 100 bytes per flow) or shorten analysis.window; "
-            "with sampling on the exporters, fewer flows arrive",
-            {"received_flows": received, "analysed_flows": max(received - dropped, 0), "shed_flows": dropped,
-             "max_window_flows": cap, "window_start": t0, "window_end": now_ms},
-            {"since": t0, "until": now_ms}, figures={"shed": float(dropped)}))
-    ahead_ms = getattr(w, "ahead_ms_by_exporter", {}) or {}
-    for exporter, total in sorted((getattr(w, "future_by_exporter", {}) or {}).items()):
-        new = int(total) - state.future_seen.get(exporter, 0)
-        state.future_seen[exporter] = int(total)
-        if new > 0:
-            ex = addr_text(exporter)
-            ahead = ahead_ms.get(exporter)
-            by = f" (its flows end up to {fmt_duration(round(ahead / 1000))} in the future)" if ahead else ""
-            findings.append(Finding(
-                NAME, f"clock {ex}", "WARNING", f"Clock of {ex} is ahead",
-                f"{plural(new, 'flow')} from exporter {ex} ended after the analyzer's clock by more "
-                f"than {fmt_duration(ctx.get('analysis.clock_tolerance', 60.0))}{by} and were left out of the analysis",
-                f"Check the clock of {ex} (NTP)",
-                {"exporter": ex, "future_flows": new, "ahead_ms": int(ahead or 0), "window_start": now_ms,
-                 "window_end": now_ms},
-                {"exporter": ex, "since": now_ms - SHED_SPAN_MS, "until": now_ms}, figures={"future": float(new)}))
-    return findings
 
 
 def _reason(ex: dict, reason: str) -> int:

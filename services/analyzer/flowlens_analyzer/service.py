@@ -77,6 +77,7 @@ class AnalyzerService:
         self.events = EventSender(self.cfg["bus.events_endpoint"], self.source, self.cfg["bus.events_unconfirmed_max"],
                                   self.cfg["bus.events_resend_timeout"], self.cfg["bus.events_high_water_mark"],
                                   context=self._ctx, keys=keys).start()
+        self.engine.health.outbox = self.events.outbox  # advisories it dropped: a health advisory of their own
         self.next_health = bus.now_ms() + min(self.health_every_ms, 1000)
 
     def stop(self) -> None:
