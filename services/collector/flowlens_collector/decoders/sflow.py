@@ -5,7 +5,7 @@ field sits on a 4-byte boundary of its datagram, so with each datagram copied to
 in one buffer any field is one index into a big-endian uint32 view. Samples are walked in waves
 (the k-th sample of every datagram at once), then their records the same way, then each record
 type's fields are read for all its records with one fancy index per field; raw packet headers are
-parsed by ``sflow_packet``. Only the AS path of extended gateway records is walked in Python.
+parsed by ``sflow_packet``, extended router/gateway and counter records by ``sflow_records``.
 
 One flow per flow sample (or expanded flow sample): packets = 1, bytes = the sampled frame's length
 (the raw header's frame_length, else the sampled Ethernet length, else the sampled IP length), as
@@ -21,7 +21,7 @@ import numpy as np
 
 from flowmodel.schema import ADDR, HINT_CONST, FlowBatch
 
-from . import sflow_packet
+from . import sflow_packet, sflow_records
 
 FLOW_VERSION = 105  # flow_version of sFlow v5 flows: 100 + the sFlow version, apart from NetFlow's 5/9/10
 VERSION = 5
@@ -49,17 +49,10 @@ for _fmt, _least in _MIN_LEN.items():
     _RECORD_MIN[_fmt if _fmt < 8 else _fmt - 993] = _least
 _SAMPLE_FIXED = np.array([0, 32, 12, 44, 16], np.int64)  # flow, counters, expanded flow, expanded counters
 LOCAL_INTERFACE = 0x3FFFFFFF  # ifIndex value of a packet from or to the agent itself
-MAX_AS_PATH = 1000            # ASNs read per gateway record; more is SHORT_RECORD (as goflow2)
 
 DATAGRAM_DTYPE = np.dtype([("agent", ADDR), ("sub_agent", "<u4"), ("sequence", "<u4"), ("uptime_ms", "<u4"),
                            ("samples", "<u4"), ("flows", "<u4"), ("status", "u1")])
-# interface counters (counter record 0:1), one row per record; 64-bit counters as uint64
-IF_COUNTER_FIELDS = (("if_index", 0, 1), ("if_type", 1, 1), ("if_speed", 2, 2), ("if_direction", 4, 1),
-                     ("if_status", 5, 1), ("in_octets", 6, 2), ("in_ucast_pkts", 8, 1),
-                     ("in_multicast_pkts", 9, 1), ("in_broadcast_pkts", 10, 1), ("in_discards", 11, 1),
-                     ("in_errors", 12, 1), ("in_unknown_protos", 13, 1), ("out_octets", 14, 2),
-                     ("out_ucast_pkts", 16, 1), ("out_multicast_pkts", 17, 1), ("out_broadcast_pkts", 18, 1),
-                     ("out_discards", 19, 1), ("out_errors", 20, 1), ("promiscuous_mode", 21, 1))
+IF_COUNTER_FIELDS = sflow_records.IF_COUNTER_FIELDS  # the counters' columns (name, word, words)
 PAD = 512  # readable bytes needed after the last datagram: reads of rejected positions stay in the buffer
 
 
@@ -233,7 +226,7 @@ def decode(buf, offsets: np.ndarray, lengths: np.ndarray, now_ms: int) -> SflowR
         keep = dg_ok[s_dg[r_smp]]
         recs = tuple(a[keep] for a in recs)
     cols, samples = _flows(w, u8, s_fmt, s_at, s_dg, f_idx, *recs, dg, now_ms, notes)
-    counters = _counters(w, s_fmt, s_at, s_dg, *recs[:3])
+    counters = sflow_records.counters(w, s_fmt, s_at, s_dg, *recs[:3])
     flow_dg = s_dg[f_idx]
     dg["flows"] = np.bincount(flow_dg, minlength=n)
     dg["status"] = status
@@ -254,19 +247,6 @@ def _first(r_smp: np.ndarray, want: np.ndarray, slot: np.ndarray, nflows: int) -
         rows, first = np.unique(rows, return_index=True)
         idx = idx[first]
     return rows, idx
-
-
-def _addr(w: np.ndarray, u8: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(V16 addresses, bytes used) of sFlow ``address`` values (type word, then 4 or 16 bytes) at ``at``."""
-    n = len(at)
-    atype = w[at >> 2].astype(np.int64)
-    out = np.zeros((n, 16), np.uint8)
-    r4 = np.flatnonzero(atype == 1)
-    out[r4, 10:12] = 0xFF
-    out[r4, 12:] = u8[(at[r4] + 4)[:, None] + np.arange(4)]
-    r6 = np.flatnonzero(atype == 2)
-    out[r6] = u8[(at[r6] + 4)[:, None] + np.arange(16)]
-    return out.view(ADDR).reshape(n), np.choose(np.minimum(atype, 3), (4, 8, 20, 4))
 
 
 def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_rec, r_known, dg, now_ms, notes):
@@ -373,7 +353,7 @@ def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_r
     # extended router: next hop, src mask, dst mask
     rows, rec = _first(r_smp, flow_rec & (r_fmt == EXTENDED_ROUTER), slot, nf)
     if len(rows):
-        hop, used = _addr(w, u8, r_at[rec])
+        hop, used = sflow_records.address(w, u8, r_at[rec])
         fit = used + 8 <= r_len[rec]
         rows, rec, hop, used = rows[fit], rec[fit], hop[fit], used[fit]
         cols["next_hop"][rows] = hop
@@ -385,57 +365,5 @@ def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_r
         have_hop = np.zeros(nf, bool)
     rows, rec = _first(r_smp, flow_rec & (r_fmt == EXTENDED_GATEWAY), slot, nf)
     if len(rows):
-        _gateways(w, u8, rows, r_at[rec], r_len[rec], cols, have_hop, notes, flow_dg)
+        sflow_records.gateways(w, u8, rows, r_at[rec], r_len[rec], cols, have_hop, flow_dg, notes)
     return cols, samples
-
-
-def _gateways(w, u8, rows, at, length, cols, have_hop, notes, flow_dg) -> None:
-    """Extended gateway: next hop, as (the router's), src_as, src_peer_as, AS path segments
-    (type, count, ASNs), communities, local pref. src_as falls back to the router's AS and dst_as is
-    the path's last AS, else the router's (as Akvorado does). Segments are walked in waves too."""
-    end = at + length
-    hop, used = _addr(w, u8, at)
-    p = at + used
-    ok = p + 16 <= end
-    pw = np.where(ok, p >> 2, 0)
-    router_as, src_as, segments = w[pw], w[pw + 1], np.where(ok, w[pw + 3], 0).astype(np.int64)
-    dst_as = router_as.copy()
-    cur = p + 16
-    live = ok & (segments > 0)
-    k = 0
-    while live.any():
-        idx = np.flatnonzero(live)
-        c = cur[idx]
-        fits = c + 8 <= end[idx]
-        count = np.where(fits, w[np.where(fits, (c >> 2) + 1, 0)], 0).astype(np.int64)
-        fits &= (count <= MAX_AS_PATH) & (c + 8 + 4 * count <= end[idx])
-        ok[idx[~fits]] = False
-        last = fits & (count > 0)
-        dst_as[idx[last]] = w[(c[last] >> 2) + 1 + count[last]]
-        cur[idx] = c + 8 + 4 * count
-        k += 1
-        live[idx] = fits & (segments[idx] > k)
-    _note(notes, "gateway_truncated", flow_dg[rows[~ok]])
-    rows, hop = rows[ok], hop[ok]
-    keep = ~have_hop[rows]
-    cols["next_hop"][rows[keep]] = hop[keep]
-    cols["src_as"][rows] = np.where(src_as[ok] != 0, src_as[ok], router_as[ok])
-    cols["dst_as"][rows] = dst_as[ok]
-
-
-def _counters(w, s_fmt, s_at, s_dg, r_smp, r_fmt, r_at) -> dict[str, np.ndarray]:
-    """Generic interface counter records of counter samples, one row each."""
-    sfmt = s_fmt[r_smp]
-    rec = np.flatnonzero((r_fmt == IF_COUNTERS) & ((sfmt == COUNTER_SAMPLE) | (sfmt == EXPANDED_COUNTER_SAMPLE)))
-    smp = r_smp[rec]
-    sw = s_at[smp] >> 2
-    expanded = s_fmt[smp] == EXPANDED_COUNTER_SAMPLE
-    out = {"datagram": s_dg[smp], "sequence": w[sw].astype(np.uint32),
-           "source_id": np.where(expanded, (w[sw + 1] << 24) | (w[sw + 2] & 0xFFFFFF), w[sw + 1]).astype(np.uint32)}
-    rw = r_at[rec] >> 2
-    for name, word, size in IF_COUNTER_FIELDS:
-        if size == 1:
-            out[name] = w[rw + word].astype(np.uint32)
-        else:
-            out[name] = (w[rw + word].astype(np.uint64) << np.uint64(32)) | w[rw + word + 1].astype(np.uint64)
-    return out
