@@ -163,6 +163,9 @@ def test_collector_in_a_namespace_publishes_over_curve_and_intruders_are_refused
             plain.ping()
         assert not isinstance(refused.value, StoreError)
         plain.close()
+        query_refusals = wait_until(lambda: [p for p in client.status()["security"]["refused_peers"]
+                                             if p["sockets"].get("query")], timeout_s=10)
+        assert query_refusals[0]["address"] == "127.0.0.1"
         client.close()
     finally:
         for proc in (collector, analyzer, store):

@@ -125,6 +125,17 @@ def _peer_of(fd: int) -> str | None:
     return None
 
 
+def _drain(monitor: zmq.Socket, recv, limit: int = 1000) -> list[dict]:
+    """The events waiting on a monitor socket (at most ``limit``); ``recv`` is zmq.utils.monitor's."""
+    out = []
+    while len(out) < limit:
+        try:
+            out.append(recv(monitor, zmq.NOBLOCK))
+        except zmq.Again:
+            break
+    return out
+
+
 def _zap_handler(context: zmq.Context, gate: "Gate"):
     """pyzmq's ZAP thread, remembering the address of the request it is answering. Its class is made
     here, with keys only: zmq.auth.thread (and zmq.utils.monitor, see Gate._watch) import asyncio and
@@ -282,12 +293,8 @@ class Gate:
                     if m not in registered:
                         poller.register(m, zmq.POLLIN)
                         registered.add(m)
-                for m, _ in poller.poll(100):
+                for m, ev in ((m, ev) for m, _ in poller.poll(100) for ev in _drain(m, recv_monitor_message)):
                     domain = mons[m]
-                    try:
-                        ev = recv_monitor_message(m, zmq.NOBLOCK)
-                    except zmq.Again:
-                        continue
                     kind, value = ev["event"], ev["value"]
                     by_fd = fds.setdefault(domain, {})
                     if kind == zmq.EVENT_ACCEPTED:
