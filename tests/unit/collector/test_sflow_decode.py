@@ -100,6 +100,12 @@ def test_truncated_header_keeps_what_was_captured():
     f = one(raw_header(pkt, frame_length=60))
     assert (f["src_addr"], f["dst_addr"], f["src_port"], f["dst_port"], f["bytes"]) == \
         ("10.0.0.1", "10.0.0.2", 1234, 0, 60)
+    cut = ethernet(ipv4("10.0.0.1", "10.0.0.2", 6, tcp(1234, 443, 2)), 0x0800)[:14 + 18]  # inside the destination
+    f = one(raw_header(cut, frame_length=60))
+    assert (f["src_addr"], f["dst_addr"], f["protocol"], f["src_port"]) == ("10.0.0.1", "0.0.0.0", 6, 0)
+    cut6 = ethernet(ipv6("2001:db8::1", "2001:db8::2", 17, udp(1, 2)), 0x86DD)[:14 + 30]
+    f = one(raw_header(cut6, frame_length=80))
+    assert (f["src_addr"], f["dst_addr"], f["protocol"]) == ("2001:db8::1", "::", 17)
 
 
 def test_sampled_ip_records_and_lengths():

@@ -58,14 +58,17 @@ class Headers:
             value[~inside] = 0
         return value
 
-    def span(self, at: np.ndarray, width: int) -> np.ndarray:
-        """(n, width) uint8: ``width`` bytes at ``at`` of each header."""
-        start, length = self.start, self.length
+    def raw(self, at: np.ndarray, dtype: str) -> np.ndarray:
+        """The bytes at ``at`` of each header as they are, one ``dtype`` item (``<u4``: an IPv4
+        address, ``V16``: an IPv6 one); zero where not wholly captured."""
+        size = np.dtype(dtype).itemsize
         at = np.minimum(at, WIDTH)
-        view = np.ndarray((len(self.u8) - width + 1,), dtype=f"V{width}", buffer=self.u8, strides=(1,))
-        out = view[start + at].view(np.uint8).reshape(-1, width)
-        out[at + width > length] = 0
-        return out
+        view = np.ndarray((len(self.u8) - size + 1,), dtype=dtype, buffer=self.u8, strides=(1,))
+        value = view[self.start + at]
+        cut = at + size > self.length
+        if cut.any():
+            value.view(np.uint8).reshape(-1, size)[cut] = 0
+        return value
 
 
 def parse_headers(h: Headers, protocol: np.ndarray) -> dict[str, np.ndarray]:
@@ -108,8 +111,8 @@ def parse_headers(h: Headers, protocol: np.ndarray) -> dict[str, np.ndarray]:
     v4 = (ethertype == 0x0800) & (version == 4)
     v6 = (ethertype == 0x86DD) & (version == 6)
 
-    src = np.zeros((n, 16), np.uint8)
-    dst = np.zeros((n, 16), np.uint8)
+    src = np.zeros(n, "V16")
+    dst = np.zeros(n, "V16")
     proto = np.zeros(n, np.int64)
     tos = np.zeros(n, np.int64)
     l4 = np.full(n, WIDTH, np.int64)      # where the transport header starts
@@ -118,11 +121,12 @@ def parse_headers(h: Headers, protocol: np.ndarray) -> dict[str, np.ndarray]:
         r = np.flatnonzero(v4)
         o = off[r]
         hr = h.subset(r)
-        addrs = hr.span(o + 12, 8)
-        src[r, 10:12] = 0xFF
-        dst[r, 10:12] = 0xFF
-        src[r, 12:16] = addrs[:, :4]
-        dst[r, 12:16] = addrs[:, 4:]
+        mapped = np.zeros((len(r), 4), "<u4")  # ::ffff:a.b.c.d, written as 4-byte words
+        mapped[:, 2] = 0xFFFF0000
+        mapped[:, 3] = hr.raw(o + 12, "<u4")
+        src[r] = mapped.view("V16").reshape(-1)
+        mapped[:, 3] = hr.raw(o + 16, "<u4")
+        dst[r] = mapped.view("V16").reshape(-1)
         tos[r] = hr.byte(o + 1)
         proto[r] = hr.byte(o + 9)
         l4[r] = o + (hr.byte(o) & 0x0F) * 4
@@ -131,9 +135,8 @@ def parse_headers(h: Headers, protocol: np.ndarray) -> dict[str, np.ndarray]:
         r = np.flatnonzero(v6)
         o = off[r]
         hr = h.subset(r)
-        addrs = hr.span(o + 8, 32)
-        src[r] = addrs[:, :16]
-        dst[r] = addrs[:, 16:]
+        src[r] = hr.raw(o + 8, "V16")
+        dst[r] = hr.raw(o + 24, "V16")
         tos[r] = (hr.word16(o) >> 4) & 0xFF
         nh = hr.byte(o + 6)
         at = o + 40
@@ -159,8 +162,8 @@ def parse_headers(h: Headers, protocol: np.ndarray) -> dict[str, np.ndarray]:
     tcp = ports & (proto == 6) & (l4 + 14 <= WIDTH)
     return {
         "has_ip": has_ip,
-        "src_addr": src.view("V16").reshape(n),
-        "dst_addr": dst.view("V16").reshape(n),
+        "src_addr": src,
+        "dst_addr": dst,
         "protocol": proto.astype(np.uint8),
         "src_port": np.where(ports, h.word16(l4), 0).astype(np.uint16),
         "dst_port": np.where(ports, h.word16(l4 + 2), 0).astype(np.uint16),
