@@ -128,12 +128,24 @@ class StoreClient:
                 self._sock = None
             else:
                 raise StoreUnavailable(f"the store at {self.endpoint} did not answer within "
-                                       f"{self.timeout_ms / 1000:g} s ({self.retries + 1} {'try' if self.retries == 0 else 'tries'})")
+                                       f"{self.timeout_ms / 1000:g} s ({self.retries + 1} {'try' if self.retries == 0 else 'tries'})"
+                                       + self._curve_hint())
         if not isinstance(reply, dict):
             raise StoreError("the store sent a reply that is not a map")
         if not reply.get("ok"):
             raise StoreError(reply.get("error", "the store refused the request without a reason"))
         return reply
+
+    def _curve_hint(self) -> str:
+        """A store that refuses the CURVE handshake looks like one that is down: say what to check."""
+        from .curve import is_loopback
+
+        if self.keys is not None:
+            return ("; if it is running, check that this client's public key is in the store's "
+                    "security.authorized_keys and that security.store_public_key is the store's")
+        if not is_loopback(self.endpoint):
+            return "; if the store speaks CURVE, set security.client_key and security.store_public_key"
+        return ""
 
     # --- ops (thin wrappers; arguments as the protocol documents them) ---
 

@@ -180,3 +180,21 @@ def test_flowlens_up_advisories_reach_a_curve_store(tmp_path):
         sub.close()
         gate.stop()
         ctx.term()
+
+
+def test_an_unanswered_client_says_what_to_check(tmp_path):
+    from flowmodel.client import StoreClient, StoreUnavailable
+
+    generate_keys(str(tmp_path), "store")
+    generate_keys(str(tmp_path), "me")
+    keys = client_keys(load_config(overrides={"security.client_key": str(tmp_path / "me.key_secret"),
+                                              "security.store_public_key": str(tmp_path / "store.key")}))
+    with StoreClient("tcp://127.0.0.1:9", timeout_s=0.05, retries=0, keys=keys) as c:
+        with pytest.raises(StoreUnavailable, match="security.authorized_keys"):
+            c.ping()
+    with StoreClient("tcp://198.18.0.1:9", timeout_s=0.05, retries=0) as c:
+        with pytest.raises(StoreUnavailable, match="security.client_key"):
+            c.ping()
+    with StoreClient("tcp://127.0.0.1:9", timeout_s=0.05, retries=0) as c:
+        with pytest.raises(StoreUnavailable, match=r"\(1 try\)$"):
+            c.ping()
