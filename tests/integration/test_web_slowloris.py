@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from support.services import ServiceProcess, stack_config, write_config
+from support.webaccess import add_user
 
 HALF_OPEN = 2000
 GARBAGE = 300
@@ -100,3 +101,22 @@ def test_half_open_connections_do_not_stop_a_real_request(tmp_path):
     assert 1 <= len(invalid) <= 60 + 1, len(invalid)  # web.log_lines_per_minute (default 60) in this minute
     stopped = [line for line in web.lines if "msg=stopped" in line][-1]
     assert "log_lines_suppressed=" in stopped and int(re.search(r"log_lines_suppressed=(\d+)", stopped).group(1)) > 0
+
+
+def test_a_body_that_never_arrives_is_cut_at_the_body_timeout(tmp_path):
+    users = tmp_path / "users"
+    add_user(users, "ann", "viewer", "pw")
+    cfg = stack_config(tmp_path, web={"users_file": str(users), "body_timeout": "2s", "header_timeout": "30s"})
+    web = ServiceProcess("web", write_config(tmp_path / "flowlens.yaml", cfg)).start()
+    port = int(cfg["web"]["listen"].rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                      b"Content-Length: 100\r\n\r\nname=ann&pass")  # 87 bytes short, for ever
+            assert closed_by_server([s], 20) == 1
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+        assert re.search(r"^flowlens_web_connections_body_timeouts_total 1$", metrics, re.M), metrics[:2000]
+        assert re.search(r"^flowlens_web_connections_header_timeouts_total 0$", metrics, re.M)
+    finally:
+        assert web.stop() == 0
+    assert not [line for line in web.lines if "page failed" in line or "Traceback" in line], web.log()

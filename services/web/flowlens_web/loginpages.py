@@ -10,11 +10,13 @@ from urllib.parse import parse_qs
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.requests import ClientDisconnect
 
 from flowmodel import accounts
 from flowmodel.logs import RateLimitedLog
 
 from .auth import AccountsFile, LoginLimiter, Sessions, dummy_verify, safe_next, set_cookie_header
+from .lanes import ClientGone
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +31,13 @@ class FormTooLarge(Exception):
 async def read_form(request: Request) -> dict[str, str]:
     """A urlencoded form of at most MAX_FORM_BYTES (first value of each field)."""
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise FormTooLarge()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                raise FormTooLarge()
+    except ClientDisconnect:  # gone, or closed at web.body_timeout: nobody to answer
+        raise ClientGone(f"{request.client.host if request.client else '?'} went away while sending a form") from None
     fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=20)
     return {k: v[0] for k, v in fields.items()}
 
