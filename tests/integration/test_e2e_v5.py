@@ -94,6 +94,7 @@ def stack(tmp_path_factory, expected, real_flows):
                        collector={"instance_id": "collector-a"})
     cfg_b = copy.deepcopy(cfg)
     cfg_b["collector"].update(netflow_port=free_port(socket.SOCK_DGRAM), ipfix_port=free_port(socket.SOCK_DGRAM),
+                              sflow_port=free_port(socket.SOCK_DGRAM),
                               instance_id="collector-b", template_path=str(tmp / "templates-b.json"))
     path_a, path_b = write_config(tmp / "a.yaml", cfg), write_config(tmp / "b.yaml", cfg_b)
     procs = []
