@@ -11,6 +11,7 @@ import uvicorn
 
 from flowmodel.accounts import AccountsError
 from flowmodel.config import ConfigError
+from flowmodel.curve import client_keys
 from flowmodel.lifecycle import EXIT_BAD_CONFIG, load_config
 from flowmodel.logs import fields, log_config, setup_logging
 from flowmodel.memory import release_startup_memory
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         host, port = split_listen(cfg["web.listen"])
         tls = check_tls(cfg["web.tls_cert"], cfg["web.tls_key"])
+        keys = client_keys(cfg)  # CURVE to the store's query socket when security.* names keys
     except ConfigError as e:
         print(f"flowlens-web: {e}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if max_connections < cfg["web.max_connections"]:
         log.warning("fewer connections than web.max_connections: the open-file limit is lower",
                     extra=fields(max_connections=max_connections, open_file_limit=nofile))
-    store = StoreGate(cfg["query.endpoint"], cfg["query.timeout"], connections=cfg["web.store_connections"])
+    store = StoreGate(cfg["query.endpoint"], cfg["query.timeout"], connections=cfg["web.store_connections"], keys=keys)
     try:
         app = create_app(cfg, store)
     except AccountsError as e:
