@@ -9,7 +9,7 @@ tshark's view, not to the decoder's output):
 
 - exporter, observation_domain: agent address, sub-agent id; sequence: the datagram's;
 - sampling_rate; input_if/output_if: the ifIndex when the format is 0 and the value is not
-  0x3FFFFFFF (the agent itself), else 0;
+  0x3FFFFFFF or (expanded samples, per the sFlow v5 erratum) 0xFFFFFFFF (the agent itself), else 0;
 - bytes: the raw header's frame length, else the sampled Ethernet length, else the sampled IP length;
 - addresses, protocol, ports, TCP flags, TOS: from a sampled IPv4/IPv6 record, else from the first
   IP header tshark dissected inside the raw header (ports only for TCP/UDP/SCTP, ICMP type/code
@@ -26,7 +26,8 @@ import os
 import subprocess
 import xml.etree.ElementTree as ET
 
-LOCAL = 0x3FFFFFFF
+LOCAL = 0x3FFFFFFF           # the agent itself, compact encoding
+LOCAL_EXPANDED = 0xFFFFFFFF  # the same, expanded encoding (sFlow v5 erratum)
 
 
 def _fields(elem, name):
@@ -102,8 +103,8 @@ def _flow_sample(sample, datagram: dict) -> dict:
         raw_in = _int(_first(sample, "sflow.flow_sample.input_interface"))
         raw_out = _int(_first(sample, "sflow.flow_sample.output_interface"))
         in_fmt, in_val, out_fmt, out_val = raw_in >> 30, raw_in & LOCAL, raw_out >> 30, raw_out & LOCAL
-    row["input_if"] = in_val if in_fmt == 0 and in_val != LOCAL else 0
-    row["output_if"] = out_val if out_fmt == 0 and out_val != LOCAL else 0
+    row["input_if"] = in_val if in_fmt == 0 and in_val not in (LOCAL, LOCAL_EXPANDED) else 0
+    row["output_if"] = out_val if out_fmt == 0 and out_val not in (LOCAL, LOCAL_EXPANDED) else 0
     records = [c for c in sample if c.tag == "field" and _first(c, "sflow_245.flow_record_format") is not None]
     by_format = {}
     for rec in records:

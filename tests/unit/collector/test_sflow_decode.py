@@ -135,6 +135,13 @@ def test_output_interface_encodings(output_if, expected, note):
     assert set(result.notes) == ({note, "sample_without_ip"} if note else {"sample_without_ip"})
 
 
+def test_expanded_local_interface_is_all_ones():
+    """The sFlow v5 erratum: an expanded interface value of 0xFFFFFFFF is the agent itself."""
+    sample = expanded_flow_sample([sampled_ethernet(64)], input_if=(0, 0xFFFFFFFF), output_if=(0, 0x3FFFFFFF))
+    result = sflow.decode_datagrams([datagram([sample])], NOW)
+    assert (int(result.columns["input_if"][0]), int(result.columns["output_if"][0])) == (0, 0)
+
+
 def test_expanded_flow_sample():
     rec = raw_header(ethernet(ipv4("10.0.0.1", "10.0.0.2", 6, tcp(1, 2, 2)), 0x0800))
     sample = expanded_flow_sample([rec], source_type=0, source_index=0x1234567, rate=512,

@@ -48,7 +48,8 @@ _RECORD_MIN = np.zeros(15, np.int64)
 for _fmt, _least in _MIN_LEN.items():
     _RECORD_MIN[_fmt if _fmt < 8 else _fmt - 993] = _least
 _SAMPLE_FIXED = np.array([0, 32, 12, 44, 16], np.int64)  # flow, counters, expanded flow, expanded counters
-LOCAL_INTERFACE = 0x3FFFFFFF  # ifIndex value of a packet from or to the agent itself
+LOCAL_INTERFACE = 0x3FFFFFFF  # ifIndex value of a packet from or to the agent itself (compact encoding)
+LOCAL_EXPANDED = 0xFFFFFFFF   # the same in the expanded encoding (sFlow v5 erratum; 0x3FFFFFFF also taken)
 
 DATAGRAM_DTYPE = np.dtype([("agent", ADDR), ("sub_agent", "<u4"), ("sequence", "<u4"), ("uptime_ms", "<u4"),
                            ("samples", "<u4"), ("flows", "<u4"), ("status", "u1")])
@@ -283,8 +284,10 @@ def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_r
         "sampling_rate": rate.astype(np.uint32),
         "packets": np.ones(nf, np.uint64),
         "bytes": np.zeros(nf, np.uint64),
-        "input_if": np.where((in_fmt == 0) & (in_val != LOCAL_INTERFACE), in_val, 0).astype(np.uint32),
-        "output_if": np.where((out_fmt == 0) & (out_val != LOCAL_INTERFACE), out_val, 0).astype(np.uint32),
+        "input_if": np.where((in_fmt == 0) & (in_val != LOCAL_INTERFACE) & (in_val != LOCAL_EXPANDED),
+                             in_val, 0).astype(np.uint32),
+        "output_if": np.where((out_fmt == 0) & (out_val != LOCAL_INTERFACE) & (out_val != LOCAL_EXPANDED),
+                              out_val, 0).astype(np.uint32),
     }
     for name, dt in (("src_addr", ADDR), ("dst_addr", ADDR), ("next_hop", ADDR), ("src_port", np.uint16),
                      ("dst_port", np.uint16), ("protocol", np.uint8), ("tcp_flags", np.uint8), ("tos", np.uint8),
