@@ -57,7 +57,8 @@ def decode_run(owner, blob, offsets: np.ndarray, lengths: np.ndarray, sources: l
     dg = result.datagrams
     ok = dg["status"] == sflow.OK
     agent = np.ascontiguousarray(dg["agent"]).view("<u8").reshape(n, 2)
-    no_agent = ~ok | ((agent[:, 0] == 0) & (agent[:, 1] == 0))  # counted on the UDP source instead
+    # no agent address (type 0, or a header too broken to say): counted on the UDP source instead
+    no_agent = (agent[:, 0] == 0) & (agent[:, 1] == 0)
     key = np.empty(n, _KEY)
     key["hi"] = np.where(no_agent, 0, agent[:, 0])
     key["lo"] = np.where(no_agent, 0, agent[:, 1])

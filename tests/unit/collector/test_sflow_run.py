@@ -53,16 +53,19 @@ def test_lost_datagram_is_counted():
     assert _rows(dec)[("127.0.0.1", 7)]["sequence_lost"] == 2
 
 
-def test_bad_datagram_counted_on_its_source_and_agentless_flows_take_the_source():
+def test_bad_datagrams_counted_on_agent_or_source_and_agentless_flows_take_the_source():
     good = datagram([flow_sample([sampled_ethernet(64)])], agent="198.51.100.1", sub_agent=4)
     agentless = datagram([flow_sample([sampled_ethernet(65)])], agent=None)
-    bad = good[:30]
+    bad = good[:30]  # its header names its agent: counted there
+    broken = good[:4] + b"\0\0\0\x09" + good[8:]  # an agent address type that does not exist
     other = ("192.0.2.60", 40001)
     dec = Decoder()
-    batch = sflow_run.decode_run(dec, *_layout([good, bad, agentless]), [SOURCE, other, SOURCE], NOW)
+    batch = sflow_run.decode_run(dec, *_layout([good, bad, broken, agentless]), [SOURCE, other, other, SOURCE],
+                                 NOW)
     rows = _rows(dec)
-    assert rows[("192.0.2.60", 0)]["decode_errors"] == {"bad_sample_count": 1}  # 1 sample in 2 bytes
-    assert rows[("198.51.100.1", 4)]["flows"] == 1
+    assert rows[("192.0.2.60", 0)]["decode_errors"] == {"bad_agent_address": 1}
+    assert rows[("198.51.100.1", 4)]["decode_errors"] == {"bad_sample_count": 1}  # 1 sample in 2 bytes
+    assert (rows[("198.51.100.1", 4)]["flows"], rows[("198.51.100.1", 4)]["packets"]) == (1, 1)
     assert rows[("192.0.2.50", 0)]["flows"] == 1
     assert addr.column_to_text(batch["exporter"]) == ["198.51.100.1", "192.0.2.50"]
     assert "exporter" not in batch.hints
