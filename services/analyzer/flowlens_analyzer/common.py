@@ -17,6 +17,14 @@ from flowmodel.schema import ADDR, FlowBatch
 # Columns the analyzer keeps in its windows (the rest of the schema is not used by any analyzer).
 WINDOW_COLUMNS = ("time_start", "time_end", "src_addr", "dst_addr", "src_port", "dst_port", "protocol",
                   "bytes", "packets", "tcp_flags", "exporter", "input_if", "output_if")
+# The address columns a window keeps compact (winbuf): 32 bits for IPv4, else an id into a wide table.
+ADDRESS_PAIR = ("src_addr", "dst_addr")
+V4_MAPPED = np.uint64(0xFFFF << 32)  # the low 64-bit word of ::ffff:0.0.0.0 (the high one is 0)
+
+
+def wide_name(name: str) -> str:
+    """The bool column saying which rows of a compact address column are ids of wide (IPv6) addresses."""
+    return name + "_wide"
 
 
 @dataclass
@@ -93,23 +101,44 @@ class WindowView:
     """
 
     def __init__(self, columns: Mapping[str, np.ndarray], start_ms: int, end_ms: int,
-                 exporters: np.ndarray | None = None):
+                 exporters: np.ndarray | None = None, wide: np.ndarray | None = None):
         self.columns = dict(columns)
         self.start_ms = int(start_ms)
         self.end_ms = int(end_ms)
         self.count = len(self.columns["time_end"]) if "time_end" in self.columns else 0
-        # With ``exporters`` (an ADDR table), columns["exporter"] holds ids into it (the window's compact
-        # form); view["exporter"] gives the addresses either way.
+        # The window's compact form (winbuf): with ``exporters`` (an ADDR table), columns["exporter"] holds
+        # ids into it; with ``wide`` (an ADDR table), src_addr/dst_addr hold IPv4 addresses as uint32 and,
+        # where their _wide column is true, ids into it. view[name], factor(), addresses() and equal() give
+        # the same answers in either form; analyzers use factor() and addresses() so that the full
+        # 16-byte columns are not built.
         self.exporters = exporters
+        self.wide = wide
         self._cache: dict[str, Any] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if name == "exporter" and self.exporters is not None:
-            hit = self._cache.get(name)
-            if hit is None:
-                hit = self._cache[name] = self.exporters[self.columns[name]]
-            return hit
-        return self.columns[name]
+        compact = (name == "exporter" and self.exporters is not None) or (name in ADDRESS_PAIR and self.wide is not None)
+        if not compact:
+            return self.columns[name]
+        hit = self._cache.get(name)
+        if hit is None:
+            hit = self._cache[name] = (self.exporters[self.columns[name]] if name == "exporter"
+                                       else self.addresses(name))
+        return hit
+
+    def addresses(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """An address column (ADDR), or its given rows."""
+        col = self.columns[name]
+        if self.wide is None or name not in ADDRESS_PAIR:
+            return self[name] if rows is None else self[name][rows]
+        wide = self.columns[wide_name(name)]
+        return expand_addresses(col if rows is None else col[rows], wide if rows is None else wide[rows], self.wide)
+
+    def equal(self, a: str, b: str) -> np.ndarray:
+        """Per flow: whether address columns a and b hold the same address."""
+        if self.wide is None:
+            return self.columns[a] == self.columns[b]
+        # wide ids are shared by both columns (each address once), so equal ids mean equal addresses
+        return (self.columns[a] == self.columns[b]) & (self.columns[wide_name(a)] == self.columns[wide_name(b)])
 
     def __len__(self) -> int:
         return self.count
@@ -125,8 +154,12 @@ class WindowView:
         if hit is None:
             if name == "exporter" and self.exporters is not None:
                 hit = _factor_ids(self.columns[name], self.exporters)
+            elif (name in ADDRESS_PAIR and self.wide is not None and self.count
+                  and not self.columns[wide_name(name)].any()):
+                ids, uniq_lo = _factor_lo(self.columns[name].astype(np.uint64) | V4_MAPPED)
+                hit = ids, _addresses_of_words(np.uint64(0), uniq_lo)
             else:
-                hit = factorize_addr(self.columns[name])
+                hit = factorize_addr(self[name])
             self._cache[key] = hit
         return hit
 
@@ -140,7 +173,23 @@ class WindowView:
         return hit
 
     def select(self, mask: np.ndarray) -> "WindowView":
-        return WindowView({k: v[mask] for k, v in self.columns.items()}, self.start_ms, self.end_ms, self.exporters)
+        return WindowView({k: v[mask] for k, v in self.columns.items()}, self.start_ms, self.end_ms, self.exporters,
+                          self.wide)
+
+
+def expand_addresses(v4_or_ids: np.ndarray, wide: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """ADDR column of a compact one: IPv4-mapped from the 32 bits, table[id] where wide."""
+    out = _addresses_of_words(np.uint64(0), v4_or_ids.astype(np.uint64) | V4_MAPPED)
+    if wide.any():
+        out[wide] = table[v4_or_ids[wide]]
+    return out
+
+
+def _addresses_of_words(hi, lo: np.ndarray) -> np.ndarray:
+    out = np.empty((len(lo), 2), dtype=">u8")
+    out[:, 0] = hi
+    out[:, 1] = lo
+    return out.view(ADDR).reshape(len(lo))
 
 
 def _factor_ids(ids: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,27 +225,8 @@ def factorize_addr(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     words = np.ascontiguousarray(column).view(">u8").reshape(n, 2)
     hi, lo = words[:, 0], words[:, 1]
     if (hi == hi[0]).all():  # one family/prefix (all IPv4-mapped, typically): one 64-bit key
-        lo = lo.astype(np.uint64)  # native order: sorting big-endian words is several times slower
-        base = int(lo.min())
-        span = lo - np.uint64(base)
-        key_bits, idx_bits = int(span.max()).bit_length(), max(1, (n - 1).bit_length())
-        if key_bits + idx_bits <= 64:
-            # the row number in the spare low bits: one plain sort instead of an argsort (IPv4: 32 + 20 bits)
-            s = np.sort((span << np.uint64(idx_bits)) | np.arange(n, dtype=np.uint64))
-            order = (s & np.uint64((1 << idx_bits) - 1)).astype(np.intp)
-            sk = s >> np.uint64(idx_bits)
-            start = np.empty(n, dtype=bool)
-            start[0] = True
-            np.not_equal(sk[1:], sk[:-1], out=start[1:])
-            ids = np.empty(n, dtype=np.int64)
-            ids[order] = np.cumsum(start) - 1
-            uniq_lo = sk[start] + np.uint64(base)
-        else:
-            uniq_lo, ids = np.unique(lo, return_inverse=True)
-        out = np.empty((len(uniq_lo), 2), dtype=">u8")
-        out[:, 0] = hi[0]
-        out[:, 1] = uniq_lo
-        return ids.astype(np.int64, copy=False), out.view(ADDR).reshape(len(uniq_lo))
+        ids, uniq_lo = _factor_lo(lo.astype(np.uint64))  # native order: sorting big-endian words is several times slower
+        return ids, _addresses_of_words(hi[0], uniq_lo)
     order = np.lexsort((lo, hi))
     shi, slo = hi[order], lo[order]
     start = np.empty(n, dtype=bool)
@@ -209,6 +239,27 @@ def factorize_addr(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     uniq[:, 0] = shi[start]
     uniq[:, 1] = slo[start]
     return ids, uniq.view(ADDR).reshape(len(uniq))
+
+
+def _factor_lo(lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ids int64, sorted unique values) of a non-empty uint64 column."""
+    n = len(lo)
+    base = int(lo.min())
+    span = lo - np.uint64(base)
+    key_bits, idx_bits = int(span.max()).bit_length(), max(1, (n - 1).bit_length())
+    if key_bits + idx_bits > 64:
+        uniq_lo, ids = np.unique(lo, return_inverse=True)
+        return ids.reshape(-1).astype(np.int64, copy=False), uniq_lo
+    # the row number in the spare low bits: one plain sort instead of an argsort (IPv4: 32 + 20 bits)
+    s = np.sort((span << np.uint64(idx_bits)) | np.arange(n, dtype=np.uint64))
+    order = (s & np.uint64((1 << idx_bits) - 1)).astype(np.intp)
+    sk = s >> np.uint64(idx_bits)
+    start = np.empty(n, dtype=bool)
+    start[0] = True
+    np.not_equal(sk[1:], sk[:-1], out=start[1:])
+    ids = np.empty(n, dtype=np.int64)
+    ids[order] = np.cumsum(start) - 1
+    return ids, sk[start] + np.uint64(base)
 
 
 def mask_prefix(column: np.ndarray, prefix_v4: int, prefix_v6: int) -> np.ndarray:

@@ -108,7 +108,7 @@ def _insecure(view: WindowView, ctx: Context) -> list[Finding]:
             continue
         rows = hit[m]
         svc_r = svc[m]
-        src_a, dst_a = view["src_addr"][rows], view["dst_addr"][rows]
+        src_a, dst_a = view.addresses("src_addr", rows), view.addresses("dst_addr", rows)
         client_ids, client_u = factorize_addr(np.where(svc_r, src_a, dst_a))
         server_ids, server_u = factorize_addr(np.where(svc_r, dst_a, src_a))
         port_r = np.where(svc_r, view["dst_port"][rows], view["src_port"][rows])

@@ -48,7 +48,7 @@ def host_bytes(view: WindowView, k: int) -> list[tuple[str, float]]:
             j = _find(other_u, uniq[i])
             totals[a] = float(own[i]) + (float(other[j]) if j is not None else 0.0)
     # A flow from a host to itself was counted on both sides: count it once.
-    self_rows = np.flatnonzero(view["src_addr"] == view["dst_addr"])
+    self_rows = np.flatnonzero(view.equal("src_addr", "dst_addr"))
     if len(self_rows):
         own = np.bincount(src_ids[self_rows], weights=b[self_rows], minlength=len(src_u))
         for i in np.flatnonzero(own).tolist():
@@ -125,7 +125,8 @@ def _main_peer(view: WindowView, host: str) -> tuple[str, str, float]:
     as_src = src_ids == si if si is not None else np.zeros(view.count, bool)
     as_dst = dst_ids == di if di is not None else np.zeros(view.count, bool)
     rows = np.flatnonzero(as_src | as_dst)
-    peer_ids, peer_u = factorize_addr(np.where(as_src[rows], view["dst_addr"][rows], view["src_addr"][rows]))
+    peer_ids, peer_u = factorize_addr(np.where(as_src[rows], view.addresses("dst_addr", rows),
+                                               view.addresses("src_addr", rows)))
     b = window_bytes(view)[rows]
     pb = np.bincount(peer_ids, weights=b)
     best = int(np.argmax(pb))

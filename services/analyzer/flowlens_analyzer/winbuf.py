@@ -8,8 +8,11 @@ columns sized for the window's bound: dropping the oldest rows moves ``head``, a
 rows no run needs any more compacts them in place, a block at a time, so no step holds more than a
 block of extra rows.
 
-Exporters are kept as ids (uint32) into a table of their addresses instead of 16 bytes a flow; the
-table is rebuilt from the ids still present when it has grown well past them.
+Addresses are kept compact: an IPv4(-mapped) source or destination as its 32 bits (uint32), any other
+address (IPv6) as an id into a table of those ("wide" addresses, shared by both columns, each address
+once), told apart by a bool column beside it; exporters as ids (uint32) into a table of their
+addresses. 50 bytes a flow instead of 94. A table is rebuilt from the ids still present when it has
+grown well past them.
 """
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ import numpy as np
 
 from flowmodel.schema import ADDR, FLOW_COLUMNS
 
-from .common import WINDOW_COLUMNS
+from .common import ADDRESS_PAIR, V4_MAPPED, WINDOW_COLUMNS, wide_name
+
+BUFFER_COLUMNS = WINDOW_COLUMNS + tuple(wide_name(a) for a in ADDRESS_PAIR)
 
 BLOCK = 1 << 16          # rows moved or compacted per step (the largest temporary: a block of one column)
 MIN_CAPACITY = 1 << 14   # rows allocated at first
@@ -27,19 +32,85 @@ SLACK = 8                # room beyond max_rows (1/SLACK of it): at the bound, r
 
 
 def column_dtype(name: str) -> np.dtype:
-    return np.dtype(np.uint32) if name == "exporter" else np.dtype(FLOW_COLUMNS[name][0])
+    if name == "exporter" or name in ADDRESS_PAIR:
+        return np.dtype(np.uint32)
+    if name.endswith("_wide"):
+        return np.dtype(bool)
+    return np.dtype(FLOW_COLUMNS[name][0])
+
+
+class Interned:
+    """16-byte addresses as small ids: id -> address in ``table``, each address once."""
+
+    def __init__(self):
+        self.table = np.zeros(0, ADDR)
+        self.ids: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def id(self, e: bytes) -> int:
+        i = self.ids.get(e)
+        if i is None:
+            i = self.ids[e] = len(self.ids)
+            if i >= len(self.table):
+                grown = np.zeros(max(16, 2 * len(self.table)), ADDR)
+                grown[:len(self.table)] = self.table
+                self.table = grown
+            self.table[i] = np.frombuffer(e, ADDR)[0]
+        return i
+
+    def of(self, addresses: np.ndarray) -> np.ndarray:
+        """Ids (uint32) of an ADDR column."""
+        raw = addresses.view("S16")
+        if len(raw) and (raw == raw[0]).all():  # one address (an exporter per batch, the usual case)
+            return np.full(len(raw), self.id(bytes(addresses[0])), np.uint32)
+        uniq, inv = np.unique(raw, return_inverse=True)
+        table = np.array([self.id(u.ljust(16, b"\x00")) for u in uniq.tolist()], np.uint32)  # S16 drops trailing zeros
+        return table[inv.reshape(-1)]
+
+    def renumber(self, columns: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
+        """Keep only the ids present in ``columns`` ((ids, rows of them that are ids, or None for all)),
+        renumbered in place, when the table has grown to four times as many or more (and past 1024)."""
+        if len(self.ids) <= 1024:
+            return
+        seen = np.zeros(len(self.ids), bool)
+        for ids, which in columns:
+            seen[ids if which is None else ids[which]] = True
+        present = np.flatnonzero(seen)
+        if 4 * len(present) > len(self.ids):
+            return
+        remap = np.zeros(len(self.ids), np.uint32)
+        remap[present] = np.arange(len(present), dtype=np.uint32)
+        for ids, which in columns:
+            if which is None:
+                ids[:] = remap[ids]
+            else:
+                ids[which] = remap[ids[which]]
+        kept = self.table[present]
+        self.table = np.zeros(max(16, 2 * len(kept)), ADDR)
+        self.table[:len(kept)] = kept
+        self.ids = {bytes(a): i for i, a in enumerate(kept)}
 
 
 class FlowBuffer:
-    """Rows of WINDOW_COLUMNS (exporter as an id into ``exporters``), oldest-arrived first."""
+    """Rows of WINDOW_COLUMNS in the compact form (see the module docstring), oldest-arrived first."""
 
     def __init__(self, max_rows: int):
         self.max_rows = int(max_rows)
         self.cols: dict[str, np.ndarray] = {}
         self.capacity = 0
         self.head = self.tail = 0
-        self.exporters = np.zeros(0, ADDR)  # id -> address
-        self._exporter_ids: dict[bytes, int] = {}
+        self.exporter_ids = Interned()
+        self.wide_ids = Interned()
+
+    @property
+    def exporters(self) -> np.ndarray:
+        return self.exporter_ids.table
+
+    @property
+    def wide(self) -> np.ndarray:
+        return self.wide_ids.table
 
     def __len__(self) -> int:
         return self.tail - self.head
@@ -50,9 +121,8 @@ class FlowBuffer:
 
     # ---------------------------------------------------------------- changes
 
-    def append(self, cols: dict[str, np.ndarray], exporter_ids: bool = False) -> None:
-        """Rows after those held: a batch's (exporter as 16-byte addresses) or, with exporter_ids, rows
-        taken from this buffer."""
+    def append(self, cols: dict[str, np.ndarray], own: bool = False) -> None:
+        """Rows after those held: a batch's (WINDOW_COLUMNS) or, with own, rows taken from this buffer."""
         n = len(cols["time_end"])
         if not n:
             return
@@ -62,21 +132,35 @@ class FlowBuffer:
                 limit = self.max_rows + max(self.max_rows // SLACK, BLOCK)
                 self._resize(max(self.tail + n, min(self.capacity * 2, limit), MIN_CAPACITY))
         at = slice(self.tail, self.tail + n)
-        for name in WINDOW_COLUMNS:
-            if name == "exporter" and not exporter_ids:
-                self.cols[name][at] = self._ids(cols[name])
-            else:
+        for name in BUFFER_COLUMNS:
+            if own:
+                self.cols[name][at] = cols[name]
+            elif name == "exporter":
+                self.cols[name][at] = self.exporter_ids.of(cols[name])
+            elif name in ADDRESS_PAIR:
+                self._put_addresses(name, cols[name], at)
+            elif not name.endswith("_wide"):
                 self.cols[name][at] = cols[name]
         self.tail += n
+
+    def _put_addresses(self, name: str, column: np.ndarray, at: slice) -> None:
+        words = np.ascontiguousarray(column).view(">u8").reshape(len(column), 2)
+        lo = words[:, 1].astype(np.uint64)
+        wide = (words[:, 0] != 0) | ((lo & ~np.uint64(0xFFFFFFFF)) != V4_MAPPED)
+        out = self.cols[name][at]
+        out[:] = lo & np.uint64(0xFFFFFFFF)
+        self.cols[wide_name(name)][at] = wide
+        if wide.any():
+            out[wide] = self.wide_ids.of(column[wide])
 
     def drop_oldest(self, n: int) -> None:
         self.head += min(int(n), len(self))
         if self.head == self.tail:
             self.head = self.tail = 0
 
-    def keep(self, mask: np.ndarray, shrink: bool = True) -> None:
-        """Keep only the rows where mask (over the live rows) is true, in their order (then, with
-        shrink, give back most of the room when they fill little of it)."""
+    def keep(self, mask: np.ndarray, tidy: bool = True) -> None:
+        """Keep only the rows where mask (over the live rows) is true, in their order; then, with tidy,
+        give back most of the room when they fill little of it, and renumber the tables' ids."""
         n = len(self)
         write = 0
         for lo in range(0, n, BLOCK):
@@ -88,7 +172,9 @@ class FlowBuffer:
                     col[write:write + k] = col[src][m]  # a copy of at most a block, then written at or before src
             write += k
         self.head, self.tail = 0, write
-        if shrink and self.capacity > MIN_CAPACITY and write * SHRINK_BELOW < self.capacity:
+        if not tidy:
+            return
+        if self.capacity > MIN_CAPACITY and write * SHRINK_BELOW < self.capacity:
             self._resize(max(MIN_CAPACITY, 2 * write))
         self._reintern()
 
@@ -97,19 +183,17 @@ class FlowBuffer:
         part in its own order; returns the size of the first part. Costs a copy of the others only."""
         rest = ~first
         others = self.rows(rest)
-        self.keep(first, shrink=False)
+        self.keep(first, tidy=False)  # the others hold ids too: no renumbering
         n = len(self)
-        self.append(others, exporter_ids=True)  # fits: the room the others had
+        self.append(others, own=True)  # fits: the room the others had
         return n
 
     def rows(self, mask: np.ndarray | slice | None = None) -> dict[str, np.ndarray]:
         """The live rows: views (all of them, or a slice of them), or copies of those where a boolean
         mask is true."""
         if mask is None:
-            return {name: self.column(name) for name in WINDOW_COLUMNS}
-        if isinstance(mask, slice):
-            return {name: self.column(name)[mask] for name in WINDOW_COLUMNS}
-        return {name: self.column(name)[mask] for name in WINDOW_COLUMNS}
+            return {name: self.column(name) for name in BUFFER_COLUMNS}
+        return {name: self.column(name)[mask] for name in BUFFER_COLUMNS}
 
     # ---------------------------------------------------------------- storage
 
@@ -127,44 +211,14 @@ class FlowBuffer:
     def _resize(self, capacity: int) -> None:
         self._pack()
         n = len(self)
-        for name in WINDOW_COLUMNS:
+        for name in BUFFER_COLUMNS:
             new = np.empty(capacity, column_dtype(name))
             if n:
                 new[:n] = self.cols[name][:n]
             self.cols[name] = new  # one column at a time: at most one old column beside the new ones
         self.capacity = capacity
 
-    def _ids(self, exporters: np.ndarray) -> np.ndarray:
-        raw = exporters.view("S16")
-        if len(raw) and (raw == raw[0]).all():  # one exporter per batch, the usual case
-            return np.full(len(raw), self._id(bytes(exporters[0])), np.uint32)
-        uniq, inv = np.unique(raw, return_inverse=True)
-        table = np.array([self._id(u.ljust(16, b"\x00")) for u in uniq.tolist()], np.uint32)  # S16 drops trailing zeros
-        return table[inv.reshape(-1)]
-
-    def _id(self, e: bytes) -> int:
-        i = self._exporter_ids.get(e)
-        if i is None:
-            i = self._exporter_ids[e] = len(self._exporter_ids)
-            if i >= len(self.exporters):
-                grown = np.zeros(max(16, 2 * len(self.exporters)), ADDR)
-                grown[:len(self.exporters)] = self.exporters
-                self.exporters = grown
-            self.exporters[i] = np.frombuffer(e, ADDR)[0]
-        return i
-
     def _reintern(self) -> None:
-        """Renumber the exporters still present when the table is much larger than they are."""
-        if len(self._exporter_ids) <= 1024:
-            return
-        ids = self.column("exporter")
-        present = np.flatnonzero(np.bincount(ids, minlength=len(self._exporter_ids)))
-        if 4 * len(present) > len(self._exporter_ids):
-            return
-        remap = np.zeros(len(self._exporter_ids), np.uint32)
-        remap[present] = np.arange(len(present), dtype=np.uint32)
-        ids[:] = remap[ids]
-        kept = self.exporters[present]
-        self.exporters = np.zeros(max(16, 2 * len(kept)), ADDR)
-        self.exporters[:len(kept)] = kept
-        self._exporter_ids = {bytes(a): i for i, a in enumerate(kept)}
+        """Renumber the exporters and wide addresses still present when their tables outgrew them."""
+        self.exporter_ids.renumber([(self.column("exporter"), None)])
+        self.wide_ids.renumber([(self.column(a), self.column(wide_name(a))) for a in ADDRESS_PAIR])

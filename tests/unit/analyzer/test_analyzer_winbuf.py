@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from flowlens_analyzer import winbuf
-from flowlens_analyzer.common import WINDOW_COLUMNS
+from flowlens_analyzer.common import WINDOW_COLUMNS, expand_addresses, view_from_batch
 from flowlens_analyzer.window import FlowWindow
 from flowmodel import addr
 from flowmodel.schema import FLOW_COLUMNS
@@ -14,9 +14,13 @@ from flows import T0, batch
 
 
 def rows(first: int, n: int, exporters=("192.0.2.1",)) -> dict:
+    """Rows numbered from first: IPv4 sources, destinations IPv6 (a new one each) on every third row."""
     cols = {k: np.zeros(n, FLOW_COLUMNS[k][0]) for k in WINDOW_COLUMNS}
     cols["time_end"] = np.arange(first, first + n, dtype=np.int64)
     cols["exporter"] = addr.from_texts([exporters[i % len(exporters)] for i in range(n)])
+    k = range(first, first + n)
+    cols["src_addr"] = addr.from_texts([f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in k])
+    cols["dst_addr"] = addr.from_texts([f"2001:db8::{i:x}" if i % 3 == 0 else "192.0.2.9" for i in k])
     return cols
 
 
@@ -28,6 +32,7 @@ def small_blocks(monkeypatch):
 
 def test_buffer_matches_a_list_of_rows_under_appends_drops_keeps_and_partitions(small_blocks):
     rng = np.random.default_rng(7)
+    sent = rows(0, 60_000)  # more than are ever appended
     buf = winbuf.FlowBuffer(200)
     ref, ref_ex, nxt = np.zeros(0, np.int64), [], 0
     exporters = ("192.0.2.1", "192.0.2.2", "2001:db8::1")
@@ -54,7 +59,11 @@ def test_buffer_matches_a_list_of_rows_under_appends_drops_keeps_and_partitions(
             ref_ex = [e for e, k in zip(ref_ex, m) if k] + [e for e, k in zip(ref_ex, m) if not k]
         assert buf.column("time_end").tolist() == ref.tolist()
         assert [bytes(e) for e in buf.exporters[buf.column("exporter")]] == ref_ex
+        for a in ("src_addr", "dst_addr"):
+            got = expand_addresses(buf.column(a), buf.column(a + "_wide"), buf.wide)
+            assert got.tolist() == sent[a][ref].tolist()
         assert buf.capacity <= 200 + max(200 // winbuf.SLACK, winbuf.BLOCK)
+    assert len(buf.wide_ids) < nxt // 3  # wide addresses no longer held were dropped from the table
 
 
 @pytest.mark.parametrize("watermark_s, partitions", [(4, True), (25, False)])
@@ -87,3 +96,33 @@ def test_tumbling_views_are_the_window_flows_in_arrival_order(monkeypatch, water
             w.release(end)
     assert w.counters["runs"] >= 2 and w.counters["late"] == 0
     assert moved if partitions else len(moved) < w.counters["runs"]
+
+
+@pytest.mark.parametrize("family", ["ipv4", "mixed"])
+def test_compact_view_answers_as_the_batch_does(family):
+    """A window's view (IPv4 as 32 bits, IPv6 and exporters as ids) gives the same addresses, factors
+    and equalities as a view of the batch itself (16-byte columns)."""
+    rng = np.random.default_rng(5)
+    hosts = [f"10.0.{i}.{j}" for i in range(3) for j in range(1, 6)] + ["0.0.0.0", "255.255.255.255"]
+    if family == "mixed":
+        hosts += ["2001:db8::1", "2001:db8::2", "::", "fe80::1"]
+    n = 500
+    src = [hosts[i] for i in rng.integers(0, len(hosts), n)]
+    dst = [s if k % 7 == 0 else hosts[i] for k, (s, i) in enumerate(zip(src, rng.integers(0, len(hosts), n)))]
+    b = batch(src, dst, 443, exporter=[("192.0.2.1", "2001:db8::ff", "192.0.2.2")[i] for i in rng.integers(0, 3, n)],
+              time_end=T0 + np.arange(n, dtype=np.int64))
+    w = FlowWindow(window_ms=60_000, interval_ms=60_000, watermark_ms=1000, max_flows=10_000, idle_after_ms=5000)
+    w.add(b, wall_ms=T0 + 60_000)
+    compact = w.view(T0 + 60_000)
+    plain = view_from_batch(b, T0, T0 + 60_000)
+    assert compact.count == plain.count == n
+    assert compact.wide is not None and compact["src_addr"].dtype == plain["src_addr"].dtype
+    rows = np.flatnonzero(rng.random(n) < 0.3)
+    for name in ("src_addr", "dst_addr", "exporter"):
+        assert compact[name].tolist() == plain[name].tolist()
+        for got, want in zip(compact.factor(name), plain.factor(name)):
+            assert got.tolist() == want.tolist()
+    for name in ("src_addr", "dst_addr"):
+        assert compact.addresses(name, rows).tolist() == plain[name][rows].tolist()
+    assert compact.equal("src_addr", "dst_addr").tolist() == (plain["src_addr"] == plain["dst_addr"]).tolist()
+    assert compact.equal("src_addr", "dst_addr").sum() >= n // 7
