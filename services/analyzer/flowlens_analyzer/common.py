@@ -55,6 +55,11 @@ class Context:
         bounds = [addr.parse_network(n)[:2] for n in cfg["analysis.local_networks"]]
         self.local_lo = np.frombuffer(b"".join(lo for lo, _ in bounds), dtype=ADDR) if bounds else np.zeros(0, ADDR)
         self.local_hi = np.frombuffer(b"".join(hi for _, hi in bounds), dtype=ADDR) if bounds else np.zeros(0, ADDR)
+        # the bounds as (high, low) words and as integers, once: is_local_text runs for every address a
+        # finding words
+        self._bounds = [tuple(np.uint64(w[i]) for w in (*addr_words(self.local_lo), *addr_words(self.local_hi)))
+                        for i in range(len(self.local_lo))]
+        self._int_bounds = [(int.from_bytes(lo, "big"), int.from_bytes(hi, "big")) for lo, hi in bounds]
 
     def __getitem__(self, key: str) -> Any:
         return self.cfg[key]
@@ -71,16 +76,15 @@ class Context:
         if not len(column):
             return out
         hi, lo = addr_words(column)
-        bhi_lo, blo_lo = addr_words(self.local_lo)
-        bhi_hi, blo_hi = addr_words(self.local_hi)
-        for i in range(len(self.local_lo)):
-            above = (hi > bhi_lo[i]) | ((hi == bhi_lo[i]) & (lo >= blo_lo[i]))
-            below = (hi < bhi_hi[i]) | ((hi == bhi_hi[i]) & (lo <= blo_hi[i]))
+        for lo_hi, lo_lo, hi_hi, hi_lo in self._bounds:
+            above = (hi > lo_hi) | ((hi == lo_hi) & (lo >= lo_lo))
+            below = (hi < hi_hi) | ((hi == hi_hi) & (lo <= hi_lo))
             out |= above & below
         return out
 
     def is_local_text(self, text: str) -> bool:
-        return bool(self.is_local(addr.from_texts([text]))[0])
+        value = int.from_bytes(addr.to_bytes(text), "big")
+        return any(lo <= value <= hi for lo, hi in self._int_bounds)
 
     def side(self, address_text: str) -> str:
         """'10.0.0.5' for an inside host, 'the internet (203.0.113.7)' style wording for outside."""
