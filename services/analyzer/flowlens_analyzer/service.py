@@ -23,6 +23,7 @@ from flowmodel.logs import RateLimitedLog, fields
 from . import anomaly, health
 from .dedupe import SeenBatches
 from .engine import Engine
+from .silencing import Silencer, SilenceReader
 
 log = logging.getLogger(__name__)
 DRAIN_MAX = 2000  # messages handled per turn before the engine gets a look
@@ -46,6 +47,8 @@ class AnalyzerService:
         self.sub: zmq.Socket | None = None
         self.pub: zmq.Socket | None = None
         self.events: EventSender | None = None  # advisories to the store, held until confirmed
+        self.silencer = Silencer()  # operators' silences hold matching advisories back (read by silence_reader)
+        self.silence_reader: SilenceReader | None = None
         self.started_at = bus.now_ms()
         self.health_every_ms = int(cfg["analysis.health_interval"] * 1000)
         self.next_health = 0
@@ -79,8 +82,11 @@ class AnalyzerService:
                                   context=self._ctx, keys=keys).start()
         self.engine.health.outbox = self.events.outbox  # advisories it dropped: a health advisory of their own
         self.next_health = bus.now_ms() + min(self.health_every_ms, 1000)
+        self.silence_reader = SilenceReader(self.cfg, self.silencer, self.cfg["analysis.health_interval"]).start()
 
     def stop(self) -> None:
+        if self.silence_reader is not None:
+            self.silence_reader.stop()
         if self.events is not None and self.events.sock is not None and self.events.outbox.pending:
             if not self.events.flush(FLUSH_AT_STOP_S):
                 log.warning("advisories not confirmed by the store at stop, lost with this process",
@@ -244,7 +250,10 @@ class AnalyzerService:
 
     def _publish_advisory(self, event: dict) -> None:
         """To the store on the events socket (held until confirmed), and the same body on the bus for
-        subscribers (the store stores that copy only from the events socket)."""
+        subscribers (the store stores that copy only from the events socket); not at all while an
+        operator's silence holds it (silencing.py)."""
+        if not self.silencer.admit(event, bus.now_ms()):
+            return
         body = self.events.send(bus.TOPIC_ADVISORY, event, lambda b: bus.encode_event(b, self.sequencer))
         self.pub.send_multipart([bus.TOPIC_ADVISORY, body])
         self.counters["advisories_published"] += 1
@@ -258,6 +267,8 @@ class AnalyzerService:
                 "overflow_flows": w.counters["overflow"], "runs": w.counters["runs"],
                 **self._advisory_delivery(),
                 "duplicate_batches": self.seen.duplicate_batches, "duplicate_flows": self.seen.duplicate_flows,
+                "advisories_silenced": self.silencer.silenced, "silences": len(self.silencer.silences),
+                "silence_reads_failed": self.silence_reader.failed if self.silence_reader else 0,
                 "open_advisories": len(self.engine.book.open) + len(self.engine.health_book.open),
                 "analyzer_cpu_seconds": {k: round(v, 3) for k, v in self.engine.cpu_seconds.items()},
                 "analyzer_errors": dict(self.engine.errors),
