@@ -198,3 +198,22 @@ def test_an_unanswered_client_says_what_to_check(tmp_path):
     with StoreClient("tcp://127.0.0.1:9", timeout_s=0.05, retries=0) as c:
         with pytest.raises(StoreUnavailable, match=r"\(1 try\)$"):
             c.ping()
+
+
+def test_flowlens_keys_generate(tmp_path, capsys):
+    import os
+    import stat
+
+    from flowmodel.cli import main
+
+    d = tmp_path / "keys"
+    assert main(["keys", "generate", "--dir", str(d), "--name", "edge1"]) == 0
+    assert stat.S_IMODE(os.stat(d / "edge1.key_secret").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    assert "edge1.key" in capsys.readouterr().err
+    first = (d / "edge1.key").read_bytes()
+    assert main(["keys", "generate", "--dir", str(d), "--name", "edge1"]) == 2  # never replaced by accident
+    assert "--force" in capsys.readouterr().err and (d / "edge1.key").read_bytes() == first
+    assert main(["keys", "generate", "--dir", str(d), "--name", "edge1", "--force"]) == 0
+    assert (d / "edge1.key").read_bytes() != first
+    assert main(["keys", "generate", "--dir", str(d), "--name", "../x"]) == 2
