@@ -249,7 +249,7 @@ class Ring:
         with the highest (newest_first) or lowest time_end: segments are then read from that end, and
         those whose time range cannot reach past the want-th row kept are not read at all (a page
         of 50 flows of one host reads the newest block or two, not the whole ring)."""
-        names = tuple(columns or NAMES)
+        names = tuple(dict.fromkeys(columns or NAMES))  # once each, in order
         with self.lock:
             segs = self._segments(filters)
             if pick is None:
@@ -291,6 +291,24 @@ class Ring:
                                      for name in touched if all(name in p for p in probe_parts)})
             final = np.asarray(pick(probe, np.arange(probe.rows)))
             return probe.take(final, names)
+
+    def scan(self, mask_of: Callable[[Mapping[str, np.ndarray]], np.ndarray], columns: tuple[str, ...],
+             filters: dict | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """The rows ``select`` would give, as one dict of ``columns`` per segment, oldest first, so a
+        caller that folds them (sums per key, per time step) holds one segment's rows at a time
+        instead of all of them (a full ring's 600,000 rows of eight columns are 41 MB as one select).
+        The segments are taken under the lock and read without it, so appends go on meanwhile: blocks
+        never change, and the open buffer is only written past the rows it held (a full one is
+        replaced, never refilled), so the rows are exactly those the ring held when the scan began.
+        ``mask_of`` is called at least once."""
+        names = tuple(dict.fromkeys(columns))
+        with self.lock:
+            segs = self._segments(filters)
+        for seg in segs:
+            idx = np.flatnonzero(mask_of(seg))
+            if len(idx):
+                yield {name: seg[name][idx] for name in names}
+            seg.release()
 
     def time_bounds(self) -> tuple[int | None, int | None]:
         """Oldest and newest time_end held."""
@@ -367,4 +385,6 @@ def _concat(parts: list[dict[str, np.ndarray]], names: tuple[str, ...]) -> dict[
         return {name: np.zeros(0, DTYPES[name]) for name in names}
     if len(parts) == 1:
         return parts[0]
-    return {name: np.concatenate([p[name] for p in parts]) for name in names}
+    # column by column, each one's parts dropped once joined: the peak is the result and one column's
+    # parts, not the result twice (600,000 rows of eight columns: 79 -> 47 MiB)
+    return {name: np.concatenate([p.pop(name) for p in parts]) for name in names}

@@ -146,3 +146,29 @@ def test_full_ring_is_compact_and_host_filters_skip_blocks():
     assert sum(may) <= 3, may  # the block holding it, and false positives of the bitmap
     got = r.select(lambda c: ring_mask(c, f), filters=f)
     assert got["seq"].tolist() == [seq + 7]
+
+
+def test_scan_gives_select_rows_segment_by_segment_while_appends_go_on():
+    """scan yields, per segment, the rows select gives (same filters, same columns); rows appended
+    while a scan is under way are not in it, and nothing it yields changes under it."""
+    r = Ring(1000, 64)
+    seq = 1
+    for i in range(30):
+        b = make_batch(50, t0=T0 + i * 1000, seed=i)
+        r.append(b, seq)
+        seq += 50
+    f = {"since": T0 + 5_000, "protocol": 6}
+    want = r.select(lambda c: ring_mask(c, f), columns=("seq", "bytes", "src_addr"), filters=f)
+    parts = []
+    scan = r.scan(lambda c: ring_mask(c, f), ("seq", "bytes", "src_addr"), filters=f)
+    parts.append(next(scan))
+    before = {k: v.copy() for k, v in parts[0].items()}
+    for i in range(30, 60):  # appends in the middle of the scan: the open buffer fills and is replaced
+        r.append(make_batch(50, t0=T0 + i * 1000, seed=i), seq)
+        seq += 50
+    parts.extend(scan)
+    assert len(parts) > 1 and all(list(p) == ["seq", "bytes", "src_addr"] for p in parts)
+    assert all(np.array_equal(before[k], parts[0][k]) for k in before)
+    got = {k: np.concatenate([p[k] for p in parts]) for k in want}
+    assert got["seq"].tolist() == want["seq"].tolist()
+    assert np.array_equal(got["bytes"], want["bytes"]) and np.array_equal(got["src_addr"], want["src_addr"])
