@@ -34,8 +34,9 @@ def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
     # Common address ids for both columns (a flow's mirror has them swapped).
     common, _ = factorize_addr(np.concatenate([src_u, dst_u]))
     src_c, dst_c = common[:len(src_u)][src_ids], common[len(src_u):][dst_ids]
-    sport = view["src_port"].astype(np.int64)
-    dport = view["dst_port"].astype(np.int64)
+    # uint16 as they are (no int64 copies of the window): every key they go into starts from an int64 id
+    sport = view["src_port"]
+    dport = view["dst_port"]
     # A finding needs PROBE_SHARE of its flows probe-like: a source with fewer probe-like flows than that
     # share of the smaller threshold cannot raise one (most hosts stop here, before anything is sorted).
     n_ids = int(common.max()) + 1 if len(common) else 0
