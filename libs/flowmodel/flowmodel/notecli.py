@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import secrets
 import sys
 
 from .config import ConfigError, config_from_env_or_path, parse_duration
@@ -99,7 +98,7 @@ def _ack(cfg, client, args, out, err) -> int:
 
 
 def _silence(cfg, client, args, out, err) -> int:
-    from .notes import check_note
+    from .notes import SILENCE_MATCHES, new_silence
     from .timefmt import iso
 
     now = _now_ms()
@@ -114,12 +113,8 @@ def _silence(cfg, client, args, out, err) -> int:
         if code == EXIT_OK:
             print(f"lifted silence {args.id}", file=out)
         return code
-    note = {"kind": "silence", "id": secrets.token_hex(4), "by": _who(args), "comment": args.comment,
-            "created_at": now, "expires_at": now + int(parse_duration(args.duration) * 1000)}
-    for k in ("analyzer", "subject", "address", "network"):
-        if getattr(args, k):
-            note[k] = getattr(args, k)
-    check_note(note)  # ValueError: no match given, a bad address
+    note = new_silence({k: getattr(args, k) for k in SILENCE_MATCHES}, parse_duration(args.duration), _who(args),
+                       args.comment, now)  # ValueError: no match given, a bad address
     code = _send(cfg, note, err)
     if code == EXIT_OK:
         print(f"silence {note['id']} until {iso(note['expires_at'])}", file=out)
@@ -143,21 +138,14 @@ def _list(client, args, out) -> int:
 
 
 def _send(cfg, note: dict, err) -> int:
-    from . import bus, curve
-    from .eventbox import EventSender
+    from .notes import send_note
 
-    seq = bus.Sequencer(bus.default_source_id("cli"))
-    sender = EventSender(cfg["bus.events_endpoint"], seq.source, 10, 1.0, cfg["bus.events_high_water_mark"],
-                         keys=curve.client_keys(cfg)).start()
-    try:
-        sender.send(bus.TOPIC_NOTE, note, lambda b: bus.encode_event(b, seq))
-        if not sender.flush(CONFIRM_TIMEOUT_S):
-            print(f"flowlens: the store at {cfg['bus.events_endpoint']} did not confirm the note within "
-                  f"{CONFIRM_TIMEOUT_S:g} s; it may not be kept: look with flowlens silence list or flowlens query notes", file=err)
-            return EXIT_UNREACHABLE
-        return EXIT_OK
-    finally:
-        sender.close()
+    if not send_note(cfg, note, "cli", CONFIRM_TIMEOUT_S):
+        print(f"flowlens: the store at {cfg['bus.events_endpoint']} did not confirm the note within "
+              f"{CONFIRM_TIMEOUT_S:g} s; it may not be kept: look with flowlens silence list or flowlens query notes",
+              file=err)
+        return EXIT_UNREACHABLE
+    return EXIT_OK
 
 
 def _now_ms() -> int:

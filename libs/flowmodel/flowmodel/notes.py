@@ -106,3 +106,34 @@ def silence_matches(silence: dict, advisory: dict[str, Any], now_ms: int) -> boo
 def acknowledged(ack: dict | None, advisory: dict[str, Any]) -> bool:
     """``ack`` covers this episode of ``advisory`` (same key, same first_seen)."""
     return bool(ack) and ack.get("id") == advisory.get("key") and ack.get("episode") == advisory.get("first_seen")
+
+
+def new_silence(matches: dict, duration_s: float, by: str, comment: str, now_ms: int) -> dict:
+    """A silence note from its matches (analyzer, subject, address, network; empty ones left out);
+    ValueError (check_note's reason) when it is not one the store keeps."""
+    import secrets
+
+    note = {"kind": "silence", "id": secrets.token_hex(4), "by": by, "comment": comment, "created_at": now_ms,
+            "expires_at": now_ms + int(duration_s * 1000)}
+    note.update({k: str(v).strip() for k, v in matches.items() if k in SILENCE_MATCHES and v and str(v).strip()})
+    if duration_s <= 0:
+        raise ValueError("a silence must last longer than zero")
+    check_note(note)
+    return note
+
+
+def send_note(cfg, note: dict, source_kind: str, timeout_s: float = 10.0) -> bool:
+    """Send ``note`` to the store's events socket (CURVE with the keys of security.*) and wait until
+    the store confirms it kept it; False when no confirmation came within ``timeout_s``. Blocking:
+    the web calls it on a thread. The bus code (and numpy under it) is imported here, on first use."""
+    from . import bus, curve
+    from .eventbox import EventSender
+
+    seq = bus.Sequencer(bus.default_source_id(source_kind))
+    sender = EventSender(cfg["bus.events_endpoint"], seq.source, 10, 1.0, cfg["bus.events_high_water_mark"],
+                         keys=curve.client_keys(cfg)).start()
+    try:
+        sender.send(bus.TOPIC_NOTE, note, lambda b: bus.encode_event(b, seq))
+        return sender.flush(timeout_s)
+    finally:
+        sender.close()
