@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from support.services import ServiceProcess, ServiceStack, send_udp, wait_until
 from test_analyzer_scenarios import FAST, payloads
-from test_notifier import flowlens
+from support.notify import flowlens
 
 
 def analyzer_counters(client) -> dict:

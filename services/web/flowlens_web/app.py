@@ -29,7 +29,7 @@ from flowmodel.events import SEVERITIES, process_stats, service_config
 
 from . import __version__
 from . import formatters as fmt
-from . import auth, metrics, views
+from . import auth, metrics, notepages, views
 from .lanes import ClientGone, StoreLanes, TooBusy
 from .loginpages import add_login_routes
 from .render import XHTML, Renderer
@@ -37,7 +37,8 @@ from .storegate import LIGHT, StoreBusy, StoreGate
 
 log = logging.getLogger(__name__)
 
-ROUTES = ("/", "/flows", "/advisories", "/about", "/metrics", "/healthz", "/login", "/logout")
+ROUTES = ("/", "/flows", "/advisories", "/about", "/metrics", "/healthz", "/login", "/logout", "/advisories/ack",
+          "/silences", "/silences/remove")
 access_log = logging.getLogger("flowlens_web.access")
 SECRET_KEYS = frozenset({"web.metrics_token"})  # shown as (set) on About and in the log, never as a value
 ADVISORY_STATES = ("active", "raised", "updated", "resolved", "all")
@@ -235,7 +236,14 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
         if state == "active" and not include_resolved:
             items = [a for a in items if a.get("state") != "resolved"]
         shown = views.shown_of(len(items), reply.get("total"), ADVISORY_PAGE_LIMIT)
-        return page("advisories.xhtml", **{**ctx, "rows": views.advisory_rows(items, now), "shown": shown})
+        try:  # acknowledgements and silences (notepages.py); a store without the op shows none
+            notes = await lanes.query(request, "notes")
+        except StoreError:
+            notes = []
+        acks = {n["id"]: n for n in notes if n.get("kind") == "ack"}
+        return page("advisories.xhtml", **{**ctx, "rows": views.advisory_rows(items, now, acks), "shown": shown,
+                                           "silences": views.silence_rows([n for n in notes if n.get("kind") == "silence"], now),
+                                           "may_operate": notepages.may_operate(users, listen_host)})
 
     @app.api_route("/about", methods=GET)
     async def about(request: Request):
@@ -300,6 +308,7 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
         return Response(body, status_code=200 if ok else 503, media_type="application/json")
 
     add_login_routes(app, page, users, sessions, limiter)
+    notepages.add_note_routes(app, cfg, users, listen_host, lanes, error_page, now_ms)
     app.add_middleware(auth.AuthMiddleware, users=users, sessions=sessions, metrics_token=cfg["web.metrics_token"])
     app.add_middleware(TimingMiddleware, histogram=histogram, error_page=server_error, access=cfg["web.access_log"])
     app.state.histogram = histogram

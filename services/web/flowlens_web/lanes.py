@@ -28,7 +28,7 @@ from .storegate import BORROWED, HEAVY, LIGHT, StoreBusy, StoreGate
 log = logging.getLogger(__name__)
 
 # which lane each gate method takes by default
-LANE_OF = {"overview": LIGHT, "advisories": LIGHT, "exporters": LIGHT, "status": LIGHT,
+LANE_OF = {"overview": LIGHT, "advisories": LIGHT, "exporters": LIGHT, "status": LIGHT, "notes": LIGHT,
            "flows": HEAVY, "top": HEAVY, "series": HEAVY}
 
 

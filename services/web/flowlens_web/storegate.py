@@ -236,5 +236,9 @@ class StoreGate:
         """The whole advisories reply (``advisories`` and, from newer stores, ``counts`` and ``total``)."""
         return self.call(lambda c: c.request("advisories", **c._times(filters)), lane=lane)
 
+    def notes(self, lane: str = LIGHT, **args) -> list[dict]:
+        """Operators' acknowledgements and silences (flowmodel.notes)."""
+        return self.call(lambda c: c.notes(**args), lane=lane)
+
     def ping(self, quick: bool = True) -> bool:
         return self.call(lambda c: c.ping(), quick, LIGHT)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from flowmodel.events import SEVERITIES, SEVERITY_RANK
+from flowmodel.notes import SILENCE_MATCHES, acknowledged
 from flowmodel.protocol import QueryError, normalise_flow_filters
 
 from . import chart as charts
@@ -228,8 +229,9 @@ def flow_rows(rows: list[dict], now_ms: int) -> list[dict]:
 
 # ------------------------------------------------------------------ advisories
 
-def advisory_rows(advisories: Iterable[Mapping], now_ms: int) -> list[dict]:
-    """Advisories sorted by severity (most severe first), then most recently seen first."""
+def advisory_rows(advisories: Iterable[Mapping], now_ms: int, acks: Mapping[str, Mapping] | None = None) -> list[dict]:
+    """Advisories sorted by severity (most severe first), then most recently seen first; ``acks``
+    (key -> acknowledgement, flowmodel.notes) marks the episodes acknowledged."""
     items = sorted(advisories, key=lambda a: (SEVERITY_RANK.get(a.get("severity"), len(SEVERITIES)),
                                                -int(a.get("last_seen") or 0)))
     out = []
@@ -245,7 +247,26 @@ def advisory_rows(advisories: Iterable[Mapping], now_ms: int) -> list[dict]:
             "last_seen": fmt.human_time(a.get("last_seen"), now_ms), "last_exact": fmt.iso_time(a.get("last_seen")),
             "last_ago": fmt.ago(a.get("last_seen"), now_ms),
             "flows_query": advisory_flows_query(flt) if isinstance(flt, Mapping) else None,
+            "episode": a.get("first_seen"), "ack": _ack_row((acks or {}).get(a.get("key")), a, now_ms),
         })
+    return out
+
+
+def _ack_row(ack: Mapping | None, a: Mapping, now_ms: int) -> dict | None:
+    if not acknowledged(ack, a):
+        return None
+    return {"by": ack.get("by") or "?", "at": fmt.human_time(ack.get("created_at"), now_ms),
+            "at_exact": fmt.iso_time(ack.get("created_at")), "comment": ack.get("comment") or ""}
+
+
+def silence_rows(silences: Iterable[Mapping], now_ms: int) -> list[dict]:
+    """Silences in force, soonest to end first: what they match, who set them, until when, why."""
+    out = []
+    for s in sorted(silences, key=lambda s: int(s.get("expires_at") or 0)):
+        out.append({"id": s.get("id", ""), "by": s.get("by") or "?", "comment": s.get("comment") or "",
+                    "matches": ", ".join(f"{k} {s[k]}" for k in SILENCE_MATCHES if s.get(k)),
+                    "until": fmt.human_time(s.get("expires_at"), now_ms), "until_exact": fmt.iso_time(s.get("expires_at")),
+                    "set": fmt.human_time(s.get("created_at"), now_ms)})
     return out
 
 
