@@ -22,9 +22,10 @@ PORT_FILTERS = {"port": ("src_port", "dst_port"), "src_port": ("src_port",), "ds
 # ------------------------------------------------------------------ arguments
 
 def check_args(op: str, args: dict, allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(args) - set(allowed) - {"op"})
+    unknown = sorted(str(k)[:40] for k in set(args) - set(allowed) - {"op"})
     if unknown:
-        raise QueryError(f"{op} does not take {', '.join(unknown)} (it takes {', '.join(sorted(allowed))})")
+        named = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise QueryError(f"{op} does not take {named} (it takes {', '.join(sorted(allowed))})")
 
 
 def parse_filters(args: dict, now_ms: int) -> dict:

@@ -215,3 +215,12 @@ def test_rollups_of_a_window_with_no_flows_is_an_empty_answer(tmp_path, kind, st
     assert got["rows"]["minute"] == [] and got["rows"]["key"] == []
     eng.close()
     w.close()
+
+
+def test_an_error_about_many_unknown_arguments_stays_short():
+    from flowlens_store.planner import check_args
+    from flowmodel.protocol import QueryError
+    with pytest.raises(QueryError) as err:
+        check_args("top", {f"k{i:05d}" * 20: 1 for i in range(5000)}, ("by", "limit"))
+    text = str(err.value)
+    assert len(text) < 400 and "and 4995 more" in text and "it takes by, limit" in text
