@@ -36,9 +36,9 @@ class MinuteHistory:
         self.hist = np.zeros((self.K, self.M))
         self.col_minute = np.full(self.M, -1, dtype=np.int64)
         self.hod_sum = np.zeros((self.K, 24))
-        self.hod_n = np.zeros((self.K, 24))
+        self.hod_n = np.zeros((self.K, 24), np.int32)  # minutes counted: whole numbers (half the bytes of float64)
         self.how_sum = np.zeros((self.K, 168))
-        self.how_n = np.zeros((self.K, 168))
+        self.how_n = np.zeros((self.K, 168), np.int32)
         self.replaced = 0
 
     def _column(self, minute: int) -> int | None:
@@ -139,7 +139,7 @@ class MinuteHistory:
             onehot = np.zeros((len(hour_u), slots))
             onehot[np.arange(len(hour_u)), hour_u % slots] = 1
             total[rows[take]] += grid[take] @ onehot
-            n[rows[take]] += counted @ onehot
+            n[rows[take]] += (counted @ onehot).astype(n.dtype)  # whole minutes (60 an hour)
         return len(take)
 
     def _clear(self, row: int) -> None:
