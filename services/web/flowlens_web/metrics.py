@@ -149,6 +149,8 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
             ("flowlens_store_advisories_taken_total", "counter", "advisory events the store committed from their senders' confirmed streams", ("events.taken",)),
             ("flowlens_store_advisories_duplicate_total", "counter", "advisory events sent again that the store already held (dropped, not stored twice)", ("events.duplicates",)),
             ("flowlens_store_advisories_lost_total", "counter", "advisory events their senders dropped past their bound before the store confirmed them", ("events.lost",)),
+            ("flowlens_store_peers_admitted_total", "counter", "CURVE handshakes the store admitted (authorised keys)", ("security.admitted",)),
+            ("flowlens_store_peers_refused_total", "counter", "connections the store refused: unknown keys, no CURVE, the wrong store key", ("security.refused_total",)),
             ("flowlens_store_queries_refused_total", "counter", "queries refused because every query worker was busy and the queue full", ("queries.refused_busy",)),
             ("flowlens_store_uptime_seconds", "gauge", "seconds since the store started", ("uptime_s",)),
         ):
@@ -156,6 +158,9 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
             family(name, kind, help_)
             if v is not None:
                 out.append(f"{name} {_num(v)}")
+    if status is not None and isinstance(status.get("security"), Mapping):
+        family("flowlens_store_curve_enabled", "gauge", "1 when the store's bus, events and query sockets require CURVE keys")
+        out.append(f"flowlens_store_curve_enabled {1 if status['security'].get('curve') else 0}")
     if status is not None:  # the store's SQLite writes (a full disk): failures, and rows held for a retry
         for name, kind, help_, path in (
             ("flowlens_store_write_errors_total", "counter", "SQLite flow or event transactions that failed (each attempt; the rows are kept and retried)", "write_queue.write_errors"),

@@ -95,3 +95,13 @@ def test_advisory_delivery_from_the_stores_events_block():
     assert s["flowlens_store_advisories_duplicate_total"] == 900
     assert s["flowlens_store_advisories_lost_total"] == 4
     assert "flowlens_store_advisories_lost_total" not in samples(render([], status=STATUS))  # an older store
+
+
+def test_the_stores_curve_gate_admitted_and_refused():
+    status = {**STATUS, "security": {"curve": True, "authorized_keys": 3, "admitted": 12, "refused_total": 7,
+                                     "refused_peers": [{"peer": "198.18.0.2"}], "handshake_failures": {}}}
+    s = samples(render([], status=status))
+    assert s["flowlens_store_curve_enabled"] == 1
+    assert s["flowlens_store_peers_admitted_total"] == 12 and s["flowlens_store_peers_refused_total"] == 7
+    off = samples(render([], status={**STATUS, "security": {"curve": False}}))
+    assert off["flowlens_store_curve_enabled"] == 0 and "flowlens_store_peers_refused_total" not in off
