@@ -298,7 +298,7 @@ SETTINGS: dict[str, Setting] = {
     "collector.resend_timeout": Setting(ranged(_pos_duration, 0.1, 3600, " s"), 3.0, "when the store has confirmed nothing for this long, the collector sends what it holds again, from the oldest batch"),
 
     "storage.ring_buffer_duration": Setting(_pos_duration, 600.0, "how long flows stay in memory for recent queries (10m); the ring also holds at most storage.ring_capacity flows, so above ring_capacity / duration flows/s (1,000 with the defaults) it holds less: the store logs how many minutes it holds at the current rate"),
-    "storage.ring_capacity": Setting(ranged(_int, 1, 100_000_000), 600_000, "flows the in-memory ring holds (about 140 bytes each); the oldest are overwritten"),
+    "storage.ring_capacity": Setting(ranged(_int, 1, 100_000_000), 600_000, "flows the in-memory ring holds (about 22 bytes each: all but the newest 32,768 in compressed blocks); the oldest are overwritten"),
     "storage.sqlite_path": Setting(_str, "data/flowlens.db", "SQLite file of the warm tier (WAL mode); the seed's ./flowlens.db works as well: data/ keeps the file, its -wal and -shm companions and templates.json in one directory, the one compose mounts as a volume"),
     "storage.sqlite_retention": Setting(_pos_duration, 3 * 86400.0, "how long raw flows stay in SQLite"),
     "storage.partition_interval": Setting(ranged(_pos_duration, 60, 7 * 86400, " s"), 3600.0, "time span of one flow table; pruning drops whole tables"),
