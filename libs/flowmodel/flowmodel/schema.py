@@ -41,6 +41,9 @@ FLOW_COLUMNS: dict[str, tuple[np.dtype, str]] = {
     "direction": (np.dtype("u1"), "0 ingress, 1 egress, 255 unknown"),
     "src_mask": (np.dtype("u1"), "source prefix length, 0 when absent"),
     "dst_mask": (np.dtype("u1"), "destination prefix length, 0 when absent"),
+    # Last, so the store's packed rows of older files are a prefix of today's (layout.migrate).
+    "biflow": (np.dtype("u1"), "0 one-way flow record; 1 forward half of an RFC 5103 biflow record, "
+                               "2 its reverse half (endpoints swapped), present only when it carried traffic"),
 }
 
 COLUMN_NAMES: tuple[str, ...] = tuple(FLOW_COLUMNS)

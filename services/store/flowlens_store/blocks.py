@@ -25,7 +25,7 @@ from typing import Iterable
 
 import numpy as np
 
-from flowmodel.schema import ADDR, FLOW_COLUMNS
+from flowmodel.schema import ADDR, COLUMN_DEFAULTS, FLOW_COLUMNS
 
 from .blockstats import block_may_match, block_stats, stats_may_hold_addr  # noqa: F401 (the codec's interface)
 
@@ -35,6 +35,9 @@ BLOCK_ROWS = 32_768
 BLOCK_DTYPES: dict[str, np.dtype] = {name: dt for name, (dt, _doc) in FLOW_COLUMNS.items()}
 BLOCK_DTYPES["seq"] = np.dtype("<i8")   # the store's unique per-flow sequence
 DEPENDS = {"time_start": ("time_end",)}   # time_start is stored as a duration before time_end
+# schema columns added after blocks were first written: an older block has no blob for them and
+# reads as the column's default (schema.COLUMN_DEFAULTS, else 0)
+ADDED_COLUMNS = frozenset({"biflow"})
 
 FORMAT = 1
 CODEC_RAW, CODEC_ZSTD, CODEC_LZ4 = 0, 1, 2
@@ -116,7 +119,11 @@ def decode_block(blobs: dict[str, bytes], names: Iterable[str], rows: int) -> di
 
 def _decode_column(blobs: dict[str, bytes], name: str, rows: int, done: dict) -> np.ndarray:
     dt = BLOCK_DTYPES[name]
-    blob = blobs[name]
+    blob = blobs.get(name)
+    if blob is None and name in ADDED_COLUMNS:  # a block sealed before the column existed
+        return np.full(rows, COLUMN_DEFAULTS.get(name, 0), dtype=dt)
+    if blob is None:
+        raise KeyError(name)
     version, codec, flags, nparts = _HEAD.unpack_from(blob)
     if version != FORMAT:
         raise ValueError(f"block column {name!r} has format {version}, this code reads {FORMAT}")

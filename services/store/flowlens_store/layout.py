@@ -24,6 +24,11 @@ import os
 import sqlite3
 import time
 
+import numpy as np
+
+from flowmodel.logs import fields
+from flowmodel.schema import COLUMN_DEFAULTS
+
 LAYOUT = 2
 
 log = logging.getLogger(__name__)
@@ -119,6 +124,7 @@ def migrate(db: sqlite3.Connection) -> None:
     cols = {r[1] for r in db.execute("PRAGMA table_info(partitions)")}
     if "hot_rows" not in cols:
         db.execute("ALTER TABLE partitions ADD COLUMN hot_rows INTEGER NOT NULL DEFAULT 0")
+    widen_rows(db)
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     row = db.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone()
     if row is not None and int(row[0]) >= LAYOUT:
@@ -151,6 +157,40 @@ def migrate(db: sqlite3.Connection) -> None:
         db.execute("ROLLBACK")
         raise
     _convert_legacy_rollups(db)
+
+
+def widen_rows(db: sqlite3.Connection) -> int:
+    """Row tables written before a column was added to the schema hold shorter packed ``rest``
+    values (rowcodec.REST_DTYPE; the schema appends new columns at its end): each such value gets
+    the new columns' defaults appended, once, in one transaction. ``meta.rest_bytes`` records the
+    width the file's rows have. Returns the rows widened."""
+    from .rowcodec import REST_COLUMNS, REST_DTYPE
+
+    width = REST_DTYPE.itemsize
+    row = db.execute("SELECT value FROM meta WHERE key = 'rest_bytes'").fetchone()
+    if row is not None and int(row[0]) == width:
+        return 0
+    default = np.zeros(1, REST_DTYPE)
+    for c in REST_COLUMNS:
+        if c in COLUMN_DEFAULTS:  # the others (addresses included) are zero
+            default[c] = COLUMN_DEFAULTS[c]
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'flows_*'")]
+    widened = 0
+    db.execute("BEGIN")
+    try:
+        for t in tables:
+            if "rest" not in {r[1] for r in db.execute(f"PRAGMA table_info({t})")}:
+                continue
+            widened += db.execute(f"UPDATE {t} SET rest = CAST(rest || substr(:d, length(rest) + 1) AS BLOB) WHERE length(rest) < :w",
+                                  {"d": default.tobytes(), "w": width}).rowcount
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rest_bytes', ?)", (width,))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    if widened:
+        log.info("row tables widened to the current schema", extra=fields(rows=widened, rest_bytes=width))
+    return widened
 
 
 def _convert_legacy_rollups(db: sqlite3.Connection) -> None:
