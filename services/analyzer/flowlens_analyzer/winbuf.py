@@ -129,8 +129,8 @@ class FlowBuffer:
         if self.tail + n > self.capacity:
             self._pack()
             if self.tail + n > self.capacity:
-                limit = self.max_rows + max(self.max_rows // SLACK, BLOCK)
-                self._resize(max(self.tail + n, min(self.capacity * 2, limit), MIN_CAPACITY))
+                limit = self.max_rows + max(self.max_rows // SLACK, min(BLOCK, self.max_rows))
+                self._resize(max(self.tail + n, min(self.capacity * 2, limit), min(MIN_CAPACITY, limit)))
         at = slice(self.tail, self.tail + n)
         for name in BUFFER_COLUMNS:
             if own:

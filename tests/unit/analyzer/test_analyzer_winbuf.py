@@ -62,7 +62,7 @@ def test_buffer_matches_a_list_of_rows_under_appends_drops_keeps_and_partitions(
         for a in ("src_addr", "dst_addr"):
             got = expand_addresses(buf.column(a), buf.column(a + "_wide"), buf.wide)
             assert got.tolist() == sent[a][ref].tolist()
-        assert buf.capacity <= 200 + max(200 // winbuf.SLACK, winbuf.BLOCK)
+        assert buf.capacity <= 200 + max(200 // winbuf.SLACK, winbuf.BLOCK) and len(buf) <= 200
     assert len(buf.wide_ids) < nxt // 3  # wide addresses no longer held were dropped from the table
 
 
@@ -126,3 +126,13 @@ def test_compact_view_answers_as_the_batch_does(family):
         assert compact.addresses(name, rows).tolist() == plain[name][rows].tolist()
     assert compact.equal("src_addr", "dst_addr").tolist() == (plain["src_addr"] == plain["dst_addr"]).tolist()
     assert compact.equal("src_addr", "dst_addr").sum() >= n // 7
+
+
+def test_a_small_bound_allocates_little_and_keeps_the_newest():
+    buf = winbuf.FlowBuffer(10)
+    for first in range(0, 100, 7):
+        over = max(0, len(buf) + 7 - 10)
+        buf.drop_oldest(over)
+        buf.append(rows(first, 7))
+    assert buf.capacity <= 20
+    assert buf.column("time_end").tolist() == list(range(95, 105))
