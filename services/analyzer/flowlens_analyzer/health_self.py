@@ -30,7 +30,8 @@ def window_findings(state, ctx: Context, now_ms: int) -> list[Finding]:
             f"Analysis saw only {fmt_int(max(received - dropped, 0))} of {fmt_int(received)} flows in {span}: "
             f"{plural(dropped, 'flow')} beyond analysis.max_window_flows ({fmt_int(cap)}) "
             f"were dropped, so advisories may miss traffic",
-            "Raise analysis.max_window_flows (about 100 bytes per flow) or shorten analysis.window; "
+            "Raise analysis.max_window_flows (about 120 bytes of memory per flow at the analyzer's peak) "
+            "or shorten analysis.window; "
             "with sampling on the exporters, fewer flows arrive",
             {"received_flows": received, "analysed_flows": max(received - dropped, 0), "shed_flows": dropped,
              "max_window_flows": cap, "window_start": t0, "window_end": now_ms},
