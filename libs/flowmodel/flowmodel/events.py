@@ -66,6 +66,7 @@ EXPORTER_STATS_FIELDS = {
     "version": "last export version seen: 5, 9, 10 or 105 (sFlow v5)",
     "packets": "export packets received (cumulative since the collector started)",
     "flows": "flow records decoded (cumulative)",
+    "reverse_flows": "reverse halves of RFC 5103 biflow records published as flows of their own (cumulative): each adds one flow to its record's",
     "decode_errors": "map reason -> count (cumulative)",
     "sequence_lost": "records (v5, IPFIX) or packets (v9) missing per the sequence numbers (forward jumps)",
     "sequence_backward": "backward jumps / resets of the sequence number",

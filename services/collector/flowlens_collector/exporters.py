@@ -23,7 +23,7 @@ FOLDED_EXACT_MAX = 16384
 class Stats(ExporterStats):
     """ExporterStats plus the template-state counters the decoder reports (see Decoder.exporter_stats)."""
 
-    __slots__ = ("pending_dropped", "templates_dropped", "time_unknown", "time_ahead_max_s")
+    __slots__ = ("pending_dropped", "templates_dropped", "time_unknown", "time_ahead_max_s", "reverse_flows")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -31,6 +31,7 @@ class Stats(ExporterStats):
         self.templates_dropped: dict[str, int] = {}  # reason -> templates expired or evicted
         self.time_unknown = 0                        # flows whose times had no base (anchored at export)
         self.time_ahead_max_s = 0                    # furthest ahead a flow dropped as time_in_future ended
+        self.reverse_flows = 0                       # reverse halves of RFC 5103 biflow records published
 
 
 class ExporterTable:
@@ -143,6 +144,7 @@ def _row(s: Stats, held, templates: int) -> dict:
         "templates": templates, "templates_dropped": dict(s.templates_dropped),
         "pending_sets": held[0], "pending_bytes": held[1], "pending_expired": s.pending_expired,
         "pending_dropped": dict(s.pending_dropped), "sampling_unknown": s.sampling_unknown,
-        "time_unknown": s.time_unknown, "time_ahead_max_s": s.time_ahead_max_s, "first_seen": s.first_seen,
+        "time_unknown": s.time_unknown, "time_ahead_max_s": s.time_ahead_max_s,
+        "reverse_flows": s.reverse_flows, "first_seen": s.first_seen,
         "last_seen": s.last_seen,
     }

@@ -160,7 +160,50 @@ def expected_by_frame(stem: str, datagrams) -> dict[int, Counter]:
             _int(row["in_if"]), _int(row["out_if"]), _int(row["src_as"]), _int(row["dst_as"]),
             nh, start, end, sampling, icmp_type, icmp_code, version,
         )] += 1
+        rev = _reverse_half(row, f, src, dst, start, end, sampling, version)
+        if rev is not None:
+            out[frame][rev] += 1
     return out
+
+
+def reverse_records(stem: str) -> int:
+    """Biflow records of a capture whose reverse direction carried traffic (tshark's fields)."""
+    jsonl = DATA / f"{stem}.flows.jsonl.gz"
+    if not jsonl.exists():
+        return 0
+    n = 0
+    for line in gzip.open(jsonl, "rt"):
+        f = json.loads(line).get("fields", {})
+        octets, packets = _second(f, "cflow.octets"), _second(f, "cflow.packets")
+        n += octets is not None and bool(_int(octets) or _int(packets))
+    return n
+
+
+def _second(f: dict, name: str):
+    """The reverse value of an RFC 5103 biflow record: tshark lists the forward and the reverse
+    element under one field name, in the record's order (forward first in every biflow template
+    of the corpus: softflowd -b, ipfixprobe)."""
+    v = f.get(name)
+    return v[1] if isinstance(v, list) and len(v) == 2 else None
+
+
+def _reverse_half(row, f, src, dst, start, end, sampling, version):
+    """The flow a biflow record's reverse direction becomes, or None when it carried nothing:
+    endpoints, interfaces and AS numbers swapped, the reverse counters, flags and TOS (0 without
+    a reverse element), no next hop, the forward times (no corpus template has reverse times)."""
+    octets, packets = _second(f, "cflow.octets"), _second(f, "cflow.packets")
+    if octets is None or (not _int(octets) and not _int(packets)):
+        return None
+    proto = _int(row["proto"])
+    icmp_type = icmp_code = 0
+    if proto in (1, 58):
+        tc = _second(f, "cflow.icmp_type_code_ipv4") or _second(f, "cflow.icmp_type_code_ipv6")
+        tc = _int(tc) if tc is not None else (0 if row["icmp_type_code"] else _int(row["src_port"]))
+        icmp_type, icmp_code = tc >> 8, tc & 0xFF
+    return (dst, src, _int(row["dst_port"]), _int(row["src_port"]), proto, _int(octets), _int(packets),
+            _int(_second(f, "cflow.tcpflags") or 0), _int(_second(f, "cflow.tos") or 0),
+            _int(row["out_if"]), _int(row["in_if"]), _int(row["dst_as"]), _int(row["src_as"]),
+            "::", start, end, sampling, icmp_type, icmp_code, version)
 
 
 def _first_nonzero(f: dict, names, shown: str) -> str:

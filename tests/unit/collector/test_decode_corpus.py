@@ -5,21 +5,24 @@ import json
 
 import pytest
 
-from collector_truth import DATA, captures, check_capture
+from collector_truth import DATA, captures, check_capture, reverse_records
 
 TEMPLATED_FILES = captures((9, 10))
 
 
 def test_templated_corpus_present():
-    assert len(TEMPLATED_FILES) >= 35
+    assert len(TEMPLATED_FILES) >= 36
+    assert reverse_records("akvorado_ipfix_ipfixprobe") == 2  # its biflows with a reverse direction
 
 
 @pytest.mark.parametrize("stem", TEMPLATED_FILES)
 def test_capture_matches_tshark(stem):
     totals = json.loads((DATA / f"{stem}.totals.json").read_text())
     total, dec = check_capture(stem)
-    assert total == totals["flow_records"]
     stats = dec.exporter_stats()
+    reverse = reverse_records(stem)  # RFC 5103 biflow records with reverse traffic: two flows each
+    assert sum(s["reverse_flows"] for s in stats) == reverse
+    assert total == totals["flow_records"] + reverse
     assert sum(s["packets"] for s in stats) == totals["export_packets"]
     assert sum(s["flows"] for s in stats) == totals["flow_records"]
     errors = {k: v for s in stats for k, v in s["decode_errors"].items()}  # no-time-base flows are time_unknown

@@ -10,12 +10,14 @@ from flowlens_collector.decoders.fields import enterprise_field_name
 from flowlens_collector.decoders.stats import ExporterStats
 from flowlens_collector.decoders.templates import Template
 
-# BASIC_V4 plus VMware tenantProtocol, Cisco connectionId, a field of a PEN not in the table, a reverse octets
-FIELDS = BASIC_V4 + [(880, 1, 6876), (12242, 4, 9), (1001, 4, 25461), (1, 8, 29305)]
+# BASIC_V4 plus VMware tenantProtocol, Cisco connectionId, a field of a PEN not in the table, and an
+# RFC 5103 reverse element that makes no flow column (reverseFlowEndReason; reverse counters do:
+# test_decode_biflow.py)
+FIELDS = BASIC_V4 + [(880, 1, 6876), (12242, 4, 9), (1001, 4, 25461), (136, 1, 29305)]
 
 
 def _record(i: int) -> bytes:
-    return basic_record(nbytes=100 + i) + be(17, 1) + be(4242, 4) + be(7, 4) + be(999, 8)
+    return basic_record(nbytes=100 + i) + be(17, 1) + be(4242, 4) + be(7, 4) + be(3, 1)
 
 
 def test_names_known_fields_vendor_ids_and_unknown_pens():
@@ -30,13 +32,13 @@ def test_names_known_fields_vendor_ids_and_unknown_pens():
 def test_template_accounts_enterprise_fields_per_record():
     t = Template(10, 300, [(ie, ln, f[2] if len(f) == 3 else 0) for f in FIELDS for ie, ln in [f[:2]]])
     assert t.enterprise == {"vmware.tenantProtocol": 1, "cisco.connectionId": 1, "25461/1001": 1,
-                            "reverseOctetDeltaCount": 1}
+                            "reverseFlowEndReason": 1}
     st = ExporterStats("192.0.2.1", 0, 0)
     import numpy as np
     rec = np.frombuffer(b"".join(_record(i) for i in range(3)), dtype=t.dtype, count=3)
     assert t.account(rec, st) is None
     assert st.enterprise_fields == {"vmware.tenantProtocol": 3, "cisco.connectionId": 3, "25461/1001": 3,
-                                    "reverseOctetDeltaCount": 3}
+                                    "reverseFlowEndReason": 3}
     plain = Template(10, 301, [(ie, ln, 0) for ie, ln in BASIC_V4])
     assert plain.enterprise == {} and plain.account(rec[:0], st) is None
 
@@ -64,7 +66,7 @@ def test_exporter_stats_count_enterprise_fields_by_name():
     dec.decode([ipfix_packet([set_(300, _record(9))], seq=3)], [EXP], 0)
     st = stats_of(dec)
     assert st["enterprise_fields"] == {"vmware.tenantProtocol": 4, "cisco.connectionId": 4, "25461/1001": 4,
-                                       "reverseOctetDeltaCount": 4}
+                                       "reverseFlowEndReason": 4}
     assert st["flows"] == 4
 
 

@@ -163,7 +163,7 @@ def test_variable_length_fields_ipfix_one_and_three_byte_forms_and_v9_ffff():
 
 
 def test_enterprise_fields_are_skipped_by_length():
-    fields = [(8, 4), (1, 4, 29305), (2, 4, 9), (1, 4), (2, 4)]
+    fields = [(8, 4), (1, 4, 25461), (2, 4, 9), (1, 4), (2, 4)]
     rec = v4("10.0.0.1") + be(999, 4) + be(998, 4) + be(10, 4) + be(1, 4)
     dec = Decoder()
     b = dec.decode([ipfix_packet([_set(2, tmpl_ipfix(300, fields)), _set(300, rec)])], [EXP], 0)

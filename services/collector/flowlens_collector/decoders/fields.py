@@ -30,6 +30,20 @@ ROLES: dict[int, str] = {
     323: "event_time_ms", 233: "firewall_event",
 }
 
+# RFC 5103 reverse elements (enterprise REVERSE_PEN, the IANA id of the forward element): what the
+# reverse half of a biflow record takes from them (decoders/biflow.py). Key fields (addresses,
+# ports, protocol, AS numbers, masks) have none: the reverse half swaps the forward ones.
+REVERSE_ROLES: dict[int, str] = {
+    1: "rev_octets", 2: "rev_packets", 85: "rev_octets_total", 86: "rev_packets_total",
+    5: "rev_tos", 6: "rev_tcp_flags", 10: "rev_input_if", 14: "rev_output_if",
+    15: "rev_next_hop_v4", 62: "rev_next_hop_v6", 58: "rev_vlan", 243: "rev_dot1q_vlan",
+    32: "rev_icmp_type_code", 139: "rev_icmp_type_code_v6",
+    21: "rev_end_uptime", 22: "rev_start_uptime", 150: "rev_start_sec", 151: "rev_end_sec",
+    152: "rev_start_ms", 153: "rev_end_ms", 154: "rev_start_us", 155: "rev_end_us",
+    156: "rev_start_ns", 157: "rev_end_ns", 158: "rev_start_delta_us", 159: "rev_end_delta_us",
+}
+REVERSE_PREFIX = "rev_"
+
 ADDRESS_ROLES = {"src_v4": 4, "dst_v4": 4, "next_hop_v4": 4, "bgp_next_hop_v4": 4,
                  "src_v6": 16, "dst_v6": 16, "next_hop_v6": 16, "bgp_next_hop_v6": 16}
 NTP_ROLES = {"start_us", "end_us", "start_ns", "end_ns"}  # 8-byte NTP timestamps (16 = pmacct timeval)
@@ -43,8 +57,14 @@ VARIABLE_LENGTH = 0xFFFF
 NTP_EPOCH_OFFSET_S = 2_208_988_800  # 1900-01-01 -> 1970-01-01
 
 
+def base_role(role: str) -> str:
+    """The forward role of a reverse one ("rev_octets" -> "octets"); other roles as they are."""
+    return role[4:] if role.startswith(REVERSE_PREFIX) else role
+
+
 def field_ok(role: str, length: int) -> bool:
     """Whether a field of this role and length can be read (else it is skipped like an unknown one)."""
+    role = base_role(role)
     if role in ADDRESS_ROLES:
         return length == ADDRESS_ROLES[role]
     if role in NTP_ROLES:

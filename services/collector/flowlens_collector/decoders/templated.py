@@ -22,7 +22,7 @@ import numpy as np
 
 from flowmodel.schema import FLOW_COLUMNS, HINT_CONST, FlowBatch
 
-from . import ipfix, netflow9
+from . import biflow, ipfix, netflow9
 from .fields import SAMPLER_ID_ROLES, SAMPLING_ROLES, rate_from
 from .templates import Template, _uint
 from .v5 import gather as _gather
@@ -675,7 +675,11 @@ class TemplatedDecoder:
         hints.update((name, HINT_CONST) for name in FLOW_COLUMNS if name not in cols)  # FlowBatch fills one default
         if rates is None and sampler is None:
             hints["sampling_rate"] = HINT_CONST
-        return FlowBatch(cols, n, hints=hints)
+        batch = FlowBatch(cols, n, hints=hints)
+        if t.biflow:  # RFC 5103: the reverse direction is a flow of its own
+            batch = biflow.split(t, rec, batch, export_ms, uptime, init_ms)
+            st.reverse_flows += batch.count - n
+        return batch
 
     # -- sequence numbers ---------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ import numpy as np
 from flowmodel.addr import ipv4_column_from_raw
 from flowmodel.schema import ADDR, HINT_IPV4
 
-from .fields import (ADDRESS_ROLES, NSEL_CREATE, NSEL_DENIED, NSEL_EVENTS, NTP_EPOCH_OFFSET_S, NTP_ROLES, ROLES,
-                     VARIABLE_LENGTH, enterprise_field_name, field_ok)
+from .fields import (ADDRESS_ROLES, NSEL_CREATE, NSEL_DENIED, NSEL_EVENTS, NTP_EPOCH_OFFSET_S, NTP_ROLES,
+                     REVERSE_PEN, REVERSE_ROLES, ROLES, VARIABLE_LENGTH, base_role, enterprise_field_name, field_ok)
 from .v5 import uptime_to_abs_ms
 
 _U16 = struct.Struct(">H")
@@ -24,7 +24,7 @@ class Template:
     """One data or options template. ``fields`` is a tuple of (ie, length, enterprise number)."""
 
     __slots__ = ("version", "template_id", "fields", "options", "scope_count", "record_len", "variable",
-                 "dtype", "roles", "_used", "hints", "enterprise", "nsel_counters", "nsel_packets_bound")
+                 "dtype", "roles", "_used", "hints", "enterprise", "nsel_counters", "nsel_packets_bound", "biflow")
 
     def __init__(self, version: int, template_id: int, fields, options: bool = False, scope_count: int = 0):
         self.version = version
@@ -40,7 +40,7 @@ class Template:
         proj_off = 0
         real_off = 0
         for i, (ie, length, pen) in enumerate(self.fields):
-            role = ROLES.get(ie) if pen == 0 else None
+            role = ROLES.get(ie) if pen == 0 else REVERSE_ROLES.get(ie) if pen == REVERSE_PEN else None
             if role is not None and role not in roles and length != VARIABLE_LENGTH and field_ok(role, length):
                 off = real_off if not self.variable else proj_off
                 roles[role] = (off, length)
@@ -61,6 +61,8 @@ class Template:
         self.nsel_counters = "initiator_octets" in roles or "responder_octets" in roles
         self.nsel_packets_bound = self.nsel_counters and not any(
             r in roles for r in ("packets", "packets_total", "initiator_packets", "responder_packets"))
+        # RFC 5103: records carry a reverse direction (decoders/biflow.py makes it a flow of its own)
+        self.biflow = any(r in roles for r in ("rev_octets", "rev_packets", "rev_octets_total", "rev_packets_total"))
         # address columns this template fills from IPv4 fields only (FlowBatch.hints)
         self.hints = {col: HINT_IPV4 for col, cands in ADDRESS_CANDIDATES
                       if any(c in roles for c in cands) and all(c.endswith("_v4") for c in cands if c in roles)}
@@ -286,12 +288,15 @@ class Template:
             return None
         return np.maximum(rate, 1).astype(np.uint32)
 
-    def _times(self, rec, n, export_ms, uptime_ms, init_ms):
+    def _times(self, rec, n, export_ms, uptime_ms, init_ms, prefix: str = ""):
+        """Start and end ms of the records, and how many had no time base; ``prefix`` "rev_" reads
+        the reverse elements of a biflow record instead."""
         r = self.roles
         unknown = 0
 
         def one(which):
             nonlocal unknown
+            which = prefix + which
             if f"{which}_ms" in r:
                 return _uint(rec[f"{which}_ms"]).astype(np.int64)
             if f"{which}_sec" in r:
@@ -312,15 +317,16 @@ class Template:
                     return _since_init(init_ms, v, export_ms)
                 unknown = n
                 return None
-            if "event_time_ms" in r:
+            if "event_time_ms" in r and not prefix:
                 return _uint(rec["event_time_ms"]).astype(np.int64)
             return None
 
         start, end = one("start"), one("end")
-        if unknown and "start_uptime" in r and "end_uptime" in r and start is None and end is None:
+        s_up, e_up = prefix + "start_uptime", prefix + "end_uptime"
+        if unknown and s_up in r and e_up in r and start is None and end is None:
             # IPFIX uptime times with no systemInitTimeMilliseconds known: anchor the end at export
             # time and keep the duration, rather than inventing a boot time.
-            dur = (_uint(rec["end_uptime"]).astype(np.int64) - _uint(rec["start_uptime"]).astype(np.int64))
+            dur = (_uint(rec[e_up]).astype(np.int64) - _uint(rec[s_up]).astype(np.int64))
             end = export_ms.copy()
             start = export_ms - np.maximum(dur, 0)
         if start is None and end is None:
@@ -360,6 +366,7 @@ def _addr(a: np.ndarray) -> np.ndarray:
 
 
 def _format(role: str, length: int):
+    role = base_role(role)
     if role in ADDRESS_ROLES:
         return "<u4" if length == 4 else "V16"  # IPv4 bytes kept in network order
     if role in NTP_ROLES:
