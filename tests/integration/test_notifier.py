@@ -7,6 +7,7 @@ travel the store's events socket the way the analyzer sends them (flowmodel.even
 from __future__ import annotations
 
 import collections
+import re
 
 from support.notify import FAST_NOTIFY, Injector, advisory, flowlens, notifier_counters, targets
 from support.receivers import SmtpReceiver, SyslogReceiver, WebhookReceiver
@@ -228,3 +229,26 @@ def test_flowlens_up_starts_the_notifier_when_targets_are_set(tmp_path):
             reader.join(5)
     assert rc == 0, "\n".join(lines[-40:])
     assert [line for line in lines if "msg=stopped child=notifier rc=0" in line], "\n".join(lines[-40:])
+
+
+def test_metrics_show_open_advisories_and_each_targets_deliveries(tmp_path):
+    import httpx
+
+    with WebhookReceiver(fail_first=1000) as hook:  # a target that never takes a message
+        notify = {**FAST_NOTIFY, "state_path": str(tmp_path / "notifier.json"), "targets": targets(hook),
+                  "retry_max_backoff": "1s"}
+        with ServiceStack(tmp_path, ["store", "web", "notifier"], notify=notify) as stack:
+            client, inject = stack.client(), Injector(stack.cfg)
+            url = f"http://{stack.cfg['web']['listen']}/metrics"
+            try:
+                inject.send([advisory(1), advisory(2), advisory(3, severity="WARNING")])
+                text = wait_until(lambda: (t := httpx.get(url, timeout=30).text) and
+                                  re.search(r'^flowlens_notify_failed_total\{target="hook"\} [3-9]', t, re.M) and t, 30)
+            finally:
+                inject.close()
+                client.close()
+    assert 'flowlens_advisories_active{severity="CRITICAL",analyzer="scan"} 2' in text
+    assert 'flowlens_advisories_active{severity="WARNING",analyzer="scan"} 1' in text
+    assert re.search(r'^flowlens_advisory_info\{key="scan:10.9.0.1",.*\} 1$', text, re.M)
+    assert 'flowlens_notify_messages_sent_total{target="hook"} 0' in text
+    assert re.search(r'^flowlens_notify_pending\{target="hook"\} [1-9]', text, re.M)

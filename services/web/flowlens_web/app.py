@@ -29,7 +29,7 @@ from flowmodel.events import SEVERITIES, process_stats, service_config
 
 from . import __version__
 from . import formatters as fmt
-from . import auth, metrics, notepages, views
+from . import advisory_metrics, auth, metrics, notepages, views
 from .lanes import ClientGone, StoreLanes, TooBusy
 from .loginpages import add_login_routes
 from .render import XHTML, Renderer
@@ -43,6 +43,7 @@ access_log = logging.getLogger("flowlens_web.access")
 SECRET_KEYS = frozenset({"web.metrics_token"})  # shown as (set) on About and in the log, never as a value
 ADVISORY_STATES = ("active", "raised", "updated", "resolved", "all")
 ADVISORY_PAGE_LIMIT = 1000
+ADVISORY_INFO_MAX = 200  # flowlens_advisory_info series on /metrics at most (the rest counted)
 GET = ["GET", "HEAD"]
 
 
@@ -269,7 +270,12 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
             status = store.status(quick=True)
         except (StoreUnavailable, StoreError):
             exporters = status = None
-        return metrics.render(histogram, exporters, status, cfg["web.metrics_max_exporters"], web_counters())
+        try:  # open advisories for Alertmanager (advisory_metrics.py)
+            advisories = store.call(lambda c: c.advisories(limit=ADVISORY_PAGE_LIMIT), quick=True) if status else None
+        except (StoreUnavailable, StoreError):
+            advisories = None
+        return metrics.render(histogram, exporters, status, cfg["web.metrics_max_exporters"], web_counters()) + \
+            "".join(line + "\n" for line in advisory_metrics.lines(advisories, exporters, ADVISORY_INFO_MAX))
 
     def web_counters() -> dict:
         guard = getattr(app.state, "guard", None)  # set by __main__ when served by uvicorn
