@@ -1,4 +1,4 @@
-"""Sliding windows in flow time: the analyzer's flows as columnar numpy chunks.
+"""Sliding windows in flow time: the analyzer's flows in compact numpy columns (winbuf.FlowBuffer).
 
 Flows are placed by their own time_end, not by arrival, so a replayed capture folds like live
 traffic. Each exporter has its own clock, the newest time_end it has sent; the flow clock is the
@@ -17,7 +17,9 @@ already ran is late and counted, never re-analysed. Lateness is decided per flow
 when the flows of one batch move the clock past a window's end, ``add`` hands the flows before that
 point to the window, lets the caller run the due windows (``run_due``), then goes on with the rest,
 so batches of 1, 10 or 400 flows give the same runs and the same late counts. The number of flows
-kept is bounded by analysis.max_window_flows; the oldest-arrived are dropped first (counted).
+kept is bounded by analysis.max_window_flows; the oldest-arrived are dropped first (counted). After
+a run, the flows no later run looks at are released at once, so the bound only drops flows a run
+still needs.
 """
 from __future__ import annotations
 
