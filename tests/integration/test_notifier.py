@@ -252,3 +252,27 @@ def test_metrics_show_open_advisories_and_each_targets_deliveries(tmp_path):
     assert re.search(r'^flowlens_advisory_info\{key="scan:10.9.0.1",.*\} 1$', text, re.M)
     assert 'flowlens_notify_messages_sent_total{target="hook"} 0' in text
     assert re.search(r'^flowlens_notify_pending\{target="hook"\} [1-9]', text, re.M)
+
+
+def test_an_analyzer_restart_loses_and_repeats_no_notification(tmp_path):
+    with WebhookReceiver() as hook:
+        notify = {**FAST_NOTIFY, "state_path": str(tmp_path / "notifier.json"), "targets": targets(hook),
+                  "rules": [{"analyzer": ["scan"], "targets": ["hook"]}]}
+        with ServiceStack(tmp_path, ["store", "collector", "analyzer", "notifier"], notify=notify,
+                          analysis={**FAST, "resolve_after": "3s", "window": "10s"}) as stack:
+            send_udp(stack.netflow_port, payloads("softflowd_v9_scan.pcap"))
+            wait_until(lambda: ("scan:127.0.0.1", "raised") in hook.notifications(), 60)
+            # the analyzer restarts while the scan advisories are open: the new one adopts and resolves them
+            client = stack.client()
+            try:
+                assert stack.procs["analyzer"].stop() == 0
+                open_at_stop = [a["key"] for a in client.advisories(analyzer="scan")]  # open ones only
+            finally:
+                client.close()
+            stack.procs["analyzer"] = ServiceProcess("analyzer", stack.config_path).start()
+            want = {("scan:127.0.0.1", "raised"), ("scan:127.0.0.1", "resolved"),
+                    ("scan:127.0.0.1 port 22", "raised"), ("scan:127.0.0.1 port 22", "resolved")}
+            wait_until(lambda: want <= set(hook.notifications()), 60)
+    assert "scan:127.0.0.1" in open_at_stop  # its resolution came from the restarted analyzer
+    seen = collections.Counter(n for n in hook.notifications() if n[1] != "escalated")
+    assert set(seen) == want and set(seen.values()) == {1}, seen
