@@ -52,6 +52,9 @@ class PeakSampler:
         self._ps = {n: psutil.Process(p.proc.pid) for n, p in procs.items()}
         self.total_max = 0
         self.per_service_max = dict.fromkeys(self._ps, 0)
+        self.phase_total_max = 0  # the same since the last split()
+        self.phase_per_service_max = dict.fromkeys(self._ps, 0)
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
@@ -64,9 +67,21 @@ class PeakSampler:
             now = {n: p.memory_info().rss for n, p in self._ps.items()}
         except psutil.Error:
             return
-        self.total_max = max(self.total_max, sum(now.values()))
-        for n, v in now.items():
-            self.per_service_max[n] = max(self.per_service_max[n], v)
+        with self._lock:
+            self.total_max = max(self.total_max, sum(now.values()))
+            self.phase_total_max = max(self.phase_total_max, sum(now.values()))
+            for n, v in now.items():
+                self.per_service_max[n] = max(self.per_service_max[n], v)
+                self.phase_per_service_max[n] = max(self.phase_per_service_max[n], v)
+
+    def split(self) -> tuple[int, dict[str, int]]:
+        """The peaks since the start (or the last split), and a new phase from now."""
+        self.sample()
+        with self._lock:
+            out = self.phase_total_max, dict(self.phase_per_service_max)
+            self.phase_total_max = 0
+            self.phase_per_service_max = dict.fromkeys(self._ps, 0)
+        return out
 
     def __enter__(self):
         self._thread.start()
@@ -145,11 +160,14 @@ def run(report) -> None:
                     time.sleep(0.2)
                 fill_s = time.monotonic() - t0
                 full = _memory(procs)
+                fill_peak, fill_peaks = peak.split()  # the rest of the peak is the queries' and pages'
+
                 # one heavy query on top: the biggest page of flows the store answers
                 client.flows(limit=query_max_rows)
                 after_query = _memory(procs)
                 answered = _history_queries(client, query_max_rows)
                 pages_ok = _web_pages(cfg["web"]["listen"])
+            query_peak, query_peaks = peak.phase_total_max, peak.phase_per_service_max
             after_peak = _memory(procs)
             time.sleep(SETTLE_S)  # a benchmark settle time: what the services keep once their trims ran
             settled = _memory(procs)
@@ -164,7 +182,8 @@ def run(report) -> None:
     for name in SERVICES:
         report("resources", f"{name} RSS idle / ring full / peak",
                f"{idle[name][0] * MB:.0f} / {full[name][0] * MB:.0f} / {peak.per_service_max[name] * MB:.0f}", "MiB",
-               f"USS idle / ring full: {idle[name][1] * MB:.0f} / {full[name][1] * MB:.0f}")
+               f"USS idle / ring full: {idle[name][1] * MB:.0f} / {full[name][1] * MB:.0f}; peak while the ring "
+               f"fills {fill_peaks[name] * MB:.0f}, while queries and pages run {query_peaks[name] * MB:.0f}")
     report("resources", "total RSS idle", total(idle, 0), "MiB",
            f"budget < 120; USS {total(idle, 1):.0f} MiB, PSS {total(idle, 2):.0f} MiB")
     report("resources", "total RSS with a full ring", total(full, 0), "MiB",
@@ -172,7 +191,8 @@ def run(report) -> None:
     report("resources", "total RSS after a 10k-row flows query", total(after_query, 0), "MiB",
            f"USS {total(after_query, 1):.0f} MiB")
     report("resources", "total RSS peak (ring fill, queries, pages)", peak.total_max * MB, "MiB",
-           f"budget < 350, limit 450; highest sampled sum; {answered}/6 history queries answered, "
+           f"budget < 350, limit 450; highest sampled sum (ring fill {fill_peak * MB:.0f}, queries and pages "
+           f"{query_peak * MB:.0f}); {answered}/6 history queries answered, "
            f"{pages_ok}/{len(WEB_PAGES)} pages 200; after them RSS {total(after_peak, 0):.0f}, "
            f"USS {total(after_peak, 1):.0f} MiB")
     report("resources", f"total RSS settled, {SETTLE_S:.0f} s after the pages", total(settled, 0), "MiB",
