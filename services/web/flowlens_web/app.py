@@ -1,4 +1,4 @@
-"""The web application: FastAPI routes that query the store through a StoreGate and render XHTML.
+"""The web application: routes (asgi.App, Starlette) that query the store through a StoreGate and render XHTML.
 
 ``create_app(cfg, store)`` is inert until served; every page reads the store per request (no
 cache), so what the page shows is what the store holds now. While the store is known to be down
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 import anyio
-from fastapi import FastAPI, Request
-from fastapi.responses import PlainTextResponse, Response
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
@@ -28,6 +28,7 @@ from flowmodel.config import SETTINGS, Config
 from flowmodel.events import SEVERITIES, process_stats, service_config
 
 from . import __version__
+from .asgi import App
 from . import formatters as fmt
 from . import advisory_metrics, auth, metrics, notepages, views
 from .lanes import ClientGone, StoreLanes, TooBusy
@@ -95,7 +96,7 @@ def xhtml(body: str, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type=XHTML, headers={"Cache-Control": "no-store"})
 
 
-def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.time) -> FastAPI:
+def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.time) -> App:
     renderer = Renderer()
     histogram = metrics.LatencyHistogram()
     started_ms = int(clock() * 1000)
@@ -113,7 +114,7 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
         "page. Set web.users_file (flowlens users add NAME) to require a sign-in, or listen on 127.0.0.1 "
         "behind a reverse proxy.")
 
-    app = FastAPI(title="FlowLens", docs_url=None, redoc_url=None, openapi_url=None)
+    app = App()
     app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
 
     def now_ms() -> int:

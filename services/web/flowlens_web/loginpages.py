@@ -8,13 +8,14 @@ from typing import Callable
 from urllib.parse import parse_qs
 
 import anyio
-from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse, Response
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
 from starlette.requests import ClientDisconnect
 
 from flowmodel import accounts
 from flowmodel.logs import RateLimitedLog
 
+from .asgi import App
 from .auth import AccountsFile, LoginLimiter, Sessions, dummy_verify, safe_next, set_cookie_header
 from .lanes import ClientGone
 
@@ -42,7 +43,7 @@ async def read_form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in fields.items()}
 
 
-def add_login_routes(app: FastAPI, page: Callable[..., Response], users: AccountsFile | None,
+def add_login_routes(app: App, page: Callable[..., Response], users: AccountsFile | None,
                      sessions: Sessions, limiter: LoginLimiter) -> None:
     checks = anyio.CapacityLimiter(2)  # scrypt: 16 MiB and ~50 ms each; two at once at most
     failed_log = RateLimitedLog(log, 10.0)

@@ -12,14 +12,15 @@ import logging
 from typing import Callable
 
 import anyio
-from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse, Response
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
 from flowmodel.config import parse_duration
 from flowmodel.notes import SILENCE_MATCHES, new_silence, send_note
 
 from . import auth
+from .asgi import App
 from .loginpages import FORM_TYPE, FormTooLarge, read_form
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def may_operate(users, listen_host: str) -> bool:
     return acct is not None and acct.may("operator")
 
 
-def add_note_routes(app: FastAPI, cfg, users, listen_host: str, lanes,
+def add_note_routes(app: App, cfg, users, listen_host: str, lanes,
                     error_page: Callable[..., Response], now_ms: Callable[[], int]) -> None:
     senders = anyio.CapacityLimiter(2)  # each waits up to CONFIRM_TIMEOUT_S for the store
 
