@@ -165,7 +165,9 @@ def test_collector_in_a_namespace_publishes_over_curve_and_intruders_are_refused
         plain.close()
         query_refusals = wait_until(lambda: [p for p in client.status()["security"]["refused_peers"]
                                              if p["sockets"].get("query")], timeout_s=10)
-        assert query_refusals[0]["address"] == "127.0.0.1"
+        # a peer without CURVE never names itself: its address is read from the accepted socket, which
+        # may already be closed when the store's monitor gets to it on a loaded machine (README says so)
+        assert query_refusals[0]["address"] in ("127.0.0.1", "unknown peer on query"), query_refusals
         client.close()
     finally:
         for proc in (collector, analyzer, store):
