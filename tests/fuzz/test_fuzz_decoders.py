@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowlens_collector.decode import Decoder
-from flowlens_collector.decoders.templated import PENDING_SET_OVERHEAD
+from flowlens_collector.decoders.pending import PENDING_SET_OVERHEAD
 from flowmodel.pcap import read_datagrams
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -93,12 +93,12 @@ def _check_bounds(dec: Decoder) -> None:
         assert "internal_error" not in s["decode_errors"], s
         assert s["templates"] <= MAX_TEMPLATES
     t = dec._templated
-    assert all(v <= PENDING_BYTES for v in t._pending_bytes.values())
-    held = [e for q in t.pending.values() for e in q]
+    assert all(v <= PENDING_BYTES for v in t.pending._bytes.values())
+    held = [e for q in t.pending.queues.values() for e in q]
     charged = sum(len(e[0]) + PENDING_SET_OVERHEAD for e in held)
-    assert charged == t._pending_total <= PENDING_TOTAL_BYTES and all(len(e[0]) for e in held)
+    assert charged == t.pending.total <= PENDING_TOTAL_BYTES and all(len(e[0]) for e in held)
     assert len(t.templates) <= MAX_TEMPLATES * 2
-    assert sum(len(x.fields) for x in t.templates.values()) == t._total_fields <= TEMPLATE_FIELDS
+    assert sum(len(x.fields) for x in t.templates.values()) == t.store.total_fields <= TEMPLATE_FIELDS
 
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=False, database=None,

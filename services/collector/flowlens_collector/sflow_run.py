@@ -2,7 +2,7 @@
 
 ``decode_run`` hands a run of sFlow datagrams to ``decoders.sflow.decode`` (in place when they sit
 4-aligned in the receive buffer with room after them, else copied by ``sflow.join``) and books
-what it found on the owner's counters: per (agent address, sub-agent id) the datagrams, flows,
+what it found on the collector's Accounting: per (agent address, sub-agent id) the datagrams, flows,
 and datagram sequence numbers (one unit per datagram, per UDP source port as for NetFlow); a
 rejected datagram counts its reason on its agent, or on its UDP source when its header did not
 say. The exporter column is the agent address, the UDP source where the agent gave none.
@@ -40,19 +40,19 @@ def _in_place(blob, offsets: np.ndarray, lengths: np.ndarray):
 _KEY = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("domain", "<u4"), ("source", "<i8")])
 
 
-def decode_run(owner, blob, offsets: np.ndarray, lengths: np.ndarray, sources: list, now_ms: int) -> FlowBatch:
+def decode_run(acct, blob, offsets: np.ndarray, lengths: np.ndarray, sources: list, now_ms: int) -> FlowBatch:
     """Decode the sFlow datagrams ``blob[offsets[i]:offsets[i] + lengths[i]]`` received from
-    ``sources[i]`` (recvfrom addresses). ``owner`` resolves sources and keeps the counters:
+    ``sources[i]`` (recvfrom addresses). ``acct`` (the collector's Accounting) resolves sources and keeps the counters:
     ``source(src)`` -> (host text, port, 16-byte address), ``stats(exporter, domain, now_ms)`` and
     ``sequence_many(stream, sequences, units, stats)``. Python loops only over the distinct
     (agent, sub-agent, source) triples of the run."""
     n = len(offsets)
     if sources.count(sources[0]) == n:
-        source_id, resolved = np.zeros(n, np.int64), [owner.source(sources[0])]
+        source_id, resolved = np.zeros(n, np.int64), [acct.source(sources[0])]
     else:
         ids: dict = {}
         source_id = np.fromiter((ids.setdefault(s, len(ids)) for s in sources), dtype=np.int64, count=n)
-        resolved = [owner.source(s) for s in ids]
+        resolved = [acct.source(s) for s in ids]
     result = sflow.decode(*_in_place(blob, offsets, lengths), now_ms)
     dg = result.datagrams
     ok = dg["status"] == sflow.OK
@@ -79,7 +79,7 @@ def decode_run(owner, blob, offsets: np.ndarray, lengths: np.ndarray, sources: l
         domain = 0
         if not no_agent[i]:
             host, domain = addr.to_text(bytes(dg["agent"][i])), int(dg["sub_agent"][i])
-        st = owner.stats(host, domain, now_ms)
+        st = acct.stats(host, domain, now_ms)
         good = ok[sel]
         if not good.all():
             for reason, count in zip(*np.unique(status[sel][~good], return_counts=True)):
@@ -89,7 +89,7 @@ def decode_run(owner, blob, offsets: np.ndarray, lengths: np.ndarray, sources: l
         st.version = VERSION
         st.packets += int(good.sum())
         st.flows += int(flows[sel][good].sum())
-        owner.sequence_many((host, port, VERSION, domain), seqs[sel][good], np.ones(int(good.sum()), np.int64), st)
+        acct.sequence_many((host, port, VERSION, domain), seqs[sel][good], np.ones(int(good.sum()), np.int64), st)
     batch = result.batch()
     if len(batch) and no_agent.any():
         rows = np.flatnonzero(no_agent[result.flow_datagram])

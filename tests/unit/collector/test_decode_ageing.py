@@ -122,7 +122,7 @@ def test_softflowd_stream_first_seen_mid_way_without_templates_counts_no_loss(gr
     st = stats(dec)
     assert st["flows"] == 720 - 24 - 64 and st["pending_sets"] == 0  # held data decoded at the template
     assert lost(dec) == (0, 0)
-    mode = dec._templated._ipfix_mode[(dgs[0][1][0], dgs[0][1][1], 10, 0)]
+    mode = dec._templated.numbering.modes[(dgs[0][1][0], dgs[0][1][1], 10, 0)]
     # inclusive numbering, confirmed; whether options records count is told by the next options message
     assert mode[0] in ("inclusive", "inclusive_flows") and mode[1]
 
@@ -148,7 +148,7 @@ def test_rfc_numbering_first_seen_mid_way_then_a_real_loss_is_counted():
         dec.decode([ipfix_packet([t, _set(300, basic_record() * n)] if n else [t], seq=seq)], [EXP], 0)
         seq += n
     assert lost(dec) == (0, 0)
-    info = dec._templated._ipfix_mode[EXP + (10, 0)]
+    info = dec._templated.numbering.modes[EXP + (10, 0)]
     assert info[:2] == ["all", True]
     dec.decode([ipfix_packet([_set(300, basic_record() * 3)], seq=seq + 11)], [EXP], 0)
     assert lost(dec) == (11, 0)
@@ -173,5 +173,5 @@ def test_confirmed_numbering_is_saved_with_the_templates():
     assert (session["ipfix_sequence"], session["ipfix_sequence_confirmed"]) == ("inclusive_flows", True)
     fresh = Decoder()
     fresh.load_templates_state(json.loads(dec.templates_state_text()), now_ms=0)
-    info = fresh._templated._ipfix_mode[(session["exporter"], session["port"], 10, 0)]
+    info = fresh._templated.numbering.modes[(session["exporter"], session["port"], 10, 0)]
     assert info[:2] == ["inclusive_flows", True]

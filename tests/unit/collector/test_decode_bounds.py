@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from flowlens_collector.decode import Decoder
-from flowlens_collector.decoders.templated import PENDING_QUEUE_OVERHEAD, PENDING_SET_OVERHEAD
+from flowlens_collector.decoders.pending import PENDING_QUEUE_OVERHEAD, PENDING_SET_OVERHEAD
 from flowlens_collector.service import Collector
 from flowmodel.config import load_config
 
@@ -21,9 +21,9 @@ def by_exporter(dec: Decoder) -> dict:
 def held(dec: Decoder) -> tuple[int, int]:
     """(data sets held, bytes charged for them) as the decoder's own queues say."""
     t = dec._templated
-    entries = [e for q in t.pending.values() for e in q]
+    entries = [e for q in t.pending.queues.values() for e in q]
     return len(entries), (sum(len(e[0]) + PENDING_SET_OVERHEAD for e in entries)
-                          + PENDING_QUEUE_OVERHEAD * len(t.pending))
+                          + PENDING_QUEUE_OVERHEAD * len(t.pending.queues))
 
 
 def test_floods_of_empty_and_tiny_data_sets_stay_within_the_exporter_bound():
@@ -57,7 +57,7 @@ def test_global_pending_bound_drops_the_oldest_queue_and_counts_it():
         dec.decode([v9_packet([_set(256, bytes(1400))], seq=k) for k in range(3)], [src] * 3, host)
     sets, charged = held(dec)
     whole_queues = 10 * per_set // (3 * per_set + PENDING_QUEUE_OVERHEAD)
-    assert charged == dec._templated._pending_total <= 10 * per_set and sets == 3 * whole_queues == 6
+    assert charged == dec._templated.pending.total <= 10 * per_set and sets == 3 * whole_queues == 6
     stats = by_exporter(dec)
     dropped = {h: s["pending_dropped"].get("global_bound", 0) for h, s in stats.items()}
     assert sum(dropped.values()) == 18 - sets
@@ -67,7 +67,7 @@ def test_global_pending_bound_drops_the_oldest_queue_and_counts_it():
     assert stats["10.0.0.6"]["pending_sets"] == 3
     # the newest exporter's template comes: its held data decodes and the budget is given back
     b = dec.decode([v9_packet([_set(0, b"\x01\x00\x00\x01\x00\x01\x00\x04")], seq=3)], [("10.0.0.6", 2055)], 9)
-    assert b.count == 3 * 350 and dec._templated._pending_total == held(dec)[1]
+    assert b.count == 3 * 350 and dec._templated.pending.total == held(dec)[1]
 
 
 def test_global_template_field_cap_evicts_the_least_recently_refreshed_session():
@@ -83,7 +83,7 @@ def test_global_template_field_cap_evicts_the_least_recently_refreshed_session()
     assert {h: s["templates"] for h, s in stats.items()} == \
         {"10.0.0.1": 1, "10.0.0.2": 0, "10.0.0.3": 1, "10.0.0.4": 1}
     assert stats["10.0.0.2"]["templates_dropped"] == {"global_fields": 1}
-    assert dec._templated._total_fields == 300
+    assert dec._templated.store.total_fields == 300
     # a single template larger than the whole cap is refused, not allowed to evict everyone
     dec.decode([ipfix_packet([_set(2, tmpl_ipfix(301, [(1, 4)] * 301))])], [("10.0.0.5", 4739)], 6000)
     assert by_exporter(dec)["10.0.0.5"]["decode_errors"] == {"template_cap": 1}

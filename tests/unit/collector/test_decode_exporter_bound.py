@@ -79,6 +79,6 @@ def test_session_state_is_bounded_by_the_exporter_bound():
     batch = dec.decode(datagrams, [("10.0.0.1", 2055)] * 100, 0)
     assert batch.count == 100  # each datagram's own template decodes it before it is evicted
     t = dec._templated
-    assert len(t._session_tids) == 5 and len(t.templates) == 5
-    assert len(dec._seq.expected()) <= 20
+    assert len(t.store._session_tids) == 5 and len(t.templates) == 5
+    assert len(dec.acct.seq.expected()) <= 20
     assert sum(r.get("templates_dropped", {}).get("session_cap", 0) for r in dec.exporter_stats()) == 95

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 
 from flowlens_collector.decode import Decoder
-from flowlens_collector.decoders.templated import PENDING_QUEUE_OVERHEAD, PENDING_SET_OVERHEAD
+from flowlens_collector.decoders.pending import PENDING_QUEUE_OVERHEAD, PENDING_SET_OVERHEAD
 
 from packet_builders import (BASIC_V4, EXP, EXPORT_S, basic_record, be, ipfix_packet, set_ as _set, tmpl_ipfix, tmpl_v9,
                              v4, v9_packet)
@@ -404,7 +404,7 @@ def test_sampling_options_template_without_its_data_yet_marks_flows_rate_unknown
     gone.decode([ipfix_packet([_set(3, opts), t, _set(300, basic_record())])], [EXP], 0)
     b = gone.decode([ipfix_packet([_set(3, struct.pack(">HH", 256, 0)), _set(300, basic_record())], seq=1)], [EXP], 0)
     assert b["sampling_rate"].tolist() == [1] and gone.exporter_stats()[0]["sampling_unknown"] == 1
-    assert not gone._templated._sampling_sessions
+    assert not gone._templated.store.sampling_sessions
     # an exporter without a sampling options template is unsampled (1), as before
     other = Decoder()
     b = other.decode([ipfix_packet([t, _set(300, basic_record())])], [EXP], 0)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from collector_truth import captures, load_datagrams
-from flowlens_collector.decode import Decoder, single_set_segments
+from flowlens_collector.decode import Decoder
+from flowlens_collector.templated_run import single_set_segments
 from flowmodel.schema import COLUMN_NAMES
 
 A, B = ("192.0.2.1", 2055), ("192.0.2.2", 2055)

@@ -37,7 +37,7 @@ def test_pmacct_capture_booked_per_agent():
     truth = len((DATA / "pmacct_sflow_dns.sflow.jsonl").read_text().splitlines())
     for slot in (0, 2048):  # copied (unaligned, no room after) and in place (aligned receive slots)
         dec = Decoder()
-        batch = sflow_run.decode_run(dec, *_layout(payloads, slot), [SOURCE] * len(payloads), NOW)
+        batch = sflow_run.decode_run(dec.acct, *_layout(payloads, slot), [SOURCE] * len(payloads), NOW)
         assert len(batch) == truth
         row = _rows(dec)[("127.0.0.1", 7)]
         assert (row["version"], row["packets"], row["flows"]) == (105, len(payloads), truth)
@@ -49,7 +49,7 @@ def test_lost_datagram_is_counted():
     payloads = [d.payload for d in read_datagrams(str(DATA / "pmacct_sflow_icmp.pcap"))]
     kept = payloads[:5] + payloads[7:]
     dec = Decoder()
-    sflow_run.decode_run(dec, *_layout(kept), [SOURCE] * len(kept), NOW)
+    sflow_run.decode_run(dec.acct, *_layout(kept), [SOURCE] * len(kept), NOW)
     assert _rows(dec)[("127.0.0.1", 7)]["sequence_lost"] == 2
 
 
@@ -60,7 +60,7 @@ def test_bad_datagrams_counted_on_agent_or_source_and_agentless_flows_take_the_s
     broken = good[:4] + b"\0\0\0\x09" + good[8:]  # an agent address type that does not exist
     other = ("192.0.2.60", 40001)
     dec = Decoder()
-    batch = sflow_run.decode_run(dec, *_layout([good, bad, broken, agentless]), [SOURCE, other, other, SOURCE],
+    batch = sflow_run.decode_run(dec.acct, *_layout([good, bad, broken, agentless]), [SOURCE, other, other, SOURCE],
                                  NOW)
     rows = _rows(dec)
     assert rows[("192.0.2.60", 0)]["decode_errors"] == {"bad_agent_address": 1}
