@@ -11,7 +11,7 @@ block of extra rows.
 Addresses are kept compact: an IPv4(-mapped) source or destination as its 32 bits (uint32), any other
 address (IPv6) as an id into a table of those ("wide" addresses, shared by both columns, each address
 once), told apart by a bool column beside it; exporters as ids (uint32) into a table of their
-addresses. 50 bytes a flow instead of 94. A table is rebuilt from the ids still present when it has
+addresses. 60 bytes a flow instead of 94. A table is rebuilt from the ids still present when it has
 grown well past them.
 """
 from __future__ import annotations

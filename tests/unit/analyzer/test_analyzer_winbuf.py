@@ -136,3 +136,18 @@ def test_a_small_bound_allocates_little_and_keeps_the_newest():
         buf.append(rows(first, 7))
     assert buf.capacity <= 20
     assert buf.column("time_end").tolist() == list(range(95, 105))
+
+
+def test_a_kept_flow_costs_60_bytes_and_a_tumbling_run_copies_only_the_later_flows():
+    w = FlowWindow(window_ms=10_000, interval_ms=10_000, watermark_ms=2_000, max_flows=10_000, idle_after_ms=60_000)
+    ends = T0 + np.arange(0, 12_500, 5, dtype=np.int64)  # 10 s of the window, then 2.5 s of later flows
+    w.add(batch("10.0.0.1", "10.0.0.2", 443, time_end=ends), wall_ms=T0 + 60_000)
+    assert sum(c.dtype.itemsize for c in w.buf.cols.values()) == 60
+    [end] = list(w.due())
+    v = w.view(end)
+    assert v.count == 2000 and w.size == 2500
+    kept = w.buf.column("time_end")
+    assert np.shares_memory(v["time_end"], kept)  # the window's flows are not copied for the run
+    assert v["time_end"].tolist() == ends[ends < end].tolist()
+    w.release(end)
+    assert w.buf.column("time_end").tolist() == ends[ends >= end].tolist()
