@@ -86,6 +86,7 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
         exps = top_exporters(current_exporter_rows(rows, exporters), max_exporters)
         per = [("packets", "flowlens_exporter_packets_received_total", "export packets received per exporter"),
                ("flows", "flowlens_exporter_flows_decoded_total", "flow records decoded per exporter"),
+               ("reverse_flows", "flowlens_exporter_reverse_flows_total", "reverse halves of RFC 5103 biflow records decoded per exporter (each is a flow of its own)"),
                ("sequence_lost", "flowlens_exporter_flows_lost_total", "records (v5, IPFIX) or packets (v9) missing per the exporter's sequence numbers"),
                ("sequence_resets", "flowlens_exporter_sequence_resets_total", "times the exporter's sequence numbers started again (exporter restarts; not counted as lost)"),
                ("pending_expired", "flowlens_exporter_data_sets_expired_total", "data sets dropped after waiting too long for their template"),

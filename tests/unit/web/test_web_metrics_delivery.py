@@ -105,3 +105,9 @@ def test_the_stores_curve_gate_admitted_and_refused():
     assert s["flowlens_store_peers_admitted_total"] == 12 and s["flowlens_store_peers_refused_total"] == 7
     off = samples(render([], status={**STATUS, "security": {"curve": False}}))
     assert off["flowlens_store_curve_enabled"] == 0 and "flowlens_store_peers_refused_total" not in off
+
+
+def test_reverse_halves_of_biflow_records_per_exporter():
+    row = {**exporter_row("collector@a/2055", 100_000, 40), "reverse_flows": 17}
+    s = samples(render([collector("collector@a/2055", 100_000)], rows=[row]))
+    assert s['flowlens_exporter_reverse_flows_total{exporter="192.0.2.1",observation_domain="0"}'] == 17
