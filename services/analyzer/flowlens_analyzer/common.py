@@ -23,8 +23,13 @@ V4_MAPPED = np.uint64(0xFFFF << 32)  # the low 64-bit word of ::ffff:0.0.0.0 (th
 
 
 def wide_name(name: str) -> str:
-    """The bool column saying which rows of a compact address column are ids of wide (IPv6) addresses."""
+    """The bool column saying which rows of a compact address column are not IPv4 ("wide")."""
     return name + "_wide"
+
+
+def v6_name(name: str) -> str:
+    """The 16-byte column holding a compact address column's wide addresses (present only while some are)."""
+    return name + "_v6"
 
 
 @dataclass
@@ -105,22 +110,22 @@ class WindowView:
     """
 
     def __init__(self, columns: Mapping[str, np.ndarray], start_ms: int, end_ms: int,
-                 exporters: np.ndarray | None = None, wide: np.ndarray | None = None):
+                 exporters: np.ndarray | None = None, compact: bool = False):
         self.columns = dict(columns)
         self.start_ms = int(start_ms)
         self.end_ms = int(end_ms)
         self.count = len(self.columns["time_end"]) if "time_end" in self.columns else 0
         # The window's compact form (winbuf): with ``exporters`` (an ADDR table), columns["exporter"] holds
-        # ids into it; with ``wide`` (an ADDR table), src_addr/dst_addr hold IPv4 addresses as uint32 and,
-        # where their _wide column is true, ids into it. view[name], factor(), addresses() and equal() give
+        # ids into it; with ``compact``, src_addr/dst_addr hold IPv4 addresses as uint32, and where their
+        # _wide column is true the address is in their _v6 column. view[name], factor(), addresses() and equal() give
         # the same answers in either form; analyzers use factor() and addresses() so that the full
         # 16-byte columns are not built.
         self.exporters = exporters
-        self.wide = wide
+        self.compact = compact
         self._cache: dict[str, Any] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
-        compact = (name == "exporter" and self.exporters is not None) or (name in ADDRESS_PAIR and self.wide is not None)
+        compact = (name == "exporter" and self.exporters is not None) or (name in ADDRESS_PAIR and self.compact)
         if not compact:
             return self.columns[name]
         hit = self._cache.get(name)
@@ -132,17 +137,23 @@ class WindowView:
     def addresses(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         """An address column (ADDR), or its given rows."""
         col = self.columns[name]
-        if self.wide is None or name not in ADDRESS_PAIR:
+        if not self.compact or name not in ADDRESS_PAIR:
             return self[name] if rows is None else self[name][rows]
-        wide = self.columns[wide_name(name)]
-        return expand_addresses(col if rows is None else col[rows], wide if rows is None else wide[rows], self.wide)
+        wide, v6 = self.columns[wide_name(name)], self.columns.get(v6_name(name))
+        if rows is not None:
+            col, wide, v6 = col[rows], wide[rows], None if v6 is None else v6[rows]
+        return expand_addresses(col, wide, v6)
 
     def equal(self, a: str, b: str) -> np.ndarray:
         """Per flow: whether address columns a and b hold the same address."""
-        if self.wide is None:
+        if not self.compact:
             return self.columns[a] == self.columns[b]
-        # wide ids are shared by both columns (each address once), so equal ids mean equal addresses
-        return (self.columns[a] == self.columns[b]) & (self.columns[wide_name(a)] == self.columns[wide_name(b)])
+        wa, wb = self.columns[wide_name(a)], self.columns[wide_name(b)]
+        out = (self.columns[a] == self.columns[b]) & ~wa & ~wb  # two IPv4 addresses: their 32 bits
+        both = np.flatnonzero(wa & wb)  # two wide ones: their 16 bytes
+        if len(both):
+            out[both] = self.columns[v6_name(a)][both] == self.columns[v6_name(b)][both]
+        return out
 
     def __len__(self) -> int:
         return self.count
@@ -158,7 +169,7 @@ class WindowView:
         if hit is None:
             if name == "exporter" and self.exporters is not None:
                 hit = _factor_ids(self.columns[name], self.exporters)
-            elif (name in ADDRESS_PAIR and self.wide is not None and self.count
+            elif (name in ADDRESS_PAIR and self.compact and self.count
                   and not self.columns[wide_name(name)].any()):
                 ids, uniq_lo = _factor_lo(self.columns[name].astype(np.uint64) | V4_MAPPED)
                 hit = ids, _addresses_of_words(np.uint64(0), uniq_lo)
@@ -178,14 +189,14 @@ class WindowView:
 
     def select(self, mask: np.ndarray) -> "WindowView":
         return WindowView({k: v[mask] for k, v in self.columns.items()}, self.start_ms, self.end_ms, self.exporters,
-                          self.wide)
+                          self.compact)
 
 
-def expand_addresses(v4_or_ids: np.ndarray, wide: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """ADDR column of a compact one: IPv4-mapped from the 32 bits, table[id] where wide."""
-    out = _addresses_of_words(np.uint64(0), v4_or_ids.astype(np.uint64) | V4_MAPPED)
+def expand_addresses(v4: np.ndarray, wide: np.ndarray, v6: np.ndarray | None) -> np.ndarray:
+    """ADDR column of a compact one: IPv4-mapped from the 32 bits, the v6 column's value where wide."""
+    out = _addresses_of_words(np.uint64(0), v4.astype(np.uint64) | V4_MAPPED)
     if wide.any():
-        out[wide] = table[v4_or_ids[wide]]
+        out[wide] = v6[wide]
     return out
 
 

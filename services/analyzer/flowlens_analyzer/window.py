@@ -331,7 +331,7 @@ class FlowWindow:
             rows = self.buf.rows(slice(0, self.buf.partition(inside)))
         else:
             rows = self.buf.rows(inside)
-        return WindowView(rows, start, end_ms, exporters=self.buf.exporters, wide=self.buf.wide)
+        return WindowView(rows, start, end_ms, exporters=self.buf.exporters, compact=True)
 
     def release(self, end_ms: int) -> None:
         """After the run ending at end_ms: drop the flows no later run looks at, so they are neither

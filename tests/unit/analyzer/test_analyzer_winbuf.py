@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from flowlens_analyzer import winbuf
-from flowlens_analyzer.common import WINDOW_COLUMNS, expand_addresses, view_from_batch
+from flowlens_analyzer.common import WINDOW_COLUMNS, view_from_batch
 from flowlens_analyzer.window import FlowWindow
 from flowmodel import addr
 from flowmodel.schema import FLOW_COLUMNS
@@ -60,10 +60,10 @@ def test_buffer_matches_a_list_of_rows_under_appends_drops_keeps_and_partitions(
         assert buf.column("time_end").tolist() == ref.tolist()
         assert [bytes(e) for e in buf.exporters[buf.column("exporter")]] == ref_ex
         for a in ("src_addr", "dst_addr"):
-            got = expand_addresses(buf.column(a), buf.column(a + "_wide"), buf.wide)
-            assert got.tolist() == sent[a][ref].tolist()
+            assert buf.addresses(a).tolist() == sent[a][ref].tolist()
         assert buf.capacity <= 200 + max(200 // winbuf.SLACK, winbuf.BLOCK) and len(buf) <= 200
-    assert len(buf.wide_ids) < nxt // 3  # wide addresses no longer held were dropped from the table
+    buf.keep(buf.column("dst_addr_wide") & False)
+    assert "dst_addr_v6" not in buf.cols  # the 16-byte columns go with the last IPv6 row
 
 
 @pytest.mark.parametrize("watermark_s, partitions", [(4, True), (25, False)])
@@ -116,7 +116,8 @@ def test_compact_view_answers_as_the_batch_does(family):
     compact = w.view(T0 + 60_000)
     plain = view_from_batch(b, T0, T0 + 60_000)
     assert compact.count == plain.count == n
-    assert compact.wide is not None and compact["src_addr"].dtype == plain["src_addr"].dtype
+    assert compact.compact and compact["src_addr"].dtype == plain["src_addr"].dtype
+    assert ("src_addr_v6" in compact.columns) == (family == "mixed")
     rows = np.flatnonzero(rng.random(n) < 0.3)
     for name in ("src_addr", "dst_addr", "exporter"):
         assert compact[name].tolist() == plain[name].tolist()
@@ -151,3 +152,23 @@ def test_a_kept_flow_costs_60_bytes_and_a_tumbling_run_copies_only_the_later_flo
     assert v["time_end"].tolist() == ends[ends < end].tolist()
     w.release(end)
     assert w.buf.column("time_end").tolist() == ends[ends >= end].tolist()
+
+
+def test_tables_stay_bounded_by_the_flows_kept():
+    """Distinct IPv6 addresses and exporters without end, flows dropped at the bound: the exporter table
+    holds about what the kept flows use, and the addresses stay right."""
+    buf = winbuf.FlowBuffer(100)
+    sent = {a: [] for a in ("src_addr", "dst_addr", "exporter")}
+    for k in range(1500):
+        cols = rows(k * 10, 10, exporters=(f"2001:db8:1::{k:x}",))
+        for a in sent:
+            sent[a] += [bytes(x) for x in cols[a]]
+        buf.drop_oldest(max(0, len(buf) + 10 - 100))
+        buf.append(cols)
+        if k % 50 == 49:
+            buf.keep(np.ones(len(buf), bool))  # a run: nothing older to drop, tables tidied
+    assert len(buf.exporter_ids) <= 1024 + 50
+    keep_from = len(sent["exporter"]) - len(buf)
+    assert [bytes(x) for x in buf.exporters[buf.column("exporter")]] == sent["exporter"][keep_from:]
+    for a in ("src_addr", "dst_addr"):
+        assert [bytes(x) for x in buf.addresses(a)] == sent[a][keep_from:]
