@@ -326,7 +326,7 @@ SETTINGS: dict[str, Setting] = {
     "analysis.window": Setting(_pos_duration, 60.0, "sliding window the analyzers look at"),
     "analysis.watermark": Setting(_duration, 30.0, "how late a flow may arrive and still count in its window"),
     "analysis.clock_tolerance": Setting(_pos_duration, 60.0, "how far an exporter's flow times may run ahead of the analyzer's clock (later ones are refused, counted per exporter) or behind the newest exporter's (it stops holding the flow clock back)"),
-    "analysis.max_window_flows": Setting(ranged(_int, 1, 100_000_000), 600_000, "flows the analyzer keeps in its windows (60 bytes each; with the working memory of a run, about 120 bytes per flow at its peak); the oldest-arrived are dropped (counted)"),
+    "analysis.max_window_flows": Setting(ranged(_int, 1, 100_000_000), 600_000, "flows the analyzer keeps in its windows (60 bytes each, 92 while IPv6 flows are among them; with the working memory of a run, about 120 bytes per flow at its peak); the oldest-arrived are dropped (counted)"),
     "analysis.resolve_after": Setting(_pos_duration, 300.0, "an advisory resolves when its condition has been absent this long"),
     "analysis.local_networks": Setting(_networks, ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"], "networks that are ours (inside)"),
     "analysis.top_talkers_count": Setting(ranged(_int, 1, 10_000), 10, "hosts listed by the top-talker analysis"),
