@@ -149,8 +149,7 @@ def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, i
             state.forget(cid)  # gone for good (or renamed): stop reporting it, its advisories resolve
     for cid, ev in sorted(state.collectors.items()):
         quiet = now_ms - int(ev["received_at"])
-        stats_ms = 3 * 1000 * float(ev.get("stats_interval") or 5)
-        if quiet >= max(silence_ms, stats_ms):
+        if _collector_silent(ev, now_ms, silence_ms):
             findings.append(Finding(
                 NAME, f"collector {cid}", "CRITICAL", f"Collector {cid} silent",
                 f"Collector {cid} has not reported for {fmt_duration(quiet / 1000)} (last report at {fmt_time(int(ev['received_at']))})",
@@ -158,15 +157,23 @@ def analyze(state: HealthState, ctx: Context, now_ms: int, bus_gaps: dict[str, i
                 {"collector": cid, "silent_seconds": round(quiet / 1000), "window_start": int(ev["received_at"]), "window_end": now_ms},
                 {"since": int(ev["received_at"]) - silence_ms, "until": now_ms},
                 figures={}))
-    # An exporter may reach several collectors (or one restarted): judge it by its newest last_seen.
+    # An exporter is silent for as long as its collector says so: up to the collector's latest report
+    # while it is expected to report again, so a collector restarting (or between two reports) does
+    # not make its exporters look stopped; up to now once the collector is silent itself. An exporter
+    # may reach several collectors: the shortest of their silences counts, the newest packet is named.
     newest: dict[tuple[str, int], dict[str, Any]] = {}
+    silent_for: dict[tuple[str, int], int] = {}
     for (cid, exporter, od), ex in state.exporters.items():
+        last = int(ex.get("last_seen") or 0)
         cur = newest.get((exporter, od))
-        if cur is None or int(ex.get("last_seen") or 0) > int(cur.get("last_seen") or 0):
+        if cur is None or last > int(cur.get("last_seen") or 0):
             newest[(exporter, od)] = ex
+        ev = state.collectors.get(cid)
+        heard_until = now_ms if ev is None or _collector_silent(ev, now_ms, silence_ms) else int(ev["received_at"])
+        silent_for[(exporter, od)] = min(silent_for.get((exporter, od), heard_until - last), heard_until - last)
     for (exporter, od), ex in sorted(newest.items()):
         last = int(ex.get("last_seen") or 0)
-        if last and now_ms - last >= silence_ms:
+        if last and silent_for[(exporter, od)] >= silence_ms:
             ago = (now_ms - last) / 1000
             findings.append(Finding(
                 NAME, f"exporter {exporter}/{od}", "CRITICAL", f"Exporter {exporter} stopped sending",
@@ -286,6 +293,12 @@ def _future_finding(exporter: str, od: int, dropped: int, ex: dict, flt: dict, n
         {"exporter": exporter, "observation_domain": od, "time_in_future_flows": dropped, "ahead_max_s": ahead_s,
          "window_start": now_ms, "window_end": now_ms},
         flt, figures={"future": float(dropped)})
+
+
+def _collector_silent(ev: dict, now_ms: int, silence_ms: int) -> bool:
+    """A collector has not reported for analysis.exporter_silence and three of its stats intervals."""
+    stats_ms = 3 * 1000 * float(ev.get("stats_interval") or 5)
+    return now_ms - int(ev["received_at"]) >= max(silence_ms, stats_ms)
 
 
 def _base_id(cid: str) -> str | None:

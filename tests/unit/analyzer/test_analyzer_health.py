@@ -94,6 +94,26 @@ def test_collector_restart_under_a_new_pid_leaves_no_false_silence():
         assert health.analyze(st, ctx, t * S, {}) == []
 
 
+def test_a_collector_restarting_under_its_own_id_does_not_make_its_exporter_look_stopped():
+    # The CI failure of test_collector_restart_raises_no_silence_advisories: the time a restarting
+    # collector cannot report (down, then its first stats interval) counted as the exporter's silence.
+    ctx, st = Context(config(exporter_silence="2m")), health.HealthState()
+    cid = "collector@h/2055"
+    st.observe(restarted(cid, 40, last_seen=100 * S), 100 * S)
+    st.observe(restarted(cid, 50, last_seen=100 * S), 150 * S)  # its last event, at stop: nothing since 100
+    assert health.analyze(st, ctx, 219 * S, {}) == []
+    # 120 s after the exporter's last packet, the collector not yet back: it is not silent (its next
+    # report is not overdue by exporter_silence), so neither is the exporter
+    assert health.analyze(st, ctx, 260 * S, {}) == []
+    st.observe(restarted(cid, 1, last_seen=264 * S), 265 * S)  # the new process: the exporter is there
+    assert health.analyze(st, ctx, 265 * S, {}) == []
+    # while the collector reports, an exporter it stops hearing is reported once its report says so
+    st.observe(restarted(cid, 2, last_seen=264 * S), 383 * S)
+    assert health.analyze(st, ctx, 384 * S, {}) == []
+    st.observe(restarted(cid, 3, last_seen=264 * S), 385 * S)
+    assert [f.key for f in health.analyze(st, ctx, 385 * S, {})] == ["health:exporter 192.0.2.1/0"]
+
+
 def test_exporter_reaching_two_collectors_is_judged_by_its_newest_packet():
     ctx, st = Context(config(exporter_silence="2m")), health.HealthState()
     st.observe(restarted("collector@a:1", 1, last_seen=100 * S), 1000 * S)  # a collector that still reports
