@@ -50,22 +50,3 @@ def fix_mmap_threshold(size: int) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, int(size)))
-
-
-M_ARENA_MAX = -8  # glibc malloc.h
-
-
-def limit_arenas(count: int) -> bool:
-    """At most ``count`` malloc arenas for the whole process; call before any thread starts.
-
-    glibc gives each thread that allocates its own arena (up to 8 per core), and each arena keeps
-    its own high-water mark of freed memory: in the store the two query workers and the writer each
-    held 13-28 MiB free while answering (malloc_info, 72 of 114 MiB free). Sharing one arena lets a
-    query reuse what the previous one freed on another thread. glibc only; False elsewhere."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_ARENA_MAX, int(count)))

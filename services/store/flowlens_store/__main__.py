@@ -5,17 +5,15 @@ from __future__ import annotations
 import sys
 
 from flowmodel.lifecycle import service_main
-from flowmodel.memory import fix_mmap_threshold, limit_arenas
+from flowmodel.memory import fix_mmap_threshold
 
 MMAP_THRESHOLD = 1 << 20  # arrays of a MiB and more go back to the kernel when freed (flowmodel.memory)
-MALLOC_ARENAS = 1  # the writer, the query workers and the receive loop reuse each other's freed memory
 
 
 def _build(cfg):
     from .service import StoreService
 
     fix_mmap_threshold(MMAP_THRESHOLD)
-    limit_arenas(MALLOC_ARENAS)  # before the service starts its threads
     return StoreService(cfg)
 
 
