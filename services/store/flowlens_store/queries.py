@@ -379,15 +379,24 @@ class QueryEngine:
                         "series": self.series({**base, "step": step, "spread": True, "scaled": True}),
                         "top": {by: self.top({**base, "by": by, "limit": limit, "scaled": True})
                                 for by in ("src", "dst", "protocol")}}
-        cols = self.ring.select(lambda c: P.ring_mask(c, f), filters=f, columns=(
-            "time_start", "time_end", "src_addr", "dst_addr", "protocol", "bytes", "packets", "sampling_rate"))
-        rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
-        cols["bytes"], cols["packets"] = cols["bytes"] * rate, cols["packets"] * rate
-        series = self.series({**base, "step": step, "spread": True}, cols=cols)
+        # one pass over the ring, a segment at a time: each segment feeds the series and the three
+        # groupings, so the whole window's rows are never held at once (a full ring is 41 MB of them)
+        groups = {by: B.GroupSums(TOP_COLUMNS.get(by, (by,))) for by in ("src", "dst", "protocol")}
+
+        def segments():
+            for seg in self.ring.scan(lambda c: P.ring_mask(c, f), filters=f, columns=(
+                    "time_start", "time_end", "src_addr", "dst_addr", "protocol", "bytes", "packets", "sampling_rate")):
+                rate = np.maximum(seg["sampling_rate"], 1).astype(np.uint64)
+                seg["bytes"], seg["packets"] = seg["bytes"] * rate, seg["packets"] * rate
+                for g in groups.values():
+                    g.add(seg, seg["bytes"], seg["packets"])
+                yield seg
+
+        series = self.series({**base, "step": step, "spread": True}, cols=segments())
         series["scaled"] = True
         top = {}
-        for by in ("src", "dst", "protocol"):
-            best, totals = _top_of_columns(cols, by, "bytes", limit)
+        for by, g in groups.items():
+            best, totals = _top_of_groups(g, by, "bytes", limit)
             top[by] = {"ok": True, "by": by, "metric": "bytes", "scaled": True, "source": "ring", "totals": totals,
                        "rows": [{"key": _key_text(by, k), "bytes": v[0], "packets": v[1], "flows": v[2]}
                                 for k, v in best]}
@@ -455,7 +464,7 @@ class QueryEngine:
 
     # ------------------------------------------------------------ series
 
-    def series(self, args: dict, cols: dict | None = None) -> dict:
+    def series(self, args: dict, cols=None) -> dict:
         """Bytes, packets and flows per step. By default a flow counts whole in the step where it ended
         (as exported); ``spread`` pro-rates its bytes and packets over its lifetime (what a throughput
         chart wants: a 60 s flow is not a spike at its end), ``scaled`` multiplies them by the flow's
@@ -487,13 +496,15 @@ class QueryEngine:
             first = (f["since"] // step_ms) * step_ms
             acc = P.SpreadSeries(first, step_ms, max(0, -(-(f["until"] - first) // step_ms)))
         got: dict[int, list[int]] = {}
-        if cols is not None:  # rows the caller (overview) already read from the ring for this window
-            _fold_series(cols, step_ms, acc, scaled, got)
+        if cols is not None:  # rows the caller (overview) reads from the ring: one dict, or one per segment
+            for part in ([cols] if isinstance(cols, dict) else cols):
+                _fold_series(part, step_ms, acc, scaled, got)
         elif ring:
             need = ("time_end", "bytes", "packets") + (("time_start",) if spread else ()) + \
                    (("sampling_rate",) if scaled else ())
-            cols = self.ring.select(lambda c: P.ring_mask(c, f), filters=f, columns=need)
-            _fold_series(cols, step_ms, acc, scaled, got)
+            # segment by segment, as the overview folds them: the same sums in the same order
+            for part in self.ring.scan(lambda c: P.ring_mask(c, f), filters=f, columns=need):
+                _fold_series(part, step_ms, acc, scaled, got)
         elif not spread and self.use_rollups and "since" in f and (dims := histops.series_dims(f)) and \
                 (answered := self._read(lambda db: histops.series(self, db, f, step_ms, scaled, dims, got))):
             source = answered
@@ -780,3 +791,14 @@ def _top_of_columns(cols: dict, by: str, metric: str, limit: int) -> tuple[list,
         keys = cols[need[0]][rows].tolist()
     groups = zip(keys, zip(b[pick].tolist(), p[pick].tolist(), n[pick].tolist()))
     return _rank(groups, metric, limit), totals
+
+
+def _top_of_groups(groups: B.GroupSums, by: str, metric: str, limit: int) -> tuple[list, dict]:
+    """As _top_of_columns, from sums already grouped segment by segment."""
+    keys, b, p, n = groups.result()
+    if len(b) == 0:
+        return [], {"bytes": 0, "packets": 0, "flows": 0}
+    totals = {"bytes": P.exact_sum(b), "packets": P.exact_sum(p), "flows": P.exact_sum(n)}
+    pick = P.top_groups({"bytes": b, "packets": p, "flows": n}[metric], limit)
+    ks = keys[TOP_COLUMNS.get(by, (by,))[0]][pick].tolist()
+    return _rank(zip(ks, zip(b[pick].tolist(), p[pick].tolist(), n[pick].tolist())), metric, limit), totals

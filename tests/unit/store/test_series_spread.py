@@ -62,7 +62,7 @@ def engine(tmp_path_factory):
     """Flows with mixed lifetimes and sampling rates (1, 100, unknown 0) in a ring and in SQLite."""
     path = str(tmp_path_factory.mktemp("spread") / "f.db")
     w = WarmWriter(path, HOUR, 24, 64)
-    ring = Ring(10_000)
+    ring = Ring(10_000, segment_rows=512)  # several segments: the overview folds them one at a time
     batches = []
     for i in range(3):
         b = make_batch(1000, t0=T0 + i * 10_000, spacing_ms=10, seed=i)
