@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,6 +32,10 @@ EVENT_STREAMS_DDL = ("CREATE TABLE IF NOT EXISTS event_streams (stream TEXT PRIM
 STREAM_RETENTION_MS = 7 * 86_400_000  # a stream silent this long is forgotten (its sender is long gone)
 
 NEW, DUPLICATE, OUT_OF_ORDER = "new", "duplicate", "out_of_order"
+# The longest one pass of the store's receive loop spends on one socket before it turns to the others:
+# flow batches that arrive faster than the store takes them must not keep the events socket (and the
+# confirmations sent between passes) waiting.
+PASS_S = 0.05
 
 
 @dataclass
@@ -120,6 +125,25 @@ def check_advisory(msg: dict) -> None:
         raise ValueError(f"advisory state {msg['state']!r} is not one of {ADVISORY_STATES}")
 
 
+def drain(recv: Callable[[], list[bytes]], handle: Callable[[list[bytes]], None], limit: int,
+          budget_s: float = PASS_S, clock: Callable[[], float] = time.monotonic) -> int:
+    """One pass of the receive loop over one socket: messages from ``recv`` (zmq.Again when none is
+    waiting) into ``handle`` until none is waiting, ``limit`` were taken or ``budget_s`` has passed
+    since the pass began; returns how many were taken."""
+    end = clock() + budget_s
+    n = 0
+    while n < limit:
+        try:
+            frames = recv()
+        except zmq.Again:
+            break
+        n += 1
+        handle(frames)
+        if clock() >= end:
+            break
+    return n
+
+
 # ---------------------------------------------------------------- SQLite
 
 def load_marks(db: sqlite3.Connection, now: int) -> dict[str, tuple[int, int]]:
@@ -176,15 +200,7 @@ class EventSink:
         self.sock = sock
 
     def receive(self, limit: int = 1000) -> int:
-        n = 0
-        while n < limit:
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            n += 1
-            self.handle(frames)
-        return n
+        return drain(lambda: self.sock.recv_multipart(zmq.NOBLOCK), self.handle, limit)
 
     def handle(self, frames: list[bytes]) -> None:
         try:

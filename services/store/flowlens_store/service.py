@@ -255,13 +255,8 @@ class StoreService:
                 ready = dict(poller.poll(100))
                 if self.events.sock in ready:
                     self.events.receive()
-                if self._sub in ready:
-                    for _ in range(1000):
-                        try:
-                            frames = self._sub.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        self.handle(frames)
+                if self._sub in ready:  # a time-bounded pass: a flood of batches cannot hold the events socket back
+                    eventsink.drain(lambda: self._sub.recv_multipart(zmq.NOBLOCK), self.handle, 1000)
                 mono = time.monotonic()
                 if mono >= next_ack:
                     next_ack = mono + ACK_INTERVAL_S

@@ -83,3 +83,35 @@ def test_advisories_the_store_refuses_say_why():
                      ({"key": "k", "severity": "WARNING", "state": "gone"}, "state 'gone'")):
         with pytest.raises(ValueError, match=why):
             eventsink.check_advisory(bad)
+
+
+def test_a_pass_over_a_socket_that_never_empties_ends_on_time():
+    """The store's receive loop drains the bus's flow batches in passes (eventsink.drain). When they
+    arrive faster than the store takes them, a pass used to end only after 1,000 batches: tens of
+    seconds on a starved machine, all that time without reading the events socket or confirming."""
+    import zmq
+
+    clock = [0.0]
+    taken: list[int] = []
+
+    def flood():  # a batch is always waiting
+        return [b"flows.9", b"batch"]
+
+    def handle(frames):  # each batch costs 30 ms of the receive loop
+        taken.append(1)
+        clock[0] += 0.030
+
+    assert eventsink.drain(flood, handle, 1000, clock=lambda: clock[0]) == 2  # 60 ms >= PASS_S (50 ms)
+    assert clock[0] < eventsink.PASS_S + 0.030 < 1.0
+
+    waiting = [[b"a"], [b"b"], [b"c"]]
+
+    def queue():
+        if not waiting:
+            raise zmq.Again()
+        return waiting.pop(0)
+
+    got: list[list[bytes]] = []
+    assert eventsink.drain(queue, got.append, 2, clock=lambda: 0.0) == 2 and got == [[b"a"], [b"b"]]  # the limit
+    assert eventsink.drain(queue, got.append, 1000, clock=lambda: 0.0) == 1  # until none is waiting
+    assert eventsink.drain(queue, got.append, 1000, clock=lambda: 0.0) == 0 and got[-1] == [b"c"]
