@@ -54,6 +54,7 @@ class PeakSampler:
         self.per_service_max = dict.fromkeys(self._ps, 0)
         self.phase_total_max = 0  # the same since the last split()
         self.phase_per_service_max = dict.fromkeys(self._ps, 0)
+        self.mark_max = dict.fromkeys(self._ps, 0)  # the same since the last mark()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
@@ -73,6 +74,15 @@ class PeakSampler:
             for n, v in now.items():
                 self.per_service_max[n] = max(self.per_service_max[n], v)
                 self.phase_per_service_max[n] = max(self.phase_per_service_max[n], v)
+                self.mark_max[n] = max(self.mark_max[n], v)
+
+    def mark(self) -> dict[str, int]:
+        """Each service's highest RSS since the last mark (a question's own peak), and a new mark."""
+        self.sample()
+        with self._lock:
+            out = dict(self.mark_max)
+            self.mark_max = {n: 0 for n in self._ps}
+        return out
 
     def split(self) -> tuple[int, dict[str, int]]:
         """The peaks since the start (or the last split), and a new phase from now."""
@@ -93,41 +103,47 @@ class PeakSampler:
         self.sample()
 
 
-def _history_queries(client, query_max_rows: int) -> int:
+def _history_queries(client, query_max_rows: int, peak: "PeakSampler") -> tuple[int, dict[str, int]]:
     """The questions the history pages ask, over the last day; a refusal (time limit) still counts
-    the memory it took. Returns how many were answered."""
+    the memory it took. Returns how many were answered and the store's peak RSS during each."""
     from flowmodel.client import StoreError
 
     now = int(time.time() * 1000)
     day = {"since": now - DAY_MS, "until": now}
-    asks = [lambda: client.flows(limit=query_max_rows),
-            lambda: client.top(by="src", metric="bytes", limit=10, **day),
-            lambda: client.top(by="dst_port", metric="bytes", limit=10, **day),
-            lambda: client.series(step=300, **day),
-            lambda: client.overview(step=10, limit=10, since=now - 3_600_000, until=now),
-            lambda: client.flows(limit=50, src="10.0.0.1", **day)]
+    asks = {"flows": lambda: client.flows(limit=query_max_rows),
+            "top src": lambda: client.top(by="src", metric="bytes", limit=10, **day),
+            "top dst_port": lambda: client.top(by="dst_port", metric="bytes", limit=10, **day),
+            "series": lambda: client.series(step=300, **day),
+            "overview": lambda: client.overview(step=10, limit=10, since=now - 3_600_000, until=now),
+            "flows of a host": lambda: client.flows(limit=50, src="10.0.0.1", **day)}
     answered = 0
-    for ask in asks:
+    store_peaks = {}
+    for name, ask in asks.items():
+        peak.mark()
         try:
             ask()
             answered += 1
         except StoreError:
             pass
-    return answered
+        store_peaks[name] = peak.mark()["store"]
+    return answered, store_peaks
 
 
-def _web_pages(listen: str) -> int:
-    """GET each of WEB_PAGES; returns how many answered 200."""
+def _web_pages(listen: str, peak: "PeakSampler") -> tuple[int, dict[str, int]]:
+    """GET each of WEB_PAGES; returns how many answered 200 and the store's peak RSS during each."""
     host, _, port = listen.rpartition(":")
     ok = 0
+    store_peaks = {}
     for path in WEB_PAGES:
+        peak.mark()
         try:
             with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=30) as r:
                 r.read()
                 ok += r.status == 200
         except (urllib.error.URLError, OSError):
             pass
-    return ok
+        store_peaks[path] = max(store_peaks.get(path, 0), peak.mark()["store"])
+    return ok, store_peaks
 
 
 def run(report) -> None:
@@ -165,8 +181,8 @@ def run(report) -> None:
                 # one heavy query on top: the biggest page of flows the store answers
                 client.flows(limit=query_max_rows)
                 after_query = _memory(procs)
-                answered = _history_queries(client, query_max_rows)
-                pages_ok = _web_pages(cfg["web"]["listen"])
+                answered, question_peaks = _history_queries(client, query_max_rows, peak)
+                pages_ok, page_peaks = _web_pages(cfg["web"]["listen"], peak)
             query_peak, query_peaks = peak.phase_total_max, peak.phase_per_service_max
             after_peak = _memory(procs)
             time.sleep(SETTLE_S)  # a benchmark settle time: what the services keep once their trims ran
@@ -195,6 +211,10 @@ def run(report) -> None:
            f"{query_peak * MB:.0f}); {answered}/6 history queries answered, "
            f"{pages_ok}/{len(WEB_PAGES)} pages 200; after them RSS {total(after_peak, 0):.0f}, "
            f"USS {total(after_peak, 1):.0f} MiB")
+    # RSS a question freed but the store has not handed back yet (its trim runs every 5 s) counts in the next
+    report("resources", "store RSS peak per history question", max(question_peaks.values()) * MB, "MiB",
+           "; ".join(f"{q} {v * MB:.0f}" for q, v in question_peaks.items())
+           + "; then the pages: " + "; ".join(f"{q} {v * MB:.0f}" for q, v in page_peaks.items()))
     report("resources", f"total RSS settled, {SETTLE_S:.0f} s after the pages", total(settled, 0), "MiB",
            " / ".join(f"{name} {settled[name][0] * MB:.0f}" for name in SERVICES)
            + f"; USS {total(settled, 1):.0f}, PSS {total(settled, 2):.0f} MiB")
