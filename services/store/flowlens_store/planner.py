@@ -247,26 +247,28 @@ def group_rows(words: list[np.ndarray], *values: np.ndarray) -> tuple[np.ndarray
             packed = part if packed is None else (packed << np.uint64(b)) | part
         if bits <= DENSE_GROUP_BITS and (1 << bits) <= max(4 * n, 1 << 16):
             slots = packed.astype(np.intp)
-            del packed
+            del packed, part
             size = 1 << bits
             counts = np.bincount(slots, minlength=size)
             groups = np.flatnonzero(counts)
             counts = counts[groups]
             # each row's group number (0..g-1, int32 when it fits) through one slot table: the sums
             # and representatives then take g entries each, not a slot table apiece
-            gid_type = np.int32 if len(groups) < (1 << 31) else np.intp
+            g = len(groups)
+            gid_type = np.int32 if g < (1 << 31) else np.intp
             table = np.empty(size, gid_type)
-            table[groups] = np.arange(len(groups), dtype=gid_type)
+            table[groups] = np.arange(g, dtype=gid_type)
+            del groups
             row_group = table[slots]
             del table, slots
-            rep = np.empty(len(groups), np.intp)
+            rep = np.empty(g, np.intp)
             rep[row_group] = np.arange(n, dtype=np.intp)  # any row of a group will do
             sums = []
             for v in vals:
-                acc = np.zeros(len(groups), np.uint64)
+                acc = np.zeros(g, np.uint64)
                 np.add.at(acc, row_group, v)
                 sums.append(acc)
-            return rep, sums, counts.astype(np.int64)
+            return rep, sums, counts.astype(np.int64, copy=False)
         idx_bits = max(1, (n - 1).bit_length())
         if bits + idx_bits <= 64:  # sort keys and row numbers together: a plain sort beats an argsort
             s = np.sort((packed << np.uint64(idx_bits)) | np.arange(n, dtype=np.uint64))
