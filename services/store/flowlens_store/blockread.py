@@ -138,7 +138,7 @@ class GroupSums:
     """Sums of bytes, packets and flows per key, gathered block by block in numpy: each block's groups
     are appended and merged again once REGROUP_ROWS rows, or twice what the last merge kept, have
     gathered, so memory follows the number of distinct keys, not rows: a full ring's 65,536
-    destinations held 600,000 gathered rows (24 MB) at 1M rows a merge, 5 MB now; a key per row
+    destinations held 600,000 gathered rows (24 MB) at 1M rows a merge, at most 300,000 now; a key per row
     costs each merge's rows once more at most (the threshold doubles with them)."""
 
     def __init__(self, key_names: tuple[str, ...]):
