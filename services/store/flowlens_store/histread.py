@@ -148,6 +148,7 @@ def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = 
             if parts:
                 h = {name: np.concatenate([q[name] for q in parts]) for name in parts[0] if name != "k"}
                 h["k"] = np.concatenate([q["k"].reshape(len(q["t"]), width) for q in parts])
+                del parts  # the decoded blobs, now copied into h: not held beside it until the next partition
                 if host is not None:
                     m = (h["k"][:, 0] == want[0]) & (h["k"][:, 1] == want[1])
                     if "other" in h:
@@ -159,7 +160,7 @@ def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = 
             continue
         m = (h["t"] >= t_lo) & (h["t"] < t_hi)
         if m.any():
-            part = {k: v[m] for k, v in h.items()}
+            part = dict(h) if m.all() else {k: v[m] for k, v in h.items()}  # a whole partition: no copy
             part["k"] = part["k"].reshape(len(part["t"]), width)
             if "other" not in part:
                 part["other"] = np.zeros(len(part["t"]), bool)
