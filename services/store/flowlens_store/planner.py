@@ -200,7 +200,8 @@ DENSE_GROUP_BITS = 20  # a packed key this narrow (and not much sparser than the
 def key_words(*parts: np.ndarray) -> list[np.ndarray]:
     """Key columns as uint64 words, most significant first, whose lexicographic order is the key's
     byte order as SQLite compares it: an address (V16) is its two big-endian halves, an unsigned int
-    one word, a signed int one word with the sign bit flipped. No row bytes are copied into a void key."""
+    one word, a signed int one word with the sign bit flipped. No row bytes are copied into a void key.
+    The words are read-only (a constant one is a broadcast view): for group_rows, not for writing."""
     words = []
     for p in parts:
         if p.dtype.kind == "V":
@@ -211,7 +212,13 @@ def key_words(*parts: np.ndarray) -> list[np.ndarray]:
                 u = np.ascontiguousarray(raw).view(">u8")
             else:
                 u = np.ascontiguousarray(p).view(">u8").reshape(len(p), width // 8)
-            words += [u[:, j].astype(np.uint64) for j in range(u.shape[1])]
+            for j in range(u.shape[1]):
+                w = u[:, j]
+                lo = w.min() if len(w) else 0
+                # a word the same on every row (the ::ffff:0:0/96 half of IPv4 addresses) as one value
+                # seen n times, not n copies: group_rows drops it without reading it again
+                words.append(np.broadcast_to(np.uint64(lo), len(w)) if len(w) and lo == w.max()
+                             else w.astype(np.uint64))
         elif p.dtype.kind == "i":
             words.append(p.astype(np.int64).view(np.uint64) ^ np.uint64(1 << 63))
         else:
