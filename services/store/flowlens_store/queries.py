@@ -344,12 +344,25 @@ class QueryEngine:
 
     def _ring_top(self, f: dict, by: str, metric: str, limit: int, scaled: bool = False) -> tuple[list, dict]:
         need = TOP_COLUMNS.get(by, (by,))
-        cols = self.ring.select(lambda c: P.ring_mask(c, f),
-                                filters=f, columns=need + ("bytes", "packets") + (("sampling_rate",) if scaled else ()))
-        if scaled:
-            rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
-            cols["bytes"], cols["packets"] = cols["bytes"] * rate, cols["packets"] * rate
-        return _top_of_columns(cols, by, metric, limit)
+        names = need + ("bytes", "packets") + (("sampling_rate",) if scaled else ())
+        if by in ("src", "dst", "pair"):
+            # addresses may be one per row: grouping each segment first would keep as many groups as
+            # rows and merge them again (600,000 distinct sources: 56 MiB against 46 for one select)
+            cols = self.ring.select(lambda c: P.ring_mask(c, f), filters=f, columns=names)
+            if scaled:
+                rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+                cols["bytes"], cols["packets"] = cols["bytes"] * rate, cols["packets"] * rate
+            return _top_of_columns(cols, by, metric, limit)
+        # ports, protocols, exporters: at most 65,536 groups a segment, summed a segment at a time
+        # (Ring.scan) instead of selecting a full ring's columns (24-32 MiB -> 3-4 MiB)
+        acc = B.GroupSums(("port",) if by == "port" else need)
+        for seg in self.ring.scan(lambda c: P.ring_mask(c, f), filters=f, columns=names):
+            b, p = seg["bytes"], seg["packets"]
+            if scaled:
+                rate = np.maximum(seg["sampling_rate"], 1).astype(np.uint64)
+                b, p = b * rate, p * rate
+            acc.add({"port": np.minimum(seg["src_port"], seg["dst_port"])} if by == "port" else seg, b, p)
+        return _top_of_groups(acc, by, metric, limit)
 
     def overview(self, args: dict) -> dict:
         """What a dashboard shows for one window, from one read of the ring: a spread, scaled series and
@@ -794,11 +807,11 @@ def _top_of_columns(cols: dict, by: str, metric: str, limit: int) -> tuple[list,
 
 
 def _top_of_groups(groups: B.GroupSums, by: str, metric: str, limit: int) -> tuple[list, dict]:
-    """As _top_of_columns, from sums already grouped segment by segment."""
+    """As _top_of_columns, from sums already grouped segment by segment (by port: the key "port")."""
     keys, b, p, n = groups.result()
     if len(b) == 0:
         return [], {"bytes": 0, "packets": 0, "flows": 0}
     totals = {"bytes": P.exact_sum(b), "packets": P.exact_sum(p), "flows": P.exact_sum(n)}
     pick = P.top_groups({"bytes": b, "packets": p, "flows": n}[metric], limit)
-    ks = keys[TOP_COLUMNS.get(by, (by,))[0]][pick].tolist()
+    ks = keys["port" if by == "port" else TOP_COLUMNS.get(by, (by,))[0]][pick].tolist()
     return _rank(zip(ks, zip(b[pick].tolist(), p[pick].tolist(), n[pick].tolist())), metric, limit), totals
