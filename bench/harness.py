@@ -152,6 +152,8 @@ class BusCounter:
 
     def close(self) -> None:
         self.sub.close()
+        if self.acks is not None:
+            self.acks.close(linger=0)
         self.ctx.term()
 
 
