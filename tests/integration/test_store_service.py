@@ -86,6 +86,7 @@ def test_flows_round_trip_filters_pages_top_series_rollups_and_sigterm(store):
     assert st["write_queue"]["shed_batches"] == 0
     assert st["bus"]["sources"]["test-publisher"]["gaps"] == 0
     assert st["ring"]["capacity"] == 5000 and st["ring"]["fill"] == 5000  # 9000 flows through a 5000 ring
+    assert 0 < st["ring"]["bytes"] < 5000 * 143  # the compact ring, under its plain columns
     assert st["services"][0]["service"] == "store" and st["services"][0]["process"]["rss_bytes"] > 0
 
     # every flow, every field (from SQLite: the window starts long ago)

@@ -564,6 +564,10 @@ class StoreService:
             return 0.0
         return round((now[idx] - old[idx]) / (now[0] - old[0]), 1)
 
+    def _ring_bytes(self) -> int:
+        with self.ring.lock:  # the receive loop appends and evicts meanwhile
+            return self.ring.nbytes
+
     def status(self) -> dict:
         cfg = self.cfg
         w = self.writer
@@ -586,7 +590,7 @@ class StoreService:
             "uptime_s": round((now_ms() - self.started_at) / 1000, 1),
             "flows_in": self.flows_in, "batches_in": self.batches_in, "flows_committed": w.committed,
             "flows_in_per_s": self._rate(1), "flows_committed_per_s": self._rate(2),
-            "ring": {"capacity": self.ring.capacity, "fill": self.ring.size,
+            "ring": {"capacity": self.ring.capacity, "fill": self.ring.size, "bytes": self._ring_bytes(),
                      "fill_ratio": round(self.ring.size / self.ring.capacity, 4), "oldest_time": ring_oldest,
                      "newest_time": ring_newest, "evicted_max_time_end": self.ring.evicted_max_time_end,
                      "duration_s": cfg["storage.ring_buffer_duration"]},

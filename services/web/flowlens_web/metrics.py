@@ -139,6 +139,7 @@ def render(histogram: LatencyHistogram, exporters: Mapping | None, status: Mappi
             ("flowlens_bus_bad_messages_total", "counter", "bus messages the store could not decode", ("bus.bad_messages",)),
             ("flowlens_ring_fill_ratio", "gauge", "fraction of the store's in-memory ring in use", ("ring.fill_ratio",)),
             ("flowlens_ring_flows", "gauge", "flows held in the store's ring", ("ring.fill",)),
+            ("flowlens_ring_bytes", "gauge", "memory the store's ring takes: its compressed blocks and the open segment", ("ring.bytes",)),
             ("flowlens_sqlite_size_bytes", "gauge", "size of the SQLite database file", ("sqlite.size_bytes",)),
             ("flowlens_sqlite_rows", "gauge", "flows held in SQLite partitions", ("sqlite.rows",)),
             ("flowlens_store_flows_received_total", "counter", "flows the store received from the bus", ("flows_in",)),

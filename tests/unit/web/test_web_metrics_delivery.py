@@ -111,3 +111,8 @@ def test_reverse_halves_of_biflow_records_per_exporter():
     row = {**exporter_row("collector@a/2055", 100_000, 40), "reverse_flows": 17}
     s = samples(render([collector("collector@a/2055", 100_000)], rows=[row]))
     assert s['flowlens_exporter_reverse_flows_total{exporter="192.0.2.1",observation_domain="0"}'] == 17
+
+
+def test_the_rings_memory_from_the_stores_status():
+    s = samples(render([], status={**STATUS, "ring": {"fill": 600_000, "bytes": 13_631_488}}))
+    assert s["flowlens_ring_bytes"] == 13_631_488 and s["flowlens_ring_flows"] == 600_000
