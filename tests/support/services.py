@@ -28,24 +28,37 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int, kind: int = socket.SOCK_STREAM) -> list[int]:
+    """``n`` distinct free ports: every socket stays bound until all are, so the kernel cannot hand
+    out one port twice (two free_port() calls can return the same port)."""
+    socks = [socket.socket(socket.AF_INET, kind) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def stack_config(tmp_path: Path, **sections) -> dict:
     """A config dict on free loopback ports, data under tmp_path; ``sections`` override keys,
     e.g. ``storage={"ring_capacity": 1000}`` (``store=`` means the same)."""
-    pub, sub, query, events = free_port(), free_port(), free_port(), free_port()
+    pub, sub, query, events, web = free_ports(5)
+    netflow, ipfix, sflow = free_ports(3, socket.SOCK_DGRAM)
     cfg = {
         "log": {"level": "info"},
         "bus": {"publish_endpoint": f"tcp://127.0.0.1:{pub}", "subscribe_endpoint": f"tcp://127.0.0.1:{sub}",
                 "events_endpoint": f"tcp://127.0.0.1:{events}"},
         "query": {"endpoint": f"tcp://127.0.0.1:{query}", "timeout": "5s"},
-        "collector": {"bind_address": "127.0.0.1", "netflow_port": free_port(socket.SOCK_DGRAM),
-                      "ipfix_port": free_port(socket.SOCK_DGRAM), "sflow_port": free_port(socket.SOCK_DGRAM),
+        "collector": {"bind_address": "127.0.0.1", "netflow_port": netflow, "ipfix_port": ipfix, "sflow_port": sflow,
                       "template_path": str(tmp_path / "templates.json"),
                       "spool_path": str(tmp_path / "spool")},
         "storage": {"sqlite_path": str(tmp_path / "flowlens.db"), "bus_xsub_bind": f"tcp://127.0.0.1:{pub}",
                   "bus_xpub_bind": f"tcp://127.0.0.1:{sub}", "query_bind": f"tcp://127.0.0.1:{query}",
                   "events_bind": f"tcp://127.0.0.1:{events}"},
         "analysis": {},
-        "web": {"listen": f"127.0.0.1:{free_port()}"},
+        "web": {"listen": f"127.0.0.1:{web}"},
     }
     for section, values in sections.items():
         section = "storage" if section == "store" else section  # tests name the service's section store=
