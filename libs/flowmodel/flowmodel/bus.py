@@ -59,6 +59,10 @@ def max_message_bytes(cfg) -> int:
 TOPIC_FLOWS_PREFIX = b"flows."
 TOPIC_ADVISORY = b"advisory"
 TOPIC_EXPORTER = b"exporter"
+# Interface names and speeds learnt from exporters' options data (collector) or SNMP (poller):
+# flowmodel.events.INTERFACE_EVENT_FIELDS. Plain pub/sub: each source sends its whole table again
+# periodically, so a lost message costs only freshness.
+TOPIC_INTERFACES = b"interfaces"
 # Confirmed delivery of flow batches (collector -> store), a windowed go-back-N over the bus:
 # - every flow batch carries, beside the envelope, its place in a *stream*: ``stream`` (str, one
 #   collector process's sequence of flow batches: "<source>/<start ms>"), ``batch_seq`` (1, 2, ...

@@ -1,4 +1,5 @@
-"""Non-flow events on the bus: advisories (topic ``advisory``) and exporter health (``exporter``).
+"""Non-flow events on the bus: advisories (topic ``advisory``), exporter health (``exporter``) and
+interface names (``interfaces``).
 
 Both are msgpack maps stamped with the envelope (see ``flowmodel.bus``). The fields below are the
 contract between the collector, the analyzer, the store and the web; each is documented once here.
@@ -93,6 +94,21 @@ EXPORTER_STATS_FIELDS = {
     "retired": "rows dropped to make room: silent for collector.template_lifetime while the table was full",
     "max_exporters": "the collector's collector.max_exporters",
 }
+
+# Interface event body on topic ``interfaces`` (bus.TOPIC_INTERFACES): what one source knows of one
+# exporter's interfaces. The store keeps the newest per (exporter, ifindex, source) in SQLite and
+# names an interface from the first source in INTERFACE_SOURCES that has a name for it.
+INTERFACE_SOURCES = ("options", "snmp", "config")  # precedence, highest first
+INTERFACE_EVENT_FIELDS = {
+    "exporter": "exporter address as text (the flows' exporter column)",
+    "source": "options (the exporter's IPFIX/v9 options data), snmp (IF-MIB polling) or config",
+    "interfaces": "list of {ifindex (int), name (str, ifName / IE 82), description (str, ifAlias / IE 83, may be empty), "
+                  "speed_bps (int, bits/s: ifHighSpeed * 1e6 or ifSpeed; 0 when unknown)}; at most INTERFACES_PER_EVENT",
+    "complete": "true when interfaces is the source's whole table for this exporter (an SNMP walk); false: additions",
+    "learnt_at": "ms since epoch",
+}
+INTERFACES_PER_EVENT = 4096
+INTERFACE_NAME_MAX = 128  # characters kept of a name or description; longer ones are cut
 
 PROCESS_FIELDS = {
     "pid": "process id",
