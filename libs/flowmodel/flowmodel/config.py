@@ -239,6 +239,12 @@ def _notify_rules(value: Any) -> list[dict]:
     return parse_rules(value)
 
 
+def _snmp_targets(value: Any) -> list[dict]:
+    from .snmpconf import parse_targets
+
+    return parse_targets(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     parse: Callable[[Any], Any]
@@ -247,7 +253,7 @@ class Setting:
 
 
 # ---------------------------------------------------------------- every key, once
-# Sections: log, bus, query, security, collector, store, analysis, web. Add a key here, in its section, with
+# Sections: log, bus, query, security, collector, store, analysis, web, notify, snmp. Add a key here, in its section, with
 # its documentation; tests/unit/flowmodel/test_config.py fails when the README does not list it.
 SETTINGS: dict[str, Setting] = {
     "log.level": Setting(_level, "info", "debug, info, warning or error"),
@@ -388,6 +394,15 @@ SETTINGS: dict[str, Setting] = {
     "notify.retry_for": Setting(ranged(_pos_duration, 1, 30 * 86400, " s"), 6 * 3600.0, "a message not delivered this long after its first try is dropped (counted)"),
     "notify.failing_after": Setting(ranged(_int, 1, 1000), 3, "failed tries in a row after which a target raises a WARNING advisory of its own (resolved by its next delivery)"),
     "notify.tracked_max": Setting(ranged(_int, 100, 10_000_000), 100_000, "open advisories the notifier remembers (what it told about each); past it the oldest is forgotten (counted) and notified again if it changes"),
+
+    "snmp.targets": Setting(_snmp_targets, [], "SNMP agents the poller walks for interface names (IF-MIB ifName, ifAlias, ifHighSpeed): a list of maps, one per exporter: exporter (the address its flows come from), host (where its agent answers; default the exporter), port (161), version (2c or 3), then community (v2c) or user, auth_protocol (none, md5, sha, sha224, sha256, sha384, sha512), auth_key, priv_protocol (none, des, 3des, aes, aes192, aes256), priv_key, context (v3); empty = no poller (flowlens up starts it when one is set)"),
+    "snmp.interval": Setting(ranged(_pos_duration, 60, 30 * 86400, " s"), 3600.0, "how often each agent is walked again (it is walked once at start)"),
+    "snmp.retry_interval": Setting(ranged(_pos_duration, 1, 86400, " s"), 300.0, "an agent whose walk failed is tried again this soon, not a whole snmp.interval later"),
+    "snmp.timeout": Setting(ranged(_pos_duration, 0.1, 60, " s"), 2.0, "how long one SNMP request waits for its answer"),
+    "snmp.retries": Setting(ranged(_int, 0, 10), 1, "times a request that timed out is sent again before the walk counts as failed"),
+    "snmp.max_interfaces": Setting(ranged(_int, 1, 4096), 4096, "interfaces kept per agent, the lowest ifIndexes (at most 4096, one event's worth); the walk stops there and counts the rest as cut"),
+    "snmp.concurrency": Setting(ranged(_int, 1, 256), 8, "agents walked at once"),
+    "snmp.failing_after": Setting(ranged(_int, 1, 1000), 2, "failed walks in a row after which a target raises a WARNING advisory of its own (resolved by its next good walk)"),
 }
 
 SECTIONS = tuple(sorted({k.split(".", 1)[0] for k in SETTINGS}))
