@@ -364,6 +364,7 @@ SETTINGS: dict[str, Setting] = {
     "web.store_connections": Setting(ranged(_int, 1, 16), 2, "queries the web runs on the store at once (match storage.query_workers): one for the dashboard and other ring answers, the rest for history pages (at least one each)"),
     "web.metrics_max_exporters": Setting(ranged(_int, 1, 1_000_000), 100, "exporters (per observation domain) with series of their own on /metrics, the most flows first; the rest are summed in one exporter=\"other\" series"),
     "web.page_size": Setting(ranged(_int, 1, 10_000), 50, "flows per page in the flow explorer"),
+    "web.csv_max_rows": Setting(ranged(_int, 1, 10_000_000), 100_000, "rows a CSV download of a whole flow list holds at most; a longer list is cut there and the file's last line says so (its name gives the limit too)"),
     "web.refresh": Setting(ranged(_int, 0, 86400, " s"), 30, "dashboard auto-refresh in seconds (meta refresh); 0 disables"),
     "web.users_file": Setting(_str, "", "accounts file (name:role:scrypt hash, written by `flowlens users add`); empty = no accounts, every page open (the web warns when it listens beyond loopback so)"),
     "web.session_lifetime": Setting(ranged(_pos_duration, 60, 366 * 86400, " s"), 12 * 3600.0, "how long a login lasts; a new password or a removed account ends its sessions at once"),
