@@ -245,6 +245,12 @@ def _snmp_targets(value: Any) -> list[dict]:
     return parse_targets(value)
 
 
+def _exporters(value: Any) -> list[dict]:
+    from .namesconf import parse_exporters
+
+    return parse_exporters(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     parse: Callable[[Any], Any]
@@ -382,6 +388,15 @@ SETTINGS: dict[str, Setting] = {
     "web.log_lines_per_minute": Setting(ranged(_int, 1, 1_000_000), 60, "lines one kind of web log message writes per minute at most; the rest are counted and said in one line"),
     "web.public_url": Setting(_str, "", "the address people open the web UI at (https://flowlens.example.net), for the links to an advisory's flows in notifications; empty = no links"),
 
+    # a top-level list (TOP_LEVEL_KEYS), not a section: `exporters:` in the YAML file
+    "exporters": Setting(_exporters, [], "exporters by address (a top-level list): name, site and static interface names and speeds per ifIndex, e.g. [{address: 192.0.2.1, name: edge-1, site: paris, interfaces: {1: {name: Gi0/1, description: uplink, speed: 10G}}}]; the store shows them (source config, below options data and SNMP)"),
+    "names.reverse_dns": Setting(_bool, False, "look exporters' addresses up in reverse DNS (in the store's background thread, never while a query waits) and show the name beside the address"),
+    "names.dns_cache": Setting(ranged(_int, 1, 1_000_000), 4096, "reverse DNS answers the store keeps (oldest forgotten first)"),
+    "names.dns_ttl": Setting(ranged(_pos_duration, 1, 30 * 86400, " s"), 3600.0, "how long a reverse DNS answer (or a failed lookup) is kept before it is asked again"),
+    "names.max_interfaces": Setting(ranged(_int, 1, 4096), 4096, "interfaces kept per exporter and source (the collector's table from options data; the store's rows); past it new ifIndexes are dropped (counted)"),
+    "names.max_rows": Setting(ranged(_int, 1, 10_000_000), 100_000, "interface rows the store keeps over all exporters and sources (about 200 bytes each, in memory and in SQLite); past it the least recently learnt are dropped"),
+    "names.republish_interval": Setting(ranged(_pos_duration, 1, 86400, " s"), 300.0, "a collector publishes the interface names it learnt from options data when they change and again this often (a store that missed them catches up)"),
+
     "notify.targets": Setting(_notify_targets, [], "where notifications go: a list of maps with a unique name and a type: webhook (url, format json or text, headers), email (host, port, starttls, ssl, username, password, from, to) or syslog (host, port, protocol udp or tcp, facility, app_name); empty = no notifier (flowlens up starts it when one is set)"),
     "notify.rules": Setting(_notify_rules, [], "which advisories go to which targets: a list of maps with targets (names) and matches that must all hold: severity (one: it or more severe; or a list), analyzer, subject (patterns like 10.0.5.*), network (CIDR the subject lies in); an advisory goes to the targets of every rule it matches; empty = every advisory to every target"),
     "notify.state_path": Setting(_str, "data/notifier.json", "file where the notifier keeps its place in the store's advisories and the notifications not yet delivered, so a restart loses and repeats none"),
@@ -407,6 +422,7 @@ SETTINGS: dict[str, Setting] = {
 }
 
 SECTIONS = tuple(sorted({k.split(".", 1)[0] for k in SETTINGS}))
+TOP_LEVEL_KEYS = tuple(k for k in SETTINGS if "." not in k)  # keys that are a whole top-level entry (a list)
 
 
 class Config(Mapping[str, Any]):
@@ -434,7 +450,7 @@ class Config(Mapping[str, Any]):
         return {k[len(prefix):]: v for k, v in self._values.items() if k.startswith(prefix)}
 
     def as_nested(self) -> dict[str, dict[str, Any]]:
-        return {s: self.section(s) for s in SECTIONS}
+        return {s: self._values[s] if s in TOP_LEVEL_KEYS else self.section(s) for s in SECTIONS}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -507,6 +523,9 @@ def _flatten(doc: Any, where: str, deprecations: list[str] | None = None) -> dic
         if section not in SECTIONS:
             raise ConfigError(f"{where}: unknown section {section!r}{_section_hint(section)} "
                               f"(known: {', '.join(SECTIONS)})")
+        if section in TOP_LEVEL_KEYS:
+            flat[section] = body
+            continue
         if body is None:
             continue
         if not isinstance(body, dict):

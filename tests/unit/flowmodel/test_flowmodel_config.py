@@ -24,7 +24,8 @@ def test_shipped_config_loads_and_lists_every_key():
     from pathlib import Path
     path = Path(__file__).resolve().parents[3] / "configs" / "flowlens.yaml"
     doc = yaml.safe_load(path.read_text())
-    keys = {f"{s}.{k}" for s, body in doc.items() for k in body}
+    keys = {f"{s}.{k}" for s, body in doc.items() if isinstance(body, dict) for k in body}
+    keys |= {s for s, body in doc.items() if not isinstance(body, dict)}  # top-level lists (exporters)
     assert keys == set(SETTINGS)
     cfg = load_config(path, env={})
     assert all(cfg[k] == SETTINGS[k].default for k in SETTINGS), [k for k in SETTINGS if cfg[k] != SETTINGS[k].default]
