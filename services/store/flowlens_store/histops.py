@@ -112,7 +112,7 @@ def series_dims(f: dict) -> list[tuple[str, int, bytes | None]] | None:
 def series(engine, db, f: dict, step_ms: int, scaled: bool, dims: list, got: dict) -> str | None:
     """Add the series of ``f`` to ``got`` (t -> [bytes, packets, flows]) and say what answered; None
     when no rollup step divides ``step_ms`` (nothing added)."""
-    from .queries import _fold_series
+    from .seriesops import _fold_series
 
     until = f.get("until", 1 << 62)
     plans = []
