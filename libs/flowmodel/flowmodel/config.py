@@ -239,6 +239,19 @@ def _notify_rules(value: Any) -> list[dict]:
     return parse_rules(value)
 
 
+def _report_offset(value: Any) -> str:
+    from .report import offset_text, parse_utc_offset
+
+    return offset_text(parse_utc_offset(value))
+
+
+def _report_send_at(value: Any) -> str:
+    from .report import parse_send_at
+
+    minutes = parse_send_at(value)
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
 def _snmp_targets(value: Any) -> list[dict]:
     from .snmpconf import parse_targets
 
@@ -387,6 +400,13 @@ SETTINGS: dict[str, Setting] = {
     "web.access_log": Setting(_bool, False, "one log line per request (method, path, status, ms, client), within web.log_lines_per_minute"),
     "web.log_lines_per_minute": Setting(ranged(_int, 1, 1_000_000), 60, "lines one kind of web log message writes per minute at most; the rest are counted and said in one line"),
     "web.public_url": Setting(_str, "", "the address people open the web UI at (https://flowlens.example.net), for the links to an advisory's flows in notifications; empty = no links"),
+
+    "report.utc_offset": Setting(_report_offset, "+00:00", "the daily report's day runs midnight to midnight at this offset from UTC (+01:00, -05:30; whole quarter hours; a fixed offset: summer time is not followed)"),
+    "report.top_n": Setting(ranged(_int, 1, 50), 10, "rows in each of the daily report's top lists (sources, destinations, ports, protocols)"),
+    "report.advisories_max": Setting(ranged(_int, 1, 10_000), 1000, "advisories the daily report reads for its day at most (the counts say when there were more)"),
+    "report.email_to": Setting(_str_list, [], "addresses the notifier emails the daily report to every morning (through report.target); empty = no email, the /report page only"),
+    "report.send_at": Setting(_report_send_at, "06:00", "when (HH:MM at report.utc_offset) the notifier emails the report of the day before; once per day, remembered in notify.state_path across restarts"),
+    "report.target": Setting(_str, "", "the email target of notify.targets whose SMTP server (and from address) sends the daily report; empty = the first email target"),
 
     # a top-level list (TOP_LEVEL_KEYS), not a section: `exporters:` in the YAML file
     "exporters": Setting(_exporters, [], "exporters by address (a top-level list): name, site and static interface names and speeds per ifIndex, e.g. [{address: 192.0.2.1, name: edge-1, site: paris, interfaces: {1: {name: Gi0/1, description: uplink, speed: 10G}}}]; the store shows them (source config, below options data and SNMP)"),
