@@ -27,6 +27,7 @@ from . import flowtimes, sflow_run, templated_run, v5_run
 from .accounting import Accounting
 from .decoders import v5
 from .decoders.stats import ExporterStats
+from .decoders.ifnames import InterfaceTable
 from .decoders.templated import TemplatedDecoder
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ class Decoder:
     def __init__(self, *, max_templates_per_exporter: int = 1024, pending_max_bytes: int = 2 << 20,
                  pending_max_age_ms: int = 1_800_000, pending_total_max_bytes: int = 4 << 20,
                  template_fields_total_max: int = 65536, template_lifetime_ms: int = 5_400_000,
-                 max_time_ahead_ms: int | None = None, max_exporters: int = 1000):
+                 max_time_ahead_ms: int | None = None, max_exporters: int = 1000,
+                 max_interfaces: int = 4096, names_republish_ms: int = 300_000):
         # flows ending further than this after now_ms are dropped (flowtimes); None: now_ms is not a
         # wall clock (tests, benches drive it), keep every time
         self.max_time_ahead_ms = max_time_ahead_ms
@@ -102,6 +104,8 @@ class Decoder:
         # row silent for a template lifetime makes room when the table is full
         self.acct = Accounting(max_exporters, template_lifetime_ms, self._errlog)
         self.exporters = self.acct.exporters
+        # interface names from options data (IE 82/83), published on bus.TOPIC_INTERFACES by the service
+        self.interfaces = InterfaceTable(max_interfaces, max_exporters, names_republish_ms)
         self._seq_restored_ms: dict[tuple, int] = {}  # stream -> its last packet before a restart (load_sequence_state)
         self._templated = TemplatedDecoder(self.acct, max_templates_per_exporter=max_templates_per_exporter,
                                            pending_max_bytes=pending_max_bytes,
@@ -109,7 +113,7 @@ class Decoder:
                                            pending_total_max_bytes=pending_total_max_bytes,
                                            template_fields_total_max=template_fields_total_max,
                                            template_lifetime_ms=template_lifetime_ms,
-                                           max_sessions=self.exporters.max_exporters)
+                                           max_sessions=self.exporters.max_exporters, interfaces=self.interfaces)
         self._decoders = {code: getattr(self, name) for code, name in DECODERS.items()}
 
     # -- public interface ------------------------------------------------------------------------

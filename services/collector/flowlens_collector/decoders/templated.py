@@ -23,7 +23,7 @@ import numpy as np
 
 from flowmodel.schema import FlowBatch
 
-from . import ipfix, netflow9, template_state
+from . import ifnames, ipfix, netflow9, template_state
 from .fields import SAMPLER_ID_ROLES, SAMPLING_ROLES, rate_from
 from .numbering import IpfixNumbering
 from .pending import PendingSets
@@ -48,7 +48,7 @@ class TemplatedDecoder:
     def __init__(self, acct, *, max_templates_per_exporter: int, pending_max_bytes: int,
                  pending_max_age_ms: int, pending_total_max_bytes: int = 4 << 20,
                  template_fields_total_max: int = 65536, template_lifetime_ms: int = 5_400_000,
-                 max_sessions: int = MAX_SESSIONS):
+                 max_sessions: int = MAX_SESSIONS, interfaces: ifnames.InterfaceTable | None = None):
         self.acct = acct  # the collector's Accounting: stats, sequence numbers, exporter addresses
         self.template_lifetime_ms = template_lifetime_ms
         self.max_sessions = max_sessions  # options state, IPFIX numbering, last template sets: past it they start again
@@ -56,6 +56,7 @@ class TemplatedDecoder:
         self.pending = PendingSets(acct, pending_max_bytes, pending_total_max_bytes, pending_max_age_ms)
         self.numbering = IpfixNumbering(acct, max_sessions)
         self.sessions: dict[tuple, Session] = {}
+        self.interfaces = interfaces  # interface names options data carries (None: not kept)
         self._option_records = 0  # options data records in the message being walked
         self._held = 0            # data sets held in the message being walked
         self._groups: dict[tuple, Group] = {}
@@ -375,6 +376,10 @@ class TemplatedDecoder:
             raw = body[:n * t.record_len]
         if n == 0:
             return 0
+        if self.interfaces is not None:
+            spot = ifnames.layout(t.fields, t.scope_count)
+            if spot is not None and self.interfaces.learn(key[0], ifnames.records(t.fields, spot, body)):
+                st.error("interface_names_cap")  # names.max_interfaces or collector.max_exporters reached
         rec = np.frombuffer(bytes(raw), dtype=t.dtype, count=n)
         session = self.session(key[:4])
         before = (session.init_ms, session.rate, dict(session.samplers))
