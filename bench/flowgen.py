@@ -107,6 +107,8 @@ def generate(n: int, start_ms: int, end_ms: int, seed: int = 1, inside_hosts: in
         "src_mask": np.where(outside_is_src & ~local, remote_mask, 16).astype(np.uint8),
         "dst_mask": np.where(~outside_is_src & ~local, remote_mask, 16).astype(np.uint8),
         "biflow": np.zeros(n, np.uint8),
+        "src_country": np.zeros(n, np.uint16),
+        "dst_country": np.zeros(n, np.uint16),
     }
     return {name: np.ascontiguousarray(cols[name], dtype=dt) for name, (dt, _doc) in FLOW_COLUMNS.items()}
 

@@ -6,7 +6,7 @@ envelope (``schema``, ``source``, ``seq``, ``sent_at``). A flow batch adds ``cou
 without copying; or, for the wide columns of a batch of ``PACK_MIN_FLOWS`` or more, a packed form
 that carries the same values in fewer bytes (see ``plan_column``). Real batches come from one
 exporter, hold IPv4 addresses and counters far below 2^32, so they cross the bus at about a fifth
-of the schema's 136 bytes per flow: the copies into and out of the bus sockets, in the collector,
+of the schema's 140 bytes per flow: the copies into and out of the bus sockets, in the collector,
 the store and the analyzer, shrink with them.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .schema import FLOW_COLUMNS, HINT_CONST, HINT_IPV4, MAX_BATCH_FLOWS, FlowBa
 
 SCHEMA_VERSION = 2   # 2: packed columns
 
-WIRE_BYTES_PER_FLOW = sum(dt.itemsize for dt, _doc in FLOW_COLUMNS.values())  # 136: column bytes of one flow
+WIRE_BYTES_PER_FLOW = sum(dt.itemsize for dt, _doc in FLOW_COLUMNS.values())  # 140: column bytes of one flow
 MIN_QUEUE_MESSAGES = 4
 
 
@@ -33,7 +33,7 @@ def queue_limit(cfg) -> int:
     """The high-water mark (in messages) of a bus socket that carries flow batches.
 
     ZeroMQ bounds its queues in messages, and one flow batch is up to collector.batch_max_flows x
-    136 bytes (about 2.1 MiB at 16384 flows, before packing), so the configured message count alone would let a
+    140 bytes (about 2.2 MiB at 16384 flows, before packing), so the configured message count alone would let a
     socket whose reader falls behind hold hundreds of MiB. This keeps it to bus.queue_bytes.
     """
     per_message = cfg["collector.batch_max_flows"] * WIRE_BYTES_PER_FLOW + 1024

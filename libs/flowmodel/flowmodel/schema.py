@@ -44,6 +44,10 @@ FLOW_COLUMNS: dict[str, tuple[np.dtype, str]] = {
     # Last, so the store's packed rows of older files are a prefix of today's (layout.migrate).
     "biflow": (np.dtype("u1"), "0 one-way flow record; 1 forward half of an RFC 5103 biflow record, "
                                "2 its reverse half (endpoints swapped), present only when it carried traffic"),
+    # Added after biflow, last for the same reason. Filled by the collector's enrichment (flowmodel.geo).
+    "src_country": (np.dtype("<u2"), "source country: ISO 3166 code packed in two bytes (flowmodel.geo), "
+                                     "a label code for private/documentation/... ranges, 0 unknown"),
+    "dst_country": (np.dtype("<u2"), "destination country, as src_country"),
 }
 
 COLUMN_NAMES: tuple[str, ...] = tuple(FLOW_COLUMNS)

@@ -37,7 +37,7 @@ BLOCK_DTYPES["seq"] = np.dtype("<i8")   # the store's unique per-flow sequence
 DEPENDS = {"time_start": ("time_end",)}   # time_start is stored as a duration before time_end
 # schema columns added after blocks were first written: an older block has no blob for them and
 # reads as the column's default (schema.COLUMN_DEFAULTS, else 0)
-ADDED_COLUMNS = frozenset({"biflow"})
+ADDED_COLUMNS = frozenset({"biflow", "src_country", "dst_country"})
 
 FORMAT = 1
 CODEC_RAW, CODEC_ZSTD, CODEC_LZ4 = 0, 1, 2

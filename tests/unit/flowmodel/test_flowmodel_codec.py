@@ -148,7 +148,7 @@ def test_an_exporters_batch_is_packed_and_comes_back_exactly():
     kind, size, base, _raw = wire["time_start"]
     assert (kind, size, base) == ("narrow", 2, int(batch["time_start"].min()))
     assert isinstance(wire["src_port"], bytes)                  # 2-byte columns always go raw
-    assert len(body) < batch.count * 40                         # vs 136 bytes per flow raw
+    assert len(body) < batch.count * 40                         # vs 140 bytes per flow raw
     _env, out = decode_batch(body)
     for name, (dt, _doc) in FLOW_COLUMNS.items():
         assert out[name].dtype == dt, name

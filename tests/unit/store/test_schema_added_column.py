@@ -1,20 +1,24 @@
-"""A schema column added after a file was written (``biflow``): the file's row tables hold the
-shorter packed rests of before and its sealed blocks have no blob for the column. Opening the file
-widens the rows once (layout.widen_rows) and old blocks read as the column's default; every other
-column comes back bit-exact, and flows written now keep their biflow marker in rows and blocks."""
+"""Schema columns added after a file was written (``biflow``, then ``src_country`` and
+``dst_country``): the file's row tables hold the shorter packed rests of before and its sealed
+blocks have no blob for the columns. Opening the file widens the rows once (layout.widen_rows) and
+old blocks read as the columns' defaults; every other column comes back bit-exact, and flows
+written now keep their biflow marker and countries in rows and blocks."""
 import numpy as np
+import pytest
 
 from flowlens_store import layout
 from flowlens_store.blocks import decode_block
 from flowlens_store.rowcodec import REST_DTYPE, SQL_COLUMNS, rows_to_columns
 from flowlens_store.warm import WarmWriter
+from flowmodel.geo import pack_country
 from flowmodel.schema import FLOW_COLUMNS, FlowBatch
 
 from store_testdata import make_batch, with_seq
 from test_spans import BASE, HOUR
 
 DUE = BASE + 2 * HOUR
-OLD_REST = REST_DTYPE.itemsize - 1   # the rest of a row before biflow (its last byte)
+# the columns each earlier schema lacked (appended in this order), and the bytes they take in a rest
+BEFORE = {"biflow": ("biflow", "src_country", "dst_country"), "countries": ("src_country", "dst_country")}
 
 
 def _batch(n: int, seed: int, biflow: int) -> FlowBatch:
@@ -48,20 +52,26 @@ def _same(got: dict, want: FlowBatch, seq: np.ndarray) -> None:
         assert np.array_equal(got[name][order], want.columns[name]), name
 
 
-def test_rows_and_blocks_of_a_file_from_before_the_column_read_with_its_default(tmp_path):
+@pytest.mark.parametrize("before", sorted(BEFORE))
+def test_rows_and_blocks_of_a_file_from_before_the_column_read_with_its_default(tmp_path, before):
+    missing = BEFORE[before]
+    old_rest = REST_DTYPE.itemsize - sum(FLOW_COLUMNS[c][0].itemsize for c in missing)
+    assert REST_DTYPE.names[-len(missing):] == missing   # appended last: the old rest is a prefix
     path = str(tmp_path / "old.db")
     w = WarmWriter(path, HOUR, 24, 64, seal_chunk_rows=200)
-    sealed, hot = _batch(500, 1, 0), _batch(300, 2, 0)
+    marker = 0 if "biflow" in missing else 1   # a column the old file had keeps its values
+    sealed, hot = _batch(500, 1, marker), _batch(300, 2, marker)
     w.write_flows(with_seq(sealed, 1))
     assert w.seal_due(DUE) == 1   # the first partition's rows become blocks
     w.write_flows(with_seq(hot, 1001))  # late rows: a new row table for the sealed partition
-    # make it the file of before: rests one byte shorter, no biflow blobs, no rest width recorded
+    # make it the file of before: rests without the columns, no blobs for them, no rest width recorded
     db = w.db
     tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'flows_*'")]
     assert tables
     for t in tables:
-        db.execute(f"UPDATE {t} SET rest = substr(rest, 1, {OLD_REST})")
-    assert db.execute("DELETE FROM block_columns WHERE name = 'biflow'").rowcount > 0
+        db.execute(f"UPDATE {t} SET rest = substr(rest, 1, {old_rest})")
+    for c in missing:
+        assert db.execute("DELETE FROM block_columns WHERE name = ?", (c,)).rowcount > 0
     db.execute("DELETE FROM meta WHERE key = 'rest_bytes'")
     w.close()
 
@@ -75,11 +85,13 @@ def test_rows_and_blocks_of_a_file_from_before_the_column_read_with_its_default(
     w.close()
 
 
-def test_the_biflow_marker_is_kept_in_rows_and_in_blocks(tmp_path):
+def test_the_biflow_marker_and_countries_are_kept_in_rows_and_in_blocks(tmp_path):
     path = str(tmp_path / "new.db")
     w = WarmWriter(path, HOUR, 24, 64, seal_chunk_rows=200)
     b = _batch(400, 3, 2)
     b.columns["biflow"][::3] = 1
+    b.columns["src_country"][:] = pack_country("US")
+    b.columns["dst_country"][::2] = pack_country("XP")
     w.write_flows(with_seq(b, 1))
     rows, blocks = _rows(w.db), _block_columns(w.db)
     _same({k: np.concatenate([blocks[k], rows[k]]) for k in rows}, b, np.arange(1, 401))
