@@ -31,6 +31,7 @@ from . import __version__
 from .asgi import App
 from . import formatters as fmt
 from . import advisory_metrics, auth, metrics, notepages, views
+from .explorepages import add_explore_routes
 from .lanes import ClientGone, StoreLanes, TooBusy
 from .loginpages import add_login_routes
 from .render import XHTML, Renderer
@@ -316,6 +317,7 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
 
     add_login_routes(app, page, users, sessions, limiter)
     notepages.add_note_routes(app, cfg, users, listen_host, lanes, error_page, now_ms)
+    add_explore_routes(app, lanes, page, now_ms)
     app.add_middleware(auth.AuthMiddleware, users=users, sessions=sessions, metrics_token=cfg["web.metrics_token"])
     app.add_middleware(TimingMiddleware, histogram=histogram, error_page=server_error, access=cfg["web.access_log"])
     app.state.histogram = histogram

@@ -1,0 +1,203 @@
+"""The Explore page, its CSV, and the exporter and interface pages (routes; the work is in
+explore.py, exporterviews.py and stackchart.py).
+
+Each page reads the store's ``explore`` op on the history lane (one turn per page, even when it
+asks twice) and the ``names`` op on the light lane; a store without ``names`` shows addresses and
+ifIndexes. A bad parameter is a 400 naming it; a store without ``explore`` is a 502 saying so.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Mapping
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from flowmodel.client import StoreError
+
+from . import explore as ex
+from . import exporterviews as ev
+from .asgi import App
+from .storegate import HEAVY, LIGHT
+from .timerange import RangeError, TimeRange
+
+log = logging.getLogger(__name__)
+
+GET = ["GET", "HEAD"]
+EXPORTER_TOP = 20       # interfaces charted per direction on an exporter's page (the rest are Other)
+INTERFACE_TOP = 10      # talkers charted per direction on an interface's page
+
+
+class ExploreUnsupported(Exception):
+    """The store answered that it has no explore op (an older store)."""
+
+
+def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: Callable[[], int]) -> None:
+    store = lanes.gate
+
+    async def names(request: Request) -> ex.Names:
+        try:
+            return ex.Names(await lanes.run(request, LIGHT, lambda: store.call(lambda c: c.request("names"), lane=LIGHT)))
+        except StoreError as e:  # a store without the op (or names turned off): addresses and ifIndexes
+            log.debug("no names", extra={"fields": {"error": str(e)}})
+            return ex.Names()
+
+    async def explore_replies(request: Request, *arg_sets: dict) -> list[dict]:
+        def ask():
+            return [store.call(lambda c: c.request("explore", **args), lane=HEAVY) for args in arg_sets]
+        try:
+            return await lanes.run(request, HEAVY, ask)
+        except StoreError as e:
+            if str(e).startswith("unknown op"):
+                raise ExploreUnsupported(str(e)) from None
+            raise
+
+    async def sampling(request: Request, address: str, trange: TimeRange) -> str:
+        """'1 in 100' from the exporter's newest flow in the range (its health carries no rate)."""
+        page_ = await lanes.query(request, "flows", limit=1, exporter=address, since=trange.since_ms,
+                                  until=trange.until_ms)
+        rows = page_.rows()
+        if not rows:
+            return ""
+        rate = int(rows[0].get("sampling_rate") or 0)
+        return "unsampled" if rate == 1 else "unknown rate" if rate == 0 else f"1 in {rate:,}"
+
+    def unsupported(template: str, status: int = 502, **ctx) -> Response:
+        return page(template, status, **{**ctx, "error": "this store does not answer the explore op yet (it is "
+                                                         "older than this web); upgrade the store service"})
+
+    # ------------------------------------------------------------------ /explore
+
+    def explore_ctx(form: dict, trange: TimeRange, **extra) -> dict:
+        keep = {k: v for k, v in form.items() if v}
+        return {"title": "Explore", "nav": "explore", "form": {**{k: "" for k in ex.FILTERS}, **form},
+                "dimensions": ex.DIMENSIONS, "metrics": ex.METRICS, "range_bar": trange.bar("/explore", keep),
+                "range_hidden": trange.query(), "error": None, "view": None, "top": form.get("top", ""),
+                "csv_href": None, **extra}
+
+    async def explore_page(request: Request, as_csv: bool) -> Response:
+        params = request.query_params
+        now = now_ms()
+        try:
+            q = ex.parse_query(params, now)
+        except ex.FormError as e:
+            if as_csv:
+                return Response(f"cannot explore: {e}\n", 400, media_type="text/plain; charset=utf-8")
+            try:
+                trange = TimeRange.from_query(params, now)
+            except RangeError:
+                trange = TimeRange.last("1h", now)
+            form = {k: (params.get(k) or "")[:200] for k in ("by", "metric", "top", *ex.FILTERS)}
+            return page("explore.xhtml", 400, **explore_ctx(form, trange, error=str(e)))
+        ctx = explore_ctx(q.form, q.range)
+        try:
+            reply, = await explore_replies(request, q.store_args())
+        except ExploreUnsupported:
+            return unsupported("explore.xhtml", **ctx)
+        except StoreError as e:
+            if as_csv:
+                return Response(f"the store refused this view: {e}\n", 400, media_type="text/plain; charset=utf-8")
+            return page("explore.xhtml", 400, **{**ctx, "error": f"the store refused this view: {e}"})
+        view = ex.explore_view(q, reply, await names(request))
+        if as_csv:
+            name = f"flowlens-explore-{q.by}-{q.metric}-{q.range.query().get('range') or 'custom'}.csv"
+            return Response(ex.explore_csv(view, q), media_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+        return page("explore.xhtml", **{**ctx, "view": view, "csv_href": ex.url("/explore.csv", q.params())})
+
+    @app.api_route("/explore", methods=GET)
+    async def explore(request: Request):
+        fmt_param = request.query_params.get("format") or "html"
+        if fmt_param not in ("html", "csv"):
+            return page("explore.xhtml", 400, **explore_ctx({}, TimeRange.last("1h", now_ms()),
+                                                             error=f"format {fmt_param[:20]!r} is not html or csv"))
+        return await explore_page(request, fmt_param == "csv")
+
+    @app.api_route("/explore.csv", methods=GET)
+    async def explore_csv(request: Request):
+        return await explore_page(request, True)
+
+    # ------------------------------------------------------------------ exporters
+
+    def page_range(request: Request, path: str) -> TimeRange:
+        return TimeRange.from_query(request.query_params, now_ms())
+
+    @app.api_route("/exporters", methods=GET)
+    async def exporters(request: Request):
+        now = now_ms()
+        reply = await lanes.query(request, "exporters")
+        known = await names(request)
+        return page("exporters.xhtml", title="Exporters", nav="exporters", rows=ev.exporter_rows(reply, known, now),
+                    named=bool(known.exporters))
+
+    def bad_path(e: Exception) -> Response:
+        return page("error.xhtml", 400, title="Bad address", nav="exporters", heading="Bad address", message=str(e))
+
+    @app.api_route("/exporters/{address}", methods=GET)
+    async def exporter(request: Request):
+        now = now_ms()
+        try:
+            address = ev.exporter_address(request.path_params["address"])
+            trange = page_range(request, f"/exporters/{address}")
+        except (ev.PathError, RangeError) as e:
+            return bad_path(e)
+        base = {"exporter": address}
+        q_in = ex.ExploreQuery({"by": "in_if", "metric": "bps", "top": str(EXPORTER_TOP), **base}, base, "in_if", "bps",
+                               EXPORTER_TOP, trange)
+        q_out = ex.ExploreQuery({**q_in.form, "by": "out_if"}, base, "out_if", "bps", EXPORTER_TOP, trange)
+        health = ev.health_rows(await lanes.query(request, "exporters"), now, only=address)
+        known = await names(request)
+        ctx = {"title": f"Exporter {known.exporter(address)}", "nav": "exporters", "address": address,
+               "label": known.exporter(address), "info": known.exporter_info(address), "health": health,
+               "range_bar": trange.bar(f"/exporters/{address}"), "in_view": None, "out_view": None, "error": None,
+               "interfaces": ev.interface_rows(address, known, None, None, trange.query()), "sampling": "",
+               "explore_href": ex.url("/explore", {"by": "in_if", "exporter": address, **trange.query()}),
+               "flows_href": ex.url("/flows", {"exporter": address, **trange.query()})}
+        try:
+            r_in, r_out = await explore_replies(request, q_in.store_args(), q_out.store_args())
+        except ExploreUnsupported:
+            return unsupported("exporter.xhtml", 200, **ctx)
+
+        def if_href(key: str) -> Callable[[Mapping], str | None]:
+            def href(flt: Mapping) -> str | None:
+                return (ex.url(f"/exporters/{address}/if/{int(flt[key])}", trange.query())
+                        if flt.get(key) is not None else None)
+            return href
+        in_view = ex.explore_view(q_in, r_in, known, href_of=if_href("input_if"))
+        out_view = ex.explore_view(q_out, r_out, known, href_of=if_href("output_if"))
+        return page("exporter.xhtml", **{**ctx, "in_view": in_view, "out_view": out_view,
+                                         "interfaces": ev.interface_rows(address, known, in_view, out_view, trange.query()),
+                                         "sampling": await sampling(request, address, trange)})
+
+    @app.api_route("/exporters/{address}/if/{ifindex}", methods=GET)
+    async def interface(request: Request):
+        try:
+            address = ev.exporter_address(request.path_params["address"])
+            ifindex = ev.ifindex_of(request.path_params["ifindex"])
+            trange = page_range(request, f"/exporters/{address}/if/{ifindex}")
+        except (ev.PathError, RangeError) as e:
+            return bad_path(e)
+        known = await names(request)
+        speed = known.speed_bps(address, ifindex)
+        in_flt = {"exporter": address, "input_if": ifindex}
+        out_flt = {"exporter": address, "output_if": ifindex}
+        q_in = ex.ExploreQuery({"by": "src", "metric": "bps", "top": str(INTERFACE_TOP), **in_flt}, in_flt, "src",
+                               "bps", INTERFACE_TOP, trange)
+        q_out = ex.ExploreQuery({"by": "dst", "metric": "bps", "top": str(INTERFACE_TOP), **out_flt}, out_flt, "dst",
+                                "bps", INTERFACE_TOP, trange)
+        info = known.interface(address, ifindex)
+        ctx = {"title": f"{known.interface_label(address, ifindex)} on {known.exporter(address)}", "nav": "exporters",
+               "address": address, "exporter_label": known.exporter(address), "ifindex": ifindex, "info": info,
+               "speed": ex.fmt.human_rate(speed, "bps") if speed else "", "error": None,
+               "range_bar": trange.bar(f"/exporters/{address}/if/{ifindex}"), "in_view": None, "out_view": None,
+               "exporter_href": ex.url(f"/exporters/{address}", trange.query()),
+               "explore_in": ex.url("/explore", q_in.params()), "explore_out": ex.url("/explore", q_out.params()),
+               "flows_in": ex.url("/flows", ex.flows_params(in_flt, trange) or {}),
+               "flows_out": ex.url("/flows", ex.flows_params(out_flt, trange) or {})}
+        try:
+            r_in, r_out = await explore_replies(request, q_in.store_args(), q_out.store_args())
+        except ExploreUnsupported:
+            return unsupported("interface.xhtml", 200, **ctx)
+        return page("interface.xhtml", **{
+            **ctx, "in_view": ex.explore_view(q_in, r_in, known, total_speed_bps=speed),
+            "out_view": ex.explore_view(q_out, r_out, known, total_speed_bps=speed)})

@@ -1,0 +1,139 @@
+"""The exporter and interface pages' contexts (pure: store replies in, plain dicts out).
+
+Health comes from the store's ``exporters`` reply (one row per collector, exporter and
+observation domain: the collector's counters); names, sites and interface speeds from its
+``names`` reply (explore.Names; empty when the store has no names yet).
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Mapping
+
+from . import formatters as fmt
+from .explore import Names, url
+
+
+class PathError(ValueError):
+    """A bad exporter address or ifIndex in a page's path (a 400 with this reason)."""
+
+
+def exporter_address(text: str) -> str:
+    """The exporter address of a path as the store writes it (IPv4 dotted, IPv6 compressed)."""
+    try:
+        a = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise PathError(f"exporter {text[:60]!r} is not an IP address") from None
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        a = a.ipv4_mapped
+    return str(a)
+
+
+def ifindex_of(text: str) -> int:
+    t = text.strip()
+    if not t.isdigit() or len(t) > 10 or int(t) > 2**32 - 1:
+        raise PathError(f"ifIndex {text[:20]!r} is not a whole number from 0 to {2**32 - 1}")
+    return int(t)
+
+
+def _errors(row: Mapping) -> int:
+    de = row.get("decode_errors") or {}
+    if isinstance(de, Mapping):
+        return sum(int(v or 0) for v in de.values())
+    try:
+        return int(de)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(v or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def health_rows(exporters_reply: Mapping, now_ms: int, only: str | None = None) -> list[dict]:
+    """One row per (collector, exporter, observation domain), or only ``only``'s."""
+    out = []
+    for e in exporters_reply.get("exporters") or []:
+        if not isinstance(e, Mapping) or (only is not None and str(e.get("exporter")) != only):
+            continue
+        last = e.get("last_seen") or e.get("store_last_seen")
+        de = e.get("decode_errors") if isinstance(e.get("decode_errors"), Mapping) else {}
+        out.append({
+            "exporter": str(e.get("exporter") or "?"), "domain": "-" if e.get("observation_domain") is None else e["observation_domain"],
+            "collector": e.get("collector") or "-", "version": {105: "sFlow 5"}.get(e.get("version"), e.get("version") or "-"),
+            "packets": _int(e.get("packets")), "flows": _int(e.get("flows") if e.get("flows") is not None else e.get("store_flows")),
+            "decode_errors": _errors(e), "decode_detail": ", ".join(f"{k} {v}" for k, v in sorted(de.items()) if v),
+            "sequence_lost": _int(e.get("sequence_lost")), "templates": e.get("templates", "-"),
+            "last_seen": fmt.human_time(last, now_ms), "last_exact": fmt.iso_time(last), "last_ago": fmt.ago(last, now_ms),
+            "overflow": bool(e.get("overflow")),
+        })
+    return out
+
+
+def exporter_rows(exporters_reply: Mapping, names: Names, now_ms: int) -> list[dict]:
+    """One row per exporter address: its name and site, and its domains' counters summed; exporters
+    the names know but no collector reported are listed too (without health)."""
+    by_addr: dict[str, dict] = {}
+    for h in health_rows(exporters_reply, now_ms):
+        if h["overflow"]:
+            continue
+        r = by_addr.setdefault(h["exporter"], {"exporter": h["exporter"], "domains": 0, "versions": set(),
+                                               "packets": 0, "flows": 0, "decode_errors": 0, "sequence_lost": 0,
+                                               "templates": 0, "last_ms": 0, "health": True})
+        r["domains"] += 1
+        r["versions"].add(str(h["version"]))
+        for k in ("packets", "flows", "decode_errors", "sequence_lost"):
+            r[k] += h[k]
+        r["templates"] += _int(h["templates"]) if h["templates"] != "-" else 0
+    for e in exporters_reply.get("exporters") or []:
+        if isinstance(e, Mapping) and str(e.get("exporter")) in by_addr:
+            r = by_addr[str(e.get("exporter"))]
+            r["last_ms"] = max(r["last_ms"], _int(e.get("last_seen") or e.get("store_last_seen")))
+    for address in names.exporters:
+        by_addr.setdefault(address, {"exporter": address, "domains": 0, "versions": set(), "packets": 0, "flows": 0,
+                                     "decode_errors": 0, "sequence_lost": 0, "templates": 0, "last_ms": 0,
+                                     "health": False})
+    out = []
+    for address in sorted(by_addr, key=_address_order):
+        r = by_addr[address]
+        known = names.exporters.get(address) or {}
+        out.append({**r, "versions": ", ".join(sorted(r["versions"] - {"-"})) or "-",
+                    "name": known.get("name") or "", "site": known.get("site") or "", "dns": known.get("dns") or "",
+                    "last_seen": fmt.human_time(r["last_ms"] or None, now_ms), "last_exact": fmt.iso_time(r["last_ms"] or None),
+                    "interfaces": len(names.exporter_interfaces(address))})
+    return out
+
+
+def _address_order(text: str) -> tuple:
+    try:
+        a = ipaddress.ip_address(text)
+        return (a.version, int(a))
+    except ValueError:
+        return (9, 0, text)
+
+
+def interface_rows(address: str, names: Names, in_view: Mapping | None, out_view: Mapping | None,
+                   range_query: Mapping[str, str]) -> list[dict]:
+    """Every interface the names know for ``address`` or the charts saw, by ifIndex: names, speed,
+    its in/out statistics when it is among the charts' series, and links to its page and to
+    Explore (by source arriving on it, by destination leaving by it) over ``range_query``."""
+    stats: dict[int, dict] = {}
+    for side, view, key in (("in", in_view, "input_if"), ("out", out_view, "output_if")):
+        for r in (view or {}).get("rows") or []:
+            flt = r.get("filter") or {}
+            if flt.get(key) is not None:
+                stats.setdefault(int(flt[key]), {})[side] = r
+    indexes = {int(i["ifindex"]) for i in names.exporter_interfaces(address)} | set(stats)
+    out = []
+    for n in sorted(indexes):
+        known = names.interface(address, n)
+        speed = names.speed_bps(address, n)
+        out.append({"ifindex": n, "name": known.get("name") or "", "description": known.get("description") or "",
+                    "speed": fmt.human_rate(speed, "bps") if speed else "", "source": known.get("source") or "",
+                    "in": stats.get(n, {}).get("in"), "out": stats.get(n, {}).get("out"),
+                    "href": url(f"/exporters/{address}/if/{n}", range_query),
+                    "explore_in": url("/explore", {"by": "src", "exporter": address, "input_if": str(n), **range_query}),
+                    "explore_out": url("/explore", {"by": "dst", "exporter": address, "output_if": str(n), **range_query})})
+    return out

@@ -1,0 +1,171 @@
+"""The Explore page's pure parts: the form's checks (each bad parameter named), the store's
+arguments, and what a contract-shaped explore reply becomes (rates, statistics, names, links, CSV),
+rendered through the real templates as well-formed XHTML."""
+from __future__ import annotations
+
+import csv
+import io
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from lxml import etree
+
+from flowlens_web import explore as ex
+from flowlens_web import exporterviews as ev
+from flowlens_web import render
+
+NOW = 1_764_950_400_000  # 2025-12-05T16:00Z
+NS = {"h": "http://www.w3.org/1999/xhtml", "svg": "http://www.w3.org/2000/svg"}
+
+
+def reply(step_ms=60_000, n=60):
+    t0 = NOW - n * step_ms
+    a = [1000.0] * n
+    b = [0.0] * (n - 1) + [60_000.0]
+    return {"ok": True, "by": "in_if", "metric": "bytes", "step_ms": step_ms, "since": t0, "until": NOW,
+            "times": [t0 + i * step_ms for i in range(n)],
+            "series": [{"key": "192.0.2.1 3", "filter": {"exporter": "192.0.2.1", "input_if": 3}, "values": a,
+                        "total": sum(a)},
+                       {"key": "192.0.2.1 7", "filter": {"exporter": "192.0.2.1", "input_if": 7}, "values": b,
+                        "total": sum(b)}],
+            "other": {"values": [10.0] * n, "total": 10.0 * n},
+            "totals": {"bytes": sum(a) + sum(b) + 10 * n, "packets": 99, "flows": 9}, "source": "rollups",
+            "approximate": False}
+
+
+NAMES = {"exporters": [{"exporter": "192.0.2.1", "name": "edge-1", "site": "par1", "dns": ""}],
+         "interfaces": [{"exporter": "192.0.2.1", "ifindex": 3, "name": "Gi0/3", "description": "uplink <isp>",
+                         "speed_bps": 1000, "source": "snmp"}]}
+
+
+def query(**params):
+    return ex.parse_query({"range": "1h", **params}, NOW)
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"by": "colour"}, "by 'colour' is not a dimension"),
+    ({"metric": "bytes"}, "metric 'bytes' is not one of bps, pps, fps"),
+    ({"top": "4"}, "top '4' is not a number from 5 to 50"),
+    ({"top": "51"}, "top '51'"),
+    ({"top": "ten"}, "top 'ten'"),
+    ({"dscp": "64"}, "dscp 64 is above 63"),
+    ({"input_if": "-1"}, "input_if '-1' is not a whole number"),
+    ({"src_as": "AS4294967296"}, "src_as 4294967296 is above"),
+    ({"src": "10.0.0.300"}, "src"),
+    ({"protocol": "tcpx"}, "protocol 'tcpx'"),
+    ({"range": "2x"}, "range '2x'"),
+    ({"port": "70000"}, "port 70000 is outside"),
+])
+def test_bad_parameters_are_named(params, words):
+    with pytest.raises(ex.FormError, match=None) as e:
+        ex.parse_query({"range": "1h", **params}, NOW)
+    assert words in str(e.value)
+
+
+def test_store_arguments():
+    q = query(by="out_if", metric="pps", top="25", exporter="192.0.2.1", output_if="7", src_as="AS65000", dscp="46",
+              protocol="udp", port="53")
+    args = q.store_args()
+    assert args == {"by": "out_if", "metric": "packets", "limit": 25, "step": 0, "scaled": True,
+                    "since": NOW - 3_600_000, "until": NOW, "exporter": "192.0.2.1", "output_if": 7,
+                    "src_as": 65000, "dscp": 46, "protocol": 17, "port": 53}
+    assert q.params()["range"] == "1h" and q.params()["src_as"] == "AS65000"
+
+
+def test_view_rates_stats_names_and_links():
+    q = query(by="in_if", exporter="192.0.2.1")
+    view = ex.explore_view(q, reply(), ex.Names(NAMES))
+    r3, r7 = view["rows"]
+    assert r3["key"] == "edge-1 (192.0.2.1) Gi0/3 (ifIndex 3)"
+    assert r7["key"] == "edge-1 (192.0.2.1) ifIndex 7"
+    # 1000 bytes per 60 s step = 133.33 bit/s, flat
+    assert r3["stats"].average == pytest.approx(1000 * 8 / 60) and r3["stats"].p95 == pytest.approx(1000 * 8 / 60)
+    assert r3["average"] == "133 bps"
+    assert r7["stats"].maximum == pytest.approx(60_000 * 8 / 60) and r7["stats"].p95 == 0
+    # utilisation only where the speed is known: 133.33 of 1000 bit/s
+    assert r3["util"]["p95"] == "13.3 %" and r7["util"] is None
+    link = urlparse(r3["href"])
+    assert link.path == "/explore" and parse_qs(link.query) == {
+        "by": ["in_if"], "metric": ["bps"], "top": ["10"], "exporter": ["192.0.2.1"], "input_if": ["3"], "range": ["1h"]}
+    flows = urlparse(r3["flows_href"])
+    assert flows.path == "/flows" and parse_qs(flows.query) == {"exporter": ["192.0.2.1"], "input_if": ["3"], "range": ["1h"]}
+    assert view["other"]["stats"].total == 600 and view["total"]["stats"].total == 60 * 1000 + 60_000 + 600
+    bands = view["chart"].bands
+    assert [b.label for b in bands][-1] == "Other" and len(bands) == 3
+    assert view["source"] == "rollups" and view["step"] == "1 min"
+
+
+def test_port_series_link_to_the_flow_explorers_port_filter():
+    q = query(by="dst_port")
+    r = {**reply(n=3), "series": [{"key": "443", "filter": {"dst_port": 443}, "values": [1, 2, 3], "total": 6}],
+         "other": {"values": [0, 0, 0], "total": 0}}
+    view = ex.explore_view(q, r, ex.Names())
+    assert parse_qs(urlparse(view["rows"][0]["flows_href"]).query) == {"port": ["443"], "range": ["1h"]}
+    assert parse_qs(urlparse(view["rows"][0]["href"]).query)["dst_port"] == ["443"]
+    assert view["other"] is None and [b.label for b in view["chart"].bands] == ["443"]
+
+
+def test_csv_has_a_row_per_series_and_other():
+    q = query(by="in_if", exporter="192.0.2.1")
+    view = ex.explore_view(q, reply(), ex.Names(NAMES))
+    rows = list(csv.reader(io.StringIO(ex.explore_csv(view, q))))
+    assert rows[0] == ["key", "filter", "total_bytes", "average_bps", "p95_bps", "max_bps", "utilisation_p95_pct"]
+    assert [r[0] for r in rows[1:]] == ["edge-1 (192.0.2.1) Gi0/3 (ifIndex 3)", "edge-1 (192.0.2.1) ifIndex 7", "Other"]
+    assert rows[1][1] == "exporter=192.0.2.1&input_if=3" and rows[1][2] == "60000" and rows[1][6] == "13.33"
+    assert rows[3][1] == "" and rows[3][2] == "600"
+
+
+def base_ctx(**ctx):
+    return {"refresh": 0, "version": "t", "account": None, "banner": None, **ctx}
+
+
+def parse(html):
+    root = etree.fromstring(html.encode())
+    assert not root.xpath("//h:script", namespaces=NS)
+    return root
+
+
+def test_explore_page_renders(tmp_path):
+    q = query(by="in_if", exporter="192.0.2.1")
+    view = ex.explore_view(q, reply(), ex.Names(NAMES))
+    html = render.Renderer().page("explore.xhtml", **base_ctx(
+        title="Explore", nav="explore", form={**{k: "" for k in ex.FILTERS}, **q.form}, dimensions=ex.DIMENSIONS,
+        metrics=ex.METRICS, range_bar=q.range.bar("/explore", q.form), range_hidden=q.range.query(), error=None,
+        view=view, top="10", csv_href=ex.url("/explore.csv", q.params())))
+    root = parse(html)
+    assert root.xpath("//h:select[@name='by']/h:option[@selected]/@value", namespaces=NS) == ["in_if"]
+    keys = ["".join(e.itertext()) for e in root.xpath("//h:table[@class='explore']//h:td[@class='key']", namespaces=NS)]
+    assert keys == ["edge-1 (192.0.2.1) Gi0/3 (ifIndex 3)", "edge-1 (192.0.2.1) ifIndex 7", "Other"]
+    assert len(root.xpath("//svg:polygon[@class='band']", namespaces=NS)) == 3
+    assert root.xpath("//h:a[@class='csv']/@href", namespaces=NS)[0].startswith("/explore.csv?")
+
+
+def test_exporter_rows_sum_domains_and_add_named_ones():
+    health = {"exporters": [
+        {"exporter": "192.0.2.1", "observation_domain": 0, "version": 9, "packets": 10, "flows": 100,
+         "decode_errors": {"short": 2}, "sequence_lost": 1, "templates": 3, "last_seen": NOW - 5000},
+        {"exporter": "192.0.2.1", "observation_domain": 1, "version": 10, "packets": 5, "flows": 50,
+         "decode_errors": {}, "sequence_lost": 0, "templates": 2, "last_seen": NOW - 1000},
+        {"exporter": "other", "observation_domain": 0, "overflow": True, "packets": 1}]}
+    names = ex.Names({**NAMES, "exporters": NAMES["exporters"] + [{"exporter": "198.51.100.9", "name": "core", "site": "", "dns": ""}]})
+    rows = ev.exporter_rows(health, names, NOW)
+    assert [r["exporter"] for r in rows] == ["192.0.2.1", "198.51.100.9"]
+    r = rows[0]
+    assert (r["packets"], r["flows"], r["decode_errors"], r["sequence_lost"], r["templates"], r["domains"]) == (15, 150, 2, 1, 5, 2)
+    assert r["versions"] == "10, 9" and r["name"] == "edge-1" and r["site"] == "par1" and r["interfaces"] == 1
+    assert rows[1]["health"] is False and rows[1]["name"] == "core"
+
+
+@pytest.mark.parametrize("text, words", [("999.1.1.1", "is not an IP address"), ("x", "is not an IP address")])
+def test_bad_exporter_path(text, words):
+    with pytest.raises(ev.PathError, match=words):
+        ev.exporter_address(text)
+
+
+def test_exporter_path_forms():
+    assert ev.exporter_address("::ffff:192.0.2.1") == "192.0.2.1"
+    assert ev.exporter_address("2001:DB8::1") == "2001:db8::1"
+    assert ev.ifindex_of("42") == 42
+    for bad in ("-1", "4294967296", "3a", ""):
+        with pytest.raises(ev.PathError, match="ifIndex"):
+            ev.ifindex_of(bad)
