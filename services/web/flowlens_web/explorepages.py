@@ -70,7 +70,7 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
 
     def explore_ctx(form: dict, trange: TimeRange, **extra) -> dict:
         keep = {k: v for k, v in form.items() if v}
-        return {"title": "Explore", "nav": "explore", "form": {**{k: "" for k in ex.FILTERS}, **form},
+        return {"title": "Explore", "nav": "explore", "form": {**{k: "" for k in ("by", "metric", "top", *ex.FILTERS)}, **form},
                 "dimensions": ex.DIMENSIONS, "metrics": ex.METRICS, "range_bar": trange.bar("/explore", keep),
                 "range_hidden": trange.query(), "error": None, "view": None, "top": form.get("top", ""),
                 "csv_href": None, **extra}
