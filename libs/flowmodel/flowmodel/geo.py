@@ -66,7 +66,7 @@ def parse_country(text: str) -> int:
     """A filter's value: a two-letter code (any case) or a label's words ('private') -> packed code."""
     t = str(text).strip()
     for code, words in LABELS.items():
-        if t.lower() == words or t.upper() == code:
+        if t.lower() == words.lower() or t.upper() == code:
             return pack_country(code)
     try:
         value = pack_country(t)

@@ -113,6 +113,7 @@ def service_main(argv: list[str] | None, *, prog: str, kind: str, description: s
     runs once it is started (seeding, memory tuning); ``ready(service)`` gives the ready line's fields;
     ``cannot_start`` begins the stderr line of a failed start (``flowlens up`` shows it).
     SIGTERM and SIGINT ask the service to stop; its run returns and it stops in order."""
+    from .config import ConfigError
     from .logs import log_config, setup_logging
     from .memory import release_startup_memory
 
@@ -125,6 +126,11 @@ def service_main(argv: list[str] | None, *, prog: str, kind: str, description: s
     service = build(cfg)
     try:
         service.start()
+    except ConfigError as e:  # found at start (a database file the config names): exit 2, the key named
+        svc_log.error("bad config", extra=fields(error=str(e)))
+        print(f"{prog}: {e}", file=sys.stderr)
+        service.stop()
+        return EXIT_BAD_CONFIG
     except Exception as e:  # a taken port, an unusable SQLite file: say which and exit 1
         svc_log.error("start failed", extra=fields(error=str(e)))
         print(f"{prog}: {cannot_start}: {e}", file=sys.stderr)

@@ -22,6 +22,7 @@ from flowmodel.events import process_stats, service_config
 from flowmodel.logs import RateLimitedLog, fields
 
 from .batcher import Batcher
+from .enrich import Enricher
 from .outbox import Outbox
 from .templates_file import load_sequences, load_state, save_text, sequences_path, sequences_text
 from .recvmmsg import make_receiver
@@ -85,6 +86,7 @@ class Collector:
                               max_time_ahead_ms=flowtimes.MAX_AHEAD_MS,
                               max_exporters=cfg["collector.max_exporters"])
         self.decoder = decoder
+        self.enricher = Enricher.from_config(cfg)  # AS numbers and countries (enrichment.*), read at start
         self.source_id = cfg["collector.instance_id"] or default_source_id(cfg)
         self.config_report = service_config(cfg, "collector")  # effective keys, shown per service on About
         self.batcher = Batcher(cfg["collector.batch_max_flows"], int(cfg["collector.batch_max_age"] * 1000))
@@ -147,6 +149,7 @@ class Collector:
         """Load saved templates and sequence state, bind the UDP listeners, connect to the bus.
         Raises OSError on a failed bind."""
         self.started_at_ms = now_ms()
+        self.enricher.open()  # a bad database is a ConfigError naming its key, before anything binds
         self._load_templates()
         self._load_sequences()
         host = self.cfg["collector.bind_address"]
@@ -354,6 +357,8 @@ class Collector:
         c["groups"] += 1
         batch = self.decoder.decode(datagrams, sources, t, layout)
         if batch is not None and batch.count:
+            if self.enricher.enabled:
+                self.enricher.apply(batch)
             c["flows"] += batch.count
             self.batcher.add(batch, t)
             if self.batcher.due(t):
@@ -491,7 +496,7 @@ class Collector:
         sockets = [{"port": lst.port, "rcvbuf_requested": lst.rcvbuf_requested, "rcvbuf_granted": lst.rcvbuf_granted,
                     "kernel_drops": drops.get(lst.inode, 0)} for lst in self.listeners]
         ob = self.outbox
-        counters = dict(self.counters, kernel_drops=sum(s["kernel_drops"] for s in sockets),
+        counters = dict(self.counters, **self.enricher.counters, kernel_drops=sum(s["kernel_drops"] for s in sockets),
                         pending_flows=self.batcher.count, unconfirmed_batches=len(ob.entries),
                         unconfirmed_flows=ob.flows, spooled_batches=ob.spooled, spool_bytes=ob.spool_bytes,
                         spool_dropped_batches=ob.dropped_batches, spool_dropped_flows=ob.dropped_flows,
