@@ -186,6 +186,6 @@ class TimeRange:
 
 def _when(text: str, now_ms: int, name: str) -> int:
     try:
-        return parse_when(text[:80], now_ms, name)
+        return parse_when(text, now_ms, name)
     except QueryError as e:
         raise RangeError(str(e)) from None

@@ -1,0 +1,79 @@
+"""CSV downloads of the pages' tables (pure: rows in, text out; the app streams the chunks).
+
+Flow lists carry the columns `flowlens query flows --format csv` writes (every schema column, its
+name as header, times in ms since epoch, addresses as text), so a download and the CLI's answer for
+the same filter compare line for line. Top lists carry key, bytes, packets, flows as `flowlens
+query top` does. A whole flow list is read page by page through the store's keyset cursor and cut at
+a row limit; the file's name gives the limit and a cut file ends with a '#' line saying so.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+
+from flowmodel.schema import FLOW_COLUMNS
+
+FLOW_CSV_COLUMNS = tuple(FLOW_COLUMNS)
+TOP_CSV_COLUMNS = ("key", "bytes", "packets", "flows")
+PAGE_ROWS = 2000  # rows asked of the store per page while streaming (about 1 MB of CSV)
+CSV_MEDIA = "text/csv; charset=utf-8"
+
+# fetch(cursor, want) -> (rows as dicts, next cursor or None)
+FetchPage = Callable[[str | None, int], Awaitable[tuple[list[Mapping[str, Any]], str | None]]]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def lines(rows: Iterable[Mapping[str, Any]], columns: Iterable[str], header: bool = False) -> str:
+    columns = tuple(columns)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if header:
+        w.writerow(columns)
+    for r in rows:
+        w.writerow([_cell(r.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def cut_line(max_rows: int) -> str:
+    return (f"# cut at {max_rows:,} rows (web.csv_max_rows): more flows match; narrow the filters or the "
+            "time range for the rest\n")
+
+
+def filename(kind: str, range_query: Mapping[str, str], max_rows: int | None = None) -> str:
+    """'flowlens-flows-24h-max100000.csv', 'flowlens-top-src-2026-11-24T1430Z-2026-11-24T1630Z.csv'."""
+    span = range_query.get("range") or f"{range_query.get('from', '')}-{range_query.get('to', '')}"
+    name = f"flowlens-{kind}-{span}".replace(":", "")
+    if max_rows is not None:
+        name += f"-max{max_rows}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) + ".csv"
+
+
+async def flow_chunks(fetch: FetchPage, max_rows: int, first: tuple[list, str | None] | None = None,
+                      page_rows: int = PAGE_ROWS) -> AsyncIterator[str]:
+    """The CSV of a whole flow list: the header, then a chunk per store page following the cursor,
+    at most ``max_rows`` rows, and the cut line when more rows matched. ``first``: the first page,
+    already fetched (the app asks for it before answering, so a refused filter is a 400, not a
+    broken download)."""
+    yield lines((), FLOW_CSV_COLUMNS, header=True)
+    sent = 0
+    page = first if first is not None else await fetch(None, min(page_rows, max_rows))
+    while True:
+        rows, cursor = page
+        rows = list(rows)[:max_rows - sent]
+        if rows:
+            yield lines(rows, FLOW_CSV_COLUMNS)
+            sent += len(rows)
+        if not cursor or not rows:
+            return
+        if sent >= max_rows:
+            yield cut_line(max_rows)
+            return
+        page = await fetch(cursor, min(page_rows, max_rows - sent))
