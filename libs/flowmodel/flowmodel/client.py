@@ -44,14 +44,20 @@ class FlowPage:
         return self.batch.count
 
     def rows(self) -> list[dict[str, Any]]:
-        """Rows as dicts with addresses as text (for pages and CLI lines, not for bulk work)."""
-        from . import addr
+        """Rows as dicts with addresses and countries as text (for pages and CLI lines, not for bulk
+        work): a country is its code ('DE'), a label's words ('private') or '' (flowmodel.geo)."""
+        from . import addr, geo
         from .schema import ADDRESS_COLUMNS, FLOW_COLUMNS
 
         cols = {}
         for name in FLOW_COLUMNS:
             arr = self.batch[name]
-            cols[name] = addr.column_to_text(arr) if name in ADDRESS_COLUMNS else arr.tolist()
+            if name in ADDRESS_COLUMNS:
+                cols[name] = addr.column_to_text(arr)
+            elif name in geo.COUNTRY_COLUMNS:
+                cols[name] = geo.countries_text(arr)
+            else:
+                cols[name] = arr.tolist()
         return [{name: cols[name][i] for name in cols} for i in range(self.batch.count)]
 
 

@@ -34,6 +34,7 @@ LABEL_NETWORKS: tuple[tuple[str, str], ...] = (
 )
 
 COUNTRY_DTYPE = np.dtype("<u2")
+COUNTRY_COLUMNS = ("src_country", "dst_country")
 
 
 class CountryError(ValueError):
