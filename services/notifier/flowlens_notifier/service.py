@@ -24,6 +24,7 @@ from flowmodel.logs import RateLimitedLog, fields
 from flowmodel.notes import acknowledged, silence_matches
 
 from . import routing, statefile, transports
+from .dailyreport import DailyReport, report_target
 from .outbox import TargetOutbox
 from .tracker import Tracker
 
@@ -108,6 +109,7 @@ class NotifierService:
         self.workers = {name: _Worker(t, self.results, options) for name, t in self.targets.items()}
         self.client: StoreClient | None = None
         self.events: EventSender | None = None
+        self.daily: DailyReport | None = None  # the daily report by email (report.email_to), made at start
         self.started_at = clock()
         self.counters = {"polls": 0, "store_errors": 0, "notifications": 0, "unrouted": 0, "acknowledged": 0,
                          "silenced": 0, "state_saves": 0, "state_errors": 0, "loop_errors": 0}
@@ -127,6 +129,9 @@ class NotifierService:
         if not self.targets:
             raise ValueError("notify.targets is empty: there is nowhere to send notifications")
         routing.check_rules(self.rules, self.targets)
+        target = report_target(self.cfg)
+        if target is not None:
+            self.daily = DailyReport(self.cfg, target, self.clock)
         state = statefile.load(self.state_path)
         if state is not None:
             self.tracker = Tracker.from_state(state.get("tracker") or {}, self.cfg["notify.tracked_max"])
@@ -137,6 +142,8 @@ class NotifierService:
                     log.warning("a target in the state file is no longer configured; its notifications are dropped",
                                 extra=fields(target=name, notifications=len(ob_state.get("pending") or [])))
             self.failing = {k: int(v) for k, v in (state.get("failing") or {}).items() if k in self.targets}
+            if self.daily is not None:
+                self.daily.load_state(state.get("report") or {})
         statefile.save(self.state_path, self._state())  # the file is writable, or the start fails here
         # retries=0: a store that does not answer costs one query.timeout per poll, then the next poll tries
         self.client = StoreClient.from_config(self.cfg, retries=0)
@@ -172,6 +179,9 @@ class NotifierService:
         deadline = time.monotonic() + self.cfg["notify.send_timeout"] + 1
         while any(w.busy for w in self.workers.values()) and time.monotonic() < deadline:
             self._collect(0.1)
+        while self.daily is not None and self.daily.busy and time.monotonic() < deadline:
+            if not self.daily.collect():
+                time.sleep(0.05)
         for w in self.workers.values():
             if w.thread.is_alive():
                 try:
@@ -278,6 +288,7 @@ class NotifierService:
             w.busy = True
             w.inbox.put(message)
         self._own_advisories(now)
+        self._daily_report(now)
         mono = time.monotonic()
         if mono >= self._next_health or (self._health_due and mono >= self._next_health - HEALTH_INTERVAL_S + 1):
             self._send_health()  # every HEALTH_INTERVAL_S, and a second after a change
@@ -331,6 +342,19 @@ class NotifierService:
             self._dirty = True
             self._save(force=True)
 
+    def _daily_report(self, now: int) -> None:
+        """Take the report thread's result (saved at once: a restart must not send it again), or
+        start the report of the day before when it is due."""
+        if self.daily is None:
+            return
+        if self.daily.collect():
+            self._dirty = self._health_due = True
+            self._save(force=True)
+        if not self.daily.busy:
+            day = self.daily.due_day(now)
+            if day is not None:
+                self.daily.start(day, now)
+
     def _send_advisory(self, event: dict) -> None:
         if self.events is not None:
             self.events.send(bus.TOPIC_ADVISORY, event, lambda b: bus.encode_event(b, self.sequencer))
@@ -339,7 +363,7 @@ class NotifierService:
 
     def _state(self) -> dict:
         return {"tracker": self.tracker.to_state(), "targets": {n: ob.to_state() for n, ob in self.outboxes.items()},
-                "failing": self.failing}
+                "failing": self.failing, "report": self.daily.to_state() if self.daily is not None else {}}
 
     def _save(self, force: bool = False) -> None:
         mono = time.monotonic()
@@ -357,14 +381,15 @@ class NotifierService:
     def stats(self) -> dict[str, Any]:
         return {**self.counters, "cursor_ms": self.tracker.cursor_ms, "tracked": len(self.tracker.keys),
                 "forgotten": self.tracker.forgotten, "rows_read": self.tracker.rows_read,
-                "targets": {name: ob.stats() for name, ob in self.outboxes.items()},
+                "targets": {**{name: ob.stats() for name, ob in self.outboxes.items()},
+                            **({self.daily.name: self.daily.stats()} if self.daily is not None else {})},
                 **{f"advisories_{k}": v for k, v in (self.events.stats() if self.events else {}).items()}}
 
     def config_report(self) -> dict:
         """The effective notify keys for the About page, passwords and headers left out."""
         out = {}
         for key, value in self.cfg.items():
-            if key.startswith(("notify.", "query.", "bus.events")):
+            if key.startswith(("notify.", "report.", "query.", "bus.events")):
                 if key == "notify.targets":  # a webhook's path is often its secret (Slack, Teams)
                     value = [{k: ("(set)" if k in ("password", "headers") and v else
                                   _site(v) if k == "url" else v) for k, v in t.items()} for t in value]

@@ -57,7 +57,12 @@ def _webhook(target: dict, message: Message, public_url: str, max_items: int, ti
 
 
 def _email(target: dict, message: Message, public_url: str, max_items: int, timeout_s: float) -> None:
-    msg = render.email(message, target, public_url, max_items)
+    send_email(target, render.email(message, target, public_url, max_items), timeout_s)
+
+
+def send_email(target: dict, msg, timeout_s: float) -> None:
+    """One SMTP session of the email ``target`` (TLS and login as it says) sending ``msg``; an
+    OSError or SMTPException for the caller to translate (deliver does, so does the daily report)."""
     if target["ssl"]:
         smtp = smtplib.SMTP_SSL(target["host"], target["port"], timeout=timeout_s, context=ssl.create_default_context())
     else:
