@@ -34,13 +34,14 @@ from . import advisory_metrics, auth, metrics, notepages, views
 from .explorepages import add_explore_routes
 from .lanes import ClientGone, StoreLanes, TooBusy
 from .loginpages import add_login_routes
+from .reportpages import add_report_routes
 from .render import XHTML, Renderer
 from .storegate import LIGHT, StoreBusy, StoreGate
 
 log = logging.getLogger(__name__)
 
 ROUTES = ("/", "/flows", "/advisories", "/about", "/metrics", "/healthz", "/login", "/logout", "/advisories/ack",
-          "/silences", "/silences/remove")
+          "/silences", "/silences/remove", "/report")
 access_log = logging.getLogger("flowlens_web.access")
 SECRET_KEYS = frozenset({"web.metrics_token"})  # shown as (set) on About and in the log, never as a value
 ADVISORY_STATES = ("active", "raised", "updated", "resolved", "all")
@@ -317,6 +318,7 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
 
     add_login_routes(app, page, users, sessions, limiter)
     notepages.add_note_routes(app, cfg, users, listen_host, lanes, error_page, now_ms)
+    add_report_routes(app, cfg, lanes, page, now_ms)
     add_explore_routes(app, lanes, page, now_ms)
     app.add_middleware(auth.AuthMiddleware, users=users, sessions=sessions, metrics_token=cfg["web.metrics_token"])
     app.add_middleware(TimingMiddleware, histogram=histogram, error_page=server_error, access=cfg["web.access_log"])
