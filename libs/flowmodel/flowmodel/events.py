@@ -96,12 +96,14 @@ EXPORTER_STATS_FIELDS = {
 }
 
 # Interface event body on topic ``interfaces`` (bus.TOPIC_INTERFACES): what one source knows of one
-# exporter's interfaces. The store keeps the newest per (exporter, ifindex, source) in SQLite and
-# names an interface from the first source in INTERFACE_SOURCES that has a name for it.
+# exporter's interfaces. The store keeps the newest per (exporter, ifindex, origin) in SQLite and
+# names an interface from the first source in INTERFACE_SOURCES that has a name for it. The field
+# is "origin", not "source": the envelope's "source" (the sender's instance id) is stamped over any
+# "source" the body has (bus.Sequencer.stamp).
 INTERFACE_SOURCES = ("options", "snmp", "config")  # precedence, highest first
 INTERFACE_EVENT_FIELDS = {
     "exporter": "exporter address as text (the flows' exporter column)",
-    "source": "options (the exporter's IPFIX/v9 options data), snmp (IF-MIB polling) or config",
+    "origin": "options (the exporter's IPFIX/v9 options data), snmp (IF-MIB polling) or config",
     "interfaces": "list of {ifindex (int), name (str, ifName / IE 82), description (str, ifAlias / IE 83, may be empty), "
                   "speed_bps (int, bits/s: ifHighSpeed * 1e6 or ifSpeed; 0 when unknown)}; at most INTERFACES_PER_EVENT",
     "complete": "true when interfaces is the source's whole table for this exporter (an SNMP walk); false: additions",
