@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from flowmodel.protocol import QueryError, normalise_flow_filters
 
 from . import formatters as fmt
+from .sankey import Pair, sankey
 from .seriesstats import series_stats, utilisation
 from .stackchart import OTHER_COLOUR, Layer, colour, stacked_chart
 from .timerange import RangeError, TimeRange
@@ -267,10 +268,23 @@ def explore_view(q: ExploreQuery, reply: Mapping, names: Names,
     since = int(reply.get("since") or q.range.since_ms)
     until = int(reply.get("until") or q.range.until_ms)
     chart = stacked_chart(times, step_ms, layers, unit, since, max(until, since + 1))
-    return {"chart": chart, "rows": rows, "other": other if any(other_sums) else None, "total": total,
+    return {"chart": chart, "rows": rows, "sankey": pair_sankey(q, rows) if q.by == "pair" else None, "other": other if any(other_sums) else None, "total": total,
             "caption": caption, "by_label": DIMENSIONS[q.by], "step": fmt.human_duration(step_s),
             "source": str(reply.get("source") or ""), "approximate": bool(reply.get("approximate")),
             "totals": reply.get("totals") or {}}
+
+
+def pair_sankey(q: ExploreQuery, rows: list[dict]):
+    """Sources to destinations of a pair view; a node links to what it talks to (or hears from)."""
+    pairs = [Pair(str(r["filter"]["src"]), str(r["filter"]["dst"]), r["stats"].total, r["colour"], r["href"],
+                  f"{r['key']}: {r['total']}") for r in rows if r["filter"].get("src") and r["filter"].get("dst")]
+    d = sankey(pairs)
+    base = {k: v for k, v in q.params().items() if k != "by"}
+    for n in d.sources:
+        n.href = url("/explore", {**base, "by": "dst", "src": n.label})
+    for n in d.targets:
+        n.href = url("/explore", {**base, "by": "src", "dst": n.label})
+    return d
 
 
 def _fit(values: list[float], n: int) -> list[float]:

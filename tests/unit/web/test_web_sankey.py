@@ -1,0 +1,55 @@
+"""The Sankey diagram: each node as tall as its traffic, the links leaving a source fill its box
+and so do those reaching a destination; an Explore pair view draws it as well-formed SVG."""
+from __future__ import annotations
+
+import pytest
+from lxml import etree
+
+from flowlens_web import explore as ex
+from flowlens_web import render
+from flowlens_web.sankey import GAP, Pair, sankey
+
+PAIRS = [Pair("10.0.0.1", "10.1.0.1", 600, "#111"), Pair("10.0.0.1", "10.1.0.2", 200, "#222"),
+         Pair("10.0.0.2", "10.1.0.1", 150, "#333"), Pair("10.0.0.3", "10.1.0.3", 50, "#444"),
+         Pair("10.0.0.4", "10.1.0.4", 0, "#555")]
+
+
+def test_links_fill_their_nodes():
+    d = sankey(PAIRS, height=400)
+    assert [n.label for n in d.sources] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]  # biggest first; zero left out
+    assert [n.label for n in d.targets] == ["10.1.0.1", "10.1.0.2", "10.1.0.3"]
+    scale = d.sources[0].height / 800
+    for nodes, side in ((d.sources, "source"), (d.targets, "target")):
+        for n in nodes:
+            links = [l for l in d.links if getattr(l, side) == n.label]
+            assert sum(l.thickness for l in links) == pytest.approx(n.height)
+            assert n.height == pytest.approx(n.value * scale)
+    # a column's nodes and gaps fit the height
+    col = d.sources
+    assert col[-1].y + col[-1].height == pytest.approx(8 + 1000 * scale + GAP * 2)
+    assert col[-1].y + col[-1].height <= 400 - 8 + 1e-6
+    assert len(d.links) == 4 and all(l.path.startswith("M") and l.path.endswith("Z") for l in d.links)
+
+
+def test_nothing_to_draw():
+    assert sankey([]).empty and sankey([Pair("a", "b", 0, "#000")]).empty
+
+
+def test_pair_view_draws_the_sankey():
+    now = 1_764_950_400_000
+    q = ex.parse_query({"by": "pair", "range": "1h"}, now)
+    times = [now - 120_000, now - 60_000]
+    reply = {"step_ms": 60_000, "times": times, "since": now - 3_600_000, "until": now,
+             "series": [{"key": "10.0.0.1 → 10.1.0.1", "filter": {"src": "10.0.0.1", "dst": "10.1.0.1"}, "values": [5, 5]},
+                        {"key": "10.0.0.2 → 10.1.0.1", "filter": {"src": "10.0.0.2", "dst": "10.1.0.1"}, "values": [1, 2]}],
+             "other": {"values": [0, 0]}}
+    view = ex.explore_view(q, reply, ex.Names())
+    d = view["sankey"]
+    assert [n.label for n in d.sources] == ["10.0.0.1", "10.0.0.2"] and [n.label for n in d.targets] == ["10.1.0.1"]
+    assert "by=dst" in d.sources[0].href and "src=10.0.0.1" in d.sources[0].href
+    html = render.environment().get_template("_sankey.xhtml").render(d=d)
+    root = etree.fromstring(f'<div xmlns="http://www.w3.org/1999/xhtml">{html}</div>'.encode())
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    assert len(root.xpath("//svg:path[@class='link']", namespaces=ns)) == 2
+    assert root.xpath("//svg:text[@class='nlabel']/text()", namespaces=ns) == ["10.0.0.1", "10.0.0.2", "10.1.0.1"]
+    assert ex.explore_view(ex.parse_query({"by": "src", "range": "1h"}, now), reply, ex.Names())["sankey"] is None
