@@ -84,7 +84,9 @@ class Collector:
                               template_fields_total_max=cfg["collector.template_fields_total_max"],
                               template_lifetime_ms=int(cfg["collector.template_lifetime"] * 1000),
                               max_time_ahead_ms=flowtimes.MAX_AHEAD_MS,
-                              max_exporters=cfg["collector.max_exporters"])
+                              max_exporters=cfg["collector.max_exporters"],
+                              max_interfaces=cfg["names.max_interfaces"],
+                              names_republish_ms=int(cfg["names.republish_interval"] * 1000))
         self.decoder = decoder
         self.enricher = Enricher.from_config(cfg)  # AS numbers and countries (enrichment.*), read at start
         self.source_id = cfg["collector.instance_id"] or default_source_id(cfg)
@@ -96,6 +98,9 @@ class Collector:
         self.sequence_path = sequences_path(self.template_path) if self.template_path else ""
         self.sequence_max_age_ms = int(cfg["collector.template_lifetime"] * 1000)  # older saved numbers are not continued
         self.sequencer = bus.Sequencer(self.source_id)
+        # interface events (TOPIC_INTERFACES) have a source and seqs of their own: the analyzer, which
+        # takes flows and health events only, would count them as gaps in this collector's seqs
+        self.names_sequencer = bus.Sequencer(f"{self.source_id}/interfaces")
         # confirmed delivery (flowmodel.bus TOPIC_ACK): this run's stream of flow batches, and what the
         # store has not yet confirmed, of this run and of earlier ones (the spool)
         self.stream = ""
@@ -118,7 +123,7 @@ class Collector:
                          "template_saves": 0, "template_save_errors": 0, "templates_loaded": 0,
                          "sequence_saves": 0, "sequence_save_errors": 0, "sequences_loaded": 0,
                          "template_save_max_ms": 0, "acked_batches": 0, "acked_flows": 0, "resent_batches": 0,
-                         "resent_flows": 0, "resends": 0}
+                         "resent_flows": 0, "resends": 0, "interface_events": 0}
         self.started_at_ms = 0
         self._ctx: zmq.Context | None = None
         self._pub: zmq.Socket | None = None
@@ -310,6 +315,9 @@ class Collector:
             topic = msg[1:]
             if msg[:1] == b"\x01" and bus.TOPIC_EXPORTER.startswith(topic):
                 self._next_full_ms = 0
+            if msg[:1] == b"\x01" and bus.TOPIC_INTERFACES.startswith(topic) and \
+                    getattr(self.decoder, "interfaces", None) is not None:
+                self.decoder.interfaces.republish_all()  # a store (re)subscribed: send every table again
             # a subscription that takes flow batches ("flows.", "flows.9", "" ...), not only events
             if msg[:1] == b"\x01" and not self._subscribed and \
                     (bus.TOPIC_FLOWS_PREFIX.startswith(topic) or topic.startswith(bus.TOPIC_FLOWS_PREFIX)):
@@ -483,6 +491,7 @@ class Collector:
             self._read_subscriptions()
             self._next_expire_ms = t + EXPIRE_INTERVAL_MS
             self.decoder.expire(t)
+            self._publish_interfaces(t)
         if t >= self._next_stats_ms:
             self._next_stats_ms = t + self.stats_interval_ms
             self._publish_health(t)
@@ -522,6 +531,22 @@ class Collector:
         except zmq.ZMQError as e:
             self.counters["publish_errors"] += 1
             self._rlog.warning("health", "cannot publish a health event", error=str(e))
+
+    def _publish_interfaces(self, t: int) -> None:
+        """Interface names options data told (decoders/ifnames.py) on bus.TOPIC_INTERFACES, per
+        flowmodel.events.INTERFACE_EVENT_FIELDS: a table when it changed, every table each
+        names.republish_interval. One not sent (a full queue) goes with the next republication."""
+        table = getattr(self.decoder, "interfaces", None)
+        if table is None:
+            return
+        for event in table.due(t):
+            try:
+                self._pub.send_multipart([bus.TOPIC_INTERFACES, bus.encode_event(event, self.names_sequencer)],
+                                         flags=zmq.NOBLOCK)
+                self.counters["interface_events"] += 1
+            except zmq.ZMQError as e:
+                self.counters["publish_errors"] += 1
+                self._rlog.warning("interfaces", "cannot publish interface names", error=str(e))
 
     # ------------------------------------------------------------------ templates
 

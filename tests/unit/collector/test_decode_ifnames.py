@@ -85,7 +85,7 @@ def test_table_bounds_and_publication():
     assert table.dropped == 2
     events = table.due(1_000)
     assert [e["exporter"] for e in events] == ["192.0.2.1"]
-    assert events[0]["source"] == "options" and events[0]["learnt_at"] == 1_000
+    assert events[0]["origin"] == "options" and events[0]["learnt_at"] == 1_000
     assert events[0]["interfaces"] == [{"ifindex": 1, "name": "a", "description": "", "speed_bps": 0},
                                        {"ifindex": 2, "name": "b", "description": "", "speed_bps": 0}]
     assert table.due(2_000) == []                       # unchanged, not yet due again

@@ -147,7 +147,7 @@ class InterfaceTable:
         events = []
         for exporter in names:
             table = self.tables[exporter]
-            events.append({"exporter": exporter, "source": "options", "complete": False, "learnt_at": now_ms,
+            events.append({"exporter": exporter, "origin": "options", "complete": False, "learnt_at": now_ms,
                            "interfaces": [{"ifindex": i, "name": n, "description": d, "speed_bps": 0}
                                           for i, (n, d) in sorted(table.items())]})
             self.published_at[exporter] = now_ms
