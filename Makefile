@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/flowlens.yaml
-DEB_PACKAGES := softflowd nfdump tcpdump nmap chromium
+# snmpd: the real SNMP agent the poller's tests walk; snmp (snmpwalk): what they check its answers against
+DEB_PACKAGES := softflowd nfdump tcpdump nmap chromium snmpd snmp
 # lz4: the block codec's measured alternative (bench/blocks.py, its tests); the store writes zstd
 # aiosmtpd: the SMTP server the notifier tests deliver email to (tests/integration/test_notifier.py)
 PIP_TEST := "pytest>=8" "hypothesis>=6.100" "lxml>=5" "httpx>=0.27" "playwright>=1.45" "netflow==0.12.2" "testcontainers>=4" "lz4>=4" "aiosmtpd>=1.4"
@@ -15,7 +16,7 @@ install: $(STAMP)
 
 $(STAMP): Makefile libs/flowmodel/pyproject.toml services/*/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -e libs/flowmodel -e services/collector -e services/store -e services/analyzer -e services/web -e services/notifier
+	$(BIN)/pip install -q -e libs/flowmodel -e services/collector -e services/store -e services/analyzer -e services/web -e services/notifier -e services/poller
 	$(BIN)/pip install -q $(PIP_TEST)
 	touch $(STAMP)
 
