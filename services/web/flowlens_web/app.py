@@ -30,18 +30,19 @@ from flowmodel.events import SEVERITIES, process_stats, service_config
 from . import __version__
 from .asgi import App
 from . import formatters as fmt
-from . import advisory_metrics, auth, metrics, notepages, views
+from . import advisory_metrics, auth, flowroutes, metrics, notepages, views
 from .explorepages import add_explore_routes
 from .lanes import ClientGone, StoreLanes, TooBusy
 from .loginpages import add_login_routes
 from .reportpages import add_report_routes
 from .render import XHTML, Renderer
 from .storegate import LIGHT, StoreBusy, StoreGate
+from .timerange import RangeError, TimeRange
 
 log = logging.getLogger(__name__)
 
 ROUTES = ("/", "/flows", "/advisories", "/about", "/metrics", "/healthz", "/login", "/logout", "/advisories/ack",
-          "/silences", "/silences/remove", "/report")
+          "/silences", "/silences/remove", *flowroutes.ROUTES, "/report")
 access_log = logging.getLogger("flowlens_web.access")
 SECRET_KEYS = frozenset({"web.metrics_token"})  # shown as (set) on About and in the log, never as a value
 ADVISORY_STATES = ("active", "raised", "updated", "resolved", "all")
@@ -102,8 +103,6 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
     renderer = Renderer()
     histogram = metrics.LatencyHistogram()
     started_ms = int(clock() * 1000)
-    page_size = int(cfg["web.page_size"])
-    refresh = int(cfg["web.refresh"])
     # /healthz and /metrics get threads of their own: pages waiting on the store never delay them
     quick_threads = anyio.CapacityLimiter(4)
     lanes = StoreLanes(store, cfg["web.heavy_queries_per_client"], retry_after_s=max(1, round(store.timeout_s)))
@@ -172,50 +171,6 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
                               "The pages are the dashboard, flows, advisories and about.")
         return error_page(exc.status_code, "Request not served", str(exc.detail))
 
-    @app.api_route("/", methods=GET)
-    async def dashboard(request: Request):
-        now = now_ms()
-        since = now - views.DASHBOARD_WINDOW_MS
-
-        def ask():
-            # throughput as the wire saw it: each flow's bytes spread over its lifetime (not a spike where an
-            # active timeout exported it) and sampled exporters' counters times their 1-in-N rate
-            # (one overview request: the store reads the window once for the chart and the three top lists)
-            ov = store.overview(step=views.DASHBOARD_STEP_S, limit=10, since=since, until=now)
-            return ov, active_advisory_counts(store), store.exporters()
-        ov, counts, exporters = await lanes.run(request, LIGHT, ask)  # one turn on the light lane
-        series, top_src, top_dst, top_proto = ov["series"], ov["top"]["src"], ov["top"]["dst"], ov["top"]["protocol"]
-        ctx = views.dashboard(now, series, top_src, top_dst, top_proto, counts, exporters, refresh,
-                              since_ms=ov.get("since"), clamped=bool(ov.get("clamped")))
-        return page("dashboard.xhtml", **ctx)
-
-    @app.api_route("/flows", methods=GET)
-    async def flows(request: Request):
-        params = request.query_params
-        now = now_ms()
-        ctx = {"title": "Flows", "nav": "flows", "ranges": views.RANGES, "error": None, "rows": [],
-               "next_query": None, "prev_query": None, "page_size": page_size, "searched": False}
-        try:
-            form, args = views.flow_query(params, now)
-        except views.FormError as e:
-            form = {k: (params.get(k) or "")[:500] for k in (*views.FILTER_FIELDS, "since", "until", "range")}
-            return page("flows.xhtml", 400, form=form, **{**ctx, "error": str(e)})
-        cursor = params.get("cursor") or None
-        direction = params.get("dir") or "next"
-        if direction not in ("next", "prev"):
-            return page("flows.xhtml", 400, form=form, **{**ctx, "error": f"direction {direction!r} is not next or prev"})
-        try:
-            result = await lanes.query(request, "flows", limit=page_size, cursor=cursor, direction=direction, **args)
-        except StoreError as e:
-            return page("flows.xhtml", 400, form=form, **{**ctx, "error": f"the store refused this filter: {e}"})
-        rows = views.flow_rows(result.rows(), now)
-        show_prev = bool(result.prev_cursor) and bool(cursor)
-        return page("flows.xhtml", form=form, **{
-            **ctx, "rows": rows, "searched": True,
-            "next_query": views.form_query(form, cursor=result.next_cursor, dir="next") if result.next_cursor else None,
-            "prev_query": views.form_query(form, cursor=result.prev_cursor, dir="prev") if show_prev else None,
-            "first_query": views.form_query(form) if cursor else None})
-
     @app.api_route("/advisories", methods=GET)
     async def advisories(request: Request):
         params = request.query_params
@@ -224,13 +179,26 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
         state = (params.get("state") or "active").strip().lower()
         include_resolved = params.get("resolved") in ("1", "on", "yes", "true") or state in ("resolved", "all")
         form = {"severity": severity, "state": state, "resolved": include_resolved}
+        # a time range only when the URL names one: by default every advisory the state selects
+        ranged = any(params.get(k) for k in ("range", "from", "to"))
+        try:
+            tr = TimeRange.from_query(params, now, default="24h")
+        except RangeError as e:
+            return error_page(400, "Bad time range", f"{e}.", nav="advisories")
+        bar = tr.bar("/advisories", keep={"severity": severity, "state": state if state != "active" else "",
+                                          "resolved": "1" if include_resolved else ""})
+        if not ranged:
+            bar = {**bar, "label": "any time", "presets": [{**p, "here": False} for p in bar["presets"]]}
         ctx = {"title": "Advisories", "nav": "advisories", "severities": SEVERITIES, "states": ADVISORY_STATES,
-               "form": form, "rows": [], "error": None, "shown": None}
+               "form": form, "rows": [], "error": None, "shown": None, "range_bar": bar,
+               "range_query": tr.query() if ranged else {}}
         if severity and severity not in SEVERITIES:
             return page("advisories.xhtml", 400, **{**ctx, "error": f"severity {severity!r} is not one of {', '.join(SEVERITIES)}"})
         if state not in ADVISORY_STATES:
             return page("advisories.xhtml", 400, **{**ctx, "error": f"state {state!r} is not one of {', '.join(ADVISORY_STATES)}"})
         args = {"include_resolved": include_resolved, "limit": ADVISORY_PAGE_LIMIT}
+        if ranged:  # advisories that were open at some time in the range
+            args.update(since=tr.since_ms, until=tr.until_ms)
         if severity:
             args["severity"] = severity
         if state in ("raised", "updated", "resolved"):
@@ -318,8 +286,9 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
 
     add_login_routes(app, page, users, sessions, limiter)
     notepages.add_note_routes(app, cfg, users, listen_host, lanes, error_page, now_ms)
-    add_report_routes(app, cfg, lanes, page, now_ms)
+    flowroutes.add_flow_routes(app, cfg, store, lanes, page, error_page, now_ms)
     add_explore_routes(app, lanes, page, now_ms)
+    add_report_routes(app, cfg, lanes, page, now_ms)
     app.add_middleware(auth.AuthMiddleware, users=users, sessions=sessions, metrics_token=cfg["web.metrics_token"])
     app.add_middleware(TimingMiddleware, histogram=histogram, error_page=server_error, access=cfg["web.access_log"])
     app.state.histogram = histogram
@@ -327,12 +296,6 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
     app.state.logins = limiter
     app.state.banner = banner
     return app
-
-
-def active_advisory_counts(store: StoreGate) -> dict[str, int]:
-    """Active advisories per severity: the store counts every match, whatever the page limit."""
-    counts = store.advisories(include_resolved=False, limit=1).get("counts") or {}
-    return {s: int(counts.get(s) or 0) for s in SEVERITIES}
 
 
 def store_uptime(status: dict, now_ms: int) -> str:

@@ -47,7 +47,7 @@ def nice_ceiling(value: float) -> float:
 
 
 TICK_STEPS_MS = tuple(s * 1000 for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200,
-                                         10800, 21600, 43200, 86400))
+                                         10800, 21600, 43200, 86400, 172800, 345600, 604800))
 
 
 def time_ticks(since_ms: int, until_ms: int, most: int = 5) -> list[int]:
@@ -57,6 +57,14 @@ def time_ticks(since_ms: int, until_ms: int, most: int = 5) -> list[int]:
     step = next((s for s in TICK_STEPS_MS if span / s <= most), TICK_STEPS_MS[-1])
     first = -(-since_ms // step) * step
     return list(range(first, until_ms + 1, step))
+
+
+def tick_label(t_ms: int, span_ms: int) -> str:
+    """'14:30' within a day and a half; beyond, the date too ('12-05 14:00', or '12-05' at midnight)."""
+    if span_ms <= 36 * 3_600_000:
+        return fmt.clock_time(t_ms)
+    text = fmt.iso_time(t_ms)  # 2026-12-05T14:00:00.000Z
+    return text[5:10] if text[11:16] == "00:00" else f"{text[5:10]} {text[11:16]}"
 
 
 def line_chart(times_ms: list[int], values: list[float], unit: str, since_ms: int, until_ms: int,
@@ -73,7 +81,7 @@ def line_chart(times_ms: list[int], values: list[float], unit: str, since_ms: in
         c.y_ticks.append((round(y, 1), fmt.human_rate(v, unit)))
     for t in time_ticks(since_ms, until_ms, x_ticks):
         x = c.left + pw * (t - since_ms) / span
-        c.x_ticks.append((round(x, 1), fmt.clock_time(t)))
+        c.x_ticks.append((round(x, 1), tick_label(t, span)))
     pts = []
     for t, v in zip(times_ms, values):
         if t < since_ms or t > until_ms:

@@ -81,6 +81,11 @@ class StoreLanes:
             if not work.done():
                 work.cancel()
 
+    async def turn(self, client: str, lane: str, fn: Callable[[], Any]) -> Any:
+        """``fn`` on ``lane`` for ``client`` (an address) without watching a request: for the later
+        reads of a streamed response, whose disconnect Starlette watches itself."""
+        return await self._turn(lane, fn, client)
+
     async def _turn(self, lane: str, fn: Callable[[], Any], client: str) -> Any:
         if lane == HEAVY:
             if self._heavy[client] >= self.heavy_per_client:

@@ -30,9 +30,13 @@ class RangeError(ValueError):
 
 
 def _span_text(span_ms: int) -> str:
-    for unit, ms, word in (("d", 86_400_000, "d"), ("h", 3_600_000, "h"), ("m", 60_000, "min")):
+    """'10 min', '24 h', '7 d'; a span that is no whole number of units in the largest that fits
+    twice, to a tenth ('1364.8 d', '90 min')."""
+    for ms, word in ((86_400_000, "d"), (3_600_000, "h"), (60_000, "min")):
         if span_ms % ms == 0 and span_ms >= ms:
             return f"{span_ms // ms} {word}"
+        if span_ms >= 2 * ms:
+            return f"{span_ms / ms:.1f} {word}"
     return f"{span_ms / 1000:g} s"
 
 

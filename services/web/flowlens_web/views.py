@@ -9,23 +9,21 @@ from typing import Any, Iterable, Mapping
 
 from flowmodel.events import SEVERITIES, SEVERITY_RANK
 from flowmodel.notes import SILENCE_MATCHES, acknowledged
-from flowmodel.protocol import QueryError, normalise_flow_filters
 
 from . import chart as charts
 from . import formatters as fmt
+from .timerange import TimeRange, url_time
 
-DASHBOARD_WINDOW_MS = 10 * 60 * 1000
+DASHBOARD_WINDOW_MS = 10 * 60 * 1000  # at most this, ending now: one overview read of the ring
 DASHBOARD_STEP_S = 10
-RANGES = {"5m": "last 5 min", "10m": "last 10 min", "1h": "last 1 h", "24h": "last 24 h", "custom": "custom"}
-DASHBOARD_RANGE = "10m"  # the flow explorer's range for the dashboard's links: the panels' window
-DEFAULT_RANGE = "1h"
-FILTER_FIELDS = ("src", "dst", "addr", "port", "protocol", "exporter")
+DASHBOARD_RANGE = "10m"  # the dashboard's range when the URL names none
+ADVISORY_FILTER_FIELDS = ("src", "dst", "addr", "port", "protocol", "exporter")
 
 
 # ------------------------------------------------------------------ dashboard
 
-def series_rates(reply: Mapping, since_ms: int, now_ms: int, step_s: float) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Per-second bps, pps and flows/s for every complete step in [since, now), zero-filled."""
+def series_rates(reply: Mapping, since_ms: int, until_ms: int, step_s: float) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Per-second bps, pps and flows/s for every complete step in [since, until), zero-filled."""
     step_ms = int(reply.get("step_ms") or step_s * 1000)
     by_t: dict[int, tuple[float, float, float]] = {}
     for p in reply.get("points") or []:
@@ -36,7 +34,7 @@ def series_rates(reply: Mapping, since_ms: int, now_ms: int, step_s: float) -> t
     times, bps, pps, fps = [], [], [], []
     secs = step_ms / 1000
     t = since_ms // step_ms * step_ms
-    while t + step_ms <= now_ms:
+    while t + step_ms <= until_ms:
         b, pk, fl = by_t.get(t, (0.0, 0.0, 0.0))
         times.append(t + step_ms // 2)
         bps.append(b * 8 / secs)
@@ -118,7 +116,7 @@ def shown_of(shown: int, total, limit: int) -> str | None:
     return None
 
 
-def exporter_health(exporters_reply: Mapping, fps: list[float]) -> dict:
+def exporter_health(exporters_reply: Mapping, fps: list[float], step_text: str = "10 s") -> dict:
     exps = list(exporters_reply.get("exporters") or [])
     lost = sum(int(e.get("sequence_lost") or 0) for e in exps)
     errors = 0
@@ -133,98 +131,42 @@ def exporter_health(exporters_reply: Mapping, fps: list[float]) -> dict:
     names = {(e.get("exporter"), e.get("observation_domain")) for e in exps}
     return {"flows_per_s": fmt.human_rate(fps[-1], "flows/s") if fps else "-",
             "flows_per_s_exact": fmt.exact(round(fps[-1], 1)) if fps else "",
-            "exporters": len({n[0] for n in names}), "domains": len(names),
+            "step_text": step_text, "exporters": len({n[0] for n in names}), "domains": len(names),
             "sequence_lost": lost, "decode_errors": errors, "kernel_drops": kernel,
             "losses": lost + errors + kernel}
 
 
-def dashboard(now_ms: int, series: Mapping, top_src: Mapping, top_dst: Mapping, top_proto: Mapping,
+def uses_overview(tr: TimeRange) -> bool:
+    """A live range of at most 10 minutes is one overview read of the ring (spread over each flow's
+    lifetime, 10 s steps); a longer or past one is series + top, which the store answers from rollups."""
+    return bool(tr.preset) and tr.span_ms <= DASHBOARD_WINDOW_MS
+
+
+def dashboard(tr: TimeRange, series: Mapping, top_src: Mapping, top_dst: Mapping, top_proto: Mapping,
               advisory_severity_counts: Mapping[str, int], exporters: Mapping, refresh_s: int,
-              since_ms: int | None = None, clamped: bool = False) -> dict:
-    """``since_ms``: where the store's answer starts (later than 10 minutes ago when ``clamped``: the
-    store's memory holds less than that at the current flow rate)."""
-    since = now_ms - DASHBOARD_WINDOW_MS if since_ms is None else max(int(since_ms), now_ms - DASHBOARD_WINDOW_MS)
-    times, bps, pps, fps = series_rates(series, since, now_ms, DASHBOARD_STEP_S)
+              step_s: float = DASHBOARD_STEP_S, since_ms: int | None = None, clamped: bool = False,
+              spread: bool = True) -> dict:
+    """``since_ms``: where the store's answer starts (later than the range's start when ``clamped``:
+    the store's memory holds less than that at the current flow rate). ``spread``: the series spreads
+    each flow over its lifetime (the overview) rather than counting it where it ended."""
+    now_ms, until = tr.now_ms, tr.until_ms
+    since = tr.since_ms if since_ms is None else max(int(since_ms), tr.since_ms)
+    times, bps, pps, fps = series_rates(series, since, until, step_s)
+    step_text = fmt.human_duration(step_s)
     return {
-        "title": "Dashboard", "nav": "dashboard", "refresh": refresh_s, "top_range": DASHBOARD_RANGE,
-        "window_text": ("the last 10 minutes" if not clamped
-                        else f"the last {fmt.human_duration(round((now_ms - since) / 1000))}"),
-        "clamped": clamped,
+        "title": "Dashboard", "nav": "dashboard", "refresh": refresh_s if tr.preset else 0,
+        "range_bar": tr.bar("/"), "range_query": tr.query(),
+        "window_text": (tr.label if not clamped
+                        else f"the last {fmt.human_duration(round((until - since) / 1000))}"),
+        "clamped": clamped, "spread": spread, "step_text": step_text,
         "now": fmt.iso_time(now_ms),
-        "bps_chart": charts.line_chart(times, bps, "bps", since, now_ms),
-        "pps_chart": charts.line_chart(times, pps, "pps", since, now_ms),
+        "bps_chart": charts.line_chart(times, bps, "bps", since, until),
+        "pps_chart": charts.line_chart(times, pps, "pps", since, until),
         "top_src": top_rows(top_src, "src"), "top_dst": top_rows(top_dst, "dst"),
         "protocols": top_rows(top_proto, "protocol"),
         "advisory_counts": advisory_counts(advisory_severity_counts),
-        "health": exporter_health(exporters, fps),
+        "health": exporter_health(exporters, fps, step_text),
     }
-
-
-# ------------------------------------------------------------------ flow explorer
-
-class FormError(ValueError):
-    """Bad flow-explorer input; the message is shown above the form."""
-
-
-def flow_query(params: Mapping[str, str], now_ms: int) -> tuple[dict, dict]:
-    """Form values (as typed, for re-showing) and the store's flows arguments; raises FormError."""
-    form = {k: (params.get(k) or "").strip() for k in (*FILTER_FIELDS, "since", "until")}
-    form["range"] = (params.get("range") or DEFAULT_RANGE).strip()
-    if form["range"] not in RANGES:
-        raise FormError(f"time range {form['range']!r} is not one of: {', '.join(RANGES)}")
-    raw = {k: form[k] for k in FILTER_FIELDS if form[k]}
-    if form["range"] == "custom":
-        if not form["since"]:
-            raise FormError("a custom time range needs a since time (15m, 24h or an ISO 8601 time like 2026-11-24T14:30)")
-        raw["since"] = form["since"]
-        if form["until"]:
-            raw["until"] = form["until"]
-    else:
-        raw["since"] = form["range"]
-    try:
-        checked = normalise_flow_filters(raw, now_ms)
-    except QueryError as e:
-        raise FormError(str(e)) from None
-    args = {k: raw[k] for k in FILTER_FIELDS if k in raw}
-    if "protocol" in checked:
-        args["protocol"] = checked["protocol"]
-    for k in ("port",):
-        if k in checked:
-            args[k] = checked[k]
-    args["since"] = checked["since"]
-    if "until" in checked:
-        args["until"] = checked["until"]
-    return form, args
-
-
-def form_query(form: Mapping[str, str], **extra) -> dict:
-    """Query parameters that reproduce the form (for Next/Previous links), empty fields left out."""
-    q = {k: v for k, v in form.items() if v and not (k in ("since", "until") and form.get("range") != "custom")}
-    q.update({k: v for k, v in extra.items() if v})
-    return q
-
-
-def flow_rows(rows: list[dict], now_ms: int) -> list[dict]:
-    out = []
-    for r in rows:
-        p = int(r["protocol"])
-        dur_s = max(0, int(r["time_end"]) - int(r["time_start"])) / 1000
-        out.append({
-            "end": fmt.human_time(r["time_end"], now_ms), "start_exact": fmt.iso_time(r["time_start"]),
-            "end_exact": fmt.iso_time(r["time_end"]),
-            "duration": fmt.human_duration(dur_s), "duration_exact": f"{dur_s:.3f} s",
-            "src_addr": r["src_addr"], "dst_addr": r["dst_addr"],
-            "src": fmt.endpoint(r["src_addr"], r["src_port"], p), "dst": fmt.endpoint(r["dst_addr"], r["dst_port"], p),
-            "src_port": int(r["src_port"]), "dst_port": int(r["dst_port"]),
-            "protocol": fmt.proto(p), "protocol_number": p,
-            "service": fmt.flow_service(p, r["src_port"], r["dst_port"]),
-            "bytes": fmt.human_bytes(r["bytes"]), "bytes_exact": fmt.exact(r["bytes"]),
-            "packets": fmt.human_count(r["packets"]), "packets_exact": fmt.exact(r["packets"]),
-            "sampling": int(r.get("sampling_rate", 1)),
-            "flags": fmt.tcp_flags(r.get("tcp_flags", 0)) if p == 6 else "",
-            "exporter": r["exporter"], "version": int(r.get("flow_version", 0)),
-        })
-    return out
 
 
 # ------------------------------------------------------------------ advisories
@@ -271,24 +213,24 @@ def silence_rows(silences: Iterable[Mapping], now_ms: int) -> list[dict]:
 
 
 def advisory_flows_query(flt: Mapping) -> dict | None:
-    """The flow explorer's query parameters for an advisory's filter (times as a custom range)."""
-    q = {k: str(flt[k]) for k in FILTER_FIELDS if flt.get(k) not in (None, "")}
+    """The flow explorer's query parameters for an advisory's filter (times as a from/to range)."""
+    q = {k: str(flt[k]) for k in ADVISORY_FILTER_FIELDS if flt.get(k) not in (None, "")}
     for k in ("src_port", "dst_port"):
         if flt.get(k) not in (None, "") and "port" not in q:
             q["port"] = str(flt[k])
     if flt.get("since") not in (None, ""):
-        q["range"] = "custom"
-        q["since"] = _when_text(flt["since"])
+        q["from"] = _when_text(flt["since"])
         if flt.get("until") not in (None, ""):
-            q["until"] = _when_text(flt["until"])
+            q["to"] = _when_text(flt["until"], up=True)
     if not q:
         return None
     return q
 
 
-def _when_text(value) -> str:
+def _when_text(value, up: bool = False) -> str:
+    """A time for a link, to the second (rounded ``up`` for an end, so the link's range holds it)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return fmt.iso_time(value)
+        return url_time(-(-int(value) // 1000) * 1000 if up else int(value))
     return str(value)
 
 

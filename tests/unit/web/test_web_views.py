@@ -3,7 +3,9 @@ integration tests): well-formed XHTML, hostile strings escaped, filters validate
 import pytest
 from lxml import etree
 
-from flowlens_web import views
+from flowlens_web import flowtable, views
+from flowlens_web.namebook import NameBook
+from flowlens_web.timerange import TimeRange
 from flowlens_web.app import config_groups
 from flowlens_web.render import Renderer
 from flowmodel.config import load_config
@@ -47,7 +49,7 @@ def test_top_rows_share_and_bar():
 
 
 def test_dashboard_renders_with_hostile_keys():
-    ctx = views.dashboard(NOW, {"step_ms": 10_000, "points": [[NOW - 60_000, 10_000, 10, 1]]},
+    ctx = views.dashboard(TimeRange.last("10m", NOW), {"step_ms": 10_000, "points": [[NOW - 60_000, 10_000, 10, 1]]},
                           {"rows": [{"key": HOSTILE, "bytes": 5}]}, {"rows": []}, {"rows": [{"key": 6, "bytes": 5}]},
                           {"CRITICAL": 126, "WARNING": 6},
                           {"exporters": [{"exporter": HOSTILE, "observation_domain": 0, "sequence_lost": 3,
@@ -77,40 +79,66 @@ def test_shown_of_says_when_the_list_is_cut(shown, total, limit, text):
 
 @pytest.mark.parametrize("params,error", [
     ({"src": "10.0.0.300"}, "src"), ({"port": "70000"}, "port"), ({"protocol": "tcpx"}, "protocol"),
-    ({"range": "2y"}, "time range"), ({"range": "custom"}, "since"),
-    ({"range": "custom", "since": "2h", "until": "3h"}, "since is after until"),
-    ({"dst": "10.0.0.1/8"}, "host bits"),
+    ({"range": "2y"}, "range '2y'"), ({"range": "custom"}, "since"),
+    ({"range": "custom", "since": "2h", "until": "3h"}, "must be before to"),
+    ({"dst": "10.0.0.1/8"}, "host bits"), ({"dscp": "64"}, "dscp '64' is not a DSCP value"),
+    ({"input_if": "eth0"}, "input_if 'eth0' is not an ifIndex"), ({"as": "AS-X"}, "as 'AS-X'"),
+    ({"order": "size"}, "order 'size'"),
 ])
 def test_flow_query_rejects_bad_input_in_words(params, error):
-    with pytest.raises(views.FormError, match=error):
-        views.flow_query(params, NOW)
+    with pytest.raises(flowtable.FormError, match=error):
+        flowtable.flow_query(params, NOW)
 
 
 def test_flow_query_builds_store_arguments():
-    form, args = views.flow_query({"src": " 10.0.0.0/8 ", "protocol": "udp", "port": "53", "range": "5m"}, NOW)
-    assert args == {"src": "10.0.0.0/8", "protocol": 17, "port": 53, "since": NOW - 300_000}
-    form, args = views.flow_query({"range": "custom", "since": "2025-11-24T16:00:00Z", "until": "now"}, NOW)
+    form, args, tr = flowtable.flow_query({"src": " 10.0.0.0/8 ", "protocol": "udp", "port": "53", "range": "5m"}, NOW)
+    assert args == {"src": "10.0.0.0/8", "protocol": 17, "port": 53, "since": NOW - 300_000, "until": NOW}
+    form, args, tr = flowtable.flow_query({"range": "custom", "since": "2025-11-24T16:00:00Z", "until": "now"}, NOW)
     assert args == {"since": 1_764_000_000_000, "until": NOW}
-    q = views.form_query({"src": "a", "dst": "", "range": "1h", "since": "x"}, cursor="c1", dir="next")
-    assert q == {"src": "a", "range": "1h", "cursor": "c1", "dir": "next"}
+    form, args, tr = flowtable.flow_query({"from": "2025-11-24T15:00", "to": "2025-11-24T16:00", "input_if": "3",
+                                           "exporter": "192.0.2.1", "as": "AS64500", "dscp": "46",
+                                           "order": "bytes"}, NOW)
+    assert args == {"exporter": "192.0.2.1", "input_if": 3, "as": 64500, "dscp": 46, "order": "bytes",
+                    "since": 1_763_996_400_000, "until": 1_764_000_000_000}
+    q = flowtable.form_query(form, tr, cursor="c1", dir="next")
+    assert q == {"exporter": "192.0.2.1", "input_if": "3", "as": "AS64500", "dscp": "46", "order": "bytes",
+                 "from": "2025-11-24T15:00Z", "to": "2025-11-24T16:00Z", "cursor": "c1", "dir": "next"}
+    assert flowtable.flow_query(q, NOW)[1] == args  # a link reproduces the query
 
 
 def test_flows_page_error_is_escaped_and_well_formed():
-    form = {k: "" for k in (*views.FILTER_FIELDS, "since", "until")} | {"range": "1h", "src": HOSTILE}
-    root = parse(page("flows.xhtml", title="Flows", nav="flows", ranges=views.RANGES, form=form, error=HOSTILE,
-                      rows=[], searched=False, next_query=None, prev_query=None, page_size=50))
+    form = {k: "" for k in (*flowtable.FILTER_FIELDS, "order")} | {"src": HOSTILE}
+    root = parse(page("flows.xhtml", title="Flows", nav="flows", form=form, error=HOSTILE, range_bar=None,
+                      range_query={}, rows=[], searched=False, next_query=None, prev_query=None, page_size=50))
     src = root.find(f".//{XHTML_NS}input[@name='src']")
     assert src.get("value").startswith("<script>alert('x')</script> & \"quoted\"")
 
 
 def test_flow_rows_human_and_exact():
-    rows = views.flow_rows([{"time_start": NOW - 2000, "time_end": NOW, "src_addr": "10.0.0.1", "dst_addr": "2001:db8::1",
-                             "src_port": 51000, "dst_port": 443, "protocol": 6, "bytes": 1_500_000, "packets": 1200,
-                             "sampling_rate": 1, "tcp_flags": 0x1b, "exporter": "192.0.2.1", "flow_version": 5}], NOW)
+    names = NameBook.from_reply({"exporters": [{"exporter": "192.0.2.1", "name": "edge-1", "site": "", "dns": ""}],
+                                 "interfaces": [{"exporter": "192.0.2.1", "ifindex": 3, "name": "Gi0/3",
+                                                 "description": "transit", "speed_bps": 10**9, "source": "snmp"}]})
+    rows = flowtable.flow_rows([{"time_start": NOW - 2000, "time_end": NOW, "src_addr": "10.0.0.1", "dst_addr": "2001:db8::1",
+                                 "src_port": 51000, "dst_port": 443, "protocol": 6, "bytes": 1_500_000, "packets": 1200,
+                                 "sampling_rate": 1, "tcp_flags": 0x1b, "exporter": "192.0.2.1", "flow_version": 5,
+                                 "tos": 0xb9, "input_if": 3, "output_if": 7, "src_as": 64500, "dst_as": 0,
+                                 "next_hop": "192.0.2.254"}], NOW, names)
     r = rows[0]
     assert r["bytes"] == "1.43 MB" and r["bytes_exact"] == "1,500,000"
     assert r["dst"] == "[2001:db8::1]:443" and r["service"] == "https" and r["protocol"] == "TCP"
     assert r["duration"] == "2 s" and r["flags"] == "APSF"
+    assert r["dscp"] == 46 and r["ecn"] == 1 and r["next_hop"] == "192.0.2.254" and r["exporter_name"] == "edge-1"
+    assert r["in_if"] == {"text": "Gi0/3", "title": "ifIndex 3, transit", "ifindex": 3}
+    assert r["out_if"]["text"] == "7" and "no name known" in r["out_if"]["title"]
+    tr = TimeRange.last("1h", NOW)
+    root = parse(page("flows.xhtml", title="Flows", nav="flows", form={k: "" for k in (*flowtable.FILTER_FIELDS, "order")},
+                      error=None, range_bar=tr.bar("/flows"), range_query=tr.query(), rows=rows, searched=True,
+                      next_query=None, prev_query=None, page_size=50, order_text="newest first", sort_links=[],
+                      page_csv_query={"scope": "page"}, all_csv_query={}, csv_max_rows=100))
+    cells = ["".join(td.itertext()) for td in root.iter(XHTML_NS + "td")]
+    assert "Gi0/3" in cells and "edge-1" in cells and "46" in cells and "64500" in cells
+    hrefs = [a.get("href") for a in root.iter(XHTML_NS + "a")]
+    assert "/flows?range=1h&exporter=192.0.2.1&input_if=3" in hrefs
 
 
 def test_advisories_sorted_and_linked_to_flows():
@@ -120,14 +148,15 @@ def test_advisories_sorted_and_linked_to_flows():
             {"severity": "CRITICAL", "last_seen": NOW, "title": "newer", "filter": {"dst_port": 53}}]
     rows = views.advisory_rows(advs, NOW)
     assert [r["title"] for r in rows] == ["newer", HOSTILE, "i"]
-    assert rows[1]["flows_query"]["src"] == "172.16.0.55" and rows[1]["flows_query"]["range"] == "custom"
+    assert rows[1]["flows_query"]["src"] == "172.16.0.55" and rows[1]["flows_query"]["to"] == "2025-11-24T16:10Z"
     assert rows[0]["flows_query"] == {"port": "53"} and rows[2]["flows_query"] is None
     root = parse(page("advisories.xhtml", title="Advisories", nav="advisories", severities=("CRITICAL",),
                       states=("active",), form={"severity": "", "state": "active", "resolved": False}, rows=rows, error=None))
     link = [a.get("href") for a in root.iter(XHTML_NS + "a") if a.get("class") == "flows-link"]
-    assert len(link) == 2 and link[1].startswith("/flows?src=172.16.0.55&range=custom&since=")
-    # the round trip: the link's query is accepted by the flow explorer's validation
-    views.flow_query(rows[1]["flows_query"], NOW)
+    assert len(link) == 2 and link[1].startswith("/flows?src=172.16.0.55&from=")
+    # the round trip: the link's query is accepted by the flow explorer's validation, times kept
+    args = flowtable.flow_query(rows[1]["flows_query"], NOW)[1]
+    assert (args["since"], args["until"]) == (NOW - 60_000, NOW)
 
 
 def test_about_page_config_and_processes():
@@ -197,9 +226,29 @@ def test_about_config_shows_what_each_service_reported():
 def test_dashboard_says_when_memory_holds_less_than_10_minutes():
     args = ({"step_ms": 10_000, "points": [[NOW - 60_000, 10_000, 10, 1]]}, {"rows": []}, {"rows": []}, {"rows": []},
             {"CRITICAL": 0}, {"exporters": []}, 30)
-    cut = views.dashboard(NOW, *args, since_ms=NOW - 270_000, clamped=True)
+    cut = views.dashboard(TimeRange.last("10m", NOW), *args, since_ms=NOW - 270_000, clamped=True)
     text = " ".join("".join(parse(page("dashboard.xhtml", **cut)).itertext()).split())
     assert "Throughput, the last 4 min 30 s" in text and "memory (storage.ring_capacity) holds the last 4 min 30 s" in text
-    whole = views.dashboard(NOW, *args, since_ms=NOW - 600_000, clamped=False)
+    whole = views.dashboard(TimeRange.last("10m", NOW), *args, since_ms=NOW - 600_000, clamped=False)
     text = " ".join("".join(parse(page("dashboard.xhtml", **whole)).itertext()).split())
-    assert "Throughput, the last 10 minutes" in text and "ring_capacity" not in text
+    assert "Throughput, last 10 min" in text and "ring_capacity" not in text
+
+
+def test_dashboard_over_a_week_from_rollups():
+    tr = TimeRange.from_query({"from": "2025-11-17T16:00", "to": "2025-11-24T16:00"}, NOW)
+    step = tr.step_s()
+    assert step == 3600
+    points = [[tr.since_ms + i * 3_600_000, 3_600_000, 3600, 36] for i in range(168)]
+    ctx = views.dashboard(tr, {"step_ms": 3_600_000, "points": points}, {"rows": [{"key": "10.0.0.1", "bytes": 5}]},
+                          {"rows": []}, {"rows": []}, {}, {"exporters": []}, 30, step_s=step, spread=False)
+    assert ctx["refresh"] == 0  # a past range does not change: no reload
+    assert ctx["bps_chart"].peak == "8 kbps" and len(ctx["bps_chart"].points.split()) == 168
+    assert ctx["bps_chart"].x_ticks[0][1] == "11-18"  # days on a week's axis
+    root = parse(page("dashboard.xhtml", **ctx))
+    text = " ".join("".join(root.itertext()).split())
+    assert "Throughput, 2025-11-17 16:00 to 2025-11-24 16:00 UTC" in text and "One point per 1 h" in text
+    assert root.find(f".//{XHTML_NS}meta[@http-equiv='refresh']") is None
+    hrefs = [a.get("href") for a in root.iter(XHTML_NS + "a")]
+    assert "/flows?from=2025-11-17T16%3A00Z&to=2025-11-24T16%3A00Z&src=10.0.0.1" in hrefs
+    assert "/top.csv?from=2025-11-17T16%3A00Z&to=2025-11-24T16%3A00Z&by=src" in hrefs
+    assert "/?range=24h" in hrefs and any(h.startswith("/?from=") for h in hrefs)  # presets and earlier/later
