@@ -13,7 +13,7 @@ from .output import FLOW_TABLE_COLUMNS, FORMATS, _human, render, reply_rows
 from .protocol import OPS, QueryError, normalise_flow_filters
 from .supervisor import MAX_BACKOFF_S, STABLE_AFTER_S
 
-SERVICES = ("collector", "store", "analyzer", "web", "notifier")
+SERVICES = ("collector", "store", "analyzer", "web", "notifier", "poller")
 FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter", "by", "metric", "step",
            "severity", "state", "analyzer", "subject", "kind", "key")
 FILTER_HELP = {"src": "source address or CIDR", "dst": "destination address or CIDR", "addr": "either address",

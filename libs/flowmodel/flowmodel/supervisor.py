@@ -1,6 +1,7 @@
 """``flowlens up``: the services of one host as child processes.
 
-Started in order (store, analyzer, web, the notifier when notify.targets is set, collectors), each
+Started in order (store, analyzer, web, the notifier when notify.targets is set, the SNMP poller
+when snmp.targets is set, collectors), each
 waited for until it logs ``ready``; their log lines are forwarded with the service name in front.
 A child that exits (at start or later) is restarted after 0.5 s, 1 s, 2 s, ... up to
 ``max_backoff_s``; the others keep running, so the collectors keep receiving while the store is
@@ -31,8 +32,8 @@ from .logs import fields, setup_logging
 
 log = logging.getLogger("flowmodel.supervisor")
 
-START_ORDER = ("store", "analyzer", "web", "notifier", "collector")
-STOP_RANK = {"collector": 0, "analyzer": 1, "web": 1, "notifier": 1, "store": 2}
+START_ORDER = ("store", "analyzer", "web", "notifier", "poller", "collector")
+STOP_RANK = {"collector": 0, "analyzer": 1, "web": 1, "notifier": 1, "poller": 1, "store": 2}
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 300.0     # a crash-looping child is retried at least this often, for as long as up runs
@@ -256,6 +257,11 @@ class Supervisor:
             wanted.append("notifier")  # the fifth service runs where the store does, once it has targets
         elif "notifier" in wanted and not cfg["notify.targets"]:
             print("flowlens up: the notifier needs notify.targets in the config", file=sys.stderr)
+            raise SystemExit(2)
+        if cfg["snmp.targets"] and "store" in wanted and "poller" not in wanted:
+            wanted.append("poller")  # interface names over SNMP, where the store runs, once it has agents to walk
+        elif "poller" in wanted and not cfg["snmp.targets"]:
+            print("flowlens up: the poller needs snmp.targets in the config", file=sys.stderr)
             raise SystemExit(2)
         children = [Child(name, name, args.config) for name in START_ORDER if name in wanted]
         children += [Child(f"collector-{i}", "collector", path) for i, path in enumerate(args.collector_config, 2)]

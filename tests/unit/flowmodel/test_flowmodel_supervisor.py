@@ -59,3 +59,21 @@ def test_up_starts_the_notifier_only_with_targets_and_a_store(tmp_path):
     assert names(Supervisor.from_args(_up_args(with_targets, "collector"))) == ["collector"]  # a collector box
     with pytest.raises(SystemExit):
         Supervisor.from_args(_up_args(plain, "store,notifier"))  # asked for, but nowhere to send
+
+
+def test_up_starts_the_poller_only_with_snmp_targets_and_a_store(tmp_path):
+    import pytest
+    import yaml
+
+    from flowmodel.supervisor import Supervisor
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("log: {level: warning}\n")
+    with_agents = tmp_path / "snmp.yaml"
+    with_agents.write_text(yaml.safe_dump({"log": {"level": "warning"}, "snmp": {"targets": [
+        {"exporter": "192.0.2.1", "community": "public"}]}}))
+    names = lambda sup: [c.name for c in sup.children]
+    assert names(Supervisor.from_args(_up_args(with_agents))) == ["store", "analyzer", "web", "poller", "collector"]
+    assert names(Supervisor.from_args(_up_args(with_agents, "collector"))) == ["collector"]  # a collector box
+    with pytest.raises(SystemExit):
+        Supervisor.from_args(_up_args(plain, "store,poller"))  # asked for, but no agent to walk
