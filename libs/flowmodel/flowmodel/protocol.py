@@ -21,6 +21,7 @@ OPS = {
     "advisories": "advisories; args: severity, state, analyzer, subject, since, until, include_resolved, limit, after (received_at ms: rows received later, resolved too, oldest first, each with received_at; after_key pages within one ms); reply: advisories (newest `limit` by severity), counts (per severity over every match), total",
     "rollups": "per-minute rollups for baselines; args: kind (dst_prefix, exporter), since, until, key, scaled (times the sampling rate), step (whole minutes, seconds), top (keys with most bytes); reply: rows",
     "notes": "operators' acknowledgements and silences (flowmodel.notes); args: kind (ack, silence), active (default true: silences not expired), limit; reply: notes, newest first",
+    "names": "exporter and interface names; no args; reply: exporters [{exporter (address text), name, site (from the exporters: config), dns (reverse name, or empty until resolved or when names.reverse_dns is off)}], interfaces [{exporter, ifindex, name, description, speed_bps, source}]: one per (exporter, ifindex), named from the first source of options, snmp, config that has a name",
     "ping": "liveness; reply: ok",
 }
 

@@ -16,14 +16,14 @@ import zmq
 
 from flowmodel import addr, curve
 from flowmodel.bus import (CONTROL_MAX_BYTES, SUBSCRIPTION_MAX_BYTES, max_message_bytes, queue_limit, EVENT_STREAM, TOPIC_ACK, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX,
-                           TOPIC_RESEND, CodecError, GapCounter, Sequencer, decode_batch, decode_body, default_source_id,
+                           TOPIC_INTERFACES, TOPIC_RESEND, CodecError, GapCounter, Sequencer, decode_batch, decode_body, default_source_id,
                            encode_event, envelope_of)
 from flowmodel.events import process_stats, service_config
 from flowmodel.logs import RateLimitedLog, fields
 from flowmodel.notes import check_note
 from flowmodel.protocol import OPS, REQUEST_MAX_BYTES, QueryError, error_reply
 
-from . import __version__, delivery, eventsink
+from . import __version__, delivery, eventsink, names
 from .exporter_table import ADDRESSES_PER_EXPORTER, add_flows, address_text, merge_health
 from .queries import QueryEngine
 from .ring import Ring
@@ -50,7 +50,7 @@ RATE_WINDOW_S = 10.0
 SEAL_QUIET_S = 10.0  # a past partition still receiving flows (a replay, a catch-up) is sealed once they stop
 ACK_INTERVAL_S = 0.2  # how often the store confirms committed flow batches to the collectors (bus.TOPIC_ACK)
 HEALTH_INTERVAL_S = 5.0  # how often the store publishes its write health (kind "store" on bus.TOPIC_EXPORTER)
-INLINE_OPS = ("ping", "status", "exporters")  # answered by the front thread at once, never queued behind a scan
+INLINE_OPS = ("ping", "status", "exporters", "names")  # answered by the front thread at once, never queued behind a scan
 
 
 class StoreService:
@@ -88,6 +88,9 @@ class StoreService:
         self.replies_too_big = 0
         self.gate: curve.Gate | None = None  # CURVE keys, the ZAP handler and the refused peers (flowmodel.curve)
         self._lock = threading.Lock()
+        # exporter and interface names (names.py): rows from the bus and SQLite, plus the exporters: config
+        self.names = names.NameBook(cfg["names.max_interfaces"], cfg["names.max_rows"], cfg["exporters"])
+        self.dns: names.ReverseDns | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -123,6 +126,9 @@ class StoreService:
         self.health = warm.load_health()
         self.ledger = delivery.Ledger(delivery.load_streams(warm.db, now_ms()))
         self.event_ledger = eventsink.EventLedger(eventsink.load_marks(warm.db, now_ms()))
+        self.names.load(names.load(warm.db))
+        if cfg["names.reverse_dns"]:
+            self.dns = names.ReverseDns(cfg["names.dns_cache"], cfg["names.dns_ttl"]).start()
         self.writer = Writer(warm, cfg["storage.write_queue_batches"], cfg["storage.write_max_rows"],
                              cfg["storage.prune_interval"], int(cfg["storage.sqlite_retention"] * 1000),
                              int(cfg["storage.rollup_retention"] * 1000), int(cfg["storage.advisory_retention"] * 1000),
@@ -138,7 +144,7 @@ class StoreService:
         # 3. subscriber
         self._sub = self._socket(zmq.SUB)
         self._sub.setsockopt(zmq.RCVHWM, hwm)
-        for topic in (TOPIC_FLOWS_PREFIX, TOPIC_ADVISORY, TOPIC_EXPORTER):
+        for topic in (TOPIC_FLOWS_PREFIX, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_INTERFACES):
             self._sub.setsockopt(zmq.SUBSCRIBE, topic)
         self._sub.setsockopt(zmq.SUBSCRIBE, TOPIC_RESEND)
         self._sub.connect(f"inproc://store-subscribers-{id(self)}")
@@ -192,6 +198,8 @@ class StoreService:
         """Safe twice. SUB drained and closed, writer committed, REP closed, proxy stopped last."""
         if self.ctx is None:
             return
+        if self.dns is not None:
+            self.dns.stop()
         if self._sub is not None:
             self._drain()
             self._sub.close(linger=0)
@@ -322,6 +330,10 @@ class StoreService:
                     self._confirmed_flows(env, batch)
             elif topic == TOPIC_RESEND:
                 self._resend(decode_body(body))
+            elif topic == TOPIC_INTERFACES:
+                msg = decode_body(body)
+                self._observe(envelope_of(msg))
+                self.writer.offer_event("interfaces", self.names.apply(msg))
             elif topic == TOPIC_ADVISORY or topic == TOPIC_EXPORTER:
                 msg = decode_body(body)
                 env = envelope_of(msg)
@@ -547,6 +559,8 @@ class StoreService:
                 return self.status()
             if op == "exporters":
                 return self.exporters()
+            if op == "names":
+                return self.names_reply()
             return getattr(engine, op)(args)
         except QueryError as e:
             return error_reply(str(e))
@@ -555,6 +569,21 @@ class StoreService:
             return error_reply(f"internal error in {op}: {e}")
 
     # ---------------------------------------------------------------- status and exporters
+
+    def names_reply(self) -> dict:
+        """The ``names`` op (names.py): every exporter seen in flows or health events or named in
+        config, with its name, site and reverse DNS name, and every named interface."""
+        with self._lock:
+            seen = {addr.to_text(k) for k in self.exporter_flows}
+            seen |= {str(e.get("exporter")) for h in self.health.values() for e in h.get("exporters") or []
+                     if not e.get("overflow")}
+        texts = set()
+        for a in seen:
+            try:
+                texts.add(names.exporter_text(a))
+            except ValueError:
+                pass
+        return self.names.reply(texts, self.dns)
 
     def _rate(self, idx: int) -> float:
         samples = list(self._rates)

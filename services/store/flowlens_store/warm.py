@@ -25,6 +25,7 @@ from flowmodel import addr
 from flowmodel.events import SEVERITY_RANK
 
 from . import eventsink, notes
+from .names import save as save_interface_names
 from .layout import connect_reader, connect_writer, file_size, now_ms, partition_name  # noqa: F401 (re-exported)
 from .rowcodec import (INT64_MAX, PARTITION_DDL, REST_DTYPE, SQL_COLUMNS, bulk_insert, flow_rows,  # noqa: F401
                        rows_to_columns)
@@ -382,6 +383,8 @@ class WarmWriter:
                     self._upsert_advisory(body, received)
                 elif topic == "note":  # an operator's acknowledgement or silence (flowmodel.notes)
                     notes.save(self.db, body, received)
+                elif topic == "interfaces":  # interface names (names.NameBook.apply)
+                    save_interface_names(self.db, body, received)
                 elif topic != eventsink.MARK_ONLY:
                     self.db.execute("INSERT OR REPLACE INTO health (source, kind, received_at, body) VALUES (?, ?, ?, ?)",
                                     (str(body.get("source")), str(body.get("kind", "")), received,
