@@ -35,7 +35,7 @@ METRICS = {
     "pps": ("packets", 1, "pps", "Packets per second"),
     "fps": ("flows", 1, "flows/s", "Flows per second"),
 }
-TEXT_FILTERS = ("src", "dst", "addr", "port", "protocol", "exporter")
+TEXT_FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter")
 INT_FILTERS = {"input_if": 2**32 - 1, "output_if": 2**32 - 1, "src_as": 2**32 - 1, "dst_as": 2**32 - 1,
                "as": 2**32 - 1, "dscp": 63}
 FILTERS = (*TEXT_FILTERS, *INT_FILTERS)
@@ -93,7 +93,7 @@ def parse_filters(params: Mapping[str, str], now_ms: int) -> tuple[dict[str, str
     for k in ("src", "dst", "addr", "exporter"):
         if typed[k]:
             filters[k] = typed[k]
-    for k in ("port", "protocol"):
+    for k in ("port", "src_port", "dst_port", "protocol"):
         if k in checked:
             filters[k] = checked[k]
     for k in INT_FILTERS:

@@ -55,6 +55,7 @@ def query(**params):
     ({"protocol": "tcpx"}, "protocol 'tcpx'"),
     ({"range": "2x"}, "range '2x'"),
     ({"port": "70000"}, "port 70000 is outside"),
+    ({"dst_port": "x"}, "dst_port 'x' is not a number"),
 ])
 def test_bad_parameters_are_named(params, words):
     with pytest.raises(ex.FormError, match=None) as e:
@@ -64,11 +65,11 @@ def test_bad_parameters_are_named(params, words):
 
 def test_store_arguments():
     q = query(by="out_if", metric="pps", top="25", exporter="192.0.2.1", output_if="7", src_as="AS65000", dscp="46",
-              protocol="udp", port="53")
+              protocol="udp", port="53", src_port="1024", dst_port="53")
     args = q.store_args()
     assert args == {"by": "out_if", "metric": "packets", "limit": 25, "step": 0, "scaled": True,
                     "since": NOW - 3_600_000, "until": NOW, "exporter": "192.0.2.1", "output_if": 7,
-                    "src_as": 65000, "dscp": 46, "protocol": 17, "port": 53}
+                    "src_as": 65000, "dscp": 46, "protocol": 17, "port": 53, "src_port": 1024, "dst_port": 53}
     assert q.params()["range"] == "1h" and q.params()["src_as"] == "AS65000"
 
 
