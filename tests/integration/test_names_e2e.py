@@ -2,11 +2,14 @@
 a store running as processes; the store's names op names the interfaces as tshark shows them
 (source options), adds the exporters: config (name, site, static interfaces, source config) below
 them, resolves the exporter's reverse DNS name on its own thread (127.0.0.1 is localhost in
-/etc/hosts), and still knows the options names after the store restarts with no collector left."""
+/etc/hosts), and still knows the options names after the store restarts with no collector left,
+as `flowlens query names` shows."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from flowmodel.cli import main as cli_main
 from flowmodel.replay import main as replay_main
 from support.services import ServiceProcess, ServiceStack, wait_until, write_config
 
@@ -65,4 +68,9 @@ def test_replayed_options_names_config_and_restart(tmp_path, capsys):
                 {k: (n, d, "options") for k, (n, d) in TSHARK.items()}
         finally:
             client.close()
+        capsys.readouterr()
+        assert cli_main(["query", "names", "--config", str(stack.config_path), "--format", "json"]) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert {(r["ifindex"], r["name"], r["exporter_name"]) for r in lines if r["exporter"] == EXPORTER} == \
+            {(k, n, "xr-lab") for k, (n, _d) in TSHARK.items()} | {(999, "static-999", "xr-lab")}
         assert store.stop() == 0

@@ -188,6 +188,13 @@ def render_reply(op: str, reply: dict, fmt: str) -> str:
         return render_sections(body, "store")
     if fmt == "table" and op == "overview":
         return render_sections({k: v for k, v in reply.items() if k != "ok"}, "overview")
+    if op == "names":
+        rows = names_rows(reply)
+        if fmt != "table":
+            return render(rows, fmt, NAMES_COLUMNS)
+        return (render_sections({"exporters": reply.get("exporters") or []}, "names") +
+                _table("interfaces", [{k: r[k] for k in ("exporter", "ifindex", "name", "description", "speed_bps", "source")}
+                                      for r in rows if r["ifindex"] != ""], 2))
     if fmt == "table" and op == "exporters":
         text = render(reply_rows(op, reply), fmt, _union_columns(reply.get("exporters") or [], EXPORTER_COLUMNS))
         for c in reply.get("collectors") or []:
@@ -195,6 +202,24 @@ def render_reply(op: str, reply: dict, fmt: str) -> str:
                                            f"collector {c.get('collector', '?')}")
         return text
     return render(reply_rows(op, reply), fmt)
+
+
+NAMES_COLUMNS = ("exporter", "exporter_name", "site", "dns", "ifindex", "name", "description", "speed_bps", "source")
+
+
+def names_rows(reply: dict) -> list[dict]:
+    """The names reply as one row per interface beside its exporter's names (an exporter naming no
+    interface: one row with an empty ifindex), for json and csv."""
+    by_exporter: dict[str, list[dict]] = {}
+    for i in reply.get("interfaces") or []:
+        by_exporter.setdefault(i.get("exporter", ""), []).append(i)
+    rows = []
+    for e in reply.get("exporters") or []:
+        head = {"exporter": e.get("exporter", ""), "exporter_name": e.get("name", ""), "site": e.get("site", ""),
+                "dns": e.get("dns", "")}
+        for i in by_exporter.pop(head["exporter"], None) or [{}]:
+            rows.append({**head, **{k: i.get(k, "") for k in NAMES_COLUMNS[4:]}})
+    return rows
 
 
 def _union_columns(rows: list[dict], preferred: tuple[str, ...]) -> list[str]:
