@@ -2,7 +2,7 @@
 port with a small config of its own, serves this machine's IF-MIB. The poller walks it with SNMP v2c
 and v3 (authPriv) and publishes each exporter's table through the store's bus; a subscriber gets
 ifIndex, name and speed equal to what the agent serves (names checked against /sys/class/net, speeds
-against snmpwalk). A wrong community and a wrong v3 key are counted as failures, raise the poller's
+against snmpwalk), and the store's names op answers with the same. A wrong community and a wrong v3 key are counted as failures, raise the poller's
 advisory in the store, and publish nothing."""
 from __future__ import annotations
 
@@ -161,6 +161,8 @@ def test_poller_publishes_what_snmpd_serves_over_v2c_and_v3_and_counts_bad_crede
             advisories = wait_until(lambda: {a["key"]: a for a in client.advisories(analyzer="poller")
                                              if a["key"].startswith("poller:target:")}, 15)
             tables.update(receive_tables(sub, {"192.0.2.66", "192.0.2.67"}, 1.0))  # nothing more should come
+            names = wait_until(lambda: (r := client.request("names")) and
+                               {"192.0.2.1", "192.0.2.3"} <= {i["exporter"] for i in r["interfaces"]} and r, 15)
         finally:
             sub.close(0)
             client.close()
@@ -168,11 +170,15 @@ def test_poller_publishes_what_snmpd_serves_over_v2c_and_v3_and_counts_bad_crede
     assert rc == 0, poller.log()[-3000:]
     assert set(tables) == {"192.0.2.1", "192.0.2.3"}, (set(tables), poller.log()[-3000:])
     for exporter, event in tables.items():
-        # (the body's "source" is the envelope's, the poller's id: bus.Sequencer.stamp writes over the
-        # event's own "source": "snmp", a clash in the contract reported with this work)
-        assert event["complete"] is True and event["source"].startswith("poller@")
+        assert (event["origin"], event["complete"]) == ("snmp", True) and event["source"].startswith("poller@")
         assert {i["ifindex"]: i["name"] for i in event["interfaces"]} == expected_names, exporter
         assert {i["ifindex"]: i["speed_bps"] for i in event["interfaces"]} == expected_speeds, exporter
+    # the store keeps them: its names op answers with the agent's table for both exporters, from snmp
+    for exporter in ("192.0.2.1", "192.0.2.3"):
+        rows = [i for i in names["interfaces"] if i["exporter"] == exporter]
+        assert {i["ifindex"]: (i["name"], i["speed_bps"], i["source"]) for i in rows} == \
+            {i: (expected_names[i], expected_speeds[i], "snmp") for i in expected_names}, exporter
+    assert not [i for i in names["interfaces"] if i["exporter"] in ("192.0.2.66", "192.0.2.67")]
     assert per_target["192.0.2.1"]["failures"] == 0 and per_target["192.0.2.3"]["failures"] == 0
     assert per_target["192.0.2.1"]["interfaces"] == len(expected_names)
     assert "timeout" in per_target["192.0.2.66"]["last_error"]          # a wrong community goes unanswered

@@ -124,5 +124,5 @@ def interfaces_from_columns(rows: dict[str, dict[int, Value]], max_interfaces: i
 
 def interface_event(exporter: str, interfaces: list[dict], learnt_at_ms: int) -> dict:
     """One exporter's whole table from its SNMP agent, per INTERFACE_EVENT_FIELDS."""
-    return {"exporter": exporter, "source": "snmp", "interfaces": interfaces, "complete": True,
+    return {"exporter": exporter, "origin": "snmp", "interfaces": interfaces, "complete": True,
             "learnt_at": learnt_at_ms}

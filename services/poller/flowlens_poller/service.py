@@ -1,7 +1,7 @@
 """The poller service: walks the IF-MIB of every agent in snmp.targets at start and every
 snmp.interval (snmp.concurrency at once, one pysnmp engine per walk so targets never share USM
 state), and publishes each exporter's whole table on the bus (topic ``interfaces``,
-flowmodel.events.INTERFACE_EVENT_FIELDS, source "snmp"). It publishes through an XPUB, so it sees
+flowmodel.events.INTERFACE_EVENT_FIELDS, origin "snmp"). It publishes through an XPUB, so it sees
 the subscriptions reaching it: a table walked before any subscriber is held, and every table is
 sent again when a subscriber appears (a store that starts or restarts later). Failed walks are
 counted per target in a health event (kind "poller") on the store's events socket, logged at a

@@ -105,7 +105,7 @@ def test_the_interface_list_is_bounded_by_one_event():
 def test_the_event_follows_the_contract():
     event = interface_event("192.0.2.1", [{"ifindex": 1, "name": "lo", "description": "", "speed_bps": 0}], 1234)
     assert set(event) == set(INTERFACE_EVENT_FIELDS)
-    assert (event["source"], event["complete"], event["learnt_at"]) == ("snmp", True, 1234)
+    assert (event["origin"], event["complete"], event["learnt_at"]) == ("snmp", True, 1234)
 
 
 def test_schedule_walks_at_start_then_every_interval_and_retries_failures_sooner():
