@@ -22,7 +22,7 @@ from .storegate import HEAVY
 GET = ["GET", "HEAD"]
 TOP_SECTIONS = (("src", "Top sources", "Source", "src"), ("dst", "Top destinations", "Destination", "dst"),
                 ("port", "Top services (port)", "Port", "port"), ("protocol", "Top protocols", "Protocol", "protocol"))
-CHART_W, CHART_H, CHART_LEFT, CHART_BOTTOM, CHART_TOP = 720, 200, 64, 24, 10
+CHART_W, CHART_H, CHART_LEFT, CHART_BOTTOM, CHART_TOP = 960, 220, 64, 24, 10
 
 
 def add_report_routes(app: App, cfg, lanes, page: Callable[..., Response], now_ms: Callable[[], int]) -> None:
