@@ -41,6 +41,9 @@ INT_FILTERS = {"input_if": 2**32 - 1, "output_if": 2**32 - 1, "src_as": 2**32 - 
 FILTERS = (*TEXT_FILTERS, *INT_FILTERS)
 TOP_MIN, TOP_MAX, TOP_DEFAULT = 5, 50, 10
 DEFAULT_DIMENSION, DEFAULT_METRIC = "src", "bps"
+DSCP_NAMES = {0: "best effort", 8: "CS1", 10: "AF11", 12: "AF12", 14: "AF13", 16: "CS2", 18: "AF21", 20: "AF22",
+              22: "AF23", 24: "CS3", 26: "AF31", 28: "AF32", 30: "AF33", 32: "CS4", 34: "AF41", 36: "AF42",
+              38: "AF43", 40: "CS5", 44: "voice admit", 46: "EF", 48: "CS6", 56: "CS7"}  # RFC 2474, 2597, 3246, 5865
 UTILISATION_HIGH = 80.0  # per cent: shown in red
 
 
@@ -181,8 +184,16 @@ def series_label(by: str, key: Any, flt: Mapping, names: Names) -> str:
     ifindex = flt.get("input_if") if by == "in_if" else flt.get("output_if") if by == "out_if" else None
     if ifindex is not None and exporter:
         return f"{names.exporter(exporter)} {names.interface_label(exporter, int(ifindex))}"
-    if by == "protocol" and isinstance(flt.get("protocol"), int):
-        return fmt.proto(flt["protocol"])
+    value = flt.get(by)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if by == "protocol":
+            return fmt.proto(value)
+        if by in ("port", "src_port", "dst_port"):
+            return fmt.port_label(value)
+        if by in ("src_as", "dst_as"):
+            return f"AS{value}"
+        if by == "dscp":
+            return f"{value} ({DSCP_NAMES[value]})" if value in DSCP_NAMES else str(value)
     return fmt.xml_text(key)
 
 

@@ -103,7 +103,17 @@ def test_port_series_link_to_the_flow_explorers_port_filter():
     view = ex.explore_view(q, r, ex.Names())
     assert parse_qs(urlparse(view["rows"][0]["flows_href"]).query) == {"port": ["443"], "range": ["1h"]}
     assert parse_qs(urlparse(view["rows"][0]["href"]).query)["dst_port"] == ["443"]
-    assert view["other"] is None and [b.label for b in view["chart"].bands] == ["443"]
+    assert view["rows"][0]["key"] == "443 (https)"
+    assert view["other"] is None and [b.label for b in view["chart"].bands] == ["443 (https)"]
+
+
+@pytest.mark.parametrize("by, flt, label", [
+    ("protocol", {"protocol": 17}, "UDP"), ("dscp", {"dscp": 46}, "46 (EF)"), ("dscp", {"dscp": 7}, "7"),
+    ("src_as", {"src_as": 64500}, "AS64500"), ("src", {"src": "10.0.0.1"}, "key from the op"),
+    ("exporter", {"exporter": "192.0.2.1"}, "edge-1 (192.0.2.1)"), ("exporter", {"exporter": "192.0.2.9"}, "192.0.2.9"),
+])
+def test_series_labels(by, flt, label):
+    assert ex.series_label(by, "key from the op", flt, ex.Names(NAMES)) == label
 
 
 def test_csv_has_a_row_per_series_and_other():
