@@ -42,6 +42,14 @@ def test_ipv6_exporter_capture_names_match_tshark():
     assert dec.interfaces.tables == {"2001:db8:90::1": TSHARK_MPLS_501}
 
 
+def test_softflowd_v9_names_its_capture_interface():
+    # softflowd -r dns.pcap: a v9 options record with an Interface scope (0) and IE 82 = the -r file
+    # (tshark: ScopeInterface: 0, IfName: dns.pcap)
+    assert decode_capture("softflowd_v9_dns.pcap").interfaces.tables == {"127.0.0.1": {0: ("dns.pcap", "")}}
+    # its IPFIX export sends IE 82 with no ifIndex beside it: nothing to name
+    assert decode_capture("softflowd_ipfix_dns.pcap").interfaces.tables == {}
+
+
 def test_capture_without_interface_options_names_nothing():
     dec = decode_capture("pmacct-ta_ipfix_cisco-100.pcap")
     assert dec.interfaces.tables == {}
