@@ -142,3 +142,14 @@ def test_country_of_prefers_where_the_address_is_then_where_it_is_registered():
     assert country_of({"registered_country": {"iso_code": "FR"}}) == pack_country("FR")
     assert country_of({"continent": {"code": "EU"}}) == 0
     assert asn_of({"autonomous_system_number": 13335}) == 13335 and asn_of({}) == 0
+
+
+def test_a_large_table_sorts_its_keys_and_finds_what_a_plain_search_finds():
+    rng = np.random.default_rng(5)
+    starts = np.unique(np.concatenate([[0], rng.integers(1, 1 << 32, 100_000, dtype=np.uint64)]))
+    values = rng.integers(1, 1 << 31, len(starts)).astype(np.uint32)
+    assert len(starts) > geotable.SORT_KEYS_ABOVE
+    table = geotable.RangeTable(starts.astype(np.uint32), values, np.array([0], np.uint64), np.array([0], np.uint32))
+    keys = rng.integers(0, 1 << 32, 5000, dtype=np.uint64).astype(np.uint32)
+    want = values[np.searchsorted(starts.astype(np.uint32), keys, side="right") - 1]
+    assert table.lookup(addr.ipv4_column(keys)).tolist() == want.tolist()
