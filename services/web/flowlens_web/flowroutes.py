@@ -1,7 +1,7 @@
 """The dashboard, the flow explorer and their CSV downloads: routes over a time range (timerange.py).
 
-The dashboard reads a live range of up to 10 minutes with one overview of the ring (the light
-lane, as before ranges existed); a longer or past range with a series at a step giving about 300
+The dashboard reads a live range the ring holds (storage.ring_buffer_duration, 10 minutes by
+default) with one overview of the ring (the light lane, as before ranges existed); a longer or past range with a series at a step giving about 300
 points and three top lists, which the store answers from its rollups (the heavy lane). The flow
 explorer pages through the store's keyset cursor; its CSV follows the same cursor to the end of the
 filtered list, streamed, cut at web.csv_max_rows.
@@ -43,6 +43,7 @@ def add_flow_routes(app, cfg, store: StoreGate, lanes: StoreLanes, page: Callabl
     page_size = int(cfg["web.page_size"])
     refresh = int(cfg["web.refresh"])
     csv_max_rows = int(cfg["web.csv_max_rows"])
+    ring_ms = int(cfg["storage.ring_buffer_duration"] * 1000)
     features = features or StoreFeatures()
 
     def bad_range(e: Exception, nav: str) -> Response:
@@ -55,7 +56,7 @@ def add_flow_routes(app, cfg, store: StoreGate, lanes: StoreLanes, page: Callabl
         except RangeError as e:
             return bad_range(e, "dashboard")
         since, until = tr.since_ms, tr.until_ms
-        if views.uses_overview(tr):
+        if views.uses_overview(tr, ring_ms):
             def ask():
                 # throughput as the wire saw it: each flow's bytes spread over its lifetime (not a spike where an
                 # active timeout exported it) and sampled exporters' counters times their 1-in-N rate
@@ -172,9 +173,7 @@ def add_flow_routes(app, cfg, store: StoreGate, lanes: StoreLanes, page: Callabl
                               f"limit {params.get('limit', '')[:20]!r} is not a number from 1 to {TOP_CSV_MAX}.", nav="dashboard")
         reply = await lanes.query(request, "top", by=by, metric=metric, limit=limit, scaled=True,
                                   since=tr.since_ms, until=tr.until_ms)
-        rows = [dict(zip(csvexport.TOP_CSV_COLUMNS, r)) if not isinstance(r, dict) else r for r in reply.get("rows") or []]
-        body = csvexport.lines(rows, csvexport.TOP_CSV_COLUMNS, header=True)
-        return csv_response(body, csvexport.filename(f"top-{by}", tr.query()))
+        return csv_response(csvexport.top_csv(reply), csvexport.filename(f"top-{by}", tr.query()))
 
 
 def csv_response(body, name: str) -> Response:

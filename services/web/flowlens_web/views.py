@@ -14,7 +14,7 @@ from . import chart as charts
 from . import formatters as fmt
 from .timerange import TimeRange, url_time
 
-DASHBOARD_WINDOW_MS = 10 * 60 * 1000  # at most this, ending now: one overview read of the ring
+DASHBOARD_WINDOW_MS = 10 * 60 * 1000  # the ring's default span (storage.ring_buffer_duration)
 DASHBOARD_STEP_S = 10
 DASHBOARD_RANGE = "10m"  # the dashboard's range when the URL names none
 ADVISORY_FILTER_FIELDS = ("src", "dst", "addr", "port", "protocol", "exporter")
@@ -136,10 +136,11 @@ def exporter_health(exporters_reply: Mapping, fps: list[float], step_text: str =
             "losses": lost + errors + kernel}
 
 
-def uses_overview(tr: TimeRange) -> bool:
-    """A live range of at most 10 minutes is one overview read of the ring (spread over each flow's
-    lifetime, 10 s steps); a longer or past one is series + top, which the store answers from rollups."""
-    return bool(tr.preset) and tr.span_ms <= DASHBOARD_WINDOW_MS
+def uses_overview(tr: TimeRange, ring_ms: int = DASHBOARD_WINDOW_MS) -> bool:
+    """A live range the ring can hold (storage.ring_buffer_duration, 10 min by default) is one
+    overview read of it (spread over each flow's lifetime, 10 s steps); a longer or past one is
+    series + top, which the store answers from its rollups (the overview would read raw flows)."""
+    return bool(tr.preset) and tr.span_ms <= ring_ms
 
 
 def dashboard(tr: TimeRange, series: Mapping, top_src: Mapping, top_dst: Mapping, top_proto: Mapping,

@@ -252,3 +252,11 @@ def test_dashboard_over_a_week_from_rollups():
     assert "/flows?from=2025-11-17T16%3A00Z&to=2025-11-24T16%3A00Z&src=10.0.0.1" in hrefs
     assert "/top.csv?from=2025-11-17T16%3A00Z&to=2025-11-24T16%3A00Z&by=src" in hrefs
     assert "/?range=24h" in hrefs and any(h.startswith("/?from=") for h in hrefs)  # presets and earlier/later
+
+
+def test_overview_only_for_live_ranges_the_ring_holds():
+    assert views.uses_overview(TimeRange.last("10m", NOW))
+    assert not views.uses_overview(TimeRange.last("1h", NOW))
+    assert views.uses_overview(TimeRange.last("1h", NOW), ring_ms=3_600_000)  # a ring configured for an hour
+    past = TimeRange.last("10m", NOW).earlier()
+    assert not views.uses_overview(past)  # a past range: series and top (rollups), never a clamped overview
