@@ -2,8 +2,8 @@
 
 Flow lists carry the columns `flowlens query flows --format csv` writes (every schema column, its
 name as header, times in ms since epoch, addresses as text), so a download and the CLI's answer for
-the same filter compare line for line. Top lists carry key, bytes, packets, flows as `flowlens
-query top` does. A whole flow list is read page by page through the store's keyset cursor and cut at
+the same filter compare line for line. Top lists carry the fields `flowlens query top` writes
+(key, bytes, packets, flows and what the store adds). A whole flow list is read page by page through the store's keyset cursor and cut at
 a row limit; the file's name gives the limit and a cut file ends with a '#' line saying so.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import csv
 import io
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
+from flowmodel.output import render, reply_rows
 from flowmodel.schema import FLOW_COLUMNS
 
 FLOW_CSV_COLUMNS = tuple(FLOW_COLUMNS)
@@ -40,6 +41,13 @@ def lines(rows: Iterable[Mapping[str, Any]], columns: Iterable[str], header: boo
     for r in rows:
         w.writerow([_cell(r.get(c)) for c in columns])
     return buf.getvalue()
+
+
+def top_csv(reply: Mapping[str, Any]) -> str:
+    """A top reply as `flowlens query top --format csv` writes it (the reply's row fields, a filter
+    map as JSON); a header alone when no row matched."""
+    rows = reply_rows("top", dict(reply))
+    return render(rows, "csv") if rows else lines((), TOP_CSV_COLUMNS, header=True)
 
 
 def cut_line(max_rows: int) -> str:

@@ -65,3 +65,11 @@ def test_name_book_reads_tolerantly():
     assert book.exporter("192.0.2.1") == "r1.example.net" and book.exporter("192.0.2.9") is None
     assert book.interface("192.0.2.1", 2)["name"] == "xe-0/0/1" and book.interface("192.0.2.1", 3) is None
     assert len(NameBook.from_reply(None)) == 0
+
+
+def test_top_csv_is_the_cli_csv_or_a_header():
+    reply = {"rows": [{"key": "10.0.0.1", "filter": {"src": "10.0.0.1"}, "bytes": 5, "packets": 1, "flows": 1}]}
+    text = csvexport.top_csv(reply)
+    assert text.splitlines()[0] == "key,filter,bytes,packets,flows"
+    assert text.splitlines()[1] == '10.0.0.1,"{""src"":""10.0.0.1""}",5,1,1'
+    assert csvexport.top_csv({"rows": []}) == "key,bytes,packets,flows\n"
