@@ -31,7 +31,7 @@ from . import __version__
 from .asgi import App
 from . import formatters as fmt
 from . import advisory_metrics, auth, flowroutes, metrics, notepages, views
-from .explorepages import add_explore_routes
+from .explorepages import ROUTES as EXPLORE_ROUTES, add_explore_routes
 from .lanes import ClientGone, StoreLanes, TooBusy
 from .loginpages import add_login_routes
 from .reportpages import add_report_routes
@@ -42,7 +42,7 @@ from .timerange import RangeError, TimeRange
 log = logging.getLogger(__name__)
 
 ROUTES = ("/", "/flows", "/advisories", "/about", "/metrics", "/healthz", "/login", "/logout", "/advisories/ack",
-          "/silences", "/silences/remove", *flowroutes.ROUTES, "/report")
+          "/silences", "/silences/remove", *flowroutes.ROUTES, *EXPLORE_ROUTES, "/report")
 access_log = logging.getLogger("flowlens_web.access")
 SECRET_KEYS = frozenset({"web.metrics_token"})  # shown as (set) on About and in the log, never as a value
 ADVISORY_STATES = ("active", "raised", "updated", "resolved", "all")

@@ -24,6 +24,7 @@ from .timerange import RangeError, TimeRange
 log = logging.getLogger(__name__)
 
 GET = ["GET", "HEAD"]
+ROUTES = ("/explore", "/explore.csv", "/exporters")  # their own series in /metrics' latency histogram
 EXPORTER_TOP = 20       # interfaces charted per direction on an exporter's page (the rest are Other)
 INTERFACE_TOP = 10      # talkers charted per direction on an interface's page
 
