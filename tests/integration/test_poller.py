@@ -165,9 +165,13 @@ def test_poller_publishes_what_snmpd_serves_over_v2c_and_v3_and_counts_bad_crede
                                {"192.0.2.1", "192.0.2.3"} <= {i["exporter"] for i in r["interfaces"]} and r, 15)
         finally:
             sub.close(0)
-            client.close()
             rc = poller.stop()
+        try:  # a poller that stops resolves its open advisories: nobody watches those agents any more
+            after_stop = {a["key"]: a["state"] for a in client.advisories(analyzer="poller", include_resolved=True)}
+        finally:
+            client.close()
     assert rc == 0, poller.log()[-3000:]
+    assert after_stop == {"poller:target:192.0.2.66": "resolved", "poller:target:192.0.2.67": "resolved"}, after_stop
     assert set(tables) == {"192.0.2.1", "192.0.2.3"}, (set(tables), poller.log()[-3000:])
     for exporter, event in tables.items():
         assert (event["origin"], event["complete"]) == ("snmp", True) and event["source"].startswith("poller@")
