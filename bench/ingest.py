@@ -118,9 +118,11 @@ def best(steps: list[Step]) -> Step | None:
 # ------------------------------------------------------------------------- FlowLens collector
 
 @contextlib.contextmanager
-def collector_receiver(tmp: Path):
+def collector_receiver(tmp: Path, **sections):
+    """``sections``: more config sections for the collector (bench.enrich passes ``enrichment``)."""
     cfg = stack_config(tmp, collector={"ipfix_port": 0, "stats_interval": "1s", "template_path": "",
                                        "socket_buffer": equal_buffer_request()})
+    cfg.update(sections)
     path = write_config(tmp / "collector.yaml", cfg)
     port = cfg["collector"]["netflow_port"]
     counter = BusCounter(cfg["bus"]["publish_endpoint"], bind=True, ack_endpoint=cfg["bus"]["subscribe_endpoint"])
