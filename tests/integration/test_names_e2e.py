@@ -56,6 +56,10 @@ def test_replayed_options_names_config_and_restart(tmp_path, capsys):
             exporter = wait_until(lambda: next((e for e in names_of(client)["exporters"]
                                                 if e["exporter"] == EXPORTER and e["dns"]), None), timeout_s=15)
             assert exporter == {"exporter": EXPORTER, "name": "xr-lab", "site": "lab", "dns": "localhost"}
+            names_status = client.request("status")["names"]
+            assert names_status["rows"] == len(TSHARK) and names_status["config_interfaces"] == 2
+            assert names_status["events"] >= 1 and names_status["refused"] == names_status["evicted"] == 0
+            assert names_status["reverse_dns"]["lookups"] >= 1
         finally:
             client.close()
         assert stack.procs["collector"].stop() == 0  # no collector left to publish the names again

@@ -166,6 +166,15 @@ class NameBook:
             self._interfaces_reply = out
             return out
 
+    def stats(self, dns: "ReverseDns | None" = None) -> dict:
+        """For the status op: rows kept (bus and SQLite), what the bounds dropped, reverse DNS counters."""
+        with self._lock:
+            out = {"rows": len(self.rows), "max_rows": self.max_rows, "max_interfaces": self.max_interfaces,
+                   "config_interfaces": len(self.config), "config_exporters": len(self.exporters),
+                   "events": self.events, "refused": self.refused, "evicted": self.evicted}
+        out["reverse_dns"] = dns.stats() if dns is not None else None
+        return out
+
     def interface_exporters(self) -> set[str]:
         with self._lock:
             return {k[0] for k in self.rows} | {k[0] for k in self.config}
@@ -238,6 +247,11 @@ class ReverseDns:
                 except queue.Full:
                     self.queue_full += 1
         return hit[0] if hit is not None else ""
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"cached": len(self.cache), "cache_size": self.cache_size, "waiting": len(self._queued),
+                    "lookups": self.lookups, "failures": self.failures, "queue_full": self.queue_full}
 
     def start(self) -> "ReverseDns":
         self._thread = threading.Thread(target=self._run, name="reverse-dns", daemon=True)

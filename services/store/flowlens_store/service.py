@@ -661,6 +661,7 @@ class StoreService:
                         "workers": len(self.engines), "waiting": self._jobs.qsize() if self._jobs else 0,
                         "refused_busy": self.queries_refused, "replies_too_big": self.replies_too_big},
             "security": self.gate.status() if self.gate is not None else {"curve": False},
+            "names": self.names.stats(self.dns),
             "services": services,
         }
 

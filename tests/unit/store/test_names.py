@@ -61,6 +61,8 @@ def test_bounds_per_exporter_and_in_all():
     book.apply(event(exporter="192.0.2.2", rows=[(1, "x", ""), (2, "y", "")], at=2_000))
     assert len(book.rows) == 3 and book.evicted == 1
     assert ("192.0.2.1", 1, "options") not in book.rows  # the least recently learnt went first
+    assert book.stats() == {"rows": 3, "max_rows": 3, "max_interfaces": 2, "config_interfaces": 0,
+                            "config_exporters": 0, "events": 2, "refused": 1, "evicted": 1, "reverse_dns": None}
 
 
 @pytest.mark.parametrize("bad, reason", [
