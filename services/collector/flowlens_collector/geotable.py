@@ -142,7 +142,7 @@ def build(reader: Any, value_of: Callable[[dict], int], dtype: np.dtype, max_ran
             v6.append((lo >> 64, (hi >> 64) + 1, value))
         else:
             long_v6.add(lo >> 64)
-        if len(v4) + len(v6) > max_ranges:
+        if len(v4) + len(v6) + len(long_v6) > max_ranges:
             raise TooManyRanges(f"more than {max_ranges:,} networks")
     v4.sort()
     v6.sort()
