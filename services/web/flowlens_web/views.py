@@ -16,6 +16,7 @@ from .timerange import TimeRange, url_time
 
 DASHBOARD_WINDOW_MS = 10 * 60 * 1000  # the ring's default span (storage.ring_buffer_duration)
 DASHBOARD_STEP_S = 10
+PARTIAL_STEP_MS = 10_000  # a filling step shorter than this is left off the chart
 DASHBOARD_RANGE = "10m"  # the dashboard's range when the URL names none
 ADVISORY_FILTER_FIELDS = ("src", "dst", "addr", "port", "protocol", "exporter")
 
@@ -23,7 +24,10 @@ ADVISORY_FILTER_FIELDS = ("src", "dst", "addr", "port", "protocol", "exporter")
 # ------------------------------------------------------------------ dashboard
 
 def series_rates(reply: Mapping, since_ms: int, until_ms: int, step_s: float) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Per-second bps, pps and flows/s for every complete step in [since, until), zero-filled."""
+    """Per-second bps, pps and flows/s for every complete step in [since, until), zero-filled. A last
+    step still filling is left out while short (10 s steps: its flows are still being exported),
+    but a long step's filling part (at least PARTIAL_STEP_MS of a minute or hour step) is shown as
+    its rate so far: leaving it out would hide up to an hour of a live range's newest traffic."""
     step_ms = int(reply.get("step_ms") or step_s * 1000)
     by_t: dict[int, tuple[float, float, float]] = {}
     for p in reply.get("points") or []:
@@ -41,6 +45,13 @@ def series_rates(reply: Mapping, since_ms: int, until_ms: int, step_s: float) ->
         pps.append(pk / secs)
         fps.append(fl / secs)
         t += step_ms
+    elapsed_ms = until_ms - t
+    if step_ms > PARTIAL_STEP_MS and elapsed_ms >= PARTIAL_STEP_MS:
+        b, pk, fl = by_t.get(t, (0.0, 0.0, 0.0))
+        times.append(t + elapsed_ms // 2)
+        bps.append(b * 8000 / elapsed_ms)
+        pps.append(pk * 1000 / elapsed_ms)
+        fps.append(fl * 1000 / elapsed_ms)
     return times, bps, pps, fps
 
 

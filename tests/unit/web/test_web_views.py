@@ -260,3 +260,15 @@ def test_overview_only_for_live_ranges_the_ring_holds():
     assert views.uses_overview(TimeRange.last("1h", NOW), ring_ms=3_600_000)  # a ring configured for an hour
     past = TimeRange.last("10m", NOW).earlier()
     assert not views.uses_overview(past)  # a past range: series and top (rollups), never a clamped overview
+
+
+def test_a_long_steps_filling_part_is_charted_as_its_rate_so_far():
+    since, until = NOW - 3 * 3_600_000 - 900_000, NOW  # 3 h 15 min of hour steps: the last 15 min still filling
+    step_ms = 3_600_000
+    last = until // step_ms * step_ms
+    reply = {"step_ms": step_ms, "points": [[last, 900_000, 900, 9]]}
+    times, bps, pps, fps = views.series_rates(reply, since, until, 3600)
+    elapsed_s = (until - last) / 1000
+    assert times[-1] == last + (until - last) // 2
+    assert bps[-1] == pytest.approx(900_000 * 8 / elapsed_s) and pps[-1] == pytest.approx(900 / elapsed_s)
+    assert bps[:-1] == [0.0] * (len(bps) - 1)
