@@ -1,8 +1,11 @@
-"""Geometry of an inline SVG stacked area chart (pure: rates in, polygons and labels out).
+"""Geometry of an inline SVG stacked area chart (pure: rates in, shapes and labels out).
 
 Each layer is one series of per-second rates over the same steps; layers are stacked in the order
 given (the biggest first, at the bottom; "Other" last, on top). Each step is drawn flat from its
 start to its end, so a band's area is the traffic of its step and the stack's top is the total.
+A band's shape runs from the axis up to its upper edge, and the template paints the bands top
+layer first, so each lower band covers the part of the ones above that is not theirs: a band needs
+only its upper edge (half the points), as a path of H/V moves (a run of equal steps is one move).
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ class Band:
     colour: str
     href: str | None
     title: str
-    points: str                    # SVG polygon "x,y x,y ..."
+    path: str                      # SVG path from the axis up to the band's upper edge and back
     tops: list[float]              # y of the band's upper edge per step (pixels)
     bottoms: list[float]           # y of its lower edge per step
 
@@ -139,16 +142,29 @@ def stacked_chart(times_ms: Sequence[int], step_ms: int, layers: Sequence[Layer]
         upper = [base[i] + float(layer.values[i]) for i in range(n)]
         tops = [y_of(v) for v in upper]
         bottoms = [y_of(v) for v in base]
-        edge_up, edge_down = [], []
-        for i, t in enumerate(times_ms):
-            x0, x1 = x_of(int(t)), x_of(int(t) + step_ms)
-            edge_up += [f"{x0:.1f},{tops[i]:.1f}", f"{x1:.1f},{tops[i]:.1f}"]
-            edge_down += [f"{x0:.1f},{bottoms[i]:.1f}", f"{x1:.1f},{bottoms[i]:.1f}"]
         c.bands.append(Band(layer.label, layer.colour, layer.href, layer.title or layer.label,
-                            " ".join(edge_up + edge_down[::-1]), tops, bottoms))
+                            _edge_path(times_ms, step_ms, tops, x_of, c.top + ph), tops, bottoms))
         base = upper
     c.empty = not n or peak <= 0
     return c
+
+
+def _edge_path(times_ms: Sequence[int], step_ms: int, ys: list[float], x_of, base_y: float) -> str:
+    """'M x,base V y H x V y H x ... V base Z': up from the axis, along the stepped edge, back down."""
+    if not times_ms:
+        return ""
+    parts = [f"M{x_of(int(times_ms[0])):.1f},{base_y:.1f}"]
+    last_y = None
+    for t, y in zip(times_ms, ys):
+        yt = f"{y:.1f}"
+        x1 = f"H{x_of(int(t) + step_ms):.1f}"
+        if yt == last_y:
+            parts[-1] = x1  # the same level goes on: one longer move
+        else:
+            parts += [f"V{yt}", x1]
+            last_y = yt
+    parts.append(f"V{base_y:.1f}Z")
+    return "".join(parts)
 
 
 def when_label(ms: int) -> str:

@@ -147,7 +147,7 @@ def test_explore_page_renders(tmp_path):
     assert root.xpath("//h:select[@name='by']/h:option[@selected]/@value", namespaces=NS) == ["in_if"]
     keys = ["".join(e.itertext()) for e in root.xpath("//h:table[@class='explore']//h:td[@class='key']", namespaces=NS)]
     assert keys == ["edge-1 (192.0.2.1) Gi0/3 (ifIndex 3)", "edge-1 (192.0.2.1) ifIndex 7", "Other"]
-    assert len(root.xpath("//svg:polygon[@class='band']", namespaces=NS)) == 3
+    assert len(root.xpath("//svg:path[@class='band']", namespaces=NS)) == 3
     assert root.xpath("//h:a[@class='csv']/@href", namespaces=NS)[0].startswith("/explore.csv?")
 
 

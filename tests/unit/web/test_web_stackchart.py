@@ -38,12 +38,20 @@ def test_band_heights_sum_to_the_totals():
     assert not c.empty
 
 
-def test_polygon_is_closed_over_each_step():
+def test_band_path_rises_from_the_axis_along_its_steps():
     c = chart([("a", [1, 2])])
-    pts = [tuple(map(float, p.split(","))) for p in c.bands[0].points.split()]
-    assert len(pts) == 8  # two steps: 2 points each on the upper and lower edge
-    assert pts[0][0] == c.left and pts[3][0] == c.plot_right  # the steps span the plot
-    assert pts[4][0] == c.plot_right and pts[-1][0] == c.left
+    band = c.bands[0]
+    mid = (c.left + c.plot_right) / 2
+    assert band.path == (f"M{c.left:.1f},{c.plot_bottom:.1f}V{band.tops[0]:.1f}H{mid:.1f}V{band.tops[1]:.1f}"
+                         f"H{c.plot_right:.1f}V{c.plot_bottom:.1f}Z")
+    assert band.tops[1] < band.tops[0]  # the second step is higher
+
+
+def test_level_runs_are_one_move():
+    n = 300
+    c = chart([("quiet", [5.0] * n), ("bursty", [0.0] * (n - 1) + [50.0])])
+    assert c.bands[0].path.count("H") == 1 and c.bands[0].path.count("V") == 2  # a rectangle
+    assert c.bands[1].path.count("H") == 2  # level with the quiet band, then the burst
 
 
 def test_all_zero_is_empty_and_mismatched_lengths_refused():
@@ -73,9 +81,10 @@ def test_partial_renders_well_formed_svg_with_links():
     html = env.get_template("_stack.xhtml").render(c=c, label="Bits per second", window_text="the last hour")
     root = etree.fromstring(f'<div xmlns="http://www.w3.org/1999/xhtml">{html}</div>'.encode())
     ns = {"svg": "http://www.w3.org/2000/svg"}
-    polys = root.xpath("//svg:a/svg:polygon", namespaces=ns)
-    assert len(polys) == 3 and [p.get("fill") for p in polys][-1] == OTHER_COLOUR
-    assert root.xpath("//svg:a/@href", namespaces=ns) == ["/explore?k=0", "/explore?k=1", "/explore?k=2"]
+    paths = root.xpath("//svg:a/svg:path", namespaces=ns)
+    # painted top layer first: Other, then each band below over it
+    assert len(paths) == 3 and paths[0].get("fill") == OTHER_COLOUR
+    assert root.xpath("//svg:a/@href", namespaces=ns) == ["/explore?k=2", "/explore?k=1", "/explore?k=0"]
     assert "<b>&amp;" in "".join(root.xpath("//svg:title/text()", namespaces=ns))  # escaped, then read back
     assert root.xpath("//svg:text[@class='ylabel']", namespaces=ns) and root.xpath("//svg:text[@class='xlabel']", namespaces=ns)
 
