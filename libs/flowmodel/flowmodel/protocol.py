@@ -13,7 +13,8 @@ from typing import Any
 
 OPS = {
     "flows": "flows matching filters, newest first, keyset-paginated; reply: columns (raw bytes per schema column), count, next_cursor, prev_cursor",
-    "top": "top keys by bytes/packets/flows for a window; args: by (src, dst, pair, port, src_port, dst_port, protocol, exporter), metric, limit, scaled (times the sampling rate), filters; reply: rows, totals",
+    "top": "top keys by bytes/packets/flows for a window; args: by (src, dst, pair, port, src_port, dst_port, protocol, exporter, in_if, out_if (exporter + ifIndex), src_as, dst_as, dscp), metric, limit, scaled (times the sampling rate), filters; reply: rows (key, filter, bytes, packets, flows), totals",
+    "explore": "the top N keys of a dimension over a window with each key's series; args: by (as top), metric (bytes, packets, flows), limit (1-50, default 10), step (seconds; 0 or absent: about 300 steps, rounded up to 60, 300, 3600, ...), scaled (default true), since (required), until, filters; reply: step_ms, since, until, times [t_ms per step], series [{key, filter (flow filter args selecting that key), values (metric per step), total}], other {values, total}, totals {bytes, packets, flows}, source, approximate",
     "series": "bytes/packets/flows per step for a window; args: step (seconds), spread (pro-rate each flow over its lifetime), scaled (times the sampling rate), filters; reply: step_ms, points [[t_ms, bytes, packets, flows], ...]",
     "overview": "a dashboard's window in one read: args: step, limit, filters (since required); reply: series (spread, scaled), top {src, dst, protocol} (scaled bytes)",
     "exporters": "per exporter and observation domain: counters and last seen; reply: exporters, collectors",
@@ -29,10 +30,18 @@ OPS = {
 # a bigger one is dropped by ZeroMQ (the peer is disconnected) before the store allocates it.
 REQUEST_MAX_BYTES = 64 << 10
 
-# Filters every flow-reading op accepts.
-FLOW_FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter", "since", "until")
-TOP_BY = ("src", "dst", "pair", "port", "src_port", "dst_port", "protocol", "exporter")
+# Filters every flow-reading op accepts. input_if/output_if are SNMP ifIndexes (meaningful with an
+# exporter); as matches either side; dscp is the top six bits of tos (0-63).
+FLOW_FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter", "since", "until",
+                "input_if", "output_if", "src_as", "dst_as", "as", "dscp")
+# 32-bit filters and their bounds (inclusive)
+INT_FILTERS = {"input_if": 0xFFFFFFFF, "output_if": 0xFFFFFFFF, "src_as": 0xFFFFFFFF, "dst_as": 0xFFFFFFFF,
+               "as": 0xFFFFFFFF, "dscp": 63}
+# top/explore dimensions: in_if/out_if are (exporter, ifIndex); port is min(src_port, dst_port)
+TOP_BY = ("src", "dst", "pair", "port", "src_port", "dst_port", "protocol", "exporter", "in_if", "out_if",
+          "src_as", "dst_as", "dscp")
 METRICS = ("bytes", "packets", "flows")
+EXPLORE_LIMIT_MAX = 50
 
 PROTOCOL_NAMES = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 41: "IPv6", 47: "GRE", 50: "ESP", 51: "AH",
                   58: "ICMPv6", 88: "EIGRP", 89: "OSPF", 103: "PIM", 112: "VRRP", 132: "SCTP"}
@@ -74,6 +83,19 @@ def parse_port(value: Any, name: str = "port") -> int:
         raise QueryError(f"{name} {value!r} is not a number") from None
     if not 0 <= n <= 65535:
         raise QueryError(f"{name} {n} is outside 0-65535")
+    return n
+
+
+def parse_uint_arg(value: Any, name: str, hi: int) -> int:
+    """A whole number in 0..hi (an int, or its decimal text), else a QueryError naming ``name``."""
+    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        raise QueryError(f"{name} {value!r} is not a whole number")
+    text = str(int(value) if isinstance(value, float) else value).strip()
+    if not text.isdigit() or len(text) > 20:
+        raise QueryError(f"{name} {value!r} is not a whole number (0-{hi})")
+    n = int(text)
+    if n > hi:
+        raise QueryError(f"{name} {n} is outside 0-{hi}")
     return n
 
 
@@ -141,7 +163,8 @@ def normalise_flow_filters(args: dict, now_ms: int | None = None) -> dict:
     """Checked, typed filters from user input (strings allowed). Unknown keys are left out.
 
     Returns a dict with any of: src, dst, addr -> (lo, hi) 16-byte bounds; port, src_port,
-    dst_port, protocol -> int; exporter -> (lo, hi); since, until -> ms.
+    dst_port, protocol, input_if, output_if, src_as, dst_as, as, dscp -> int; exporter -> (lo, hi);
+    since, until -> ms.
     """
     out: dict[str, Any] = {}
     for key in ("src", "dst", "addr", "exporter"):
@@ -155,6 +178,10 @@ def normalise_flow_filters(args: dict, now_ms: int | None = None) -> dict:
     v = args.get("protocol")
     if v not in (None, ""):
         out["protocol"] = parse_protocol(v)
+    for key, hi in INT_FILTERS.items():
+        v = args.get(key)
+        if v not in (None, ""):
+            out[key] = parse_uint_arg(v, key, hi)
     for key in ("since", "until"):
         v = args.get(key)
         if v not in (None, ""):

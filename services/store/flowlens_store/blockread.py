@@ -23,7 +23,9 @@ STATS_FILTERS = ("src", "dst", "addr", "exporter", "port", "src_port", "dst_port
 FILTER_COLUMNS = {"src": ("src_addr",), "dst": ("dst_addr",), "addr": ("src_addr", "dst_addr"),
                   "exporter": ("exporter",), "port": ("src_port", "dst_port"), "src_port": ("src_port",),
                   "dst_port": ("dst_port",), "protocol": ("protocol",), "tcp_flags": ("tcp_flags",),
-                  "since": ("time_end",), "until": ("time_end",)}
+                  "since": ("time_end",), "until": ("time_end",), "input_if": ("input_if",),
+                  "output_if": ("output_if",), "src_as": ("src_as",), "dst_as": ("dst_as",),
+                  "as": ("src_as", "dst_as"), "dscp": ("tos",)}
 ALL_COLUMNS = tuple(FLOW_COLUMNS) + ("seq",)
 REGROUP_ROWS = 1 << 18  # groups gathered from blocks are merged again beyond this many rows (or twice
                         # what the last merge kept, when more)

@@ -8,7 +8,7 @@ import numpy as np
 from . import blockread as B
 from . import histread as H
 from . import planner as P
-from .hists import HistBuilder, KEY_WIDTH
+from .hists import CHUNKED_DIMS, HistBuilder, KEY_WIDTH
 
 ADDR_DIMS = ("src", "dst", "exporter", "self", "dst_prefix")
 HIST_TOP = ("src", "dst", "port", "src_port", "dst_port", "protocol", "exporter")
@@ -199,3 +199,104 @@ def rollup_rows(engine, db, kind: str, since: int, until: int, step_ms: int, sca
     words = P.key_words(bins) + [rows["k"][:, j] for j in range(rows["k"].shape[1])] + [rows["other"].astype(np.uint64)]
     rep, (gb, gp, gn), _c = P.group_rows(words, b, p, rows["flows"])
     return {"t": bins[rep], "k": rows["k"][rep], "other": rows["other"][rep], "bytes": gb, "packets": gp, "flows": gn}
+
+
+# ------------------------------------------------------------------ explore (explore.py)
+
+def pieces_present(db, dim: str, pieces: list) -> bool:
+    """Whether every piece's (partition, step) rollup exists: a partition sealed before a step was
+    added to hists.DIMS has the dimension but not that step, and must be read raw instead."""
+    if not pieces:
+        return True
+    lo, hi = min(p[0] for p in pieces), max(p[1] for p in pieces)
+    have = set(db.execute("SELECT DISTINCT start_ms, end_ms, step_ms FROM hists WHERE dim = ? AND start_ms >= ? "
+                          "AND end_ms <= ?", (dim, lo, hi)).fetchall())
+    return all((ps, pe, step) in have for ps, pe, step, _a, _b in pieces)
+
+
+def _match(k: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Rows of the (n, w) words ``k`` equal to any row of ``chosen`` (a few keys: one pass each)."""
+    hit = np.zeros(len(k), bool)
+    for key in chosen:
+        m = np.ones(len(k), bool)
+        for c in range(len(key)):
+            m &= k[:, c] == key[c]
+        hit |= m
+    return hit
+
+
+def _gather_chosen(engine, db, dim: str, pieces: list, chosen: np.ndarray, fold) -> dict:
+    """H.gather restricted to the ``chosen`` keys (rollup words), reading only the key-range chunks
+    that can hold one of them (hists.key_chunks): a top 10 of hosts over a day reads ten small chunks
+    an hour, not every host's rows."""
+    width = KEY_WIDTH.get(dim, 1)
+    keys = [np.asarray(c, np.uint64).astype(">u8").tobytes() for c in chosen]
+    cond = " OR ".join(["(key_lo <= ? AND key_hi >= ?)"] * len(keys))
+    sql = f"SELECT data FROM hists WHERE dim = ? AND step_ms = ? AND start_ms = ? AND end_ms = ? AND ({cond})"
+    extra = [b for kb in keys for b in (kb, kb)]
+    got, last = [], None
+    for ps, pe, step, t_lo, t_hi in pieces:
+        engine._check()
+        if last is None or last[0] != (ps, pe, step):
+            parts = [engine.rollup_cache.decode(r[0]) for r in db.execute(sql, (dim, step, ps, pe, *extra))]
+            h = None
+            if parts:
+                h = {name: np.concatenate([q[name] for q in parts]) for name in parts[0] if name != "k"}
+                h["k"] = np.concatenate([q["k"].reshape(len(q["t"]), width) for q in parts])
+                m = _match(h["k"], chosen) & ~h["other"]
+                h = {name: v[m] for name, v in h.items()}
+            last = ((ps, pe, step), h)
+        h = last[1]
+        if h is None:
+            continue
+        m = (h["t"] >= t_lo) & (h["t"] < t_hi)
+        if m.any():
+            got.append({name: v[m] for name, v in h.items()})
+    out = H._concat(got, width)
+    return fold(out) if got else out
+
+
+def key_rows(engine, db, by: str, pieces: list, fold, grid, scaled: bool, host: bytes | None = None,
+             chosen: np.ndarray | None = None) -> tuple[dict, dict]:
+    """The rollup rows of keydims.HIST_DIM[by] over ``pieces`` as explore rows ('i' step index on
+    ``grid`` (first, step_ms, steps), 0 when None; 'k' the key words of ``by``; 'v' (3, n) bytes,
+    packets, flows), only exporter ``host``'s and only the ``chosen`` keys' when given; and the
+    capped "other" rows, which no key owns."""
+    from . import keydims as K
+
+    dim = K.HIST_DIM[by]
+    w = K.width(by)
+    if chosen is not None and not len(chosen):
+        rows = H._concat([], KEY_WIDTH.get(dim, 1))
+    elif chosen is not None and dim in CHUNKED_DIMS and by != "dscp":
+        rows = _gather_chosen(engine, db, dim, pieces, chosen, fold)
+    else:
+        rows = H.gather(db, dim, pieces, engine._check, fold=fold, cache=engine.rollup_cache)
+    b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])
+    v = np.stack([b, p, rows["flows"]]) if len(b) else np.zeros((3, 0), np.uint64)
+    k = K.from_hist_words(by, rows["k"].reshape(len(rows["t"]), w))
+    i = (rows["t"] - grid[0]) // grid[1] if grid is not None else np.zeros(len(rows["t"]), np.int64)
+    other = rows["other"]
+    keep = ~other
+    if host is not None:
+        keep &= _match(k[:, :2], np.frombuffer(bytes(host), ">u8").astype(np.uint64)[None, :])
+    if chosen is not None:
+        keep &= _match(k, chosen)
+    return ({"i": i[keep], "k": k[keep], "v": v[:, keep]},
+            {"i": i[other], "k": k[other], "v": v[:, other]})
+
+
+def all_by_step(engine, db, pieces: list, grid, scaled: bool, host: bytes | None = None) -> np.ndarray:
+    """(3, steps) sums of every flow in ``pieces`` per step of ``grid``, from the exporter rollups
+    (kept at every step, so at the pieces' own); ``host``: that exporter's flows only."""
+    first, step_ms, steps = grid
+    rows = H.gather(db, "exporter", pieces, engine._check, fold=H.fold_by(step_ms), cache=engine.rollup_cache)
+    keep = np.ones(len(rows["t"]), bool)
+    if host is not None:
+        keep = ~rows["other"] & _match(rows["k"], np.frombuffer(bytes(host), ">u8").astype(np.uint64)[None, :])
+    b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])
+    i = ((rows["t"] - first) // step_ms)[keep]
+    out = np.zeros((3, steps), np.uint64)
+    for j, v in enumerate((b, p, rows["flows"])):
+        np.add.at(out[j], i, v[keep])
+    return out

@@ -15,8 +15,13 @@ import numpy as np
 
 from flowmodel.protocol import FLOW_FILTERS, QueryError, normalise_flow_filters
 
+from .rowcodec import REST_DTYPE
+
 ADDR_FILTERS = {"src": ("src_addr",), "dst": ("dst_addr",), "addr": ("src_addr", "dst_addr"), "exporter": ("exporter",)}
 PORT_FILTERS = {"port": ("src_port", "dst_port"), "src_port": ("src_port",), "dst_port": ("dst_port",)}
+# 32-bit filters on columns a partition's rows keep packed in ``rest`` (rowcodec.REST_DTYPE)
+WORD_FILTERS = {"input_if": ("input_if",), "output_if": ("output_if",), "src_as": ("src_as",),
+                "dst_as": ("dst_as",), "as": ("src_as", "dst_as")}
 
 
 # ------------------------------------------------------------------ arguments
@@ -142,6 +147,14 @@ def ring_mask(cols: dict[str, np.ndarray], f: dict) -> np.ndarray:
             mask &= m
     if "protocol" in f:
         mask &= cols["protocol"] == f["protocol"]
+    for key, columns in WORD_FILTERS.items():
+        if key in f:
+            m = cols[columns[0]] == f[key]
+            for c in columns[1:]:
+                m |= cols[c] == f[key]
+            mask &= m
+    if "dscp" in f:
+        mask &= (cols["tos"] >> 2) == f["dscp"]
     return mask
 
 
@@ -173,7 +186,18 @@ def sql_where(f: dict, addr_index: bool = True) -> tuple[str, list]:
     if "protocol" in f:
         terms.append("protocol = ?")
         params.append(f["protocol"])
+    # packed columns: compared as little-endian bytes sliced out of rest (BLOBs compare bytewise)
+    for key, columns in WORD_FILTERS.items():
+        if key in f:
+            terms.append("(" + " OR ".join(f"substr(rest, {_REST_AT[c] + 1}, 4) = ?" for c in columns) + ")")
+            params += [int(f[key]).to_bytes(4, "little")] * len(columns)
+    if "dscp" in f:
+        terms.append(f"substr(rest, {_REST_AT['tos'] + 1}, 1) BETWEEN ? AND ?")
+        params += [bytes([f["dscp"] << 2]), bytes([(f["dscp"] << 2) | 3])]
     return (" AND ".join(terms) or "1"), params
+
+
+_REST_AT = {name: REST_DTYPE.fields[name][1] for name in ("input_if", "output_if", "src_as", "dst_as", "tos")}
 
 
 def use_ring(f: dict, ring, now_ms: int, ring_duration_ms: int) -> bool:

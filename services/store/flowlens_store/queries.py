@@ -30,6 +30,7 @@ from flowmodel.protocol import QueryError, parse_when
 
 from . import blockread as B
 from . import histops
+from .explore import explore as explore_op
 from .notes import query as notes_op
 from . import histread as H
 from . import planner as P
@@ -224,6 +225,9 @@ class QueryEngine(FlowPages, TopOps, SeriesOps):
                         "action": action, "evidence": _json(evidence), "filter": _json(filt), "updates": updates,
                         "source": source, "received_at": received})
         return {"ok": True, "advisories": out, "counts": counts, "total": sum(counts.values())}
+
+    def explore(self, args: dict) -> dict:
+        return explore_op(self, args)  # top N keys with their series per step (explore.py)
 
     def notes(self, args: dict) -> dict:
         return notes_op(self, args)  # operators' acknowledgements and silences (notes.py)

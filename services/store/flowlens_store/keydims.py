@@ -1,0 +1,85 @@
+"""The dimensions of top and explore as uint64 key words: which columns a key reads, its words (the
+rollups' key order, planner.key_words), the rollup dimension that holds it, and, at the edge, a
+key's display text and the flow filter that selects exactly its flows (a drill-down link).
+
+Pure code: numpy columns in, words out. A key is an (n, w) uint64 array, most significant word
+first: an address is its two big-endian halves, a pair four words, an interface (exporter high,
+exporter low, ifIndex), the rest one word.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from flowmodel import addr
+from flowmodel.protocol import TOP_BY, protocol_name
+
+from .hists import DIMS, address_words, dim_key_words
+
+_U64 = np.uint64
+
+KEY_COLUMNS = {"src": ("src_addr",), "dst": ("dst_addr",), "pair": ("src_addr", "dst_addr"),
+               "port": ("src_port", "dst_port"), "src_port": ("src_port",), "dst_port": ("dst_port",),
+               "protocol": ("protocol",), "exporter": ("exporter",), "in_if": ("exporter", "input_if"),
+               "out_if": ("exporter", "output_if"), "src_as": ("src_as",), "dst_as": ("dst_as",),
+               "dscp": ("tos",)}
+KEY_WIDTH = {"src": 2, "dst": 2, "exporter": 2, "pair": 4, "in_if": 3, "out_if": 3}  # else 1
+# the rollup dimension each key is kept in (dscp: by tos, four tos values a DSCP); pair has none
+HIST_DIM = {by: by for by in TOP_BY if by in DIMS} | {"dscp": "tos"}
+ADDR_KEYED = ("src", "dst", "exporter", "pair", "in_if", "out_if")  # keys whose first words are addresses
+
+assert set(KEY_COLUMNS) == set(TOP_BY), "every top dimension needs its key columns"
+
+
+def width(by: str) -> int:
+    return KEY_WIDTH.get(by, 1)
+
+
+def key_words(by: str, cols) -> list[np.ndarray]:
+    """The key words (uint64 columns, most significant first) of every row of ``cols``."""
+    if by == "pair":
+        return [*address_words(cols["src_addr"]), *address_words(cols["dst_addr"])]
+    if by == "dscp":
+        return [(np.asarray(cols["tos"]) >> 2).astype(_U64)]
+    return list(dim_key_words(by, cols, 24, 64)[1])
+
+
+def from_hist_words(by: str, k: np.ndarray) -> np.ndarray:
+    """Rollup key words (n, w) of HIST_DIM[by] as this dimension's words (dscp: tos >> 2)."""
+    return k >> _U64(2) if by == "dscp" else k
+
+
+def _addresses(k: np.ndarray, first: int) -> list[str]:
+    raw = np.ascontiguousarray(k[:, first:first + 2]).astype(">u8").view("V16").ravel().tolist()
+    return [addr.to_text(a) for a in raw]
+
+
+def texts(by: str, k: np.ndarray) -> list[str]:
+    """Display text of each key row: addresses as text, a pair 'a -> b', an interface
+    'exporter if N', a protocol by name, an AS 'AS64500', numbers in decimal."""
+    k = np.asarray(k, _U64).reshape(len(k), width(by))
+    if by in ("src", "dst", "exporter"):
+        return _addresses(k, 0)
+    if by == "pair":
+        return [f"{a} -> {b}" for a, b in zip(_addresses(k, 0), _addresses(k, 2))]
+    if by in ("in_if", "out_if"):
+        return [f"{e} if {n}" for e, n in zip(_addresses(k, 0), k[:, 2].tolist())]
+    if by == "protocol":
+        return [protocol_name(v) for v in k[:, 0].tolist()]
+    if by in ("src_as", "dst_as"):
+        return [f"AS{v}" for v in k[:, 0].tolist()]
+    return [str(v) for v in k[:, 0].tolist()]
+
+
+def filters(by: str, k: np.ndarray) -> list[dict]:
+    """The flow filter arguments of each key row, as a flows/top/series/explore request takes them.
+    Exact for every dimension but port, whose filter (either side) also takes flows whose other
+    port is this one and smaller (the key is the smaller of the two ports)."""
+    k = np.asarray(k, _U64).reshape(len(k), width(by))
+    if by in ("src", "dst", "exporter"):
+        return [{by: a} for a in _addresses(k, 0)]
+    if by == "pair":
+        return [{"src": a, "dst": b} for a, b in zip(_addresses(k, 0), _addresses(k, 2))]
+    if by in ("in_if", "out_if"):
+        name = "input_if" if by == "in_if" else "output_if"
+        return [{"exporter": e, name: n} for e, n in zip(_addresses(k, 0), k[:, 2].tolist())]
+    return [{by: v} for v in k[:, 0].tolist()]
