@@ -38,11 +38,15 @@ def rates(sums: Sequence[float], step_s: float, factor: float = 1.0) -> list[flo
     return [float(v) * factor / step_s for v in sums]
 
 
-def series_stats(sums: Sequence[float], step_s: float, factor: float = 1.0) -> SeriesStats:
-    """Total, average, 95th percentile and maximum of a series of per-step sums over len(sums) steps."""
+def series_stats(sums: Sequence[float], step_s: float, factor: float = 1.0,
+                 window_s: float | None = None) -> SeriesStats:
+    """Total, average, 95th percentile and maximum of a series of per-step sums. The average is over
+    ``window_s`` (the time asked about: the first and last steps may reach past it), by default
+    the steps' whole span."""
     per_s = rates(sums, step_s, factor)
     total = float(sum(float(v) for v in sums))
-    window_s = step_s * len(sums)
+    if window_s is None or window_s <= 0:
+        window_s = step_s * len(sums)
     return SeriesStats(total=total, average=total * factor / window_s if window_s else 0.0,
                        p95=percentile(per_s, 95), maximum=max(per_s) if per_s else 0.0)
 

@@ -180,3 +180,14 @@ def test_exporter_path_forms():
     for bad in ("-1", "4294967296", "3a", ""):
         with pytest.raises(ev.PathError, match="ifIndex"):
             ev.ifindex_of(bad)
+
+
+def test_average_is_over_the_window_not_the_steps_span():
+    # 5-minute steps from 15:55 for a window 16:00-17:00 ending in the 13th step: 60 min asked, 65 spanned
+    r = reply(step_ms=300_000, n=13)
+    r["times"] = [NOW - 3_600_000 - 300_000 + i * 300_000 for i in range(13)]
+    r["since"], r["until"] = NOW - 3_600_000, NOW
+    view = ex.explore_view(query(by="in_if", exporter="192.0.2.1"), r, ex.Names(NAMES))
+    s = view["rows"][0]["stats"]
+    assert s.total == 13 * 1000 and s.average == pytest.approx(13 * 1000 * 8 / 3600)
+    assert s.maximum == pytest.approx(1000 * 8 / 300)  # a step's rate is its sum over the whole step
