@@ -1,0 +1,109 @@
+"""Playwright driving Debian's chromium through Explore and the exporter pages against the real
+store and web: the stacked chart is drawn, the form changes the dimension, a legend link narrows the
+view, a row's flows link opens the flow explorer, the CSV downloads, and the exporter and interface
+pages show their charts. Screenshots go to tests/artifacts/."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from browser.explorestack import EDGE, explore_stack
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-quic"]
+
+pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
+                                reason="Debian's chromium is not installed at /usr/bin/chromium (make debs installs it)")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    ws = explore_stack(tmp_path_factory.mktemp("explorebrowser"))
+    yield ws
+    ws.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, stack):
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=stack.base_url, accept_downloads=True)
+    pg = ctx.new_page()
+    yield pg
+    ctx.close()
+
+
+def load(page, path: str, heading: str, shot: str | None = None):
+    resp = page.goto(path)
+    assert resp is not None and resp.status == 200, page.content()[:2000]
+    checked(page, heading, shot)
+
+
+def checked(page, heading: str, shot: str | None = None):
+    assert page.locator("parsererror").count() == 0, page.content()[:2000]
+    assert heading in page.locator("h1").first.inner_text()
+    if shot:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+
+
+def test_explore_chart_form_drilldown_and_csv(page):
+    load(page, "/explore?by=src&range=1h", "Explore", "explore.png")
+    bands = page.locator("svg path.band")
+    assert bands.count() == 11  # the top 10 sources and Other
+    box = bands.first.bounding_box()
+    assert box and box["width"] > 100 and box["height"] > 1  # drawn, not collapsed
+    assert page.locator("table.explore tbody tr:not(.other):not(.total) td.key").count() == 10
+    # the form: destination port, packets per second
+    page.select_option("select[name=by]", "dst_port")
+    page.select_option("select[name=metric]", "pps")
+    page.locator("fieldset.explore button[type=submit]").click()
+    page.wait_for_url("**by=dst_port**")
+    checked(page, "Explore", "explore-dst-port.png")
+    assert "Packets per second" in page.locator("section.explore h2").inner_text()
+    first = page.locator("table.explore tbody tr:not(.other):not(.total) td.key").first.inner_text()
+    # the legend's link narrows the view to that port
+    page.locator("ul.legend a", has_text=first).first.click()
+    page.wait_for_url(lambda url: "dst_port" in parse_qs(urlparse(url).query))
+    checked(page, "Explore")
+    assert page.locator("table.explore tbody tr:not(.other):not(.total) td.key").all_inner_texts() == [first]
+    # the CSV download is the table
+    with page.expect_download() as info:
+        page.locator("a.csv").click()
+    download = info.value
+    assert download.suggested_filename.startswith("flowlens-explore-dst_port-pps")
+    rows = list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
+    assert [r["key"] for r in rows] == [first]
+    # the row's flows link opens the flow explorer
+    page.locator("table.explore a.flows").first.click()
+    page.wait_for_url("**/flows?**")
+    checked(page, "Flow explorer", "explore-to-flows.png")
+    assert page.locator("table.flows tbody tr:has(td.addr)").count() > 0
+
+
+def test_exporters_exporter_and_interface(page):
+    load(page, "/exporters", "Exporters", "exporters.png")
+    page.locator("table.exporters a", has_text=EDGE).click()
+    page.wait_for_url(f"**/exporters/{EDGE}")
+    checked(page, "edge-2", "exporter.png")
+    assert page.locator("figure.stack").count() == 2
+    assert page.locator("figure.stack").first.locator("path.band").count() == 4  # input interfaces 1-4
+    page.locator("table.interfaces a", has_text="Gi0/1").click()
+    page.wait_for_url(f"**/exporters/{EDGE}/if/1?**")
+    checked(page, "Gi0/1", "interface.png")
+    assert page.locator("figure.stack").first.locator("path.band").count() == 7  # 7 sources arrive on it
