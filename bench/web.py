@@ -187,6 +187,10 @@ def run(report) -> None:
             base = "http://" + cfg["web"]["listen"]
             pages = [
                 ("dashboard /", "/", "target p95 < 100 ms"),
+                ("dashboard, last 1 h (series + top, not the ring's overview)", "/?range=1h", ""),
+                ("dashboard, last 24 h (series + top)", "/?range=24h", "issue 15 target p95 < 300 ms"),
+                ("flows CSV, every match of src /24 + tcp + 443, 1 h", "/flows.csv?src=10.0.0.0%2F24&protocol=tcp&port=443&range=1h",
+                 "streamed through the keyset cursor"),
                 ("flows, unfiltered, last 1 h", "/flows", ""),
                 ("flows, filtered src CIDR + tcp + port, 1 h", "/flows?src=10.0.0.0%2F24&protocol=tcp&port=443&range=1h",
                  "target p95 < 150 ms"),
