@@ -136,7 +136,7 @@ def test_default_day_is_yesterday_and_bad_days_are_400_with_the_reason(loaded, h
         assert reason in text_of(root, "//h:p[@id='report-error']")[0], day
 
 
-def test_notifier_emails_the_report_once_even_across_a_restart(loaded, smtp):
+def test_notifier_emails_the_report_once_even_across_a_restart(loaded, smtp, http):
     stack, want = loaded
     day = want["day"].isoformat()
     client = stack.client()
@@ -144,6 +144,9 @@ def test_notifier_emails_the_report_once_even_across_a_restart(loaded, smtp):
     try:
         wait_until(lambda: [m for m in smtp.messages if m.get("X-FlowLens-Report") == day], 60)
         counters = wait_until(lambda: (t := report_counters(client, notifier)) and t["sent"] == 1 and t, 15)
+        metrics = http.get("/metrics").text
+        assert 'flowlens_notify_messages_sent_total{target="mail:report"} 1' in metrics
+        assert 'flowlens_notify_failed_total{target="mail:report"} 0' in metrics
         assert notifier.stop() == 0, notifier.log()[-3000:]
         notifier = ServiceProcess("notifier", stack.config_path).start()
         # the restarted notifier has looked at the schedule (checks) and knows the day was sent
