@@ -80,14 +80,14 @@ class Enricher:
             raise ConfigError(f"{key}: cannot read {path!r} as a MaxMind-format database: {e}") from e
         kind = reader.metadata().database_type
         try:
-            table = geotable.build(reader, value_of, dtype, self.max_ranges)
+            table = geotable.build(reader, path, value_of, dtype, self.max_ranges)
         except geotable.TooManyRanges as e:
             reader.close()
             raise ConfigError(f"{key}: {path!r} has {e}; raise enrichment.max_ranges to read it") from e
-        except (InvalidDatabaseError, ValueError, TypeError) as e:  # a damaged search tree or data section
+        except (InvalidDatabaseError, ValueError, TypeError, OSError) as e:  # a damaged tree or data section
             reader.close()
             raise ConfigError(f"{key}: cannot read {path!r} as a MaxMind-format database: {e}") from e
-        if not (table.v4_values.any() or table.v6_values.any() or table.long_v6 is not None):
+        if not table.valued_networks:
             reader.close()
             raise ConfigError(f"{key}: {path!r} ({kind}) holds no {what}")
         if table.fallback is None:

@@ -18,6 +18,8 @@ import numpy as np
 
 from flowmodel.logs import fields
 
+from . import mmdbtree
+
 log = logging.getLogger(__name__)
 
 _LOW32 = np.uint64(0xFFFFFFFF)
@@ -39,6 +41,7 @@ class RangeTable:
         # top 64 bits of the /64s holding longer networks: those addresses ask ``fallback``
         self.long_v6 = long_v6 if long_v6 is not None and len(long_v6) else None
         self.fallback = fallback
+        self.valued_networks = 0  # networks of the database with a value (build sets it)
 
     @property
     def ranges(self) -> int:
@@ -124,40 +127,56 @@ def _put(starts: list[int], values: list[int], start: int, value: int) -> None:
     values.append(value)
 
 
-def build(reader: Any, value_of: Callable[[dict], int], dtype: np.dtype, max_ranges: int) -> RangeTable:
-    """Read every network of an open maxminddb reader into a RangeTable. ``value_of(record)`` gives a
-    network's value (0: none). Raises TooManyRanges past ``max_ranges`` (both families)."""
+def build(reader: Any, path: str, value_of: Callable[[dict], int], dtype: np.dtype, max_ranges: int) -> RangeTable:
+    """Every network of the MaxMind DB at ``path`` (open in ``reader``) into a RangeTable.
+    ``value_of(record)`` gives a network's value (0: none); each distinct record is decoded once.
+    Raises TooManyRanges past ``max_ranges`` (both families), mmdbtree.TreeError on a bad tree."""
     t0 = time.monotonic()
-    v4: list[tuple[int, int, int]] = []
-    v6: list[tuple[int, int, int]] = []
-    long_v6: set[int] = set()
-    for net, record in reader:
-        value = value_of(record) if isinstance(record, dict) else 0
-        if not value:
-            continue
-        lo, hi = int(net.network_address), int(net.broadcast_address)
-        if net.version == 4:
-            v4.append((lo, hi + 1, value))
-        elif net.prefixlen <= 64:
-            v6.append((lo >> 64, (hi >> 64) + 1, value))
-        else:
-            long_v6.add(lo >> 64)
-        if len(v4) + len(v6) + len(long_v6) > max_ranges:
-            raise TooManyRanges(f"more than {max_ranges:,} networks")
-    v4.sort()
-    v6.sort()
+    meta = reader.metadata()
+    n = meta.node_count
+    left, right = mmdbtree.read_records(path, n, meta.record_size)
+    p4, l4, r4, _open = mmdbtree.walk(left, right, n, mmdbtree.ipv4_start(left, right, n, meta.ip_version), 32)
+    if meta.ip_version == 6:
+        p6, l6, r6, open64 = mmdbtree.walk(left, right, n, 0, 64)
+    else:
+        p6, l6, r6, open64 = np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.uint64)
+    del left, right
+    if len(p4) + len(p6) + len(open64) > max_ranges:
+        raise TooManyRanges(f"{len(p4) + len(p6) + len(open64):,} networks, more than {max_ranges:,}")
+    # one value per distinct data record, from the reader, asked for the first address pointing to it
+    recs, first, inverse = np.unique(np.concatenate([r4, r6]), return_index=True, return_inverse=True)
+    values = np.zeros(len(recs), np.int64)
+    for k, i in enumerate(first.tolist()):
+        ip = (ipaddress.IPv4Address(int(p4[i])) if i < len(p4)
+              else ipaddress.IPv6Address(int(p6[i - len(p4)]) << 64))
+        record = reader.get(ip)
+        values[k] = value_of(record) if isinstance(record, dict) else 0
+    per_network = values[inverse.reshape(-1)]
+    v4 = _ranges(p4, l4, per_network[:len(p4)], 32)
+    v6 = _ranges(p6, l6, per_network[len(p4):], 64)
     s4, x4 = _boundaries(v4, 1 << 32)
     s6, x6 = _boundaries(v6, 1 << 64)
     if len(s4) + len(s6) > max_ranges:
         raise TooManyRanges(f"{len(s4) + len(s6):,} ranges, more than {max_ranges:,}")
     fallback = None
-    if long_v6:
+    if len(open64):
         def fallback(packed: bytes) -> int:
             record = reader.get(ipaddress.IPv6Address(packed))
             return value_of(record) if isinstance(record, dict) else 0
     table = RangeTable(np.array(s4, np.uint64).astype(np.uint32), np.array(x4, dtype), np.array(s6, np.uint64),
-                       np.array(x6, dtype), np.array(sorted(long_v6), np.uint64), fallback)
-    log.info("address table built", extra=fields(networks=len(v4) + len(v6), ranges=table.ranges,
-                                                 long_v6=len(long_v6), table_bytes=table.nbytes,
+                       np.array(x6, dtype), np.unique(open64), fallback)
+    table.valued_networks = int(np.count_nonzero(per_network))
+    log.info("address table built", extra=fields(networks=len(p4) + len(p6), records=len(recs), ranges=table.ranges,
+                                                 long_v6=len(open64), table_bytes=table.nbytes,
                                                  seconds=round(time.monotonic() - t0, 2)))
     return table
+
+
+def _ranges(prefixes: np.ndarray, lengths: np.ndarray, values: np.ndarray, bits: int) -> list[tuple[int, int, int]]:
+    """(start, end exclusive, value) of the networks with a value, sorted by start."""
+    keep = values != 0
+    order = np.argsort(prefixes[keep], kind="stable")
+    starts = prefixes[keep][order].tolist()
+    sizes = (bits - lengths[keep][order]).tolist()
+    vals = values[keep][order].tolist()
+    return [(s, s + (1 << z), v) for s, z, v in zip(starts, sizes, vals)]

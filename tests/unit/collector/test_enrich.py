@@ -5,6 +5,7 @@ replace countries for special ranges; a bad database path is a config error nami
 from __future__ import annotations
 
 import ipaddress
+import zlib
 from pathlib import Path
 
 import maxminddb
@@ -153,3 +154,23 @@ def test_a_large_table_sorts_its_keys_and_finds_what_a_plain_search_finds():
     keys = rng.integers(0, 1 << 32, 5000, dtype=np.uint64).astype(np.uint32)
     want = values[np.searchsorted(starts.astype(np.uint32), keys, side="right") - 1]
     assert table.lookup(addr.ipv4_column(keys)).tolist() == want.tolist()
+
+
+def _ip_value(record: dict) -> int:
+    """MaxMind's MaxMind-DB-test-* records are {'ip': text}: a value of their own per record."""
+    return zlib.crc32(record["ip"].encode()) | 1
+
+
+@pytest.mark.parametrize("name", ["MaxMind-DB-test-mixed-24", "MaxMind-DB-test-mixed-32", "MaxMind-DB-test-ipv4-24"])
+def test_trees_of_24_and_32_bit_records_ipv4_trees_and_long_ipv6_networks(name):
+    """Record sizes other than GeoLite2's 28 bits, a tree of IPv4 only, and IPv6 networks longer
+    than /64 (asked of the reader), each address compared with the reader's answer."""
+    path = str(DATA / f"{name}.mmdb")
+    with maxminddb.open_database(path) as reader:
+        table = geotable.build(reader, path, _ip_value, np.dtype("<u4"), 1000)
+        texts = _probe_addresses(path)
+        if "mixed" in name:
+            assert table.long_v6 is not None and any(":" in t for t in texts)
+        want = _expected(path, texts, _ip_value)
+        assert sum(1 for v in want if v) >= 10
+        assert table.lookup(addr.from_texts(texts)).tolist() == want
