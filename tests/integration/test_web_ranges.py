@@ -18,13 +18,18 @@ from lxml import etree
 from browser.webstack import DATA
 from flowmodel.pcap import read_datagrams
 from flowlens_web.timerange import url_time
-from support.services import ServiceProcess, ServiceStack, send_udp, wait_until
+from support.services import ServiceProcess, ServiceStack, send_udp, wait_until, write_config
 
 NS = {"h": "http://www.w3.org/1999/xhtml", "svg": "http://www.w3.org/2000/svg"}
 DNS_CAPTURE, DNS_FLOWS = "pmacct_v9_dns.pcap", 409
 ROUTER_CAPTURE, ROUTER_FLOWS = "pmacct-ta_ipfix_cisco-100.pcap", 12
 ROUTER = "127.0.0.2"  # the router capture is sent from here, the DNS one from 127.0.0.1
 CSV_MAX_ROWS = 150
+# the router named in the config (the store's names op gives these to the pages); ifIndex 810 unnamed
+ROUTER_NAMES = [{"address": ROUTER, "name": "edge-zrh", "site": "zurich",
+                 "interfaces": {995: {"name": "Te0/0/0/5", "description": "transit"}, 841: "Hu0/1/0/1",
+                                1003: "BE100"}}]
+IF_NAMES = {"995": "Te0/0/0/5", "841": "Hu0/1/0/1", "1003": "BE100"}
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +37,8 @@ def stack(tmp_path_factory):
     st = ServiceStack(tmp_path_factory.mktemp("ranges"), ["store", "collector"],
                       storage={"sqlite_retention": "4000d"},  # the router capture's flows are from 2023
                       web={"page_size": 5, "csv_max_rows": CSV_MAX_ROWS})
+    st.cfg["exporters"] = ROUTER_NAMES  # a top-level list: stack_config only merges sections
+    write_config(st.config_path, st.cfg)
     st.start()
     web = None
     client = st.client()
@@ -193,14 +200,20 @@ def test_flow_table_shows_interfaces_as_dscp_and_next_hop(http, stack):
         nxt = root.xpath("//h:a[@class='next']/@href", namespaces=NS)
         href = nxt[0] if nxt else None
     shown = sorted((c["In"], c["Out"], c["DSCP"], c["Src AS"], c["Dst AS"], c["Next hop"]) for c in cells)
-    want = sorted((str(f["input_if"]), str(f["output_if"]), str(f["tos"] >> 2), str(f["src_as"]), str(f["dst_as"]),
+
+    def named(ifindex) -> str:  # a config name where there is one, else the ifIndex
+        return IF_NAMES.get(str(ifindex), str(ifindex))
+    want = sorted((named(f["input_if"]), named(f["output_if"]), str(f["tos"] >> 2), str(f["src_as"]), str(f["dst_as"]),
                    f["next_hop"]) for f in stack.flows_of["router"])
     assert shown == want and len(shown) == ROUTER_FLOWS
+    assert {c["In"] for c in cells} == {"Te0/0/0/5", "810"}  # 810 has no name: its ifIndex
+    assert {c["Exporter"] for c in cells} == {"edge-zrh"}
     assert {c["DSCP"] for c in cells} == {"0", "46"}  # EF (ToS 0xb8) and best effort
     # an interface cell opens the flows of that exporter's interface, on the same range
     link = first.xpath("//h:table[@class='flows']/h:tbody/h:tr[1]/h:td[@class='if'][1]/h:a/@href", namespaces=NS)[0]
     q = parse_qs(urlparse(link).query)
-    assert q["exporter"] == [ROUTER] and q["input_if"] == [table_cells(first)[0]["In"]] and q["from"] == [rng["from"]]
+    first_in = {v: k for k, v in IF_NAMES.items()}.get(table_cells(first)[0]["In"], table_cells(first)[0]["In"])
+    assert q["exporter"] == [ROUTER] and q["input_if"] == [first_in] and q["from"] == [rng["from"]]
 
 
 def test_new_filters_reach_the_store(http, stack):
@@ -214,7 +227,7 @@ def test_new_filters_reach_the_store(http, stack):
         assert "input_if" in texts(root, "//h:p[@class='error']")[0]
     else:
         ins = texts(root, "//h:table[@class='flows']/h:tbody/h:tr/h:td[@class='if'][1]")
-        assert ins and set(ins) == {str(ifindex)}
+        assert ins and set(ins) == {IF_NAMES.get(str(ifindex), str(ifindex))}
     bad = page(http.get("/flows", params={"dscp": "99"}), 400)
     assert "dscp '99' is not a DSCP value" in texts(bad, "//h:p[@class='error']")[0]
 
