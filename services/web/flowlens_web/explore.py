@@ -19,7 +19,7 @@ from flowmodel.protocol import QueryError, normalise_flow_filters
 
 from . import formatters as fmt
 from .sankey import Pair, sankey
-from .seriesstats import series_stats, utilisation
+from .seriesstats import rates, series_stats, step_seconds, utilisation
 from .stackchart import OTHER_COLOUR, Layer, colour, stacked_chart
 from .timerange import RangeError, TimeRange
 
@@ -229,7 +229,7 @@ def url(path: str, params: Mapping[str, str]) -> str:
 
 # ------------------------------------------------------------------ the page
 
-def stat_cells(sums: list[float], step_s: float, metric: str, speed_bps: int = 0,
+def stat_cells(sums: list[float], step_s: float | list[float], metric: str, speed_bps: int = 0,
                window_s: float | None = None) -> dict:
     _op_metric, factor, unit, _caption = METRICS[metric]
     s = series_stats(sums, step_s, factor, window_s)
@@ -257,8 +257,10 @@ def explore_view(q: ExploreQuery, reply: Mapping, names: Names,
     base = q.params()
     since = int(reply.get("since") or q.range.since_ms)
     until = int(reply.get("until") or q.range.until_ms)
-    # the average is over the time the steps cover within [since, until]
+    # the average is over the time the steps cover within [since, until]; a step reaching past the
+    # range (the first, or the last still filling) is rated over its part inside it
     window_s = (min(until, times[-1] + step_ms) - max(since, times[0])) / 1000 if times else None
+    lengths = step_seconds(times, step_ms, since, until)
     layers, rows = [], []
     for i, s in enumerate(reply.get("series") or []):
         flt = s.get("filter") if isinstance(s.get("filter"), Mapping) else {}
@@ -268,19 +270,19 @@ def explore_view(q: ExploreQuery, reply: Mapping, names: Names,
         flows = flows_params(flt, q.range) if flt else None
         row = {"key": label, "colour": colour(i), "href": own,
                "flows_href": url("/flows", flows) if flows is not None else None, "filter": dict(flt),
-               **stat_cells(sums, step_s, q.metric, series_speed(q.by, flt, names), window_s)}
+               **stat_cells(sums, lengths, q.metric, series_speed(q.by, flt, names), window_s)}
         rows.append(row)
-        layers.append(Layer(label, [v * factor / step_s for v in sums], row["colour"], own,
+        layers.append(Layer(label, rates(sums, lengths, factor), row["colour"], own,
                             f"{label}: average {row['average']}, peak {row['maximum']}"))
     other_raw = reply.get("other") if isinstance(reply.get("other"), Mapping) else {}
     other_sums = _fit([float(v or 0) for v in other_raw.get("values") or []], n)
-    other = {"key": "Other", "colour": OTHER_COLOUR, **stat_cells(other_sums, step_s, q.metric, 0, window_s)}
+    other = {"key": "Other", "colour": OTHER_COLOUR, **stat_cells(other_sums, lengths, q.metric, 0, window_s)}
     if any(other_sums):
-        layers.append(Layer("Other", [v * factor / step_s for v in other_sums], OTHER_COLOUR, None,
+        layers.append(Layer("Other", rates(other_sums, lengths, factor), OTHER_COLOUR, None,
                             f"everything outside the top {q.top}: average {other['average']}"))
     all_sums = [sum(col) for col in zip(*([_fit([float(v or 0) for v in s.get("values") or []], n)
                                            for s in reply.get("series") or []] + [other_sums]))] if n else []
-    total = {"key": "All traffic", **stat_cells(all_sums, step_s, q.metric, total_speed_bps, window_s)}
+    total = {"key": "All traffic", **stat_cells(all_sums, lengths, q.metric, total_speed_bps, window_s)}
     chart = stacked_chart(times, step_ms, layers, unit, since, max(until, since + 1))
     return {"chart": chart, "rows": rows, "sankey": pair_sankey(q, rows) if q.by == "pair" else None, "other": other if any(other_sums) else None, "total": total,
             "caption": caption, "by_label": DIMENSIONS[q.by], "step": fmt.human_duration(step_s),

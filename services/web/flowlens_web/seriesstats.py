@@ -31,22 +31,41 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[max(1, rank) - 1]
 
 
-def rates(sums: Sequence[float], step_s: float, factor: float = 1.0) -> list[float]:
-    """Per-second rates of per-step sums (``factor`` 8 turns bytes into bits)."""
-    if step_s <= 0:
-        raise ValueError(f"step {step_s!r} s is not positive")
-    return [float(v) * factor / step_s for v in sums]
+PARTIAL_STEP_S = 10.0  # a step's part inside the range shorter than this is rated over the whole step
 
 
-def series_stats(sums: Sequence[float], step_s: float, factor: float = 1.0,
+def step_seconds(times_ms: Sequence[int], step_ms: int, since_ms: int, until_ms: int,
+                 least_s: float = PARTIAL_STEP_S) -> list[float]:
+    """Each step's seconds inside [since, until]: the first and last steps may reach past the range,
+    and the last one may still be filling (its rate so far, as the dashboard draws it). A part
+    shorter than ``least_s`` counts as the whole step, so a few seconds' flows make no spike."""
+    out = []
+    for t in times_ms:
+        inside = (min(until_ms, t + step_ms) - max(since_ms, t)) / 1000
+        out.append(inside if inside >= least_s else step_ms / 1000)
+    return out
+
+
+def rates(sums: Sequence[float], step_s: float | Sequence[float], factor: float = 1.0) -> list[float]:
+    """Per-second rates of per-step sums over ``step_s`` (one length, or one per step); ``factor`` 8
+    turns bytes into bits."""
+    lengths = [float(step_s)] * len(sums) if isinstance(step_s, (int, float)) else [float(x) for x in step_s]
+    if len(lengths) != len(sums):
+        raise ValueError(f"{len(lengths)} step lengths for {len(sums)} steps")
+    if any(x <= 0 for x in lengths):
+        raise ValueError(f"a step length in {step_s!r} s is not positive")
+    return [float(v) * factor / x for v, x in zip(sums, lengths)]
+
+
+def series_stats(sums: Sequence[float], step_s: float | Sequence[float], factor: float = 1.0,
                  window_s: float | None = None) -> SeriesStats:
-    """Total, average, 95th percentile and maximum of a series of per-step sums. The average is over
-    ``window_s`` (the time asked about: the first and last steps may reach past it), by default
-    the steps' whole span."""
+    """Total, average, 95th percentile and maximum of a series of per-step sums (``step_s``: one
+    length or one per step). The average is over ``window_s`` (the time asked about), by default
+    the steps' total length."""
     per_s = rates(sums, step_s, factor)
     total = float(sum(float(v) for v in sums))
     if window_s is None or window_s <= 0:
-        window_s = step_s * len(sums)
+        window_s = float(step_s) * len(sums) if isinstance(step_s, (int, float)) else float(sum(step_s))
     return SeriesStats(total=total, average=total * factor / window_s if window_s else 0.0,
                        p95=percentile(per_s, 95), maximum=max(per_s) if per_s else 0.0)
 

@@ -116,3 +116,15 @@ def test_series_stats_as_rates():
 def test_utilisation():
     assert utilisation(250e6, 1e9) == pytest.approx(25.0)
     assert utilisation(1, 0) is None and utilisation(1, None) is None
+
+
+def test_step_seconds_inside_the_range():
+    from flowlens_web.seriesstats import step_seconds
+    five = 300_000
+    assert step_seconds([0, five, 2 * five], five, 0, 2 * five + 60_000) == [300, 300, 60]  # the last one filling
+    assert step_seconds([0, five, 2 * five], five, 0, 2 * five + 5_000) == [300, 300, 300]  # 5 s: the whole step
+    assert step_seconds([0, five], five, 120_000, 2 * five) == [180, 300]  # the first starts before the range
+    s = series_stats([600, 600, 120], [300, 300, 60], factor=8)
+    assert s.maximum == pytest.approx(16) and s.average == pytest.approx(1320 * 8 / 660)
+    with pytest.raises(ValueError, match="2 step lengths for 3 steps"):
+        rates([1, 2, 3], [1, 2])
