@@ -201,8 +201,23 @@ def _exporters(query: Query, since: int, until: int, now_ms: int, errors: dict) 
             lost.append({"exporter": name, "observation_domain": row.get("observation_domain"),
                          "sequence_lost": seq, "decode_errors": decode, "since_ms": first})
     active = [{"exporter": k, **v} for k, v in sorted(hours.items(), key=lambda kv: -kv[1]["bytes"])]
-    return {"active": active, "stopped": sorted(stopped.values(), key=lambda s: s["exporter"]),
-            "lost": sorted(lost, key=lambda r: -(r["sequence_lost"] + r["decode_errors"]))}
+    names = _exporter_names(query)
+    out = {"active": active, "stopped": sorted(stopped.values(), key=lambda s: s["exporter"]),
+           "lost": sorted(lost, key=lambda r: -(r["sequence_lost"] + r["decode_errors"]))}
+    for rows in out.values():
+        for row in rows:
+            row["label"] = f"{names[row['exporter']]} ({row['exporter']})" if names.get(row["exporter"]) else row["exporter"]
+    return out
+
+
+def _exporter_names(query: Query) -> dict[str, str]:
+    """address -> its name from the store's names op (config name, else reverse DNS); none from a
+    store without the op."""
+    try:
+        reply = query("names")
+    except StoreError:
+        return {}
+    return {str(e.get("exporter")): str(e.get("name") or e.get("dns") or "") for e in reply.get("exporters") or []}
 
 
 def build(query: Query, day: _dt.date, offset_min: int = 0, top_n: int = 10, advisories_max: int = 1000,
@@ -313,10 +328,10 @@ def text(r: dict, link: str | None = None) -> str:
         lines.append(f"  (from the first {adv['read']} advisories the store holds for the day)")
     ex = r["exporters"]
     lines += ["", "Exporters that stopped:"]
-    lines += [f"  {s['exporter']}: {s['how']}" + (f" ({_clock(s['last_ms'], r)})" if s["last_ms"] else "")
+    lines += [f"  {s['label']}: {s['how']}" + (f" ({_clock(s['last_ms'], r)})" if s["last_ms"] else "")
               for s in ex["stopped"]] or ["  none"]
     lines += ["", "Exporters that lost packets (counted since the collector first saw them):"]
-    lines += [f"  {x['exporter']}: {x['sequence_lost']} export packets lost, {x['decode_errors']} decode errors"
+    lines += [f"  {x['label']}: {x['sequence_lost']} export packets lost, {x['decode_errors']} decode errors"
               for x in ex["lost"]] or ["  none"]
     if r["errors"]:
         lines += ["", "Parts the store could not answer:"]

@@ -54,6 +54,9 @@ def fake_store(advisories=(), exporters=(), refuse=()):
             return {"ok": True, "rows": rows}
         if op == "exporters":
             return {"ok": True, "exporters": list(exporters)}
+        if op == "names":
+            return {"ok": True, "exporters": [{"exporter": "192.0.2.251", "name": "edge-1", "site": "", "dns": ""}],
+                    "interfaces": []}
         raise AssertionError(op)
     return query
 
@@ -112,12 +115,12 @@ def test_report_totals_change_tops_advisories_and_exporters():
     assert raised["top"] == [{"severity": "CRITICAL", "title": "Port scan from a", "count": 2, "subjects": ["a", "b"]}]
     assert resolved["total"] == 2 and resolved["counts"] == {"CRITICAL": 1, "WARNING": 1, "INFO": 0}
     ex = r["exporters"]
-    assert [(s["exporter"], s["how"]) for s in ex["stopped"]] == [("192.0.2.251", "last seen by the collector")]
+    assert [(s["label"], s["how"]) for s in ex["stopped"]] == [("edge-1 (192.0.2.251)", "last seen by the collector")]
     assert ex["lost"][0]["sequence_lost"] == 4 and ex["lost"][0]["decode_errors"] == 1
     assert ex["active"][0]["exporter"] == "192.0.2.250" and ex["active"][0]["bytes"] == 6000
     assert r["errors"] == {} and r["complete"]
     text = report.text(r, "https://flowlens.example.net/report?day=2026-11-30")
-    assert "+50.0 %" in text and "10.0.0.1" in text and "192.0.2.251" in text
+    assert "+50.0 %" in text and "10.0.0.1" in text and "edge-1 (192.0.2.251): last seen" in text
     assert report.subject(r).startswith("FlowLens daily report 2026-11-30: 6.0 kB (+50.0 % on 2026-11-23)")
 
 
@@ -134,3 +137,7 @@ def test_a_refused_part_is_left_empty_with_its_reason():
     r = report.build(fake_store(refuse=("top",)), DAY, 0, now_ms=NOW)
     assert r["totals"]["bytes"] == 6000
     assert r["top"]["src"]["rows"] == [] and r["errors"]["top src"] == "top refused"
+    # a store without the names op: exporters by address
+    r = report.build(fake_store(exporters=[{"exporter": "192.0.2.251", "last_seen": T0 + 5, "sequence_lost": 1}],
+                                refuse=("names",)), DAY, 0, now_ms=NOW)
+    assert [s["label"] for s in r["exporters"]["stopped"]] == ["192.0.2.251"] and r["errors"] == {}
