@@ -169,6 +169,14 @@ def test_exporters_list_and_pages(http, window):
     sources = [text(td) for td in tables[0].xpath("h:tbody/h:tr[not(@class)]/h:td[@class='key']", namespaces=NS)]
     assert sorted(sources) == [f"10.20.0.{k}" for k in range(1, 8)]  # flows i % 4 == 0: every i % 7
     assert not tables[1].xpath("h:tbody/h:tr[not(@class)]/h:td[@class='key']", namespaces=NS)
+    # its flows: the flow explorer filtered to the exporter and ifIndex 1, every row in on Gi0/1
+    flows_in = ifpage.xpath("//h:a[normalize-space()='its flows']/@href", namespaces=NS)[0]
+    assert parse_qs(urlparse(flows_in).query) == {"exporter": [EDGE], "input_if": ["1"], "from": [window["from"]],
+                                                  "to": [window["to"]]}  # the range the exporter page had
+    flows = page(http.get(flows_in))
+    in_ifs = [text(tr.xpath("h:td[@class='if'][1]", namespaces=NS)[0])
+              for tr in flows.xpath("//h:table[@class='flows']/h:tbody/h:tr[h:td[@class='addr']]", namespaces=NS)]
+    assert in_ifs and set(in_ifs) == {"Gi0/1"}
 
 
 @pytest.mark.parametrize("path, params, words", [

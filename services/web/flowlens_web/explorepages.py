@@ -120,7 +120,7 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
 
     # ------------------------------------------------------------------ exporters
 
-    def page_range(request: Request, path: str) -> TimeRange:
+    def page_range(request: Request) -> TimeRange:
         return TimeRange.from_query(request.query_params, now_ms())
 
     @app.api_route("/exporters", methods=GET)
@@ -139,7 +139,7 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
         now = now_ms()
         try:
             address = ev.exporter_address(request.path_params["address"])
-            trange = page_range(request, f"/exporters/{address}")
+            trange = page_range(request)
         except (ev.PathError, RangeError) as e:
             return bad_path(e)
         base = {"exporter": address}
@@ -175,7 +175,7 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
         try:
             address = ev.exporter_address(request.path_params["address"])
             ifindex = ev.ifindex_of(request.path_params["ifindex"])
-            trange = page_range(request, f"/exporters/{address}/if/{ifindex}")
+            trange = page_range(request)
         except (ev.PathError, RangeError) as e:
             return bad_path(e)
         known = await names(request)
