@@ -83,7 +83,7 @@ def test_advisories_and_link_to_flows(page):
     page.wait_for_load_state()
     assert page.locator("parsererror").count() == 0
     assert page.locator("h1").inner_text() == "Flow explorer"
-    assert value(page, "input[name=src]") == SCAN_SOURCE
+    assert value(page, "form.filters input[name=src]") == SCAN_SOURCE
     rows = flow_rows(page)
     assert rows.count() == 20
     for i in range(rows.count()):
@@ -95,9 +95,9 @@ def test_advisories_and_link_to_flows(page):
 def test_filter_form_narrows_and_pages(page):
     load(page, "/flows", "Flow explorer", "flows.png")
     assert flow_rows(page).count() == 20
-    page.fill("input[name=protocol]", "udp")
-    page.fill("input[name=port]", "53")
-    page.click("button[type=submit]")
+    page.fill("form.filters input[name=protocol]", "udp")
+    page.fill("form.filters input[name=port]", "53")
+    page.click("form.filters button[type=submit]")
     page.wait_for_load_state()
     rows = flow_rows(page)
     assert 0 < rows.count() <= 20
@@ -108,7 +108,7 @@ def test_filter_form_narrows_and_pages(page):
                   for i in range(rows.count())]
     page.click("a.next")
     page.wait_for_load_state()
-    assert value(page, "input[name=protocol]") == "udp"
+    assert value(page, "form.filters input[name=protocol]") == "udp"
     second = flow_rows(page)
     assert second.count() > 0
     second_page = [second.nth(i).locator("td").nth(2).inner_text() + second.nth(i).locator("td").first.get_attribute("title")
@@ -150,7 +150,7 @@ def test_real_analyzer_advisory_links_to_its_flows(browser, live):
         page.wait_for_load_state()
         assert page.locator("parsererror").count() == 0
         assert page.locator("h1").inner_text() == "Flow explorer"
-        assert value(page, "input[name=addr]") == "127.0.0.1" and value(page, "input[name=port]") == "23"
+        assert value(page, "form.filters input[name=addr]") == "127.0.0.1" and value(page, "form.filters input[name=port]") == "23"
         rows = flow_rows(page)
         assert rows.count() == 20  # a full page: the window holds more than the advisory's 10 telnet flows
         for i in range(rows.count()):
