@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 OPS = {
-    "flows": "flows matching filters, newest first, keyset-paginated; reply: columns (raw bytes per schema column), count, next_cursor, prev_cursor",
+    "flows": "flows matching filters, keyset-paginated; args: order (time: newest first, the default; bytes or packets: the largest flows of the window first), limit, cursor, direction (next, prev), filters; reply: columns (raw bytes per schema column), count, next_cursor, prev_cursor",
     "top": "top keys by bytes/packets/flows for a window; args: by (src, dst, pair, port, src_port, dst_port, protocol, exporter, in_if, out_if (exporter + ifIndex), src_as, dst_as, dscp), metric, limit, scaled (times the sampling rate), filters; reply: rows (key, filter, bytes, packets, flows), totals",
     "explore": "the top N keys of a dimension over a window with each key's series; args: by (as top), metric (bytes, packets, flows), limit (1-50, default 10), step (seconds; 0 or absent: about 300 steps, rounded up to 60, 300, 3600, ...), scaled (default true), since (required), until, filters; reply: step_ms, since, until, times [t_ms per step], series [{key, filter (flow filter args selecting that key), values (metric per step), total}], other {values, total}, totals {bytes, packets, flows}, source, approximate",
     "series": "bytes/packets/flows per step for a window; args: step (seconds), spread (pro-rate each flow over its lifetime), scaled (times the sampling rate), filters; reply: step_ms, points [[t_ms, bytes, packets, flows], ...]",
@@ -41,6 +41,8 @@ INT_FILTERS = {"input_if": 0xFFFFFFFF, "output_if": 0xFFFFFFFF, "src_as": 0xFFFF
 TOP_BY = ("src", "dst", "pair", "port", "src_port", "dst_port", "protocol", "exporter", "in_if", "out_if",
           "src_as", "dst_as", "dscp")
 METRICS = ("bytes", "packets", "flows")
+# flows op orders: time (keyset by (time_end, seq)) or the largest flows first (keyset by (value, seq))
+FLOW_ORDERS = ("time", "bytes", "packets")
 EXPLORE_LIMIT_MAX = 50
 
 PROTOCOL_NAMES = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 41: "IPv6", 47: "GRE", 50: "ESP", 51: "AH",

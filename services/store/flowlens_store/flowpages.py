@@ -10,33 +10,39 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowmodel.protocol import FLOW_FILTERS, QueryError
+from flowmodel.protocol import FLOW_FILTERS, FLOW_ORDERS, QueryError
 from flowmodel.schema import FLOW_COLUMNS
 
 from . import blockread as B
+from . import flowrank
 from . import planner as P
 from .rowcodec import SQL_COLUMNS, rows_to_columns
 
 
 class FlowPages:
     def flows(self, args: dict) -> dict:
-        P.check_args("flows", args, FLOW_FILTERS + ("limit", "cursor", "direction"))
+        P.check_args("flows", args, FLOW_FILTERS + ("limit", "cursor", "direction", "order"))
         limit = P.int_arg(args, "limit", 100, 1, self.max_rows, cap=True)
         direction = P.choice_arg(args, "direction", ("next", "prev"), "next")
+        order = P.choice_arg(args, "order", FLOW_ORDERS, "time")
         cursor = P.decode_cursor(args["cursor"]) if args.get("cursor") not in (None, "") else None
         if direction == "prev" and cursor is None:
             raise QueryError("direction prev needs a cursor")
         f = P.parse_filters(args, self.clock())
         older = direction == "next"
-        cols, used = self._flows_page(f, cursor, older, limit + 1)
+        if order == "time":
+            cols, used = self._flows_page(f, cursor, older, limit + 1)
+        else:  # the largest flows first, keyset by (value, seq) (flowrank.py)
+            cols, used = flowrank.page(self, f, order, cursor, older, limit + 1)
         for s in used:
             self.sources_used[s] += 1
         more = len(cols["seq"]) > limit
         cols = {k: v[:limit] for k, v in cols.items()}
-        if not older:  # fetched oldest-first above the cursor; the page is shown newest first
+        if not older:  # fetched oldest (smallest) first above the cursor; pages show newest (largest) first
             cols = {k: v[::-1] for k, v in cols.items()}
         n = len(cols["seq"])
-        keys = [(int(cols["time_end"][i]), int(cols["seq"][i])) for i in ((0, n - 1) if n else ())]
+        key = cols["time_end"] if order == "time" else flowrank.values(cols, order)
+        keys = [(int(key[i]), int(cols["seq"][i])) for i in ((0, n - 1) if n else ())]
         next_cursor = prev_cursor = None
         if older:
             if more and n:

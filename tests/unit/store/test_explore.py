@@ -251,3 +251,39 @@ def test_explore_bad_arguments_say_why(store, args, words):
     eng, _flows = store
     with pytest.raises(QueryError, match=words):
         eng.explore(args)
+
+
+# ------------------------------------------------------------------ flows by size
+
+@pytest.mark.parametrize("order", ["bytes", "packets"])
+@pytest.mark.parametrize("since,filters", [(BASE, {}), (BASE + 3 * HOUR + 1, {"dscp": 46}),
+                                           (BASE + 5 * HOUR + 45 * 60_000, {"src_as": 64500})],
+                         ids=["blocks+rows+ring", "filtered", "ring"])
+def test_flows_by_size_pages_cover_every_flow_once_largest_first(store, order, since, filters):
+    eng, flows = store
+    m = (flows["time_end"] >= since) & P.ring_mask(flows.columns, P.parse_filters(filters, 0))
+    want = sorted(zip(flows[order][m].tolist(), flows["time_end"][m].tolist()), reverse=True)
+    pages, cursor = [], None
+    while True:
+        r = eng.flows({"since": since, **filters, "order": order, "limit": 333, "cursor": cursor})
+        pages.append(r)
+        cursor = r["next_cursor"]
+        if cursor is None:
+            break
+    vals = [v for p in pages for v in np.frombuffer(p["columns"][order], "<u8").tolist()]
+    tes = [v for p in pages for v in np.frombuffer(p["columns"]["time_end"], "<i8").tolist()]
+    assert vals == [v for v, _t in want]  # largest first, every flow once
+    assert sorted(zip(vals, tes)) == sorted(want)
+    back, cursor = [pages[-1]], pages[-1]["prev_cursor"]
+    while cursor is not None:
+        r = eng.flows({"since": since, **filters, "order": order, "limit": 333, "cursor": cursor, "direction": "prev"})
+        back.append(r)
+        cursor = r["prev_cursor"]
+    assert [p["columns"]["seq"] if "seq" in p["columns"] else p["columns"]["time_end"] for p in back[::-1]] == \
+           [p["columns"]["seq"] if "seq" in p["columns"] else p["columns"]["time_end"] for p in pages]
+
+
+def test_flows_order_must_be_known(store):
+    eng, _flows = store
+    with pytest.raises(QueryError, match="order 'size' is not one of time, bytes, packets"):
+        eng.flows({"order": "size"})
