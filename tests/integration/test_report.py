@@ -1,6 +1,7 @@
 """The daily report against real processes: a store and collector fed two days a week apart as IPFIX
 over loopback (support.reportdata), the web's /report page, `flowlens query` as a user runs it, and
-the notifier emailing the report to aiosmtpd once, and not again after a restart."""
+the notifier emailing the report to aiosmtpd once, and not again after a restart, and counting a
+refusing SMTP server's failure with the day still owed in its state file."""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,7 +14,7 @@ from lxml import etree
 from support.notify import flowlens
 from support.receivers import SmtpReceiver
 from support.reportdata import load
-from support.services import ServiceProcess, ServiceStack, wait_until
+from support.services import ServiceProcess, ServiceStack, free_port, wait_until, write_config
 
 NS = {"h": "http://www.w3.org/1999/xhtml", "svg": "http://www.w3.org/2000/svg"}
 STORE = {"sqlite_retention": "10d", "rollup_hourly_retention": "30d"}
@@ -166,3 +167,22 @@ def test_notifier_emails_the_report_once_even_across_a_restart(loaded, smtp, htt
     assert f"{pct:+.1f} %" in body and want["top_src"][0][0] in body
     assert f"https://flowlens.example.net/report?day={day}" in body
     assert "Port scan from 10.0.0.9" in body and "127.0.0.1: no flows after this hour" in body
+
+
+def test_a_refusing_smtp_server_is_counted_and_retried_not_lost(loaded, tmp_path):
+    stack, want = loaded
+    cfg = {**stack.cfg, "notify": {**stack.cfg["notify"], "state_path": str(tmp_path / "notifier.json"),
+                                   "targets": [{**stack.cfg["notify"]["targets"][0], "port": free_port()}]}}
+    path = write_config(tmp_path / "refused.yaml", cfg)
+    client = stack.client()
+    notifier = ServiceProcess("notifier", path).start()
+    try:
+        counters = wait_until(lambda: (t := report_counters(client, notifier)) and t["failed"] >= 1 and t, 30)
+    finally:
+        assert notifier.stop() == 0, notifier.log()[-3000:]
+        client.close()
+    assert counters["sent"] == 0 and counters["pending"] == 1 and counters["failures_in_a_row"] == 1
+    assert "Connection refused" in counters["last_error"] and counters["last_day"] is None
+    # the next try waits a minute: the state file says when, and which day is still owed
+    state = json.loads((tmp_path / "notifier.json").read_text())["report"]
+    assert state["trying_day"] == want["day"].isoformat() and state["last_day"] is None
