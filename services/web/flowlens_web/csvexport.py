@@ -24,6 +24,15 @@ CSV_MEDIA = "text/csv; charset=utf-8"
 FetchPage = Callable[[str | None, int], Awaitable[tuple[list[Mapping[str, Any]], str | None]]]
 
 
+class FetchFailed(Exception):
+    """A later page of a streamed list could not be read (the store went away, or was busy): the
+    response has begun, so the file ends with a line saying so instead of a status code."""
+
+
+def stopped_line(rows: int, reason: str) -> str:
+    return f"# stopped after {rows:,} rows: {reason}; download again for the whole list\n"
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -84,4 +93,8 @@ async def flow_chunks(fetch: FetchPage, max_rows: int, first: tuple[list, str | 
         if sent >= max_rows:
             yield cut_line(max_rows)
             return
-        page = await fetch(cursor, min(page_rows, max_rows - sent))
+        try:
+            page = await fetch(cursor, min(page_rows, max_rows - sent))
+        except FetchFailed as e:
+            yield stopped_line(sent, str(e))
+            return

@@ -14,12 +14,12 @@ from typing import Callable
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from flowmodel.client import StoreError
+from flowmodel.client import StoreError, StoreUnavailable
 from flowmodel.events import SEVERITIES
 from flowmodel.protocol import TOP_BY
 
 from . import csvexport, flowtable, views
-from .lanes import StoreLanes
+from .lanes import StoreLanes, TooBusy
 from .storefeatures import StoreFeatures
 from .storegate import HEAVY, LIGHT, StoreGate
 from .timerange import RangeError, TimeRange
@@ -148,7 +148,11 @@ def add_flow_routes(app, cfg, store: StoreGate, lanes: StoreLanes, page: Callabl
 
         async def fetch(cur, want):
             # each page takes a turn on the history lane like a page view (the browser's share counts it)
-            return await lanes.turn(client, HEAVY, lambda: fetch_sync(cur, want))
+            try:
+                return await lanes.turn(client, HEAVY, lambda: fetch_sync(cur, want))
+            except (StoreError, StoreUnavailable, TooBusy) as e:
+                log.warning("flows csv stopped", extra={"fields": {"client": client, "error": str(e)}})
+                raise csvexport.FetchFailed(str(e)) from e
         chunks = csvexport.flow_chunks(fetch, csv_max_rows, first=first)
         return csv_response(chunks, csvexport.filename("flows", tr.query(), csv_max_rows))
 

@@ -73,3 +73,17 @@ def test_top_csv_is_the_cli_csv_or_a_header():
     assert text.splitlines()[0] == "key,filter,bytes,packets,flows"
     assert text.splitlines()[1] == '10.0.0.1,"{""src"":""10.0.0.1""}",5,1,1'
     assert csvexport.top_csv({"rows": []}) == "key,bytes,packets,flows\n"
+
+
+def test_a_stream_whose_store_goes_away_says_where_it_stopped():
+    rows = [row(i) for i in range(6)]
+    fetch = pages_of(rows, [])
+
+    async def failing(cursor, want):
+        if cursor is not None:
+            raise csvexport.FetchFailed("the store at tcp://127.0.0.1:5555 did not answer within 5 s")
+        return await fetch(cursor, want)
+    lines = collect(csvexport.flow_chunks(failing, 100, page_rows=2)).splitlines()
+    assert len(lines) == 1 + 2 + 1  # header, the first page, the line saying why it stopped
+    assert lines[-1] == ("# stopped after 2 rows: the store at tcp://127.0.0.1:5555 did not answer within 5 s; "
+                         "download again for the whole list")
