@@ -14,12 +14,19 @@ from .protocol import OPS, QueryError, normalise_flow_filters
 from .supervisor import MAX_BACKOFF_S, STABLE_AFTER_S
 
 SERVICES = ("collector", "store", "analyzer", "web", "notifier", "poller")
-FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter", "by", "metric", "step",
-           "severity", "state", "analyzer", "subject", "kind", "key")
+FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter", "input_if", "output_if",
+           "src_as", "dst_as", "as", "dscp", "by", "metric", "step", "order", "severity", "state", "analyzer", "subject",
+           "kind", "key")
 FILTER_HELP = {"src": "source address or CIDR", "dst": "destination address or CIDR", "addr": "either address",
                "port": "either port", "protocol": "tcp, udp, icmp, ... or a number", "exporter": "exporter address or CIDR",
-               "by": "top: src, dst, pair, port, src_port, dst_port, protocol, exporter",
-               "metric": "top: bytes, packets or flows", "step": "series: seconds per point"}
+               "input_if": "input ifIndex (with --exporter)", "output_if": "output ifIndex (with --exporter)",
+               "src_as": "source AS number", "dst_as": "destination AS number", "as": "either AS number",
+               "dscp": "DSCP 0-63 (tos >> 2)",
+               "by": "top, explore: src, dst, pair, port, src_port, dst_port, protocol, exporter, in_if, out_if, "
+                     "src_as, dst_as, dscp",
+               "metric": "top, explore: bytes, packets or flows",
+               "step": "series: seconds per point; explore: seconds per step (default: about 300 steps)",
+               "order": "flows: time (newest first, default), bytes or packets (largest first)"}
 EXIT_QUERY_ERROR, EXIT_UNREACHABLE = 2, 3
 # exporters table: these first (when present), then every other key any row has
 EXPORTER_COLUMNS = ("exporter", "observation_domain", "version", "collector", "packets", "flows", "store_flows",
@@ -195,6 +202,8 @@ def render_reply(op: str, reply: dict, fmt: str) -> str:
         return (render_sections({"exporters": reply.get("exporters") or []}, "names") +
                 _table("interfaces", [{k: r[k] for k in ("exporter", "ifindex", "name", "description", "speed_bps", "source")}
                                       for r in rows if r["ifindex"] != ""], 2))
+    if op == "explore":
+        return render(explore_rows(reply, fmt), fmt)
     if fmt == "table" and op == "exporters":
         text = render(reply_rows(op, reply), fmt, _union_columns(reply.get("exporters") or [], EXPORTER_COLUMNS))
         for c in reply.get("collectors") or []:
@@ -202,6 +211,18 @@ def render_reply(op: str, reply: dict, fmt: str) -> str:
                                            f"collector {c.get('collector', '?')}")
         return text
     return render(reply_rows(op, reply), fmt)
+
+
+def explore_rows(reply: dict, fmt: str) -> list[dict]:
+    """An explore reply for a person (table): one row per key, its total, share and busiest step's
+    value, then other; for scripts (json, csv): one row per step and key, other included."""
+    metric = reply.get("metric", "bytes")
+    series = [*reply.get("series", []), {"key": "other", **(reply.get("other") or {"values": [], "total": 0})}]
+    if fmt != "table":
+        return [{"time": t, "key": s["key"], metric: v} for s in series for t, v in zip(reply.get("times", []), s["values"])]
+    everything = (reply.get("totals") or {}).get(metric) or 0
+    return [{"key": s["key"], metric: s["total"], "share_%": f"{100 * s['total'] / everything:.1f}" if everything else "",
+             f"peak_{metric}_per_step": max(s["values"], default=0)} for s in series]
 
 
 NAMES_COLUMNS = ("exporter", "exporter_name", "site", "dns", "ifindex", "name", "description", "speed_bps", "source")

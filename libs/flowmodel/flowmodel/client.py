@@ -169,6 +169,10 @@ class StoreClient:
     def top(self, by: str = "src", metric: str = "bytes", limit: int = 10, **filters) -> dict:
         return self.request("top", by=by, metric=metric, limit=limit, **self._times(filters))
 
+    def explore(self, by: str, since, metric: str = "bytes", limit: int = 10, **filters) -> dict:
+        """The top ``limit`` keys of ``by`` with their series per step (protocol.OPS["explore"])."""
+        return self.request("explore", by=by, metric=metric, limit=limit, **self._times({"since": since, **filters}))
+
     def series(self, step: float = 60, **filters) -> dict:
         return self.request("series", step=step, **self._times(filters))
 
