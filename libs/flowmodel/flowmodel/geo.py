@@ -64,8 +64,11 @@ def country_text(value: int) -> str:
 
 
 def parse_country(text: str) -> int:
-    """A filter's value: a two-letter code (any case) or a label's words ('private') -> packed code."""
+    """A filter's value: a two-letter code (any case), a label's words ('private') or 'unknown'
+    (0) -> packed code."""
     t = str(text).strip()
+    if t.lower() == "unknown":
+        return 0  # flows no database named a country for
     for code, words in LABELS.items():
         if t.lower() == words.lower() or t.upper() == code:
             return pack_country(code)
@@ -73,7 +76,7 @@ def parse_country(text: str) -> int:
         value = pack_country(t)
     except CountryError:
         raise CountryError(f"{text!r} is not a two-letter country code or one of: "
-                           f"{', '.join(LABELS.values())}") from None
+                           f"{', '.join(LABELS.values())}, unknown") from None
     if not value:
         raise CountryError("a country filter needs a two-letter code")
     return value

@@ -13,7 +13,7 @@ from typing import Any
 
 OPS = {
     "flows": "flows matching filters, keyset-paginated; args: order (time: newest first, the default; bytes or packets: the largest flows of the window first), limit, cursor, direction (next, prev), filters; reply: columns (raw bytes per schema column), count, next_cursor, prev_cursor",
-    "top": "top keys by bytes/packets/flows for a window; args: by (src, dst, pair, port, src_port, dst_port, protocol, exporter, in_if, out_if (exporter + ifIndex), src_as, dst_as, dscp), metric, limit, scaled (times the sampling rate), filters; reply: rows (key, filter, bytes, packets, flows), totals",
+    "top": "top keys by bytes/packets/flows for a window; args: by (src, dst, pair, port, src_port, dst_port, protocol, exporter, in_if, out_if (exporter + ifIndex), src_as, dst_as, dscp, src_country, dst_country), metric, limit, scaled (times the sampling rate), filters; reply: rows (key, filter, bytes, packets, flows), totals",
     "explore": "the top N keys of a dimension over a window with each key's series; args: by (as top), metric (bytes, packets, flows), limit (1-50, default 10), step (seconds; 0 or absent: about 300 steps, rounded up to 60, 300, 3600, ...), scaled (default true), since (required), until, filters; reply: step_ms, since, until, times [t_ms per step], series [{key, filter (flow filter args selecting that key), values (metric per step), total}], other {values, total}, totals {bytes, packets, flows}, source, approximate",
     "series": "bytes/packets/flows per step for a window; args: step (seconds), spread (pro-rate each flow over its lifetime), scaled (times the sampling rate), filters; reply: step_ms, points [[t_ms, bytes, packets, flows], ...]",
     "overview": "a dashboard's window in one read: args: step, limit, filters (since required); reply: series (spread, scaled), top {src, dst, protocol} (scaled bytes)",
@@ -33,13 +33,16 @@ REQUEST_MAX_BYTES = 64 << 10
 # Filters every flow-reading op accepts. input_if/output_if are SNMP ifIndexes (meaningful with an
 # exporter); as matches either side; dscp is the top six bits of tos (0-63).
 FLOW_FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter", "since", "until",
-                "input_if", "output_if", "src_as", "dst_as", "as", "dscp")
+                "input_if", "output_if", "src_as", "dst_as", "as", "dscp", "src_country", "dst_country", "country")
 # 32-bit filters and their bounds (inclusive)
 INT_FILTERS = {"input_if": 0xFFFFFFFF, "output_if": 0xFFFFFFFF, "src_as": 0xFFFFFFFF, "dst_as": 0xFFFFFFFF,
                "as": 0xFFFFFFFF, "dscp": 63}
+# country filters: a two-letter code, a label's words ('private', flowmodel.geo) or 'unknown';
+# country matches either side
+COUNTRY_FILTERS = ("src_country", "dst_country", "country")
 # top/explore dimensions: in_if/out_if are (exporter, ifIndex); port is min(src_port, dst_port)
 TOP_BY = ("src", "dst", "pair", "port", "src_port", "dst_port", "protocol", "exporter", "in_if", "out_if",
-          "src_as", "dst_as", "dscp")
+          "src_as", "dst_as", "dscp", "src_country", "dst_country")
 METRICS = ("bytes", "packets", "flows")
 # flows op orders: time (keyset by (time_end, seq)) or the largest flows first (keyset by (value, seq))
 FLOW_ORDERS = ("time", "bytes", "packets")
@@ -99,6 +102,16 @@ def parse_uint_arg(value: Any, name: str, hi: int) -> int:
     if n > hi:
         raise QueryError(f"{name} {n} is outside 0-{hi}")
     return n
+
+
+def parse_country_arg(value: Any, name: str) -> int:
+    """A country filter's packed code (flowmodel.geo), else a QueryError naming ``name``."""
+    from . import geo  # imported here: it brings numpy
+
+    try:
+        return geo.parse_country(str(value)[:64])
+    except geo.CountryError as e:
+        raise QueryError(f"{name}: {e}") from None
 
 
 def parse_network_arg(value: Any, name: str) -> tuple[bytes, bytes]:
@@ -165,7 +178,8 @@ def normalise_flow_filters(args: dict, now_ms: int | None = None) -> dict:
     """Checked, typed filters from user input (strings allowed). Unknown keys are left out.
 
     Returns a dict with any of: src, dst, addr -> (lo, hi) 16-byte bounds; port, src_port,
-    dst_port, protocol, input_if, output_if, src_as, dst_as, as, dscp -> int; exporter -> (lo, hi);
+    dst_port, protocol, input_if, output_if, src_as, dst_as, as, dscp, src_country, dst_country,
+    country -> int (a country packed as flowmodel.geo does, 0 unknown); exporter -> (lo, hi);
     since, until -> ms.
     """
     out: dict[str, Any] = {}
@@ -184,6 +198,10 @@ def normalise_flow_filters(args: dict, now_ms: int | None = None) -> dict:
         v = args.get(key)
         if v not in (None, ""):
             out[key] = parse_uint_arg(v, key, hi)
+    for key in COUNTRY_FILTERS:
+        v = args.get(key)
+        if v not in (None, ""):
+            out[key] = parse_country_arg(v, key)
     for key in ("since", "until"):
         v = args.get(key)
         if v not in (None, ""):

@@ -25,7 +25,8 @@ FILTER_COLUMNS = {"src": ("src_addr",), "dst": ("dst_addr",), "addr": ("src_addr
                   "dst_port": ("dst_port",), "protocol": ("protocol",), "tcp_flags": ("tcp_flags",),
                   "since": ("time_end",), "until": ("time_end",), "input_if": ("input_if",),
                   "output_if": ("output_if",), "src_as": ("src_as",), "dst_as": ("dst_as",),
-                  "as": ("src_as", "dst_as"), "dscp": ("tos",)}
+                  "as": ("src_as", "dst_as"), "dscp": ("tos",), "src_country": ("src_country",),
+                  "dst_country": ("dst_country",), "country": ("src_country", "dst_country")}
 ALL_COLUMNS = tuple(FLOW_COLUMNS) + ("seq",)
 REGROUP_ROWS = 1 << 18  # groups gathered from blocks are merged again beyond this many rows (or twice
                         # what the last merge kept, when more)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowmodel import addr
+from flowmodel import addr, geo
 from flowmodel.protocol import TOP_BY, protocol_name
 
 from .hists import DIMS, address_words, dim_key_words
@@ -21,10 +21,11 @@ KEY_COLUMNS = {"src": ("src_addr",), "dst": ("dst_addr",), "pair": ("src_addr", 
                "port": ("src_port", "dst_port"), "src_port": ("src_port",), "dst_port": ("dst_port",),
                "protocol": ("protocol",), "exporter": ("exporter",), "in_if": ("exporter", "input_if"),
                "out_if": ("exporter", "output_if"), "src_as": ("src_as",), "dst_as": ("dst_as",),
-               "dscp": ("tos",)}
+               "dscp": ("tos",), "src_country": ("src_country",), "dst_country": ("dst_country",)}
 KEY_WIDTH = {"src": 2, "dst": 2, "exporter": 2, "pair": 4, "in_if": 3, "out_if": 3}  # else 1
 # the rollup dimension each key is kept in (dscp: by tos, four tos values a DSCP); pair has none
 HIST_DIM = {by: by for by in TOP_BY if by in DIMS} | {"dscp": "tos"}
+COUNTRY_KEYS = ("src_country", "dst_country")  # packed codes (flowmodel.geo), shown as code or label
 ADDR_KEYED = ("src", "dst", "exporter", "pair", "in_if", "out_if")  # keys whose first words are addresses
 
 assert set(KEY_COLUMNS) == set(TOP_BY), "every top dimension needs its key columns"
@@ -40,6 +41,8 @@ def key_words(by: str, cols) -> list[np.ndarray]:
         return [*address_words(cols["src_addr"]), *address_words(cols["dst_addr"])]
     if by == "dscp":
         return [(np.asarray(cols["tos"]) >> 2).astype(_U64)]
+    if by in COUNTRY_KEYS:  # no rollups keep countries: raw rows only
+        return [np.asarray(cols[by]).astype(_U64)]
     return list(dim_key_words(by, cols, 24, 64)[1])
 
 
@@ -67,6 +70,8 @@ def texts(by: str, k: np.ndarray) -> list[str]:
         return [protocol_name(v) for v in k[:, 0].tolist()]
     if by in ("src_as", "dst_as"):
         return [f"AS{v}" for v in k[:, 0].tolist()]
+    if by in COUNTRY_KEYS:
+        return [geo.country_text(v) or "unknown" for v in k[:, 0].tolist()]
     return [str(v) for v in k[:, 0].tolist()]
 
 
@@ -82,4 +87,6 @@ def filters(by: str, k: np.ndarray) -> list[dict]:
     if by in ("in_if", "out_if"):
         name = "input_if" if by == "in_if" else "output_if"
         return [{"exporter": e, name: n} for e, n in zip(_addresses(k, 0), k[:, 2].tolist())]
+    if by in COUNTRY_KEYS:
+        return [{by: geo.country_code(v) or "unknown"} for v in k[:, 0].tolist()]
     return [{by: v} for v in k[:, 0].tolist()]

@@ -19,9 +19,10 @@ from .rowcodec import REST_DTYPE
 
 ADDR_FILTERS = {"src": ("src_addr",), "dst": ("dst_addr",), "addr": ("src_addr", "dst_addr"), "exporter": ("exporter",)}
 PORT_FILTERS = {"port": ("src_port", "dst_port"), "src_port": ("src_port",), "dst_port": ("dst_port",)}
-# 32-bit filters on columns a partition's rows keep packed in ``rest`` (rowcodec.REST_DTYPE)
+# equality filters on integer columns a partition's rows keep packed in ``rest`` (rowcodec.REST_DTYPE)
 WORD_FILTERS = {"input_if": ("input_if",), "output_if": ("output_if",), "src_as": ("src_as",),
-                "dst_as": ("dst_as",), "as": ("src_as", "dst_as")}
+                "dst_as": ("dst_as",), "as": ("src_as", "dst_as"), "src_country": ("src_country",),
+                "dst_country": ("dst_country",), "country": ("src_country", "dst_country")}
 
 
 # ------------------------------------------------------------------ arguments
@@ -189,15 +190,18 @@ def sql_where(f: dict, addr_index: bool = True) -> tuple[str, list]:
     # packed columns: compared as little-endian bytes sliced out of rest (BLOBs compare bytewise)
     for key, columns in WORD_FILTERS.items():
         if key in f:
-            terms.append("(" + " OR ".join(f"substr(rest, {_REST_AT[c] + 1}, 4) = ?" for c in columns) + ")")
-            params += [int(f[key]).to_bytes(4, "little")] * len(columns)
+            terms.append("(" + " OR ".join(f"substr(rest, {_REST_AT[c] + 1}, {_REST_WIDTH[c]}) = ?"
+                                           for c in columns) + ")")
+            params += [int(f[key]).to_bytes(_REST_WIDTH[c], "little") for c in columns]
     if "dscp" in f:
         terms.append(f"substr(rest, {_REST_AT['tos'] + 1}, 1) BETWEEN ? AND ?")
         params += [bytes([f["dscp"] << 2]), bytes([(f["dscp"] << 2) | 3])]
     return (" AND ".join(terms) or "1"), params
 
 
-_REST_AT = {name: REST_DTYPE.fields[name][1] for name in ("input_if", "output_if", "src_as", "dst_as", "tos")}
+_REST_AT = {name: REST_DTYPE.fields[name][1] for name in ("input_if", "output_if", "src_as", "dst_as", "tos",
+                                                          "src_country", "dst_country")}
+_REST_WIDTH = {name: REST_DTYPE.fields[name][0].itemsize for name in _REST_AT}
 
 
 def use_ring(f: dict, ring, now_ms: int, ring_duration_ms: int) -> bool:

@@ -22,7 +22,7 @@ TOP_SQL = {"src": "src_addr", "dst": "dst_addr", "pair": "src_addr, dst_addr", "
 # time-index scan plus a sort (bench.store: top src over 1M rows 2.8 s -> 1.4 s).
 TOP_GROUP = {**TOP_SQL, "src": "+src_addr", "dst": "+dst_addr", "pair": "+src_addr, +dst_addr"}
 
-KEYDIM_TOP = ("in_if", "out_if", "src_as", "dst_as", "dscp")  # top dimensions summed through keydims
+KEYDIM_TOP = ("in_if", "out_if", "src_as", "dst_as", "dscp", "src_country", "dst_country")  # summed through keydims
 _RATE_AT = REST_DTYPE.fields["sampling_rate"][1]  # offset of the sampling rate in the packed rest column
 
 TOP_COLUMNS = {"pair": ("src_addr", "dst_addr"), "port": ("src_port", "dst_port"), "src": ("src_addr",),
