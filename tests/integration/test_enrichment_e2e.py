@@ -79,6 +79,7 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("enrich")
     cfg = stack_config(tmp)
     cfg["enrichment"] = {"geoip_asn": str(ASN_DB), "geoip_country": str(COUNTRY_DB)}
+    cfg["collector"]["stats_interval"] = "0.2s"
     path = write_config(tmp / "flowlens.yaml", cfg)
     procs = []
     try:
@@ -107,6 +108,22 @@ def test_stored_flows_carry_the_as_numbers_and_countries_of_the_databases(stack)
                            "dst_country": "GB"}
     assert want[40001]["src_as"] == 64500 and want[40004]["src_country"] == "JP"
     assert sum(1 for w in want.values() for k in ("src_as", "dst_as") if w[k]) >= 5
+
+
+def test_the_collectors_health_counts_what_enrichment_filled(stack):
+    want = _want()
+    exported = {40000 + i: (f[2], f[3]) for i, f in enumerate(FLOWS)}
+    filled = sum(1 for port, w in want.items() for side, k in enumerate(("src_as", "dst_as"))
+                 if w[k] and not exported[port][side])
+    found = sum(1 for w in want.values() for k in ("src_country", "dst_country") if w[k])
+
+    def counters():
+        collectors = stack.request("exporters")["collectors"]
+        c = collectors[0]["counters"] if collectors else {}
+        return c if c.get("enriched_flows") == len(FLOWS) else None
+
+    c = wait_until(counters, timeout_s=15, interval_s=0.2)
+    assert (c["as_filled"], c["country_found"]) == (filled, found) == (4, 9)
 
 
 def test_a_missing_database_stops_the_collector_naming_the_key(tmp_path):

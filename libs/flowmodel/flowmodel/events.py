@@ -45,7 +45,7 @@ EXPORTER_EVENT_FIELDS = {
 }
 
 # which config sections each service runs on (what its health event reports as "config")
-SERVICE_CONFIG_SECTIONS = {"collector": ("collector.", "bus.", "log."), "analyzer": ("analysis.", "bus.", "query.", "log."),
+SERVICE_CONFIG_SECTIONS = {"collector": ("collector.", "enrichment.", "bus.", "log."), "analyzer": ("analysis.", "bus.", "query.", "log."),
                            "store": ("storage.", "bus.", "log."), "web": ("web.", "query.", "log.")}
 
 

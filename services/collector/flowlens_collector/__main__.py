@@ -25,7 +25,7 @@ def _after_start(_collector, _cfg) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     return service_main(argv, prog="flowlens-collector", kind="collector", description="FlowLens NetFlow/IPFIX collector",
-                        sections=("collector", "bus"), build=_build, after_start=_after_start,
+                        sections=("collector", "enrichment", "bus"), build=_build, after_start=_after_start,
                         cannot_start="cannot bind UDP listeners",
                         ready=lambda c: {"listen": ",".join(lst.address for lst in c.listeners), "source": c.source_id})
 
