@@ -12,7 +12,6 @@ import logging
 import os
 import select
 import socket
-import threading
 import time
 
 import zmq
@@ -24,7 +23,7 @@ from flowmodel.logs import RateLimitedLog, fields
 from .batcher import Batcher
 from .enrich import Enricher
 from .outbox import Outbox
-from .templates_file import load_sequences, load_state, save_text, sequences_path, sequences_text
+from .restart_state import RestartState
 from .recvmmsg import make_receiver
 from .udp import Listener, kernel_drops, open_listener
 
@@ -94,9 +93,6 @@ class Collector:
         self.batcher = Batcher(cfg["collector.batch_max_flows"], int(cfg["collector.batch_max_age"] * 1000))
         self.stats_interval_ms = int(cfg["collector.stats_interval"] * 1000)
         self.group_max = cfg["collector.receive_group"]  # datagrams received and decoded together at most
-        self.template_path = cfg["collector.template_path"]
-        self.sequence_path = sequences_path(self.template_path) if self.template_path else ""
-        self.sequence_max_age_ms = int(cfg["collector.template_lifetime"] * 1000)  # older saved numbers are not continued
         self.sequencer = bus.Sequencer(self.source_id)
         # interface events (TOPIC_INTERFACES) have a source and seqs of their own: the analyzer, which
         # takes flows and health events only, would count them as gaps in this collector's seqs
@@ -143,9 +139,9 @@ class Collector:
         self._started = False
         self._next_stats_ms = self._next_expire_ms = self._next_save_ms = 0
         self._next_full_ms = 0  # the next health event carries the whole exporter table from then on
-        self._saved_generation: int | None = None  # the decoder's templates_generation last saved
-        self._saved_datagrams: int | None = None   # counters["datagrams"] when the sequence state was last saved
-        self._save_thread: threading.Thread | None = None
+        # templates and sequence state, saved for the next run (restart_state.py)
+        self.state = RestartState(self.decoder, cfg["collector.template_path"],
+                                  int(cfg["collector.template_lifetime"] * 1000), self.counters)
         self._rlog = RateLimitedLog(log)
 
     # ------------------------------------------------------------------ lifecycle
@@ -155,8 +151,7 @@ class Collector:
         Raises OSError on a failed bind."""
         self.started_at_ms = now_ms()
         self.enricher.open()  # a bad database is a ConfigError naming its key, before anything binds
-        self._load_templates()
-        self._load_sequences()
+        self.state.load()
         host = self.cfg["collector.bind_address"]
         rcvbuf = self.cfg["collector.socket_buffer"]
         ports = [self.cfg["collector.netflow_port"]]
@@ -240,7 +235,7 @@ class Collector:
         self._await_acks()
         self._next_full_ms = 0
         self._publish_health(now_ms())
-        self._save_templates(force=True)
+        self.state.save(force=True)
         self._close_listeners()
         self.outbox.close()
         if self._acks is not None:
@@ -497,7 +492,7 @@ class Collector:
             self._publish_health(t)
         if t >= self._next_save_ms:
             self._next_save_ms = t + STATE_SAVE_INTERVAL_MS
-            self._save_templates()
+            self.state.save()
 
     def health_event(self, t: int) -> dict:
         """The body of one ``exporter`` event, per flowmodel.events.EXPORTER_EVENT_FIELDS."""
@@ -547,95 +542,6 @@ class Collector:
             except zmq.ZMQError as e:
                 self.counters["publish_errors"] += 1
                 self._rlog.warning("interfaces", "cannot publish interface names", error=str(e))
-
-    # ------------------------------------------------------------------ templates
-
-    def _load_templates(self) -> None:
-        if not self.template_path:
-            return
-        state = load_state(self.template_path)
-        if state is None:
-            return
-        try:
-            n = self.decoder.load_templates_state(state, now_ms())
-        except (ValueError, KeyError, TypeError) as e:
-            log.warning("saved templates rejected; starting without them",
-                        extra=fields(path=self.template_path, error=str(e)))
-            return
-        self.counters["templates_loaded"] = int(n or 0)
-        self._saved_generation = getattr(self.decoder, "templates_generation", None)
-        log.info("templates loaded", extra=fields(path=self.template_path, templates=n))
-
-    def _load_sequences(self) -> None:
-        """Continue the exporters' sequence numbers saved by the previous run (when recent enough),
-        so the first packet of each counts what it sent while the collector was down as lost."""
-        if not self.sequence_path:
-            return
-        streams = load_sequences(self.sequence_path)
-        if not streams:
-            return
-        n = self.decoder.load_sequence_state(streams, now_ms(), self.sequence_max_age_ms)
-        self.counters["sequences_loaded"] = n
-        log.info("sequence state loaded", extra=fields(path=self.sequence_path, streams=n, saved=len(streams)))
-
-    def _save_templates(self, force: bool = False) -> None:
-        """Save the restart state that changed since the last save: the templates (when their
-        generation moved) and the sequence state (when datagrams came). The loop only builds the
-        template text (entries are serialised once, when defined: ~10 ms at the default field cap)
-        and copies the sequence numbers; encoding, writing and fsync run on a thread so the receive
-        loop never waits for the disk. ``force`` (at stop) writes in this thread, after any save
-        still running, and always writes the sequence state."""
-        if not self.template_path:
-            return
-        if self._save_thread is not None:
-            if not force and self._save_thread.is_alive():
-                return  # the previous save is still writing: try again at the next interval
-            self._save_thread.join()
-            self._save_thread = None
-        text = None
-        generation = self.decoder.templates_generation
-        if generation != self._saved_generation or (force and not os.path.exists(self.template_path)):
-            try:
-                t0 = time.perf_counter()
-                text = self.decoder.templates_state_text()
-                ms = int((time.perf_counter() - t0) * 1000)
-                self.counters["template_save_max_ms"] = max(self.counters["template_save_max_ms"], ms)
-                self._saved_generation = generation
-            except (TypeError, ValueError) as e:
-                self.counters["template_save_errors"] += 1
-                self._rlog.warning("templates", "cannot save templates", path=self.template_path, error=str(e))
-        streams = None
-        datagrams = self.counters["datagrams"]
-        if force or datagrams != self._saved_datagrams:
-            streams = self.decoder.sequence_state()
-            self._saved_datagrams = datagrams
-        if text is None and streams is None:
-            return  # unchanged since the last save
-        if force:
-            self._write_state(text, streams, now_ms())
-        else:
-            self._save_thread = threading.Thread(target=self._write_state, args=(text, streams, now_ms()),
-                                                 name="template-save", daemon=True)
-            self._save_thread.start()
-
-    def _write_state(self, text: str | None, streams: list | None, saved_ms: int) -> None:
-        if text is not None:
-            try:
-                save_text(self.template_path, text)
-                self.counters["template_saves"] += 1
-            except OSError as e:
-                self.counters["template_save_errors"] += 1
-                self._saved_generation = None  # try again at the next interval
-                self._rlog.warning("templates", "cannot save templates", path=self.template_path, error=str(e))
-        if streams is not None:
-            try:
-                save_text(self.sequence_path, sequences_text(streams, saved_ms))
-                self.counters["sequence_saves"] += 1
-            except OSError as e:
-                self.counters["sequence_save_errors"] += 1
-                self._saved_datagrams = None  # try again at the next interval
-                self._rlog.warning("sequences", "cannot save sequence state", path=self.sequence_path,
-                                   error=str(e))
 
     # ------------------------------------------------------------------ stop helpers
 

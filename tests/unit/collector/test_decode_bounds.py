@@ -116,31 +116,31 @@ def _collector(tmp_path) -> Collector:
 
 
 def _wait_save(c: Collector) -> None:
-    if c._save_thread is not None:
-        c._save_thread.join(10)
+    if c.state.save_thread is not None:
+        c.state.save_thread.join(10)
 
 
 def test_templates_saved_on_a_thread_only_when_changed(tmp_path):
     c = _collector(tmp_path)
     path = tmp_path / "t" / "templates.json"
     c.decoder.decode([ipfix_packet([_set(2, tmpl_ipfix(300, BASIC_V4))])], [EXP], 1000)
-    c._save_templates()
-    assert c._save_thread is not None and c._save_thread.name == "template-save"
+    c.state.save()
+    assert c.state.save_thread is not None and c.state.save_thread.name == "template-save"
     _wait_save(c)
     assert c.counters["template_saves"] == 1
     assert [e["template_id"] for e in json.loads(path.read_text())["templates"]] == [300]
-    c._save_templates()  # nothing changed: no thread, no write
+    c.state.save()  # nothing changed: no thread, no write
     _wait_save(c)
     assert c.counters["template_saves"] == 1
     c.decoder.decode([ipfix_packet([_set(2, tmpl_ipfix(301, BASIC_V4))], seq=0)], [EXP], 2000)
-    c._save_templates()
+    c.state.save()
     _wait_save(c)
     assert c.counters["template_saves"] == 2
     assert sorted(e["template_id"] for e in json.loads(path.read_text())["templates"]) == [300, 301]
     # at stop: unchanged and on disk, nothing written; removed, written again in place
-    c._save_templates(force=True)
+    c.state.save(force=True)
     assert c.counters["template_saves"] == 2
     path.unlink()
-    c._save_templates(force=True)
-    assert c.counters["template_saves"] == 3 and path.exists() and c._save_thread is None
+    c.state.save(force=True)
+    assert c.counters["template_saves"] == 3 and path.exists() and c.state.save_thread is None
     assert c.counters["template_save_errors"] == 0

@@ -124,20 +124,20 @@ def test_collector_saves_sequences_when_datagrams_came_and_restores_them(tmp_pat
     c = _collector(tmp_path)
     pkts = [v9_packet([T9, set_(300, basic_record())], seq=s) for s in (1, 2)]
     c._decode(pkts, [EXP] * 2)
-    c._save_templates()
-    c._save_thread.join(10)
+    c.state.save()
+    c.state.save_thread.join(10)
     assert c.counters["sequence_saves"] == 1 and c.counters["template_saves"] == 1
     assert [s[:5] for s in load_sequences(str(tmp_path / "templates.sequences.json"))] == [[EXP[0], EXP[1], 9, 0, 3]]
-    c._save_templates()  # no datagram since: nothing written
-    assert c._save_thread is None and c.counters["sequence_saves"] == 1
+    c.state.save()  # no datagram since: nothing written
+    assert c.state.save_thread is None and c.counters["sequence_saves"] == 1
     c._decode([pkts[0]], [EXP])  # a datagram (a duplicate): saved again, templates not
-    c._save_templates()
-    c._save_thread.join(10)
+    c.state.save()
+    c.state.save_thread.join(10)
     assert (c.counters["sequence_saves"], c.counters["template_saves"]) == (2, 1)
 
     again = _collector(tmp_path)
-    again._load_templates()
-    again._load_sequences()
+    again.state.load_templates()
+    again.state.load_sequences()
     assert again.counters["sequences_loaded"] == 1
     last_seen = c.decoder.exporter_stats()[0]["last_seen"]
     batch = again.decoder.decode([v9_packet([set_(300, basic_record())], seq=8)], [EXP], last_seen + 10)
