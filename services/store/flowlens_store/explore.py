@@ -25,6 +25,11 @@ from .hists import DIMS
 STEPS_S = (60, 300, 3600, 21600, 86400)  # steps a chosen step rounds up to (then whole days)
 TARGET_STEPS = 300                       # a chosen step gives the window about this many steps
 MAX_STEPS = 2000                         # a given step may not cut the window finer than this
+# dimensions with few keys (a few hundred an hour at most): the rollups answer both passes in one
+# read when the steps allow; the others keep only key totals in the first pass (bounded by the keys,
+# not keys x steps: 72 hours of a site's sources by hour would be millions of rows)
+FEW_KEYS = ("exporter", "in_if", "out_if", "protocol", "dscp")
+GROUPS_PER_ROW_CAP = 100                 # (step, key) groups held at most: storage.query_max_rows x this
 _U64 = np.uint64
 
 
@@ -124,7 +129,11 @@ def _raw_groups(engine, db, f: dict, by: str, grid, scaled: bool, ring: bool) ->
     acc = B.GroupSums(("i",) + tuple(f"k{j}" for j in range(w)))
     parts = engine.ring.scan(lambda c: P.ring_mask(c, f), filters=f, columns=names) if ring else \
         engine._raw_columns(db, f, names)
+    cap = engine.max_rows * GROUPS_PER_ROW_CAP
     for cols in parts:
+        if acc.merged > cap:  # distinct groups at the last merge
+            raise QueryError(f"more than {cap:,} (step, key) groups in this window; use a larger step, a shorter "
+                             "window or filters")
         b, p = cols["bytes"], cols["packets"]
         if scaled:
             rate = np.maximum(cols["sampling_rate"], 1).astype(_U64)
@@ -187,7 +196,7 @@ def _from_rollups(engine, db, f: dict, by: str, grid, scaled: bool, metric: str,
     host = f["exporter"][0] if "exporter" in f else None
     fold = H.fold_by(step_ms)
     approximate = fine.rounded
-    if coarse.pieces == fine.pieces:  # one read answers both passes
+    if coarse.pieces == fine.pieces and by in FEW_KEYS:  # one read answers both passes
         rows, other_rows = histops.key_rows(engine, db, by, fine.pieces, fold, grid, scaled, host)
         rows = _concat([rows, raw], w)
         everything = _by_step(rows, steps) + _by_step(other_rows, steps)
