@@ -107,3 +107,16 @@ def test_exporters_exporter_and_interface(page):
     page.wait_for_url(f"**/exporters/{EDGE}/if/1?**")
     checked(page, "Gi0/1", "interface.png")
     assert page.locator("figure.stack").first.locator("path.band").count() == 7  # 7 sources arrive on it
+
+
+def test_pair_view_draws_a_sankey(page):
+    load(page, "/explore?by=pair&top=10&range=1h", "Explore", "explore-pair-sankey.png")
+    sankey = page.locator("figure.sankey")
+    assert sankey.locator("path.link").count() == 10  # one band per pair in the table
+    box = sankey.locator("path.link").first.bounding_box()
+    assert box and box["width"] > 300  # spans from the sources' column to the destinations'
+    source = sankey.locator("text.nlabel").first.text_content()  # an SVG node: no innerText
+    sankey.locator("a:has(rect.node)", has_text=source).first.click()
+    page.wait_for_url(lambda url: parse_qs(urlparse(url).query).get("src") == [source])
+    checked(page, "Explore")
+    assert page.locator("select[name=by] option[selected]").get_attribute("value") == "dst"

@@ -20,7 +20,7 @@ from browser.explorestack import EDGE, explore_stack
 
 NS = {"h": "http://www.w3.org/1999/xhtml", "svg": "http://www.w3.org/2000/svg"}
 DIMENSIONS = ("src", "dst", "pair", "port", "src_port", "dst_port", "protocol", "exporter", "in_if", "out_if",
-              "src_as", "dst_as", "dscp")
+              "src_as", "dst_as", "dscp", "src_country", "dst_country")
 
 
 @pytest.fixture(scope="module")

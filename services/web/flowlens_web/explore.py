@@ -21,6 +21,7 @@ from . import formatters as fmt
 from .sankey import Pair, sankey
 from .seriesstats import rates, series_stats, step_seconds, utilisation
 from .stackchart import OTHER_COLOUR, Layer, colour, stacked_chart
+from .flowtable import FILTER_FIELDS as FLOW_PAGE_FILTERS
 from .timerange import RangeError, TimeRange
 
 DIMENSIONS = {
@@ -28,6 +29,7 @@ DIMENSIONS = {
     "port": "Service port", "src_port": "Source port", "dst_port": "Destination port", "protocol": "Protocol",
     "exporter": "Exporter", "in_if": "Input interface", "out_if": "Output interface",
     "src_as": "Source AS", "dst_as": "Destination AS", "dscp": "DSCP",
+    "src_country": "Source country", "dst_country": "Destination country",
 }
 # form value -> (the op's metric, factor from the per-step sum to the unit, unit, caption)
 METRICS = {
@@ -35,7 +37,8 @@ METRICS = {
     "pps": ("packets", 1, "pps", "Packets per second"),
     "fps": ("flows", 1, "flows/s", "Flows per second"),
 }
-TEXT_FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter")
+TEXT_FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter", "src_country",
+                "dst_country", "country")  # countries: a code (FR), a label's words (private) or unknown
 INT_FILTERS = {"input_if": 2**32 - 1, "output_if": 2**32 - 1, "src_as": 2**32 - 1, "dst_as": 2**32 - 1,
                "as": 2**32 - 1, "dscp": 63}
 FILTERS = (*TEXT_FILTERS, *INT_FILTERS)
@@ -93,7 +96,7 @@ def parse_filters(params: Mapping[str, str], now_ms: int) -> tuple[dict[str, str
         checked = normalise_flow_filters({k: typed[k] for k in TEXT_FILTERS}, now_ms)
     except QueryError as e:
         raise FormError(str(e)) from None
-    for k in ("src", "dst", "addr", "exporter"):
+    for k in ("src", "dst", "addr", "exporter", "src_country", "dst_country", "country"):
         if typed[k]:
             filters[k] = typed[k]
     for k in ("port", "src_port", "dst_port", "protocol"):
@@ -184,6 +187,8 @@ def series_label(by: str, key: Any, flt: Mapping, names: Names) -> str:
     ifindex = flt.get("input_if") if by == "in_if" else flt.get("output_if") if by == "out_if" else None
     if ifindex is not None and exporter:
         return f"{names.exporter(exporter)} {names.interface_label(exporter, int(ifindex))}"
+    if by == "pair" and flt.get("src") and flt.get("dst"):
+        return f"{flt['src']} \u2192 {flt['dst']}"
     value = flt.get(by)
     if isinstance(value, int) and not isinstance(value, bool):
         if by == "protocol":
@@ -205,10 +210,6 @@ def series_speed(by: str, flt: Mapping, names: Names) -> int:
 
 
 # ------------------------------------------------------------------ links
-
-FLOW_PAGE_FILTERS = ("src", "dst", "addr", "port", "protocol", "exporter", "input_if", "output_if", "src_as",
-                     "dst_as", "as", "dscp")
-
 
 def flows_params(filters: Mapping[str, Any], trange: TimeRange) -> dict[str, str] | None:
     """The flow explorer's query for ``filters`` over the range; a source or destination port (the

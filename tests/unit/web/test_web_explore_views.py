@@ -56,6 +56,7 @@ def query(**params):
     ({"range": "2x"}, "range '2x'"),
     ({"port": "70000"}, "port 70000 is outside"),
     ({"dst_port": "x"}, "dst_port 'x' is not a number"),
+    ({"src_country": "Atlantis"}, "src_country"),
 ])
 def test_bad_parameters_are_named(params, words):
     with pytest.raises(ex.FormError, match=None) as e:
@@ -71,6 +72,7 @@ def test_store_arguments():
                     "since": NOW - 3_600_000, "until": NOW, "exporter": "192.0.2.1", "output_if": 7,
                     "src_as": 65000, "dscp": 46, "protocol": 17, "port": 53, "src_port": 1024, "dst_port": 53}
     assert q.params()["range"] == "1h" and q.params()["src_as"] == "AS65000"
+    assert query(by="dst_country", country="FR").store_args()["country"] == "FR"
 
 
 def test_view_rates_stats_names_and_links():
@@ -109,6 +111,7 @@ def test_port_series_link_to_the_flow_explorers_port_filter():
 
 @pytest.mark.parametrize("by, flt, label", [
     ("protocol", {"protocol": 17}, "UDP"), ("dscp", {"dscp": 46}, "46 (EF)"), ("dscp", {"dscp": 7}, "7"),
+    ("pair", {"src": "10.0.0.1", "dst": "2001:db8::1"}, "10.0.0.1 \u2192 2001:db8::1"),
     ("src_as", {"src_as": 64500}, "AS64500"), ("src", {"src": "10.0.0.1"}, "key from the op"),
     ("exporter", {"exporter": "192.0.2.1"}, "edge-1 (192.0.2.1)"), ("exporter", {"exporter": "192.0.2.9"}, "192.0.2.9"),
 ])
