@@ -22,7 +22,7 @@ from flowmodel.logs import RateLimitedLog, fields
 
 from .batcher import Batcher
 from .enrich import Enricher
-from .outbox import Outbox
+from .delivery import Delivery
 from .restart_state import RestartState
 from .recvmmsg import make_receiver
 from .udp import Listener, kernel_drops, open_listener
@@ -50,7 +50,6 @@ STOP_DRAIN_MAX_S = 5.0             # SIGTERM: read what the kernel already holds
 SUBSCRIBER_WAIT_S = 5.0
 PUB_LINGER_AT_STOP_MS = 2000       # let queued batches reach the bus before the socket closes
 DELIVERY_INTERVAL_MS = 50          # how often acks are read and held batches (re)sent
-STOP_ACK_WAIT_S = 3.0              # SIGTERM: wait this long for the store to confirm what is held, then spool it
 # A health event carries the exporter rows that changed since the previous one; the whole table goes
 # out this often, in the first event, in the last, and when a subscriber of health events appears.
 FULL_TABLE_INTERVAL_MS = 60_000
@@ -97,22 +96,8 @@ class Collector:
         # interface events (TOPIC_INTERFACES) have a source and seqs of their own: the analyzer, which
         # takes flows and health events only, would count them as gaps in this collector's seqs
         self.names_sequencer = bus.Sequencer(f"{self.source_id}/interfaces")
-        # confirmed delivery (flowmodel.bus TOPIC_ACK): this run's stream of flow batches, and what the
-        # store has not yet confirmed, of this run and of earlier ones (the spool)
-        self.stream = ""
-        self.batch_seq = 0
-        self.flows_before = 0
-        self.outbox = Outbox(cfg["collector.spool_path"], cfg["collector.unacked_max_bytes"],
-                             cfg["collector.spool_max_bytes"])
-        self.window = bus.queue_limit(cfg)  # batches sent and not yet confirmed, at most
-        self.resend_timeout_s = cfg["collector.resend_timeout"]
         self._acks: zmq.Socket | None = None
-        self._need_notice = True      # send resend notices before the next (re)send from the oldest
-        self._last_progress = 0.0     # monotonic: last ack that confirmed something, or last go-back
-        self._unconfirmed_since_ms = 0  # when the store stopped confirming (0: it confirms)
         self._next_delivery_ms = 0
-        self._lost_by_stream: dict[str, int] = {}  # the store's count of flows it never got, per stream of ours
-        self._own_streams: set[str] = set()
         self.listeners: list[Listener] = []
         self.counters = {"datagrams": 0, "bytes": 0, "flows": 0, "groups": 0, "published_batches": 0,
                          "published_flows": 0, "health_events": 0, "loop_errors": 0, "publish_errors": 0,
@@ -120,6 +105,9 @@ class Collector:
                          "sequence_saves": 0, "sequence_save_errors": 0, "sequences_loaded": 0,
                          "template_save_max_ms": 0, "acked_batches": 0, "acked_flows": 0, "resent_batches": 0,
                          "resent_flows": 0, "resends": 0, "interface_events": 0}
+        # confirmed delivery (flowmodel.bus TOPIC_ACK): this run's stream of flow batches, and what the
+        # store has not yet confirmed, of this run and of earlier ones (the spool)
+        self.delivery = Delivery(cfg, self.sequencer, self.counters)
         self.started_at_ms = 0
         self._ctx: zmq.Context | None = None
         self._pub: zmq.Socket | None = None
@@ -178,11 +166,7 @@ class Collector:
         self._acks.setsockopt(zmq.MAXMSGSIZE, bus.CONTROL_MAX_BYTES)  # acks: a small map
         self._acks.setsockopt(zmq.SUBSCRIBE, bus.TOPIC_ACK)
         curve.connect_securely(self._acks, self.cfg["bus.subscribe_endpoint"], keys)
-        self.stream = f"{self.source_id}/{self.started_at_ms}"
-        self.outbox.open()
-        self._need_notice = bool(self.outbox.entries)  # an earlier run's batches: say where they start
-        self._own_streams = {self.stream} | {e.stream for e in self.outbox.first_of_each_stream()}
-        self._last_progress = time.monotonic()
+        self.delivery.open(f"{self.source_id}/{self.started_at_ms}", self._pub, self._acks)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -232,12 +216,12 @@ class Collector:
         drained = self._drain_at_stop()
         self._decode_group()
         self._publish_pending()
-        self._await_acks()
+        self.delivery.await_acks()
         self._next_full_ms = 0
         self._publish_health(now_ms())
         self.state.save(force=True)
         self._close_listeners()
-        self.outbox.close()
+        self.delivery.close()
         if self._acks is not None:
             self._acks.close(linger=0)
         if self._pub is not None:
@@ -369,109 +353,7 @@ class Collector:
 
     def _publish_pending(self) -> None:
         """Encode what the batcher holds into the outbox, then send what the window allows."""
-        for version, parts in self.batcher.take():
-            flows = sum(part.count for part in parts)
-            self.batch_seq += 1
-            body = bus.encode_batch(parts, self.sequencer, stream=self.stream, batch_seq=self.batch_seq,
-                                    flows_before=self.flows_before)
-            self.outbox.add(self.stream, self.batch_seq, self.flows_before, flows, bus.flows_topic(version), body)
-            self.flows_before += flows
-            self.counters["published_batches"] += 1
-            self.counters["published_flows"] += flows
-        self._pump()
-
-    # ------------------------------------------------------------------ confirmed delivery
-
-    def _pump(self) -> None:
-        """Send held batches from the first one not in flight, while the window has room. After a
-        go-back, first a resend notice per stream: the oldest batch still held (what is before it
-        was confirmed, or dropped by the spool bound)."""
-        ob = self.outbox
-        if not ob.entries:
-            return
-        if self._need_notice:
-            for e in ob.first_of_each_stream():
-                notice = {"stream": e.stream, "from_seq": e.batch_seq, "flows_before": e.flows_before}
-                try:
-                    self._pub.send_multipart([bus.TOPIC_RESEND, bus.encode_event(notice, self.sequencer)], flags=zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    return  # queue full: try again at the next pass
-            self._need_notice = False
-        while ob.in_flight < len(ob.entries) and ob.in_flight < self.window:
-            e = ob.entries[ob.in_flight]
-            body = ob.body(e)
-            if body is None:  # a spooled batch that cannot be read back: lost, counted
-                ob.drop_through(ob.in_flight)
-                self._need_notice = True
-                return
-            try:
-                self._pub.send_multipart([e.topic, body], flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return  # the bus queue is full: the rest waits for the next pass
-            except zmq.ZMQError as ex:
-                self.counters["publish_errors"] += 1
-                self._rlog.warning("publish", "cannot publish a flow batch", error=str(ex), flows=e.count)
-                return
-            if e.sent:
-                self.counters["resent_batches"] += 1
-                self.counters["resent_flows"] += e.count
-            e.sent = True
-            ob.in_flight += 1
-
-    def _read_acks(self) -> None:
-        acked: dict[str, int] = {}
-        while True:
-            try:
-                frames = self._acks.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            try:
-                msg = bus.decode_body(frames[-1])
-                for stream, (seq, lost) in (msg.get("acks") or {}).items():
-                    acked[str(stream)] = max(int(seq), acked.get(str(stream), 0))
-                    if stream in self._own_streams:
-                        self._lost_by_stream[stream] = int(lost)
-            except (bus.CodecError, TypeError, ValueError, AttributeError) as e:
-                self._rlog.warning("ack", "bad ack message", error=str(e))
-        if not acked:
-            return
-        ob = self.outbox
-        before_flows = ob.flows
-        n = ob.ack(acked)
-        if n:
-            self.counters["acked_batches"] += n
-            self.counters["acked_flows"] += before_flows - ob.flows
-            self._last_progress = time.monotonic()
-            if self._unconfirmed_since_ms:
-                log.info("store confirms again", extra=fields(unconfirmed_s=(now_ms() - self._unconfirmed_since_ms) / 1000,
-                                                             held_flows=ob.flows, dropped_flows=ob.dropped_flows))
-            self._unconfirmed_since_ms = 0
-
-    def _deliver(self) -> None:
-        """Read acks; when batches in flight have waited resend_timeout without one, go back to the oldest."""
-        self._read_acks()
-        ob = self.outbox
-        mono = time.monotonic()
-        if not ob.entries:
-            self._last_progress = mono
-        elif mono - self._last_progress >= self.resend_timeout_s:
-            if not self._unconfirmed_since_ms:
-                self._unconfirmed_since_ms = now_ms() - int(self.resend_timeout_s * 1000)
-                log.warning("store does not confirm; holding and resending", extra=fields(
-                    held_batches=len(ob.entries), held_flows=ob.flows))
-            self.counters["resends"] += 1
-            ob.in_flight = 0
-            self._need_notice = True
-            self._last_progress = mono
-        self._pump()
-
-    def _await_acks(self) -> None:
-        """At stop: give the store a moment to confirm what is held (the rest is spooled for the next run)."""
-        deadline = time.monotonic() + STOP_ACK_WAIT_S
-        while self.outbox.entries and time.monotonic() < deadline:
-            self._deliver()
-            if self.outbox.entries:
-                self._acks.poll(50)
+        self.delivery.publish(self.batcher.take())
 
     # ------------------------------------------------------------------ timers
 
@@ -481,7 +363,7 @@ class Collector:
     def _run_timers(self, t: int) -> None:
         if t >= self._next_delivery_ms:
             self._next_delivery_ms = t + DELIVERY_INTERVAL_MS
-            self._deliver()
+            self.delivery.deliver()
         if t >= self._next_expire_ms:
             self._read_subscriptions()
             self._next_expire_ms = t + EXPIRE_INTERVAL_MS
@@ -499,13 +381,8 @@ class Collector:
         drops = kernel_drops({lst.inode for lst in self.listeners})
         sockets = [{"port": lst.port, "rcvbuf_requested": lst.rcvbuf_requested, "rcvbuf_granted": lst.rcvbuf_granted,
                     "kernel_drops": drops.get(lst.inode, 0)} for lst in self.listeners]
-        ob = self.outbox
-        counters = dict(self.counters, **self.enricher.counters, kernel_drops=sum(s["kernel_drops"] for s in sockets),
-                        pending_flows=self.batcher.count, unconfirmed_batches=len(ob.entries),
-                        unconfirmed_flows=ob.flows, spooled_batches=ob.spooled, spool_bytes=ob.spool_bytes,
-                        spool_dropped_batches=ob.dropped_batches, spool_dropped_flows=ob.dropped_flows,
-                        spool_errors=ob.spool_errors, unconfirmed_since=self._unconfirmed_since_ms,
-                        lost_flows=sum(self._lost_by_stream.values()),
+        counters = dict(self.counters, **self.enricher.counters, **self.delivery.health_counters(),
+                        kernel_drops=sum(s["kernel_drops"] for s in sockets), pending_flows=self.batcher.count,
                         truncated_datagrams=sum(rx.truncated for rx in self._receivers.values()))
         full = t >= self._next_full_ms
         if full:
