@@ -14,8 +14,8 @@ EDGE_FLOWS = 120
 
 
 def edge_flows(now_ms: int, n: int = EDGE_FLOWS) -> FlowBatch:
-    """n flows from exporter EDGE over the last 4 minutes: interfaces 1-4 in and 5-6 out, ASes, DSCP
-    EF/AF11/best effort; byte counts all different so every top list has one order."""
+    """n flows from exporter EDGE over the last 4 minutes, sampled 1 in 100: interfaces 1-4 in and 5-6
+    out, ASes, DSCP EF/AF11/best effort; byte counts all different so every top list has one order."""
     i = np.arange(n)
     b = FlowBatch.empty(n)
     start = now_ms - 240_000 + i * 1500
@@ -34,7 +34,7 @@ def edge_flows(now_ms: int, n: int = EDGE_FLOWS) -> FlowBatch:
     b["tos"][:] = np.array([46 << 2, 10 << 2, 0])[i % 3]
     b["bytes"][:] = 50_000 + i * 37
     b["packets"][:] = 10 + i % 13
-    b["sampling_rate"][:] = 1
+    b["sampling_rate"][:] = 100
     b["flow_version"][:] = 10
     return b
 

@@ -147,7 +147,9 @@ def test_exporters_list_and_pages(http, window):
     assert {"192.0.2.10", EDGE} <= set(rows)
     assert text(rows[EDGE].xpath("h:td[2]", namespaces=NS)[0]) == "edge-2"
     assert text(rows[EDGE].xpath("h:td[3]", namespaces=NS)[0]) == "lab"
-    assert text(rows["192.0.2.10"].xpath("h:td[8]", namespaces=NS)[0]) == "300"  # flows the store counted
+    assert text(rows["192.0.2.10"].xpath("h:td[9]", namespaces=NS)[0]) == "300"  # flows the store counted
+    assert text(rows["192.0.2.10"].xpath("h:td[6]", namespaces=NS)[0]) == "unsampled"
+    assert text(rows[EDGE].xpath("h:td[6]", namespaces=NS)[0]) == "1 in 100"
     link = rows[EDGE].xpath("h:td[1]/h:a/@href", namespaces=NS)[0]
     one = page(http.get(link, params={"from": window["from"], "to": window["to"]}))
     assert "edge-2" in text(one.xpath("//h:h1", namespaces=NS)[0])
@@ -159,7 +161,7 @@ def test_exporters_list_and_pages(http, window):
     assert text(by_index[1].xpath("h:td[3]", namespaces=NS)[0]) == "uplink <isp>"
     assert text(by_index[1].xpath("h:td[4]", namespaces=NS)[0]) == "10 Gbps"
     assert text(by_index[5].xpath("h:td[7]", namespaces=NS)[0]).endswith("bps")  # out average
-    assert one.xpath("//h:dd[normalize-space()='unsampled']", namespaces=NS)
+    assert one.xpath("//h:dd[normalize-space()='1 in 100']", namespaces=NS)
     # the interface page: sources arriving on ifIndex 1 and destinations leaving by it (none: 1 is input only)
     if_link = by_index[1].xpath("h:td[1]/h:a/@href", namespaces=NS)[0]
     ifpage = page(http.get(if_link))

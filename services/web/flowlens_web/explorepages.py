@@ -27,6 +27,7 @@ GET = ["GET", "HEAD"]
 ROUTES = ("/explore", "/explore.csv", "/exporters")  # their own series in /metrics' latency histogram
 EXPORTER_TOP = 20       # interfaces charted per direction on an exporter's page (the rest are Other)
 INTERFACE_TOP = 10      # talkers charted per direction on an interface's page
+SAMPLING_EXPORTERS = 50  # exporters whose sampling the list shows (the most packets in the last hour)
 
 
 class ExploreUnsupported(Exception):
@@ -123,13 +124,26 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
     def page_range(request: Request) -> TimeRange:
         return TimeRange.from_query(request.query_params, now_ms())
 
+    async def sampling_last_hour(request: Request, now: int) -> dict[str, str]:
+        """Each exporter's sampling over the last hour (the collectors' counters carry no rate)."""
+        window = {"by": "exporter", "metric": "packets", "limit": SAMPLING_EXPORTERS, "since": now - 3_600_000,
+                  "until": now}
+        try:
+            scaled, unscaled = await lanes.run(request, HEAVY, lambda: (
+                store.top(scaled=True, **window), store.top(scaled=False, **window)))
+        except StoreError as e:
+            log.debug("no sampling rates", extra={"fields": {"error": str(e)}})
+            return {}
+        return ev.sampling_by_exporter(scaled, unscaled)
+
     @app.api_route("/exporters", methods=GET)
     async def exporters(request: Request):
         now = now_ms()
         reply = await lanes.query(request, "exporters")
         known = await names(request)
-        return page("exporters.xhtml", title="Exporters", nav="exporters", rows=ev.exporter_rows(reply, known, now),
-                    named=bool(known.exporters))
+        sampling = await sampling_last_hour(request, now)
+        return page("exporters.xhtml", title="Exporters", nav="exporters", named=bool(known.exporters),
+                    rows=ev.exporter_rows(reply, known, now, sampling))
 
     def bad_path(e: Exception) -> Response:
         return page("error.xhtml", 400, title="Bad address", nav="exporters", heading="Bad address", message=str(e))

@@ -72,9 +72,11 @@ def health_rows(exporters_reply: Mapping, now_ms: int, only: str | None = None) 
     return out
 
 
-def exporter_rows(exporters_reply: Mapping, names: Names, now_ms: int) -> list[dict]:
-    """One row per exporter address: its name and site, and its domains' counters summed; exporters
-    the names know but no collector reported are listed too (without health)."""
+def exporter_rows(exporters_reply: Mapping, names: Names, now_ms: int,
+                  sampling: Mapping[str, str] | None = None) -> list[dict]:
+    """One row per exporter address: its name and site, its domains' counters summed and its
+    ``sampling`` (address -> text); exporters the names know but no collector reported are listed
+    too (without health)."""
     by_addr: dict[str, dict] = {}
     for h in health_rows(exporters_reply, now_ms):
         if h["overflow"]:
@@ -102,7 +104,8 @@ def exporter_rows(exporters_reply: Mapping, names: Names, now_ms: int) -> list[d
         out.append({**r, "versions": ", ".join(sorted(r["versions"] - {"-"})) or "-",
                     "name": known.get("name") or "", "site": known.get("site") or "", "dns": known.get("dns") or "",
                     "last_seen": fmt.human_time(r["last_ms"] or None, now_ms), "last_exact": fmt.iso_time(r["last_ms"] or None),
-                    "interfaces": len(names.exporter_interfaces(address))})
+                    "interfaces": len(names.exporter_interfaces(address)),
+                    "sampling": (sampling or {}).get(address, "")})
     return out
 
 
@@ -137,3 +140,28 @@ def interface_rows(address: str, names: Names, in_view: Mapping | None, out_view
                     "explore_in": url("/explore", {"by": "src", "exporter": address, "input_if": str(n), **range_query}),
                     "explore_out": url("/explore", {"by": "dst", "exporter": address, "output_if": str(n), **range_query})})
     return out
+
+
+def sampling_text(rate: float) -> str:
+    """'unsampled', '1 in 100' or, for a mix of rates, '1 in ~37' (packets scaled over packets sent)."""
+    if rate <= 0:
+        return ""
+    if abs(rate - 1) < 1e-9:
+        return "unsampled"
+    return f"1 in {round(rate):,}" if abs(rate - round(rate)) < 0.01 else f"1 in ~{rate:,.0f}"
+
+
+def sampling_by_exporter(scaled: Mapping, unscaled: Mapping) -> dict[str, str]:
+    """Each exporter's sampling from two ``top`` replies by exporter (packets, scaled and not): the
+    ratio is the rate its flows carried, weighted by their packets."""
+    def packets(reply: Mapping) -> dict[str, float]:
+        out = {}
+        for r in reply.get("rows") or []:
+            if isinstance(r, Mapping):
+                flt = r.get("filter") if isinstance(r.get("filter"), Mapping) else {}
+                address = str(flt.get("exporter") or r.get("key") or "")
+                out[address] = float(r.get("packets") or 0)
+        return out
+    raw = packets(unscaled)
+    return {a: sampling_text(p / raw[a]) for a, p in packets(scaled).items() if raw.get(a)}
+

@@ -194,3 +194,17 @@ def test_average_is_over_the_window_not_the_steps_span():
     s = view["rows"][0]["stats"]
     assert s.total == 13 * 1000 and s.average == pytest.approx(13 * 1000 * 8 / 3600)
     assert s.maximum == pytest.approx(1000 * 8 / 300)  # a step's rate is its sum over the whole step
+
+
+def test_sampling_from_scaled_and_unscaled_packets():
+    scaled = {"rows": [{"key": "192.0.2.1", "filter": {"exporter": "192.0.2.1"}, "packets": 1000},
+                       {"key": "192.0.2.2", "filter": {"exporter": "192.0.2.2"}, "packets": 50},
+                       {"key": "192.0.2.3", "filter": {"exporter": "192.0.2.3"}, "packets": 370}]}
+    unscaled = {"rows": [{"key": "192.0.2.1", "filter": {"exporter": "192.0.2.1"}, "packets": 10},
+                         {"key": "192.0.2.2", "filter": {"exporter": "192.0.2.2"}, "packets": 50},
+                         {"key": "192.0.2.3", "filter": {"exporter": "192.0.2.3"}, "packets": 11}]}
+    assert ev.sampling_by_exporter(scaled, unscaled) == {"192.0.2.1": "1 in 100", "192.0.2.2": "unsampled",
+                                                         "192.0.2.3": "1 in ~34"}
+    rows = ev.exporter_rows({"exporters": [{"exporter": "192.0.2.1", "observation_domain": 0}]}, ex.Names(), NOW,
+                            {"192.0.2.1": "1 in 100"})
+    assert rows[0]["sampling"] == "1 in 100"
