@@ -10,7 +10,7 @@ import pytest
 
 from browser.test_web_browser import ARGS, ARTIFACTS, CHROMIUM, pytestmark  # noqa: F401 (skip without chromium)
 from support.reportdata import load
-from support.services import ServiceStack
+from support.services import ServiceProcess, ServiceStack
 
 
 @pytest.fixture()
@@ -31,7 +31,6 @@ def test_report_page_in_the_browser(browser, tmp_path):
             want = load(stack.cfg, client)
         finally:
             client.close()
-        from support.services import ServiceProcess
         web = ServiceProcess("web", stack.config_path).start()
         try:
             ctx = browser.new_context(base_url="http://" + stack.cfg["web"]["listen"], viewport={"width": 1280, "height": 900})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from typing import Callable
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -92,8 +93,6 @@ def _key_label(key: str, by: str) -> str:
 
 
 def _flows_href(flt: str, key: str, by: str, window: dict) -> str | None:
-    from urllib.parse import urlencode
-
     if by in ("src", "dst") and key and key != "other":
         return "/flows?" + urlencode({flt: key, **window})
     if by == "port" and key.isdigit():
