@@ -179,14 +179,16 @@ class Names:
         return sorted((i for (a, _n), i in self.interfaces.items() if a == address), key=lambda i: int(i["ifindex"]))
 
 
-def series_label(by: str, key: Any, flt: Mapping, names: Names) -> str:
-    """The text a series is shown with: names for exporters and interfaces, else the op's key."""
+def series_label(by: str, key: Any, flt: Mapping, names: Names, with_exporter: bool = True) -> str:
+    """The text a series is shown with: names for exporters and interfaces (without the exporter's
+    on that exporter's own page), else the op's key."""
     exporter = str(flt.get("exporter") or "")
     if by == "exporter" and exporter:
         return names.exporter(exporter)
     ifindex = flt.get("input_if") if by == "in_if" else flt.get("output_if") if by == "out_if" else None
     if ifindex is not None and exporter:
-        return f"{names.exporter(exporter)} {names.interface_label(exporter, int(ifindex))}"
+        label = names.interface_label(exporter, int(ifindex))
+        return f"{names.exporter(exporter)} {label}" if with_exporter else label
     if by == "pair" and flt.get("src") and flt.get("dst"):
         return f"{flt['src']} \u2192 {flt['dst']}"
     value = flt.get(by)
@@ -246,10 +248,11 @@ def stat_cells(sums: list[float], step_s: float | list[float], metric: str, spee
 
 
 def explore_view(q: ExploreQuery, reply: Mapping, names: Names,
-                 href_of: Callable[[Mapping], str | None] | None = None, total_speed_bps: int = 0) -> dict:
+                 href_of: Callable[[Mapping], str | None] | None = None, total_speed_bps: int = 0,
+                 with_exporter: bool = True) -> dict:
     """The chart, the table rows and the totals of an explore reply. A series links to ``href_of(its
     filter)``, by default this view narrowed to it; ``total_speed_bps``: the utilisation of the
-    total (an interface's page)."""
+    total (an interface's page); ``with_exporter`` False: interfaces without their exporter's name."""
     _op_metric, factor, unit, caption = METRICS[q.metric]
     step_ms = int(reply.get("step_ms") or 60_000)
     step_s = step_ms / 1000
@@ -266,7 +269,7 @@ def explore_view(q: ExploreQuery, reply: Mapping, names: Names,
     for i, s in enumerate(reply.get("series") or []):
         flt = s.get("filter") if isinstance(s.get("filter"), Mapping) else {}
         sums = _fit([float(v or 0) for v in s.get("values") or []], n)
-        label = series_label(q.by, s.get("key", "?"), flt, names)
+        label = series_label(q.by, s.get("key", "?"), flt, names, with_exporter)
         own = (href_of(flt) if href_of else url("/explore", {**base, **{k: str(v) for k, v in flt.items()}})) if flt else None
         flows = flows_params(flt, q.range) if flt else None
         row = {"key": label, "colour": colour(i), "href": own,

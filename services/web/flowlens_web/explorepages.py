@@ -178,8 +178,8 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
                 return (ex.url(f"/exporters/{address}/if/{int(flt[key])}", trange.query())
                         if flt.get(key) is not None else None)
             return href
-        in_view = ex.explore_view(q_in, r_in, known, href_of=if_href("input_if"))
-        out_view = ex.explore_view(q_out, r_out, known, href_of=if_href("output_if"))
+        in_view = ex.explore_view(q_in, r_in, known, href_of=if_href("input_if"), with_exporter=False)
+        out_view = ex.explore_view(q_out, r_out, known, href_of=if_href("output_if"), with_exporter=False)
         return page("exporter.xhtml", **{**ctx, "in_view": in_view, "out_view": out_view,
                                          "interfaces": ev.interface_rows(address, known, in_view, out_view, trange.query()),
                                          "sampling": await sampling(request, address, trange)})

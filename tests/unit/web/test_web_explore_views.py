@@ -81,6 +81,8 @@ def test_view_rates_stats_names_and_links():
     r3, r7 = view["rows"]
     assert r3["key"] == "edge-1 (192.0.2.1) Gi0/3 (ifIndex 3)"
     assert r7["key"] == "edge-1 (192.0.2.1) ifIndex 7"
+    short = ex.explore_view(q, reply(), ex.Names(NAMES), with_exporter=False)
+    assert [r["key"] for r in short["rows"]] == ["Gi0/3 (ifIndex 3)", "ifIndex 7"]
     # 1000 bytes per 60 s step = 133.33 bit/s, flat
     assert r3["stats"].average == pytest.approx(1000 * 8 / 60) and r3["stats"].p95 == pytest.approx(1000 * 8 / 60)
     assert r3["average"] == "133 bps"
