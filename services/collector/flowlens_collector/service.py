@@ -18,6 +18,7 @@ import zmq
 
 from flowmodel import bus, curve
 from flowmodel.events import process_stats, service_config
+from flowmodel.lifecycle import Components, StartError
 from flowmodel.logs import RateLimitedLog, fields
 
 from .batcher import Batcher
@@ -123,7 +124,6 @@ class Collector:
         self._subscriber_deadline = 0.0
         self._wake_r = self._wake_w = -1
         self._stop_requested = False
-        self._stopped = False
         self._started = False
         self._next_stats_ms = self._next_expire_ms = self._next_save_ms = 0
         self._next_full_ms = 0  # the next health event carries the whole exporter table from then on
@@ -131,15 +131,36 @@ class Collector:
         self.state = RestartState(self.decoder, cfg["collector.template_path"],
                                   int(cfg["collector.template_lifetime"] * 1000), self.counters)
         self._rlog = RateLimitedLog(log)
+        self.parts = self._components()
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _components(self) -> Components:
+        """The parts, in start order; they stop in reverse, so the flush at stop comes first, while
+        the listeners, the bus and the outbox are still there."""
+        parts = Components("collector")
+        parts.add("enrichment", self.enricher.open)  # a bad database: a ConfigError naming its key, before any bind
+        parts.add("restart state", self.state.load)
+        parts.add("listeners", self._open_listeners, self._close_listeners)
+        parts.add("bus", self._connect_bus, self._close_bus)
+        parts.add("delivery", self._open_delivery, self.delivery.close)
+        parts.add("receive loop", self._prepare_loop, self._close_wake_pipe)
+        parts.add("flush at stop", None, self._flush)
+        return parts
+
     def start(self) -> None:
         """Load saved templates and sequence state, bind the UDP listeners, connect to the bus.
-        Raises OSError on a failed bind."""
+        Raises what the failing part raised (OSError on a failed bind), after stopping the others."""
         self.started_at_ms = now_ms()
-        self.enricher.open()  # a bad database is a ConfigError naming its key, before anything binds
-        self.state.load()
+        try:
+            self.parts.start()
+        except StartError as e:
+            raise e.__cause__
+        log.info("publishing", extra=fields(endpoint=self.cfg["bus.publish_endpoint"], source=self.source_id,
+                                            receive=",".join(sorted({rx.method for rx in self._receivers.values()})),
+                                            sndhwm=bus.queue_limit(self.cfg)))
+
+    def _open_listeners(self) -> None:
         host = self.cfg["collector.bind_address"]
         rcvbuf = self.cfg["collector.socket_buffer"]
         ports = [self.cfg["collector.netflow_port"]]
@@ -152,6 +173,8 @@ class Collector:
         except OSError:
             self._close_listeners()
             raise
+
+    def _connect_bus(self) -> None:
         keys = curve.client_keys(self.cfg)  # CURVE to the store when security.* names keys
         self._ctx = zmq.Context()
         # XPUB: sends like PUB, and lets the collector see the subscriptions it is sending to
@@ -160,13 +183,27 @@ class Collector:
         self._pub.setsockopt(zmq.LINGER, 0)
         self._pub.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue says so (EAGAIN): the batch stays held, unsent
         self._pub.setsockopt(zmq.MAXMSGSIZE, bus.SUBSCRIPTION_MAX_BYTES)  # it reads subscriptions only
-        curve.connect_securely(self._pub, self.cfg["bus.publish_endpoint"], keys)
         self._acks = self._ctx.socket(zmq.SUB)
         self._acks.setsockopt(zmq.LINGER, 0)
         self._acks.setsockopt(zmq.MAXMSGSIZE, bus.CONTROL_MAX_BYTES)  # acks: a small map
         self._acks.setsockopt(zmq.SUBSCRIBE, bus.TOPIC_ACK)
+        curve.connect_securely(self._pub, self.cfg["bus.publish_endpoint"], keys)
         curve.connect_securely(self._acks, self.cfg["bus.subscribe_endpoint"], keys)
+
+    def _close_bus(self) -> None:
+        if self._acks is not None:
+            self._acks.close(linger=0)
+        if self._pub is not None:
+            self._pub.setsockopt(zmq.LINGER, PUB_LINGER_AT_STOP_MS)  # let queued batches reach the bus
+            self._pub.close()
+        if self._ctx is not None:
+            self._ctx.term()
+        self._ctx = self._pub = self._acks = None
+
+    def _open_delivery(self) -> None:
         self.delivery.open(f"{self.source_id}/{self.started_at_ms}", self._pub, self._acks)
+
+    def _prepare_loop(self) -> None:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -183,9 +220,6 @@ class Collector:
         self._next_save_ms = t + STATE_SAVE_INTERVAL_MS
         self._next_delivery_ms = t
         self._started = True
-        log.info("publishing", extra=fields(endpoint=self.cfg["bus.publish_endpoint"], source=self.source_id,
-                                            receive=",".join(sorted({rx.method for rx in self._receivers.values()})),
-                                            sndhwm=bus.queue_limit(self.cfg)))
 
     def request_stop(self) -> None:
         """Safe from a signal handler: set a flag and wake the poll."""
@@ -208,11 +242,12 @@ class Collector:
 
     def stop(self) -> None:
         """Drain the kernel buffers, publish the last batch and the final health event, save
-        templates and sequence state, close everything. Safe to call twice."""
-        if self._stopped or not self._started:
-            self._close_listeners()
-            return
-        self._stopped = True
+        templates and sequence state, close everything (the parts in reverse). Safe to call twice."""
+        self.parts.stop()
+
+    def _flush(self) -> None:
+        """The first thing a stop does: what the kernel holds is decoded and published, the store gets
+        a moment to confirm it, the last health event carries the whole table, the state is saved."""
         drained = self._drain_at_stop()
         self._decode_group()
         self._publish_pending()
@@ -220,19 +255,6 @@ class Collector:
         self._next_full_ms = 0
         self._publish_health(now_ms())
         self.state.save(force=True)
-        self._close_listeners()
-        self.delivery.close()
-        if self._acks is not None:
-            self._acks.close(linger=0)
-        if self._pub is not None:
-            self._pub.setsockopt(zmq.LINGER, PUB_LINGER_AT_STOP_MS)
-            self._pub.close()
-        if self._ctx is not None:
-            self._ctx.term()
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
         log.info("stopped", extra=fields(drained_datagrams=drained, **self.counters))
 
     # ------------------------------------------------------------------ loop body
@@ -434,6 +456,12 @@ class Collector:
                 self.counters["loop_errors"] += 1
                 log.exception("error while draining at stop")
         return self.counters["datagrams"] - before
+
+    def _close_wake_pipe(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
     def _clear_wake_pipe(self) -> None:
         try:
