@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import collections
 import logging
-import queue
 import threading
 import time
 
-import msgpack
 import numpy as np
 import zmq
 
@@ -21,11 +19,11 @@ from flowmodel.bus import (CONTROL_MAX_BYTES, SUBSCRIPTION_MAX_BYTES, max_messag
 from flowmodel.events import process_stats, service_config
 from flowmodel.logs import RateLimitedLog, fields
 from flowmodel.notes import check_note
-from flowmodel.protocol import OPS, REQUEST_MAX_BYTES, QueryError, error_reply
+from flowmodel.protocol import QueryError
 
 from . import __version__, delivery, eventsink, names
 from .exporter_table import ADDRESSES_PER_EXPORTER, add_flows, address_text, merge_health
-from .queries import QueryEngine
+from .queryserver import QueryServer
 from .ring import Ring
 from .warm import WarmWriter, file_size, now_ms
 from .writer import MARK, Writer, free_bytes, mount_point
@@ -33,24 +31,10 @@ from .writer import MARK, Writer, free_bytes, mount_point
 log = logging.getLogger(__name__)
 
 
-def pack_reply(reply: dict) -> bytes:
-    try:
-        return msgpack.packb(reply, use_bin_type=True)
-    except Exception as e:
-        log.exception("reply could not be encoded")
-        return msgpack.packb(error_reply(f"internal error encoding the reply: {e}"), use_bin_type=True)
-
-
-def too_big_reply(size: int, max_bytes: int) -> dict:
-    return error_reply(f"the reply would be {size:,} bytes, over query.max_reply_bytes ({max_bytes:,}); ask for "
-                       "a shorter window, a lower limit or a larger step")
-
-
 RATE_WINDOW_S = 10.0
 SEAL_QUIET_S = 10.0  # a past partition still receiving flows (a replay, a catch-up) is sealed once they stop
 ACK_INTERVAL_S = 0.2  # how often the store confirms committed flow batches to the collectors (bus.TOPIC_ACK)
 HEALTH_INTERVAL_S = 5.0  # how often the store publishes its write health (kind "store" on bus.TOPIC_EXPORTER)
-INLINE_OPS = ("ping", "status", "exporters")  # answered by the front thread at once, never queued behind a scan
 
 
 class StoreService:
@@ -60,7 +44,6 @@ class StoreService:
         self.ctx: zmq.Context | None = None
         self.ring: Ring | None = None
         self.writer: Writer | None = None
-        self.engines: list[QueryEngine] = []
         self.gaps = GapCounter()
         self.ledger = delivery.Ledger()
         self.event_ledger = eventsink.EventLedger()  # advisories confirmed one by one (flowmodel.bus TOPIC_CONFIRM)
@@ -82,10 +65,9 @@ class StoreService:
         self._threads: list[threading.Thread] = []
         self._sub = self._xsub = self._xpub = self._ctl = self._router = None
         self._sockets: list[zmq.Socket] = []  # every socket made, so a start that fails half-way still closes them
-        self._query_stop = threading.Event()
-        self._jobs: queue.Queue | None = None
-        self.queries_refused = 0
-        self.replies_too_big = 0
+        # the query server (queryserver.py); ping, status, exporters and names are the service's own ops
+        self.queries = QueryServer(cfg, {"ping": lambda: {"ok": True, "version": __version__}, "status": self.status,
+                                         "exporters": self.exporters, "names": self.names_reply})
         self.gate: curve.Gate | None = None  # CURVE keys, the ZAP handler and the refused peers (flowmodel.curve)
         self._lock = threading.Lock()
         # exporter and interface names (names.py): rows from the bus and SQLite, plus the exporters: config
@@ -158,26 +140,8 @@ class StoreService:
         events_sock.setsockopt(zmq.MAXMSGSIZE, CONTROL_MAX_BYTES)
         self.events.bind(events_sock, cfg["storage.events_bind"], cfg["bus.events_high_water_mark"],
                          lambda sock, endpoint: self.gate.bind(sock, endpoint, curve.EVENTS))
-        # 4. query server: a ROUTER front thread answers cheap ops itself and queues the rest (bounded) for
-        # worker threads, each with its own SQLite read connection, so a ping never waits behind a scan
-        self._router = self._socket(zmq.ROUTER)
-        self._router.setsockopt(zmq.MAXMSGSIZE, REQUEST_MAX_BYTES)
-        self.gate.bind(self._router, cfg["storage.query_bind"], curve.QUERY)
-        replies = self._socket(zmq.PULL)
-        replies.bind(f"inproc://store-replies-{id(self)}")
-        self._jobs = queue.Queue(maxsize=cfg["storage.query_queue"])
-        for i in range(cfg["storage.query_workers"]):
-            engine = QueryEngine(self.ring, cfg["storage.sqlite_path"], int(cfg["storage.ring_buffer_duration"] * 1000),
-                                 cfg["storage.query_max_rows"], cfg["storage.query_time_limit"],
-                                 rollup_cache_bytes=cfg["storage.query_rollup_cache"])
-            engine.rollup_retention_ms = int(cfg["storage.rollup_retention"] * 1000)
-            engine.prefix_v4, engine.prefix_v6 = cfg["analysis.anomaly_prefix_v4"], cfg["analysis.anomaly_prefix_v6"]
-            self.engines.append(engine)
-            push = self._socket(zmq.PUSH)
-            push.setsockopt(zmq.SNDTIMEO, 2000)  # never block a worker for good on a stopped front thread
-            push.connect(f"inproc://store-replies-{id(self)}")
-            self._spawn(f"query-worker-{i}", self._work, engine, push)
-        self._spawn("query", self._serve, replies)
+        # 4. query server: cheap ops on its front thread, the rest on workers with their own SQLite connections
+        self.queries.start(self._socket, self.gate, self.ring, str(id(self)))
         return self
 
     def _socket(self, kind: int) -> zmq.Socket:
@@ -211,10 +175,7 @@ class StoreService:
             if self.events.sock is not None and self.writer is not None:
                 self.events.confirm()
             self.events.close()
-        self._query_stop.set()
-        for t in self._threads:
-            if t.name.startswith("query"):
-                t.join(5)
+        self.queries.stop()
         if self._ctl is not None:
             self._ctl.send(b"TERMINATE")
             for t in self._threads:
@@ -226,8 +187,9 @@ class StoreService:
             self.gate.stop()
         # sockets whose thread never started (a bind failed half-way) or has ended are closed here;
         # term() would otherwise wait for them forever
-        if any(t.is_alive() for t in self._threads):
-            log.warning("threads still running at stop", extra=fields(threads=[t.name for t in self._threads if t.is_alive()]))
+        alive = [t.name for t in self._threads if t.is_alive()] + self.queries.alive
+        if alive:
+            log.warning("threads still running at stop", extra=fields(threads=alive))
         else:
             for sock in self._sockets:
                 if not sock.closed:
@@ -457,117 +419,6 @@ class StoreService:
             self.health[str(msg["source"])] = msg
         self.writer.offer_event("exporter", {k: v for k, v in msg.items() if k != "_received_at"})
 
-    # ---------------------------------------------------------------- the query thread
-
-    def _serve(self, replies: zmq.Socket) -> None:
-        router = self._router
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(replies, zmq.POLLIN)
-        while not self._query_stop.is_set():
-            try:
-                ready = dict(poller.poll(100))
-                if replies in ready:
-                    while True:
-                        try:
-                            router.send_multipart(replies.recv_multipart(zmq.NOBLOCK))
-                        except zmq.Again:
-                            break
-                if router in ready:
-                    while True:
-                        try:
-                            frames = router.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        self._dispatch(router, frames[:-1], frames[-1])
-            except zmq.ContextTerminated:
-                break
-            except Exception:
-                log.exception("query loop error")
-        for sock in (router, replies):
-            sock.close(linger=0)
-
-    def _dispatch(self, router: zmq.Socket, envelope: list[bytes], raw: bytes) -> None:
-        parsed = self.parse_request(raw)
-        if isinstance(parsed, dict):  # an error reply
-            router.send_multipart(envelope + [pack_reply(parsed)])
-            return
-        op, args = parsed
-        if op in INLINE_OPS:
-            router.send_multipart(envelope + [self.pack(self.run_op(op, args, None))])
-            return
-        try:
-            self._jobs.put_nowait((envelope, op, args))
-        except queue.Full:
-            self.queries_refused += 1
-            router.send_multipart(envelope + [pack_reply(error_reply(
-                f"the store is busy: {self._jobs.maxsize} queries are already waiting; try again in a moment"))])
-
-    def _work(self, engine: QueryEngine, push: zmq.Socket) -> None:
-        try:
-            while not self._query_stop.is_set():
-                try:
-                    envelope, op, args = self._jobs.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                try:
-                    push.send_multipart(envelope + [self.pack(self.run_op(op, args, engine))])
-                except zmq.Again:  # the front thread stopped (shutdown): nobody is left to answer
-                    break
-        except zmq.ContextTerminated:
-            pass
-        finally:
-            engine.close()
-            push.close(linger=0)
-
-    def pack(self, reply: dict) -> bytes:
-        """The reply as msgpack, or an error reply in its place when it is over query.max_reply_bytes (counted)."""
-        raw = pack_reply(reply)
-        limit = self.cfg["query.max_reply_bytes"]
-        if len(raw) > limit:
-            self.replies_too_big += 1
-            return pack_reply(too_big_reply(len(raw), limit))
-        return raw
-
-    def answer(self, raw: bytes) -> dict:
-        """One request answered on the calling thread (tests and tools; the server uses the workers)."""
-        parsed = self.parse_request(raw)
-        if isinstance(parsed, dict):
-            return parsed
-        op, args = parsed
-        return self.run_op(op, args, self.engines[0] if self.engines else None)
-
-    @staticmethod
-    def parse_request(raw: bytes) -> tuple[str, dict] | dict:
-        """(op, args), or an error reply for a request that is not one."""
-        try:
-            req = msgpack.unpackb(raw, raw=False)
-        except Exception:
-            return error_reply("the request is not msgpack")
-        if not isinstance(req, dict):
-            return error_reply("the request must be a map with an op")
-        op = req.get("op")
-        if not isinstance(op, str) or op not in OPS:
-            return error_reply(f"unknown op {op!r}; ops: {', '.join(OPS)}")
-        return op, {k: v for k, v in req.items() if k != "op"}
-
-    def run_op(self, op: str, args: dict, engine: QueryEngine | None) -> dict:
-        try:
-            if op == "ping":
-                return {"ok": True, "version": __version__}
-            if op == "status":
-                return self.status()
-            if op == "exporters":
-                return self.exporters()
-            if op == "names":  # on a worker: a first reply over 100,000 interfaces takes most of a second
-                return self.names_reply()
-            return getattr(engine, op)(args)
-        except QueryError as e:
-            return error_reply(str(e))
-        except Exception as e:
-            log.exception("query failed", extra=fields(op=op))
-            return error_reply(f"internal error in {op}: {e}")
-
     # ---------------------------------------------------------------- status and exporters
 
     def names_reply(self) -> dict:
@@ -599,7 +450,7 @@ class StoreService:
 
     def status(self) -> dict:
         cfg = self.cfg
-        w = self.writer
+        w, q = self.writer, self.queries
         ring_oldest, ring_newest = self.ring.time_bounds()
         parts = sorted(((n, p[0], p[1], p[2], p[3], p[4], p[5]) for n, p in list(w.warm.partitions.items())),
                        key=lambda x: x[1])
@@ -657,9 +508,9 @@ class StoreService:
                     "sources": {s: {"received": self.gaps.received.get(s, 0), "gaps": self.gaps.gaps.get(s, 0),
                                     "restarts": self.gaps.restarts.get(s, 0), "last_seq": self.gaps.last_seq.get(s)}
                                 for s in list(self.gaps.received)}},
-            "queries": {**{src: sum(e.sources_used[src] for e in self.engines) for src in ("ring", "sqlite")},
-                        "workers": len(self.engines), "waiting": self._jobs.qsize() if self._jobs else 0,
-                        "refused_busy": self.queries_refused, "replies_too_big": self.replies_too_big},
+            "queries": {**{src: sum(e.sources_used[src] for e in q.engines) for src in ("ring", "sqlite")},
+                        "workers": len(q.engines), "waiting": q.waiting,
+                        "refused_busy": q.queries_refused, "replies_too_big": q.replies_too_big},
             "security": self.gate.status() if self.gate is not None else {"curve": False},
             "names": self.names.stats(self.dns),
             "services": services,
