@@ -3,7 +3,8 @@ explore.py, exporterviews.py and stackchart.py).
 
 Each page reads the store's ``explore`` op on the history lane (one turn per page, even when it
 asks twice) and the ``names`` op on the light lane; a store without ``names`` shows addresses and
-ifIndexes. A bad parameter is a 400 naming it; a store without ``explore`` is a 502 saying so.
+ifIndexes. A bad parameter is a 400 naming it; a store without ``explore`` makes Explore a 502
+saying so, and the exporter pages show their health without charts.
 """
 from __future__ import annotations
 
@@ -61,8 +62,7 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
         rows = page_.rows()
         if not rows:
             return ""
-        rate = int(rows[0].get("sampling_rate") or 0)
-        return "unsampled" if rate == 1 else "unknown rate" if rate == 0 else f"1 in {rate:,}"
+        return ev.sampling_text(int(rows[0].get("sampling_rate") or 0)) or "unknown rate"
 
     def unsupported(template: str, status: int = 502, **ctx) -> Response:
         return page(template, status, **{**ctx, "error": "this store does not answer the explore op yet (it is "
