@@ -57,9 +57,12 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
 
     async def sampling(request: Request, address: str, trange: TimeRange) -> str:
         """'1 in 100' from the exporter's newest flow in the range (its health carries no rate)."""
-        page_ = await lanes.query(request, "flows", limit=1, exporter=address, since=trange.since_ms,
-                                  until=trange.until_ms)
-        rows = page_.rows()
+        try:
+            rows = (await lanes.query(request, "flows", limit=1, exporter=address, since=trange.since_ms,
+                                      until=trange.until_ms)).rows()
+        except StoreError as e:  # the page goes on without it
+            log.debug("no sampling rate", extra={"fields": {"error": str(e)}})
+            return ""
         if not rows:
             return ""
         return ev.sampling_text(int(rows[0].get("sampling_rate") or 0)) or "unknown rate"
