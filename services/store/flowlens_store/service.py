@@ -12,26 +12,24 @@ import time
 import numpy as np
 import zmq
 
-from flowmodel import addr, curve
+from flowmodel import curve
 from flowmodel.bus import (CONTROL_MAX_BYTES, SUBSCRIPTION_MAX_BYTES, max_message_bytes, queue_limit, EVENT_STREAM, TOPIC_ACK, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX,
                            TOPIC_INTERFACES, TOPIC_RESEND, CodecError, GapCounter, Sequencer, decode_batch, decode_body, default_source_id,
                            encode_event, envelope_of)
-from flowmodel.events import process_stats, service_config
 from flowmodel.logs import RateLimitedLog, fields
 from flowmodel.notes import check_note
 from flowmodel.protocol import QueryError
 
-from . import __version__, delivery, eventsink, names
-from .exporter_table import ADDRESSES_PER_EXPORTER, add_flows, address_text, merge_health
+from . import __version__, delivery, eventsink, names, statusview
+from .exporter_table import ADDRESSES_PER_EXPORTER, add_flows, merge_health
 from .queryserver import QueryServer
 from .ring import Ring
-from .warm import WarmWriter, file_size, now_ms
-from .writer import MARK, Writer, free_bytes, mount_point
+from .warm import WarmWriter, now_ms
+from .writer import MARK, Writer
 
 log = logging.getLogger(__name__)
 
 
-RATE_WINDOW_S = 10.0
 SEAL_QUIET_S = 10.0  # a past partition still receiving flows (a replay, a catch-up) is sealed once they stop
 ACK_INTERVAL_S = 0.2  # how often the store confirms committed flow batches to the collectors (bus.TOPIC_ACK)
 HEALTH_INTERVAL_S = 5.0  # how often the store publishes its write health (kind "store" on bus.TOPIC_EXPORTER)
@@ -58,18 +56,19 @@ class StoreService:
         self.exporter_flows: dict[bytes, list[int]] = {}  # exporter bytes -> [flows, last_seen_ms]
         self.health: dict[str, dict] = {}  # source -> latest health event (+ _received_at)
         self.next_seq = 1
-        self._rates = collections.deque(maxlen=64)  # (monotonic, flows_in, committed)
-        self._ring_log_at = time.monotonic() + RATE_WINDOW_S  # first ring-cover log line once the rate is known
+        self.rates = collections.deque(maxlen=64)  # (monotonic, flows_in, committed)
+        self._ring_log_at = time.monotonic() + statusview.RATE_WINDOW_S  # first ring-cover log line once the rate is known
         self._rl = RateLimitedLog(log)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._sub = self._xsub = self._xpub = self._ctl = self._router = None
         self._sockets: list[zmq.Socket] = []  # every socket made, so a start that fails half-way still closes them
         # the query server (queryserver.py); ping, status, exporters and names are the service's own ops
-        self.queries = QueryServer(cfg, {"ping": lambda: {"ok": True, "version": __version__}, "status": self.status,
-                                         "exporters": self.exporters, "names": self.names_reply})
+        self.queries = QueryServer(cfg, {"ping": lambda: {"ok": True, "version": __version__}, "status": lambda: statusview.status(self),
+                                         "exporters": lambda: statusview.exporters(self),
+                                         "names": lambda: statusview.names_reply(self)})
         self.gate: curve.Gate | None = None  # CURVE keys, the ZAP handler and the refused peers (flowmodel.curve)
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         # exporter and interface names (names.py): rows from the bus and SQLite, plus the exporters: config
         self.names = names.NameBook(cfg["names.max_interfaces"], cfg["names.max_rows"], cfg["exporters"])
         self.dns: names.ReverseDns | None = None
@@ -237,7 +236,7 @@ class StoreService:
                     self._send_health()
                 if mono >= next_sample:
                     next_sample = mono + 1.0
-                    self._rates.append((mono, self.flows_in, self.writer.committed))
+                    self.rates.append((mono, self.flows_in, self.writer.committed))
                     self._log_ring_cover(mono)
             except Exception:
                 self.bad_messages += 1
@@ -249,7 +248,7 @@ class StoreService:
         storage.ring_capacity; at a rate above capacity / duration it holds less than the duration)."""
         if mono < self._ring_log_at:
             return
-        rate = self._rate(1)
+        rate = statusview.rate(self, 1)
         if rate <= 0:
             return
         self._ring_log_at = mono + 3600.0
@@ -349,19 +348,10 @@ class StoreService:
             except zmq.ZMQError as e:
                 self._rl.warning("ack", "cannot publish acks", error=str(e))
 
-    def write_health(self) -> dict:
-        """Whether the writer can write to SQLite: the status's ``write_queue`` failure fields, and
-        the file system to free space on (the analyzer words a CRITICAL advisory from them)."""
-        w, path = self.writer, self.cfg["storage.sqlite_path"]
-        return {"write_failing_since": w.write_failing_since, "last_write_error": w.last_write_error,
-                "last_write_error_at": w.last_write_error_at, "write_errors": w.write_errors,
-                "maintain_errors": w.maintain_errors, "rows_waiting": w.rows_waiting, "failed_rows": w.failed_rows,
-                "sqlite_path": path, "filesystem": mount_point(path), "free_bytes": free_bytes(path)}
-
     def _send_health(self) -> None:
         body = {"kind": "store", "collector": self._health_sequencer.source, "stats_interval": HEALTH_INTERVAL_S,
                 "counters": {"flows_in": self.flows_in, "flows_committed": self.writer.committed,
-                             "shed_flows": self.writer.shed_flows, **self.write_health(),
+                             "shed_flows": self.writer.shed_flows, **statusview.write_health(self),
                              "refused_peers": self.gate.recent_refusals() if self.gate is not None else []}}
         if self._acks is not None:
             try:
@@ -397,7 +387,7 @@ class StoreService:
         else:
             keys, counts = np.unique(ex, return_counts=True)
         t = now_ms()
-        with self._lock:
+        with self.lock:
             add_flows(self.exporter_flows, keys.tolist(), counts.tolist(), t,
                       ADDRESSES_PER_EXPORTER * self.cfg["collector.max_exporters"])
         return True
@@ -413,132 +403,8 @@ class StoreService:
         return not self.writer.events.full() and self.writer.offer_event(topic, msg)
 
     def _health(self, msg: dict) -> None:
-        with self._lock:  # a collector's event may carry only the exporter rows that changed
+        with self.lock:  # a collector's event may carry only the exporter rows that changed
             msg = merge_health(self.health.get(str(msg["source"])), msg)
             msg["_received_at"] = now_ms()
             self.health[str(msg["source"])] = msg
         self.writer.offer_event("exporter", {k: v for k, v in msg.items() if k != "_received_at"})
-
-    # ---------------------------------------------------------------- status and exporters
-
-    def names_reply(self) -> dict:
-        """The ``names`` op (names.py): every exporter seen in flows or health events or named in
-        config, with its name, site and reverse DNS name, and every named interface."""
-        with self._lock:
-            seen = {addr.to_text(k) for k in self.exporter_flows}
-            seen |= {str(e.get("exporter")) for h in self.health.values() for e in h.get("exporters") or []
-                     if not e.get("overflow")}
-        texts = set()
-        for a in seen:
-            try:
-                texts.add(names.exporter_text(a))
-            except ValueError:
-                pass
-        return self.names.reply(texts, self.dns)
-
-    def _rate(self, idx: int) -> float:
-        samples = list(self._rates)
-        now = (time.monotonic(), self.flows_in, self.writer.committed)
-        old = next((s for s in samples if now[0] - s[0] <= RATE_WINDOW_S), None)
-        if old is None or now[0] - old[0] < 0.5:
-            return 0.0
-        return round((now[idx] - old[idx]) / (now[0] - old[0]), 1)
-
-    def _ring_bytes(self) -> int:
-        with self.ring.lock:  # the receive loop appends and evicts meanwhile
-            return self.ring.nbytes
-
-    def status(self) -> dict:
-        cfg = self.cfg
-        w, q = self.writer, self.queries
-        ring_oldest, ring_newest = self.ring.time_bounds()
-        parts = sorted(((n, p[0], p[1], p[2], p[3], p[4], p[5]) for n, p in list(w.warm.partitions.items())),
-                       key=lambda x: x[1])
-        mins = [p[4] for p in parts if p[4] is not None]
-        maxs = [p[5] for p in parts if p[5] is not None]
-        services = [{"service": "store", "source": f"store@{cfg['storage.query_bind']}", "process": process_stats(self.started_at),
-                     "last_seen": now_ms(), "config": service_config(cfg, "store")}]
-        with self._lock:
-            health = list(self.health.items())
-        for source, h in health:
-            if isinstance(h.get("process"), dict):
-                services.append({"service": str(h.get("kind", "")), "source": source, "process": h["process"],
-                                 "last_seen": h.get("_received_at"),
-                                 "config": h["config"] if isinstance(h.get("config"), dict) else None})
-        return {
-            "ok": True, "version": __version__, "started_at": self.started_at,
-            "uptime_s": round((now_ms() - self.started_at) / 1000, 1),
-            "flows_in": self.flows_in, "batches_in": self.batches_in, "flows_committed": w.committed,
-            "flows_in_per_s": self._rate(1), "flows_committed_per_s": self._rate(2),
-            "ring": {"capacity": self.ring.capacity, "fill": self.ring.size, "bytes": self._ring_bytes(),
-                     "fill_ratio": round(self.ring.size / self.ring.capacity, 4), "oldest_time": ring_oldest,
-                     "newest_time": ring_newest, "evicted_max_time_end": self.ring.evicted_max_time_end,
-                     "duration_s": cfg["storage.ring_buffer_duration"]},
-            "sqlite": {"path": cfg["storage.sqlite_path"], "size_bytes": file_size(cfg["storage.sqlite_path"]),
-                       "oldest_time": min(mins) if mins else None, "newest_time": max(maxs) if maxs else None,
-                       "rows": sum(p[3] for p in parts), "retention_s": cfg["storage.sqlite_retention"],
-                       "partitions": [{"name": n, "start_ms": s, "end_ms": e, "rows": r, "sealed": bool(sd)}
-                                      for n, s, e, r, _mn, _mx, sd in parts],
-                       "pruned_partitions": w.pruned_partitions, "max_partitions": w.warm.max_partitions,
-                       "out_of_range_flows": w.warm.out_of_range_flows,
-                       "future_pruned_partitions": w.warm.future_pruned_partitions,
-                       "future_pruned_flows": w.warm.future_pruned_flows,
-                       # storage.max_bytes: partitions (and their flows) dropped, oldest first, to stay under it
-                       "max_bytes": cfg["storage.max_bytes"], "size_pruned_partitions": w.warm.size_pruned_partitions,
-                       "size_pruned_flows": w.warm.size_pruned_flows,
-                       "blocks_written": w.warm.sealer.blocks_written, "rows_sealed": w.warm.sealer.rows_sealed,
-                       "out_of_range_by_exporter": {addr.to_text(k): v for k, v in
-                                                    sorted(w.warm.out_of_range_by_exporter.items(),
-                                                           key=lambda kv: -kv[1])[:20]}},
-            "write_queue": {"depth": w.flows.qsize(), "capacity": w.queue_batches, "rows": w.queued_rows,
-                            "rows_capacity": w.queue_rows_max, "shed_batches": w.shed_batches,
-                            "shed_flows": w.shed_flows, "shed_events": w.shed_events, "write_errors": w.write_errors,
-                            "transactions": w.transactions, "seal_steps": w.seal_steps,
-                            "unwritten_at_stop": w.unwritten_at_stop, **self.write_health(),
-                            "seal_step_max_s": round(w.seal_step_max_s, 3)},
-            "delivery": {"streams": len(self.ledger.streams),
-                         "duplicate_batches": self.ledger.duplicate_batches,
-                         "duplicate_flows": self.ledger.duplicate_flows,
-                         "out_of_order_batches": self.ledger.out_of_order_batches,
-                         "lost_flows": sum(self.ledger.lost_flows.values()),
-                         "lost_flows_by_stream": self.ledger.lost_flows},
-            "events": {**self.event_ledger.stats(), "bad_messages": self.events.bad_messages if self.events else 0,
-                       "health_events": self.events.health_events if self.events else 0},
-            "bus": {"gaps_total": self.gaps.total_gaps, "bad_messages": self.bad_messages,
-                    "sources": {s: {"received": self.gaps.received.get(s, 0), "gaps": self.gaps.gaps.get(s, 0),
-                                    "restarts": self.gaps.restarts.get(s, 0), "last_seq": self.gaps.last_seq.get(s)}
-                                for s in list(self.gaps.received)}},
-            "queries": {**{src: sum(e.sources_used[src] for e in q.engines) for src in ("ring", "sqlite")},
-                        "workers": len(q.engines), "waiting": q.waiting,
-                        "refused_busy": q.queries_refused, "replies_too_big": q.replies_too_big},
-            "security": self.gate.status() if self.gate is not None else {"curve": False},
-            "names": self.names.stats(self.dns),
-            "services": services,
-        }
-
-    def exporters(self) -> dict:
-        with self._lock:
-            health = list(self.health.items())
-            store_side = {k: list(v) for k, v in self.exporter_flows.items()}
-        store_text = {address_text(k): v for k, v in store_side.items()}
-        exporters, collectors, seen = [], [], set()
-        for source, h in health:
-            collectors.append({"collector": source, "kind": h.get("kind"), "last_seen": h.get("_received_at"),
-                               "counters": h.get("counters", {}), "listen": h.get("listen", []),
-                               "socket": h.get("socket", []), "process": h.get("process", {})})
-            for e in h.get("exporters") or []:
-                if not isinstance(e, dict):
-                    continue
-                row = dict(e)
-                row["collector"] = source
-                text = str(e.get("exporter", ""))
-                sf = store_text.get(text)
-                row["store_flows"] = sf[0] if sf else 0
-                row["store_last_seen"] = sf[1] if sf else None
-                seen.add(text)
-                exporters.append(row)
-        for text, (n, last) in sorted(store_text.items()):
-            if text not in seen:
-                exporters.append({"exporter": text, "observation_domain": None, "collector": None,
-                                  "store_flows": n, "store_last_seen": last})
-        return {"ok": True, "exporters": exporters, "collectors": collectors}
