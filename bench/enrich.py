@@ -100,7 +100,7 @@ def synthetic_tree_read_s(depth: int = 20) -> tuple[float, int]:
     left, right = record(2 * child + 1), record(2 * child + 2)
     t0 = time.perf_counter()
     p, ln, r, _open = mmdbtree.walk(left, right, inner, 0, 32)
-    geotable._boundaries(geotable._ranges(p, ln, r.astype(np.int64), 32), 1 << 32)
+    geotable._sorted_boundaries([p, ln, r], 32)
     return time.perf_counter() - t0, len(p)
 
 

@@ -96,35 +96,45 @@ def _search(starts: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return out
 
 
-def _boundaries(ranges: list[tuple[int, int, int]], top: int) -> tuple[list[int], list[int]]:
-    """(start, end exclusive, value), sorted by start -> starts and values covering [0, top): gaps
-    are 0, equal neighbours merged; a range overlapping the one before keeps only what follows it."""
-    starts, values = [0], [0]
-    at = 0  # where the last range ended
-    for start, end, value in ranges:
-        start = max(start, at)
-        if start >= end:
-            continue
-        if start > at:
-            _put(starts, values, at, 0)
-        _put(starts, values, start, value)
-        at = end
-    if at < top:
-        _put(starts, values, at, 0)
-    return starts, values
+_MAX64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-def _put(starts: list[int], values: list[int], start: int, value: int) -> None:
-    if values[-1] == value:
-        return  # the range before goes on
-    if starts[-1] == start:  # the entry before is empty: this one takes its place
-        values[-1] = value
-        if len(values) > 1 and values[-2] == value:
-            starts.pop()
-            values.pop()
-        return
-    starts.append(start)
-    values.append(value)
+def boundaries(firsts: np.ndarray, lasts: np.ndarray, values: np.ndarray, space_last: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint networks sorted by their first address (uint64 first and last address, a value each)
+    -> range starts and values covering the space from 0 to ``space_last``: gaps are 0, equal
+    neighbours merged. In numpy, placing each network and each gap after one by position: a million
+    networks as Python ints would take ~100 MB, and the collector has a memory limit."""
+    values = np.asarray(values)
+    n = len(firsts)
+    if not n:
+        return np.zeros(1, np.uint64), np.zeros(1, values.dtype)
+    gap = np.empty(n, bool)  # a gap follows the network
+    np.not_equal(lasts[:-1] + np.uint64(1), firsts[1:], out=gap[:-1])
+    gap[-1] = True
+    gap &= lasts != np.uint64(space_last)
+    at = np.cumsum(gap, dtype=np.int64)
+    at -= gap
+    at += np.arange(1, n + 1)  # where each network goes: after the 0 at the head and the gaps before it
+    starts = np.zeros(n + 1 + int(gap.sum()), np.uint64)
+    vals = np.zeros(len(starts), values.dtype)
+    starts[at] = firsts
+    vals[at] = values
+    starts[at[gap] + 1] = lasts[gap] + np.uint64(1)  # a gap's value stays 0
+    del at, gap
+    keep = np.append(starts[1:] != starts[:-1], True)  # equal starts (a network at 0): the later holds
+    starts, vals = starts[keep], vals[keep]
+    keep = np.append(True, vals[1:] != vals[:-1])
+    return starts[keep], vals[keep]
+
+
+def network_lasts(prefixes: np.ndarray, lengths: np.ndarray, bits: int) -> np.ndarray:
+    """The last address of each network (prefix left-aligned in ``bits`` bits, its length)."""
+    host_bits = bits - lengths.astype(np.int16)
+    host = np.left_shift(np.uint64(1), np.minimum(host_bits, 63).astype(np.uint64))
+    host -= np.uint64(1)
+    host[host_bits >= 64] = _MAX64
+    host |= prefixes
+    return host
 
 
 def build(reader: Any, path: str, value_of: Callable[[dict], int], dtype: np.dtype, max_ranges: int) -> RangeTable:
@@ -139,7 +149,7 @@ def build(reader: Any, path: str, value_of: Callable[[dict], int], dtype: np.dty
     if meta.ip_version == 6:
         p6, l6, r6, open64 = mmdbtree.walk(left, right, n, 0, 64)
     else:
-        p6, l6, r6, open64 = np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.uint64)
+        p6, l6, r6, open64 = np.zeros(0, np.uint64), np.zeros(0, np.uint8), np.zeros(0, np.uint32), np.zeros(0, np.uint64)
     del left, right
     if len(p4) + len(p6) + len(open64) > max_ranges:
         raise TooManyRanges(f"{len(p4) + len(p6) + len(open64):,} networks, more than {max_ranges:,}")
@@ -151,11 +161,16 @@ def build(reader: Any, path: str, value_of: Callable[[dict], int], dtype: np.dty
               else ipaddress.IPv6Address(int(p6[i - len(p4)]) << 64))
         record = reader.get(ip)
         values[k] = value_of(record) if isinstance(record, dict) else 0
-    per_network = values[inverse.reshape(-1)]
-    v4 = _ranges(p4, l4, per_network[:len(p4)], 32)
-    v6 = _ranges(p6, l6, per_network[len(p4):], 64)
-    s4, x4 = _boundaries(v4, 1 << 32)
-    s6, x6 = _boundaries(v6, 1 << 64)
+    per_network = values[inverse.reshape(-1)].astype(dtype)
+    valued, networks = int(np.count_nonzero(per_network)), len(per_network)
+    del inverse, r4, r6
+    # each family's networks sorted and cut into ranges, its arrays let go as soon as they are used
+    family = [p4, l4, per_network[:len(p4)]]
+    del p4, l4
+    s4, x4 = _sorted_boundaries(family, 32)
+    family = [p6, l6, per_network[networks - len(p6):]]
+    del p6, l6, per_network
+    s6, x6 = _sorted_boundaries(family, 64)
     if len(s4) + len(s6) > max_ranges:
         raise TooManyRanges(f"{len(s4) + len(s6):,} ranges, more than {max_ranges:,}")
     fallback = None
@@ -163,20 +178,24 @@ def build(reader: Any, path: str, value_of: Callable[[dict], int], dtype: np.dty
         def fallback(packed: bytes) -> int:
             record = reader.get(ipaddress.IPv6Address(packed))
             return value_of(record) if isinstance(record, dict) else 0
-    table = RangeTable(np.array(s4, np.uint64).astype(np.uint32), np.array(x4, dtype), np.array(s6, np.uint64),
-                       np.array(x6, dtype), np.unique(open64), fallback)
-    table.valued_networks = int(np.count_nonzero(per_network))
-    log.info("address table built", extra=fields(networks=len(p4) + len(p6), records=len(recs), ranges=table.ranges,
+    table = RangeTable(s4.astype(np.uint32), x4, s6, x6, np.unique(open64), fallback)
+    table.valued_networks = valued
+    log.info("address table built", extra=fields(networks=networks, records=len(recs), ranges=table.ranges,
                                                  long_v6=len(open64), table_bytes=table.nbytes,
                                                  seconds=round(time.monotonic() - t0, 2)))
     return table
 
 
-def _ranges(prefixes: np.ndarray, lengths: np.ndarray, values: np.ndarray, bits: int) -> list[tuple[int, int, int]]:
-    """(start, end exclusive, value) of the networks with a value, sorted by start."""
-    keep = values != 0
-    order = np.argsort(prefixes[keep], kind="stable")
-    starts = prefixes[keep][order].tolist()
-    sizes = (bits - lengths[keep][order]).tolist()
-    vals = values[keep][order].tolist()
-    return [(s, s + (1 << z), v) for s, z, v in zip(starts, sizes, vals)]
+def _sorted_boundaries(family: list, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """``family``: [prefixes, lengths, values] of one address family, emptied here so each array is
+    freed once sorted."""
+    prefixes, lengths, values = family
+    family.clear()
+    order = np.argsort(prefixes, kind="stable")
+    firsts = prefixes[order]
+    del prefixes
+    lasts = network_lasts(firsts, lengths[order], bits)
+    del lengths
+    values = values[order]
+    del order
+    return boundaries(firsts, lasts, values, (1 << bits) - 1)

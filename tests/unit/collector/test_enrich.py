@@ -115,11 +115,29 @@ def test_a_database_over_the_range_bound_is_refused_naming_the_bound():
         Enricher(asn_path=ASN_DB, max_ranges=100).open()
 
 
-def test_boundaries_fill_gaps_merge_neighbours_and_cut_overlaps():
-    starts, values = geotable._boundaries([(0, 10, 5), (10, 20, 5), (30, 40, 7), (35, 50, 8), (50, 60, 0)], 100)
-    assert list(zip(starts, values)) == [(0, 5), (20, 0), (30, 7), (40, 8), (50, 0)]
-    starts, values = geotable._boundaries([], 1 << 32)
-    assert (starts, values) == ([0], [0])
+def _bounds(networks, space_last):
+    firsts, lasts, values = (np.array(c, np.uint64) for c in zip(*networks)) if networks else [np.zeros(0, np.uint64)] * 3
+    starts, vals = geotable.boundaries(firsts, lasts, values.astype(np.uint32), space_last)
+    return list(zip(starts.tolist(), vals.tolist()))
+
+
+def test_boundaries_fill_gaps_and_merge_equal_neighbours():
+    nets = [(0, 9, 5), (10, 19, 5), (30, 39, 7), (40, 49, 8), (50, 59, 0), (70, 99, 3)]
+    assert _bounds(nets, 99) == [(0, 5), (20, 0), (30, 7), (40, 8), (50, 0), (70, 3)]   # 99 ends the space
+    assert _bounds(nets, 200) == [(0, 5), (20, 0), (30, 7), (40, 8), (50, 0), (70, 3), (100, 0)]
+    assert _bounds([(5, 6, 1)], 99) == [(0, 0), (5, 1), (7, 0)]
+    assert _bounds([], 99) == [(0, 0)]
+    top = (1 << 64) - 1   # a network reaching the end of the 64-bit space adds no gap after it
+    assert _bounds([(1 << 63, top, 4)], top) == [(0, 0), (1 << 63, 4)]
+
+
+def test_network_lasts_for_every_prefix_length():
+    bits = 64
+    lengths = np.arange(0, 65)
+    prefixes = np.zeros(len(lengths), np.uint64)
+    want = [((1 << (bits - n)) - 1) for n in lengths.tolist()]
+    assert geotable.network_lasts(prefixes, lengths, bits).tolist() == want
+    assert geotable.network_lasts(np.array([0x0A000000], np.uint64), np.array([8]), 32).tolist() == [0x0AFFFFFF]
 
 
 def test_ipv6_networks_longer_than_64_bits_are_asked_of_the_database():
