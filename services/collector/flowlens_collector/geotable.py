@@ -1,6 +1,7 @@
 """An address -> value table made from a MaxMind-format database, looked up a whole column at a time.
 
-The database's networks are read once, at start, into sorted range starts: IPv4 as uint32, IPv6 as
+The database's networks are read once, at start, from its search tree (mmdbtree.py, each distinct
+record decoded once by the maxminddb reader), into sorted range starts: IPv4 as uint32, IPv6 as
 the top 64 bits of the address (every network a routing table carries is /64 or shorter), each
 with its value (an AS number, a packed country code; 0 in the gaps). A column is then answered
 with one ``np.searchsorted`` per family, whatever the addresses: a flood of random sources costs
