@@ -15,15 +15,17 @@ from .supervisor import MAX_BACKOFF_S, STABLE_AFTER_S
 
 SERVICES = ("collector", "store", "analyzer", "web", "notifier", "poller")
 FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter", "input_if", "output_if",
-           "src_as", "dst_as", "as", "dscp", "by", "metric", "step", "order", "severity", "state", "analyzer", "subject",
-           "kind", "key")
+           "src_as", "dst_as", "as", "dscp", "src_country", "dst_country", "country", "by", "metric", "step", "order",
+           "severity", "state", "analyzer", "subject", "kind", "key")
 FILTER_HELP = {"src": "source address or CIDR", "dst": "destination address or CIDR", "addr": "either address",
                "port": "either port", "protocol": "tcp, udp, icmp, ... or a number", "exporter": "exporter address or CIDR",
                "input_if": "input ifIndex (with --exporter)", "output_if": "output ifIndex (with --exporter)",
                "src_as": "source AS number", "dst_as": "destination AS number", "as": "either AS number",
                "dscp": "DSCP 0-63 (tos >> 2)",
+               "src_country": "source country: a code (DE), private, documentation, ... or unknown",
+               "dst_country": "destination country, as --src-country", "country": "either country",
                "by": "top, explore: src, dst, pair, port, src_port, dst_port, protocol, exporter, in_if, out_if, "
-                     "src_as, dst_as, dscp",
+                     "src_as, dst_as, dscp, src_country, dst_country",
                "metric": "top, explore: bytes, packets or flows",
                "step": "series: seconds per point; explore: seconds per step (default: about 300 steps)",
                "order": "flows: time (newest first, default), bytes or packets (largest first)"}

@@ -63,3 +63,13 @@ def test_every_labelled_range_edge_and_its_neighbours():
 ])
 def test_a_few_addresses_everyone_knows(text, label):
     assert country_text(address_labels(addr.from_texts([text]))[0]) == label
+
+
+def test_flowlens_query_takes_country_filters_and_refuses_a_bad_one(capsys):
+    from flowmodel import cli
+
+    args = cli.build_parser().parse_args(["query", "top", "--by", "dst_country", "--src-country", "private",
+                                          "--country", "DE"])
+    assert (args.by, args.src_country, args.country) == ("dst_country", "private", "DE")
+    assert cli.main(["query", "flows", "--dst-country", "Narnia", "--endpoint", "tcp://127.0.0.1:1"]) == 2
+    assert "dst_country: 'Narnia' is not a two-letter country code" in capsys.readouterr().err
