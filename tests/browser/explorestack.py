@@ -56,6 +56,9 @@ def explore_stack(tmp_path) -> WebStack:
     try:
         wait_until(lambda: len(client.flows(limit=500, exporter=EDGE, since=ws.now_ms - 3_600_000)) >= EDGE_FLOWS,
                    timeout_s=15)
+        # the web keeps the names a minute: the options name must be in before a page asks
+        wait_until(lambda: any(i["ifindex"] == 2 and i["name"] == "xe-0/0/2"
+                               for i in client.request("names")["interfaces"]), timeout_s=15)
     finally:
         client.close()
     return ws

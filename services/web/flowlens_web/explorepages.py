@@ -9,6 +9,7 @@ saying so, and the exporter pages show their health without charts.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable, Mapping
 
 from starlette.requests import Request
@@ -29,6 +30,7 @@ ROUTES = ("/explore", "/explore.csv", "/exporters")  # their own series in /metr
 EXPORTER_TOP = 20       # interfaces charted per direction on an exporter's page (the rest are Other)
 INTERFACE_TOP = 10      # talkers charted per direction on an interface's page
 SAMPLING_EXPORTERS = 50  # exporters whose sampling the list shows (the most packets in the last hour)
+NAMES_KEPT_S = 60.0     # how long the names op's reply is used before it is asked again
 
 
 class ExploreUnsupported(Exception):
@@ -38,12 +40,21 @@ class ExploreUnsupported(Exception):
 def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: Callable[[], int]) -> None:
     store = lanes.gate
 
+    kept: dict = {"at": None, "names": ex.Names()}  # the names reply, read again after NAMES_KEPT_S
+
     async def names(request: Request) -> ex.Names:
+        """The store's names, asked at most once per NAMES_KEPT_S (the reply may hold
+        names.max_rows interfaces; names change rarely: SNMP polls hourly)."""
+        at = time.monotonic()
+        if kept["at"] is not None and at - kept["at"] < NAMES_KEPT_S:
+            return kept["names"]
         try:
-            return ex.Names(await lanes.run(request, LIGHT, lambda: store.call(lambda c: c.request("names"), lane=LIGHT)))
+            known = ex.Names(await lanes.run(request, LIGHT, lambda: store.call(lambda c: c.request("names"), lane=LIGHT)))
         except StoreError as e:  # a store without the op (or names turned off): addresses and ifIndexes
             log.debug("no names", extra={"fields": {"error": str(e)}})
-            return ex.Names()
+            known = ex.Names()
+        kept.update(at=at, names=known)
+        return known
 
     async def explore_replies(request: Request, *arg_sets: dict) -> list[dict]:
         def ask():
