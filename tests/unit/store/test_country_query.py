@@ -127,3 +127,14 @@ def test_bad_country_filters_name_their_argument(args, words):
 def test_country_filters_take_codes_labels_and_unknown():
     f = normalise_flow_filters({"src_country": "us", "dst_country": "documentation", "country": "unknown"})
     assert f == {"src_country": pack_country("US"), "dst_country": pack_country("XD"), "country": 0}
+
+
+@pytest.mark.parametrize("by", ["protocol", "src_as", "dst_country"])
+def test_explore_with_a_country_filter_counts_only_its_flows(store, by):
+    eng, flows = store
+    since, until = BASE + 1000, BASE + 6 * HOUR
+    m = ((flows["src_country"] == pack_country("DE")) | (flows["dst_country"] == pack_country("DE"))) & \
+        (flows["time_end"] >= since) & (flows["time_end"] < until)
+    got = eng.explore({"since": since, "until": until, "by": by, "metric": "flows", "country": "DE", "step": 3600})
+    assert got["totals"]["flows"] == int(m.sum()) > 0
+    assert sum(s["total"] for s in got["series"]) + got["other"]["total"] == int(m.sum())
