@@ -146,9 +146,10 @@ def build(reader: Any, path: str, value_of: Callable[[dict], int], dtype: np.dty
     meta = reader.metadata()
     n = meta.node_count
     left, right = mmdbtree.read_records(path, n, meta.record_size)
-    p4, l4, r4, _open = mmdbtree.walk(left, right, n, mmdbtree.ipv4_start(left, right, n, meta.ip_version), 32)
+    v4_root = mmdbtree.ipv4_start(left, right, n, meta.ip_version)
+    p4, l4, r4, _open = mmdbtree.walk(left, right, n, v4_root, 32)
     if meta.ip_version == 6:
-        p6, l6, r6, open64 = mmdbtree.walk(left, right, n, 0, 64)
+        p6, l6, r6, open64 = mmdbtree.walk(left, right, n, 0, 64, skip=v4_root if v4_root < n else -1)
     else:
         p6, l6, r6, open64 = np.zeros(0, np.uint64), np.zeros(0, np.uint8), np.zeros(0, np.uint32), np.zeros(0, np.uint64)
     del left, right

@@ -8,9 +8,11 @@ the maxminddb reader decodes every network's record in Python (about 40,000 netw
 half a minute for a full GeoLite2 database). Each distinct record is then decoded once, by asking
 the reader for an address of a network that points to it.
 
-IPv4 sits at ::/96 of an IPv6 tree, and MaxMind aliases ::ffff:0:0/96 and 2002::/16 to it; the
-IPv6 walk stops at /64 (the table keys IPv6 by its top 64 bits) and reports the nodes still open
-there as /64s holding longer networks.
+IPv4 sits at ::/96 of an IPv6 tree, and MaxMind aliases ::ffff:0:0/96 and 2002::/16 (6to4) to it;
+the IPv6 walk does not enter those aliases (they would copy every IPv4 network into the IPv6
+table; the collector looks IPv4-mapped addresses up as IPv4, and 6to4 ones not at all), stops at
+/64 (the table keys IPv6 by its top 64 bits) and reports the nodes still open there as /64s
+holding longer networks.
 """
 from __future__ import annotations
 
@@ -48,10 +50,12 @@ def read_records(path: str, node_count: int, record_size: int) -> tuple[np.ndarr
     return left, right
 
 
-def walk(left: np.ndarray, right: np.ndarray, node_count: int, start: int, bits: int):
+def walk(left: np.ndarray, right: np.ndarray, node_count: int, start: int, bits: int, skip: int = -1):
     """Breadth first from record ``start`` (a node, or a record standing for the whole space) down
-    ``bits`` levels. Returns (prefix starts as uint64 left-aligned in ``bits`` bits, prefix lengths,
-    data records) of every network with data, and the prefixes of the nodes still open at the end."""
+    ``bits`` levels, not into node ``skip`` (IPv4's root, where the IPv6 walk meets MaxMind's
+    aliases of IPv4). Returns (prefix starts as uint64 left-aligned in ``bits`` bits, prefix
+    lengths, data records) of every network with data, and the prefixes of the nodes still open at
+    the end."""
     found_prefix, found_len, found_rec = [], [], []
     if start >= node_count:
         if start > node_count:
@@ -70,6 +74,8 @@ def walk(left: np.ndarray, right: np.ndarray, node_count: int, start: int, bits:
             found_rec.append(recs[data])
             found_len.append(np.full(int(data.sum()), depth + 1, np.uint8))
         inner = recs < node_count
+        if skip >= 0:
+            inner &= recs != skip
         nodes, prefixes = recs[inner], pref[inner]
         if len(nodes) > 2 * node_count:  # a cycle: a well-formed tree visits each node once per alias
             raise TreeError("the search tree loops")

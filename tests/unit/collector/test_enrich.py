@@ -192,3 +192,11 @@ def test_trees_of_24_and_32_bit_records_ipv4_trees_and_long_ipv6_networks(name):
         want = _expected(path, texts, _ip_value)
         assert sum(1 for v in want if v) >= 10
         assert table.lookup(addr.from_texts(texts)).tolist() == want
+
+
+def test_maxminds_6to4_alias_of_ipv4_is_not_copied_into_the_ipv6_table(enricher):
+    with maxminddb.open_database(ASN_DB) as reader:
+        assert reader.get("2002:100::1")["autonomous_system_number"] == 15169   # the alias of 1.0.0.0
+        v6_networks = sum(1 for net, _ in reader if net.version == 6)
+    assert enricher.asn.lookup(addr.from_texts(["2002:100::1", "1.0.0.1"])).tolist() == [0, 15169]
+    assert len(enricher.asn.v6_starts) <= 2 * v6_networks + 1   # IPv6 networks and their gaps only
