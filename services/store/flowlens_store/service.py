@@ -1,6 +1,8 @@
-"""The store service: bus forwarder (XSUB/XPUB proxy), bus subscriber feeding the ring and the
-writer, and the query server. Started in that order; stopped SUB first (after draining), then the
-writer (commits all), then the query server, and the forwarder last.
+"""The store service: bus forwarder (XSUB/XPUB proxy), warm tier and writer, bus subscriber feeding
+the ring and the writer, the events socket, and the query server (queryserver.py), started in that
+order as flowmodel.lifecycle.Components parts and stopped in reverse: first the flush (SUB drained,
+writer committed, acks and confirmations sent), the forwarder last. The status replies are in
+statusview.py.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from flowmodel import curve
 from flowmodel.bus import (CONTROL_MAX_BYTES, SUBSCRIPTION_MAX_BYTES, max_message_bytes, queue_limit, EVENT_STREAM, TOPIC_ACK, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX,
                            TOPIC_INTERFACES, TOPIC_RESEND, CodecError, GapCounter, Sequencer, decode_batch, decode_body, default_source_id,
                            encode_event, envelope_of)
+from flowmodel.lifecycle import Components, StartError
 from flowmodel.logs import RateLimitedLog, fields
 from flowmodel.notes import check_note
 from flowmodel.protocol import QueryError
@@ -72,15 +75,45 @@ class StoreService:
         # exporter and interface names (names.py): rows from the bus and SQLite, plus the exporters: config
         self.names = names.NameBook(cfg["names.max_interfaces"], cfg["names.max_rows"], cfg["exporters"])
         self.dns: names.ReverseDns | None = None
+        self.parts = self._components()
 
     # ---------------------------------------------------------------- lifecycle
 
+    def _components(self) -> Components:
+        """The parts in start order; they stop in reverse, so the flush at stop (drain the subscriber,
+        commit, confirm) runs first, while the forwarder still carries the last acks."""
+        parts = Components("store")
+        parts.add("context", self._open_context, self._close_context)
+        parts.add("security", self._start_gate, lambda: self.gate.stop())
+        parts.add("forwarder", self._start_forwarder, self._stop_forwarder)
+        parts.add("storage", self._open_storage, lambda: self.writer.stop())
+        parts.add("subscriber", self._connect_subscriber, self._close_subscriber)
+        parts.add("events", self._bind_events, lambda: self.events.close())
+        parts.add("reverse dns", self._start_dns, self._stop_dns)
+        parts.add("queries", lambda: self.queries.start(self._socket, self.gate, self.ring, str(id(self))),
+                  self.queries.stop)
+        parts.add("flush at stop", None, self._flush)
+        return parts
+
     def start(self) -> "StoreService":
-        cfg = self.cfg
+        """Start the parts in order; a part that fails stops the others and its own error is raised."""
+        try:
+            self.parts.start()
+        except StartError as e:
+            raise e.__cause__
+        return self
+
+    def _open_context(self) -> None:
         self.ctx = zmq.Context()
-        self.gate = curve.Gate(cfg).start(self.ctx)
+
+    def _start_gate(self) -> None:
+        self.gate = curve.Gate(self.cfg).start(self.ctx)  # CURVE keys and the ZAP handler, when configured
+
+    def _start_forwarder(self) -> None:
+        """The bus: XSUB for publishers, XPUB for subscribers, joined by zmq.proxy on a thread; every
+        socket that reads from other processes has a message size bound (MAXMSGSIZE)."""
+        cfg = self.cfg
         hwm = queue_limit(cfg)  # these sockets carry flow batches: bounded in bytes, not only messages
-        # 1. forwarder; every socket that reads from other processes has a message size bound (MAXMSGSIZE)
         self._xsub = self._socket(zmq.XSUB)
         self._xsub.setsockopt(zmq.RCVHWM, hwm)
         self._xsub.setsockopt(zmq.MAXMSGSIZE, max_message_bytes(cfg))
@@ -96,7 +129,19 @@ class StoreService:
         ctl_peer = self._socket(zmq.PAIR)
         ctl_peer.connect(f"inproc://store-proxy-{id(self)}")
         self._spawn("bus-proxy", self._proxy, ctl_peer)
-        # 2. warm tier and its writer
+
+    def _stop_forwarder(self) -> None:
+        self._ctl.send(b"TERMINATE")
+        for t in self._threads:
+            if t.name == "bus-proxy":
+                t.join(5)
+        self._ctl.close(linger=0)
+        self._ctl = None
+
+    def _open_storage(self) -> None:
+        """The warm tier, what it remembers (health, delivery and event marks, names), its writer
+        thread, and the ring."""
+        cfg = self.cfg
         warm = WarmWriter(cfg["storage.sqlite_path"], int(cfg["storage.partition_interval"] * 1000),
                           cfg["analysis.anomaly_prefix_v4"], cfg["analysis.anomaly_prefix_v6"], cfg["storage.sqlite_cache"],
                           seal_quiet_s=SEAL_QUIET_S)
@@ -108,8 +153,6 @@ class StoreService:
         self.ledger = delivery.Ledger(delivery.load_streams(warm.db, now_ms()))
         self.event_ledger = eventsink.EventLedger(eventsink.load_marks(warm.db, now_ms()))
         self.names.load(names.load(warm.db))
-        if cfg["names.reverse_dns"]:
-            self.dns = names.ReverseDns(cfg["names.dns_cache"], cfg["names.dns_ttl"]).start()
         self.writer = Writer(warm, cfg["storage.write_queue_batches"], cfg["storage.write_max_rows"],
                              cfg["storage.prune_interval"], int(cfg["storage.sqlite_retention"] * 1000),
                              int(cfg["storage.rollup_retention"] * 1000), int(cfg["storage.advisory_retention"] * 1000),
@@ -122,16 +165,26 @@ class StoreService:
         stored_max = [p[4] for p in warm.partitions.values() if p[4] is not None]
         if stored_max:
             self.ring.evicted_max_time_end = max(stored_max)
-        # 3. subscriber
+
+    def _connect_subscriber(self) -> None:
+        """The store's own subscriber (flows, events, interface names, resend notices) and its ack publisher."""
         self._sub = self._socket(zmq.SUB)
-        self._sub.setsockopt(zmq.RCVHWM, hwm)
+        self._sub.setsockopt(zmq.RCVHWM, queue_limit(self.cfg))
         for topic in (TOPIC_FLOWS_PREFIX, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_INTERFACES):
             self._sub.setsockopt(zmq.SUBSCRIBE, topic)
         self._sub.setsockopt(zmq.SUBSCRIBE, TOPIC_RESEND)
         self._sub.connect(f"inproc://store-subscribers-{id(self)}")
         self._acks = self._socket(zmq.PUB)
         self._acks.connect(f"inproc://store-bus-{id(self)}")
-        # 3b. the events socket: advisories apart from flow batches, each confirmed once committed
+
+    def _close_subscriber(self) -> None:
+        if self._sub is not None:
+            self._sub.close(linger=0)
+            self._sub = None
+
+    def _bind_events(self) -> None:
+        """The events socket: advisories apart from flow batches, each confirmed once committed."""
+        cfg = self.cfg
         self.events = eventsink.EventSink(self.event_ledger, self._confirmed_event,
                                           lambda mark: self.writer.offer_event(eventsink.MARK_ONLY, mark), self._health,
                                           cfg["storage.sqlite_path"], self._ack_sequencer)
@@ -139,9 +192,14 @@ class StoreService:
         events_sock.setsockopt(zmq.MAXMSGSIZE, CONTROL_MAX_BYTES)
         self.events.bind(events_sock, cfg["storage.events_bind"], cfg["bus.events_high_water_mark"],
                          lambda sock, endpoint: self.gate.bind(sock, endpoint, curve.EVENTS))
-        # 4. query server: cheap ops on its front thread, the rest on workers with their own SQLite connections
-        self.queries.start(self._socket, self.gate, self.ring, str(id(self)))
-        return self
+
+    def _start_dns(self) -> None:
+        if self.cfg["names.reverse_dns"]:
+            self.dns = names.ReverseDns(self.cfg["names.dns_cache"], self.cfg["names.dns_ttl"]).start()
+
+    def _stop_dns(self) -> None:
+        if self.dns is not None:
+            self.dns.stop()
 
     def _socket(self, kind: int) -> zmq.Socket:
         s = self.ctx.socket(kind)
@@ -158,34 +216,22 @@ class StoreService:
         self._stop.set()
 
     def stop(self) -> None:
-        """Safe twice. SUB drained and closed, writer committed, REP closed, proxy stopped last."""
-        if self.ctx is None:
-            return
-        if self.dns is not None:
-            self.dns.stop()
-        if self._sub is not None:
-            self._drain()
-            self._sub.close(linger=0)
-            self._sub = None
-        if self.writer is not None:
-            self.writer.stop()
-            self._send_acks()  # what the last transaction committed, while the forwarder still runs
-        if self.events is not None:
-            if self.events.sock is not None and self.writer is not None:
-                self.events.confirm()
-            self.events.close()
-        self.queries.stop()
-        if self._ctl is not None:
-            self._ctl.send(b"TERMINATE")
-            for t in self._threads:
-                if t.name == "bus-proxy":
-                    t.join(5)
-            self._ctl.close(linger=0)
-            self._ctl = None
-        if self.gate is not None:
-            self.gate.stop()
-        # sockets whose thread never started (a bind failed half-way) or has ended are closed here;
-        # term() would otherwise wait for them forever
+        """Safe twice: the parts in reverse (SUB drained, writer committed, acks and confirmations
+        sent; queries, events, subscriber closed; the forwarder stopped last)."""
+        self.parts.stop()
+
+    def _flush(self) -> None:
+        self._drain()
+        self._sub.close(linger=0)
+        self._sub = None
+        self.writer.stop()
+        self._send_acks()  # what the last transaction committed, while the forwarder still runs
+        if self.events.sock is not None:
+            self.events.confirm()
+
+    def _close_context(self) -> None:
+        """Sockets whose thread never started (a bind failed half-way) or has ended are closed here;
+        term() would otherwise wait for them forever."""
         alive = [t.name for t in self._threads if t.is_alive()] + self.queries.alive
         if alive:
             log.warning("threads still running at stop", extra=fields(threads=alive))
