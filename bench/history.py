@@ -298,6 +298,49 @@ QUESTIONS = [
 ]
 
 
+# explore (issue 15): the top 10 of a dimension with each key's series, as the Explore page asks
+EXPLORE = [(by, hours * HOUR_MS) for by in ("src", "in_if") for hours in (1, 24, 72)]
+
+
+@dataclass
+class ExploreTiming:
+    by: str
+    window_ms: int
+    p50_s: float
+    p95_s: float
+    runs: int
+    source: str
+    steps: int
+    adds_up: bool       # totals == sum of the series + other, and == top's totals
+    error: str = ""
+
+
+def time_explore(client, end_ms: int, runs: int) -> list[ExploreTiming]:
+    """p50/p95 (nearest rank) of ``runs`` explore requests per (dimension, window); the first of
+    them meets a cold rollup cache."""
+    from flowmodel.client import StoreError, StoreUnavailable
+
+    out = []
+    for by, window in EXPLORE:
+        since, until = end_ms - window, end_ms
+        took, reply = [], None
+        try:
+            for _ in range(runs):
+                t = time.perf_counter()
+                reply = client.explore(by, since=since, until=until, limit=10)
+                took.append(time.perf_counter() - t)
+            top = client.top(by=by, limit=10, scaled=True, since=since, until=until)
+        except (StoreError, StoreUnavailable) as e:
+            out.append(ExploreTiming(by, window, float("nan"), float("nan"), len(took), "", 0, False, str(e)))
+            continue
+        took.sort()
+        adds = (sum(x["total"] for x in reply["series"]) + reply["other"]["total"] == reply["totals"]["bytes"]
+                and reply["totals"] == top["totals"])
+        out.append(ExploreTiming(by, window, took[(len(took) - 1) // 2], took[-(-95 * len(took) // 100) - 1],
+                                 len(took), reply["source"], len(reply["times"]), adds))
+    return out
+
+
 @dataclass
 class Answer:
     question: str
@@ -415,6 +458,7 @@ class Result:
     store_rss_peak: int
     store_rss_idle: int
     repeat: int
+    explore: list = field(default_factory=list)
 
 
 def window_end(now_ms: int) -> int:
@@ -463,13 +507,14 @@ def run_once(n: int, tmp: Path, hours: int = HOURS, repeat: int = REPEAT, log=pr
         rss_idle = psutil.Process(store_pid).memory_info().rss
         with RssPeak(store_pid) as peak:
             answers = ask_all(client, files_dir, end_ms, host, repeat, log)
+            explore = time_explore(client, end_ms, 3 * repeat + 1)
         db = sqlite_bytes(cfg["storage"]["sqlite_path"])
     finally:
         client.close()
         for name in ("collector", "store"):
             if name in procs:
                 procs[name].stop()
-    return Result(loaded, answers, host, db, nf.files_bytes(files_dir), peak.peak, rss_idle, repeat)
+    return Result(loaded, answers, host, db, nf.files_bytes(files_dir), peak.peak, rss_idle, repeat, explore)
 
 
 def wait_collector(client, timeout_s: float = 20.0) -> None:
@@ -494,6 +539,12 @@ def table(res: Result) -> str:
     lines.append(f"| disk per flow (SQLite file + WAL vs nfcapd -y files) | {res.sqlite_bytes / n:.0f} B |"
                  f" {res.nfcapd_bytes / n:.0f} B | {res.nfcapd_bytes / max(res.sqlite_bytes, 1):.2f} |"
                  f" {res.sqlite_bytes:,} vs {res.nfcapd_bytes:,} bytes |")
+    if res.explore:
+        lines += ["", "| explore (top 10 with series) | p50 s | p95 s | runs | source | steps | adds up |",
+                  "| --- | ---: | ---: | ---: | --- | ---: | --- |"]
+        for e in res.explore:
+            lines.append(f"| by {e.by}, last {e.window_ms // HOUR_MS} h | {e.p50_s:.3f} | {e.p95_s:.3f} | {e.runs} |"
+                         f" {e.source or 'error: ' + e.error[:200]} | {e.steps} | {'yes' if e.adds_up else 'NO'} |")
     return "\n".join(lines)
 
 
@@ -516,6 +567,10 @@ def run(report) -> None:
                "agrees with nfdump" if a.agree else a.note[:200])
         report("history", f"{a.question}: nfdump", a.nfdump_s, "s",
                "" if a.flowlens_s is None else f"ratio nfdump/FlowLens {a.nfdump_s / a.flowlens_s:.2f}")
+    for e in res.explore:
+        name = f"explore by {e.by}, {e.window_ms // HOUR_MS} h"
+        report("history", f"{name}: p50", e.p50_s, "s", f"{e.runs} runs, {e.source or e.error[:150]}")
+        report("history", f"{name}: p95", e.p95_s, "s", "nearest rank" + ("" if e.adds_up else "; totals DO NOT add up"))
     report("history", "disk per flow: FlowLens SQLite + WAL", res.sqlite_bytes / n, "bytes", f"{n:,} flows, sealed")
     report("history", "disk per flow: nfcapd -y files", res.nfcapd_bytes / n, "bytes", "LZ4, 5-minute files")
     report("history", "store RSS peak while answering", res.store_rss_peak / 1e6, "MB", "psutil, every 20 ms")

@@ -67,3 +67,12 @@ def test_series_totals_are_the_windows(result):
 def test_flow_page_of_one_host(result):
     (a,) = [a for a in result.answers if a.question == "50 flows of one host, 24 h"]
     assert 0 < a.flowlens_answer == a.nfdump_answer <= 50   # an ordinary host: it may have fewer here
+
+
+def test_explore_adds_up_and_answers_sealed_days_from_rollups(result):
+    got = {(e.by, e.window_ms // history.HOUR_MS): e for e in result.explore}
+    assert set(got) == {(by, h) for by in ("src", "in_if") for h in (1, 24, 72)}
+    assert [k for k, e in got.items() if e.error or not e.adds_up] == []
+    for by in ("src", "in_if"):  # every partition is sealed: whole hours and 5-minute steps are rollups
+        assert got[by, 24].source == "rollups" and got[by, 24].steps == 288
+        assert got[by, 72].source == "rollups" and got[by, 72].steps == 72
