@@ -201,7 +201,7 @@ def _from_rollups(engine, db, f: dict, by: str, grid, scaled: bool, metric: str,
         rows = _concat([rows, raw], w)
         everything = _by_step(rows, steps) + _by_step(other_rows, steps)
         return (_by_key(rows), rows, everything), approximate or bool(len(other_rows["i"])), _source(fine)
-    totals, _others = histops.key_rows(engine, db, by, coarse.pieces, H.fold_by(None), None, scaled, host)
+    totals, _others = histops.key_rows(engine, db, by, coarse.pieces, None, None, scaled, host, only=metric)
     tk, tv = _by_key(_concat([totals, {**raw, "i": np.zeros(len(raw["i"]), np.int64)}], w))
     chosen = tk[P.top_groups(tv[METRICS.index(metric)], limit)] if len(tk) else tk
     rows, _others = histops.key_rows(engine, db, by, fine.pieces, fold, grid, scaled, host, chosen=chosen)

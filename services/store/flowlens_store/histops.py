@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowmodel.protocol import METRICS
+
 from . import blockread as B
 from . import histread as H
 from . import planner as P
@@ -256,12 +258,31 @@ def _gather_chosen(engine, db, dim: str, pieces: list, chosen: np.ndarray, fold)
     return fold(out) if got else out
 
 
+def _hist_value(metric: str, scaled: bool) -> str:
+    return {"bytes": "sbytes", "packets": "spackets"}.get(metric, metric) if scaled else metric
+
+
+def fold_one(name: str):
+    """A gather fold summing only the value ``name`` per (other, key): what a top's first pass needs,
+    a fifth of fold_by(None)'s sums (the other values are dropped)."""
+    def fold(rows: dict) -> dict:
+        n = len(rows["t"])
+        if n == 0:
+            return {k: rows[k] for k in ("t", "k", "other", name)}
+        k = rows["k"]
+        rep, (total,), _c = P.group_rows([k[:, j] for j in range(k.shape[1])] + [rows["other"].astype(np.uint64)],
+                                         rows[name])
+        return {"t": np.zeros(len(rep), np.int64), "k": k[rep], "other": rows["other"][rep], name: total}
+    return fold
+
+
 def key_rows(engine, db, by: str, pieces: list, fold, grid, scaled: bool, host: bytes | None = None,
-             chosen: np.ndarray | None = None) -> tuple[dict, dict]:
+             chosen: np.ndarray | None = None, only: str | None = None) -> tuple[dict, dict]:
     """The rollup rows of keydims.HIST_DIM[by] over ``pieces`` as explore rows ('i' step index on
     ``grid`` (first, step_ms, steps), 0 when None; 'k' the key words of ``by``; 'v' (3, n) bytes,
     packets, flows), only exporter ``host``'s and only the ``chosen`` keys' when given; and the
-    capped "other" rows, which no key owns."""
+    capped "other" rows, which no key owns. ``only`` (a metric): only its sums are gathered (with
+    fold_one, whatever ``fold`` says); the other two read 0."""
     from . import keydims as K
 
     dim = K.HIST_DIM[by]
@@ -271,9 +292,15 @@ def key_rows(engine, db, by: str, pieces: list, fold, grid, scaled: bool, host: 
     elif chosen is not None and dim in CHUNKED_DIMS and by != "dscp":
         rows = _gather_chosen(engine, db, dim, pieces, chosen, fold)
     else:
+        if only is not None:
+            fold = fold_one(_hist_value(only, scaled))
         rows = H.gather(db, dim, pieces, engine._check, fold=fold, cache=engine.rollup_cache)
-    b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])
-    v = np.stack([b, p, rows["flows"]]) if len(b) else np.zeros((3, 0), np.uint64)
+    if only is not None:
+        v = np.zeros((3, len(rows["t"])), np.uint64)
+        v[METRICS.index(only)] = rows[_hist_value(only, scaled)]
+    else:
+        b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])
+        v = np.stack([b, p, rows["flows"]]) if len(b) else np.zeros((3, 0), np.uint64)
     k = K.from_hist_words(by, rows["k"].reshape(len(rows["t"]), w))
     i = (rows["t"] - grid[0]) // grid[1] if grid is not None else np.zeros(len(rows["t"]), np.int64)
     other = rows["other"]
