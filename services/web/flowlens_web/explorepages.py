@@ -31,6 +31,7 @@ EXPORTER_TOP = 20       # interfaces charted per direction on an exporter's page
 INTERFACE_TOP = 10      # talkers charted per direction on an interface's page
 SAMPLING_EXPORTERS = 50  # exporters whose sampling the list shows (the most packets in the last hour)
 NAMES_KEPT_S = 60.0     # how long the names op's reply is used before it is asked again
+UNSUPPORTED = "this store does not answer the explore op yet (it is older than this web); upgrade the store service"
 
 
 class ExploreUnsupported(Exception):
@@ -78,9 +79,6 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
             return ""
         return ev.sampling_text(int(rows[0].get("sampling_rate") or 0)) or "unknown rate"
 
-    def unsupported(template: str, status: int = 502, **ctx) -> Response:
-        return page(template, status, **{**ctx, "error": "this store does not answer the explore op yet (it is "
-                                                         "older than this web); upgrade the store service"})
 
     # ------------------------------------------------------------------ /explore
 
@@ -109,7 +107,7 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
         try:
             reply, = await explore_replies(request, q.store_args())
         except ExploreUnsupported:
-            return unsupported("explore.xhtml", **ctx)
+            return page("explore.xhtml", 502, **{**ctx, "error": UNSUPPORTED})
         except StoreError as e:
             if as_csv:
                 return Response(f"the store refused this view: {e}\n", 400, media_type="text/plain; charset=utf-8")
@@ -176,16 +174,10 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
         q_out = ex.ExploreQuery({**q_in.form, "by": "out_if"}, base, "out_if", "bps", EXPORTER_TOP, trange)
         health = ev.health_rows(await lanes.query(request, "exporters"), now, only=address)
         known = await names(request)
-        ctx = {"title": f"Exporter {known.exporter(address)}", "nav": "exporters", "address": address,
-               "label": known.exporter(address), "info": known.exporter_info(address), "health": health,
-               "range_bar": trange.bar(f"/exporters/{address}"), "in_view": None, "out_view": None, "error": None,
-               "interfaces": ev.interface_rows(address, known, None, None, trange.query()), "sampling": "",
-               "explore_href": ex.url("/explore", {"by": "in_if", "exporter": address, **trange.query()}),
-               "flows_href": ex.url("/flows", {"exporter": address, **trange.query()})}
         try:
             r_in, r_out = await explore_replies(request, q_in.store_args(), q_out.store_args())
         except ExploreUnsupported:
-            return unsupported("exporter.xhtml", 200, **ctx)
+            return page("exporter.xhtml", **ev.exporter_context(address, known, health, trange, error=UNSUPPORTED))
 
         def if_href(key: str) -> Callable[[Mapping], str | None]:
             def href(flt: Mapping) -> str | None:
@@ -194,9 +186,8 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
             return href
         in_view = ex.explore_view(q_in, r_in, known, href_of=if_href("input_if"), with_exporter=False)
         out_view = ex.explore_view(q_out, r_out, known, href_of=if_href("output_if"), with_exporter=False)
-        return page("exporter.xhtml", **{**ctx, "in_view": in_view, "out_view": out_view,
-                                         "interfaces": ev.interface_rows(address, known, in_view, out_view, trange.query()),
-                                         "sampling": await sampling(request, address, trange)})
+        return page("exporter.xhtml", **ev.exporter_context(address, known, health, trange, in_view, out_view,
+                                                            await sampling(request, address, trange)))
 
     @app.api_route("/exporters/{address}/if/{ifindex}", methods=GET)
     async def interface(request: Request):
@@ -214,19 +205,12 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
                                "bps", INTERFACE_TOP, trange)
         q_out = ex.ExploreQuery({"by": "dst", "metric": "bps", "top": str(INTERFACE_TOP), **out_flt}, out_flt, "dst",
                                 "bps", INTERFACE_TOP, trange)
-        info = known.interface(address, ifindex)
-        ctx = {"title": f"{known.interface_label(address, ifindex)} on {known.exporter(address)}", "nav": "exporters",
-               "address": address, "exporter_label": known.exporter(address), "ifindex": ifindex, "info": info,
-               "speed": ex.fmt.human_rate(speed, "bps") if speed else "", "error": None,
-               "range_bar": trange.bar(f"/exporters/{address}/if/{ifindex}"), "in_view": None, "out_view": None,
-               "exporter_href": ex.url(f"/exporters/{address}", trange.query()),
-               "explore_in": ex.url("/explore", q_in.params()), "explore_out": ex.url("/explore", q_out.params()),
-               "flows_in": ex.url("/flows", ex.flows_params(in_flt, trange) or {}),
-               "flows_out": ex.url("/flows", ex.flows_params(out_flt, trange) or {})}
+        links = {"explore_in": ex.url("/explore", q_in.params()), "explore_out": ex.url("/explore", q_out.params())}
         try:
             r_in, r_out = await explore_replies(request, q_in.store_args(), q_out.store_args())
         except ExploreUnsupported:
-            return unsupported("interface.xhtml", 200, **ctx)
-        return page("interface.xhtml", **{
-            **ctx, "in_view": ex.explore_view(q_in, r_in, known, total_speed_bps=speed),
-            "out_view": ex.explore_view(q_out, r_out, known, total_speed_bps=speed)})
+            return page("interface.xhtml", **ev.interface_context(address, ifindex, known, trange, **links,
+                                                                  error=UNSUPPORTED))
+        return page("interface.xhtml", **ev.interface_context(
+            address, ifindex, known, trange, **links, in_view=ex.explore_view(q_in, r_in, known, total_speed_bps=speed),
+            out_view=ex.explore_view(q_out, r_out, known, total_speed_bps=speed)))

@@ -10,7 +10,8 @@ import ipaddress
 from typing import Any, Mapping
 
 from . import formatters as fmt
-from .explore import Names, url
+from .explore import Names, flows_params, url
+from .timerange import TimeRange
 
 
 class PathError(ValueError):
@@ -164,4 +165,34 @@ def sampling_by_exporter(scaled: Mapping, unscaled: Mapping) -> dict[str, str]:
         return out
     raw = packets(unscaled)
     return {a: sampling_text(p / raw[a]) for a, p in packets(scaled).items() if raw.get(a)}
+
+
+def exporter_context(address: str, names: Names, health: list[dict], trange: TimeRange,
+                     in_view: Mapping | None = None, out_view: Mapping | None = None, sampling: str = "",
+                     error: str | None = None) -> dict:
+    """exporter.xhtml's context: without views (a store with no explore op) health and names only."""
+    q = trange.query()
+    return {"title": f"Exporter {names.exporter(address)}", "nav": "exporters", "address": address,
+            "label": names.exporter(address), "info": names.exporter_info(address), "health": health,
+            "range_bar": trange.bar(f"/exporters/{address}"), "in_view": in_view, "out_view": out_view,
+            "error": error, "interfaces": interface_rows(address, names, in_view, out_view, q), "sampling": sampling,
+            "explore_href": url("/explore", {"by": "in_if", "exporter": address, **q}),
+            "flows_href": url("/flows", {"exporter": address, **q})}
+
+
+def interface_context(address: str, ifindex: int, names: Names, trange: TimeRange, explore_in: str,
+                      explore_out: str, in_view: Mapping | None = None, out_view: Mapping | None = None,
+                      error: str | None = None) -> dict:
+    """interface.xhtml's context; ``explore_in``/``explore_out``: its Explore views each way."""
+    speed = names.speed_bps(address, ifindex)
+    in_flt = {"exporter": address, "input_if": ifindex}
+    out_flt = {"exporter": address, "output_if": ifindex}
+    return {"title": f"{names.interface_label(address, ifindex)} on {names.exporter(address)}", "nav": "exporters",
+            "address": address, "exporter_label": names.exporter(address), "ifindex": ifindex,
+            "info": names.interface(address, ifindex), "speed": fmt.human_rate(speed, "bps") if speed else "",
+            "error": error, "range_bar": trange.bar(f"/exporters/{address}/if/{ifindex}"), "in_view": in_view,
+            "out_view": out_view, "exporter_href": url(f"/exporters/{address}", trange.query()),
+            "explore_in": explore_in, "explore_out": explore_out,
+            "flows_in": url("/flows", flows_params(in_flt, trange) or {}),
+            "flows_out": url("/flows", flows_params(out_flt, trange) or {})}
 

@@ -210,3 +210,32 @@ def test_sampling_from_scaled_and_unscaled_packets():
     rows = ev.exporter_rows({"exporters": [{"exporter": "192.0.2.1", "observation_domain": 0}]}, ex.Names(), NOW,
                             {"192.0.2.1": "1 in 100"})
     assert rows[0]["sampling"] == "1 in 100"
+
+
+@pytest.mark.parametrize("with_views", [True, False])
+def test_exporter_and_interface_pages_render(with_views):
+    """Both pages render as XHTML with their charts, and without them (a store with no explore op:
+    the reason in words, health and names still shown)."""
+    from flowlens_web.timerange import TimeRange
+
+    names = ex.Names(NAMES)
+    trange = TimeRange.last("1h", NOW)
+    health = ev.health_rows({"exporters": [{"exporter": "192.0.2.1", "observation_domain": 0, "version": 10,
+                                            "packets": 5, "flows": 7, "templates": 2, "last_seen": NOW}]}, NOW,
+                            only="192.0.2.1")
+    q = query(by="in_if", exporter="192.0.2.1")
+    view = ex.explore_view(q, reply(), names) if with_views else None
+    error = None if with_views else "this store does not answer the explore op yet"
+    ctx = ev.exporter_context("192.0.2.1", names, health, trange, view, view, "1 in 100" if with_views else "", error)
+    root = parse(render.Renderer().page("exporter.xhtml", **base_ctx(**ctx)))
+    assert "edge-1 (192.0.2.1)" in "".join(root.xpath("//h:h1//text()", namespaces=NS))
+    assert len(root.xpath("//h:figure[@class='stack']", namespaces=NS)) == (2 if with_views else 0)
+    assert bool(root.xpath("//h:p[@class='error']", namespaces=NS)) is not with_views
+    ifcells = root.xpath("//h:table[contains(@class, 'interfaces')]/h:tbody/h:tr/h:td[2]", namespaces=NS)
+    assert ["".join(td.itertext()) for td in ifcells] == (["Gi0/3", "-"] if with_views else ["Gi0/3"])
+    ictx = ev.interface_context("192.0.2.1", 3, names, trange, "/explore?a=1", "/explore?a=2", view, view, error)
+    iroot = parse(render.Renderer().page("interface.xhtml", **base_ctx(**ictx)))
+    assert "Gi0/3" in "".join(iroot.xpath("//h:h1//text()", namespaces=NS))
+    facts = ["".join(dd.itertext()) for dd in iroot.xpath("//h:dl[@class='facts']/h:dd", namespaces=NS)]
+    assert facts == ["3", "uplink <isp>", "1 kbps", "snmp"]  # ifIndex, description (escaped), speed, named by
+    assert len(iroot.xpath("//h:table[contains(@class, 'explore')]", namespaces=NS)) == (2 if with_views else 0)
