@@ -287,3 +287,29 @@ def test_flows_order_must_be_known(store):
     eng, _flows = store
     with pytest.raises(QueryError, match="order 'size' is not one of time, bytes, packets"):
         eng.flows({"order": "size"})
+
+
+def test_partitions_sealed_before_the_5_minute_interface_rollups_are_read_raw(tmp_path, monkeypatch):
+    """A partition sealed when in_if was kept hourly only has no 5-minute blob: explore must not
+    answer zeros from it, but read its flows."""
+    from flowlens_store import hists
+    flows = FlowBatch.concat([make_batch(800, t0=BASE + h * HOUR + 5_000, spacing_ms=4000, seed=h) for h in range(2)])
+    path = str(tmp_path / "f.db")
+    w = WarmWriter(path, HOUR, 24, 64)
+    w.write_flows(with_seq(flows, 1))
+    with monkeypatch.context() as m:
+        m.setitem(hists.DIMS, "in_if", (3_600_000,))
+        assert w.seal_due(BASE + 3 * HOUR) == 2
+    ring = Ring(10)
+    ring.evicted_max_time_end = int(flows["time_end"].max())
+    eng = QueryEngine(ring, path, 600_000, 10_000, 10.0, clock=lambda: BASE + 4 * HOUR)
+    try:
+        args = {"since": BASE, "until": BASE + 2 * HOUR, "by": "in_if", "step": 300, "limit": 20}
+        got = eng.explore(args)
+        assert got["source"] == "sqlite" and got["totals"]["flows"] == flows.count
+        assert got == raw_too(eng, "explore", args)
+        hourly = eng.explore({**args, "step": 3600})
+        assert hourly["source"] == "rollups" and hourly["totals"] == got["totals"]
+    finally:
+        eng.close()
+        w.close()
