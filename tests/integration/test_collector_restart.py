@@ -185,3 +185,41 @@ def test_ipfix_after_sigkill_templates_decode_at_once_and_the_gap_is_lost(tmp_pa
         assert not row["decode_errors"]
     finally:
         stack.close()
+
+
+def test_sigkill_mid_stream_counts_exactly_what_no_run_kept(tmp_path):
+    """The collector SIGKILLed while an exporter keeps sending, without waiting for any save: the
+    restarted collector continues each exporter's numbering from the last mark whose flows were made
+    durable (seqmarks.py), so sent = stored + counted lost, exactly (v9 packets of one flow each)."""
+    stack = Stack(tmp_path)
+    sender = Sender(stack, rate=1000)
+    try:
+        stack.start_collector()
+        sender.start()
+        stack.row_when(lambda r: r["flows"] >= 1500)
+        stack.collector.proc.send_signal(signal.SIGKILL)
+        stack.collector.proc.wait(10)
+        at_kill = sender.sent
+        wait_until(lambda: sender.sent >= at_kill + 500, timeout_s=10)  # sent while no collector runs
+        second = stack.start_collector()
+        stack.row_when(lambda r: r["packets"] >= 1000)
+        sender.halt.set()
+        sender.join(5)
+        assert second.stop() == 0
+        row = stack.row_when(lambda r: r["packets"] == stopped_datagrams(second))
+        lost = row["sequence_lost"]
+
+        def settled():
+            status = stack.client.status()
+            return status if status["flows_committed"] + lost >= sender.sent else None
+        try:
+            status = wait_until(settled, timeout_s=20)
+        except AssertionError:
+            status = stack.client.status()
+        stored = status["flows_committed"]
+        assert status["delivery"]["lost_flows"] == 0 and status["delivery"]["duplicate_flows"] >= 0
+        assert lost >= 500 and row["sequence_resets"] == 0
+        assert sender.sent == stored + lost, f"sent {sender.sent}, stored {stored}, counted lost {lost}"
+    finally:
+        sender.halt.set()
+        stack.close()

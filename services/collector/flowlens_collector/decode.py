@@ -182,14 +182,22 @@ class Decoder:
             now_ms = time.time_ns() // 1_000_000
         return self._templated.load_state(state, now_ms)
 
-    def sequence_state(self) -> list[list]:
+    def sequence_expected(self) -> dict[tuple, int]:
+        """(exporter, port, version, domain) -> the sequence number expected next (a copy): cheap, for
+        telling which streams moved since an earlier copy."""
+        return self.acct.seq.expected()
+
+    def sequence_state(self, streams=None) -> list[list]:
         """What each exporter's sequence numbering expects next, for a restart to count the gap:
         [exporter, port, version, domain, expected next, last seen ms, IPFIX numbering or None] per
-        stream. The time is the last packet of its (exporter, domain), or the restored one for a
-        stream not heard from since the restart."""
+        stream (of ``streams`` only, when given). The time is the last packet of its (exporter,
+        domain), or the restored one for a stream not heard from since the restart."""
         out = []
         restored = self._seq_restored_ms
-        for stream, expected in self.acct.seq.expected().items():
+        expected_by_stream = self.acct.seq.expected()
+        if streams is not None:
+            expected_by_stream = {s: expected_by_stream[s] for s in streams if s in expected_by_stream}
+        for stream, expected in expected_by_stream.items():
             host, port, version, domain = stream
             s = self.exporters.get_tracked(host, domain)
             last = s.last_seen if s is not None and s.packets else restored.get(stream)

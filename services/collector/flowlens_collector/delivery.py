@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 import zmq
 
@@ -45,19 +46,40 @@ class Delivery:
         self.unconfirmed_since_ms = 0  # when the store stopped confirming (0: it confirms)
         self.lost_by_stream: dict[str, int] = {}  # the store's count of flows it never got, per stream of ours
         self.own_streams: set[str] = set()
+        # seqmarks.py: called with (stream, batch_seq) of the batch that ends a publication before it is
+        # sent, and of the newest batch made durable (confirmed, or spooled and flushed)
+        self.before_send: Callable[[str, int], None] | None = None
+        self.on_durable: Callable[[str, int], None] | None = None
+        self._spooled_mark: tuple[str, int] | None = None
         self._rlog = RateLimitedLog(log)
 
-    def open(self, stream: str, pub: zmq.Socket, acks: zmq.Socket) -> None:
-        """Take back what an earlier run spooled; this run's batches are ``stream``."""
-        self.stream, self.pub, self.acks = stream, pub, acks
+    def open_spool(self) -> dict[str, int]:
+        """Take back what an earlier run spooled; returns stream -> the newest batch_seq spooled."""
         self.outbox.open()
+        through: dict[str, int] = {}
+        for e in self.outbox.entries:
+            through[e.stream] = max(e.batch_seq, through.get(e.stream, 0))
+        return through
+
+    def open(self, stream: str, pub: zmq.Socket, acks: zmq.Socket) -> None:
+        """This run's batches are ``stream``; an earlier run's spooled ones go first."""
+        self.stream, self.pub, self.acks = stream, pub, acks
         self._need_notice = bool(self.outbox.entries)  # an earlier run's batches: say where they start
         self.own_streams = {self.stream} | {e.stream for e in self.outbox.first_of_each_stream()}
         self._last_progress = time.monotonic()
 
     def close(self) -> None:
-        """Spool what is still held (the next run sends it again)."""
+        """Spool what is still held (the next run sends it again): durable from then on."""
         self.outbox.close()
+        self._note_spooled(synced=True)
+
+    def _note_spooled(self, synced: bool = False) -> None:
+        newest = self.outbox.newest_spooled()
+        if newest is None or (newest.stream, newest.batch_seq) == self._spooled_mark:
+            return
+        if (synced or self.outbox.sync()) and self.on_durable is not None:
+            self._spooled_mark = (newest.stream, newest.batch_seq)
+            self.on_durable(newest.stream, newest.batch_seq)
 
     # ---------------------------------------------------------------- producer side
 
@@ -72,6 +94,9 @@ class Delivery:
             self.flows_before += flows
             self.counters["published_batches"] += 1
             self.counters["published_flows"] += flows
+        if taken and self.before_send is not None:
+            self.before_send(self.stream, self.batch_seq)
+        self._note_spooled()
         self.pump()
 
     def pump(self) -> None:
@@ -133,6 +158,9 @@ class Delivery:
         ob = self.outbox
         before_flows = ob.flows
         n = ob.ack(acked)
+        if self.on_durable is not None:
+            for stream, seq in acked.items():
+                self.on_durable(stream, seq)
         if n:
             self.counters["acked_batches"] += n
             self.counters["acked_flows"] += before_flows - ob.flows

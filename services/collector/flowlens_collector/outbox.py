@@ -116,6 +116,22 @@ class Outbox:
                 break
         self._bound()
 
+    def sync(self) -> bool:
+        """Hand what was spooled to the kernel (no fsync): then a killed process loses none of it.
+        False when that failed (counted)."""
+        if self._file is None:
+            return True
+        try:
+            self._file.flush()
+            return True
+        except OSError as e:
+            self.spool_errors += 1
+            log.warning("cannot write the spool", extra=fields(path=self.spool_path, error=str(e)))
+            return False
+
+    def newest_spooled(self) -> Entry | None:
+        return self.entries[self.spooled - 1] if self.spooled else None
+
     def body(self, entry: Entry) -> bytes | None:
         if entry.body is not None:
             return entry.body

@@ -39,9 +39,8 @@ GROUPS_PER_WAKEUP = 16             # then timers and the stop flag are checked a
 RECEIVE_COALESCE_S = 0.001
 FEW_DATAGRAMS = 64
 EXPIRE_INTERVAL_MS = 1000          # how often the decoder drops stale held data sets and templates
-# Restart state (templates, exporters' sequence numbers) is saved at most this often, and only what
-# changed: a template is on disk about a second after it arrives, and a restart counts what an
-# exporter sent while the collector was down from sequence numbers at most this old.
+# Restart state is saved at most this often, and only what changed: a template is on disk about a
+# second after it arrives; the sequence file follows the durable flows (journaled in between, seqmarks.py).
 STATE_SAVE_INTERVAL_MS = 1000
 POLL_MAX_MS = 250
 STOP_DRAIN_MAX_S = 5.0             # SIGTERM: read what the kernel already holds, for at most this long
@@ -50,6 +49,9 @@ STOP_DRAIN_MAX_S = 5.0             # SIGTERM: read what the kernel already holds
 # kernel keeps the datagrams that arrive meanwhile.
 SUBSCRIBER_WAIT_S = 5.0
 PUB_LINGER_AT_STOP_MS = 2000       # let queued batches reach the bus before the socket closes
+# After a crash the previous run's last batches may be committed but unconfirmed: the store's first
+# ack (it acks every 200 ms) says so; the loop waits this long for it, once subscribed, before reading.
+MARKS_ACK_WAIT_S = 2.0
 DELIVERY_INTERVAL_MS = 50          # how often acks are read and held batches (re)sent
 # A health event carries the exporter rows that changed since the previous one; the whole table goes
 # out this often, in the first event, in the last, and when a subscriber of health events appears.
@@ -127,9 +129,15 @@ class Collector:
         self._started = False
         self._next_stats_ms = self._next_expire_ms = self._next_save_ms = 0
         self._next_full_ms = 0  # the next health event carries the whole exporter table from then on
-        # templates and sequence state, saved for the next run (restart_state.py)
+        # templates and sequence state, saved for the next run (restart_state.py); the sequence marks
+        # follow the batches: journaled before one is sent, durable once it is confirmed or spooled
         self.state = RestartState(self.decoder, cfg["collector.template_path"],
-                                  int(cfg["collector.template_lifetime"] * 1000), self.counters)
+                                  int(cfg["collector.template_lifetime"] * 1000), self.counters,
+                                  cfg["collector.unacked_max_bytes"])
+        self.delivery.before_send = lambda stream, seq: self.state.marks.record(stream, seq, self.decoder)
+        self.delivery.on_durable = self.state.marks.durable_through
+        self._spooled_through: dict[str, int] = {}
+        self._marks_deadline = 0.0
         self._rlog = RateLimitedLog(log)
         self.parts = self._components()
 
@@ -140,9 +148,11 @@ class Collector:
         the listeners, the bus and the outbox are still there."""
         parts = Components("collector")
         parts.add("enrichment", self.enricher.open)  # a bad database: a ConfigError naming its key, before any bind
-        parts.add("restart state", self.state.load)
+        parts.add("templates", self.state.load_templates)
         parts.add("listeners", self._open_listeners, self._close_listeners)
         parts.add("bus", self._connect_bus, self._close_bus)
+        parts.add("spool", self._open_spool, self.delivery.outbox.close)
+        parts.add("sequence state", lambda: self.state.load_sequences(self._spooled_through), self.state.close)
         parts.add("delivery", self._open_delivery, self.delivery.close)
         parts.add("receive loop", self._prepare_loop, self._close_wake_pipe)
         parts.add("flush at stop", None, self._flush)
@@ -200,6 +210,9 @@ class Collector:
             self._ctx.term()
         self._ctx = self._pub = self._acks = None
 
+    def _open_spool(self) -> None:
+        self._spooled_through = self.delivery.open_spool()
+
     def _open_delivery(self) -> None:
         self.delivery.open(f"{self.source_id}/{self.started_at_ms}", self._pub, self._acks)
 
@@ -248,6 +261,8 @@ class Collector:
     def _flush(self) -> None:
         """The first thing a stop does: what the kernel holds is decoded and published, the store gets
         a moment to confirm it, the last health event carries the whole table, the state is saved."""
+        if self.state.marks.unresolved:
+            self._resolve_marks(final=True)
         drained = self._drain_at_stop()
         self._decode_group()
         self._publish_pending()
@@ -261,6 +276,8 @@ class Collector:
 
     def _step(self) -> None:
         if not self._subscribed and not self._wait_for_subscriber():
+            return
+        if self.state.marks.unresolved and not self._resolve_marks():
             return
         t = now_ms()
         timeout = min(POLL_MAX_MS, self._next_timer_ms(t) - t)
@@ -303,6 +320,23 @@ class Collector:
                         extra=fields(endpoint=self.cfg["bus.publish_endpoint"], waited_s=SUBSCRIBER_WAIT_S))
             self._subscribed = True
         return self._subscribed
+
+    def _resolve_marks(self, final: bool = False) -> bool:
+        """After a crash (seqmarks.py): before the first datagram is read, the store's first ack says
+        which of the previous run's batches it committed; without one within MARKS_ACK_WAIT_S, only
+        the spool and the last save count (a batch the store committed after them is then counted
+        as lost too, and the log says so)."""
+        if not self._marks_deadline:
+            self._marks_deadline = time.monotonic() + MARKS_ACK_WAIT_S
+        committed = self.delivery.read_acks()
+        if not committed and not final and time.monotonic() < self._marks_deadline:
+            self._acks.poll(50)
+            return False
+        if not committed:
+            log.warning("no ack from the store; the sequence state continues from the spool and the last save",
+                        extra=fields(waited_s=MARKS_ACK_WAIT_S))
+        self.state.resolve_sequences(committed)
+        return True
 
     def _read_subscriptions(self) -> None:
         """Drain the XPUB's subscription messages (tiny; one per subscriber and topic); the first

@@ -1,5 +1,6 @@
 """Restart state (issue 13 item 3): the exporters' sequence numbers saved beside the templates and
-continued by the next run, so what an exporter sent while the collector was down is counted as lost.
+continued by the next run, so what an exporter sent while the collector was down is counted as lost;
+the collector saves them as of the flows made durable (seqmarks.py).
 Units as the decoder counts gaps: v5 flows, v9 export packets, IPFIX data records."""
 from __future__ import annotations
 
@@ -120,25 +121,67 @@ def _collector(tmp_path) -> Collector:
     return Collector(cfg)  # inert: no sockets until start()
 
 
-def test_collector_saves_sequences_when_datagrams_came_and_restores_them(tmp_path):
-    c = _collector(tmp_path)
-    pkts = [v9_packet([T9, set_(300, basic_record())], seq=s) for s in (1, 2)]
-    c._decode(pkts, [EXP] * 2)
-    c.state.save()
-    c.state.save_thread.join(10)
-    assert c.counters["sequence_saves"] == 1 and c.counters["template_saves"] == 1
-    assert [s[:5] for s in load_sequences(str(tmp_path / "templates.sequences.json"))] == [[EXP[0], EXP[1], 9, 0, 3]]
-    c.state.save()  # no datagram since: nothing written
-    assert c.state.save_thread is None and c.counters["sequence_saves"] == 1
-    c._decode([pkts[0]], [EXP])  # a datagram (a duplicate): saved again, templates not
-    c.state.save()
-    c.state.save_thread.join(10)
-    assert (c.counters["sequence_saves"], c.counters["template_saves"]) == (2, 1)
+def _restarted(path, committed: dict[str, int]) -> Collector:
+    """A collector started again on the files at ``path`` after a crash, the store saying it
+    committed ``committed`` (stream -> highest batch_seq) of the previous run."""
+    c = _collector(path)
+    c.state.load_templates()
+    c.state.load_sequences({})
+    if c.state.marks.unresolved:
+        c.state.resolve_sequences(committed)
+    return c
 
-    again = _collector(tmp_path)
-    again.state.load_templates()
-    again.state.load_sequences()
-    assert again.counters["sequences_loaded"] == 1
+
+def test_sequence_marks_follow_the_batches_made_durable(tmp_path):
+    """Marks are journaled per publication; the sequence file holds only durable ones, and a restart
+    after a crash continues from the newest mark whose batch the store committed, not one later."""
+    c = _collector(tmp_path)
+    c.state.load_templates()
+    c.state.load_sequences({})
+    c._decode([v9_packet([T9, set_(300, basic_record())], seq=s) for s in (1, 2)], [EXP] * 2)
+    c.state.marks.record("run-1", 1, c.decoder)     # batch 1 ends the flows of packets 1-2: expects 3
+    c._decode([v9_packet([set_(300, basic_record())], seq=3)], [EXP])
+    c.state.marks.record("run-1", 2, c.decoder)     # batch 2: expects 4
+    c.state.save()
+    c.state.save_thread.join(10)
+    assert [s[4] for s in load_sequences(str(tmp_path / "templates.sequences.json"))] == []  # nothing durable yet
+    c.state.marks.durable_through("run-1", 1)       # the store confirms batch 1
+    c.state.save()
+    c.state.save_thread.join(10)
+    assert [s[4] for s in load_sequences(str(tmp_path / "templates.sequences.json"))] == [3]
+    assert sorted(p.name for p in tmp_path.glob("*.journal")) == ["templates.sequences.2.journal"]
+    # a crash here: batch 2 went out; whether the store committed it decides where the count goes on
     last_seen = c.decoder.exporter_stats()[0]["last_seen"]
-    batch = again.decoder.decode([v9_packet([set_(300, basic_record())], seq=8)], [EXP], last_seen + 10)
-    assert batch.count == 1 and stats_of(again.decoder)["sequence_lost"] == 5
+    for committed, lost in (({"run-1": 2}, 4), ({"run-1": 1}, 5), ({}, 5)):
+        copy = tmp_path / f"copy-{len(committed)}-{committed.get('run-1')}"
+        copy.mkdir()
+        for f in tmp_path.glob("templates*"):
+            (copy / f.name).write_bytes(f.read_bytes())
+        again = _restarted(copy, committed)
+        assert again.counters["sequences_loaded"] == 1
+        batch = again.decoder.decode([v9_packet([set_(300, basic_record())], seq=8)], [EXP], last_seen + 10)
+        assert batch.count == 1 and stats_of(again.decoder)["sequence_lost"] == lost, committed
+        # the resolved state is saved at once, the previous run's journals gone
+        assert [p.name for p in copy.glob("*.journal")] == ["templates.sequences.3.journal"]
+
+
+def test_spooled_batches_are_durable_without_an_ack(tmp_path):
+    c = _collector(tmp_path)
+    c.state.load_sequences({})
+    c._decode([v5_packet(3, 10)], [EXP])
+    c.state.marks.record("run-1", 1, c.decoder)
+    assert not c.state.marks.durable
+    again = _collector(tmp_path)
+    again.state.load_sequences({"run-1": 1})  # the spool holds batch 1: no ack needed
+    assert not again.state.marks.unresolved and again.counters["sequences_loaded"] == 1
+
+
+def test_without_a_template_path_nothing_is_saved_or_journaled(tmp_path):
+    cfg = load_config(None, env={}, overrides={"collector.template_path": ""})
+    c = Collector(cfg)
+    c.state.load_sequences({"run-0": 3})
+    c._decode([v5_packet(3, 10)], [EXP])
+    c.state.marks.record("run-1", 1, c.decoder)
+    c.state.marks.durable_through("run-1", 1)
+    c.state.close()
+    assert not c.state.marks.pending and c.counters["sequence_saves"] == 0

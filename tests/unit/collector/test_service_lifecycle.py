@@ -26,7 +26,7 @@ def test_parts_start_in_order_and_stop_in_reverse_once(tmp_path):
     c.stop()  # before a start: nothing to stop
     assert c.parts.started == []
     c.start()
-    assert c.parts.started == ["enrichment", "restart state", "listeners", "bus", "delivery", "receive loop",
+    assert c.parts.started == ["enrichment", "templates", "listeners", "bus", "spool", "sequence state", "delivery", "receive loop",
                                "flush at stop"]
     port = c.listeners[0].port
     assert port == c.cfg["collector.netflow_port"]
