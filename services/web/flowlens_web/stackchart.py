@@ -10,11 +10,11 @@ only its upper edge (half the points), as a path of H/V moves (a run of equal st
 from __future__ import annotations
 
 import datetime as _dt
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from . import formatters as fmt
+from .chart import Frame, nice_ceiling
 
 # Distinct colours, told apart by most colour-blind readers too (Tableau 10, then four more);
 # beyond them the hue turns by the golden angle. Other is a neutral grey.
@@ -52,51 +52,15 @@ class Band:
 
 
 @dataclass
-class StackChart:
-    width: int
-    height: int
-    left: int
-    right: int
-    top: int
-    bottom: int
-    unit: str
+class StackChart(Frame):
     bands: list[Band] = field(default_factory=list)
-    y_ticks: list = field(default_factory=list)   # [(y, label)]
-    x_ticks: list = field(default_factory=list)   # [(x, label)]
-    peak: str = "-"                # highest total rate, human units
-    axis_top: float = 1.0          # the rate at the top of the y axis
-    empty: bool = True
-
-    @property
-    def plot_right(self) -> int:
-        return self.width - self.right
-
-    @property
-    def plot_bottom(self) -> int:
-        return self.height - self.bottom
+    axis_top: float = 1.0          # the rate at the top of the y axis (peak: the highest total rate)
 
 
-def nice_ceiling(value: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 x 10^n at or above ``value`` (a readable axis top)."""
-    if value <= 0:
-        return 1.0
-    exp = math.floor(math.log10(value))
-    for m in (1, 2, 2.5, 5, 10):
-        if m * 10 ** exp >= value * (1 - 1e-9):
-            return float(m * 10 ** exp)
-    return float(10 ** (exp + 1))
-
-
-_TICK_STEPS_S = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 2 * 86400,
-                 7 * 86400, 14 * 86400)
-
-
-def time_ticks(since_ms: int, until_ms: int, most: int = 6) -> tuple[list[int], int]:
-    """Round times in [since, until] for axis labels, at most ``most`` + 1 of them, and their step (ms)."""
-    span = max(1, until_ms - since_ms)
-    step = next((s * 1000 for s in _TICK_STEPS_S if span / (s * 1000) <= most), _TICK_STEPS_S[-1] * 1000)
-    first = -(-since_ms // step) * step
-    return list(range(first, until_ms + 1, step)), step
+# No finer than a minute (the steps are a minute at least), up to a fortnight (a 30 d range).
+TICK_STEPS_MS = tuple(s * 1000 for s in (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+                                         2 * 86400, 7 * 86400, 14 * 86400))
+X_TICKS_MOST = 6
 
 
 def tick_label(ms: int, step_ms: int, span_ms: int) -> str:
@@ -114,8 +78,7 @@ def stacked_chart(times_ms: Sequence[int], step_ms: int, layers: Sequence[Layer]
                   until_ms: int, width: int = 900, height: int = 300, y_ticks: int = 4) -> StackChart:
     """Stack ``layers`` (rates per step starting at ``times_ms``) over [since_ms, until_ms]."""
     c = StackChart(width, height, left=72, right=16, top=10, bottom=26, unit=unit)
-    pw = width - c.left - c.right
-    ph = height - c.top - c.bottom
+    pw, ph = c.plot_width, c.plot_height
     span = max(1, until_ms - since_ms)
     n = len(times_ms)
     for layer in layers:
@@ -125,11 +88,7 @@ def stacked_chart(times_ms: Sequence[int], step_ms: int, layers: Sequence[Layer]
     peak = max(totals) if totals else 0.0
     c.axis_top = nice_ceiling(peak)
     c.peak = fmt.human_rate(peak, unit)
-    for i in range(y_ticks + 1):
-        c.y_ticks.append((round(c.top + ph - ph * i / y_ticks, 1), fmt.human_rate(c.axis_top * i / y_ticks, unit)))
-    ticks, tick_step = time_ticks(since_ms, until_ms)
-    for t in ticks:
-        c.x_ticks.append((round(c.left + pw * (t - since_ms) / span, 1), tick_label(t, tick_step, span)))
+    c.draw_axes(c.axis_top, since_ms, until_ms, y_ticks, X_TICKS_MOST, TICK_STEPS_MS, tick_label)
 
     def x_of(t: int) -> float:
         return c.left + pw * (min(max(t, since_ms), until_ms) - since_ms) / span
