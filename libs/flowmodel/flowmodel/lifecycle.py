@@ -108,10 +108,13 @@ def load_config(prog: str, description: str, argv: list[str] | None):
 
 def service_main(argv: list[str] | None, *, prog: str, kind: str, description: str, sections: tuple[str, ...],
                  build: Callable[[Any], Service], ready: Callable[[Any], dict] = lambda _s: {},
-                 after_start: Callable[[Any, Any], None] | None = None, cannot_start: str = "cannot start") -> int:
+                 after_start: Callable[[Any, Any], None] | None = None, cannot_start: str = "cannot start",
+                 report_config: bool = False) -> int:
     """The shared entry point: ``build(cfg)`` makes the (inert) service; ``after_start(service, cfg)``
     runs once it is started (seeding, memory tuning); ``ready(service)`` gives the ready line's fields;
-    ``cannot_start`` begins the stderr line of a failed start (``flowlens up`` shows it).
+    ``cannot_start`` begins the stderr line of a failed start (``flowlens up`` shows it);
+    ``report_config``: the built service's ``config_report()`` (its keys with the secrets left out) is
+    logged as a config line of its own, for services whose sections hold passwords or communities.
     SIGTERM and SIGINT ask the service to stop; its run returns and it stops in order."""
     from .config import ConfigError
     from .logs import log_config, setup_logging
@@ -124,6 +127,8 @@ def service_main(argv: list[str] | None, *, prog: str, kind: str, description: s
     svc_log = logging.getLogger(f"flowlens_{kind}")
     log_config(svc_log, cfg, sections)
     service = build(cfg)
+    if report_config:
+        svc_log.info("config", extra=fields(source=cfg.source, **service.config_report()))
     try:
         service.start()
     except ConfigError as e:  # found at start (a database file the config names): exit 2, the key named

@@ -8,16 +8,9 @@ from flowmodel.lifecycle import service_main
 
 
 def _build(cfg):
-    import logging
+    from .service import NotifierService  # imported once the config is read: --help and a bad config stay quick
 
-    from flowmodel.logs import fields
-
-    from .service import NotifierService
-
-    service = NotifierService(cfg)
-    # the notify keys with passwords and headers left out (service_main's own config line would show them)
-    logging.getLogger("flowlens_notifier").info("config", extra=fields(source=cfg.source, **service.config_report()))
-    return service
+    return NotifierService(cfg)
 
 
 def _ready(service) -> dict:
@@ -29,7 +22,8 @@ def _ready(service) -> dict:
 def main(argv: list[str] | None = None) -> int:
     return service_main(argv, prog="flowlens-notifier", kind="notifier",
                         description="FlowLens notifier: advisories to webhooks, email and syslog",
-                        sections=(), build=_build, ready=_ready, cannot_start="cannot start the notifier")
+                        sections=(), build=_build, ready=_ready, cannot_start="cannot start the notifier",
+                        report_config=True)
 
 
 if __name__ == "__main__":

@@ -8,16 +8,9 @@ from flowmodel.lifecycle import service_main
 
 
 def _build(cfg):
-    import logging
+    from .service import PollerService  # imported once the config is read: --help and a bad config stay quick
 
-    from flowmodel.logs import fields
-
-    from .service import PollerService
-
-    service = PollerService(cfg)
-    # the snmp keys with communities and keys left out (service_main's own config line would show them)
-    logging.getLogger("flowlens_poller").info("config", extra=fields(source=cfg.source, **service.config_report()))
-    return service
+    return PollerService(cfg)
 
 
 def _ready(service) -> dict:
@@ -29,7 +22,8 @@ def _ready(service) -> dict:
 def main(argv: list[str] | None = None) -> int:
     return service_main(argv, prog="flowlens-poller", kind="poller",
                         description="FlowLens SNMP poller: interface names and speeds from the exporters' IF-MIB",
-                        sections=(), build=_build, ready=_ready, cannot_start="cannot start the poller")
+                        sections=(), build=_build, ready=_ready, cannot_start="cannot start the poller",
+                        report_config=True)
 
 
 if __name__ == "__main__":

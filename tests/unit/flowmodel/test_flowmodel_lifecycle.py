@@ -62,3 +62,41 @@ def test_parts_without_a_start_or_stop_and_duplicate_names():
     c.start()
     c.stop()
     assert log == ["spawn", "close"]
+
+
+REPORTING_MAIN = '''
+import os
+import sys
+from flowmodel.lifecycle import service_main
+
+class Reporting:
+    def __init__(self, cfg):
+        self.cfg = cfg
+    def config_report(self):
+        return {"notify.targets": "[{'password': '(set)'}]", "log.level": self.cfg["log.level"]}
+    def start(self): pass
+    def run(self): pass
+    def request_stop(self): pass
+    def stop(self): pass
+
+sys.exit(service_main(sys.argv[1:], prog="flowlens-test", kind="test", description="test", sections=("log",),
+                      build=Reporting, report_config=os.environ["REPORT"] == "yes"))
+'''
+
+
+@pytest.mark.parametrize("report", [True, False])
+def test_service_main_logs_the_services_own_config_report(tmp_path, report):
+    """report_config: the service's redacted report is a config line of its own, after the sections'."""
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "flowlens.yaml"
+    config.write_text("log:\n  level: info\n")
+    out = subprocess.run([sys.executable, "-c", REPORTING_MAIN, "--config", str(config)], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "REPORT": "yes" if report else "no"})
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stderr.splitlines() if "msg=config" in line]
+    assert len(lines) == (2 if report else 1), out.stderr
+    assert "log.level=info" in lines[0]
+    assert ("(set)" in lines[-1]) is report
