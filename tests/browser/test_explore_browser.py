@@ -6,21 +6,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from browser.explorestack import EDGE, explore_stack
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-quic"]
-
-pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                                reason="Debian's chromium is not installed at /usr/bin/chromium (make debs installs it)")
+from support.browser import screenshot, well_formed
 
 
 @pytest.fixture(scope="module")
@@ -30,24 +22,6 @@ def stack(tmp_path_factory):
     ws.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser, stack):
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=stack.base_url, accept_downloads=True)
-    pg = ctx.new_page()
-    yield pg
-    ctx.close()
-
-
 def load(page, path: str, heading: str, shot: str | None = None):
     resp = page.goto(path)
     assert resp is not None and resp.status == 200, page.content()[:2000]
@@ -55,11 +29,10 @@ def load(page, path: str, heading: str, shot: str | None = None):
 
 
 def checked(page, heading: str, shot: str | None = None):
-    assert page.locator("parsererror").count() == 0, page.content()[:2000]
+    well_formed(page)
     assert heading in page.locator("h1").first.inner_text()
     if shot:
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+        screenshot(page, shot)
 
 
 def test_explore_chart_form_drilldown_and_csv(page):

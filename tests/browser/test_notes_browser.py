@@ -5,31 +5,18 @@ notified), an acknowledgement stops the advisory's escalation being notified, an
 still listed after the store and the web restart."""
 from __future__ import annotations
 
-import pytest
-
-from browser.test_web_browser import ARGS, ARTIFACTS, CHROMIUM, pytestmark  # noqa: F401 (skip without chromium)
+from support.browser import opened_page, screenshot
 from support.receivers import WebhookReceiver
 from support.services import ServiceProcess, ServiceStack, wait_until
 from support.notify import FAST_NOTIFY, Injector, advisory, notifier_counters, targets
 
 
-@pytest.fixture()
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
 def test_silence_and_acknowledgement_from_the_browser(browser, tmp_path):
     with WebhookReceiver() as hook:
         notify = {**FAST_NOTIFY, "state_path": str(tmp_path / "notifier.json"), "targets": targets(hook)}
-        with ServiceStack(tmp_path, ["store", "web", "notifier"], notify=notify) as stack:
+        with ServiceStack(tmp_path, ["store", "web", "notifier"], notify=notify) as stack, \
+                opened_page(browser, "http://" + stack.cfg["web"]["listen"]) as page:
             client, inject = stack.client(), Injector(stack.cfg)
-            ctx = browser.new_context(base_url="http://" + stack.cfg["web"]["listen"])
-            page = ctx.new_page()
             try:
                 inject.send([advisory(1, severity="WARNING")])
                 wait_until(lambda: hook.notifications() == [("scan:10.9.0.1", "raised")], 20)
@@ -49,8 +36,7 @@ def test_silence_and_acknowledgement_from_the_browser(browser, tmp_path):
                 page.wait_for_url("**/advisories#silences")
                 row = page.locator("table.silences tbody tr")
                 assert row.count() == 1 and "address 10.9.0.2" in row.inner_text() and "Nessus" in row.inner_text()
-                ARTIFACTS.mkdir(exist_ok=True)
-                page.screenshot(path=str(ARTIFACTS / "advisories-silence.png"), full_page=True)
+                screenshot(page, "advisories-silence.png")
                 inject.send([advisory(1, "updated", "CRITICAL"), advisory(2), advisory(3)])
                 wait_until(lambda: ("scan:10.9.0.3", "raised") in hook.notifications(), 20)  # not matched: told
                 counters = wait_until(lambda: (c := notifier_counters(client)) and c.get("silenced") == 1
@@ -63,7 +49,6 @@ def test_silence_and_acknowledgement_from_the_browser(browser, tmp_path):
                 page.goto("/advisories")
                 assert "address 10.9.0.2" in page.locator("table.silences").inner_text()
             finally:
-                ctx.close()
                 inject.close()
                 client.close()
     seen = hook.notifications()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,16 +13,9 @@ from pathlib import Path
 import pytest
 
 from browser.webstack import WebStack, synthetic_flows
+from support.browser import screenshot, well_formed
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-quic"]
 CSV_MAX_ROWS = 100
-
-pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                                reason="Debian's chromium is not installed at /usr/bin/chromium (make debs installs it)")
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
@@ -32,35 +24,8 @@ def stack(tmp_path_factory):
     ws.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser, stack):
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=stack.base_url, accept_downloads=True)
-    pg = ctx.new_page()
-    yield pg
-    ctx.close()
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-
-
 def label(page) -> str:
     return page.locator("#range-label").inner_text()
-
-
-def well_formed(page) -> None:
-    assert page.locator("parsererror").count() == 0, page.content()[:2000]
 
 
 def cli_rows(stack, *args) -> list[dict]:
@@ -78,7 +43,7 @@ def test_range_links_on_the_dashboard(page):
     page.locator("nav.range a", has_text="1 h").first.click()
     assert label(page) == "last 1 h" and "range=1h" in page.url
     assert page.locator("svg polyline.line").count() == 2  # the synthetic flows are in the last 5 minutes
-    shot(page, "dashboard-range-1h.png")
+    screenshot(page, "dashboard-range-1h.png")
     page.locator("nav.range a.earlier").click()
     well_formed(page)
     assert label(page).endswith("UTC") and "from=" in page.url
@@ -93,7 +58,7 @@ def test_range_links_on_the_dashboard(page):
     assert label(page) == "last 7 d" and page.locator("table.top").nth(0).locator("td.key").count() > 0
     # the flows are in the hour still filling: charted as its rate so far, not left out
     assert page.locator("figure.chart span.peak").first.inner_text() != "peak 0 bps"
-    shot(page, "dashboard-range-7d.png")
+    screenshot(page, "dashboard-range-7d.png")
 
 
 def test_custom_range_form(page, stack):
@@ -112,7 +77,7 @@ def test_custom_range_form(page, stack):
 def test_csv_downloads(page, stack):
     page.goto("/flows?protocol=udp")
     well_formed(page)
-    shot(page, "flows-range-csv.png")
+    screenshot(page, "flows-range-csv.png")
     with page.expect_download() as info:
         page.locator("a#csv-all").click()
     download = info.value

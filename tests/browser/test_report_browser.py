@@ -6,21 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
-
-from browser.test_web_browser import ARGS, ARTIFACTS, CHROMIUM, pytestmark  # noqa: F401 (skip without chromium)
+from support.browser import opened_page, screenshot
 from support.reportdata import load
 from support.services import ServiceProcess, ServiceStack
-
-
-@pytest.fixture()
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def test_report_page_in_the_browser(browser, tmp_path):
@@ -33,32 +21,29 @@ def test_report_page_in_the_browser(browser, tmp_path):
             client.close()
         web = ServiceProcess("web", stack.config_path).start()
         try:
-            ctx = browser.new_context(base_url="http://" + stack.cfg["web"]["listen"], viewport={"width": 1280, "height": 900})
-            page = ctx.new_page()
-            page.goto("/")
-            page.locator("nav a", has_text="Report").click()
-            page.wait_for_url("**/report")
-            day = want["day"].isoformat()
-            assert page.locator("h1").inner_text().endswith(day)
-            # another day with the form, then back with the "next day" link
-            page.locator("input[name=day]").fill((want["day"] - dt.timedelta(days=1)).isoformat())
-            page.locator("form.report-day button").click()
-            page.wait_for_url(f"**/report?day={(want['day'] - dt.timedelta(days=1)).isoformat()}")
-            assert page.locator("#total-bytes td").first.inner_text() == "0 B"
-            page.locator("#next-day").click()
-            page.wait_for_url(f"**/report?day={day}")
-            exact = page.locator("#total-bytes td").first.get_attribute("data-exact")
-            assert int(exact.replace(",", "")) == want["totals"]["bytes"]
-            pct = (want["totals"]["bytes"] - want["previous"]["bytes"]) * 100 / want["previous"]["bytes"]
-            assert page.locator("#total-bytes td.change").inner_text() == f"{pct:+.1f} %"
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
-            # the biggest source's link: its flows of that day
-            top = want["top_src"][0][0]
-            page.locator("#top-src a", has_text=top).first.click()
-            page.wait_for_url("**/flows?**")
-            rows = page.locator("table.flows tbody tr")
-            assert rows.count() > 0 and top in rows.first.inner_text()
-            ctx.close()
+            with opened_page(browser, "http://" + stack.cfg["web"]["listen"], viewport={"width": 1280, "height": 900}) as page:
+                page.goto("/")
+                page.locator("nav a", has_text="Report").click()
+                page.wait_for_url("**/report")
+                day = want["day"].isoformat()
+                assert page.locator("h1").inner_text().endswith(day)
+                # another day with the form, then back with the "next day" link
+                page.locator("input[name=day]").fill((want["day"] - dt.timedelta(days=1)).isoformat())
+                page.locator("form.report-day button").click()
+                page.wait_for_url(f"**/report?day={(want['day'] - dt.timedelta(days=1)).isoformat()}")
+                assert page.locator("#total-bytes td").first.inner_text() == "0 B"
+                page.locator("#next-day").click()
+                page.wait_for_url(f"**/report?day={day}")
+                exact = page.locator("#total-bytes td").first.get_attribute("data-exact")
+                assert int(exact.replace(",", "")) == want["totals"]["bytes"]
+                pct = (want["totals"]["bytes"] - want["previous"]["bytes"]) * 100 / want["previous"]["bytes"]
+                assert page.locator("#total-bytes td.change").inner_text() == f"{pct:+.1f} %"
+                screenshot(page, "report.png")
+                # the biggest source's link: its flows of that day
+                top = want["top_src"][0][0]
+                page.locator("#top-src a", has_text=top).first.click()
+                page.wait_for_url("**/flows?**")
+                rows = page.locator("table.flows tbody tr")
+                assert rows.count() > 0 and top in rows.first.inner_text()
         finally:
             assert web.stop() == 0, web.log()[-3000:]

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from browser.test_web_browser import ARGS, ARTIFACTS, CHROMIUM, pytestmark  # noqa: F401 (skip without chromium)
 from browser.webstack import WebStack
+from support.browser import opened_page, screenshot, well_formed
 from support.services import ServiceProcess, free_port, stack_config, write_config
 from support.webaccess import add_user, make_certificate
 
@@ -27,30 +27,12 @@ def site(tmp_path_factory):
     assert ws.stop()["web"] == 0
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def page(browser, site):
     # the certificate is the test's own, not one a CA signed: httpx checks it for real in
     # tests/integration/test_web_access.py; here the browser is told to accept it
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900}, ignore_https_errors=True,
-                              base_url="https://" + site.cfg["web"]["listen"])
-    pg = ctx.new_page()
-    yield pg
-    ctx.close()
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+    with opened_page(browser, "https://" + site.cfg["web"]["listen"], ignore_https_errors=True) as pg:
+        yield pg
 
 
 def sign_in(page, name: str, password: str):
@@ -64,18 +46,18 @@ def sign_in(page, name: str, password: str):
 def test_sign_in_lands_on_the_page_asked_for_and_sign_out(page, name, role):
     resp = page.goto("/flows?range=1h&protocol=tcp")
     assert resp.url.endswith("/login?next=%2Fflows%3Frange%3D1h%26protocol%3Dtcp")
-    assert page.locator("parsererror").count() == 0
+    well_formed(page)
     assert page.locator("h1").inner_text() == "Sign in"
     sign_in(page, name, "not the password")
     assert page.locator("p.error").inner_text() == "Wrong name or password."
     assert page.locator("input[name=name]").evaluate("e => e.value") == name
-    shot(page, "login-refused.png")
+    screenshot(page, "login-refused.png")
     sign_in(page, name, PASSWORDS[name])
     assert page.url.endswith("/flows?range=1h&protocol=tcp")
     assert page.locator("h1").inner_text() == "Flow explorer"
     assert page.locator("span.who").inner_text() == f"{name} ({role})"
     assert page.locator("table.flows tbody tr:has(td.addr)").count() > 0
-    shot(page, f"signed-in-{role}.png")
+    screenshot(page, f"signed-in-{role}.png")
     for path, heading in (("/", "Dashboard"), ("/advisories", "Advisories"), ("/about", "About this FlowLens")):
         page.goto(path)
         assert page.locator("h1").first.inner_text() == heading
@@ -91,15 +73,13 @@ def test_banner_beyond_loopback_without_accounts(browser, tmp_path):
     port = free_port()
     cfg = stack_config(tmp_path, web={"listen": f"0.0.0.0:{port}"})
     web = ServiceProcess("web", write_config(tmp_path / "flowlens.yaml", cfg)).start()
-    ctx = browser.new_context(viewport={"width": 1360, "height": 700})
     try:
-        pg = ctx.new_page()
-        for path in ("/", "/about", "/no-such-page"):
-            pg.goto(f"http://127.0.0.1:{port}{path}")
-            banner = pg.locator("p.banner")
-            assert banner.count() == 1 and "web.users_file" in banner.inner_text(), path
-            assert pg.locator("form.account").count() == 0
-        shot(pg, "banner-no-accounts.png")
+        with opened_page(browser, f"http://127.0.0.1:{port}", viewport={"width": 1360, "height": 700}) as pg:
+            for path in ("/", "/about", "/no-such-page"):
+                pg.goto(path)
+                banner = pg.locator("p.banner")
+                assert banner.count() == 1 and "web.users_file" in banner.inner_text(), path
+                assert pg.locator("form.account").count() == 0
+            screenshot(pg, "banner-no-accounts.png")
     finally:
-        ctx.close()
         assert web.stop() == 0

@@ -3,20 +3,10 @@ page renders as XHTML without a parse error, the filter form narrows the flow ta
 Previous work, and an advisory's link shows its flows. Screenshots go to tests/artifacts/."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from browser.webstack import HOSTILE, SCAN_SOURCE, LiveStack, WebStack
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-quic"]
-
-pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                                reason="Debian's chromium is not installed at /usr/bin/chromium (make debs installs it)")
+from support.browser import opened_page, screenshot, well_formed
 
 
 @pytest.fixture(scope="module")
@@ -26,33 +16,14 @@ def stack(tmp_path_factory):
     ws.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser, stack):
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=stack.base_url)
-    pg = ctx.new_page()
-    yield pg
-    ctx.close()
-
-
 def load(page, path: str, heading: str, shot: str | None = None, status: int = 200):
     resp = page.goto(path)
     assert resp is not None and resp.status == status
     assert resp.headers["content-type"].startswith("application/xhtml+xml")
-    assert page.locator("parsererror").count() == 0, page.content()[:2000]
+    well_formed(page)
     assert page.locator("h1").first.inner_text() == heading
     if shot:
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+        screenshot(page, shot)
     return resp
 
 
@@ -81,15 +52,14 @@ def test_advisories_and_link_to_flows(page):
     assert page.locator("strong.title").first.inner_text() == "Port scan " + HOSTILE
     page.locator("a.flows-link").first.click()
     page.wait_for_load_state()
-    assert page.locator("parsererror").count() == 0
+    well_formed(page)
     assert page.locator("h1").inner_text() == "Flow explorer"
     assert value(page, "form.filters input[name=src]") == SCAN_SOURCE
     rows = flow_rows(page)
     assert rows.count() == 20
     for i in range(rows.count()):
         assert rows.nth(i).locator("td.addr").first.inner_text().startswith(SCAN_SOURCE + ":")
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "advisory-flows.png"), full_page=True)
+    screenshot(page, "advisory-flows.png")
 
 
 def test_filter_form_narrows_and_pages(page):
@@ -103,7 +73,7 @@ def test_filter_form_narrows_and_pages(page):
     assert 0 < rows.count() <= 20
     for i in range(rows.count()):
         assert rows.nth(i).locator("td").nth(4).inner_text() == "UDP"
-    page.screenshot(path=str(ARTIFACTS / "flows-filtered.png"), full_page=True)
+    screenshot(page, "flows-filtered.png")
     first_page = [rows.nth(i).locator("td").nth(2).inner_text() + rows.nth(i).locator("td").first.get_attribute("title")
                   for i in range(rows.count())]
     page.click("a.next")
@@ -139,16 +109,14 @@ def live(tmp_path_factory):
 
 def test_real_analyzer_advisory_links_to_its_flows(browser, live):
     """The advisory the real analyzer raised from a real capture, clicked in the browser."""
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=live.base_url)
-    page = ctx.new_page()
-    try:
+    with opened_page(browser, live.base_url) as page:
         load(page, "/advisories?severity=WARNING", "Advisories", "advisories-live.png")
         item = page.locator("li.advisory", has_text="Telnet traffic (port 23)")
         assert item.count() == 1
         assert item.locator("p.meta").inner_text().count("protocol_mix") == 1
         item.locator("a.flows-link").click()
         page.wait_for_load_state()
-        assert page.locator("parsererror").count() == 0
+        well_formed(page)
         assert page.locator("h1").inner_text() == "Flow explorer"
         assert value(page, "form.filters input[name=addr]") == "127.0.0.1" and value(page, "form.filters input[name=port]") == "23"
         rows = flow_rows(page)
@@ -156,6 +124,4 @@ def test_real_analyzer_advisory_links_to_its_flows(browser, live):
         for i in range(rows.count()):
             ends = rows.nth(i).locator("td.addr")
             assert "127.0.0.1:23" in (ends.nth(0).inner_text(), ends.nth(1).inner_text())
-        page.screenshot(path=str(ARTIFACTS / "advisory-live-flows.png"), full_page=True)
-    finally:
-        ctx.close()
+        screenshot(page, "advisory-live-flows.png")
