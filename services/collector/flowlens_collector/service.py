@@ -1,16 +1,14 @@
 """The collector's shell: UDP sockets in, decoded flow batches and health events out on the bus.
 
-The receive loop is built for speed: one ``poll`` over both listeners, then each readable socket
-is drained with non-blocking ``recvfrom`` into a bounded group that the decoder turns into columns
-in one call. Flows wait in a ``Batcher`` until the batch is full or old enough, then go out as one
-``flows.<version>`` message. Timers (health events, restart-state saves, template expiry) run
-between groups, never per datagram.
+Datagrams come in groups (intake.py) that the decoder turns into columns in one call. Flows wait in
+a ``Batcher`` until the batch is full or old enough, then go out as one ``flows.<version>`` message,
+held until the store confirms it (delivery.py). Timers (health events, restart-state saves, template
+expiry) run between groups, never per datagram. The parts start and stop through
+flowmodel.lifecycle.Components.
 """
 from __future__ import annotations
 
 import logging
-import os
-import select
 import socket
 import time
 
@@ -24,20 +22,12 @@ from flowmodel.logs import RateLimitedLog, fields
 from .batcher import Batcher
 from .enrich import Enricher
 from .delivery import Delivery
+from .intake import Intake
 from .restart_state import RestartState
-from .recvmmsg import make_receiver
-from .udp import Listener, kernel_drops, open_listener
+from .udp import Listener, kernel_drops
 
 log = logging.getLogger(__name__)
 
-GROUP_MAX_WAIT_MS = 5              # a group waits this long for more datagrams before it is decoded
-GROUPS_PER_WAKEUP = 16             # then timers and the stop flag are checked again
-# When the last wakeup found only a few datagrams waiting, the loop is outpacing the exporters:
-# it lets datagrams gather in the socket buffer for this long before reading, so each recvmmsg
-# call (and its fixed Python cost) takes dozens of datagrams instead of a handful. Measured at
-# 2 M v5 flows/s: 15 datagrams per call without it. Never applied when the socket had a backlog.
-RECEIVE_COALESCE_S = 0.001
-FEW_DATAGRAMS = 64
 EXPIRE_INTERVAL_MS = 1000          # how often the decoder drops stale held data sets and templates
 # Restart state is saved at most this often, and only what changed: a template is on disk about a
 # second after it arrives; the sequence file follows the durable flows (journaled in between, seqmarks.py).
@@ -94,14 +84,12 @@ class Collector:
         self.config_report = service_config(cfg, "collector")  # effective keys, shown per service on About
         self.batcher = Batcher(cfg["collector.batch_max_flows"], int(cfg["collector.batch_max_age"] * 1000))
         self.stats_interval_ms = int(cfg["collector.stats_interval"] * 1000)
-        self.group_max = cfg["collector.receive_group"]  # datagrams received and decoded together at most
         self.sequencer = bus.Sequencer(self.source_id)
         # interface events (TOPIC_INTERFACES) have a source and seqs of their own: the analyzer, which
         # takes flows and health events only, would count them as gaps in this collector's seqs
         self.names_sequencer = bus.Sequencer(f"{self.source_id}/interfaces")
         self._acks: zmq.Socket | None = None
         self._next_delivery_ms = 0
-        self.listeners: list[Listener] = []
         self.counters = {"datagrams": 0, "bytes": 0, "flows": 0, "groups": 0, "published_batches": 0,
                          "published_flows": 0, "health_events": 0, "loop_errors": 0, "publish_errors": 0,
                          "template_saves": 0, "template_save_errors": 0, "templates_loaded": 0,
@@ -111,20 +99,12 @@ class Collector:
         # confirmed delivery (flowmodel.bus TOPIC_ACK): this run's stream of flow batches, and what the
         # store has not yet confirmed, of this run and of earlier ones (the spool)
         self.delivery = Delivery(cfg, self.sequencer, self.counters)
+        self.intake = Intake(cfg, self._decode, self.counters)  # UDP listeners and datagram groups (intake.py)
         self.started_at_ms = 0
         self._ctx: zmq.Context | None = None
         self._pub: zmq.Socket | None = None
-        self._poller: select.poll | None = None
-        self._by_fd: dict[int, Listener] = {}
-        self._receivers: dict = {}
-        self._group_data: list[bytes] = []
-        self._group_src: list = []
-        self._group_started_ms = 0
-        self._group_fds: set[int] = set()  # sockets the current group's datagrams came from
-        self._few_last_wakeup = False
         self._subscribed = False
         self._subscriber_deadline = 0.0
-        self._wake_r = self._wake_w = -1
         self._stop_requested = False
         self._started = False
         self._next_stats_ms = self._next_expire_ms = self._next_save_ms = 0
@@ -149,12 +129,12 @@ class Collector:
         parts = Components("collector")
         parts.add("enrichment", self.enricher.open)  # a bad database: a ConfigError naming its key, before any bind
         parts.add("templates", self.state.load_templates)
-        parts.add("listeners", self._open_listeners, self._close_listeners)
+        parts.add("listeners", self.intake.open_listeners, self.intake.close_listeners)
         parts.add("bus", self._connect_bus, self._close_bus)
         parts.add("spool", self._open_spool, self.delivery.outbox.close)
         parts.add("sequence state", lambda: self.state.load_sequences(self._spooled_through), self.state.close)
         parts.add("delivery", self._open_delivery, self.delivery.close)
-        parts.add("receive loop", self._prepare_loop, self._close_wake_pipe)
+        parts.add("receive loop", self._prepare_loop, self.intake.close_poll)
         parts.add("flush at stop", None, self._flush)
         return parts
 
@@ -167,22 +147,8 @@ class Collector:
         except StartError as e:
             raise e.__cause__
         log.info("publishing", extra=fields(endpoint=self.cfg["bus.publish_endpoint"], source=self.source_id,
-                                            receive=",".join(sorted({rx.method for rx in self._receivers.values()})),
+                                            receive=self.intake.methods,
                                             sndhwm=bus.queue_limit(self.cfg)))
-
-    def _open_listeners(self) -> None:
-        host = self.cfg["collector.bind_address"]
-        rcvbuf = self.cfg["collector.socket_buffer"]
-        ports = [self.cfg["collector.netflow_port"]]
-        for other in (self.cfg["collector.ipfix_port"], self.cfg["collector.sflow_port"]):
-            if other and other not in ports:
-                ports.append(other)
-        try:
-            for port in ports:
-                self.listeners.append(open_listener(host, port, rcvbuf))
-        except OSError:
-            self._close_listeners()
-            raise
 
     def _connect_bus(self) -> None:
         keys = curve.client_keys(self.cfg)  # CURVE to the store when security.* names keys
@@ -217,15 +183,7 @@ class Collector:
         self.delivery.open(f"{self.source_id}/{self.started_at_ms}", self._pub, self._acks)
 
     def _prepare_loop(self) -> None:
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._poller = select.poll()
-        for listener in self.listeners:
-            self._by_fd[listener.sock.fileno()] = listener
-            self._receivers[listener.sock.fileno()] = make_receiver(listener.sock, self.group_max, self.cfg["collector.buffer_size"])
-            self._poller.register(listener.sock.fileno(), select.POLLIN)
-        self._poller.register(self._wake_r, select.POLLIN)
+        self.intake.open_poll()
         t = now_ms()
         self._subscriber_deadline = time.monotonic() + SUBSCRIBER_WAIT_S
         self._next_stats_ms = t + self.stats_interval_ms
@@ -237,11 +195,7 @@ class Collector:
     def request_stop(self) -> None:
         """Safe from a signal handler: set a flag and wake the poll."""
         self._stop_requested = True
-        if self._wake_w >= 0:
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:
-                pass  # pipe full: the loop is awake anyway
+        self.intake.wake()
 
     def run(self) -> None:
         """The receive loop, until ``request_stop()``."""
@@ -263,8 +217,7 @@ class Collector:
         a moment to confirm it, the last health event carries the whole table, the state is saved."""
         if self.state.marks.unresolved:
             self._resolve_marks(final=True)
-        drained = self._drain_at_stop()
-        self._decode_group()
+        drained = self.intake.drain(STOP_DRAIN_MAX_S)
         self._publish_pending()
         self.delivery.await_acks()
         self._next_full_ms = 0
@@ -284,25 +237,12 @@ class Collector:
         due_in = self.batcher.ms_until_due(t)
         if due_in is not None:
             timeout = min(timeout, due_in)
-        if self._group_data:
-            timeout = min(timeout, self._group_started_ms + GROUP_MAX_WAIT_MS - t)
-        events = self._poller.poll(max(0, timeout))
-        if events and self._few_last_wakeup and not self._stop_requested:
-            time.sleep(RECEIVE_COALESCE_S)
-        received_before = self.counters["datagrams"] + len(self._group_data)
-        for fd, _mask in events:
-            listener = self._by_fd.get(fd)
-            if listener is None:
-                self._clear_wake_pipe()
-                continue
-            for _ in range(GROUPS_PER_WAKEUP):
-                if not self._receive(listener.sock) or self._stop_requested:
-                    break
-        if events:
-            self._few_last_wakeup = self.counters["datagrams"] + len(self._group_data) - received_before < FEW_DATAGRAMS
+        group_wait = self.intake.group_wait_ms(t)
+        if group_wait is not None:
+            timeout = min(timeout, group_wait)
+        self.intake.poll_and_read(timeout, lambda: self._stop_requested)
         t = now_ms()
-        if self._group_data and t - self._group_started_ms >= GROUP_MAX_WAIT_MS:
-            self._decode_group()
+        self.intake.decode_if_old(t)
         if self.batcher.due(t):
             self._publish_pending()
         self._run_timers(t)
@@ -359,39 +299,6 @@ class Collector:
                 self._subscribed = True
                 log.info("bus subscriber present", extra=fields(topic=topic.decode("ascii", "replace")))
 
-    def _receive(self, sock) -> bool:
-        """Read datagrams into the current group until it is full (then decode it) or the socket is
-        empty. A group that is not full waits up to GROUP_MAX_WAIT_MS for more: decoding costs a
-        fixed amount per call, so a few milliseconds of patience buy large groups under load.
-        Returns True when the socket may hold more."""
-        data_list, src_list = self._group_data, self._group_src
-        if not data_list:
-            self._group_started_ms = now_ms()
-            self._group_fds = set()
-        self._group_fds.add(sock.fileno())
-        try:
-            more = self._receivers[sock.fileno()].receive(data_list, src_list, self.group_max - len(data_list))
-        except OSError as e:  # e.g. ECONNREFUSED echoes on some kernels; never fatal for a listener
-            self._rlog.warning("recv", "receive error", error=str(e))
-            more = False
-        if len(data_list) >= self.group_max:
-            self._decode_group()
-        return more
-
-    def _decode_group(self) -> None:
-        datagrams, sources = self._group_data, self._group_src
-        self._group_data, self._group_src = [], []
-        if datagrams:
-            layout = None
-            if len(self._group_fds) == 1:  # all from one socket: the decoder can read its slots in place
-                layout = self._receivers[next(iter(self._group_fds))].layout()
-            try:
-                self._decode(datagrams, sources, layout)
-            finally:
-                del datagrams  # views of the receive slots: gone before the slots are reused
-                for rx in self._receivers.values():
-                    rx.release()
-
     def _decode(self, datagrams: list, sources: list, layout=None) -> None:
         t = now_ms()
         c = self.counters
@@ -439,7 +346,7 @@ class Collector:
                     "kernel_drops": drops.get(lst.inode, 0)} for lst in self.listeners]
         counters = dict(self.counters, **self.enricher.counters, **self.delivery.health_counters(),
                         kernel_drops=sum(s["kernel_drops"] for s in sockets), pending_flows=self.batcher.count,
-                        truncated_datagrams=sum(rx.truncated for rx in self._receivers.values()))
+                        truncated_datagrams=self.intake.truncated)
         full = t >= self._next_full_ms
         if full:
             self._next_full_ms = t + FULL_TABLE_INTERVAL_MS
@@ -476,38 +383,6 @@ class Collector:
                 self.counters["publish_errors"] += 1
                 self._rlog.warning("interfaces", "cannot publish interface names", error=str(e))
 
-    # ------------------------------------------------------------------ stop helpers
-
-    def _drain_at_stop(self) -> int:
-        """Read every datagram the kernel already holds (bounded in time), decoding as usual."""
-        before = self.counters["datagrams"]
-        deadline = time.monotonic() + STOP_DRAIN_MAX_S
-        for listener in self.listeners:
-            try:
-                while time.monotonic() < deadline and self._receive(listener.sock):
-                    pass
-            except Exception:
-                self.counters["loop_errors"] += 1
-                log.exception("error while draining at stop")
-        return self.counters["datagrams"] - before
-
-    def _close_wake_pipe(self) -> None:
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
-
-    def _clear_wake_pipe(self) -> None:
-        try:
-            while os.read(self._wake_r, 512):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-
-    def _close_listeners(self) -> None:
-        for rx in self._receivers.values():
-            rx.close()
-        self._receivers = {}
-        for listener in self.listeners:
-            listener.close()
-        self.listeners = []
+    @property
+    def listeners(self) -> list[Listener]:
+        return self.intake.listeners
