@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from flowmodel.client import StoreClient
-from support.services import ServiceProcess, free_port, send_udp, stack_config, wait_until, write_config
+from support.e2e import all_flows, running, store_client, wait_for_flows
+from support.services import free_port, send_udp, stack_config, wait_until, write_config
 from unit.collector.collector_truth import _norm, expected_by_frame, load_datagrams, reverse_records
 
 # capture -> source address of its datagrams (two exporters)
@@ -35,41 +35,17 @@ def as_tuple(r: dict) -> tuple:
             r["icmp_code"], r["flow_version"])
 
 
-def all_flows(client: StoreClient, **filters) -> list[dict]:
-    rows, cursor = [], None
-    for _ in range(100):
-        page = client.flows(limit=1000, cursor=cursor, **filters)
-        rows.extend(page.rows())
-        cursor = page.next_cursor
-        if not cursor or not len(page):
-            break
-    return rows
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("biflow")
     cfg = stack_config(tmp, collector={"sflow_port": free_port(socket.SOCK_DGRAM)},
                        store={"sqlite_retention": "7000d", "rollup_retention": "7000d"})
     path = write_config(tmp / "flowlens.yaml", cfg)
-    procs = []
-    try:
-        for name in ("store", "collector"):
-            procs.append(ServiceProcess(name, path).start())
+    with running(("store", path), ("collector", path)), store_client(cfg) as client:
         for name, src in CAPTURES.items():
             send_udp(cfg["collector"]["ipfix_port"], [d.payload for d in load_datagrams(name)], source=(src, 0))
-        client = StoreClient(cfg["query"]["endpoint"], timeout_s=5, retries=1)
-        total = sum(sum(truth(name).values()) for name in CAPTURES)
-        wait_until(lambda: len(all_flows(client, since=SINCE_MS, until=UNTIL_MS)) >= total, timeout_s=30,
-                   interval_s=0.2)
+        wait_for_flows(client, sum(sum(truth(name).values()) for name in CAPTURES), since=SINCE_MS, until=UNTIL_MS)
         yield client
-        client.close()
-    finally:
-        for p in reversed(procs):
-            p.stop()
-        for p in procs:
-            if p.proc and p.proc.returncode not in (0, None):
-                print(f"--- {p.name} log (rc={p.proc.returncode})\n{p.log()}")
 
 
 def test_every_biflow_half_arrived_as_its_truth(stack):

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from flowmodel.client import StoreClient
 from flowmodel.output import reply_rows
 from flowmodel.pcap import read_datagrams
 from flowmodel.schema import FLOW_COLUMNS
-from support.services import ServiceProcess, free_port, send_udp, stack_config, wait_until, write_config
+from support.e2e import all_flows, running, store_client, wait_for_flows
+from support.services import free_port, send_udp, stack_config, wait_until, write_config
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 # capture -> the loopback address its datagrams are sent from (the exporter the store should record)
@@ -97,38 +97,17 @@ def stack(tmp_path_factory, expected, real_flows):
                               sflow_port=free_port(socket.SOCK_DGRAM),
                               instance_id="collector-b", template_path=str(tmp / "templates-b.json"))
     path_a, path_b = write_config(tmp / "a.yaml", cfg), write_config(tmp / "b.yaml", cfg_b)
-    procs = []
-    try:
-        for name, path in (("store", path_a), ("collector", path_a), ("collector", path_b)):
-            procs.append(ServiceProcess(name, path).start())
+    with running(("store", path_a), ("collector", path_a), ("collector", path_b)) as procs, \
+            store_client(cfg) as client:
         ports = {"softflowd_v5_dns": cfg["collector"]["netflow_port"], "pmacct_v5_http": cfg_b["collector"]["netflow_port"]}
         for name, src in SOURCES.items():
             payloads = [d.payload for d in read_datagrams(str(DATA / f"{name}.pcap"))]
             send_udp(ports[name], payloads, source=(src, 0))
         send_udp(ports["softflowd_v5_dns"], [d.payload for d in read_datagrams(str(DATA / f"{REAL[0]}.pcap"))],
                  source=(REAL[1], 0))
-        client = StoreClient(cfg["query"]["endpoint"], timeout_s=5, retries=1)
         total = sum(len(rows) for rows in expected.values()) + len(real_flows)
-        wait_until(lambda: len(all_flows(client, since=0, until=4_000_000_000_000)) >= total, timeout_s=20, interval_s=0.2)
+        wait_for_flows(client, total, timeout_s=20, since=0, until=4_000_000_000_000)
         yield client, cfg, procs
-        client.close()
-    finally:
-        for p in reversed(procs):
-            p.stop()
-        for p in procs:
-            if p.proc and p.proc.returncode not in (0, None):
-                print(f"--- {p.name} log (rc={p.proc.returncode})\n{p.log()}")
-
-
-def all_flows(client: StoreClient, page_size: int = 1000, **filters) -> list[dict]:
-    rows, cursor = [], None
-    for _ in range(100):
-        page = client.flows(limit=page_size, cursor=cursor, **filters)
-        rows.extend(page.rows())
-        cursor = page.next_cursor
-        if not cursor or not len(page):
-            break
-    return rows
 
 
 def test_every_flow_arrived_with_the_right_fields(stack, expected, window):

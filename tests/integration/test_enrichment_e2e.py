@@ -14,8 +14,8 @@ from pathlib import Path
 import maxminddb
 import pytest
 
-from flowmodel.client import StoreClient
-from support.services import ServiceProcess, send_udp, stack_config, wait_until, write_config
+from support.e2e import running, store_client, wait_for_flows
+from support.services import send_udp, stack_config, wait_until, write_config
 from unit.collector.packet_builders import be, ipfix_packet, set_, tmpl_ipfix, v4
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -81,21 +81,10 @@ def stack(tmp_path_factory):
     cfg["enrichment"] = {"geoip_asn": str(ASN_DB), "geoip_country": str(COUNTRY_DB)}
     cfg["collector"]["stats_interval"] = "0.2s"
     path = write_config(tmp / "flowlens.yaml", cfg)
-    procs = []
-    try:
-        for name in ("store", "collector"):
-            procs.append(ServiceProcess(name, path).start())
+    with running(("store", path), ("collector", path)), store_client(cfg) as client:
         send_udp(cfg["collector"]["ipfix_port"], _packets(), source=("127.0.0.2", 0))
-        client = StoreClient(cfg["query"]["endpoint"], timeout_s=5, retries=1)
-        wait_until(lambda: len(client.flows(since="1h", limit=100)) >= len(FLOWS), timeout_s=30, interval_s=0.2)
+        wait_for_flows(client, len(FLOWS), since="1h")
         yield client
-        client.close()
-    finally:
-        for p in reversed(procs):
-            p.stop()
-        for p in procs:
-            if p.proc and p.proc.returncode not in (0, None):
-                print(f"--- {p.name} log (rc={p.proc.returncode})\n{p.log()}")
 
 
 def test_stored_flows_carry_the_as_numbers_and_countries_of_the_databases(stack):

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from flowmodel import addr
-from flowmodel.client import StoreClient
 from flowmodel.pcap import read_datagrams
-from support.services import ServiceProcess, free_port, send_udp, stack_config, wait_until, write_config
+from support.e2e import all_flows, running, store_client, wait_for_flows
+from support.services import free_port, send_udp, stack_config, write_config
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 # capture -> (port key, source address of its datagrams)
@@ -45,42 +45,19 @@ def as_key(row: dict) -> tuple:
                  else int(row[k]) for k in KEY)
 
 
-def all_flows(client: StoreClient, **filters) -> list[dict]:
-    rows, cursor = [], None
-    for _ in range(100):
-        page = client.flows(limit=1000, cursor=cursor, **filters)
-        rows.extend(page.rows())
-        cursor = page.next_cursor
-        if not cursor or not len(page):
-            break
-    return rows
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sflow")
     cfg = stack_config(tmp, collector={"sflow_port": free_port(socket.SOCK_DGRAM)})
     path = write_config(tmp / "flowlens.yaml", cfg)
-    procs = []
     started_ms = int(time.time() * 1000)
-    try:
-        for name in ("store", "collector"):
-            procs.append(ServiceProcess(name, path).start())
+    window = {"since": started_ms - HOUR_MS, "until": started_ms + HOUR_MS}
+    with running(("store", path), ("collector", path)), store_client(cfg) as client:
         for name, (port, src) in CAPTURES.items():
             send_udp(cfg["collector"][port], [d.payload for d in read_datagrams(str(DATA / f"{name}.pcap"))],
                      source=(src, 0))
-        client = StoreClient(cfg["query"]["endpoint"], timeout_s=5, retries=1)
-        window = {"since": started_ms - HOUR_MS, "until": started_ms + HOUR_MS}
-        total = sum(len(truth(name)) for name in CAPTURES)
-        wait_until(lambda: len(all_flows(client, **window)) >= total, timeout_s=30, interval_s=0.2)
+        wait_for_flows(client, sum(len(truth(name)) for name in CAPTURES), **window)
         yield client, window
-        client.close()
-    finally:
-        for p in reversed(procs):
-            p.stop()
-        for p in procs:
-            if p.proc and p.proc.returncode not in (0, None):
-                print(f"--- {p.name} log (rc={p.proc.returncode})\n{p.log()}")
 
 
 def test_every_sflow_sample_arrived_as_its_truth(stack):
