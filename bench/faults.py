@@ -83,7 +83,7 @@ def collector_killed(tmp: Path) -> Outcome:
             st, c, ex = drain(stack)
         stack.stop()
         return flows_outcome("collector SIGKILL, down 2 s, 30k IPFIX flows/s", stack, sent, st, c, ex, peaks.peak,
-                             version=10, note="a crash's saved sequence state is up to 1 s old")
+                             version=10, note="sequence state as of the durable batches (seqmarks.py)")
     finally:
         stack.stop()
 
