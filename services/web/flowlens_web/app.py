@@ -36,6 +36,7 @@ from .lanes import ClientGone, StoreLanes, TooBusy
 from .loginpages import add_login_routes
 from .reportpages import add_report_routes
 from .render import XHTML, Renderer
+from .storefeatures import StoreFeatures
 from .storegate import LIGHT, StoreBusy, StoreGate
 from .timerange import RangeError, TimeRange
 
@@ -106,6 +107,7 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
     # /healthz and /metrics get threads of their own: pages waiting on the store never delay them
     quick_threads = anyio.CapacityLimiter(4)
     lanes = StoreLanes(store, cfg["web.heavy_queries_per_client"], retry_after_s=max(1, round(store.timeout_s)))
+    features = StoreFeatures()  # the store's names and what it can do, kept a minute for every page
     users = auth.AccountsFile(cfg["web.users_file"]) if cfg["web.users_file"] else None
     sessions = auth.Sessions.from_config(cfg["web.session_secret_file"], cfg["web.session_lifetime"])
     limiter = auth.LoginLimiter(cfg["web.login_max_failures"])
@@ -286,8 +288,8 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
 
     add_login_routes(app, page, users, sessions, limiter)
     notepages.add_note_routes(app, cfg, users, listen_host, lanes, error_page, now_ms)
-    flowroutes.add_flow_routes(app, cfg, store, lanes, page, error_page, now_ms)
-    add_explore_routes(app, lanes, page, now_ms)
+    flowroutes.add_flow_routes(app, cfg, store, lanes, page, error_page, now_ms, features)
+    add_explore_routes(app, lanes, page, now_ms, features)
     add_report_routes(app, cfg, lanes, page, now_ms)
     app.add_middleware(auth.AuthMiddleware, users=users, sessions=sessions, metrics_token=cfg["web.metrics_token"])
     app.add_middleware(TimingMiddleware, histogram=histogram, error_page=server_error, access=cfg["web.access_log"])

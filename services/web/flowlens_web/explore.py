@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from flowmodel.protocol import QueryError, normalise_flow_filters
 
 from . import formatters as fmt
+from .namebook import NameBook
 from .sankey import Pair, sankey
 from .seriesstats import rates, series_stats, step_seconds, utilisation
 from .stackchart import OTHER_COLOUR, Layer, colour, stacked_chart
@@ -128,67 +129,18 @@ def parse_query(params: Mapping[str, str], now_ms: int) -> ExploreQuery:
     return ExploreQuery(form, filters, by, metric, int(top_text), trange)
 
 
-# ------------------------------------------------------------------ names
+# ------------------------------------------------------------------ labels
 
-class Names:
-    """Exporter and interface names from the store's ``names`` reply (empty when the store has no such op)."""
-
-    def __init__(self, reply: Mapping | None = None):
-        reply = reply or {}
-        self.exporters: dict[str, dict] = {}
-        self.interfaces: dict[tuple[str, int], dict] = {}
-        for e in reply.get("exporters") or []:
-            if isinstance(e, Mapping) and e.get("exporter"):
-                self.exporters[str(e["exporter"])] = dict(e)
-        for i in reply.get("interfaces") or []:
-            if isinstance(i, Mapping) and i.get("exporter") is not None:
-                try:
-                    self.interfaces[(str(i["exporter"]), int(i.get("ifindex")))] = dict(i)
-                except (TypeError, ValueError):
-                    continue
-
-    def exporter(self, address: str) -> str:
-        """'edge-1 (192.0.2.1)', the reverse name, or the bare address."""
-        e = self.exporters.get(address) or {}
-        name = e.get("name") or e.get("dns") or ""
-        return f"{name} ({address})" if name else address
-
-    def exporter_info(self, address: str) -> dict:
-        """name, site, dns ('' when unknown)."""
-        e = self.exporters.get(address) or {}
-        return {k: str(e.get(k) or "") for k in ("name", "site", "dns")}
-
-    def interface(self, address: str, ifindex: int) -> dict:
-        """name, description, speed_bps, source ('' and 0 when unknown)."""
-        i = self.interfaces.get((address, int(ifindex))) or {}
-        return {"ifindex": int(ifindex), "name": str(i.get("name") or ""), "description": str(i.get("description") or ""),
-                "speed_bps": i.get("speed_bps") or 0, "source": str(i.get("source") or "")}
-
-    def interface_label(self, address: str, ifindex: int) -> str:
-        """'Gi0/1 (ifIndex 3)' or 'ifIndex 3'."""
-        name = self.interface(address, ifindex).get("name") or ""
-        return f"{name} (ifIndex {ifindex})" if name else f"ifIndex {ifindex}"
-
-    def speed_bps(self, address: str, ifindex: int) -> int:
-        try:
-            return int(self.interface(address, ifindex).get("speed_bps") or 0)
-        except (TypeError, ValueError):
-            return 0
-
-    def exporter_interfaces(self, address: str) -> list[dict]:
-        return sorted((i for (a, _n), i in self.interfaces.items() if a == address), key=lambda i: int(i["ifindex"]))
-
-
-def series_label(by: str, key: Any, flt: Mapping, names: Names, with_exporter: bool = True) -> str:
+def series_label(by: str, key: Any, flt: Mapping, names: NameBook, with_exporter: bool = True) -> str:
     """The text a series is shown with: names for exporters and interfaces (without the exporter's
     on that exporter's own page), else the op's key."""
     exporter = str(flt.get("exporter") or "")
     if by == "exporter" and exporter:
-        return names.exporter(exporter)
+        return names.exporter_label(exporter)
     ifindex = flt.get("input_if") if by == "in_if" else flt.get("output_if") if by == "out_if" else None
     if ifindex is not None and exporter:
         label = names.interface_label(exporter, int(ifindex))
-        return f"{names.exporter(exporter)} {label}" if with_exporter else label
+        return f"{names.exporter_label(exporter)} {label}" if with_exporter else label
     if by == "pair" and flt.get("src") and flt.get("dst"):
         return f"{flt['src']} \u2192 {flt['dst']}"
     value = flt.get(by)
@@ -204,7 +156,7 @@ def series_label(by: str, key: Any, flt: Mapping, names: Names, with_exporter: b
     return fmt.xml_text(key)
 
 
-def series_speed(by: str, flt: Mapping, names: Names) -> int:
+def series_speed(by: str, flt: Mapping, names: NameBook) -> int:
     ifindex = flt.get("input_if") if by == "in_if" else flt.get("output_if") if by == "out_if" else None
     if ifindex is None or not flt.get("exporter"):
         return 0
@@ -247,7 +199,7 @@ def stat_cells(sums: list[float], step_s: float | list[float], metric: str, spee
     return cells
 
 
-def explore_view(q: ExploreQuery, reply: Mapping, names: Names,
+def explore_view(q: ExploreQuery, reply: Mapping, names: NameBook,
                  href_of: Callable[[Mapping], str | None] | None = None, total_speed_bps: int = 0,
                  with_exporter: bool = True) -> dict:
     """The chart, the table rows and the totals of an explore reply. A series links to ``href_of(its

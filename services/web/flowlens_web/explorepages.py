@@ -9,7 +9,6 @@ saying so, and the exporter pages show their health without charts.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Callable, Mapping
 
 from starlette.requests import Request
@@ -20,6 +19,8 @@ from flowmodel.client import StoreError
 from . import explore as ex
 from . import exporterviews as ev
 from .asgi import App
+from .namebook import NameBook
+from .storefeatures import StoreFeatures
 from .storegate import HEAVY, LIGHT
 from .timerange import RangeError, TimeRange
 
@@ -30,7 +31,6 @@ ROUTES = ("/explore", "/explore.csv", "/exporters")  # their own series in /metr
 EXPORTER_TOP = 20       # interfaces charted per direction on an exporter's page (the rest are Other)
 INTERFACE_TOP = 10      # talkers charted per direction on an interface's page
 SAMPLING_EXPORTERS = 50  # exporters whose sampling the list shows (the most packets in the last hour)
-NAMES_KEPT_S = 60.0     # how long the names op's reply is used before it is asked again
 UNSUPPORTED = "this store does not answer the explore op yet (it is older than this web); upgrade the store service"
 
 
@@ -38,24 +38,19 @@ class ExploreUnsupported(Exception):
     """The store answered that it has no explore op (an older store)."""
 
 
-def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: Callable[[], int]) -> None:
+def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: Callable[[], int],
+                       features: StoreFeatures | None = None) -> None:
     store = lanes.gate
+    features = features or StoreFeatures()
 
-    kept: dict = {"at": None, "names": ex.Names()}  # the names reply, read again after NAMES_KEPT_S
-
-    async def names(request: Request) -> ex.Names:
-        """The store's names, asked at most once per NAMES_KEPT_S (the reply may hold
-        names.max_rows interfaces; names change rarely: SNMP polls hourly)."""
-        at = time.monotonic()
-        if kept["at"] is not None and at - kept["at"] < NAMES_KEPT_S:
-            return kept["names"]
-        try:
-            known = ex.Names(await lanes.run(request, LIGHT, lambda: store.call(lambda c: c.request("names"), lane=LIGHT)))
-        except StoreError as e:  # a store without the op (or names turned off): addresses and ifIndexes
-            log.debug("no names", extra={"fields": {"error": str(e)}})
-            known = ex.Names()
-        kept.update(at=at, names=known)
-        return known
+    async def names(request: Request) -> NameBook:
+        """The store's names, kept a minute by ``features`` (shared with the flow pages; the reply may
+        hold names.max_rows interfaces; names change rarely: SNMP polls hourly). A store without the
+        op gives an empty book: addresses and ifIndexes."""
+        known = features.fresh_names()
+        if known is not None:
+            return known
+        return await lanes.run(request, LIGHT, lambda: store.call(features.names, lane=LIGHT))
 
     async def explore_replies(request: Request, *arg_sets: dict) -> list[dict]:
         def ask():

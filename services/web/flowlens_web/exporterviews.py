@@ -2,7 +2,7 @@
 
 Health comes from the store's ``exporters`` reply (one row per collector, exporter and
 observation domain: the collector's counters); names, sites and interface speeds from its
-``names`` reply (explore.Names; empty when the store has no names yet).
+``names`` reply (namebook.NameBook; empty when the store has no names yet).
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import ipaddress
 from typing import Any, Mapping
 
 from . import formatters as fmt
-from .explore import Names, flows_params, url
+from .explore import flows_params, url
+from .namebook import NameBook
 from .timerange import TimeRange
 
 
@@ -73,7 +74,7 @@ def health_rows(exporters_reply: Mapping, now_ms: int, only: str | None = None) 
     return out
 
 
-def exporter_rows(exporters_reply: Mapping, names: Names, now_ms: int,
+def exporter_rows(exporters_reply: Mapping, names: NameBook, now_ms: int,
                   sampling: Mapping[str, str] | None = None) -> list[dict]:
     """One row per exporter address: its name and site, its domains' counters summed and its
     ``sampling`` (address -> text); exporters the names know but no collector reported are listed
@@ -101,9 +102,7 @@ def exporter_rows(exporters_reply: Mapping, names: Names, now_ms: int,
     out = []
     for address in sorted(by_addr, key=_address_order):
         r = by_addr[address]
-        known = names.exporters.get(address) or {}
-        out.append({**r, "versions": ", ".join(sorted(r["versions"] - {"-"})) or "-",
-                    "name": known.get("name") or "", "site": known.get("site") or "", "dns": known.get("dns") or "",
+        out.append({**r, "versions": ", ".join(sorted(r["versions"] - {"-"})) or "-", **names.exporter_info(address),
                     "last_seen": fmt.human_time(r["last_ms"] or None, now_ms), "last_exact": fmt.iso_time(r["last_ms"] or None),
                     "interfaces": len(names.exporter_interfaces(address)),
                     "sampling": (sampling or {}).get(address, "")})
@@ -118,7 +117,7 @@ def _address_order(text: str) -> tuple:
         return (9, 0, text)
 
 
-def interface_rows(address: str, names: Names, in_view: Mapping | None, out_view: Mapping | None,
+def interface_rows(address: str, names: NameBook, in_view: Mapping | None, out_view: Mapping | None,
                    range_query: Mapping[str, str]) -> list[dict]:
     """Every interface the names know for ``address`` or the charts saw, by ifIndex: names, speed,
     its in/out statistics when it is among the charts' series, and links to its page and to
@@ -167,28 +166,28 @@ def sampling_by_exporter(scaled: Mapping, unscaled: Mapping) -> dict[str, str]:
     return {a: sampling_text(p / raw[a]) for a, p in packets(scaled).items() if raw.get(a)}
 
 
-def exporter_context(address: str, names: Names, health: list[dict], trange: TimeRange,
+def exporter_context(address: str, names: NameBook, health: list[dict], trange: TimeRange,
                      in_view: Mapping | None = None, out_view: Mapping | None = None, sampling: str = "",
                      error: str | None = None) -> dict:
     """exporter.xhtml's context: without views (a store with no explore op) health and names only."""
     q = trange.query()
-    return {"title": f"Exporter {names.exporter(address)}", "nav": "exporters", "address": address,
-            "label": names.exporter(address), "info": names.exporter_info(address), "health": health,
+    return {"title": f"Exporter {names.exporter_label(address)}", "nav": "exporters", "address": address,
+            "label": names.exporter_label(address), "info": names.exporter_info(address), "health": health,
             "range_bar": trange.bar(f"/exporters/{address}"), "in_view": in_view, "out_view": out_view,
             "error": error, "interfaces": interface_rows(address, names, in_view, out_view, q), "sampling": sampling,
             "explore_href": url("/explore", {"by": "in_if", "exporter": address, **q}),
             "flows_href": url("/flows", {"exporter": address, **q})}
 
 
-def interface_context(address: str, ifindex: int, names: Names, trange: TimeRange, explore_in: str,
+def interface_context(address: str, ifindex: int, names: NameBook, trange: TimeRange, explore_in: str,
                       explore_out: str, in_view: Mapping | None = None, out_view: Mapping | None = None,
                       error: str | None = None) -> dict:
     """interface.xhtml's context; ``explore_in``/``explore_out``: its Explore views each way."""
     speed = names.speed_bps(address, ifindex)
     in_flt = {"exporter": address, "input_if": ifindex}
     out_flt = {"exporter": address, "output_if": ifindex}
-    return {"title": f"{names.interface_label(address, ifindex)} on {names.exporter(address)}", "nav": "exporters",
-            "address": address, "exporter_label": names.exporter(address), "ifindex": ifindex,
+    return {"title": f"{names.interface_label(address, ifindex)} on {names.exporter_label(address)}", "nav": "exporters",
+            "address": address, "exporter_label": names.exporter_label(address), "ifindex": ifindex,
             "info": names.interface(address, ifindex), "speed": fmt.human_rate(speed, "bps") if speed else "",
             "error": error, "range_bar": trange.bar(f"/exporters/{address}/if/{ifindex}"), "in_view": in_view,
             "out_view": out_view, "exporter_href": url(f"/exporters/{address}", trange.query()),

@@ -96,7 +96,7 @@ def flow_rows(rows: list[dict], now_ms: int, names: NameBook | None = None) -> l
             "packets": fmt.human_count(r["packets"]), "packets_exact": fmt.exact(r["packets"]),
             "sampling": int(r.get("sampling_rate", 1)),
             "flags": fmt.tcp_flags(r.get("tcp_flags", 0)) if p == 6 else "",
-            "exporter": exporter, "exporter_name": names.exporter(exporter) or "",
+            "exporter": exporter, "exporter_name": names.exporter_name(exporter),
             "version": int(r.get("flow_version", 0)),
             "in_if": interface_cell(names, exporter, r.get("input_if")),
             "out_if": interface_cell(names, exporter, r.get("output_if")),
@@ -113,7 +113,7 @@ def interface_cell(names: NameBook, exporter: str, ifindex) -> dict:
     if not i:
         return {"text": "-", "title": "no interface exported", "ifindex": 0}
     known = names.interface(exporter, i)
-    if known is None:
+    if not known["name"]:
         return {"text": str(i), "title": f"ifIndex {i} (no name known)", "ifindex": i}
     title = f"ifIndex {i}" + (f", {known['description']}" if known.get("description") else "")
     return {"text": known["name"], "title": title, "ifindex": i}

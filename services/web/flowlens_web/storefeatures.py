@@ -4,7 +4,8 @@ not know one yet (an older store, or one mid-upgrade) answers with an error: the
 without it and ask again a minute later.
 
 Each method runs on a store client the caller already holds (inside ``StoreGate.call``), so a page
-asks in the same turn as its own query and never waits for a second connection.
+asks in the same turn as its own query and never waits for a second connection. One instance serves
+every page (app.py makes it), so the names are asked once a minute whichever page needs them.
 """
 from __future__ import annotations
 
@@ -33,11 +34,16 @@ class StoreFeatures:
     def _fresh(self, entry) -> bool:
         return entry is not None and self.clock() - entry[0] < self.recheck_s
 
+    def fresh_names(self) -> NameBook | None:
+        """The names while they are fresh, else None (then ask with ``names``)."""
+        with self._lock:
+            return self._names[1] if self._fresh(self._names) else None
+
     def names(self, client: StoreClient) -> NameBook:
         """The store's names (an empty book while it has no ``names`` op)."""
-        with self._lock:
-            if self._fresh(self._names):
-                return self._names[1]
+        book = self.fresh_names()
+        if book is not None:
+            return book
         try:
             book = NameBook.from_reply(client.request("names"))
         except StoreError as e:

@@ -4,7 +4,6 @@ import csv
 import io
 
 from flowlens_web import csvexport
-from flowlens_web.namebook import NameBook
 from flowmodel.output import render
 from flowmodel.schema import FLOW_COLUMNS
 
@@ -55,16 +54,6 @@ def test_file_names_say_range_and_limit():
     assert csvexport.filename("flows", {"range": "24h"}, 100000) == "flowlens-flows-24h-max100000.csv"
     assert csvexport.filename("top-src", {"from": "2025-11-24T14:30Z", "to": "2025-11-24T16:30Z"}) == \
         "flowlens-top-src-2025-11-24T1430Z-2025-11-24T1630Z.csv"
-
-
-def test_name_book_reads_tolerantly():
-    book = NameBook.from_reply({"exporters": [{"exporter": "192.0.2.1", "name": "", "dns": "r1.example.net"}, {"x": 1}],
-                                "interfaces": [{"exporter": "192.0.2.1", "ifindex": "2", "name": "xe-0/0/1"},
-                                               {"exporter": "192.0.2.1", "ifindex": "bad", "name": "n"},
-                                               {"exporter": "192.0.2.1", "ifindex": 3, "name": ""}]})
-    assert book.exporter("192.0.2.1") == "r1.example.net" and book.exporter("192.0.2.9") is None
-    assert book.interface("192.0.2.1", 2)["name"] == "xe-0/0/1" and book.interface("192.0.2.1", 3) is None
-    assert len(NameBook.from_reply(None)) == 0
 
 
 def test_top_csv_is_the_cli_csv_or_a_header():

@@ -13,6 +13,7 @@ from lxml import etree
 from flowlens_web import explore as ex
 from flowlens_web import exporterviews as ev
 from flowlens_web import render
+from flowlens_web.namebook import NameBook
 
 NOW = 1_764_950_400_000  # 2025-12-05T16:00Z
 NS = {"h": "http://www.w3.org/1999/xhtml", "svg": "http://www.w3.org/2000/svg"}
@@ -77,11 +78,11 @@ def test_store_arguments():
 
 def test_view_rates_stats_names_and_links():
     q = query(by="in_if", exporter="192.0.2.1")
-    view = ex.explore_view(q, reply(), ex.Names(NAMES))
+    view = ex.explore_view(q, reply(), NameBook.from_reply(NAMES))
     r3, r7 = view["rows"]
     assert r3["key"] == "edge-1 (192.0.2.1) Gi0/3 (ifIndex 3)"
     assert r7["key"] == "edge-1 (192.0.2.1) ifIndex 7"
-    short = ex.explore_view(q, reply(), ex.Names(NAMES), with_exporter=False)
+    short = ex.explore_view(q, reply(), NameBook.from_reply(NAMES), with_exporter=False)
     assert [r["key"] for r in short["rows"]] == ["Gi0/3 (ifIndex 3)", "ifIndex 7"]
     # 1000 bytes per 60 s step = 133.33 bit/s, flat
     assert r3["stats"].average == pytest.approx(1000 * 8 / 60) and r3["stats"].p95 == pytest.approx(1000 * 8 / 60)
@@ -104,7 +105,7 @@ def test_port_series_link_to_the_flow_explorers_port_filter():
     q = query(by="dst_port")
     r = {**reply(n=3), "series": [{"key": "443", "filter": {"dst_port": 443}, "values": [1, 2, 3], "total": 6}],
          "other": {"values": [0, 0, 0], "total": 0}}
-    view = ex.explore_view(q, r, ex.Names())
+    view = ex.explore_view(q, r, NameBook())
     assert parse_qs(urlparse(view["rows"][0]["flows_href"]).query) == {"port": ["443"], "range": ["1h"]}
     assert parse_qs(urlparse(view["rows"][0]["href"]).query)["dst_port"] == ["443"]
     assert view["rows"][0]["key"] == "443 (https)"
@@ -118,12 +119,12 @@ def test_port_series_link_to_the_flow_explorers_port_filter():
     ("exporter", {"exporter": "192.0.2.1"}, "edge-1 (192.0.2.1)"), ("exporter", {"exporter": "192.0.2.9"}, "192.0.2.9"),
 ])
 def test_series_labels(by, flt, label):
-    assert ex.series_label(by, "key from the op", flt, ex.Names(NAMES)) == label
+    assert ex.series_label(by, "key from the op", flt, NameBook.from_reply(NAMES)) == label
 
 
 def test_csv_has_a_row_per_series_and_other():
     q = query(by="in_if", exporter="192.0.2.1")
-    view = ex.explore_view(q, reply(), ex.Names(NAMES))
+    view = ex.explore_view(q, reply(), NameBook.from_reply(NAMES))
     rows = list(csv.reader(io.StringIO(ex.explore_csv(view, q))))
     assert rows[0] == ["key", "filter", "total_bytes", "average_bps", "p95_bps", "max_bps", "utilisation_p95_pct"]
     assert [r[0] for r in rows[1:]] == ["edge-1 (192.0.2.1) Gi0/3 (ifIndex 3)", "edge-1 (192.0.2.1) ifIndex 7", "Other"]
@@ -143,7 +144,7 @@ def parse(html):
 
 def test_explore_page_renders(tmp_path):
     q = query(by="in_if", exporter="192.0.2.1")
-    view = ex.explore_view(q, reply(), ex.Names(NAMES))
+    view = ex.explore_view(q, reply(), NameBook.from_reply(NAMES))
     html = render.Renderer().page("explore.xhtml", **base_ctx(
         title="Explore", nav="explore", form={**{k: "" for k in ex.FILTERS}, **q.form}, dimensions=ex.DIMENSIONS,
         metrics=ex.METRICS, range_bar=q.range.bar("/explore", q.form), range_hidden=q.range.query(), error=None,
@@ -163,7 +164,7 @@ def test_exporter_rows_sum_domains_and_add_named_ones():
         {"exporter": "192.0.2.1", "observation_domain": 1, "version": 10, "packets": 5, "flows": 50,
          "decode_errors": {}, "sequence_lost": 0, "templates": 2, "last_seen": NOW - 1000},
         {"exporter": "other", "observation_domain": 0, "overflow": True, "packets": 1}]}
-    names = ex.Names({**NAMES, "exporters": NAMES["exporters"] + [{"exporter": "198.51.100.9", "name": "core", "site": "", "dns": ""}]})
+    names = NameBook.from_reply({**NAMES, "exporters": NAMES["exporters"] + [{"exporter": "198.51.100.9", "name": "core", "site": "", "dns": ""}]})
     rows = ev.exporter_rows(health, names, NOW)
     assert [r["exporter"] for r in rows] == ["192.0.2.1", "198.51.100.9"]
     r = rows[0]
@@ -192,7 +193,7 @@ def test_average_is_over_the_window_not_the_steps_span():
     r = reply(step_ms=300_000, n=13)
     r["times"] = [NOW - 3_600_000 - 300_000 + i * 300_000 for i in range(13)]
     r["since"], r["until"] = NOW - 3_600_000, NOW
-    view = ex.explore_view(query(by="in_if", exporter="192.0.2.1"), r, ex.Names(NAMES))
+    view = ex.explore_view(query(by="in_if", exporter="192.0.2.1"), r, NameBook.from_reply(NAMES))
     s = view["rows"][0]["stats"]
     assert s.total == 13 * 1000 and s.average == pytest.approx(13 * 1000 * 8 / 3600)
     assert s.maximum == pytest.approx(1000 * 8 / 300)  # a step's rate is its sum over the whole step
@@ -207,7 +208,7 @@ def test_sampling_from_scaled_and_unscaled_packets():
                          {"key": "192.0.2.3", "filter": {"exporter": "192.0.2.3"}, "packets": 11}]}
     assert ev.sampling_by_exporter(scaled, unscaled) == {"192.0.2.1": "1 in 100", "192.0.2.2": "unsampled",
                                                          "192.0.2.3": "1 in ~34"}
-    rows = ev.exporter_rows({"exporters": [{"exporter": "192.0.2.1", "observation_domain": 0}]}, ex.Names(), NOW,
+    rows = ev.exporter_rows({"exporters": [{"exporter": "192.0.2.1", "observation_domain": 0}]}, NameBook(), NOW,
                             {"192.0.2.1": "1 in 100"})
     assert rows[0]["sampling"] == "1 in 100"
 
@@ -218,7 +219,7 @@ def test_exporter_and_interface_pages_render(with_views):
     the reason in words, health and names still shown)."""
     from flowlens_web.timerange import TimeRange
 
-    names = ex.Names(NAMES)
+    names = NameBook.from_reply(NAMES)
     trange = TimeRange.last("1h", NOW)
     health = ev.health_rows({"exporters": [{"exporter": "192.0.2.1", "observation_domain": 0, "version": 10,
                                             "packets": 5, "flows": 7, "templates": 2, "last_seen": NOW}]}, NOW,

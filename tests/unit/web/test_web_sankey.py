@@ -7,6 +7,7 @@ from lxml import etree
 
 from flowlens_web import explore as ex
 from flowlens_web import render
+from flowlens_web.namebook import NameBook
 from flowlens_web.sankey import GAP, Pair, sankey
 
 PAIRS = [Pair("10.0.0.1", "10.1.0.1", 600, "#111"), Pair("10.0.0.1", "10.1.0.2", 200, "#222"),
@@ -43,7 +44,7 @@ def test_pair_view_draws_the_sankey():
              "series": [{"key": "10.0.0.1 → 10.1.0.1", "filter": {"src": "10.0.0.1", "dst": "10.1.0.1"}, "values": [5, 5]},
                         {"key": "10.0.0.2 → 10.1.0.1", "filter": {"src": "10.0.0.2", "dst": "10.1.0.1"}, "values": [1, 2]}],
              "other": {"values": [0, 0]}}
-    view = ex.explore_view(q, reply, ex.Names())
+    view = ex.explore_view(q, reply, NameBook())
     d = view["sankey"]
     assert [n.label for n in d.sources] == ["10.0.0.1", "10.0.0.2"] and [n.label for n in d.targets] == ["10.1.0.1"]
     assert "by=dst" in d.sources[0].href and "src=10.0.0.1" in d.sources[0].href
@@ -52,4 +53,4 @@ def test_pair_view_draws_the_sankey():
     ns = {"svg": "http://www.w3.org/2000/svg"}
     assert len(root.xpath("//svg:path[@class='link']", namespaces=ns)) == 2
     assert root.xpath("//svg:text[@class='nlabel']/text()", namespaces=ns) == ["10.0.0.1", "10.0.0.2", "10.1.0.1"]
-    assert ex.explore_view(ex.parse_query({"by": "src", "range": "1h"}, now), reply, ex.Names())["sankey"] is None
+    assert ex.explore_view(ex.parse_query({"by": "src", "range": "1h"}, now), reply, NameBook())["sankey"] is None
