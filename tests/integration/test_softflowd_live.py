@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from support.e2e import wait_for_flows
 from support.services import ServiceStack, wait_until
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -67,17 +68,6 @@ def softflowd_report(text: str) -> dict:
             "octets": sum(int(o) for _p, o, _n in per_proto), "packets": sum(int(n) for _p, _o, n in per_proto)}
 
 
-def all_flows(client, page_size: int = 1000) -> list[dict]:
-    rows, cursor = [], None
-    for _ in range(100):
-        page = client.flows(limit=page_size, cursor=cursor, **ALL_TIME)
-        rows.extend(page.rows())
-        cursor = page.next_cursor
-        if not cursor or not len(page):
-            break
-    return rows
-
-
 def family(addr: str) -> str:
     return "v6" if ":" in addr and not addr.lower().startswith("::ffff:") else "v4"
 
@@ -105,8 +95,7 @@ def test_softflowd_export_reaches_the_store(tmp_path, version, capture):
 
         client = stack.client()
         try:
-            rows = wait_until(lambda: (r := all_flows(client)) and len(r) >= report["flows"] and r,
-                              timeout_s=10, interval_s=0.1)
+            rows = wait_for_flows(client, report["flows"], timeout_s=10, **ALL_TIME)
             assert len(rows) == report["flows"]
             assert sum(r["bytes"] for r in rows) == report["octets"]
             assert sum(r["packets"] for r in rows) == report["packets"]
