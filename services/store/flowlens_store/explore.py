@@ -204,7 +204,7 @@ def _from_rollups(engine, db, f: dict, by: str, grid, scaled: bool, metric: str,
     totals, _others = histops.key_rows(engine, db, by, coarse.pieces, None, None, scaled, host, only=metric)
     tk, tv = _by_key(_concat([totals, {**raw, "i": np.zeros(len(raw["i"]), np.int64)}], w))
     chosen = tk[P.top_groups(tv[METRICS.index(metric)], limit)] if len(tk) else tk
-    rows, _others = histops.key_rows(engine, db, by, fine.pieces, fold, grid, scaled, host, chosen=chosen)
+    rows, _others = histops.key_rows(engine, db, by, fine.pieces, fold, grid, scaled, host, chosen=chosen, only=metric)
     rows = _concat([rows, raw], w)
     everything = histops.all_by_step(engine, db, fine.pieces, grid, scaled, host) + _by_step(raw, steps)
     return ((tk, tv), rows, everything), approximate or bool(len(_others["i"])), _source(fine)

@@ -10,7 +10,7 @@ from flowmodel.protocol import METRICS
 from . import blockread as B
 from . import histread as H
 from . import planner as P
-from .hists import CHUNKED_DIMS, HistBuilder, KEY_WIDTH
+from .hists import CHUNKED_DIMS, HistBuilder, KEY_WIDTH, decode_hist
 
 ADDR_DIMS = ("src", "dst", "exporter", "self", "dst_prefix")
 HIST_TOP = ("src", "dst", "port", "src_port", "dst_port", "protocol", "exporter")
@@ -65,8 +65,9 @@ def top(engine, db, f: dict, by: str, metric: str, limit: int, scaled: bool) -> 
     part is grouped in numpy; only the chosen keys become Python objects."""
     until = f.get("until", 1 << 62)
     pl = H.plan(db, by, f["since"], until)
-    rows = H.gather(db, by, pl.pieces, engine._check, fold=H.fold_by(None), fold_at_end=False,
-                    cache=engine.rollup_cache)  # grouped below
+    names = ("sbytes", "spackets", "flows") if scaled else ("bytes", "packets", "flows")
+    rows = H.gather(db, by, pl.pieces, engine._check, fold=fold_values(names), fold_at_end=False,
+                    cache=Values(names))  # grouped below; the two sums it does not show are not decoded
     other = rows["other"]
     keep = ~other
     words = [rows["k"][keep]]
@@ -168,7 +169,7 @@ def rollup_rows(engine, db, kind: str, since: int, until: int, step_ms: int, sca
                 prefix_v4: int, prefix_v6: int) -> dict[str, np.ndarray]:
     """Per (step, key) sums of ``kind`` (dst_prefix or exporter) over [since, until): rollups where
     they are complete, the rest grouped from raw flows the same way the sealer groups them."""
-    from .hists import DIMS, decode_hist
+    from .hists import DIMS
 
     steps = tuple(s for s in DIMS[kind] if step_ms % s == 0)
     pl = H.plan(db, kind, since, until, steps)
@@ -227,7 +228,7 @@ def _match(k: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     return hit
 
 
-def _gather_chosen(engine, db, dim: str, pieces: list, chosen: np.ndarray, fold) -> dict:
+def _gather_chosen(engine, db, dim: str, pieces: list, chosen: np.ndarray, fold, values=None) -> dict:
     """H.gather restricted to the ``chosen`` keys (rollup words), reading only the key-range chunks
     that can hold one of them (hists.key_chunks): a top 10 of hosts over a day reads ten small chunks
     an hour, not every host's rows."""
@@ -240,7 +241,8 @@ def _gather_chosen(engine, db, dim: str, pieces: list, chosen: np.ndarray, fold)
     for ps, pe, step, t_lo, t_hi in pieces:
         engine._check()
         if last is None or last[0] != (ps, pe, step):
-            parts = [engine.rollup_cache.decode(r[0]) for r in db.execute(sql, (dim, step, ps, pe, *extra))]
+            blobs = db.execute(sql, (dim, step, ps, pe, *extra))
+            parts = [decode_hist(r[0], values) if values else engine.rollup_cache.decode(r[0]) for r in blobs]
             h = None
             if parts:
                 h = {name: np.concatenate([q[name] for q in parts]) for name in parts[0] if name != "k"}
@@ -262,18 +264,37 @@ def _hist_value(metric: str, scaled: bool) -> str:
     return {"bytes": "sbytes", "packets": "spackets"}.get(metric, metric) if scaled else metric
 
 
-def fold_one(name: str):
-    """A gather fold summing only the value ``name`` per (other, key): what a top's first pass needs,
-    a fifth of fold_by(None)'s sums (the other values are dropped)."""
+def fold_values(names: tuple[str, ...], step_ms: int | None = None):
+    """A gather fold summing only the values ``names`` per (bucket of ``step_ms``, other, key), per
+    (other, key) when None: fold_by's work for the sums a query uses (one of five for explore's
+    first pass, three for a top)."""
     def fold(rows: dict) -> dict:
         n = len(rows["t"])
         if n == 0:
-            return {k: rows[k] for k in ("t", "k", "other", name)}
+            return {k: rows[k] for k in ("t", "k", "other", *names)}
         k = rows["k"]
-        rep, (total,), _c = P.group_rows([k[:, j] for j in range(k.shape[1])] + [rows["other"].astype(np.uint64)],
-                                         rows[name])
-        return {"t": np.zeros(len(rep), np.int64), "k": k[rep], "other": rows["other"][rep], name: total}
+        t = (rows["t"] // step_ms) * step_ms if step_ms else np.zeros(n, np.int64)
+        words = [k[:, j] for j in range(k.shape[1])] + [rows["other"].astype(np.uint64)]
+        if step_ms:
+            words.insert(0, t.view(np.uint64) ^ np.uint64(1 << 63))
+        rep, sums, _c = P.group_rows(words, *(rows[name] for name in names))
+        return {"t": t[rep], "k": k[rep], "other": rows["other"][rep], **dict(zip(names, sums))}
     return fold
+
+
+def fold_one(name: str, step_ms: int | None = None):
+    return fold_values((name,), step_ms)
+
+
+class Values:
+    """Stands in for gather's decoded-rollups cache: decodes only t, other, the key and ``values``
+    (hists.decode_hist), uncached: the big blobs such a pass reads are never cached anyway."""
+
+    def __init__(self, values: tuple[str, ...]):
+        self.values = values
+
+    def decode(self, blob: bytes) -> dict:
+        return decode_hist(bytes(blob), self.values)
 
 
 def key_rows(engine, db, by: str, pieces: list, fold, grid, scaled: bool, host: bytes | None = None,
@@ -290,10 +311,16 @@ def key_rows(engine, db, by: str, pieces: list, fold, grid, scaled: bool, host: 
     if chosen is not None and not len(chosen):
         rows = H._concat([], KEY_WIDTH.get(dim, 1))
     elif chosen is not None and dim in CHUNKED_DIMS and by != "dscp":
-        rows = _gather_chosen(engine, db, dim, pieces, chosen, fold)
-    else:
         if only is not None:
-            fold = fold_one(_hist_value(only, scaled))
+            name = _hist_value(only, scaled)
+            rows = _gather_chosen(engine, db, dim, pieces, chosen, fold_one(name, grid[1]), (name,))
+        else:
+            rows = _gather_chosen(engine, db, dim, pieces, chosen, fold)
+    elif only is not None:
+        name = _hist_value(only, scaled)
+        rows = H.gather(db, dim, pieces, engine._check, fold=fold_one(name, grid[1] if grid else None),
+                        cache=Values((name,)))
+    else:
         rows = H.gather(db, dim, pieces, engine._check, fold=fold, cache=engine.rollup_cache)
     if only is not None:
         v = np.zeros((3, len(rows["t"])), np.uint64)
