@@ -1,4 +1,4 @@
-"""The store service: bus forwarder (XSUB/XPUB proxy), warm tier and writer, bus subscriber feeding
+"""The store service: bus forwarder (forwarder.py), warm tier and writer, bus subscriber feeding
 the ring and the writer, the events socket, and the query server (queryserver.py), started in that
 order as flowmodel.lifecycle.Components parts and stopped in reverse: first the flush (SUB drained,
 writer committed, acks and confirmations sent), the forwarder last. The status replies are in
@@ -15,7 +15,7 @@ import numpy as np
 import zmq
 
 from flowmodel import curve
-from flowmodel.bus import (CONTROL_MAX_BYTES, SUBSCRIPTION_MAX_BYTES, max_message_bytes, queue_limit, EVENT_STREAM, TOPIC_ACK, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX,
+from flowmodel.bus import (CONTROL_MAX_BYTES, queue_limit, EVENT_STREAM, TOPIC_ACK, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX,
                            TOPIC_INTERFACES, TOPIC_RESEND, CodecError, GapCounter, Sequencer, decode_batch, decode_body, default_source_id,
                            encode_event, envelope_of)
 from flowmodel.lifecycle import Components, StartError
@@ -25,6 +25,7 @@ from flowmodel.protocol import QueryError
 
 from . import __version__, delivery, eventsink, names, statusview
 from .exporter_table import ADDRESSES_PER_EXPORTER, add_flows, merge_health
+from .forwarder import Forwarder
 from .queryserver import QueryServer
 from .ring import Ring
 from .warm import WarmWriter, now_ms
@@ -63,8 +64,8 @@ class StoreService:
         self._ring_log_at = time.monotonic() + statusview.RATE_WINDOW_S  # first ring-cover log line once the rate is known
         self._rl = RateLimitedLog(log)
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._sub = self._xsub = self._xpub = self._ctl = self._router = None
+        self.forwarder = Forwarder(cfg, str(id(self)))  # the bus's XSUB/XPUB proxy (forwarder.py)
+        self._sub: zmq.Socket | None = None
         self._sockets: list[zmq.Socket] = []  # every socket made, so a start that fails half-way still closes them
         # the query server (queryserver.py); ping, status, exporters and names are the service's own ops
         self.queries = QueryServer(cfg, {"ping": lambda: {"ok": True, "version": __version__}, "status": lambda: statusview.status(self),
@@ -85,7 +86,7 @@ class StoreService:
         parts = Components("store")
         parts.add("context", self._open_context, self._close_context)
         parts.add("security", self._start_gate, lambda: self.gate.stop())
-        parts.add("forwarder", self._start_forwarder, self._stop_forwarder)
+        parts.add("forwarder", lambda: self.forwarder.start(self._socket, self.gate), self.forwarder.stop)
         parts.add("storage", self._open_storage, lambda: self.writer.stop())
         parts.add("subscriber", self._connect_subscriber, self._close_subscriber)
         parts.add("events", self._bind_events, lambda: self.events.close())
@@ -108,35 +109,6 @@ class StoreService:
 
     def _start_gate(self) -> None:
         self.gate = curve.Gate(self.cfg).start(self.ctx)  # CURVE keys and the ZAP handler, when configured
-
-    def _start_forwarder(self) -> None:
-        """The bus: XSUB for publishers, XPUB for subscribers, joined by zmq.proxy on a thread; every
-        socket that reads from other processes has a message size bound (MAXMSGSIZE)."""
-        cfg = self.cfg
-        hwm = queue_limit(cfg)  # these sockets carry flow batches: bounded in bytes, not only messages
-        self._xsub = self._socket(zmq.XSUB)
-        self._xsub.setsockopt(zmq.RCVHWM, hwm)
-        self._xsub.setsockopt(zmq.MAXMSGSIZE, max_message_bytes(cfg))
-        self.gate.bind(self._xsub, cfg["storage.bus_xsub_bind"], curve.BUS_PUBLISH)
-        self._xsub.bind(f"inproc://store-bus-{id(self)}")  # the store's own acks enter the bus here
-        self._xpub = self._socket(zmq.XPUB)
-        self._xpub.setsockopt(zmq.SNDHWM, hwm)
-        self._xpub.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_MAX_BYTES)
-        self.gate.bind(self._xpub, cfg["storage.bus_xpub_bind"], curve.BUS_SUBSCRIBE)
-        self._xpub.bind(f"inproc://store-subscribers-{id(self)}")  # the store's own subscriber, inside CURVE
-        self._ctl = self._socket(zmq.PAIR)
-        self._ctl.bind(f"inproc://store-proxy-{id(self)}")
-        ctl_peer = self._socket(zmq.PAIR)
-        ctl_peer.connect(f"inproc://store-proxy-{id(self)}")
-        self._spawn("bus-proxy", self._proxy, ctl_peer)
-
-    def _stop_forwarder(self) -> None:
-        self._ctl.send(b"TERMINATE")
-        for t in self._threads:
-            if t.name == "bus-proxy":
-                t.join(5)
-        self._ctl.close(linger=0)
-        self._ctl = None
 
     def _open_storage(self) -> None:
         """The warm tier, what it remembers (health, delivery and event marks, names), its writer
@@ -173,9 +145,9 @@ class StoreService:
         for topic in (TOPIC_FLOWS_PREFIX, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_INTERFACES):
             self._sub.setsockopt(zmq.SUBSCRIBE, topic)
         self._sub.setsockopt(zmq.SUBSCRIBE, TOPIC_RESEND)
-        self._sub.connect(f"inproc://store-subscribers-{id(self)}")
+        self._sub.connect(self.forwarder.subscribe_inproc)
         self._acks = self._socket(zmq.PUB)
-        self._acks.connect(f"inproc://store-bus-{id(self)}")
+        self._acks.connect(self.forwarder.publish_inproc)
 
     def _close_subscriber(self) -> None:
         if self._sub is not None:
@@ -207,11 +179,6 @@ class StoreService:
         self._sockets.append(s)
         return s
 
-    def _spawn(self, name: str, target, *args) -> None:
-        t = threading.Thread(target=target, args=args, name=name, daemon=True)
-        t.start()
-        self._threads.append(t)
-
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -232,7 +199,7 @@ class StoreService:
     def _close_context(self) -> None:
         """Sockets whose thread never started (a bind failed half-way) or has ended are closed here;
         term() would otherwise wait for them forever."""
-        alive = [t.name for t in self._threads if t.is_alive()] + self.queries.alive
+        alive = self.forwarder.alive + self.queries.alive
         if alive:
             log.warning("threads still running at stop", extra=fields(threads=alive))
         else:
@@ -243,19 +210,6 @@ class StoreService:
         self.ctx = None
         log.info("stopped", extra=fields(flows_in=self.flows_in, committed=self.writer.committed if self.writer else 0,
                                          shed_flows=self.writer.shed_flows if self.writer else 0))
-
-    # ---------------------------------------------------------------- the forwarder thread
-
-    def _proxy(self, ctl_peer: zmq.Socket) -> None:
-        try:
-            zmq.proxy_steerable(self._xsub, self._xpub, None, ctl_peer)
-        except zmq.ContextTerminated:
-            pass
-        except Exception:
-            log.exception("bus proxy failed")
-        finally:
-            for s in (self._xsub, self._xpub, ctl_peer):
-                s.close(linger=0)
 
     # ---------------------------------------------------------------- the receive loop (main thread)
 
