@@ -185,7 +185,7 @@ class SequenceMarks:
         line = _line(second.stream, second.batch_seq, second.entries)
         self.pending_bytes += len(line) - len(first.line) - len(second.line)
         second.line = line
-        self.counters["sequence_marks_merged"] = self.counters.get("sequence_marks_merged", 0) + 1
+        self.counters["sequence_marks_merged"] = self.counters.get("sequence_marks_merged", 0) + 1  # exact no more
 
     # ---------------------------------------------------------------- saves
 

@@ -95,7 +95,8 @@ class Collector:
                          "template_saves": 0, "template_save_errors": 0, "templates_loaded": 0,
                          "sequence_saves": 0, "sequence_save_errors": 0, "sequences_loaded": 0,
                          "template_save_max_ms": 0, "acked_batches": 0, "acked_flows": 0, "resent_batches": 0,
-                         "resent_flows": 0, "resends": 0, "interface_events": 0}
+                         "resent_flows": 0, "resends": 0, "interface_events": 0,
+                         "sequence_marks_merged": 0}
         # confirmed delivery (flowmodel.bus TOPIC_ACK): this run's stream of flow batches, and what the
         # store has not yet confirmed, of this run and of earlier ones (the spool)
         self.delivery = Delivery(cfg, self.sequencer, self.counters)

@@ -185,3 +185,19 @@ def test_without_a_template_path_nothing_is_saved_or_journaled(tmp_path):
     c.state.marks.durable_through("run-1", 1)
     c.state.close()
     assert not c.state.marks.pending and c.counters["sequence_saves"] == 0
+
+
+def test_pending_marks_past_their_bound_are_merged_oldest_first(tmp_path):
+    cfg = load_config(None, env={}, overrides={"collector.template_path": str(tmp_path / "templates.json")})
+    c = Collector(cfg)
+    c.state.load_sequences({})
+    c.state.marks.pending_max_bytes = 1  # every new mark folds the one before it in
+    c._decode([v5_packet(3, 10)], [EXP])
+    c.state.marks.record("run-1", 1, c.decoder)
+    c._decode([v5_packet(3, 13)], [("192.0.2.9", 2055)])
+    c.state.marks.record("run-1", 2, c.decoder)
+    assert len(c.state.marks.pending) == 1 and c.counters["sequence_marks_merged"] == 1
+    c.state.marks.durable_through("run-1", 1)
+    assert not c.state.marks.durable  # batch 1's mark went into batch 2's
+    c.state.marks.durable_through("run-1", 2)
+    assert sorted(e[4] for e in c.state.marks.durable.values()) == [13, 16]  # both exporters' streams
