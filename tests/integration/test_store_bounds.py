@@ -1,4 +1,4 @@
-"""The store as a process: without CURVE keys it will not bind its sockets beyond loopback (exit 1,
+"""The store as a process: without CURVE keys it will not bind its sockets beyond loopback (exit 2, a config error,
 naming the key that turns CURVE on); a bus message over the flow-batch bound is dropped by ZeroMQ
 before the store reads it, while batches within it still arrive."""
 from __future__ import annotations
@@ -28,7 +28,7 @@ def test_store_refuses_to_bind_beyond_loopback_without_keys(tmp_path):
     path = write_config(tmp_path / "flowlens.yaml", cfg)
     done = subprocess.run([PYTHON, "-m", "flowlens_store", "--config", str(path)], capture_output=True, text=True,
                           timeout=60, cwd=REPO)
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr  # lifecycle.EXIT_BAD_CONFIG: the config asks for it
     assert "refusing to bind tcp://0.0.0.0" in done.stderr
     for words in ("security.server_key", "flowlens keys generate", "security.allow_insecure_bind"):
         assert words in done.stderr, words
