@@ -26,7 +26,6 @@ KEY_WIDTH = {"src": 2, "dst": 2, "exporter": 2, "pair": 4, "in_if": 3, "out_if":
 # the rollup dimension each key is kept in (dscp: by tos, four tos values a DSCP); pair has none
 HIST_DIM = {by: by for by in TOP_BY if by in DIMS} | {"dscp": "tos"}
 COUNTRY_KEYS = ("src_country", "dst_country")  # packed codes (flowmodel.geo), shown as code or label
-ADDR_KEYED = ("src", "dst", "exporter", "pair", "in_if", "out_if")  # keys whose first words are addresses
 
 assert set(KEY_COLUMNS) == set(TOP_BY), "every top dimension needs its key columns"
 
