@@ -12,7 +12,8 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-MODULES = ["decode", "ingest", "enrich", "store", "blocks", "e2e", "resources", "analyzer", "web", "history", "faults"]
+MODULES = ["decode", "ingest", "enrich", "store", "blocks", "e2e", "resources", "analyzer", "web", "history", "webhistory",
+           "faults"]
 
 
 class Report:

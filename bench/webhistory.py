@@ -1,0 +1,365 @@
+"""Web pages over the history benchmark's store (issue 15): p50/p95 of the dashboard, Explore, the
+flow explorer and the exporter pages at 1 h, 24 h and 72 h, over real HTTP against the web process,
+the store a real process holding the flows bench.history loads (``python -m bench webhistory``).
+
+The store is built by bench.history's own loader (generator -> IPFIX over UDP -> collector -> store,
+and nfcapd beside it, whose files are then deleted). Knobs: FLOWLENS_BENCH_HISTORY_FLOWS (flows,
+default 30M, as bench.history); FLOWLENS_BENCH_WEBHISTORY_DIR keeps the built store in that directory
+and reuses it on the next run when it holds as many flows (a 30 M build takes minutes);
+FLOWLENS_BENCH_WEBHISTORY_REQUESTS (warm requests per page, default 10).
+
+Each page is asked twice over: anchored (``from``/``to``, the window ending at the newest flow, as
+bench.history asks) and, for the dashboard and Explore, as the preset ``range=Nh`` a user clicks
+(ending now: on a reused store the newest hours hold no flows). Per page: the first request of that
+URL, then p50/p95 (nearest rank) of the warm ones, then the page's store ops alone (the same
+arguments, built by the web's own modules, through flowmodel.client) so a slow page says whether
+the store or the web spends the time. Target (issue 15): every page under 300 ms p95. Measured,
+never asserted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlencode
+
+import psutil
+
+from . import history
+from .harness import REPO, ServiceProcess, stack_config, write_config
+
+FLOWS = history.FLOWS
+KEEP_DIR = os.environ.get("FLOWLENS_BENCH_WEBHISTORY_DIR", "")
+REQUESTS = int(os.environ.get("FLOWLENS_BENCH_WEBHISTORY_REQUESTS", "10"))
+HOURS = (1, 24, 72)
+EXPLORE_BY = ("src", "dst_port", "exporter", "in_if")
+TARGET_P95_MS = 300.0
+MARKER = "webhistory-store.json"        # in a kept directory: what the store there holds
+EXPORTER = "127.0.0.1"                  # bench.history's exporter: its datagrams come from loopback
+HOST_RANK = history.HOST_RANK
+ARTIFACT = REPO / "tests" / "artifacts" / "webhistory.md"
+
+
+# ---------------------------------------------------------------------------- the store
+
+@dataclass
+class Built:
+    flows: int
+    start_ms: int
+    end_ms: int         # the newest flow time (an hour boundary)
+    load_s: float       # 0 when reused
+    reused: bool
+
+
+def build_store(directory: Path, n: int, log=print) -> Built:
+    """A store under ``directory`` holding ``n`` flows of 72 h, loaded by bench.history; reused when
+    the directory's marker says it holds ``n`` flows already."""
+    marker = directory / MARKER
+    if marker.exists():
+        meta = json.loads(marker.read_text())
+        if meta.get("flows") == n:
+            log(f"    webhistory: reusing the store in {directory} ({n:,} flows, built"
+                f" {time.strftime('%Y-%m-%d %H:%M', time.gmtime(meta['built_at']))} UTC)")
+            return Built(n, meta["start_ms"], meta["end_ms"], 0.0, True)
+    for p in directory.iterdir():   # another size, or a build that did not finish: start again
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    end_ms = history.window_end(int(time.time() * 1000))
+    start_ms = end_ms - history.HOURS * history.HOUR_MS
+    files_dir = directory / "nfcapd"
+    files_dir.mkdir()
+    cfg, procs = history.start_store_and_collector(directory)
+    from flowmodel.client import StoreClient
+
+    client = StoreClient(cfg["query"]["endpoint"], timeout_s=history.QUERY_TIMEOUT_S, retries=0)
+    try:
+        history.wait_collector(client)
+        loaded = history.load(n, start_ms, end_ms, cfg, client, files_dir, directory / "nfcapd-slice", log)
+    finally:
+        client.close()
+        for name in ("collector", "store"):
+            procs[name].stop(timeout_s=120)
+    shutil.rmtree(files_dir)   # nfdump's side of bench.history: not asked here
+    shutil.rmtree(directory / "nfcapd-slice", ignore_errors=True)
+    marker.write_text(json.dumps({"flows": n, "start_ms": start_ms, "end_ms": end_ms, "built_at": time.time(),
+                                  "load_s": loaded.load_s}))
+    return Built(n, start_ms, end_ms, loaded.load_s, False)
+
+
+def start_store_and_web(directory: Path) -> tuple[dict, ServiceProcess, ServiceProcess]:
+    """The store over the built SQLite file (no collector: nothing new arrives) and the web."""
+    cfg = stack_config(directory, storage=dict(history.STORE), query={"timeout": "30s"})
+    path = write_config(directory / "flowlens-web.yaml", cfg)
+    started: list[ServiceProcess] = []
+    try:
+        for name in ("store", "web"):
+            proc = ServiceProcess(name, path)
+            proc.env = {k: v for k, v in proc.env.items() if not k.startswith("FLOWLENS_BENCH_")}
+            started.append(proc.start(timeout_s=120))
+    except Exception:
+        for p in reversed(started):
+            p.stop()
+        raise
+    return cfg, started[0], started[1]
+
+
+# ---------------------------------------------------------------------------- pages
+
+@dataclass
+class Page:
+    name: str                                   # "explore by src"
+    window: str                                 # "24 h, to the newest flow" / "range=24h"
+    path: str
+    params: dict                                # the URL's query (the range included)
+    store_ops: Callable[[object, int], None]    # (client, now_ms): the page's store requests alone
+
+    @property
+    def url(self) -> str:
+        return self.path + ("?" + urlencode(self.params) if self.params else "")
+
+
+def _dashboard_ops(params: dict) -> Callable:
+    from flowlens_web.flowroutes import DASHBOARD_TOP
+    from flowlens_web.timerange import TimeRange
+
+    def ops(client, now_ms: int) -> None:
+        tr = TimeRange.from_query(params, now_ms)
+        since, until = tr.since_ms, tr.until_ms
+        client.series(step=tr.step_s(), scaled=True, since=since, until=until)
+        for by in DASHBOARD_TOP:
+            client.top(by=by, limit=10, scaled=True, since=since, until=until)
+    return ops
+
+
+def _explore_ops(params: dict) -> Callable:
+    from flowlens_web import explore as ex
+
+    def ops(client, now_ms: int) -> None:
+        client.request("explore", **ex.parse_query(params, now_ms).store_args())
+    return ops
+
+
+def _flows_ops(params: dict) -> Callable:
+    from flowlens_web import flowtable
+
+    def ops(client, now_ms: int) -> None:
+        _form, args, _tr = flowtable.flow_query(params, now_ms)
+        client.flows(limit=50, **args)
+    return ops
+
+
+def _exporters_ops(_params: dict) -> Callable:
+    def ops(client, now_ms: int) -> None:
+        client.exporters()
+        client.request("names")
+        window = {"by": "exporter", "metric": "packets", "limit": 50, "since": now_ms - 3_600_000, "until": now_ms}
+        client.top(scaled=True, **window)
+        client.top(scaled=False, **window)
+    return ops
+
+
+def _exporter_ops(params: dict) -> Callable:
+    from flowlens_web import explore as ex
+    from flowlens_web.explorepages import EXPORTER_TOP
+    from flowlens_web.timerange import TimeRange
+
+    def ops(client, now_ms: int) -> None:
+        tr = TimeRange.from_query(params, now_ms)
+        base = {"exporter": EXPORTER}
+        q_in = ex.ExploreQuery({"by": "in_if"}, base, "in_if", "bps", EXPORTER_TOP, tr)
+        q_out = ex.ExploreQuery({"by": "out_if"}, base, "out_if", "bps", EXPORTER_TOP, tr)
+        client.exporters()
+        client.request("explore", **q_in.store_args())
+        client.request("explore", **q_out.store_args())
+        client.flows(limit=1, exporter=EXPORTER, since=tr.since_ms, until=tr.until_ms)
+    return ops
+
+
+def pages(end_ms: int, host: str) -> list[Page]:
+    """Every page the bench asks, anchored windows first, then the presets."""
+    from flowlens_web.timerange import url_time
+
+    def anchored(hours: int) -> tuple[str, dict]:
+        return f"{hours} h to the newest flow", {"from": url_time(end_ms - hours * history.HOUR_MS), "to": url_time(end_ms)}
+
+    def preset(hours: int) -> tuple[str, dict]:
+        return f"range={hours}h (to now)", {"range": f"{hours}h"}
+
+    out = []
+    for window_of in (anchored, preset):
+        for hours in HOURS:
+            window, rq = window_of(hours)
+            out.append(Page("dashboard", window, "/", rq, _dashboard_ops(rq)))
+        for by in EXPLORE_BY:
+            for hours in HOURS:
+                window, rq = window_of(hours)
+                q = {"by": by, **rq}
+                out.append(Page(f"explore by {by}", window, "/explore", q, _explore_ops(q)))
+    window, rq = anchored(24)
+    q = {"addr": host, **rq}
+    out.append(Page(f"flows of one host ({host})", window, "/flows", q, _flows_ops(q)))
+    out.append(Page("exporters", "last hour (fixed)", "/exporters", {}, _exporters_ops({})))
+    out.append(Page(f"exporter {EXPORTER}", window, f"/exporters/{EXPORTER}", rq, _exporter_ops(rq)))
+    return out
+
+
+# ---------------------------------------------------------------------------- timing
+
+@dataclass
+class Timing:
+    page: Page
+    status: int
+    first_ms: float
+    p50_ms: float
+    p95_ms: float
+    ops_p50_ms: float
+    ops_p95_ms: float
+    bytes: int
+    error: str = ""
+
+    @property
+    def slow(self) -> bool:
+        return self.status != 200 or self.p95_ms > TARGET_P95_MS
+
+    def where(self) -> str:
+        """Where a slow page's time goes: its store ops alone vs the rest (names, rendering, HTTP)."""
+        if self.status != 200:
+            return f"HTTP {self.status}: {self.error[:200]}"
+        if not self.slow:
+            return ""
+        web = self.p50_ms - self.ops_p50_ms
+        part = "store" if self.ops_p50_ms >= web else "web (rendering, names, HTTP)"
+        return f"slow: {part}; store ops p50 {self.ops_p50_ms:.0f} ms, the rest {web:.0f} ms"
+
+
+def percentile(sorted_ms: list[float], pct: int) -> float:
+    """Nearest rank."""
+    return sorted_ms[max(0, -(-pct * len(sorted_ms) // 100) - 1)]
+
+
+def time_page(http, client, page: Page, requests: int) -> Timing:
+    from flowmodel.client import StoreError, StoreUnavailable
+
+    t = time.perf_counter()
+    r = http.get(page.url)
+    first = (time.perf_counter() - t) * 1000
+    took = []
+    for _ in range(requests):
+        t = time.perf_counter()
+        r = http.get(page.url)
+        took.append((time.perf_counter() - t) * 1000)
+    took.sort()
+    ops, error = [], ""
+    try:
+        for _ in range(requests):
+            now = int(time.time() * 1000)
+            t = time.perf_counter()
+            page.store_ops(client, now)
+            ops.append((time.perf_counter() - t) * 1000)
+    except (StoreError, StoreUnavailable) as e:
+        error = f"store op: {e}"
+    ops.sort()
+    if r.status_code != 200:
+        error = r.text[:300] + ("; " + error if error else "")
+    nan = float("nan")
+    return Timing(page, r.status_code, first, percentile(took, 50), percentile(took, 95),
+                  percentile(ops, 50) if ops else nan, percentile(ops, 95) if ops else nan, len(r.content), error)
+
+
+def pick_host(client, end_ms: int) -> str:
+    """An ordinary workstation, as bench.history picks it: the HOST_RANK-th busiest source by flows
+    of the last hour."""
+    rows = client.top(by="src", metric="flows", limit=HOST_RANK, since=end_ms - history.HOUR_MS, until=end_ms)["rows"]
+    return str(rows[-1]["key"])
+
+
+@dataclass
+class Result:
+    built: Built
+    host: str
+    timings: list[Timing]
+    store_rss_idle: int
+    store_rss_peak: int
+    web_rss_peak: int
+    requests: int
+    measured_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+def measure(directory: Path, built: Built, requests: int = REQUESTS, log=print) -> Result:
+    import httpx
+
+    from flowmodel.client import StoreClient
+
+    cfg, store, web = start_store_and_web(directory)
+    client = StoreClient(cfg["query"]["endpoint"], timeout_s=history.QUERY_TIMEOUT_S, retries=0)
+    try:
+        history.wait_sealed(client, log)
+        host = pick_host(client, built.end_ms)
+        rss_idle = psutil.Process(store.proc.pid).memory_info().rss
+        timings = []
+        with history.RssPeak(store.proc.pid) as store_peak, history.RssPeak(web.proc.pid) as web_peak, \
+                httpx.Client(base_url="http://" + cfg["web"]["listen"], timeout=120) as http:
+            for page in pages(built.end_ms, host):
+                t = time_page(http, client, page, requests)
+                timings.append(t)
+                log(f"    webhistory: {page.name:34} {page.window:26} first {t.first_ms:7.0f} ms  p50 {t.p50_ms:6.0f}"
+                    f"  p95 {t.p95_ms:6.0f}  store ops p50 {t.ops_p50_ms:6.0f}  p95 {t.ops_p95_ms:6.0f}  {t.where()}")
+    finally:
+        client.close()
+        web.stop()
+        store.stop(timeout_s=120)
+    return Result(built, host, timings, rss_idle, store_peak.peak, web_peak.peak, requests)
+
+
+# ---------------------------------------------------------------------------- report
+
+def table(res: Result) -> str:
+    lines = ["| page | window | HTTP | first ms | p50 ms | p95 ms | store ops p50 ms | store ops p95 ms | KiB | note |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for t in res.timings:
+        lines.append(f"| {t.page.name} | {t.page.window} | {t.status} | {t.first_ms:.0f} | {t.p50_ms:.0f} |"
+                     f" {t.p95_ms:.0f} | {t.ops_p50_ms:.0f} | {t.ops_p95_ms:.0f} | {t.bytes / 1024:.0f} |"
+                     f" {t.where().replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def summary(res: Result) -> str:
+    b = res.built
+    slow = [t for t in res.timings if t.slow]
+    age_h = (res.measured_at_ms - b.end_ms) / history.HOUR_MS
+    made = "reused from FLOWLENS_BENCH_WEBHISTORY_DIR" if b.reused else f"loaded by bench.history in {b.load_s:.0f} s"
+    return (f"{b.flows:,} flows over 72 h (newest flow {time.strftime('%Y-%m-%d %H:%M', time.gmtime(b.end_ms / 1000))}"
+            f" UTC, {age_h:.1f} h before the pages were asked; store {made}). One host = {res.host}. "
+            f"{res.requests} warm requests per page after the first (p95 nearest rank), then the page's store ops"
+            f" alone as many times. Store RSS {res.store_rss_idle / 1e6:.0f} MB before, peak"
+            f" {res.store_rss_peak / 1e6:.0f} MB while answering; web RSS peak {res.web_rss_peak / 1e6:.0f} MB. "
+            f"{len(slow)} of {len(res.timings)} pages miss the {TARGET_P95_MS:.0f} ms p95 target (or fail).")
+
+
+def run(report) -> None:
+    n = FLOWS
+    if KEEP_DIR:
+        directory = Path(KEEP_DIR)
+        directory.mkdir(parents=True, exist_ok=True)
+        res = measure(directory, build_store(directory, n))
+    else:
+        with tempfile.TemporaryDirectory(prefix="flowlens-bench-webhistory-") as d:
+            res = measure(Path(d), build_store(Path(d), n))
+    for t in res.timings:
+        name = f"{t.page.name}, {t.page.window}"
+        report("webhistory", f"{name}: p95", round(t.p95_ms, 1), "ms",
+               f"HTTP {t.status}, p50 {t.p50_ms:.0f}, first {t.first_ms:.0f}, store ops p50 {t.ops_p50_ms:.0f}"
+               f" p95 {t.ops_p95_ms:.0f}; {t.where() or 'under the 300 ms target'}")
+    report("webhistory", "store RSS peak while answering", round(res.store_rss_peak / 1e6), "MB", "psutil, every 20 ms")
+    report("webhistory", "web RSS peak while answering", round(res.web_rss_peak / 1e6), "MB", "psutil, every 20 ms")
+    text = (f"# Web pages over the history store\n\n{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {platform.node()},"
+            f" {psutil.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, `python -m bench webhistory`"
+            f" (FLOWLENS_BENCH_HISTORY_FLOWS={n}).\n\n{summary(res)}\n\n{table(res)}\n")
+    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+    ARTIFACT.write_text(text)
+    print(text, flush=True)
