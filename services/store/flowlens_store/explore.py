@@ -130,10 +130,11 @@ def _raw_groups(engine, db, f: dict, by: str, grid, scaled: bool, ring: bool) ->
     parts = engine.ring.scan(lambda c: P.ring_mask(c, f), filters=f, columns=names) if ring else \
         engine._raw_columns(db, f, names)
     cap = engine.max_rows * GROUPS_PER_ROW_CAP
+    too_many = QueryError(f"more than {cap:,} (step, key) groups in this window; use a larger step, a shorter "
+                          "window or filters")
     for cols in parts:
-        if acc.merged > cap:  # distinct groups at the last merge
-            raise QueryError(f"more than {cap:,} (step, key) groups in this window; use a larger step, a shorter "
-                             "window or filters")
+        if acc.merged > cap:  # distinct groups at the last merge (GroupSums merges at twice that at most)
+            raise too_many
         b, p = cols["bytes"], cols["packets"]
         if scaled:
             rate = np.maximum(cols["sampling_rate"], 1).astype(_U64)
@@ -141,6 +142,8 @@ def _raw_groups(engine, db, f: dict, by: str, grid, scaled: bool, ring: bool) ->
         idx = ((cols["time_end"] - first) // step_ms).astype(_U64)
         acc.add({"i": idx, **{f"k{j}": word for j, word in enumerate(K.key_words(by, cols))}}, b, p)
     keys, b, p, n = acc.result()
+    if len(b) > cap:
+        raise too_many
     if not len(b):
         return _empty_rows(w)
     return {"i": keys["i"].astype(np.int64), "k": np.stack([keys[f"k{j}"] for j in range(w)], axis=1),

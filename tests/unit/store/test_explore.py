@@ -313,3 +313,17 @@ def test_partitions_sealed_before_the_5_minute_interface_rollups_are_read_raw(tm
     finally:
         eng.close()
         w.close()
+
+
+def test_a_raw_explore_stops_at_its_group_bound_with_a_reason(store):
+    eng, flows = store
+    ring = Ring(10)
+    ring.evicted_max_time_end = int(flows["time_end"].max())
+    small = QueryEngine(ring, eng.sqlite_path, 600_000, 1, 10.0, clock=eng.clock)  # query_max_rows 1: 100 groups
+    try:
+        args = {"since": BASE, "until": BASE + 6 * HOUR, "by": "pair", "step": 60}
+        with pytest.raises(QueryError, match=r"more than 100 \(step, key\) groups"):
+            small.explore(args)
+        assert small.explore({**args, "by": "protocol", "step": 3600})["totals"]["flows"] == flows.count
+    finally:
+        small.close()
