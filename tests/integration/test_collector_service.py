@@ -154,6 +154,7 @@ def test_collector_publishes_exporter_health_with_counters(collector_env):
     ev = tap.wait_event(lambda e: e["counters"]["datagrams"] == sent and e["exporters"])
     assert ev["kind"] == "collector"
     assert ev["collector"] == ev["source"] == "edge-1"
+    assert ev["stats_interval"] == 0.3  # the analyzer takes a collector silent for three of these as stopped
     assert ev["counters"]["flows"] == flows
     assert ev["counters"]["kernel_drops"] == 0
     ports = {cfg["collector"]["netflow_port"], cfg["collector"]["ipfix_port"], cfg["collector"]["sflow_port"]}

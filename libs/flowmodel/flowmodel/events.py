@@ -41,6 +41,7 @@ EXPORTER_EVENT_FIELDS = {
     "socket": "per listen port: {port, rcvbuf_requested, rcvbuf_granted, kernel_drops}",
     "exporters": "list of per (exporter, observation_domain) maps, see EXPORTER_STATS_FIELDS: the whole table when exporters_full, else only the rows changed since the collector's previous event",
     "exporters_full": "true when exporters is the collector's whole table (its first event, about once a minute, its last, and when a store subscribes); false: changed rows only, the others as last reported (an event without it is whole)",
+    "stats_interval": "seconds between this collector's health events (collector.stats_interval): a collector silent for three of them is taken as stopped",
     "config": "the service's effective config keys (its own section, bus and log), see service_config()",
 }
 

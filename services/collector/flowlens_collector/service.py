@@ -357,7 +357,7 @@ class Collector:
         return {"kind": "collector", "collector": self.source_id, "process": process_stats(self.started_at_ms),
                 "counters": counters, "listen": [lst.address for lst in self.listeners], "socket": sockets,
                 "exporters": self.decoder.exporter_stats(changed_only=not full), "exporters_full": full,
-                "config": self.config_report}
+                "stats_interval": self.stats_interval_ms / 1000, "config": self.config_report}
 
     def _publish_health(self, t: int) -> None:
         try:
