@@ -63,6 +63,9 @@ TOPIC_EXPORTER = b"exporter"
 # flowmodel.events.INTERFACE_EVENT_FIELDS. Plain pub/sub: each source sends its whole table again
 # periodically, so a lost message costs only freshness.
 TOPIC_INTERFACES = b"interfaces"
+# Interface counters from sFlow agents (deltas per interval): flowmodel.events.IF_COUNTER_EVENT_FIELDS.
+# Plain pub/sub: a lost message loses its intervals, counted by the envelope's seq gaps.
+TOPIC_IF_COUNTERS = b"ifcounters"
 # Confirmed delivery of flow batches (collector -> store), a windowed go-back-N over the bus:
 # - every flow batch carries, beside the envelope, its place in a *stream*: ``stream`` (str, one
 #   collector process's sequence of flow batches: "<source>/<start ms>"), ``batch_seq`` (1, 2, ...

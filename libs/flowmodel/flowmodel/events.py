@@ -113,6 +113,27 @@ INTERFACE_EVENT_FIELDS = {
 INTERFACES_PER_EVENT = 4096
 INTERFACE_NAME_MAX = 128  # characters kept of a name or description; longer ones are cut
 
+# Interface counter event body on topic ``ifcounters`` (bus.TOPIC_IF_COUNTERS): what sFlow agents'
+# if-counters records say each interface carried between two of its samples (the collector takes
+# the deltas of the cumulative counters, flowlens_collector.sflow_counters). The store sums them per
+# minute for the ``ifcounters`` query op.
+IF_COUNTER_EVENT_FIELDS = {
+    "rows": "list of IF_COUNTER_ROW_FIELDS maps, at most IF_COUNTER_ROWS_PER_EVENT",
+}
+IF_COUNTER_ROW_FIELDS = {
+    "exporter": "sFlow agent address as text (the flows' exporter column)",
+    "ifindex": "ifIndex of the interface",
+    "time_ms": "when the sample that closes the interval was received, ms since epoch",
+    "interval_ms": "time since the interface's previous sample",
+    "speed_bps": "ifSpeed the agent reported, bits/s (0: unknown)",
+    "in_octets": "octets received in the interval", "out_octets": "octets sent",
+    "in_packets": "packets received (unicast + multicast + broadcast)", "out_packets": "packets sent",
+    "in_errors": "inbound errors", "out_errors": "outbound errors",
+    "in_discards": "inbound discards", "out_discards": "outbound discards",
+    "resets": "1 when the counters were reset (agent reboot, cleared): the interval carries no traffic, 0 otherwise",
+}
+IF_COUNTER_ROWS_PER_EVENT = 4096
+
 PROCESS_FIELDS = {
     "pid": "process id",
     "rss_bytes": "resident memory",

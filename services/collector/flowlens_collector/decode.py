@@ -29,6 +29,7 @@ from .decoders import v5
 from .decoders.stats import ExporterStats
 from .decoders.ifnames import InterfaceTable
 from .decoders.templated import TemplatedDecoder
+from .sflow_counters import CounterDeltas
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class Decoder:
                  pending_max_age_ms: int = 1_800_000, pending_total_max_bytes: int = 4 << 20,
                  template_fields_total_max: int = 65536, template_lifetime_ms: int = 5_400_000,
                  max_time_ahead_ms: int | None = None, max_exporters: int = 1000,
-                 max_interfaces: int = 4096, names_republish_ms: int = 300_000):
+                 max_interfaces: int = 4096, names_republish_ms: int = 300_000, max_if_counters: int = 16384):
         # flows ending further than this after now_ms are dropped (flowtimes); None: now_ms is not a
         # wall clock (tests, benches drive it), keep every time
         self.max_time_ahead_ms = max_time_ahead_ms
@@ -106,6 +107,8 @@ class Decoder:
         self.exporters = self.acct.exporters
         # interface names from options data (IE 82/83), published on bus.TOPIC_INTERFACES by the service
         self.interfaces = InterfaceTable(max_interfaces, max_exporters, names_republish_ms)
+        # sFlow if-counters deltas per (agent, sub-agent, ifIndex), published on bus.TOPIC_IF_COUNTERS by the service
+        self.if_counters = CounterDeltas(max_if_counters)
         self._seq_restored_ms: dict[tuple, int] = {}  # stream -> its last packet before a restart (load_sequence_state)
         self._templated = TemplatedDecoder(self.acct, max_templates_per_exporter=max_templates_per_exporter,
                                            pending_max_bytes=pending_max_bytes,
@@ -248,7 +251,7 @@ class Decoder:
 
     def _sflow_run(self, blob, offsets, lengths, _datagrams, sources, now_ms: int, out: list, _code) -> None:
         try:
-            out.append(sflow_run.decode_run(self.acct, blob, offsets, lengths, sources, now_ms))
+            out.append(sflow_run.decode_run(self.acct, blob, offsets, lengths, sources, now_ms, self.if_counters))
         except Exception:  # a decoder bug must not stop the loop: counted and logged
             self._run_failed("sflow", sources, now_ms)
 

@@ -15,7 +15,7 @@ import time
 import zmq
 
 from flowmodel import bus, curve
-from flowmodel.events import process_stats, service_config
+from flowmodel.events import IF_COUNTER_ROWS_PER_EVENT, process_stats, service_config
 from flowmodel.lifecycle import Components, StartError
 from flowmodel.logs import RateLimitedLog, fields
 
@@ -77,7 +77,8 @@ class Collector:
                               max_time_ahead_ms=flowtimes.MAX_AHEAD_MS,
                               max_exporters=cfg["collector.max_exporters"],
                               max_interfaces=cfg["names.max_interfaces"],
-                              names_republish_ms=int(cfg["names.republish_interval"] * 1000))
+                              names_republish_ms=int(cfg["names.republish_interval"] * 1000),
+                              max_if_counters=cfg["collector.sflow_counter_interfaces"])
         self.decoder = decoder
         self.enricher = Enricher.from_config(cfg)  # AS numbers and countries (enrichment.*), read at start
         self.source_id = cfg["collector.instance_id"] or default_source_id(cfg)
@@ -333,6 +334,7 @@ class Collector:
             self._next_expire_ms = t + EXPIRE_INTERVAL_MS
             self.decoder.expire(t)
             self._publish_interfaces(t)
+            self._publish_if_counters()
         if t >= self._next_stats_ms:
             self._next_stats_ms = t + self.stats_interval_ms
             self._publish_health(t)
@@ -348,6 +350,9 @@ class Collector:
         counters = dict(self.counters, **self.enricher.counters, **self.delivery.health_counters(),
                         kernel_drops=sum(s["kernel_drops"] for s in sockets), pending_flows=self.batcher.count,
                         truncated_datagrams=self.intake.truncated)
+        deltas = getattr(self.decoder, "if_counters", None)
+        if deltas is not None:
+            counters.update(deltas.counters, if_counter_interfaces=len(deltas))
         full = t >= self._next_full_ms
         if full:
             self._next_full_ms = t + FULL_TABLE_INTERVAL_MS
@@ -383,6 +388,22 @@ class Collector:
             except zmq.ZMQError as e:
                 self.counters["publish_errors"] += 1
                 self._rlog.warning("interfaces", "cannot publish interface names", error=str(e))
+
+    def _publish_if_counters(self) -> None:
+        """sFlow if-counters deltas (sflow_counters.py) on bus.TOPIC_IF_COUNTERS, per
+        flowmodel.events.IF_COUNTER_EVENT_FIELDS; rows not sent (a full queue) are counted, not kept."""
+        deltas = getattr(self.decoder, "if_counters", None)
+        rows = deltas.take() if deltas is not None else []
+        for at in range(0, len(rows), IF_COUNTER_ROWS_PER_EVENT):
+            part = rows[at:at + IF_COUNTER_ROWS_PER_EVENT]
+            try:
+                self._pub.send_multipart([bus.TOPIC_IF_COUNTERS, bus.encode_event({"rows": part}, self.names_sequencer)],
+                                         flags=zmq.NOBLOCK)
+                self.counters["if_counter_events"] = self.counters.get("if_counter_events", 0) + 1
+            except zmq.ZMQError as e:
+                self.counters["publish_errors"] += 1
+                deltas.counters["if_counter_rows_dropped"] += len(part)
+                self._rlog.warning("ifcounters", "cannot publish interface counters", error=str(e))
 
     @property
     def listeners(self) -> list[Listener]:

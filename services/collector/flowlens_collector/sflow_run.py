@@ -40,12 +40,14 @@ def _in_place(blob, offsets: np.ndarray, lengths: np.ndarray):
 _KEY = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("domain", "<u4"), ("source", "<i8")])
 
 
-def decode_run(acct, blob, offsets: np.ndarray, lengths: np.ndarray, sources: list, now_ms: int) -> FlowBatch:
+def decode_run(acct, blob, offsets: np.ndarray, lengths: np.ndarray, sources: list, now_ms: int,
+               if_counters=None) -> FlowBatch:
     """Decode the sFlow datagrams ``blob[offsets[i]:offsets[i] + lengths[i]]`` received from
     ``sources[i]`` (recvfrom addresses). ``acct`` (the collector's Accounting) resolves sources and keeps the counters:
     ``source(src)`` -> (host text, port, 16-byte address), ``stats(exporter, domain, now_ms)`` and
     ``sequence_many(stream, sequences, units, stats)``. Python loops only over the distinct
-    (agent, sub-agent, source) triples of the run."""
+    (agent, sub-agent, source) triples of the run. ``if_counters`` (a sflow_counters.CounterDeltas),
+    when given, takes the if-counters records of the decoded datagrams."""
     n = len(offsets)
     if sources.count(sources[0]) == n:
         source_id, resolved = np.zeros(n, np.int64), [acct.source(sources[0])]
@@ -90,6 +92,8 @@ def decode_run(acct, blob, offsets: np.ndarray, lengths: np.ndarray, sources: li
         st.packets += int(good.sum())
         st.flows += int(flows[sel][good].sum())
         acct.sequence_many((host, port, VERSION, domain), seqs[sel][good], np.ones(int(good.sum()), np.int64), st)
+    if if_counters is not None and len(result.counters["if_index"]):
+        _take_counters(if_counters, result, ok, no_agent, resolved, source_id, now_ms)
     batch = result.batch()
     if len(batch) and no_agent.any():
         rows = np.flatnonzero(no_agent[result.flow_datagram])
@@ -98,3 +102,19 @@ def decode_run(acct, blob, offsets: np.ndarray, lengths: np.ndarray, sources: li
             batch.columns["exporter"][rows] = raw[source_id[result.flow_datagram[rows]]]
             batch.hints.pop("exporter", None)
     return batch
+
+
+def _take_counters(if_counters, result, ok, no_agent, resolved, source_id, now_ms: int) -> None:
+    """Hand each if-counters record of a decoded datagram to ``if_counters``: one call per record,
+    a few per interface a minute (agents poll counters every 20-30 s)."""
+    c, dg = result.counters, result.datagrams
+    rows = [i for i, d in enumerate(c["datagram"].tolist()) if ok[d]]
+    names = [n for n, _w, _s in sflow.IF_COUNTER_FIELDS]
+    texts: dict[int, str] = {}
+    for i in rows:
+        d = int(c["datagram"][i])
+        agent = texts.get(d)
+        if agent is None:
+            agent = texts[d] = resolved[int(source_id[d])][0] if no_agent[d] else addr.to_text(bytes(dg["agent"][d]))
+        sample = {n: int(c[n][i]) for n in names}
+        if_counters.add(agent, int(dg["sub_agent"][d]), int(dg["uptime_ms"][d]), int(c["sequence"][i]), sample, now_ms)
