@@ -23,6 +23,7 @@ OPS = {
     "rollups": "per-minute rollups for baselines; args: kind (dst_prefix, exporter), since, until, key, scaled (times the sampling rate), step (whole minutes, seconds), top (keys with most bytes); reply: rows",
     "notes": "operators' acknowledgements and silences (flowmodel.notes); args: kind (ack, silence), active (default true: silences not expired), limit; reply: notes, newest first",
     "names": "exporter and interface names; no args; reply: exporters [{exporter (address text), name, site (from the exporters: config), dns (reverse name, or empty until resolved or when names.reverse_dns is off)}], interfaces [{exporter, ifindex, name, description, speed_bps, source}]: one per (exporter, ifindex), named from the first source of options, snmp, config that has a name",
+    "ifcounters": "an interface's own counters from its sFlow agent's if-counters samples; args: exporter (address), ifindex, since (required), until, step (whole minutes in seconds; 0 or absent: about 300 steps); reply: step_ms, since, until, times [t_ms per step], in_bps, out_bps, in_pps, out_pps (per step), in_octets, out_octets, in_errors, out_errors, in_discards, out_discards, resets (sums per step), speed_bps (ifSpeed, 0 when unknown)",
     "ping": "liveness; reply: ok",
 }
 

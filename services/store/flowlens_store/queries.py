@@ -31,6 +31,7 @@ from flowmodel.protocol import QueryError, parse_when
 from . import blockread as B
 from . import histops
 from .explore import explore as explore_op
+from .ifcounters import ifcounters as ifcounters_op
 from .notes import query as notes_op
 from . import histread as H
 from . import planner as P
@@ -228,6 +229,9 @@ class QueryEngine(FlowPages, TopOps, SeriesOps):
 
     def explore(self, args: dict) -> dict:
         return explore_op(self, args)  # top N keys with their series per step (explore.py)
+
+    def ifcounters(self, args: dict) -> dict:
+        return ifcounters_op(self, args)  # an interface's sFlow counters per step (ifcounters.py)
 
     def notes(self, args: dict) -> dict:
         return notes_op(self, args)  # operators' acknowledgements and silences (notes.py)

@@ -16,14 +16,14 @@ import zmq
 
 from flowmodel import curve
 from flowmodel.bus import (CONTROL_MAX_BYTES, queue_limit, EVENT_STREAM, TOPIC_ACK, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX,
-                           TOPIC_INTERFACES, TOPIC_RESEND, CodecError, GapCounter, Sequencer, decode_batch, decode_body, default_source_id,
+                           TOPIC_IF_COUNTERS, TOPIC_INTERFACES, TOPIC_RESEND, CodecError, GapCounter, Sequencer, decode_batch, decode_body, default_source_id,
                            encode_event, envelope_of)
 from flowmodel.lifecycle import Components, StartError
 from flowmodel.logs import RateLimitedLog, fields
 from flowmodel.notes import check_note
 from flowmodel.protocol import QueryError
 
-from . import __version__, delivery, eventsink, names, statusview
+from . import __version__, delivery, eventsink, ifcounters, names, statusview
 from .exporter_table import ADDRESSES_PER_EXPORTER, add_flows, merge_health
 from .forwarder import Forwarder
 from .queryserver import QueryServer
@@ -120,6 +120,8 @@ class StoreService:
         self.next_seq = warm.next_seq
         warm.max_partitions = cfg["storage.max_partitions"]
         warm.retention_ms = int(cfg["storage.sqlite_retention"] * 1000)
+        warm.ifcounter_retention_ms = int(cfg["storage.ifcounter_retention"] * 1000)
+        warm.ifcounter_max_rows = cfg["storage.ifcounter_max_rows"]
         warm.prune_future(now_ms())  # before the ring's evicted_max_time_end below reads the partitions
         self.health = warm.load_health()
         self.ledger = delivery.Ledger(delivery.load_streams(warm.db, now_ms()))
@@ -142,7 +144,7 @@ class StoreService:
         """The store's own subscriber (flows, events, interface names, resend notices) and its ack publisher."""
         self._sub = self._socket(zmq.SUB)
         self._sub.setsockopt(zmq.RCVHWM, queue_limit(self.cfg))
-        for topic in (TOPIC_FLOWS_PREFIX, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_INTERFACES):
+        for topic in (TOPIC_FLOWS_PREFIX, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_INTERFACES, TOPIC_IF_COUNTERS):
             self._sub.setsockopt(zmq.SUBSCRIBE, topic)
         self._sub.setsockopt(zmq.SUBSCRIBE, TOPIC_RESEND)
         self._sub.connect(self.forwarder.subscribe_inproc)
@@ -295,6 +297,10 @@ class StoreService:
                 msg = decode_body(body)
                 self._observe(envelope_of(msg))
                 self.writer.offer_event("interfaces", self.names.apply(msg))
+            elif topic == TOPIC_IF_COUNTERS:  # sFlow interface counters (ifcounters.py)
+                msg = decode_body(body)
+                self._observe(envelope_of(msg))
+                self.writer.offer_event("ifcounters", {"rows": ifcounters.check_event(msg)})
             elif topic == TOPIC_ADVISORY or topic == TOPIC_EXPORTER:
                 msg = decode_body(body)
                 env = envelope_of(msg)

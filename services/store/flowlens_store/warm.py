@@ -24,7 +24,7 @@ import numpy as np
 from flowmodel import addr
 from flowmodel.events import SEVERITY_RANK
 
-from . import eventsink, notes
+from . import eventsink, ifcounters, notes
 from .names import save as save_interface_names
 from .layout import connect_reader, connect_writer, file_size, now_ms, partition_name  # noqa: F401 (re-exported)
 from .rowcodec import (INT64_MAX, PARTITION_DDL, REST_DTYPE, SQL_COLUMNS, bulk_insert, flow_rows,  # noqa: F401
@@ -102,6 +102,8 @@ class WarmWriter:
         self.vacuum_due = False
         self.future_pruned_partitions = 0  # dropped at start by prune_future
         self.future_pruned_flows = 0
+        self.ifcounter_retention_ms = 30 * 86_400_000  # storage.ifcounter_retention, _max_rows (set by the service)
+        self.ifcounter_max_rows = 2_000_000
 
     def _cover_unspanned(self) -> None:
         """An unsealed partition with rows but no spans was written by a version that kept the time
@@ -309,6 +311,7 @@ class WarmWriter:
         self.db.execute("DELETE FROM advisories WHERE received_at < ?", (now - advisory_retention_ms,))
         self.db.execute("DELETE FROM health WHERE received_at < ?", (now - advisory_retention_ms,))
         notes.prune(self.db, now - advisory_retention_ms)
+        ifcounters.prune(self.db, now, self.ifcounter_retention_ms, self.ifcounter_max_rows)
         self.db.execute("COMMIT")
         if dropped:
             self.vacuum_due = True
@@ -385,6 +388,8 @@ class WarmWriter:
                     notes.save(self.db, body, received)
                 elif topic == "interfaces":  # interface names (names.NameBook.apply)
                     save_interface_names(self.db, body, received)
+                elif topic == "ifcounters":  # sFlow interface counters (ifcounters.check_event)
+                    ifcounters.save(self.db, body["rows"])
                 elif topic != eventsink.MARK_ONLY:
                     self.db.execute("INSERT OR REPLACE INTO health (source, kind, received_at, body) VALUES (?, ?, ?, ?)",
                                     (str(body.get("source")), str(body.get("kind", "")), received,
