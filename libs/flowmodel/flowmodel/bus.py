@@ -200,8 +200,11 @@ def encode_batch(batch: FlowBatch | Sequence[FlowBatch], sequencer: Sequencer, *
     pack = count >= PACK_MIN_FLOWS
     for name, (dt, _doc) in FLOW_COLUMNS.items():
         arrays = [p.columns[name] for p in parts]
-        kind, wire_dt, base = plan_column(arrays, dt, [p.hints.get(name) for p in parts]) \
-            if pack and dt.itemsize >= 4 else (_RAW, dt, 0)
+        hints = [p.hints.get(name) for p in parts]
+        # 1- and 2-byte columns are looked at only when their producer vouched they are constant
+        # (a column nobody filled, e.g. the countries with enrichment off: 4 bytes a flow saved)
+        kind, wire_dt, base = plan_column(arrays, dt, hints) \
+            if pack and (dt.itemsize >= 4 or all(h == HINT_CONST for h in hints)) else (_RAW, dt, 0)
         key = _KEYS[name]
         if kind == PACK_CONST:
             first = next(arr for arr in arrays if len(arr))

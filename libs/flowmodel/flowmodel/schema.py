@@ -74,7 +74,8 @@ class FlowBatch:
 
     ``hints`` (column -> HINT_CONST or HINT_IPV4) are promises of the producer, e.g. a decoder that
     filled a column from one header value or from IPv4 fields; the bus codec packs such a column
-    without checking it. Whoever changes a hinted column's values afterwards must drop its hint.
+    without checking it. A column left out is filled with its default and hinted HINT_CONST. Whoever
+    changes a hinted column's values afterwards must drop its hint.
     """
 
     __slots__ = ("columns", "count", "hints")
@@ -89,12 +90,13 @@ class FlowBatch:
                 raise ValueError(f"unknown flow column {name!r}")
             if len(arr) != count:
                 raise ValueError(f"column {name!r} has {len(arr)} rows, expected {count}")
+        self.hints: dict[str, str] = dict(hints) if hints else {}
         for name, (dt, _doc) in FLOW_COLUMNS.items():
             if name not in cols:
                 cols[name] = _filled(dt, count, COLUMN_DEFAULTS.get(name, 0))
+                self.hints[name] = HINT_CONST  # filled here with one value: the codec sends it once
         self.columns: dict[str, np.ndarray] = cols
         self.count = count
-        self.hints: dict[str, str] = dict(hints) if hints else {}
 
     def __len__(self) -> int:
         return self.count
@@ -107,8 +109,11 @@ class FlowBatch:
 
     @classmethod
     def empty(cls, count: int = 0) -> "FlowBatch":
-        """A zero-filled batch (defaults applied) with writable columns."""
-        return cls({}, count)
+        """A zero-filled batch (defaults applied) with writable columns, and no hints: its columns
+        are there to be written."""
+        batch = cls({}, count)
+        batch.hints.clear()
+        return batch
 
     @classmethod
     def from_records(cls, records: np.ndarray) -> "FlowBatch":
