@@ -1,14 +1,16 @@
 """End to end with real processes: sFlow if-counters samples sent over UDP to a collector, their
 deltas carried on the bus to the store, summed per minute in SQLite and read back with the
 ``ifcounters`` op -- octets as the agent counted them, a 32-bit wrap added, a reset counted and
-never negative traffic.
+never negative traffic; and the web's interface page (the web as a process) shows them.
 
 No capture in tests/data carries if-counters records (pmacct's sfprobe sends one counter sample
 with no records; Akvorado's and goflow2's captures have flow samples only), so the datagrams are
 built field by field from the sFlow v5 structures (tests/unit/collector/sflow_builders.py)."""
 from __future__ import annotations
 
+import re
 import socket
+import urllib.request
 import sys
 import time
 from pathlib import Path
@@ -56,10 +58,10 @@ def stack(tmp_path_factory):
     path = write_config(tmp / "flowlens.yaml", cfg)
     now = int(time.time() * 1000)
     window = {"since": now - HOUR_MS, "until": now + HOUR_MS}
-    with running(("store", path), ("collector", path)), store_client(cfg) as client:
+    with running(("store", path), ("collector", path), ("web", path)), store_client(cfg) as client:
         client.ping()
         send_udp(cfg["collector"]["sflow_port"], datagrams(), source=("127.0.0.7", 0))
-        yield client, window
+        yield client, window, "http://" + cfg["web"]["listen"]
 
 
 def counters(client, window, ifindex: int, want_resets: int = 0, want_in: int = 1) -> dict:
@@ -70,7 +72,7 @@ def counters(client, window, ifindex: int, want_resets: int = 0, want_in: int = 
 
 
 def test_octets_packets_and_errors_are_the_agents_deltas(stack):
-    client, window = stack
+    client, window, _web = stack
     r = counters(client, window, 3, want_in=900_000)
     assert (sum(r["in_octets"]), sum(r["out_octets"])) == (900_000, 300_000)
     assert (sum(r["in_errors"]), sum(r["out_discards"]), sum(r["resets"])) == (3, 2, 0)
@@ -81,7 +83,7 @@ def test_octets_packets_and_errors_are_the_agents_deltas(stack):
 
 
 def test_a_reset_is_counted_not_negative_and_a_wrap_is_added(stack):
-    client, window = stack
+    client, window, _web = stack
     r = counters(client, window, 4, want_resets=1, want_in=2000)
     assert sum(r["resets"]) == 1
     assert sum(r["in_octets"]) == 1000 + 1000  # before the reset and after it; the reset interval adds none
@@ -90,7 +92,7 @@ def test_a_reset_is_counted_not_negative_and_a_wrap_is_added(stack):
 
 
 def test_bad_arguments_name_themselves(stack):
-    client, window = stack
+    client, window, _web = stack
     with pytest.raises(StoreError, match="ifindex"):
         client.request("ifcounters", exporter=AGENT, **window)
     with pytest.raises(StoreError, match="exporter"):
@@ -99,3 +101,27 @@ def test_bad_arguments_name_themselves(stack):
         client.request("ifcounters", exporter=AGENT, ifindex=3, step=90, **window)
     empty = client.request("ifcounters", exporter=AGENT, ifindex=99, step=3600, **window)
     assert empty["ok"] and sum(empty["in_octets"]) == 0 and empty["speed_bps"] == 0
+
+
+def page(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        assert r.status == 200
+        return r.read().decode()
+
+
+def test_interface_page_shows_the_switch_counters(stack):
+    client, window, web = stack
+    counters(client, window, 4, want_resets=1, want_in=2000)
+    html = wait_until(lambda: (lambda h: h if "switch-counters" in h else None)(
+        page(f"{web}/exporters/{AGENT}/if/4")), timeout_s=20, interval_s=0.5)
+    table = html[html.index('class="counters"'):]
+    assert re.search(r"Octets</th><td>2,?000</td><td>20</td>", table), table[:600]
+    assert "ifSpeed 10 Gbps" in html or "ifSpeed 10.0 Gbps" in html
+    assert "Counter resets in the window: 1" in html
+    assert "Switch counters, bits per second in" in html
+
+
+def test_interface_without_counters_shows_none(stack):
+    _client, _window, web = stack
+    html = page(f"{web}/exporters/{AGENT}/if/77")
+    assert "switch-counters" not in html and "ifIndex 77" in html

@@ -208,4 +208,16 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
                                                                   error=UNSUPPORTED))
         return page("interface.xhtml", **ev.interface_context(
             address, ifindex, known, trange, **links, in_view=ex.explore_view(q_in, r_in, known, total_speed_bps=speed),
-            out_view=ex.explore_view(q_out, r_out, known, total_speed_bps=speed)))
+            out_view=ex.explore_view(q_out, r_out, known, total_speed_bps=speed),
+            counters=ev.switch_counters(await if_counters(request, address, ifindex, trange), trange)))
+
+    async def if_counters(request: Request, address: str, ifindex: int, trange: TimeRange) -> Mapping | None:
+        """The interface's own sFlow counters (the store's ifcounters op); None from a store without it."""
+        args = {"exporter": address, "ifindex": ifindex, "since": trange.since_ms, "until": trange.until_ms}
+        try:
+            return await lanes.run(request, LIGHT, lambda: store.call(lambda c: c.request("ifcounters", **args),
+                                                                      lane=LIGHT))
+        except StoreError as e:
+            if str(e).startswith("unknown op"):
+                return None
+            raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Mapping
 
+from . import chart
 from . import formatters as fmt
 from .explore import flows_params, url
 from .namebook import NameBook
@@ -181,8 +182,9 @@ def exporter_context(address: str, names: NameBook, health: list[dict], trange: 
 
 def interface_context(address: str, ifindex: int, names: NameBook, trange: TimeRange, explore_in: str,
                       explore_out: str, in_view: Mapping | None = None, out_view: Mapping | None = None,
-                      error: str | None = None) -> dict:
-    """interface.xhtml's context; ``explore_in``/``explore_out``: its Explore views each way."""
+                      error: str | None = None, counters: Mapping | None = None) -> dict:
+    """interface.xhtml's context; ``explore_in``/``explore_out``: its Explore views each way;
+    ``counters``: the switch's own counters (``switch_counters``)."""
     speed = names.speed_bps(address, ifindex)
     in_flt = {"exporter": address, "input_if": ifindex}
     out_flt = {"exporter": address, "output_if": ifindex}
@@ -191,7 +193,26 @@ def interface_context(address: str, ifindex: int, names: NameBook, trange: TimeR
             "info": names.interface(address, ifindex), "speed": fmt.human_rate(speed, "bps") if speed else "",
             "error": error, "range_bar": trange.bar(f"/exporters/{address}/if/{ifindex}"), "in_view": in_view,
             "out_view": out_view, "exporter_href": url(f"/exporters/{address}", trange.query()),
-            "explore_in": explore_in, "explore_out": explore_out,
+            "explore_in": explore_in, "explore_out": explore_out, "counters": counters,
             "flows_in": url("/flows", flows_params(in_flt, trange) or {}),
             "flows_out": url("/flows", flows_params(out_flt, trange) or {})}
 
+
+
+def switch_counters(reply: Mapping | None, trange: TimeRange) -> dict | None:
+    """The interface page's "switch's own counters" from an ``ifcounters`` reply: in/out bits/s
+    charts, peak utilisation of ifSpeed, and the window's errors, discards and counter resets.
+    None when the store has no counter rows for the interface in the window (not an sFlow agent's)."""
+    if not reply or not any(reply.get(k) and sum(reply[k]) for k in ("in_octets", "out_octets", "resets")):
+        return None
+    speed = int(reply.get("speed_bps") or 0)
+    out = {"speed": fmt.human_rate(speed, "bps") if speed else "", "step_s": int(reply["step_ms"]) // 1000}
+    for side in ("in", "out"):
+        bps = [float(v) for v in reply[f"{side}_bps"]]
+        out[f"{side}_chart"] = chart.line_chart(list(reply["times"]), bps, "bps", trange.since_ms, trange.until_ms)
+        out[f"{side}_util"] = f"{100 * max(bps) / speed:.1f} %" if speed and bps else "unknown"
+        out[f"{side}_octets"] = fmt.exact(sum(reply[f"{side}_octets"]))
+        out[f"{side}_errors"] = fmt.exact(sum(reply[f"{side}_errors"]))
+        out[f"{side}_discards"] = fmt.exact(sum(reply[f"{side}_discards"]))
+    out["resets"] = sum(reply["resets"])
+    return out
