@@ -374,7 +374,7 @@ def decode_batch(body: bytes) -> tuple[Envelope, FlowBatch]:
             if spec is None:
                 continue  # a newer producer's extra column: ignore, do not fail
             cols[name] = unpack_column(name, value, spec[0], count)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:  # OverflowError: a count of float inf
         raise CodecError(f"bad flow batch: {e}") from e
     return envelope_of(msg), FlowBatch(cols, count)
 
@@ -397,10 +397,19 @@ def decode_body(body: bytes) -> dict:
 
 
 def envelope_of(msg: dict) -> Envelope:
+    """The envelope of a decoded body; CodecError when a field is missing or not a number
+    (int() of a float inf raises OverflowError, which subscribers would not catch)."""
     stream = msg.get("stream")
-    if stream is None or "batch_seq" not in msg:  # a resend notice names a stream too, but is no batch of it
-        return Envelope(msg["schema"], msg["source"], int(msg["seq"]), int(msg.get("sent_at", 0)))
-    if not isinstance(stream, str) or not stream:
-        raise CodecError("stream is not a string")
-    return Envelope(msg["schema"], msg["source"], int(msg["seq"]), int(msg.get("sent_at", 0)), stream,
-                    int(msg["batch_seq"]), int(msg["flows_before"]))
+    if not isinstance(msg.get("source"), str):  # a key of gap counters and health rows, shown on pages
+        raise CodecError("source is not a string")
+    try:
+        if stream is None or "batch_seq" not in msg:  # a resend notice names a stream too, but is no batch of it
+            return Envelope(msg["schema"], msg["source"], int(msg["seq"]), int(msg.get("sent_at", 0)))
+        if not isinstance(stream, str) or not stream:
+            raise CodecError("stream is not a string")
+        return Envelope(msg["schema"], msg["source"], int(msg["seq"]), int(msg.get("sent_at", 0)), stream,
+                        int(msg["batch_seq"]), int(msg["flows_before"]))
+    except CodecError:
+        raise
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise CodecError(f"bad envelope: {e!r}") from e
