@@ -88,6 +88,8 @@ class Template:
         pos, end = 0, len(body)
         n = 0
         used = {i: length for i, length, _off in self._used}
+        # a template reading none of its fields still has 1-byte records (numpy's least itemsize)
+        pad = bytes(self.dtype.itemsize - sum(used.values()))
         fields = self.fields
         mv = memoryview(body)
         while pos < end:
@@ -116,7 +118,7 @@ class Template:
             if not ok or pos == start:
                 # What is left is padding (zeros, shorter than a record) or a truncated record.
                 return bytes(out), n, any(mv[start:end])
-            out += chunk
+            out += chunk + pad
             n += 1
         return bytes(out), n, False
 
