@@ -369,14 +369,14 @@ def decode_hist(blob: bytes, values: tuple[str, ...] = VALUES) -> dict[str, np.n
             col = _seg_sum(raw, start, base)
             if i == 0:
                 other = None
-            else:
-                start = start | np.r_[False, col[1:] != col[:-1]]
+            elif i < 1 + w:  # the last word's runs are never needed
+                start = start | _changes(col)
         else:
             col = raw + _U64(base)
         cols.append(col)
         if i == 1:
             other = col.astype(bool)
-            start = start | np.r_[False, (cols[0][1:] != cols[0][:-1]) | other[1:] | other[:-1]]
+            start = start | _changes(cols[0]) | _changes(other, other)
     t = (np.array(t_base, np.int64).view(_U64) + cols[0] * _U64(unit)).view(np.int64)
     k = np.stack(cols[2:2 + w], axis=1) if n else np.zeros((0, w), _U64)
     k[other] = OTHER_WORD
@@ -415,10 +415,23 @@ def _seg_delta(col: np.ndarray, start: np.ndarray) -> tuple:
     return DELTA, width, int(base), d.astype(f"<u{width}")
 
 
+def _changes(col: np.ndarray, also: np.ndarray | None = None) -> np.ndarray:
+    """Rows whose value differs from the row before (the first row: False); with ``also``, rows
+    where it or the row before is set too."""
+    out = np.zeros(len(col), bool)
+    if len(col) > 1:
+        np.not_equal(col[1:], col[:-1], out=out[1:])
+        if also is not None:
+            out[1:] |= also[1:] | also[:-1]
+    return out
+
+
 def _seg_sum(d: np.ndarray, start: np.ndarray, base: int) -> np.ndarray:
     """The inverse of _seg_delta: running sums of d restarted at each run's first row from base."""
     if len(d) == 0:
         return d
+    if not start[1:].any():  # one run (an hour's keys): a plain running sum
+        return np.cumsum(d, dtype=_U64) + _U64(base)
     r = d + np.where(start, _U64(base), _U64(0))
     c = np.cumsum(r, dtype=_U64)
     before = (c - r)[start]  # the running sum just before each run
