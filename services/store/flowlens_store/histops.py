@@ -66,8 +66,7 @@ def top(engine, db, f: dict, by: str, metric: str, limit: int, scaled: bool) -> 
     until = f.get("until", 1 << 62)
     pl = H.plan(db, by, f["since"], until)
     names = ("sbytes", "spackets", "flows") if scaled else ("bytes", "packets", "flows")
-    rows = H.gather(db, by, pl.pieces, engine._check, fold=fold_values(names), fold_at_end=False,
-                    cache=Values(names))  # grouped below; the two sums it does not show are not decoded
+    rows = H.key_totals(db, by, pl.pieces, names, engine._check)  # the two sums it does not show are not decoded
     other = rows["other"]
     keep = ~other
     words = [rows["k"][keep]]
@@ -316,6 +315,8 @@ def key_rows(engine, db, by: str, pieces: list, fold, grid, scaled: bool, host: 
             rows = _gather_chosen(engine, db, dim, pieces, chosen, fold_one(name, grid[1]), (name,))
         else:
             rows = _gather_chosen(engine, db, dim, pieces, chosen, fold)
+    elif only is not None and grid is None:  # key totals: merged hour by hour (keymerge.py)
+        rows = H.key_totals(db, dim, pieces, (_hist_value(only, scaled),), engine._check)
     elif only is not None:
         name = _hist_value(only, scaled)
         rows = H.gather(db, dim, pieces, engine._check, fold=fold_one(name, grid[1] if grid else None),

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import planner as P
-from .hists import DIMS, KEY_WIDTH, decode_hist
+from .hists import DIMS, KEY_WIDTH, OTHER_WORD, decode_hist
+from .keymerge import KeyMerge
 
 VALUE_NAMES = ("bytes", "packets", "flows", "sbytes", "spackets")
 
@@ -172,6 +173,44 @@ def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = 
                 limit = max(REGROUP_ROWS, 2 * gathered)
     out = _concat(got, width)
     return fold(out) if fold is not None and fold_at_end and len(got) else out
+
+
+def key_totals(db, dim: str, pieces: list, names: tuple[str, ...], check=lambda: None) -> dict[str, np.ndarray]:
+    """The sums ``names`` per key over the pieces, as gather with a per-key fold would give them ('t'
+    0, 'k', 'other', the sums; the capped "other" rows as one row), merged piece by piece (keymerge:
+    an hour's keys come sorted) and decoding only those sums: the first pass of a top over days."""
+    width = KEY_WIDTH.get(dim, 1)
+    acc = KeyMerge(width, len(names))
+    other = np.zeros(len(names), np.uint64)
+    seen_other = False
+    sql = "SELECT data FROM hists WHERE dim = ? AND step_ms = ? AND start_ms = ? AND end_ms = ?"
+    last = None
+    for ps, pe, step, t_lo, t_hi in pieces:
+        check()
+        if last is None or last[0] != (ps, pe, step):
+            last = ((ps, pe, step), [decode_hist(bytes(r[0]), names) for r in db.execute(sql, (dim, step, ps, pe))])
+        for h in last[1]:
+            t = h["t"]
+            m = (t >= t_lo) & (t < t_hi)
+            if not m.any():
+                continue
+            mine = m & ~h["other"]
+            many = not m.all() or h["other"].any() or (len(t) and t[0] != t[-1])
+            k = h["k"].reshape(len(t), width)
+            if many:  # a piece of several buckets (or "other" rows): its keys repeat or are not alone
+                seen_other = seen_other or bool((m & h["other"]).any())
+                other += np.array([int(h[n][m & h["other"]].sum(dtype=np.uint64)) for n in names], np.uint64)
+                acc.add(k[mine], [h[n][mine] for n in names])
+            else:
+                acc.add(k, [h[n] for n in names])
+    keys, sums = acc.result()
+    has_other = seen_other
+    if has_other:
+        keys = np.concatenate([keys, np.full((1, width), OTHER_WORD)])
+        sums = [np.append(s, o) for s, o in zip(sums, other)]
+    flags = np.zeros(len(keys), bool)
+    flags[len(keys) - 1:] = has_other
+    return {"t": np.zeros(len(keys), np.int64), "k": keys, "other": flags, **dict(zip(names, sums))}
 
 
 def _concat(got: list[dict], width: int) -> dict[str, np.ndarray]:
