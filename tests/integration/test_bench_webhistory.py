@@ -43,6 +43,7 @@ def result(store_dir, built):
 def test_every_page_answers_200_and_its_store_ops_answer(result):
     assert [(t.page.url, t.status, t.error) for t in result.timings if t.status != 200 or t.error] == []
     assert all(math.isfinite(t.ops_p50_ms) for t in result.timings)
+    assert all(t.store_rss_peak > 0 for t in result.timings)
 
 
 def test_dashboard_and_explore_are_asked_at_each_range_both_ways(result):
