@@ -210,9 +210,15 @@ def switch_counters(reply: Mapping | None, trange: TimeRange) -> dict | None:
     for side in ("in", "out"):
         bps = [float(v) for v in reply[f"{side}_bps"]]
         out[f"{side}_chart"] = chart.line_chart(list(reply["times"]), bps, "bps", trange.since_ms, trange.until_ms)
-        out[f"{side}_util"] = f"{100 * max(bps) / speed:.1f} %" if speed and bps else "unknown"
+        out[f"{side}_util"] = utilisation_text(max(bps) / speed) if speed and bps else "unknown"
         out[f"{side}_octets"] = fmt.exact(sum(reply[f"{side}_octets"]))
         out[f"{side}_errors"] = fmt.exact(sum(reply[f"{side}_errors"]))
         out[f"{side}_discards"] = fmt.exact(sum(reply[f"{side}_discards"]))
     out["resets"] = sum(reply["resets"])
     return out
+
+
+def utilisation_text(fraction: float) -> str:
+    """'37.5 %'; two significant digits under 1 % (a quiet 10 Gb/s port is not '0.0 %')."""
+    pct = 100 * fraction
+    return f"{pct:.1f} %" if pct >= 1 or pct == 0 else f"{pct:.2g} %"

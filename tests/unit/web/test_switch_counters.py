@@ -1,5 +1,5 @@
 """The interface page's switch counters context, from an ifcounters reply."""
-from flowlens_web.exporterviews import switch_counters
+from flowlens_web.exporterviews import switch_counters, utilisation_text
 from flowlens_web.timerange import TimeRange
 
 NOW = 1_700_000_000_000
@@ -15,6 +15,7 @@ def reply(in_octets, resets=(0, 0), speed=10**9):
 def test_utilisation_errors_and_resets():
     c = switch_counters(reply([750_000_000, 3_750_000_000], resets=(1, 0)), TimeRange.last("1h", NOW))
     assert c["in_util"] == "50.0 %" and c["out_util"] == "0.0 %"
+    assert utilisation_text(120_000 / 10**10) == "0.0012 %"
     assert (c["in_errors"], c["out_discards"], c["resets"]) == ("3", "5", 1)
     assert not c["in_chart"].empty
 
