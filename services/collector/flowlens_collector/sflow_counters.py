@@ -19,7 +19,7 @@ _IN_PACKETS = ("in_ucast_pkts", "in_multicast_pkts", "in_broadcast_pkts")
 _OUT_PACKETS = ("out_ucast_pkts", "out_multicast_pkts", "out_broadcast_pkts")
 _OCTETS = ("in_octets", "out_octets")  # 64-bit counters
 _COUNTERS32 = (*_IN_PACKETS, *_OUT_PACKETS, "in_errors", "out_errors", "in_discards", "out_discards")
-UPTIME_WRAP_SLACK_MS = 1 << 31  # an uptime far below a very large last one wrapped (49.7 days of ms), not rebooted
+HALF_RANGE = 1 << 31  # a 32-bit uptime or sequence more than this below the last one wrapped (not rebooted, not late)
 
 
 def counter_delta(old: int, new: int, bits: int) -> int | None:
@@ -32,7 +32,7 @@ def counter_delta(old: int, new: int, bits: int) -> int | None:
 
 def rebooted(old_uptime_ms: int, new_uptime_ms: int) -> bool:
     """The agent restarted between two samples: its uptime went back, and not by a 32-bit wrap."""
-    return new_uptime_ms < old_uptime_ms and old_uptime_ms - new_uptime_ms < UPTIME_WRAP_SLACK_MS
+    return new_uptime_ms < old_uptime_ms and old_uptime_ms - new_uptime_ms < HALF_RANGE
 
 
 class CounterDeltas:
@@ -60,7 +60,7 @@ class CounterDeltas:
         if last is not None:
             last_time, last_uptime, last_seq, last_values = last
             reset = rebooted(last_uptime, uptime_ms)
-            if not reset and sequence <= last_seq and last_seq - sequence < UPTIME_WRAP_SLACK_MS:
+            if not reset and sequence <= last_seq and last_seq - sequence < HALF_RANGE:
                 c["if_counter_out_of_order"] += 1  # a late or repeated sample: the baseline stays
                 return None
         self._last[key] = (now_ms, uptime_ms, sequence, values)

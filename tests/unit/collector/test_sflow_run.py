@@ -105,3 +105,29 @@ def test_decoder_dispatches_sflow_among_netflow():
     later = [d.payload for d in read_datagrams(str(DATA / "pmacct_sflow_dual.pcap"))][5:6]  # sequence 6
     again.decode(later, [src], NOW)
     assert _rows(again)[("127.0.0.1", 7)]["sequence_lost"] == 2
+
+
+def test_if_counters_go_to_the_deltas_keyed_by_agent_or_source():
+    from sflow_builders import counter_sample, if_counters
+    dec = Decoder()
+    polls = [(1, 1000, 100), (2, 21_000, 400)]
+    with_agent = [datagram([counter_sample([if_counters(3, octets, 0)], sequence=seq)], sequence=seq, uptime_ms=up)
+                  for seq, up, octets in polls]
+    agentless = [datagram([counter_sample([if_counters(3, octets * 10, 0)], sequence=seq)], agent=None,
+                          sequence=seq, uptime_ms=up) for seq, up, octets in polls]
+    for group in (with_agent, agentless):
+        for d in group:  # one datagram a run, as polls arrive
+            sflow_run.decode_run(dec.acct, *_layout([d]), [SOURCE], NOW, dec.if_counters)
+    rows = dec.if_counters.take()
+    assert [(r["exporter"], r["ifindex"], r["in_octets"]) for r in rows] == \
+        [("192.0.2.1", 3, 300), ("192.0.2.50", 3, 3000)]
+    assert dec.if_counters.counters["if_counter_samples"] == 4
+
+
+def test_decoder_feeds_its_deltas():
+    from sflow_builders import counter_sample, if_counters
+    dec = Decoder(max_if_counters=1)
+    for seq, octets in ((1, 10), (2, 15)):
+        d = datagram([counter_sample([if_counters(9, octets, 0)], sequence=seq)], sequence=seq, uptime_ms=seq * 1000)
+        dec.decode([d], [SOURCE], NOW)
+    assert [r["in_octets"] for r in dec.if_counters.take()] == [5]
