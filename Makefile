@@ -35,8 +35,13 @@ run: install
 test: install debs
 	$(BIN)/python -m pytest -q tests
 
+# 1,000,000 mutated corpus datagrams per decoder (bench/fuzz.py, 2 processes), then the hypothesis
+# suites of tests/fuzz (decoders, query protocol, bus codec) at 10,000 examples each; niced: the
+# machine is shared. Both run even when the first finds something (saved in tests/artifacts/fuzz/).
 fuzz: install
-	FLOWLENS_FUZZ_EXAMPLES=100000 $(BIN)/python -m pytest -q tests/fuzz -p no:cacheprovider
+	@status=0; nice -n 10 $(BIN)/python -m bench.fuzz --cases 1000000 --workers 2 || status=1; \
+	FLOWLENS_FUZZ_EXAMPLES=10000 nice -n 10 $(BIN)/python -m pytest -q tests/fuzz -p no:cacheprovider || status=1; \
+	exit $$status
 
 bench: install debs
 	$(BIN)/python -m bench

@@ -4,7 +4,8 @@ Each example takes real export datagrams from tests/data (v5, v9, IPFIX), mutate
 flips, truncation, a 16-bit length/count/id overwritten, a template-id flood, spliced tails) and
 decodes it after the capture's first packets (so templates are known and the data paths run). The
 decoder must never raise, never hit its internal-error path, and keep its state within its bounds.
-``FLOWLENS_FUZZ_EXAMPLES`` sets the example count (``make fuzz`` runs 100,000).
+``FLOWLENS_FUZZ_EXAMPLES`` sets the example count (``make fuzz`` runs 10,000; its 1,000,000 cases
+per decoder come from the mutation driver, bench/fuzz.py).
 """
 from __future__ import annotations
 

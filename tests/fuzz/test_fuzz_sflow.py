@@ -6,7 +6,8 @@ types all sit in such words --, spliced tails, zero runs) and decodes it between
 The decoder must never raise; its columns must agree in length; a malformed datagram must not
 change what its neighbours decode; and decoding the group at once must give what decoding its
 datagrams one by one gives (the array walk over many datagrams equals the walk over one).
-``FLOWLENS_FUZZ_EXAMPLES`` sets the example count (``make fuzz`` runs 100,000).
+``FLOWLENS_FUZZ_EXAMPLES`` sets the example count (``make fuzz`` runs 10,000; its 1,000,000 cases
+per decoder come from the mutation driver, bench/fuzz.py).
 """
 from __future__ import annotations
 
