@@ -11,6 +11,7 @@ built field by field from the sFlow v5 structures (tests/data/make_sflow_if_coun
 from __future__ import annotations
 
 import csv
+import json
 import re
 import socket
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from flowmodel.cli import main as cli_main
 from flowmodel.client import StoreError
 from flowmodel.pcap import read_datagrams
 from support.e2e import running, store_client
@@ -69,7 +71,7 @@ def stack(tmp_path_factory):
         client.ping()
         payloads = [d.payload for d in read_datagrams(str(DATA / "built_sflow_if-counters.pcap"))]
         send_udp(cfg["collector"]["sflow_port"], payloads, source=("127.0.0.7", 0))
-        yield client, window, "http://" + cfg["web"]["listen"]
+        yield client, window, "http://" + cfg["web"]["listen"], path
 
 
 def counters(client, window, ifindex: int) -> dict:
@@ -90,7 +92,7 @@ def got(r: dict) -> dict:
 
 
 def test_octets_packets_and_errors_are_tsharks_deltas(stack):
-    client, window, _web = stack
+    client, window, _web, _path = stack
     r = counters(client, window, 3)
     assert got(r) == expected(3)
     assert expected(3)["in_octets"] == 900_000 and expected(3)["in_errors"] == 3  # the truth is not empty
@@ -99,7 +101,7 @@ def test_octets_packets_and_errors_are_tsharks_deltas(stack):
 
 
 def test_a_reset_is_counted_not_negative_and_a_wrap_is_added(stack):
-    client, window, _web = stack
+    client, window, _web, _path = stack
     r = counters(client, window, 4)
     assert got(r) == expected(4)
     assert expected(4)["resets"] == 1
@@ -109,7 +111,7 @@ def test_a_reset_is_counted_not_negative_and_a_wrap_is_added(stack):
 
 
 def test_bad_arguments_name_themselves(stack):
-    client, window, _web = stack
+    client, window, _web, _path = stack
     with pytest.raises(StoreError, match="ifindex"):
         client.request("ifcounters", exporter=AGENT, **window)
     with pytest.raises(StoreError, match="exporter"):
@@ -127,7 +129,7 @@ def page(url: str) -> str:
 
 
 def test_interface_page_shows_the_switch_counters(stack):
-    client, window, web = stack
+    client, window, web, _path = stack
     counters(client, window, 4)
     html = wait_until(lambda: (lambda h: h if "switch-counters" in h else None)(
         page(f"{web}/exporters/{AGENT}/if/4")), timeout_s=20, interval_s=0.5)
@@ -139,6 +141,19 @@ def test_interface_page_shows_the_switch_counters(stack):
 
 
 def test_interface_without_counters_shows_none(stack):
-    _client, _window, web = stack
+    _client, _window, web, _path = stack
     html = page(f"{web}/exporters/{AGENT}/if/77")
     assert "switch-counters" not in html and "ifIndex 77" in html
+
+
+def test_cli_prints_one_row_per_step(stack, capsys):
+    client, window, _web, path = stack
+    counters(client, window, 3)
+    capsys.readouterr()
+    assert cli_main(["query", "ifcounters", "--exporter", AGENT, "--ifindex", "3", "--since", "1h", "--step", "60",
+                     "--config", str(path), "--format", "json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) >= 60 and {r["speed_bps"] for r in rows} == {10**10}
+    assert round(sum(r["in_bps"] for r in rows) * 60 / 8) == expected(3)["in_octets"]
+    assert cli_main(["query", "ifcounters", "--exporter", AGENT, "--since", "1h", "--config", str(path)]) != 0
+    assert "ifindex" in capsys.readouterr().err

@@ -16,12 +16,12 @@ from .supervisor import MAX_BACKOFF_S, STABLE_AFTER_S
 SERVICES = ("collector", "store", "analyzer", "web", "notifier", "poller")
 FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol", "exporter", "input_if", "output_if",
            "src_as", "dst_as", "as", "dscp", "src_country", "dst_country", "country", "by", "metric", "step", "order",
-           "severity", "state", "analyzer", "subject", "kind", "key")
+           "severity", "state", "analyzer", "subject", "kind", "key", "ifindex")
 FILTER_HELP = {"src": "source address or CIDR", "dst": "destination address or CIDR", "addr": "either address",
                "port": "either port", "protocol": "tcp, udp, icmp, ... or a number", "exporter": "exporter address or CIDR",
                "input_if": "input ifIndex (with --exporter)", "output_if": "output ifIndex (with --exporter)",
                "src_as": "source AS number", "dst_as": "destination AS number", "as": "either AS number",
-               "dscp": "DSCP 0-63 (tos >> 2)",
+               "dscp": "DSCP 0-63 (tos >> 2)", "ifindex": "ifcounters: the interface's ifIndex (with --exporter)",
                "src_country": "source country: a code (DE), private, documentation, ... or unknown",
                "dst_country": "destination country, as --src-country", "country": "either country",
                "by": "top, explore: src, dst, pair, port, src_port, dst_port, protocol, exporter, in_if, out_if, "
@@ -206,6 +206,11 @@ def render_reply(op: str, reply: dict, fmt: str) -> str:
                                       for r in rows if r["ifindex"] != ""], 2))
     if op == "explore":
         return render(explore_rows(reply, fmt), fmt)
+    if op == "ifcounters":  # one row per step
+        keys = ("in_bps", "out_bps", "in_pps", "out_pps", "in_errors", "out_errors", "in_discards", "out_discards",
+                "resets")
+        return render([{"time": t, **{k: reply[k][i] for k in keys}, "speed_bps": reply.get("speed_bps", 0)}
+                       for i, t in enumerate(reply.get("times", []))], fmt)
     if fmt == "table" and op == "exporters":
         text = render(reply_rows(op, reply), fmt, _union_columns(reply.get("exporters") or [], EXPORTER_COLUMNS))
         for c in reply.get("collectors") or []:
