@@ -138,12 +138,15 @@ def test_interface_page_shows_the_switch_counters(stack):
     assert "ifSpeed 10 Gbps" in html or "ifSpeed 10.0 Gbps" in html
     assert "Counter resets in the window: 1" in html
     assert "Switch counters, bits per second in" in html
+    # no names gave a speed: the flow tables' utilisation is of the agent's ifSpeed
+    assert html.count('title="of 10 Gbps') == 2 and "10 Gbps (the agent" in html
 
 
 def test_interface_without_counters_shows_none(stack):
     _client, _window, web, _path = stack
     html = page(f"{web}/exporters/{AGENT}/if/77")
     assert "switch-counters" not in html and "ifIndex 77" in html
+    assert 'title="of ' not in html and "unknown (no utilisation)" in html
 
 
 def test_cli_prints_one_row_per_step(stack, capsys):

@@ -206,10 +206,12 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
         except ExploreUnsupported:
             return page("interface.xhtml", **ev.interface_context(address, ifindex, known, trange, **links,
                                                                   error=UNSUPPORTED))
+        counters = await if_counters(request, address, ifindex, trange)
+        speed = speed or int((counters or {}).get("speed_bps") or 0)  # the agent's ifSpeed where names gave none
         return page("interface.xhtml", **ev.interface_context(
             address, ifindex, known, trange, **links, in_view=ex.explore_view(q_in, r_in, known, total_speed_bps=speed),
             out_view=ex.explore_view(q_out, r_out, known, total_speed_bps=speed),
-            counters=ev.switch_counters(await if_counters(request, address, ifindex, trange), trange)))
+            counters=ev.switch_counters(counters, trange)))
 
     async def if_counters(request: Request, address: str, ifindex: int, trange: TimeRange) -> Mapping | None:
         """The interface's own sFlow counters (the store's ifcounters op); None from a store without it."""
