@@ -117,6 +117,77 @@ def decode_block(blobs: dict[str, bytes], names: Iterable[str], rows: int) -> di
     return {name: out[name] for name in names}
 
 
+def decode_rows(blobs: dict[str, bytes], names: Iterable[str], rows: int, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """The named columns of a block at rows ``idx`` only, as decode_block(...)[name][idx] would give
+    them: each blob is decompressed whole but only those rows are unpacked (a page of 50 flows of a
+    32,768-row ring block: 0.5 ms of zstd instead of 4 ms of unpacking every row of 25 columns)."""
+    idx = np.asarray(idx, np.intp)
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        if name not in out:
+            out[name] = _decode_column_rows(blobs, name, rows, idx, out)
+    return {name: out[name] for name in names}
+
+
+def _decode_column_rows(blobs: dict[str, bytes], name: str, rows: int, idx: np.ndarray, done: dict) -> np.ndarray:
+    dt = BLOCK_DTYPES[name]
+    blob = blobs.get(name)
+    if blob is None and name in ADDED_COLUMNS:
+        return np.full(len(idx), COLUMN_DEFAULTS.get(name, 0), dtype=dt)
+    if blob is None:
+        raise KeyError(name)
+    version, codec, flags, nparts = _HEAD.unpack_from(blob)
+    if version != FORMAT:
+        raise ValueError(f"block column {name!r} has format {version}, this code reads {FORMAT}")
+    heads = [_PART.unpack_from(blob, _HEAD.size + i * _PART.size) for i in range(nparts)]
+    if all(h[0] == CONST for h in heads):
+        payload = memoryview(b"")
+    else:
+        payload = _decompress(codec, memoryview(blob)[_HEAD.size + nparts * _PART.size:])
+    shuffle = bool(flags & FLAG_SHUFFLE)
+    if dt == ADDR:
+        hi, pos = _part_rows(heads[0], payload, 0, rows, _U64, shuffle, idx)
+        lo, _ = _part_rows(heads[1], payload, pos, rows, _U64, shuffle, idx)
+        halves = np.empty((len(idx), 2), ">u8")
+        halves[:, 0] = hi
+        halves[:, 1] = lo
+        return halves.view(ADDR).reshape(len(idx))
+    values, _ = _part_rows(heads[0], payload, 0, rows, np.dtype(f"<u{dt.itemsize}"), shuffle, idx)
+    values = values.view(dt)
+    if flags & FLAG_DURATION:
+        time_end = done.get("time_end")
+        if time_end is None:
+            time_end = done["time_end"] = _decode_column_rows(blobs, "time_end", rows, idx, done)
+        return time_end - values
+    return values
+
+
+def _part_rows(head: tuple, payload, pos: int, rows: int, unsigned: np.dtype, shuffle: bool,
+               idx: np.ndarray) -> tuple[np.ndarray, int]:
+    """_decode_part(...)[idx] without unpacking the other rows (but DELTA's running sum)."""
+    mode, width, vwidth, base, k = head
+    base_u = unsigned.type(base & ((1 << (8 * unsigned.itemsize)) - 1))
+    if mode == CONST:
+        return np.full(len(idx), base_u, unsigned), pos
+    if mode == FOR:
+        return _take_rows(payload, pos, rows, width, shuffle, idx).astype(unsigned) + base_u, pos + rows * width
+    if mode == DICT:
+        values, pos = _take(payload, pos, k, vwidth, shuffle)
+        index = _take_rows(payload, pos, rows, width, shuffle, idx)
+        return (values.astype(unsigned) + base_u)[index], pos + rows * width
+    out, pos = _decode_part(head, payload, pos, rows, unsigned, shuffle)
+    return out[idx], pos
+
+
+def _take_rows(payload, pos: int, count: int, width: int, shuffle: bool, idx: np.ndarray) -> np.ndarray:
+    raw = np.frombuffer(payload, np.uint8, count * width, pos)
+    if width == 1:
+        return raw[idx]
+    if shuffle:
+        return np.ascontiguousarray(raw.reshape(width, count)[:, idx].T).view(f"<u{width}").reshape(len(idx))
+    return raw.view(f"<u{width}")[idx]
+
+
 def _decode_column(blobs: dict[str, bytes], name: str, rows: int, done: dict) -> np.ndarray:
     dt = BLOCK_DTYPES[name]
     blob = blobs.get(name)

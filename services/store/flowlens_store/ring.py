@@ -23,7 +23,7 @@ import numpy as np
 
 from flowmodel.schema import FLOW_COLUMNS, FlowBatch
 
-from .blocks import BLOCK_ROWS, Options, decode_block, encode_columns
+from .blocks import BLOCK_ROWS, Options, decode_block, decode_rows, encode_columns
 from .blockstats import block_may_match
 from .planner import ADDR_FILTERS
 
@@ -139,6 +139,17 @@ class _Columns(Mapping):
     def __len__(self) -> int:
         return len(NAMES)
 
+    def rows_at(self, names: list[str], local: np.ndarray) -> dict[str, np.ndarray]:
+        """The named columns at the rows ``local`` only: columns decoded already are indexed, the
+        rest unpacked at those rows alone (blocks.decode_rows), not decoded whole for a few rows."""
+        out = {name: self._cache[name][local] for name in names if name in self._cache}
+        rest = [name for name in names if name not in out]
+        if rest and self._plain is not None:
+            out.update({name: self._plain[name][self._skip + local] for name in rest})
+        elif rest:
+            out.update(decode_rows(self._block.blobs, rest, self._block.rows, local + self._skip))
+        return out
+
     def release(self) -> None:
         """Drop the decoded columns (the mapping decodes again if read)."""
         self._cache.clear()
@@ -250,8 +261,10 @@ class Ring:
         those whose time range cannot reach past the want-th row kept are not read at all (a page
         of 50 flows of one host reads the newest block or two, not the whole ring)."""
         names = tuple(dict.fromkeys(columns or NAMES))  # once each, in order
+        # a page reads a segment or two from one end: test the others' stats only when reached
+        lazy = nearest is not None and pick is not None and filters is not None
         with self.lock:
-            segs = self._segments(filters)
+            segs = self._segments(None if lazy else filters)
             if pick is None:
                 parts = []
                 for seg in segs:
@@ -264,6 +277,7 @@ class Ring:
             # again over all of them, and only the rows kept last get their other columns decoded
             kept: list[tuple[_Columns, np.ndarray]] = []
             probe_parts = []
+            masked = False
             if nearest is not None:
                 want, newest_first = nearest
                 segs.sort(key=(lambda g: -g.te_hi) if newest_first else (lambda g: g.te_lo))
@@ -275,6 +289,9 @@ class Ring:
                     bound = int(np.partition(te, k)[k])  # the want-th nearest time_end kept so far
                     if (seg.te_hi < bound) if newest_first else (seg.te_lo > bound):
                         break  # segments come in order of that end: none later can reach either
+                if lazy and seg._block is not None and not seg._block.may_match(filters):
+                    continue
+                masked = True
                 idx = np.flatnonzero(mask_of(seg))
                 if len(idx):
                     idx = np.asarray(pick(seg, idx))
@@ -284,6 +301,8 @@ class Ring:
                     if nearest is not None:
                         kept_te.append(seg["time_end"][idx])
                 seg.release()
+            if not masked:  # mask_of is called at least once (it may read ring state)
+                mask_of(_Columns(None, self._open, 0, 0))
             if not kept:
                 return _concat([], names)
             touched = set().union(*(p.keys() for p in probe_parts))
@@ -373,9 +392,9 @@ class _Gathered(Mapping):
             for i in np.unique(which).tolist():
                 seg, idx = self._kept[i]
                 at = np.flatnonzero(which == i)
-                local = idx[rows[at] - bounds[i]]
+                got = seg.rows_at(missing, idx[rows[at] - bounds[i]])
                 for name in missing:
-                    out[name][at] = seg[name][local]
+                    out[name][at] = got[name]
                 seg.release()
         return {name: out[name] for name in names}
 
