@@ -116,50 +116,77 @@ class Page:
     window: str                                 # "24 h, to the newest flow" / "range=24h"
     path: str
     params: dict                                # the URL's query (the range included)
-    store_ops: Callable[[object, int], None]    # (client, now_ms): the page's store requests alone
+    store_ops: Callable[[OpClock, int], None]   # (ask, now_ms): the page's store requests alone
 
     @property
     def url(self) -> str:
         return self.path + ("?" + urlencode(self.params) if self.params else "")
 
 
+def op_label(op: str, args: dict) -> str:
+    """A store request in words: 'explore by=dst_port metric=bytes ... over 24 h' (since/until as the span)."""
+    words = [f"{k}={v}" for k, v in args.items() if k not in ("since", "until")]
+    if "since" in args and "until" in args:
+        words.append(f"over {(args['until'] - args['since']) / history.HOUR_MS:g} h")
+    return " ".join([op, *words])
+
+
+class OpClock:
+    """Asks the store one request (``clock(op, **args)``) and keeps its milliseconds by label."""
+
+    def __init__(self, client):
+        self.client = client
+        self.ms: dict[str, list[float]] = {}
+
+    def __call__(self, op: str, **args) -> dict:
+        t = time.perf_counter()
+        reply = self.client.request(op, **args)
+        self.ms.setdefault(op_label(op, args), []).append((time.perf_counter() - t) * 1000)
+        return reply
+
+    def slowest(self) -> tuple[str, float]:
+        """(label, p50 ms) of the request with the highest median."""
+        label, took = max(self.ms.items(), key=lambda kv: percentile(sorted(kv[1]), 50))
+        return label, percentile(sorted(took), 50)
+
+
 def _dashboard_ops(params: dict) -> Callable:
     from flowlens_web.flowroutes import DASHBOARD_TOP
     from flowlens_web.timerange import TimeRange
 
-    def ops(client, now_ms: int) -> None:
+    def ops(ask: OpClock, now_ms: int) -> None:
         tr = TimeRange.from_query(params, now_ms)
         since, until = tr.since_ms, tr.until_ms
-        client.series(step=tr.step_s(), scaled=True, since=since, until=until)
+        ask("series", step=tr.step_s(), scaled=True, since=since, until=until)
         for by in DASHBOARD_TOP:
-            client.top(by=by, limit=10, scaled=True, since=since, until=until)
+            ask("top", by=by, metric="bytes", limit=10, scaled=True, since=since, until=until)
     return ops
 
 
 def _explore_ops(params: dict) -> Callable:
     from flowlens_web import explore as ex
 
-    def ops(client, now_ms: int) -> None:
-        client.request("explore", **ex.parse_query(params, now_ms).store_args())
+    def ops(ask: OpClock, now_ms: int) -> None:
+        ask("explore", **ex.parse_query(params, now_ms).store_args())
     return ops
 
 
 def _flows_ops(params: dict) -> Callable:
     from flowlens_web import flowtable
 
-    def ops(client, now_ms: int) -> None:
+    def ops(ask: OpClock, now_ms: int) -> None:
         _form, args, _tr = flowtable.flow_query(params, now_ms)
-        client.flows(limit=50, **args)
+        ask("flows", limit=50, **args)
     return ops
 
 
 def _exporters_ops(_params: dict) -> Callable:
-    def ops(client, now_ms: int) -> None:
-        client.exporters()
-        client.request("names")
+    def ops(ask: OpClock, now_ms: int) -> None:
+        ask("exporters")
+        ask("names")
         window = {"by": "exporter", "metric": "packets", "limit": 50, "since": now_ms - 3_600_000, "until": now_ms}
-        client.top(scaled=True, **window)
-        client.top(scaled=False, **window)
+        ask("top", scaled=True, **window)
+        ask("top", scaled=False, **window)
     return ops
 
 
@@ -168,15 +195,15 @@ def _exporter_ops(params: dict) -> Callable:
     from flowlens_web.explorepages import EXPORTER_TOP
     from flowlens_web.timerange import TimeRange
 
-    def ops(client, now_ms: int) -> None:
+    def ops(ask: OpClock, now_ms: int) -> None:
         tr = TimeRange.from_query(params, now_ms)
         base = {"exporter": EXPORTER}
         q_in = ex.ExploreQuery({"by": "in_if"}, base, "in_if", "bps", EXPORTER_TOP, tr)
         q_out = ex.ExploreQuery({"by": "out_if"}, base, "out_if", "bps", EXPORTER_TOP, tr)
-        client.exporters()
-        client.request("explore", **q_in.store_args())
-        client.request("explore", **q_out.store_args())
-        client.flows(limit=1, exporter=EXPORTER, since=tr.since_ms, until=tr.until_ms)
+        ask("exporters")
+        ask("explore", **q_in.store_args())
+        ask("explore", **q_out.store_args())
+        ask("flows", limit=1, exporter=EXPORTER, since=tr.since_ms, until=tr.until_ms)
     return ops
 
 
@@ -222,6 +249,8 @@ class Timing:
     bytes: int
     error: str = ""
     store_rss_peak: int = 0     # the store's RSS peak while this page was asked
+    slowest_op: str = ""        # the page's slowest store request (op and arguments) ...
+    slowest_op_p50_ms: float = float("nan")     # ... and its median
 
     @property
     def slow(self) -> bool:
@@ -235,7 +264,8 @@ class Timing:
             return ""
         web = max(0.0, self.p50_ms - self.ops_p50_ms)
         part = "store" if self.ops_p50_ms >= web else "web (rendering, names, HTTP)"
-        return f"slow: {part}; store ops p50 {self.ops_p50_ms:.0f} ms, the rest about {web:.0f} ms"
+        return (f"slow: {part}; store ops p50 {self.ops_p50_ms:.0f} ms, the rest about {web:.0f} ms; slowest"
+                f" request: {self.slowest_op} (p50 {self.slowest_op_p50_ms:.0f} ms)")
 
 
 def percentile(sorted_ms: list[float], pct: int) -> float:
@@ -252,6 +282,7 @@ def time_page(http, client, page: Page, requests: int) -> Timing:
     r = http.get(page.url)
     first = (time.perf_counter() - t) * 1000
     took, ops, error = [], [], ""
+    ask = OpClock(client)
     for _ in range(requests):
         t = time.perf_counter()
         r = http.get(page.url)
@@ -261,7 +292,7 @@ def time_page(http, client, page: Page, requests: int) -> Timing:
         try:
             now = int(time.time() * 1000)
             t = time.perf_counter()
-            page.store_ops(client, now)
+            page.store_ops(ask, now)
             ops.append((time.perf_counter() - t) * 1000)
         except (StoreError, StoreUnavailable) as e:
             error = f"store op: {e}"
@@ -270,8 +301,10 @@ def time_page(http, client, page: Page, requests: int) -> Timing:
     if r.status_code != 200:
         error = r.text[:300] + ("; " + error if error else "")
     nan = float("nan")
+    slowest, slowest_ms = ask.slowest() if ask.ms else ("", nan)
     return Timing(page, r.status_code, first, percentile(took, 50), percentile(took, 95),
-                  percentile(ops, 50) if ops else nan, percentile(ops, 95) if ops else nan, len(r.content), error)
+                  percentile(ops, 50) if ops else nan, percentile(ops, 95) if ops else nan, len(r.content), error,
+                  slowest_op=slowest, slowest_op_p50_ms=slowest_ms)
 
 
 def pick_host(client, end_ms: int) -> str:

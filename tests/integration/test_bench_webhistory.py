@@ -44,6 +44,12 @@ def test_every_page_answers_200_and_its_store_ops_answer(result):
     assert [(t.page.url, t.status, t.error) for t in result.timings if t.status != 200 or t.error] == []
     assert all(math.isfinite(t.ops_p50_ms) for t in result.timings)
     assert all(t.store_rss_peak > 0 for t in result.timings)
+    ops = {"series", "top", "explore", "flows", "exporters", "names"}
+    assert [t.slowest_op for t in result.timings if t.slowest_op.split(" ", 1)[0] not in ops] == []
+    (dst_port_24h,) = [t for t in result.timings if t.page.name == "explore by dst_port"
+                       and t.page.window == "24 h to the newest flow"]
+    assert dst_port_24h.slowest_op.startswith("explore by=dst_port metric=bytes limit=10 step=0")
+    assert dst_port_24h.slowest_op.endswith("over 24 h")
 
 
 def test_dashboard_and_explore_are_asked_at_each_range_both_ways(result):
