@@ -20,7 +20,8 @@ from support.services import ServiceStack, send_udp, wait_until
 
 FAR_FUTURE_MS = 9_151_314_449_241_600_000
 YEAR_1970_MS = 86_400_000  # 1970-01-02
-PAGES = ("/", "/flows", "/flows?range=custom&since=1970-01-01T00:00:00Z", "/about", "/advisories",
+OLD_FLOWS_PAGE = "/flows?from=1970-01-01T00:00:00Z&to=1970-01-03T00:00:00Z"  # a range holding the 1970 flow
+PAGES = ("/", "/flows", OLD_FLOWS_PAGE, "/about", "/advisories",
          "/advisories?state=all", "/metrics", "/healthz")
 FAST = {"interval": "2s", "window": "60s", "watermark": "1s", "idle_after": "1s", "health_interval": "1s"}
 # sourceIPv4Address, destinationIPv4Address, ports, protocol, octets, packets, flowStart/EndMilliseconds
@@ -91,6 +92,7 @@ def _check(stack: ServiceStack, http: httpx.Client, datagrams: int) -> None:
         # the 1970 flow is stored, the far ones are not
         old = wait_until(lambda: client.flows(since=0, until=YEAR_1970_MS + 1).rows(), 15)
         assert {r["src_addr"] for r in old} == {"10.19.70.1"} and old[0]["time_end"] == YEAR_1970_MS
+        assert "10.19.70.1" in http.get(OLD_FLOWS_PAGE).text  # shown on a page too, not only stored
         assert client.flows(src="10.66.0.0/16", since=0).rows() == []
         starts = [p["start_ms"] for p in client.status()["sqlite"]["partitions"]]
         assert starts and max(starts) < int(time.time() * 1000) + 86_400_000
