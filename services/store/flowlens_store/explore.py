@@ -204,10 +204,15 @@ def _from_rollups(engine, db, f: dict, by: str, grid, scaled: bool, metric: str,
         rows = _concat([rows, raw], w)
         everything = _by_step(rows, steps) + _by_step(other_rows, steps)
         return (_by_key(rows), rows, everything), approximate or bool(len(other_rows["i"])), _source(fine)
-    totals, _others = histops.key_rows(engine, db, by, coarse.pieces, None, None, scaled, host, only=metric)
+    # the same pieces in both passes (steps of an hour): the first remembers each hour's largest keys,
+    # so the second decodes only the hours where a top key is not among them
+    memo = {} if coarse.pieces == fine.pieces else None
+    totals, _others = histops.key_rows(engine, db, by, coarse.pieces, None, None, scaled, host, only=metric,
+                                       memo=memo)
     tk, tv = _by_key(_concat([totals, {**raw, "i": np.zeros(len(raw["i"]), np.int64)}], w))
     chosen = tk[P.top_groups(tv[METRICS.index(metric)], limit)] if len(tk) else tk
-    rows, _others = histops.key_rows(engine, db, by, fine.pieces, fold, grid, scaled, host, chosen=chosen, only=metric)
+    rows, _others = histops.key_rows(engine, db, by, fine.pieces, fold, grid, scaled, host, chosen=chosen, only=metric,
+                                     memo=memo)
     rows = _concat([rows, raw], w)
     everything = histops.all_by_step(engine, db, fine.pieces, grid, scaled, host) + _by_step(raw, steps)
     return ((tk, tv), rows, everything), approximate or bool(len(_others["i"])), _source(fine)

@@ -297,12 +297,13 @@ class Values:
 
 
 def key_rows(engine, db, by: str, pieces: list, fold, grid, scaled: bool, host: bytes | None = None,
-             chosen: np.ndarray | None = None, only: str | None = None) -> tuple[dict, dict]:
+             chosen: np.ndarray | None = None, only: str | None = None, memo: dict | None = None) -> tuple[dict, dict]:
     """The rollup rows of keydims.HIST_DIM[by] over ``pieces`` as explore rows ('i' step index on
     ``grid`` (first, step_ms, steps), 0 when None; 'k' the key words of ``by``; 'v' (3, n) bytes,
     packets, flows), only exporter ``host``'s and only the ``chosen`` keys' when given; and the
     capped "other" rows, which no key owns. ``only`` (a metric): only its sums are gathered (with
-    fold_one, whatever ``fold`` says); the other two read 0."""
+    fold_one, whatever ``fold`` says); the other two read 0. ``memo`` (with ``only``): the key totals
+    pass fills it, the chosen keys' pass reads the pieces it answers from it (histread.memo_rows)."""
     from . import keydims as K
 
     dim = K.HIST_DIM[by]
@@ -310,13 +311,19 @@ def key_rows(engine, db, by: str, pieces: list, fold, grid, scaled: bool, host: 
     if chosen is not None and not len(chosen):
         rows = H._concat([], KEY_WIDTH.get(dim, 1))
     elif chosen is not None and dim in CHUNKED_DIMS and by != "dscp":
-        if only is not None:
+        if only is not None and memo is not None:
+            name = _hist_value(only, scaled)
+            fold = fold_one(name, grid[1])
+            known, unread = H.memo_rows(memo, pieces, chosen, name)
+            read = [_gather_chosen(engine, db, dim, unread, chosen, fold, (name,))] if unread else []
+            rows = fold(H._concat([known] + read, KEY_WIDTH.get(dim, 1)))
+        elif only is not None:
             name = _hist_value(only, scaled)
             rows = _gather_chosen(engine, db, dim, pieces, chosen, fold_one(name, grid[1]), (name,))
         else:
             rows = _gather_chosen(engine, db, dim, pieces, chosen, fold)
     elif only is not None and grid is None:  # key totals: merged hour by hour (keymerge.py)
-        rows = H.key_totals(db, dim, pieces, (_hist_value(only, scaled),), engine._check)
+        rows = H.key_totals(db, dim, pieces, (_hist_value(only, scaled),), engine._check, memo=memo)
     elif only is not None:
         name = _hist_value(only, scaled)
         rows = H.gather(db, dim, pieces, engine._check, fold=fold_one(name, grid[1] if grid else None),

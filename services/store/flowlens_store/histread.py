@@ -175,10 +175,18 @@ def gather(db, dim: str, pieces: list, check=lambda: None, host: bytes | None = 
     return fold(out) if fold is not None and fold_at_end and len(got) else out
 
 
-def key_totals(db, dim: str, pieces: list, names: tuple[str, ...], check=lambda: None) -> dict[str, np.ndarray]:
+MEMO_KEYS = 128  # a piece's largest keys key_totals remembers for explore's second pass
+
+
+def key_totals(db, dim: str, pieces: list, names: tuple[str, ...], check=lambda: None,
+               memo: dict | None = None) -> dict[str, np.ndarray]:
     """The sums ``names`` per key over the pieces, as gather with a per-key fold would give them ('t'
     0, 'k', 'other', the sums; the capped "other" rows as one row), merged piece by piece (keymerge:
-    an hour's keys come sorted) and decoding only those sums: the first pass of a top over days."""
+    an hour's keys come sorted) and decoding only those sums: the first pass of a top over days.
+
+    ``memo`` (one sum only): filled with piece -> (keys, sums, bucket, complete), the MEMO_KEYS keys
+    with the largest sum of each one-bucket piece (every key when it has no more; ``complete``), so a
+    second pass that wants the top keys' sums per piece need not decode it again (memo_rows)."""
     width = KEY_WIDTH.get(dim, 1)
     acc = KeyMerge(width, len(names))
     other = np.zeros(len(names), np.uint64)
@@ -203,6 +211,8 @@ def key_totals(db, dim: str, pieces: list, names: tuple[str, ...], check=lambda:
                 acc.add(k[mine], [h[n][mine] for n in names])
             else:
                 acc.add(k, [h[n] for n in names])
+                if memo is not None and len(names) == 1 and len(last[1]) == 1:
+                    memo[(ps, pe, step, t_lo, t_hi)] = _largest(k, h[names[0]], int(t[0]) if len(t) else 0)
     keys, sums = acc.result()
     has_other = seen_other
     if has_other:
@@ -211,6 +221,41 @@ def key_totals(db, dim: str, pieces: list, names: tuple[str, ...], check=lambda:
     flags = np.zeros(len(keys), bool)
     flags[len(keys) - 1:] = has_other
     return {"t": np.zeros(len(keys), np.int64), "k": keys, "other": flags, **dict(zip(names, sums))}
+
+
+def _largest(k: np.ndarray, v: np.ndarray, bucket: int) -> tuple:
+    if len(v) <= MEMO_KEYS:
+        return k.copy(), v.copy(), bucket, True
+    top = np.argpartition(v, len(v) - MEMO_KEYS)[len(v) - MEMO_KEYS:]
+    return k[top], v[top], bucket, False
+
+
+def memo_rows(memo: dict, pieces: list, chosen: np.ndarray, name: str) -> tuple[dict, list]:
+    """The rows of the ``chosen`` keys (rollup words) that ``memo`` (key_totals) answers, as gather
+    gives them (one sum, ``name``), and the pieces it cannot answer: not remembered, or not complete
+    and missing a chosen key (that key's sum there is unknown, not 0)."""
+    width = chosen.shape[1] if chosen.ndim == 2 else 1
+    got, unread = [], []
+    for piece in pieces:
+        kept = memo.get(piece)
+        if kept is None:
+            unread.append(piece)
+            continue
+        k, v, bucket, complete = kept
+        hit = np.zeros(len(k), bool)
+        missing = False
+        for key in chosen.reshape(-1, width):
+            m = (k == key).all(axis=1)
+            hit |= m
+            missing = missing or not m.any()
+        if missing and not complete:
+            unread.append(piece)
+            continue
+        n = int(hit.sum())
+        got.append({"t": np.full(n, bucket, np.int64), "k": k[hit], "other": np.zeros(n, bool), name: v[hit]})
+    out = _concat(got, width) if got else {"t": np.zeros(0, np.int64), "k": np.zeros((0, width), np.uint64),
+                                            "other": np.zeros(0, bool), name: np.zeros(0, np.uint64)}
+    return out, unread
 
 
 def _concat(got: list[dict], width: int) -> dict[str, np.ndarray]:

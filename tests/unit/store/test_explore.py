@@ -327,3 +327,30 @@ def test_a_raw_explore_stops_at_its_group_bound_with_a_reason(store):
         assert small.explore({**args, "by": "protocol", "step": 3600})["totals"]["flows"] == flows.count
     finally:
         small.close()
+
+
+@pytest.mark.parametrize("memo_keys", [1, 3, 100_000])
+@pytest.mark.parametrize("by", ["src", "dst"])
+def test_hourly_top_keys_from_the_first_pass_memo_equal_raw(store, monkeypatch, by, memo_keys):
+    """At hourly steps the first pass remembers each hour's largest keys; the top keys' hours come from
+    that memo, and an hour missing one (memo cut at 1 or 3 keys) is read again: the same answer."""
+    from flowlens_store import histops
+    from flowlens_store import histread as H
+
+    eng, _flows = store
+    monkeypatch.setattr(H, "MEMO_KEYS", memo_keys)
+    read_again = []
+    real = histops._gather_chosen
+    monkeypatch.setattr(histops, "_gather_chosen",
+                        lambda engine, db, dim, pieces, *a: read_again.extend(pieces) or real(engine, db, dim, pieces, *a))
+    args = {"since": BASE, "until": BASE + 5 * HOUR, "by": by, "metric": "bytes", "limit": 4, "step": 3600}
+    got = eng.explore(dict(args))
+    raw = raw_too(eng, "explore", args)
+    assert got["source"] == "rollups" and raw["source"] == "sqlite"
+    assert {k: got[k] for k in ("times", "series", "other", "totals")} == \
+           {k: raw[k] for k in ("times", "series", "other", "totals")}
+    assert len(got["series"]) == 4
+    if memo_keys == 100_000:
+        assert read_again == [], "every hour's keys are remembered: nothing is decoded twice"
+    if memo_keys == 1:
+        assert read_again, "a memo of one key a hour misses top keys: those hours are read again"
