@@ -1,6 +1,7 @@
-"""deploy/docker-compose.yml checked by structure (no Docker engine runs on our machines): the four
-services, memory limits within 512 MB, published ports, and bus/query wiring whose FLOWLENS_*
-variables are valid config keys that connect every service to the store."""
+"""deploy/docker-compose.yml checked by structure, in seconds: the four services and the two optional
+ones (profiles), memory limits within 512 MB, published ports, CURVE keys as secrets, and bus/query
+wiring whose FLOWLENS_* variables are valid config keys that connect every service to the store.
+tests/compose/test_compose.py runs the file for real (make compose-test)."""
 import re
 from pathlib import Path
 
@@ -27,19 +28,31 @@ def compose():
 
 @pytest.fixture(scope="module")
 def configs(compose):
-    """Each service's effective config: the image's config file plus its FLOWLENS_* environment."""
-    return {name: load_config(REPO / "configs" / "flowlens.yaml", env={k: str(v) for k, v in svc["environment"].items()})
-            for name, svc in compose["services"].items()}
+    """Each service's effective config: its config file plus its FLOWLENS_* environment."""
+    out = {}
+    for name, svc in compose["services"].items():
+        path = COMPOSE.parent / f"{name}.yaml" if name in OPTIONAL else REPO / "configs" / "flowlens.yaml"
+        out[name] = load_config(path, env={k: str(v) for k, v in svc["environment"].items()})
+    return out
 
 
-def test_four_services_from_one_image(compose):
+CORE = ("store", "collector", "analyzer", "web")
+OPTIONAL = {"notifier": "notify", "poller": "snmp"}  # service -> the profile that starts it
+
+
+def test_four_services_and_two_optional_ones_from_one_image(compose):
     services = compose["services"]
-    assert set(services) == {"store", "collector", "analyzer", "web"}
+    assert set(services) == set(CORE) | set(OPTIONAL)
     for name, svc in services.items():
         assert svc["build"]["dockerfile"] == "deploy/Dockerfile"
-        assert svc["command"][0] == name and svc["command"][1:] == ["--config", "/etc/flowlens/flowlens.yaml"]
-        if name != "store":
+        config = f"/etc/flowlens/{name}.yaml" if name in OPTIONAL else "/etc/flowlens/flowlens.yaml"
+        assert svc["command"][0] == name and svc["command"][1:] == ["--config", config]
+        if name in CORE and name != "store":
             assert svc["depends_on"]["store"]["condition"] == "service_healthy"
+        assert svc.get("profiles") == ([OPTIONAL[name]] if name in OPTIONAL else None), name
+    for name in OPTIONAL:  # the config file each mounts is in deploy/ and loads
+        source = services[name]["volumes"][0].split(":")[0]
+        assert load_config(COMPOSE.parent / source)
 
 
 def test_memory_limits_add_up_to_the_budget(compose):
@@ -47,8 +60,8 @@ def test_memory_limits_add_up_to_the_budget(compose):
     for name, svc in compose["services"].items():
         deploy_limit = mem_bytes(svc["deploy"]["resources"]["limits"]["memory"])
         assert mem_bytes(svc["mem_limit"]) == deploy_limit, name
-        total += deploy_limit
-    assert total <= 512 * MIB, f"limits add up to {total / MIB:.0f} MiB"
+        total += deploy_limit if name in CORE else 0
+    assert total <= 512 * MIB, f"the four services' limits add up to {total / MIB:.0f} MiB"
 
 
 def test_published_ports(compose):
@@ -108,15 +121,28 @@ def test_dockerfile_installs_every_package_and_runs_flowlens():
         assert (REPO / path).exists(), path
 
 
-def test_store_ports_only_on_an_internal_network(compose, configs):
-    """Without CURVE keys the store binds beyond loopback only because compose says so, and only a
-    network with no route out and no published port reaches it."""
+def test_store_ports_only_on_an_internal_network_behind_curve(compose, configs):
+    """The store binds beyond loopback on the internal network, speaking CURVE with the keys
+    mounted as secrets; every other service is a CURVE client with the mounted "local" pair."""
     services, networks = compose["services"], compose["networks"]
     assert services["store"]["networks"] == ["bus"] and networks["bus"]["internal"] is True
     assert "ports" not in services["store"]
-    assert configs["store"]["security.allow_insecure_bind"] is True
-    for name in ("collector", "analyzer", "web"):
-        assert "bus" in services[name]["networks"], name
-        assert configs[name]["security.allow_insecure_bind"] is False, name
+    store = configs["store"]
+    assert store["security.allow_insecure_bind"] is False
+    assert store["security.server_key"] == "/run/secrets/store.key_secret"
+    assert store["security.authorized_keys"] == "/run/secrets/authorized"
+    for name, svc in services.items():
+        cfg = configs[name]
+        assert (cfg["security.client_key"], cfg["security.store_public_key"]) == \
+            ("/run/secrets/local.key_secret", "/run/secrets/store.key"), name
+        assert {"local.key_secret", "store.key"} <= set(svc["secrets"]), name
+        assert "bus" in svc["networks"], name
+        assert cfg["security.allow_insecure_bind"] is False, name
+    assert set(services["store"]["secrets"]) == {"store.key_secret", "store.key", "local.key_secret", "authorized"}
+    # every secret is a file deploy/keys.sh writes under deploy/secrets
+    keys_sh = (COMPOSE.parent / "keys.sh").read_text()
+    for name, secret in compose["secrets"].items():
+        assert secret["file"] == f"./secrets/{name}", name
+        assert name.split(".")[0] in keys_sh, name
     for name in ("collector", "web"):  # their published ports need a network that is not internal
         assert any(not networks[n].get("internal") for n in services[name]["networks"]), name
