@@ -298,8 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         if not corpus[protocol]:
             ap.error(f"no {protocol} captures in {DATA}")
         if args.chunk is not None:
+            started = time.monotonic()
             r = run_chunk(protocol, args.seed, args.chunk, args.cases, corpus)
-            r.update(protocol=protocol, chunks=1, seconds=0.0, peak_rss_mb=round(r["rss_kb"] / 1024, 1))
+            r.update(protocol=protocol, chunks=1, seconds=round(time.monotonic() - started, 1),
+                     peak_rss_mb=round(r["rss_kb"] / 1024, 1))
         else:
             r = fuzz_protocol(protocol, args.cases, args.seed, args.workers, corpus)
         print(render(r), flush=True)
