@@ -10,7 +10,7 @@ from flowmodel.protocol import METRICS
 from . import blockread as B
 from . import histread as H
 from . import planner as P
-from .hists import CHUNKED_DIMS, HistBuilder, KEY_WIDTH, decode_hist
+from .hists import HistBuilder, KEY_WIDTH, decode_hist
 
 ADDR_DIMS = ("src", "dst", "exporter", "self", "dst_prefix")
 HIST_TOP = ("src", "dst", "port", "src_port", "dst_port", "protocol", "exporter")
@@ -310,7 +310,7 @@ def key_rows(engine, db, by: str, pieces: list, fold, grid, scaled: bool, host: 
     w = K.width(by)
     if chosen is not None and not len(chosen):
         rows = H._concat([], KEY_WIDTH.get(dim, 1))
-    elif chosen is not None and dim in CHUNKED_DIMS and by != "dscp":
+    elif chosen is not None and by != "dscp":  # (dscp's chosen keys are not its rollup words: tos)
         if only is not None and memo is not None:
             name = _hist_value(only, scaled)
             fold = fold_one(name, grid[1])
