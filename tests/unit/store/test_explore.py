@@ -354,3 +354,36 @@ def test_hourly_top_keys_from_the_first_pass_memo_equal_raw(store, monkeypatch, 
         assert read_again == [], "every hour's keys are remembered: nothing is decoded twice"
     if memo_keys == 1:
         assert read_again, "a memo of one key a hour misses top keys: those hours are read again"
+
+
+def test_port_rollups_in_key_chunks_answer_explore_like_raw_rows(tmp_path, monkeypatch):
+    """Port rollups under an hour are cut into key ranges (hists.CHUNKED_DIMS; chunks of 8 rows
+    here, a key staying in one): explore by port reads only the chunks that can hold its top ports, with the raw answer."""
+    from flowlens_store import hists, histops
+
+    monkeypatch.setattr(hists, "CHUNK_ROWS", 8)
+    flows = site_flows()
+    w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64, seal_chunk_rows=500)
+    cols = with_seq(flows, 1)
+    w.write_flows(cols)
+    assert w.seal_due(BASE + 5 * HOUR + 200_000) == 5
+    ring = Ring(10)
+    ring.evicted_max_time_end = int(flows["time_end"].max())
+    eng = QueryEngine(ring, str(tmp_path / "f.db"), 600_000, 10_000, 10.0, clock=lambda: BASE + 7 * HOUR)
+    chunks_read = []
+    real = histops._gather_chosen
+    monkeypatch.setattr(histops, "_gather_chosen",
+                        lambda engine, db, dim, pieces, *a: chunks_read.append(dim) or real(engine, db, dim, pieces, *a))
+    try:
+        for by in ("dst_port", "src_port"):
+            stored = eng.db.execute("SELECT count(*) FROM hists WHERE dim = ? AND step_ms = 300000", (by,)).fetchone()[0]
+            assert stored > 5 * 2, f"{by}: 5-minute rollups cut into several chunks an hour"
+            args = {"since": BASE + 300_000, "until": BASE + 4 * HOUR, "by": by, "limit": 3, "step": 300}
+            got = eng.explore(dict(args))
+            raw = raw_too(eng, "explore", args)
+            assert got["source"] == "rollups" and by in chunks_read
+            assert {k: got[k] for k in ("times", "series", "other", "totals")} == \
+                   {k: raw[k] for k in ("times", "series", "other", "totals")}
+    finally:
+        eng.close()
+        w.close()
