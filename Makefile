@@ -8,7 +8,7 @@ CONFIG ?= configs/flowlens.yaml
 DEB_PACKAGES := softflowd nfdump tcpdump nmap chromium snmpd snmp
 # lz4: the block codec's measured alternative (bench/blocks.py, its tests); the store writes zstd
 # aiosmtpd: the SMTP server the notifier tests deliver email to (tests/integration/test_notifier.py)
-PIP_TEST := "pytest>=8" "hypothesis>=6.100" "lxml>=5" "httpx>=0.27" "playwright>=1.45" "netflow==0.12.2" "testcontainers>=4" "lz4>=4" "aiosmtpd>=1.4"
+PIP_TEST := "pytest>=8" "hypothesis>=6.100" "lxml>=5" "httpx>=0.27" "playwright>=1.45" "netflow==0.12.2" "lz4>=4" "aiosmtpd>=1.4"
 
 .PHONY: install run test fuzz bench clean debs compose-test
 
