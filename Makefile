@@ -44,7 +44,7 @@ COMPOSE_VENV := $(HOME)/.cache/flowlens/podman-compose-venv
 compose-test: install
 	@$(MAKE) --no-print-directory debs DEB_PACKAGES="$(COMPOSE_DEBS)"
 	test -x $(COMPOSE_VENV)/bin/podman-compose || { $(PY) -m venv $(COMPOSE_VENV) && $(COMPOSE_VENV)/bin/pip install -q "podman-compose==1.6.0"; }
-	FLOWLENS_COMPOSE_TEST=1 $(BIN)/python -m pytest -q -rs tests/compose
+	FLOWLENS_COMPOSE_TEST=1 $(BIN)/python -m pytest -x -q -rs tests/compose
 
 # 1,000,000 mutated corpus datagrams per decoder (bench/fuzz.py, 2 processes), then the hypothesis
 # suites of tests/fuzz (decoders, query protocol, bus codec) at 10,000 examples each; niced: the

@@ -3,7 +3,8 @@ is built from a Debian base (mmdebstrap, cached) and wheels made on the host, th
 (the notifier and the poller by their profiles) come up with the compose file's memory limits and
 CURVE keys mounted as secrets (deploy/keys.sh), a capture replayed into the collector's published
 UDP port is read back through the web's published port, and a flood of exporter datagrams runs
-while each container's cgroup records its peak memory (tests/artifacts/compose-memory.json).
+while each container's cgroup records its peak memory (tests/artifacts/compose-memory.json; the
+seconds each step took go to compose-timings.json).
 
 It takes minutes, so it runs under `make compose-test` (FLOWLENS_COMPOSE_TEST=1), which .ci/run
 calls after `make test`.
@@ -95,6 +96,8 @@ def stack(tmp_path_factory):
         print("\n" + "\n".join(f"{s}: {st.logs(s, 8)}" for s in SERVICES))
         st.down()
         timer.lap("down")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "compose-timings.json").write_text(json.dumps(timer.steps, indent=1))
         print("compose timings (s):", json.dumps(timer.steps))
 
 
