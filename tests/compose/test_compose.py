@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -26,16 +25,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-import yaml
 
 from support import compose, flood
-from support.services import free_ports, wait_until
+from support.services import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
 ARTIFACTS = REPO / "tests" / "artifacts"
 CAPTURE = DATA / "softflowd_v5_dns.pcap"
-SERVICES = ("store", "collector", "analyzer", "web", "notifier", "poller")
+SERVICES = compose.SERVICES
 MIB = 1 << 20
 
 pytestmark = [
@@ -45,52 +43,13 @@ pytestmark = [
 ]
 
 
-def compose_limits() -> dict[str, int]:
-    doc = yaml.safe_load((REPO / "deploy" / "docker-compose.yml").read_text())
-    out = {}
-    for name, svc in doc["services"].items():
-        m = re.fullmatch(r"(\d+)([mg])", svc["mem_limit"])
-        out[name] = int(m.group(1)) * (MIB if m.group(2) == "m" else 1 << 30)
-    return out
-
-
-def write_override(path: Path, secrets: Path, udp_port: int, web_port: int) -> None:
-    """The local image, the published ports on free loopback ports, the keys this test made, and
-    a retention that keeps the capture's flows (recorded in November 2026)."""
-    services = {name: {"image": compose.IMAGE} for name in SERVICES}
-    services["store"]["environment"] = {"FLOWLENS_STORAGE__SQLITE_RETENTION": "3650d"}
-    doc = {"services": services,
-           "secrets": {name: {"file": str(secrets / name)}
-                       for name in ("store.key_secret", "store.key", "local.key_secret", "authorized")}}
-    text = yaml.safe_dump(doc, sort_keys=False)
-    # `!override` replaces the compose file's port lists instead of appending to them
-    text = text.replace("  collector:\n", f"  collector:\n    ports: !override\n    - 127.0.0.1:{udp_port}:2055/udp\n", 1)
-    text = text.replace("  web:\n", f"  web:\n    ports: !override\n    - 127.0.0.1:{web_port}:8080/tcp\n", 1)
-    path.write_text(text)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     timer = compose.Timer()
-    base = compose.ensure_base_image()
-    timer.lap(f"base image ({base})")
     work = tmp_path_factory.mktemp("compose")
-    context = compose.build_context(work / "context")
-    timer.lap("wheels")
-    compose.build_image(context)
-    timer.lap("image")
-    compose.make_keys(work / "secrets")
-    (udp_port,), (web_port,) = free_ports(1, socket.SOCK_DGRAM), free_ports(1)
-    write_override(work / "override.yml", work / "secrets", udp_port, web_port)
-    st = compose.Stack(project=f"flowlens-test-{os.getpid()}", override=work / "override.yml",
-                       profiles=["notify", "snmp"])
+    compose.prepare(work, timer)
+    st = compose.start(work, timer, project=f"flowlens-test-{os.getpid()}", profiles=["notify", "snmp"])
     try:
-        st.up()
-        web = f"http://127.0.0.1:{web_port}"
-        wait_until(lambda: http_status(web + "/healthz") == 200, timeout_s=120, interval_s=0.5)
-        wait_until(lambda: "msg=ready" in st.logs("collector"), timeout_s=60, interval_s=0.5)
-        timer.lap("stack up")
-        st.udp_port, st.web, st.timer = udp_port, web, timer
         yield st
     finally:
         print("\n" + "\n".join(f"{s}: {st.logs(s, 8)}" for s in SERVICES))
@@ -99,16 +58,6 @@ def stack(tmp_path_factory):
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / "compose-timings.json").write_text(json.dumps(timer.steps, indent=1))
         print("compose timings (s):", json.dumps(timer.steps))
-
-
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
 
 
 def http_text(url: str) -> str:
@@ -120,7 +69,7 @@ def http_text(url: str) -> str:
 def test_memory_limits_are_the_compose_files_and_enforced(stack):
     containers = stack.containers()
     assert set(containers) == set(SERVICES)
-    limits = compose_limits()
+    limits = compose.compose_limits()
     for name, c in containers.items():
         assert c["State"]["Running"], (name, stack.logs(name))
         assert compose.memory(c)["limit"] == limits[name], name

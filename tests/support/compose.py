@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
+
+from .services import free_ports, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("FLOWLENS_CACHE", Path.home() / ".cache" / "flowlens"))
@@ -26,6 +34,8 @@ PACKAGES = ["flowmodel", "flowlens-store", "flowlens-collector", "flowlens-analy
             "flowlens-notifier", "flowlens-poller"]
 SOURCES = ["libs/flowmodel"] + [f"services/{s}" for s in ("store", "collector", "analyzer", "web", "notifier", "poller")]
 CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")
+SERVICES = ("store", "collector", "analyzer", "web", "notifier", "poller")  # with the notify and snmp profiles
+MIB = 1 << 20
 
 
 def podman_compose() -> str | None:
@@ -123,6 +133,30 @@ def make_keys(secrets: Path) -> None:
     run([str(REPO / "deploy" / "keys.sh"), IMAGE], env=env)
 
 
+def compose_limits() -> dict[str, int]:
+    doc = yaml.safe_load((REPO / "deploy" / "docker-compose.yml").read_text())
+    out = {}
+    for name, svc in doc["services"].items():
+        m = re.fullmatch(r"(\d+)([mg])", svc["mem_limit"])
+        out[name] = int(m.group(1)) * (MIB if m.group(2) == "m" else 1 << 30)
+    return out
+
+
+def write_override(path: Path, secrets: Path, udp_port: int, web_port: int) -> None:
+    """The local image, the published ports on free loopback ports, the keys made for this run, and
+    a retention that keeps old captures' flows (the test's was recorded in November 2026)."""
+    services = {name: {"image": IMAGE} for name in SERVICES}
+    services["store"]["environment"] = {"FLOWLENS_STORAGE__SQLITE_RETENTION": "3650d"}
+    doc = {"services": services,
+           "secrets": {name: {"file": str(secrets / name)}
+                       for name in ("store.key_secret", "store.key", "local.key_secret", "authorized")}}
+    text = yaml.safe_dump(doc, sort_keys=False)
+    # `!override` replaces the compose file's port lists instead of appending to them
+    text = text.replace("  collector:\n", f"  collector:\n    ports: !override\n    - 127.0.0.1:{udp_port}:2055/udp\n", 1)
+    text = text.replace("  web:\n", f"  web:\n    ports: !override\n    - 127.0.0.1:{web_port}:8080/tcp\n", 1)
+    path.write_text(text)
+
+
 @dataclass
 class Stack:
     """One compose project, brought up with deploy/docker-compose.yml and an override file."""
@@ -130,6 +164,9 @@ class Stack:
     override: Path
     profiles: list[str] = field(default_factory=list)
     volumes: set[str] = field(default_factory=set)
+    udp_port: int = 0   # the collector's published 2055/udp on the host
+    web: str = ""       # the web's published base URL
+    timer: "Timer | None" = None
 
     def compose(self, *args, check=True, timeout=300) -> subprocess.CompletedProcess:
         cmd = [podman_compose(), "-p", self.project, "-f", str(REPO / "deploy" / "docker-compose.yml"),
@@ -191,6 +228,45 @@ def memory(container: dict) -> dict:
     return {"limit": int(limit) if limit != "max" else -1,
             "peak": int(read("memory.peak")) if (d / "memory.peak").exists() else -1,
             "current": int(read("memory.current")), "oom_kills": int(events.get("oom_kill", 0))}
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def prepare(work: Path, timer: "Timer") -> None:
+    """Base image, wheels, the FlowLens image and CURVE keys (work/secrets), each step timed."""
+    base = ensure_base_image()
+    timer.lap(f"base image ({base})")
+    context = build_context(work / "context")
+    timer.lap("wheels")
+    build_image(context)
+    timer.lap("image")
+    make_keys(work / "secrets")
+
+
+def start(work: Path, timer: "Timer", project: str, profiles: list[str]) -> "Stack":
+    """The stack up on free loopback ports, the web answering /healthz and the collector ready;
+    the returned Stack carries udp_port (the collector's 2055) and web (its base URL)."""
+    (udp_port,), (web_port,) = free_ports(1, socket.SOCK_DGRAM), free_ports(1)
+    write_override(work / "override.yml", work / "secrets", udp_port, web_port)
+    st = Stack(project=project, override=work / "override.yml", profiles=profiles)
+    st.udp_port, st.web, st.timer = udp_port, f"http://127.0.0.1:{web_port}", timer
+    try:
+        st.up()
+        wait_until(lambda: http_status(st.web + "/healthz") == 200, timeout_s=120, interval_s=0.5)
+        wait_until(lambda: "msg=ready" in st.logs("collector"), timeout_s=60, interval_s=0.5)
+    except BaseException:
+        st.down()
+        raise
+    timer.lap("stack up")
+    return st
 
 
 class Timer:
