@@ -13,7 +13,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = ["decode", "ingest", "enrich", "store", "blocks", "e2e", "resources", "analyzer", "web", "history", "webhistory",
-           "faults"]
+           "faults", "compose"]
 
 
 class Report:
