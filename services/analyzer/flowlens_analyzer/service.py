@@ -2,8 +2,9 @@
 time, advisories sent to the store on the events socket until it confirms them (and published on
 the bus for subscribers), PUB of the analyzer's own health event.
 
-Constructed inert; ``start()`` connects, ``run_once()`` is one turn of the loop (tests and the
-main loop drive it), ``stop()`` is safe twice and closes in reverse order.
+Constructed inert; ``start()`` starts its parts in order (flowmodel.lifecycle.Components),
+``run_once()`` is one turn of the loop (tests and the main loop drive it), ``stop()`` is safe twice
+and stops them in reverse.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from flowmodel import addr, bus, curve
 from flowmodel.client import StoreError
 from flowmodel.eventbox import EventSender
 from flowmodel.events import process_stats, service_config
+from flowmodel.lifecycle import Components, StartError
 from flowmodel.logs import RateLimitedLog, fields
 
 from . import anomaly, health
@@ -60,33 +62,88 @@ class AnalyzerService:
         self.adopted_clock: int | None = None  # newest last_seen (flow time) of the advisories adopted at start
         self.adopted_wall = 0
         self.config_report = service_config(cfg, "analyzer")  # effective keys, shown per service on About
+        self._keys = None
+        self.parts = self._components()
 
     # ---------------------------------------------------------------- lifecycle
 
+    def _components(self) -> Components:
+        """The parts, in start order; they stop in reverse, so the flush at stop (advisories the store
+        has not confirmed, the last health event) comes first, while the sockets are still open."""
+        parts = Components("analyzer")
+        parts.add("context", self._open_context, self._close_context)
+        parts.add("publisher", self._connect_publisher, lambda: self._close_socket("pub"))
+        parts.add("subscriber", self._connect_subscriber, lambda: self._close_socket("sub"))
+        parts.add("events", self._open_events, self._close_events)
+        parts.add("silences", self._open_silences, lambda: self.silence_reader.stop())
+        parts.add("flush at stop", None, self._flush)
+        return parts
+
     def start(self) -> None:
-        keys = curve.client_keys(self.cfg)  # CURVE to the store's sockets when security.* names keys
+        """Connect to the bus and the store's events socket, start reading silences. Raises what the
+        failing part raised, after stopping the others."""
+        self._keys = curve.client_keys(self.cfg)  # CURVE to the store's sockets when security.* names keys
+        try:
+            self.parts.start()
+        except StartError as e:
+            raise e.__cause__
+
+    def stop(self) -> None:
+        self.parts.stop()
+
+    def _open_context(self) -> None:
         self._ctx = self._ctx or zmq.Context()
+
+    def _close_context(self) -> None:
+        if self._own_ctx and self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    def _connect_publisher(self) -> None:
         self.pub = self._ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.setsockopt(zmq.SNDHWM, self.cfg["bus.high_water_mark"])  # advisories and health: small
-        curve.connect_securely(self.pub, self.cfg["bus.publish_endpoint"], keys)
+        self._connect_or_close("pub", self.cfg["bus.publish_endpoint"])
+
+    def _connect_subscriber(self) -> None:
         self.sub = self._ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, bus.queue_limit(self.cfg))  # flow batches
         self.sub.setsockopt(zmq.MAXMSGSIZE, bus.max_message_bytes(self.cfg))
         self.sub.setsockopt(zmq.SUBSCRIBE, bus.TOPIC_FLOWS_PREFIX)
         self.sub.setsockopt(zmq.SUBSCRIBE, bus.TOPIC_EXPORTER)
-        curve.connect_securely(self.sub, self.cfg["bus.subscribe_endpoint"], keys)
+        self._connect_or_close("sub", self.cfg["bus.subscribe_endpoint"])
+
+    def _connect_or_close(self, name: str, endpoint: str) -> None:
+        """Connect the socket; on a failure close it first: a part that failed is not stopped, and
+        an open socket would hold the context's term() for ever."""
+        try:
+            curve.connect_securely(getattr(self, name), endpoint, self._keys)
+        except Exception:
+            self._close_socket(name)
+            raise
+
+    def _close_socket(self, name: str) -> None:
+        sock = getattr(self, name)
+        if sock is not None and not sock.closed:
+            sock.close(linger=0)
+        setattr(self, name, None)
+
+    def _open_events(self) -> None:
         self.events = EventSender(self.cfg["bus.events_endpoint"], self.source, self.cfg["bus.events_unconfirmed_max"],
                                   self.cfg["bus.events_resend_timeout"], self.cfg["bus.events_high_water_mark"],
-                                  context=self._ctx, keys=keys).start()
+                                  context=self._ctx, keys=self._keys).start()
         self.engine.health.outbox = self.events.outbox  # advisories it dropped: a health advisory of their own
         self.next_health = bus.now_ms() + min(self.health_every_ms, 1000)
+
+    def _close_events(self) -> None:
+        if self.events is not None:
+            self.events.close()
+
+    def _open_silences(self) -> None:
         self.silence_reader = SilenceReader(self.cfg, self.silencer, self.cfg["analysis.health_interval"]).start()
 
-    def stop(self) -> None:
-        if self.silence_reader is not None:
-            self.silence_reader.stop()
+    def _flush(self) -> None:
         if self.events is not None and self.events.sock is not None and self.events.outbox.pending:
             if not self.events.flush(FLUSH_AT_STOP_S):
                 log.warning("advisories not confirmed by the store at stop, lost with this process",
@@ -96,15 +153,6 @@ class AnalyzerService:
                 self._publish_health(bus.now_ms())
             except zmq.ZMQError:
                 pass
-        for sock in (self.sub, self.pub):
-            if sock is not None and not sock.closed:
-                sock.close(linger=0)
-        self.sub = self.pub = None
-        if self.events is not None:
-            self.events.close()
-        if self._own_ctx and self._ctx is not None:
-            self._ctx.term()
-            self._ctx = None
 
     # ---------------------------------------------------------------- baseline seed
 
