@@ -33,7 +33,7 @@ run: install
 	$(BIN)/flowlens up --config $(CONFIG)
 
 test: install debs
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 # deploy/docker-compose.yml run for real (tests/compose/test_compose.py): podman with runc and netavark
 # (crun fails on hybrid cgroups; CNI turns DNS off on internal networks), mmdebstrap for a base image
