@@ -6,7 +6,8 @@ sets waiting for their template (pending.py), the IPFIX sequence numbering (numb
 session what options data said (producer.Session: boot time, sampling rates). Counters go to the
 collector's Accounting (``acct``), passed in. Keys: a template is keyed by (exporter address, UDP
 source port, version, observation domain / source id, template id); a transport session is the key
-without the template id.
+without the template id. Runs of alike datagrams take the array path (set_runs.py); options
+data records are read by options_data.py.
 
 Bounds (all counted per exporter when they bite): templates of a session not refreshed within the
 template lifetime expire; at a template store cap or at the cap on sessions holding templates (the
@@ -19,19 +20,14 @@ import json
 import logging
 import struct
 
-import numpy as np
-
 from flowmodel.schema import FlowBatch
 
-from . import ifnames, ipfix, netflow9, template_state
-from .fields import SAMPLER_ID_ROLES, SAMPLING_ROLES, rate_from
+from . import ifnames, ipfix, netflow9, options_data, set_runs, template_state
 from .numbering import IpfixNumbering
 from .pending import PendingSets
 from .producer import Group, Session, materialise
-from .template_state import MAX_EPOCH_MS, MAX_SAMPLERS_PER_SESSION, MAX_SAMPLING_RATE
 from .template_store import MAX_FIELDS_PER_TEMPLATE, TemplateStore
-from .templates import Template, _uint
-from .v5 import gather as _gather
+from .templates import Template
 
 log = logging.getLogger(__name__)
 
@@ -126,74 +122,9 @@ class TemplatedDecoder:
         template set is byte for byte the one last processed for this session (so walking it again
         would change nothing), and for IPFIX the session's sequence numbering is known, their
         records join the template's group as one gathered block, with counters and sequence numbers
-        from arrays. False, having done nothing, otherwise: the caller then walks the datagrams.
+        from arrays (set_runs.py). False, having done nothing, otherwise: the caller then walks the datagrams.
         """
-        host, port = source[0], source[1]
-        version = int(head["version"][0])
-        ipfix_msg = version == 10
-        domain = int(head["w3"][0] if ipfix_msg else head["w4"][0])
-        session = (host, port, version, domain)
-        key = session + (set_id,)
-        t = self.store.templates.get(key)
-        if t is None or not t.record_len or t.options or t.variable:
-            return False
-        mode = None
-        if ipfix_msg:
-            info = self.numbering.known(session)
-            if info is None:
-                return False
-        hlen = ipfix.HEADER_LEN if ipfix_msg else netflow9.HEADER_LEN
-        with_templates = data_off != hlen
-        if with_templates.any():
-            known = self.store.template_sets.get(session)
-            if known is None or not (data_off[with_templates] == hlen + len(known)).all():
-                return False
-            sets = _gather(blob, offsets[with_templates] + hlen, len(known))
-            if not (sets == np.frombuffer(known, dtype=np.uint8)).all():
-                return False
-        rl = t.record_len
-        m = len(offsets)
-        counts = (lengths - data_off - 4) // rl
-        total = int(counts.sum())
-        if ipfix_msg:
-            mode = self.numbering.run_mode(session, info, head["w2"].astype(np.int64), counts, now_ms)
-            if mode is None:
-                return False
-        if with_templates.any():
-            self.store.touch(session, self._now)
-        st = self.acct.stats(host, domain, now_ms)
-        st.version = version
-        st.packets += m
-        st.flows += total
-        if ipfix_msg:
-            seqs = head["w2"].astype(np.int64)
-            if mode != "all":  # inclusive numbering: the number after this message's records
-                seqs = (seqs - counts) & 0xFFFFFFFF
-            self.acct.sequence_many(session, seqs, counts, st)
-            export_ms = head["w1"].astype(np.int64) * 1000
-            uptime = None
-        else:
-            self.acct.sequence_many(session, head["w3"], np.ones(m, dtype=np.int64), st)
-            export_ms = head["w2"].astype(np.int64) * 1000
-            uptime = head["w1"].astype(np.int64)
-        if total == 0:
-            return True
-        first = int(offsets[0]) + int(data_off[0]) + 4
-        stride = int(offsets[1] - offsets[0]) if m > 1 else 0
-        if (counts == counts[0]).all() and (data_off == data_off[0]).all() and \
-                (m < 3 or (offsets[2:] - offsets[1:-1] == stride).all()):
-            body = np.ndarray((m, int(counts[0]) * rl), dtype=np.uint8, buffer=blob, offset=first,
-                              strides=(stride, 1)).copy()
-        else:
-            base = np.cumsum(counts) - counts
-            starts = np.repeat(offsets + data_off + 4 - base * rl, counts) + np.arange(0, total * rl, rl, dtype=np.int64)
-            body = _gather(blob, starts, rl)
-        g = self._groups.get(key)
-        if g is None or g.template is not t:
-            g = self._new_group(key, t)
-        g.bodies.append(body)
-        g.meta.append((counts, export_ms, uptime if uptime is not None else -1))
-        return True
+        return set_runs.single_set_run(self, blob, offsets, lengths, head, data_off, set_id, source, now_ms)
 
     def finish(self) -> list[FlowBatch]:
         """The flows of every group of this call."""
@@ -369,42 +300,14 @@ class TemplatedDecoder:
         return n
 
     def _options_data(self, key, t: Template, body, st) -> int:
-        if t.variable:
-            raw, n, _trunc = t.project(body)
-        else:
-            n = len(body) // t.record_len
-            raw = body[:n * t.record_len]
+        raw, n = options_data.whole_records(t, body)
         if n == 0:
             return 0
         if self.interfaces is not None:
-            spot = ifnames.layout(t.fields, t.scope_count)
-            if spot is not None and self.interfaces.learn(key[0], ifnames.records(t.fields, spot, body)):
-                st.error("interface_names_cap")  # names.max_interfaces or collector.max_exporters reached
-        rec = np.frombuffer(bytes(raw), dtype=t.dtype, count=n)
+            options_data.learn_interfaces(self.interfaces, key[0], t, body, st)
         session = self.session(key[:4])
         before = (session.init_ms, session.rate, dict(session.samplers))
-        cols = {role: _uint(rec[role]).tolist() for role in t.roles
-                if role in SAMPLING_ROLES or role in SAMPLER_ID_ROLES or role == "system_init_ms"}
-        for i in range(n):
-            values = {role: v[i] for role, v in cols.items()}
-            if "system_init_ms" in values:
-                if 0 <= values["system_init_ms"] <= MAX_EPOCH_MS:
-                    session.init_ms = int(values["system_init_ms"])
-                else:
-                    st.error("bad_system_init_time")
-            rate = rate_from(values)
-            if rate is None:
-                continue
-            if rate > MAX_SAMPLING_RATE:  # the sampling_rate column is 32-bit; no real sampler is 1 in 4 billion
-                st.error("bad_sampling_rate")
-                continue
-            sid = values.get("sampler_id", values.get("selector_id"))
-            if sid is None:
-                session.rate = int(rate)
-            elif sid in session.samplers or len(session.samplers) < MAX_SAMPLERS_PER_SESSION:
-                session.samplers[int(sid)] = int(rate)
-            else:
-                st.error("sampler_cap")
+        options_data.apply_session_options(t, raw, n, session, st)
         if (session.init_ms, session.rate, session.samplers) != before:
             self._detach_groups(key[:4], before)
         return n
