@@ -325,6 +325,7 @@ SETTINGS: dict[str, Setting] = {
 
     "storage.ring_buffer_duration": Setting(_pos_duration, 600.0, "how long flows stay in memory for recent queries (10m); the ring also holds at most storage.ring_capacity flows, so above ring_capacity / duration flows/s (1,000 with the defaults) it holds less: the store logs how many minutes it holds at the current rate"),
     "storage.ring_capacity": Setting(ranged(_int, 1, 100_000_000), 600_000, "flows the in-memory ring holds (about 22 bytes each: all but the newest 32,768 in compressed blocks); the oldest are overwritten"),
+    "storage.ring_decoded_cache": Setting(ranged(parse_size, 0, 1 << 30, " bytes"), 4 << 20, "whole columns decoded from the ring's compressed blocks (time, addresses: what a filter reads), kept for the next query, the least recently used dropped first; about 1.3 MB per block for a host's flow page (0: none)"),
     "storage.sqlite_path": Setting(_str, "data/flowlens.db", "SQLite file of the warm tier (WAL mode); the seed's ./flowlens.db works as well: data/ keeps the file, its -wal and -shm companions and templates.json in one directory, the one compose mounts as a volume"),
     "storage.sqlite_retention": Setting(_pos_duration, 3 * 86400.0, "how long raw flows stay in SQLite"),
     "storage.partition_interval": Setting(ranged(_pos_duration, 60, 7 * 86400, " s"), 3600.0, "time span of one flow table; pruning drops whole tables"),
@@ -346,6 +347,7 @@ SETTINGS: dict[str, Setting] = {
     "storage.query_max_rows": Setting(ranged(_int, 1, 1_000_000), 10_000, "most flows one query reply carries"),
     "storage.query_workers": Setting(_positive_int, 2, "threads answering flows/top/series/advisories queries, each with its own SQLite reader"),
     "storage.query_rollup_cache": Setting(ranged(parse_size, 0, 1 << 30, " bytes"), 4 << 20, "decoded rollups each query worker keeps for the next query (small ones only; 0: none)"),
+    "storage.query_top_cache": Setting(ranged(parse_size, 0, 1 << 30, " bytes"), 8 << 20, "per-key totals of sealed rollups merged for a top, shared by the query workers, so a top over the same window (a dashboard refresh) is not merged again (0: none)"),
     "storage.query_queue": Setting(_positive_int, 32, "queries waiting for a worker at most; beyond it a query gets a 'busy' error reply"),
     "storage.query_time_limit": Setting(ranged(_pos_duration, 0.01, 3600, " s"), 4.0, "longest one SQLite read may run before it is cut off with an error reply"),
     "storage.sqlite_cache": Setting(ranged(parse_size, 64 << 10, 64 << 30, " bytes"), 8 << 20, "page cache of the SQLite writer connection (appends touch few pages)"),

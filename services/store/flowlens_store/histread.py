@@ -9,6 +9,7 @@ inside the window are taken whole then (the window is rounded to the rollup step
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -179,15 +180,25 @@ MEMO_KEYS = 128  # a piece's largest keys key_totals remembers for explore's sec
 
 
 def key_totals(db, dim: str, pieces: list, names: tuple[str, ...], check=lambda: None,
-               memo: dict | None = None) -> dict[str, np.ndarray]:
+               memo: dict | None = None, cache: "SealedTotals | None" = None) -> dict[str, np.ndarray]:
     """The sums ``names`` per key over the pieces, as gather with a per-key fold would give them ('t'
     0, 'k', 'other', the sums; the capped "other" rows as one row), merged piece by piece (keymerge:
     an hour's keys come sorted) and decoding only those sums: the first pass of a top over days.
 
     ``memo`` (one sum only): filled with piece -> (keys, sums, bucket, complete), the MEMO_KEYS keys
     with the largest sum of each one-bucket piece (every key when it has no more; ``complete``), so a
-    second pass that wants the top keys' sums per piece need not decode it again (memo_rows)."""
+    second pass that wants the top keys' sums per piece need not decode it again (memo_rows).
+
+    ``cache`` (without ``memo``): the totals of the hourly pieces and those of the finer edge pieces
+    are taken from it, or merged once and kept there, apart: a window ending now keeps its hours for
+    an hour and its 5-minute edges for 5 minutes."""
     width = KEY_WIDTH.get(dim, 1)
+    if cache is not None and memo is None and pieces:
+        runs = [run for run in ([p for p in pieces if p[2] >= HOUR_STEP], [p for p in pieces if p[2] < HOUR_STEP])
+                if run]
+        parts = [cache.totals(db, dim, run, names, lambda run=run: key_totals(db, dim, run, names, check))
+                 for run in runs]
+        return dict(parts[0]) if len(parts) == 1 else merge_totals(parts, width, names)
     acc = KeyMerge(width, len(names))
     other = np.zeros(len(names), np.uint64)
     seen_other = False
@@ -221,6 +232,75 @@ def key_totals(db, dim: str, pieces: list, names: tuple[str, ...], check=lambda:
     flags = np.zeros(len(keys), bool)
     flags[len(keys) - 1:] = has_other
     return {"t": np.zeros(len(keys), np.int64), "k": keys, "other": flags, **dict(zip(names, sums))}
+
+
+def merge_totals(parts: list[dict], width: int, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """key_totals' results of disjoint pieces as one: the keys' sums added, the "other" rows too."""
+    acc = KeyMerge(width, len(names))
+    other = [0] * len(names)
+    has_other = False
+    for part in parts:
+        k = part["k"].reshape(len(part["t"]), width)
+        flag = part["other"]
+        acc.add(k[~flag], [part[n][~flag] for n in names])
+        if flag.any():
+            has_other = True
+            other = [o + int(part[n][flag].sum(dtype=np.uint64)) for o, n in zip(other, names)]
+    keys, sums = acc.result()
+    if has_other:
+        keys = np.concatenate([keys, np.full((1, width), OTHER_WORD)])
+        sums = [np.append(s, np.uint64(o)) for s, o in zip(sums, other)]
+    flags = np.zeros(len(keys), bool)
+    flags[len(keys) - 1:] = has_other
+    return {"t": np.zeros(len(keys), np.int64), "k": keys, "other": flags, **dict(zip(names, sums))}
+
+
+HOUR_STEP = 3_600_000  # pieces at this step: a window's whole hours, cached apart from its edges
+
+
+class SealedTotals:
+    """key_totals of recent tops' rollup pieces (all from sealed partitions: immutable), shared by the
+    query workers (a lock), least recently used out first, at most ``max_bytes`` of arrays. A
+    dashboard asks the same pieces again at every refresh, and a ``range=72h`` window moves its raw
+    edges every second but its pieces only every 5 minutes (hours: every hour); merging 72 hours of
+    sources takes ~90-140 ms, a hit a few. An entry is keyed by the pieces and by the rowid and size of
+    every blob they read, so blobs rewritten by a new seal or dropped by pruning are never answered
+    from an old entry."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, tuple[dict, int]] = OrderedDict()
+
+    def totals(self, db, dim: str, pieces: list, names: tuple[str, ...], compute) -> dict[str, np.ndarray]:
+        parts = {(p[0], p[1], p[2]) for p in pieces}
+        lo, hi = min(p[0] for p in pieces), max(p[1] for p in pieces)
+        steps = sorted({p[2] for p in pieces})
+        blobs = sorted(r for r in db.execute(
+            "SELECT start_ms, end_ms, step_ms, rowid, length(data) FROM hists WHERE dim = ? AND step_ms "
+            f"IN ({', '.join('?' * len(steps))}) AND start_ms >= ? AND end_ms <= ?", (dim, *steps, lo, hi))
+            if r[:3] in parts)
+        key = (dim, tuple(names), tuple(pieces), tuple(blobs))
+        with self._lock:
+            got = self._entries.get(key)
+            if got is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return got[0]
+            self.misses += 1
+        rows = compute()
+        size = sum(v.nbytes for v in rows.values())
+        if size <= self.max_bytes:
+            with self._lock:
+                if key not in self._entries:
+                    self._entries[key] = (rows, size)
+                    self.bytes += size
+                while self.bytes > self.max_bytes:
+                    _key, (_rows, old) = self._entries.popitem(last=False)
+                    self.bytes -= old
+        return rows
 
 
 def _largest(k: np.ndarray, v: np.ndarray, bucket: int) -> tuple:

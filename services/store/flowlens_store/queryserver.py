@@ -17,6 +17,7 @@ from flowmodel import curve
 from flowmodel.logs import fields
 from flowmodel.protocol import OPS, REQUEST_MAX_BYTES, QueryError, error_reply
 
+from .histread import SealedTotals
 from .queries import QueryEngine
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,14 @@ class QueryServer:
         replies = make_socket(zmq.PULL)
         replies.bind(f"inproc://store-replies-{tag}")
         self._jobs = queue.Queue(maxsize=cfg["storage.query_queue"])
+        top_cache = cfg["storage.query_top_cache"]  # one for all workers: any of them may answer a refresh
+        sealed_totals = SealedTotals(top_cache) if top_cache else None
         for i in range(cfg["storage.query_workers"]):
             engine = QueryEngine(ring, cfg["storage.sqlite_path"], int(cfg["storage.ring_buffer_duration"] * 1000),
                                  cfg["storage.query_max_rows"], cfg["storage.query_time_limit"],
                                  rollup_cache_bytes=cfg["storage.query_rollup_cache"])
             engine.rollup_retention_ms = int(cfg["storage.rollup_retention"] * 1000)
+            engine.sealed_totals = sealed_totals
             engine.prefix_v4, engine.prefix_v6 = cfg["analysis.anomaly_prefix_v4"], cfg["analysis.anomaly_prefix_v6"]
             self.engines.append(engine)
             push = make_socket(zmq.PUSH)

@@ -96,6 +96,28 @@ def test_top_from_rollups_equals_raw_and_plain(store, window, by):
 
 
 @pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("by", ["src", "dst", "protocol"])
+def test_top_from_the_shared_totals_cache_equals_raw(store, window, by):
+    """The dashboard's tops asked again (a refresh): the merged rollup totals come from the workers'
+    shared cache (histread.SealedTotals) and the answer is still the raw scan's."""
+    from flowlens_store.histread import SealedTotals
+
+    eng, _w, flows = store
+    since, until = window
+    args = {"since": since, "until": until, "by": by, "limit": 10, "scaled": True}
+    _rolled, raw = both(eng, "top", args)
+    eng.sealed_totals = SealedTotals(8 << 20)
+    try:
+        first, again = eng.top(dict(args)), eng.top(dict(args))
+        assert eng.sealed_totals.hits >= 1 and eng.sealed_totals.hits == eng.sealed_totals.misses
+    finally:
+        eng.sealed_totals = None
+    for got in (first, again):
+        assert got["source"].startswith("rollups")
+        assert got["rows"] == raw["rows"] and got["totals"] == raw["totals"]
+
+
+@pytest.mark.parametrize("window", WINDOWS)
 @pytest.mark.parametrize("filt", [{}, {"addr": HOST}, {"src": HOST}, {"dst": HOST}, {"exporter": "127.0.0.2"}])
 @pytest.mark.parametrize("step", [60, 300, 3600])
 def test_series_from_rollups_equals_raw_and_plain(store, window, filt, step):

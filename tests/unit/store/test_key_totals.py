@@ -51,3 +51,69 @@ def test_key_totals_equal_the_gather_fold(db, dim, window):
     assert got["other"].any() == want["other"].any()
     if max_keys < 10 and dim in ("src", "dst"):
         assert got["other"].any(), "the capped rollups hold other rows"
+
+
+@pytest.mark.parametrize("dim", ["src", "dst", "protocol"])
+@pytest.mark.parametrize("window", [(BASE, BASE + 4 * HOUR), (BASE + 300_000, BASE + 3 * HOUR + 60_000),
+                                    (BASE + 61_000, BASE + 2 * HOUR + 1_000)])
+def test_key_totals_from_the_sealed_pieces_cache_are_the_same(db, dim, window):
+    reader, _max_keys = db
+    names = ("sbytes", "spackets", "flows")
+    pl = H.plan(reader, dim, *window)
+    assert any(p[2] == HOUR for p in pl.pieces), "the window holds whole hours"
+    want = as_dict(H.key_totals(reader, dim, pl.pieces, names), names)
+    cache = H.SealedTotals(8 << 20)
+    first = H.key_totals(reader, dim, pl.pieces, names, cache=cache)
+    again = H.key_totals(reader, dim, pl.pieces, names, cache=cache)
+    assert cache.misses == cache.hits == (1 if window[0] % HOUR == window[1] % HOUR == 0 else 2), \
+        "the hours and the edges are kept apart"
+    assert as_dict(first, names) == want
+    assert as_dict(again, names) == want
+
+
+def test_sealed_pieces_cache_is_not_used_with_a_memo(db):
+    reader, max_keys = db
+    pl = H.plan(reader, "src", BASE, BASE + 4 * HOUR)
+    cache, memo = H.SealedTotals(8 << 20), {}
+    H.key_totals(reader, "src", pl.pieces, ("sbytes",), memo=memo, cache=cache)
+    assert (cache.misses, cache.hits) == (0, 0)
+    if max_keys > 1000:  # (hours with "other" rows are never remembered)
+        assert len(memo) == 4, "explore's second pass still gets every hour remembered"
+
+
+def test_sealed_pieces_cache_rereads_rewritten_blobs(db, tmp_path):
+    """A blob written again (a new seal: a new rowid) is never answered from the old entry."""
+    import sqlite3
+    reader, _max_keys = db
+    path = str(tmp_path / "copy.db")
+    copy = sqlite3.connect(path, isolation_level=None)
+    reader.backup(copy)
+    names = ("sbytes", "flows")
+    pl = H.plan(copy, "src", BASE, BASE + 4 * HOUR)
+    cache = H.SealedTotals(8 << 20)
+    before = as_dict(H.key_totals(copy, "src", pl.pieces, names, cache=cache), names)
+    # hour 1's source rollup written again with hour 0's rows (their buckets outside hour 1): the sums change
+    data = copy.execute("SELECT data FROM hists WHERE dim = 'src' AND step_ms = ? AND start_ms = ?",
+                        (HOUR, BASE)).fetchone()[0]
+    cur = copy.execute("SELECT * FROM hists WHERE dim = 'src' AND step_ms = ? AND start_ms = ?", (HOUR, BASE + HOUR))
+    cols = [d[0] for d in cur.description]
+    (old,) = cur.fetchall()
+    copy.execute("DELETE FROM hists WHERE dim = 'src' AND step_ms = ? AND start_ms = ?", (HOUR, BASE + HOUR))
+    copy.execute(f"INSERT INTO hists ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                 [data if c == "data" else v for c, v in zip(cols, old)])
+    after = H.key_totals(copy, "src", pl.pieces, names, cache=cache)
+    assert cache.misses == 2 and cache.hits == 0, "the rewritten blob's hours are merged again"
+    assert as_dict(after, names) == as_dict(H.key_totals(copy, "src", pl.pieces, names), names)
+    assert as_dict(after, names) != before
+    copy.close()
+
+
+def test_sealed_pieces_cache_keeps_to_its_bound(db):
+    reader, _max_keys = db
+    cache = H.SealedTotals(1)  # smaller than any entry: nothing kept, every answer still right
+    pl = H.plan(reader, "src", BASE, BASE + 4 * HOUR)
+    names = ("sbytes",)
+    got = H.key_totals(reader, "src", pl.pieces, names, cache=cache)
+    H.key_totals(reader, "src", pl.pieces, names, cache=cache)
+    assert cache.bytes == 0 and cache.misses == 2
+    assert as_dict(got, names) == as_dict(H.key_totals(reader, "src", pl.pieces, names), names)
