@@ -279,6 +279,8 @@ def crashloop(tmp: Path) -> Outcome:
 
 FAULTS = [
     ("store killed", lambda tmp: store_down(tmp, "store SIGKILL, down 15 s, 30k v9 flows/s", 15.0)),
+    # issue 13's target: nothing lost with the store down up to 60 s at 30k flows/s, default spool
+    ("store away 60 s", lambda tmp: store_down(tmp, "store SIGKILL, down 60 s, 30k v9 flows/s, default spool", 60.0)),
     ("spool overflow", lambda tmp: store_down(tmp, "store down 12 s, spool 2 MiB (unconfirmed 1 MiB)", 12.0,
                                               unacked_max_bytes="1MiB", spool_max_bytes="2MiB")),
     ("collector killed", collector_killed), ("disk full", disk_full), ("flood", flood),

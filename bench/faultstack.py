@@ -47,13 +47,14 @@ class Outcome:
 
 
 def compose_settings() -> tuple[dict[str, int], dict[str, dict[str, str]]]:
-    """Per service: the compose memory limit in bytes, and its FLOWLENS_* settings that are not addresses."""
+    """Per service: the compose memory limit in bytes, and its FLOWLENS_* settings that are neither addresses
+    nor CURVE key files (those name the containers' /run/secrets; the bench runs on loopback without keys)."""
     doc = yaml.safe_load(COMPOSE.read_text())
     limits, env = {}, {}
     for name, svc in doc["services"].items():
         m = re.fullmatch(r"(\d+)([kmg]?)", str(svc.get("mem_limit", "0")).lower())
         limits[name] = int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2)] if m else 0
-        env[name] = {k: str(v) for k, v in (svc.get("environment") or {}).items() if not ADDRESS_KEYS.search(k)}
+        env[name] = {k: str(v) for k, v in (svc.get("environment") or {}).items() if not ADDRESS_KEYS.search(k) and not k.startswith("FLOWLENS_SECURITY__")}
     return limits, env
 
 
