@@ -26,6 +26,7 @@ from flowmodel.schema import FLOW_COLUMNS, FlowBatch
 from .blocks import BLOCK_ROWS, Options, decode_block, decode_rows, encode_columns
 from .blockstats import block_may_match
 from .planner import ADDR_FILTERS
+from .ringcache import DecodedColumns
 
 SEQ_DTYPE = np.dtype("<i8")
 DTYPES: dict[str, np.dtype] = {**{name: dt for name, (dt, _d) in FLOW_COLUMNS.items()}, "seq": SEQ_DTYPE}
@@ -110,8 +111,10 @@ class _Columns(Mapping):
     """A segment's rows from ``skip`` on as a read-only mapping of columns, each decoded when first
     read (and kept until the mapping is dropped); ``touched`` names the columns read so far."""
 
-    def __init__(self, block: _Block | None, plain: dict[str, np.ndarray] | None, skip: int, rows: int):
+    def __init__(self, block: _Block | None, plain: dict[str, np.ndarray] | None, skip: int, rows: int,
+                 decoded: DecodedColumns | None = None):
         self._block, self._plain, self._skip, self.rows = block, plain, skip, rows
+        self._decoded = decoded
         if block is not None:  # the whole block's range (evicted rows too): wide, never too narrow
             self.te_lo, self.te_hi = block.te_min, block.te_max
         else:
@@ -128,7 +131,12 @@ class _Columns(Mapping):
             if self._plain is not None:
                 col = self._plain[name][self._skip:self._skip + self.rows]
             else:
-                col = decode_block(self._block.blobs, (name,), self._block.rows)[name][self._skip:]
+                whole = self._decoded.get(self._block, name) if self._decoded is not None else None
+                if whole is None:
+                    whole = decode_block(self._block.blobs, (name,), self._block.rows)[name]
+                    if self._decoded is not None:
+                        self._decoded.put(self._block, name, whole)
+                col = whole[self._skip:]
             self._cache[name] = col
         self.touched.add(name)
         return col
@@ -156,7 +164,7 @@ class _Columns(Mapping):
 
 
 class Ring:
-    def __init__(self, capacity: int, segment_rows: int | None = None):
+    def __init__(self, capacity: int, segment_rows: int | None = None, decoded_cache_bytes: int = 0):
         if capacity <= 0:
             raise ValueError("ring capacity must be positive")
         self.capacity = capacity
@@ -172,6 +180,8 @@ class Ring:
         self.appended = 0      # rows ever appended
         self.evicted_max_time_end: int | None = None  # newest time_end ever overwritten (or skipped)
         self.lock = threading.Lock()
+        # whole columns decoded from blocks, kept for the next query (ringcache.py); None: off
+        self.decoded = DecodedColumns(decoded_cache_bytes) if decoded_cache_bytes > 0 else None
 
     def _new_open(self) -> dict[str, np.ndarray]:
         # a new buffer each time, never refilled: a block is encoded from it and it is dropped
@@ -225,7 +235,9 @@ class Ring:
             self._skip += drop
             self.size -= drop
             if self._skip == block.rows:
-                self._blocks.pop(0)
+                gone = self._blocks.pop(0)
+                if self.decoded is not None:
+                    self.decoded.drop(gone)
                 self._skip = 0
                 self._oldest_te = None
         return newest
@@ -239,7 +251,8 @@ class Ring:
     def _segments(self, filters: dict | None = None) -> list[_Columns]:
         """Every segment's live rows, oldest first, less the blocks ``filters`` rule out (call under
         the lock)."""
-        segs = [_Columns(b, None, self._skip if i == 0 else 0, b.rows - (self._skip if i == 0 else 0))
+        segs = [_Columns(b, None, self._skip if i == 0 else 0, b.rows - (self._skip if i == 0 else 0),
+                         self.decoded)
                 for i, b in enumerate(self._blocks) if filters is None or b.may_match(filters)]
         if self._open_rows or not segs:  # mask_of is called at least once (it may read ring state)
             segs.append(_Columns(None, self._open, 0, self._open_rows))
