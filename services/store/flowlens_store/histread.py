@@ -291,6 +291,8 @@ class SealedTotals:
                 return got[0]
             self.misses += 1
         rows = compute()
+        for v in rows.values():
+            v.flags.writeable = False  # handed to every later caller: none may add into it
         size = sum(v.nbytes for v in rows.values())
         if size <= self.max_bytes:
             with self._lock:

@@ -59,7 +59,7 @@ class QueryEngine(FlowPages, TopOps, SeriesOps):
         self.sources_used = {"ring": 0, "sqlite": 0}
         self.blocks = B.BlockCounters()  # sealed blocks listed, pruned on their stats, read
         self.rollup_cache = H.DecodedRollups(rollup_cache_bytes)
-        self.sealed_totals: H.SealedTotals | None = None  # tops' merged hourly key totals, shared by the workers
+        self.sealed_totals: H.SealedTotals | None = None  # tops' merged rollup key totals, shared by the workers
         self.use_rollups = True  # series of whole minutes from the per-minute rollups (tests compare both ways)
         self.rollup_retention_ms = 2 * 86_400_000  # set by the service from storage.rollup_retention
         self.prefix_v4, self.prefix_v6 = 24, 64  # the rollups' destination prefixes (analysis.anomaly_prefix_*)
