@@ -347,7 +347,7 @@ SETTINGS: dict[str, Setting] = {
     "storage.query_max_rows": Setting(ranged(_int, 1, 1_000_000), 10_000, "most flows one query reply carries"),
     "storage.query_workers": Setting(_positive_int, 2, "threads answering flows/top/series/advisories queries, each with its own SQLite reader"),
     "storage.query_rollup_cache": Setting(ranged(parse_size, 0, 1 << 30, " bytes"), 4 << 20, "decoded rollups each query worker keeps for the next query (small ones only; 0: none)"),
-    "storage.query_top_cache": Setting(ranged(parse_size, 0, 1 << 30, " bytes"), 8 << 20, "per-key totals of sealed rollups merged for a top, shared by the query workers, so a top over the same window (a dashboard refresh) is not merged again (0: none)"),
+    "storage.query_top_cache": Setting(ranged(parse_size, 0, 1 << 30, " bytes"), 16 << 20, "per-key totals of sealed rollups merged for a top, shared by the query workers, so a top over the same window (a dashboard refresh) is not merged again (0: none)"),
     "storage.query_queue": Setting(_positive_int, 32, "queries waiting for a worker at most; beyond it a query gets a 'busy' error reply"),
     "storage.query_time_limit": Setting(ranged(_pos_duration, 0.01, 3600, " s"), 4.0, "longest one SQLite read may run before it is cut off with an error reply"),
     "storage.sqlite_cache": Setting(ranged(parse_size, 64 << 10, 64 << 30, " bytes"), 8 << 20, "page cache of the SQLite writer connection (appends touch few pages)"),
