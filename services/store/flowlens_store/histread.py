@@ -264,8 +264,8 @@ class SealedTotals:
     dashboard asks the same pieces again at every refresh, and a ``range=72h`` window moves its raw
     edges every second but its pieces only every 5 minutes (hours: every hour); merging 72 hours of
     sources takes ~90-140 ms, a hit a few. An entry is keyed by the pieces and by the rowid and size of
-    every blob they read, so blobs rewritten by a new seal or dropped by pruning are never answered
-    from an old entry."""
+    every blob they read and by their partitions' row counts, so blobs rewritten by a new seal or
+    dropped by pruning are never answered from an old entry."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -282,7 +282,12 @@ class SealedTotals:
             "SELECT start_ms, end_ms, step_ms, rowid, length(data) FROM hists WHERE dim = ? AND step_ms "
             f"IN ({', '.join('?' * len(steps))}) AND start_ms >= ? AND end_ms <= ?", (dim, *steps, lo, hi))
             if r[:3] in parts)
-        key = (dim, tuple(names), tuple(pieces), tuple(blobs))
+        # late flows unseal a partition and grow its row count; the reseal's blobs may reuse the old
+        # rowids (SQLite hands out max + 1 again) and sizes, its row count cannot come back
+        spans = {(p[0], p[1]) for p in pieces}
+        counts = sorted(r for r in db.execute("SELECT start_ms, end_ms, rows FROM partitions WHERE start_ms >= ? "
+                                              "AND end_ms <= ?", (lo, hi)) if r[:2] in spans)
+        key = (dim, tuple(names), tuple(pieces), tuple(blobs), tuple(counts))
         with self._lock:
             got = self._entries.get(key)
             if got is not None:

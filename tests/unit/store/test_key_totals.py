@@ -105,6 +105,13 @@ def test_sealed_pieces_cache_rereads_rewritten_blobs(db, tmp_path):
     assert cache.misses == 2 and cache.hits == 0, "the rewritten blob's hours are merged again"
     assert as_dict(after, names) == as_dict(H.key_totals(copy, "src", pl.pieces, names), names)
     assert as_dict(after, names) != before
+    # late rows unsealing and resealing a partition: its blobs may come back with the same rowids and
+    # sizes, its row count has grown
+    again = H.key_totals(copy, "src", pl.pieces, names, cache=cache)
+    assert cache.hits == 1 and as_dict(again, names) == as_dict(after, names)
+    copy.execute("UPDATE partitions SET rows = rows + 1 WHERE start_ms = ?", (BASE + 2 * HOUR,))
+    H.key_totals(copy, "src", pl.pieces, names, cache=cache)
+    assert cache.misses == 3 and cache.hits == 1, "a partition grown since is merged again"
     copy.close()
 
 
