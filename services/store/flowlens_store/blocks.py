@@ -131,17 +131,27 @@ def decode_rows(blobs: dict[str, bytes], names: Iterable[str], rows: int, idx: n
     return {name: out[name] for name in names}
 
 
-def _decode_column_rows(blobs: dict[str, bytes], name: str, rows: int, idx: np.ndarray, done: dict) -> np.ndarray:
-    dt = BLOCK_DTYPES[name]
+def _column_head(blobs: dict[str, bytes], name: str) -> tuple | None:
+    """(blob, codec, flags, part heads) of a block's column; None for a column the block was sealed
+    without (it reads as its default)."""
     blob = blobs.get(name)
-    if blob is None and name in ADDED_COLUMNS:
-        return np.full(len(idx), COLUMN_DEFAULTS.get(name, 0), dtype=dt)
+    if blob is None and name in ADDED_COLUMNS:  # a block sealed before the column existed
+        return None
     if blob is None:
         raise KeyError(name)
     version, codec, flags, nparts = _HEAD.unpack_from(blob)
     if version != FORMAT:
         raise ValueError(f"block column {name!r} has format {version}, this code reads {FORMAT}")
-    heads = [_PART.unpack_from(blob, _HEAD.size + i * _PART.size) for i in range(nparts)]
+    return blob, codec, flags, [_PART.unpack_from(blob, _HEAD.size + i * _PART.size) for i in range(nparts)]
+
+
+def _decode_column_rows(blobs: dict[str, bytes], name: str, rows: int, idx: np.ndarray, done: dict) -> np.ndarray:
+    dt = BLOCK_DTYPES[name]
+    head = _column_head(blobs, name)
+    if head is None:
+        return np.full(len(idx), COLUMN_DEFAULTS.get(name, 0), dtype=dt)
+    blob, codec, flags, heads = head
+    nparts = len(heads)
     if all(h[0] == CONST for h in heads):
         payload = memoryview(b"")
     else:
@@ -192,15 +202,11 @@ def _take_rows(payload, pos: int, count: int, width: int, shuffle: bool, idx: np
 
 def _decode_column(blobs: dict[str, bytes], name: str, rows: int, done: dict) -> np.ndarray:
     dt = BLOCK_DTYPES[name]
-    blob = blobs.get(name)
-    if blob is None and name in ADDED_COLUMNS:  # a block sealed before the column existed
+    head = _column_head(blobs, name)
+    if head is None:
         return np.full(rows, COLUMN_DEFAULTS.get(name, 0), dtype=dt)
-    if blob is None:
-        raise KeyError(name)
-    version, codec, flags, nparts = _HEAD.unpack_from(blob)
-    if version != FORMAT:
-        raise ValueError(f"block column {name!r} has format {version}, this code reads {FORMAT}")
-    heads = [_PART.unpack_from(blob, _HEAD.size + i * _PART.size) for i in range(nparts)]
+    blob, codec, flags, heads = head
+    nparts = len(heads)
     payload = _decompress(codec, memoryview(blob)[_HEAD.size + nparts * _PART.size:])
     shuffle = bool(flags & FLAG_SHUFFLE)
     if dt == ADDR:
