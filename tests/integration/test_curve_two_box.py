@@ -150,7 +150,9 @@ def test_collector_in_a_namespace_publishes_over_curve_and_intruders_are_refused
         assert ns_addr in peers, sec
         assert peers[ns_addr]["sockets"].get("bus-publish", 0) >= 1
         assert sum(sec["handshake_failures"].get("bus-publish", {}).values()) >= 1  # the one without CURVE
-        assert "handshake" in peers[ns_addr]["reason"]  # its refusal came last, from the socket monitor
+        # the last refusal named: the ZAP handler's (unknown key) and the socket monitor's (no CURVE)
+        # are recorded by different threads, so either may come last
+        assert "handshake" in peers[ns_addr]["reason"] or "unknown client key" in peers[ns_addr]["reason"], peers
 
         def refused_advisory():
             return [a for a in client.advisories(since=0) if a.get("subject") == f"refused peer {ns_addr}"]
