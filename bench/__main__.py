@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: failed: {e}", flush=True)
         print(f"{name}: {time.monotonic() - t0:.1f} s", flush=True)
     table = report.table()
-    out = REPO / "tests" / "artifacts" / "bench.md"
+    # a whole run is the record (bench.md); a run of some modules writes beside it, never over it
+    out = REPO / "tests" / "artifacts" / ("bench.md" if wanted == MODULES else f"bench-{'-'.join(wanted)}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# FlowLens benchmarks\n\n{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {platform.node()}, "
               f"{psutil.cpu_count()} CPUs, Python {platform.python_version()}, "
