@@ -74,6 +74,15 @@ def test_dashboard(http, stack):
     assert texts(linked, "//h:nav[@class='range']//h:a[@class='here']") == ["10 min"]
 
 
+def test_pages_say_where_their_time_went(http):
+    """Server-Timing: the dashboard's store answers and its render, inside the whole request."""
+    from flowlens_web.timing import parse
+    parts = parse(http.get("/").headers["server-timing"])
+    assert {"lane", "store", "resume", "render", "app"} <= set(parts)
+    assert 0 < parts["store"] + parts["render"] <= parts["app"]
+    assert "store" not in parse(http.get("/flows?protocol=bogus").headers["server-timing"])  # a 400 asks nothing
+
+
 def test_head_answers_like_get(http):
     for path in ("/", "/flows", "/advisories", "/about", "/healthz", "/metrics"):
         resp = http.head(path)

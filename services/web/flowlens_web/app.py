@@ -30,7 +30,7 @@ from flowmodel.events import SEVERITIES, process_stats, service_config
 from . import __version__
 from .asgi import App
 from . import formatters as fmt
-from . import advisory_metrics, auth, flowroutes, metrics, notepages, views
+from . import advisory_metrics, auth, flowroutes, metrics, notepages, timing, views
 from .explorepages import ROUTES as EXPLORE_ROUTES, add_explore_routes
 from .lanes import ClientGone, StoreLanes, TooBusy
 from .loginpages import add_login_routes
@@ -69,11 +69,15 @@ class TimingMiddleware:
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
         status = {"code": 500, "started": False}
+        record = timing.RequestTimings()
+        timing.current.set(record)  # this request's task only: each ASGI call runs in its own context
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 status["started"] = True
+                message = {**message, "headers": [*message.get("headers", ()),
+                                                  (b"server-timing", record.header(time.perf_counter() - t0))]}
             await send(message)
 
         try:

@@ -21,8 +21,10 @@ import collections
 import concurrent.futures
 import contextvars
 import logging
+import time
 from typing import Any, Callable
 
+from . import timing
 from .storegate import BORROWED, HEAVY, LIGHT, StoreBusy, StoreGate
 
 log = logging.getLogger(__name__)
@@ -100,9 +102,11 @@ class StoreLanes:
             await self._slots[HEAVY].acquire()  # free: returns at once
             self.borrowed += 1
             return await self._run(HEAVY, lambda: _borrowed(fn), client, share=False)
+        t0 = time.perf_counter()
         try:
             # a little over one answer's wait: the query ahead either answers or marks the store down
             await asyncio.wait_for(self._slots[lane].acquire(), self.gate.timeout_s + 0.5)
+            timing.add("lane", time.perf_counter() - t0)
         except asyncio.TimeoutError:
             self._give_share(lane, client)
             self.gate.raise_if_down()
@@ -123,8 +127,16 @@ class StoreLanes:
         # from here the thread's end gives the turn (and the client's share) back, even when the page
         # stopped waiting: a query sent on a REQ socket is answered before that socket takes another
         loop = asyncio.get_running_loop()
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release, lane, client, share))
-        return await asyncio.wrap_future(future)
+        ended = [0.0]
+
+        def done(_) -> None:
+            ended[0] = time.perf_counter()
+            loop.call_soon_threadsafe(self._release, lane, client, share)
+        future.add_done_callback(done)
+        result = await asyncio.wrap_future(future)
+        # the thread's end to here: how long a busy event loop kept this page from going on
+        timing.add("resume", time.perf_counter() - ended[0])
+        return result
 
     def _release(self, lane: str, client: str, share: bool = True) -> None:
         self._slots[lane].release()

@@ -9,6 +9,7 @@ import jinja2
 from markupsafe import Markup
 
 from . import formatters as fmt
+from . import timing
 
 TEMPLATES = Path(__file__).with_name("templates")
 XHTML = "application/xhtml+xml; charset=utf-8"
@@ -40,4 +41,5 @@ class Renderer:
         self.env = environment()
 
     def page(self, name: str, **context) -> str:
-        return self.env.get_template(name).render(**context)
+        with timing.timed("render"):
+            return self.env.get_template(name).render(**context)

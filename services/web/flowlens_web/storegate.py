@@ -23,6 +23,8 @@ from typing import Any, Callable
 from flowmodel.client import StoreClient, StoreError, StoreUnavailable
 from flowmodel.logs import fields
 
+from . import timing
+
 log = logging.getLogger(__name__)
 
 LIGHT, HEAVY = "light", "heavy"
@@ -166,7 +168,10 @@ class StoreGate:
         lane = BORROWED.get() or lane  # a light query on an idle history connection (StoreLanes lends it)
         self.raise_if_down()
         # a little over one answer's wait: the query ahead either answers or marks the store down first
+        t0 = time.perf_counter()
         client = self._take(quick, wait_s + 0.5, lane)
+        t1 = time.perf_counter()
+        timing.add("lane", t1 - t0)
         if client is None:
             self.raise_if_down()
             raise StoreBusy(f"the store at {self.endpoint} is busy: other requests waited on it for over "
@@ -194,6 +199,7 @@ class StoreGate:
             self.mark_up()
             raise
         finally:
+            timing.add("store", time.perf_counter() - t1)
             self._give(quick, client, lane)
         if quick:
             self._quick_failed = None

@@ -213,3 +213,34 @@ def test_dashboards_borrow_an_idle_history_connection_but_history_never_borrows(
         lanes.close()
         gate.close()
         store.close()
+
+
+def test_a_page_s_store_turns_are_timed_in_its_record(store):
+    """The lane wait, the store's answer and the resume after the thread all land in the request's
+    record (timing.current), including the wait of a history query queued behind a held one."""
+    from flowlens_web import timing
+    gate, lanes = lanes_for(store)
+
+    async def main():
+        first = asyncio.ensure_future(lanes.query(Browser("10.0.0.1"), "series", step=60))
+        await until(lambda: store.held)
+
+        async def second_page():
+            record = timing.RequestTimings()
+            timing.current.set(record)
+            await lanes.query(Browser("10.0.0.2"), "series", step=60)
+            return record
+        second = asyncio.ensure_future(second_page())
+        await asyncio.sleep(0.3)
+        store.release()
+        await first
+        record = await second
+        assert set(record.seconds) == {"lane", "store", "resume"}
+        assert record.seconds["lane"] >= 0.25  # it waited behind the held query for its lane
+        parsed = timing.parse(record.header(1.0).decode())
+        assert parsed["app"] == 1000.0 and parsed["lane"] >= 250
+    try:
+        asyncio.run(main())
+    finally:
+        lanes.close()
+        gate.close()
