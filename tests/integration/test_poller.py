@@ -218,3 +218,44 @@ def test_a_table_walked_before_anyone_subscribed_reaches_a_later_subscriber(tmp_
     assert rc == 0, poller.log()[-3000:]
     assert {i["ifindex"]: i["name"] for i in tables["192.0.2.1"]["interfaces"]} == sys_interfaces()
     assert sum("msg=walked" in line for line in poller.lines) == 1, poller.log()[-3000:]
+
+
+def test_a_restarted_poller_takes_over_the_advisories_a_killed_one_left_open(tmp_path, agent):
+    """A poller killed (SIGKILL) while two targets fail cannot resolve their advisories. The next run,
+    with one of them now answering and the other gone from snmp.targets, takes both over: the gone one
+    resolved at start, the other by its first good walk."""
+    import copy
+
+    from support.services import write_config
+
+    failing = {"targets": [{"exporter": "192.0.2.66", "host": "127.0.0.1", "port": agent.port, "community": "not-" + COMMUNITY},
+                           {"exporter": "192.0.2.67", "host": "127.0.0.1", "port": agent.port, "community": "not-" + COMMUNITY}],
+               "timeout": "0.5s", "retries": 0, "failing_after": 1, "retry_interval": "1s"}
+    with ServiceStack(tmp_path, ["store"], snmp=failing) as stack:
+        client = stack.client()
+        first = ServiceProcess("poller", stack.config_path)
+        second = None
+        try:
+            first.start()
+            raised = wait_until(lambda: {a["key"]: a["state"] for a in client.advisories(analyzer="poller")} if
+                                len(client.advisories(analyzer="poller")) == 2 else None, 30)
+            first.proc.kill()  # no stop(): nothing resolves them
+            first.proc.wait(10)
+            left_open = {a["key"]: a["state"] for a in client.advisories(analyzer="poller")}
+            fixed = copy.deepcopy(stack.cfg)
+            fixed["snmp"]["targets"] = [{**failing["targets"][0], "community": COMMUNITY}]
+            second = ServiceProcess("poller", write_config(tmp_path / "fixed.yaml", fixed)).start()
+            after = wait_until(lambda: (rows := {a["key"]: a for a in client.advisories(analyzer="poller", include_resolved=True)})
+                               and all(a["state"] == "resolved" for a in rows.values()) and rows, 30)
+            counters = _poller_counters(client)
+        finally:
+            rc = second.stop() if second else None
+            first.stop()
+            client.close()
+    assert rc == 0, second.log()[-3000:] if second else ""
+    assert set(raised) == set(left_open) == {"poller:target:192.0.2.66", "poller:target:192.0.2.67"}
+    assert set(left_open.values()) == {"raised"}
+    assert set(after) == set(raised)
+    assert "work again" in after["poller:target:192.0.2.66"]["title"]              # its good walk resolved it
+    assert "no longer in snmp.targets" in after["poller:target:192.0.2.67"]["description"]
+    assert any("open advisories taken over from the store" in line for line in second.lines), second.log()[-3000:]

@@ -6,7 +6,9 @@ the subscriptions reaching it: a table walked before any subscriber is held, and
 sent again when a subscriber appears (a store that starts or restarts later). Failed walks are
 counted per target in a health event (kind "poller") on the store's events socket, logged at a
 limited rate, retried after snmp.retry_interval, and after snmp.failing_after in a row raise a
-WARNING advisory there, resolved by the target's next good walk.
+WARNING advisory there, resolved by the target's next good walk. At start it takes over the ones an
+earlier run left open (asked of the store's query socket), so a poller that was killed leaves none
+open for good.
 """
 from __future__ import annotations
 
@@ -19,13 +21,14 @@ from typing import Any
 import zmq
 
 from flowmodel import bus, curve
+from flowmodel.client import StoreClient, StoreError, StoreUnavailable
 from flowmodel.eventbox import EventSender
 from flowmodel.events import process_stats
 from flowmodel.logs import RateLimitedLog, fields
 from flowmodel.snmpconf import redacted
 
 from . import ifmib, snmp
-from .targets import Schedule, target_failing_event
+from .targets import Schedule, TargetState, target_failing_event
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ TICK_S = 0.2               # the loop looks at subscriptions, confirmations and 
 HEALTH_INTERVAL_S = 10.0   # a health event this often (and after each walk)
 WALK_DEADLINE_S = 300.0    # one agent's whole walk, however it answers; past it the walk has failed
 FLUSH_AT_STOP_S = 3.0      # at stop, how long our advisories wait for the store's confirmation
+ADOPT_LIMIT = 10_000       # open poller advisories taken over from the store at start
 
 
 class PollerService:
@@ -44,7 +48,7 @@ class PollerService:
         self.source = bus.default_source_id("poller")
         self.sequencer = bus.Sequencer(self.source)
         self.counters = {"events_published": 0, "events_unsent": 0, "events_held": 0, "subscriptions": 0,
-                         "loop_errors": 0}
+                         "loop_errors": 0, "adopted_advisories": 0}
         self.subscriptions: set[bytes] = set()   # topic prefixes subscribed to that take interfaces events
         self.pub: zmq.Socket | None = None
         self.events: EventSender | None = None
@@ -70,6 +74,7 @@ class PollerService:
         self.events = EventSender(self.cfg["bus.events_endpoint"], self.source, self.cfg["bus.events_unconfirmed_max"],
                                   self.cfg["bus.events_resend_timeout"], self.cfg["bus.events_high_water_mark"],
                                   context=self._ctx, keys=keys).start()
+        self._adopt_open_advisories()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -179,6 +184,32 @@ class PollerService:
             s.failing_since_ms = None
         if self.events is not None:
             self.events.send(bus.TOPIC_ADVISORY, event, lambda b: bus.encode_event(b, self.sequencer))
+
+    def _adopt_open_advisories(self) -> None:
+        """Advisories an earlier run raised and could not resolve (it was killed): targets still
+        configured keep theirs until a good walk; the others are resolved now."""
+        client = StoreClient.from_config(self.cfg, retries=0)
+        try:
+            rows = client.request("advisories", analyzer="poller", state="raised,updated",
+                                  limit=ADOPT_LIMIT).get("advisories") or []
+        except (StoreError, StoreUnavailable) as e:
+            log.warning("open advisories not read from the store; ones an earlier run raised stay open there",
+                        extra=fields(reason=str(e)))
+            return
+        finally:
+            client.close()
+        gone = self.schedule.adopt(rows)
+        now = bus.now_ms()
+        for row in gone:
+            s = TargetState(str(row["subject"]), failing_since_ms=int(row.get("first_seen") or now))
+            host = str((row.get("evidence") or {}).get("host") or s.exporter)
+            event = target_failing_event(s, "resolved", host, self.cfg["snmp.failing_after"], now, note=(
+                f"Exporter {s.exporter} is no longer in snmp.targets, so the poller does not walk it any more."))
+            self.events.send(bus.TOPIC_ADVISORY, event, lambda b: bus.encode_event(b, self.sequencer))
+        self.counters["adopted_advisories"] = len(rows)
+        if rows:
+            log.info("open advisories taken over from the store",
+                     extra=fields(advisories=len(rows), resolved_unconfigured=len(gone)))
 
     # ------------------------------------------------------------ the bus
 

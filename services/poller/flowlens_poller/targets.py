@@ -1,7 +1,8 @@
 """Per-target bookkeeping, pure (the caller passes the clock): when each agent is due to be walked
 again (snmp.interval after a good walk, snmp.retry_interval after a failed one), its counters, the
 last table it gave (sent again to a store that subscribes later), and the WARNING advisory a target
-raises after snmp.failing_after failed walks in a row and resolves with its next good walk.
+raises after snmp.failing_after failed walks in a row and resolves with its next good walk. Advisories
+an earlier run left open (it was killed, so it could not resolve them) are taken over at start.
 """
 from __future__ import annotations
 
@@ -41,6 +42,22 @@ class Schedule:
 
     def __post_init__(self) -> None:
         self.states = {e: TargetState(e) for e in self.exporters}
+
+    def adopt(self, open_rows: list[dict]) -> list[dict]:
+        """Take over the poller's target advisories an earlier run left open in the store: a target still
+        configured keeps its advisory open until its next good walk resolves it; returns the rows of
+        targets no longer configured (nobody will walk them: the caller resolves them now)."""
+        gone = []
+        for row in open_rows:
+            exporter = str(row.get("subject") or "")
+            if row.get("analyzer") != "poller" or row.get("key") != f"poller:target:{exporter}":
+                continue
+            s = self.states.get(exporter)
+            if s is None:
+                gone.append(row)
+            elif s.failing_since_ms is None:
+                s.failing_since_ms = int(row.get("first_seen") or 0)
+        return gone
 
     def due(self, now_s: float) -> list[str]:
         """Targets to walk now (not already being walked), most overdue first."""
