@@ -88,6 +88,8 @@ def test_flows_round_trip_filters_pages_top_series_rollups_and_sigterm(store):
     assert st["ring"]["capacity"] == 5000 and st["ring"]["fill"] == 5000  # 9000 flows through a 5000 ring
     assert 0 < st["ring"]["bytes"] < 5000 * 143  # the compact ring, under its plain columns
     assert st["services"][0]["service"] == "store" and st["services"][0]["process"]["rss_bytes"] > 0
+    warm = st["queries"]["top_warm"]  # the top cache's warmer (topwarm.py) runs and is counted
+    assert warm["ranges_s"] == [86400, 259200] and warm["polls"] >= 1 and warm["errors"] == 0
 
     # every flow, every field (from SQLite: the window starts long ago)
     pages = all_pages(client, **WINDOW)

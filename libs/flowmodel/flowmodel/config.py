@@ -213,6 +213,18 @@ def _prefix_v6(value: Any) -> int:
     return v
 
 
+def _warm_ranges(value: Any) -> list[str]:
+    """At most 8 durations of 1 h to 31 d, kept as written (parse_duration reads them): each warmed
+    range is a cache entry per top and a merge per hour sealed."""
+    spans = _str_list(value)
+    if len(spans) > 8:
+        raise ValueError(f"at most 8 ranges, got {len(spans)}")
+    for text in spans:
+        if not 3600 <= _pos_duration(text) <= 31 * 86400:
+            raise ValueError(f"{text!r} is outside 1h-31d")
+    return spans
+
+
 def _networks(value: Any) -> list[str]:
     import ipaddress
 
@@ -348,6 +360,7 @@ SETTINGS: dict[str, Setting] = {
     "storage.query_workers": Setting(_positive_int, 2, "threads answering flows/top/series/advisories queries, each with its own SQLite reader"),
     "storage.query_rollup_cache": Setting(ranged(parse_size, 0, 1 << 30, " bytes"), 4 << 20, "decoded rollups each query worker keeps for the next query (small ones only; 0: none)"),
     "storage.query_top_cache": Setting(ranged(parse_size, 0, 1 << 30, " bytes"), 16 << 20, "per-key totals of sealed rollups merged for a top, shared by the query workers, so a top over the same window (a dashboard refresh) is not merged again (0: none)"),
+    "storage.query_warm_ranges": Setting(_warm_ranges, ["24h", "72h"], "dashboard ranges (ending now) whose tops the store merges into storage.query_top_cache in the background, at start and when an hour is sealed, so a first view is a cache hit; at the lowest priority, paused while users' queries run; empty: none"),
     "storage.query_queue": Setting(_positive_int, 32, "queries waiting for a worker at most; beyond it a query gets a 'busy' error reply"),
     "storage.query_time_limit": Setting(ranged(_pos_duration, 0.01, 3600, " s"), 4.0, "longest one SQLite read may run before it is cut off with an error reply"),
     "storage.sqlite_cache": Setting(ranged(parse_size, 64 << 10, 64 << 30, " bytes"), 8 << 20, "page cache of the SQLite writer connection (appends touch few pages)"),

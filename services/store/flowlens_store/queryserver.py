@@ -104,6 +104,16 @@ class QueryServer:
             t.join(5)
 
     @property
+    def answering(self) -> bool:
+        """Whether a user's query is being answered or waits for a worker."""
+        return self.waiting > 0 or any(getattr(e, "answering", False) for e in self.engines)
+
+    @property
+    def sealed_totals(self):
+        """The workers' shared top cache (None when storage.query_top_cache is 0 or before start)."""
+        return self.engines[0].sealed_totals if self.engines else None
+
+    @property
     def alive(self) -> list[str]:
         return [t.name for t in self._threads if t.is_alive()]
 
@@ -167,8 +177,13 @@ class QueryServer:
                     envelope, op, args = self._jobs.get(timeout=0.1)
                 except queue.Empty:
                     continue
+                engine.answering = True  # the top warmer (topwarm.py) waits while any worker answers
                 try:
-                    push.send_multipart(envelope + [self.pack(self.run_op(op, args, engine))])
+                    reply = self.pack(self.run_op(op, args, engine))
+                finally:
+                    engine.answering = False
+                try:
+                    push.send_multipart(envelope + [reply])
                 except zmq.Again:  # the front thread stopped (shutdown): nobody is left to answer
                     break
         except zmq.ContextTerminated:

@@ -15,6 +15,7 @@ import numpy as np
 import zmq
 
 from flowmodel import curve
+from flowmodel.config import parse_duration
 from flowmodel.bus import (CONTROL_MAX_BYTES, queue_limit, EVENT_STREAM, TOPIC_ACK, TOPIC_ADVISORY, TOPIC_EXPORTER, TOPIC_FLOWS_PREFIX,
                            TOPIC_IF_COUNTERS, TOPIC_INTERFACES, TOPIC_RESEND, CodecError, GapCounter, Sequencer, decode_batch, decode_body, default_source_id,
                            encode_event, envelope_of)
@@ -27,6 +28,7 @@ from . import __version__, delivery, eventsink, ifcounters, names, statusview
 from .exporter_table import ADDRESSES_PER_EXPORTER, add_flows, merge_health
 from .forwarder import Forwarder
 from .queryserver import QueryServer
+from .topwarm import TopWarmer
 from .ring import Ring
 from .warm import WarmWriter, now_ms
 from .writer import MARK, Writer
@@ -76,6 +78,7 @@ class StoreService:
         # exporter and interface names (names.py): rows from the bus and SQLite, plus the exporters: config
         self.names = names.NameBook(cfg["names.max_interfaces"], cfg["names.max_rows"], cfg["exporters"])
         self.dns: names.ReverseDns | None = None
+        self.warmer: TopWarmer | None = None  # the top cache's warmer (topwarm.py)
         self.parts = self._components()
 
     # ---------------------------------------------------------------- lifecycle
@@ -93,6 +96,7 @@ class StoreService:
         parts.add("reverse dns", self._start_dns, self._stop_dns)
         parts.add("queries", lambda: self.queries.start(self._socket, self.gate, self.ring, str(id(self))),
                   self.queries.stop)
+        parts.add("top warmer", self._start_warmer, lambda: self.warmer.stop() if self.warmer else None)
         parts.add("flush at stop", None, self._flush)
         return parts
 
@@ -170,6 +174,14 @@ class StoreService:
     def _start_dns(self) -> None:
         if self.cfg["names.reverse_dns"]:
             self.dns = names.ReverseDns(self.cfg["names.dns_cache"], self.cfg["names.dns_ttl"]).start()
+
+    def _start_warmer(self) -> None:
+        """Warms the shared top cache for the dashboard's standard ranges (topwarm.py), yielding to users'
+        queries and to a write backlog."""
+        w = self.writer
+        self.warmer = TopWarmer(self.cfg["storage.sqlite_path"], self.queries.sealed_totals,
+                                [int(parse_duration(s) * 1000) for s in self.cfg["storage.query_warm_ranges"]],
+                                lambda: self.queries.answering or w.queued_rows > w.queue_rows_max // 4).start()
 
     def _stop_dns(self) -> None:
         if self.dns is not None:
