@@ -25,7 +25,8 @@ FILTER_HELP = {"src": "source address or CIDR", "dst": "destination address or C
                "src_country": "source country: a code (DE), private, documentation, ... or unknown",
                "dst_country": "destination country, as --src-country", "country": "either country",
                "by": "top, explore: src, dst, pair, port, src_port, dst_port, protocol, exporter, in_if, out_if, "
-                     "src_as, dst_as, dscp, src_country, dst_country",
+                     "src_as, dst_as, dscp, src_country, dst_country; or two of them (not pair) joined by a comma, "
+                     "their pairs: in_if,out_if",
                "metric": "top, explore: bytes, packets or flows",
                "step": "series: seconds per point; explore: seconds per step (default: about 300 steps)",
                "order": "flows: time (newest first, default), bytes or packets (largest first)"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowmodel.protocol import EXPLORE_LIMIT_MAX, FLOW_FILTERS, METRICS, TOP_BY, QueryError
+from flowmodel.protocol import EXPLORE_LIMIT_MAX, FLOW_FILTERS, METRICS, QueryError
 
 from . import blockread as B
 from . import histops
@@ -74,7 +74,7 @@ def hist_filter_ok(by: str, f: dict) -> bool:
 
 def explore(engine, args: dict) -> dict:
     P.check_args("explore", args, FLOW_FILTERS + ("by", "metric", "limit", "step", "scaled"))
-    by = P.choice_arg(args, "by", TOP_BY, None)
+    by = K.by_arg(args, None)  # a dimension, or two joined by a comma (keydims.PAIR_SEP)
     metric = P.choice_arg(args, "metric", METRICS, "bytes")
     limit = P.int_arg(args, "limit", 10, 1, EXPLORE_LIMIT_MAX)
     scaled = P.bool_arg(args, "scaled", True)
@@ -125,7 +125,7 @@ def _raw_groups(engine, db, f: dict, by: str, grid, scaled: bool, ring: bool) ->
     'i' step indexes, 'k' (n, w) key words, 'v' (3, n) bytes, packets, flows."""
     first, step_ms, _steps = grid
     w = K.width(by)
-    names = ("time_end", "bytes", "packets") + K.KEY_COLUMNS[by] + (("sampling_rate",) if scaled else ())
+    names = ("time_end", "bytes", "packets") + K.columns(by) + (("sampling_rate",) if scaled else ())
     acc = B.GroupSums(("i",) + tuple(f"k{j}" for j in range(w)))
     parts = engine.ring.scan(lambda c: P.ring_mask(c, f), filters=f, columns=names) if ring else \
         engine._raw_columns(db, f, names)

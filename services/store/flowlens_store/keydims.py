@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from flowmodel import addr, geo
-from flowmodel.protocol import TOP_BY, protocol_name
+from flowmodel.protocol import TOP_BY, QueryError, protocol_name
+
+from . import planner as P
 
 from .hists import DIMS, address_words, dim_key_words
 
@@ -29,13 +31,42 @@ COUNTRY_KEYS = ("src_country", "dst_country")  # packed codes (flowmodel.geo), s
 
 assert set(KEY_COLUMNS) == set(TOP_BY), "every top dimension needs its key columns"
 
+# ``by`` "A,B": the (A, B) pairs of two different dimensions (a Sankey's bands: in_if,out_if), their
+# key A's words then B's; no rollup keeps pairs, so they are summed from raw flows like "pair"
+PAIR_SEP = ","
+PAIRABLE = tuple(b for b in TOP_BY if b != "pair")
+
+
+def by_arg(args: dict, default: str | None) -> str:
+    """top's and explore's ``by``: one of TOP_BY, or two different PAIRABLE ones joined by a comma."""
+    v = args.get("by", default)
+    if isinstance(v, str) and PAIR_SEP in v:
+        parts = v.split(PAIR_SEP)
+        if len(parts) != 2 or parts[0] == parts[1] or any(p not in PAIRABLE for p in parts):
+            raise QueryError(f"by {v[:60]!r} is not two different dimensions joined by a comma (like in_if,out_if)"
+                             f" of {', '.join(PAIRABLE)}")
+        return v
+    return P.choice_arg(args, "by", TOP_BY, default)
+
+
+def halves(by: str) -> tuple[str, ...]:
+    """("A", "B") of a pair of dimensions, (by,) of one."""
+    return tuple(by.split(PAIR_SEP))
+
+
+def columns(by: str) -> tuple[str, ...]:
+    """The flow columns a key of ``by`` reads (a pair of dimensions: both's, each once)."""
+    return tuple(dict.fromkeys(c for half in halves(by) for c in KEY_COLUMNS[half]))
+
 
 def width(by: str) -> int:
-    return KEY_WIDTH.get(by, 1)
+    return sum(KEY_WIDTH.get(half, 1) for half in halves(by))
 
 
 def key_words(by: str, cols) -> list[np.ndarray]:
     """The key words (uint64 columns, most significant first) of every row of ``cols``."""
+    if PAIR_SEP in by:
+        return [w for half in halves(by) for w in key_words(half, cols)]
     if by == "pair":
         return [*address_words(cols["src_addr"]), *address_words(cols["dst_addr"])]
     if by == "dscp":
@@ -57,8 +88,12 @@ def _addresses(k: np.ndarray, first: int) -> list[str]:
 
 def texts(by: str, k: np.ndarray) -> list[str]:
     """Display text of each key row: addresses as text, a pair 'a -> b', an interface
-    'exporter if N', a protocol by name, an AS 'AS64500', numbers in decimal."""
+    'exporter if N', a protocol by name, an AS 'AS64500', numbers in decimal; a pair of dimensions
+    'a -> b'."""
     k = np.asarray(k, _U64).reshape(len(k), width(by))
+    if PAIR_SEP in by:
+        a, b = halves(by)
+        return [f"{x} -> {y}" for x, y in zip(texts(a, k[:, :width(a)]), texts(b, k[:, width(a):]))]
     if by in ("src", "dst", "exporter"):
         return _addresses(k, 0)
     if by == "pair":
@@ -77,8 +112,12 @@ def texts(by: str, k: np.ndarray) -> list[str]:
 def filters(by: str, k: np.ndarray) -> list[dict]:
     """The flow filter arguments of each key row, as a flows/top/series/explore request takes them.
     Exact for every dimension but port, whose filter (either side) also takes flows whose other
-    port is this one and smaller (the key is the smaller of the two ports)."""
+    port is this one and smaller (the key is the smaller of the two ports). A pair of dimensions:
+    both filters in one (an interface pair's exporter is the same on both sides)."""
     k = np.asarray(k, _U64).reshape(len(k), width(by))
+    if PAIR_SEP in by:
+        a, b = halves(by)
+        return [{**x, **y} for x, y in zip(filters(a, k[:, :width(a)]), filters(b, k[:, width(a):]))]
     if by in ("src", "dst", "exporter"):
         return [{by: a} for a in _addresses(k, 0)]
     if by == "pair":

@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 
 from flowmodel import addr
-from flowmodel.protocol import FLOW_FILTERS, METRICS, TOP_BY, QueryError, protocol_name
+from flowmodel.protocol import FLOW_FILTERS, METRICS, QueryError, protocol_name
 
 from . import blockread as B
 from . import histops
+from . import keydims as K
 from . import planner as P
 from .explore import top_rows as explore_top
 from .rowcodec import REST_DTYPE
@@ -32,13 +33,13 @@ TOP_COLUMNS = {"pair": ("src_addr", "dst_addr"), "port": ("src_port", "dst_port"
 class TopOps:
     def top(self, args: dict) -> dict:
         P.check_args("top", args, FLOW_FILTERS + ("by", "metric", "limit", "scaled"))
-        by = P.choice_arg(args, "by", TOP_BY, "src")
+        by = K.by_arg(args, "src")  # a dimension, or two joined by a comma: their pairs (keydims.PAIR_SEP)
         metric = P.choice_arg(args, "metric", METRICS, "bytes")
         limit = P.int_arg(args, "limit", 10, 1, self.max_rows, cap=True)
         scaled = P.bool_arg(args, "scaled", False)  # bytes and packets times each flow's sampling rate
         f, ring = self._filters(args)
         source, approximate = ("ring" if ring else "sqlite"), False
-        if by in KEYDIM_TOP:  # interfaces, AS, DSCP: summed on key words (explore.py)
+        if by in KEYDIM_TOP or K.PAIR_SEP in by:  # interfaces, AS, DSCP, pairs of dimensions: on key words (explore.py)
             rows, totals, approximate, source = explore_top(self, f, by, metric, limit, scaled, ring)
             return {"ok": True, "by": by, "metric": metric, "rows": rows, "totals": totals, "scaled": scaled,
                     "source": source, "approximate": approximate}
