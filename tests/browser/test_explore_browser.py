@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import numpy as np
 import pytest
 
 from browser.explorestack import EDGE, explore_stack
@@ -93,3 +98,49 @@ def test_pair_view_draws_a_sankey(page):
     page.wait_for_url(lambda url: parse_qs(urlparse(url).query).get("src") == [source])
     checked(page, "Explore")
     assert page.locator("select[name=by] option[selected]").get_attribute("value") == "dst"
+
+
+def test_any_two_dimensions_draw_a_sankey_matching_the_store(page, stack):
+    """The form's Sankey pair (input to output interface here): its bands are the store's top pairs
+    as `flowlens query top --by in_if,out_if` gives them, each as thick as its bytes."""
+    since = (stack.now_ms - 3_600_000) // 60_000 * 60_000
+    until = (stack.now_ms // 60_000 + 2) * 60_000
+    iso = lambda ms: np.datetime_as_string(np.datetime64(ms, "ms"), unit="m") + "Z"  # noqa: E731
+    load(page, f"/explore?by=src&top=10&from={iso(since)}&to={iso(until)}", "Explore")
+    assert page.locator("figure.sankey").count() == 0  # none unless asked
+    page.select_option("select[name=sankey_from]", "in_if")
+    page.select_option("select[name=sankey_to]", "out_if")
+    page.locator("fieldset.explore button[type=submit]").click()
+    page.wait_for_url("**sankey_to=out_if**")
+    checked(page, "Explore", "explore-sankey-in-out.png")
+    sankey = page.locator("figure.sankey")
+    assert "Input interface to output interface" in sankey.locator("figcaption").inner_text()
+    out = subprocess.run([sys.executable, "-m", "flowmodel.cli", "query", "top", "--by", "in_if,out_if", "--metric",
+                          "bytes", "--scaled", "--limit", "10", "--since", iso(since), "--until", iso(until),
+                          "--format", "json", "--config", str(stack.stack.config_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pairs = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    assert len(pairs) >= 5, "the edge's 4 interface pairs (1 and 3 out of 5, 2 and 4 out of 6) and the others'"
+    titles = [sankey.locator("path.link").nth(i).locator("title").text_content()
+              for i in range(sankey.locator("path.link").count())]
+    drawn = [int(re.search(r"\(([\d,]+) bytes\)$", t).group(1).replace(",", "")) for t in titles]
+    assert drawn == [int(p["bytes"]) for p in pairs], "one band per pair, the store's bytes, biggest first"
+    edge = [t for t in titles if t.startswith("edge-2")]
+    assert len(edge) == 4 and any("Gi0/1" in t.split(" \u2192 ")[0] for t in edge), "interfaces by name"
+    # each band as thick as its bytes: the path's right end runs from y1 down to y1 + thickness
+    ends = [re.search(r" ([\d.]+),([\d.]+) L[\d.]+,([\d.]+) ", sankey.locator("path.link").nth(i).get_attribute("d"))
+            for i in range(len(drawn))]
+    thickness = [float(e.group(3)) - float(e.group(2)) for e in ends]
+    assert thickness[0] > 20 and sankey.locator("path.link").first.bounding_box()["width"] > 300
+    for t, v in zip(thickness, drawn):
+        assert t == pytest.approx(thickness[0] * v / drawn[0], abs=0.3)
+    # a band narrows the view to its pair, the Sankey kept
+    sankey.locator("a:has(path.link)").first.click()
+    page.wait_for_url(lambda url: {"input_if", "output_if", "sankey_from"} <= set(parse_qs(urlparse(url).query)))
+    checked(page, "Explore")
+    assert page.locator("figure.sankey path.link").count() == 1
+    # a bad pair is a 400 naming the argument
+    resp = page.goto("/explore?sankey_from=in_if&sankey_to=in_if&range=1h")
+    assert resp is not None and resp.status == 400
+    assert "sankey_to 'in_if' is the same as sankey_from" in page.locator("p.error").inner_text()

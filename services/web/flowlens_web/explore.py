@@ -43,6 +43,7 @@ TEXT_FILTERS = ("src", "dst", "addr", "port", "src_port", "dst_port", "protocol"
 INT_FILTERS = {"input_if": 2**32 - 1, "output_if": 2**32 - 1, "src_as": 2**32 - 1, "dst_as": 2**32 - 1,
                "as": 2**32 - 1, "dscp": 63}
 FILTERS = (*TEXT_FILTERS, *INT_FILTERS)
+SANKEY_DIMENSIONS = {k: v for k, v in DIMENSIONS.items() if k != "pair"}  # either side of a Sankey (sankeyview.py)
 TOP_MIN, TOP_MAX, TOP_DEFAULT = 5, 50, 10
 DEFAULT_DIMENSION, DEFAULT_METRIC = "src", "bps"
 DSCP_NAMES = {0: "best effort", 8: "CS1", 10: "AF11", 12: "AF12", 14: "AF13", 16: "CS2", 18: "AF21", 20: "AF22",
@@ -63,6 +64,7 @@ class ExploreQuery:
     metric: str                 # the form's metric: bps, pps or fps
     top: int
     range: TimeRange
+    sankey: tuple[str, str] | None = None  # (sankey_from, sankey_to): a Sankey of two dimensions' pairs
 
     def store_args(self) -> dict:
         """Arguments of the store's explore op (step 0: the store picks about 300 steps)."""
@@ -125,8 +127,26 @@ def parse_query(params: Mapping[str, str], now_ms: int) -> ExploreQuery:
     except RangeError as e:
         raise FormError(str(e)) from None
     typed, filters = parse_filters(params, now_ms)
-    form = {"by": by, "metric": metric, "top": top_text, **typed}
-    return ExploreQuery(form, filters, by, metric, int(top_text), trange)
+    sankey = parse_sankey(params)
+    form = {"by": by, "metric": metric, "top": top_text, **typed,
+            **({"sankey_from": sankey[0], "sankey_to": sankey[1]} if sankey else {})}
+    return ExploreQuery(form, filters, by, metric, int(top_text), trange, sankey)
+
+
+def parse_sankey(params: Mapping[str, str]) -> tuple[str, str] | None:
+    """(sankey_from, sankey_to), two different SANKEY_DIMENSIONS, or None when neither is given."""
+    picked = {name: (params.get(name) or "").strip() for name in ("sankey_from", "sankey_to")}
+    if not any(picked.values()):
+        return None
+    for name, value in picked.items():
+        if not value:
+            other = "sankey_to" if name == "sankey_from" else "sankey_from"
+            raise FormError(f"{name} is missing: a Sankey needs both sides ({other} is {picked[other][:40]!r})")
+        if value not in SANKEY_DIMENSIONS:
+            raise FormError(f"{name} {value[:40]!r} is not a dimension: {', '.join(SANKEY_DIMENSIONS)}")
+    if picked["sankey_from"] == picked["sankey_to"]:
+        raise FormError(f"sankey_to {picked['sankey_to']!r} is the same as sankey_from: pick two different dimensions")
+    return picked["sankey_from"], picked["sankey_to"]
 
 
 # ------------------------------------------------------------------ labels
@@ -240,7 +260,9 @@ def explore_view(q: ExploreQuery, reply: Mapping, names: NameBook,
                                            for s in reply.get("series") or []] + [other_sums]))] if n else []
     total = {"key": "All traffic", **stat_cells(all_sums, lengths, q.metric, total_speed_bps, window_s)}
     chart = stacked_chart(times, step_ms, layers, unit, since, max(until, since + 1))
-    return {"chart": chart, "rows": rows, "sankey": pair_sankey(q, rows) if q.by == "pair" else None, "other": other if any(other_sums) else None, "total": total,
+    return {"chart": chart, "rows": rows, "sankey": pair_sankey(q, rows) if q.by == "pair" else None,
+            "sankey_caption": "", "sankey_error": "",  # a Sankey of two dimensions: sankeyview.py, explorepages.py
+            "other": other if any(other_sums) else None, "total": total,
             "caption": caption, "by_label": DIMENSIONS[q.by], "step": fmt.human_duration(step_s),
             "source": str(reply.get("source") or ""), "approximate": bool(reply.get("approximate")),
             "totals": reply.get("totals") or {}}

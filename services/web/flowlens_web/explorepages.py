@@ -18,6 +18,7 @@ from flowmodel.client import StoreError
 
 from . import explore as ex
 from . import exporterviews as ev
+from . import sankeyview as sv
 from .asgi import App
 from .namebook import NameBook
 from .storefeatures import StoreFeatures
@@ -31,6 +32,7 @@ ROUTES = ("/explore", "/explore.csv", "/exporters")  # their own series in /metr
 EXPORTER_TOP = 20       # interfaces charted per direction on an exporter's page (the rest are Other)
 INTERFACE_TOP = 10      # talkers charted per direction on an interface's page
 SAMPLING_EXPORTERS = 50  # exporters whose sampling the list shows (the most packets in the last hour)
+FORM_FIELDS = ("by", "metric", "top", "sankey_from", "sankey_to", *ex.FILTERS)  # what the form shows again
 UNSUPPORTED = "this store does not answer the explore op yet (it is older than this web); upgrade the store service"
 
 
@@ -52,9 +54,17 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
             return known
         return await lanes.run(request, LIGHT, lambda: store.call(features.names, lane=LIGHT))
 
-    async def explore_replies(request: Request, *arg_sets: dict) -> list[dict]:
+    async def explore_replies(request: Request, *arg_sets: dict, sankey: dict | None = None) -> list:
+        """The explore replies of ``arg_sets``, then, with ``sankey`` (top arguments of a pair of
+        dimensions), (its reply or None, the store's reason or ""): one turn on the history lane."""
         def ask():
-            return [store.call(lambda c: c.request("explore", **args), lane=HEAVY) for args in arg_sets]
+            replies = [store.call(lambda c: c.request("explore", **args), lane=HEAVY) for args in arg_sets]
+            if sankey is None:
+                return replies
+            try:  # the chart and the table stand without it
+                return [*replies, (store.call(lambda c: c.request("top", **sankey), lane=HEAVY), "")]
+            except StoreError as e:
+                return [*replies, (None, str(e))]
         try:
             return await lanes.run(request, HEAVY, ask)
         except StoreError as e:
@@ -79,8 +89,8 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
 
     def explore_ctx(form: dict, trange: TimeRange, **extra) -> dict:
         keep = {k: v for k, v in form.items() if v}
-        return {"title": "Explore", "nav": "explore", "form": {**{k: "" for k in ("by", "metric", "top", *ex.FILTERS)}, **form},
-                "dimensions": ex.DIMENSIONS, "metrics": ex.METRICS, "range_bar": trange.bar("/explore", keep),
+        return {"title": "Explore", "nav": "explore", "form": {**{k: "" for k in FORM_FIELDS}, **form},
+                "dimensions": ex.DIMENSIONS, "metrics": ex.METRICS, "sankey_dimensions": ex.SANKEY_DIMENSIONS, "range_bar": trange.bar("/explore", keep),
                 "range_hidden": trange.query(), "error": None, "view": None, "top": form.get("top", ""),
                 "csv_href": None, **extra}
 
@@ -96,11 +106,12 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
                 trange = TimeRange.from_query(params, now)
             except RangeError:
                 trange = TimeRange.last("1h", now)
-            form = {k: (params.get(k) or "")[:200] for k in ("by", "metric", "top", *ex.FILTERS)}
+            form = {k: (params.get(k) or "")[:200] for k in FORM_FIELDS}
             return page("explore.xhtml", 400, **explore_ctx(form, trange, error=str(e)))
         ctx = explore_ctx(q.form, q.range)
+        sankey_args = sv.store_args(q) if q.sankey and not as_csv else None
         try:
-            reply, = await explore_replies(request, q.store_args())
+            reply, *sankey = await explore_replies(request, q.store_args(), sankey=sankey_args)
         except ExploreUnsupported:
             return page("explore.xhtml", 502, **{**ctx, "error": UNSUPPORTED})
         except StoreError as e:
@@ -112,6 +123,10 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
             name = f"flowlens-explore-{q.by}-{q.metric}-{q.range.query().get('range') or 'custom'}.csv"
             return Response(ex.explore_csv(view, q), media_type="text/csv; charset=utf-8",
                             headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+        if sankey:
+            (sankey_reply, refused), = sankey
+            view["sankey"] = sv.pair_sankey(q, sankey_reply, await names(request)) if sankey_reply else None
+            view["sankey_caption"], view["sankey_error"] = sv.caption(q), refused
         return page("explore.xhtml", **{**ctx, "view": view, "csv_href": ex.url("/explore.csv", q.params())})
 
     @app.api_route("/explore", methods=GET)

@@ -146,8 +146,8 @@ def test_explore_page_renders(tmp_path):
     q = query(by="in_if", exporter="192.0.2.1")
     view = ex.explore_view(q, reply(), NameBook.from_reply(NAMES))
     html = render.Renderer().page("explore.xhtml", **base_ctx(
-        title="Explore", nav="explore", form={**{k: "" for k in ex.FILTERS}, **q.form}, dimensions=ex.DIMENSIONS,
-        metrics=ex.METRICS, range_bar=q.range.bar("/explore", q.form), range_hidden=q.range.query(), error=None,
+        title="Explore", nav="explore", form={**{k: "" for k in (*ex.FILTERS, "sankey_from", "sankey_to")}, **q.form},
+        dimensions=ex.DIMENSIONS, sankey_dimensions=ex.SANKEY_DIMENSIONS, metrics=ex.METRICS, range_bar=q.range.bar("/explore", q.form), range_hidden=q.range.query(), error=None,
         view=view, top="10", csv_href=ex.url("/explore.csv", q.params())))
     root = parse(html)
     assert root.xpath("//h:select[@name='by']/h:option[@selected]/@value", namespaces=NS) == ["in_if"]
