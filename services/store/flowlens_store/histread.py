@@ -189,13 +189,15 @@ def key_totals(db, dim: str, pieces: list, names: tuple[str, ...], check=lambda:
     with the largest sum of each one-bucket piece (every key when it has no more; ``complete``), so a
     second pass that wants the top keys' sums per piece need not decode it again (memo_rows).
 
-    ``cache`` (without ``memo``): the totals of the hourly pieces and those of the finer edge pieces
-    are taken from it, or merged once and kept there, apart: a window ending now keeps its hours for
-    an hour and its 5-minute edges for 5 minutes."""
+    ``cache`` (without ``memo``): the totals of the hourly pieces of each UTC day and those of the
+    finer edge pieces are taken from it, or merged once and kept there, apart: a whole day's hours
+    are the same run in every window that holds them (any window over days merges at most two part
+    days' hours and the cached whole days'), a window ending now keeps its part days for an hour and
+    its 5-minute edges for 5 minutes."""
     width = KEY_WIDTH.get(dim, 1)
     if cache is not None and memo is None and pieces:
-        runs = [run for run in ([p for p in pieces if p[2] >= HOUR_STEP], [p for p in pieces if p[2] < HOUR_STEP])
-                if run]
+        edges = [p for p in pieces if p[2] < HOUR_STEP]
+        runs = day_runs([p for p in pieces if p[2] >= HOUR_STEP]) + ([edges] if edges else [])
         parts = [cache.totals(db, dim, run, names, lambda run=run: key_totals(db, dim, run, names, check))
                  for run in runs]
         return dict(parts[0]) if len(parts) == 1 else merge_totals(parts, width, names)
@@ -256,6 +258,15 @@ def merge_totals(parts: list[dict], width: int, names: tuple[str, ...]) -> dict[
 
 
 HOUR_STEP = 3_600_000  # pieces at this step: a window's whole hours, cached apart from its edges
+DAY_MS = 86_400_000
+
+
+def day_runs(pieces: list) -> list[list]:
+    """``pieces`` (in time order) cut at UTC midnights, by the day their buckets start in."""
+    runs: dict[int, list] = {}
+    for p in pieces:
+        runs.setdefault(p[3] // DAY_MS, []).append(p)
+    return list(runs.values())
 
 
 class SealedTotals:

@@ -5,7 +5,9 @@ source blobs in the request (~150 ms a dimension on the shared 2-core box).
 A thread, inert until ``start``. At start and whenever the sealed hours a range ending now covers
 change (an hour sealed, the clock past an hour), it merges each range's whole-hour pieces for the
 dashboard's tops (src, dst, protocol, scaled bytes: the key the dashboard's own top asks for) through
-the cache, so a later query with the same pieces is a hit. It never delays users or ingest: it runs
+the cache, a UTC day's hours at a time as key_totals asks for them, so a later query with the same
+pieces is a hit, and any window holding the same whole days finds those; a round every REFRESH_S
+also puts back what other windows' tops evicted. It never delays users or ingest: it runs
 at the lowest CPU priority, pauses between rollup pieces while a query is being answered or the
 write queue has a backlog (``busy``), and gives an item up after WAIT_LIMIT_S of pausing (counted).
 """
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 DASHBOARD_DIMS = ("src", "dst", "protocol")  # the tops the dashboard (and the overview op) shows
 SCALED_NAMES = ("sbytes", "spackets", "flows")  # the sums a scaled top merges (histops.top)
 POLL_S = 10.0       # how often the warmer looks for newly sealed hours or a new hour
+REFRESH_S = 60.0    # a round at least this often: puts back what other windows' tops evicted (hits cost ~1 ms)
 WAIT_LIMIT_S = 5.0  # pausing for users longer than this gives the item up until the next round (read txn bound)
 
 
@@ -46,8 +49,8 @@ class TopWarmer:
         self.poll_s = poll_s
         self.polls = 0           # looks at the sealed hours and the clock
         self.rounds = 0          # rounds run (at start, then one per change of the sealed hours or the hour)
-        self.merged = 0          # (range, dim) totals merged into the cache
-        self.fresh = 0           # ... found in the cache already
+        self.merged = 0          # (range, dim, UTC day) totals merged into the cache
+        self.fresh = 0           # ... found in the cache already (another range's whole day, or unchanged)
         self.given_up = 0        # ... given up (users busy past WAIT_LIMIT_S, or stopping)
         self.errors = 0
         self.paused_s = 0.0      # time spent waiting for users' queries
@@ -84,15 +87,15 @@ class TopWarmer:
         except (OSError, AttributeError):
             log.info("top warmer runs at normal priority: the platform has no per-thread nice")
         self._db = connect_reader(self.sqlite_path)
-        seen = None
+        seen, due = None, 0.0
         try:
             while not self._stop.is_set():
                 self.polls += 1
                 try:
                     mark = self._mark()
-                    if mark != seen:
+                    if mark != seen or time.monotonic() >= due:
                         self.warm_round()
-                        seen = mark
+                        seen, due = mark, time.monotonic() + REFRESH_S
                 except Exception:
                     self.errors += 1
                     log.exception("top warmer round failed")
@@ -126,18 +129,17 @@ class TopWarmer:
         db.execute("BEGIN")
         try:
             hours = [p for p in H.plan(db, dim, since, until).pieces if p[2] >= H.HOUR_STEP]
-            if not hours:
-                return
-            merged = []
+            for run in H.day_runs(hours):  # the runs key_totals asks the cache for (a UTC day's hours each)
+                merged = []
 
-            def compute():
-                merged.append(True)
-                return H.key_totals(db, dim, hours, SCALED_NAMES, self._yield_to_users)
-            self.cache.totals(db, dim, hours, SCALED_NAMES, compute)
-            if merged:
-                self.merged += 1
-            else:
-                self.fresh += 1
+                def compute(run=run):
+                    merged.append(True)
+                    return H.key_totals(db, dim, run, SCALED_NAMES, self._yield_to_users)
+                self.cache.totals(db, dim, run, SCALED_NAMES, compute)
+                if merged:
+                    self.merged += 1
+                else:
+                    self.fresh += 1
         except _GiveUp:
             self.given_up += 1
         finally:

@@ -124,3 +124,37 @@ def test_sealed_pieces_cache_keeps_to_its_bound(db):
     H.key_totals(reader, "src", pl.pieces, names, cache=cache)
     assert cache.bytes == 0 and cache.misses == 2
     assert as_dict(got, names) == as_dict(H.key_totals(reader, "src", pl.pieces, names), names)
+
+
+DAY = 86_400_000
+MIDNIGHT = (T0 // DAY + 1) * DAY  # the UTC midnight after T0
+
+
+@pytest.fixture(scope="module")
+def days(tmp_path_factory):
+    """27 hourly partitions, 2 before a UTC midnight to 1 after the next: one whole day inside."""
+    path = str(tmp_path_factory.mktemp("keytotaldays") / "f.db")
+    w = WarmWriter(path, HOUR, 24, 64, seal_chunk_rows=700)
+    first = MIDNIGHT - 2 * HOUR
+    for h in range(27):
+        w.write_flows(with_seq(make_batch(150, t0=first + h * HOUR + 999, spacing_ms=23_000, seed=300 + h), 1 + h * 150))
+    assert w.seal_due(first + 27 * HOUR + 200_000) == 27
+    reader = connect_reader(path)
+    yield reader
+    reader.close()
+    w.close()
+
+
+def test_a_whole_utc_day_is_cached_once_for_every_window_holding_it(days):
+    names = ("sbytes", "spackets", "flows")
+    cache = H.SealedTotals(8 << 20)
+    windows = [(MIDNIGHT - 2 * HOUR, MIDNIGHT + 25 * HOUR), (MIDNIGHT - HOUR, MIDNIGHT + 24 * HOUR + 300_000),
+               (MIDNIGHT, MIDNIGHT + 24 * HOUR)]
+    for i, window in enumerate(windows):
+        pl = H.plan(days, "src", *window)
+        runs = H.day_runs([p for p in pl.pieces if p[2] == HOUR])
+        assert [len(r) for r in runs] == [[2, 24, 1], [1, 24], [24]][i]
+        hits = cache.hits
+        got = H.key_totals(days, "src", pl.pieces, names, cache=cache)
+        assert as_dict(got, names) == as_dict(H.key_totals(days, "src", pl.pieces, names), names)
+        assert cache.hits - hits == (0 if i == 0 else 1), "the whole day is merged once, then found"
