@@ -176,7 +176,8 @@ def _decode_column_rows(blobs: dict[str, bytes], name: str, rows: int, idx: np.n
 
 def _part_rows(head: tuple, payload, pos: int, rows: int, unsigned: np.dtype, shuffle: bool,
                idx: np.ndarray) -> tuple[np.ndarray, int]:
-    """_decode_part(...)[idx] without unpacking the other rows (but DELTA's running sum)."""
+    """_decode_part(...)[idx] without unpacking the other rows (but DELTA's running sum, unless its
+    differences are all equal)."""
     mode, width, vwidth, base, k = head
     base_u = unsigned.type(base & ((1 << (8 * unsigned.itemsize)) - 1))
     if mode == CONST:
@@ -187,8 +188,31 @@ def _part_rows(head: tuple, payload, pos: int, rows: int, unsigned: np.dtype, sh
         values, pos = _take(payload, pos, k, vwidth, shuffle)
         index = _take_rows(payload, pos, rows, width, shuffle, idx)
         return (values.astype(unsigned) + base_u)[index], pos + rows * width
+    step = _constant_delta(head, payload, pos, rows, shuffle)
+    if step is not None:  # e.g. seq in arrival order: one more each row
+        return (idx.astype(_U64) * np.uint64(step)).astype(unsigned) + base_u, pos + (rows - 1) * width
     out, pos = _decode_part(head, payload, pos, rows, unsigned, shuffle)
     return out[idx], pos
+
+
+def _constant_delta(head: tuple, payload, pos: int, rows: int, shuffle: bool) -> int | None:
+    """The one difference between consecutive rows of a DELTA part (modulo 2**64), or None when they
+    are not all equal: then a row is base + row x difference, with no running sum over the block."""
+    width = head[1]
+    if rows < 2:
+        return None
+    z = np.frombuffer(payload, np.uint8, (rows - 1) * width, pos)
+    if shuffle or width == 1:  # byte i of every value together: each byte plane must be constant
+        planes = z.reshape(width, rows - 1)
+        if not (planes.min(axis=1) == planes.max(axis=1)).all():
+            return None
+        zz = int.from_bytes(planes[:, 0].tobytes(), "little")
+    else:
+        values = z.view(f"<u{width}")
+        if values.min() != values.max():
+            return None
+        zz = int(values[0])
+    return ((zz >> 1) ^ -(zz & 1)) & _MASK64  # zigzag back to the difference, modulo 2**64
 
 
 def _take_rows(payload, pos: int, count: int, width: int, shuffle: bool, idx: np.ndarray) -> np.ndarray:
@@ -274,6 +298,9 @@ def _decode_part(head: tuple, payload: memoryview, pos: int, rows: int, unsigned
         offsets, pos = _take(payload, pos, rows, width, shuffle)
         return offsets.astype(unsigned) + base_u, pos
     if mode == DELTA:
+        step = _constant_delta(head, payload, pos, rows, shuffle)
+        if step is not None:
+            return (np.arange(rows, dtype=_U64) * np.uint64(step)).astype(unsigned) + base_u, pos + (rows - 1) * width
         z, pos = _take(payload, pos, rows - 1, width, shuffle)
         z = z.astype(_U64)
         d = ((z >> np.uint64(1)) ^ ((z & np.uint64(1)) * np.uint64(_MASK64))).astype(unsigned)

@@ -17,7 +17,7 @@ from flowlens_store.planner import ring_mask
 from flowmodel import addr
 from flowmodel.schema import ADDR
 
-SHAPES = ("const", "full", "small", "sorted", "extremes")
+SHAPES = ("const", "full", "small", "sorted", "extremes", "stepped")
 ADDR_SHAPES = ("const", "ipv4", "mixed", "random16")
 
 
@@ -25,6 +25,10 @@ def _int_column(rng: np.random.Generator, dt: np.dtype, n: int, shape: str) -> n
     info = np.iinfo(dt)
     if shape == "const":
         return np.full(n, rng.integers(info.min, info.max, endpoint=True, dtype=dt), dt)
+    if shape == "stepped":  # one difference between consecutive rows (seq in arrival order), wrapping
+        step = rng.choice(np.array([1, 2, 1000, (1 << 64) - 1, (1 << 64) - 1000, rng.integers(0, 1 << 63)], np.uint64))
+        start = int(rng.integers(0, 1 << 63))
+        return (np.uint64(start) + np.arange(n, dtype=np.uint64) * step).astype(f"u{dt.itemsize}").view(dt)
     if shape == "extremes":
         return rng.choice(np.array([info.min, info.max, 0, 1, info.max - 1], dtype=dt), n)
     if shape == "small":
