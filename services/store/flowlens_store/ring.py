@@ -23,7 +23,7 @@ import numpy as np
 
 from flowmodel.schema import FLOW_COLUMNS, FlowBatch
 
-from .blocks import BLOCK_ROWS, Options, decode_block, decode_rows, encode_columns
+from .blocks import BLOCK_ROWS, Options, blobs_needed, decode_block, decode_rows, encode_columns
 from .blockstats import block_may_match
 from .planner import ADDR_FILTERS
 from .ringcache import DecodedColumns
@@ -155,7 +155,14 @@ class _Columns(Mapping):
         if rest and self._plain is not None:
             out.update({name: self._plain[name][self._skip + local] for name in rest})
         elif rest:
-            out.update(decode_rows(self._block.blobs, rest, self._block.rows, local + self._skip))
+            at = local + self._skip
+            known = {}
+            for name in blobs_needed(rest) - set(rest):  # time_end, which time_start is stored against:
+                whole = self._decoded.get(self._block, name) if self._decoded is not None else None
+                if whole is not None:                     # decoded for the filter, not again for its rows
+                    known[name] = whole[at]
+            got = decode_rows(self._block.blobs, rest, self._block.rows, at, known)
+            out.update({name: got[name] for name in rest})
         return out
 
     def release(self) -> None:
