@@ -336,7 +336,7 @@ SETTINGS: dict[str, Setting] = {
     "collector.resend_timeout": Setting(ranged(_pos_duration, 0.1, 3600, " s"), 3.0, "when the store has confirmed nothing for this long, the collector sends what it holds again, from the oldest batch"),
 
     "storage.ring_buffer_duration": Setting(_pos_duration, 600.0, "how long flows stay in memory for recent queries (10m); the ring also holds at most storage.ring_capacity flows, so above ring_capacity / duration flows/s (1,000 with the defaults) it holds less: the store logs how many minutes it holds at the current rate"),
-    "storage.ring_capacity": Setting(ranged(_int, 1, 100_000_000), 600_000, "flows the in-memory ring holds (about 22 bytes each: all but the newest 32,768 in compressed blocks); the oldest are overwritten"),
+    "storage.ring_capacity": Setting(ranged(_int, 1, 100_000_000), 600_000, "flows the in-memory ring holds (about 26 bytes each: all but the newest 32,768 in lz4-compressed blocks); the oldest are overwritten"),
     "storage.ring_decoded_cache": Setting(ranged(parse_size, 0, 1 << 30, " bytes"), 4 << 20, "whole columns decoded from the ring's compressed blocks (time, addresses: what a filter reads), kept for the next query, the least recently used dropped first; about 1.3 MB per block for a host's flow page (0: none)"),
     "storage.sqlite_path": Setting(_str, "data/flowlens.db", "SQLite file of the warm tier (WAL mode); the seed's ./flowlens.db works as well: data/ keeps the file, its -wal and -shm companions and templates.json in one directory, the one compose mounts as a volume"),
     "storage.sqlite_retention": Setting(_pos_duration, 3 * 86400.0, "how long raw flows stay in SQLite"),

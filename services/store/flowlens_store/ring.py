@@ -7,8 +7,8 @@ complete in memory, which is the rule the query planner uses to choose the ring.
 
 The newest rows fill an open segment of plain numpy columns; once it holds ``segment_rows`` it is
 encoded as one block of the warm tier's column codec (blocks.encode_columns: narrow integers,
-deltas, byte shuffle, zstd level 1, one blob per column) and a fresh open segment starts. A full
-ring of 600,000 flows then takes about 20 MiB instead of 82 (143 bytes a flow as plain columns),
+deltas, byte shuffle, lz4, one blob per column) and a fresh open segment starts. A full
+ring of 600,000 flows then takes about 23 MiB instead of 82 (143 bytes a flow as plain columns),
 for about 5 ms of encoding per 32,768 flows on the receive thread. Eviction drops the oldest rows
 of the oldest block (a count of rows to skip) and the block once all of its rows are gone.
 ``select`` decodes block by block only the columns the query touches, and the rest only for the
@@ -31,9 +31,12 @@ from .ringcache import DecodedColumns
 SEQ_DTYPE = np.dtype("<i8")
 DTYPES: dict[str, np.dtype] = {**{name: dt for name, (dt, _d) in FLOW_COLUMNS.items()}, "seq": SEQ_DTYPE}
 NAMES = tuple(DTYPES)
-# the warm tier's codec without address dictionaries: 21 bytes a flow and 4.7 ms per 32,768 flows on
-# bench.flowgen's site, against 19 bytes and 12 ms with them (the ring encodes on the receive thread)
-RING_OPTIONS = Options(dict_addresses=False)
+# the warm tier's codec without address dictionaries (21 bytes a flow and 4.7 ms per 32,768 flows on
+# bench.flowgen's site, against 19 bytes and 12 ms with them: the ring encodes on the receive thread)
+# and with lz4 instead of zstd: a page's rows unpack every column of a block, 0.36 instead of 0.80 ms
+# per block, for 4.7 bytes a flow more (the history bench's flows: 24.7 instead of 20 with the host
+# bitmap; 4.6 instead of 17 ms of encoding per block at load 2)
+RING_OPTIONS = Options(dict_addresses=False, codec="lz4")
 MIN_SEGMENTS = 8  # a small ring still keeps this many segments, so eviction never reaches the open one
 HOST_BITS_PER_ROW = 16  # the host bitmap of a block: 64 KiB per 32,768 rows, 4-12 % false positives
 HOST_PROBE_MAX = 16     # a CIDR of at most this many addresses probes the host bitmap address by address
