@@ -6,14 +6,20 @@ The store is built by bench.history's own loader (generator -> IPFIX over UDP ->
 and nfcapd beside it, whose files are then deleted). Knobs: FLOWLENS_BENCH_HISTORY_FLOWS (flows,
 default 30M, as bench.history); FLOWLENS_BENCH_WEBHISTORY_DIR keeps the built store in that directory
 and reuses it on the next run when it holds as many flows (a 30 M build takes minutes);
-FLOWLENS_BENCH_WEBHISTORY_REQUESTS (warm requests per page, default 10).
+FLOWLENS_BENCH_WEBHISTORY_REQUESTS (requests per page after the first, default 10);
+FLOWLENS_BENCH_WEBHISTORY_WARM=0 turns the store's top warmer off (storage.query_warm_ranges empty),
+to time the uncached path.
 
 Each page is asked twice over: anchored (``from``/``to``, the window ending at the newest flow, as
 bench.history asks) and, for the dashboard and Explore, as the preset ``range=Nh`` a user clicks
 (ending now: on a reused store the newest hours hold no flows). Per page: the first request of that
-URL, then p50/p95 (nearest rank) of the warm ones, each followed by the page's store ops alone (the
-same arguments, built by the web's own modules, through flowmodel.client) so a slow page says
-whether the store or the web spends the time. Target (issue 15): every page under 300 ms p95. Measured,
+URL, then the repeats, each followed by the page's store ops alone (the same arguments, built by the
+web's own modules, through flowmodel.client) so a slow page says whether the store or the web spends
+the time; p50/p95 (nearest rank) are over every request, the first included. The store is started
+afresh for each run, so its caches start empty: the first request of a URL is the first the store
+sees of that window, except that the store's own warmer (topwarm.py) has merged the 24 h and 72 h
+dashboard ranges ending now before the pages are asked (the bench waits for its first round, as a
+user arriving a few seconds after a start would find it; the summary says how long it took). Target (issue 15): every page under 300 ms p95. Measured,
 never asserted.
 """
 from __future__ import annotations
@@ -37,6 +43,7 @@ from .harness import REPO, ServiceProcess, stack_config, write_config
 FLOWS = history.FLOWS
 KEEP_DIR = os.environ.get("FLOWLENS_BENCH_WEBHISTORY_DIR", "")
 REQUESTS = int(os.environ.get("FLOWLENS_BENCH_WEBHISTORY_REQUESTS", "10"))
+WARM = os.environ.get("FLOWLENS_BENCH_WEBHISTORY_WARM", "1") != "0"
 HOURS = (1, 24, 72)
 EXPLORE_BY = ("src", "dst_port", "exporter", "in_if")
 TARGET_P95_MS = 300.0
@@ -93,7 +100,8 @@ def build_store(directory: Path, n: int, log=print) -> Built:
 
 def start_store_and_web(directory: Path) -> tuple[dict, ServiceProcess, ServiceProcess]:
     """The store over the built SQLite file (no collector: nothing new arrives) and the web."""
-    cfg = stack_config(directory, storage=dict(history.STORE), query={"timeout": "30s"})
+    storage = dict(history.STORE, **({} if WARM else {"query_warm_ranges": []}))
+    cfg = stack_config(directory, storage=storage, query={"timeout": "30s"})
     path = write_config(directory / "flowlens-web.yaml", cfg)
     started: list[ServiceProcess] = []
     try:
@@ -264,6 +272,9 @@ class Timing:
             return ""
         web = max(0.0, self.p50_ms - self.ops_p50_ms)
         part = "store" if self.ops_p50_ms >= web else "web (rendering, names, HTTP)"
+        if self.first_ms >= self.p95_ms and self.p50_ms <= TARGET_P95_MS:
+            return (f"slow: the first request only ({self.first_ms:.0f} ms: nothing of this window in the store's"
+                    f" caches); the repeats' store ops p50 {self.ops_p50_ms:.0f} ms")
         return (f"slow: {part}; store ops p50 {self.ops_p50_ms:.0f} ms, the rest about {web:.0f} ms; slowest"
                 f" request: {self.slowest_op} (p50 {self.slowest_op_p50_ms:.0f} ms)")
 
@@ -281,7 +292,7 @@ def time_page(http, client, page: Page, requests: int) -> Timing:
     t = time.perf_counter()
     r = http.get(page.url)
     first = (time.perf_counter() - t) * 1000
-    took, ops, error = [], [], ""
+    took, ops, error = [first], [], ""  # the first counts in p50/p95: the target is over every request
     ask = OpClock(client)
     for _ in range(requests):
         t = time.perf_counter()
@@ -323,6 +334,7 @@ class Result:
     store_rss_peak: int
     web_rss_peak: int
     requests: int
+    warm: dict | None = None    # the store's top warmer's status (queries.top_warm) when the pages began
     measured_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
 
@@ -335,6 +347,7 @@ def measure(directory: Path, built: Built, requests: int = REQUESTS, log=print) 
     client = StoreClient(cfg["query"]["endpoint"], timeout_s=history.QUERY_TIMEOUT_S, retries=0)
     try:
         history.wait_sealed(client, log)
+        warm = wait_warmed(client, log)
         host = pick_host(client, built.end_ms)
         rss_idle = psutil.Process(store.proc.pid).memory_info().rss
         timings = []
@@ -352,13 +365,28 @@ def measure(directory: Path, built: Built, requests: int = REQUESTS, log=print) 
         client.close()
         web.stop()
         store.stop(timeout_s=120)
-    return Result(built, host, timings, rss_idle, store_peak.peak, web_peak.peak, requests)
+    return Result(built, host, timings, rss_idle, store_peak.peak, web_peak.peak, requests, warm)
+
+
+def wait_warmed(client, log=print, timeout_s: float = 300.0) -> dict | None:
+    """The warmer's status once its first round is done (None when it is off)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        warm = client.status()["queries"].get("top_warm")
+        if not warm or not warm["ranges_s"] or warm["rounds"] >= 1:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the store's top warmer did no round in {timeout_s:g} s: {warm}")
+        time.sleep(0.2)
+    if warm and warm["ranges_s"]:
+        log(f"    webhistory: the store's top warmer merged {warm['merged']} tops in {warm['last_round_ms']:.0f} ms")
+    return warm
 
 
 # ---------------------------------------------------------------------------- report
 
 def table(res: Result) -> str:
-    lines = ["| page | window | HTTP | first ms | p50 ms | p95 ms | store ops p50 ms | store ops p95 ms | store RSS peak MB"
+    lines = ["| page | window | HTTP | first ms | p50 ms (all) | p95 ms (all) | store ops p50 ms | store ops p95 ms | store RSS peak MB"
              " | KiB | note |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for t in res.timings:
         lines.append(f"| {t.page.name} | {t.page.window} | {t.status} | {t.first_ms:.0f} | {t.p50_ms:.0f} |"
@@ -375,10 +403,19 @@ def summary(res: Result) -> str:
     made = "reused from FLOWLENS_BENCH_WEBHISTORY_DIR" if b.reused else f"loaded by bench.history in {b.load_s:.0f} s"
     return (f"{b.flows:,} flows over 72 h (newest flow {time.strftime('%Y-%m-%d %H:%M', time.gmtime(b.end_ms / 1000))}"
             f" UTC, {age_h:.1f} h before the pages were asked; store {made}). One host = {res.host}. "
-            f"{res.requests} warm requests per page after the first (p95 nearest rank), each followed by the"
-            f" page's store ops alone. Store RSS {res.store_rss_idle / 1e6:.0f} MB before, peak"
+            f"{res.requests} requests per page after the first, each followed by the page's store ops alone;"
+            f" p50/p95 (nearest rank) over all {res.requests + 1}, the first included. {warm_words(res.warm)} Store RSS {res.store_rss_idle / 1e6:.0f} MB before, peak"
             f" {res.store_rss_peak / 1e6:.0f} MB while answering; web RSS peak {res.web_rss_peak / 1e6:.0f} MB. "
             f"{len(slow)} of {len(res.timings)} pages miss the {TARGET_P95_MS:.0f} ms p95 target (or fail).")
+
+
+def warm_words(warm: dict | None) -> str:
+    if not warm or not warm["ranges_s"]:
+        return "The store's top warmer was off (FLOWLENS_BENCH_WEBHISTORY_WARM=0): every first view is uncached."
+    spans = ", ".join(f"{s // 3600} h" for s in warm["ranges_s"])
+    return (f"The store started with empty caches; its top warmer had merged the dashboard's tops over the last"
+            f" {spans} ({warm['merged']} merges, {warm['last_round_ms']:.0f} ms) before the first page; no other"
+            f" window was warmed (the anchored ones are not the warmer's).")
 
 
 def run(report) -> None:
@@ -400,7 +437,7 @@ def run(report) -> None:
     report("webhistory", "web RSS peak while answering", round(res.web_rss_peak / 1e6), "MB", "psutil, every 20 ms")
     text = (f"# Web pages over the history store\n\n{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {platform.node()},"
             f" {psutil.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, `python -m bench webhistory`"
-            f" (FLOWLENS_BENCH_HISTORY_FLOWS={n}).\n\n{summary(res)}\n\n{table(res)}\n")
+            f" (FLOWLENS_BENCH_HISTORY_FLOWS={n}, FLOWLENS_BENCH_WEBHISTORY_WARM={int(WARM)}).\n\n{summary(res)}\n\n{table(res)}\n")
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     ARTIFACT.write_text(text)
     print(text, flush=True)
