@@ -70,8 +70,21 @@ def gateways(w, u8, rows, at, length, cols, have_hop, flow_dg, notes) -> None:
     cols["dst_as"][rows] = dst_as[ok]
 
 
+def _no_counters() -> dict[str, np.ndarray]:
+    out = {"datagram": np.zeros(0, np.int64), "sequence": np.zeros(0, np.uint32), "source_id": np.zeros(0, np.uint32)}
+    out.update((name, np.zeros(0, np.uint32 if size == 1 else np.uint64)) for name, _word, size in IF_COUNTER_FIELDS)
+    for column in out.values():
+        column.flags.writeable = False
+    return out
+
+
+_NO_COUNTERS = _no_counters()  # shared by every group without counter samples: empty and read-only
+
+
 def counters(w, s_fmt, s_at, s_dg, r_smp, r_fmt, r_at) -> dict[str, np.ndarray]:
     """Generic interface counter records of counter samples, one row each."""
+    if not ((s_fmt == COUNTER_SAMPLE) | (s_fmt == EXPANDED_COUNTER_SAMPLE)).any():
+        return dict(_NO_COUNTERS)  # agents send counters every 20-30 s per interface: most groups have none
     sfmt = s_fmt[r_smp]
     rec = np.flatnonzero((r_fmt == IF_COUNTERS) & ((sfmt == COUNTER_SAMPLE) | (sfmt == EXPANDED_COUNTER_SAMPLE)))
     smp = r_smp[rec]
