@@ -13,9 +13,7 @@ import io
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 from flowmodel.output import render, reply_rows
-from flowmodel.schema import FLOW_COLUMNS
 
-FLOW_CSV_COLUMNS = tuple(FLOW_COLUMNS)
 TOP_CSV_COLUMNS = ("key", "bytes", "packets", "flows")
 PAGE_ROWS = 2000  # rows asked of the store per page while streaming (about 1 MB of CSV)
 CSV_MEDIA = "text/csv; charset=utf-8"
@@ -27,6 +25,14 @@ FetchPage = Callable[[str | None, int], Awaitable[tuple[list[Mapping[str, Any]],
 class FetchFailed(Exception):
     """A later page of a streamed list could not be read (the store went away, or was busy): the
     response has begun, so the file ends with a line saying so instead of a status code."""
+
+
+def flow_csv_columns() -> tuple[str, ...]:
+    """Every schema column, in wire order. flowmodel.schema stands on numpy (~13 MiB of RSS), which
+    the web loads only once it decodes a flows reply (flowmodel.client), so not at import."""
+    from flowmodel.schema import COLUMN_NAMES
+
+    return COLUMN_NAMES
 
 
 def stopped_line(rows: int, reason: str) -> str:
@@ -79,14 +85,14 @@ async def flow_chunks(fetch: FetchPage, max_rows: int, first: tuple[list, str | 
     at most ``max_rows`` rows, and the cut line when more rows matched. ``first``: the first page,
     already fetched (the app asks for it before answering, so a refused filter is a 400, not a
     broken download)."""
-    yield lines((), FLOW_CSV_COLUMNS, header=True)
+    yield lines((), flow_csv_columns(), header=True)
     sent = 0
     page = first if first is not None else await fetch(None, min(page_rows, max_rows))
     while True:
         rows, cursor = page
         rows = list(rows)[:max_rows - sent]
         if rows:
-            yield lines(rows, FLOW_CSV_COLUMNS)
+            yield lines(rows, flow_csv_columns())
             sent += len(rows)
         if not cursor or not rows:
             return

@@ -140,7 +140,7 @@ def add_flow_routes(app, cfg, store: StoreGate, lanes: StoreLanes, page: Callabl
         try:
             if scope == "page":
                 rows, _ = await lanes.run(request, HEAVY, lambda: fetch_sync(cursor, page_size, direction))
-                body = csvexport.lines(rows, csvexport.FLOW_CSV_COLUMNS, header=True)
+                body = csvexport.lines(rows, csvexport.flow_csv_columns(), header=True)
                 return csv_response(body, csvexport.filename("flows-page", tr.query()))
             first = await lanes.run(request, HEAVY, lambda: fetch_sync(None, min(csvexport.PAGE_ROWS, csv_max_rows)))
         except StoreError as e:
