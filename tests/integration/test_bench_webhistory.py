@@ -65,3 +65,10 @@ def test_a_kept_store_is_reused_not_built_again(store_dir, built, result):
     again = webhistory.build_store(store_dir, FLOWS, log=lambda *_: None)
     assert again.reused and not built.reused
     assert (again.start_ms, again.end_ms) == (built.start_ms, built.end_ms)
+
+
+def test_the_first_request_counts_and_the_warmer_ran_first(result):
+    assert all(t.p95_ms >= t.first_ms and t.p50_ms <= t.p95_ms for t in result.timings), "p95 over every request"
+    warm = result.warm
+    assert warm is not None and warm["rounds"] >= 1 and warm["merged"] >= 1 and warm["errors"] == 0
+    assert "top warmer had merged" in webhistory.summary(result)
