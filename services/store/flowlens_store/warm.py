@@ -164,6 +164,7 @@ class WarmWriter:
         before = {name: (list(self.partitions[name]) if name in self.partitions else None, name in self.row_tables)
                   for name in names}
         nums, next_seq = self._nums, self.next_seq
+        committed = []  # (partition, its rows, min and max time once this transaction commits)
         self.db.execute("BEGIN")
         try:
             for start in starts.tolist():
@@ -179,15 +180,16 @@ class WarmWriter:
                     self.db.execute(f"INSERT INTO {name} {select}", params)
                     p[6] += len(rows["seq"])
                 st = sub["time_end"]
-                p[2] += len(st)
                 mn, mx = int(st.min()), int(st.max())
-                p[3] = mn if p[3] is None else min(p[3], mn)
-                p[4] = mx if p[4] is None else max(p[4], mx)
+                # rows and time bounds change in memory once committed: status never counts a
+                # transaction that a full disk then rolls back
+                counted = (p[2] + len(st), mn if p[3] is None else min(p[3], mn), mx if p[4] is None else max(p[4], mx))
+                committed.append((p, counted))
                 if p[5]:  # late rows for a sealed partition: its rollups no longer cover it until it is sealed again
                     p[5] = 0
                     self.db.execute("DELETE FROM hists WHERE start_ms = ? AND end_ms = ?", (p[0], p[1]))
                 self.db.execute("UPDATE partitions SET rows = ?, min_time = ?, max_time = ?, hot_rows = ?, sealed = ? "
-                                "WHERE name = ?", (p[2], p[3], p[4], p[6], p[5], name))
+                                "WHERE name = ?", (*counted, p[6], p[5], name))
                 if len(rows["seq"]):  # spans of at most span_rows, however large the transaction
                     sq, st = rows["seq"], rows["time_end"]
                     for j in range(0, len(sq), self.span_rows):
@@ -197,6 +199,8 @@ class WarmWriter:
             self.next_seq = max(self.next_seq, int(cols["seq"].max()) + 1)
             self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)", (self.next_seq,))
             self.db.execute("COMMIT")
+            for p, counted in committed:
+                p[2], p[3], p[4] = counted
         except BaseException:
             for name, (p, had_table) in before.items():
                 if p is None:
