@@ -8,7 +8,8 @@ CONFIG ?= configs/flowlens.yaml
 DEB_PACKAGES := softflowd nfdump tcpdump nmap chromium snmpd snmp
 # lz4: the block codec's measured alternative (bench/blocks.py, its tests); the store writes zstd
 # aiosmtpd: the SMTP server the notifier tests deliver email to (tests/integration/test_notifier.py)
-PIP_TEST := "pytest>=8" "hypothesis>=6.100" "lxml>=5" "httpx>=0.27" "playwright>=1.45" "netflow==0.12.2" "lz4>=4" "aiosmtpd>=1.4"
+# pytest-xdist: make test runs two test files at a time (most tests wait on services, not the CPU)
+PIP_TEST := "pytest>=8" "hypothesis>=6.100" "lxml>=5" "httpx>=0.27" "playwright>=1.45" "netflow==0.12.2" "lz4>=4" "aiosmtpd>=1.4" "pytest-xdist>=3.5"
 
 .PHONY: install run test fuzz bench clean debs compose-test
 
@@ -33,7 +34,7 @@ run: install
 	$(BIN)/flowlens up --config $(CONFIG)
 
 test: install debs
-	$(BIN)/python -m pytest -q --durations=25 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 tests
 
 # deploy/docker-compose.yml run for real (tests/compose/test_compose.py): podman with runc and netavark
 # (crun fails on hybrid cgroups; CNI turns DNS off on internal networks), mmdebstrap for a base image
