@@ -4,6 +4,7 @@ dashboard p95 < 100 ms, filtered flow-explorer page p95 < 150 ms; (issue 14) the
 under 100 ms while four other browsers run 24 h history pages. Measured, never asserted."""
 from __future__ import annotations
 
+import collections
 import os
 import statistics
 import tempfile
@@ -14,6 +15,7 @@ import numpy as np
 import zmq
 
 from bench.harness import ServiceProcess, stack_config, write_config
+from bench.webclients import Browsers, CpuWatch, breakdown, percentile, timed_get
 from flowmodel import addr, bus
 from flowmodel.client import StoreClient
 from flowmodel.schema import FlowBatch
@@ -22,6 +24,11 @@ TOTAL_FLOWS = int(os.environ.get("BENCH_WEB_FLOWS", 1_000_000))
 BATCH = 4096
 SPAN_MS = 50 * 60 * 1000  # flows spread over the last 50 minutes: the ring and SQLite both answer
 REQUESTS = int(os.environ.get("BENCH_WEB_REQUESTS", 40))
+# which parts run (a comma list): ops (store ops direct), pages (each page alone), four (four
+# dashboards at once), history (the dashboard under four history clients), crowd (many browsers)
+PARTS = set(os.environ.get("BENCH_WEB_PARTS", "ops,pages,four,history,crowd").split(","))
+CROWD_BROWSERS = int(os.environ.get("BENCH_WEB_CROWD_BROWSERS", 50))
+CROWD_SECONDS = int(os.environ.get("BENCH_WEB_CROWD_SECONDS", 20))
 
 
 def make_batch(rng: np.random.Generator, now_ms: int, n: int, lo_ms: int = 1_000, hi_ms: int = SPAN_MS) -> FlowBatch:
@@ -108,38 +115,95 @@ HISTORY_PAGES = ("/flows?dst=10.8.1.1&range=24h", "/flows?src=10.0.0.0%2F24&prot
                  "/flows?port=123&range=24h", "/flows?exporter=192.0.2.3&addr=10.8.0.0%2F16&range=24h")
 
 
-def dashboard_under_history(base: str, http) -> tuple[float, float, dict]:
-    """The dashboard's p50/p95 while four other browsers (each its own address, 127.0.0.2-5, so none
-    is held to another's web.heavy_queries_per_client) ask 24 h flow-explorer pages back to back."""
-    import collections
-    import threading
+def four_dashboards(base: str, report) -> None:
+    """Four engineers' browsers at once: the store answers with its query workers in parallel."""
+    import concurrent.futures
 
     import httpx
 
-    stop = threading.Event()
-    codes: collections.Counter = collections.Counter()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        clients = [httpx.Client(base_url=base, timeout=60) for _ in range(4)]
+        try:
+            runs = list(pool.map(lambda c: measure(c, "/", REQUESTS), clients))
+        finally:
+            for c in clients:
+                c.close()
+    report("web", "dashboard / p95, 4 clients at once", round(max(r[1] for r in runs), 1), "ms",
+           f"worst of 4 clients x {REQUESTS} requests; p50 {round(max(r[0] for r in runs), 1)} ms")
 
-    def history(i: int) -> None:
-        transport = httpx.HTTPTransport(local_address=f"127.0.0.{2 + i}")
-        with httpx.Client(base_url=base, timeout=60, transport=transport) as c:
-            n = 0
-            while not stop.is_set():
-                codes[c.get(HISTORY_PAGES[(i + n) % len(HISTORY_PAGES)]).status_code] += 1
-                n += 1
 
-    threads = [threading.Thread(target=history, args=(i,), daemon=True) for i in range(4)]
-    for t in threads:
-        t.start()
+def dashboard_under_history(base: str, http, report, store_pid: int, web_pid: int, client: StoreClient) -> None:
+    """The dashboard's p50/p95 while four other browsers (each its own address, 127.0.0.2-5, so none
+    is held to another's web.heavy_queries_per_client, each its own process) ask 24 h flow-explorer
+    pages back to back; then the store's overview op alone under the same load. Reports where the
+    dashboard's time went (its Server-Timing), the processes' CPU and the history pages answered
+    while it was timed."""
+    history = Browsers(base, [f"127.0.0.{2 + i}" for i in range(4)], HISTORY_PAGES)
     try:
-        deadline = time.monotonic() + 30
-        while sum(codes.values()) < 4 and time.monotonic() < deadline:  # every history client under way
-            time.sleep(0.05)
-        p50, p95, _ = measure(http, "/", REQUESTS)
+        history.wait_started()
+        time.sleep(1.0)  # every history client past its first page
+        http.get("/")  # warm
+        watch = CpuWatch({"store": [store_pid], "web": [web_pid], "history clients": history.pids})
+        t0 = time.monotonic()
+        samples = [timed_get(http, "/") for _ in range(REQUESTS)]
+        t1 = time.monotonic()
+        cpu = watch.result()
+        now = int(time.time() * 1000)
+        ops = []
+        for _ in range(REQUESTS):
+            t = time.perf_counter()
+            client.overview(step=10, limit=10, since=now - 600_000, until=now)
+            ops.append((time.perf_counter() - t) * 1000)
     finally:
-        stop.set()
-        for t in threads:
-            t.join(90)
-    return p50, p95, dict(sorted(codes.items()))
+        answers = history.stop()
+    times = [ms for ms, _, _ in samples]
+    during = [a for a in answers if t0 <= a[0] <= t1]
+    codes = collections.Counter(a[2] for a in during)
+    rows = sum(a[4] for a in during)
+    report("web", "dashboard / p95, 4 clients running 24 h history", round(percentile(times, 0.95), 1), "ms",
+           f"issue 14 target < 100 ms; p50 {statistics.median(times):.1f} ms, {REQUESTS} requests, statuses "
+           f"{dict(collections.Counter(st for _, st, _ in samples))}")
+    report("web", "history pages answered while the dashboard was timed", len(during), "pages",
+           f"in {t1 - t0:.1f} s by status {dict(sorted(codes.items(), key=str))}, {rows} flow rows shown, "
+           f"p50 {statistics.median([a[3] for a in during] or [float('nan')]):.0f} ms each")
+    parts = breakdown(samples)
+    report("web", "dashboard under history: Server-Timing p50 / p95", " ".join(
+        f"{k} {v[0]:.1f}/{v[1]:.1f}" for k, v in parts.items()), "ms",
+           "lane: wait for a store connection; store: the store's answers; resume: event loop after the "
+           "query thread; render: template; app: whole request; outside: the client's time less app")
+    report("web", "CPU while the dashboard was timed", " ".join(f"{k} {v}" for k, v in cpu.items()), "",
+           "cores used per process (machine: busy % of all cores)")
+    report("web", "store overview op p50 / p95 under the same history load",
+           f"{statistics.median(ops):.1f} / {percentile(ops, 0.95):.1f}", "ms", "StoreClient direct, after the dashboard")
+
+
+CROWD_PAGES = ("/", "/flows", "/?range=24h", "/flows?dst=10.8.1.1&range=24h", "/advisories",
+               "/flows?src=10.0.0.0%2F24&protocol=tcp&port=443&range=1h", "/about", "/flows?port=123&range=24h")
+
+
+def crowd(base: str, report, store_pid: int, web_pid: int) -> None:
+    """CROWD_BROWSERS browsers (each its own address, 10 to a process) asking CROWD_PAGES back to back
+    for CROWD_SECONDS: issue 14's "50 concurrent browsers for 20 s, no errors but deliberate 429s"."""
+    browsers = Browsers(base, [f"127.0.1.{1 + i}" for i in range(CROWD_BROWSERS)], CROWD_PAGES, per_process=10)
+    try:
+        browsers.wait_started()
+        watch = CpuWatch({"store": [store_pid], "web": [web_pid], "browsers": browsers.pids})
+        time.sleep(CROWD_SECONDS)
+        cpu = watch.result()
+    finally:
+        answers = browsers.stop()
+    codes = collections.Counter(a[2] for a in answers)
+    times = [a[3] for a in answers]
+    errors = sum(n for c, n in codes.items() if c not in (200, 429))
+    report("web", f"{CROWD_BROWSERS} browsers for {CROWD_SECONDS} s: answers by status",
+           str(dict(sorted(codes.items(), key=str))), "", f"errors other than 429: {errors}")
+    report("web", f"{CROWD_BROWSERS} browsers: p50 / p95 / max", f"{statistics.median(times):.0f} / "
+           f"{percentile(times, 0.95):.0f} / {max(times):.0f}", "ms", f"{len(answers) / CROWD_SECONDS:.1f} pages/s")
+    dash = [a[3] for a in answers if a[1] == "/"]
+    report("web", f"{CROWD_BROWSERS} browsers: dashboard / p50 / p95", f"{statistics.median(dash):.0f} / "
+           f"{percentile(dash, 0.95):.0f}", "ms", f"{len(dash)} dashboards")
+    report("web", f"CPU under {CROWD_BROWSERS} browsers", " ".join(f"{k} {v}" for k, v in cpu.items()), "",
+           "cores used per process (machine: busy % of all cores)")
 
 
 def run(report) -> None:
@@ -164,7 +228,7 @@ def run(report) -> None:
             # the dashboard's store queries one by one, so a slow page points at its slow op
             now = int(time.time() * 1000)
             since = now - 600_000
-            for name, call in (("overview (what the dashboard asks: the four below in one read)",
+            for name, call in () if "ops" not in PARTS else (("overview (what the dashboard asks: the four below in one read)",
                                 lambda: client.overview(step=10, limit=10, since=since, until=now)),
                                ("series 10 s steps, spread + scaled",
                                 lambda: client.series(step=10, since=since, until=now, spread=True, scaled=True)),
@@ -205,25 +269,16 @@ def run(report) -> None:
                 nxt = first.split('class="next" rel="next" href="', 1)
                 if len(nxt) == 2:
                     pages.append(("flows, udp, second page (keyset cursor)", nxt[1].split('"', 1)[0].replace("&amp;", "&"), ""))
-                for name, url, note in pages:
+                for name, url, note in pages if "pages" in PARTS else ():
                     p50, p95, status = measure(http, url, REQUESTS)
                     report("web", f"{name} p50", round(p50, 1), "ms", f"HTTP {status}, {REQUESTS} requests")
                     report("web", f"{name} p95", round(p95, 1), "ms", note)
-                # four engineers' browsers at once: the store answers with its query workers in parallel
-                import concurrent.futures
-                with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                    clients = [httpx.Client(base_url=base, timeout=60) for _ in range(4)]
-                    try:
-                        runs = list(pool.map(lambda c: measure(c, "/", REQUESTS), clients))
-                    finally:
-                        for c in clients:
-                            c.close()
-                report("web", "dashboard / p95, 4 clients at once", round(max(r[1] for r in runs), 1), "ms",
-                       f"worst of 4 clients x {REQUESTS} requests; p50 {round(max(r[0] for r in runs), 1)} ms")
-                p50, p95, codes = dashboard_under_history(base, http)
-                report("web", "dashboard / p95, 4 clients running 24 h history", round(p95, 1), "ms",
-                       f"issue 14 target < 100 ms; p50 {round(p50, 1)} ms, {REQUESTS} requests; history "
-                       f"answers by status: {codes}")
+                if "four" in PARTS:
+                    four_dashboards(base, report)
+                if "history" in PARTS:
+                    dashboard_under_history(base, http, report, store.proc.pid, web.proc.pid, client)
+            if "crowd" in PARTS:
+                crowd(base, report, store.proc.pid, web.proc.pid)
             q = client.status()["queries"]
             report("web", "store queries answered from ring / SQLite", f"{q.get('ring', 0)} / {q.get('sqlite', 0)}", "",
                    f"ring holds {cfg['storage'].get('ring_capacity', 'the default')} flows")
