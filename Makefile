@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/flowlens.yaml
 # snmpd: the real SNMP agent the poller's tests walk; snmp (snmpwalk): what they check its answers against
 DEB_PACKAGES := softflowd nfdump tcpdump nmap chromium snmpd snmp
-# lz4: the block codec's measured alternative (bench/blocks.py, its tests); the store writes zstd
+# lz4: also a store dependency (its ring blocks); here for bench/blocks.py and its tests
 # aiosmtpd: the SMTP server the notifier tests deliver email to (tests/integration/test_notifier.py)
 # pytest-xdist: make test runs two test files at a time (most tests wait on services, not the CPU)
 PIP_TEST := "pytest>=8" "hypothesis>=6.100" "lxml>=5" "httpx>=0.27" "playwright>=1.45" "netflow==0.12.2" "lz4>=4" "aiosmtpd>=1.4" "pytest-xdist>=3.5"
