@@ -34,3 +34,13 @@ def test_web_serves_pages_without_numpy(tmp_path):
     modules = _idle_modules(tmp_path, "web", cfg, pages)
     assert "flowlens_web.app" in modules and "flowlens_web.csvexport" in modules  # the census saw the app
     assert "numpy" not in modules, sorted(m for m in modules if m.startswith("numpy"))[:5]
+
+
+def test_analyzer_runs_without_the_command_line_modules(tmp_path):
+    """`flowlens_analyzer analyze` needs flowmodel.cli (its exit codes) and the offline runner; the
+    service does not."""
+    # no store: its start-up reads (baseline, open advisories) give up after the read limit + 5 s
+    cfg = stack_config(tmp_path, query={"timeout": "300ms", "retries": 0}, storage={"query_time_limit": "0.1s"})
+    modules = _idle_modules(tmp_path, "analyzer", cfg)
+    assert "flowlens_analyzer.engine" in modules  # the census saw the service
+    assert not {"flowmodel.cli", "flowmodel.supervisor", "flowlens_analyzer.offline"} & modules

@@ -7,7 +7,6 @@ import argparse
 import logging
 import sys
 
-from flowmodel.cli import EXIT_UNREACHABLE
 from flowmodel.client import StoreClient, StoreError, StoreUnavailable
 from flowmodel.config import ConfigError, config_from_env_or_path
 from flowmodel.lifecycle import service_main
@@ -109,6 +108,8 @@ def analyze_main(argv: list[str]) -> int:
         print("flowlens analyze: --since must be before --until", file=sys.stderr)
         return 2
     setup_logging("analyzer", "warning", cfg["log.format"])
+    from flowmodel.cli import EXIT_UNREACHABLE  # the command line's exit codes (and its imports): here only
+
     from .offline import analyze_range, format_json, format_table, latest_per_key
 
     client = StoreClient.from_config(cfg)
