@@ -44,3 +44,11 @@ def test_analyzer_runs_without_the_command_line_modules(tmp_path):
     modules = _idle_modules(tmp_path, "analyzer", cfg)
     assert "flowlens_analyzer.engine" in modules  # the census saw the service
     assert not {"flowmodel.cli", "flowmodel.supervisor", "flowlens_analyzer.offline"} & modules
+
+
+def test_collector_without_enrichment_reads_no_database_code(tmp_path):
+    """The MaxMind reader and the range tables are for enrichment.geoip_asn / geoip_country only."""
+    cfg = stack_config(tmp_path, collector={"template_path": ""})
+    modules = _idle_modules(tmp_path, "collector", cfg)
+    assert "flowlens_collector.enrich" in modules  # the census saw the service
+    assert not {"maxminddb", "flowlens_collector.geotable", "flowlens_collector.mmdbtree"} & modules

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,7 +20,8 @@ from flowmodel.logs import fields
 from flowmodel.geo import COUNTRY_DTYPE, address_labels, pack_country
 from flowmodel.schema import FLOW_COLUMNS, FlowBatch
 
-from . import geotable
+if TYPE_CHECKING:
+    from . import geotable
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,10 @@ class Enricher:
                                        COUNTRY_DTYPE, "countries")
 
     def _table(self, key: str, path: str, value_of, dtype, what: str) -> geotable.RangeTable:
-        import maxminddb  # only a collector with a database configured needs it
+        import maxminddb  # only a collector with a database configured needs these
         from maxminddb.errors import InvalidDatabaseError
+
+        from . import geotable
 
         if not os.path.isfile(path):
             raise ConfigError(f"{key}: {path!r} is not a file (a MaxMind-format .mmdb database)")
