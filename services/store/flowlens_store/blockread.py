@@ -3,8 +3,9 @@ column, one block at a time, so memory stays bounded by a block whatever the win
 
 A block is skipped on its time range (``blocks`` table), then on its statistics when the filter names
 an address, port, protocol or exporter (``block_stats``, blockstats.block_may_match: a Bloom filter
-for hosts). Only the columns a query needs are read and decoded (blocks.blobs_needed). Readers
-count what they read and skip (``BlockCounters``) so tests and status can show the pruning.
+for hosts). Only the columns a query needs are read and decoded (blocks.blobs_needed); a host filter
+is tested on the encoded address columns (blockmatch.py), which are decoded only when asked for.
+Readers count what they read and skip (``BlockCounters``) so tests and status can show the pruning.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 from flowmodel.schema import FLOW_COLUMNS
 
 from . import planner as P
+from .blockmatch import host_rows
 from .blocks import blobs_needed, block_may_match, decode_block, decode_rows
 
 STATS_FILTERS = ("src", "dst", "addr", "exporter", "port", "src_port", "dst_port", "protocol")
@@ -91,29 +93,57 @@ def read_block(db, block: Block, names, counters: BlockCounters, have: dict | No
     return {**decode_block(blobs, names, block.rows), **have}
 
 
-def read_rows(db, block: Block, names, idx: np.ndarray, have: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The named columns of a block at rows ``idx``; ``have``: whole columns already decoded from it.
-    The other blobs are decompressed but only those rows unpacked (blocks.decode_rows): a page of 50
-    flows from a 32,768-row block no longer unpacks every row of 25 columns."""
+def probe(db, block: Block, f: dict, names, counters: BlockCounters) -> tuple[np.ndarray, dict, dict]:
+    """(the rows of ``block`` that match ``f``, as a mask; the columns ``names`` decoded whole; the
+    blobs read). An address filter of one host is tested on the encoded address columns
+    (blockmatch.host_rows): they are read but decoded only when ``names`` asks for them."""
+    hosts = {key: bytes(f[key][0]) for key in P.ADDR_FILTERS if key in f and bytes(f[key][0]) == bytes(f[key][1])}
+    rest = {k: v for k, v in f.items() if k not in hosts}
+    decode = filter_columns(rest) | set(names)
+    encoded = {c for key in hosts for c in P.ADDR_FILTERS[key]}
+    blobs = _fetch(db, block, blobs_needed(decode | encoded))
+    counters.read += 1
+    cols = decode_block(blobs, decode, block.rows)
+    m = P.ring_mask(cols, rest)
+    for key, host in hosts.items():
+        hit = None
+        for c in P.ADDR_FILTERS[key]:
+            got = host_rows(blobs, c, block.rows, host)
+            if got is None:  # an encoding blockmatch does not read: decode and compare
+                got = P.addr_in_range(cols[c] if c in cols else decode_block(blobs, (c,), block.rows)[c], host, host)
+            hit = got if hit is None else hit | got
+        m &= hit
+    return m, cols, blobs
+
+
+def _fetch(db, block: Block, names) -> dict[str, bytes]:
+    want = sorted(names)
+    if not want:
+        return {}
+    marks = ",".join("?" * len(want))
+    return dict(db.execute(f"SELECT name, data FROM block_columns WHERE block = ? AND name IN ({marks})",
+                           [block.id, *want]).fetchall())
+
+
+def read_rows(db, block: Block, names, idx: np.ndarray, have: dict[str, np.ndarray],
+              blobs: dict[str, bytes] | None = None) -> dict[str, np.ndarray]:
+    """The named columns of a block at rows ``idx``; ``have``: whole columns already decoded from it,
+    ``blobs``: blobs already read from it. The other blobs are decompressed but only those rows
+    unpacked (blocks.decode_rows): a page of 50 flows from a 32,768-row block no longer unpacks every
+    row of 25 columns."""
     known = {k: v[idx] for k, v in have.items()}
     rest = set(names) - set(known)
-    want = sorted(blobs_needed(rest) - set(known))
-    blobs = {}
-    if want:
-        marks = ",".join("?" * len(want))
-        blobs = dict(db.execute(f"SELECT name, data FROM block_columns WHERE block = ? AND name IN ({marks})",
-                                [block.id, *want]).fetchall())
+    blobs = dict(blobs or {})
+    blobs.update(_fetch(db, block, blobs_needed(rest) - set(known) - set(blobs)))
     out = decode_rows(blobs, rest, block.rows, idx, known)
     return {k: out[k] if k in out else known[k] for k in names}
 
 
 def scan(db, f: dict, names, counters: BlockCounters, check: Callable[[], None]) -> Iterator[dict[str, np.ndarray]]:
     """The rows of ``f`` in sealed blocks, block by block, as the named columns (only matching rows)."""
-    need = set(names) | filter_columns(f)
     for block in blocks_for(db, f, counters):
         check()
-        cols = read_block(db, block, need, counters)
-        m = P.ring_mask(cols, f)
+        m, cols, _blobs = probe(db, block, f, names, counters)
         if m.all():
             yield {k: cols[k] for k in names}
         elif m.any():
@@ -135,16 +165,15 @@ def page(db, f: dict, cursor, older: bool, want: int, counters: BlockCounters,
                 break
         check()
         # seq is needed whole only to compare with a cursor; else read_rows unpacks it at the hits
-        probe = read_block(db, block, filter_columns(f) | ({"seq"} if cursor is not None else set()), counters)
-        m = P.ring_mask(probe, f)
+        m, have, blobs = probe(db, block, f, {"seq"} if cursor is not None else (), counters)
         if cursor is not None:
             t, s = cursor
-            te, sq = probe["time_end"], probe["seq"]
+            te, sq = have["time_end"], have["seq"]
             m &= ((te < t) | ((te == t) & (sq < s))) if older else ((te > t) | ((te == t) & (sq > s)))
         idx = np.flatnonzero(m)
         if not len(idx):
             continue
-        got = read_rows(db, block, ALL_COLUMNS, idx, probe)
+        got = read_rows(db, block, ALL_COLUMNS, idx, have, blobs)
         best = got if best is None else {k: np.concatenate([best[k], got[k]]) for k in best}
         order = np.lexsort((best["seq"], best["time_end"]))
         if older:
