@@ -50,3 +50,22 @@ def fix_mmap_threshold(size: int) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, int(size)))
+
+
+M_ARENA_MAX = -8  # glibc malloc.h
+
+
+def limit_arenas(count: int) -> bool:
+    """At most ``count`` malloc arenas for the whole process (MALLOC_ARENA_MAX), set before threads start.
+
+    glibc gives a thread that meets a locked arena one of its own, up to 8 per core, and each arena
+    keeps the chunks freed in it for its own reuse: a burst on one thread (the store's receive
+    thread cutting batches, its writer building blobs and rollups) stays in RSS beside the others'
+    burst. glibc only; False elsewhere."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, int(count)))
