@@ -214,6 +214,38 @@ def test_encode_decode_round_trip(seed, n, width, shape):
         assert d[name].dtype == np.uint64 and np.array_equal(d[name], arrays[name][order]), name
 
 
+@SETTINGS
+@given(seeds, st.integers(0, 300), st.integers(1, 3), st.lists(st.sampled_from(["const", "small", "wide"]),
+                                                            min_size=10, max_size=10),
+       st.sampled_from(["none", "some", "all"]), st.sampled_from([VALUES, ("sbytes",), ("flows", "spackets")]))
+def test_each_part_constant_or_not_decodes_the_same(seed, n, width, shapes, other, values):
+    """decode_hist keeps a constant part as a number until an output needs it: any mix of constant
+    and varying t, "other", key words and sums (and the sums asked for) decodes what was encoded."""
+    rng = np.random.default_rng(seed)
+    shape = iter(shapes)
+
+    def col(dtype=np.uint64):
+        kind = next(shape)
+        if kind == "const":
+            return np.full(n, rng.integers(0, M64, dtype=np.uint64, endpoint=True)).view(dtype)
+        high = 300 if kind == "small" else M64
+        return rng.integers(0, high, n, dtype=np.uint64, endpoint=True).view(dtype)
+
+    arrays = {"t": col(np.int64), "k": np.stack([col() for _ in range(width)], axis=1).reshape(n, width),
+              "other": {"none": np.zeros(n, bool), "all": np.ones(n, bool), "some": rng.random(n) < 0.3}[other]}
+    arrays.update({name: col() for name in VALUES})
+    d = decode_hist(encode_hist(arrays), values)
+    order = np.lexsort((*arrays["k"].T[::-1], arrays["other"], arrays["t"]))
+    assert set(d) == {"t", "k", "other", *values}
+    assert d["t"].dtype == np.int64 and np.array_equal(d["t"], arrays["t"][order])
+    assert d["other"].dtype == bool and np.array_equal(d["other"], arrays["other"][order])
+    want_k = arrays["k"][order].copy()
+    want_k[arrays["other"][order]] = np.uint64(M64)
+    assert d["k"].dtype == np.uint64 and d["k"].shape == (n, width) and np.array_equal(d["k"], want_k)
+    for name in values:
+        assert d[name].dtype == np.uint64 and np.array_equal(d[name], arrays[name][order]), name
+
+
 def test_unsampled_flows_store_no_scaled_counters_and_sorted_keys_shrink():
     n = 20_000
     rng = np.random.default_rng(7)
