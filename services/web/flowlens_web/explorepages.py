@@ -2,7 +2,8 @@
 explore.py, exporterviews.py and stackchart.py).
 
 Each page reads the store's ``explore`` op on the history lane (one turn per page, even when it
-asks twice) and the ``names`` op on the light lane; a store without ``names`` shows addresses and
+asks twice; Explore's Sankey of two dimensions asks ``top`` by their pair in the same turn) and the
+``names`` op on the light lane; a store without ``names`` shows addresses and
 ifIndexes. A bad parameter is a 400 naming it; a store without ``explore`` makes Explore a 502
 saying so, and the exporter pages show their health without charts.
 """
