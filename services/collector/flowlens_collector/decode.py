@@ -71,9 +71,16 @@ def protocol_runs(blob, offsets: np.ndarray, lengths: np.ndarray) -> list[tuple[
     NetFlow/IPFIX version (the usual case under load) costs one comparison."""
     codes = _version_fields(blob, offsets, lengths)
     first = int(codes[0])
-    if first != 0 and (len(codes) == 1 or (codes == first).all()):
-        return [(0, len(codes), first)]
     zero = codes == 0
+    if first != 0:
+        if len(codes) == 1 or (codes == first).all():
+            return [(0, len(codes), first)]
+    elif zero.all():  # all sFlow, most likely (an sFlow port's group)
+        sflow = sflow_run.is_sflow(blob, offsets, lengths)
+        if sflow.all():
+            return [(0, len(codes), SFLOW)]
+        codes[sflow] = SFLOW
+        return runs(codes)
     if zero.any():
         codes[zero & sflow_run.is_sflow(blob, offsets, lengths)] = SFLOW
     return runs(codes)

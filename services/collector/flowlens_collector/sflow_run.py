@@ -22,11 +22,14 @@ VERSION = sflow.FLOW_VERSION  # the version of sFlow streams and exporter rows (
 def is_sflow(blob, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Which datagrams start with the sFlow v5 version word (00 00 00 05). NetFlow's version is
     16 bits and never 0, so these first two zero bytes tell the protocols apart."""
-    u8 = np.frombuffer(blob, dtype=np.uint8)
     ok = lengths >= 4
-    at = np.where(ok, offsets, 0)
-    word = (u8[at].astype(np.int64) << 24) | (u8[at + 1].astype(np.int64) << 16) | \
-        (u8[at + 2].astype(np.int64) << 8) | u8[at + 3]
+    at = offsets if ok.all() else np.where(ok, offsets, 0)
+    if not (at & 3).any():  # 4-aligned (receive slots, sFlow's own lengths): one 32-bit gather
+        word = np.frombuffer(blob, dtype=">u4", count=len(blob) // 4)[at >> 2]
+    else:
+        u8 = np.frombuffer(blob, dtype=np.uint8)
+        word = (u8[at].astype(np.int64) << 24) | (u8[at + 1].astype(np.int64) << 16) | \
+            (u8[at + 2].astype(np.int64) << 8) | u8[at + 3]
     return ok & (word == sflow.VERSION)
 
 
