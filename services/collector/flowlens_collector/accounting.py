@@ -30,6 +30,7 @@ class Accounting:
         self.seq = SequenceTracker(self.state_max)
         self._sources: dict[tuple, tuple[str, int, bytes]] = {}
         self._exporter_addrs: dict[str, np.void] = {}
+        self._address_texts: dict[bytes, str] = {}
 
     def stats(self, exporter: str, domain: int, now_ms: int, seen: bool = True) -> ExporterStats:
         """The counters of (exporter, domain); ``seen`` False for bookkeeping that is not a packet
@@ -59,6 +60,16 @@ class Accounting:
                 self._sources.clear()
             s = self._sources[src] = (host, int(src[1]) if len(src) > 1 else 0, raw)
         return s
+
+    def address_text(self, raw: bytes) -> str:
+        """The text of a 16-byte address (an sFlow agent's), cached: each run of datagrams names
+        its agent once, and formatting an address costs as much as booking the run."""
+        text = self._address_texts.get(raw)
+        if text is None:
+            if len(self._address_texts) >= self.state_max:
+                self._address_texts.clear()
+            text = self._address_texts[raw] = addr.to_text(raw)
+        return text
 
     def exporter_addr(self, host: str):
         """The exporter column value (an ADDR scalar) of an exporter given as text, cached."""

@@ -76,10 +76,10 @@ def protocol_runs(blob, offsets: np.ndarray, lengths: np.ndarray) -> list[tuple[
         if len(codes) == 1 or (codes == first).all():
             return [(0, len(codes), first)]
     elif zero.all():  # all sFlow, most likely (an sFlow port's group)
-        sflow = sflow_run.is_sflow(blob, offsets, lengths)
-        if sflow.all():
+        sflow_rows = sflow_run.is_sflow(blob, offsets, lengths)
+        if sflow_rows.all():
             return [(0, len(codes), SFLOW)]
-        codes[sflow] = SFLOW
+        codes[sflow_rows] = SFLOW
         return runs(codes)
     if zero.any():
         codes[zero & sflow_run.is_sflow(blob, offsets, lengths)] = SFLOW

@@ -40,6 +40,10 @@ def _in_place(blob, offsets: np.ndarray, lengths: np.ndarray):
     return sflow.join([view[o:o + n] for o, n in zip(offsets.tolist(), lengths.tolist())])
 
 
+def _same(values: np.ndarray) -> bool:
+    return bool((values == values[0]).all())
+
+
 _KEY = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("domain", "<u4"), ("source", "<i8")])
 
 
@@ -64,14 +68,15 @@ def decode_run(acct, blob, offsets: np.ndarray, lengths: np.ndarray, sources: li
     agent = np.ascontiguousarray(dg["agent"]).view("<u8").reshape(n, 2)
     # no agent address (type 0, or a header too broken to say): counted on the UDP source instead
     no_agent = (agent[:, 0] == 0) & (agent[:, 1] == 0)
-    key = np.empty(n, _KEY)
-    key["hi"] = np.where(no_agent, 0, agent[:, 0])
-    key["lo"] = np.where(no_agent, 0, agent[:, 1])
-    key["domain"] = np.where(no_agent, 0, dg["sub_agent"])
-    key["source"] = source_id
-    if n == 1 or (key == key[0]).all():  # one agent from one source: the usual run
-        firsts, inverse = np.zeros(1, np.int64), None
+    sub_agent = dg["sub_agent"]
+    if len(resolved) == 1 and _same(agent[:, 0]) and _same(agent[:, 1]) and _same(sub_agent):
+        firsts, inverse = np.zeros(1, np.int64), None  # one agent from one source: the usual run
     else:
+        key = np.empty(n, _KEY)
+        key["hi"] = np.where(no_agent, 0, agent[:, 0])
+        key["lo"] = np.where(no_agent, 0, agent[:, 1])
+        key["domain"] = np.where(no_agent, 0, sub_agent)
+        key["source"] = source_id
         _uniq, firsts, inverse = np.unique(key, return_index=True, return_inverse=True)
         order = np.argsort(firsts, kind="stable")  # rows are created in the order first heard
         firsts, rank = firsts[order], np.empty(len(order), np.int64)
@@ -83,18 +88,22 @@ def decode_run(acct, blob, offsets: np.ndarray, lengths: np.ndarray, sources: li
         host, port, _raw = resolved[int(source_id[i])]
         domain = 0
         if not no_agent[i]:
-            host, domain = addr.to_text(bytes(dg["agent"][i])), int(dg["sub_agent"][i])
+            host, domain = acct.address_text(agent[i].tobytes()), int(sub_agent[i])
         st = acct.stats(host, domain, now_ms)
         good = ok[sel]
-        if not good.all():
+        if good.all():
+            decoded, good_seqs, good_flows = len(good), seqs[sel], flows[sel]
+        else:
             for reason, count in zip(*np.unique(status[sel][~good], return_counts=True)):
                 st.error(sflow.REASONS[int(reason)], int(count))
-        if not good.any():
-            continue
+            if not good.any():
+                continue
+            good_seqs, good_flows = seqs[sel][good], flows[sel][good]
+            decoded = len(good_seqs)
         st.version = VERSION
-        st.packets += int(good.sum())
-        st.flows += int(flows[sel][good].sum())
-        acct.sequence_many((host, port, VERSION, domain), seqs[sel][good], np.ones(int(good.sum()), np.int64), st)
+        st.packets += decoded
+        st.flows += int(good_flows.sum())
+        acct.sequence_many((host, port, VERSION, domain), good_seqs, np.ones(decoded, np.int64), st)
     if if_counters is not None and len(result.counters["if_index"]):
         _take_counters(if_counters, result, ok, no_agent, resolved, source_id, now_ms)
     batch = result.batch()
