@@ -48,6 +48,7 @@ _RECORD_MIN = np.zeros(15, np.int64)
 for _fmt, _least in _MIN_LEN.items():
     _RECORD_MIN[_fmt if _fmt < 8 else _fmt - 993] = _least
 _SAMPLE_FIXED = np.array([0, 32, 12, 44, 16], np.int64)  # flow, counters, expanded flow, expanded counters
+_ADDRESS_WORDS = np.array([0, 1, 4, 0], np.int64)  # agent address type (0 none, 1 IPv4, 2 IPv6) -> words
 LOCAL_INTERFACE = 0x3FFFFFFF  # ifIndex value of a packet from or to the agent itself (compact encoding)
 LOCAL_EXPANDED = 0xFFFFFFFF   # the same in the expanded encoding (sFlow v5 erratum; 0x3FFFFFFF also taken)
 
@@ -167,12 +168,13 @@ def decode(buf, offsets: np.ndarray, lengths: np.ndarray, now_ms: int) -> SflowR
     status[(status == OK) & (w[head] != VERSION)] = BAD_VERSION
     atype = w[head + 1].astype(np.int64)
     status[(status == OK) & (atype > 2)] = BAD_AGENT_ADDRESS
-    addr_words = np.choose(np.minimum(atype, 3), (0, 1, 4, 0))
+    addr_words = _ADDRESS_WORDS[np.minimum(atype, 3)]
     hlen = 24 + addr_words * 4
     status[(status == OK) & (hlen > lengths)] = TRUNCATED_HEADER
     good = status == OK
     h = np.where(good, base + 2 + addr_words, 0)
-    dg["sub_agent"] = np.where(good, w[h], 0)
+    sub_agent = np.where(good, w[h], 0).astype("<u4")
+    dg["sub_agent"] = sub_agent
     dg["sequence"] = np.where(good, w[h + 1], 0)
     dg["uptime_ms"] = np.where(good, w[h + 2], 0)
     nsamples = np.where(good, w[h + 3], 0).astype(np.int64)
@@ -186,7 +188,8 @@ def decode(buf, offsets: np.ndarray, lengths: np.ndarray, now_ms: int) -> SflowR
     r6 = np.flatnonzero(good & (atype == 2))
     if len(r6):
         agent[r6] = u8[(offsets[r6] + 8)[:, None] + np.arange(16)]
-    dg["agent"] = agent.view(ADDR).reshape(n)
+    agent = agent.view(ADDR).reshape(n)  # flows' exporter column is gathered from this contiguous copy
+    dg["agent"] = agent
     dg["samples"] = nsamples
 
     # -- samples, then the records of flow and counter samples
@@ -227,7 +230,7 @@ def decode(buf, offsets: np.ndarray, lengths: np.ndarray, now_ms: int) -> SflowR
     if not dg_ok.all():  # the records of decoded datagrams only
         keep = dg_ok[s_dg[r_smp]]
         recs = tuple(a[keep] for a in recs)
-    cols, samples = _flows(w, u8, s_fmt, s_at, s_dg, f_idx, *recs, dg, now_ms, notes)
+    cols, samples = _flows(w, u8, s_fmt, s_at, s_dg, f_idx, *recs, agent, sub_agent, now_ms, notes)
     counters = sflow_records.counters(w, s_fmt, s_at, s_dg, *recs[:3])
     flow_dg = s_dg[f_idx]
     dg["flows"] = np.bincount(flow_dg, minlength=n)
@@ -241,17 +244,25 @@ def _note(notes: dict, reason: str, datagrams: np.ndarray) -> None:
         notes.setdefault(reason, []).append(np.asarray(datagrams, np.int64))
 
 
-def _first(r_smp: np.ndarray, want: np.ndarray, slot: np.ndarray, nflows: int) -> tuple[np.ndarray, np.ndarray]:
-    """(flow rows, record indices) of the first record of each flow among the records ``want``."""
-    idx = np.flatnonzero(want)
-    rows = slot[r_smp[idx]]
+_NONE = np.zeros(0, np.int64)
+
+
+def _first(flow_records: tuple, fmt: int) -> tuple[np.ndarray, np.ndarray]:
+    """(flow rows, record indices) of the first record of format ``fmt`` of each flow;
+    ``flow_records`` = (record index, format, flow row) of the flow records."""
+    rec, rec_fmt, rec_row = flow_records
+    want = rec_fmt == fmt
+    if not want.any():
+        return _NONE, _NONE
+    idx, rows = rec[want], rec_row[want]
     if len(rows) > 1 and not (rows[1:] > rows[:-1]).all():  # a record type twice in a sample, or out of order
         rows, first = np.unique(rows, return_index=True)
         idx = idx[first]
     return rows, idx
 
 
-def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_rec, r_known, dg, now_ms, notes):
+def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_rec, r_known, agent, sub_agent,
+           now_ms, notes):
     nf = len(f_idx)
     slot = np.full(len(s_fmt), -1, np.int64)
     slot[f_idx] = np.arange(nf)
@@ -279,8 +290,8 @@ def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_r
     cols = {
         "time_start": np.full(nf, now_ms, np.int64),
         "time_end": np.full(nf, now_ms, np.int64),
-        "exporter": dg["agent"][flow_dg],
-        "observation_domain": dg["sub_agent"][flow_dg],
+        "exporter": agent[flow_dg],
+        "observation_domain": sub_agent[flow_dg],
         "flow_version": np.full(nf, FLOW_VERSION, np.uint8),
         "sampling_rate": rate.astype(np.uint32),
         "packets": np.ones(nf, np.uint64),
@@ -301,9 +312,11 @@ def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_r
     have_bytes = np.zeros(nf, bool)
     flow_rec = is_flow_rec & (slot[r_smp] >= 0)
     _note(notes, "record_format_unknown", s_dg[r_smp[flow_rec & ~r_known]])
+    flow_rec_idx = np.flatnonzero(flow_rec)  # each record type's rows are picked among these
+    flow_records = (flow_rec_idx, r_fmt[flow_rec_idx], slot[r_smp[flow_rec_idx]])
 
     # raw packet header: protocol, frame_length, stripped, header length, header bytes
-    rows, rec = _first(r_smp, flow_rec & (r_fmt == RAW_HEADER), slot, nf)
+    rows, rec = _first(flow_records, RAW_HEADER)
     if len(rows):
         rw = r_at[rec] >> 2
         frame = w[rw + 1].astype(np.uint64)
@@ -321,13 +334,13 @@ def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_r
                 cols[name][rows] = values
         have_ip[rows] = ok
     # sampled Ethernet: length, src mac, dst mac, type -- only the frame length is kept
-    rows, rec = _first(r_smp, flow_rec & (r_fmt == SAMPLED_ETHERNET), slot, nf)
+    rows, rec = _first(flow_records, SAMPLED_ETHERNET)
     need = ~have_bytes[rows]
     cols["bytes"][rows[need]] = w[(r_at[rec] >> 2)[need]]
     have_bytes[rows[need]] = True
     # sampled IPv4 / IPv6: the agent's own decode, preferred to a header's
     for fmt, alen in ((SAMPLED_IPV4, 4), (SAMPLED_IPV6, 16)):
-        rows, rec = _first(r_smp, flow_rec & (r_fmt == fmt), slot, nf)
+        rows, rec = _first(flow_records, fmt)
         if not len(rows):
             continue
         at = r_at[rec]
@@ -351,11 +364,15 @@ def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_r
         have_ip[rows] = True
     _note(notes, "sample_without_ip", flow_dg[~have_ip])
     # extended switch: src vlan, src priority, dst vlan, dst priority
-    rows, rec = _first(r_smp, flow_rec & (r_fmt == EXTENDED_SWITCH), slot, nf)
+    rows, rec = _first(flow_records, EXTENDED_SWITCH)
     vlan = w[r_at[rec] >> 2]
-    cols["vlan"][rows[vlan < 4096]] = vlan[vlan < 4096]
+    valid = vlan < 4096
+    if valid.all():
+        cols["vlan"][rows] = vlan
+    else:
+        cols["vlan"][rows[valid]] = vlan[valid]
     # extended router: next hop, src mask, dst mask
-    rows, rec = _first(r_smp, flow_rec & (r_fmt == EXTENDED_ROUTER), slot, nf)
+    rows, rec = _first(flow_records, EXTENDED_ROUTER)
     if len(rows):
         hop, used = sflow_records.address(w, u8, r_at[rec])
         fit = used + 8 <= r_len[rec]
@@ -367,7 +384,7 @@ def _flows(w, u8, s_fmt, s_at, s_dg, f_idx, r_smp, r_fmt, r_at, r_len, is_flow_r
         have_hop[rows] = True
     else:
         have_hop = np.zeros(nf, bool)
-    rows, rec = _first(r_smp, flow_rec & (r_fmt == EXTENDED_GATEWAY), slot, nf)
+    rows, rec = _first(flow_records, EXTENDED_GATEWAY)
     if len(rows):
         sflow_records.gateways(w, u8, rows, r_at[rec], r_len[rec], cols, have_hop, flow_dg, notes)
     return cols, samples
