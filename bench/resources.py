@@ -3,16 +3,23 @@ full ring (storage.ring_capacity flows went through), and at the seed's peak: fu
 queries and web pages on top.
 
 The budget (issue 12, item 6) is on the sum of the four RSS figures: under 120 MiB idle, under
-350 MiB at the peak (the hard limit is 450). A sum of RSS counts the pages of shared libraries
+350 MiB at the peak (the hard limit is 450). A service's figure is the RSS of its process plus that
+of any child it started (none today; a web with workers or a store with helpers would have them).
+A sum of RSS counts the pages of shared libraries
 (libpython, numpy, libzmq) once per process; USS (memory only that process holds, from smaps) is
 printed beside it so a change of private memory is told apart from shared pages, and PSS (shared
 pages split among the processes that map them: what the four take from the machine together). The
+interpreter floor (a bare python, and one that imported numpy, zmq, msgpack and yaml, as the store,
+collector and analyzer must) is printed beside the idle total: what no service can go below. The
 peak is the highest sum of RSS sampled every SAMPLE_S while the ring fills and while the queries and
 pages run, not a snapshot after them. "Settled" is RSS SETTLE_S after the last page: what stays once
 the store has handed freed memory back (its writer trims every 5 s).
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -36,13 +43,45 @@ WEB_PAGES = ("/", "/flows", "/flows?src=10.0.0.0%2F8&range=1h", "/advisories", "
 MB = 1 / (1 << 20)
 
 
+def _family(p: psutil.Process) -> list[psutil.Process]:
+    """A service's process and the children it started."""
+    return [p, *p.children(recursive=True)]
+
+
 def _memory(procs) -> dict[str, tuple[int, int, int]]:
-    """(rss, uss, pss) bytes per service."""
+    """(rss, uss, pss) bytes per service, its children included."""
     out = {}
     for n, p in procs.items():
-        m = psutil.Process(p.proc.pid).memory_full_info()
-        out[n] = (m.rss, m.uss, getattr(m, "pss", m.uss))
+        total = [0, 0, 0]
+        for proc in _family(psutil.Process(p.proc.pid)):
+            try:
+                m = proc.memory_full_info()
+            except psutil.NoSuchProcess:
+                continue
+            for i, v in enumerate((m.rss, m.uss, getattr(m, "pss", m.uss))):
+                total[i] += v
+        out[n] = tuple(total)
     return out
+
+
+def _rss_with_children(p: psutil.Process) -> int:
+    total = 0
+    for proc in _family(p):
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+FLOOR_IMPORTS = "import numpy, zmq, msgpack, yaml"  # what the store, collector and analyzer cannot do without
+
+
+def interpreter_floor(imports: str = "") -> int:
+    """RSS bytes of this venv's python after ``imports`` and nothing else: a service's lower bound."""
+    code = f"{imports}\nprint(open('/proc/self/statm').read().split()[1])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    return int(out.stdout.split()[-1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 class PeakSampler:
@@ -65,7 +104,7 @@ class PeakSampler:
 
     def sample(self) -> None:
         try:
-            now = {n: p.memory_info().rss for n, p in self._ps.items()}
+            now = {n: _rss_with_children(p) for n, p in self._ps.items()}
         except psutil.Error:
             return
         with self._lock:
@@ -200,8 +239,10 @@ def run(report) -> None:
                f"{idle[name][0] * MB:.0f} / {full[name][0] * MB:.0f} / {peak.per_service_max[name] * MB:.0f}", "MiB",
                f"USS idle / ring full: {idle[name][1] * MB:.0f} / {full[name][1] * MB:.0f}; peak while the ring "
                f"fills {fill_peaks[name] * MB:.0f}, while queries and pages run {query_peaks[name] * MB:.0f}")
+    bare, floor = interpreter_floor() * MB, interpreter_floor(FLOOR_IMPORTS) * MB
     report("resources", "total RSS idle", total(idle, 0), "MiB",
-           f"budget < 120; USS {total(idle, 1):.0f} MiB, PSS {total(idle, 2):.0f} MiB")
+           f"budget < 120; USS {total(idle, 1):.0f} MiB, PSS {total(idle, 2):.0f} MiB; floor: a bare python "
+           f"{bare:.1f} MiB, with numpy, zmq, msgpack and yaml {floor:.1f} MiB (x3 services + the web's own)")
     report("resources", "total RSS with a full ring", total(full, 0), "MiB",
            f"ring {st['ring']['fill']:,}/{capacity:,} flows after {fill_s:.0f} s; USS {total(full, 1):.0f} MiB")
     report("resources", "total RSS after a 10k-row flows query", total(after_query, 0), "MiB",
