@@ -157,6 +157,33 @@ def test_explore_page_renders(tmp_path):
     assert root.xpath("//h:a[@class='csv']/@href", namespaces=NS)[0].startswith("/explore.csv?")
 
 
+@pytest.mark.parametrize("refused", ["", "the query took longer than 4 s; narrow the time range or add filters"])
+def test_explore_page_shows_a_sankey_of_two_dimensions_or_why_not(refused):
+    from flowlens_web import sankeyview as sv
+
+    q = query(by="in_if", exporter="192.0.2.1", sankey_from="in_if", sankey_to="out_if")
+    view = ex.explore_view(q, reply(), NameBook.from_reply(NAMES))
+    top = {"rows": [{"key": "192.0.2.1 if 3 -> 192.0.2.1 if 7", "bytes": 900, "packets": 9, "flows": 3,
+                     "filter": {"exporter": "192.0.2.1", "input_if": 3, "output_if": 7}}]}
+    view["sankey"] = None if refused else sv.pair_sankey(q, top, NameBook.from_reply(NAMES))
+    view["sankey_caption"], view["sankey_error"] = sv.caption(q), refused
+    html = render.Renderer().page("explore.xhtml", **base_ctx(
+        title="Explore", nav="explore", form={**{k: "" for k in ex.FILTERS}, **q.form}, dimensions=ex.DIMENSIONS,
+        sankey_dimensions=ex.SANKEY_DIMENSIONS, metrics=ex.METRICS, range_bar=q.range.bar("/explore", q.form),
+        range_hidden=q.range.query(), error=None, view=view, top="10", csv_href=ex.url("/explore.csv", q.params())))
+    root = parse(html)
+    assert root.xpath("//h:select[@name='sankey_from']/h:option[@selected]/@value", namespaces=NS) == ["in_if"]
+    assert root.xpath("//h:select[@name='sankey_to']/h:option[@selected]/@value", namespaces=NS) == ["out_if"]
+    assert len(root.xpath("//svg:path[@class='band']", namespaces=NS)) == 3  # the chart stands either way
+    links = root.xpath("//h:figure[@class='sankey']//svg:path[@class='link']", namespaces=NS)
+    note = root.xpath("//h:p[contains(@class, 'sankey-error')]", namespaces=NS)
+    if refused:
+        assert not links and refused in "".join(note[0].itertext())
+    else:
+        assert len(links) == 1 and not note
+        assert "Gi0/3" in "".join(root.xpath("//h:figure[@class='sankey']", namespaces=NS)[0].itertext())
+
+
 def test_exporter_rows_sum_domains_and_add_named_ones():
     health = {"exporters": [
         {"exporter": "192.0.2.1", "observation_domain": 0, "version": 9, "packets": 10, "flows": 100,
