@@ -110,19 +110,20 @@ def _walk(w: np.ndarray, owner: np.ndarray, pos: np.ndarray, end: np.ndarray, co
     ``count[i]`` items and must end by ``end[i]``; ``owner[i]`` is its datagram. Returns (list
     index, format, data byte offset, data length) per item, in wave order (the k-th items of all
     lists before the (k+1)-th). A list running past its end sets ``bad[owner]`` = ``truncated``."""
-    pos = pos.copy()
     live = np.flatnonzero(count > 0)
+    if len(live) == len(count):  # every list has items: the usual first wave, no gathers
+        p, stop, left = pos, end, count
+    else:
+        p, stop, left = pos[live], end[live], count[live]
     lists, fmts, starts, lens = [], [], [], []
-    k = 0
     while len(live):
-        p = pos[live]
-        stop = end[live]
-        fmt = w[p >> 2]  # p <= end: both words are inside the padded buffer
-        length = w[(p >> 2) + 1].astype(np.int64)
+        q = p >> 2
+        fmt = w[q]  # p <= stop: both words are inside the padded buffer
+        length = w[q + 1].astype(np.int64)
         after = p + 8 + length
         ok = ((length & 3) == 0) & (after <= stop)  # (so the item's own header fits too)
-        k += 1
-        more = count[live] > k
+        left = left - 1  # items after this one
+        more = left > 0
         if ok.all():  # the usual wave: no copies
             lists.append(live)
             fmts.append(fmt)
@@ -136,8 +137,10 @@ def _walk(w: np.ndarray, owner: np.ndarray, pos: np.ndarray, end: np.ndarray, co
             starts.append(p[ok] + 8)
             lens.append(length[ok])
             more &= ok
-        pos[live] = after
-        live = live[more]
+        if more.all():  # every list goes on (lists of equal length): carried as they are
+            p = after
+        else:
+            live, p, stop, left = live[more], after[more], stop[more], left[more]
     if not lists:
         e = np.zeros(0, np.int64)
         return e, e, e, e
