@@ -9,9 +9,12 @@ the datagrams in groups of the collector's size and runs with the collector's ma
 (flowlens_collector.memory; without them every group's buffers are fresh page-faulted mmaps, which
 halves the rate). sFlow: datagrams of a switch agent, 6 flow samples each (a 128-byte raw header
 of Ethernet/IPv4 or IPv6 (1 in 5)/TCP or UDP, plus an extended switch record), random addresses
-and ports, decoded by the pure sFlow decoder in groups of the same size; and pmacct's real sfprobe
-datagrams from tests/data, repeated. Rates are per CPU second of this thread (time.thread_time), so other load on the
-machine skews the comparison less.
+and ports, decoded through the Decoder and by the pure sFlow decoder alone, in groups of the same
+size; and pmacct's real sfprobe datagrams from tests/data, repeated. sFlow rates count flow
+samples decoded into flow rows (the batch's rows, or the pure decoder's), never datagrams or
+counter samples, and the run stops if that count differs from the flow samples a plain walk of
+the datagrams finds (``flow_samples``). Rates are per CPU second of this thread
+(time.thread_time), so other load on the machine skews the comparison less.
 """
 from __future__ import annotations
 
@@ -146,6 +149,21 @@ def sflow_packets(samples: int, rng, per: int = 6) -> list[bytes]:
     return out
 
 
+def flow_samples(datagram: bytes) -> int:
+    """Flow samples (enterprise 0, format 1 or 3) of an sFlow v5 datagram, by a plain walk of its
+    sample headers: what the decoders must turn into as many flow rows."""
+    address_type = struct.unpack_from(">I", datagram, 4)[0]
+    pos = 8 + (4 if address_type == 1 else 16 if address_type == 2 else 0)
+    count = struct.unpack_from(">I", datagram, pos + 12)[0]
+    pos += 16
+    found = 0
+    for _ in range(count):
+        fmt, length = struct.unpack_from(">II", datagram, pos)
+        found += fmt in (1, 3)
+        pos += 8 + length
+    return found
+
+
 def sflow_rate(packets: list[bytes], pure: bool = False) -> tuple[float, int]:
     """Samples per CPU second through the collector's Decoder (as v5/v9/IPFIX), or ``pure``: the
     sFlow decoder alone, without the exporter rows and sequence accounting."""
@@ -219,10 +237,13 @@ def run(report) -> None:
             ("sflow", sflow_packets(samples, rng), "switch agent, 6 flow samples/datagram (raw header + switch)"),
             ("sflow pmacct", pmacct, "pmacct sfprobe datagrams, repeated")):
         sflow_rate(packets[:200])  # warm-up
+        expected = sum(map(flow_samples, packets))
         for pure, label in ((False, "decode into schema (ours)"), (True, "pure decoder (no accounting)")):
             best = None
             for _ in range(3):
                 secs, got = sflow_rate(packets, pure)
+                if got != expected:
+                    raise RuntimeError(f"{name} {label}: {got:,} flow rows from {expected:,} flow samples")
                 best = got / secs if best is None else max(best, got / secs)
             report("decode", f"{name} {label}", best, "samples/s", f"{desc}; {got:,} samples, {note}")
 
