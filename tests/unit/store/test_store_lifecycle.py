@@ -26,7 +26,7 @@ def test_parts_start_in_order_and_stop_in_reverse_once(tmp_path):
     svc.stop()  # before a start: nothing to stop
     svc.start()
     assert svc.parts.started == ["context", "security", "forwarder", "storage", "subscriber", "events", "reverse dns",
-                                 "queries", "flush at stop"]
+                                 "queries", "top warmer", "flush at stop"]
     svc.stop()
     assert svc.parts.started == [] and svc.ctx is None
     svc.stop()  # twice: nothing more
