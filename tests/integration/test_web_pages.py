@@ -81,6 +81,9 @@ def test_pages_say_where_their_time_went(http):
     assert {"lane", "store", "resume", "render", "app"} <= set(parts)
     assert 0 < parts["store"] + parts["render"] <= parts["app"]
     assert "store" not in parse(http.get("/flows?protocol=bogus").headers["server-timing"])  # a 400 asks nothing
+    # a history page is built on its lane's thread: its render still counts in the request's record
+    flows = parse(http.get("/flows?range=24h").headers["server-timing"])
+    assert flows["render"] > 0 and flows["store"] > 0 and flows["render"] + flows["store"] <= flows["app"]
 
 
 def test_head_answers_like_get(http):
