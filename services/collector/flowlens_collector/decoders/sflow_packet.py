@@ -87,6 +87,14 @@ class Headers:
         return value
 
 
+def _ipv4_mapped(words: np.ndarray) -> np.ndarray:
+    """IPv4 addresses (Headers.ipv4 words) as ::ffff:a.b.c.d V16 values."""
+    mapped = np.zeros((len(words), 4), "<u4")  # written as 4-byte words
+    mapped[:, 2] = 0xFFFF0000
+    mapped[:, 3] = words
+    return mapped.view("V16").reshape(-1)
+
+
 def parse_headers(h: Headers, protocol: np.ndarray) -> dict[str, np.ndarray]:
     """Flow fields of the sampled headers ``h`` whose sFlow header_protocol is ``protocol``.
 
@@ -141,16 +149,16 @@ def parse_headers(h: Headers, protocol: np.ndarray) -> dict[str, np.ndarray]:
     l4 = np.full(n, WIDTH, np.int64)      # where the transport header starts
     first_fragment = np.ones(n, bool)     # a later fragment carries no transport header
     r4 = np.flatnonzero(v4)
-    if len(r4):
-        every = len(r4) == n
-        o = off if every else off[r4]
-        hr = h if every else h.subset(r4)
-        mapped = np.zeros((len(r4), 4), "<u4")  # ::ffff:a.b.c.d, written as 4-byte words
-        mapped[:, 2] = 0xFFFF0000
-        mapped[:, 3] = hr.ipv4(o + 12)
-        src[r4] = mapped.view("V16").reshape(-1)
-        mapped[:, 3] = hr.ipv4(o + 16)
-        dst[r4] = mapped.view("V16").reshape(-1)
+    if len(r4) == n:  # every header IPv4: columns made whole, no scatter
+        src, dst = _ipv4_mapped(h.ipv4(off + 12)), _ipv4_mapped(h.ipv4(off + 16))
+        tos, proto = h.byte(off + 1), h.byte(off + 9)
+        l4 = off + (h.byte(off) & 0x0F).astype(np.int64) * 4
+        first_fragment = (h.word16(off + 6) & 0x1FFF) == 0
+    elif len(r4):
+        o = off[r4]
+        hr = h.subset(r4)
+        src[r4] = _ipv4_mapped(hr.ipv4(o + 12))
+        dst[r4] = _ipv4_mapped(hr.ipv4(o + 16))
         tos[r4] = hr.byte(o + 1)
         proto[r4] = hr.byte(o + 9)
         l4[r4] = o + (hr.byte(o) & 0x0F).astype(np.int64) * 4
