@@ -47,6 +47,9 @@ IF_COUNTERS_LEN = 88
 _RECORD_MIN = np.zeros(15, np.int64)
 for _fmt, _least in _MIN_LEN.items():
     _RECORD_MIN[_fmt if _fmt < 8 else _fmt - 993] = _least
+_RECORD_SLOT = np.zeros(1009, np.int64)  # flow record format (clipped at 1008) -> its slot in _RECORD_MIN
+_RECORD_SLOT[:8] = np.arange(8)
+_RECORD_SLOT[1001:1008] = np.arange(8, 15)
 _SAMPLE_FIXED = np.array([0, 32, 12, 44, 16], np.int64)  # flow, counters, expanded flow, expanded counters
 _ADDRESS_WORDS = np.array([0, 1, 4, 0], np.int64)  # agent address type (0 none, 1 IPv4, 2 IPv6) -> words
 LOCAL_INTERFACE = 0x3FFFFFFF  # ifIndex value of a packet from or to the agent itself (compact encoding)
@@ -213,7 +216,7 @@ def decode(buf, offsets: np.ndarray, lengths: np.ndarray, now_ms: int) -> SflowR
     r_smp, r_fmt, r_at, r_len = _walk(w, s_dg, s_at + fixed, s_at + s_len, nrec, status, TRUNCATED_RECORD)
     r_sfmt = s_fmt[r_smp]
     is_flow_rec = (r_sfmt == FLOW_SAMPLE) | (r_sfmt == EXPANDED_FLOW_SAMPLE)
-    slot = np.where(r_fmt < 8, r_fmt, np.where((r_fmt > 1000) & (r_fmt < 1008), r_fmt - 993, 0))
+    slot = _RECORD_SLOT[np.minimum(r_fmt, len(_RECORD_SLOT) - 1)]
     r_fmt_min = np.where(is_flow_rec, _RECORD_MIN[slot], np.where(r_fmt == IF_COUNTERS, IF_COUNTERS_LEN, 0))
     short = r_len < r_fmt_min
     raw = is_flow_rec & (r_fmt == RAW_HEADER) & ~short
