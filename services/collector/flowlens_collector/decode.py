@@ -68,19 +68,20 @@ def protocols(blob, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def protocol_runs(blob, offsets: np.ndarray, lengths: np.ndarray) -> list[tuple[int, int, int]]:
     """(start, end, protocol) of each run of consecutive datagrams of one protocol; a group of one
-    NetFlow/IPFIX version (the usual case under load) costs one comparison."""
+    NetFlow/IPFIX version (the usual case under load) costs one comparison, a group of sFlow one
+    test of their version words."""
     codes = _version_fields(blob, offsets, lengths)
     first = int(codes[0])
-    zero = codes == 0
     if first != 0:
         if len(codes) == 1 or (codes == first).all():
             return [(0, len(codes), first)]
-    elif zero.all():  # all sFlow, most likely (an sFlow port's group)
+    elif not codes.any():  # all sFlow, most likely (an sFlow port's group)
         sflow_rows = sflow_run.is_sflow(blob, offsets, lengths)
         if sflow_rows.all():
             return [(0, len(codes), SFLOW)]
         codes[sflow_rows] = SFLOW
         return runs(codes)
+    zero = codes == 0
     if zero.any():
         codes[zero & sflow_run.is_sflow(blob, offsets, lengths)] = SFLOW
     return runs(codes)
