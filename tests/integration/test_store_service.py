@@ -139,7 +139,12 @@ def test_flows_round_trip_filters_pages_top_series_rollups_and_sigterm(store):
     recent_t0 = int(time.time() * 1000) - 60_000  # inside the ring's recent window
     pub.flows(make_batch(500, t0=recent_t0, spacing_ms=1, seed=98))
     wait_until(lambda: client.status()["flows_in"] >= n + 3500, timeout_s=10)
+    inline = client.status()["queries"]["pages_inline"]
     assert len(client.flows(limit=1000, since=recent_t0 - 1000)) == 500
+    # the ring alone held that page: the front thread answered it; a port filter's page goes to a worker
+    assert client.status()["queries"]["pages_inline"] == inline + 1
+    assert len(client.flows(limit=1000, port=443, since=recent_t0 - 1000)) > 0
+    assert client.status()["queries"]["pages_inline"] == inline + 1
     assert proc.stop() == 0, proc.log()
     client.close()
     proc2 = ServiceProcess("store", path).start()

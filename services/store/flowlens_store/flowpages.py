@@ -19,8 +19,29 @@ from . import planner as P
 from .rowcodec import SQL_COLUMNS, rows_to_columns
 
 
+# a page the query server's front thread may answer itself (ring_flows): a window and one host at most
+INLINE_FILTERS = frozenset({"since", "until", "src", "dst", "addr"})
+INLINE_MAX_ROWS = 1000
+
+
 class FlowPages:
-    def flows(self, args: dict) -> dict:
+    def ring_flows(self, args: dict) -> dict | None:
+        """The flows reply when the ring alone answers it cheaply, else None (a worker answers it).
+        Cheap: ordered by time, at most INLINE_MAX_ROWS, filtered by the window and one host (src,
+        dst or addr) at most: the ring's host bitmaps skip the blocks without the host and a page
+        reads its segments from one end, so a few blocks at most are decoded, and never SQLite. The
+        query server's front thread answers these at once, sparing a host's flow page the hand-over
+        to a worker and back."""
+        if args.get("order", "time") != "time" or P.int_arg(args, "limit", 100, 1) > INLINE_MAX_ROWS:
+            return None
+        f = P.parse_filters(args, self.clock())
+        if not set(f) <= INLINE_FILTERS or any(bytes(f[k][0]) != bytes(f[k][1]) for k in ("src", "dst", "addr")
+                                               if k in f):
+            return None
+        return self.flows(args, ring_only=True)
+
+    def flows(self, args: dict, ring_only: bool = False) -> dict | None:
+        """A keyset page of flows; with ``ring_only``, None when the page needs SQLite."""
         P.check_args("flows", args, FLOW_FILTERS + ("limit", "cursor", "direction", "order"))
         limit = P.int_arg(args, "limit", 100, 1, self.max_rows, cap=True)
         direction = P.choice_arg(args, "direction", ("next", "prev"), "next")
@@ -31,7 +52,12 @@ class FlowPages:
         f = P.parse_filters(args, self.clock())
         older = direction == "next"
         if order == "time":
-            cols, used = self._flows_page(f, cursor, older, limit + 1)
+            got = self._flows_page(f, cursor, older, limit + 1, ring_only)
+            if got is None:
+                return None
+            cols, used = got
+        elif ring_only:
+            return None
         else:  # the largest flows first, keyset by (value, seq) (flowrank.py)
             cols, used = flowrank.page(self, f, order, cursor, older, limit + 1)
         for s in used:
@@ -58,14 +84,16 @@ class FlowPages:
         return {"ok": True, "count": n, "columns": columns, "next_cursor": next_cursor, "prev_cursor": prev_cursor,
                 "source": "+".join(used)}
 
-    def _flows_page(self, f: dict, cursor, older: bool, want: int) -> tuple[dict, list[str]]:
+    def _flows_page(self, f: dict, cursor, older: bool, want: int,
+                    ring_only: bool = False) -> tuple[dict, list[str]] | None:
         """Up to ``want`` rows beyond the cursor (newest first when ``older``, else oldest first), and
         the sources that gave them. The ring serves time_end above a split, SQLite time_end at or below
         it, so no row can come from both. The split is the ring's evicted_max_time_end read under the
         ring lock in the same select (every flow above it is still in the ring); the ring is read
         first, so the split SQLite uses is the one the ring rows were cut at. Rows at or below the
         split still sitting in the ring are left to SQLite. A cursor is a plain (time_end, seq) key,
-        so pages continue across the split in both directions, whatever source served the last one."""
+        so pages continue across the split in both directions, whatever source served the last one.
+        With ``ring_only``, None when SQLite would be read."""
         lowest = -(1 << 62)
         hint = self.ring.evicted_max_time_end  # only grows: a ring part empty at this bound stays empty
         hint = lowest if hint is None else hint
@@ -85,6 +113,8 @@ class FlowPages:
             used.append("ring")
         if sql_empty:
             return (ring_cols if ring_cols is not None else _empty_columns()), used or ["sqlite"]
+        if ring_only:
+            return None
         fs = dict(f, until=min(until, split + 1))
         sql_cols = self._read(lambda db: self._sql_page(db, fs, cursor, older, want - (n_ring if older else 0)))
         if len(sql_cols["seq"]) or not used:

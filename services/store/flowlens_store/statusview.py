@@ -117,8 +117,9 @@ def status(svc) -> dict:
                 "sources": {s: {"received": svc.gaps.received.get(s, 0), "gaps": svc.gaps.gaps.get(s, 0),
                                 "restarts": svc.gaps.restarts.get(s, 0), "last_seq": svc.gaps.last_seq.get(s)}
                             for s in list(svc.gaps.received)}},
-        "queries": {**{src: sum(e.sources_used[src] for e in q.engines) for src in ("ring", "sqlite")},
-                    "workers": len(q.engines), "waiting": q.waiting,
+        "queries": {**{src: sum(e.sources_used[src] for e in q.engines + [q.front_engine] if e is not None)
+                       for src in ("ring", "sqlite")},
+                    "workers": len(q.engines), "waiting": q.waiting, "pages_inline": q.pages_inline,
                     "refused_busy": q.queries_refused, "replies_too_big": q.replies_too_big,
                     "top_warm": svc.warmer.stats() if svc.warmer else None},
         "security": svc.gate.status() if svc.gate is not None else {"curve": False},
