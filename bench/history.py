@@ -386,20 +386,25 @@ def _totals(series: dict) -> tuple[int, int]:
 
 
 class RssPeak:
-    """Peak RSS of one process, sampled every 20 ms on a thread while the questions run."""
+    """Peak RSS of one process, sampled every 20 ms on a thread while the questions run, and what was
+    being asked at the peak (``asking``, set by the caller)."""
 
     def __init__(self, pid: int):
         self.proc = psutil.Process(pid)
         self.peak = self.proc.memory_info().rss
+        self.asking = "before the questions"
+        self.peak_during = self.asking
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.02):
             try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
+                rss = self.proc.memory_info().rss
             except psutil.Error:
                 return
+            if rss > self.peak:
+                self.peak, self.peak_during = rss, self.asking
 
     def __enter__(self):
         self._thread.start()
@@ -421,11 +426,14 @@ def pick_host(client, files_dir: Path, end_ms: int) -> str:
     return ranked[-1][0].strip()
 
 
-def ask_all(client, files_dir: Path, end_ms: int, host: str, repeat: int = REPEAT, log=print) -> list[Answer]:
+def ask_all(client, files_dir: Path, end_ms: int, host: str, repeat: int = REPEAT, log=print,
+            rss: RssPeak | None = None) -> list[Answer]:
     from flowmodel.client import StoreError, StoreUnavailable
 
     answers = []
     for q in QUESTIONS:
+        if rss is not None:
+            rss.asking = q.name
         since, until = end_ms - q.window_ms, end_ms
         files = nf.range_arg(files_dir, since, until)
         nf_s, nf_answer = best_of(lambda: q.nfdump(files, since, until, host), repeat)
@@ -459,6 +467,7 @@ class Result:
     store_rss_idle: int
     repeat: int
     explore: list = field(default_factory=list)
+    store_rss_peak_during: str = ""     # the question being asked when the store's RSS peaked
 
 
 def window_end(now_ms: int) -> int:
@@ -506,7 +515,8 @@ def run_once(n: int, tmp: Path, hours: int = HOURS, repeat: int = REPEAT, log=pr
         store_pid = procs["store"].proc.pid
         rss_idle = psutil.Process(store_pid).memory_info().rss
         with RssPeak(store_pid) as peak:
-            answers = ask_all(client, files_dir, end_ms, host, repeat, log)
+            answers = ask_all(client, files_dir, end_ms, host, repeat, log, peak)
+            peak.asking = "explore"
             explore = time_explore(client, end_ms, 3 * repeat + 1)
         db = sqlite_bytes(cfg["storage"]["sqlite_path"])
     finally:
@@ -514,7 +524,8 @@ def run_once(n: int, tmp: Path, hours: int = HOURS, repeat: int = REPEAT, log=pr
         for name in ("collector", "store"):
             if name in procs:
                 procs[name].stop()
-    return Result(loaded, answers, host, db, nf.files_bytes(files_dir), peak.peak, rss_idle, repeat, explore)
+    return Result(loaded, answers, host, db, nf.files_bytes(files_dir), peak.peak, rss_idle, repeat, explore,
+                  peak.peak_during)
 
 
 def wait_collector(client, timeout_s: float = 20.0) -> None:
@@ -555,7 +566,8 @@ def summary(res: Result) -> str:
             f"Load through collector -> store and nfcapd: {ld.load_s:.0f} s ({ld.flows / ld.load_s:,.0f} flows/s, "
             f"lossless: {', '.join(f'{k} {v:,}' for k, v in ld.checks.items())}); "
             f"sealing after the load {ld.seal_s:.0f} s. Store RSS {res.store_rss_idle / 1e6:.0f} MB before the "
-            f"questions, peak {res.store_rss_peak / 1e6:.0f} MB while answering. Best of {res.repeat} per side.")
+            f"questions, peak {res.store_rss_peak / 1e6:.0f} MB while answering ({res.store_rss_peak_during}). "
+            f"Best of {res.repeat} per side.")
 
 
 def run(report) -> None:
@@ -573,7 +585,8 @@ def run(report) -> None:
         report("history", f"{name}: p95", e.p95_s, "s", "nearest rank" + ("" if e.adds_up else "; totals DO NOT add up"))
     report("history", "disk per flow: FlowLens SQLite + WAL", res.sqlite_bytes / n, "bytes", f"{n:,} flows, sealed")
     report("history", "disk per flow: nfcapd -y files", res.nfcapd_bytes / n, "bytes", "LZ4, 5-minute files")
-    report("history", "store RSS peak while answering", res.store_rss_peak / 1e6, "MB", "psutil, every 20 ms")
+    report("history", "store RSS peak while answering", res.store_rss_peak / 1e6, "MB",
+           f"psutil, every 20 ms; during {res.store_rss_peak_during}")
     report("history", "historic load through collector + store", n / res.loaded.load_s, "flows/s",
            f"{res.loaded.load_s:.0f} s, paced to lose nothing; sealing after it {res.loaded.seal_s:.0f} s")
     disagree = [a.question for a in res.answers if not a.agree and not a.flowlens_error]
