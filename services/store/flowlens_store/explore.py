@@ -28,7 +28,7 @@ MAX_STEPS = 2000                         # a given step may not cut the window f
 # dimensions with few keys (a few hundred an hour at most): the rollups answer both passes in one
 # read when the steps allow; the others keep only key totals in the first pass (bounded by the keys,
 # not keys x steps: 72 hours of a site's sources by hour would be millions of rows)
-FEW_KEYS = ("exporter", "in_if", "out_if", "protocol", "dscp")
+FEW_KEYS = ("exporter", "in_if", "out_if", "protocol", "dscp", "in_if,out_if", "out_if,in_if")
 GROUPS_PER_ROW_CAP = 100                 # (step, key) groups held at most: storage.query_max_rows x this
 _U64 = np.uint64
 
@@ -63,11 +63,12 @@ def step_arg(args: dict) -> int:
 
 def hist_filter_ok(by: str, f: dict) -> bool:
     """Whether the rollups of ``by`` can honour the filter: since/until only, or one exporter when
-    the key holds the exporter (exporter, in_if, out_if)."""
+    the key holds the exporter (exporter, in_if, out_if, an interface pair)."""
     extra = set(f) - {"since", "until"}
     if not extra:
         return True
-    return extra == {"exporter"} and by in ("exporter", "in_if", "out_if") and f["exporter"][0] == f["exporter"][1]
+    return (extra == {"exporter"} and K.HIST_DIM.get(by) in ("exporter", "in_if", "out_if", "if_pair")
+            and f["exporter"][0] == f["exporter"][1])
 
 
 # ------------------------------------------------------------------ the op

@@ -29,8 +29,13 @@ DIMS: dict[str, tuple[int, ...]] = {
     "src_as": _S5_H,
     "dst_as": _S5_H,
     "tos": _S5_H,
+    # pairs a Sankey draws over days (explore/top by=in_if,out_if and src_as,dst_as): few keys each,
+    # so a day of them is read from rollups instead of summed from tens of millions of flows
+    "if_pair": _S5_H,  # (exporter, input ifIndex, output ifIndex)
+    "as_pair": _S5_H,  # (src_as, dst_as)
 }
-KEY_WIDTH = {"exporter": 2, "dst_prefix": 2, "src": 2, "dst": 2, "self": 2, "in_if": 3, "out_if": 3}  # else 1
+KEY_WIDTH = {"exporter": 2, "dst_prefix": 2, "src": 2, "dst": 2, "self": 2, "in_if": 3, "out_if": 3,
+             "if_pair": 4, "as_pair": 2}  # else 1
 OTHER_WORD = np.uint64((1 << 64) - 1)  # every word of an "other" row's key
 _U64 = np.uint64
 
@@ -68,6 +73,10 @@ def dim_key_words(dim: str, cols: dict, prefix_v4: int, prefix_v6: int) -> tuple
         return mask, list(address_words(cols["src_addr"]))
     if dim in ("in_if", "out_if"):
         return None, [*address_words(cols["exporter"]), cols["input_if" if dim == "in_if" else "output_if"].astype(_U64)]
+    if dim == "if_pair":
+        return None, [*address_words(cols["exporter"]), cols["input_if"].astype(_U64), cols["output_if"].astype(_U64)]
+    if dim == "as_pair":
+        return None, [cols["src_as"].astype(_U64), cols["dst_as"].astype(_U64)]
     if dim == "port":
         return None, [np.minimum(cols["src_port"], cols["dst_port"]).astype(_U64)]
     if dim in ("src_port", "dst_port", "protocol", "src_as", "dst_as", "tos"):
@@ -78,7 +87,7 @@ def dim_key_words(dim: str, cols: dict, prefix_v4: int, prefix_v6: int) -> tuple
 def key_text(dim: str, words: np.ndarray, other: np.ndarray | None = None,
              prefix_v4: int = 24, prefix_v6: int = 64) -> list[str]:
     """Display text of each key row (an (n, w) uint64 array): addresses as text, dst_prefix as
-    'a.b.c.0/24', interfaces as 'exporter ifIndex', numbers as decimals, an "other" row (``other``
+    'a.b.c.0/24', interfaces as 'exporter ifIndex', pairs as 'exporter in -> out' and 'a -> b', numbers as decimals, an "other" row (``other``
     mask, or every word all ones when not given) as 'other'. Edge use only (pages, CLI lines)."""
     if len(words) == 0:
         return []   # reshape(0, -1) cannot size an empty array
@@ -86,7 +95,9 @@ def key_text(dim: str, words: np.ndarray, other: np.ndarray | None = None,
     if other is None:
         other = (words == OTHER_WORD).all(axis=1)
     out = []
-    if dim in ("src", "dst", "self", "exporter", "dst_prefix", "in_if", "out_if"):
+    if dim == "as_pair":
+        return ["other" if o else f"{a} -> {b}" for o, (a, b) in zip(other.tolist(), words[:, :2].tolist())]
+    if dim in ("src", "dst", "self", "exporter", "dst_prefix", "in_if", "out_if", "if_pair"):
         raw = np.ascontiguousarray(words[:, :2]).astype(">u8").view("V16").ravel().tolist()
         for i, a in enumerate(raw):
             if other[i]:
@@ -95,6 +106,8 @@ def key_text(dim: str, words: np.ndarray, other: np.ndarray | None = None,
                 out.append(addr.prefix_text(a, prefix_v4, prefix_v6))
             elif dim in ("in_if", "out_if"):
                 out.append(f"{addr.to_text(a)} {int(words[i, 2])}")
+            elif dim == "if_pair":
+                out.append(f"{addr.to_text(a)} {int(words[i, 2])} -> {int(words[i, 3])}")
             else:
                 out.append(addr.to_text(a))
         return out

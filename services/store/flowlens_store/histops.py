@@ -308,21 +308,22 @@ def key_rows(engine, db, by: str, pieces: list, fold, grid, scaled: bool, host: 
     from . import keydims as K
 
     dim = K.HIST_DIM[by]
-    w = K.width(by)
+    hw = KEY_WIDTH.get(dim, 1)
     if chosen is not None and not len(chosen):
-        rows = H._concat([], KEY_WIDTH.get(dim, 1))
+        rows = H._concat([], hw)
     elif chosen is not None and by != "dscp":  # (dscp's chosen keys are not its rollup words: tos)
+        wanted = K.to_hist_words(by, chosen)
         if only is not None and memo is not None:
             name = _hist_value(only, scaled)
             fold = fold_one(name, grid[1])
-            known, unread = H.memo_rows(memo, pieces, chosen, name)
-            read = [_gather_chosen(engine, db, dim, unread, chosen, fold, (name,))] if unread else []
-            rows = fold(H._concat([known] + read, KEY_WIDTH.get(dim, 1)))
+            known, unread = H.memo_rows(memo, pieces, wanted, name)
+            read = [_gather_chosen(engine, db, dim, unread, wanted, fold, (name,))] if unread else []
+            rows = fold(H._concat([known] + read, hw))
         elif only is not None:
             name = _hist_value(only, scaled)
-            rows = _gather_chosen(engine, db, dim, pieces, chosen, fold_one(name, grid[1]), (name,))
+            rows = _gather_chosen(engine, db, dim, pieces, wanted, fold_one(name, grid[1]), (name,))
         else:
-            rows = _gather_chosen(engine, db, dim, pieces, chosen, fold)
+            rows = _gather_chosen(engine, db, dim, pieces, wanted, fold)
     elif only is not None and grid is None:  # key totals: merged hour by hour (keymerge.py)
         rows = H.key_totals(db, dim, pieces, (_hist_value(only, scaled),), engine._check, memo=memo)
     elif only is not None:
@@ -337,7 +338,7 @@ def key_rows(engine, db, by: str, pieces: list, fold, grid, scaled: bool, host: 
     else:
         b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])
         v = np.stack([b, p, rows["flows"]]) if len(b) else np.zeros((3, 0), np.uint64)
-    k = K.from_hist_words(by, rows["k"].reshape(len(rows["t"]), w))
+    k = K.from_hist_words(by, rows["k"].reshape(len(rows["t"]), hw))
     i = (rows["t"] - grid[0]) // grid[1] if grid is not None else np.zeros(len(rows["t"]), np.int64)
     other = rows["other"]
     keep = ~other

@@ -27,12 +27,21 @@ KEY_COLUMNS = {"src": ("src_addr",), "dst": ("dst_addr",), "pair": ("src_addr", 
 KEY_WIDTH = {"src": 2, "dst": 2, "exporter": 2, "pair": 4, "in_if": 3, "out_if": 3}  # else 1
 # the rollup dimension each key is kept in (dscp: by tos, four tos values a DSCP); pair has none
 HIST_DIM = {by: by for by in TOP_BY if by in DIMS} | {"dscp": "tos"}
+# pairs of dimensions kept in a pair rollup (either order): by's words are the rollup words at these
+# indexes (an interface pair's rollup key is (exporter, in, out), by's is both interfaces' whole keys)
+PAIR_WORDS = {"in_if,out_if": ("if_pair", (0, 1, 2, 0, 1, 3)), "out_if,in_if": ("if_pair", (0, 1, 3, 0, 1, 2)),
+              "src_as,dst_as": ("as_pair", (0, 1)), "dst_as,src_as": ("as_pair", (1, 0))}
+# and the rollup words as by's words at these indexes
+_HIST_OF_PAIR = {"in_if,out_if": (0, 1, 2, 5), "out_if,in_if": (0, 1, 5, 2), "src_as,dst_as": (0, 1),
+                 "dst_as,src_as": (1, 0)}
+HIST_DIM |= {by: dim for by, (dim, _at) in PAIR_WORDS.items()}
 COUNTRY_KEYS = ("src_country", "dst_country")  # packed codes (flowmodel.geo), shown as code or label
 
 assert set(KEY_COLUMNS) == set(TOP_BY), "every top dimension needs its key columns"
 
 # ``by`` "A,B": the (A, B) pairs of two different dimensions (a Sankey's bands: in_if,out_if), their
-# key A's words then B's; no rollup keeps pairs, so they are summed from raw flows like "pair"
+# key A's words then B's; those of PAIR_WORDS come from the pair rollups, the others are summed from
+# raw flows like "pair"
 PAIR_SEP = ","
 PAIRABLE = tuple(b for b in TOP_BY if b != "pair")
 
@@ -77,8 +86,18 @@ def key_words(by: str, cols) -> list[np.ndarray]:
 
 
 def from_hist_words(by: str, k: np.ndarray) -> np.ndarray:
-    """Rollup key words (n, w) of HIST_DIM[by] as this dimension's words (dscp: tos >> 2)."""
+    """Rollup key words (n, w) of HIST_DIM[by] as this dimension's words (dscp: tos >> 2; a pair:
+    PAIR_WORDS)."""
+    if by in PAIR_WORDS:
+        return k[:, list(PAIR_WORDS[by][1])]
     return k >> _U64(2) if by == "dscp" else k
+
+
+def to_hist_words(by: str, k: np.ndarray) -> np.ndarray:
+    """This dimension's key words (n, w) as those of its rollup (not dscp: many tos a DSCP)."""
+    if by in PAIR_WORDS:
+        return np.asarray(k, _U64).reshape(len(k), width(by))[:, list(_HIST_OF_PAIR[by])]
+    return k
 
 
 def _addresses(k: np.ndarray, first: int) -> list[str]:

@@ -20,7 +20,7 @@ from store_testdata import T0, make_batch, with_seq
 HOUR = 3_600_000
 BASE = (T0 // HOUR) * HOUR
 DIMS = ["src", "dst", "pair", "port", "src_port", "protocol", "exporter", "in_if", "out_if", "src_as", "dst_as",
-        "dscp"]
+        "dscp", "in_if,out_if", "src_as,dst_as"]
 
 
 def site_flows() -> FlowBatch:
@@ -61,7 +61,7 @@ def store(tmp_path_factory):
 
 
 def numpy_key(by: str, flows, m) -> np.ndarray:
-    return np.stack(K.key_words(by, {c: flows[c][m] for c in K.KEY_COLUMNS[by]}), axis=1)
+    return np.stack(K.key_words(by, {c: flows[c][m] for c in K.columns(by)}), axis=1)
 
 
 def raw_too(eng, op, args):

@@ -83,6 +83,8 @@ def _row_key(dim: str, r: dict):
             "dst_prefix": lambda: _prefix(d),
             "in_if": lambda: (*_words(bytes(r["exporter"])), int(r["input_if"])),
             "out_if": lambda: (*_words(bytes(r["exporter"])), int(r["output_if"])),
+            "if_pair": lambda: (*_words(bytes(r["exporter"])), int(r["input_if"]), int(r["output_if"])),
+            "as_pair": lambda: (int(r["src_as"]), int(r["dst_as"])),
             "port": lambda: (min(int(r["src_port"]), int(r["dst_port"])),)}.get(dim, lambda: (int(r[dim]),))()
 
 
@@ -284,6 +286,8 @@ def test_key_text():
     assert key_text("dst_prefix", pre, prefix_v4=24, prefix_v6=64) == ["10.1.2.0/24", "2001:db8::/64"]
     assert key_text("in_if", np.array([(*_words(v4), 7)], np.uint64)) == ["10.1.2.3 7"]
     assert key_text("port", np.array([[443], [M64]], np.uint64)) == ["443", "other"]
+    assert key_text("if_pair", np.array([(*_words(v4), 7, 9), [M64] * 4], np.uint64)) == ["10.1.2.3 7 -> 9", "other"]
+    assert key_text("as_pair", np.array([[64500, 15169], [M64, M64]], np.uint64)) == ["64500 -> 15169", "other"]
     assert key_text("src_as", np.array([[65000]], np.uint64), other=np.array([True])) == ["other"]
 
 
