@@ -211,3 +211,23 @@ def test_pages_have_their_own_latency_series(http, window):
     metrics = http.get("/metrics").text
     for path in ("/explore", "/explore.csv", "/exporters"):
         assert f'flowlens_web_request_duration_seconds_count{{route="{path}",status="2xx"}}' in metrics
+
+
+def test_the_sankey_picker_suggests_a_rollup_pair_and_says_which_are_slow(http, window):
+    """Without sankey_from/sankey_to in the URL the picker shows input -> output interface (a pair the
+    store answers from rollups) and draws nothing yet; (none) sent as empty values stays none; the
+    form says which pairs come from rollups and which are summed from the flows."""
+    rng = {"from": window["from"], "to": window["to"]}
+    root = page(http.get("/explore", params={"by": "src", **rng}))
+    picked = [root.xpath(f"//h:select[@name='{n}']/h:option[@selected]/@value", namespaces=NS)
+              for n in ("sankey_from", "sankey_to")]
+    assert picked == [["in_if"], ["out_if"]] and not root.xpath("//h:figure[@class='sankey']", namespaces=NS)
+    note = text(root.xpath("//h:span[contains(@class, 'sankey-pairs')]", namespaces=NS)[0])
+    assert "Input to output interface and source to destination AS" in note and "summed from the flows" in note
+    root = page(http.get("/explore", params={"by": "src", "sankey_from": "", "sankey_to": "", **rng}))
+    assert [root.xpath(f"//h:select[@name='{n}']/h:option[@selected]/@value", namespaces=NS)
+            for n in ("sankey_from", "sankey_to")] == [[], []]  # so the first, (none), shows
+    assert not root.xpath("//h:figure[@class='sankey']", namespaces=NS)
+    # the suggested pair, sent, is drawn
+    root = page(http.get("/explore", params={"by": "src", "sankey_from": "in_if", "sankey_to": "out_if", **rng}))
+    assert root.xpath("//h:figure[@class='sankey']//svg:path[@class='link']", namespaces=NS)

@@ -88,9 +88,10 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
 
     # ------------------------------------------------------------------ /explore
 
-    def explore_ctx(form: dict, trange: TimeRange, **extra) -> dict:
+    def explore_ctx(form: dict, trange: TimeRange, sankey_asked: bool = True, **extra) -> dict:
         keep = {k: v for k, v in form.items() if v}
         return {"title": "Explore", "nav": "explore", "form": {**{k: "" for k in FORM_FIELDS}, **form},
+                "sankey_picked": sv.picker_choice(form, sankey_asked), "sankey_note": sv.PICKER_NOTE,
                 "dimensions": ex.DIMENSIONS, "metrics": ex.METRICS, "sankey_dimensions": ex.SANKEY_DIMENSIONS, "range_bar": trange.bar("/explore", keep),
                 "range_hidden": trange.query(), "error": None, "view": None, "top": form.get("top", ""),
                 "csv_href": None, **extra}
@@ -98,6 +99,7 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
     async def explore_page(request: Request, as_csv: bool) -> Response:
         params = request.query_params
         now = now_ms()
+        asked = "sankey_from" in params or "sankey_to" in params  # else the picker suggests a rollup pair
         try:
             q = ex.parse_query(params, now)
         except ex.FormError as e:
@@ -108,8 +110,8 @@ def add_explore_routes(app: App, lanes, page: Callable[..., Response], now_ms: C
             except RangeError:
                 trange = TimeRange.last("1h", now)
             form = {k: (params.get(k) or "")[:200] for k in FORM_FIELDS}
-            return page("explore.xhtml", 400, **explore_ctx(form, trange, error=str(e)))
-        ctx = explore_ctx(q.form, q.range)
+            return page("explore.xhtml", 400, **explore_ctx(form, trange, asked, error=str(e)))
+        ctx = explore_ctx(q.form, q.range, asked)
         sankey_args = sv.store_args(q) if q.sankey and not as_csv else None
         try:
             reply, *sankey = await explore_replies(request, q.store_args(), sankey=sankey_args)

@@ -21,6 +21,13 @@ KEY_SEP = " -> "
 # the filter keys a dimension's key sets in a pair's filter (the rest are the other side's)
 FILTER_KEYS = {"in_if": ("exporter", "input_if"), "out_if": ("exporter", "output_if")}
 UNITS = {"bytes": "bytes", "packets": "packets", "flows": "flows"}
+# the pairs the store keeps rollups of (its keydims.PAIR_WORDS): a Sankey of days of them is fast;
+# every other pair is summed from the flows, seconds over a day (or refused at its time limit)
+ROLLUP_PAIRS = (("in_if", "out_if"), ("out_if", "in_if"), ("src_as", "dst_as"), ("dst_as", "src_as"))
+DEFAULT_PAIR = ("in_if", "out_if")  # what the picker shows until the URL says otherwise
+PICKER_NOTE = ("Input to output interface and source to destination AS (either way round) come from the "
+               "store's rollups: fast over any range. Any other pair is summed from the flows: slow over "
+               "long ranges (the store gives up past its query time limit).")
 CHAR_WIDTH = 6.5   # viewBox units per label character (the labels' 11px sans, explore.css), a little over
 LABEL_ROOM = (120, 290)  # least and most room beside the diagram for a side's labels (its width is 900)
 
@@ -31,6 +38,18 @@ def store_args(q: ex.ExploreQuery) -> dict:
     a, b = q.sankey
     return {"by": f"{a}{PAIR_SEP}{b}", "metric": ex.METRICS[q.metric][0], "limit": q.top, "scaled": True,
             "since": q.range.since_ms, "until": q.range.until_ms, **q.filters}
+
+
+def picker_choice(form: Mapping[str, str], asked: bool) -> tuple[str, str]:
+    """The (from, to) the form's Sankey picker shows: the URL's when it names either (empty: none),
+    else DEFAULT_PAIR, a pair the rollups answer (drawn once the form is sent)."""
+    if asked:
+        return str(form.get("sankey_from") or ""), str(form.get("sankey_to") or "")
+    return DEFAULT_PAIR
+
+
+def from_rollups(pair: tuple[str, str]) -> bool:
+    return tuple(pair) in ROLLUP_PAIRS
 
 
 def side_filter(by: str, flt: Mapping[str, Any]) -> dict[str, Any]:

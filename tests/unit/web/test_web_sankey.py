@@ -99,3 +99,15 @@ def test_any_two_dimensions_draw_from_the_stores_top_of_their_pairs():
     ns = {"svg": "http://www.w3.org/2000/svg"}
     assert len(root.xpath("//svg:path[@class='link']", namespaces=ns)) == 3
     assert root.xpath("//svg:title/text()", namespaces=ns)[0] == "Input interface to output interface"
+
+
+def test_the_picker_suggests_a_pair_the_store_keeps_rollups_of():
+    from flowlens_store import keydims
+    from flowlens_web import sankeyview as sv
+
+    # the web cannot import the store: its list of rollup pairs is checked against the store's here
+    assert {f"{a},{b}" for a, b in sv.ROLLUP_PAIRS} == set(keydims.PAIR_WORDS)
+    assert sv.from_rollups(sv.DEFAULT_PAIR) and not sv.from_rollups(("src", "dst_port"))
+    assert sv.picker_choice({}, asked=False) == ("in_if", "out_if")
+    assert sv.picker_choice({"sankey_from": "", "sankey_to": ""}, asked=True) == ("", "")
+    assert sv.picker_choice({"sankey_from": "exporter", "sankey_to": "protocol"}, asked=True) == ("exporter", "protocol")
