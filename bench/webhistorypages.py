@@ -1,9 +1,12 @@
-"""The pages bench.webhistory asks (dashboard, Explore, the flow explorer, the exporter pages, at
-1 h, 24 h and 72 h, anchored at the newest flow and as the presets ending now) and, for each, its
-store requests alone, built with the web's own modules so they are the page's own arguments.
+"""The pages bench.webhistory asks (dashboard, Explore, Explore's Sankeys of the pairs the store keeps
+rollups of, the flow explorer, the exporter pages, at 1 h, 24 h and 72 h, anchored at the newest
+flow and as the presets ending now) and, for each, its store requests alone, built with the web's
+own modules so they are the page's own arguments. FLOWLENS_BENCH_WEBHISTORY_PAGES (comma-separated
+words, e.g. "sankey") keeps only the pages whose name holds one of them: a short rerun of a few.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -14,6 +17,10 @@ from . import history
 HOURS = (1, 24, 72)
 EXPLORE_BY = ("src", "dst_port", "exporter", "in_if")
 EXPORTER = "127.0.0.1"                  # bench.history's exporter: its datagrams come from loopback
+# Explore with a Sankey of a pair the store keeps rollups of (by the table's dimension src), over days
+SANKEY_PAIRS = (("in_if", "out_if"), ("src_as", "dst_as"))
+SANKEY_HOURS = (24, 72)
+ONLY = [w.strip() for w in os.environ.get("FLOWLENS_BENCH_WEBHISTORY_PAGES", "").split(",") if w.strip()]
 
 
 @dataclass
@@ -77,6 +84,17 @@ def _explore_ops(params: dict) -> Callable:
     return ops
 
 
+def _sankey_ops(params: dict) -> Callable:
+    from flowlens_web import explore as ex
+    from flowlens_web import sankeyview as sv
+
+    def ops(ask: OpClock, now_ms: int) -> None:
+        q = ex.parse_query(params, now_ms)
+        ask("explore", **q.store_args())
+        ask("top", **sv.store_args(q))
+    return ops
+
+
 def _flows_ops(params: dict) -> Callable:
     from flowlens_web import flowtable
 
@@ -133,12 +151,17 @@ def pages(end_ms: int, host: str) -> list[Page]:
                 window, rq = window_of(hours)
                 q = {"by": by, **rq}
                 out.append(Page(f"explore by {by}", window, "/explore", q, _explore_ops(q)))
+        for a, b in SANKEY_PAIRS:
+            for hours in SANKEY_HOURS:
+                window, rq = window_of(hours)
+                q = {"by": "src", "sankey_from": a, "sankey_to": b, **rq}
+                out.append(Page(f"explore sankey {a}->{b}", window, "/explore", q, _sankey_ops(q)))
     window, rq = anchored(24)
     q = {"addr": host, **rq}
     out.append(Page(f"flows of one host ({host})", window, "/flows", q, _flows_ops(q)))
     out.append(Page("exporters", "last hour (fixed)", "/exporters", {}, _exporters_ops({})))
     out.append(Page(f"exporter {EXPORTER}", window, f"/exporters/{EXPORTER}", rq, _exporter_ops(rq)))
-    return out
+    return [p for p in out if not ONLY or any(w in p.name for w in ONLY)]
 
 
 def percentile(sorted_ms: list[float], pct: int) -> float:

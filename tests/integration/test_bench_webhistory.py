@@ -18,6 +18,7 @@ if str(REPO) not in sys.path:
 
 from bench import nfdumpfiles as nf  # noqa: E402
 from bench import webhistory  # noqa: E402
+from bench import webhistorypages  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not nf.have_nfcapd(),
                                 reason="bench.history's loader drives nfcapd (Debian package nfdump; `make debs`)")
@@ -59,6 +60,8 @@ def test_dashboard_and_explore_are_asked_at_each_range_both_ways(result):
             assert ("dashboard", window) in asked
             for by in webhistory.EXPLORE_BY:
                 assert (f"explore by {by}", window) in asked
+            for a, b in webhistorypages.SANKEY_PAIRS:
+                assert ((f"explore sankey {a}->{b}", window) in asked) == (hours in webhistorypages.SANKEY_HOURS)
 
 
 def test_a_kept_store_is_reused_not_built_again(store_dir, built, result):
