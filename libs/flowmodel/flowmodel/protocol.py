@@ -43,7 +43,8 @@ INT_FILTERS = {"input_if": 0xFFFFFFFF, "output_if": 0xFFFFFFFF, "src_as": 0xFFFF
 COUNTRY_FILTERS = ("src_country", "dst_country", "country")
 # top/explore dimensions: in_if/out_if are (exporter, ifIndex); port is min(src_port, dst_port). ``by``
 # may also be two different ones but pair joined by a comma ("in_if,out_if"): the pairs of their keys,
-# each row's key "a -> b" and its filter both keys' (summed from raw flows: no rollup keeps pairs)
+# each row's key "a -> b" and its filter both keys' (in_if,out_if and src_as,dst_as, either way round,
+# from the store's pair rollups; the others summed from raw flows)
 TOP_BY = ("src", "dst", "pair", "port", "src_port", "dst_port", "protocol", "exporter", "in_if", "out_if",
           "src_as", "dst_as", "dscp", "src_country", "dst_country")
 METRICS = ("bytes", "packets", "flows")
