@@ -262,6 +262,7 @@ def create_app(cfg: Config, store: StoreGate, clock: Callable[[], float] = time.
             "flowlens_web_login_limited_total": ("counter", "sign-ins refused with 429: the address failed web.login_max_failures times in 5 min", limiter.refused),
             "flowlens_web_history_refused_total": ("counter", "history queries refused with 429: the client had web.heavy_queries_per_client running or waiting", lanes.refused),
             "flowlens_web_waits_cancelled_total": ("counter", "page waits on the store ended because the browser went away", lanes.cancelled),
+            "flowlens_web_history_shed_total": ("counter", "history queries refused with 429: the turns ahead of them would take longer than query.timeout", lanes.shed),
         }
         for key, kind, help_ in (("open", "gauge", "HTTP connections open"),
                                  ("header_timeouts", "counter", "connections closed without a whole request head within web.header_timeout"),

@@ -11,6 +11,9 @@ end when the browser goes away.
   of its own; the turn is given back when that thread ends, even if the page stopped waiting.
 - A client (address) runs or waits for at most ``heavy_per_client`` heavy queries at once; one
   more is refused with ``TooBusy`` (the app answers 429 with Retry-After).
+- A heavy query that would wait longer than ``query.timeout`` for its turn (the turns ahead of it
+  times the recent mean turn, per history connection) is refused at once with ``TooBusy`` too,
+  instead of waiting the whole timeout for a 503: a crowd gets a deliberate 429 with the wait.
 - While a page waits, the request's ``receive`` is watched: a disconnect cancels the wait
   (``ClientGone``) and, if the query had not started, it never runs.
 """
@@ -21,6 +24,7 @@ import collections
 import concurrent.futures
 import contextvars
 import logging
+import math
 import time
 from typing import Any, Callable
 
@@ -30,6 +34,7 @@ from .storegate import BORROWED, HEAVY, LIGHT, StoreBusy, StoreGate
 log = logging.getLogger(__name__)
 
 # which lane each gate method takes by default
+HISTORY_TURN_WEIGHT = 0.2  # each ended heavy turn's weight in the moving average of turns
 LANE_OF = {"overview": LIGHT, "advisories": LIGHT, "exporters": LIGHT, "status": LIGHT, "notes": LIGHT,
            "flows": HEAVY, "top": HEAVY, "series": HEAVY}
 
@@ -57,6 +62,9 @@ class StoreLanes:
         self.cancelled = 0      # waits ended because the browser went away
         self.refused = 0        # heavy queries refused with 429
         self.borrowed = 0       # light queries run on an idle history connection
+        self.shed = 0           # heavy queries refused with 429 because their wait would pass query.timeout
+        self._history_turns = 0  # heavy turns running or waiting (not light ones on a borrowed connection)
+        self._history_turn_s: float | None = None  # recent mean heavy turn (moving average)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -95,7 +103,14 @@ class StoreLanes:
                 raise TooBusy(f"this browser (address {client}) already has {self._heavy[client]} history "
                               "queries running or waiting, the most web.heavy_queries_per_client allows",
                               self.retry_after_s)
+            wait_s = self.expected_history_wait_s()
+            if wait_s > self.gate.timeout_s:
+                self.shed += 1
+                raise TooBusy(f"the store is busy with history pages: {self._history_turns} are running or waiting "
+                              f"here, about {wait_s:.0f} s of work, more than the {self.gate.timeout_s:g} s a page "
+                              "waits (query.timeout)", max(self.retry_after_s, math.ceil(wait_s - self.gate.timeout_s)))
             self._heavy[client] += 1
+            self._history_turns += 1
         if lane == LIGHT and self._slots[LIGHT].locked() and not self._slots[HEAVY].locked():
             # the light lane is busy and a history connection idle: borrow it (history never borrows back,
             # so a dashboard still never waits behind history; several dashboards run side by side)
@@ -117,6 +132,13 @@ class StoreLanes:
             raise
         return await self._run(lane, fn, client)
 
+    def expected_history_wait_s(self) -> float:
+        """How long a new heavy query would wait for its turn: the turns ahead, per history
+        connection, times the recent mean turn (0 until a turn has ended)."""
+        if not self._history_turn_s:
+            return 0.0
+        return self._history_turns / self.gate.lane_sizes[HEAVY] * self._history_turn_s
+
     async def _run(self, lane: str, fn: Callable[[], Any], client: str, share: bool = True) -> Any:
         """``fn`` on a thread, the turn on ``lane`` held; ``share``: the client's history share too."""
         try:
@@ -127,25 +149,30 @@ class StoreLanes:
         # from here the thread's end gives the turn (and the client's share) back, even when the page
         # stopped waiting: a query sent on a REQ socket is answered before that socket takes another
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         ended = [0.0]
 
         def done(_) -> None:
             ended[0] = time.perf_counter()
-            loop.call_soon_threadsafe(self._release, lane, client, share)
+            loop.call_soon_threadsafe(self._release, lane, client, share, ended[0] - started)
         future.add_done_callback(done)
         result = await asyncio.wrap_future(future)
         # the thread's end to here: how long a busy event loop kept this page from going on
         timing.add("resume", time.perf_counter() - ended[0])
         return result
 
-    def _release(self, lane: str, client: str, share: bool = True) -> None:
+    def _release(self, lane: str, client: str, share: bool = True, turn_s: float | None = None) -> None:
         self._slots[lane].release()
         if share:
+            if lane == HEAVY and turn_s is not None:
+                prev = self._history_turn_s
+                self._history_turn_s = turn_s if prev is None else prev + HISTORY_TURN_WEIGHT * (turn_s - prev)
             self._give_share(lane, client)
 
     def _give_share(self, lane: str, client: str) -> None:
         if lane != HEAVY:
             return
+        self._history_turns -= 1
         self._heavy[client] -= 1
         if self._heavy[client] <= 0:
             del self._heavy[client]
@@ -153,7 +180,7 @@ class StoreLanes:
     def busy(self) -> dict:
         """Turns in use per lane and clients holding heavy shares (for /about and tests)."""
         return {"clients_with_history_queries": len(self._heavy), "cancelled": self.cancelled,
-                "refused": self.refused}
+                "refused": self.refused, "shed": self.shed}
 
 
 def _borrowed(fn: Callable[[], Any]) -> Any:

@@ -244,3 +244,41 @@ def test_a_page_s_store_turns_are_timed_in_its_record(store):
     finally:
         lanes.close()
         gate.close()
+
+
+def test_history_that_would_wait_past_the_timeout_is_refused_at_once(store):
+    """Turns of ~0.4 s on one history connection and a 1 s query.timeout: with two turns ahead the
+    next would wait ~0.8 s and queues; with three ahead (~1.2 s) it gets TooBusy at once, with a
+    Retry-After, instead of a StoreBusy (503) a second later."""
+    gate = StoreGate(store.endpoint, timeout_s=1.0, connections=2)
+    lanes = StoreLanes(gate, heavy_per_client=5)
+
+    async def main():
+        first = asyncio.ensure_future(lanes.query(Browser("10.0.0.1"), "series", step=60))
+        await until(lambda: store.held)
+        await asyncio.sleep(0.4)
+        store.release()
+        await first
+        assert 0.35 <= lanes._history_turn_s < 1.0
+        assert lanes.expected_history_wait_s() == 0
+        store._release.clear()
+        running = asyncio.ensure_future(lanes.query(Browser("10.0.0.2"), "series", step=60))
+        await until(lambda: store.held)
+        waiting = asyncio.ensure_future(lanes.query(Browser("10.0.0.3"), "series", step=60))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # ~0.4 s ahead of it: it waits
+        third = asyncio.ensure_future(lanes.query(Browser("10.0.0.4"), "series", step=60))
+        await asyncio.sleep(0.05)
+        assert not third.done()  # ~0.8 s ahead: still within the timeout
+        with pytest.raises(TooBusy, match=r"3 are running or waiting here, about 1 s of work") as refused:
+            await lanes.query(Browser("10.0.0.5"), "series", step=60)
+        assert refused.value.retry_after_s >= 1 and lanes.shed == 1 and lanes.refused == 0
+        store.release()
+        for t in (running, waiting, third):
+            assert (await t)["op"] == "series"
+        assert lanes._history_turns == 0 and not lanes._heavy
+    try:
+        asyncio.run(main())
+    finally:
+        lanes.close()
+        gate.close()
