@@ -220,8 +220,10 @@ def decode(buf, offsets: np.ndarray, lengths: np.ndarray, now_ms: int) -> SflowR
     r_fmt_min = np.where(is_flow_rec, _RECORD_MIN[slot], np.where(r_fmt == IF_COUNTERS, IF_COUNTERS_LEN, 0))
     short = r_len < r_fmt_min
     raw = is_flow_rec & (r_fmt == RAW_HEADER) & ~short
-    hdr_len = np.where(raw, w[np.where(raw, (r_at >> 2) + 3, 0)], 0).astype(np.int64)
-    short |= raw & (hdr_len > r_len - 16)
+    raw_idx = np.flatnonzero(raw)
+    over = w[(r_at[raw_idx] >> 2) + 3] > r_len[raw_idx] - 16  # header length past its record
+    if over.any():
+        short[raw_idx[over]] = True
     status[s_dg[r_smp[short]]] = np.where(status[s_dg[r_smp[short]]] == OK, SHORT_RECORD,
                                           status[s_dg[r_smp[short]]])
 
