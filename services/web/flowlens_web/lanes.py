@@ -11,9 +11,11 @@ end when the browser goes away.
   of its own; the turn is given back when that thread ends, even if the page stopped waiting.
 - A client (address) runs or waits for at most ``heavy_per_client`` heavy queries at once; one
   more is refused with ``TooBusy`` (the app answers 429 with Retry-After).
-- A heavy query that would wait longer than ``query.timeout`` for its turn (the turns ahead of it
-  times the recent mean turn, per history connection) is refused at once with ``TooBusy`` too,
-  instead of waiting the whole timeout for a 503: a crowd gets a deliberate 429 with the wait.
+- A heavy query that would wait more than half of ``query.timeout`` for its turn (the turns ahead
+  of it times the recent mean turn, per history connection; or the oldest waiting turn has waited
+  that long already) is refused at once with ``TooBusy`` too, instead of waiting the whole timeout
+  for a 503: a crowd gets a deliberate 429 with the wait. Half: the other half is the store's answer.
+  One admitted on a low estimate that still waits the whole timeout gets the same 429 (late).
 - While a page waits, the request's ``receive`` is watched: a disconnect cancels the wait
   (``ClientGone``) and, if the query had not started, it never runs.
 """
@@ -65,6 +67,7 @@ class StoreLanes:
         self.shed = 0           # heavy queries refused with 429 because their wait would pass query.timeout
         self._history_turns = 0  # heavy turns running or waiting (not light ones on a borrowed connection)
         self._history_turn_s: float | None = None  # recent mean heavy turn (moving average)
+        self._history_waiting: dict[object, float] = {}  # heavy turns waiting -> since (perf_counter), oldest first
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -104,11 +107,11 @@ class StoreLanes:
                               "queries running or waiting, the most web.heavy_queries_per_client allows",
                               self.retry_after_s)
             wait_s = self.expected_history_wait_s()
-            if wait_s > self.gate.timeout_s:
+            if wait_s > self.gate.timeout_s / 2:
                 self.shed += 1
                 raise TooBusy(f"the store is busy with history pages: {self._history_turns} are running or waiting "
-                              f"here, about {wait_s:.0f} s of work, more than the {self.gate.timeout_s:g} s a page "
-                              "waits (query.timeout)", max(self.retry_after_s, math.ceil(wait_s - self.gate.timeout_s)))
+                              f"here, about {wait_s:.1f} s of work, more than half the {self.gate.timeout_s:g} s a page "
+                              "waits (query.timeout)", max(self.retry_after_s, math.ceil(wait_s)))
             self._heavy[client] += 1
             self._history_turns += 1
         if lane == LIGHT and self._slots[LIGHT].locked() and not self._slots[HEAVY].locked():
@@ -118,6 +121,9 @@ class StoreLanes:
             self.borrowed += 1
             return await self._run(HEAVY, lambda: _borrowed(fn), client, share=False)
         t0 = time.perf_counter()
+        token = object()
+        if lane == HEAVY:
+            self._history_waiting[token] = t0
         try:
             # a little over one answer's wait: the query ahead either answers or marks the store down
             await asyncio.wait_for(self._slots[lane].acquire(), self.gate.timeout_s + 0.5)
@@ -125,19 +131,27 @@ class StoreLanes:
         except asyncio.TimeoutError:
             self._give_share(lane, client)
             self.gate.raise_if_down()
+            if lane == HEAVY:  # the store answers; history is queued here past what a page waits: shed, late
+                self.shed += 1
+                raise TooBusy(f"the store is busy with history pages: this one waited over {self.gate.timeout_s:g} s "
+                              "(query.timeout) for its turn", self.retry_after_s) from None
             raise StoreBusy(f"the store at {self.gate.endpoint} is busy: other pages waited on it for over "
                             f"{self.gate.timeout_s:g} s") from None
         except BaseException:  # cancelled while waiting: the browser went away
             self._give_share(lane, client)
             raise
+        finally:
+            self._history_waiting.pop(token, None)
         return await self._run(lane, fn, client)
 
     def expected_history_wait_s(self) -> float:
         """How long a new heavy query would wait for its turn: the turns ahead, per history
         connection, times the recent mean turn (0 until a turn has ended)."""
+        oldest = next(iter(self._history_waiting.values()), None)  # waiting turns, oldest first
+        waited = 0.0 if oldest is None else time.perf_counter() - oldest
         if not self._history_turn_s:
-            return 0.0
-        return self._history_turns / self.gate.lane_sizes[HEAVY] * self._history_turn_s
+            return waited
+        return max(waited, self._history_turns / self.gate.lane_sizes[HEAVY] * self._history_turn_s)
 
     async def _run(self, lane: str, fn: Callable[[], Any], client: str, share: bool = True) -> Any:
         """``fn`` on a thread, the turn on ``lane`` held; ``share``: the client's history share too."""

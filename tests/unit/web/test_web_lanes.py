@@ -5,6 +5,7 @@ browser that disconnects ends its wait — a query that had not started is never
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from types import SimpleNamespace
 
@@ -247,10 +248,10 @@ def test_a_page_s_store_turns_are_timed_in_its_record(store):
 
 
 def test_history_that_would_wait_past_the_timeout_is_refused_at_once(store):
-    """Turns of ~0.4 s on one history connection and a 1 s query.timeout: with two turns ahead the
-    next would wait ~0.8 s and queues; with three ahead (~1.2 s) it gets TooBusy at once, with a
-    Retry-After, instead of a StoreBusy (503) a second later."""
-    gate = StoreGate(store.endpoint, timeout_s=1.0, connections=2)
+    """Turns of ~0.4 s on one history connection and a 2 s query.timeout (1 s for the turn): with
+    two turns ahead the next would wait ~0.8 s and queues; with three ahead (~1.2 s) it gets
+    TooBusy at once, with a Retry-After, instead of a StoreBusy (503) later."""
+    gate = StoreGate(store.endpoint, timeout_s=2.0, connections=2)
     lanes = StoreLanes(gate, heavy_per_client=5)
 
     async def main():
@@ -269,14 +270,67 @@ def test_history_that_would_wait_past_the_timeout_is_refused_at_once(store):
         assert not waiting.done()  # ~0.4 s ahead of it: it waits
         third = asyncio.ensure_future(lanes.query(Browser("10.0.0.4"), "series", step=60))
         await asyncio.sleep(0.05)
-        assert not third.done()  # ~0.8 s ahead: still within the timeout
-        with pytest.raises(TooBusy, match=r"3 are running or waiting here, about 1 s of work") as refused:
+        assert not third.done()  # ~0.8 s ahead: still within half the timeout
+        with pytest.raises(TooBusy, match=r"3 are running or waiting here, about 1\.\d s of work") as refused:
             await lanes.query(Browser("10.0.0.5"), "series", step=60)
-        assert refused.value.retry_after_s >= 1 and lanes.shed == 1 and lanes.refused == 0
+        assert refused.value.retry_after_s >= 2 and lanes.shed == 1 and lanes.refused == 0
         store.release()
         for t in (running, waiting, third):
             assert (await t)["op"] == "series"
-        assert lanes._history_turns == 0 and not lanes._heavy
+        assert lanes._history_turns == 0 and not lanes._heavy and not lanes._history_waiting
+    try:
+        asyncio.run(main())
+    finally:
+        lanes.close()
+        gate.close()
+
+
+def test_history_is_refused_once_the_oldest_waiter_has_waited_half_the_timeout(store):
+    """No turn has ended yet (no mean to go by): the oldest waiting turn's wait is the signal."""
+    gate = StoreGate(store.endpoint, timeout_s=1.0, connections=2)
+    lanes = StoreLanes(gate, heavy_per_client=5)
+
+    async def main():
+        running = asyncio.ensure_future(lanes.query(Browser("10.0.0.1"), "series", step=60))
+        await until(lambda: store.held)
+        waiting = asyncio.ensure_future(lanes.query(Browser("10.0.0.2"), "series", step=60))
+        await asyncio.sleep(0.1)
+        second = asyncio.ensure_future(lanes.query(Browser("10.0.0.3"), "series", step=60))
+        await asyncio.sleep(0.5)
+        assert not second.done()  # it came when the oldest had waited 0.1 s
+        with pytest.raises(TooBusy, match="the store is busy with history pages"):
+            await lanes.query(Browser("10.0.0.4"), "series", step=60)
+        store.release()
+        for t in (running, waiting, second):
+            assert (await t)["op"] == "series"
+    try:
+        asyncio.run(main())
+    finally:
+        lanes.close()
+        gate.close()
+
+
+def test_history_that_waited_the_whole_timeout_is_a_429_and_a_dashboard_s_a_503(store):
+    """A history turn admitted (no mean yet) that still waits past query.timeout is shed late, as
+    TooBusy (429: the store answers, history is queued here); the light lane keeps StoreBusy. The
+    turns ahead hold their lanes on their threads (1.2 s) without a store query to time out."""
+    import time as _time
+
+    from flowlens_web.storegate import StoreBusy
+    gate = StoreGate(store.endpoint, timeout_s=0.3, connections=2)
+    lanes = StoreLanes(gate, heavy_per_client=5)
+
+    async def main():
+        held = [asyncio.ensure_future(lanes.run(Browser("10.0.0.1"), lane, lambda: _time.sleep(1.2)))
+                for lane in (HEAVY, LIGHT)]
+        await asyncio.sleep(0.05)
+        history, dashboard = await asyncio.gather(lanes.query(Browser("10.0.0.2"), "series", step=60),
+                                                  lanes.query(Browser("10.0.0.3"), "overview", step=10),
+                                                  return_exceptions=True)
+        assert isinstance(history, TooBusy) and re.search(r"waited over 0\.3 s .* for its turn", str(history))
+        assert type(dashboard) is StoreBusy
+        assert lanes.shed == 1 and gate.up
+        await asyncio.gather(*held)
     try:
         asyncio.run(main())
     finally:
