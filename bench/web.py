@@ -195,8 +195,10 @@ def crowd(base: str, report, store_pid: int, web_pid: int) -> None:
     codes = collections.Counter(a[2] for a in answers)
     times = [a[3] for a in answers]
     errors = sum(n for c, n in codes.items() if c not in (200, 429))
+    failed = collections.Counter((a[1], a[2]) for a in answers if a[2] not in (200, 429))
     report("web", f"{CROWD_BROWSERS} browsers for {CROWD_SECONDS} s: answers by status",
-           str(dict(sorted(codes.items(), key=str))), "", f"errors other than 429: {errors}")
+           str(dict(sorted(codes.items(), key=str))), "", f"errors other than 429: {errors}" + (
+               f" ({', '.join(f'{n} x {st} on {path}' for (path, st), n in failed.most_common(4))})" if failed else ""))
     report("web", f"{CROWD_BROWSERS} browsers: p50 / p95 / max", f"{statistics.median(times):.0f} / "
            f"{percentile(times, 0.95):.0f} / {max(times):.0f}", "ms", f"{len(answers) / CROWD_SECONDS:.1f} pages/s")
     dash = [a[3] for a in answers if a[1] == "/"]
