@@ -277,10 +277,7 @@ def start_store_and_collector(tmp: Path, **store) -> tuple[dict, dict]:
     procs = {}
     try:
         for name in ("store", "collector"):
-            proc = ServiceProcess(name, path)
-            # the services refuse FLOWLENS_* variables that name no setting, as FLOWLENS_BENCH_* do
-            proc.env = {k: v for k, v in proc.env.items() if not k.startswith("FLOWLENS_BENCH_")}
-            procs[name] = proc.start()
+            procs[name] = ServiceProcess(name, path).start()
     except Exception:
         for p in reversed(list(procs.values())):
             p.stop()

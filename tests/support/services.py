@@ -79,7 +79,8 @@ class ServiceProcess:
         self.name = name
         self.prefix = prefix or []  # e.g. ["ip", "netns", "exec", NS]: run it inside a network namespace
         self.config_path = config_path
-        self.env = {**os.environ, **(env or {})}
+        # the services refuse FLOWLENS_* variables that name no setting, as the benchmarks' FLOWLENS_BENCH_* do
+        self.env = {k: v for k, v in {**os.environ, **(env or {})}.items() if not k.startswith("FLOWLENS_BENCH_")}
         self.args = args or []
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
