@@ -205,6 +205,16 @@ class GroupSums:
         if self.rows > max(REGROUP_ROWS, 2 * self.merged):
             self._merge()
 
+    def add_grouped(self, keys: dict[str, np.ndarray], b: np.ndarray, p: np.ndarray, n: np.ndarray) -> None:
+        """Add sums already grouped (each key once, as ``result`` gives them): kept as they are until
+        the next merge, not grouped again."""
+        if not len(b):
+            return
+        self.parts.append((keys, b, p, n))
+        self.rows += len(b)
+        if self.rows > max(REGROUP_ROWS, 2 * self.merged):
+            self._merge()
+
     def _merge(self) -> None:
         if len(self.parts) <= 1:
             return

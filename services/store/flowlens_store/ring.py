@@ -26,6 +26,7 @@ from flowmodel.schema import FLOW_COLUMNS, FlowBatch
 from .blocks import BLOCK_ROWS, Options, blobs_needed, decode_block, decode_rows, encode_columns
 from .blockstats import block_may_match
 from .planner import ADDR_FILTERS
+from .blocksums import BlockSums
 from .ringcache import DecodedColumns
 
 SEQ_DTYPE = np.dtype("<i8")
@@ -174,7 +175,8 @@ class _Columns(Mapping):
 
 
 class Ring:
-    def __init__(self, capacity: int, segment_rows: int | None = None, decoded_cache_bytes: int = 0):
+    def __init__(self, capacity: int, segment_rows: int | None = None, decoded_cache_bytes: int = 0,
+                 block_sums_bytes: int = 0):
         if capacity <= 0:
             raise ValueError("ring capacity must be positive")
         self.capacity = capacity
@@ -192,6 +194,8 @@ class Ring:
         self.lock = threading.Lock()
         # whole columns decoded from blocks, kept for the next query (ringcache.py); None: off
         self.decoded = DecodedColumns(decoded_cache_bytes) if decoded_cache_bytes > 0 else None
+        # the overview's group sums per whole block (blocksums.py); None: off
+        self.block_sums = BlockSums(block_sums_bytes) if block_sums_bytes > 0 else None
 
     def _new_open(self) -> dict[str, np.ndarray]:
         # a new buffer each time, never refilled: a block is encoded from it and it is dropped
@@ -248,6 +252,8 @@ class Ring:
                 gone = self._blocks.pop(0)
                 if self.decoded is not None:
                     self.decoded.drop(gone)
+                if self.block_sums is not None:
+                    self.block_sums.drop(gone)
                 self._skip = 0
                 self._oldest_te = None
         return newest
@@ -351,6 +357,26 @@ class Ring:
             if len(idx):
                 yield {name: seg[name][idx] for name in names}
             seg.release()
+
+    def scan_parts(self, mask_of: Callable[[Mapping[str, np.ndarray]], np.ndarray],
+                   filters: dict | None = None) -> Iterator[tuple[object | None, Mapping[str, np.ndarray], np.ndarray]]:
+        """As ``scan``, but each segment as (block, columns decoded as read, matching row indexes), the
+        block given only when the segment is a whole sealed block (none of its rows evicted), so a
+        caller may reuse what it computed from that block before (blocksums.py)."""
+        with self.lock:
+            segs = self._segments(filters)
+        for seg in segs:
+            idx = np.flatnonzero(mask_of(seg))
+            if len(idx):
+                yield (seg._block if seg._block is not None and seg.rows == seg._block.rows else None), seg, idx
+            seg.release()
+
+    def keep_block_sums(self, block, groups) -> None:
+        """Cache a block's overview groups, unless it was evicted since it was read (its entry would
+        then never be dropped)."""
+        with self.lock:
+            if self.block_sums is not None and any(b is block for b in self._blocks):
+                self.block_sums.put(block, groups)
 
     def time_bounds(self) -> tuple[int | None, int | None]:
         """Oldest and newest time_end held."""

@@ -137,7 +137,8 @@ class StoreService:
                              hourly_retention_ms=int(cfg["storage.rollup_hourly_retention"] * 1000),
                              five_min_retention_ms=int(cfg["storage.rollup_5min_retention"] * 1000),
                              max_bytes=cfg["storage.max_bytes"]).start()
-        self.ring = Ring(cfg["storage.ring_capacity"], decoded_cache_bytes=cfg["storage.ring_decoded_cache"])
+        self.ring = Ring(cfg["storage.ring_capacity"], decoded_cache_bytes=cfg["storage.ring_decoded_cache"],
+                         block_sums_bytes=cfg["storage.ring_overview_cache"])
         # After a restart the ring is empty but SQLite is not: treat what SQLite holds as evicted,
         # so a recent window that reaches back before the restart is answered from SQLite.
         stored_max = [p[4] for p in warm.partitions.values() if p[4] is not None]

@@ -28,6 +28,7 @@ _RATE_AT = REST_DTYPE.fields["sampling_rate"][1]  # offset of the sampling rate 
 
 TOP_COLUMNS = {"pair": ("src_addr", "dst_addr"), "port": ("src_port", "dst_port"), "src": ("src_addr",),
                "dst": ("dst_addr",)}
+OVERVIEW_SERIES = ("time_start", "time_end", "bytes", "packets", "sampling_rate")  # what the overview's series reads
 
 
 class TopOps:
@@ -115,14 +116,28 @@ class TopOps:
         # one pass over the ring, a segment at a time: each segment feeds the series and the three
         # groupings, so the whole window's rows are never held at once (a full ring is 41 MB of them)
         groups = {by: B.GroupSums(TOP_COLUMNS.get(by, (by,))) for by in ("src", "dst", "protocol")}
+        # a sealed block read whole under a plain time window: its groups are the same every time
+        # (blocksums.py), so they are merged from the cache instead of grouped from its rows again
+        sums = self.ring.block_sums if set(f) <= {"since", "until"} else None
 
         def segments():
-            for seg in self.ring.scan(lambda c: P.ring_mask(c, f), filters=f, columns=(
-                    "time_start", "time_end", "src_addr", "dst_addr", "protocol", "bytes", "packets", "sampling_rate")):
+            for block, cols, idx in self.ring.scan_parts(lambda c: P.ring_mask(c, f), filters=f):
+                seg = {name: cols[name][idx] for name in OVERVIEW_SERIES}
                 rate = np.maximum(seg["sampling_rate"], 1).astype(np.uint64)
                 seg["bytes"], seg["packets"] = seg["bytes"] * rate, seg["packets"] * rate
-                for g in groups.values():
-                    g.add(seg, seg["bytes"], seg["packets"])
+                whole = sums is not None and block is not None and len(idx) == cols.rows
+                cached = sums.get(block) if whole else None
+                if cached is None:
+                    keyed = {**seg, **{name: cols[name][idx] for name in ("src_addr", "dst_addr", "protocol")}}
+                    if whole:
+                        cached = _block_groups(keyed)
+                        self.ring.keep_block_sums(block, cached)
+                    else:
+                        for g in groups.values():
+                            g.add(keyed, seg["bytes"], seg["packets"])
+                if cached is not None:
+                    for by, (keys, b, p, n) in cached.items():
+                        groups[by].add_grouped(keys, b, p, n)
                 yield seg
 
         series = self.series({**base, "step": step, "spread": True}, cols=segments())
@@ -234,6 +249,16 @@ def _top_of_columns(cols: dict, by: str, metric: str, limit: int) -> tuple[list,
         keys = cols[need[0]][rows].tolist()
     groups = zip(keys, zip(b[pick].tolist(), p[pick].tolist(), n[pick].tolist()))
     return _rank(groups, metric, limit), totals
+
+
+def _block_groups(cols: dict) -> dict:
+    """One block's scaled sums per source, destination and protocol, as the overview caches them."""
+    out = {}
+    for by in ("src", "dst", "protocol"):
+        g = B.GroupSums(TOP_COLUMNS.get(by, (by,)))
+        g.add(cols, cols["bytes"], cols["packets"])
+        out[by] = g.result()
+    return out
 
 
 def _top_of_groups(groups: B.GroupSums, by: str, metric: str, limit: int) -> tuple[list, dict]:

@@ -1,0 +1,89 @@
+"""A bounded cache of the overview's per-block group sums over the ring's sealed blocks.
+
+The dashboard asks the ring's overview every few seconds; each time, grouping every block's rows by
+source, destination and protocol was about 40 % of the op's CPU. A sealed block never changes until
+it is evicted, so the groups of a block read whole (no row cut by the window or a filter) stay right:
+they are kept here and merged instead of the rows. uint64 sums merge exactly in any order, so an
+answer from cached groups is the answer from rows. Beyond ``max_bytes`` a block is not kept: the
+overview reads every block in turn, so dropping the least recently used would drop each block just
+before it is read again; the ring drops an evicted block's entry, which makes room for new blocks.
+Has its own lock: the ring's scan, which reads it, runs outside the ring's lock.
+"""
+from __future__ import annotations
+
+import threading
+import numpy as np
+
+from flowmodel.addr import ADDR, ipv4_column_from_raw
+
+# one block's groups: by -> (key columns, bytes, packets, flows), each a numpy array per group
+BlockGroups = dict[str, tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]]
+
+
+def groups_nbytes(groups: BlockGroups) -> int:
+    return sum(sum(k.nbytes for k in keys.values()) + b.nbytes + p.nbytes + n.nbytes
+               for keys, b, p, n in groups.values())
+
+
+def _compact(groups: BlockGroups) -> BlockGroups:
+    """IPv4-mapped address keys as their last 4 bytes and flow counts (at most a block's rows) as
+    uint32: a block of one destination per flow keeps 24 bytes a group instead of 40."""
+    out = {}
+    for by, (keys, b, p, n) in groups.items():
+        small = {}
+        for name, k in keys.items():
+            if k.dtype == ADDR:
+                words = np.ascontiguousarray(k).view("<u4").reshape(len(k), 4)
+                if not (words[:, 0].any() or words[:, 1].any() or (words[:, 2] != 0xFFFF0000).any()):
+                    k = words[:, 3].copy()
+            small[name] = k
+        out[by] = (small, b, p, n.astype(np.uint32) if n.max(initial=0) < 1 << 32 else n)
+    return out
+
+
+def _expand(groups: BlockGroups) -> BlockGroups:
+    """The groups as they were put: the exact address bytes and uint64 counts."""
+    return {by: ({name: ipv4_column_from_raw(k) if k.dtype == np.dtype("<u4") else k for name, k in keys.items()},
+                 b, p, n.astype(np.uint64)) for by, (keys, b, p, n) in groups.items()}
+
+
+class BlockSums:
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+        self._entries: dict[int, tuple[object, BlockGroups, int]] = {}
+
+    def get(self, block) -> BlockGroups | None:
+        with self._lock:
+            entry = self._entries.get(id(block))
+            if entry is None or entry[0] is not block:  # an id reused by a newer block is a miss
+                self.misses += 1
+                return None
+            self.hits += 1
+            groups = entry[1]
+        return _expand(groups)
+
+    def put(self, block, groups: BlockGroups) -> None:
+        """Keep a block's groups (made read-only: callers share them) if they fit in the bound."""
+        groups = _compact(groups)
+        size = groups_nbytes(groups)
+        for keys, b, p, n in groups.values():
+            for a in (*keys.values(), b, p, n):
+                a.flags.writeable = False
+        with self._lock:
+            old = self._entries.pop(id(block), None)
+            if old is not None:
+                self.nbytes -= old[2]
+            if self.nbytes + size <= self.max_bytes:
+                self._entries[id(block)] = (block, groups, size)
+                self.nbytes += size
+
+    def drop(self, block) -> None:
+        """Forget an evicted block's groups (it can never be read again)."""
+        with self._lock:
+            entry = self._entries.get(id(block))
+            if entry is not None and entry[0] is block:
+                self.nbytes -= self._entries.pop(id(block))[2]
