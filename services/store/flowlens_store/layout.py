@@ -71,6 +71,12 @@ PARTITION_DDL = ("CREATE TABLE {table} (seq INTEGER PRIMARY KEY, time_end INTEGE
 LAYOUT1_INDEXES = ("_te", "_sseg", "_dseg", "_time", "_src", "_dst")
 
 
+# A transaction that seals an hour or loads history writes tens of MB of WAL, and a WAL file never
+# shrinks by itself: SQLite truncates it to this size when a checkpoint lets the next write start
+# it over (otherwise disk use stays at the largest transaction's, twice the data after a bulk load).
+WAL_KEEP_BYTES = 32 << 20
+
+
 def partition_name(start_ms: int) -> str:
     return f"flows_{start_ms}"
 
@@ -92,6 +98,7 @@ def connect_writer(path: str, cache_bytes: int = 64 << 20) -> sqlite3.Connection
         # back to the file system (storage.max_bytes, WarmWriter.vacuum_step)
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")
     db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute(f"PRAGMA cache_size=-{max(1024, cache_bytes // 1024)}")
     db.execute("PRAGMA temp_store=MEMORY")
