@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import numpy as np
 
-from flowmodel.addr import ADDR, ipv4_column_from_raw
+from flowmodel.addr import ADDR, ipv4_column
 
 # one block's groups: by -> (key columns, bytes, packets, flows), each a numpy array per group
 BlockGroups = dict[str, tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]]
@@ -26,7 +26,7 @@ def groups_nbytes(groups: BlockGroups) -> int:
 
 
 def _compact(groups: BlockGroups) -> BlockGroups:
-    """IPv4-mapped address keys as their last 4 bytes and flow counts (at most a block's rows) as
+    """IPv4-mapped address keys as uint32 integers and flow counts (at most a block's rows) as
     uint32: a block of one destination per flow keeps 24 bytes a group instead of 40."""
     out = {}
     for by, (keys, b, p, n) in groups.items():
@@ -35,16 +35,24 @@ def _compact(groups: BlockGroups) -> BlockGroups:
             if k.dtype == ADDR:
                 words = np.ascontiguousarray(k).view("<u4").reshape(len(k), 4)
                 if not (words[:, 0].any() or words[:, 1].any() or (words[:, 2] != 0xFFFF0000).any()):
-                    k = words[:, 3].copy()
+                    # the address as an integer: its order is the 16 bytes' order, as grouping needs
+                    k = words[:, 3].byteswap()
             small[name] = k
         out[by] = (small, b, p, n.astype(np.uint32) if n.max(initial=0) < 1 << 32 else n)
     return out
 
 
-def _expand(groups: BlockGroups) -> BlockGroups:
-    """The groups as they were put: the exact address bytes and uint64 counts."""
-    return {by: ({name: ipv4_column_from_raw(k) if k.dtype == np.dtype("<u4") else k for name, k in keys.items()},
-                 b, p, n.astype(np.uint64)) for by, (keys, b, p, n) in groups.items()}
+def is_compact(part: tuple) -> bool:
+    """True when a block's groups for one key (as ``get`` gives them) hold no 16-byte address: they
+    merge with other compact ones as they are, and ``expand`` once after (cheaper than 16-byte keys)."""
+    return all(k.dtype != ADDR for k in part[0].values())
+
+
+def expand(part: tuple) -> tuple:
+    """One key's groups as they were put: the exact address bytes and uint64 counts."""
+    keys, b, p, n = part
+    return ({name: ipv4_column(k) if k.dtype == np.uint32 else k for name, k in keys.items()},
+            b, p, n.astype(np.uint64))
 
 
 class BlockSums:
@@ -57,17 +65,18 @@ class BlockSums:
         self._entries: dict[int, tuple[object, BlockGroups, int]] = {}
 
     def get(self, block) -> BlockGroups | None:
+        """A block's groups as kept: compact keys and counts (``expand`` gives them back as put)."""
         with self._lock:
             entry = self._entries.get(id(block))
             if entry is None or entry[0] is not block:  # an id reused by a newer block is a miss
                 self.misses += 1
                 return None
             self.hits += 1
-            groups = entry[1]
-        return _expand(groups)
+            return entry[1]
 
-    def put(self, block, groups: BlockGroups) -> None:
-        """Keep a block's groups (made read-only: callers share them) if they fit in the bound."""
+    def put(self, block, groups: BlockGroups, keep: bool = True) -> BlockGroups:
+        """Keep a block's groups (made read-only: callers share them) if ``keep`` and they fit in the
+        bound; returns them as ``get`` would, kept or not."""
         groups = _compact(groups)
         size = groups_nbytes(groups)
         for keys, b, p, n in groups.values():
@@ -77,9 +86,10 @@ class BlockSums:
             old = self._entries.pop(id(block), None)
             if old is not None:
                 self.nbytes -= old[2]
-            if self.nbytes + size <= self.max_bytes:
+            if keep and self.nbytes + size <= self.max_bytes:
                 self._entries[id(block)] = (block, groups, size)
                 self.nbytes += size
+        return groups
 
     def drop(self, block) -> None:
         """Forget an evicted block's groups (it can never be read again)."""

@@ -362,21 +362,33 @@ class Ring:
                    filters: dict | None = None) -> Iterator[tuple[object | None, Mapping[str, np.ndarray], np.ndarray]]:
         """As ``scan``, but each segment as (block, columns decoded as read, matching row indexes), the
         block given only when the segment is a whole sealed block (none of its rows evicted), so a
-        caller may reuse what it computed from that block before (blocksums.py)."""
+        caller may reuse what it computed from that block before (blocksums.py). The indexes are None
+        when every row matches: a whole block inside a plain time window (``filters`` of since and
+        until only, as planner.ring_mask applies them), whose rows are then not tested one by one."""
         with self.lock:
             segs = self._segments(filters)
+        times_only = filters is not None and set(filters) <= {"since", "until"}
+        since, until = (filters.get("since", -1 << 63), filters.get("until", 1 << 63)) if times_only else (0, 0)
+        masked = False
         for seg in segs:
-            idx = np.flatnonzero(mask_of(seg))
-            if len(idx):
-                yield (seg._block if seg._block is not None and seg.rows == seg._block.rows else None), seg, idx
+            block = seg._block if seg._block is not None and seg.rows == seg._block.rows else None
+            if times_only and block is not None and since <= block.te_min and block.te_max < until:
+                yield block, seg, None
+            else:
+                masked = True
+                idx = np.flatnonzero(mask_of(seg))
+                if len(idx):
+                    yield block, seg, idx
             seg.release()
+        if not masked:  # mask_of is called at least once (it may read ring state)
+            mask_of(_Columns(None, self._open, 0, 0))
 
-    def keep_block_sums(self, block, groups) -> None:
+    def keep_block_sums(self, block, groups):
         """Cache a block's overview groups, unless it was evicted since it was read (its entry would
-        then never be dropped)."""
+        then never be dropped); the groups as the cache holds them (blocksums.BlockSums.put)."""
         with self.lock:
-            if self.block_sums is not None and any(b is block for b in self._blocks):
-                self.block_sums.put(block, groups)
+            keep = self.block_sums is not None and any(b is block for b in self._blocks)
+            return self.block_sums.put(block, groups, keep)
 
     def time_bounds(self) -> tuple[int | None, int | None]:
         """Oldest and newest time_end held."""

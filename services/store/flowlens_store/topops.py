@@ -10,6 +10,7 @@ from flowmodel import addr
 from flowmodel.protocol import FLOW_FILTERS, METRICS, QueryError, protocol_name
 
 from . import blockread as B
+from . import blocksums as BS
 from . import histops
 from . import keydims as K
 from . import planner as P
@@ -119,31 +120,35 @@ class TopOps:
         # a sealed block read whole under a plain time window: its groups are the same every time
         # (blocksums.py), so they are merged from the cache instead of grouped from its rows again
         sums = self.ring.block_sums if set(f) <= {"since", "until"} else None
+        compact = {by: B.GroupSums(TOP_COLUMNS.get(by, (by,))) for by in groups}
 
         def segments():
             for block, cols, idx in self.ring.scan_parts(lambda c: P.ring_mask(c, f), filters=f):
-                seg = {name: cols[name][idx] for name in OVERVIEW_SERIES}
+                # idx None: every row of a whole block (the columns are read as they are, not copied)
+                rows = (lambda name: cols[name]) if idx is None else (lambda name: cols[name][idx])
+                seg = {name: rows(name) for name in OVERVIEW_SERIES}
                 rate = np.maximum(seg["sampling_rate"], 1).astype(np.uint64)
                 seg["bytes"], seg["packets"] = seg["bytes"] * rate, seg["packets"] * rate
-                whole = sums is not None and block is not None and len(idx) == cols.rows
+                whole = sums is not None and block is not None and (idx is None or len(idx) == cols.rows)
                 cached = sums.get(block) if whole else None
                 if cached is None:
-                    keyed = {**seg, **{name: cols[name][idx] for name in ("src_addr", "dst_addr", "protocol")}}
+                    keyed = {**seg, **{name: rows(name) for name in ("src_addr", "dst_addr", "protocol")}}
                     if whole:
-                        cached = _block_groups(keyed)
-                        self.ring.keep_block_sums(block, cached)
-                    else:
-                        for g in groups.values():
-                            g.add(keyed, seg["bytes"], seg["packets"])
-                if cached is not None:
-                    for by, (keys, b, p, n) in cached.items():
-                        groups[by].add_grouped(keys, b, p, n)
+                        cached = self.ring.keep_block_sums(block, _block_groups(keyed))
+                if cached is None:  # rows cut by the window or a filter: grouped from the rows
+                    for g in groups.values():
+                        g.add(keyed, seg["bytes"], seg["packets"])
+                else:
+                    for by, part in cached.items():  # IPv4 keys merged as integers, widened once after
+                        (compact[by].add_grouped(*part) if BS.is_compact(part) else
+                         groups[by].add_grouped(*BS.expand(part)))
                 yield seg
 
         series = self.series({**base, "step": step, "spread": True}, cols=segments())
         series["scaled"] = True
         top = {}
         for by, g in groups.items():
+            g.add_grouped(*BS.expand(compact[by].result()))
             best, totals = _top_of_groups(g, by, "bytes", limit)
             top[by] = {"ok": True, "by": by, "metric": "bytes", "scaled": True, "source": "ring", "totals": totals,
                        "rows": [{"key": _key_text(by, k), "filter": _key_filter(by, k), "bytes": v[0],
