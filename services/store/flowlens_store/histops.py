@@ -74,11 +74,13 @@ def top(engine, db, f: dict, by: str, metric: str, limit: int, scaled: bool) -> 
     b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])
     values = [[b[keep], p[keep], rows["flows"][keep]]]
     for lo, hi in pl.raw:
-        fr = {**f, "since": lo, "until": hi}
-        w, v = _ring_groups(engine, fr, by, scaled) if engine.ring.covers(lo) else \
-            _dict_groups(by, engine._sql_top(db, fr, by, scaled))
-        words.append(w.reshape(len(v[0]), words[0].shape[1]))
-        values.append(v)
+        for fr, from_ring in raw_parts(engine, f, lo, hi):
+            if from_ring:
+                w, v = _ring_groups(engine, fr, by, scaled)
+            if not from_ring or not engine.ring.covers(fr["since"]):  # evicted while read: SQLite answers
+                w, v = _dict_groups(by, engine._sql_top(db, fr, by, scaled))
+            words.append(w.reshape(len(v[0]), words[0].shape[1]))
+            values.append(v)
     k = np.concatenate(words)
     vb, vp, vn = (np.concatenate([v[i] for v in values]) for i in range(3))
     totals = {"bytes": int(b[other].sum(dtype=np.uint64)), "packets": int(p[other].sum(dtype=np.uint64)),
@@ -139,13 +141,20 @@ def series(engine, db, f: dict, step_ms: int, scaled: bool, dims: list, got: dic
             cur[1] += sign * vp
             cur[2] += sign * vn
     # every plan of a sum shares the same partitions, so the raw ranges are those of the first
-    for lo, hi in plans[0][3].raw:
-        fr = {**f, "since": lo, "until": hi}
-        if engine.ring.covers(lo):
+    raw = [part for lo, hi in plans[0][3].raw for part in raw_parts(engine, f, lo, hi)]
+    for fr, from_ring in raw:
+        if from_ring:
             need = ("time_end", "bytes", "packets") + (("sampling_rate",) if scaled else ())
-            for seg in engine.ring.scan(lambda c: P.ring_mask(c, fr), filters=fr, columns=need):
-                _fold_series(seg, step_ms, None, scaled, acc)
-        elif scaled:
+            part: dict[int, list[int]] = {}
+            for seg in engine.ring.scan(lambda c, fr=fr: P.ring_mask(c, fr), filters=fr, columns=need):
+                _fold_series(seg, step_ms, None, scaled, part)
+            if engine.ring.covers(fr["since"]):
+                for t, v in part.items():
+                    cur = acc.setdefault(t, [0, 0, 0])
+                    for i in range(3):
+                        cur[i] += v[i]
+                continue  # else evicted while read: SQLite answers the part instead
+        if scaled:
             engine._sql_series_rows(db, fr, step_ms, None, True, acc)
         else:
             for t, v in engine._sql_series(db, fr, step_ms).items():
@@ -157,6 +166,20 @@ def series(engine, db, f: dict, step_ms: int, scaled: bool, dims: list, got: dic
         for i in range(3):
             cur[i] += v[i]
     return _source(plans[0][3])
+
+
+def raw_parts(engine, f: dict, lo: int, hi: int) -> list[tuple[dict, bool]]:
+    """The raw range [lo, hi) of ``f`` as (filters, from the ring) parts: the ring answers what it still
+    holds whole (time_end above its evicted bound), SQLite only the older rest, so a busy hot hour's
+    newest flows are not read back from SQLite. Membership is by time_end, so no flow is in both.
+    A caller re-checks ``ring.covers`` after reading a ring part: eviction only moves forward, and
+    a part it overtook is read from SQLite instead."""
+    if engine.ring.covers(lo):
+        return [({**f, "since": lo, "until": hi}, True)]
+    bound = engine.ring.evicted_max_time_end
+    if bound is None or bound + 1 >= hi:
+        return [({**f, "since": lo, "until": hi}, False)]
+    return [({**f, "since": lo, "until": bound + 1}, False), ({**f, "since": bound + 1, "until": hi}, True)]
 
 
 def _source(pl: H.HistPlan) -> str:
