@@ -42,6 +42,36 @@ def _ring_groups(engine, f: dict, by: str, scaled: bool) -> tuple[np.ndarray, li
     return _words(by, keys["k"]), [b, p, n]
 
 
+def _sql_groups(engine, db, f: dict, by: str, scaled: bool) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+    """SQLite's groups of ``f`` as (key words, [bytes, packets, flows]) parts: the row-shaped flows'
+    GROUP BY (topops' query) and the sealed blocks summed in numpy, kept as columns: the same sums as
+    ``engine._sql_top`` without a Python dict entry per block key (65 k destinations: ~40 ms a top)."""
+    from .topops import TOP_GROUP, TOP_SQL, _RATE_AT
+
+    rows: dict = {}
+    rate = f", substr(rest, {_RATE_AT + 1}, 4) AS rate" if scaled else ""
+    for name, _s, _e, sealed in engine._partitions(db, f):
+        where, params = P.sql_where(f, addr_index=False)
+        for where, params in engine._hot_where(db, name, sealed, f, where, params):
+            engine._sql_top_one(db, f"SELECT {TOP_SQL[by]}{rate}, sum(bytes), sum(packets), count(*) FROM {name} "
+                                f"WHERE {where} GROUP BY {TOP_GROUP[by]}{', rate' if scaled else ''}", params, by,
+                                rows, scaled)
+    need = TOP_COLUMNS.get(by, (by,))
+    acc = B.GroupSums(("k",))
+    for cols in B.scan(db, f, need + ("bytes", "packets") + (("sampling_rate",) if scaled else ()),
+                       engine.blocks, engine._check):
+        b, p = cols["bytes"], cols["packets"]
+        if scaled:
+            r = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+            b, p = b * r, p * r
+        acc.add({"k": np.minimum(cols["src_port"], cols["dst_port"]) if by == "port" else cols[need[0]]}, b, p)
+    keys, b, p, n = acc.result()
+    parts = [_dict_groups(by, rows)] if rows else []
+    if len(b):
+        parts.append((_words(by, keys["k"]), [b, p, n]))
+    return parts
+
+
 def _words(by: str, key: np.ndarray) -> np.ndarray:
     """A key column (V16 addresses or integers) as (n, w) uint64 words, the rollups' key order."""
     if by in ADDR_DIMS:
@@ -78,7 +108,10 @@ def top(engine, db, f: dict, by: str, metric: str, limit: int, scaled: bool) -> 
             if from_ring:
                 w, v = _ring_groups(engine, fr, by, scaled)
             if not from_ring or not engine.ring.covers(fr["since"]):  # evicted while read: SQLite answers
-                w, v = _dict_groups(by, engine._sql_top(db, fr, by, scaled))
+                for w, v in _sql_groups(engine, db, fr, by, scaled):
+                    words.append(w.reshape(len(v[0]), words[0].shape[1]))
+                    values.append(v)
+                continue
             words.append(w.reshape(len(v[0]), words[0].shape[1]))
             values.append(v)
     k = np.concatenate(words)
