@@ -7,86 +7,19 @@ import numpy as np
 
 from flowmodel.protocol import METRICS
 
-from . import blockread as B
 from . import histread as H
 from . import planner as P
+from . import rawgroups as R
 from .hists import HistBuilder, KEY_WIDTH, decode_hist
 
-ADDR_DIMS = ("src", "dst", "exporter", "self", "dst_prefix")
+from .rawgroups import ADDR_DIMS
 HIST_TOP = ("src", "dst", "port", "src_port", "dst_port", "protocol", "exporter")
-TOP_COLUMNS = {"port": ("src_port", "dst_port"), "src": ("src_addr",), "dst": ("dst_addr",)}
 
 
 def _py_keys(dim: str, k: np.ndarray) -> list:
     if dim in ADDR_DIMS:
         return H.words_to_addr(k)
     return k[:, 0].tolist()
-
-
-def _ring_groups(engine, f: dict, by: str, scaled: bool) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(key words (g, w), [bytes, packets, flows]) of the ring's flows of ``f``, grouped a segment at a
-    time (Ring.scan): memory follows the distinct keys, not the rows (a full ring's key and counter
-    columns selected at once were 50-60 MB of the store's peak)."""
-    need = TOP_COLUMNS.get(by, (by,))
-    acc = B.GroupSums(("k",))
-    for seg in engine.ring.scan(lambda c: P.ring_mask(c, f), filters=f,
-                                columns=need + ("bytes", "packets") + (("sampling_rate",) if scaled else ())):
-        b, p = seg["bytes"], seg["packets"]
-        if scaled:
-            rate = np.maximum(seg["sampling_rate"], 1).astype(np.uint64)
-            b, p = b * rate, p * rate
-        acc.add({"k": np.minimum(seg["src_port"], seg["dst_port"]) if by == "port" else seg[need[0]]}, b, p)
-    keys, b, p, n = acc.result()
-    if not len(b):
-        return np.zeros((0, 2 if by in ADDR_DIMS else 1), np.uint64), [b, p, n]
-    return _words(by, keys["k"]), [b, p, n]
-
-
-def _sql_groups(engine, db, f: dict, by: str, scaled: bool) -> list[tuple[np.ndarray, list[np.ndarray]]]:
-    """SQLite's groups of ``f`` as (key words, [bytes, packets, flows]) parts: the row-shaped flows'
-    GROUP BY (topops' query) and the sealed blocks summed in numpy, kept as columns: the same sums as
-    ``engine._sql_top`` without a Python dict entry per block key (65 k destinations: ~40 ms a top)."""
-    from .topops import TOP_GROUP, TOP_SQL, _RATE_AT
-
-    rows: dict = {}
-    rate = f", substr(rest, {_RATE_AT + 1}, 4) AS rate" if scaled else ""
-    for name, _s, _e, sealed in engine._partitions(db, f):
-        where, params = P.sql_where(f, addr_index=False)
-        for where, params in engine._hot_where(db, name, sealed, f, where, params):
-            engine._sql_top_one(db, f"SELECT {TOP_SQL[by]}{rate}, sum(bytes), sum(packets), count(*) FROM {name} "
-                                f"WHERE {where} GROUP BY {TOP_GROUP[by]}{', rate' if scaled else ''}", params, by,
-                                rows, scaled)
-    need = TOP_COLUMNS.get(by, (by,))
-    acc = B.GroupSums(("k",))
-    for cols in B.scan(db, f, need + ("bytes", "packets") + (("sampling_rate",) if scaled else ()),
-                       engine.blocks, engine._check):
-        b, p = cols["bytes"], cols["packets"]
-        if scaled:
-            r = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
-            b, p = b * r, p * r
-        acc.add({"k": np.minimum(cols["src_port"], cols["dst_port"]) if by == "port" else cols[need[0]]}, b, p)
-    keys, b, p, n = acc.result()
-    parts = [_dict_groups(by, rows)] if rows else []
-    if len(b):
-        parts.append((_words(by, keys["k"]), [b, p, n]))
-    return parts
-
-
-def _words(by: str, key: np.ndarray) -> np.ndarray:
-    """A key column (V16 addresses or integers) as (n, w) uint64 words, the rollups' key order."""
-    if by in ADDR_DIMS:
-        return np.ascontiguousarray(key).view(">u8").reshape(len(key), 2).astype(np.uint64)
-    return key.astype(np.uint64).reshape(len(key), 1)
-
-
-def _dict_groups(by: str, groups: dict) -> tuple[np.ndarray, list[np.ndarray]]:
-    keys = list(groups)
-    vals = np.array(list(groups.values()), dtype=np.uint64).reshape(len(keys), 3)
-    if by in ADDR_DIMS:
-        words = np.frombuffer(b"".join(keys), ">u8").reshape(len(keys), 2).astype(np.uint64)
-    else:
-        words = np.array(keys, dtype=np.uint64).reshape(len(keys), 1)
-    return words, [vals[:, 0], vals[:, 1], vals[:, 2]]
 
 
 def top(engine, db, f: dict, by: str, metric: str, limit: int, scaled: bool) -> tuple[list, dict, bool, str]:
@@ -104,11 +37,11 @@ def top(engine, db, f: dict, by: str, metric: str, limit: int, scaled: bool) -> 
     b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])
     values = [[b[keep], p[keep], rows["flows"][keep]]]
     for lo, hi in pl.raw:
-        for fr, from_ring in raw_parts(engine, f, lo, hi):
+        for fr, from_ring in R.raw_parts(engine, f, lo, hi):
             if from_ring:
-                w, v = _ring_groups(engine, fr, by, scaled)
+                w, v = R.ring_groups(engine, fr, by, scaled)
             if not from_ring or not engine.ring.covers(fr["since"]):  # evicted while read: SQLite answers
-                for w, v in _sql_groups(engine, db, fr, by, scaled):
+                for w, v in R.sql_groups(engine, db, fr, by, scaled):
                     words.append(w.reshape(len(v[0]), words[0].shape[1]))
                     values.append(v)
                 continue
@@ -174,7 +107,7 @@ def series(engine, db, f: dict, step_ms: int, scaled: bool, dims: list, got: dic
             cur[1] += sign * vp
             cur[2] += sign * vn
     # every plan of a sum shares the same partitions, so the raw ranges are those of the first
-    raw = [part for lo, hi in plans[0][3].raw for part in raw_parts(engine, f, lo, hi)]
+    raw = [part for lo, hi in plans[0][3].raw for part in R.raw_parts(engine, f, lo, hi)]
     for fr, from_ring in raw:
         if from_ring:
             need = ("time_end", "bytes", "packets") + (("sampling_rate",) if scaled else ())
@@ -199,20 +132,6 @@ def series(engine, db, f: dict, step_ms: int, scaled: bool, dims: list, got: dic
         for i in range(3):
             cur[i] += v[i]
     return _source(plans[0][3])
-
-
-def raw_parts(engine, f: dict, lo: int, hi: int) -> list[tuple[dict, bool]]:
-    """The raw range [lo, hi) of ``f`` as (filters, from the ring) parts: the ring answers what it still
-    holds whole (time_end above its evicted bound), SQLite only the older rest, so a busy hot hour's
-    newest flows are not read back from SQLite. Membership is by time_end, so no flow is in both.
-    A caller re-checks ``ring.covers`` after reading a ring part: eviction only moves forward, and
-    a part it overtook is read from SQLite instead."""
-    if engine.ring.covers(lo):
-        return [({**f, "since": lo, "until": hi}, True)]
-    bound = engine.ring.evicted_max_time_end
-    if bound is None or bound + 1 >= hi:
-        return [({**f, "since": lo, "until": hi}, False)]
-    return [({**f, "since": lo, "until": bound + 1}, False), ({**f, "since": bound + 1, "until": hi}, True)]
 
 
 def _source(pl: H.HistPlan) -> str:

@@ -1,5 +1,5 @@
 """top and series over a hot (unsealed) hour split at the ring's evicted bound: the ring answers the
-newest part, SQLite the older rest (histops.raw_parts). Random windows with edges before, inside and
+newest part, SQLite the older rest (rawgroups.raw_parts). Random windows with edges before, inside and
 after what the ring holds, scaled or not, give the same answer as SQLite alone and a plain sum."""
 import numpy as np
 import pytest

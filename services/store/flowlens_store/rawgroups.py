@@ -1,0 +1,94 @@
+"""Raw reads of what the rollups do not cover, as grouped columns: a window's part the ring still
+holds is grouped from the ring, the older rest from SQLite (row-shaped flows' GROUP BY and sealed
+blocks summed in numpy); keys as the rollups' (n, w) uint64 words. Used by histops.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import blockread as B
+from . import planner as P
+
+ADDR_DIMS = ("src", "dst", "exporter", "self", "dst_prefix")
+TOP_COLUMNS = {"port": ("src_port", "dst_port"), "src": ("src_addr",), "dst": ("dst_addr",)}
+
+
+def raw_parts(engine, f: dict, lo: int, hi: int) -> list[tuple[dict, bool]]:
+    """The raw range [lo, hi) of ``f`` as (filters, from the ring) parts: the ring answers what it still
+    holds whole (time_end above its evicted bound), SQLite only the older rest, so a busy hot hour's
+    newest flows are not read back from SQLite. Membership is by time_end, so no flow is in both.
+    A caller re-checks ``ring.covers`` after reading a ring part: eviction only moves forward, and
+    a part it overtook is read from SQLite instead."""
+    if engine.ring.covers(lo):
+        return [({**f, "since": lo, "until": hi}, True)]
+    bound = engine.ring.evicted_max_time_end
+    if bound is None or bound + 1 >= hi:
+        return [({**f, "since": lo, "until": hi}, False)]
+    return [({**f, "since": lo, "until": bound + 1}, False), ({**f, "since": bound + 1, "until": hi}, True)]
+
+
+
+def ring_groups(engine, f: dict, by: str, scaled: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(key words (g, w), [bytes, packets, flows]) of the ring's flows of ``f``, grouped a segment at a
+    time (Ring.scan): memory follows the distinct keys, not the rows (a full ring's key and counter
+    columns selected at once were 50-60 MB of the store's peak)."""
+    need = TOP_COLUMNS.get(by, (by,))
+    acc = B.GroupSums(("k",))
+    for seg in engine.ring.scan(lambda c: P.ring_mask(c, f), filters=f,
+                                columns=need + ("bytes", "packets") + (("sampling_rate",) if scaled else ())):
+        b, p = seg["bytes"], seg["packets"]
+        if scaled:
+            rate = np.maximum(seg["sampling_rate"], 1).astype(np.uint64)
+            b, p = b * rate, p * rate
+        acc.add({"k": np.minimum(seg["src_port"], seg["dst_port"]) if by == "port" else seg[need[0]]}, b, p)
+    keys, b, p, n = acc.result()
+    if not len(b):
+        return np.zeros((0, 2 if by in ADDR_DIMS else 1), np.uint64), [b, p, n]
+    return key_words_of(by, keys["k"]), [b, p, n]
+
+
+def sql_groups(engine, db, f: dict, by: str, scaled: bool) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+    """SQLite's groups of ``f`` as (key words, [bytes, packets, flows]) parts: the row-shaped flows'
+    GROUP BY (topops' query) and the sealed blocks summed in numpy, kept as columns: the same sums as
+    ``engine._sql_top`` without a Python dict entry per block key (65 k destinations: ~40 ms a top)."""
+    from .topops import TOP_GROUP, TOP_SQL, _RATE_AT
+
+    rows: dict = {}
+    rate = f", substr(rest, {_RATE_AT + 1}, 4) AS rate" if scaled else ""
+    for name, _s, _e, sealed in engine._partitions(db, f):
+        where, params = P.sql_where(f, addr_index=False)
+        for where, params in engine._hot_where(db, name, sealed, f, where, params):
+            engine._sql_top_one(db, f"SELECT {TOP_SQL[by]}{rate}, sum(bytes), sum(packets), count(*) FROM {name} "
+                                f"WHERE {where} GROUP BY {TOP_GROUP[by]}{', rate' if scaled else ''}", params, by,
+                                rows, scaled)
+    need = TOP_COLUMNS.get(by, (by,))
+    acc = B.GroupSums(("k",))
+    for cols in B.scan(db, f, need + ("bytes", "packets") + (("sampling_rate",) if scaled else ()),
+                       engine.blocks, engine._check):
+        b, p = cols["bytes"], cols["packets"]
+        if scaled:
+            r = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+            b, p = b * r, p * r
+        acc.add({"k": np.minimum(cols["src_port"], cols["dst_port"]) if by == "port" else cols[need[0]]}, b, p)
+    keys, b, p, n = acc.result()
+    parts = [dict_groups(by, rows)] if rows else []
+    if len(b):
+        parts.append((key_words_of(by, keys["k"]), [b, p, n]))
+    return parts
+
+
+def key_words_of(by: str, key: np.ndarray) -> np.ndarray:
+    """A key column (V16 addresses or integers) as (n, w) uint64 words, the rollups' key order."""
+    if by in ADDR_DIMS:
+        return np.ascontiguousarray(key).view(">u8").reshape(len(key), 2).astype(np.uint64)
+    return key.astype(np.uint64).reshape(len(key), 1)
+
+
+def dict_groups(by: str, groups: dict) -> tuple[np.ndarray, list[np.ndarray]]:
+    keys = list(groups)
+    vals = np.array(list(groups.values()), dtype=np.uint64).reshape(len(keys), 3)
+    if by in ADDR_DIMS:
+        words = np.frombuffer(b"".join(keys), ">u8").reshape(len(keys), 2).astype(np.uint64)
+    else:
+        words = np.array(keys, dtype=np.uint64).reshape(len(keys), 1)
+    return words, [vals[:, 0], vals[:, 1], vals[:, 2]]
