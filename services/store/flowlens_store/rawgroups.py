@@ -32,19 +32,7 @@ def ring_groups(engine, f: dict, by: str, scaled: bool) -> tuple[np.ndarray, lis
     """(key words (g, w), [bytes, packets, flows]) of the ring's flows of ``f``, grouped a segment at a
     time (Ring.scan): memory follows the distinct keys, not the rows (a full ring's key and counter
     columns selected at once were 50-60 MB of the store's peak)."""
-    need = TOP_COLUMNS.get(by, (by,))
-    acc = B.GroupSums(("k",))
-    for seg in engine.ring.scan(lambda c: P.ring_mask(c, f), filters=f,
-                                columns=need + ("bytes", "packets") + (("sampling_rate",) if scaled else ())):
-        b, p = seg["bytes"], seg["packets"]
-        if scaled:
-            rate = np.maximum(seg["sampling_rate"], 1).astype(np.uint64)
-            b, p = b * rate, p * rate
-        acc.add({"k": np.minimum(seg["src_port"], seg["dst_port"]) if by == "port" else seg[need[0]]}, b, p)
-    keys, b, p, n = acc.result()
-    if not len(b):
-        return np.zeros((0, 2 if by in ADDR_DIMS else 1), np.uint64), [b, p, n]
-    return key_words_of(by, keys["k"]), [b, p, n]
+    return _grouped(engine.ring.scan(lambda c: P.ring_mask(c, f), filters=f, columns=_columns(by, scaled)), by, scaled)
 
 
 def sql_groups(engine, db, f: dict, by: str, scaled: bool) -> list[tuple[np.ndarray, list[np.ndarray]]]:
@@ -61,20 +49,29 @@ def sql_groups(engine, db, f: dict, by: str, scaled: bool) -> list[tuple[np.ndar
             engine._sql_top_one(db, f"SELECT {TOP_SQL[by]}{rate}, sum(bytes), sum(packets), count(*) FROM {name} "
                                 f"WHERE {where} GROUP BY {TOP_GROUP[by]}{', rate' if scaled else ''}", params, by,
                                 rows, scaled)
+    words, sums = _grouped(B.scan(db, f, _columns(by, scaled), engine.blocks, engine._check), by, scaled)
+    return ([dict_groups(by, rows)] if rows else []) + ([(words, sums)] if len(words) else [])
+
+
+def _columns(by: str, scaled: bool) -> tuple[str, ...]:
+    return TOP_COLUMNS.get(by, (by,)) + ("bytes", "packets") + (("sampling_rate",) if scaled else ())
+
+
+def _grouped(parts, by: str, scaled: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Column mappings (ring segments, sealed blocks) summed per key of ``by`` a part at a time, bytes
+    and packets times the sampling rate when ``scaled``: (key words, [bytes, packets, flows])."""
     need = TOP_COLUMNS.get(by, (by,))
     acc = B.GroupSums(("k",))
-    for cols in B.scan(db, f, need + ("bytes", "packets") + (("sampling_rate",) if scaled else ()),
-                       engine.blocks, engine._check):
+    for cols in parts:
         b, p = cols["bytes"], cols["packets"]
         if scaled:
-            r = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
-            b, p = b * r, p * r
+            rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+            b, p = b * rate, p * rate
         acc.add({"k": np.minimum(cols["src_port"], cols["dst_port"]) if by == "port" else cols[need[0]]}, b, p)
     keys, b, p, n = acc.result()
-    parts = [dict_groups(by, rows)] if rows else []
-    if len(b):
-        parts.append((key_words_of(by, keys["k"]), [b, p, n]))
-    return parts
+    if not len(b):
+        return np.zeros((0, 2 if by in ADDR_DIMS else 1), np.uint64), [b, p, n]
+    return key_words_of(by, keys["k"]), [b, p, n]
 
 
 def key_words_of(by: str, key: np.ndarray) -> np.ndarray:
