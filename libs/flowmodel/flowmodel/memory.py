@@ -20,13 +20,10 @@ log = logging.getLogger(__name__)
 def release_startup_memory() -> bool:
     """gc.collect(), then malloc_trim(0) where glibc has it; True when the trim ran."""
     collected = gc.collect()
-    try:
-        trim = ctypes.CDLL(None).malloc_trim  # the process's own symbols: libc without a library search
-    except (OSError, AttributeError):
+    trim = malloc_trim()
+    if trim is None:
         log.debug("no malloc_trim", extra=fields(collected=collected))
         return False
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
     trim(0)
     log.debug("start-up memory released", extra=fields(collected=collected))
     return True
@@ -43,13 +40,7 @@ def fix_mmap_threshold(size: int) -> bool:
     where fragmentation keeps them in RSS: in the store, 10 M flows loaded and sealed left 387 MiB of
     RSS with 121 MiB live; with the threshold fixed at 128 KiB, 274 MiB. Setting it explicitly turns
     the adjustment off. glibc only; False elsewhere."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, int(size)))
+    return mallopt(M_MMAP_THRESHOLD, int(size))
 
 
 M_ARENA_MAX = -8  # glibc malloc.h
@@ -62,10 +53,26 @@ def limit_arenas(count: int) -> bool:
     keeps the chunks freed in it for its own reuse: a burst on one thread (the store's receive
     thread cutting batches, its writer building blobs and rollups) stays in RSS beside the others'
     burst. glibc only; False elsewhere."""
+    return mallopt(M_ARENA_MAX, int(count))
+
+
+def mallopt(param: int, value: int) -> bool:
+    """glibc's mallopt(param, value); False where there is none (another libc) or it refuses."""
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        fn = ctypes.CDLL(None).mallopt  # the process's own symbols: libc without a library search
     except (OSError, AttributeError):
         return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_ARENA_MAX, int(count)))
+    fn.argtypes = [ctypes.c_int, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return bool(fn(param, value))
+
+
+def malloc_trim():
+    """glibc's malloc_trim(pad) as a callable, or None elsewhere (musl, macOS)."""
+    try:
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn

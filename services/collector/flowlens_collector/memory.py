@@ -8,12 +8,11 @@ buffers be reused; the heap keeps at most TRIM_THRESHOLD of free memory before g
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import sys
 
 from flowmodel.logs import fields
+from flowmodel.memory import mallopt
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +26,6 @@ def tune_malloc() -> bool:
     """glibc only; a no-op (False) elsewhere."""
     if not sys.platform.startswith("linux"):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False  # musl and others: no mallopt
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     log.debug("malloc thresholds", extra=fields(mmap_threshold=MMAP_THRESHOLD, trim_threshold=TRIM_THRESHOLD, ok=ok))
     return ok

@@ -16,8 +16,6 @@ event writes and sealing or pruning steps are kept and retried the same way.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import queue
@@ -27,6 +25,7 @@ import time
 import numpy as np
 
 from flowmodel.logs import RateLimitedLog, fields
+from flowmodel.memory import malloc_trim
 
 from . import delivery
 from .warm import WarmWriter, now_ms
@@ -55,14 +54,6 @@ class _Chunk:
         self.marks = marks  # stream -> (batch_seq, flows through it, lost flows): persisted with the rows
         self.rows = len(cols["seq"])
         self.written: int | None = None  # rows committed, once write_flows returned (only the marks may remain)
-
-
-def _malloc_trim():
-    """glibc's malloc_trim, or None elsewhere."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
 
 
 class Writer:
@@ -116,7 +107,7 @@ class Writer:
         self._seal_wait_until = 0.0
         self.seal_steps = 0
         self.seal_step_max_s = 0.0  # longest single sealing step: the writer's longest pause for sealing
-        self._trim = _malloc_trim()
+        self._trim = malloc_trim()
         self._next_trim = 0.0
 
     @property
