@@ -111,7 +111,8 @@ def test_an_hour_sealed_starts_a_new_round(tmp_path):
         assert warmer.rounds == 1
         assert w.seal_due(BASE + 2 * HOUR + 200_000) == 1
         # (a seal may commit in steps: a round may see a part of it, the next the rest)
-        while warmer.merged < 2 * len(DASHBOARD_DIMS) and time.monotonic() < deadline:
+        # (merged counts inside a round, rounds at its end: wait for both)
+        while (warmer.merged < 2 * len(DASHBOARD_DIMS) or warmer.rounds < 2) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert warmer.rounds >= 2 and warmer.merged == 2 * len(DASHBOARD_DIMS), "the new hour merged in a new round"
         # the dashboard's tops of the 24 h range, both hours now, are found in the cache
