@@ -2,9 +2,9 @@
 
 Datagrams come in groups (intake.py) that the decoder turns into columns in one call. Flows wait in
 a ``Batcher`` until the batch is full or old enough, then go out as one ``flows.<version>`` message,
-held until the store confirms it (delivery.py). Timers (health events, restart-state saves, template
-expiry) run between groups, never per datagram. The parts start and stop through
-flowmodel.lifecycle.Components.
+held until the store confirms it (delivery.py). Timers (health events and interface names,
+reports.py; restart-state saves, template expiry) run between groups, never per datagram. The parts
+start and stop through flowmodel.lifecycle.Components.
 """
 from __future__ import annotations
 
@@ -15,16 +15,17 @@ import time
 import zmq
 
 from flowmodel import bus, curve
-from flowmodel.events import IF_COUNTER_ROWS_PER_EVENT, process_stats, service_config
+from flowmodel.events import service_config
 from flowmodel.lifecycle import Components, StartError
-from flowmodel.logs import RateLimitedLog, fields
+from flowmodel.logs import fields
 
 from .batcher import Batcher
 from .enrich import Enricher
 from .delivery import Delivery
 from .intake import Intake
+from .reports import Reports
 from .restart_state import RestartState
-from .udp import Listener, kernel_drops
+from .udp import Listener
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,6 @@ PUB_LINGER_AT_STOP_MS = 2000       # let queued batches reach the bus before the
 # ack (it acks every 200 ms) says so; the loop waits this long for it, once subscribed, before reading.
 MARKS_ACK_WAIT_S = 2.0
 DELIVERY_INTERVAL_MS = 50          # how often acks are read and held batches (re)sent
-# A health event carries the exporter rows that changed since the previous one; the whole table goes
-# out this often, in the first event, in the last, and when a subscriber of health events appears.
-FULL_TABLE_INTERVAL_MS = 60_000
 
 
 def default_source_id(cfg) -> str:
@@ -86,9 +84,6 @@ class Collector:
         self.batcher = Batcher(cfg["collector.batch_max_flows"], int(cfg["collector.batch_max_age"] * 1000))
         self.stats_interval_ms = int(cfg["collector.stats_interval"] * 1000)
         self.sequencer = bus.Sequencer(self.source_id)
-        # interface events (TOPIC_INTERFACES) have a source and seqs of their own: the analyzer, which
-        # takes flows and health events only, would count them as gaps in this collector's seqs
-        self.names_sequencer = bus.Sequencer(f"{self.source_id}/interfaces")
         self._acks: zmq.Socket | None = None
         self._next_delivery_ms = 0
         self.counters = {"datagrams": 0, "bytes": 0, "flows": 0, "groups": 0, "published_batches": 0,
@@ -110,7 +105,6 @@ class Collector:
         self._stop_requested = False
         self._started = False
         self._next_stats_ms = self._next_expire_ms = self._next_save_ms = 0
-        self._next_full_ms = 0  # the next health event carries the whole exporter table from then on
         # templates and sequence state, saved for the next run (restart_state.py); the sequence marks
         # follow the batches: journaled before one is sent, durable once it is confirmed or spooled
         self.state = RestartState(self.decoder, cfg["collector.template_path"],
@@ -120,7 +114,10 @@ class Collector:
         self.delivery.on_durable = self.state.marks.durable_through
         self._spooled_through: dict[str, int] = {}
         self._marks_deadline = 0.0
-        self._rlog = RateLimitedLog(log)
+        # health events, interface names and if-counters on the bus (reports.py)
+        self.reports = Reports(self.source_id, self.sequencer, self.counters, self.stats_interval_ms,
+                               self.config_report, decoder=self.decoder, enricher=self.enricher,
+                               delivery=self.delivery, batcher=self.batcher, intake=self.intake)
         self.parts = self._components()
 
     # ------------------------------------------------------------------ lifecycle
@@ -143,7 +140,7 @@ class Collector:
     def start(self) -> None:
         """Load saved templates and sequence state, bind the UDP listeners, connect to the bus.
         Raises what the failing part raised (OSError on a failed bind), after stopping the others."""
-        self.started_at_ms = now_ms()
+        self.started_at_ms = self.reports.started_at_ms = now_ms()
         try:
             self.parts.start()
         except StartError as e:
@@ -222,8 +219,8 @@ class Collector:
         drained = self.intake.drain(STOP_DRAIN_MAX_S)
         self._publish_pending()
         self.delivery.await_acks()
-        self._next_full_ms = 0
-        self._publish_health(now_ms())
+        self.reports.want_full_table()
+        self.reports.publish_health(self._pub, now_ms())
         self.state.save(force=True)
         log.info("stopped", extra=fields(drained_datagrams=drained, **self.counters))
 
@@ -291,7 +288,7 @@ class Collector:
                 return
             topic = msg[1:]
             if msg[:1] == b"\x01" and bus.TOPIC_EXPORTER.startswith(topic):
-                self._next_full_ms = 0
+                self.reports.want_full_table()
             if msg[:1] == b"\x01" and bus.TOPIC_INTERFACES.startswith(topic) and \
                     getattr(self.decoder, "interfaces", None) is not None:
                 self.decoder.interfaces.republish_all()  # a store (re)subscribed: send every table again
@@ -333,77 +330,14 @@ class Collector:
             self._read_subscriptions()
             self._next_expire_ms = t + EXPIRE_INTERVAL_MS
             self.decoder.expire(t)
-            self._publish_interfaces(t)
-            self._publish_if_counters()
+            self.reports.publish_interfaces(self._pub, t)
+            self.reports.publish_if_counters(self._pub)
         if t >= self._next_stats_ms:
             self._next_stats_ms = t + self.stats_interval_ms
-            self._publish_health(t)
+            self.reports.publish_health(self._pub, t)
         if t >= self._next_save_ms:
             self._next_save_ms = t + STATE_SAVE_INTERVAL_MS
             self.state.save()
-
-    def health_event(self, t: int) -> dict:
-        """The body of one ``exporter`` event, per flowmodel.events.EXPORTER_EVENT_FIELDS."""
-        drops = kernel_drops({lst.inode for lst in self.listeners})
-        sockets = [{"port": lst.port, "rcvbuf_requested": lst.rcvbuf_requested, "rcvbuf_granted": lst.rcvbuf_granted,
-                    "kernel_drops": drops.get(lst.inode, 0)} for lst in self.listeners]
-        counters = dict(self.counters, **self.enricher.counters, **self.delivery.health_counters(),
-                        kernel_drops=sum(s["kernel_drops"] for s in sockets), pending_flows=self.batcher.count,
-                        truncated_datagrams=self.intake.truncated)
-        deltas = getattr(self.decoder, "if_counters", None)
-        if deltas is not None:
-            counters.update(deltas.counters, if_counter_interfaces=len(deltas))
-        full = t >= self._next_full_ms
-        if full:
-            self._next_full_ms = t + FULL_TABLE_INTERVAL_MS
-        table = self.decoder.exporters
-        counters.update(exporters_tracked=len(table), exporters_max=table.max_exporters,
-                        exporters_folded=table.folded_pairs, exporters_retired=table.retired)
-        return {"kind": "collector", "collector": self.source_id, "process": process_stats(self.started_at_ms),
-                "counters": counters, "listen": [lst.address for lst in self.listeners], "socket": sockets,
-                "exporters": self.decoder.exporter_stats(changed_only=not full), "exporters_full": full,
-                "stats_interval": self.stats_interval_ms / 1000, "config": self.config_report}
-
-    def _publish_health(self, t: int) -> None:
-        try:
-            body = bus.encode_event(self.health_event(t), self.sequencer)
-            self._pub.send_multipart([bus.TOPIC_EXPORTER, body], flags=zmq.NOBLOCK)
-            self.counters["health_events"] += 1
-        except zmq.ZMQError as e:
-            self.counters["publish_errors"] += 1
-            self._rlog.warning("health", "cannot publish a health event", error=str(e))
-
-    def _publish_interfaces(self, t: int) -> None:
-        """Interface names options data told (decoders/ifnames.py) on bus.TOPIC_INTERFACES, per
-        flowmodel.events.INTERFACE_EVENT_FIELDS: a table when it changed, every table each
-        names.republish_interval. One not sent (a full queue) goes with the next republication."""
-        table = getattr(self.decoder, "interfaces", None)
-        if table is None:
-            return
-        for event in table.due(t):
-            try:
-                self._pub.send_multipart([bus.TOPIC_INTERFACES, bus.encode_event(event, self.names_sequencer)],
-                                         flags=zmq.NOBLOCK)
-                self.counters["interface_events"] += 1
-            except zmq.ZMQError as e:
-                self.counters["publish_errors"] += 1
-                self._rlog.warning("interfaces", "cannot publish interface names", error=str(e))
-
-    def _publish_if_counters(self) -> None:
-        """sFlow if-counters deltas (sflow_counters.py) on bus.TOPIC_IF_COUNTERS, per
-        flowmodel.events.IF_COUNTER_EVENT_FIELDS; rows not sent (a full queue) are counted, not kept."""
-        deltas = getattr(self.decoder, "if_counters", None)
-        rows = deltas.take() if deltas is not None else []
-        for at in range(0, len(rows), IF_COUNTER_ROWS_PER_EVENT):
-            part = rows[at:at + IF_COUNTER_ROWS_PER_EVENT]
-            try:
-                self._pub.send_multipart([bus.TOPIC_IF_COUNTERS, bus.encode_event({"rows": part}, self.names_sequencer)],
-                                         flags=zmq.NOBLOCK)
-                self.counters["if_counter_events"] = self.counters.get("if_counter_events", 0) + 1
-            except zmq.ZMQError as e:
-                self.counters["publish_errors"] += 1
-                deltas.counters["if_counter_rows_dropped"] += len(part)
-                self._rlog.warning("ifcounters", "cannot publish interface counters", error=str(e))
 
     @property
     def listeners(self) -> list[Listener]:

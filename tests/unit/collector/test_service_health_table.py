@@ -23,12 +23,12 @@ def _collector(tmp_path, **overrides) -> Collector:
 def test_the_whole_table_first_then_changed_rows_then_whole_on_a_new_subscription(tmp_path):
     c = _collector(tmp_path)
     c._decode([v5_packet(2, 0), v5_packet(2, 0)], [EXP, ("192.0.2.2", 4000)])
-    first = c.health_event(1_000)
+    first = c.reports.health_event(1_000)
     assert first["exporters_full"] is True and len(first["exporters"]) == 2
     c._decode([v5_packet(2, 2)], [EXP])
-    second = c.health_event(2_000)
+    second = c.reports.health_event(2_000)
     assert second["exporters_full"] is False and [r["exporter"] for r in second["exporters"]] == [EXP[0]]
-    assert c.health_event(3_000)["exporters"] == []  # nothing changed since
+    assert c.reports.health_event(3_000)["exporters"] == []  # nothing changed since
     ctx = zmq.Context()
     try:
         c._pub = ctx.socket(zmq.XPUB)
@@ -38,13 +38,13 @@ def test_the_whole_table_first_then_changed_rows_then_whole_on_a_new_subscriptio
         sub.setsockopt(zmq.SUBSCRIBE, bus.TOPIC_EXPORTER)  # a store subscribing again
         assert c._pub.poll(2000, zmq.POLLIN)
         c._read_subscriptions()
-        again = c.health_event(4_000)
+        again = c.reports.health_event(4_000)
         assert again["exporters_full"] is True and len(again["exporters"]) == 2
         sub.close(0)
     finally:
         c._pub.close(0)
         ctx.term()
-    assert c.health_event(5_000)["exporters_full"] is False
+    assert c.reports.health_event(5_000)["exporters_full"] is False
 
 
 def test_the_default_id_names_the_host_and_port_not_the_process(tmp_path):
