@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 def _seed(service, cfg) -> None:
     """Seed the anomaly baseline from the store's rollups; the analyzer works without them. A request
     may take the store's read time limit plus the reply's transfer; the whole seeding stops starting
-    requests after service.SEED_BUDGET_S."""
+    requests after baseline_seed.SEED_BUDGET_S."""
     timeout_s = max(cfg["query.timeout"], cfg["storage.query_time_limit"] + 5.0)
     client = StoreClient.from_config(cfg, timeout_s=timeout_s, retries=0)
     try:

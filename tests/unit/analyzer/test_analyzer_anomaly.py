@@ -90,7 +90,7 @@ def test_normal_mix_raises_nothing():
 
 
 def test_store_rollups_reply_is_read_in_its_column_form():
-    from flowlens_analyzer.service import rollup_rows
+    from flowlens_analyzer.baseline_seed import rollup_rows
 
     reply = {"ok": True, "kind": "dst_prefix", "step_ms": 60_000,
              "rows": {"minute": [T0, T0 + MIN, T0 + MIN], "key": ["192.168.5.0/24", "192.168.5.0/24", "10.0.0.0/16"],
@@ -180,7 +180,7 @@ def test_seeded_hourly_profiles_judge_the_same_hour():
 
 
 def test_rollup_rows_skip_keys_they_cannot_read():
-    from flowlens_analyzer.service import rollup_rows
+    from flowlens_analyzer.baseline_seed import rollup_rows
 
     raw = addr.to_bytes("10.1.2.0")
     reply = {"rows": {"minute": [T0, T0, T0 + MIN, T0], "key": ["not an address", "192.168.5.0/24", raw, "10.1.0.0/16"],
