@@ -37,6 +37,7 @@ from . import histread as H
 from . import planner as P
 from .flowpages import FlowPages
 from .hists import key_text
+from .blockruns import BlockRuns
 from .layout import connect_reader, now_ms
 from .seriesops import SeriesOps
 from .topops import TopOps
@@ -60,6 +61,7 @@ class QueryEngine(FlowPages, TopOps, SeriesOps):
         self.blocks = B.BlockCounters()  # sealed blocks listed, pruned on their stats, read
         self.rollup_cache = H.DecodedRollups(rollup_cache_bytes)
         self.sealed_totals: H.SealedTotals | None = None  # tops' merged rollup key totals, shared by the workers
+        self.block_runs: BlockRuns | None = None  # unsealed hours' grouped block sums (blockruns.py), shared too
         self.use_rollups = True  # series of whole minutes from the per-minute rollups (tests compare both ways)
         self.rollup_retention_ms = 2 * 86_400_000  # set by the service from storage.rollup_retention
         self.prefix_v4, self.prefix_v6 = 24, 64  # the rollups' destination prefixes (analysis.anomaly_prefix_*)

@@ -22,6 +22,7 @@ from flowmodel import curve
 from flowmodel.logs import fields
 from flowmodel.protocol import OPS, REQUEST_MAX_BYTES, QueryError, error_reply
 
+from .blockruns import BlockRuns
 from .histread import SealedTotals
 from .queries import QueryEngine
 
@@ -90,6 +91,8 @@ class QueryServer:
         self._jobs = queue.Queue(maxsize=cfg["storage.query_queue"])
         top_cache = cfg["storage.query_top_cache"]  # one for all workers: any of them may answer a refresh
         sealed_totals = SealedTotals(top_cache) if top_cache else None
+        hot_cache = cfg["storage.query_hot_cache"]
+        block_runs = BlockRuns(hot_cache) if hot_cache else None
         ring_ms = int(cfg["storage.ring_buffer_duration"] * 1000)
         self.front_engine = QueryEngine(ring, cfg["storage.sqlite_path"], ring_ms, cfg["storage.query_max_rows"],
                                         cfg["storage.query_time_limit"], rollup_cache_bytes=0)
@@ -99,6 +102,7 @@ class QueryServer:
                                  rollup_cache_bytes=cfg["storage.query_rollup_cache"])
             engine.rollup_retention_ms = int(cfg["storage.rollup_retention"] * 1000)
             engine.sealed_totals = sealed_totals
+            engine.block_runs = block_runs
             engine.prefix_v4, engine.prefix_v6 = cfg["analysis.anomaly_prefix_v4"], cfg["analysis.anomaly_prefix_v6"]
             self.engines.append(engine)
             push = make_socket(zmq.PUSH)

@@ -7,10 +7,14 @@ from __future__ import annotations
 import numpy as np
 
 from . import blockread as B
+from . import blockruns as BR
+from . import blocksums as BS
 from . import planner as P
 
 ADDR_DIMS = ("src", "dst", "exporter", "self", "dst_prefix")
 TOP_COLUMNS = {"port": ("src_port", "dst_port"), "src": ("src_addr",), "dst": ("dst_addr",)}
+OVERVIEW_DIMS = ("src", "dst", "protocol")  # the scaled tops the ring's overview keeps per block (blocksums.py)
+OVERVIEW_KEYS = ("src_addr", "dst_addr", "protocol")
 
 
 def raw_parts(engine, f: dict, lo: int, hi: int) -> list[tuple[dict, bool]]:
@@ -32,7 +36,38 @@ def ring_groups(engine, f: dict, by: str, scaled: bool) -> tuple[np.ndarray, lis
     """(key words (g, w), [bytes, packets, flows]) of the ring's flows of ``f``, grouped a segment at a
     time (Ring.scan): memory follows the distinct keys, not the rows (a full ring's key and counter
     columns selected at once were 50-60 MB of the store's peak)."""
+    if scaled and by in OVERVIEW_DIMS and set(f) <= {"since", "until"} and engine.ring.block_sums is not None:
+        return _ring_overview_groups(engine, f, by)
     return _grouped(engine.ring.scan(lambda c: P.ring_mask(c, f), filters=f, columns=_columns(by, scaled)), by, scaled)
+
+
+def _ring_overview_groups(engine, f: dict, by: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A dashboard's scaled top of a plain time window from the ring: each whole block's sums are the
+    ones the overview keeps (blocksums.py; kept here if the overview has not yet), merged instead of
+    grouped from the block's rows again; the rest (the open segment, a block cut by the window) from rows."""
+    from .topops import _block_groups
+
+    need = TOP_COLUMNS.get(by, (by,))
+    rows_acc, compact = B.GroupSums(need), B.GroupSums(need)
+    for block, cols, idx in engine.ring.scan_parts(lambda c: P.ring_mask(c, f), filters=f):
+        rows = (lambda name: cols[name]) if idx is None else (lambda name: cols[name][idx])
+        whole = block is not None and (idx is None or len(idx) == cols.rows)
+        part = engine.ring.block_sums.get(block) if whole else None
+        if part is None:
+            rate = np.maximum(rows("sampling_rate"), 1).astype(np.uint64)
+            b, p = rows("bytes") * rate, rows("packets") * rate
+            if not whole:
+                rows_acc.add({name: rows(name) for name in need}, b, p)
+                continue
+            keyed = {"bytes": b, "packets": p, **{name: rows(name) for name in OVERVIEW_KEYS}}
+            part = engine.ring.keep_block_sums(block, _block_groups(keyed))
+        got = part[by]  # IPv4 keys merged as integers, widened once after
+        (compact.add_grouped(*got) if BS.is_compact(got) else rows_acc.add_grouped(*BS.expand(got)))
+    rows_acc.add_grouped(*BS.expand(compact.result()))
+    keys, b, p, n = rows_acc.result()
+    if not len(b):
+        return np.zeros((0, 2 if by in ADDR_DIMS else 1), np.uint64), [b, p, n]
+    return key_words_of(by, keys[need[0]]), [b, p, n]
 
 
 def sql_groups(engine, db, f: dict, by: str, scaled: bool) -> list[tuple[np.ndarray, list[np.ndarray]]]:
@@ -49,25 +84,32 @@ def sql_groups(engine, db, f: dict, by: str, scaled: bool) -> list[tuple[np.ndar
             engine._sql_top_one(db, f"SELECT {TOP_SQL[by]}{rate}, sum(bytes), sum(packets), count(*) FROM {name} "
                                 f"WHERE {where} GROUP BY {TOP_GROUP[by]}{', rate' if scaled else ''}", params, by,
                                 rows, scaled)
-    words, sums = _grouped(B.scan(db, f, _columns(by, scaled), engine.blocks, engine._check), by, scaled)
-    return ([dict_groups(by, rows)] if rows else []) + ([(words, sums)] if len(words) else [])
+    keys, b, p, n = BR.grouped_blocks(db, f, ("top", by, scaled), ("k",), _columns(by, scaled),
+                                      lambda cols: _keyed(cols, by, scaled), engine.block_runs, engine.blocks,
+                                      engine._check)
+    blocks = [(key_words_of(by, keys["k"]), [b, p, n])] if len(b) else []
+    return ([dict_groups(by, rows)] if rows else []) + blocks
 
 
 def _columns(by: str, scaled: bool) -> tuple[str, ...]:
     return TOP_COLUMNS.get(by, (by,)) + ("bytes", "packets") + (("sampling_rate",) if scaled else ())
 
 
+def _keyed(cols: dict, by: str, scaled: bool) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """A part's key of ``by`` (as "k") and its bytes and packets, times the sampling rate when ``scaled``."""
+    b, p = cols["bytes"], cols["packets"]
+    if scaled:
+        rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+        b, p = b * rate, p * rate
+    return {"k": np.minimum(cols["src_port"], cols["dst_port"]) if by == "port" else cols[TOP_COLUMNS.get(by, (by,))[0]]}, b, p
+
+
 def _grouped(parts, by: str, scaled: bool) -> tuple[np.ndarray, list[np.ndarray]]:
     """Column mappings (ring segments, sealed blocks) summed per key of ``by`` a part at a time, bytes
     and packets times the sampling rate when ``scaled``: (key words, [bytes, packets, flows])."""
-    need = TOP_COLUMNS.get(by, (by,))
     acc = B.GroupSums(("k",))
     for cols in parts:
-        b, p = cols["bytes"], cols["packets"]
-        if scaled:
-            rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
-            b, p = b * rate, p * rate
-        acc.add({"k": np.minimum(cols["src_port"], cols["dst_port"]) if by == "port" else cols[need[0]]}, b, p)
+        acc.add(*_keyed(cols, by, scaled))
     keys, b, p, n = acc.result()
     if not len(b):
         return np.zeros((0, 2 if by in ADDR_DIMS else 1), np.uint64), [b, p, n]

@@ -9,12 +9,14 @@ import numpy as np
 from flowmodel.protocol import FLOW_FILTERS, QueryError
 
 from . import blockread as B
+from . import blockruns as BR
 from . import histops
 from . import planner as P
 from .rowcodec import REST_DTYPE, SQL_COLUMNS, rows_to_columns
 
 MAX_SERIES_POINTS = 10_000
 SERIES_CHUNK_ROWS = 65_536  # rows a spread/scaled SQLite series folds at a time
+_RATE_AT = REST_DTYPE.fields["sampling_rate"][1]  # offset of the sampling rate in the packed rest column
 
 
 class SeriesOps:
@@ -91,13 +93,31 @@ class SeriesOps:
                     acc[0] += b
                     acc[1] += p
                     acc[2] += n
-        for cols in B.scan(db, f, ("time_end", "bytes", "packets"), self.blocks, self._check):
-            _fold_series(cols, step_ms, None, False, out)
+        self._block_series(db, f, step_ms, False, out)
         return out
+
+    def _block_series(self, db, f: dict, step_ms: int, scaled: bool, got: dict) -> None:
+        """Sealed blocks' flows per end step into ``got``: a partition's blocks read whole are summed
+        through the hot-hour runs (blockruns.py), so a refresh reads only the blocks written since."""
+        names = ("time_end", "bytes", "packets") + (("sampling_rate",) if scaled else ())
+
+        def keyed(cols):
+            b, p = cols["bytes"], cols["packets"]
+            if scaled:
+                rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+                b, p = b * rate, p * rate
+            return {"t": (cols["time_end"] // step_ms) * step_ms}, b, p
+        keys, b, p, n = BR.grouped_blocks(db, f, ("series", step_ms, scaled), ("t",), names, keyed, self.block_runs,
+                                          self.blocks, self._check)
+        if len(b):
+            P.add_sums(got, keys["t"].tolist(), b, p, n)
 
     def _sql_series_rows(self, db, f: dict, step_ms: int, acc, scaled: bool, got: dict) -> None:
         """A spread or scaled series from SQLite: start time and sampling rate live in the packed rest
         column, so rows are read in chunks and folded in numpy (memory bounded by the chunk)."""
+        if acc is None:  # per end step: the rows grouped by SQLite, the blocks through the hot-hour runs
+            self._sql_series_grouped(db, f, step_ms, scaled, got)
+            return
         for name, _s, _e, sealed in self._partitions(db, f):
             where, params = P.sql_where(f, addr_index=False)
             for where, params in self._hot_where(db, name, sealed, f, where, params):
@@ -116,6 +136,22 @@ class SeriesOps:
             (("sampling_rate",) if scaled else ())
         for cols in B.scan(db, f, names, self.blocks, self._check):
             _fold_series(cols, step_ms, acc, scaled, got)
+
+    def _sql_series_grouped(self, db, f: dict, step_ms: int, scaled: bool, got: dict) -> None:
+        """An unspread series from SQLite: rows summed per step (and packed 1-in-N rate) by SQLite,
+        then each group's sums times its rate; sealed blocks as _block_series."""
+        rate = f", substr(rest, {_RATE_AT + 1}, 4) AS rate" if scaled else ""
+        for name, _s, _e, sealed in self._partitions(db, f):
+            where, params = P.sql_where(f, addr_index=False)
+            for where, params in self._hot_where(db, name, sealed, f, where, params):
+                for row in db.execute(f"SELECT (time_end / {step_ms}) * {step_ms} AS t{rate}, sum(bytes), sum(packets), "
+                                      f"count(*) FROM {name} WHERE {where} GROUP BY t{', rate' if scaled else ''}", params):
+                    n = max(int.from_bytes(row[1], "little"), 1) if scaled else 1  # unknown (0) counts as 1
+                    cur = got.setdefault(row[0], [0, 0, 0])
+                    cur[0] += row[-3] * n
+                    cur[1] += row[-2] * n
+                    cur[2] += row[-1]
+        self._block_series(db, f, step_ms, scaled, got)
 
     def _raw_columns(self, db, f: dict, names):
         """Every flow of ``f`` in SQLite, rows then blocks, as the named columns, a chunk at a time."""
