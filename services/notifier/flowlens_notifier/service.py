@@ -1,16 +1,15 @@
 """The notifier service: reads the advisories the store received (the advisories op's cursor), turns
 each change worth telling into a notification (tracker.py), routes it to targets (routing.py),
 groups, rate-limits and retries per target (outbox.py) and delivers on one thread per target
-(transports.py), so a slow target holds up neither the others nor the reading. Its place, what it
-told and what is undelivered live in notify.state_path, written before anything leaves, so a
-restart loses and repeats none. Delivery counters travel in a health event (kind "notifier") on the
-store's events socket; a target failing notify.failing_after times in a row raises a WARNING
-advisory of its own there, resolved by its next delivery.
+(workers.py, transports.py), so a slow target holds up neither the others nor the reading. Its
+place, what it told and what is undelivered live in notify.state_path, written before anything
+leaves, so a restart loses and repeats none. Delivery counters travel in a health event (kind
+"notifier") on the store's events socket; a target failing notify.failing_after times in a row
+raises a WARNING advisory of its own there, resolved by its next delivery.
 """
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from typing import Any
@@ -23,10 +22,11 @@ from flowmodel.events import process_stats
 from flowmodel.logs import RateLimitedLog, fields
 from flowmodel.notes import acknowledged, silence_matches
 
-from . import routing, statefile, transports
+from . import routing, statefile
 from .dailyreport import DailyReport, report_target
 from .outbox import TargetOutbox
 from .tracker import Tracker
+from .workers import DeliveryWorkers
 
 log = logging.getLogger(__name__)
 
@@ -62,32 +62,6 @@ def _site(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/..."
 
 
-class _Worker:
-    """One target's delivery thread: takes a message, delivers it, reports (message, ok, error)."""
-
-    def __init__(self, target: dict, results: queue.Queue, options: dict):
-        self.target = target
-        self.results = results
-        self.options = options
-        self.inbox: queue.Queue = queue.Queue(maxsize=1)
-        self.busy = False
-        self.thread = threading.Thread(target=self._run, name=f"notify-{target['name']}", daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            message = self.inbox.get()
-            if message is None:
-                return
-            try:
-                transports.deliver(self.target, message, **self.options)
-                self.results.put((self.target["name"], message, True, ""))
-            except transports.DeliveryError as e:
-                self.results.put((self.target["name"], message, False, str(e)))
-            except Exception as e:  # a bug in rendering: counted as a failure, with its traceback
-                log.exception("delivery raised", extra=fields(target=self.target["name"]))
-                self.results.put((self.target["name"], message, False, f"internal error: {e!r}"))
-
-
 class NotifierService:
     def __init__(self, cfg, clock=lambda: time.time_ns() // 1_000_000):
         self.cfg = cfg
@@ -103,10 +77,9 @@ class NotifierService:
                                             int(cfg["notify.retry_max_backoff"] * 1000),
                                             int(cfg["notify.retry_for"] * 1000)) for name in self.targets}
         self.failing: dict[str, int] = {}   # target -> first_seen of its open "failing" advisory
-        self.results: queue.Queue = queue.Queue()
         options = {"public_url": cfg["web.public_url"], "max_items": cfg["notify.max_items"],
                    "timeout_s": cfg["notify.send_timeout"]}
-        self.workers = {name: _Worker(t, self.results, options) for name, t in self.targets.items()}
+        self.workers = DeliveryWorkers(self.targets, options)  # a delivery thread per target (workers.py)
         self.client: StoreClient | None = None
         self.events: EventSender | None = None
         self.daily: DailyReport | None = None  # the daily report by email (report.email_to), made at start
@@ -150,8 +123,7 @@ class NotifierService:
         self.events = EventSender(self.cfg["bus.events_endpoint"], self.source, self.cfg["bus.events_unconfirmed_max"],
                                   self.cfg["bus.events_resend_timeout"], self.cfg["bus.events_high_water_mark"],
                                   keys=curve.client_keys(self.cfg)).start()  # CURVE when security.* names keys
-        for w in self.workers.values():
-            w.thread.start()
+        self.workers.start()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -177,17 +149,12 @@ class NotifierService:
         """Let deliveries under way end (each within notify.send_timeout), save the state, send the
         last health event and our advisories; safe twice."""
         deadline = time.monotonic() + self.cfg["notify.send_timeout"] + 1
-        while any(w.busy for w in self.workers.values()) and time.monotonic() < deadline:
+        while self.workers.any_busy() and time.monotonic() < deadline:
             self._collect(0.1)
         while self.daily is not None and self.daily.busy and time.monotonic() < deadline:
             if not self.daily.collect():
                 time.sleep(0.05)
-        for w in self.workers.values():
-            if w.thread.is_alive():
-                try:
-                    w.inbox.put_nowait(None)
-                except queue.Full:
-                    pass
+        self.workers.stop()
         if self.client is not None:
             self._save(force=True)
         if self.events is not None and self.events.sock is not None:
@@ -275,8 +242,7 @@ class NotifierService:
         """Hand due messages to idle workers; raise or resolve our own advisories; health; events."""
         now = self.clock()
         for name, ob in self.outboxes.items():
-            w = self.workers[name]
-            if w.busy:
+            if self.workers.busy(name):
                 continue
             message = ob.due(now)
             if message is None:
@@ -285,8 +251,7 @@ class NotifierService:
                 message.next_try_ms = now  # a cut message: saved before it leaves, so a crash keeps it
                 self._dirty = True
                 self._save(force=True)
-            w.busy = True
-            w.inbox.put(message)
+            self.workers.hand(name, message)
         self._own_advisories(now)
         self._daily_report(now)
         mono = time.monotonic()
@@ -298,15 +263,8 @@ class NotifierService:
     def _collect(self, wait_s: float) -> int:
         """Take the workers' results (waiting up to ``wait_s`` for the first)."""
         n = 0
-        try:
-            item = self.results.get(timeout=wait_s) if wait_s > 0 else self.results.get_nowait()
-        except queue.Empty:
-            return 0
-        while True:
-            name, message, ok, error = item
-            self.workers[name].busy = False
-            ob = self.outboxes[name]
-            ob.result(message, ok, self.clock(), error)
+        for name, message, ok, error in self.workers.finished(wait_s):
+            self.outboxes[name].result(message, ok, self.clock(), error)
             if ok:
                 log.info("delivered", extra=fields(target=name, message=message.id, notifications=len(message.items),
                                                    attempts=message.attempts))
@@ -314,12 +272,9 @@ class NotifierService:
                 self._rl.warning(f"fail-{name}", "delivery failed", target=name, message=message.id,
                                  attempts=message.attempts, error=error[:300])
             n += 1
-            try:
-                item = self.results.get_nowait()
-            except queue.Empty:
-                break
-        self._dirty = self._health_due = True
-        self._save(force=True)
+        if n:
+            self._dirty = self._health_due = True
+            self._save(force=True)
         return n
 
     def _next_due_s(self) -> float:
