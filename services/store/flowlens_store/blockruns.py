@@ -82,9 +82,9 @@ def _compact(sums: Grouped) -> tuple:
             if not (words[:, 0].any() or words[:, 1].any() or (words[:, 2] != 0xFFFF0000).any()):
                 k = words[:, 3].byteswap()
                 narrowed.append(name)
-        small[name] = k
+        small[name] = k if name in narrowed else k.copy()  # read-only below: not the caller's array
     out = (small, b.copy(), p.copy(), n.astype(np.uint32) if n.max(initial=0) < 1 << 32 else n.copy(), tuple(narrowed))
-    for a in (*small.values(), b, p, out[3]):
+    for a in (*small.values(), *out[1:4]):
         a.flags.writeable = False
     return out
 
