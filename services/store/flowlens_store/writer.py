@@ -4,9 +4,9 @@ The receive loop offers (columns-with-seq) batches with ``offer``; a full queue 
 counts it. The queue is bounded in rows (``queue_batches`` full batches of FULL_BATCH_ROWS), not in
 batches: at low rates the collector publishes small batches every 0.2 s, and 64 of those covered only
 12.8 s of a writer pause, while the same memory holds 262,144 rows of any size of batch. The thread coalesces queued batches up to ``storage.write_max_rows`` per transaction,
-writes advisory/health events, seals partitions one bounded step (a ~0.2 s transaction) per loop
-pass, skipping passes while the queue is more than half full, and prunes on schedule. ``stop()`` commits
-everything queued before it returns.
+writes advisory/health events, and between transactions seals partitions one bounded step (a ~0.2 s
+transaction) per loop pass, skipping passes while the queue is more than half full, and prunes on
+schedule (housekeeping.py). ``stop()`` commits everything queued before it returns.
 
 A chunk whose transaction fails (a full disk, an I/O error) is not dropped: it stays at the head and
 is tried again with a backoff (RETRY_FIRST_S doubling to RETRY_MAX_S) while no later chunk is taken,
@@ -25,18 +25,15 @@ import time
 import numpy as np
 
 from flowmodel.logs import RateLimitedLog, fields
-from flowmodel.memory import malloc_trim
 
 from . import delivery
+from .housekeeping import WriterHousekeeping
 from .warm import WarmWriter, now_ms
 
 log = logging.getLogger(__name__)
 _STOP = object()
 MARK = "_stream_mark"  # an offered batch's delivery.Ledger.mark(): persisted with its rows
-TRIM_INTERVAL_S = 5.0     # freed memory goes back to the kernel this often while the queue is empty ...
-TRIM_BUSY_S = 2.0         # ... and while it is not (a long burst: sealing and rollups churn)
 FULL_BATCH_ROWS = 4096     # collector.batch_max_flows' default: the row bound is queue_batches of these
-SEAL_MAX_WAIT_S = 2.0     # a busy writer still takes a sealing step this often
 MAX_BATCHES_PER_FULL = 16  # and at most this many queued batches per full batch of rows (per-batch overhead)
 RETRY_FIRST_S = 0.5       # a failed transaction is tried again after this, then after twice as long ...
 RETRY_MAX_S = 10.0        # ... up to this
@@ -56,7 +53,7 @@ class _Chunk:
         self.written: int | None = None  # rows committed, once write_flows returned (only the marks may remain)
 
 
-class Writer:
+class Writer(WriterHousekeeping):
     def __init__(self, warm: WarmWriter, queue_batches: int, max_rows: int, prune_interval_s: float,
                  retention_ms: int, rollup_retention_ms: int, advisory_retention_ms: int, events_max: int = 10_000,
                  hourly_retention_ms: int | None = None, five_min_retention_ms: int | None = None, max_bytes: int = 0):
@@ -99,16 +96,9 @@ class Writer:
         self._stop_requested = threading.Event()
         self._give_up_at: float | None = None
         self.transactions = 0
-        self.pruned_partitions = 0
         self._thread: threading.Thread | None = None
         self._rl = RateLimitedLog(log)
-        self._next_prune = time.monotonic() + prune_interval_s  # not at start: a restart must not drop data early
-        self._next_seal = time.monotonic() + 5.0
-        self._seal_wait_until = 0.0
-        self.seal_steps = 0
-        self.seal_step_max_s = 0.0  # longest single sealing step: the writer's longest pause for sealing
-        self._trim = malloc_trim()
-        self._next_trim = 0.0
+        self._init_housekeeping(prune_interval_s)
 
     @property
     def failed_rows(self) -> int:
@@ -318,17 +308,6 @@ class Writer:
         except Exception as e:
             self._rl.warning("rollback", "rollback failed", error=str(e))
 
-    def _release(self, busy: bool = False) -> None:
-        """Hand freed memory back to the kernel: the writer's transients (coalesced columns, bulk-insert
-        blobs, blocks and rollups being built), and as malloc_trim walks every arena, what the query
-        workers freed after a large answer; glibc keeps it in RSS otherwise (about 20 MiB after a
-        burst). Every TRIM_INTERVAL_S while the queue is empty, every TRIM_BUSY_S while it is not; a
-        trim with nothing to free costs well under a millisecond."""
-        mono = time.monotonic()
-        if self._trim is not None and mono >= self._next_trim:
-            self._next_trim = mono + (TRIM_BUSY_S if busy else TRIM_INTERVAL_S)
-            self._trim(0)
-
     def _events(self) -> None:
         """Queued events in one transaction; after a failure they are kept (up to the event queue's
         bound, the rest shed and counted) and tried again with the flows' backoff."""
@@ -351,20 +330,6 @@ class Writer:
             if self._failed is None:
                 self.write_failing_since = None
 
-    def _seal_step(self) -> None:
-        t = time.monotonic()
-        pending = self.warm.seal_step(now_ms())
-        if not pending and self.seal_steps and self._trim is not None:
-            # the last due partition is sealed: its row mirror and rollup builders are garbage now, and
-            # a query right after a load should not find them in RSS until the next periodic trim (the
-            # history bench's store: 140 MB just after sealing, 95 MB once trimmed)
-            self._trim(0)
-            self._next_trim = time.monotonic() + TRIM_INTERVAL_S
-        t1 = time.monotonic()
-        self.seal_steps += 1
-        self.seal_step_max_s = max(self.seal_step_max_s, t1 - t)
-        self._seal_wait_until = t1 + SEAL_MAX_WAIT_S
-
     def _maintain(self) -> None:
         """Sealing, vacuum and pruning steps; one that fails is counted and tried again after a
         backoff (each is its own transaction, so a failure undoes only that step)."""
@@ -384,26 +349,6 @@ class Writer:
                              maintain_errors=self.maintain_errors)
             return
         self._maintain_backoff_s = RETRY_FIRST_S
-
-    def _maintain_steps(self, mono: float) -> None:
-        if self.warm.vacuum_due and not self.warm.seal_pending() and self.queued_rows == 0:
-            self.warm.vacuum_step()  # hand pages freed by a prune back to the file system, 8 MiB a pass
-        if self.warm.seal_pending():
-            # one bounded step (<= ~0.3 s) per loop pass, after the flow transaction; none while the
-            # queue is more than half full, unless sealing has waited SEAL_MAX_WAIT_S for a step
-            if self.queued_rows <= self.queue_rows_max // 2 or mono >= self._seal_wait_until:
-                self._seal_step()
-        elif mono >= self._next_seal:
-            self._next_seal = mono + 5.0
-            self._seal_step()
-        if mono >= self._next_prune:
-            dropped = self.warm.prune(now_ms(), self.retention_ms, self.rollup_retention_ms, self.advisory_retention_ms,
-                                      self.hourly_retention_ms, max_bytes=self.max_bytes,
-                                      hist_retention_ms=self.hist_retention_ms)
-            self._next_prune = mono + self.prune_interval_s  # after it succeeded: a failed prune is tried again
-            self.pruned_partitions += len(dropped)
-            if dropped:
-                log.info("partitions dropped", extra=fields(partitions=",".join(dropped)))
 
 
 def free_bytes(path: str) -> int | None:
