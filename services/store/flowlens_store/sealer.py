@@ -6,6 +6,7 @@ One step is one transaction: the lowest BLOCK_ROWS rows of the row table by seq 
 steps leaves a file where every flow is in exactly one shape; the next start goes on from there
 (the row table holds what is left). The step that empties the row table drops it with its spans.
 Blocks of pruned partitions are deleted in chunks by later steps, so a prune never stalls the writer.
+The rollups are built by HistBuilding (histbuild.py).
 """
 from __future__ import annotations
 
@@ -16,21 +17,16 @@ import time
 import msgpack
 import numpy as np
 
-from .blockread import Block, BlockCounters, read_block
 from .blocks import BLOCK_ROWS, encode_block
-from .hists import HistBuilder, key_chunks
+from .histbuild import HistBuilding
+from .hists import HistBuilder
 from .rowcodec import SQL_COLUMNS, rows_to_columns
 
 log = logging.getLogger(__name__)
 
 SEAL_GRACE_MS = 120_000  # a partition is sealed this long after its end: late flows still land as rows
 BUFFER_MAX_ROWS = 4 * BLOCK_ROWS  # rows mirrored in memory for all partitions together (about 18 MiB)
-BUILDERS_MAX = 1  # partitions whose rollups are summed as their blocks are cut (the others are rebuilt at seal):
-# each holds the hour's distinct (bucket, key) sums, 15-45 MB at a medium site
 DELETE_CHUNK_BLOCKS = 64  # blocks of a pruned partition deleted per step
-HIST_BLOCKS_PER_STEP = 4  # blocks folded into a partition's rollups per step (about 0.1 s)
-HIST_COLUMNS = ("time_end", "src_addr", "dst_addr", "src_port", "dst_port", "protocol", "bytes", "packets",
-                "sampling_rate", "exporter", "input_if", "output_if", "src_as", "dst_as", "tos")
 
 
 class _Mirror:
@@ -73,7 +69,7 @@ def _head(pieces: list[dict], k: int) -> tuple[dict[str, np.ndarray], list[dict]
     return head, left
 
 
-class Sealer:
+class Sealer(HistBuilding):
     """The sealing state of one writer connection. ``partitions`` is the writer's own map
     (name -> [start, end, rows, min, max, sealed, hot_rows]); ``row_tables`` the row tables that exist."""
 
@@ -177,17 +173,6 @@ class Sealer:
         """The writer's transaction rolled back: what the mirrors of ``names`` hold may not be in SQLite."""
         for name in names:
             self._unmirror(name)
-
-    def _feed(self, name: str, m: _Mirror, block: dict) -> None:
-        """Fold a block just cut into the partition's rollups, when they are summed from its first block."""
-        if m.builder is None and m.fed == 0 and sum(1 for x in self.mirrors.values() if x.builder is not None) \
-                < BUILDERS_MAX:
-            first = self.db.execute("SELECT count(*) FROM blocks WHERE part = ?", (name,)).fetchone()[0] == 1
-            if first:
-                m.builder = HistBuilder(self.prefix_v4, self.prefix_v6, self.hist_max_keys)
-        if m.builder is not None:
-            m.builder.add(block)
-        m.fed += 1
 
     def _bound(self, name: str) -> None:
         while self.mirrored_rows > BUFFER_MAX_ROWS and len(self.mirrors) > 1:
@@ -325,53 +310,6 @@ class Sealer:
                             [(block, k, v) for k, v in blobs.items()])
         self.blocks_written += 1
         return block
-
-    # ------------------------------------------------------------ rollups of a sealed partition
-
-    def _begin_hists(self, name: str) -> None:
-        ids = self.db.execute("SELECT id, part, rows, time_lo, time_hi FROM blocks WHERE part = ? ORDER BY id",
-                              (name,)).fetchall()
-        self._hist = {"name": name, "blocks": [Block(*r) for r in ids], "t0": time.monotonic(),
-                      "builder": HistBuilder(self.prefix_v4, self.prefix_v6, self.hist_max_keys)}
-        self._hist_step()
-
-    def _hist_step(self) -> None:
-        """Fold the next blocks of the partition into its rollups; the last step writes them and marks
-        the partition sealed, one transaction. Rows arriving meanwhile (late) start it over later."""
-        h = self._hist
-        name = h["name"]
-        p = self.partitions.get(name)
-        if p is None or p[6]:  # pruned, or late rows arrived: their seal queues the rollups again
-            self._hist = None
-            return
-        todo, h["blocks"] = h["blocks"][:HIST_BLOCKS_PER_STEP], h["blocks"][HIST_BLOCKS_PER_STEP:]
-        counters = BlockCounters()
-        for block in todo:
-            h["builder"].add(read_block(self.db, block, HIST_COLUMNS, counters))
-        if h["blocks"]:
-            return
-        self._hist = None
-        self._write_hists(name, h["builder"].finish(), h["t0"])
-
-    def _write_hists(self, name: str, blobs: dict, t0: float) -> None:
-        p = self.partitions[name]
-        self.db.execute("BEGIN")
-        try:
-            self.db.execute("DELETE FROM hists WHERE start_ms = ? AND end_ms = ?", (p[0], p[1]))
-            self.db.executemany(
-                "INSERT INTO hists (dim, step_ms, start_ms, chunk, end_ms, key_lo, key_hi, rows, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(dim, step, p[0], i, p[1], lo, hi, n, blob) for (dim, step), whole in blobs.items()
-                 for i, (lo, hi, n, blob) in enumerate(key_chunks(dim, whole, step))])
-            self.db.execute("UPDATE partitions SET sealed = 1 WHERE name = ?", (name,))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        p[5] = 1
-        log.info("partition rollups built", extra={"fields": {
-            "partition": name, "blobs": len(blobs), "bytes": sum(len(b) for b in blobs.values()),
-            "wall_s": round(time.monotonic() - t0, 3)}})
 
     # ------------------------------------------------------------ deleting
 
