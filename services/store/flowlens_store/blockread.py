@@ -17,6 +17,7 @@ import numpy as np
 
 from flowmodel.schema import FLOW_COLUMNS
 
+from . import groupby as G
 from . import planner as P
 from .blockmatch import host_rows
 from .blocks import blobs_needed, block_may_match, decode_block, decode_rows
@@ -198,7 +199,7 @@ class GroupSums:
     def add(self, keys: dict[str, np.ndarray], b: np.ndarray, p: np.ndarray, n: np.ndarray | None = None) -> None:
         if not len(b):
             return
-        rep, (bs, ps, ns), _count = P.group_rows(P.key_words(*(keys[k] for k in self.key_names)), b, p,
+        rep, (bs, ps, ns), _count = G.group_rows(G.key_words(*(keys[k] for k in self.key_names)), b, p,
                                                  np.ones(len(b), np.uint64) if n is None else n)
         self.parts.append(({k: keys[k][rep] for k in self.key_names}, bs, ps, ns))
         self.rows += len(rep)

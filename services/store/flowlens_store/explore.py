@@ -19,6 +19,7 @@ from . import blockread as B
 from . import histops
 from . import histread as H
 from . import keydims as K
+from . import groupby as G
 from . import planner as P
 from .hists import DIMS
 
@@ -156,7 +157,7 @@ def _by_key(rows: dict) -> tuple[np.ndarray, np.ndarray]:
     k = rows["k"]
     if not len(k):
         return k, rows["v"]
-    rep, sums, _c = P.group_rows([k[:, j] for j in range(k.shape[1])], *rows["v"])
+    rep, sums, _c = G.group_rows([k[:, j] for j in range(k.shape[1])], *rows["v"])
     return k[rep], np.stack(sums)
 
 
@@ -211,7 +212,7 @@ def _from_rollups(engine, db, f: dict, by: str, grid, scaled: bool, metric: str,
     totals, _others = histops.key_rows(engine, db, by, coarse.pieces, None, None, scaled, host, only=metric,
                                        memo=memo)
     tk, tv = _by_key(_concat([totals, {**raw, "i": np.zeros(len(raw["i"]), np.int64)}], w))
-    chosen = tk[P.top_groups(tv[METRICS.index(metric)], limit)] if len(tk) else tk
+    chosen = tk[G.top_groups(tv[METRICS.index(metric)], limit)] if len(tk) else tk
     rows, _others = histops.key_rows(engine, db, by, fine.pieces, fold, grid, scaled, host, chosen=chosen, only=metric,
                                      memo=memo)
     rows = _concat([rows, raw], w)
@@ -236,7 +237,7 @@ def answer(by: str, metric: str, limit: int, grid, key_totals, rows: dict, every
     keys, sums = key_totals
     if everything is None:
         everything = _by_step(rows, steps)
-    pick = P.top_groups(sums[m], limit) if len(keys) else np.zeros(0, np.intp)
+    pick = G.top_groups(sums[m], limit) if len(keys) else np.zeros(0, np.intp)
     pick = sorted(pick.tolist(), key=lambda g: (-int(sums[m][g]), g))  # ties: the smaller key first
     chosen = keys[pick]
     per_key = np.zeros((len(pick), steps), _U64)
@@ -251,10 +252,10 @@ def answer(by: str, metric: str, limit: int, grid, key_totals, rows: dict, every
     other = np.where(all_m >= top_sum, all_m - top_sum, _U64(0))
     texts, filters = K.texts(by, chosen), K.filters(by, chosen)
     series = [{"key": texts[j], "filter": filters[j], "values": per_key[j].tolist(),
-               "total": P.exact_sum(per_key[j])} for j in range(len(pick))]
+               "total": G.exact_sum(per_key[j])} for j in range(len(pick))]
     return {"times": list(range(first, first + steps * step_ms, step_ms)), "series": series,
-            "other": {"values": other.tolist(), "total": P.exact_sum(other)},
-            "totals": {name: P.exact_sum(everything[j]) for j, name in enumerate(METRICS)}}
+            "other": {"values": other.tolist(), "total": G.exact_sum(other)},
+            "totals": {name: G.exact_sum(everything[j]) for j, name in enumerate(METRICS)}}
 
 
 # ------------------------------------------------------------------ top by the keys of keydims
@@ -277,7 +278,7 @@ def top_rows(engine, f: dict, by: str, metric: str, limit: int, scaled: bool, ri
             keys, sums = _by_key(engine._read(lambda db: _raw_groups(engine, db, f, by, grid, scaled, ring=False)))
             everything = sums.sum(axis=1, dtype=_U64) if len(keys) else np.zeros(3, _U64)
     m = METRICS.index(metric)
-    pick = P.top_groups(sums[m], limit) if len(keys) else np.zeros(0, np.intp)
+    pick = G.top_groups(sums[m], limit) if len(keys) else np.zeros(0, np.intp)
     pick = sorted(pick.tolist(), key=lambda g: (-int(sums[m][g]), g))
     texts, filters = K.texts(by, keys[pick]), K.filters(by, keys[pick])
     rows = [{"key": texts[j], "filter": filters[j], "bytes": int(sums[0][g]), "packets": int(sums[1][g]),

@@ -1,5 +1,5 @@
 """The rollups' dimensions and their keys: which dimensions are kept at which steps, each
-dimension's key as uint64 words whose lexicographic order is the key's byte order (planner.key_words):
+dimension's key as uint64 words whose lexicographic order is the key's byte order (groupby.key_words):
 an address is its two big-endian halves, an interface is (exporter high, exporter low, ifIndex); and
 the display text of a key. Pure code, no I/O; hists.py re-exports every name.
 """

@@ -8,6 +8,7 @@ import numpy as np
 from flowmodel.protocol import METRICS
 
 from . import histread as H
+from . import groupby as G
 from . import planner as P
 from . import rawgroups as R
 from .hists import HistBuilder, KEY_WIDTH, decode_hist
@@ -53,11 +54,11 @@ def top(engine, db, f: dict, by: str, metric: str, limit: int, scaled: bool) -> 
               "flows": int(rows["flows"][other].sum(dtype=np.uint64))}
     if not len(k):
         return [], totals, bool(other.any() or pl.rounded), _source(pl)
-    rep, (gb, gp, gn), _c = P.group_rows([k[:, j] for j in range(k.shape[1])], vb, vp, vn)
-    totals["bytes"] += P.exact_sum(gb)
-    totals["packets"] += P.exact_sum(gp)
+    rep, (gb, gp, gn), _c = G.group_rows([k[:, j] for j in range(k.shape[1])], vb, vp, vn)
+    totals["bytes"] += G.exact_sum(gb)
+    totals["packets"] += G.exact_sum(gp)
     totals["flows"] += int(gn.sum())
-    pick = P.top_groups({"bytes": gb, "packets": gp, "flows": gn}[metric], limit)
+    pick = G.top_groups({"bytes": gb, "packets": gp, "flows": gn}[metric], limit)
     keys = _py_keys(by, k[rep[pick]])
     best = list(zip(keys, ([int(x), int(y), int(z)] for x, y, z in zip(gb[pick], gp[pick], gn[pick]))))
     return best, totals, bool(other.any() or pl.rounded), _source(pl)
@@ -100,7 +101,7 @@ def series(engine, db, f: dict, step_ms: int, scaled: bool, dims: list, got: dic
             continue
         b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])
         bins = (rows["t"] // step_ms) * step_ms
-        rep, (gb, gp, gn), _c = P.group_rows(P.key_words(bins), b, p, rows["flows"])
+        rep, (gb, gp, gn), _c = G.group_rows(G.key_words(bins), b, p, rows["flows"])
         for t, vb, vp, vn in zip(bins[rep].tolist(), gb.tolist(), gp.tolist(), gn.tolist()):
             cur = acc.setdefault(t, [0, 0, 0])
             cur[0] += sign * vb
@@ -174,8 +175,8 @@ def rollup_rows(engine, db, kind: str, since: int, until: int, step_ms: int, sca
     rows["k"] = np.concatenate([p["k"].reshape(len(p["t"]), KEY_WIDTH.get(kind, 1)) for p in parts])
     b, p = (rows["sbytes"], rows["spackets"]) if scaled else (rows["bytes"], rows["packets"])
     bins = (rows["t"] // step_ms) * step_ms
-    words = P.key_words(bins) + [rows["k"][:, j] for j in range(rows["k"].shape[1])] + [rows["other"].astype(np.uint64)]
-    rep, (gb, gp, gn), _c = P.group_rows(words, b, p, rows["flows"])
+    words = G.key_words(bins) + [rows["k"][:, j] for j in range(rows["k"].shape[1])] + [rows["other"].astype(np.uint64)]
+    rep, (gb, gp, gn), _c = G.group_rows(words, b, p, rows["flows"])
     return {"t": bins[rep], "k": rows["k"][rep], "other": rows["other"][rep], "bytes": gb, "packets": gp, "flows": gn}
 
 
@@ -252,7 +253,7 @@ def fold_values(names: tuple[str, ...], step_ms: int | None = None):
         words = [k[:, j] for j in range(k.shape[1])] + [rows["other"].astype(np.uint64)]
         if step_ms:
             words.insert(0, t.view(np.uint64) ^ np.uint64(1 << 63))
-        rep, sums, _c = P.group_rows(words, *(rows[name] for name in names))
+        rep, sums, _c = G.group_rows(words, *(rows[name] for name in names))
         return {"t": t[rep], "k": k[rep], "other": rows["other"][rep], **dict(zip(names, sums))}
     return fold
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import planner as P
+from . import groupby as G
 from .hists import DIMS, KEY_WIDTH, OTHER_WORD, decode_hist
 from .keymerge import KeyMerge
 
@@ -376,7 +376,7 @@ def fold_by(step_ms: int | None):
         k = rows["k"]
         words = ([t.view(np.uint64) ^ np.uint64(1 << 63)] + [k[:, j] for j in range(k.shape[1])]
                  + [rows["other"].astype(np.uint64)])
-        rep, sums, _c = P.group_rows(words, *(rows[v] for v in VALUE_NAMES))
+        rep, sums, _c = G.group_rows(words, *(rows[v] for v in VALUE_NAMES))
         out = {"t": t[rep], "k": k[rep], "other": rows["other"][rep]}
         out.update(zip(VALUE_NAMES, sums))
         return out

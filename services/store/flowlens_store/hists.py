@@ -7,7 +7,7 @@ blobs ``finish`` gives (cut into key ranges by ``key_chunks``); the planner answ
 histkeys.py, the blob format in histblob.py; this module re-exports their names, so
 ``flowlens_store.hists`` stays the one place to import rollup code from.
 
-Sums are uint64 and wrap modulo 2**64 (as planner.group_rows does), so any split of the flows into
+Sums are uint64 and wrap modulo 2**64 (as groupby.group_rows does), so any split of the flows into
 blocks gives the same blob. A (dim, step) with more than ``max_keys`` keys in one bucket keeps the
 ``max_keys`` keys with the most bytes (ties: the smaller key) and one "other" row holding the rest of
 that bucket, so totals stay exact while the tail of a high-cardinality key is lumped together.
@@ -20,7 +20,7 @@ from .histblob import (CONST, DELTA, FLAG_OTHER, FLAG_ZSTD, FOR, MAGIC, VALUES, 
                        decode_hist, encode_hist, uint_width)
 from .histkeys import (DIMS, KEY_WIDTH, OTHER_WORD, STEPS, address_words, dim_key_words, key_text,
                        prefix_words)
-from .planner import group_rows, top_groups
+from .groupby import group_rows, top_groups
 
 __all__ = [  # this module's own names and those of histkeys.py and histblob.py it re-exports
     "CHUNKED_DIMS", "CHUNK_ROWS", "HistBuilder", "key_chunks",

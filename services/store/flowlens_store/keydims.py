@@ -1,5 +1,5 @@
 """The dimensions of top and explore as uint64 key words: which columns a key reads, its words (the
-rollups' key order, planner.key_words), the rollup dimension that holds it, and, at the edge, a
+rollups' key order, groupby.key_words), the rollup dimension that holds it, and, at the edge, a
 key's display text and the flow filter that selects exactly its flows (a drill-down link).
 
 Pure code: numpy columns in, words out. A key is an (n, w) uint64 array, most significant word

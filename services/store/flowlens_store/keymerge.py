@@ -6,13 +6,13 @@ a binary search, their sums added in place and the keys not yet seen inserted, w
 O(run log keys + keys) a run instead of the repeated sorts of a group-by fold (72 hourly source
 blobs of bench.flowgen's site, 21,800 keys each: 0.07-0.16 s against 0.26-0.53 s on the shared
 2-core box). Keys are packed into their last word when every key shares the leading ones (IPv4
-addresses: the ::ffff: half); anything else falls back to planner.group_rows, exact either way.
+addresses: the ::ffff: half); anything else falls back to groupby.group_rows, exact either way.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import planner as P
+from . import groupby as G
 
 _U64 = np.uint64
 FALLBACK_ROWS = 1 << 16  # rows gathered in the fallback before they are grouped again
@@ -46,7 +46,7 @@ class KeyMerge:
             return
         last = k[:, -1]
         if len(last) > 1 and not (last[1:] > last[:-1]).all():  # not sorted and unique: group the run first
-            rep, values, _c = P.group_rows([last], *values)
+            rep, values, _c = G.group_rows([last], *values)
             last = last[rep]
         pos = np.searchsorted(self.keys, last)
         found = np.zeros(len(last), bool)
@@ -82,7 +82,7 @@ class KeyMerge:
     def _group(self) -> None:
         k = np.concatenate([p[0] for p in self._parts])
         vals = [np.concatenate([p[1][j] for p in self._parts]) for j in range(self.nvalues)]
-        rep, sums, _c = P.group_rows([k[:, j] for j in range(self.width)], *vals)
+        rep, sums, _c = G.group_rows([k[:, j] for j in range(self.width)], *vals)
         self._parts = [(k[rep], sums)]
         self._rows = self._grouped = len(rep)
 

@@ -34,6 +34,7 @@ from .explore import explore as explore_op
 from .ifcounters import ifcounters as ifcounters_op
 from .notes import query as notes_op
 from . import histread as H
+from . import groupby as G
 from . import planner as P
 from .flowpages import FlowPages
 from .hists import key_text
@@ -271,7 +272,7 @@ class QueryEngine(FlowPages, TopOps, SeriesOps):
             keep &= np.isin(inverse, [i for i, t in enumerate(texts) if t == key])
         if top and keep.any():
             ids = inverse[keep]
-            rep, (sums,), _c = P.group_rows([ids.astype(np.uint64)], got["bytes"][keep])
+            rep, (sums,), _c = G.group_rows([ids.astype(np.uint64)], got["bytes"][keep])
             per_key = dict(zip(ids[rep].tolist(), sums.tolist()))
             chosen = sorted(per_key, key=lambda i: (-per_key[i], texts[i]))[:top]
             keep &= np.isin(inverse, chosen)

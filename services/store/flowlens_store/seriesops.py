@@ -11,6 +11,7 @@ from flowmodel.protocol import FLOW_FILTERS, QueryError
 from . import blockread as B
 from . import blockruns as BR
 from . import histops
+from . import groupby as G
 from . import planner as P
 from .rowcodec import REST_DTYPE, SQL_COLUMNS, rows_to_columns
 
@@ -110,7 +111,7 @@ class SeriesOps:
         keys, b, p, n = BR.grouped_blocks(db, f, ("series", step_ms, scaled), ("t",), names, keyed, self.block_runs,
                                           self.blocks, self._check)
         if len(b):
-            P.add_sums(got, keys["t"].tolist(), b, p, n)
+            G.add_sums(got, keys["t"].tolist(), b, p, n)
 
     def _sql_series_rows(self, db, f: dict, step_ms: int, acc, scaled: bool, got: dict) -> None:
         """A spread or scaled series from SQLite: start time and sampling rate live in the packed rest
@@ -184,5 +185,5 @@ def _fold_series(cols: dict, step_ms: int, acc, scaled: bool, got: dict) -> None
     if acc is not None:
         acc.add_flows(cols["time_start"], te, [b, p])
         b = p = np.zeros(len(te), np.uint64)
-    rep, (bs, ps), n = P.group_rows(P.key_words(steps), b, p)
-    P.add_sums(got, (steps[rep] * step_ms).tolist(), bs, ps, n)
+    rep, (bs, ps), n = G.group_rows(G.key_words(steps), b, p)
+    G.add_sums(got, (steps[rep] * step_ms).tolist(), bs, ps, n)

@@ -13,6 +13,7 @@ from . import blockread as B
 from . import blocksums as BS
 from . import histops
 from . import keydims as K
+from . import groupby as G
 from . import planner as P
 from .explore import top_rows as explore_top
 from .rowcodec import REST_DTYPE
@@ -188,7 +189,7 @@ class TopOps:
             ks = list(zip(kcols["src_addr"].tolist(), kcols["dst_addr"].tolist()))
         else:
             ks = kcols[keys[0]].tolist()
-        P.add_sums(out, ks, bs, ps, ns)
+        G.add_sums(out, ks, bs, ps, ns)
 
     @staticmethod
     def _sql_top_one(db, sql: str, params: list, by: str, out: dict, scaled: bool = False) -> None:
@@ -239,12 +240,12 @@ def _top_of_columns(cols: dict, by: str, metric: str, limit: int) -> tuple[list,
     if len(cols["bytes"]) == 0:
         return [], {"bytes": 0, "packets": 0, "flows": 0}
     if by == "port":
-        words = P.key_words(np.minimum(cols["src_port"], cols["dst_port"]))
+        words = G.key_words(np.minimum(cols["src_port"], cols["dst_port"]))
     else:
-        words = P.key_words(*(cols[c] for c in need))
-    rep, (b, p), n = P.group_rows(words, cols["bytes"], cols["packets"])
-    totals = {"bytes": P.exact_sum(b), "packets": P.exact_sum(p), "flows": int(n.sum())}
-    pick = P.top_groups({"bytes": b, "packets": p, "flows": n}[metric], limit)
+        words = G.key_words(*(cols[c] for c in need))
+    rep, (b, p), n = G.group_rows(words, cols["bytes"], cols["packets"])
+    totals = {"bytes": G.exact_sum(b), "packets": G.exact_sum(p), "flows": int(n.sum())}
+    pick = G.top_groups({"bytes": b, "packets": p, "flows": n}[metric], limit)
     rows = rep[pick]
     if by == "pair":
         keys = list(zip(cols["src_addr"][rows].tolist(), cols["dst_addr"][rows].tolist()))
@@ -271,7 +272,7 @@ def _top_of_groups(groups: B.GroupSums, by: str, metric: str, limit: int) -> tup
     keys, b, p, n = groups.result()
     if len(b) == 0:
         return [], {"bytes": 0, "packets": 0, "flows": 0}
-    totals = {"bytes": P.exact_sum(b), "packets": P.exact_sum(p), "flows": P.exact_sum(n)}
-    pick = P.top_groups({"bytes": b, "packets": p, "flows": n}[metric], limit)
+    totals = {"bytes": G.exact_sum(b), "packets": G.exact_sum(p), "flows": G.exact_sum(n)}
+    pick = G.top_groups({"bytes": b, "packets": p, "flows": n}[metric], limit)
     ks = keys["port" if by == "port" else TOP_COLUMNS.get(by, (by,))[0]][pick].tolist()
     return _rank(zip(ks, zip(b[pick].tolist(), p[pick].tolist(), n[pick].tolist())), metric, limit), totals

@@ -1,4 +1,4 @@
-"""Columnar grouping for ring top: planner.key_words + group_rows + top_groups against a plain
+"""Columnar grouping for ring top: groupby.key_words + group_rows + top_groups against a plain
 Python dict, on every code path (constant words dropped, dense indexing, packed sort with and without
 row numbers in the spare bits, lexsort for keys wider than 64 bits), and ring top == SQLite top."""
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from flowmodel import addr
 from flowmodel.protocol import METRICS, TOP_BY
-from flowlens_store import planner as P
+from flowlens_store import groupby as G
 
 from test_planner import RING, SQL, setup  # noqa: F401  (the shared ring + SQLite fixture)
 
@@ -60,7 +60,7 @@ def test_group_rows_matches_a_dict(name):
         acc[0] += int(b[i])
         acc[1] += int(p[i])
         acc[2] += 1
-    rep, (gb, gp), cnt = P.group_rows(P.key_words(*parts), b, p)
+    rep, (gb, gp), cnt = G.group_rows(G.key_words(*parts), b, p)
     keys = [_raw(parts, int(r)) for r in rep]
     got = {k: [int(x), int(y), int(c)] for k, x, y, c in zip(keys, gb, gp, cnt)}
     assert len(keys) == len(got)  # one group per key
@@ -70,17 +70,17 @@ def test_group_rows_matches_a_dict(name):
 
 
 def test_group_rows_empty_and_big_values():
-    rep, (s,), cnt = P.group_rows(P.key_words(np.zeros(0, np.uint16)), np.zeros(0, np.uint64))
+    rep, (s,), cnt = G.group_rows(G.key_words(np.zeros(0, np.uint16)), np.zeros(0, np.uint64))
     assert len(rep) == len(s) == len(cnt) == 0
     big = np.array([2**62, 2**62, 5], np.uint64)
-    rep, (s,), cnt = P.group_rows(P.key_words(np.array([7, 7, 9], np.uint16)), big)
+    rep, (s,), cnt = G.group_rows(G.key_words(np.array([7, 7, 9], np.uint16)), big)
     assert s.tolist() == [2**63, 5] and cnt.tolist() == [2, 1]
 
 
 @pytest.mark.parametrize("limit", [1, 3, 5, 8, 20])
 def test_top_groups_breaks_ties_by_group_order(limit):
     m = np.array([5, 9, 5, 1, 9, 5, 0, 5], np.uint64)
-    got = sorted(P.top_groups(m, limit).tolist(), key=lambda i: (-int(m[i]), i))
+    got = sorted(G.top_groups(m, limit).tolist(), key=lambda i: (-int(m[i]), i))
     want = sorted(range(len(m)), key=lambda i: (-int(m[i]), i))[:limit]
     assert got == want
 
