@@ -18,6 +18,7 @@ import msgpack
 import numpy as np
 
 from .blocks import BLOCK_ROWS, encode_block
+from .backfill import RollupBackfill
 from .histbuild import HistBuilding
 from .hists import HistBuilder
 from .rowcodec import SQL_COLUMNS, rows_to_columns
@@ -98,6 +99,8 @@ class Sealer(HistBuilding):
         self._current: str | None = None
         self._t0 = 0.0
         self._cpu0 = 0.0
+        # rollups of dimensions added since a partition was sealed: when nothing else is to do
+        self.backfill = RollupBackfill(db, partitions, prefix_v4, prefix_v6, hist_max_keys)
 
     def recover(self) -> None:
         """After a start: blocks whose partition is gone (a prune cut short) and layout-1 leftovers are
@@ -108,6 +111,7 @@ class Sealer(HistBuilding):
         self.old_tables = sorted(t for t in tables if t.startswith("flows_") and t.endswith(("_old", "_pruned")))
         self.hists_due = sorted(n for n, p in self.partitions.items()
                                 if not p[5] and not p[6] and p[2] and n not in self.row_tables)
+        self.backfill.recover()
 
     # ------------------------------------------------------------ scheduling
 
@@ -121,7 +125,7 @@ class Sealer(HistBuilding):
     def pending(self) -> bool:
         """Work under way that should go on soon (a partition half moved, rollups to build, deletions)."""
         return bool(self._current is not None or self._hist is not None or self.hists_due or self.doomed_blocks
-                    or self.old_tables or self.more_due)
+                    or self.old_tables or self.more_due or self.backfill.pending())
 
     def absorb(self, name: str, cols: dict[str, np.ndarray], table_was_empty: bool) -> dict[str, np.ndarray]:
         """Inside the writer's transaction: rows arriving for ``name``. A partition mirrored in memory
@@ -212,6 +216,8 @@ class Sealer(HistBuilding):
                 name = self.hists_due.pop(0)
                 if name in self.partitions and not self.partitions[name][6]:
                     self._begin_hists(name)
+            elif self.backfill.pending():
+                self.backfill.step()
         self.more_due = bool(self.due(now))
         return self.pending()
 
@@ -323,6 +329,7 @@ class Sealer(HistBuilding):
         self._unmirror(name)
         if name in self.hists_due:
             self.hists_due.remove(name)
+        self.backfill.forget(name)
 
     def _delete_blocks(self) -> None:
         chunk, self.doomed_blocks = self.doomed_blocks[:DELETE_CHUNK_BLOCKS], self.doomed_blocks[DELETE_CHUNK_BLOCKS:]

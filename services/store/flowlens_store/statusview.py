@@ -96,6 +96,7 @@ def status(svc) -> dict:
                    "max_bytes": cfg["storage.max_bytes"], "size_pruned_partitions": w.warm.size_pruned_partitions,
                    "size_pruned_flows": w.warm.size_pruned_flows,
                    "blocks_written": w.warm.sealer.blocks_written, "rows_sealed": w.warm.sealer.rows_sealed,
+                   "rollup_backfill": w.warm.sealer.backfill.stats(),
                    "out_of_range_by_exporter": {addr.to_text(k): v for k, v in
                                                 sorted(w.warm.out_of_range_by_exporter.items(),
                                                        key=lambda kv: -kv[1])[:20]}},
