@@ -18,9 +18,10 @@ from typing import Callable
 
 import numpy as np
 
-from flowmodel.addr import ADDR, ipv4_column
+from flowmodel.addr import ipv4_column
 
 from . import blockread as B
+from .blocksums import ipv4_integers
 
 Grouped = tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]  # keys, bytes, packets, flows
 
@@ -77,12 +78,10 @@ def _compact(sums: Grouped) -> tuple:
     keys, b, p, n = sums
     small, narrowed = {}, []
     for name, k in keys.items():
-        if k.dtype == ADDR and len(k):
-            words = np.ascontiguousarray(k).view("<u4").reshape(len(k), 4)
-            if not (words[:, 0].any() or words[:, 1].any() or (words[:, 2] != 0xFFFF0000).any()):
-                k = words[:, 3].byteswap()
-                narrowed.append(name)
-        small[name] = k if name in narrowed else k.copy()  # read-only below: not the caller's array
+        v4 = ipv4_integers(k) if len(k) else None
+        if v4 is not None:
+            narrowed.append(name)
+        small[name] = k.copy() if v4 is None else v4  # read-only below: not the caller's array
     out = (small, b.copy(), p.copy(), n.astype(np.uint32) if n.max(initial=0) < 1 << 32 else n.copy(), tuple(narrowed))
     for a in (*small.values(), *out[1:4]):
         a.flags.writeable = False

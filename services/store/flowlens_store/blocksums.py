@@ -25,6 +25,17 @@ def groups_nbytes(groups: BlockGroups) -> int:
                for keys, b, p, n in groups.values())
 
 
+def ipv4_integers(k: np.ndarray) -> np.ndarray | None:
+    """An address key column that holds only IPv4-mapped addresses, as uint32 integers (whose order
+    is the 16 bytes' order, as grouping needs; flowmodel.addr.ipv4_column gives it back); else None."""
+    if k.dtype != ADDR:
+        return None
+    words = np.ascontiguousarray(k).view("<u4").reshape(len(k), 4)
+    if words[:, 0].any() or words[:, 1].any() or (words[:, 2] != 0xFFFF0000).any():
+        return None
+    return words[:, 3].byteswap()
+
+
 def _compact(groups: BlockGroups) -> BlockGroups:
     """IPv4-mapped address keys as uint32 integers and flow counts (at most a block's rows) as
     uint32: a block of one destination per flow keeps 24 bytes a group instead of 40."""
@@ -32,12 +43,8 @@ def _compact(groups: BlockGroups) -> BlockGroups:
     for by, (keys, b, p, n) in groups.items():
         small = {}
         for name, k in keys.items():
-            if k.dtype == ADDR:
-                words = np.ascontiguousarray(k).view("<u4").reshape(len(k), 4)
-                if not (words[:, 0].any() or words[:, 1].any() or (words[:, 2] != 0xFFFF0000).any()):
-                    # the address as an integer: its order is the 16 bytes' order, as grouping needs
-                    k = words[:, 3].byteswap()
-            small[name] = k
+            v4 = ipv4_integers(k)
+            small[name] = k if v4 is None else v4
         out[by] = (small, b, p, n.astype(np.uint32) if n.max(initial=0) < 1 << 32 else n)
     return out
 
