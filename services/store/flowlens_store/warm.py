@@ -21,7 +21,6 @@ import sqlite3
 
 import numpy as np
 
-from flowmodel import addr
 from flowmodel.events import SEVERITY_RANK
 
 from . import eventsink, ifcounters, notes
@@ -35,30 +34,6 @@ from .sealer import SEAL_GRACE_MS, Sealer  # noqa: F401
 log = logging.getLogger(__name__)
 
 SPAN_ROWS = 16_384  # rows one span covers at most: a flows page on the hot partition scans whole spans
-MINUTE_MS = 60_000
-HOUR_MS = 3_600_000
-
-def _addr_words(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A V16 address column as its big-endian (high, low) uint64 halves."""
-    u = np.ascontiguousarray(col).view(">u8").reshape(-1, 2)
-    return u[:, 0].astype(np.uint64), u[:, 1].astype(np.uint64)
-
-
-def _low_mask(keep_bits: int) -> np.uint64:
-    """uint64 with the top ``keep_bits`` bits set (0..64)."""
-    keep_bits = max(0, min(64, keep_bits))
-    return np.uint64(((1 << 64) - 1) ^ ((1 << (64 - keep_bits)) - 1))
-
-
-def _prefix_words(col: np.ndarray, prefix_v4: int, prefix_v6: int) -> tuple[np.ndarray, np.ndarray]:
-    """(high, low) words of each address with its host bits cleared (IPv4-mapped to prefix_v4, IPv6
-    to prefix_v6): what addr.mask_column does, on two words instead of sixteen bytes."""
-    hi, lo = _addr_words(col)
-    v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
-    hi6 = hi & _low_mask(prefix_v6)
-    lo6 = lo & _low_mask(prefix_v6 - 64)
-    lo4 = lo & _low_mask(32 + prefix_v4)
-    return np.where(v4, hi, hi6), np.where(v4, lo4, lo6)
 
 
 # ------------------------------------------------------------------ the write side
