@@ -40,9 +40,9 @@ def site_flows() -> FlowBatch:
     return FlowBatch.concat(parts)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("explore") / "f.db")
+def site_store(path: str, now: dict):
+    """(writer, engine, flows) of site_flows: five hours sealed, the sixth rows, its last half hour in
+    the ring too; the engine's clock reads ``now["t"]``. Shared by the pair tests (test_top_pairs)."""
     flows = site_flows()
     w = WarmWriter(path, HOUR, 24, 64, seal_chunk_rows=500)
     cols = with_seq(flows, 1)
@@ -53,8 +53,12 @@ def store(tmp_path_factory):
     newest = flows["time_end"] >= BASE + 5 * HOUR + 30 * 60_000
     ring.append(FlowBatch({k: v[newest] for k, v in flows.columns.items()}), int(cols["seq"][newest][0]))
     ring.evicted_max_time_end = int(flows["time_end"][~newest].max())
-    now = {"t": BASE + 6 * HOUR}
-    eng = QueryEngine(ring, path, 40 * 60_000, 10_000, 10.0, clock=lambda: now["t"])
+    return w, QueryEngine(ring, path, 40 * 60_000, 10_000, 10.0, clock=lambda: now["t"]), flows
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    w, eng, flows = site_store(str(tmp_path_factory.mktemp("explore") / "f.db"), {"t": BASE + 6 * HOUR})
     yield eng, flows
     eng.close()
     w.close()

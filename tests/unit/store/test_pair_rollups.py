@@ -14,6 +14,7 @@ from flowlens_store.ring import Ring
 from flowlens_store.warm import WarmWriter
 
 from store_testdata import T0, make_batch, with_seq
+from test_explore import raw_too
 
 HOUR = 3_600_000
 BASE = (T0 // HOUR) * HOUR
@@ -50,14 +51,6 @@ def open_store(path: str, flows: FlowBatch, sealed_hours: int = 4):
     ring = Ring(10)
     ring.evicted_max_time_end = int(flows["time_end"].max())  # nothing recent in memory: SQLite answers
     return w, QueryEngine(ring, path, 600_000, 10_000, 10.0, clock=lambda: BASE + 6 * HOUR)
-
-
-def raw_too(eng, op, args):
-    eng.use_rollups = False
-    try:
-        return getattr(eng, op)(dict(args))
-    finally:
-        eng.use_rollups = True
 
 
 @pytest.fixture(scope="module", params=[3, 17, 29])

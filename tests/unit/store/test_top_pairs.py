@@ -8,12 +8,8 @@ import pytest
 from flowmodel.protocol import QueryError
 from flowlens_store import keydims as K
 from flowlens_store import planner as P
-from flowlens_store.queries import QueryEngine
-from flowlens_store.ring import Ring
-from flowlens_store.warm import WarmWriter
 
-from store_testdata import with_seq
-from test_explore import BASE, HOUR, site_flows
+from test_explore import BASE, HOUR, site_store
 
 PAIRS = ["in_if,out_if", "exporter,dst_port", "src_as,dst_as", "protocol,dscp", "src,dst_port", "out_if,src_as",
          "out_if,in_if", "dst_as,src_as"]
@@ -21,18 +17,7 @@ PAIRS = ["in_if,out_if", "exporter,dst_port", "src_as,dst_as", "protocol,dscp", 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("toppairs") / "f.db")
-    flows = site_flows()
-    w = WarmWriter(path, HOUR, 24, 64, seal_chunk_rows=500)
-    cols = with_seq(flows, 1)
-    for i in range(0, flows.count, 1000):
-        w.write_flows({k: v[i:i + 1000] for k, v in cols.items()})
-    assert w.seal_due(BASE + 5 * HOUR + 200_000) == 5  # the sixth hour stays rows
-    ring = Ring(100_000)
-    newest = flows["time_end"] >= BASE + 5 * HOUR + 30 * 60_000
-    ring.append(type(flows)({k: v[newest] for k, v in flows.columns.items()}), int(cols["seq"][newest][0]))
-    ring.evicted_max_time_end = int(flows["time_end"][~newest].max())
-    eng = QueryEngine(ring, path, 40 * 60_000, 10_000, 10.0, clock=lambda: BASE + 6 * HOUR)
+    w, eng, flows = site_store(str(tmp_path_factory.mktemp("toppairs") / "f.db"), {"t": BASE + 6 * HOUR})
     yield eng, flows
     eng.close()
     w.close()
