@@ -12,12 +12,52 @@ Has its own lock: the ring's scan, which reads it, runs outside the ring's lock.
 from __future__ import annotations
 
 import threading
+from typing import Callable
+
 import numpy as np
 
 from flowmodel.addr import ADDR, ipv4_column
 
+from .blockread import GroupSums
+
 # one block's groups: by -> (key columns, bytes, packets, flows), each a numpy array per group
 BlockGroups = dict[str, tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]]
+OVERVIEW_KEYS = {"src": ("src_addr",), "dst": ("dst_addr",), "protocol": ("protocol",)}  # the groups kept
+
+
+def block_groups(cols: dict) -> BlockGroups:
+    """One block's scaled sums per source, destination and protocol (``cols``: the key columns and
+    bytes and packets already times the sampling rate), as the cache keeps them."""
+    out = {}
+    for by, keys in OVERVIEW_KEYS.items():
+        g = GroupSums(keys)
+        g.add(cols, cols["bytes"], cols["packets"])
+        out[by] = g.result()
+    return out
+
+
+def kept_groups(ring, block, cols, idx, keyed: Callable[[], dict]) -> BlockGroups | None:
+    """The groups of a sealed ring block read whole (``block`` and ``idx`` as Ring.scan_parts gives
+    them): the kept ones, else grouped from ``keyed()`` (see block_groups) and kept if they fit. None
+    for a part cut by the window or a filter, or with no cache: the caller groups its rows."""
+    if block is None or ring.block_sums is None or (idx is not None and len(idx) != cols.rows):
+        return None
+    got = ring.block_sums.get(block)
+    return got if got is not None else ring.keep_block_sums(block, block_groups(keyed()))
+
+
+def add_kept(compact: GroupSums, full: GroupSums, part: tuple) -> None:
+    """Add one key's kept groups: IPv4 keys to ``compact`` (merged as integers, widened once at the
+    end by ``finish_kept``), others to ``full``."""
+    if is_compact(part):
+        compact.add_grouped(*part)
+    else:
+        full.add_grouped(*expand(part))
+
+
+def finish_kept(compact: GroupSums, full: GroupSums) -> GroupSums:
+    full.add_grouped(*expand(compact.result()))
+    return full
 
 
 def groups_nbytes(groups: BlockGroups) -> int:

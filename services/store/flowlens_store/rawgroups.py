@@ -13,8 +13,7 @@ from . import planner as P
 
 ADDR_DIMS = ("src", "dst", "exporter", "self", "dst_prefix")
 TOP_COLUMNS = {"port": ("src_port", "dst_port"), "src": ("src_addr",), "dst": ("dst_addr",)}
-OVERVIEW_DIMS = ("src", "dst", "protocol")  # the scaled tops the ring's overview keeps per block (blocksums.py)
-OVERVIEW_KEYS = ("src_addr", "dst_addr", "protocol")
+KEPT_COLUMNS = tuple(n for keys in BS.OVERVIEW_KEYS.values() for n in keys)  # what the kept groups group by
 
 
 def raw_parts(engine, f: dict, lo: int, hi: int) -> list[tuple[dict, bool]]:
@@ -36,35 +35,31 @@ def ring_groups(engine, f: dict, by: str, scaled: bool) -> tuple[np.ndarray, lis
     """(key words (g, w), [bytes, packets, flows]) of the ring's flows of ``f``, grouped a segment at a
     time (Ring.scan): memory follows the distinct keys, not the rows (a full ring's key and counter
     columns selected at once were 50-60 MB of the store's peak)."""
-    if scaled and by in OVERVIEW_DIMS and set(f) <= {"since", "until"} and engine.ring.block_sums is not None:
+    if scaled and by in BS.OVERVIEW_KEYS and set(f) <= {"since", "until"} and engine.ring.block_sums is not None:
         return _ring_overview_groups(engine, f, by)
     return _grouped(engine.ring.scan(lambda c: P.ring_mask(c, f), filters=f, columns=_columns(by, scaled)), by, scaled)
 
 
 def _ring_overview_groups(engine, f: dict, by: str) -> tuple[np.ndarray, list[np.ndarray]]:
-    """A dashboard's scaled top of a plain time window from the ring: each whole block's sums are the
-    ones the overview keeps (blocksums.py; kept here if the overview has not yet), merged instead of
-    grouped from the block's rows again; the rest (the open segment, a block cut by the window) from rows."""
-    from .topops import _block_groups
-
+    """A dashboard's scaled top of a plain time window from the ring: each whole block's groups are
+    the ones the overview keeps (blocksums.py; kept here if the overview has not yet), merged instead
+    of grouped from the block's rows again; the rest (the open segment, a block cut by the window)
+    from rows."""
     need = TOP_COLUMNS.get(by, (by,))
     rows_acc, compact = B.GroupSums(need), B.GroupSums(need)
     for block, cols, idx in engine.ring.scan_parts(lambda c: P.ring_mask(c, f), filters=f):
         rows = (lambda name: cols[name]) if idx is None else (lambda name: cols[name][idx])
-        whole = block is not None and (idx is None or len(idx) == cols.rows)
-        part = engine.ring.block_sums.get(block) if whole else None
-        if part is None:
+
+        def keyed(names=KEPT_COLUMNS):
             rate = np.maximum(rows("sampling_rate"), 1).astype(np.uint64)
-            b, p = rows("bytes") * rate, rows("packets") * rate
-            if not whole:
-                rows_acc.add({name: rows(name) for name in need}, b, p)
-                continue
-            keyed = {"bytes": b, "packets": p, **{name: rows(name) for name in OVERVIEW_KEYS}}
-            part = engine.ring.keep_block_sums(block, _block_groups(keyed))
-        got = part[by]  # IPv4 keys merged as integers, widened once after
-        (compact.add_grouped(*got) if BS.is_compact(got) else rows_acc.add_grouped(*BS.expand(got)))
-    rows_acc.add_grouped(*BS.expand(compact.result()))
-    keys, b, p, n = rows_acc.result()
+            return {"bytes": rows("bytes") * rate, "packets": rows("packets") * rate, **{n: rows(n) for n in names}}
+        kept = BS.kept_groups(engine.ring, block, cols, idx, keyed)
+        if kept is None:  # grouped by this top's key only (a part cut by the window is not kept)
+            cols_k = keyed(need)
+            rows_acc.add({name: cols_k[name] for name in need}, cols_k["bytes"], cols_k["packets"])
+        else:
+            BS.add_kept(compact, rows_acc, kept[by])
+    keys, b, p, n = BS.finish_kept(compact, rows_acc).result()
     if not len(b):
         return np.zeros((0, 2 if by in ADDR_DIMS else 1), np.uint64), [b, p, n]
     return key_words_of(by, keys[need[0]]), [b, p, n]

@@ -120,7 +120,7 @@ class TopOps:
         groups = {by: B.GroupSums(TOP_COLUMNS.get(by, (by,))) for by in ("src", "dst", "protocol")}
         # a sealed block read whole under a plain time window: its groups are the same every time
         # (blocksums.py), so they are merged from the cache instead of grouped from its rows again
-        sums = self.ring.block_sums if set(f) <= {"since", "until"} else None
+        times_only = set(f) <= {"since", "until"}
         compact = {by: B.GroupSums(TOP_COLUMNS.get(by, (by,))) for by in groups}
 
         def segments():
@@ -130,27 +130,22 @@ class TopOps:
                 seg = {name: rows(name) for name in OVERVIEW_SERIES}
                 rate = np.maximum(seg["sampling_rate"], 1).astype(np.uint64)
                 seg["bytes"], seg["packets"] = seg["bytes"] * rate, seg["packets"] * rate
-                whole = sums is not None and block is not None and (idx is None or len(idx) == cols.rows)
-                cached = sums.get(block) if whole else None
-                if cached is None:
-                    keyed = {**seg, **{name: rows(name) for name in ("src_addr", "dst_addr", "protocol")}}
-                    if whole:
-                        cached = self.ring.keep_block_sums(block, _block_groups(keyed))
+                keyed = lambda: {**seg, **{name: rows(name) for name in ("src_addr", "dst_addr", "protocol")}}  # noqa: E731
+                cached = BS.kept_groups(self.ring, block, cols, idx, keyed) if times_only else None
                 if cached is None:  # rows cut by the window or a filter: grouped from the rows
+                    cols_k = keyed()
                     for g in groups.values():
-                        g.add(keyed, seg["bytes"], seg["packets"])
+                        g.add(cols_k, seg["bytes"], seg["packets"])
                 else:
-                    for by, part in cached.items():  # IPv4 keys merged as integers, widened once after
-                        (compact[by].add_grouped(*part) if BS.is_compact(part) else
-                         groups[by].add_grouped(*BS.expand(part)))
+                    for by, part in cached.items():
+                        BS.add_kept(compact[by], groups[by], part)
                 yield seg
 
         series = self.series({**base, "step": step, "spread": True}, cols=segments())
         series["scaled"] = True
         top = {}
         for by, g in groups.items():
-            g.add_grouped(*BS.expand(compact[by].result()))
-            best, totals = _top_of_groups(g, by, "bytes", limit)
+            best, totals = _top_of_groups(BS.finish_kept(compact[by], g), by, "bytes", limit)
             top[by] = {"ok": True, "by": by, "metric": "bytes", "scaled": True, "source": "ring", "totals": totals,
                        "rows": [{"key": _key_text(by, k), "filter": _key_filter(by, k), "bytes": v[0],
                                  "packets": v[1], "flows": v[2]} for k, v in best]}
@@ -255,16 +250,6 @@ def _top_of_columns(cols: dict, by: str, metric: str, limit: int) -> tuple[list,
         keys = cols[need[0]][rows].tolist()
     groups = zip(keys, zip(b[pick].tolist(), p[pick].tolist(), n[pick].tolist()))
     return _rank(groups, metric, limit), totals
-
-
-def _block_groups(cols: dict) -> dict:
-    """One block's scaled sums per source, destination and protocol, as the overview caches them."""
-    out = {}
-    for by in ("src", "dst", "protocol"):
-        g = B.GroupSums(TOP_COLUMNS.get(by, (by,)))
-        g.add(cols, cols["bytes"], cols["packets"])
-        out[by] = g.result()
-    return out
 
 
 def _top_of_groups(groups: B.GroupSums, by: str, metric: str, limit: int) -> tuple[list, dict]:
