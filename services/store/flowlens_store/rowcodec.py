@@ -17,6 +17,13 @@ SQL_COLUMNS = ("seq", "time_end", "src_addr", "dst_addr", "src_port", "dst_port"
 REST_COLUMNS = tuple(c for c in FLOW_COLUMNS if c not in SQL_COLUMNS)
 REST_DTYPE = np.dtype([(c, FLOW_COLUMNS[c][0]) for c in REST_COLUMNS])  # packed, no padding
 REST_VOID = np.dtype((np.void, REST_DTYPE.itemsize))
+# a scaled GROUP BY of row tables groups by the packed 1-in-N rate too (few distinct values) and
+# multiplies each group's sums by it: RATE_SQL selects it, packed_rate reads it (unknown, 0, counts as 1)
+RATE_SQL = f"substr(rest, {REST_DTYPE.fields['sampling_rate'][1] + 1}, 4)"
+
+
+def packed_rate(raw: bytes) -> int:
+    return max(int.from_bytes(raw, "little"), 1)
 INT64_MAX = (1 << 63) - 1
 PARTITION_DDL = ("CREATE TABLE {table} (seq INTEGER PRIMARY KEY, time_end INTEGER NOT NULL, "
                  "src_addr BLOB NOT NULL, dst_addr BLOB NOT NULL, src_port INTEGER NOT NULL, "

@@ -13,11 +13,10 @@ from . import blockruns as BR
 from . import histops
 from . import groupby as G
 from . import planner as P
-from .rowcodec import REST_DTYPE, SQL_COLUMNS, rows_to_columns
+from .rowcodec import RATE_SQL, REST_DTYPE, SQL_COLUMNS, packed_rate, rows_to_columns
 
 MAX_SERIES_POINTS = 10_000
 SERIES_CHUNK_ROWS = 65_536  # rows a spread/scaled SQLite series folds at a time
-_RATE_AT = REST_DTYPE.fields["sampling_rate"][1]  # offset of the sampling rate in the packed rest column
 
 
 class SeriesOps:
@@ -141,13 +140,13 @@ class SeriesOps:
     def _sql_series_grouped(self, db, f: dict, step_ms: int, scaled: bool, got: dict) -> None:
         """An unspread series from SQLite: rows summed per step (and packed 1-in-N rate) by SQLite,
         then each group's sums times its rate; sealed blocks as _block_series."""
-        rate = f", substr(rest, {_RATE_AT + 1}, 4) AS rate" if scaled else ""
+        rate = f", {RATE_SQL} AS rate" if scaled else ""
         for name, _s, _e, sealed in self._partitions(db, f):
             where, params = P.sql_where(f, addr_index=False)
             for where, params in self._hot_where(db, name, sealed, f, where, params):
                 for row in db.execute(f"SELECT (time_end / {step_ms}) * {step_ms} AS t{rate}, sum(bytes), sum(packets), "
                                       f"count(*) FROM {name} WHERE {where} GROUP BY t{', rate' if scaled else ''}", params):
-                    n = max(int.from_bytes(row[1], "little"), 1) if scaled else 1  # unknown (0) counts as 1
+                    n = packed_rate(row[1]) if scaled else 1
                     cur = got.setdefault(row[0], [0, 0, 0])
                     cur[0] += row[-3] * n
                     cur[1] += row[-2] * n

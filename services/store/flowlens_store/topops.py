@@ -16,7 +16,7 @@ from . import keydims as K
 from . import groupby as G
 from . import planner as P
 from .explore import top_rows as explore_top
-from .rowcodec import REST_DTYPE
+from .rowcodec import RATE_SQL, packed_rate
 
 TOP_SQL = {"src": "src_addr", "dst": "dst_addr", "pair": "src_addr, dst_addr", "port": "min(src_port, dst_port)",
            "src_port": "src_port", "dst_port": "dst_port", "protocol": "protocol", "exporter": "exporter"}
@@ -26,7 +26,6 @@ TOP_SQL = {"src": "src_addr", "dst": "dst_addr", "pair": "src_addr, dst_addr", "
 TOP_GROUP = {**TOP_SQL, "src": "+src_addr", "dst": "+dst_addr", "pair": "+src_addr, +dst_addr"}
 
 KEYDIM_TOP = ("in_if", "out_if", "src_as", "dst_as", "dscp", "src_country", "dst_country")  # summed through keydims
-_RATE_AT = REST_DTYPE.fields["sampling_rate"][1]  # offset of the sampling rate in the packed rest column
 
 TOP_COLUMNS = {"pair": ("src_addr", "dst_addr"), "port": ("src_port", "dst_port"), "src": ("src_addr",),
                "dst": ("dst_addr",)}
@@ -155,7 +154,7 @@ class TopOps:
         out: dict = {}
         expr = TOP_SQL[by]
         # scaled: group by the packed sampling rate too (few distinct values) and multiply per group
-        rate = f", substr(rest, {_RATE_AT + 1}, 4) AS rate" if scaled else ""
+        rate = f", {RATE_SQL} AS rate" if scaled else ""
         for name, _s, _e, sealed in self._partitions(db, f):
             where, params = P.sql_where(f, addr_index=False)
             for where, params in self._hot_where(db, name, sealed, f, where, params):
@@ -192,7 +191,7 @@ class TopOps:
             k = (row[0], row[1]) if by == "pair" else row[0]
             v = row[-3:]
             if scaled:  # the group's 1-in-N rate, packed little-endian in rest; unknown (0) counts as 1
-                n = max(int.from_bytes(row[-4], "little"), 1)
+                n = packed_rate(row[-4])
                 v = (v[0] * n, v[1] * n, v[2])
             acc = out.get(k)
             if acc is None:
