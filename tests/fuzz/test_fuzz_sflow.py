@@ -105,7 +105,12 @@ def test_mutated_sflow_datagrams_never_raise_and_stay_apart(case):
     assert all("internal_error" not in s["decode_errors"] for s in stats)
     booked = sum(s["packets"] for s in stats if s["version"] == sflow.FLOW_VERSION)
     assert booked == int((status == sflow.OK).sum())
-    assert sum(sum(s["decode_errors"].values()) for s in stats) == int((status != sflow.OK).sum())
+    errors = sum(sum(s["decode_errors"].values()) for s in stats)
+    assert sum(s["packets"] for s in stats) + errors == 4  # each datagram booked once, decoded or refused
+    if pkt[:2] == b"\0\0":  # an sFlow version word: the collector's sFlow decoder refuses what this one does
+        assert errors == int((status != sflow.OK).sum())
+    # else a NetFlow/IPFIX version field (a mutation made it 00 05 00 05, say): that protocol's decoder
+    # has it, and a well-formed v5 header there is a v5 datagram, not an sFlow error
 
 
 def test_sflow_corpus_found():
