@@ -75,6 +75,8 @@ def _rss_with_children(p: psutil.Process) -> int:
 
 
 FLOOR_IMPORTS = "import numpy, zmq, msgpack, yaml"  # what the store, collector and analyzer cannot do without
+# what the web cannot do without: the ASGI server and framework, templates, the query socket, its config
+WEB_FLOOR_IMPORTS = "import asyncio, starlette.applications, uvicorn, jinja2, zmq, msgpack, yaml"
 
 
 def interpreter_floor(imports: str = "") -> int:
@@ -240,9 +242,14 @@ def run(report) -> None:
                f"USS idle / ring full: {idle[name][1] * MB:.0f} / {full[name][1] * MB:.0f}; peak while the ring "
                f"fills {fill_peaks[name] * MB:.0f}, while queries and pages run {query_peaks[name] * MB:.0f}")
     bare, floor = interpreter_floor() * MB, interpreter_floor(FLOOR_IMPORTS) * MB
+    web_floor = interpreter_floor(WEB_FLOOR_IMPORTS) * MB
     report("resources", "total RSS idle", total(idle, 0), "MiB",
            f"budget < 120; USS {total(idle, 1):.0f} MiB, PSS {total(idle, 2):.0f} MiB; floor: a bare python "
-           f"{bare:.1f} MiB, with numpy, zmq, msgpack and yaml {floor:.1f} MiB (x3 services + the web's own)")
+           f"{bare:.1f} MiB, with numpy, zmq, msgpack and yaml {floor:.1f} MiB, the web's imports {web_floor:.1f}")
+    # the budget against what four interpreters take before a line of FlowLens runs
+    report("resources", "import floor of the four services", 3 * floor + web_floor, "MiB",
+           f"3 x {floor:.1f} (store, collector, analyzer) + {web_floor:.1f} (web); idle is "
+           f"{total(idle, 0) - 3 * floor - web_floor:.1f} MiB above it")
     report("resources", "total RSS with a full ring", total(full, 0), "MiB",
            f"ring {st['ring']['fill']:,}/{capacity:,} flows after {fill_s:.0f} s; USS {total(full, 1):.0f} MiB")
     report("resources", "total RSS after a 10k-row flows query", total(after_query, 0), "MiB",
