@@ -64,6 +64,12 @@ RECORD_DTYPE = np.dtype([(name, dt) for name, (dt, _doc) in FLOW_COLUMNS.items()
 COLUMN_DEFAULTS = {"sampling_rate": 1, "direction": 255}
 
 
+def rate_factor(sampling_rate: np.ndarray) -> np.ndarray:
+    """What a sampled flow's bytes and packets are multiplied by to estimate the traffic: its
+    sampling rate as uint64, an unknown rate (0) counting as 1."""
+    return np.maximum(sampling_rate, 1).astype(np.uint64)
+
+
 # FlowBatch hints: what a producer knows of a column without looking, so the bus codec need not look
 HINT_CONST = "const"   # every value is the same
 HINT_IPV4 = "ipv4"     # every address is IPv4-mapped

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from flowmodel import addr, timefmt
-from flowmodel.schema import ADDR, FlowBatch
+from flowmodel.schema import ADDR, FlowBatch, rate_factor
 
 # Columns the analyzer keeps in its windows (the rest of the schema is not used by any analyzer).
 WINDOW_COLUMNS = ("time_start", "time_end", "src_addr", "dst_addr", "src_port", "dst_port", "protocol",
@@ -224,9 +224,9 @@ def view_from_batch(batch: FlowBatch, start_ms: int, end_ms: int) -> WindowView:
 def window_columns(batch: FlowBatch) -> dict[str, np.ndarray]:
     """The analyzer's columns of a batch, copied, with bytes/packets scaled by the sampling rate."""
     cols = {name: np.array(batch[name]) for name in WINDOW_COLUMNS}
-    rate = np.asarray(batch["sampling_rate"]).astype(np.uint64)
+    rate = np.asarray(batch["sampling_rate"])
     if len(rate) and (rate > 1).any():
-        rate = np.maximum(rate, 1)
+        rate = rate_factor(rate)
         cols["bytes"] = cols["bytes"] * rate
         cols["packets"] = cols["packets"] * rate
     return cols

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from flowmodel.protocol import EXPLORE_LIMIT_MAX, FLOW_FILTERS, METRICS, QueryError
+from flowmodel.schema import rate_factor
 
 from . import blockread as B
 from . import histops
@@ -139,7 +140,7 @@ def _raw_groups(engine, db, f: dict, by: str, grid, scaled: bool, ring: bool) ->
             raise too_many
         b, p = cols["bytes"], cols["packets"]
         if scaled:
-            rate = np.maximum(cols["sampling_rate"], 1).astype(_U64)
+            rate = rate_factor(cols["sampling_rate"])
             b, p = b * rate, p * rate
         idx = ((cols["time_end"] - first) // step_ms).astype(_U64)
         acc.add({"i": idx, **{f"k{j}": word for j, word in enumerate(K.key_words(by, cols))}}, b, p)

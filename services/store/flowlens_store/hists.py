@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowmodel.schema import rate_factor
+
 from .histblob import (CONST, DELTA, FLAG_OTHER, FLAG_ZSTD, FOR, MAGIC, VALUES, VERSION, ZSTD_LEVEL,
                        decode_hist, encode_hist, uint_width)
 from .histkeys import (DIMS, KEY_WIDTH, OTHER_WORD, STEPS, address_words, dim_key_words, key_text,
@@ -125,7 +127,7 @@ class HistBuilder:
             return
         b = cols["bytes"].astype(_U64)
         p = cols["packets"].astype(_U64)
-        rate = np.maximum(cols["sampling_rate"], 1).astype(_U64)
+        rate = rate_factor(cols["sampling_rate"])
         values = np.stack([b, p, b * rate, p * rate])  # uint64 products wrap modulo 2**64
         for dim, steps in self.dims.items():
             mask, words = dim_key_words(dim, cols, self.prefix_v4, self.prefix_v6)

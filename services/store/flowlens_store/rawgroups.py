@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowmodel.schema import rate_factor
+
 from . import blockread as B
 from . import blockruns as BR
 from . import blocksums as BS
@@ -52,7 +54,7 @@ def _ring_overview_groups(engine, f: dict, by: str) -> tuple[np.ndarray, list[np
         rows = (lambda name: cols[name]) if idx is None else (lambda name: cols[name][idx])
 
         def keyed(names=KEPT_COLUMNS):
-            rate = np.maximum(rows("sampling_rate"), 1).astype(np.uint64)
+            rate = rate_factor(rows("sampling_rate"))
             return {"bytes": rows("bytes") * rate, "packets": rows("packets") * rate, **{n: rows(n) for n in names}}
         kept = BS.kept_groups(engine.ring, block, cols, idx, keyed)
         if kept is None:  # grouped by this top's key only (a part cut by the window is not kept)
@@ -95,7 +97,7 @@ def _keyed(cols: dict, by: str, scaled: bool) -> tuple[dict[str, np.ndarray], np
     """A part's key of ``by`` (as "k") and its bytes and packets, times the sampling rate when ``scaled``."""
     b, p = cols["bytes"], cols["packets"]
     if scaled:
-        rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+        rate = rate_factor(cols["sampling_rate"])
         b, p = b * rate, p * rate
     return {"k": np.minimum(cols["src_port"], cols["dst_port"]) if by == "port" else cols[TOP_COLUMNS.get(by, (by,))[0]]}, b, p
 

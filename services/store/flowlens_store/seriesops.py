@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from flowmodel.protocol import FLOW_FILTERS, QueryError
+from flowmodel.schema import rate_factor
 
 from . import blockread as B
 from . import blockruns as BR
@@ -104,7 +105,7 @@ class SeriesOps:
         def keyed(cols):
             b, p = cols["bytes"], cols["packets"]
             if scaled:
-                rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+                rate = rate_factor(cols["sampling_rate"])
                 b, p = b * rate, p * rate
             return {"t": (cols["time_end"] // step_ms) * step_ms}, b, p
         keys, b, p, n = BR.grouped_blocks(db, f, ("series", step_ms, scaled), ("t",), names, keyed, self.block_runs,
@@ -178,7 +179,7 @@ def _fold_series(cols: dict, step_ms: int, acc, scaled: bool, got: dict) -> None
         return
     b, p = cols["bytes"], cols["packets"]
     if scaled:
-        rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+        rate = rate_factor(cols["sampling_rate"])
         b, p = b * rate, p * rate
     steps = te // step_ms
     if acc is not None:

@@ -8,6 +8,7 @@ import numpy as np
 
 from flowmodel import addr
 from flowmodel.protocol import FLOW_FILTERS, METRICS, QueryError, protocol_name
+from flowmodel.schema import rate_factor
 
 from . import blockread as B
 from . import blocksums as BS
@@ -72,7 +73,7 @@ class TopOps:
             # rows and merge them again (600,000 distinct sources: 56 MiB against 46 for one select)
             cols = self.ring.select(lambda c: P.ring_mask(c, f), filters=f, columns=names)
             if scaled:
-                rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+                rate = rate_factor(cols["sampling_rate"])
                 cols["bytes"], cols["packets"] = cols["bytes"] * rate, cols["packets"] * rate
             return _top_of_columns(cols, by, metric, limit)
         # ports, protocols, exporters: at most 65,536 groups a segment, summed a segment at a time
@@ -81,7 +82,7 @@ class TopOps:
         for seg in self.ring.scan(lambda c: P.ring_mask(c, f), filters=f, columns=names):
             b, p = seg["bytes"], seg["packets"]
             if scaled:
-                rate = np.maximum(seg["sampling_rate"], 1).astype(np.uint64)
+                rate = rate_factor(seg["sampling_rate"])
                 b, p = b * rate, p * rate
             acc.add({"port": np.minimum(seg["src_port"], seg["dst_port"])} if by == "port" else seg, b, p)
         return _top_of_groups(acc, by, metric, limit)
@@ -127,7 +128,7 @@ class TopOps:
                 # idx None: every row of a whole block (the columns are read as they are, not copied)
                 rows = (lambda name: cols[name]) if idx is None else (lambda name: cols[name][idx])
                 seg = {name: rows(name) for name in OVERVIEW_SERIES}
-                rate = np.maximum(seg["sampling_rate"], 1).astype(np.uint64)
+                rate = rate_factor(seg["sampling_rate"])
                 seg["bytes"], seg["packets"] = seg["bytes"] * rate, seg["packets"] * rate
                 keyed = lambda: {**seg, **{name: rows(name) for name in ("src_addr", "dst_addr", "protocol")}}  # noqa: E731
                 cached = BS.kept_groups(self.ring, block, cols, idx, keyed) if times_only else None
@@ -172,7 +173,7 @@ class TopOps:
         for cols in B.scan(db, f, names, self.blocks, self._check):
             b, p = cols["bytes"], cols["packets"]
             if scaled:
-                rate = np.maximum(cols["sampling_rate"], 1).astype(np.uint64)
+                rate = rate_factor(cols["sampling_rate"])
                 b, p = b * rate, p * rate
             k = {"k": np.minimum(cols["src_port"], cols["dst_port"])} if by == "port" else {c: cols[c] for c in need}
             acc.add(k, b, p)
