@@ -9,7 +9,7 @@ import os
 import sys
 
 from .config import ConfigError, config_from_env_or_path, load_config
-from .output import FLOW_TABLE_COLUMNS, FORMATS, _human, render, reply_rows
+from .output import FLOW_TABLE_COLUMNS, FORMATS, _human, render, reply_columns, reply_rows
 from .protocol import OPS, QueryError, normalise_flow_filters
 from .supervisor import MAX_BACKOFF_S, STABLE_AFTER_S
 
@@ -170,7 +170,7 @@ def run_query(args: argparse.Namespace, out=None, err=None) -> int:
     try:
         if args.op == "flows":
             rows = flow_rows(client, 100 if args.limit is None else args.limit, given)
-            out.write(render(rows, args.format, FLOW_TABLE_COLUMNS))
+            out.write(render_flows(rows, args.format))
         else:
             if args.limit is not None:
                 given["limit"] = args.limit
@@ -187,6 +187,14 @@ def run_query(args: argparse.Namespace, out=None, err=None) -> int:
     return 0
 
 
+def render_flows(rows: list[dict], fmt: str) -> str:
+    """Flows as text: a table of FLOW_TABLE_COLUMNS, or every schema column (CSV: the header even
+    without rows, as the web's /flows.csv writes it)."""
+    from .schema import COLUMN_NAMES
+
+    return render(rows, fmt, FLOW_TABLE_COLUMNS, columns=COLUMN_NAMES)
+
+
 def render_reply(op: str, reply: dict, fmt: str) -> str:
     """A non-flow reply as text. JSON and CSV are the rows of ``reply_rows``; a person reading a
     table gets ``status`` as key/value sections and ``exporters`` with its collectors below."""
@@ -201,24 +209,24 @@ def render_reply(op: str, reply: dict, fmt: str) -> str:
     if op == "names":
         rows = names_rows(reply)
         if fmt != "table":
-            return render(rows, fmt, NAMES_COLUMNS)
+            return render(rows, fmt, NAMES_COLUMNS, columns=NAMES_COLUMNS)
         return (render_sections({"exporters": reply.get("exporters") or []}, "names") +
                 _table("interfaces", [{k: r[k] for k in ("exporter", "ifindex", "name", "description", "speed_bps", "source")}
                                       for r in rows if r["ifindex"] != ""], 2))
     if op == "explore":
-        return render(explore_rows(reply, fmt), fmt)
+        return render(explore_rows(reply, fmt), fmt, columns=("time", "key", reply.get("metric", "bytes")))
     if op == "ifcounters":  # one row per step
         keys = ("in_bps", "out_bps", "in_pps", "out_pps", "in_errors", "out_errors", "in_discards", "out_discards",
                 "resets")
         return render([{"time": t, **{k: reply[k][i] for k in keys}, "speed_bps": reply.get("speed_bps", 0)}
-                       for i, t in enumerate(reply.get("times", []))], fmt)
+                       for i, t in enumerate(reply.get("times", []))], fmt, columns=("time", *keys, "speed_bps"))
     if fmt == "table" and op == "exporters":
         text = render(reply_rows(op, reply), fmt, _union_columns(reply.get("exporters") or [], EXPORTER_COLUMNS))
         for c in reply.get("collectors") or []:
             text += "\n" + render_sections({k: v for k, v in c.items() if k != "collector"},
                                            f"collector {c.get('collector', '?')}")
         return text
-    return render(reply_rows(op, reply), fmt)
+    return render(reply_rows(op, reply), fmt, columns=reply_columns(op))
 
 
 def explore_rows(reply: dict, fmt: str) -> list[dict]:

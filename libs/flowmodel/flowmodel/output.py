@@ -20,6 +20,7 @@ FORMATS = ("table", "json", "csv")
 FLOW_TABLE_COLUMNS = ("time_start", "time_end", "exporter", "src_addr", "src_port", "dst_addr", "dst_port",
                       "protocol", "bytes", "packets", "tcp_flags", "sampling_rate")
 SERIES_COLUMNS = ("time", "bytes", "packets", "flows")
+TOP_COLUMNS = ("key", "filter", "bytes", "packets", "flows")  # a top row as the store sends it
 TIME_COLUMNS = {"time", "time_start", "time_end", "t"}
 TIME_SUFFIXES = ("_seen", "_at", "_ms")  # ms since epoch when large (a duration in ms is never 3 years)
 
@@ -39,6 +40,11 @@ def reply_rows(op: str, reply: dict) -> list[dict[str, Any]]:
         cols = reply.get("rows") or {}
         return [dict(zip(cols, values)) for values in zip(*cols.values())]
     return [{k: v for k, v in reply.items() if k != "ok"}]  # status, ping: one object
+
+
+def reply_columns(op: str) -> tuple[str, ...]:
+    """The CSV header of ``op``'s rows when a reply has none (ops whose rows have fixed fields)."""
+    return {"series": SERIES_COLUMNS, "top": TOP_COLUMNS}.get(op, ())
 
 
 def _human(name: str, value: Any) -> str:
@@ -70,12 +76,14 @@ def _columns(rows: list[dict], preferred: Iterable[str] | None) -> list[str]:
     return names
 
 
-def render(rows: list[dict[str, Any]], fmt: str, table_columns: Iterable[str] | None = None) -> str:
-    """Rows as text in ``fmt`` (json, csv, table); empty string for no rows (json/table)."""
+def render(rows: list[dict[str, Any]], fmt: str, table_columns: Iterable[str] | None = None,
+           columns: Iterable[str] | None = None) -> str:
+    """Rows as text in ``fmt`` (json, csv, table); empty string for no rows (json). ``columns`` is
+    the CSV header when there are no rows, so a script reading an empty answer still finds its columns."""
     if fmt == "json":
         return "".join(json.dumps(r, default=_plain, separators=(",", ":")) + "\n" for r in rows)
     if fmt == "csv":
-        names = _columns(rows, None)
+        names = _columns(rows, None) or list(columns or ())
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(names)

@@ -127,3 +127,22 @@ def test_reply_rows_shapes():
 def test_table_shows_epoch_ms_columns_as_times():
     text = render([{"exporter": "127.0.0.3", "store_last_seen": 1795504006826, "flows": 62}], "table")
     assert "2026-11-24 07:06:46.826" in text and "62" in text
+
+
+def _header(text: str) -> list[str]:
+    return next(csv.reader(io.StringIO(text)), [])
+
+
+def test_csv_of_an_empty_answer_still_has_its_header():
+    """`--format csv` prints a header line, then the rows: with no rows the header is the one a
+    non-empty answer of the same op has, so `> flows.csv` is never a blank line."""
+    from flowmodel.schema import COLUMN_NAMES
+
+    flow = {name: 0 for name in COLUMN_NAMES}
+    assert _header(cli.render_flows([], "csv")) == _header(cli.render_flows([flow], "csv")) == list(COLUMN_NAMES)
+    top = {"ok": True, "rows": [{"key": "10.0.0.1", "filter": {"src": "10.0.0.1"}, "bytes": 5, "packets": 1, "flows": 1}]}
+    assert _header(cli.render_reply("top", {"ok": True, "rows": []}, "csv")) == _header(cli.render_reply("top", top, "csv"))
+    assert _header(cli.render_reply("series", {"ok": True, "points": []}, "csv")) == ["time", "bytes", "packets", "flows"]
+    assert _header(cli.render_reply("explore", {"ok": True, "metric": "packets", "times": [], "series": []}, "csv")) == \
+        ["time", "key", "packets"]
+    assert cli.render_flows([], "table") == "(no rows)\n" and cli.render_flows([], "json") == ""
