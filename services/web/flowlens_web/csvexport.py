@@ -12,9 +12,8 @@ import csv
 import io
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
-from flowmodel.output import render, reply_rows
+from flowmodel.output import TOP_COLUMNS, render, reply_rows
 
-TOP_CSV_COLUMNS = ("key", "bytes", "packets", "flows")
 PAGE_ROWS = 2000  # rows asked of the store per page while streaming (about 1 MB of CSV)
 CSV_MEDIA = "text/csv; charset=utf-8"
 
@@ -60,9 +59,8 @@ def lines(rows: Iterable[Mapping[str, Any]], columns: Iterable[str], header: boo
 
 def top_csv(reply: Mapping[str, Any]) -> str:
     """A top reply as `flowlens query top --format csv` writes it (the reply's row fields, a filter
-    map as JSON); a header alone when no row matched."""
-    rows = reply_rows("top", dict(reply))
-    return render(rows, "csv") if rows else lines((), TOP_CSV_COLUMNS, header=True)
+    map as JSON); its header alone when no row matched, as the CLI's."""
+    return render(reply_rows("top", dict(reply)), "csv", columns=TOP_COLUMNS)
 
 
 def cut_line(max_rows: int) -> str:
