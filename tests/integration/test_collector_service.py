@@ -253,19 +253,21 @@ def test_bad_config_exits_non_zero_with_the_key(tmp_path):
     assert "collector.netflow_port" in r.stderr
 
 
-def test_port_in_use_exits_non_zero(tmp_path):
+def test_port_in_use_exits_non_zero_naming_the_port_and_its_key(tmp_path):
     import socket
     import subprocess
     import sys
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind(("127.0.0.1", 0))
-        cfg = stack_config(tmp_path, collector={"netflow_port": busy.getsockname()[1]})
+        port = busy.getsockname()[1]
+        cfg = stack_config(tmp_path, collector={"ipfix_port": port})  # the NetFlow port binds first
         path = write_config(tmp_path / "c.yaml", cfg)
         r = subprocess.run([sys.executable, "-m", "flowlens_collector", "--config", str(path)],
                            capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
-    assert "cannot bind" in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "cannot bind" in last and f"127.0.0.1:{port}" in last and "collector.ipfix_port" in last, r.stderr
 
 
 V9_TEMPLATE_FILE = "pynetflow_v9_softflowd"

@@ -64,7 +64,13 @@ class Intake:
                 ports.append(other)
         try:
             for port in ports:
-                self.listeners.append(open_listener(host, port, rcvbuf))
+                try:
+                    self.listeners.append(open_listener(host, port, rcvbuf))
+                except OSError as e:  # say which address and key: "Address already in use" alone names neither
+                    keys = " = ".join(f"collector.{k}" for k in ("netflow_port", "ipfix_port", "sflow_port")
+                                      if self.cfg[f"collector.{k}"] == port)
+                    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                    raise OSError(e.errno, f"{where} ({keys}): {e.strerror}") from e
         except OSError:
             self.close_listeners()
             raise
