@@ -65,6 +65,11 @@ def error_reply(reason: str) -> dict:
     return {"ok": False, "error": reason}
 
 
+def is_digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '\u00b2' and other digits int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def protocol_name(number: int) -> str:
     return PROTOCOL_NAMES.get(int(number), str(int(number)))
 
@@ -77,7 +82,7 @@ def parse_protocol(value: Any) -> int:
         text = str(value).strip().lower()
         if text in PROTOCOL_NUMBERS:
             return PROTOCOL_NUMBERS[text]
-        if not text.isdigit():
+        if not is_digits(text):
             raise QueryError(f"protocol {value!r} is not a protocol name (tcp, udp, icmp, ...) or number")
         n = int(text)
     if not 0 <= n <= 255:
@@ -100,7 +105,7 @@ def parse_uint_arg(value: Any, name: str, hi: int) -> int:
     if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
         raise QueryError(f"{name} {value!r} is not a whole number")
     text = str(int(value) if isinstance(value, float) else value).strip()
-    if not text.isdigit() or len(text) > 20:
+    if not is_digits(text) or len(text) > 20:
         raise QueryError(f"{name} {value!r} is not a whole number (0-{hi})")
     n = int(text)
     if n > hi:
@@ -151,7 +156,7 @@ def parse_when(value: Any, now_ms: int | None = None, name: str = "time") -> int
     text = str(value).strip()
     if text == "now":
         return now_ms
-    if text.lstrip("-").isdigit():
+    if is_digits(text.lstrip("-")):
         if len(text) > 25:  # int() of a huge digit run is slow and certainly out of range
             raise QueryError(f"{name} {text[:30]!r}... is not a time: too many digits")
         return _in_range(int(text), text, name)

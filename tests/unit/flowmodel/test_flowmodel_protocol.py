@@ -2,8 +2,8 @@
 import pytest
 
 from flowmodel import addr
-from flowmodel.protocol import (QueryError, error_reply, normalise_flow_filters, parse_port, parse_protocol,
-                                parse_when, protocol_name)
+from flowmodel.protocol import (QueryError, error_reply, is_digits, normalise_flow_filters, parse_port, parse_protocol,
+                                parse_uint_arg, parse_when, protocol_name)
 
 NOW = 1_800_000_000_000
 
@@ -67,3 +67,20 @@ def test_normalise_flow_filter_errors(args, reason):
 def test_names_and_error_reply():
     assert protocol_name(6) == "TCP" and protocol_name(253) == "253"
     assert error_reply("bad port") == {"ok": False, "error": "bad port"}
+
+
+@pytest.mark.parametrize("parse, value, words", [
+    (lambda v: parse_when(v, NOW, name="from"), "\u00b2", "from '\u00b2' is not a time"),
+    (lambda v: parse_when(v, NOW, name="from"), "-\u00b9\u00b2", "from '-\u00b9\u00b2' is not a time"),
+    (parse_protocol, "\u00b2", "protocol '\u00b2' is not a protocol name"),
+    (lambda v: parse_uint_arg(v, "input_if", 2**32 - 1), "\u00b2", "input_if '\u00b2' is not a whole number"),
+])
+def test_digits_int_cannot_read_are_refused_in_words(parse, value, words):
+    """str.isdigit() takes superscripts ('\u00b2') that int() refuses: a QueryError, not a ValueError."""
+    with pytest.raises(QueryError, match=words):
+        parse(value)
+
+
+def test_ascii_digits_only():
+    assert is_digits("0123456789")
+    assert not any(is_digits(t) for t in ("", "\u00b2", "\u0663", "\uff13", "1 ", "-1", "1.5"))
