@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlencode
 
-from flowmodel.protocol import QueryError, normalise_flow_filters
+from flowmodel.protocol import QueryError, is_digits, normalise_flow_filters
 
 from . import formatters as fmt
 from .namebook import NameBook
@@ -83,7 +83,7 @@ def parse_int_filter(name: str, value: str) -> int:
     text = value.strip()
     if name in ("src_as", "dst_as", "as") and text[:2].upper() == "AS":
         text = text[2:]
-    if not text.isdigit() or len(text) > 12:
+    if not is_digits(text) or len(text) > 12:
         raise FormError(f"{name} {value[:40]!r} is not a whole number")
     n = int(text)
     if n > INT_FILTERS[name]:
@@ -120,7 +120,7 @@ def parse_query(params: Mapping[str, str], now_ms: int) -> ExploreQuery:
     if metric not in METRICS:
         raise FormError(f"metric {metric[:40]!r} is not one of {', '.join(METRICS)} (bits, packets or flows per second)")
     top_text = (params.get("top") or str(TOP_DEFAULT)).strip()
-    if not top_text.isdigit() or not TOP_MIN <= int(top_text) <= TOP_MAX:
+    if not is_digits(top_text) or len(top_text) > 4 or not TOP_MIN <= int(top_text) <= TOP_MAX:
         raise FormError(f"top {top_text[:20]!r} is not a number from {TOP_MIN} to {TOP_MAX}")
     try:
         trange = TimeRange.from_query(params, now_ms)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Mapping
 
+from flowmodel.protocol import is_digits
+
 from . import chart
 from . import formatters as fmt
 from .explore import flows_params, url
@@ -33,7 +35,7 @@ def exporter_address(text: str) -> str:
 
 def ifindex_of(text: str) -> int:
     t = text.strip()
-    if not t.isdigit() or len(t) > 10 or int(t) > 2**32 - 1:
+    if not is_digits(t) or len(t) > 10 or int(t) > 2**32 - 1:
         raise PathError(f"ifIndex {text[:20]!r} is not a whole number from 0 to {2**32 - 1}")
     return int(t)
 

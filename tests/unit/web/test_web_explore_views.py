@@ -49,6 +49,10 @@ def query(**params):
     ({"top": "4"}, "top '4' is not a number from 5 to 50"),
     ({"top": "51"}, "top '51'"),
     ({"top": "ten"}, "top 'ten'"),
+    ({"top": "\u00b2"}, "top '\u00b2' is not a number"),  # isdigit() yet not int(): a 500 before
+    ({"top": "9" * 5000}, "top '99999"),  # past int()'s 4300 digits: a ValueError of its own
+    ({"input_if": "\u00b2"}, "input_if '\u00b2' is not a whole number"),
+    ({"src_as": "AS\u00b9"}, "src_as 'AS\u00b9' is not a whole number"),
     ({"dscp": "64"}, "dscp 64 is above 63"),
     ({"input_if": "-1"}, "input_if '-1' is not a whole number"),
     ({"src_as": "AS4294967296"}, "src_as 4294967296 is above"),
@@ -210,7 +214,7 @@ def test_exporter_path_forms():
     assert ev.exporter_address("::ffff:192.0.2.1") == "192.0.2.1"
     assert ev.exporter_address("2001:DB8::1") == "2001:db8::1"
     assert ev.ifindex_of("42") == 42
-    for bad in ("-1", "4294967296", "3a", ""):
+    for bad in ("-1", "4294967296", "3a", "", "\u00b2"):
         with pytest.raises(ev.PathError, match="ifIndex"):
             ev.ifindex_of(bad)
 
