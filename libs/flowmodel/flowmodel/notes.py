@@ -113,11 +113,15 @@ def new_silence(matches: dict, duration_s: float, by: str, comment: str, now_ms:
     ValueError (check_note's reason) when it is not one the store keeps."""
     import secrets
 
+    from .protocol import WHEN_MAX_MS
+
+    if not duration_s > 0:
+        raise ValueError("a silence must last longer than zero")
+    if not duration_s * 1000 <= WHEN_MAX_MS - now_ms:  # '9999...d' parses to inf, or past what a time holds
+        raise ValueError(f"a silence of {duration_s / 86400:.3g} days ends too far in the future")
     note = {"kind": "silence", "id": secrets.token_hex(4), "by": by, "comment": comment, "created_at": now_ms,
             "expires_at": now_ms + int(duration_s * 1000)}
     note.update({k: str(v).strip() for k, v in matches.items() if k in SILENCE_MATCHES and v and str(v).strip()})
-    if duration_s <= 0:
-        raise ValueError("a silence must last longer than zero")
     check_note(note)
     return note
 

@@ -2,7 +2,8 @@
 acknowledgement covers."""
 import pytest
 
-from flowmodel.notes import acknowledged, advisory_addresses, check_note, silence_matches
+from flowmodel.configtypes import parse_duration
+from flowmodel.notes import acknowledged, advisory_addresses, check_note, new_silence, silence_matches
 
 ADV = {"key": "scan:10.0.5.20", "analyzer": "scan", "subject": "10.0.5.20", "first_seen": 1000,
        "filter": {"src": "10.0.5.20", "dst": "192.168.1.0/24"}}
@@ -47,6 +48,17 @@ def test_addresses_of_an_advisory_come_from_subject_and_filter():
 def test_bad_notes_are_refused_with_the_reason(note, words):
     with pytest.raises(ValueError, match=words):
         check_note(note)
+
+
+@pytest.mark.parametrize("duration, words", [
+    ("0s", "longer than zero"),
+    ("9" * 400 + "d", "too far in the future"),  # parses to inf: int() of it raised OverflowError (a 500 on the web)
+    ("99999999999999999999d", "too far in the future"),  # past an int64 of ms: the bus could not encode it
+])
+def test_a_silence_of_no_time_or_forever_is_refused_in_words(duration, words):
+    with pytest.raises(ValueError, match=words):
+        new_silence({"analyzer": "scan"}, parse_duration(duration), "ops", "", 1_800_000_000_000)
+    assert new_silence({"analyzer": "scan"}, parse_duration("3650d"), "ops", "", 0)["expires_at"] == 3650 * 86_400_000
 
 
 def test_cli_refuses_a_silence_without_a_match_before_sending(tmp_path):
