@@ -152,6 +152,11 @@ class Supervisor:
         elif "notifier" in wanted and not cfg["notify.targets"]:
             print("flowlens up: the notifier needs notify.targets in the config", file=sys.stderr)
             raise SystemExit(2)
+        if cfg["report.email_to"] and "store" in wanted and not any(t["type"] == "email" for t in cfg["notify.targets"]):
+            # without one nothing would send it (no targets: no notifier), and nothing would say so
+            print("flowlens up: report.email_to is set but notify.targets has no email target to send the daily "
+                  "report through", file=sys.stderr)
+            raise SystemExit(2)
         if cfg["snmp.targets"] and "store" in wanted and "poller" not in wanted:
             wanted.append("poller")  # interface names over SNMP, where the store runs, once it has agents to walk
         elif "poller" in wanted and not cfg["snmp.targets"]:

@@ -77,3 +77,30 @@ def test_up_starts_the_poller_only_with_snmp_targets_and_a_store(tmp_path):
     assert names(Supervisor.from_args(_up_args(with_agents, "collector"))) == ["collector"]  # a collector box
     with pytest.raises(SystemExit):
         Supervisor.from_args(_up_args(plain, "store,poller"))  # asked for, but no agent to walk
+
+
+def test_up_refuses_a_daily_report_it_has_no_email_target_for(tmp_path, capsys):
+    """report.email_to without an email target in notify.targets would send nothing, silently (no
+    targets: no notifier); up stops at start naming the keys, as the notifier itself would."""
+    import pytest
+    import yaml
+
+    from flowmodel.supervisor import Supervisor
+
+    def config(name, targets):
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump({"log": {"level": "warning"}, "report": {"email_to": ["noc@example.net"]},
+                                        "notify": {"targets": targets}}))
+        return path
+
+    syslog = {"name": "siem", "type": "syslog", "host": "127.0.0.1"}
+    mail = {"name": "noc-mail", "type": "email", "host": "127.0.0.1", "from": "f@example.net", "to": ["n@example.net"]}
+    for path in (config("none.yaml", []), config("syslog.yaml", [syslog])):
+        with pytest.raises(SystemExit) as stop:
+            Supervisor.from_args(_up_args(path))
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "report.email_to" in err and "notify.targets" in err and "email" in err
+    names = [c.name for c in Supervisor.from_args(_up_args(config("mail.yaml", [syslog, mail]))).children]
+    assert names == ["store", "analyzer", "web", "notifier", "collector"]
+    assert [c.name for c in Supervisor.from_args(_up_args(config("box.yaml", []), "collector")).children] == ["collector"]
