@@ -22,24 +22,28 @@ from .lanes import ClientGone
 log = logging.getLogger(__name__)
 
 MAX_FORM_BYTES = 8192
+MAX_FORM_FIELDS = 20
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 class FormTooLarge(Exception):
-    pass
+    """A form past MAX_FORM_BYTES or MAX_FORM_FIELDS; the message says which (shown with a 413)."""
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """A urlencoded form of at most MAX_FORM_BYTES (first value of each field)."""
+    """A urlencoded form of at most MAX_FORM_BYTES and MAX_FORM_FIELDS (first value of each field)."""
     body = b""
     try:
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_FORM_BYTES:
-                raise FormTooLarge()
+                raise FormTooLarge(f"the form is larger than {MAX_FORM_BYTES} bytes")
     except ClientDisconnect:  # gone, or closed at web.body_timeout: nobody to answer
         raise ClientGone(f"{request.client.host if request.client else '?'} went away while sending a form") from None
-    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=20)
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:  # parse_qs's "Max number of fields exceeded"
+        raise FormTooLarge(f"the form has more than {MAX_FORM_FIELDS} fields") from None
     return {k: v[0] for k, v in fields.items()}
 
 
@@ -73,8 +77,8 @@ def add_login_routes(app: App, page: Callable[..., Response], users: AccountsFil
             return form_page(400, "The sign-in form was not sent as a form.")
         try:
             form = await read_form(request)
-        except FormTooLarge:
-            return form_page(413, f"The sign-in form is larger than {MAX_FORM_BYTES} bytes.")
+        except FormTooLarge as e:
+            return form_page(413, f"The sign-in form was refused: {e}.")
         name, password, nxt = form.get("name", ""), form.get("password", ""), safe_next(form.get("next"))
         acct = users.get(name) if accounts.NAME_RE.match(name) else None
 

@@ -55,8 +55,8 @@ def add_note_routes(app: App, cfg, users, listen_host: str, lanes,
             raise HTTPException(400, "the form was not sent as a form")
         try:
             return await read_form(request)
-        except FormTooLarge:
-            raise HTTPException(413, "the form is too large") from None
+        except FormTooLarge as e:
+            raise HTTPException(413, str(e)) from None
 
     def who() -> str:
         acct = auth.current.get()
