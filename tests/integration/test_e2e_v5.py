@@ -333,3 +333,15 @@ def test_cli_exporters_table_has_every_rows_columns_and_the_collectors(stack):
     assert sum(line.startswith("collector collector-") for line in lines) == 2
     datagrams = [int(line.split()[1]) for line in lines if line.strip().startswith("datagrams ")]
     assert sorted(datagrams) == [3, 16]  # collector B: pmacct's 3; collector A: softflowd's 15 + pynetflow's 1
+
+
+def test_cli_rollups_take_a_step_of_whole_hours(stack, window):
+    """README: rollups take `step`, whole minutes, whole hours read the hourly table; the CLI sent
+    --step 3600 as 3600.0, which the store refuses as not a whole number."""
+    client, cfg, _procs = stack
+    r = flowlens(cfg, "rollups", "--kind", "exporter", "--step", "3600", "--since", str(window["since"]),
+                 "--until", str(window["until"]), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    direct = client.request("rollups", kind="exporter", step=3600, **window)["rows"]
+    assert len(rows) == len(next(iter(direct.values()), []))

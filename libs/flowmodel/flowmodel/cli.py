@@ -46,6 +46,15 @@ def _limit(text: str) -> int:
     return n
 
 
+def _step(text: str) -> int | float:
+    """Seconds; whole ones as an int, which every op takes (rollups refuses 3600.0)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants seconds, got {text!r}") from None
+    return int(value) if value.is_integer() else value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowlens", description="FlowLens NetFlow/IPFIX collector and analyzer")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -66,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("query", help="query the store", description="ops: " + ", ".join(OPS))
     q.add_argument("op", choices=sorted(OPS))
     for name in FILTERS:
-        q.add_argument("--" + name.replace("_", "-"), dest=name, type=float if name == "step" else str,
+        q.add_argument("--" + name.replace("_", "-"), dest=name, type=_step if name == "step" else str,
                        help=FILTER_HELP.get(name))
     q.add_argument("--scaled", action="store_true", default=None,
                    help="top, series, rollups: bytes and packets times each flow's sampling rate")
