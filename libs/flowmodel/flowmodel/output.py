@@ -21,7 +21,7 @@ FLOW_TABLE_COLUMNS = ("time_start", "time_end", "exporter", "src_addr", "src_por
                       "protocol", "bytes", "packets", "tcp_flags", "sampling_rate")
 SERIES_COLUMNS = ("time", "bytes", "packets", "flows")
 TOP_COLUMNS = ("key", "filter", "bytes", "packets", "flows")  # a top row as the store sends it
-TIME_COLUMNS = {"time", "time_start", "time_end", "t"}
+TIME_COLUMNS = {"time", "time_start", "time_end", "t", "minute", "since", "until"}  # minute: rollups' rows
 TIME_SUFFIXES = ("_seen", "_at", "_ms")  # ms since epoch when large (a duration in ms is never 3 years)
 
 

@@ -146,3 +146,13 @@ def test_csv_of_an_empty_answer_still_has_its_header():
     assert _header(cli.render_reply("explore", {"ok": True, "metric": "packets", "times": [], "series": []}, "csv")) == \
         ["time", "key", "packets"]
     assert cli.render_flows([], "table") == "(no rows)\n" and cli.render_flows([], "json") == ""
+
+
+def test_rollups_and_overview_tables_show_their_times_in_utc():
+    """README: --format table prints times in UTC; rollups' minute and overview's since were raw ms."""
+    rollups = cli.render_reply("rollups", {"ok": True, "rows": {"minute": [1683632820000], "key": ["127.0.0.1"],
+                                                                "bytes": [403]}}, "table")
+    assert "2023-05-09 11:47:00.000" in rollups and "1683632820000" not in rollups
+    overview = cli.render_reply("overview", {"ok": True, "since": 1683632820000, "clamped": False}, "table")
+    assert "2023-05-09 11:47:00.000" in overview
+    assert "1683632820000" in cli.render_reply("rollups", {"ok": True, "rows": {"minute": [1683632820000]}}, "json")
