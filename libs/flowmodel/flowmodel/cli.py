@@ -31,6 +31,11 @@ FILTER_HELP = {"src": "source address or CIDR", "dst": "destination address or C
                "step": "series: seconds per point; explore: seconds per step (default: about 300 steps)",
                "order": "flows: time (newest first, default), bytes or packets (largest first)"}
 EXIT_QUERY_ERROR, EXIT_UNREACHABLE = 2, 3
+# commands whose own parser lives in their module: what `flowlens --help` says of each
+PASS_THROUGH_HELP = {"replay": "send the NetFlow/IPFIX/sFlow datagrams of a pcap or pcapng capture to a collector",
+                     "analyze": "run the analyzers over a stored time range and print what they find",
+                     "advisory": "advisory ack KEY: acknowledge an open advisory (it stops notifying)",
+                     "silence": "silence add|list|remove: keep matching advisories from notifying for a while"}
 # exporters table: these first (when present), then every other key any row has
 EXPORTER_COLUMNS = ("exporter", "observation_domain", "version", "collector", "packets", "flows", "store_flows",
                     "sequence_lost", "decode_errors", "templates", "first_seen", "last_seen", "store_last_seen")
@@ -61,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run every service as a child process (Ctrl-C stops them in order)")
     up.add_argument("--config", help="config file (default: $FLOWLENS_CONFIG, else built-in defaults)")
     up.add_argument("--services", default=",".join(("store", "analyzer", "web", "collector")),
-                    help="comma-separated services to run (default: all four)")
+                    help="comma-separated services to run (default: store, analyzer, web, collector, and the "
+                         "notifier and poller where the store runs once notify.targets / snmp.targets are set)")
     up.add_argument("--collector-config", action="append", default=[], metavar="PATH",
                     help="run one more collector with this config (repeatable)")
     up.add_argument("--stop-timeout", type=float, default=30.0, help="seconds each service gets to stop")
@@ -87,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=FORMATS, default="table")
     q.add_argument("--endpoint", help="store query endpoint (default: query.endpoint of the config)")
     q.add_argument("--config", help="config file for the endpoint and timeouts")
-    for name in ("replay", "analyze", "advisory", "silence"):  # advisory ack KEY, silence add|list|remove: notecli
-        r = sub.add_parser(name, help=f"{name} (see flowlens {name} --help)", add_help=False)
+    for name, summary in PASS_THROUGH_HELP.items():  # advisory ack KEY, silence add|list|remove: notecli
+        r = sub.add_parser(name, help=summary, add_help=False)
         r.add_argument("rest", nargs=argparse.REMAINDER)
     c = sub.add_parser("config", help="config tools")
     c.add_argument("action", choices=["check"])

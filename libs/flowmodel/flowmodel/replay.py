@@ -336,7 +336,7 @@ def print_summary(result: ReplayResult, out=None) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowlens replay",
-                                description="Send the NetFlow/IPFIX datagrams of a pcap/pcapng capture to a collector.")
+                                description="Send the NetFlow/IPFIX/sFlow datagrams of a pcap/pcapng capture to a collector.")
     p.add_argument("capture", help="pcap or pcapng file holding UDP export datagrams")
     p.add_argument("--to", required=True, metavar="HOST:PORT", help="collector address, e.g. 127.0.0.1:2055")
     p.add_argument("--speed", default="1", metavar="N|max",

@@ -156,3 +156,11 @@ def test_rollups_and_overview_tables_show_their_times_in_utc():
     overview = cli.render_reply("overview", {"ok": True, "since": 1683632820000, "clamped": False}, "table")
     assert "2023-05-09 11:47:00.000" in overview
     assert "1683632820000" in cli.render_reply("rollups", {"ok": True, "rows": {"minute": [1683632820000]}}, "json")
+
+
+def test_top_level_help_says_what_each_command_does():
+    text = " ".join(cli.build_parser().format_help().split())
+    assert "(see flowlens" not in text
+    for words in ("send the NetFlow/IPFIX/sFlow datagrams", "run the analyzers over a stored time range",
+                  "acknowledge an open advisory", "silence add|list|remove"):
+        assert words in text, words
