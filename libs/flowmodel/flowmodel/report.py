@@ -98,8 +98,11 @@ def parse_day(text: str | None, now_ms: int, offset_min: int, retention_s: float
 # ---------------------------------------------------------------- assembly
 
 def change_pct(now: float, before: float) -> float | None:
-    """Percentage change from ``before`` to ``now``; None when there was nothing before."""
-    return None if not before else (now - before) * 100.0 / before
+    """Percentage change from ``before`` to ``now``; None when there was nothing before and is now
+    (new traffic), 0 when both days had nothing."""
+    if not before:
+        return 0.0 if not now else None
+    return (now - before) * 100.0 / before
 
 
 def _series_step_s(offset_min: int) -> int:

@@ -141,3 +141,10 @@ def test_a_refused_part_is_left_empty_with_its_reason():
     r = report.build(fake_store(exporters=[{"exporter": "192.0.2.251", "last_seen": T0 + 5, "sequence_lost": 1}],
                                 refuse=("names",)), DAY, 0, now_ms=NOW)
     assert [s["label"] for s in r["exporters"]["stopped"]] == ["192.0.2.251"] and r["errors"] == {}
+
+
+def test_a_day_as_empty_as_the_week_before_is_no_change_not_new():
+    from flowmodel.report import change_pct, change_text
+
+    assert change_text(change_pct(0, 0)) == "+0.0 %"
+    assert change_text(change_pct(5, 0)) == "new" and change_text(change_pct(0, 4)) == "-100.0 %"
