@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flowmodel.ports import SERVICE_NAMES as _SERVICES
+from flowmodel.protocol import protocol_name
 
 _UDP_ONLY = {443: "QUIC"}
 
@@ -20,7 +21,10 @@ def service_name(port: int, protocol: int = 6) -> str:
     if protocol == 58:
         return "ICMPv6"
     proto = {6: "TCP", 17: "UDP", 132: "SCTP"}.get(protocol)
-    return f"port {port}/{proto}" if proto else f"protocol {protocol}"
+    if proto:
+        return f"port {port}/{proto}"
+    name = protocol_name(protocol)  # as the pages and the CLI name it: VRRP, not protocol 112
+    return f"protocol {protocol}" if name.isdigit() else name
 
 
 def service_port(src_port, dst_port):
