@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from flowmodel import timefmt
 from flowmodel.events import SEVERITY_RANK
 from flowmodel.schema import FlowBatch
 
@@ -104,14 +105,19 @@ def latest_per_key(events: list[dict]) -> list[dict]:
     return sorted(latest.values(), key=lambda e: (SEVERITY_RANK.get(e["severity"], 9), e["first_seen"], e["key"]))
 
 
+def _when(ms: int) -> str:
+    """'2023-05-09 11:48' (UTC): a stored range spans days, so the time alone does not place it."""
+    return timefmt.iso(ms, sep=" ", zone="", millis=False)[:16] if timefmt.plausible(ms) else fmt_time(ms)
+
+
 def format_table(advisories: list[dict]) -> str:
     if not advisories:
         return "no advisories"
-    lines = [f"{'SEVERITY':<9} {'STATE':<8} {'FIRST':<5} {'LAST':<5} DESCRIPTION"]
+    lines = [f"{'SEVERITY':<9} {'STATE':<8} {'FIRST (UTC)':<16} {'LAST':<16} DESCRIPTION"]
     for a in advisories:
-        lines.append(f"{a['severity']:<9} {a['state']:<8} {fmt_time(a['first_seen']):<5} {fmt_time(a['last_seen']):<5} "
+        lines.append(f"{a['severity']:<9} {a['state']:<8} {_when(a['first_seen']):<16} {_when(a['last_seen']):<16} "
                      f"{a['description']}")
-        lines.append(f"{'':<31}-> {a['action']}  [{a['key']}]")
+        lines.append(f"{'':<53}-> {a['action']}  [{a['key']}]")
     return "\n".join(lines)
 
 

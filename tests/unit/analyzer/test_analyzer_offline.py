@@ -82,3 +82,15 @@ def test_nothing_after_now_minus_the_watermark_is_analysed():
     store = Store(steady(T0, 5))
     events = analyze_range(cfg, store, T0, T0 + 10 * MIN, now_ms=T0 + 5 * MIN)
     assert events and max(e["last_seen"] for e in events) <= T0 + 5 * MIN - 30 * S
+
+
+def test_the_table_dates_each_advisory():
+    """`flowlens analyze --since 2023-05-09 ...` printed FIRST/LAST as 11:48: over a stored range of
+    days the time alone does not say which day."""
+    from flowlens_analyzer.offline import format_table
+
+    adv = {"severity": "INFO", "state": "resolved", "first_seen": 1683632880000, "last_seen": 1683719340000,
+           "description": "d", "action": "a", "key": "top_talkers:x"}
+    first, second = format_table([adv]).splitlines()[1:]
+    assert "2023-05-09 11:48" in first and "2023-05-10 11:49" in first
+    assert second.index("->") == first.index(" d") + 1  # the action lines up under the description
