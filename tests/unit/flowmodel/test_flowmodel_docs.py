@@ -13,8 +13,11 @@ README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def _default(value) -> str:
+    """A default as one writes it in the YAML file: false, not False; (empty) for an empty list too."""
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, list):
-        return ", ".join(value)
+        return ", ".join(value) or "(empty)"
     if isinstance(value, float) and value.is_integer():
         return f"{int(value)}"
     return "(empty)" if value == "" else str(value)
@@ -38,6 +41,12 @@ def test_every_setting_is_documented(readme, key):
 
 def test_readme_table_matches_settings(readme):
     assert config_table() in readme, "README.md's config table is stale: python tests/unit/flowmodel/test_flowmodel_docs.py"
+
+
+def test_every_default_reads_as_yaml():
+    table = config_table()
+    assert "| `` |" not in table and "`False`" not in table and "`True`" not in table
+    assert "| `notify.targets` | `(empty)` |" in table and "| `names.reverse_dns` | `false` |" in table
 
 
 def test_readme_names_the_commands_and_env_form(readme):
