@@ -60,7 +60,8 @@ def test_an_advisory_raised_again_after_it_resolved_is_a_new_episode(tmp_path):
 def test_each_rollup_step_has_its_own_retention(tmp_path):
     w = WarmWriter(str(tmp_path / "f.db"), HOUR, 24, 64)
     now = int(time.time() * 1000)
-    b = make_batch(100, t0=now - 5 * 24 * HOUR, spacing_ms=1000, seed=3)
+    # 100 s of flows inside one hour five days back: one partition to seal, whatever the clock says
+    b = make_batch(100, t0=(now - 5 * 24 * HOUR) // HOUR * HOUR + 60_000, spacing_ms=1000, seed=3)
     w.write_flows(with_seq(b, 1))
     assert w.seal_due(now) == 1
     count = lambda step: w.db.execute("SELECT count(*) FROM hists WHERE step_ms = ?", (step,)).fetchone()[0]
