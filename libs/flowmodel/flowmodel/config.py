@@ -49,6 +49,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps
     the last one silently, so a second ``netflow_port:`` further down would win unseen)."""
 
+    def construct_document(self, node):
+        self.root_node = node  # where a duplicate's dotted path is looked up from
+        return super().construct_document(node)
+
 
 class _DuplicateKey(yaml.YAMLError):
     pass
@@ -66,9 +70,27 @@ def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool 
         except TypeError:  # an unhashable key: the constructor below reports it
             continue
         if first is not None:
-            raise _DuplicateKey(f"key {key!r} appears twice: line {first} and line {line}")
+            where = ".".join((*_path_to(getattr(loader, "root_node", None), node), str(key))).replace(".[", "[")
+            raise _DuplicateKey(f"key {where!r} appears twice: line {first} and line {line}")
         seen[key] = line
     return loader.construct_mapping(node, deep=deep)
+
+
+def _path_to(root, target, path: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The keys (and list indexes) from the document's root node down to ``target``; () if not found."""
+    if root is target or root is None:
+        return path
+    if isinstance(root, yaml.MappingNode):
+        children = [(str(k.value) if isinstance(k, yaml.ScalarNode) else "?", v) for k, v in root.value]
+    elif isinstance(root, yaml.SequenceNode):
+        children = [(f"[{i}]", v) for i, v in enumerate(root.value)]
+    else:
+        return ()
+    for name, child in children:
+        found = _path_to(child, target, (*path, name))
+        if found or child is target:
+            return found
+    return ()
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)

@@ -172,8 +172,14 @@ def test_duplicate_key_names_the_key_and_both_lines(tmp_path):
     text = "collector:\n  netflow_port: 2055\n  ipfix_port: 4739\n  netflow_port: 9995\n"
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, text), env={})
-    assert "key 'netflow_port' appears twice: line 2 and line 4" in str(e.value)
+    assert "key 'collector.netflow_port' appears twice: line 2 and line 4" in str(e.value)
     assert str(tmp_path) in str(e.value)
+
+
+def test_duplicate_key_in_a_list_item_names_its_path(tmp_path):
+    text = "exporters:\n  - address: 192.0.2.1\n    name: edge1\n  - address: 192.0.2.2\n    name: a\n    name: b\n"
+    with pytest.raises(ConfigError, match=r"key 'exporters\[1\]\.name' appears twice: line 5 and line 6"):
+        load_config(write(tmp_path, text), env={})
 
 
 def test_duplicate_section_is_refused(tmp_path):
