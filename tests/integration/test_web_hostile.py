@@ -4,8 +4,9 @@ real bus, and the web. Every route gets each of its query parameters with hostil
 10,000 characters, %ff, NUL, huge and non-finite numbers, '²' that isdigit() takes and int() does
 not, IPv4-mapped and scoped IPv6 addresses, CIDRs with bad prefixes, years 1969 and 10000, ...), path
 parameters with dots, slashes and escapes, and the POST forms garbage bodies and wrong content
-types. Every answer is below 500, a 400 names the parameter in words, and the web keeps serving
-(and exits 0 when stopped)."""
+types; with accounts on, the sign-in form, session cookies, the /metrics token and an operator's
+forms get the same. Every answer is below 500, a 400 names the parameter in words, and the web
+keeps serving (and exits 0 when stopped)."""
 from __future__ import annotations
 
 import time
@@ -15,10 +16,11 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from browser.webstack import BusPublisher, advisory, synthetic_flows
+from browser.webstack import BusPublisher, WebStack, advisory, synthetic_flows
 from flowmodel import bus
 from flowmodel.replay import main as replay_main
 from support.services import ServiceProcess, ServiceStack, wait_until
+from support.webaccess import add_user
 
 CAPTURE = Path(__file__).resolve().parents[1] / "data" / "pmacct-ta_ipfix_cisco-v6exporter-mpls-501.pcap"
 RANGE = ("range", "from", "to", "since", "until")
@@ -50,6 +52,7 @@ RANGES = ("from=2026-12-06T03:00Z&to=2026-12-06T01:00Z", "from=1969-01-01&to=197
 PATH_VALUES = ("..", "%2e%2e", "1.2.3.4%2F24", "::ffff:127.0.0.1", "fe80::1%25eth0", "%ff", "%00", "x" * 5000,
                "999.1.1.1", "-1", "%C2%B2", "4294967296", "99999999999999999999")
 FORM = "application/x-www-form-urlencoded"
+PASSWORD = "correct horse battery"
 POST_ROUTES = {"/advisories/ack": ("key", "episode", "comment"),
                "/silences": ("analyzer", "subject", "address", "network", "duration", "comment"),
                "/silences/remove": ("id",), "/login": ("name", "password", "next"), "/logout": ()}
@@ -146,3 +149,55 @@ def test_forms_with_garbage(web, path):
             answered(web.post(path, content=body.encode(), headers={"content-type": FORM}))
     for method in ("PUT", "DELETE", "PATCH"):
         answered(web.request(method, path))
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory):
+    """A web with accounts (an operator signed in) and a /metrics token, on a store fed known flows."""
+    tmp = tmp_path_factory.mktemp("hostile-accounts")
+    add_user(tmp / "users", "op", "operator", PASSWORD)
+    stack = WebStack(tmp, flows=100, web={"users_file": str(tmp / "users"), "metrics_token": "t" * 40,
+                                          "login_max_failures": 1000}).start()
+    try:
+        with httpx.Client(base_url=stack.base_url, timeout=30) as anon, \
+                httpx.Client(base_url=stack.base_url, timeout=30) as operator:
+            assert operator.post("/login", data={"name": "op", "password": PASSWORD}).status_code == 303
+            yield anon, operator
+            assert anon.get("/healthz").status_code == 200
+    finally:
+        rcs = stack.stop()
+    assert rcs.get("web") == 0, stack.web.log()
+
+
+def test_sign_in_sessions_and_token_with_garbage(signed):
+    anon, _operator = signed
+    for name in ("name", "password", "next"):
+        for value in POST_VALUES + ("//elsewhere.example", "/%5celsewhere", "%0d%0aSet-Cookie:x=1"):
+            answered(anon.post("/login", content=f"name=op&password=wrong&{name}={value}".encode(),
+                               headers={"content-type": FORM}))
+            answered(anon.get(f"/login?{name}={value}"))
+    for body in (b"%ff=%ff&\xff\xfe=\x00", b"&".join(b"k%d=1" % i for i in range(100)), b"password=" + b"x" * 9000):
+        answered(anon.post("/login", content=body, headers={"content-type": FORM}))
+    answered(anon.post("/login", content=b'{"name": "op"}', headers={"content-type": "application/json"}))
+    for cookie in (b"flowlens_session=", b"flowlens_session=%ff", b"flowlens_session=a.b.c", b"flowlens_session=\xff.\xfe",
+                   b"flowlens_session=" + b"x" * 6000, b"=;;;=", b"flowlens_session"):
+        for path in ("/", "/flows", "/metrics", "/silences"):
+            answered(anon.get(path, headers={"cookie": cookie}))
+    for token in (b"Bearer", b"Bearer \xff", b"Basic eA==", b"Bearer " + b"x" * 8000):
+        answered(anon.get("/metrics", headers={"authorization": token}))
+
+
+def test_operator_forms_with_garbage(signed):
+    _anon, operator = signed
+    for path in ("/advisories/ack", "/silences", "/silences/remove"):
+        for headers, body in (({"content-type": FORM}, b"&".join(b"k%d=1" % i for i in range(100))),
+                              ({"content-type": FORM}, b"id=" + b"x" * 9000),
+                              ({"content-type": "text/plain"}, b"id=1"),
+                              ({"content-type": FORM, "origin": "null"}, b"id=1"),
+                              ({"content-type": FORM, "sec-fetch-site": "cross-site"}, b"id=1")):
+            answered(operator.post(path, content=body, headers=headers))
+    for name, value in (("episode", "1e309"), ("episode", "%C2%B2"), ("key", "%ff"), ("duration", "9" * 400 + "d"),
+                        ("network", "10.0.0.0/33"), ("address", "fe80::1%25eth0"), ("id", "a%00b")):
+        body = f"analyzer=scan&key=x&{name}={value}"
+        for path in ("/advisories/ack", "/silences", "/silences/remove"):
+            answered(operator.post(path, content=body.encode(), headers={"content-type": FORM}))
