@@ -220,7 +220,7 @@ def render_reply(op: str, reply: dict, fmt: str) -> str:
                                 for s in body["services"]]
         return render_sections(body, "store")
     if fmt == "table" and op == "overview":
-        return render_sections({k: v for k, v in reply.items() if k != "ok"}, "overview")
+        return render_overview(reply)
     if op == "names":
         rows = names_rows(reply)
         if fmt != "table":
@@ -242,6 +242,18 @@ def render_reply(op: str, reply: dict, fmt: str) -> str:
                                            f"collector {c.get('collector', '?')}")
         return text
     return render(reply_rows(op, reply), fmt, columns=reply_columns(op))
+
+
+def render_overview(reply: dict) -> str:
+    """The dashboard's reply for a person: its window, then the series and each top as the series
+    and top ops print them."""
+    text = render_sections({k: v for k, v in reply.items() if k not in ("ok", "series", "top")}, "overview")
+    parts = [("series", reply.get("series") or {})]
+    parts += [(f"top {by}", top) for by, top in (reply.get("top") or {}).items() if isinstance(top, dict)]
+    for title, part in parts:
+        op = title.split()[0]
+        text += f"\n{title}\n" + render(reply_rows(op, part), "table", columns=reply_columns(op))
+    return text
 
 
 def explore_rows(reply: dict, fmt: str) -> list[dict]:

@@ -158,6 +158,20 @@ def test_rollups_and_overview_tables_show_their_times_in_utc():
     assert "1683632820000" in cli.render_reply("rollups", {"ok": True, "rows": {"minute": [1683632820000]}}, "json")
 
 
+def test_overview_table_prints_its_series_and_tops_as_those_ops_do():
+    """The overview's parts were printed as raw JSON lists inside one row per top."""
+    series = {"ok": True, "step_ms": 10_000, "points": [[1683632820000, 403, 3, 1]]}
+    top = {"ok": True, "by": "src", "rows": [{"key": "192.0.2.1", "filter": {"src": "192.0.2.1"},
+                                             "bytes": 403, "packets": 3, "flows": 1}]}
+    text = cli.render_reply("overview", {"ok": True, "since": 1683632820000, "clamped": False, "series": series,
+                                         "top": {"src": top, "protocol": {"ok": True, "rows": []}}}, "table")
+    assert text.index("series") < text.index("top src") < text.index("top protocol")
+    assert cli.render_reply("series", series, "table") in text
+    assert cli.render_reply("top", top, "table") in text
+    assert "[1683632820000" not in text and '"key"' not in text
+    assert text.endswith("top protocol\n(no rows)\n")
+
+
 def test_top_level_help_says_what_each_command_does():
     text = " ".join(cli.build_parser().format_help().split())
     assert "(see flowlens" not in text
