@@ -113,6 +113,10 @@ def _silence(cfg, client, args, out, err) -> int:
         if code == EXIT_OK:
             print(f"lifted silence {args.id}", file=out)
         return code
+    if not any(getattr(args, k) for k in SILENCE_MATCHES):  # the note's own check names fields, not options
+        print("flowlens: silence add needs at least one of " + ", ".join(f"--{k}" for k in SILENCE_MATCHES),
+              file=err)
+        return EXIT_BAD
     note = new_silence({k: getattr(args, k) for k in SILENCE_MATCHES}, parse_duration(args.duration), _who(args),
                        args.comment, now)  # ValueError: no match given, a bad address
     code = _send(cfg, note, err)

@@ -73,7 +73,7 @@ def test_cli_refuses_a_silence_without_a_match_before_sending(tmp_path):
     cfg.write_text("log: {level: warning}\n")
     err = io.StringIO()
     assert main(["silence", "add", "--for", "1h", "--config", str(cfg)], err=err) == 2
-    assert "without a match" in err.getvalue()
+    assert "needs at least one of --analyzer, --subject, --address, --network" in err.getvalue()
     err = io.StringIO()
     assert main(["silence", "add", "--network", "10.0.0.0/33", "--config", str(cfg)], err=err) == 2
     assert "not an address" in err.getvalue()
