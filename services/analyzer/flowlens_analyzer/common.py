@@ -6,6 +6,7 @@ window's columns, ``ctx`` the parsed config, ``state`` a dict the analyzer may k
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -91,9 +92,14 @@ class Context:
         value = int.from_bytes(addr.to_bytes(text), "big")
         return any(lo <= value <= hi for lo, hi in self._int_bounds)
 
-    def side(self, address_text: str) -> str:
-        """'10.0.0.5' for an inside host, 'the internet (203.0.113.7)' style wording for outside."""
-        return address_text if self.is_local_text(address_text) else f"{address_text} (outside)"
+    def described(self, address_text: str) -> str:
+        """An address as an advisory names it: bare when inside analysis.local_networks, else with
+        what it is: a multicast group or a link-local address is on the link, not "outside"."""
+        if self.is_local_text(address_text):
+            return address_text
+        ip = ipaddress.ip_address(address_text)
+        what = "multicast" if ip.is_multicast else "link-local" if ip.is_link_local else "outside your networks"
+        return f"{address_text} ({what})"
 
 
 def addr_words(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -51,7 +51,7 @@ def _volume(view: WindowView, ctx: Context, query: np.ndarray) -> list[Finding]:
         main = addr_text(dst_u[int(servers[int(np.argmax(per_server))])])
         src = addr_text(src_u[si])
         rate = float(qps[si])
-        who = src if ctx.is_local_text(src) else f"{src} (outside your networks)"
+        who = ctx.described(src)
         desc = (f"{who} is generating {fmt_int(rate)} DNS queries/sec ({fmt_int(per_src[si])} in {view.seconds:g} s, "
                 f"mostly to {main}, {plural(len(servers), 'server')} in all) — possible loop or misconfigured resolver")
         findings.append(Finding(

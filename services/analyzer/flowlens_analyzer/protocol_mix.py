@@ -128,8 +128,8 @@ def _insecure(view: WindowView, ctx: Context) -> list[Finding]:
 
 def _finding(view, ctx, r: Rule, client, server, nservers, nbytes, nflows, port) -> Finding:
     client_in, server_in = ctx.is_local_text(client), ctx.is_local_text(server)
-    c = client if client_in else f"{client} (outside your networks)"
-    s = server if server_in else f"{server} (outside your networks)"
+    c = ctx.described(client)
+    s = ctx.described(server)
     if client_in and not server_in:
         where = f"from {c} to the internet ({server})"
     elif server_in and not client_in:

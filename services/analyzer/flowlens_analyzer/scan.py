@@ -164,10 +164,6 @@ def _group_min(sorted_keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray,
     return sorted_keys[starts], np.minimum.reduceat(values, starts)
 
 
-def _who(ctx: Context, text: str) -> str:
-    return text if ctx.is_local_text(text) else f"{text} (outside your networks)"
-
-
 def _vertical(view, ctx, si, di, src_u, dst_u, nports, nhosts, port_col, few, syn_only) -> Finding:
     src, dst = addr_text(src_u[si]), addr_text(dst_u[di])
     secs = view.seconds
@@ -175,7 +171,7 @@ def _vertical(view, ctx, si, di, src_u, dst_u, nports, nhosts, port_col, few, sy
     few_share, syn_share = float(few.mean()), float(syn_only.mean())
     lo, hi = int(port_col.min()), int(port_col.max())
     others = f" (and {nhosts - 1} more hosts)" if nhosts > 1 else ""
-    desc = (f"{_who(ctx, src)} contacted {fmt_int(nports)} ports on {_who(ctx, dst)}{others} in {secs:g} s "
+    desc = (f"{ctx.described(src)} contacted {fmt_int(nports)} ports on {ctx.described(dst)}{others} in {secs:g} s "
             f"(ports {lo}-{hi}, {fmt_pct(few_share)} of {fmt_int(flows)} flows with at most 2 packets, "
             f"{fmt_pct(syn_share)} SYN-only): likely a port scan")
     action = (f"Check whether {src} is an authorised scanner; if not, block it and look for compromise"
@@ -193,7 +189,7 @@ def _sweep(view, ctx, si, src_u, port, proto, nhosts, flows, few_share, syn_shar
     src = addr_text(src_u[si])
     service = ports.service_name(port, proto)
     secs = view.seconds
-    desc = (f"{_who(ctx, src)} contacted {fmt_int(nhosts)} hosts on port {port} ({service}) in {secs:g} s "
+    desc = (f"{ctx.described(src)} contacted {fmt_int(nhosts)} hosts on port {port} ({service}) in {secs:g} s "
             f"({fmt_pct(few_share)} of {fmt_int(flows)} flows with at most 2 packets, {fmt_pct(syn_share)} SYN-only): "
             f"likely a network sweep")
     action = (f"Check whether {src} is an authorised scanner; if not, isolate it (sweeps on {service} are typical of worms)"

@@ -87,7 +87,7 @@ def analyze(view: WindowView, ctx: Context, state: dict) -> list[Finding]:
     if share >= ctx["analysis.top_talker_share"]:
         peer, service, peer_bytes = _main_peer(view, host)
         bps = nbytes * 8 / view.seconds
-        who = host if ctx.is_local_text(host) else f"{host} (outside your networks)"
+        who = ctx.described(host)
         desc = (f"{who} is using {fmt_pct(share)} of total bandwidth ({fmt_rate_bps(bps)}), "
                 f"mostly {service} {'to' if ctx.is_local_text(host) else 'with'} {peer}")
         findings.append(Finding(

@@ -34,6 +34,19 @@ def test_scan_from_outside_is_worded_as_outside():
     assert f.action.startswith("Block 198.51.100.7 at the edge")
 
 
+def test_link_local_and_multicast_addresses_are_named_so_not_outside():
+    """fe80::/10 and 169.254/16 hosts and multicast groups are on the link: "outside your networks" misled."""
+    ctx = Context(config())
+    assert ctx.described("10.0.0.5") == "10.0.0.5"
+    assert ctx.described("198.51.100.7") == "198.51.100.7 (outside your networks)"
+    assert ctx.described("fe80::1") == "fe80::1 (link-local)"
+    assert ctx.described("169.254.3.4") == "169.254.3.4 (link-local)"
+    assert ctx.described("ff02::12") == "ff02::12 (multicast)"
+    assert ctx.described("224.0.0.18") == "224.0.0.18 (multicast)"
+    [f] = run(batch("fe80::5", "10.0.0.5", np.arange(1000, 1200), packets=1, tcp_flags=0x02))
+    assert "fe80::5 (link-local) contacted 200 ports" in f.description
+
+
 def test_below_threshold_and_replies_raise_nothing():
     assert run(batch("10.0.0.9", "10.0.0.5", np.arange(1, 100), packets=1, tcp_flags=0x02)) == []
     # A busy server answering one client on 500 ephemeral ports is not a scan.
