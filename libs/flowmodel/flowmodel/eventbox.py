@@ -189,7 +189,9 @@ class EventSender:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            self.sock.poll(int(min(left, 0.1) * 1000), zmq.POLLIN)
+            # unsent ones wait for the connection (IMMEDIATE): look again soon; sent ones wake on the confirmation
+            unsent = self.outbox.sent < len(self.outbox.pending)
+            self.sock.poll(int(min(left, 0.01 if unsent else 0.1) * 1000), zmq.POLLIN)
         return not self.outbox.pending
 
     def close(self) -> None:

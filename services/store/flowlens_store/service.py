@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 
 SEAL_QUIET_S = 10.0  # a past partition still receiving flows (a replay, a catch-up) is sealed once they stop
+CONFIRM_POLL_MS = 10  # the receive loop's poll while an event that just came awaits its commit ...
+CONFIRM_EAGER_S = 1.0  # ... for this long after it came; then at ACK_INTERVAL_S
 ACK_INTERVAL_S = 0.2  # how often the store confirms committed flow batches to the collectors (bus.TOPIC_ACK)
 HEALTH_INTERVAL_S = 5.0  # how often the store publishes its write health (kind "store" on bus.TOPIC_EXPORTER)
 
@@ -234,18 +236,25 @@ class StoreService(BusIntake):
         poller = zmq.Poller()
         poller.register(self._sub, zmq.POLLIN)
         poller.register(self.events.sock, zmq.POLLIN)
-        next_sample = next_ack = next_health = 0.0
+        next_sample = next_ack = next_health = eager_until = 0.0
         while not self._stop.is_set():
             try:
-                ready = dict(poller.poll(100))
+                # an event that just came is confirmed as soon as the writer commits it (an operator's
+                # acknowledgement waits on it), not at the next ACK_INTERVAL_S; briefly, so a writer
+                # that cannot commit does not keep the loop reading SQLite
+                eager = time.monotonic() < eager_until and bool(self.events.ledger.uncommitted())
+                ready = dict(poller.poll(CONFIRM_POLL_MS if eager else 100))
                 if self.events.sock in ready:
                     self.events.receive()
+                    eager_until = time.monotonic() + CONFIRM_EAGER_S
                 if self._sub in ready:  # a time-bounded pass: a flood of batches cannot hold the events socket back
                     eventsink.drain(lambda: self._sub.recv_multipart(zmq.NOBLOCK), self.handle, 1000)
                 mono = time.monotonic()
                 if mono >= next_ack:
                     next_ack = mono + ACK_INTERVAL_S
                     self._send_acks()
+                    self.events.confirm()
+                elif eager:
                     self.events.confirm()
                 if mono >= next_health:
                     next_health = mono + HEALTH_INTERVAL_S

@@ -32,6 +32,7 @@ from .warm import WarmWriter, now_ms
 
 log = logging.getLogger(__name__)
 _STOP = object()
+_WAKE = object()  # in the flows queue after an event: the writer takes it now, not after its 0.1 s wait
 MARK = "_stream_mark"  # an offered batch's delivery.Ledger.mark(): persisted with its rows
 FULL_BATCH_ROWS = 4096     # collector.batch_max_flows' default: the row bound is queue_batches of these
 MAX_BATCHES_PER_FULL = 16  # and at most this many queued batches per full batch of rows (per-batch overhead)
@@ -133,11 +134,16 @@ class Writer(WriterHousekeeping):
     def offer_event(self, topic: str, body: dict) -> bool:
         try:
             self.events.put_nowait((topic, body, now_ms()))
-            return True
         except queue.Full:
             self.shed_events += 1
             self._rl.warning("shed_event", "event queue full, event shed", shed_events=self.shed_events)
             return False
+        if self.flows.empty():  # queued flows wake the writer anyway; so a marker never takes a batch's place
+            try:
+                self.flows.put_nowait(_WAKE)
+            except queue.Full:
+                pass
+        return True
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -200,6 +206,8 @@ class Writer(WriterHousekeeping):
             while True:
                 if item is _STOP:
                     stopping = True
+                    break
+                if item is _WAKE:
                     break
                 chunk.append(item)
                 rows += len(item["seq"])
@@ -277,7 +285,7 @@ class Writer(WriterHousekeeping):
                     item = self.flows.get_nowait()
                 except queue.Empty:
                     break
-                if item is not _STOP:
+                if isinstance(item, dict):  # not a _STOP or _WAKE marker
                     lost += len(item["seq"])
             with self._qlock:
                 self.queued_rows = 0
