@@ -14,8 +14,8 @@ import numpy as np
 from flowmodel import addr
 from flowmodel.schema import ADDR
 
-from .common import (Context, mask_prefix, Finding, WindowView, addr_text, factorize_addr, fmt_pct, fmt_rate_bps,
-                     fmt_time, flow_filter, window_evidence)
+from .common import Context, mask_prefix, Finding, WindowView, addr_text, factorize_addr, flow_filter, window_evidence
+from .wording import fmt_pct, fmt_rate_bps, fmt_time
 
 NAME = "anomaly"
 KINDS = ("dst_prefix", "exporter")

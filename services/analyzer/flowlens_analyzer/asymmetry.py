@@ -7,7 +7,8 @@ import numpy as np
 
 from flowmodel import addr
 
-from .common import Context, Finding, WindowView, addr_text, factorize_addr, mask_prefix, fmt_bytes, fmt_pct, flow_filter, window_evidence
+from .common import Context, Finding, WindowView, addr_text, factorize_addr, mask_prefix, flow_filter, window_evidence
+from .wording import fmt_bytes, fmt_pct
 
 NAME = "asymmetry"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import plural, Context, Finding, WindowView, addr_text, fmt_bytes, fmt_int, flow_filter, window_evidence
+from .common import Context, Finding, WindowView, addr_text, flow_filter, window_evidence
+from .wording import plural, fmt_bytes, fmt_int
 
 NAME = "dns"
 MAX_FINDINGS = 20

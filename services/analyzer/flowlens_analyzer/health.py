@@ -9,11 +9,12 @@ from typing import Any
 
 from flowmodel import timefmt
 
-from .common import Context, Finding, addr_text, fmt_duration, fmt_int, fmt_time, plural
+from .common import Context, Finding, addr_text
 from .health_delivery import delivery_findings, observe_delivery
 from .health_groups import group, overflow_findings
 from .health_security import refused_peer_findings
 from .health_self import advisory_loss_findings, window_findings
+from .wording import fmt_duration, fmt_int, fmt_time, plural
 
 NAME = "health"
 FORGET_FACTOR = 10  # a collector silent for this many times analysis.exporter_silence is forgotten

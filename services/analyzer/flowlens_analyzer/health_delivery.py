@@ -5,7 +5,8 @@ the store has not confirmed for a while, and flows the store reported lost.
 """
 from __future__ import annotations
 
-from .common import Finding, fmt_bytes, fmt_duration, plural
+from .common import Finding
+from .wording import fmt_bytes, fmt_duration, plural
 
 NAME = "health"
 UNCONFIRMED_WARN_MS = 30_000  # flows the store has not confirmed for this long: a WARNING

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import Finding, fmt_int, plural
+from .common import Finding
+from .wording import fmt_int, plural
 
 NAME = "health"
 GROUP_AT = 5      # more findings than this of one kind in one analysis become one advisory

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .common import Finding, fmt_time, plural
+from .common import Finding
+from .wording import fmt_time, plural
 
 NAME = "health"
 REFUSED_RECENT_MS = 600_000  # an address refused within the last 10 minutes is reported

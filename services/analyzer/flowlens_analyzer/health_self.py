@@ -2,7 +2,8 @@
 ahead), and advisories its outbox dropped before the store confirmed them (flowmodel.eventbox)."""
 from __future__ import annotations
 
-from .common import Context, Finding, addr_text, fmt_duration, fmt_int, plural
+from .common import Context, Finding, addr_text
+from .wording import fmt_duration, fmt_int, plural
 
 NAME = "health"
 SHED_SPAN_MS = 60_000  # shed flows are reported over the last minute

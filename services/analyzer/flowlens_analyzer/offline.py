@@ -11,8 +11,8 @@ from flowmodel import timefmt
 from flowmodel.events import SEVERITY_RANK
 from flowmodel.schema import FlowBatch
 
-from .common import fmt_time
 from .engine import Engine
+from .wording import fmt_time
 
 PAGE_ROWS = 10_000
 

@@ -10,7 +10,8 @@ import numpy as np
 
 from flowmodel.protocol import protocol_name
 
-from .common import plural, Context, Finding, WindowView, addr_text, factorize_addr, fmt_bytes, fmt_int, fmt_pct, flow_filter, window_evidence
+from .common import Context, Finding, WindowView, addr_text, factorize_addr, flow_filter, window_evidence
+from .wording import plural, fmt_bytes, fmt_int, fmt_pct
 
 NAME = "protocol_mix"
 TCP, UDP = 6, 17

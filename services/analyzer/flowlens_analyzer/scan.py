@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import ports
-from .common import (Context, Finding, WindowView, addr_text, factorize_addr, fmt_int, fmt_pct, flow_filter, unique_counts,
+from .common import (Context, Finding, WindowView, addr_text, factorize_addr, flow_filter, unique_counts,
                      unique_sorted, window_evidence)
+from .wording import fmt_int, fmt_pct
 
 NAME = "scan"
 SYN, ACK = 0x02, 0x10

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import ports
-from .common import (Context, Finding, WindowView, addr_text, addr_words, factorize_addr, fmt_bytes, fmt_pct, fmt_rate_bps,
-                     flow_filter, window_evidence)
+from .common import Context, Finding, WindowView, addr_text, addr_words, factorize_addr, flow_filter, window_evidence
+from .wording import fmt_bytes, fmt_pct, fmt_rate_bps
 
 NAME = "top_talkers"
 

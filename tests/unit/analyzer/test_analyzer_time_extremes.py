@@ -1,7 +1,7 @@
 """The analyzer's wording takes any int64 ms time (a broken exporter clock) without raising."""
 import pytest
 
-from flowlens_analyzer.common import fmt_time
+from flowlens_analyzer.wording import fmt_time
 
 FAR_FUTURE_MS = 9_151_314_449_241_600_000
 
