@@ -100,7 +100,7 @@ def status(svc) -> dict:
                    "out_of_range_by_exporter": {addr.to_text(k): v for k, v in
                                                 sorted(w.warm.out_of_range_by_exporter.items(),
                                                        key=lambda kv: -kv[1])[:20]}},
-        "write_queue": {"depth": w.flows.qsize(), "capacity": w.queue_batches, "rows": w.queued_rows,
+        "write_queue": {"depth": w.queued_batches, "capacity": w.queue_batches, "rows": w.queued_rows,
                         "rows_capacity": w.queue_rows_max, "shed_batches": w.shed_batches,
                         "shed_flows": w.shed_flows, "shed_events": w.shed_events, "write_errors": w.write_errors,
                         "transactions": w.transactions, "seal_steps": w.seal_steps,

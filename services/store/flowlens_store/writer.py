@@ -72,8 +72,11 @@ class Writer(WriterHousekeeping):
         self.queue_batches = queue_batches
         self.queue_rows_max = queue_batches * FULL_BATCH_ROWS
         self.queued_rows = 0
+        self.queued_batches_max = queue_batches * MAX_BATCHES_PER_FULL
+        self.queued_batches = 0
         self._qlock = threading.Lock()
-        self.flows: queue.Queue = queue.Queue(maxsize=queue_batches * MAX_BATCHES_PER_FULL)
+        # bounded by queued_rows and queued_batches, so an event's wake marker never takes a batch's place
+        self.flows: queue.Queue = queue.Queue()
         self.events: queue.Queue = queue.Queue(maxsize=events_max)
         self.committed = 0
         self.stream_committed: dict[str, int] = {}  # stream -> highest batch_seq committed (read by the ack timer)
@@ -118,16 +121,15 @@ class Writer(WriterHousekeeping):
         n = len(cols["seq"])
         with self._qlock:
             # a batch larger than the whole bound still goes into an empty queue
-            if not (self.queued_rows and self.queued_rows + n > self.queue_rows_max):
-                try:
-                    self.flows.put_nowait(cols)
-                    self.queued_rows += n
-                    return True
-                except queue.Full:
-                    pass
+            if not (self.queued_rows and self.queued_rows + n > self.queue_rows_max) and \
+                    self.queued_batches < self.queued_batches_max:
+                self.flows.put_nowait(cols)
+                self.queued_rows += n
+                self.queued_batches += 1
+                return True
         self.shed_batches += 1
         self.shed_flows += n
-        self._rl.warning("shed", "write queue full, batch shed", depth=self.flows.qsize(), rows=self.queued_rows,
+        self._rl.warning("shed", "write queue full, batch shed", depth=self.queued_batches, rows=self.queued_rows,
                          shed_batches=self.shed_batches, shed_flows=self.shed_flows)
         return False
 
@@ -138,11 +140,8 @@ class Writer(WriterHousekeeping):
             self.shed_events += 1
             self._rl.warning("shed_event", "event queue full, event shed", shed_events=self.shed_events)
             return False
-        if self.flows.empty():  # queued flows wake the writer anyway; so a marker never takes a batch's place
-            try:
-                self.flows.put_nowait(_WAKE)
-            except queue.Full:
-                pass
+        if self.flows.empty():  # queued flows wake the writer anyway
+            self.flows.put_nowait(_WAKE)
         return True
 
     # ---------------------------------------------------------------- lifecycle
@@ -157,12 +156,7 @@ class Writer(WriterHousekeeping):
             return
         self._stop_requested.set()
         deadline = time.monotonic() + timeout_s
-        while self._thread.is_alive() and time.monotonic() < deadline:
-            try:  # waits only until the writer makes room; it is draining (or gives up, see STOP_RETRY_S)
-                self.flows.put(_STOP, timeout=0.2)
-                break
-            except queue.Full:
-                pass
+        self.flows.put(_STOP)  # after what is queued: the writer drains it (or gives up, see STOP_RETRY_S)
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             log.error("writer did not finish in time", extra=fields(queued=self.flows.qsize()))
@@ -216,9 +210,10 @@ class Writer(WriterHousekeeping):
                 item = self.flows.get_nowait()
         except queue.Empty:
             pass
-        if rows:
+        if chunk:
             with self._qlock:
                 self.queued_rows -= rows
+                self.queued_batches -= len(chunk)
         return chunk, stopping
 
     @staticmethod
@@ -288,7 +283,7 @@ class Writer(WriterHousekeeping):
                 if isinstance(item, dict):  # not a _STOP or _WAKE marker
                     lost += len(item["seq"])
             with self._qlock:
-                self.queued_rows = 0
+                self.queued_rows = self.queued_batches = 0
             self.unwritten_at_stop += lost
             self._failed = None
             log.error("store stopping with rows it could not write; collectors resend what was not confirmed",
