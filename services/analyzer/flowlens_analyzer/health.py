@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowmodel import timefmt
+from flowmodel.protocol import is_digits
 
 from .common import Context, Finding, addr_text
 from .health_delivery import delivery_findings, observe_delivery
@@ -284,7 +285,7 @@ def _collector_silent(ev: dict, now_ms: int, silence_ms: int) -> bool:
 def _base_id(cid: str) -> str | None:
     """'collector@host' of a default 'collector@host:pid' id; None for a configured id."""
     head, sep, tail = cid.rpartition(":")
-    return head if sep and "@" in head and tail.isdigit() else None
+    return head if sep and "@" in head and is_digits(tail) else None
 
 
 def _share(lost: float, flows) -> str:

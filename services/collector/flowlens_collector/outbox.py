@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 
 from flowmodel.logs import fields
+from flowmodel.protocol import is_digits
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,7 @@ class Outbox:
     def _segment_numbers(self) -> list[int]:
         out = []
         for name in os.listdir(self.spool_path):
-            if name.endswith(".spool") and name[:-6].isdigit():
+            if name.endswith(".spool") and is_digits(name[:-6]):
                 out.append(int(name[:-6]))
         return out
 

@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 
 from flowmodel.logs import fields
+from flowmodel.protocol import is_digits
 
 from .templates_file import SEQUENCE_FORMAT, load_state, save_text
 
@@ -50,7 +51,7 @@ def _journals(stem: str) -> list[tuple[int, str]]:
     out = []
     for path in glob.glob(glob.escape(stem) + ".*.journal"):
         number = path[len(stem) + 1:-len(".journal")]
-        if number.isdigit():
+        if is_digits(number):
             out.append((int(number), path))
     return sorted(out)
 
