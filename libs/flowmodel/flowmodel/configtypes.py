@@ -21,20 +21,29 @@ _SIZE_UNITS = {None: 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1 << 20
                "mib": 1 << 20, "g": 1 << 30, "gb": 1000**3, "gib": 1 << 30}
 
 
+# Timestamps are int64 milliseconds and retentions are subtracted from them: a longer duration
+# would overflow SQLite's integers at start, and nothing in FlowLens waits or keeps longer.
+DURATION_MAX_S = 100 * 365 * 86400
+
+
 def parse_duration(value: Any) -> float:
-    """'90s', '10m', '7d', '250ms' or a number of seconds -> seconds (float)."""
+    """'90s', '10m', '7d', '250ms' or a number of seconds -> seconds (float), at most 100 years."""
     if isinstance(value, bool):
         raise ValueError("expected a duration like 60s, 10m, 7d")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{value!r} is not a duration like 60s, 10m, 7d")
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return float(value)
-    m = _DURATION_RE.match(str(value))
-    if not m:
-        raise ValueError(f"{value!r} is not a duration like 60s, 10m, 7d")
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        seconds = value
+    else:
+        m = _DURATION_RE.match(str(value))
+        if not m:
+            raise ValueError(f"{_shown(value)} is not a duration like 60s, 10m, 7d")
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]  # inf for 400 digits: refused below
+    if seconds > DURATION_MAX_S:
+        raise ValueError(f"{_shown(value)} is longer than 100 years")
+    return float(seconds)
 
 
 def parse_size(value: Any) -> int:
@@ -49,6 +58,23 @@ def parse_size(value: Any) -> int:
     if not m:
         raise ValueError(f"{value!r} is not a size like 4MiB, 512k or 1048576")
     return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower() or None]
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A value as a message quotes it: repr, cut so a 400-digit number does not fill the screen."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's digit limit
+        return "a number too long to print"
+    return text if len(text) <= limit else text[:limit] + "...(" + str(len(text)) + " characters)"
+
+
+def _number(x: float) -> str:
+    """A bound or value in a message, 1.04858e+06 style; an int too large for a float as its length."""
+    try:
+        return f"{x:g}"
+    except OverflowError:
+        return _shown(x)
 
 
 def _int(value: Any) -> int:
@@ -66,7 +92,9 @@ def _float(value: Any) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"expected a number, got {value!r}") from None
+        raise ValueError(f"expected a number, got {_shown(value)}") from None
+    except OverflowError:  # an int past a float's range
+        raise ValueError(f"expected a finite number, got {_shown(value)}") from None
     if not math.isfinite(v):
         raise ValueError(f"expected a finite number, got {value!r}")
     return v
@@ -115,12 +143,12 @@ def ranged(parse: Callable[[Any], Any], lo: float | None = None, hi: float | Non
         v = parse(value)
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             if lo is not None and hi is not None:
-                span = f"between {lo:g} and {hi:g}{unit}"
+                span = f"between {_number(lo)} and {_number(hi)}{unit}"
             elif lo is not None:
-                span = f"at least {lo:g}{unit}"
+                span = f"at least {_number(lo)}{unit}"
             else:
-                span = f"at most {hi:g}{unit}"
-            raise ValueError(f"must be {span}, got {v:g}")
+                span = f"at most {_number(hi)}{unit}"
+            raise ValueError(f"must be {span}, got {_number(v)}")
         return v
     return check
 
