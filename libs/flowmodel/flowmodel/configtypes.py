@@ -295,3 +295,57 @@ def _exporters(value: Any) -> list[dict]:
     return parse_exporters(value)
 
 
+
+
+# ---------------------------------------------------------------- addresses
+
+_TCP_ENDPOINT_RE = re.compile(r"^tcp://([^\s/]+):(\d+)$")
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def _endpoint(value: Any) -> str:
+    """A ZeroMQ endpoint: tcp://HOST:PORT (HOST an address, a name, [IPv6] or * for a bind),
+    ipc://PATH or inproc://NAME; refused here, a malformed one only failed at start with
+    "Invalid argument" and no key."""
+    text = _str(value).strip()
+    hint = "an endpoint like tcp://127.0.0.1:5555 or ipc:///run/flowlens/query.sock"
+    if text.startswith("tcp://"):
+        m = _TCP_ENDPOINT_RE.match(text)
+        if not m:
+            raise ValueError(f"{_shown(text)} is not tcp://HOST:PORT ({hint})")
+        _port(m.group(2))
+        return text
+    for scheme in ("ipc://", "inproc://"):
+        if text.startswith(scheme):
+            if not text[len(scheme):].strip():
+                raise ValueError(f"{_shown(text)} names no {'path' if scheme == 'ipc://' else 'name'}")
+            return text
+    raise ValueError(f"expected {hint}, got {_shown(value)}")
+
+
+def _host(value: Any) -> str:
+    """An IP address or a host name to bind to; '999.1.1.1' or 'two words' only failed at start."""
+    import ipaddress
+
+    text = _str(value).strip()
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    if not _HOSTNAME_RE.match(text) or text.rsplit(".", 1)[-1].isdigit():
+        raise ValueError(f"{_shown(value)} is not an IP address (0.0.0.0, ::, 127.0.0.1) or a host name")
+    return text
+
+
+def _listen(value: Any) -> str:
+    """HOST:PORT to listen on ('[::]:8080', ':8080' = every IPv4 address); a port past 65535 was a
+    traceback at start, 0 a port nobody can know."""
+    text = _str(value).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{_shown(value)} is not HOST:PORT, e.g. 0.0.0.0:8080 or [::]:8080")
+    _port(port)
+    if host:
+        _host(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+    return text

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .configtypes import (_batch_flows, _bool, _datagram_size, _duration, _exporters, _float, _fraction, _int,
-                          _level, _log_format, _networks, _notify_rules, _notify_targets, _port, _port_or_off,
-                          _pos_duration, _positive_int, _prefix_v4, _prefix_v6, _receive_group,
-                          _report_offset, _report_send_at, _snmp_targets, _str, _str_list, _warm_ranges,
-                          parse_size, ranged)
+from .configtypes import (_batch_flows, _bool, _datagram_size, _duration, _endpoint, _exporters, _float,
+                          _fraction, _host, _int, _level, _listen, _log_format, _networks, _notify_rules,
+                          _notify_targets, _port, _port_or_off, _pos_duration, _positive_int, _prefix_v4, _prefix_v6,
+                          _receive_group, _report_offset, _report_send_at, _snmp_targets, _str, _str_list,
+                          _warm_ranges, parse_size, ranged)
 
 
 @dataclass(frozen=True)
@@ -27,16 +27,16 @@ SETTINGS: dict[str, Setting] = {
     "log.level": Setting(_level, "info", "debug, info, warning or error"),
     "log.format": Setting(_log_format, "kv", "kv (key=value) or json, one line per event"),
 
-    "bus.publish_endpoint": Setting(_str, "tcp://127.0.0.1:5559", "where publishers (collectors, analyzer) connect: the store's XSUB"),
-    "bus.subscribe_endpoint": Setting(_str, "tcp://127.0.0.1:5560", "where subscribers (store, analyzer) connect: the store's XPUB"),
+    "bus.publish_endpoint": Setting(_endpoint, "tcp://127.0.0.1:5559", "where publishers (collectors, analyzer) connect: the store's XSUB"),
+    "bus.subscribe_endpoint": Setting(_endpoint, "tcp://127.0.0.1:5560", "where subscribers (store, analyzer) connect: the store's XPUB"),
     "bus.high_water_mark": Setting(ranged(_int, 1, 1_000_000), 1000, "messages a bus socket queues before it drops (publishers) or stops reading; sockets carrying flow batches queue fewer (bus.queue_bytes)"),
     "bus.queue_bytes": Setting(ranged(parse_size, 1024, 16 << 30, " bytes"), 32 << 20, "memory one bus socket may hold in queued flow batches: its message limit is this over (collector.batch_max_flows x 135 bytes), at least 4"),
-    "bus.events_endpoint": Setting(_str, "tcp://127.0.0.1:5561", "where the analyzer and flowlens up send advisories to the store, apart from flow batches: the store's events socket, which confirms each one once it is written"),
+    "bus.events_endpoint": Setting(_endpoint, "tcp://127.0.0.1:5561", "where the analyzer and flowlens up send advisories to the store, apart from flow batches: the store's events socket, which confirms each one once it is written"),
     "bus.events_high_water_mark": Setting(ranged(_int, 1, 1_000_000), 1000, "messages the events socket queues at each end; a sender holds the rest until the store takes them"),
     "bus.events_unconfirmed_max": Setting(ranged(_int, 1, 10_000_000), 10_000, "advisories a sender (analyzer, flowlens up) keeps until the store confirms them, about 1 KiB each; past it the oldest is dropped and counted as lost (advisories_lost)"),
     "bus.events_resend_timeout": Setting(ranged(_pos_duration, 0.1, 3600, " s"), 3.0, "when the store has confirmed none of the advisories sent for this long, the sender sends what it holds again, from the oldest"),
 
-    "query.endpoint": Setting(_str, "tcp://127.0.0.1:5555", "the store's query (REQ/REP) address that clients connect to"),
+    "query.endpoint": Setting(_endpoint, "tcp://127.0.0.1:5555", "the store's query (REQ/REP) address that clients connect to"),
     "query.timeout": Setting(ranged(_pos_duration, 0.01, 3600, " s"), 5.0, "how long a client waits for one reply before retrying"),
     "query.retries": Setting(ranged(_int, 0, 100), 2, "retries after a timeout (Lazy Pirate) before the store counts as unreachable"),
     "query.max_reply_bytes": Setting(ranged(parse_size, 1 << 20, 1 << 30, " bytes"), 64 << 20, "largest reply the store sends (a bigger one becomes an error reply asking for a narrower query) and a client reads"),
@@ -47,7 +47,7 @@ SETTINGS: dict[str, Setting] = {
     "security.store_public_key": Setting(_str, "", "the store's public key file (its NAME.key), which clients check the store against"),
     "security.allow_insecure_bind": Setting(_bool, False, "let the store bind its bus, events and query sockets beyond loopback without CURVE: only on a network nobody else reaches"),
 
-    "collector.bind_address": Setting(_str, "0.0.0.0", "address the UDP listeners bind to (:: for IPv6 and IPv4)"),
+    "collector.bind_address": Setting(_host, "0.0.0.0", "address the UDP listeners bind to (:: for IPv6 and IPv4)"),
     "collector.netflow_port": Setting(_port, 2055, "UDP port for NetFlow v5/v9 (IPFIX also accepted)"),
     "collector.ipfix_port": Setting(_port_or_off, 4739, "UDP port for IPFIX (NetFlow also accepted); 0 disables"),
     "collector.sflow_port": Setting(_port_or_off, 6343, "UDP port for sFlow v5 (NetFlow and IPFIX also accepted; every port takes sFlow too); 0 disables"),
@@ -90,10 +90,10 @@ SETTINGS: dict[str, Setting] = {
     "storage.advisory_retention": Setting(_pos_duration, 30 * 86400.0, "how long resolved advisories are kept"),
     "storage.ifcounter_retention": Setting(_pos_duration, 30 * 86400.0, "how long the per-minute sFlow interface counter rows (the ifcounters op, the interface page's switch counters) are kept"),
     "storage.ifcounter_max_rows": Setting(ranged(_int, 1, 100_000_000), 2_000_000, "per-minute interface counter rows kept in all (about 100 bytes each in SQLite; 2,000,000 is 46 interfaces for 30 days); past it the oldest are deleted"),
-    "storage.bus_xsub_bind": Setting(_str, "tcp://127.0.0.1:5559", "where the store's bus forwarder accepts publishers"),
-    "storage.bus_xpub_bind": Setting(_str, "tcp://127.0.0.1:5560", "where the store's bus forwarder accepts subscribers"),
-    "storage.events_bind": Setting(_str, "tcp://127.0.0.1:5561", "where the store takes advisories (the events socket, bus.events_endpoint) and confirms each one it wrote"),
-    "storage.query_bind": Setting(_str, "tcp://127.0.0.1:5555", "where the store answers queries"),
+    "storage.bus_xsub_bind": Setting(_endpoint, "tcp://127.0.0.1:5559", "where the store's bus forwarder accepts publishers"),
+    "storage.bus_xpub_bind": Setting(_endpoint, "tcp://127.0.0.1:5560", "where the store's bus forwarder accepts subscribers"),
+    "storage.events_bind": Setting(_endpoint, "tcp://127.0.0.1:5561", "where the store takes advisories (the events socket, bus.events_endpoint) and confirms each one it wrote"),
+    "storage.query_bind": Setting(_endpoint, "tcp://127.0.0.1:5555", "where the store answers queries"),
     "storage.query_max_rows": Setting(ranged(_int, 1, 1_000_000), 10_000, "most flows one query reply carries"),
     "storage.query_workers": Setting(_positive_int, 2, "threads answering flows/top/series/advisories queries, each with its own SQLite reader"),
     "storage.query_rollup_cache": Setting(ranged(parse_size, 0, 1 << 30, " bytes"), 4 << 20, "decoded rollups each query worker keeps for the next query (small ones only; 0: none)"),
@@ -136,7 +136,7 @@ SETTINGS: dict[str, Setting] = {
     "analysis.health_interval": Setting(_pos_duration, 10.0, "how often the analyzer publishes its own health event and checks exporter health"),
     "analysis.instance_id": Setting(_str, "", "source id on the bus; empty = analyzer@host:pid"),
 
-    "web.listen": Setting(_str, "0.0.0.0:8080", "host:port of the web UI"),
+    "web.listen": Setting(_listen, "0.0.0.0:8080", "host:port of the web UI"),
     "web.store_connections": Setting(ranged(_int, 1, 16), 2, "queries the web runs on the store at once (match storage.query_workers): one for the dashboard and other ring answers, the rest for history pages (at least one each)"),
     "web.metrics_max_exporters": Setting(ranged(_int, 1, 1_000_000), 100, "exporters (per observation domain) with series of their own on /metrics, the most flows first; the rest are summed in one exporter=\"other\" series"),
     "web.page_size": Setting(ranged(_int, 1, 10_000), 50, "flows per page in the flow explorer"),

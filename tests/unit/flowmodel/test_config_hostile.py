@@ -33,3 +33,46 @@ def test_a_duration_past_100_years_is_refused(value):
 def test_a_duration_of_100_years_still_loads():
     assert load_config(None, env={}, overrides={"storage.rollup_hourly_retention": "36500d"})[
         "storage.rollup_hourly_retention"] == 36500 * 86400.0
+
+
+ENDPOINT_KEYS = ["bus.publish_endpoint", "bus.subscribe_endpoint", "bus.events_endpoint", "query.endpoint",
+                 "storage.bus_xsub_bind", "storage.bus_xpub_bind", "storage.events_bind", "storage.query_bind"]
+
+
+@pytest.mark.parametrize("key", ENDPOINT_KEYS)
+@pytest.mark.parametrize("value", ["tcp://", "tcp://127.0.0.1", "tcp://127.0.0.1:65536", "tcp://127.0.0.1:0",
+                                   "tcp://no such host:5", "127.0.0.1:5555", "ipc://", "abc", "", 5555])
+def test_a_malformed_endpoint_is_refused_naming_the_key(key, value):
+    # was accepted: the service then failed at start with "Invalid argument" and no key (the analyzer
+    # with a traceback), or bound nothing and waited
+    message = refusal(key, value)
+    assert key in message and ("endpoint" in message or "tcp://HOST:PORT" in message or "port" in message
+                               or "names no" in message)
+
+
+@pytest.mark.parametrize("value", ["tcp://127.0.0.1:5555", "tcp://*:5555", "tcp://[::1]:5555", "tcp://store:5555",
+                                   "ipc:///run/flowlens/query.sock", "inproc://x"])
+def test_well_formed_endpoints_load(value):
+    assert load_config(None, env={}, overrides={"query.endpoint": value})["query.endpoint"] == value
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1", "127.0.0.1:65536", "127.0.0.1:0", "999.1.1.1:80", "a b:80", 8080])
+def test_a_bad_web_listen_is_refused_at_load(value):
+    # 127.0.0.1:65536 was an OverflowError traceback at start, :0 a port nobody could know
+    assert "web.listen" in refusal("web.listen", value)
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0:8080", "[::]:8080", ":8080", "localhost:80", "web.example.net:443"])
+def test_good_web_listen_values_load(value):
+    assert load_config(None, env={}, overrides={"web.listen": value})["web.listen"] == value
+
+
+@pytest.mark.parametrize("value", ["999.1.1.1", "", "two words", "10.0.0.0/8", "tcp://0.0.0.0"])
+def test_a_bad_bind_address_is_refused_at_load(value):
+    # was accepted, then "cannot bind UDP listeners: ... (collector.netflow_port)": the wrong key
+    assert "collector.bind_address" in refusal("collector.bind_address", value)
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0", "::", "127.0.0.1", "::1", "localhost", "collector.example.net"])
+def test_good_bind_addresses_load(value):
+    assert load_config(None, env={}, overrides={"collector.bind_address": value})["collector.bind_address"] == value
