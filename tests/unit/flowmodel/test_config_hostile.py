@@ -76,3 +76,12 @@ def test_a_bad_bind_address_is_refused_at_load(value):
 @pytest.mark.parametrize("value", ["0.0.0.0", "::", "127.0.0.1", "::1", "localhost", "collector.example.net"])
 def test_good_bind_addresses_load(value):
     assert load_config(None, env={}, overrides={"collector.bind_address": value})["collector.bind_address"] == value
+
+
+@pytest.mark.parametrize("key, too_many", [("storage.query_workers", 65), ("storage.query_queue", 100_001),
+                                           ("storage.max_partitions", 10**30), ("analysis.anomaly_min_history", 10081)])
+def test_counts_that_size_threads_queues_and_tables_have_a_ceiling(key, too_many):
+    # were accepted up to any size: 10**30 query workers is a thread each at the store's start, a
+    # queue or table bound of 10**30 no bound, 10081 minutes past the most history kept (7 days)
+    message = refusal(key, too_many)
+    assert key in message and "must be between 1 and" in message
