@@ -100,9 +100,10 @@ def assert_backs_off(backoffs: list[float]) -> None:
 
 
 def test_up_keeps_collector_and_web_up_while_the_store_crash_loops(tmp_path):
-    blocker = tmp_path / "flowlens.db"
-    blocker.mkdir()  # the store's SQLite path is a directory: the store exits at start, every time
-    cfg = stack_config(tmp_path, store={"sqlite_path": str(blocker), "sqlite_retention": "3650d",
+    blocker = tmp_path / "flowlens.db-wal"
+    blocker.mkdir()  # a directory where SQLite's WAL file goes: the store exits at start, every time (a
+    # directory at the SQLite path itself is refused when the config loads, stopping flowlens up too)
+    cfg = stack_config(tmp_path, store={"sqlite_path": str(tmp_path / "flowlens.db"), "sqlite_retention": "3650d",
                                         "rollup_retention": "3650d"})
     path = write_config(tmp_path / "flowlens.yaml", cfg)
     up = Up(path, ["store", "web", "collector"], stable_after_s=12)
@@ -111,7 +112,7 @@ def test_up_keeps_collector_and_web_up_while_the_store_crash_loops(tmp_path):
                    timeout_s=60, interval_s=0.1)
         wait_until(lambda: len(up.backoffs("store")) >= 5, timeout_s=60, interval_s=0.1)
         crit = up.has(r"level=critical .*msg=\"service is crash-looping, the others keep running\" child=store ")
-        assert crit and "unable to open database file" in crit[-1], up.log()
+        assert crit and "disk I/O error" in crit[-1], up.log()
         assert_backs_off(up.backoffs("store"))
         assert not up.has(r"^store\s* \| .*msg=ready"), up.log()
 
@@ -127,7 +128,7 @@ def test_up_keeps_collector_and_web_up_while_the_store_crash_loops(tmp_path):
             advisory = wait_until(lambda: crashloop_advisory(client, "store"), timeout_s=30, interval_s=0.2)
             assert (advisory["severity"], advisory["state"]) in {("CRITICAL", "raised"), ("CRITICAL", "updated")}, advisory
             assert advisory["subject"] == "store", advisory
-            assert "unable to open database file" in advisory["description"], advisory
+            assert "disk I/O error" in advisory["description"], advisory
             assert advisory["evidence"]["crashes"] >= 3, advisory
             # the collector kept running and delivers to the store that came back
             send_udp(cfg["collector"]["netflow_port"], payloads("pmacct_v5_http"), source=("127.0.0.3", 0))

@@ -349,3 +349,48 @@ def _listen(value: Any) -> str:
     if host:
         _host(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
     return text
+
+
+# ---------------------------------------------------------------- paths
+# Checked against the disk only for what is already there and can never work (a directory where a
+# file goes, a file where a directory goes): a path not there yet is fine, the services create it,
+# and `flowlens config check` may run on another machine.
+
+def _path_text(value: Any) -> str:
+    text = _str(value)
+    if "\x00" in text:
+        raise ValueError(f"{_shown(value)} holds a NUL character, which no path can")
+    return text
+
+
+def _file_path(value: Any) -> str:
+    """A file's path, or empty (the feature off)."""
+    import os
+
+    text = _path_text(value)
+    if text and os.path.isdir(text):
+        raise ValueError(f"{_shown(text)} is a directory; name a file (in it, or elsewhere)")
+    parent = os.path.dirname(text)
+    while parent and not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)  # the nearest ancestor already there
+    if text and parent and os.path.exists(parent) and not os.path.isdir(parent):
+        raise ValueError(f"{_shown(parent)} is a file, so {_shown(text)} cannot be made under it")
+    return text
+
+
+def _required_file_path(value: Any) -> str:
+    """A file's path that cannot be empty (SQLite took '' for a private temporary database)."""
+    text = _file_path(value)
+    if not text.strip():
+        raise ValueError("is empty: name the file")
+    return text
+
+
+def _dir_path(value: Any) -> str:
+    """A directory's path, or empty (the feature off)."""
+    import os
+
+    text = _path_text(value)
+    if text and os.path.exists(text) and not os.path.isdir(text):
+        raise ValueError(f"{_shown(text)} is a file, not a directory")
+    return text

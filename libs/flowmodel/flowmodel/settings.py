@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .configtypes import (_batch_flows, _bool, _datagram_size, _duration, _endpoint, _exporters, _float,
-                          _fraction, _host, _int, _level, _listen, _log_format, _networks, _notify_rules,
-                          _notify_targets, _port, _port_or_off, _pos_duration, _positive_int, _prefix_v4, _prefix_v6,
-                          _receive_group, _report_offset, _report_send_at, _snmp_targets, _str, _str_list,
-                          _warm_ranges, parse_size, ranged)
+from .configtypes import (_batch_flows, _bool, _datagram_size, _dir_path, _duration, _endpoint, _exporters,
+                          _file_path, _float, _fraction, _host, _int, _level, _listen, _log_format, _networks,
+                          _notify_rules, _notify_targets, _port, _port_or_off, _pos_duration, _positive_int, _prefix_v4,
+                          _prefix_v6, _receive_group, _report_offset, _report_send_at, _required_file_path,
+                          _snmp_targets, _str, _str_list, _warm_ranges, parse_size, ranged)
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,10 @@ SETTINGS: dict[str, Setting] = {
     "query.retries": Setting(ranged(_int, 0, 100), 2, "retries after a timeout (Lazy Pirate) before the store counts as unreachable"),
     "query.max_reply_bytes": Setting(ranged(parse_size, 1 << 20, 1 << 30, " bytes"), 64 << 20, "largest reply the store sends (a bigger one becomes an error reply asking for a narrower query) and a client reads"),
 
-    "security.server_key": Setting(_str, "", "the store's secret key file (NAME.key_secret from `flowlens keys generate`); set, the bus, events and query sockets speak CURVE; empty, they bind to loopback only"),
-    "security.authorized_keys": Setting(_str, "", "directory of the client public keys (NAME.key) the store admits; re-read when it changes, no restart needed"),
-    "security.client_key": Setting(_str, "", "this client's secret key file (collector, analyzer, web, flowlens up, flowlens query); with security.store_public_key"),
-    "security.store_public_key": Setting(_str, "", "the store's public key file (its NAME.key), which clients check the store against"),
+    "security.server_key": Setting(_file_path, "", "the store's secret key file (NAME.key_secret from `flowlens keys generate`); set, the bus, events and query sockets speak CURVE; empty, they bind to loopback only"),
+    "security.authorized_keys": Setting(_dir_path, "", "directory of the client public keys (NAME.key) the store admits; re-read when it changes, no restart needed"),
+    "security.client_key": Setting(_file_path, "", "this client's secret key file (collector, analyzer, web, flowlens up, flowlens query); with security.store_public_key"),
+    "security.store_public_key": Setting(_file_path, "", "the store's public key file (its NAME.key), which clients check the store against"),
     "security.allow_insecure_bind": Setting(_bool, False, "let the store bind its bus, events and query sockets beyond loopback without CURVE: only on a network nobody else reaches"),
 
     "collector.bind_address": Setting(_host, "0.0.0.0", "address the UDP listeners bind to (:: for IPv6 and IPv4)"),
@@ -60,14 +60,14 @@ SETTINGS: dict[str, Setting] = {
     "collector.instance_id": Setting(_str, "", "source id on the bus, the same across restarts so a restarted collector replaces its old rows and series; empty = collector@host/port (the netflow port)"),
     "collector.stats_interval": Setting(ranged(_pos_duration, 0.05, 3600, " s"), 5.0, "how often exporter health events are published"),
     "collector.max_exporters": Setting(ranged(_int, 1, 1_000_000), 1000, "(exporter, observation domain) pairs the collector keeps counters for; beyond it their datagrams are still decoded, but counted in one overflow row (exporter other) that says how many pairs and addresses were folded into it; when full, a row silent for collector.template_lifetime makes room"),
-    "collector.template_path": Setting(_str, "data/templates.json", "file where v9/IPFIX templates persist across restarts; empty disables"),
+    "collector.template_path": Setting(_file_path, "data/templates.json", "file where v9/IPFIX templates persist across restarts; empty disables"),
     "collector.max_templates_per_exporter": Setting(ranged(_int, 1, 65536), 1024, "templates kept per exporter; at the cap the exporter's least recently refreshed transport session is evicted (counted)"),
     "collector.template_fields_total_max": Setting(ranged(_int, 1, 100_000_000), 65536, "template fields kept for all exporters together (about 200 bytes each); at the cap the least recently refreshed session is evicted (counted)"),
     "collector.template_lifetime": Setting(_pos_duration, 5400.0, "templates of a transport session not refreshed for this long expire (RFC 7011 8.4: 3 x a 30 min refresh)"),
     "collector.pending_max_bytes": Setting(ranged(parse_size, 1024, 1 << 40, " bytes"), 2 << 20, "data sets per exporter held while waiting for their template, each charged its length + 128 bytes"),
     "collector.pending_total_max_bytes": Setting(ranged(parse_size, 1024, 1 << 40, " bytes"), 4 << 20, "the same for all exporters together; when full the oldest held queue is dropped (counted)"),
     "collector.pending_max_age": Setting(_pos_duration, 1800.0, "how long data waits for its template before it is counted as expired"),
-    "collector.spool_path": Setting(_str, "data/spool", "directory where flow batches the store has not confirmed wait on disk once collector.unacked_max_bytes is full, and across a restart; empty keeps them in memory only"),
+    "collector.spool_path": Setting(_dir_path, "data/spool", "directory where flow batches the store has not confirmed wait on disk once collector.unacked_max_bytes is full, and across a restart; empty keeps them in memory only"),
     "collector.unacked_max_bytes": Setting(ranged(parse_size, 1 << 20, 1 << 40, " bytes"), 32 << 20, "published flow batches the store has not yet confirmed, held in memory (about 30 bytes a flow); older ones go to the spool"),
     "collector.spool_max_bytes": Setting(ranged(parse_size, 1 << 20, 1 << 50, " bytes"), 512 << 20, "disk the spool may use: about 90 s of 100,000 flows/s (6,000,000 flows x ~30 bytes, x 2 for spread-out addresses); past it the oldest spooled flows are dropped and counted as lost"),
     "collector.resend_timeout": Setting(ranged(_pos_duration, 0.1, 3600, " s"), 3.0, "when the store has confirmed nothing for this long, the collector sends what it holds again, from the oldest batch"),
@@ -76,7 +76,7 @@ SETTINGS: dict[str, Setting] = {
     "storage.ring_capacity": Setting(ranged(_int, 1, 100_000_000), 600_000, "flows the in-memory ring holds (about 26 bytes each: all but the newest 32,768 in lz4-compressed blocks); the oldest are overwritten"),
     "storage.ring_decoded_cache": Setting(ranged(parse_size, 0, 1 << 30, " bytes"), 4 << 20, "whole columns decoded from the ring's compressed blocks (time, addresses: what a filter reads), kept for the next query, the least recently used dropped first; about 1.3 MB per block for a host's flow page (0: none)"),
     "storage.ring_overview_cache": Setting(ranged(parse_size, 0, 1 << 30, " bytes"), 12 << 20, "the dashboard overview's sums per source, destination and protocol of each of the ring's sealed blocks, kept until the block is evicted so the next overview merges them instead of grouping the rows again (40 % of its CPU on a full ring); a block whose sums do not fit is grouped from its rows each time; about 0.7 MB per block of one IPv4 destination per flow (0: none)"),
-    "storage.sqlite_path": Setting(_str, "data/flowlens.db", "SQLite file of the warm tier (WAL mode); the seed's ./flowlens.db works as well: data/ keeps the file, its -wal and -shm companions and templates.json in one directory, the one compose mounts as a volume"),
+    "storage.sqlite_path": Setting(_required_file_path, "data/flowlens.db", "SQLite file of the warm tier (WAL mode); the seed's ./flowlens.db works as well: data/ keeps the file, its -wal and -shm companions and templates.json in one directory, the one compose mounts as a volume"),
     "storage.sqlite_retention": Setting(_pos_duration, 3 * 86400.0, "how long raw flows stay in SQLite"),
     "storage.partition_interval": Setting(ranged(_pos_duration, 60, 7 * 86400, " s"), 3600.0, "time span of one flow table; pruning drops whole tables"),
     "storage.max_partitions": Setting(ranged(_int, 1, 10_000_000), 200, "flow tables at most before flows dated outside [now - retention, now + 1 day] are dropped (counted per exporter): a broken exporter clock cannot grow the schema without end"),
@@ -142,13 +142,13 @@ SETTINGS: dict[str, Setting] = {
     "web.page_size": Setting(ranged(_int, 1, 10_000), 50, "flows per page in the flow explorer"),
     "web.csv_max_rows": Setting(ranged(_int, 1, 10_000_000), 100_000, "rows a CSV download of a whole flow list holds at most; a longer list is cut there and the file's last line says so (its name gives the limit too)"),
     "web.refresh": Setting(ranged(_int, 0, 86400, " s"), 30, "dashboard auto-refresh in seconds (meta refresh); 0 disables"),
-    "web.users_file": Setting(_str, "", "accounts file (name:role:scrypt hash, written by `flowlens users add`); empty = no accounts, every page open (the web warns when it listens beyond loopback so)"),
+    "web.users_file": Setting(_file_path, "", "accounts file (name:role:scrypt hash, written by `flowlens users add`); empty = no accounts, every page open (the web warns when it listens beyond loopback so)"),
     "web.session_lifetime": Setting(ranged(_pos_duration, 60, 366 * 86400, " s"), 12 * 3600.0, "how long a login lasts; a new password or a removed account ends its sessions at once"),
-    "web.session_secret_file": Setting(_str, "", "file holding the key that signs session cookies (any bytes, at least 32); empty = a random key per start, so a restart logs everyone out"),
+    "web.session_secret_file": Setting(_file_path, "", "file holding the key that signs session cookies (any bytes, at least 32); empty = a random key per start, so a restart logs everyone out"),
     "web.login_max_failures": Setting(ranged(_int, 1, 1000), 5, "failed logins from one client address in 5 minutes before its next tries get 429 until that window passes"),
     "web.metrics_token": Setting(_str, "", "bearer token /metrics requires (Authorization: Bearer ...); empty = /metrics open"),
-    "web.tls_cert": Setting(_str, "", "PEM certificate (chain) to serve HTTPS directly; with web.tls_key; empty = plain HTTP (or TLS at a reverse proxy)"),
-    "web.tls_key": Setting(_str, "", "PEM private key of web.tls_cert"),
+    "web.tls_cert": Setting(_file_path, "", "PEM certificate (chain) to serve HTTPS directly; with web.tls_key; empty = plain HTTP (or TLS at a reverse proxy)"),
+    "web.tls_key": Setting(_file_path, "", "PEM private key of web.tls_cert"),
     "web.heavy_queries_per_client": Setting(ranged(_int, 1, 1000), 2, "history queries (flow explorer, about) one client address runs or waits for at once; more get 429 with Retry-After"),
     "web.max_connections": Setting(ranged(_int, 16, 1_000_000), 1000, "open HTTP connections at most (capped below the open-file limit); past it the oldest connection still sending its request is closed to make room"),
     "web.header_timeout": Setting(ranged(_pos_duration, 0.1, 3600, " s"), 10.0, "a connection that has not sent a whole request head this long after it opened (or after its last answer) is closed"),
@@ -174,13 +174,13 @@ SETTINGS: dict[str, Setting] = {
     "names.max_rows": Setting(ranged(_int, 1, 10_000_000), 100_000, "interface rows the store keeps over all exporters and sources (about 200 bytes each, in memory and in SQLite); past it the least recently learnt are dropped"),
     "names.republish_interval": Setting(ranged(_pos_duration, 1, 86400, " s"), 300.0, "a collector publishes the interface names it learnt from options data when they change and again this often (a store that missed them catches up)"),
 
-    "enrichment.geoip_asn": Setting(_str, "", "MaxMind-format database (.mmdb: GeoLite2-ASN, GeoIP2-ISP) the collector fills src_as/dst_as from where the exporter left them 0; empty = off; a missing or unreadable file stops the collector"),
-    "enrichment.geoip_country": Setting(_str, "", "MaxMind-format database (.mmdb: GeoLite2/GeoIP2 Country or City) the collector fills src_country/dst_country from; private, CGNAT, loopback, link-local, documentation, multicast and reserved addresses get that label instead; empty = off"),
+    "enrichment.geoip_asn": Setting(_file_path, "", "MaxMind-format database (.mmdb: GeoLite2-ASN, GeoIP2-ISP) the collector fills src_as/dst_as from where the exporter left them 0; empty = off; a missing or unreadable file stops the collector"),
+    "enrichment.geoip_country": Setting(_file_path, "", "MaxMind-format database (.mmdb: GeoLite2/GeoIP2 Country or City) the collector fills src_country/dst_country from; private, CGNAT, loopback, link-local, documentation, multicast and reserved addresses get that label instead; empty = off"),
     "enrichment.max_ranges": Setting(ranged(_int, 1000, 50_000_000), 2_000_000, "address ranges the collector reads from one database at most (6-12 bytes each in memory: GeoLite2-ASN needs about 1 M, Country less); a larger database stops the collector with a message naming this key"),
 
     "notify.targets": Setting(_notify_targets, [], "where notifications go: a list of maps with a unique name and a type: webhook (url, format json or text, headers), email (host, port, starttls, ssl, username, password, from, to) or syslog (host, port, protocol udp or tcp, facility, app_name); empty = no notifier (flowlens up starts it when one is set)"),
     "notify.rules": Setting(_notify_rules, [], "which advisories go to which targets: a list of maps with targets (names) and matches that must all hold: severity (one: it or more severe; or a list), analyzer, subject (patterns like 10.0.5.*), network (CIDR the subject lies in); an advisory goes to the targets of every rule it matches; empty = every advisory to every target"),
-    "notify.state_path": Setting(_str, "data/notifier.json", "file where the notifier keeps its place in the store's advisories and the notifications not yet delivered, so a restart loses and repeats none"),
+    "notify.state_path": Setting(_required_file_path, "data/notifier.json", "file where the notifier keeps its place in the store's advisories and the notifications not yet delivered, so a restart loses and repeats none"),
     "notify.poll_interval": Setting(ranged(_pos_duration, 0.05, 60, " s"), 1.0, "how often the notifier asks the store for advisories received since its last look"),
     "notify.group_wait": Setting(ranged(_duration, 0, 3600, " s"), 2.0, "how long a first notification waits for related ones, so a burst goes out as one message"),
     "notify.group_interval": Setting(ranged(_pos_duration, 0.1, 86400, " s"), 60.0, "one message per target per this interval at most: notifications arriving sooner wait and go together in the next one"),

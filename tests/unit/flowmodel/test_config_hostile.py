@@ -85,3 +85,45 @@ def test_counts_that_size_threads_queues_and_tables_have_a_ceiling(key, too_many
     # queue or table bound of 10**30 no bound, 10081 minutes past the most history kept (7 days)
     message = refusal(key, too_many)
     assert key in message and "must be between 1 and" in message
+
+
+FILE_KEYS = ["security.server_key", "security.client_key", "security.store_public_key", "collector.template_path",
+             "storage.sqlite_path", "web.users_file", "web.session_secret_file", "web.tls_cert", "web.tls_key",
+             "enrichment.geoip_asn", "enrichment.geoip_country", "notify.state_path"]
+
+
+@pytest.mark.parametrize("key", FILE_KEYS)
+def test_a_directory_where_a_file_goes_is_refused_naming_the_key(key, tmp_path):
+    # was accepted: the store stopped with "unable to open database file" and no key, the web with
+    # "DIR: Is a directory", the collector ran on and could not save its templates
+    message = refusal(key, str(tmp_path))
+    assert key in message and "is a directory" in message
+
+
+@pytest.mark.parametrize("key", FILE_KEYS)
+def test_a_file_under_a_file_is_refused_naming_the_key(key, tmp_path):
+    (tmp_path / "f").write_text("x")
+    for under in (tmp_path / "f" / "x", tmp_path / "f" / "sub" / "x"):
+        message = refusal(key, str(under))
+        assert key in message and "is a file" in message
+
+
+@pytest.mark.parametrize("key", ["security.authorized_keys", "collector.spool_path"])
+def test_a_file_where_a_directory_goes_is_refused_naming_the_key(key, tmp_path):
+    # collector.spool_path was "cannot bind UDP listeners: [Errno 17] File exists" at start
+    (tmp_path / "f").write_text("x")
+    message = refusal(key, str(tmp_path / "f"))
+    assert key in message and "not a directory" in message
+
+
+@pytest.mark.parametrize("key", ["storage.sqlite_path", "notify.state_path"])
+def test_a_file_the_service_cannot_go_without_is_not_empty(key):
+    # storage.sqlite_path '' loaded and SQLite made each connection a private temporary database;
+    # notify.state_path '' stopped the notifier with "No such file or directory: '.tmp' -> ''"
+    message = refusal(key, "")
+    assert key in message and "empty" in message
+
+
+@pytest.mark.parametrize("key", FILE_KEYS + ["security.authorized_keys", "collector.spool_path"])
+def test_paths_not_there_yet_still_load(key, tmp_path):
+    assert load_config(None, env={}, overrides={key: str(tmp_path / "new" / "thing")})[key].endswith("thing")
