@@ -27,18 +27,26 @@ def exporter_text(value: Any) -> str:
     return str(ip)
 
 
+SPEED_MAX_BPS = 4_294_967_295 * 10**6  # the largest ifHighSpeed (Mbit/s): SNMP says no more, SQLite holds it
+
+
 def parse_speed(value: Any) -> int:
-    """'1G', '10g', '100M', '2.5G', '400Gbps' or a number of bits/s -> bits/s."""
+    """'1G', '10g', '100M', '2.5G', '400Gbps' or a number of bits/s -> bits/s, at most SPEED_MAX_BPS."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a speed like 1G, 100M or 10000000")
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"{value!r} is not a speed: it is negative")
-        return value
-    m = _SPEED_RE.match(str(value))
-    if not m:
-        raise ValueError(f"{value!r} is not a speed like 1G, 100M or 10000000")
-    return int(float(m.group(1)) * _SPEED_UNITS[m.group(2).lower()])
+        speed = value
+    else:
+        m = _SPEED_RE.match(str(value))
+        if not m:
+            raise ValueError(f"{str(value)[:40]!r} is not a speed like 1G, 100M or 10000000")
+        bps = float(m.group(1)) * _SPEED_UNITS[m.group(2).lower()]  # inf for 400 digits: refused below
+        speed = int(bps) if bps <= SPEED_MAX_BPS else SPEED_MAX_BPS + 1
+    if speed > SPEED_MAX_BPS:  # 10**400 loaded, then the store's INTEGER column overflowed at start
+        raise ValueError(f"{str(value)[:40]!r} is faster than any interface (at most {SPEED_MAX_BPS // 10**12} Tbit/s)")
+    return speed
 
 
 def _text(value: Any, where: str) -> str:

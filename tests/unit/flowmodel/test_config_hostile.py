@@ -127,3 +127,17 @@ def test_a_file_the_service_cannot_go_without_is_not_empty(key):
 @pytest.mark.parametrize("key", FILE_KEYS + ["security.authorized_keys", "collector.spool_path"])
 def test_paths_not_there_yet_still_load(key, tmp_path):
     assert load_config(None, env={}, overrides={key: str(tmp_path / "new" / "thing")})[key].endswith("thing")
+
+
+@pytest.mark.parametrize("speed", ["9" * 400 + "G", 10**400, 10**30, "4294968T"])
+def test_an_interface_speed_past_any_interface_is_refused_naming_the_entry(speed):
+    # "9"*400 + "G" was OverflowError (int of inf); 10**400 loaded and overflowed the store's
+    # INTEGER column at start
+    message = refusal("exporters", [{"address": "192.0.2.1", "interfaces": {1: {"speed": speed}}}])
+    assert "'exporters'" in message and "exporters[0].interfaces.1.speed" in message and "faster than" in message
+
+
+def test_the_fastest_interface_speed_still_loads():
+    cfg = load_config(None, env={}, overrides={"exporters": [{"address": "192.0.2.1",
+                                                             "interfaces": {1: {"speed": "4294967295M"}}}]})
+    assert cfg["exporters"][0]["interfaces"][1]["speed_bps"] == 4_294_967_295 * 10**6
