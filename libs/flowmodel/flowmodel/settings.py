@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .configtypes import (_batch_flows, _bool, _datagram_size, _dir_path, _duration, _endpoint, _exporters,
-                          _file_path, _float, _fraction, _host, _int, _level, _listen, _log_format, _networks,
-                          _notify_rules, _notify_targets, _port, _port_or_off, _pos_duration, _positive_int, _prefix_v4,
-                          _prefix_v6, _receive_group, _report_offset, _report_send_at, _required_file_path,
-                          _snmp_targets, _str, _str_list, _warm_ranges, parse_size, ranged)
+from .configplaces import (_dir_path, _emails, _endpoint, _file_path, _host, _listen, _public_url,
+                           _required_file_path)
+from .configtypes import (_batch_flows, _bool, _datagram_size, _duration, _exporters, _float, _fraction, _int,
+                          _level, _log_format, _networks, _notify_rules, _notify_targets, _port, _port_or_off,
+                          _pos_duration, _positive_int, _prefix_v4, _prefix_v6, _receive_group, _report_offset,
+                          _report_send_at, _snmp_targets, _str, _str_list, _warm_ranges, parse_size, ranged)
 
 
 @dataclass(frozen=True)
@@ -156,12 +157,12 @@ SETTINGS: dict[str, Setting] = {
     "web.keep_alive_timeout": Setting(ranged(_pos_duration, 0.1, 3600, " s"), 5.0, "an idle keep-alive connection is closed after this long"),
     "web.access_log": Setting(_bool, False, "one log line per request (method, path, status, ms, client), within web.log_lines_per_minute"),
     "web.log_lines_per_minute": Setting(ranged(_int, 1, 1_000_000), 60, "lines one kind of web log message writes per minute at most; the rest are counted and said in one line"),
-    "web.public_url": Setting(_str, "", "the address people open the web UI at (https://flowlens.example.net), for the links to an advisory's flows in notifications; empty = no links"),
+    "web.public_url": Setting(_public_url, "", "the address people open the web UI at (https://flowlens.example.net), for the links to an advisory's flows in notifications; empty = no links"),
 
     "report.utc_offset": Setting(_report_offset, "+00:00", "the daily report's day runs midnight to midnight at this offset from UTC (+01:00, -05:30; whole quarter hours; a fixed offset: summer time is not followed)"),
     "report.top_n": Setting(ranged(_int, 1, 50), 10, "rows in each of the daily report's top lists (sources, destinations, ports, protocols)"),
     "report.advisories_max": Setting(ranged(_int, 1, 10_000), 1000, "advisories the daily report reads for its day at most (the counts say when there were more)"),
-    "report.email_to": Setting(_str_list, [], "addresses the notifier emails the daily report to every morning (through report.target); empty = no email, the /report page only"),
+    "report.email_to": Setting(_emails, [], "addresses the notifier emails the daily report to every morning (through report.target); empty = no email, the /report page only"),
     "report.send_at": Setting(_report_send_at, "06:00", "when (HH:MM at report.utc_offset) the notifier emails the report of the day before; once per day, remembered in notify.state_path across restarts"),
     "report.target": Setting(_str, "", "the email target of notify.targets whose SMTP server (and from address) sends the daily report; empty = the first email target"),
 
