@@ -58,6 +58,16 @@ def _step(text: str) -> int | float:
     return int(value) if value.is_integer() else value
 
 
+def _endpoint(text: str) -> str:
+    """--endpoint, checked as query.endpoint is in a config (zmq's connect raised a traceback on 'garbage')."""
+    from .settings import SETTINGS
+
+    try:
+        return SETTINGS["query.endpoint"].parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowlens", description="FlowLens NetFlow/IPFIX collector and analyzer")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -89,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--until", help="same forms as --since")
     q.add_argument("--limit", type=_limit, help="rows wanted, at least 1 (flows: pages are followed; default 100)")
     q.add_argument("--format", choices=FORMATS, default="table")
-    q.add_argument("--endpoint", help="store query endpoint (default: query.endpoint of the config)")
+    q.add_argument("--endpoint", type=_endpoint, help="store query endpoint (default: query.endpoint of the config)")
     q.add_argument("--config", help="config file for the endpoint and timeouts")
     for name, summary in PASS_THROUGH_HELP.items():  # advisory ack KEY, silence add|list|remove: notecli
         r = sub.add_parser(name, help=summary, add_help=False)

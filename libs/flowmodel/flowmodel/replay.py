@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import socket
 import sys
 import time
@@ -159,8 +160,13 @@ def parse_target(text: str) -> tuple[str, int]:
     try:
         infos = socket.getaddrinfo(host, port_n, type=socket.SOCK_DGRAM)
     except socket.gaierror as e:
-        raise ValueError(f"--to: cannot resolve {host!r}: {e}") from None
+        raise ValueError(f"--to: cannot resolve {host[:60]!r}: {e}") from None
+    except UnicodeError:  # a label over 63 characters fails IDNA encoding before any lookup
+        raise ValueError(f"--to: {host[:60]!r}... is not a host name (a label is longer than 63 characters)") from None
     return infos[0][4][0], port_n
+
+
+MIN_SPEED = 0.001  # a second of the capture's gaps takes at most 1,000 s
 
 
 def parse_speed(text: str) -> float | None:
@@ -171,8 +177,10 @@ def parse_speed(text: str) -> float | None:
         speed = float(text)
     except ValueError:
         raise ValueError(f"--speed wants a number or 'max', got {text!r}") from None
-    if speed <= 0:
-        raise ValueError("--speed must be above zero")
+    if not math.isfinite(speed):
+        raise ValueError(f"--speed wants a finite number (or max), got {text!r}")
+    if speed < MIN_SPEED:  # slower and one gap's sleep overflows time_t (1e-300 did, with a traceback)
+        raise ValueError(f"--speed must be at least {MIN_SPEED:g}, got {text!r}")
     return speed
 
 

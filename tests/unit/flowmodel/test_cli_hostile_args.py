@@ -1,0 +1,38 @@
+"""Hostile command-line values the `flowlens` parsers must refuse in words naming the option (exit 2),
+never with a traceback: each case here once raised one (found by tests/integration/test_cli_hostile.py)."""
+from __future__ import annotations
+
+import pytest
+
+from flowmodel import cli
+from flowmodel.replay import parse_speed, parse_target
+
+
+@pytest.mark.parametrize("text", ["1e-300", "0.0000001", "nan", "inf", "-inf", "1e309"])
+def test_replay_speed_refuses_what_would_overflow_a_sleep_or_mean_nothing(text):
+    with pytest.raises(ValueError, match="--speed"):
+        parse_speed(text)
+
+
+def test_replay_speed_keeps_its_ordinary_values():
+    assert parse_speed("max") is None
+    assert parse_speed("0.001") == 0.001 and parse_speed("10") == 10
+
+
+def test_replay_target_with_a_label_too_long_for_idna_names_to():
+    with pytest.raises(ValueError, match="^--to: .*not a host name"):
+        parse_target("x" * 5000 + ":2055")
+
+
+@pytest.mark.parametrize("endpoint", ["garbage", "tcp://", "udp://127.0.0.1:5", "tcp://127.0.0.1:99999", "", "x" * 5000])
+def test_query_endpoint_is_checked_as_the_config_checks_query_endpoint(endpoint, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args(["query", "status", "--endpoint", endpoint])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --endpoint:" in err and "Traceback" not in err
+
+
+def test_query_endpoint_keeps_good_ones():
+    for endpoint in ("tcp://127.0.0.1:5555", "tcp://[::1]:5555", "ipc:///run/flowlens/query.sock"):
+        assert cli.build_parser().parse_args(["query", "status", "--endpoint", endpoint]).endpoint == endpoint
