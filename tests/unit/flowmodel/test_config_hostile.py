@@ -141,3 +141,28 @@ def test_the_fastest_interface_speed_still_loads():
     cfg = load_config(None, env={}, overrides={"exporters": [{"address": "192.0.2.1",
                                                              "interfaces": {1: {"speed": "4294967295M"}}}]})
     assert cfg["exporters"][0]["interfaces"][1]["speed_bps"] == 4_294_967_295 * 10**6
+
+
+@pytest.mark.parametrize("value", ["javascript:alert(1)", "not a url", "flowlens.example.net", "ftp://x", "https://",
+                                   "https://a b", 5])
+def test_a_public_url_that_is_no_web_address_is_refused(value):
+    # was accepted and put at the start of every notification's link
+    message = refusal("web.public_url", value)
+    assert "web.public_url" in message and "http://" in message
+
+
+@pytest.mark.parametrize("value", ["", "https://flowlens.example.net", "http://10.0.0.5:8080/flowlens/"])
+def test_good_public_urls_load(value):
+    assert load_config(None, env={}, overrides={"web.public_url": value})["web.public_url"] == value
+
+
+@pytest.mark.parametrize("value", ["not an address", ["noc@example.net", "boss"], "a@b@c", [None]])
+def test_a_report_recipient_that_is_no_email_address_is_refused(value):
+    # 'not an address' loaded; the SMTP server refused it each morning
+    message = refusal("report.email_to", value)
+    assert "report.email_to" in message and ("email address" in message or "list of strings" in message)
+
+
+def test_report_recipients_load_from_a_list_or_the_environment():
+    assert load_config(None, env={"FLOWLENS_REPORT__EMAIL_TO": "noc@example.net, boss@example.net"})[
+        "report.email_to"] == ["noc@example.net", "boss@example.net"]
