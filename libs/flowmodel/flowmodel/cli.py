@@ -31,6 +31,7 @@ FILTER_HELP = {"src": "source address or CIDR", "dst": "destination address or C
                "step": "series: seconds per point; explore: seconds per step (default: about 300 steps)",
                "order": "flows: time (newest first, default), bytes or packets (largest first)"}
 EXIT_QUERY_ERROR, EXIT_UNREACHABLE = 2, 3
+MAX_STEP_S = 10 ** 9  # about 31 years: more than any op takes
 # commands whose own parser lives in their module: what `flowlens --help` says of each
 PASS_THROUGH_HELP = {"replay": "send the NetFlow/IPFIX/sFlow datagrams of a pcap or pcapng capture to a collector",
                      "analyze": "run the analyzers over a stored time range and print what they find",
@@ -55,6 +56,8 @@ def _step(text: str) -> int | float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"wants seconds, got {text!r}") from None
+    if not 0 <= value <= MAX_STEP_S:  # NaN fails too; 1e30 became an int msgpack could not pack (a traceback)
+        raise argparse.ArgumentTypeError(f"wants seconds from 0 to {MAX_STEP_S:,}, got {text[:40]!r}")
     return int(value) if value.is_integer() else value
 
 

@@ -36,3 +36,16 @@ def test_query_endpoint_is_checked_as_the_config_checks_query_endpoint(endpoint,
 def test_query_endpoint_keeps_good_ones():
     for endpoint in ("tcp://127.0.0.1:5555", "tcp://[::1]:5555", "ipc:///run/flowlens/query.sock"):
         assert cli.build_parser().parse_args(["query", "status", "--endpoint", endpoint]).endpoint == endpoint
+
+
+@pytest.mark.parametrize("step", [str(10 ** 30), "1e309", "nan", "-inf", "-1"])
+def test_query_step_refuses_what_msgpack_cannot_carry_or_no_op_takes(step, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args(["query", "series", "--step", step])
+    assert e.value.code == 2 and "argument --step:" in capsys.readouterr().err
+
+
+def test_query_step_keeps_whole_and_fractional_seconds():
+    assert cli.build_parser().parse_args(["query", "series", "--step", "300"]).step == 300
+    assert cli.build_parser().parse_args(["query", "series", "--step", "0"]).step == 0
+    assert cli.build_parser().parse_args(["query", "series", "--step", "0.5"]).step == 0.5
