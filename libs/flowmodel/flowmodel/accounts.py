@@ -133,6 +133,8 @@ def load(path: str | Path) -> dict[str, Account]:
         return parse(p.read_text(encoding="utf-8"), str(p))
     except OSError as e:
         raise AccountsError(f"{p}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:  # a binary file named by mistake
+        raise AccountsError(f"{p}: not an accounts file (not UTF-8 text at byte {e.start})") from None
 
 
 def render(accounts: dict[str, Account]) -> str:

@@ -144,6 +144,9 @@ class Supervisor:
         setup_logging("flowlens", cfg["log.level"], cfg["log.format"])
         wanted = [s.strip() for s in args.services.split(",") if s.strip()]
         unknown = set(wanted) - set(START_ORDER)
+        if not wanted:  # an empty list reached max() of no children: a ValueError traceback
+            print(f"flowlens up: --services names no service (choose from {', '.join(START_ORDER)})", file=sys.stderr)
+            raise SystemExit(2)
         if unknown:
             print(f"flowlens up: unknown service(s) {', '.join(sorted(unknown))}", file=sys.stderr)
             raise SystemExit(2)

@@ -49,3 +49,26 @@ def test_query_step_keeps_whole_and_fractional_seconds():
     assert cli.build_parser().parse_args(["query", "series", "--step", "300"]).step == 300
     assert cli.build_parser().parse_args(["query", "series", "--step", "0"]).step == 0
     assert cli.build_parser().parse_args(["query", "series", "--step", "0.5"]).step == 0.5
+
+
+@pytest.mark.parametrize("services", ["", ",", " , "])
+def test_up_with_no_service_named_exits_2_in_words(tmp_path, services, capsys):
+    import argparse
+
+    from flowmodel.supervisor import Supervisor
+
+    config = tmp_path / "plain.yaml"
+    config.write_text("log: {level: warning}\n")
+    args = argparse.Namespace(config=str(config), collector_config=[], services=services, stop_timeout=5.0,
+                              max_backoff=1.0, stable_after=1.0)
+    with pytest.raises(SystemExit) as e:
+        Supervisor.from_args(args)
+    assert e.value.code == 2 and "--services names no service" in capsys.readouterr().err
+
+
+def test_users_file_that_is_not_text_is_refused_in_words(tmp_path, capsys):
+    binary = tmp_path / "capture.pcap"
+    binary.write_bytes(b"\xd4\xc3\xb2\xa1\x02\x00\x04\x00" + bytes(range(256)))
+    args = cli.build_parser().parse_args(["users", "list", "--file", str(binary)])
+    assert cli.run_users(args) == 2
+    assert "not an accounts file" in capsys.readouterr().err
