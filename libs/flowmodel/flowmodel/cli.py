@@ -31,6 +31,7 @@ FILTER_HELP = {"src": "source address or CIDR", "dst": "destination address or C
                "step": "series: seconds per point; explore: seconds per step (default: about 300 steps)",
                "order": "flows: time (newest first, default), bytes or packets (largest first)"}
 EXIT_QUERY_ERROR, EXIT_UNREACHABLE = 2, 3
+MAX_LIMIT = 10 ** 12  # more rows than any store holds; a bigger number would not fit the protocol's integers
 MAX_STEP_S = 10 ** 9  # about 31 years: more than any op takes
 # commands whose own parser lives in their module: what `flowlens --help` says of each
 PASS_THROUGH_HELP = {"replay": "send the NetFlow/IPFIX/sFlow datagrams of a pcap or pcapng capture to a collector",
@@ -45,8 +46,8 @@ def _limit(text: str) -> int:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"wants a whole number of rows, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"wants at least 1 row, got {n}")
+    if not 1 <= n <= MAX_LIMIT:  # 10**30 rows reached msgpack as an int it could not pack (a traceback)
+        raise argparse.ArgumentTypeError(f"wants 1 to {MAX_LIMIT:,} rows, got {text[:40]}")
     return n
 
 

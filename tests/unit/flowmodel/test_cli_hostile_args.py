@@ -72,3 +72,15 @@ def test_users_file_that_is_not_text_is_refused_in_words(tmp_path, capsys):
     args = cli.build_parser().parse_args(["users", "list", "--file", str(binary)])
     assert cli.run_users(args) == 2
     assert "not an accounts file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("limit", [str(10 ** 30), str(10 ** 12 + 1), "0", "-1"])
+def test_query_limit_refuses_what_no_store_holds_or_msgpack_cannot_carry(limit, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args(["query", "flows", "--limit", limit])
+    assert e.value.code == 2 and "argument --limit: wants 1 to" in capsys.readouterr().err
+
+
+def test_query_limit_keeps_its_range():
+    assert cli.build_parser().parse_args(["query", "flows", "--limit", str(10 ** 12)]).limit == 10 ** 12
+    assert cli.build_parser().parse_args(["query", "flows", "--limit", "1"]).limit == 1
