@@ -166,3 +166,11 @@ def test_a_report_recipient_that_is_no_email_address_is_refused(value):
 def test_report_recipients_load_from_a_list_or_the_environment():
     assert load_config(None, env={"FLOWLENS_REPORT__EMAIL_TO": "noc@example.net, boss@example.net"})[
         "report.email_to"] == ["noc@example.net", "boss@example.net"]
+
+
+@pytest.mark.parametrize("key", ["analysis.anomaly_min_bytes", "analysis.dns_response_bytes"])
+@pytest.mark.parametrize("value", [10**400, 10**16])
+def test_byte_thresholds_past_a_petabyte_are_refused(key, value):
+    # 10**400 loaded, then every DNS and anomaly window raised OverflowError (int / float)
+    message = refusal(key, value)
+    assert key in message and "must be between" in message
