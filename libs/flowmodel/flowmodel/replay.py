@@ -363,9 +363,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = replay(args.capture, target, speed, progress=not args.no_progress)
-    except (OSError, PcapError) as e:
+    except OSError as e:  # the capture named is missing, a directory, unreadable: refused, as a bad --to is
+        print(f"flowlens replay: {args.capture}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except PcapError as e:
         print(f"flowlens replay: {e}", file=sys.stderr)
-        return 1
+        return 2
     print_summary(result)
     if result.sent == 0 and result.errors == 0:
         print(f"flowlens replay: {args.capture} holds no NetFlow v5/v9 or IPFIX datagrams", file=sys.stderr)

@@ -154,8 +154,12 @@ def test_main_rejects_bad_arguments(capsys, tmp_path):
     assert main([str(V5), "--to", "127.0.0.1:9", "--speed", "0"]) == 2
     junk = tmp_path / "junk.pcap"
     junk.write_bytes(b"not a capture at all")
-    assert main([str(junk), "--to", "127.0.0.1:9"]) == 1
+    assert main([str(junk), "--to", "127.0.0.1:9"]) == 2
     assert "not a pcap" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing.pcap"), "--to", "127.0.0.1:9"]) == 2
+    assert "missing.pcap: No such file or directory" in capsys.readouterr().err
+    assert main([str(tmp_path), "--to", "127.0.0.1:9"]) == 2
+    assert "Is a directory" in capsys.readouterr().err
 
 
 def test_progress_bar_text():
