@@ -91,18 +91,11 @@ def _emails(value: Any) -> list[str]:
 # file goes, a file where a directory goes): a path not there yet is fine, the services create it,
 # and `flowlens config check` may run on another machine.
 
-def _path_text(value: Any) -> str:
-    text = _str(value)
-    if "\x00" in text:
-        raise ValueError(f"{_shown(value)} holds a NUL character, which no path can")
-    return text
-
-
 def _file_path(value: Any) -> str:
     """A file's path, or empty (the feature off)."""
     import os
 
-    text = _path_text(value)
+    text = _str(value)
     if text and os.path.isdir(text):
         raise ValueError(f"{_shown(text)} is a directory; name a file (in it, or elsewhere)")
     parent = os.path.dirname(text)
@@ -125,7 +118,7 @@ def _dir_path(value: Any) -> str:
     """A directory's path, or empty (the feature off)."""
     import os
 
-    text = _path_text(value)
+    text = _str(value)
     if text and os.path.exists(text) and not os.path.isdir(text):
         raise ValueError(f"{_shown(text)} is a file, not a directory")
     return text

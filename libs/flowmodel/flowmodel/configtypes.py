@@ -100,10 +100,19 @@ def _float(value: Any) -> float:
     return v
 
 
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _str(value: Any) -> str:
+    """Text on one line: a NUL or other control character (tab aside) cannot be shown on an XHTML
+    page, sent in an HTTP header or named in a path."""
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise ValueError(f"expected a string, got {value!r}")
-    return str(value)
+        raise ValueError(f"expected a string, got {_shown(value)}")
+    text = str(value)
+    bad = _CONTROL_RE.search(text)
+    if bad:
+        raise ValueError(f"{_shown(value)} holds the control character {bad.group()!r}")
+    return text
 
 
 def _bool(value: Any) -> bool:

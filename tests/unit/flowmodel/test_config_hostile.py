@@ -174,3 +174,12 @@ def test_byte_thresholds_past_a_petabyte_are_refused(key, value):
     # 10**400 loaded, then every DNS and anomaly window raised OverflowError (int / float)
     message = refusal(key, value)
     assert key in message and "must be between" in message
+
+
+@pytest.mark.parametrize("key", ["collector.instance_id", "analysis.instance_id", "web.metrics_token", "report.target",
+                                 "storage.sqlite_path", "query.endpoint"])
+@pytest.mark.parametrize("value", ["a\x00b", "line\nbreak", "\x1b[31m"])
+def test_a_control_character_in_text_is_refused(key, value):
+    # a NUL in an instance id loaded: no XHTML page can show it, no HTTP header carry a token with it
+    message = refusal(key, value)
+    assert key in message and "control character" in message
