@@ -176,6 +176,84 @@ def test_byte_thresholds_past_a_petabyte_are_refused(key, value):
     assert key in message and "must be between" in message
 
 
+# ---------------------------------------------------------------- the sweep: every key, hostile values
+# Each value either loads (a string key may take 'abc') or is a ConfigError naming the key; nothing
+# else may come out of load_config. The values every key must refuse are checked to be refused.
+
+HOSTILE = [["a"], {"a": 1}, "abc", True, False, 0, -1, "", None, float("inf"), float("nan"), 10**30, 10**400, "9" * 400,
+           "1e309", "5 parsecs", "-1s", "1e999s", "10 MiBs", 65536, "0", "-5", "nan", "tcp://", "tcp://127.0.0.1",
+           "999.1.1.1", "10.0.0.0/33", "10.0.0.1/8", "1.5", "  ", "\x00", [None], [{"a": [1]}]]
+REFUSED_BY_EVERY_KEY = [{"a": 1}, [{"a": [1]}], "\x00"]
+LIST_KEYS = {"exporters", "notify.targets", "notify.rules", "snmp.targets", "report.email_to",
+             "storage.query_warm_ranges", "analysis.internal_networks", "analysis.dns_ports"}
+
+
+def _outcome(**load):
+    try:
+        load_config(None, **load)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("key", sorted(SETTINGS))
+def test_every_key_refuses_hostile_values_by_name_or_loads_them(key):
+    for value in HOSTILE:
+        message = _outcome(env={}, overrides={key: value})  # any other exception fails the test here
+        if message is not None:
+            assert key in message, (value, message)
+        elif value in REFUSED_BY_EVERY_KEY or (key not in LIST_KEYS and isinstance(value, list)):
+            pytest.fail(f"{key} loaded {value!r}")
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and "." in key:
+            section, name = key.split(".", 1)
+            variable = f"FLOWLENS_{section.upper()}__{name.upper()}"
+            message = _outcome(env={variable: str(value)})
+            assert message is None or (variable in message and key in message), (value, message)
+
+
+@pytest.mark.parametrize("key", sorted(SETTINGS))
+def test_a_file_with_a_bad_value_names_the_key_and_the_file(key, tmp_path):
+    import yaml
+
+    section, _, name = key.partition(".")
+    doc = {section: [{"a": [1]}]} if not name else {section: {name: {"a": 1}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as e:
+        load_config(path, env={})
+    assert str(path) in str(e.value) and repr(key) in str(e.value)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("storage:\n  sqlite_pth: x\n", "'storage.sqlite_pth': unknown key; did you mean 'storage.sqlite_path'?"),
+    ("storag:\n  sqlite_path: x\n", "unknown section 'storag'; did you mean 'storage'?"),
+    ("analyzer:\n  window: 60s\n", "unknown section 'analyzer'; did you mean 'analysis'?"),
+    ("web:\n  1: 2\n", "'web.1': unknown key"),
+    ("web: 5\n", "section 'web' must be a mapping of keys"),
+    ("web:\n  listen: a:1\n  listen: b:2\n", "'web.listen' appears twice"),
+    ("exporters:\n  - address: 192.0.2.1\n    nmae: edge\n", "exporters[0]: unknown key 'nmae'"),
+    ("exporters:\n  - address: 192.0.2.1\n  - address: 192.0.2.1\n", "exporters[1].address: 192.0.2.1 is given twice"),
+    ("exporters:\n  - address: 999.1.1.1\n", "exporters[0].address: '999.1.1.1' is not an IP address"),
+    ("exporters:\n  - 5\n", "exporters[0]: expected a map"),
+    ("web:\n  listen: !!python/object:os.system x\n", "not valid YAML"),
+])
+def test_unknown_names_and_bad_structure_are_refused_in_words(tmp_path, text, words):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path, env={})
+    assert words in str(e.value)
+
+
+@pytest.mark.parametrize("variable, words", [
+    ("FLOWLENS_WEB__LISTN", "unknown key; did you mean 'web.listen'?"),
+    ("FLOWLENS_WEB", "use FLOWLENS_<SECTION>__<KEY>"),
+    ("FLOWLENS_NOPE__X", "FLOWLENS_NOPE__X (key 'nope.x'): unknown key"),
+])
+def test_unknown_environment_variables_are_refused_in_words(variable, words):
+    assert words in _outcome(env={variable: "1"})
+
+
 @pytest.mark.parametrize("key", ["collector.instance_id", "analysis.instance_id", "web.metrics_token", "report.target",
                                  "storage.sqlite_path", "query.endpoint"])
 @pytest.mark.parametrize("value", ["a\x00b", "line\nbreak", "\x1b[31m"])
