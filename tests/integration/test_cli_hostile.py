@@ -90,7 +90,9 @@ def cases(cfg: str, unreachable: str, tmp: Path, ipfix_port: int) -> list[tuple[
         (["replay", str(CAPTURE), *to, "--speed", "nan"], 2, "--speed", ""),
         # advisory, silence
         (["advisory", "ack", LONG, *C], 2, "", ""),
-        (["silence", "add", "--analyzer", "scan", "--for", "-5m", *C], 2, "for", ""),
+        (["silence", "add", "--analyzer", "scan", "--for", "-5m", *C], 2, "--for", ""),
+        (["silence", "add", "--analyzer", "scan", "--for", "1e309h", *C], 2, "--for", ""),
+        (["silence", "add", "--analyzer", "scan", "--for", "0m", *C], 2, "--for", ""),
         (["silence", "add", "--analyzer", "scan", "--network", "10.0.0.0/33", *C], 2, "network", ""),
         (["silence", "add", "--analyzer", "scan", "--address", "256.1.1.1", *C], 2, "address", ""),
         (["silence", "remove", "²", *C], 2, "", ""),

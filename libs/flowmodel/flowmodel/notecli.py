@@ -117,7 +117,14 @@ def _silence(cfg, client, args, out, err) -> int:
         print("flowlens: silence add needs at least one of " + ", ".join(f"--{k}" for k in SILENCE_MATCHES),
               file=err)
         return EXIT_BAD
-    note = new_silence({k: getattr(args, k) for k in SILENCE_MATCHES}, parse_duration(args.duration), _who(args),
+    try:
+        duration_s = parse_duration(args.duration)
+        if duration_s <= 0:
+            raise ValueError(f"a silence must last longer than zero, got {args.duration!r}")
+    except ValueError as e:  # its reason quotes the value but not the option it came from
+        print(f"flowlens: --for: {e}", file=err)
+        return EXIT_BAD
+    note = new_silence({k: getattr(args, k) for k in SILENCE_MATCHES}, duration_s, _who(args),
                        args.comment, now)  # ValueError: no match given, a bad address
     code = _send(cfg, note, err)
     if code == EXIT_OK:
