@@ -13,6 +13,7 @@ import hmac
 import os
 import re
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +128,10 @@ def parse(text: str, source: str = "accounts file") -> dict[str, Account]:
 def load(path: str | Path) -> dict[str, Account]:
     p = Path(path)
     try:
-        size = p.stat().st_size
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):  # /dev/null read as no accounts, then save() renamed over it
+            raise AccountsError(f"{p}: not a regular file")
+        size = st.st_size
         if size > MAX_FILE_BYTES:
             raise AccountsError(f"{p}: {size} bytes, more than an accounts file may hold ({MAX_FILE_BYTES})")
         return parse(p.read_text(encoding="utf-8"), str(p))
@@ -145,18 +149,25 @@ def render(accounts: dict[str, Account]) -> str:
 def save(path: str | Path, accounts: dict[str, Account]) -> None:
     """Replace the file at once (write beside it, then rename), readable by its owner only."""
     p = Path(path)
-    if p.parent and not p.parent.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if (p.exists() or p.is_symlink()) and not p.is_file():  # never rename over a device, a directory, ...
+        raise AccountsError(f"{p}: not a regular file")
+    try:
+        if p.parent and not p.parent.exists():
+            p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as e:
+        raise AccountsError(f"{p}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(render(accounts))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise AccountsError(f"{p}: {e.strerror or e}") from None
         raise
 
 

@@ -84,3 +84,30 @@ def test_query_limit_refuses_what_no_store_holds_or_msgpack_cannot_carry(limit, 
 def test_query_limit_keeps_its_range():
     assert cli.build_parser().parse_args(["query", "flows", "--limit", str(10 ** 12)]).limit == 10 ** 12
     assert cli.build_parser().parse_args(["query", "flows", "--limit", "1"]).limit == 1
+
+
+def test_users_add_never_replaces_a_device_named_as_the_accounts_file(tmp_path, capsys):
+    """`flowlens users add x --file /dev/null` as root renamed a regular file over /dev/null."""
+    import os
+    import stat
+
+    if os.geteuid() != 0:
+        pytest.skip("making a character device (a stand-in /dev/null) needs root")
+    device = tmp_path / "null"
+    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    args = cli.build_parser().parse_args(["users", "add", "carol", "--file", str(device), "--password-stdin"])
+    import io
+    assert cli.run_users(args, stdin=io.StringIO("a-good-password\n")) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert stat.S_ISCHR(device.lstat().st_mode)
+    assert not [p for p in tmp_path.iterdir() if p.name != "null"]  # no temporary file left
+
+
+def test_users_add_under_a_file_says_why_in_words(tmp_path, capsys):
+    blocker = tmp_path / "plain"
+    blocker.write_text("x")
+    args = cli.build_parser().parse_args(["users", "add", "carol", "--file", str(blocker / "users"),
+                                          "--password-stdin"])
+    import io
+    assert cli.run_users(args, stdin=io.StringIO("a-good-password\n")) == 2
+    assert "Not a directory" in capsys.readouterr().err
