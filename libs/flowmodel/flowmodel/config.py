@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 from .configtypes import ConfigError, parse_duration, parse_size  # noqa: F401  (callers import them from here)
+from .notifyconf import check_references
 from .settings import SECTIONS, SETTINGS, TOP_LEVEL_KEYS, Setting  # noqa: F401
 
 
@@ -192,6 +193,10 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
             values[key] = setting.parse(value)
         except ValueError as e:
             raise ConfigError(f"{origin}: {e}") from None
+    try:
+        check_references(values)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
     return Config(values, where, tuple(deprecations))
 
 

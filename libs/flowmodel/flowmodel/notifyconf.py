@@ -163,3 +163,25 @@ def parse_rules(value: Any) -> list[dict]:
                     "analyzer": _texts(r.get("analyzer", []), f"{where}: analyzer"),
                     "subject": _texts(r.get("subject", []), f"{where}: subject"), "network": networks})
     return out
+
+
+def check_references(values) -> None:
+    """Names one key gives that another must hold, checked once both are parsed, so that `flowlens
+    config check` refuses what the notifier would stop on: a rule's target not in notify.targets,
+    a report.target that is not one of their email targets. Without targets there is no notifier,
+    and a collector box may share the file: nothing to check."""
+    targets = {t["name"]: t for t in values["notify.targets"]}
+    if not targets:
+        return
+    for i, rule in enumerate(values["notify.rules"], 1):
+        unknown = [name for name in rule["targets"] if name not in targets]
+        if unknown:
+            raise ValueError(f"notify.rules: rule {i} sends to {unknown[0]!r}, which is not in notify.targets "
+                             f"({', '.join(sorted(targets))})")
+    name = values["report.target"]
+    if values["report.email_to"] and name:
+        if name not in targets:
+            raise ValueError(f"report.target {name!r} is not in notify.targets ({', '.join(sorted(targets))})")
+        if targets[name]["type"] != "email":
+            raise ValueError(f"report.target {name!r} is a {targets[name]['type']} target; "
+                             "the report needs an email one")

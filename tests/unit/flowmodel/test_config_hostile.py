@@ -1,6 +1,8 @@
 """Hostile config values: every refusal is a ConfigError naming the key and saying why, through
 overrides, the YAML file and FLOWLENS_<SECTION>__<KEY>; never another exception, never a value the
 services would misuse at start (a retention that overflows SQLite, a million query threads)."""
+import re
+
 import pytest
 
 from flowmodel.config import SETTINGS, ConfigError, load_config, parse_duration
@@ -261,3 +263,26 @@ def test_a_control_character_in_text_is_refused(key, value):
     # a NUL in an instance id loaded: no XHTML page can show it, no HTTP header carry a token with it
     message = refusal(key, value)
     assert key in message and "control character" in message
+
+
+HOOK = {"name": "hook", "type": "webhook", "url": "http://127.0.0.1:9/x"}
+MAIL = {"name": "mail", "type": "email", "host": "smtp", "from": "a@example.net", "to": ["b@example.net"]}
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"notify.rules": [{"targets": ["nope"]}]}, "notify.rules: rule 1 sends to 'nope', which is not in notify.targets"),
+    ({"report.email_to": ["c@example.net"], "report.target": "nope"}, "report.target 'nope' is not in"),
+    ({"report.email_to": ["c@example.net"], "report.target": "hook"}, "report.target 'hook' is a webhook target"),
+])
+def test_a_name_another_key_must_hold_is_checked_at_load(overrides, words):
+    # loaded before: flowlens config check said the file was fine and the notifier exited 1 at start
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_config(None, env={}, overrides={"notify.targets": [HOOK, MAIL], **overrides})
+
+
+def test_names_that_hold_and_a_box_without_targets_load():
+    assert load_config(None, env={}, overrides={"notify.targets": [HOOK, MAIL], "notify.rules": [{"targets": ["mail"]}],
+                                                "report.email_to": ["c@example.net"], "report.target": "mail"})
+    # no targets: no notifier runs on this box, the rules and report are for another
+    assert load_config(None, env={}, overrides={"notify.rules": [{"targets": ["mail"]}], "report.target": "mail",
+                                                "report.email_to": ["c@example.net"]})
