@@ -5,6 +5,7 @@ does the work; service packages are started as processes, never imported from he
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -136,7 +137,11 @@ def run_keys(args: argparse.Namespace, err=None) -> int:
     err = err or sys.stderr
     try:
         public, secret = generate_keys(args.dir, args.name, force=args.force)
-    except (OSError, ValueError) as e:
+    except OSError as e:  # "[Errno 2] No such file or directory: ''" named neither option
+        where = "--name" if e.errno == errno.ENAMETOOLONG and len(args.name) > 200 else "--dir"
+        print(f"flowlens keys: {where}: cannot write {str(e.filename or args.dir)[:200]!r}: {e.strerror or e}", file=err)
+        return 2
+    except ValueError as e:
         print(f"flowlens keys: {e}", file=err)
         return 2
     print(f"flowlens keys: wrote {public} (public: give it out) and {secret} (secret: keep it on this box)", file=err)

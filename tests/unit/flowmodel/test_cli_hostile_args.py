@@ -111,3 +111,12 @@ def test_users_add_under_a_file_says_why_in_words(tmp_path, capsys):
     import io
     assert cli.run_users(args, stdin=io.StringIO("a-good-password\n")) == 2
     assert "Not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("directory, name, option", [("", "store", "--dir"), ("{tmp}/file", "store", "--dir"),
+                                                     ("{tmp}/keys", "x" * 300, "--name")])
+def test_keys_generate_names_the_option_a_write_failed_on(tmp_path, directory, name, option, capsys):
+    (tmp_path / "file").write_text("x")
+    args = cli.build_parser().parse_args(["keys", "generate", "--dir", directory.format(tmp=tmp_path), "--name", name])
+    assert cli.run_keys(args) == 2
+    assert capsys.readouterr().err.startswith(f"flowlens keys: {option}: cannot write ")
