@@ -32,6 +32,7 @@ FILTER_HELP = {"src": "source address or CIDR", "dst": "destination address or C
                "step": "series: seconds per point; explore: seconds per step (default: about 300 steps)",
                "order": "flows: time (newest first, default), bytes or packets (largest first)"}
 EXIT_QUERY_ERROR, EXIT_UNREACHABLE = 2, 3
+OPS_WITHOUT_ARGS = ("ping", "status", "exporters", "names")
 MAX_LIMIT = 10 ** 12  # more rows than any store holds; a bigger number would not fit the protocol's integers
 MAX_STEP_S = 10 ** 9  # about 31 years: more than any op takes
 # commands whose own parser lives in their module: what `flowlens --help` says of each
@@ -187,6 +188,12 @@ def run_query(args: argparse.Namespace, out=None, err=None) -> int:
 
     out, err = out or sys.stdout, err or sys.stderr
     given = {k: getattr(args, k) for k in FILTERS + ("since", "until") if getattr(args, k) is not None}
+    if args.op in OPS_WITHOUT_ARGS:  # the store answers these whatever else is sent: say it was not used
+        extra = [k for k in (*given, "limit", "scaled", "spread") if k in given or getattr(args, k, None) is not None]
+        if extra:
+            print(f"flowlens query: {args.op} takes no options, got " + ", ".join("--" + k.replace("_", "-") for k in extra),
+                  file=err)
+            return EXIT_QUERY_ERROR
     try:
         normalise_flow_filters(given)
         given.update({k: True for k in ("scaled", "spread") if getattr(args, k, None)})  # fail early, with the same reasons the store would give

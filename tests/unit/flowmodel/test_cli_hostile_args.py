@@ -120,3 +120,11 @@ def test_keys_generate_names_the_option_a_write_failed_on(tmp_path, directory, n
     args = cli.build_parser().parse_args(["keys", "generate", "--dir", directory.format(tmp=tmp_path), "--name", name])
     assert cli.run_keys(args) == 2
     assert capsys.readouterr().err.startswith(f"flowlens keys: {option}: cannot write ")
+
+
+@pytest.mark.parametrize("op, option", [("status", ["--by", "src"]), ("ping", ["--since", "1h"]),
+                                        ("exporters", ["--limit", "5"]), ("names", ["--scaled"])])
+def test_ops_without_arguments_refuse_options_they_would_ignore(op, option, capsys):
+    args = cli.build_parser().parse_args(["query", op, *option, "--endpoint", "tcp://127.0.0.1:9"])
+    assert cli.run_query(args) == 2  # before any request: port 9 has no store
+    assert capsys.readouterr().err.strip() == f"flowlens query: {op} takes no options, got {option[0]}"
