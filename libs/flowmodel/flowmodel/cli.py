@@ -34,7 +34,8 @@ FILTER_HELP = {"src": "source address or CIDR", "dst": "destination address or C
 EXIT_QUERY_ERROR, EXIT_UNREACHABLE = 2, 3
 OPS_WITHOUT_ARGS = ("ping", "status", "exporters", "names")
 MAX_LIMIT = 10 ** 12  # more rows than any store holds; a bigger number would not fit the protocol's integers
-MAX_STEP_S = 10 ** 9  # about 31 years: more than any op takes
+MAX_STEP_S = 10 ** 9
+MAX_UP_WAIT_S = 86_400  # a day: longer than any stop, backoff or stable spell anyone means  # about 31 years: more than any op takes
 # commands whose own parser lives in their module: what `flowlens --help` says of each
 PASS_THROUGH_HELP = {"replay": "send the NetFlow/IPFIX/sFlow datagrams of a pcap or pcapng capture to a collector",
                      "analyze": "run the analyzers over a stored time range and print what they find",
@@ -64,6 +65,17 @@ def _step(text: str) -> int | float:
     return int(value) if value.is_integer() else value
 
 
+def _seconds(text: str) -> float:
+    """up's --stop-timeout, --max-backoff, --stable-after: NaN, inf and -1 were taken as given."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants seconds, got {text[:40]!r}") from None
+    if not 0 < value <= MAX_UP_WAIT_S:
+        raise argparse.ArgumentTypeError(f"wants seconds above 0 and at most {MAX_UP_WAIT_S:,}, got {text[:40]!r}")
+    return value
+
+
 def _endpoint(text: str) -> str:
     """--endpoint, checked as query.endpoint is in a config (zmq's connect raised a traceback on 'garbage')."""
     from .settings import SETTINGS
@@ -84,10 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "notifier and poller where the store runs once notify.targets / snmp.targets are set)")
     up.add_argument("--collector-config", action="append", default=[], metavar="PATH",
                     help="run one more collector with this config (repeatable)")
-    up.add_argument("--stop-timeout", type=float, default=30.0, help="seconds each service gets to stop")
-    up.add_argument("--max-backoff", type=float, default=MAX_BACKOFF_S, metavar="SECONDS",
+    up.add_argument("--stop-timeout", type=_seconds, default=30.0, help="seconds each service gets to stop")
+    up.add_argument("--max-backoff", type=_seconds, default=MAX_BACKOFF_S, metavar="SECONDS",
                     help=f"longest wait before restarting a crash-looping service (default {MAX_BACKOFF_S:g})")
-    up.add_argument("--stable-after", type=float, default=STABLE_AFTER_S, metavar="SECONDS",
+    up.add_argument("--stable-after", type=_seconds, default=STABLE_AFTER_S, metavar="SECONDS",
                     help=f"a restarted service up this long is well again: its backoff resets (default {STABLE_AFTER_S:g})")
     for name in SERVICES:
         s = sub.add_parser(name, help=f"run the {name} service in the foreground", add_help=False)

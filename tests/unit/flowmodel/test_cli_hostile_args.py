@@ -128,3 +128,17 @@ def test_ops_without_arguments_refuse_options_they_would_ignore(op, option, caps
     args = cli.build_parser().parse_args(["query", op, *option, "--endpoint", "tcp://127.0.0.1:9"])
     assert cli.run_query(args) == 2  # before any request: port 9 has no store
     assert capsys.readouterr().err.strip() == f"flowlens query: {op} takes no options, got {option[0]}"
+
+
+@pytest.mark.parametrize("option", ["--stop-timeout", "--max-backoff", "--stable-after"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "1e309", "86401"])
+def test_up_waits_refuse_what_is_no_number_of_seconds(option, value, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args(["up", option, value])
+    assert e.value.code == 2 and f"argument {option}: wants seconds" in capsys.readouterr().err
+
+
+def test_up_waits_keep_their_defaults_and_fractions():
+    args = cli.build_parser().parse_args(["up", "--stop-timeout", "20", "--max-backoff", "0.5", "--stable-after", "2"])
+    assert (args.stop_timeout, args.max_backoff, args.stable_after) == (20.0, 0.5, 2.0)
+    assert cli.build_parser().parse_args(["up"]).stop_timeout == 30.0
