@@ -112,6 +112,8 @@ def cases(cfg: str, unreachable: str, tmp: Path, ipfix_port: int) -> list[tuple[
         (["config", "check", str(tmp)], 2, str(tmp), ""),
         (["up", "--services", "", *C], 2, "--services", ""),
         (["up", "--services", "bogus", *C], 2, "bogus", ""),
+        (["up", "--max-backoff", "nan", "--services", "bogus", *C], 2, "--max-backoff", ""),
+        (["up", "--stop-timeout", "-1", "--services", "bogus", *C], 2, "--stop-timeout", ""),
     ]
 
 
