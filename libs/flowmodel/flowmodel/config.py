@@ -164,6 +164,8 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
                 doc = parse_yaml(f)
         except OSError as e:
             raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+        except UnicodeDecodeError as e:  # a capture or a binary given where the YAML file goes
+            raise ConfigError(f"{path}: not a config file: byte {e.start} is not UTF-8 text") from e
         except _DuplicateKey as e:
             raise ConfigError(f"{path}: {e}") from e
         except yaml.YAMLError as e:

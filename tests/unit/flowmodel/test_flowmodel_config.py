@@ -190,3 +190,11 @@ def test_duplicate_section_is_refused(tmp_path):
 def test_same_key_in_two_sections_is_not_a_duplicate(tmp_path):
     cfg = load_config(write(tmp_path, "analysis:\n  instance_id: a\ncollector:\n  instance_id: c\n"), env={})
     assert (cfg["analysis.instance_id"], cfg["collector.instance_id"]) == ("a", "c")
+
+
+def test_a_binary_file_given_as_the_config_is_refused_in_words(tmp_path):
+    """A pcap or other binary where the YAML goes raised UnicodeDecodeError (a traceback, exit 1)."""
+    path = tmp_path / "capture.pcap"
+    path.write_bytes(b"\xd4\xc3\xb2\xa1\x02\x00\x04\x00" + bytes(range(256)))
+    with pytest.raises(ConfigError, match=r"capture\.pcap: not a config file: byte 0 is not UTF-8 text"):
+        load_config(path, env={})
