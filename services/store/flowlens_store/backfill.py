@@ -15,8 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .blockread import Block, BlockCounters, read_block
-from .histbuild import HIST_BLOCKS_PER_STEP, HIST_COLUMNS
+from .histbuild import BlockFold
 from .hists import DIMS, HistBuilder, key_chunks
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ class RollupBackfill:
         self.partitions = partitions
         self.prefix_v4, self.prefix_v6, self.max_keys = prefix_v4, prefix_v6, max_keys
         self.queue: list[tuple[str, tuple[str, ...]]] = []  # (partition, its missing dimensions)
-        self._cur: dict | None = None
+        self._cur: BlockFold | None = None
         self.partitions_done = 0
         self.blocks_read = 0
 
@@ -60,7 +59,7 @@ class RollupBackfill:
     def forget(self, name: str) -> None:
         """A partition was pruned or got late rows (its next seal builds every dimension)."""
         self.queue = [q for q in self.queue if q[0] != name]
-        if self._cur is not None and self._cur["name"] == name:
+        if self._cur is not None and self._cur.name == name:
             self._cur = None
 
     def step(self) -> None:
@@ -69,25 +68,18 @@ class RollupBackfill:
             if not self.queue:
                 return
             name, missing = self.queue.pop(0)
-            ids = self.db.execute("SELECT id, part, rows, time_lo, time_hi FROM blocks WHERE part = ? ORDER BY id",
-                                  (name,)).fetchall()
-            self._cur = {"name": name, "blocks": [Block(*r) for r in ids], "t0": time.monotonic(),
-                         "builder": HistBuilder(self.prefix_v4, self.prefix_v6, self.max_keys,
-                                                dims={d: DIMS[d] for d in missing})}
-        cur = self._cur
-        p = self.partitions.get(cur["name"])
+            self._cur = BlockFold(self.db, name, HistBuilder(self.prefix_v4, self.prefix_v6, self.max_keys,
+                                                             dims={d: DIMS[d] for d in missing}))
+        fold = self._cur
+        p = self.partitions.get(fold.name)
         if p is None or not p[5] or p[6]:  # pruned, or late rows: sealing again builds them all
             self._cur = None
             return
-        todo, cur["blocks"] = cur["blocks"][:HIST_BLOCKS_PER_STEP], cur["blocks"][HIST_BLOCKS_PER_STEP:]
-        counters = BlockCounters()
-        for block in todo:
-            cur["builder"].add(read_block(self.db, block, HIST_COLUMNS, counters))
-        self.blocks_read += len(todo)
-        if cur["blocks"]:
+        self.blocks_read += fold.step(self.db)
+        if not fold.done:
             return
         self._cur = None
-        self._write(cur["name"], p, cur["builder"].finish(), cur["t0"])
+        self._write(fold.name, p, fold.builder.finish(), fold.t0)
 
     def _write(self, name: str, p: list, blobs: dict, t0: float) -> None:
         self.db.execute("BEGIN")

@@ -26,6 +26,29 @@ HIST_COLUMNS = ("time_end", "src_addr", "dst_addr", "src_port", "dst_port", "pro
                 "sampling_rate", "exporter", "input_if", "output_if", "src_as", "dst_as", "tos")
 
 
+class BlockFold:
+    """A partition's blocks folded into a HistBuilder HIST_BLOCKS_PER_STEP at a time, one bounded step
+    each: how sealing rebuilds a partition's rollups and how the backfill builds missing dimensions."""
+
+    def __init__(self, db, name: str, builder: HistBuilder):
+        ids = db.execute("SELECT id, part, rows, time_lo, time_hi FROM blocks WHERE part = ? ORDER BY id",
+                         (name,)).fetchall()
+        self.name, self.builder, self.t0 = name, builder, time.monotonic()
+        self.blocks = [Block(*r) for r in ids]  # still to fold
+
+    def step(self, db) -> int:
+        """Fold the next blocks; returns how many (``done`` once none are left)."""
+        todo, self.blocks = self.blocks[:HIST_BLOCKS_PER_STEP], self.blocks[HIST_BLOCKS_PER_STEP:]
+        counters = BlockCounters()
+        for block in todo:
+            self.builder.add(read_block(db, block, HIST_COLUMNS, counters))
+        return len(todo)
+
+    @property
+    def done(self) -> bool:
+        return not self.blocks
+
+
 class HistBuilding:
     def _feed(self, name: str, m: _Mirror, block: dict) -> None:
         """Fold a block just cut into the partition's rollups, when they are summed from its first block."""
@@ -39,29 +62,22 @@ class HistBuilding:
         m.fed += 1
 
     def _begin_hists(self, name: str) -> None:
-        ids = self.db.execute("SELECT id, part, rows, time_lo, time_hi FROM blocks WHERE part = ? ORDER BY id",
-                              (name,)).fetchall()
-        self._hist = {"name": name, "blocks": [Block(*r) for r in ids], "t0": time.monotonic(),
-                      "builder": HistBuilder(self.prefix_v4, self.prefix_v6, self.hist_max_keys)}
+        self._hist = BlockFold(self.db, name, HistBuilder(self.prefix_v4, self.prefix_v6, self.hist_max_keys))
         self._hist_step()
 
     def _hist_step(self) -> None:
         """Fold the next blocks of the partition into its rollups; the last step writes them and marks
         the partition sealed, one transaction. Rows arriving meanwhile (late) start it over later."""
-        h = self._hist
-        name = h["name"]
-        p = self.partitions.get(name)
+        fold = self._hist
+        p = self.partitions.get(fold.name)
         if p is None or p[6]:  # pruned, or late rows arrived: their seal queues the rollups again
             self._hist = None
             return
-        todo, h["blocks"] = h["blocks"][:HIST_BLOCKS_PER_STEP], h["blocks"][HIST_BLOCKS_PER_STEP:]
-        counters = BlockCounters()
-        for block in todo:
-            h["builder"].add(read_block(self.db, block, HIST_COLUMNS, counters))
-        if h["blocks"]:
+        fold.step(self.db)
+        if not fold.done:
             return
         self._hist = None
-        self._write_hists(name, h["builder"].finish(), h["t0"])
+        self._write_hists(fold.name, fold.builder.finish(), fold.t0)
 
     def _write_hists(self, name: str, blobs: dict, t0: float) -> None:
         p = self.partitions[name]

@@ -19,7 +19,7 @@ import numpy as np
 
 from .blocks import BLOCK_ROWS, encode_block
 from .backfill import RollupBackfill
-from .histbuild import HistBuilding
+from .histbuild import BlockFold, HistBuilding
 from .hists import HistBuilder
 from .rowcodec import SQL_COLUMNS, rows_to_columns
 
@@ -83,7 +83,7 @@ class Sealer(HistBuilding):
         self.quiet_s = quiet_s
         self.last_write: dict[str, float] = {}
         self.prefix_v4, self.prefix_v6, self.hist_max_keys = prefix_v4, prefix_v6, hist_max_keys
-        self._hist: dict | None = None  # the partition whose rollups are being built: its builder, blocks left
+        self._hist: BlockFold | None = None  # the partition whose rollups are being built: its builder, blocks left
         self.partitions = partitions
         self.row_tables = row_tables
         self.block_rows = block_rows
@@ -324,7 +324,7 @@ class Sealer(HistBuilding):
         self.last_write.pop(name, None)
         if self._current == name:
             self._current = None
-        if self._hist is not None and self._hist["name"] == name:
+        if self._hist is not None and self._hist.name == name:
             self._hist = None
         self._unmirror(name)
         if name in self.hists_due:
