@@ -185,3 +185,5 @@ def check_references(values) -> None:
         if targets[name]["type"] != "email":
             raise ValueError(f"report.target {name!r} is a {targets[name]['type']} target; "
                              "the report needs an email one")
+    elif values["report.email_to"] and not any(t["type"] == "email" for t in targets.values()):
+        raise ValueError("report.email_to is set but notify.targets has no email target to send the report through")

@@ -33,13 +33,3 @@ def route(note: dict[str, Any], rules: list[dict], targets: Iterable[str]) -> li
         if matches(rule, note):
             wanted.update(rule["targets"])
     return [n for n in names if n in wanted]
-
-
-def check_rules(rules: list[dict], targets: Iterable[str]) -> None:
-    """ValueError naming a rule that sends to a target notify.targets does not have."""
-    names = set(targets)
-    for i, rule in enumerate(rules, 1):
-        unknown = [t for t in rule["targets"] if t not in names]
-        if unknown:
-            raise ValueError(f"notify.rules: rule {i} sends to {unknown[0]!r}, which is not in notify.targets "
-                             f"({', '.join(sorted(names)) or 'none'})")

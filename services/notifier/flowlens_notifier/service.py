@@ -101,7 +101,6 @@ class NotifierService:
     def start(self) -> None:
         if not self.targets:
             raise ValueError("notify.targets is empty: there is nowhere to send notifications")
-        routing.check_rules(self.rules, self.targets)
         target = report_target(self.cfg)
         if target is not None:
             self.daily = DailyReport(self.cfg, target, self.clock)

@@ -273,6 +273,7 @@ MAIL = {"name": "mail", "type": "email", "host": "smtp", "from": "a@example.net"
     ({"notify.rules": [{"targets": ["nope"]}]}, "notify.rules: rule 1 sends to 'nope', which is not in notify.targets"),
     ({"report.email_to": ["c@example.net"], "report.target": "nope"}, "report.target 'nope' is not in"),
     ({"report.email_to": ["c@example.net"], "report.target": "hook"}, "report.target 'hook' is a webhook target"),
+    ({"notify.targets": [HOOK], "report.email_to": ["c@example.net"]}, "notify.targets has no email target"),
 ])
 def test_a_name_another_key_must_hold_is_checked_at_load(overrides, words):
     # loaded before: flowlens config check said the file was fine and the notifier exited 1 at start
