@@ -118,7 +118,10 @@ class StoreClient:
 
     def request(self, op: str, **args: Any) -> dict:
         """Send one request; return the reply map (ok true) or raise StoreError / StoreUnavailable."""
-        body = msgpack.packb({"op": op, **{k: v for k, v in args.items() if v is not None}}, use_bin_type=True)
+        try:
+            body = msgpack.packb({"op": op, **{k: v for k, v in args.items() if v is not None}}, use_bin_type=True)
+        except (OverflowError, TypeError, ValueError) as e:  # an int past 64 bits, an object msgpack cannot write
+            raise StoreError(f"{op}: an argument cannot be sent to the store ({e})") from None
         if len(body) > REQUEST_MAX_BYTES:  # the store's socket would drop it (and the connection) unanswered
             raise StoreError(f"the request is {len(body):,} bytes; the store takes {REQUEST_MAX_BYTES:,} at most")
         with self._lock:
